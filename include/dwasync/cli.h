@@ -1,0 +1,60 @@
+/*
+ * cli.h - the dwasync command line: global options, the command table, shared helpers.
+ *
+ * main() parses the global options into a struct dw_cli and dispatches to a command
+ * function from the one table in src/cli/commands.c. A command function receives the
+ * arguments after its name (argv[0] is the command name) and returns a process exit
+ * status: 0 success, 1 failure (already logged), 2 usage error (already printed).
+ * The config is loaded lazily by dw_cli_config() so that `--help` and `config describe`
+ * work without a config file.
+ */
+#ifndef DWASYNC_CLI_H
+#define DWASYNC_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "dwasync/config.h"
+
+#define DW_EXIT_OK      0
+#define DW_EXIT_FAILURE 1
+#define DW_EXIT_USAGE   2
+
+struct dw_cli {
+    const char *config_path; /* --config value, or NULL */
+    bool verbose;            /* --verbose: log at debug level */
+    bool config_loaded;
+    struct dw_config config;
+};
+
+typedef int (*dw_cli_command_fn)(struct dw_cli *cli, int argc, char **argv);
+
+struct dw_cli_command {
+    const char *name;
+    dw_cli_command_fn run;
+    const char *usage;   /* arguments, e.g. "[--job NAME]" */
+    const char *summary; /* one line for `dwasync --help` */
+};
+
+/* The command table (NULL-terminated), defined in src/cli/commands.c. */
+extern const struct dw_cli_command dw_cli_commands[];
+
+/*
+ * Loads the config on first use (explicit path, $DWASYNC_CONFIG, or the default path; a
+ * missing default file means built-in defaults) and applies its log settings. NULL on
+ * failure, after printing every problem. Borrowed; owned by cli.
+ */
+const struct dw_config *dw_cli_config(struct dw_cli *cli);
+
+/* Prints "usage: dwasync NAME USAGE" for a command to stderr and returns DW_EXIT_USAGE. */
+int dw_cli_usage(const char *name);
+
+/* Prints the list of commands to out. */
+void dw_cli_print_help(FILE *out);
+
+/* Command implementations, one per family (src/cli/cmd_*.c). */
+int dw_cmd_init(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_config(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_version(struct dw_cli *cli, int argc, char **argv);
+
+#endif

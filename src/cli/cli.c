@@ -1,0 +1,35 @@
+#include "dwasync/cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dwasync/log.h"
+
+const struct dw_config *dw_cli_config(struct dw_cli *cli)
+{
+    if (cli->config_loaded)
+        return &cli->config;
+    dw_config_init(&cli->config);
+    const char *path = dw_config_path(cli->config_path);
+    bool explicit_path = (cli->config_path && *cli->config_path) || getenv("DWASYNC_CONFIG");
+    if (!explicit_path && access(path, F_OK) != 0 && errno == ENOENT) {
+        DW_DEBUG("no config file at \"%s\": using built-in defaults", path);
+    } else {
+        struct dw_buf errors;
+        dw_buf_init(&errors, 0);
+        dw_rc rc = dw_config_load(&cli->config, path, &errors);
+        if (rc != DW_OK) {
+            fputs(dw_buf_str(&errors), stderr);
+            dw_buf_cleanup(&errors);
+            dw_config_cleanup(&cli->config);
+            return NULL;
+        }
+        dw_buf_cleanup(&errors);
+    }
+    dw_log_configure(cli->verbose ? DW_LOG_DEBUG : (enum dw_log_level)cli->config.log.level,
+                     (enum dw_log_format)cli->config.log.format);
+    cli->config_loaded = true;
+    return &cli->config;
+}

@@ -1,0 +1,59 @@
+/* dwasync: the command-line entry point. Parses global options and dispatches. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dwasync/cli.h"
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    struct dw_cli cli = {0};
+    int opt;
+    /* "+": stop at the command name; its options belong to the command. */
+    while ((opt = getopt_long(argc, argv, "+c:vh", options, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            cli.config_path = optarg;
+            break;
+        case 'v':
+            cli.verbose = true;
+            break;
+        case 'h':
+            dw_cli_print_help(stdout);
+            return DW_EXIT_OK;
+        case 'V':
+            printf("dwasync %s\n", DW_VERSION);
+            return DW_EXIT_OK;
+        default:
+            dw_cli_print_help(stderr);
+            return DW_EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        dw_cli_print_help(stderr);
+        return DW_EXIT_USAGE;
+    }
+    const char *name = argv[optind];
+    for (const struct dw_cli_command *c = dw_cli_commands; c->name; c++) {
+        if (strcmp(c->name, name) == 0) {
+            /* Commands parse their own options with getopt from a fresh start. */
+            int sub_argc = argc - optind;
+            char **sub_argv = argv + optind;
+            optind = 0;
+            int status = c->run(&cli, sub_argc, sub_argv);
+            if (cli.config_loaded)
+                dw_config_cleanup(&cli.config);
+            return status;
+        }
+    }
+    fprintf(stderr, "dwasync: unknown command \"%s\"\n\n", name);
+    dw_cli_print_help(stderr);
+    return DW_EXIT_USAGE;
+}

@@ -1,0 +1,71 @@
+#include "dwasync/alloc.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+_Noreturn void dw_oom(size_t size)
+{
+    /* No allocation and no stdio here: the heap is what just failed. */
+    char msg[96];
+    int n =
+        snprintf(msg, sizeof msg, "level=error msg=\"out of memory allocating %zu bytes\"\n", size);
+    if (n > 0)
+        (void)!write(STDERR_FILENO, msg, (size_t)n);
+    abort();
+}
+
+void *dw_malloc(size_t size)
+{
+    void *p = malloc(size ? size : 1);
+    if (p == NULL)
+        dw_oom(size);
+    return p;
+}
+
+void *dw_calloc(size_t count, size_t size)
+{
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (p == NULL)
+        dw_oom(count * size);
+    return p;
+}
+
+void *dw_realloc(void *ptr, size_t size)
+{
+    void *p = realloc(ptr, size ? size : 1);
+    if (p == NULL)
+        dw_oom(size);
+    return p;
+}
+
+char *dw_strdup(const char *s)
+{
+    return dw_strndup(s, strlen(s));
+}
+
+char *dw_strndup(const char *s, size_t n)
+{
+    size_t len = strnlen(s, n);
+    char *p = dw_malloc(len + 1);
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+char *dw_asprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        dw_oom(0);
+    char *p = dw_malloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}

@@ -1,0 +1,81 @@
+#include "dwasync/pg.h"
+
+#include <string.h>
+
+#include "dwasync/log.h"
+
+/* libpq messages end with a newline; log lines must not. */
+static void chomp_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+    while (n > 0 && (src[n - 1] == '\n' || src[n - 1] == ' '))
+        n--;
+    if (n >= size)
+        n = size - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+dw_rc dw_pg_connect(const char *conninfo, const char *application_name, PGconn **out)
+{
+    const char *keys[] = {"dbname", "application_name", "fallback_application_name", NULL};
+    const char *vals[] = {conninfo, application_name, "dwasync", NULL};
+    /* expand_dbname=1: the conninfo may be a string or a URI. */
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+        char msg[1024];
+        chomp_copy(msg, sizeof msg, conn ? PQerrorMessage(conn) : "out of memory");
+        DW_ERROR("cannot connect to postgres: %s", msg);
+        PQfinish(conn);
+        return DW_ERR_PG;
+    }
+    *out = conn;
+    return DW_OK;
+}
+
+const char *dw_pg_sqlstate(const PGresult *res)
+{
+    const char *s = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return s ? s : "";
+}
+
+dw_rc dw_pg_fail(PGconn *conn, const PGresult *res, const char *what)
+{
+    char msg[2048];
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    chomp_copy(msg, sizeof msg, primary ? primary : PQerrorMessage(conn));
+    const char *hint = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) : NULL;
+    DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"sqlstate", dw_pg_sqlstate(res)}, {"hint", hint}),
+            "%s failed: %s", what, msg);
+    return DW_ERR_PG;
+}
+
+dw_rc dw_pg_query(PGconn *conn, const char *what, const char *sql, int nparams,
+                  const char *const *params, PGresult **out)
+{
+    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        dw_rc rc = dw_pg_fail(conn, res, what);
+        PQclear(res);
+        return rc;
+    }
+    *out = res;
+    return DW_OK;
+}
+
+dw_rc dw_pg_exec(PGconn *conn, const char *what, const char *sql)
+{
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    dw_rc rc = DW_OK;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        rc = dw_pg_fail(conn, res, what);
+    PQclear(res);
+    return rc;
+}
+
+char *dw_pg_quote_ident(PGconn *conn, const char *ident)
+{
+    return PQescapeIdentifier(conn, ident, strlen(ident));
+}

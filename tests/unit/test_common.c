@@ -1,0 +1,173 @@
+/* Unit tests: logging (formats, escaping, redaction), buffers, LSNs, return codes. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dwasync/buf.h"
+#include "dwasync/log.h"
+#include "dwasync/lsn.h"
+#include "dwasync/redact.h"
+
+static char *log_text;
+static size_t log_len;
+static FILE *log_file;
+
+static void capture_start(enum dw_log_format format)
+{
+    log_file = open_memstream(&log_text, &log_len);
+    dw_log_set_stream(log_file);
+    dw_log_set_timestamps(false);
+    dw_log_configure(DW_LOG_INFO, format);
+}
+
+static const char *capture_text(void)
+{
+    fflush(log_file);
+    return log_text;
+}
+
+static void capture_end(void)
+{
+    dw_log_set_stream(NULL);
+    fclose(log_file);
+    free(log_text);
+    log_text = NULL;
+    dw_redact_clear();
+}
+
+START_TEST(logfmt_line_shape_and_level_filter)
+{
+    capture_start(DW_LOG_LOGFMT);
+    DW_DEBUG("not shown %d", 1);
+    DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", "sales"}, {"table", "custtable"}), "applied %d rows",
+            42);
+    ck_assert_str_eq(capture_text(),
+                     "level=info msg=\"applied 42 rows\" job=sales table=custtable\n");
+    capture_end();
+}
+END_TEST
+
+START_TEST(control_characters_are_escaped)
+{
+    capture_start(DW_LOG_LOGFMT);
+    DW_LOGF(DW_LOG_WARN, DW_FIELDS({"key", "a\nb\"c\x01"}), "line\nbreak");
+    ck_assert_str_eq(capture_text(), "level=warn msg=\"line\\nbreak\" key=\"a\\nb\\\"c\\x01\"\n");
+    capture_end();
+
+    capture_start(DW_LOG_JSON);
+    DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"key", "tab\there"}), "quote \" and \x02");
+    ck_assert_str_eq(capture_text(), "{\"level\":\"error\",\"msg\":\"quote \\\" and "
+                                     "\\u0002\",\"key\":\"tab\\there\"}\n");
+    capture_end();
+}
+END_TEST
+
+START_TEST(secrets_are_redacted_even_by_mistake)
+{
+    capture_start(DW_LOG_LOGFMT);
+    dw_redact_register("MyClientSecret~123");
+    const char *jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+    DW_ERROR("request failed: Authorization: Bearer abc.def-ghi_123 body=%s", "x");
+    DW_ERROR("token %s expired", jwt);
+    DW_ERROR("posting client_id=1&client_secret=MyClientSecret~123&scope=x");
+    DW_ERROR("answer {\"access_token\":\"opaque-token-value\",\"expires_in\":3599}");
+    DW_ERROR("form client_assertion=%s&grant_type=client_credentials", jwt);
+    DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"conninfo", "host=db password=pgpw123 user=x"}), "connect");
+    DW_ERROR("key -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY----- done");
+    const char *out = capture_text();
+    ck_assert_ptr_null(strstr(out, "abc.def-ghi_123"));
+    ck_assert_ptr_null(strstr(out, "eyJ"));
+    ck_assert_ptr_null(strstr(out, "MyClientSecret"));
+    ck_assert_ptr_null(strstr(out, "opaque-token-value"));
+    ck_assert_ptr_null(strstr(out, "pgpw123"));
+    ck_assert_ptr_null(strstr(out, "MIIEvQIBADANBg"));
+    ck_assert_ptr_nonnull(strstr(out, "Bearer [REDACTED] body=x"));
+    ck_assert_ptr_nonnull(strstr(out, "\\\"access_token\\\":\\\"[REDACTED]\\\",\\\"expires_in"));
+    ck_assert_ptr_nonnull(strstr(out, "&grant_type=client_credentials"));
+    ck_assert_ptr_nonnull(strstr(out, "user=x"));
+    ck_assert_ptr_nonnull(strstr(out, " done"));
+    capture_end();
+}
+END_TEST
+
+START_TEST(redaction_leaves_ordinary_text_alone)
+{
+    char *s = dw_redact_str("password policy and bearer of news: eyJ is fine alone");
+    ck_assert_str_eq(s, "password policy and bearer of news: eyJ is fine alone");
+    free(s);
+}
+END_TEST
+
+START_TEST(buf_grows_caps_and_escapes)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 16);
+    ck_assert_int_eq(dw_buf_puts(&b, "0123456789"), DW_OK);
+    ck_assert_int_eq(dw_buf_printf(&b, "%d", 12345), DW_OK);
+    ck_assert_str_eq(dw_buf_str(&b), "012345678912345");
+    ck_assert_int_eq(dw_buf_puts(&b, "xy"), DW_ERR_RANGE);
+    ck_assert_str_eq(dw_buf_str(&b), "012345678912345");
+    ck_assert_int_eq(dw_buf_printf(&b, "%s", "long enough"), DW_ERR_RANGE);
+    ck_assert_uint_eq(b.len, 15);
+    dw_buf_reset(&b);
+    ck_assert_str_eq(dw_buf_str(&b), "");
+    dw_buf_cleanup(&b);
+
+    dw_buf_init(&b, 0);
+    ck_assert_int_eq(dw_buf_put_json_string(&b, "a\"b\\c\n\x1f\xc3\xa9", 9), DW_OK);
+    ck_assert_str_eq(dw_buf_str(&b), "\"a\\\"b\\\\c\\n\\u001f\xc3\xa9\"");
+    char *stolen = dw_buf_steal(&b);
+    ck_assert_str_eq(stolen, "\"a\\\"b\\\\c\\n\\u001f\xc3\xa9\"");
+    ck_assert_uint_eq(b.len, 0);
+    free(stolen);
+    dw_buf_cleanup(&b);
+}
+END_TEST
+
+START_TEST(lsn_parse_and_format)
+{
+    dw_lsn lsn;
+    char s[DW_LSN_STRLEN];
+    ck_assert_int_eq(dw_lsn_parse("0/1A2B3C4", &lsn), DW_OK);
+    ck_assert_uint_eq(lsn, 0x1A2B3C4);
+    ck_assert_str_eq(dw_lsn_format(lsn, s), "0/1A2B3C4");
+    ck_assert_int_eq(dw_lsn_parse("FFFFFFFF/FFFFFFFF", &lsn), DW_OK);
+    ck_assert_uint_eq(lsn, UINT64_MAX);
+    ck_assert_str_eq(dw_lsn_format(lsn, s), "FFFFFFFF/FFFFFFFF");
+    ck_assert_int_eq(dw_lsn_parse("1/", &lsn), DW_ERR_INVALID);
+    ck_assert_int_eq(dw_lsn_parse("/1", &lsn), DW_ERR_INVALID);
+    ck_assert_int_eq(dw_lsn_parse("1/2/3", &lsn), DW_ERR_INVALID);
+    ck_assert_int_eq(dw_lsn_parse("123456789/0", &lsn), DW_ERR_INVALID);
+    ck_assert_int_eq(dw_lsn_parse("g/0", &lsn), DW_ERR_INVALID);
+}
+END_TEST
+
+START_TEST(rc_names)
+{
+    ck_assert_str_eq(dw_rc_str(DW_OK), "ok");
+    ck_assert_str_eq(dw_rc_str(DW_ERR_PROTOCOL), "protocol error");
+    ck_assert_str_eq(dw_rc_str((dw_rc)9999), "unknown error");
+    for (int rc = 0; rc < DW_ERR__COUNT; rc++)
+        ck_assert_str_ne(dw_rc_str((dw_rc)rc), "unknown error");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("common");
+    TCase *tc = tcase_create("common");
+    tcase_add_test(tc, logfmt_line_shape_and_level_filter);
+    tcase_add_test(tc, control_characters_are_escaped);
+    tcase_add_test(tc, secrets_are_redacted_even_by_mistake);
+    tcase_add_test(tc, redaction_leaves_ordinary_text_alone);
+    tcase_add_test(tc, buf_grows_caps_and_escapes);
+    tcase_add_test(tc, lsn_parse_and_format);
+    tcase_add_test(tc, rc_names);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
