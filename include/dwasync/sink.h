@@ -1,0 +1,151 @@
+/*
+ * sink.h - the Dataverse Web API client: what the pipeline hands writes to.
+ *
+ * The sink owns authentication (client secret or certificate), the curl multi handle and
+ * its connections, throttling (429 Retry-After pauses the whole environment, AIMD
+ * concurrency under x-ms-dop-hint), retries with backoff, bulk requests (UpsertMultiple
+ * where the table supports it, else $batch) and isolation of the bad rows of a failed bulk
+ * request. It is single-threaded and non-blocking: the daemon's event loop calls
+ * dw_sink_run(), which polls curl's sockets together with the caller's descriptors.
+ *
+ * Ownership: dw_sink_submit() takes the contents of each struct dw_write (strings and JSON
+ * references) and returns the array to the caller empty. The done callback is called
+ * exactly once per submitted write, from inside dw_sink_run() (never from submit), with a
+ * result whose pointers are borrowed for the duration of the callback.
+ *
+ * Ordering: writes in flight at the same time may complete in any order. The pipeline
+ * never submits two writes to the same row at once and waits for a sequence level to
+ * complete before submitting the next, so the sink need not order anything.
+ */
+#ifndef DWASYNC_SINK_H
+#define DWASYNC_SINK_H
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dwasync/config.h"
+#include "dwasync/rc.h"
+
+struct dw_sink;
+
+enum dw_write_op {
+    DW_WRITE_UPSERT, /* PATCH by key, creates or updates */
+    DW_WRITE_CREATE, /* PATCH with If-None-Match: * (create only) */
+    DW_WRITE_UPDATE, /* PATCH with If-Match: * (update only) */
+    DW_WRITE_DELETE, /* DELETE by key; 404 counts as done */
+};
+
+/*
+ * One row write.
+ *
+ * key: JSON object of alternate-key attribute -> scalar (string, integer, number, boolean).
+ *   A key part that is a lookup is named as the URL names it, "_<lookup>_value", and its
+ *   value is either a GUID string or a reference object
+ *       {"$ref": "<parent entity set>", "key": {<the parent's key, same rules>}}
+ *   which the sink resolves to the parent's GUID (cached; invalidated on 404).
+ * body: JSON object of attribute -> value, without the key attributes. A lookup is
+ *   "<navigation property>@odata.bind": a reference object as above (the sink writes
+ *   "/<set>(<key>)"), or null to clear it. NULL for DW_WRITE_DELETE.
+ */
+struct dw_write {
+    enum dw_write_op op;
+    char *entity_set;   /* e.g. "accounts" */
+    char *logical_name; /* e.g. "account" (for @odata.type in bulk actions) */
+    json_t *key;
+    json_t *body;
+};
+
+/* Why a row was refused; the error table's "class" column uses these names. */
+enum dw_error_class {
+    DW_ERRCLASS_NONE = 0,
+    DW_ERRCLASS_MAPPING,        /* could not be mapped; no request was sent */
+    DW_ERRCLASS_VALIDATION,     /* 400: length, type, option value, unknown property */
+    DW_ERRCLASS_MISSING_PARENT, /* 404 on a lookup bind or key reference */
+    DW_ERRCLASS_DUPLICATE,      /* 412 / duplicate key */
+    DW_ERRCLASS_PRIVILEGE,      /* 403 */
+    DW_ERRCLASS_CONFLICT,       /* 409, concurrency */
+    DW_ERRCLASS_TRANSIENT,      /* retryable failures past the retry limit */
+    DW_ERRCLASS_UNKNOWN,
+};
+
+/* "mapping", "validation", "missing_parent", ...; never NULL. */
+const char *dw_error_class_name(enum dw_error_class c);
+
+enum dw_write_status {
+    DW_WRITE_APPLIED,  /* 2xx, or 404 for a delete */
+    DW_WRITE_REJECTED, /* a permanent failure of this row */
+    DW_WRITE_GAVE_UP,  /* transient failures outlasted [dataverse] retry_limit */
+};
+
+struct dw_write_result {
+    enum dw_write_status status;
+    enum dw_error_class error_class; /* DW_ERRCLASS_NONE when applied */
+    int http_status;                 /* 0 when no response was received */
+    const char *code;                /* Dataverse error code, e.g. "0x80044331"; "" if none */
+    const char *message;             /* Dataverse or transport message, redacted; "" if none */
+    const json_t *payload;           /* the body last sent for this row; NULL for deletes */
+    const char *missing_parent;      /* "<set>(<key>)" of a missing parent, or NULL */
+};
+
+/* Called once per write; write_user is what was passed to dw_sink_submit() for it. */
+typedef void (*dw_write_done_fn)(void *user, void *write_user, const struct dw_write_result *r);
+
+/* Throttling and traffic counters for status and metrics. */
+struct dw_sink_stats {
+    uint64_t requests;          /* HTTP requests sent (bulk and batch count once) */
+    uint64_t responses_2xx, responses_4xx, responses_5xx;
+    uint64_t throttled;         /* 429 responses */
+    uint64_t retries;           /* requests retried after a transient failure */
+    uint64_t retry_sleep_ms;    /* total time spent backing off */
+    uint64_t token_renewals;
+    uint64_t rows_applied, rows_rejected;
+    int concurrency;            /* current concurrency limit */
+    int in_flight;              /* requests in flight now */
+    int64_t throttled_until_ms; /* CLOCK_MONOTONIC ms until which requests pause; 0 if none */
+};
+
+/* Creates a sink from the [dataverse] config; reads secrets, validates the URL. */
+dw_rc dw_sink_new(const struct dw_config *cfg, dw_write_done_fn done, void *user,
+                  struct dw_sink **out);
+
+/* Stops everything in flight (without calling callbacks) and frees the sink; NULL is fine. */
+void dw_sink_free(struct dw_sink *sink);
+
+/*
+ * Queues n writes (each to a different row) and takes their contents; write_users[i] comes
+ * back in the done callback. Returns DW_ERR_INVALID only for a malformed write (nothing
+ * queued in that case).
+ */
+dw_rc dw_sink_submit(struct dw_sink *sink, struct dw_write *writes, void *const *write_users,
+                     size_t n);
+
+/* Writes submitted whose done callback has not run yet. */
+size_t dw_sink_pending(const struct dw_sink *sink);
+
+/*
+ * Drives transfers: starts queued requests, waits up to timeout_ms for curl's sockets or
+ * one of extra[0..nextra) (their revents are filled as curl_multi_poll does), and runs
+ * the done callbacks of finished writes. Returns early when an extra fd is ready.
+ */
+dw_rc dw_sink_run(struct dw_sink *sink, struct curl_waitfd *extra, unsigned nextra,
+                  int timeout_ms);
+
+/* Wakes a dw_sink_run() that is waiting (for signal handlers: async-signal-safe). */
+void dw_sink_wakeup(struct dw_sink *sink);
+
+/* Copies the counters. */
+void dw_sink_get_stats(const struct dw_sink *sink, struct dw_sink_stats *out);
+
+/* Blocking: WhoAmI, for health checks; *user_id (caller frees) may be NULL. */
+dw_rc dw_sink_whoami(struct dw_sink *sink, char **user_id);
+
+/*
+ * Blocking: GET <api base>/<path_and_query> (e.g. "EntityDefinitions(LogicalName='account')")
+ * with auth and retries. *out is a new reference on 200; on 4xx returns DW_ERR_NOT_FOUND
+ * (404) or DW_ERR_HTTP, logged.
+ */
+dw_rc dw_sink_get_json(struct dw_sink *sink, const char *path_and_query, json_t **out);
+
+#endif
