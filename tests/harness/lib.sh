@@ -171,6 +171,12 @@ check_status() {   # check_status LABEL EXPECTED_STATUS command...
     check_eq "$label" "$want" "$got"
 }
 
+# Extensions (lib-*.sh: dvemu launcher, workload helpers...) add their functions here.
+for dw_ext in "$DWASYNC_SOURCE_DIR"/tests/harness/lib-*.sh; do
+    [ -f "$dw_ext" ] && source "$dw_ext"
+done
+unset dw_ext
+
 finish() {
     printf '%d passed, %d failed\n' "$DW_PASSED" "$DW_FAILED"
     [ "$DW_FAILED" = 0 ] && [ "$DW_PASSED" -gt 0 ]
