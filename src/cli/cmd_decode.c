@@ -6,8 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dwasync/alloc.h"
+
 #include "dwasync/cli.h"
 #include "dwasync/log.h"
+#include "dwasync/snapshot.h"
 #include "dwasync/stream.h"
 #include "dwasync/values.h"
 
@@ -95,9 +98,42 @@ static int parse_limit(const char *s, long long *out)
     return 0;
 }
 
+/* --initial-sync "t1,s.t2": the tables' rows as inserts, then the stream from that point. */
+static dw_rc run_initial_sync(const struct dw_config *cfg, const char *slot, const char *list,
+                              const struct dw_stream_handler *h, struct decoder *d)
+{
+    char *copy = dw_strdup(list);
+    const char *tables[64];
+    size_t n = 0;
+    dw_rc rc = DW_OK;
+    for (char *p = copy; p && *p;) {
+        char *comma = strchr(p, ',');
+        if (comma)
+            *comma = '\0';
+        if (n == sizeof tables / sizeof tables[0]) {
+            DW_ERROR("--initial-sync takes at most 64 tables");
+            rc = DW_ERR_INVALID;
+            goto out;
+        }
+        tables[n++] = p;
+        p = comma ? comma + 1 : NULL;
+    }
+    struct dw_snapshot_options so = {cfg->source.conninfo, slot, tables, n,
+                                     cfg->source.snapshot_fetch_rows};
+    dw_lsn cp;
+    rc = dw_snapshot_run(&so, h, &cp);
+    if (rc == DW_OK && !flush_out(d))
+        rc = DW_ERR_IO;
+    if (rc == DW_OK)
+        d->done_lsn = cp;
+out:
+    free(copy);
+    return rc;
+}
+
 int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv)
 {
-    const char *publication = NULL, *slot = DEFAULT_SLOT, *record = NULL;
+    const char *publication = NULL, *slot = DEFAULT_SLOT, *record = NULL, *initial = NULL;
     bool create_slot = false, until_caught_up = false;
     struct decoder d = {0};
     for (int i = 1; i < argc; i++) {
@@ -105,6 +141,8 @@ int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv)
             publication = argv[++i];
         else if (strcmp(argv[i], "--slot") == 0 && i + 1 < argc)
             slot = argv[++i];
+        else if (strcmp(argv[i], "--initial-sync") == 0 && i + 1 < argc)
+            initial = argv[++i];
         else if (strcmp(argv[i], "--record") == 0 && i + 1 < argc)
             record = argv[++i];
         else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
@@ -148,6 +186,8 @@ int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (initial && run_initial_sync(cfg, slot, initial, &h, &d) != DW_OK)
+        goto out;
     if (dw_stream_open(&so, &h, &s) != DW_OK)
         goto out;
     while (!stop_requested) {
