@@ -7,6 +7,10 @@ const struct dw_cli_command dw_cli_commands[] = {
     {"init", dw_cmd_init, "", "install or upgrade the control schema (idempotent)"},
     {"config", dw_cmd_config, "describe | sample | validate [FILE]",
      "list configuration keys, print a sample file, or validate a file"},
+    {"decode", dw_cmd_decode,
+     "--publication P [--slot S] [--create-slot] [--initial-sync T,...] "
+     "[--until-caught-up] [--limit N]",
+     "print decoded row changes of a publication as JSON lines"},
     {"version", dw_cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},
 };
