@@ -7,6 +7,10 @@ const struct dw_cli_command dw_cli_commands[] = {
     {"init", dw_cmd_init, "", "install or upgrade the control schema (idempotent)"},
     {"config", dw_cmd_config, "describe | sample | validate [FILE]",
      "list configuration keys, print a sample file, or validate a file"},
+    {"errors", dw_cmd_errors,
+     "list [--job J] [--status S] [--table T] [--code C] [--limit N] | show ID"
+     " | replay ID...|--all [--job J] [--table T] [--code C] | skip ID... --reason TEXT",
+     "triage the error table: list, show, replay or skip failed changes"},
     {"version", dw_cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},
 };
