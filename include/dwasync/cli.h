@@ -57,5 +57,6 @@ int dw_cmd_init(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_config(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_version(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_errors(struct dw_cli *cli, int argc, char **argv);
 
 #endif

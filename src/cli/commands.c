@@ -11,6 +11,10 @@ const struct dw_cli_command dw_cli_commands[] = {
      "--publication P [--slot S] [--create-slot] [--initial-sync T,...] "
      "[--until-caught-up] [--limit N]",
      "print decoded row changes of a publication as JSON lines"},
+    {"errors", dw_cmd_errors,
+     "list [--job J] [--status S] [--table T] [--code C] [--limit N] | show ID"
+     " | replay ID...|--all [--job J] [--table T] [--code C] | skip ID... --reason TEXT",
+     "triage the error table: list, show, replay or skip failed changes"},
     {"version", dw_cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},
 };
