@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -407,6 +409,18 @@ bad:
     return rc;
 }
 
+/* MHD's own messages go through our logger (redacted, one line each) instead of stderr. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    DW_DEBUG("metrics listener: %s", msg);
+}
+
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type,
                              struct dw_buf *body)
 {
@@ -515,7 +529,8 @@ dw_rc dw_metrics_server_start(const char *listen, struct dw_metrics *m, dw_healt
                                                      : ((struct sockaddr_in *)&addr)->sin_port);
     s->mhd = MHD_start_daemon(flags, port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
                               (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)32, MHD_OPTION_END);
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)32, MHD_OPTION_EXTERNAL_LOGGER,
+                              mhd_log, NULL, MHD_OPTION_END);
     if (s->mhd == NULL) {
         DW_ERROR("cannot listen for metrics on \"%s\" (address in use, or not permitted)", listen);
         free(s);
