@@ -62,6 +62,19 @@ int dw_ha_timeout_ms(const struct dw_ha *ha, uint64_t now_ms);
  */
 dw_rc dw_ha_check(struct dw_ha *ha);
 
+/* What the active runner reports in dwasync.runner (sql/030_runner.sql). */
+struct dw_ha_report {
+    const char *status;           /* one line, as sent to systemd STATUS= (may be NULL) */
+    double throttled_for_seconds; /* Retry-After still pending from the last 429; 0 if none */
+    int64_t throttled_total;      /* 429 responses since start */
+};
+
+/*
+ * Upserts this process's row in dwasync.runner (host, pid, version, heartbeat now). Only
+ * while active; a standby gets DW_ERR_STATE and writes nothing. Call every few seconds.
+ */
+dw_rc dw_ha_heartbeat(struct dw_ha *ha, const struct dw_ha_report *report);
+
 /* Releases the lock if held (clean shutdown lets a standby take over without waiting). */
 void dw_ha_cleanup(struct dw_ha *ha);
 

@@ -7,6 +7,10 @@ const struct dw_cli_command dw_cli_commands[] = {
     {"init", dw_cmd_init, "", "install or upgrade the control schema (idempotent)"},
     {"config", dw_cmd_config, "describe | sample | validate [FILE]",
      "list configuration keys, print a sample file, or validate a file"},
+    {"status", dw_cmd_status, "[--json]",
+     "jobs with state, lag, throughput, error counts and throttling"},
+    {"check", dw_cmd_check, "[--job NAME] [--json]",
+     "health check of config, secrets, Postgres, replication and Dataverse"},
     {"version", dw_cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},
 };

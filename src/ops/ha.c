@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
@@ -80,6 +81,39 @@ dw_rc dw_ha_check(struct dw_ha *ha)
         if (rc != DW_ERR_STATE)
             rc = DW_ERR_STATE;
     }
+    PQclear(res);
+    return rc;
+}
+
+dw_rc dw_ha_heartbeat(struct dw_ha *ha, const struct dw_ha_report *report)
+{
+    char host[256], pid[24], job[24], secs[32], total[24];
+    PGresult *res = NULL;
+    if (!ha->active)
+        return DW_ERR_STATE;
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "unknown");
+    host[sizeof host - 1] = '\0';
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    snprintf(job, sizeof job, "%" PRId64, ha->job_id);
+    snprintf(secs, sizeof secs, "%.3f", report ? report->throttled_for_seconds : 0.0);
+    snprintf(total, sizeof total, "%" PRId64, report ? report->throttled_total : 0);
+    const char *params[] = {
+        job, host, pid, DW_VERSION, report && report->status ? report->status : "", secs, total};
+    /* A new process (new pid) restarts started_at; the same one only moves its heartbeat. */
+    dw_rc rc = dw_pg_query(
+        ha->conn, "runner heartbeat",
+        "INSERT INTO dwasync.runner AS r (job_id, host, pid, version, status, throttled_until,"
+        " throttled_total)"
+        " VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::float8 > 0"
+        "   THEN now() + make_interval(secs => $6::float8) END, $7)"
+        " ON CONFLICT (job_id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid,"
+        "   version = EXCLUDED.version, status = EXCLUDED.status,"
+        "   throttled_until = EXCLUDED.throttled_until, throttled_total = EXCLUDED.throttled_total,"
+        "   heartbeat_at = now(),"
+        "   started_at = CASE WHEN r.pid = EXCLUDED.pid AND r.host = EXCLUDED.host"
+        "     THEN r.started_at ELSE now() END",
+        7, params, &res);
     PQclear(res);
     return rc;
 }
