@@ -55,6 +55,8 @@ void dw_cli_print_help(FILE *out);
 /* Command implementations, one per family (src/cli/cmd_*.c). */
 int dw_cmd_init(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_config(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_status(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_check(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_version(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_errors(struct dw_cli *cli, int argc, char **argv);

@@ -15,6 +15,10 @@ const struct dw_cli_command dw_cli_commands[] = {
      "list [--job J] [--status S] [--table T] [--code C] [--limit N] | show ID"
      " | replay ID...|--all [--job J] [--table T] [--code C] | skip ID... --reason TEXT",
      "triage the error table: list, show, replay or skip failed changes"},
+    {"status", dw_cmd_status, "[--json]",
+     "jobs with state, lag, throughput, error counts and throttling"},
+    {"check", dw_cmd_check, "[--job NAME] [--json]",
+     "health check of config, secrets, Postgres, replication and Dataverse"},
     {"version", dw_cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},
 };
