@@ -31,7 +31,7 @@
 #include <stdint.h>
 
 #include "dwasync/change.h"
-#include "dwasync/keyset.h"
+#include "dwasync/errtable.h"
 #include "dwasync/lsn.h"
 #include "dwasync/mapping.h"
 
@@ -51,13 +51,15 @@ struct dw_item {
     int64_t commit_time_us;
     uint32_t position;    /* index of the change within its transaction */
     enum dw_change_op op; /* the source operation */
-    char *source_table;   /* "schema.table"; owned */
-    json_t *source_key;   /* replica-identity columns; owned */
-    json_t *source_row;   /* {"new":..,"old":..}; owned */
-    char *block_key;      /* "<map id>:<canonical source key>"; owned */
-    size_t bytes;         /* memory estimate, for the window's byte bound */
+    int part;             /* 0, or 1 for a change's second write through the same map */
+    char *source_schema;  /* owned */
+    char *source_table;   /* owned */
+    json_t *source_key;   /* replica-identity columns (never NULL); owned */
+    char *key_text;       /* canonical source_key: with the map id, the blocking key */
+    json_t *new_row;      /* typed row images for the error table; owned, may be NULL */
+    json_t *old_row;
+    size_t bytes; /* memory estimate, for the window's byte bound */
     enum dw_item_state state;
-    /* Filled when resolved as an error (borrowed from the chain or mapping, see pipeline). */
     int chain; /* index of its chain in the plan, -1 if none */
 };
 
@@ -118,11 +120,11 @@ struct dw_plan {
 };
 
 /*
- * Builds the plan of a window. Items whose block_key is in blocked are parked; items that
- * failed mapping become open and add their key to blocked. The window's items are updated
- * (state, chain) and their writes moved into the chains.
+ * Builds the plan of a window. Items whose (map id, key text) is in blocked are parked;
+ * items that failed mapping become open and add their key to blocked. The window's items
+ * are updated (state, chain) and their writes moved into the chains.
  */
-void dw_plan_build(struct dw_window *w, struct dw_keyset *blocked, struct dw_plan *out);
+void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct dw_plan *out);
 
 void dw_plan_cleanup(struct dw_plan *p);
 
@@ -131,7 +133,7 @@ void dw_plan_cleanup(struct dw_plan *p);
  * is added to blocked.
  */
 void dw_plan_fail_chain(struct dw_plan *p, struct dw_window *w, size_t chain,
-                        struct dw_keyset *blocked);
+                        struct dw_blocked_keys *blocked);
 
 /* Marks every item of a chain applied. */
 void dw_plan_apply_chain(struct dw_plan *p, struct dw_window *w, size_t chain);

@@ -19,10 +19,12 @@ static void item_cleanup(struct dw_item *it)
     struct dw_mapped_vec one = {.items = &it->mapped, .len = 1, .cap = 1};
     /* dw_mapped_vec_reset frees the contents without freeing the (borrowed) array. */
     dw_mapped_vec_reset(&one);
+    free(it->source_schema);
     free(it->source_table);
     json_decref(it->source_key);
-    json_decref(it->source_row);
-    free(it->block_key);
+    free(it->key_text);
+    json_decref(it->new_row);
+    json_decref(it->old_row);
 }
 
 void dw_window_reset(struct dw_window *w)
@@ -147,22 +149,34 @@ static void add_to_level(struct dw_group *g, int sequence, bool deletes, size_t 
     lv->chains[lv->nchains++] = chain;
 }
 
-void dw_plan_build(struct dw_window *w, struct dw_keyset *blocked, struct dw_plan *out)
+/* Whether an item's key is blocked; items with no map (unconvertible rows) block nothing. */
+static bool item_blocked(const struct dw_item *it, const struct dw_blocked_keys *blocked)
+{
+    return it->mapped.map_id && it->key_text &&
+           dw_blocked_keys_contains(blocked, it->mapped.map_id, it->key_text);
+}
+
+static void block_item(const struct dw_item *it, struct dw_blocked_keys *blocked)
+{
+    if (it->mapped.map_id && it->key_text)
+        dw_blocked_keys_add(blocked, it->mapped.map_id, it->key_text);
+}
+
+void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct dw_plan *out)
 {
     struct dw_plan p = {0};
     struct chain_index *index = NULL, *e, *tmp;
 
     for (size_t i = 0; i < w->len; i++) {
         struct dw_item *it = &w->items[i];
-        if (it->block_key && dw_keyset_has(blocked, it->block_key)) {
+        if (item_blocked(it, blocked)) {
             it->state = DW_ITEM_WAITING;
             p.nparked++;
             continue;
         }
         if (!it->mapped.ok) {
             it->state = DW_ITEM_OPEN;
-            if (it->block_key)
-                dw_keyset_add(blocked, it->block_key);
+            block_item(it, blocked);
             p.nmapping_errors++;
             continue;
         }
@@ -230,14 +244,13 @@ void dw_plan_cleanup(struct dw_plan *p)
 }
 
 void dw_plan_fail_chain(struct dw_plan *p, struct dw_window *w, size_t chain,
-                        struct dw_keyset *blocked)
+                        struct dw_blocked_keys *blocked)
 {
     struct dw_chain *c = &p->chains[chain];
     for (size_t i = 0; i < c->nitems; i++) {
         struct dw_item *it = &w->items[c->items[i]];
         it->state = i == 0 ? DW_ITEM_OPEN : DW_ITEM_WAITING;
-        if (it->block_key)
-            dw_keyset_add(blocked, it->block_key);
+        block_item(it, blocked);
     }
 }
 
