@@ -19,6 +19,12 @@ const struct dw_cli_command dw_cli_commands[] = {
      "jobs with state, lag, throughput, error counts and throttling"},
     {"check", dw_cmd_check, "[--job NAME] [--json]",
      "health check of config, secrets, Postgres, replication and Dataverse"},
+    {"job", dw_cmd_job,
+     "create NAME [--environment-url URL] | list | show NAME | start NAME [--initial-sync] | "
+     "stop NAME | pause NAME | resume NAME | drop NAME [--yes]",
+     "manage integration jobs"},
+    {"map", dw_cmd_map, "import FILE | export JOB [FILE] | list [JOB] | validate JOB",
+     "load, write back, list and check table maps"},
     {"version", dw_cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},
 };
