@@ -56,5 +56,6 @@ void dw_cli_print_help(FILE *out);
 int dw_cmd_init(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_config(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_version(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_dataverse(struct dw_cli *cli, int argc, char **argv);
 
 #endif

@@ -7,6 +7,8 @@ const struct dw_cli_command dw_cli_commands[] = {
     {"init", dw_cmd_init, "", "install or upgrade the control schema (idempotent)"},
     {"config", dw_cmd_config, "describe | sample | validate [FILE]",
      "list configuration keys, print a sample file, or validate a file"},
+    {"dataverse", dw_cmd_dataverse, "whoami | get PATH | apply [FILE]",
+     "check the connection to Dataverse, GET a Web API path, or apply JSON-line writes"},
     {"version", dw_cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},
 };
