@@ -72,6 +72,7 @@ int dw_cmd_config(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_status(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_check(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_version(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_run(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_errors(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_map(struct dw_cli *cli, int argc, char **argv);

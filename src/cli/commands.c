@@ -27,6 +27,8 @@ const struct dw_cli_command dw_cli_commands[] = {
      "load, write back, list and check table maps"},
     {"dataverse", dw_cmd_dataverse, "whoami | get PATH | apply [FILE]",
      "check the connection to Dataverse, GET a Web API path, or apply JSON-line writes"},
+    {"run", dw_cmd_run, "[--job NAME] [--until-caught-up]",
+     "the daemon: apply the job's changes to Dataverse until stopped"},
     {"version", dw_cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},
 };
