@@ -523,8 +523,6 @@ static void api(struct server *s, struct MHD_Connection *con, const char *method
         *drop = true;
         goto out;
     }
-    if (kind == F_SLOW)
-        usleep((useconds_t)slow_ms * 1000);
     if (inject_fault(s, kind, resp))
         goto out;
     uint64_t ticket = 0;
@@ -532,6 +530,9 @@ static void api(struct server *s, struct MHD_Connection *con, const char *method
     if (!limits_admit(s, user, &ticket, resp, &remaining))
         goto out;
     int64_t t0 = now_ms();
+    /* A slow answer counts as execution time, as a slow Dataverse request would. */
+    if (kind == F_SLOW)
+        usleep((useconds_t)slow_ms * 1000);
     const char *prefer = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Prefer");
     struct emu_req req = {
         .method = method,

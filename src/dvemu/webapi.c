@@ -209,6 +209,13 @@ static void collection_answer(struct emu *emu, const char *context, json_t *rows
     const char *ss = json_string_value(json_object_get(query, "$select"));
     if (ss && parse_select(ss, t, &select, &err) != DW_OK)
         goto fail;
+    /* Expanded properties ($expand=OptionSet) are answered whatever $select says. */
+    const char *es = json_string_value(json_object_get(query, "$expand"));
+    json_t *expand = NULL;
+    if (select && es && parse_select(es, NULL, &expand, &err) == DW_OK) {
+        json_array_extend(select, expand);
+        json_decref(expand);
+    }
     json_t *out = json_array();
     size_t i;
     json_t *row;

@@ -123,3 +123,26 @@ dvemu_api() {
         -H 'Accept: application/json' -H 'OData-Version: 4.0' "${data[@]}" "$@" \
         "$DVEMU_URL/api/data/v9.2/$path"
 }
+
+# dvemu_call METHOD PATH [BODY] [curl args...]: like dvemu_api, but sets DV_STATUS (HTTP
+# status), DV_BODY (body) and DV_HEADERS (response headers, CRLFs removed) instead of printing.
+dvemu_call() {
+    local method=$1 path=$2 body=${3:-}
+    shift 2
+    [ $# -gt 0 ] && shift
+    [ -n "${DVEMU_TOKEN:-}" ] || DVEMU_TOKEN=$(dvemu_token)
+    local -a data=()
+    [ -n "$body" ] && data=(-H 'Content-Type: application/json' --data-binary "$body")
+    local hdr="$DVEMU_DIR/last-headers" out="$DVEMU_DIR/last-body"
+    DV_STATUS=$(curl -s $(dvemu_curl_tls_args) -o "$out" -D "$hdr" -w '%{http_code}' \
+        -X "$method" -H "Authorization: Bearer $DVEMU_TOKEN" -H 'Accept: application/json' \
+        -H 'OData-Version: 4.0' "${data[@]}" "$@" "$DVEMU_URL/api/data/v9.2/$path")
+    DV_BODY=$(cat "$out")
+    DV_HEADERS=$(tr -d '\r' <"$hdr")
+}
+
+# dvemu_header NAME: the value of a header of the last dvemu_call (case-insensitive).
+dvemu_header() {
+    printf '%s\n' "$DV_HEADERS" | awk -v n="$(printf '%s' "$1" | tr 'A-Z' 'a-z')" '
+        { i = index($0, ":"); if (i && tolower(substr($0, 1, i - 1)) == n) { v = substr($0, i + 1); sub(/^ +/, "", v); print v } }' | tail -n 1
+}
