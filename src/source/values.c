@@ -97,6 +97,14 @@ void dw_types_add(struct dw_types *t, uint32_t oid, char kind, uint32_t base_oid
     e->base = base_oid;
 }
 
+void dw_types_foreach(const struct dw_types *t,
+                      void (*fn)(void *user, uint32_t oid, char kind, uint32_t base_oid),
+                      void *user)
+{
+    for (const struct typent *e = t->map; e; e = e->hh.next)
+        fn(user, e->oid, e->kind, e->base);
+}
+
 dw_rc dw_types_load(PGconn *conn, struct dw_types *t)
 {
     /* Simple query protocol only: a walsender accepts nothing else. */
