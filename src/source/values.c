@@ -902,6 +902,13 @@ dw_rc dw_value_append_json(struct dw_buf *out, uint32_t type_oid, const char *da
     bool is_array;
     size_t mark = out->len;
     uint32_t oid = resolve(o, type_oid, &is_array);
+    if (is_array) {
+        /* The element may itself be a domain or an enum. */
+        bool nested;
+        oid = resolve(o, oid, &nested);
+        if (nested)
+            oid = OID_TEXT;
+    }
     if (why == NULL)
         why = &dummy;
     *why = "value too large";
