@@ -218,6 +218,13 @@ START_TEST(secret_request_body_and_token_cache)
     ck_assert_int_eq(dw_auth_accept(a, 200, "{\"expires_in\":\"8\",\"access_token\":\"tok-2\"}", 0),
                      DW_OK);
     ck_assert_int_eq(dw_auth_renew_at(a), 6000);
+    ck_assert_ptr_nonnull(dw_auth_token(a, 7199));
+    ck_assert_ptr_null(dw_auth_token(a, 7200));
+    /* A one-second token is still usable (not expired by the margin). */
+    ck_assert_int_eq(dw_auth_accept(a, 200, "{\"expires_in\":1,\"access_token\":\"tok-3\"}", 0),
+                     DW_OK);
+    ck_assert_ptr_nonnull(dw_auth_token(a, 800));
+    ck_assert_int_eq(dw_auth_renew_at(a), 750);
     dw_auth_invalidate(a);
     ck_assert_ptr_null(dw_auth_token(a, 0));
     dw_auth_free(a);
