@@ -1,9 +1,10 @@
 -- Sample data for the F&O staging mirror (fno-schema.sql): two legal entities, usmf and
--- demf, each with the same reference data and :customers customers (default 100), a vendor
--- per ten customers, and per customer one sales order of three lines. Rows per run:
--- about 2 * customers * 5.2 (customers 100 000 gives a little over 1 000 000 rows).
+-- demf, each with the same reference data and :customers customers (default 100): one in
+-- five a person, the others organizations with one sales order of three lines each, and a
+-- vendor per ten customers. That is 8.6 rows per customer over both legal entities, so
+-- customers=116280 generates 1 000 000 rows.
 --
---   psql -v ON_ERROR_STOP=1 -v customers=100000 -f fno-sample-data.sql
+--   psql -v ON_ERROR_STOP=1 -v customers=116280 -f fno-sample-data.sql
 --
 -- fno.sample_generate(n, first) adds customers first..first+n-1 (with their orders) to both
 -- legal entities, so benchmarks can grow the data in steps.
