@@ -72,5 +72,6 @@ int dw_cmd_config(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_version(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_map(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_job(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_dataverse(struct dw_cli *cli, int argc, char **argv);
 
 #endif

@@ -13,6 +13,8 @@ const struct dw_cli_command dw_cli_commands[] = {
      "manage integration jobs"},
     {"map", dw_cmd_map, "import FILE | export JOB [FILE] | list [JOB] | validate JOB",
      "load, write back, list and check table maps"},
+    {"dataverse", dw_cmd_dataverse, "whoami | get PATH | apply [FILE]",
+     "check the connection to Dataverse, GET a Web API path, or apply JSON-line writes"},
     {"version", dw_cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},
 };
