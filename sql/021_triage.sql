@@ -75,8 +75,9 @@ END $$;
 
 -- Retention: deletes resolved and skipped rows finished more than p_days days ago (all
 -- jobs, or one). Open, waiting and replaying rows are never purged. Returns the count.
+-- SECURITY DEFINER: dwasync_admin may purge finished rows but not delete errors at will.
 CREATE FUNCTION dwasync.purge_errors(p_days integer, p_job bigint DEFAULT NULL) RETURNS bigint
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
