@@ -157,6 +157,14 @@ for sql in "UPDATE dwasync.table_map SET sequence = 5" \
     check_eq "triage refused: $sql" 1 "$status"
     check_contains "with a privilege error: $sql" "permission denied" "$out"
 done
+# The five queries the README gives operators run, as dwasync_triage, without error.
+sed -n '/^## Triage from psql/,/^## /p' "$DWASYNC_SOURCE_DIR/README.md" |
+    sed -n '/^```sql/,/^```/p' | grep -v '^```' >"$work/readme.sql"
+check_eq "README has the five triage queries" 5 "$(grep -c '^-- [1-5]\.' "$work/readme.sql")"
+out=$(psql -X -qAt -v ON_ERROR_STOP=1 -U alice -f "$work/readme.sql" 2>&1); status=$?
+check_eq "README triage queries run as dwasync_triage" 0 "$status"
+check_contains "README query 1 shows the job" "sales|stopped" "$out"
+
 check_eq "admin changes maps of a stopped job" "" "$(as_bob "UPDATE dwasync.table_map SET sequence = 20")"
 check_eq "admin reads the error table" 5 "$(as_bob "SELECT count(*) FROM dwasync.error")"
 check_eq "admin may not delete errors" 1 "$(as_bob "DELETE FROM dwasync.error" >/dev/null; echo $?)"
