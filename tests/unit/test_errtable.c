@@ -696,6 +696,45 @@ START_TEST(retention_never_purges_unresolved_rows)
 }
 END_TEST
 
+START_TEST(a_crash_mid_replay_resends_once_in_order)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "crash");
+    int64_t map = map_id(conn, job, "child");
+    insert_rows(conn, job, map, basic, 4, NULL);
+    q_eq(conn, "SELECT dwasync.replay_errors('crash')", "4");
+    struct fake f = {.defer = true};
+    struct dw_replay *r = engine_for(conn, job, &f, 8);
+    ck_assert(!pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;B=b1;");
+    /* kill -9: the writes may or may not have landed; nothing was recorded. */
+    for (int i = 0; i < f.npending; i++)
+        free(f.pending_value[i]);
+    f.npending = 0;
+    dw_replay_free(r);
+    PQfinish(conn);
+
+    conn = connect_db();
+    q_eq(conn,
+         "SELECT string_agg(status, ',' ORDER BY commit_lsn, position) FROM dwasync.error WHERE "
+         "job_id = (SELECT id FROM dwasync.job WHERE name = 'crash')",
+         "replaying,waiting,replaying,waiting");
+    struct fake g = {0};
+    r = engine_for(conn, job, &g, 8);
+    ck_assert(pump(r));
+    /* Each head is sent again exactly once (PATCH by key makes that harmless), then the
+     * followers in commit order; no row is duplicated. */
+    ck_assert_str_eq(g.sent, "A=a1;B=b1;A=a2;A=a3;");
+    q_eq(conn,
+         "SELECT count(*) || '/' || count(DISTINCT (commit_lsn, position)) || '/' || "
+         "bool_and(status = 'resolved') FROM dwasync.error WHERE job_id = (SELECT id FROM "
+         "dwasync.job WHERE name = 'crash')",
+         "4/4/true");
+    dw_replay_free(r);
+    PQfinish(conn);
+}
+END_TEST
+
 int main(void)
 {
     dw_log_configure(DW_LOG_WARN, DW_LOG_LOGFMT);
@@ -710,6 +749,7 @@ int main(void)
     tcase_add_test(tc, skip_releases_followers);
     tcase_add_test(tc, late_completions_keep_one_write_per_key);
     tcase_add_test(tc, queues_left_without_a_head_are_healed);
+    tcase_add_test(tc, a_crash_mid_replay_resends_once_in_order);
     tcase_add_test(tc, notify_reaches_the_listening_daemon);
     tcase_add_test(tc, alert_rule_pauses_the_job);
     tcase_add_test(tc, retention_never_purges_unresolved_rows);
