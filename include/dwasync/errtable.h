@@ -23,6 +23,10 @@
  * ascending order, marks each row resolved (its next waiting row becomes the head) or back
  * to open with the new error, and reports keys whose queue became empty.
  *
+ * The one rule for the pipeline: rows it parked as waiting must be inserted before the next
+ * dw_replay_pump(), since the pump may empty a key's queue and unblock it, after which a
+ * newer change to the key would be sent ahead of a parked one still in memory.
+ *
  * Ownership: rows handed to dw_errtable_insert() are borrowed for the call. A struct
  * dw_errstored owns its strings and JSON references (dw_errstored_cleanup()). The blocked
  * set and the replay engine are heap objects freed with their _free(); the engine borrows
@@ -96,8 +100,8 @@ dw_rc dw_errtable_load_blocked(PGconn *conn, int64_t job_id, struct dw_blocked_k
 /*
  * Inserts n rows in one statement (one transaction); rows already present are skipped.
  * *inserted (may be NULL) gets the number of new rows; blocked (may be NULL) gets the key
- * of every row now in the table. Bad rows (no source key) fail the whole call with
- * DW_ERR_INVALID before anything is written.
+ * of every row inserted. Bad rows (no source key) fail the whole call with DW_ERR_INVALID
+ * before anything is written. Text is passed through the redactor before it is stored.
  */
 dw_rc dw_errtable_insert(PGconn *conn, const struct dw_errrow *rows, size_t n,
                          struct dw_blocked_keys *blocked, size_t *inserted);

@@ -12,6 +12,7 @@
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
+#include "dwasync/redact.h"
 
 /*
  * The sink defines the real one (the class names are shared with the SQL CHECK of
@@ -251,7 +252,11 @@ dw_rc dw_errtable_insert(PGconn *conn, const struct dw_errrow *rows, size_t n,
             *inserted = 0;
         goto out;
     }
-    text = dw_json_dumps(arr);
+    /* Invariant 6: whatever a caller forgot, no registered secret or secret-shaped value
+     * reaches a stored message, row or payload (redaction keeps the JSON well formed). */
+    char *raw = dw_json_dumps(arr);
+    text = dw_redact_str(raw);
+    free(raw);
     const char *params[] = {text};
     rc = dw_pg_query(conn, "storing error rows",
                      "SELECT error_id, error_status, error_map_id, error_key_text "
@@ -414,7 +419,10 @@ dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_re
                               const char *target_id)
 {
     char idtext[24], http[16];
-    char *payload = r->payload ? dw_json_dumps(r->payload) : NULL;
+    char *raw = r->payload ? dw_json_dumps(r->payload) : NULL;
+    char *payload = raw ? dw_redact_str(raw) : NULL;
+    char *message = dw_redact_str(r->message ? r->message : "");
+    free(raw);
     enum dw_error_class c =
         r->error_class == DW_ERRCLASS_NONE ? DW_ERRCLASS_UNKNOWN : r->error_class;
     snprintf(idtext, sizeof idtext, "%" PRId64, id);
@@ -423,7 +431,7 @@ dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_re
                             dw_error_class_name(c),
                             r->http_status ? http : NULL,
                             r->code,
-                            r->message,
+                            message,
                             payload,
                             r->missing_parent,
                             target_id};
@@ -433,6 +441,7 @@ dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_re
                            params, &res);
     PQclear(res);
     free(payload);
+    free(message);
     return rc;
 }
 

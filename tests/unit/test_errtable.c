@@ -19,6 +19,7 @@
 #include "dwasync/log.h"
 #include "dwasync/migrate.h"
 #include "dwasync/pg.h"
+#include "dwasync/redact.h"
 
 static char cluster_dir[256];
 static char conninfo[1200];
@@ -327,6 +328,28 @@ START_TEST(inserts_are_idempotent_and_decide_status)
          "SELECT status FROM dwasync.error WHERE commit_lsn = '0/400' AND job_id = (SELECT id "
          "FROM dwasync.job WHERE name = 'idem')",
          "waiting");
+
+    /* Secrets a caller let through never reach the table. */
+    dw_redact_register("Tr0ub4dor&3-secret");
+    json_t *key = json_pack("{s:s}", "k", "SECRET");
+    json_t *payload = json_pack("{s:s,s:s}", "name", "has Tr0ub4dor&3-secret", "password", "pw");
+    struct dw_errrow leaky = {.job_id = job,
+                              .map_id = map,
+                              .source_schema = "public",
+                              .source_table = "custtable",
+                              .source_key = key,
+                              .payload = payload,
+                              .commit_lsn = 0x800,
+                              .message = "rejected Tr0ub4dor&3-secret",
+                              .error_class = DW_ERRCLASS_UNKNOWN};
+    ck_assert_int_eq(dw_errtable_insert(conn, &leaky, 1, NULL, NULL), DW_OK);
+    q_eq(conn,
+         "SELECT message || ' ' || payload::text FROM dwasync.error WHERE commit_lsn = '0/800' "
+         "AND job_id = (SELECT id FROM dwasync.job WHERE name = 'idem')",
+         "rejected [REDACTED] {\"name\": \"has [REDACTED]\", \"password\": \"[REDACTED]\"}");
+    json_decref(key);
+    json_decref(payload);
+    dw_redact_clear();
 
     /* A row without a source key is refused before anything is written. */
     struct dw_errrow bad = {
