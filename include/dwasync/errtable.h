@@ -131,12 +131,18 @@ struct dw_errstored {
 /* Frees what the row holds. */
 void dw_errstored_cleanup(struct dw_errstored *row);
 
+/* A key: (table map id, canonical source key text); the text is borrowed. */
+struct dw_errkey {
+    int64_t map_id;
+    const char *key_text;
+};
+
 /*
- * Claims up to max heads queued for replay (status replaying) of a job, skipping the ids
- * in exclude[0..nexclude) (writes in flight), ordered by table group, sequence, commit LSN
- * and position. *out is a new array of *n rows (caller cleans each and frees it).
+ * Claims up to max heads queued for replay (status replaying) of a job, skipping the keys
+ * busy[0..nbusy) (writes in flight), ordered by table group, sequence, commit LSN and
+ * position. *out is a new array of *n rows (caller cleans each and frees it).
  */
-dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const int64_t *exclude, size_t nexclude,
+dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *busy, size_t nbusy,
                         size_t max, struct dw_errstored **out, size_t *n);
 
 /*

@@ -758,6 +758,39 @@ START_TEST(a_crash_mid_replay_resends_once_in_order)
 }
 END_TEST
 
+START_TEST(skipping_a_head_in_flight_keeps_one_write_per_key)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "inflight");
+    int64_t map = map_id(conn, job, "child");
+    insert_rows(conn, job, map, basic, 2, NULL);
+    q_eq(conn, "SELECT dwasync.replay_errors('inflight')", "2");
+    struct fake f = {.defer = true};
+    struct dw_replay *r = engine_for(conn, job, &f, 8);
+    ck_assert(!pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;");
+    /* The operator skips the head while its write is in flight: its follower is queued,
+     * but not sent until the write in flight has finished. */
+    q_eq(conn,
+         "SELECT dwasync.skip_error(min(id), 'changed my mind') FROM dwasync.error WHERE "
+         "job_id = (SELECT id FROM dwasync.job WHERE name = 'inflight')",
+         "1");
+    ck_assert(!pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;");
+    fake_complete_all(&f);
+    ck_assert(!pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;A=a2;");
+    fake_complete_all(&f);
+    ck_assert(pump(r));
+    q_eq(conn,
+         "SELECT string_agg(status, ',' ORDER BY commit_lsn) FROM dwasync.error WHERE job_id = "
+         "(SELECT id FROM dwasync.job WHERE name = 'inflight')",
+         "skipped,resolved");
+    dw_replay_free(r);
+    PQfinish(conn);
+}
+END_TEST
+
 int main(void)
 {
     dw_log_configure(DW_LOG_WARN, DW_LOG_LOGFMT);
@@ -772,6 +805,7 @@ int main(void)
     tcase_add_test(tc, skip_releases_followers);
     tcase_add_test(tc, late_completions_keep_one_write_per_key);
     tcase_add_test(tc, queues_left_without_a_head_are_healed);
+    tcase_add_test(tc, skipping_a_head_in_flight_keeps_one_write_per_key);
     tcase_add_test(tc, a_crash_mid_replay_resends_once_in_order);
     tcase_add_test(tc, notify_reaches_the_listening_daemon);
     tcase_add_test(tc, alert_rule_pauses_the_job);
