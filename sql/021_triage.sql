@@ -221,7 +221,8 @@ SELECT j.id AS job_id,
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA dwasync FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA dwasync FROM PUBLIC;
 REVOKE ALL ON SCHEMA dwasync FROM PUBLIC;
-ALTER DEFAULT PRIVILEGES IN SCHEMA dwasync REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+-- (A per-schema ALTER DEFAULT PRIVILEGES cannot take EXECUTE away from PUBLIC: later
+-- migrations revoke it on the functions they add, as this one does below.)
 
 -- Creates the two roles when allowed (they are cluster-wide) and grants them their rights.
 -- Run again by a superuser if the installing role could not create roles.
@@ -242,7 +243,8 @@ BEGIN
        OR NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dwasync_admin') THEN
         RAISE NOTICE 'roles dwasync_triage and dwasync_admin are not set up: % may not create roles',
                      current_user
-            USING HINT = 'As a superuser, run SELECT dwasync.apply_role_grants(); in this database.';
+            USING HINT = 'As a superuser, run REVOKE ALL ON FUNCTION dwasync.apply_role_grants() FROM PUBLIC;
+SELECT dwasync.apply_role_grants(); in this database.';
         RETURN;
     END IF;
 
@@ -269,4 +271,5 @@ BEGIN
         TO dwasync_admin;
 END $$;
 
+REVOKE ALL ON FUNCTION dwasync.apply_role_grants() FROM PUBLIC;
 SELECT dwasync.apply_role_grants();

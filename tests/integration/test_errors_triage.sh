@@ -157,6 +157,16 @@ for sql in "UPDATE dwasync.table_map SET sequence = 5" \
     check_eq "triage refused: $sql" 1 "$status"
     check_contains "with a privilege error: $sql" "permission denied" "$out"
 done
+check_eq "every SECURITY DEFINER function pins its search_path" 0 \
+    "$(psql_q "SELECT count(*) FROM pg_proc WHERE pronamespace = 'dwasync'::regnamespace AND prosecdef
+               AND NOT coalesce(proconfig::text LIKE '%search_path=pg_catalog, pg_temp%', false)")"
+check_eq "four SECURITY DEFINER functions, all for operators" \
+    "purge_errors replay_error replay_errors replay_listeners skip_error" \
+    "$(psql_q "SELECT string_agg(proname, ' ' ORDER BY proname) FROM pg_proc WHERE pronamespace = 'dwasync'::regnamespace AND prosecdef")"
+check_eq "no dwasync function is executable by PUBLIC" 0 \
+    "$(psql_q "SELECT count(*) FROM pg_proc p WHERE pronamespace = 'dwasync'::regnamespace
+               AND has_function_privilege('public', p.oid, 'EXECUTE')")"
+
 # The five queries the README gives operators run, as dwasync_triage, without error.
 sed -n '/^## Triage from psql/,/^## /p' "$DWASYNC_SOURCE_DIR/README.md" |
     sed -n '/^```sql/,/^```/p' | grep -v '^```' >"$work/readme.sql"
