@@ -28,7 +28,8 @@ printf '[source]\nconninfo = %s\n' "${DW_PG_CONNINFO/dbname=postgres/dbname=conc
 "$DWASYNC_BIN" --config "$work/c.conf" init >/dev/null 2>&1 & p2=$!
 wait $p1; s1=$?; wait $p2; s2=$?
 check_eq "two concurrent inits both succeed" "0 0" "$s1 $s2"
-check_eq "concurrent inits applied each migration once" "$latest" \
+check_eq "concurrent inits applied each migration once" \
+    "$(ls "$DWASYNC_SOURCE_DIR"/sql/[0-9]*.sql | wc -l)" \
     "$(psql_q 'select count(*) from dwasync.schema_version' -d concurrent)"
 
 # A schema newer than the binary is refused.
