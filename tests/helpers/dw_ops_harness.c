@@ -9,7 +9,8 @@
  *   dw_ops_harness ha CONNINFO JOB_ID POLL_MS
  *       competes for the job lock; prints "standby" then "active"; while active inserts
  *       one row (pid, n) into public.ha_log every 50 ms after checking it still holds the
- *       lock; exits on SIGTERM, releasing the lock.
+ *       lock, and heartbeats dwasync.runner (job JOB_ID must exist); exits on SIGTERM,
+ *       releasing the lock.
  */
 #include <inttypes.h>
 #include <poll.h>
@@ -121,6 +122,9 @@ static int compete(const char *conninfo, int64_t job_id, uint64_t poll_ms)
                 fflush(stdout);
             }
             if (dw_ha_check(&ha) != DW_OK)
+                goto out;
+            struct dw_ha_report report = {.status = "harness", .throttled_total = n};
+            if (dw_ha_heartbeat(&ha, &report) != DW_OK)
                 goto out;
             char pid[24], seq[24];
             snprintf(pid, sizeof pid, "%d", (int)getpid());

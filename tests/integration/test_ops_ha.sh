@@ -5,6 +5,10 @@
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 harness=$DWASYNC_BUILD_DIR/bin/dw_ops_harness
 pg_start
+printf '[source]\nconninfo = %s\n' "$DW_PG_CONNINFO" >"$DW_PG_DIR/dw.conf"
+"$DWASYNC_BIN" --config "$DW_PG_DIR/dw.conf" init >/dev/null 2>&1 || die "init failed"
+psql_q "insert into dwasync.job (id, name, slot_name, publication_name) overriding system value
+        values (42, 'crm', 'dw_crm', 'dw_crm'), (43, 'fin', 'dw_fin', 'dw_fin')"
 psql_q "create table ha_log (id bigserial primary key, pid int not null, n bigint not null,
         at timestamptz not null default clock_timestamp())"
 dw_mktemp work ha
@@ -16,7 +20,7 @@ wait_for() {   # wait_for FILE WORD: up to 30 s (a bound for a hung test, not a 
     for ((i = 0; i < 300; i++)); do grep -qx "$2" "$1" && return 0; sleep 0.1; done
     return 1
 }
-wait_for "$work/a.out" active || fail "first runner became active"
+wait_for "$work/a.out" active && pass "first runner became active" || fail "first runner became active"
 "$harness" ha "$DW_PG_CONNINFO" 42 200 >"$work/b.out" 2>"$work/b.err" & b=$!
 on_exit "kill $b"
 wait_for "$work/b.out" standby
@@ -36,6 +40,8 @@ check_eq "no overlap: every row of A precedes every row of B" t \
     "$(psql_q "select max(at) filter (where pid = $a) < min(at) filter (where pid = $b) from ha_log")"
 check_eq "B's sequence is unbroken" t \
     "$(psql_q "select count(*) = max(n) from ha_log where pid = $b")"
+check_eq "runner row names the new active process" "$b harness" \
+    "$(psql_q "select pid || ' ' || status from dwasync.runner where job_id = 42")"
 check_eq "B holds the lock in pg_locks" 1 \
     "$(psql_q "select count(*) from pg_locks where locktype = 'advisory' and classid = 1685545331 and objid = 42 and granted")"
 
