@@ -1,4 +1,5 @@
 /* Row filters and legal entities: client-side evaluation and the publication they compile to. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,16 @@ json_t *dw_row_get(const json_t *row, const char *column)
     json_t *v = json_object_get(row, column);
     if (v)
         return v;
-    /* F&O mirrors differ in the case of column names (CUSTACCOUNT, custaccount). */
+    /* F&O mirrors differ in the case of column names (CUSTACCOUNT, custaccount). Postgres
+     * folds unquoted names to lower case, so try that with one hash lookup before the scan. */
+    char lower[130];
+    size_t n = strlen(column);
+    if (n < sizeof lower) {
+        for (size_t i = 0; i <= n; i++)
+            lower[i] = (char)tolower((unsigned char)column[i]);
+        if ((v = json_object_get(row, lower)) != NULL)
+            return v;
+    }
     const char *k;
     json_object_foreach((json_t *)row, k, v)
     {
