@@ -28,7 +28,9 @@ printf '[source]\nconninfo = %s\n' "${DW_PG_CONNINFO/dbname=postgres/dbname=conc
 "$DWASYNC_BIN" --config "$work/c.conf" init >/dev/null 2>&1 & p2=$!
 wait $p1; s1=$?; wait $p2; s2=$?
 check_eq "two concurrent inits both succeed" "0 0" "$s1 $s2"
-check_eq "concurrent inits applied each migration once" "$latest" \
+# Migration numbers come in ranges per module (001, 002, 010, ...): count the files.
+nfiles=$(ls "$DWASYNC_SOURCE_DIR"/sql/[0-9]*.sql | wc -l)
+check_eq "concurrent inits applied each migration once" "$nfiles" \
     "$(psql_q 'select count(*) from dwasync.schema_version' -d concurrent)"
 
 # A schema newer than the binary is refused.
