@@ -637,6 +637,14 @@ static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
         old_key = key_from(m, row->old_row, NULL, &ignore);
         free(ignore.msg);
     }
+    if (now == DW_UNKNOWN) {
+        /* Neither an upsert nor a delete is safe when the filter cannot be evaluated. */
+        fail(&f,
+             "the row filter cannot be evaluated: a column it reads was not sent (unchanged "
+             "TOAST); set REPLICA IDENTITY FULL on \"%s.%s\"",
+             m->source_schema, m->source_table);
+        goto failed;
+    }
     if (now == DW_TRUE) {
         if ((key = key_from(m, row->new_row, row->unchanged, &f)) == NULL)
             goto failed;
