@@ -295,6 +295,12 @@ START_TEST(unchanged_toast_and_null_rules)
     ck_assert_uint_eq(v.len, 2);
     ck_assert(!v.items[0].ok && !v.items[1].ok);
     ck_assert_ptr_nonnull(strstr(v.items[0].error, "row filter cannot be evaluated"));
+    /* An INSERT without a filter column (schema drift) is an error, not a silent skip. */
+    dw_mapped_vec_reset(&v);
+    map_rows(maps, DW_CHANGE_INSERT, "cust", text, NULL, NULL, &v);
+    ck_assert_uint_eq(v.len, 2);
+    ck_assert(!v.items[0].ok);
+    ck_assert_ptr_nonnull(strstr(v.items[1].error, "map \"persons\": the row filter"));
     /* null "omit": a null source leaves the attribute out; "send" (default) sends null */
     dw_mapped_vec_reset(&v);
     map_rows(maps, DW_CHANGE_INSERT, "cust", org_row, NULL, NULL, &v);
