@@ -423,6 +423,20 @@ void dw_mapvalidate(const struct dw_jobdef *def, const struct dw_src_catalog *ca
                     const struct dw_entity_meta *const *metas, size_t nmetas, struct dw_findings *f)
 {
     struct vctx v = {def, cat, metas, nmetas, f};
+    /* F&O stores dataAreaId in lower case; the filters compare exactly. */
+    for (size_t i = 0; i < def->nlegal_entities; i++) {
+        bool upper = false;
+        for (const char *c = def->legal_entities[i]; *c; c++)
+            upper = upper || (*c >= 'A' && *c <= 'Z');
+        if (upper) {
+            char *p = dw_asprintf("$.job.legal_entities[%zu]", i);
+            finding(f, false, p,
+                    "\"%s\" has upper-case letters: F&O stores dataAreaId in lower case and "
+                    "legal entities compare exactly",
+                    def->legal_entities[i]);
+            free(p);
+        }
+    }
     for (size_t g = 0; g < def->ngroups; g++) {
         for (size_t i = 0; i < def->groups[g].nmaps; i++) {
             char *mp = dw_asprintf("$.groups[%zu].maps[%zu]", g, i);

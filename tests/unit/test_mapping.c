@@ -492,6 +492,25 @@ START_TEST(map_file_errors_carry_json_paths)
     ck_assert_ptr_nonnull(strstr(dw_buf_str(&errors), "duplicate"));
     unlink(path);
     dw_buf_cleanup(&errors);
+
+    /* Upper-case legal entities parse but draw a warning (dataAreaId is lower case). */
+    dw_buf_init(&errors, 0);
+    def = parse_text("{\"format\": 1, \"job\": {\"name\": \"u\", \"legal_entities\": "
+                     "[\"USMF\", \"demf\"]}, \"groups\": [{\"name\": \"g\", \"maps\": "
+                     "[{\"name\": \"m\", \"sequence\": 1, \"source\": {\"table\": \"t\"}, "
+                     "\"target\": {\"entity_set\": \"es\", \"logical_name\": \"e\"}, "
+                     "\"key\": [{\"target\": \"k\", \"company\": \"d\"}]}]}]}",
+                     &errors, &rc);
+    ck_assert_int_eq(rc, DW_OK);
+    struct dw_findings fd;
+    dw_findings_init(&fd);
+    dw_mapvalidate(def, NULL, NULL, 0, &fd);
+    ck_assert_int_eq(fd.errors, 0);
+    ck_assert_int_eq(fd.warnings, 1);
+    ck_assert_ptr_nonnull(strstr(dw_buf_str(&fd.text), "warning: $.job.legal_entities[0]"));
+    dw_findings_cleanup(&fd);
+    dw_jobdef_free(def);
+    dw_buf_cleanup(&errors);
 }
 END_TEST
 
