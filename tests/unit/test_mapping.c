@@ -502,13 +502,13 @@ START_TEST(map_file_errors_carry_json_paths)
                      "\"key\": [{\"target\": \"k\", \"company\": \"d\"}]}]}]}",
                      &errors, &rc);
     ck_assert_int_eq(rc, DW_OK);
-    struct dw_findings fd;
-    dw_findings_init(&fd);
-    dw_mapvalidate(def, NULL, NULL, 0, &fd);
-    ck_assert_int_eq(fd.errors, 0);
-    ck_assert_int_eq(fd.warnings, 1);
-    ck_assert_ptr_nonnull(strstr(dw_buf_str(&fd.text), "warning: $.job.legal_entities[0]"));
-    dw_findings_cleanup(&fd);
+    struct dw_findings found;
+    dw_findings_init(&found);
+    dw_mapvalidate(def, NULL, NULL, 0, &found);
+    ck_assert_int_eq(found.errors, 0);
+    ck_assert_int_eq(found.warnings, 1);
+    ck_assert_ptr_nonnull(strstr(dw_buf_str(&found.text), "warning: $.job.legal_entities[0]"));
+    dw_findings_cleanup(&found);
     dw_jobdef_free(def);
     dw_buf_cleanup(&errors);
 }
