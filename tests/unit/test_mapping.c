@@ -414,6 +414,29 @@ START_TEST(coercions_to_dataverse_types)
 }
 END_TEST
 
+START_TEST(replay_through_one_map_by_id)
+{
+    struct dw_job_maps *maps = load_maps();
+    /* Ids come from the control schema; set them as dw_mapstore_load() would. */
+    struct dw_jobdef *def = (struct dw_jobdef *)dw_job_maps_def(maps);
+    for (size_t i = 0; i < def->groups[0].nmaps; i++)
+        def->groups[0].maps[i].id = (int64_t)(100 + i);
+    json_t *row = J(org_row);
+    struct dw_source_row r = {"fno", "cust", DW_CHANGE_INSERT, row, NULL, NULL};
+    struct dw_mapped_vec v = {0};
+    ck_assert_int_eq(dw_mapping_map_row_with(maps, 100, &r, &v), DW_OK); /* orgs only */
+    ck_assert_uint_eq(v.len, 1);
+    ck_assert_int_eq(v.items[0].map_id, 100);
+    ck_assert_str_eq(v.items[0].write.entity_set, "accounts");
+    ck_assert_int_eq(dw_mapping_map_row_with(maps, 101, &r, &v), DW_OK); /* filtered out */
+    ck_assert_uint_eq(v.len, 1);
+    ck_assert_int_eq(dw_mapping_map_row_with(maps, 999, &r, &v), DW_ERR_NOT_FOUND);
+    json_decref(row);
+    dw_mapped_vec_cleanup(&v);
+    dw_job_maps_free(maps);
+}
+END_TEST
+
 START_TEST(target_id_is_canonical)
 {
     struct dw_job_maps *maps = load_maps();
@@ -761,6 +784,7 @@ static Suite *mapping_suite(void)
     tcase_add_test(tc, legal_entity_filter_and_delete);
     tcase_add_test(tc, coercions_to_dataverse_types);
     tcase_add_test(tc, target_id_is_canonical);
+    tcase_add_test(tc, replay_through_one_map_by_id);
     tcase_add_test(tc, map_file_errors_carry_json_paths);
     tcase_add_test(tc, normal_form_is_a_fixed_point);
     tcase_add_test(tc, filters_compile_to_publication_sql);
