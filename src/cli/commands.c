@@ -23,6 +23,9 @@ const struct dw_cli_command dw_cli_commands[] = {
      "create NAME [--environment-url URL] | list | show NAME | start NAME [--initial-sync] | "
      "stop NAME | pause NAME | resume NAME | drop NAME [--yes]",
      "manage integration jobs"},
+    {"job", dw_cmd_job, "list | create|show|start|stop|pause|resume|drop NAME [OPTION]",
+     "manage integration jobs (create: --environment-url URL; start: --initial-sync; drop: "
+     "--yes)"},
     {"map", dw_cmd_map, "import FILE | export JOB [FILE] | list [JOB] | validate JOB",
      "load, write back, list and check table maps"},
     {"dataverse", dw_cmd_dataverse, "whoami | get PATH | apply [FILE]",
