@@ -186,6 +186,14 @@ dw_rc dw_errtable_alert_enforce(PGconn *conn, int64_t job_id, bool *paused);
  */
 dw_rc dw_errtable_listen(PGconn *conn, int64_t job_id);
 
+/*
+ * For the daemon's event loop, when the control connection's socket is readable: reads
+ * and frees every pending notification; *requested is true if one was a replay request
+ * for job_name (NULL: for any job), meaning dw_replay_pump() has work. DW_ERR_PG if the
+ * connection broke (logged).
+ */
+dw_rc dw_errtable_poll_requests(PGconn *conn, const char *job_name, bool *requested);
+
 /* Number of daemons listening for a job (NULL: any job). */
 dw_rc dw_errtable_listeners(PGconn *conn, const char *job_name, int *out);
 

@@ -544,3 +544,19 @@ dw_rc dw_errtable_listeners(PGconn *conn, const char *job_name, int *out)
     PQclear(res);
     return DW_OK;
 }
+
+dw_rc dw_errtable_poll_requests(PGconn *conn, const char *job_name, bool *requested)
+{
+    bool found = false;
+    if (PQconsumeInput(conn) != 1)
+        return dw_pg_fail(conn, NULL, "reading replay requests");
+    PGnotify *note;
+    while ((note = PQnotifies(conn)) != NULL) {
+        if (strcmp(note->relname, DW_REPLAY_CHANNEL) == 0 &&
+            (job_name == NULL || strcmp(note->extra, job_name) == 0))
+            found = true;
+        PQfreemem(note);
+    }
+    *requested = found;
+    return DW_OK;
+}

@@ -592,25 +592,38 @@ START_TEST(notify_reaches_the_listening_daemon)
     ck_assert_int_eq(dw_errtable_listeners(op, "idem", &n), DW_OK);
     ck_assert_int_eq(n, 0);
 
+    /* Another job's request does not count. (Sent from the listening session itself, so
+     * it has certainly arrived when the call returns.) */
+    int64_t other = make_job(op, "notify_other");
+    int64_t other_map = map_id(op, other, "child");
+    insert_rows(op, other, other_map, basic, 1, NULL);
+    q_eq(daemon,
+         "SELECT dwasync.replay_error(min(id)) FROM dwasync.error WHERE job_id = (SELECT id FROM "
+         "dwasync.job WHERE name = 'notify_other')",
+         "1");
+    bool requested = true;
+    ck_assert_int_eq(dw_errtable_poll_requests(daemon, "notify", &requested), DW_OK);
+    ck_assert(!requested);
+
+    /* This job's request, from the operator's session, does. */
     q_eq(op,
          "SELECT dwasync.replay_error(min(id)) FROM dwasync.error WHERE job_id = (SELECT id FROM "
          "dwasync.job WHERE name = 'notify')",
          "2");
-    PGnotify *note = NULL;
-    for (int i = 0; i < 50 && note == NULL; i++) {
+    requested = false;
+    for (int i = 0; i < 50 && !requested; i++) {
         int sock = PQsocket(daemon);
         fd_set fds;
         FD_ZERO(&fds);
         FD_SET(sock, &fds);
         struct timeval tv = {0, 100000};
         (void)select(sock + 1, &fds, NULL, NULL, &tv);
-        ck_assert_int_eq(PQconsumeInput(daemon), 1);
-        note = PQnotifies(daemon);
+        ck_assert_int_eq(dw_errtable_poll_requests(daemon, "notify", &requested), DW_OK);
     }
-    ck_assert_ptr_nonnull(note);
-    ck_assert_str_eq(note->relname, DW_REPLAY_CHANNEL);
-    ck_assert_str_eq(note->extra, "notify");
-    PQfreemem(note);
+    ck_assert(requested);
+    /* Every notification was read: nothing is left over. */
+    ck_assert_int_eq(dw_errtable_poll_requests(daemon, NULL, &requested), DW_OK);
+    ck_assert(!requested);
     PQfinish(daemon);
     /* The backend releases the lock as it exits, a moment after the connection closes. */
     for (int i = 0; i < 100; i++) {
