@@ -216,18 +216,26 @@ static dw_rc fake_remap(void *user, const struct dw_errstored *row, struct dw_re
     return DW_OK;
 }
 
+/* What the fake Dataverse answers: 204, or a refusal with this class, status and code. */
+static struct dw_write_result outcome(bool refused, enum dw_error_class c, int http,
+                                      const char *code, const char *message)
+{
+    return (struct dw_write_result){
+        .status = refused ? DW_WRITE_REJECTED : DW_WRITE_APPLIED,
+        .error_class = refused ? c : DW_ERRCLASS_NONE,
+        .http_status = refused ? http : 204,
+        .code = refused ? code : "",
+        .message = refused ? message : "",
+    };
+}
+
 static void fake_finish(struct fake *f, void *token, const char *value)
 {
     bool bad = f->reject_bad && strcmp(value, "bad") == 0;
     json_t *payload = json_pack("{s:s}", "v", value);
-    struct dw_write_result res = {
-        .status = bad ? DW_WRITE_REJECTED : DW_WRITE_APPLIED,
-        .error_class = bad ? DW_ERRCLASS_VALIDATION : DW_ERRCLASS_NONE,
-        .http_status = bad ? 400 : 204,
-        .code = bad ? "0x80044331" : "",
-        .message = bad ? "still too long" : "",
-        .payload = payload,
-    };
+    struct dw_write_result res =
+        outcome(bad, DW_ERRCLASS_VALIDATION, 400, "0x80044331", "still too long");
+    res.payload = payload;
     dw_replay_complete(f->engine, token, &res);
     json_decref(payload);
 }
@@ -854,13 +862,8 @@ static void model_complete(struct model *m, int i, bool fail)
     ck_assert_int_eq(sscanf(m->f.pending_value[i], "%7s %llx", key, &lsn), 2);
     if (!fail)
         model_apply(m, key, lsn);
-    struct dw_write_result res = {
-        .status = fail ? DW_WRITE_REJECTED : DW_WRITE_APPLIED,
-        .error_class = fail ? DW_ERRCLASS_CONFLICT : DW_ERRCLASS_NONE,
-        .http_status = fail ? 409 : 204,
-        .code = fail ? "0x80060882" : "",
-        .message = fail ? "concurrency conflict" : "",
-    };
+    struct dw_write_result res =
+        outcome(fail, DW_ERRCLASS_CONFLICT, 409, "0x80060882", "concurrency conflict");
     dw_replay_complete(m->f.engine, m->f.pending[i], &res);
     free(m->f.pending_value[i]);
     m->f.pending[i] = m->f.pending[m->f.npending - 1];
