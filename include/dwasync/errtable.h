@@ -50,9 +50,6 @@
 /* The NOTIFY channel replay and skip functions signal; the payload is the job name. */
 #define DW_REPLAY_CHANNEL "dwasync_replay"
 
-/* Advisory lock class ('dwas') a listening daemon holds shared, with the job id as object. */
-#define DW_REPLAY_LISTENER_LOCK_CLASS 1685545331
-
 /* One change (through one table map) that could not be applied; all borrowed. */
 struct dw_errrow {
     int64_t job_id;
@@ -181,10 +178,11 @@ dw_rc dw_errtable_alert_check(PGconn *conn, int64_t job_id, struct dw_alert_stat
 dw_rc dw_errtable_alert_enforce(PGconn *conn, int64_t job_id, bool *paused);
 
 /*
- * For the daemon: LISTENs on DW_REPLAY_CHANNEL and takes the shared listener lock of the
- * job on this connection, so `dwasync errors replay` knows someone will act.
+ * For the active runner: LISTENs on DW_REPLAY_CHANNEL on this connection. What tells
+ * `dwasync errors replay` that a daemon will act is the job lock the active runner holds
+ * (ha.h, DW_HA_LOCK_CLASS): dw_errtable_listeners() counts its holders.
  */
-dw_rc dw_errtable_listen(PGconn *conn, int64_t job_id);
+dw_rc dw_errtable_listen(PGconn *conn);
 
 /*
  * For the daemon's event loop, when the control connection's socket is readable: reads
@@ -194,7 +192,7 @@ dw_rc dw_errtable_listen(PGconn *conn, int64_t job_id);
  */
 dw_rc dw_errtable_poll_requests(PGconn *conn, const char *job_name, bool *requested);
 
-/* Number of daemons listening for a job (NULL: any job). */
+/* Number of active runners (holders of the job lock) for a job (NULL: any job). */
 dw_rc dw_errtable_listeners(PGconn *conn, const char *job_name, int *out);
 
 /* --- replay engine ----------------------------------------------------------------------- */

@@ -273,7 +273,7 @@ static int errors_replay(PGconn *conn, const struct errors_opts *o)
     int listeners = 0;
     if (total > 0 && dw_errtable_listeners(conn, o->all ? o->job : NULL, &listeners) == DW_OK) {
         if (listeners > 0)
-            printf("the running dwasync daemon replays them now (dwasync errors list to follow)\n");
+            printf("the active `dwasync run` replays them now (dwasync errors list to follow)\n");
         else
             printf("no dwasync daemon is listening: the rows will be replayed when "
                    "`dwasync run` next starts\n");

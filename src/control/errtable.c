@@ -516,20 +516,9 @@ dw_rc dw_errtable_alert_enforce(PGconn *conn, int64_t job_id, bool *paused)
 
 /* --- listeners ------------------------------------------------------------------------- */
 
-dw_rc dw_errtable_listen(PGconn *conn, int64_t job_id)
+dw_rc dw_errtable_listen(PGconn *conn)
 {
-    char jobtext[24], classtext[24];
-    snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
-    snprintf(classtext, sizeof classtext, "%d", DW_REPLAY_LISTENER_LOCK_CLASS);
-    const char *params[] = {classtext, jobtext};
-    PGresult *res = NULL;
-    dw_rc rc = dw_pg_exec(conn, "listening for replay requests", "LISTEN " DW_REPLAY_CHANNEL);
-    if (rc != DW_OK)
-        return rc;
-    rc = dw_pg_query(conn, "announcing the replay listener",
-                     "SELECT pg_advisory_lock_shared($1::integer, $2::integer)", 2, params, &res);
-    PQclear(res);
-    return rc;
+    return dw_pg_exec(conn, "listening for replay requests", "LISTEN " DW_REPLAY_CHANNEL);
 }
 
 dw_rc dw_errtable_listeners(PGconn *conn, const char *job_name, int *out)

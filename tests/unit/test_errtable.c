@@ -2,7 +2,7 @@
  * The error table's C API and the replay engine against a private Postgres cluster
  * (tests/harness/pgcluster): idempotent inserts, the blocked set across a reconnect,
  * replay order and idempotence, failures back to open, skip releasing followers, writes
- * completed later, sequence levels, NOTIFY and the listener lock, the alert rule and
+ * completed later, sequence levels, NOTIFY and the runner's job lock, the alert rule and
  * retention. The "Dataverse" here is a list of writes recorded in the order they were sent.
  */
 #include <check.h>
@@ -15,6 +15,7 @@
 
 #include "dwasync/alloc.h"
 #include "dwasync/errtable.h"
+#include "dwasync/ha.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/migrate.h"
@@ -594,7 +595,13 @@ START_TEST(notify_reaches_the_listening_daemon)
     int n = -1;
     ck_assert_int_eq(dw_errtable_listeners(op, "notify", &n), DW_OK);
     ck_assert_int_eq(n, 0);
-    ck_assert_int_eq(dw_errtable_listen(daemon, job), DW_OK);
+    /* The active runner: it holds the job lock and listens. */
+    struct dw_ha ha;
+    bool active = false;
+    dw_ha_init(&ha, daemon, job, 0);
+    ck_assert_int_eq(dw_ha_try(&ha, 0, &active), DW_OK);
+    ck_assert(active);
+    ck_assert_int_eq(dw_errtable_listen(daemon), DW_OK);
     ck_assert_int_eq(dw_errtable_listeners(op, "notify", &n), DW_OK);
     ck_assert_int_eq(n, 1);
     ck_assert_int_eq(dw_errtable_listeners(op, "idem", &n), DW_OK);
