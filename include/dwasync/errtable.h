@@ -63,6 +63,7 @@ struct dw_errrow {
     const char *target_id;    /* "<set>(<key>)" if mapped; may be NULL */
     const json_t *new_row;    /* may be NULL */
     const json_t *old_row;    /* may be NULL */
+    const json_t *unchanged;  /* array of unchanged-TOAST column names; may be NULL */
     const json_t *payload;    /* body last sent; NULL if no request was made */
     dw_lsn commit_lsn;
     uint32_t xid;
@@ -116,6 +117,7 @@ struct dw_errstored {
     json_t *source_key; /* new reference */
     json_t *new_row;    /* new reference or NULL */
     json_t *old_row;    /* new reference or NULL */
+    json_t *unchanged;  /* new reference or NULL */
     dw_lsn commit_lsn;
     int64_t xid;
     uint32_t position;
@@ -256,6 +258,15 @@ dw_rc dw_replay_pump(struct dw_replay *r, bool *idle);
 
 /* Writes submitted whose completion has not been recorded yet. */
 size_t dw_replay_in_flight(const struct dw_replay *r);
+
+/*
+ * The remap callback for the real mapping engine: user is the job's struct dw_job_maps
+ * (mapping.h), loaded now, so a fixed map applies. Maps the stored row through its table
+ * map and takes result number `part` (a key-changing update yields two); a map that is
+ * gone, or a row the map cannot take, is a mapping failure; a row the filter now excludes
+ * has nothing to send.
+ */
+dw_rc dw_replay_remap_with_maps(void *maps, const struct dw_errstored *row, struct dw_remap *out);
 
 /* Copies the counters. */
 void dw_replay_get_stats(const struct dw_replay *r, struct dw_replay_stats *out);
