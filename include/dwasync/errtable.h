@@ -259,14 +259,17 @@ dw_rc dw_replay_pump(struct dw_replay *r, bool *idle);
 /* Writes submitted whose completion has not been recorded yet. */
 size_t dw_replay_in_flight(const struct dw_replay *r);
 
+struct dw_job_maps;
+
 /*
- * The remap callback for the real mapping engine: user is the job's struct dw_job_maps
- * (mapping.h), loaded now, so a fixed map applies. Maps the stored row through its table
- * map and takes result number `part` (a key-changing update yields two); a map that is
- * gone, or a row the map cannot take, is a mapping failure; a row the filter now excludes
- * has nothing to send.
+ * What a remap callback over the real mapping engine does (call it from yours): maps the
+ * stored row through its table map in maps (loaded now, so a fixed map applies) and takes
+ * result number `part` (a key-changing update yields two). A map that is gone, or a row
+ * the map cannot take, is a mapping failure; a row its filter now excludes has nothing to
+ * send.
  */
-dw_rc dw_replay_remap_with_maps(void *maps, const struct dw_errstored *row, struct dw_remap *out);
+dw_rc dw_replay_remap_with_maps(const struct dw_job_maps *maps, const struct dw_errstored *row,
+                                struct dw_remap *out);
 
 /* Copies the counters. */
 void dw_replay_get_stats(const struct dw_replay *r, struct dw_replay_stats *out);

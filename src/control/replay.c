@@ -313,7 +313,8 @@ out:
     return rc;
 }
 
-dw_rc dw_replay_remap_with_maps(void *maps, const struct dw_errstored *row, struct dw_remap *out)
+dw_rc dw_replay_remap_with_maps(const struct dw_job_maps *maps, const struct dw_errstored *row,
+                                struct dw_remap *out)
 {
     struct dw_source_row src = {
         .schema = row->source_schema,
