@@ -4,8 +4,9 @@
  * Every change that cannot be applied becomes a row of dwasync.error (DESIGN.md invariant
  * 1: durably written there before the slot moves past it). Rows are unique on (job, commit
  * LSN, position, part), so a stream replayed after a crash inserts nothing twice
- * (invariant 2). Rows of one *key* - (table map id, canonical source key text as
- * dw_json_canonical() writes it) - form a queue in commit order: the head is `open` or
+ * (invariant 2). Rows of one *key* - (table map id, key text: the Dataverse row's identity,
+ * the mapping engine's target_id, which the pipeline uses; or any stable text such as the
+ * canonical source key) - form a queue in commit order: the head is `open` or
  * `replaying`, later rows are `waiting`, never sent while the head is unresolved
  * (invariant 3). A key is blocked while it has a row in open, waiting or replaying; the
  * blocked set is rebuilt from the table after a restart.
@@ -59,7 +60,7 @@ struct dw_errrow {
     const char *source_table;
     enum dw_change_op op;
     const json_t *source_key; /* object of source key columns; required */
-    const char *key_text;     /* canonical text of source_key; NULL: computed here */
+    const char *key_text;     /* queue identity (target_id); NULL: canonical source_key */
     const char *target_id;    /* "<set>(<key>)" if mapped; may be NULL */
     const json_t *new_row;    /* may be NULL */
     const json_t *old_row;    /* may be NULL */
