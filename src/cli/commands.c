@@ -13,7 +13,8 @@ const struct dw_cli_command dw_cli_commands[] = {
      "print decoded row changes of a publication as JSON lines"},
     {"errors", dw_cmd_errors,
      "list [--job J] [--status S] [--table T] [--code C] [--limit N] | show ID"
-     " | replay ID...|--all [--job J] [--table T] [--code C] | skip ID... --reason TEXT",
+     " | replay ID...|--all [--job J] [--table T] [--code C] [--queue-only]"
+     " | skip ID... --reason TEXT",
      "triage the error table: list, show, replay or skip failed changes"},
     {"status", dw_cmd_status, "[--json]",
      "jobs with state, lag, throughput, error counts and throttling"},
