@@ -610,8 +610,7 @@ static dw_rc check_unique(struct emu_table *t, const json_t *row, const char *id
 static json_t *merge_row(struct emu *emu, const struct emu_table *t, const json_t *old,
                          const char *id, json_t *changes)
 {
-    char now[32];
-    now_iso(now);
+    const char *now = emu->now;
     json_t *row = old ? json_copy((json_t *)old) : json_object();
     json_object_update(row, changes);
     json_object_set_new(row, t->primary_id, json_string(id));
@@ -625,6 +624,8 @@ static json_t *merge_row(struct emu *emu, const struct emu_table *t, const json_
 static void answer_written(struct emu *emu, const struct emu_req *req, struct emu_table *t,
                            const char *id, json_t *row, bool created, struct emu_resp *resp)
 {
+    if (resp == NULL)
+        return; /* a bulk action answers once for all its targets */
     char *ref = dw_asprintf("%s(%s)", t->set, id);
     char *url = dw_asprintf("%s" EMU_API_PREFIX "%s", emu->base_url, ref);
     if (req->prefer_representation) {
@@ -776,6 +777,8 @@ static dw_rc do_upsert(struct emu *emu, const struct emu_req *req, struct emu_ta
 
 static json_t *parse_body(const struct emu_req *req, struct emu_table *t, struct emu_err *err)
 {
+    if (req->json)
+        return json_incref(req->json);
     json_error_t jerr;
     json_t *body = json_loadb(req->body ? req->body : "", req->body_len, 0, &jerr);
     if (body == NULL)
@@ -861,12 +864,9 @@ static void bulk_action(struct emu *emu, const struct emu_req *req, struct emu_t
     {
         if (bulk_target_type(t, item, i, &err) != DW_OK)
             goto fail;
-        json_t *fields = json_copy(item);
+        /* Annotations (@odata.type, @odata.id) carry no column value: body_changes skips them. */
+        json_t *fields = item;
         const char *odata_id = json_string_value(json_object_get(item, "@odata.id"));
-        json_object_del(fields, "@odata.type");
-        json_object_del(fields, "@odata.id");
-        struct emu_resp one;
-        emu_resp_init(&one);
         struct emu_req sub = *req;
         sub.prefer_representation = false;
         sub.if_match = update ? "*" : NULL;
@@ -902,7 +902,6 @@ static void bulk_action(struct emu *emu, const struct emu_req *req, struct emu_t
                 key.parts = dw_calloc(1, sizeof *key.parts);
                 key.parts[0].value = json_string(pid);
                 key.nparts = 1;
-                json_object_del(fields, t->primary_id);
             } else if (upsert) {
                 /* No key at all: an upsert that can only create. */
                 json_t *changes = NULL, *row;
@@ -912,8 +911,6 @@ static void bulk_action(struct emu *emu, const struct emu_req *req, struct emu_t
                     rc = do_create(emu, t, changes, NULL, &row, id, &err);
                     json_decref(changes);
                 }
-                json_decref(fields);
-                emu_resp_cleanup(&one);
                 if (rc != DW_OK)
                     goto fail;
                 continue;
@@ -924,12 +921,10 @@ static void bulk_action(struct emu *emu, const struct emu_req *req, struct emu_t
                             t->primary_id);
             }
             if (rc == DW_OK) {
-                rc = do_upsert(emu, &sub, t, &key, fields, &one, &err);
+                rc = do_upsert(emu, &sub, t, &key, fields, NULL, &err);
                 dw_dvemu_key_cleanup(&key);
             }
         }
-        json_decref(fields);
-        emu_resp_cleanup(&one);
         if (rc != DW_OK)
             goto fail;
     }
@@ -1195,9 +1190,17 @@ out:
 
 void emu_api_handle(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
 {
+    /* Parse the body before taking the lock: with many clients, parsing large bulk
+     * requests then runs in parallel and only the apply is serialized. */
+    struct emu_req pre = *req;
+    if (req->json == NULL && req->body_len > 0)
+        pre.json = json_loadb(req->body, req->body_len, 0, NULL);
     pthread_mutex_lock(&emu->store_lock);
-    handle_locked(emu, req, resp);
+    now_iso(emu->now);
+    handle_locked(emu, &pre, resp);
     pthread_mutex_unlock(&emu->store_lock);
+    if (pre.json != req->json)
+        json_decref(pre.json);
 }
 
 /* --- $batch ---------------------------------------------------------------------------- */
@@ -1372,6 +1375,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
     snprintf(rb, sizeof rb, "batchresponse_%s", gid);
     bool failed = false;
     pthread_mutex_lock(&emu->store_lock);
+    now_iso(emu->now);
     for (size_t i = 0; i < nparts && !(failed && !continue_on_error); i++) {
         char *ct = NULL, *cb = NULL;
         (void)dw_dvemu_header_get(parts[i].headers, parts[i].headers_len, "Content-Type", &ct);
