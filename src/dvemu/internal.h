@@ -118,7 +118,7 @@ struct emu {
     struct emu_hist *hist;
     size_t nhist, hist_cap;
     uint64_t hist_dropped;
-    char now[32]; /* the current operation's timestamp (createdon, modifiedon) */
+    json_t *now_json; /* the current operation's timestamp (createdon, modifiedon) */
     bool in_txn;
     struct emu_undo *undo;
     size_t nundo, undo_cap;

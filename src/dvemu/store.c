@@ -352,6 +352,8 @@ void emu_store_free(struct emu *emu)
     emu_store_reset(emu);
     free(emu->hist);
     free(emu->undo);
+    json_decref(emu->now_json);
+    emu->now_json = NULL;
     emu->hist = NULL;
     emu->undo = NULL;
 }

@@ -56,31 +56,46 @@ run() {
         fi
         printf 'header = "Authorization: Bearer %s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n' "$DVEMU_TOKEN"
     done >"$cfg"
-    local t0 t1
+    local t0 t1 c0 c1
+    c0=$(cpu_seconds)
     t0=$(date +%s.%N)
     curl -s -S --no-progress-meter --parallel --parallel-max "$CONCURRENCY" --parallel-immediate -K "$cfg" >"$work/$kind.codes"
     t1=$(date +%s.%N)
+    c1=$(cpu_seconds)
+    echo "$c1 - $c0" | bc -l >"$work/$kind.cpu"
     local bad
     bad=$(grep -vcE '^(200|204)$' "$work/$kind.codes")
     [ "$bad" = 0 ] || die "$kind: $bad requests failed: $(sort "$work/$kind.codes" | uniq -c | tr '\n' ' ')"
     echo "$t1 - $t0" | bc -l
 }
 
+# CPU seconds dvemu has used (user + system): rows per CPU-second do not depend on what
+# else runs on the machine, which wall-clock rows/s on a shared box do.
+cpu_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$DVEMU_PID/stat"
+}
+
 median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
-up=() ba=()
+up=() ba=() upc=() bac=()
 for ((r = 0; r < RUNS; r++)); do
     s=$(run upsert)
     up+=("$(echo "$REQUESTS * 1000 / $s" | bc -l)")
+    upc+=("$(echo "$REQUESTS * 1000 / ($(cat "$work/upsert.cpu") + 0.001)" | bc -l)")
     s=$(run batch)
     ba+=("$(echo "$REQUESTS * 100 / $s" | bc -l)")
+    bac+=("$(echo "$REQUESTS * 100 / ($(cat "$work/batch.cpu") + 0.001)" | bc -l)")
 done
 mu=$(printf '%s\n' "${up[@]}" | median)
 mb=$(printf '%s\n' "${ba[@]}" | median)
+muc=$(printf '%s\n' "${upc[@]}" | median)
+mbc=$(printf '%s\n' "${bac[@]}" | median)
 printf 'dvemu UpsertMultiple (1000 rows/request): %.0f rows/s  (runs: %s)\n' "$mu" \
     "$(printf '%.0f ' "${up[@]}")"
 printf 'dvemu $batch (100 PATCH upserts/request): %.0f rows/s  (runs: %s)\n' "$mb" \
     "$(printf '%.0f ' "${ba[@]}")"
+printf 'dvemu CPU cost: UpsertMultiple %.0f rows per CPU-second, $batch %.0f (load now: %s)\n' \
+    "$muc" "$mbc" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'ratio UpsertMultiple / $batch: %.2f  (%d requests x %d runs, %d concurrent)\n' \
     "$(echo "$mu / $mb" | bc -l)" "$REQUESTS" "$RUNS" "$CONCURRENCY"
 printf 'target >= 50000 rows/s via UpsertMultiple: %s\n' \
