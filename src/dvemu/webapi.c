@@ -1131,6 +1131,19 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
         emu_err_set(&err, 400, "0x80060888", "Bad Request - Error in query syntax.");
         goto fail;
     }
+    /* Dataverse's front end refuses these characters in a URL path, even percent-encoded,
+     * so a row keyed by such a value cannot be addressed by key (clients must go by id). */
+    for (size_t i = 0; i < key.nparts && !emu->opt->lenient_keys; i++) {
+        const char *sv = json_string_value(key.parts[i].value);
+        size_t bad = sv ? strcspn(sv, "/<>*%&:\\?+") : 0;
+        if (sv && sv[bad] != '\0') {
+            emu_err_set(&err, 400, "",
+                        "A potentially dangerous Request.Path value was detected from the "
+                        "client (%c).",
+                        sv[bad]);
+            goto fail;
+        }
+    }
     bool by_alt;
     if (strcmp(req->method, "GET") == 0) {
         struct emu_row *r = emu_row_find(t, &key, &by_alt, &err);
