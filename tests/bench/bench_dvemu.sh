@@ -62,11 +62,11 @@ run() {
     curl -s -S --no-progress-meter --parallel --parallel-max "$CONCURRENCY" --parallel-immediate -K "$cfg" >"$work/$kind.codes"
     t1=$(date +%s.%N)
     c1=$(cpu_seconds)
-    echo "$c1 - $c0" | bc -l >"$work/$kind.cpu"
+    calc "$c1 - $c0" >"$work/$kind.cpu"
     local bad
     bad=$(grep -vcE '^(200|204)$' "$work/$kind.codes")
     [ "$bad" = 0 ] || die "$kind: $bad requests failed: $(sort "$work/$kind.codes" | uniq -c | tr '\n' ' ')"
-    echo "$t1 - $t0" | bc -l
+    calc "$t1 - $t0"
 }
 
 # CPU seconds dvemu has used (user + system): rows per CPU-second do not depend on what
@@ -75,16 +75,18 @@ cpu_seconds() {
     awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$DVEMU_PID/stat"
 }
 
+calc() { awk "BEGIN { print ($1) }"; }
+
 median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
 up=() ba=() upc=() bac=()
 for ((r = 0; r < RUNS; r++)); do
     s=$(run upsert)
-    up+=("$(echo "$REQUESTS * 1000 / $s" | bc -l)")
-    upc+=("$(echo "$REQUESTS * 1000 / ($(cat "$work/upsert.cpu") + 0.001)" | bc -l)")
+    up+=("$(calc "$REQUESTS * 1000 / $s")")
+    upc+=("$(calc "$REQUESTS * 1000 / ($(cat "$work/upsert.cpu") + 0.001)")")
     s=$(run batch)
-    ba+=("$(echo "$REQUESTS * 100 / $s" | bc -l)")
-    bac+=("$(echo "$REQUESTS * 100 / ($(cat "$work/batch.cpu") + 0.001)" | bc -l)")
+    ba+=("$(calc "$REQUESTS * 100 / $s")")
+    bac+=("$(calc "$REQUESTS * 100 / ($(cat "$work/batch.cpu") + 0.001)")")
 done
 mu=$(printf '%s\n' "${up[@]}" | median)
 mb=$(printf '%s\n' "${ba[@]}" | median)
@@ -97,6 +99,6 @@ printf 'dvemu $batch (100 PATCH upserts/request): %.0f rows/s  (runs: %s)\n' "$m
 printf 'dvemu CPU cost: UpsertMultiple %.0f rows per CPU-second, $batch %.0f (load now: %s)\n' \
     "$muc" "$mbc" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'ratio UpsertMultiple / $batch: %.2f  (%d requests x %d runs, %d concurrent)\n' \
-    "$(echo "$mu / $mb" | bc -l)" "$REQUESTS" "$RUNS" "$CONCURRENCY"
+    "$(calc "$mu / $mb")" "$REQUESTS" "$RUNS" "$CONCURRENCY"
 printf 'target >= 50000 rows/s via UpsertMultiple: %s\n' \
-    "$([ "$(echo "$mu >= 50000" | bc)" = 1 ] && echo met || echo NOT met)"
+    "$([ "$(calc "$mu >= 50000")" = 1 ] && echo met || echo NOT met)"
