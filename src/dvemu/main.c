@@ -38,7 +38,7 @@ static void usage(FILE *f)
                "  --limit-window SECONDS    window length (300)\n"
                "  --limit-concurrent N      concurrent requests (52)\n"
                "  --dop-hint N              x-ms-dop-hint value (8)\n"
-               "  --history-max N           write history entries kept (1000000; 0 disables)\n"
+               "  --history-max N           write history entries kept (250000; 0 disables)\n"
                "  --faults JSON             faults as POST /_dvemu/faults takes them\n"
                "  --log-level LEVEL         debug, info (default), warn, error\n"
                "  --log-format FORMAT       logfmt (default) or json\n");

@@ -682,7 +682,7 @@ void dw_dvemu_options_init(struct dw_dvemu_options *o)
     o->limit_window_s = 300;
     o->limit_concurrent = 52;
     o->dop_hint = 8;
-    o->history_max = 1000000;
+    o->history_max = 250000;
     o->threads = 0;
 }
 
