@@ -125,7 +125,7 @@ struct dw_dvemu_options {
     int token_lifetime; /* seconds */
     bool admin;
     bool lenient_keys; /* accept key values Dataverse refuses in URLs (/ < > * % & : \ ? +) */
-    int threads; /* 0: a thread per connection; N: a pool of N epoll threads */
+    int threads;       /* 0: a thread per connection; N: a pool of N epoll threads */
     /* service protection limits, per user */
     int limit_requests;
     int limit_exec_ms;
