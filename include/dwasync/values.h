@@ -53,7 +53,7 @@ struct dw_values_options {
  * Prepares options for a source time zone name ("UTC", "Europe/Paris"; NULL or "" = UTC).
  * DW_ERR_CONFIG (logged) when the zone is unknown. types starts NULL.
  */
-dw_rc dw_values_options_init(struct dw_values_options *o, const char *timezone);
+dw_rc dw_values_options_init(struct dw_values_options *o, const char *zone);
 
 /* A new, empty type map. */
 struct dw_types *dw_types_new(void);

@@ -160,25 +160,25 @@ static uint32_t resolve(const struct dw_values_options *o, uint32_t oid, bool *i
     return OID_TEXT;
 }
 
-dw_rc dw_values_options_init(struct dw_values_options *o, const char *timezone)
+dw_rc dw_values_options_init(struct dw_values_options *o, const char *zone)
 {
     o->types = NULL;
     o->tz_utc = true;
-    if (timezone == NULL || timezone[0] == '\0' || strcmp(timezone, "UTC") == 0 ||
-        strcmp(timezone, "Etc/UTC") == 0 || strcmp(timezone, "GMT") == 0)
+    if (zone == NULL || zone[0] == '\0' || strcmp(zone, "UTC") == 0 ||
+        strcmp(zone, "Etc/UTC") == 0 || strcmp(zone, "GMT") == 0)
         return DW_OK;
     /* Only names from the zoneinfo database: anything else would silently mean UTC. */
-    bool ok = strstr(timezone, "..") == NULL && timezone[0] != '/';
+    bool ok = strstr(zone, "..") == NULL && zone[0] != '/';
     if (ok) {
-        char *path = dw_asprintf("/usr/share/zoneinfo/%s", timezone);
+        char *path = dw_asprintf("/usr/share/zoneinfo/%s", zone);
         ok = access(path, R_OK) == 0;
         free(path);
     }
     if (!ok) {
-        DW_ERROR("unknown time zone \"%s\" in [source] timezone", timezone);
+        DW_ERROR("unknown time zone \"%s\" in [source] timezone", zone);
         return DW_ERR_CONFIG;
     }
-    setenv("TZ", timezone, 1);
+    setenv("TZ", zone, 1);
     tzset();
     o->tz_utc = false;
     return DW_OK;
