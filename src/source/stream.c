@@ -17,7 +17,7 @@
     "-c datestyle=ISO -c timezone=UTC -c intervalstyle=iso_8601 -c bytea_output=hex "              \
     "-c extra_float_digits=3"
 #define BACKOFF_MIN_MS 200
-#define PING_AFTER_MS  1000
+#define PING_AFTER_MS  100
 
 struct dw_stream {
     char *conninfo, *slot, *publication, *record_path;

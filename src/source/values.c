@@ -43,17 +43,60 @@ enum {
     OID_JSONB = 3802,
 };
 
-/* Array type -> element type, for the built-in arrays whose elements are not plain text. */
-static const struct {
-    uint32_t array, elem;
-} builtin_arrays[] = {
-    {1000, OID_BOOL},        {1001, OID_BYTEA},     {1002, OID_CHAR},    {1003, OID_NAME},
-    {1005, OID_INT2},        {1007, OID_INT4},      {1009, OID_TEXT},    {1014, OID_BPCHAR},
-    {1015, OID_VARCHAR},     {1016, OID_INT8},      {1021, OID_FLOAT4},  {1022, OID_FLOAT8},
-    {1028, OID_OID},         {1115, OID_TIMESTAMP}, {1182, OID_DATE},    {1183, OID_TIME},
-    {1185, OID_TIMESTAMPTZ}, {1187, OID_INTERVAL},  {1231, OID_NUMERIC}, {1270, OID_TIMETZ},
-    {2951, OID_UUID},        {199, OID_JSON},       {3807, OID_JSONB},
-};
+/* Element type of the built-in arrays whose elements are not plain text; 0 otherwise. */
+static uint32_t builtin_array_elem(uint32_t oid)
+{
+    switch (oid) {
+    case 1000:
+        return OID_BOOL;
+    case 1001:
+        return OID_BYTEA;
+    case 1002:
+        return OID_CHAR;
+    case 1003:
+        return OID_NAME;
+    case 1005:
+        return OID_INT2;
+    case 1007:
+        return OID_INT4;
+    case 1009:
+        return OID_TEXT;
+    case 1014:
+        return OID_BPCHAR;
+    case 1015:
+        return OID_VARCHAR;
+    case 1016:
+        return OID_INT8;
+    case 1021:
+        return OID_FLOAT4;
+    case 1022:
+        return OID_FLOAT8;
+    case 1028:
+        return OID_OID;
+    case 1115:
+        return OID_TIMESTAMP;
+    case 1182:
+        return OID_DATE;
+    case 1183:
+        return OID_TIME;
+    case 1185:
+        return OID_TIMESTAMPTZ;
+    case 1187:
+        return OID_INTERVAL;
+    case 1231:
+        return OID_NUMERIC;
+    case 1270:
+        return OID_TIMETZ;
+    case 2951:
+        return OID_UUID;
+    case 199:
+        return OID_JSON;
+    case 3807:
+        return OID_JSONB;
+    default:
+        return 0;
+    }
+}
 
 struct typent {
     uint32_t oid;
@@ -138,13 +181,9 @@ static uint32_t resolve(const struct dw_values_options *o, uint32_t oid, bool *i
     *is_array = false;
     for (int depth = 0; depth < 16; depth++) {
         if (oid < 16384) {
-            for (size_t i = 0; i < sizeof builtin_arrays / sizeof builtin_arrays[0]; i++) {
-                if (builtin_arrays[i].array == oid) {
-                    *is_array = true;
-                    return builtin_arrays[i].elem;
-                }
-            }
-            return oid;
+            uint32_t elem = builtin_array_elem(oid);
+            *is_array = elem != 0;
+            return elem ? elem : oid;
         }
         struct typent *e = NULL;
         if (o && o->types)
@@ -408,13 +447,49 @@ static bool parse_era(const char **p, const char *end, struct pgtime *t)
     return *p == end;
 }
 
-static dw_rc put_year(struct dw_buf *b, int64_t y)
+/*
+ * Digit writers for the hot path: snprintf was a third of the time of `decode`, so dates,
+ * times and numbers that we format ourselves are written digit by digit.
+ */
+static char *put_digits(char *p, uint64_t v, int min_digits)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n < min_digits)
+        tmp[n++] = '0';
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+static char *put_2d(char *p, int v)
+{
+    p[0] = (char)('0' + v / 10);
+    p[1] = (char)('0' + v % 10);
+    return p + 2;
+}
+
+/* ISO 8601 years: four digits, "+" beyond 9999, "-" before year 0 (astronomical). */
+static char *put_year(char *p, int64_t y)
 {
     if (y > 9999)
-        return dw_buf_printf(b, "+%" PRId64, y);
-    if (y < 0)
-        return dw_buf_printf(b, "-%04" PRId64, -y);
-    return dw_buf_printf(b, "%04" PRId64, y);
+        *p++ = '+';
+    else if (y < 0)
+        *p++ = '-';
+    return put_digits(p, (uint64_t)(y < 0 ? -y : y), 4);
+}
+
+static char *put_ymd(char *p, int64_t y, int m, int d)
+{
+    p = put_year(p, y);
+    *p++ = '-';
+    p = put_2d(p, m);
+    *p++ = '-';
+    return put_2d(p, d);
 }
 
 /* Writes a UTC timestamp, in double quotes when quoted (JSON) and bare otherwise. */
@@ -425,28 +500,33 @@ static dw_rc put_timestamp_utc(struct dw_buf *b, int64_t secs, const char *frac,
     int64_t rem = secs - days * 86400, y;
     int m, d;
     civil_from_days(days, &y, &m, &d);
-    dw_rc rc = quoted ? dw_buf_putc(b, '"') : DW_OK;
-    if (rc == DW_OK)
-        rc = put_year(b, y);
-    if (rc == DW_OK)
-        rc = dw_buf_printf(b, "-%02d-%02dT%02d:%02d:%02d", m, d, (int)(rem / 3600),
-                           (int)(rem / 60 % 60), (int)(rem % 60));
-    if (rc == DW_OK && frac_len) {
-        rc = dw_buf_putc(b, '.');
-        if (rc == DW_OK)
-            rc = dw_buf_append(b, frac, frac_len);
+    char tmp[64], *p = tmp;
+    if (quoted)
+        *p++ = '"';
+    p = put_ymd(p, y, m, d);
+    *p++ = 'T';
+    p = put_2d(p, (int)(rem / 3600));
+    *p++ = ':';
+    p = put_2d(p, (int)(rem / 60 % 60));
+    *p++ = ':';
+    p = put_2d(p, (int)(rem % 60));
+    if (frac_len) {
+        *p++ = '.';
+        memcpy(p, frac, frac_len); /* at most 6 digits: parse_time_part checked */
+        p += frac_len;
     }
-    if (rc == DW_OK)
-        rc = dw_buf_append(b, "Z\"", quoted ? 2 : 1);
-    return rc;
+    *p++ = 'Z';
+    if (quoted)
+        *p++ = '"';
+    return dw_buf_append(b, tmp, (size_t)(p - tmp));
 }
 
 dw_rc dw_time_append_iso(struct dw_buf *out, int64_t unix_us)
 {
     int64_t secs = unix_us >= 0 ? unix_us / 1000000 : -((-unix_us + 999999) / 1000000);
     char frac[8];
-    int n = snprintf(frac, sizeof frac, "%06d", (int)(unix_us - secs * 1000000));
-    return put_timestamp_utc(out, secs, frac, (size_t)n, false);
+    char *end = put_digits(frac, (uint64_t)(unix_us - secs * 1000000), 6);
+    return put_timestamp_utc(out, secs, frac, (size_t)(end - frac), false);
 }
 
 static dw_rc put_infinity(struct dw_buf *b, const char *s, size_t n, bool *done)
@@ -467,12 +547,11 @@ static dw_rc put_date(struct dw_buf *b, const char *s, size_t n, const char **wh
         *why = "malformed date";
         return DW_ERR_INVALID;
     }
-    rc = dw_buf_putc(b, '"');
-    if (rc == DW_OK)
-        rc = put_year(b, t.year);
-    if (rc == DW_OK)
-        rc = dw_buf_printf(b, "-%02d-%02d\"", t.month, t.day);
-    return rc;
+    char tmp[32], *w = tmp;
+    *w++ = '"';
+    w = put_ymd(w, t.year, t.month, t.day);
+    *w++ = '"';
+    return dw_buf_append(b, tmp, (size_t)(w - tmp));
 }
 
 static dw_rc put_timestamp(struct dw_buf *b, const char *s, size_t n, bool with_tz,
@@ -1188,13 +1267,33 @@ static dw_rc put_key(struct dw_buf *out, const struct dw_change *c,
 static dw_rc put_header(struct dw_buf *out, const struct dw_change *c,
                         const struct dw_relation *rel)
 {
-    char lsn[DW_LSN_STRLEN];
-    dw_rc rc = dw_buf_printf(out, "{\"lsn\":\"%s\",\"xid\":%" PRIu32 ",\"commit_time\":\"",
-                             dw_lsn_format(c->lsn, lsn), c->xid);
+    static const char hex[] = "0123456789ABCDEF";
+    char tmp[96], *p = tmp;
+    memcpy(p, "{\"lsn\":\"", 8);
+    p += 8;
+    /* "%X/%X" by hand: this runs once per change */
+    for (int half = 1; half >= 0; half--) {
+        uint32_t v = (uint32_t)(c->lsn >> (32 * half));
+        int shift = 28;
+        while (shift > 0 && ((v >> shift) & 15) == 0)
+            shift -= 4;
+        for (; shift >= 0; shift -= 4)
+            *p++ = hex[(v >> shift) & 15];
+        *p++ = half ? '/' : '"';
+    }
+    memcpy(p, ",\"xid\":", 7);
+    p = put_digits(p + 7, c->xid, 1);
+    memcpy(p, ",\"commit_time\":\"", 16);
+    p += 16;
+    dw_rc rc = dw_buf_append(out, tmp, (size_t)(p - tmp));
     if (rc == DW_OK)
         rc = dw_time_append_iso(out, c->commit_time_us);
     if (rc == DW_OK)
-        rc = dw_buf_printf(out, "\",\"op\":\"%s\",\"schema\":", dw_change_op_name(c->op));
+        rc = dw_buf_puts(out, "\",\"op\":\"");
+    if (rc == DW_OK)
+        rc = dw_buf_puts(out, dw_change_op_name(c->op));
+    if (rc == DW_OK)
+        rc = dw_buf_puts(out, "\",\"schema\":");
     if (rc == DW_OK)
         rc = dw_buf_put_json_string(out, rel->schema, strlen(rel->schema));
     if (rc == DW_OK)
