@@ -41,8 +41,9 @@ struct dw_stream {
     bool idle;
 
     int64_t now_ms, last_status_ms, last_recv_ms, next_connect_ms, backoff_ms;
-    bool more;      /* step stopped at max_changes with messages still buffered */
-    size_t changes; /* changes dispatched in the current step */
+    bool more;        /* step stopped at max_changes with messages still buffered */
+    dw_rc handler_rc; /* the consumer's failure, passed on as it is (not a reconnect) */
+    size_t changes;   /* changes dispatched in the current step */
 };
 
 static int64_t mono_ms(void)
@@ -474,14 +475,14 @@ static dw_rc send_status(struct dw_stream *s, bool reply)
 static dw_rc on_begin(void *user, const struct dw_txn *t)
 {
     struct dw_stream *s = user;
-    return s->h.begin ? s->h.begin(s->h.user, t) : DW_OK;
+    return s->handler_rc = (s->h.begin ? s->h.begin(s->h.user, t) : DW_OK);
 }
 
 static dw_rc on_change(void *user, const struct dw_change *c)
 {
     struct dw_stream *s = user;
     s->changes++;
-    return s->h.change ? s->h.change(s->h.user, c) : DW_OK;
+    return s->handler_rc = (s->h.change ? s->h.change(s->h.user, c) : DW_OK);
 }
 
 static dw_rc on_commit(void *user, const struct dw_txn *t)
@@ -489,7 +490,7 @@ static dw_rc on_commit(void *user, const struct dw_txn *t)
     struct dw_stream *s = user;
     if (t->end_lsn > s->received)
         s->received = t->end_lsn;
-    return s->h.commit ? s->h.commit(s->h.user, t) : DW_OK;
+    return s->handler_rc = (s->h.commit ? s->h.commit(s->h.user, t) : DW_OK);
 }
 
 static void record_frame(struct dw_stream *s, const char *buf, int len);
@@ -640,7 +641,10 @@ dw_rc dw_stream_step(struct dw_stream *s, size_t max_changes)
             return DW_OK;
         }
     }
+    s->handler_rc = DW_OK;
     dw_rc rc = read_messages(s, max_changes ? max_changes : 1);
+    if (s->handler_rc != DW_OK)
+        return s->handler_rc;
     if (rc == DW_ERR_IO || rc == DW_ERR_PROTOCOL) {
         disconnect(s);
         return DW_OK;
