@@ -509,6 +509,31 @@ static void record_frame(struct dw_stream *s, const char *buf, int len)
         DW_WARN("cannot write the recording: %s", strerror(errno));
 }
 
+/*
+ * A Y message announces a user-defined type before a relation uses it. One created after we
+ * connected is not in the type map yet: look it up now on a short-lived side connection (the
+ * replication connection is busy streaming). Rare: pgoutput sends Y once per relation
+ * description. A type that is no domain, enum or array is remembered as text so that it is
+ * looked up only once.
+ */
+static void refresh_types(struct dw_stream *s, const uint8_t *msg, size_t len)
+{
+    if (s->types == NULL || len < 5 || msg[0] != 'Y')
+        return;
+    uint32_t oid = (uint32_t)msg[1] << 24 | (uint32_t)msg[2] << 16 | (uint32_t)msg[3] << 8 | msg[4];
+    if (dw_types_has(s->types, oid))
+        return;
+    PGconn *side = NULL;
+    if (dw_stream_connect(s->conninfo, false, "dwasync types", &side) == DW_OK &&
+        dw_types_load(side, s->types) == DW_OK) {
+        if (!dw_types_has(s->types, oid))
+            dw_types_add(s->types, oid, 't', 25);
+        if (s->record)
+            dw_types_foreach(s->types, record_type, s);
+    }
+    PQfinish(side);
+}
+
 /* One CopyData message from the server. */
 static dw_rc handle_message(struct dw_stream *s, const char *buf, int len)
 {
@@ -520,6 +545,7 @@ static dw_rc handle_message(struct dw_stream *s, const char *buf, int len)
         h.user = s;
         s->data_seq++;
         s->last_data = get_u64(p + 1);
+        refresh_types(s, p + 25, (size_t)len - 25);
         if (s->record)
             record_frame(s, buf, len);
         return dw_pgoutput_decode(s->dec, s->last_data, p + 25, (size_t)len - 25, &h);

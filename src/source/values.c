@@ -100,7 +100,7 @@ static uint32_t builtin_array_elem(uint32_t oid)
 
 struct typent {
     uint32_t oid;
-    char kind; /* 'd' domain, 'e' enum, 'a' array */
+    char kind; /* 'd' domain, 'e' enum, 'a' array, 't' text form */
     uint32_t base;
     UT_hash_handle hh;
 };
@@ -138,6 +138,13 @@ void dw_types_add(struct dw_types *t, uint32_t oid, char kind, uint32_t base_oid
     }
     e->kind = kind;
     e->base = base_oid;
+}
+
+bool dw_types_has(const struct dw_types *t, uint32_t oid)
+{
+    struct typent *e;
+    HASH_FIND(hh, t->map, &oid, sizeof oid, e);
+    return e != NULL;
 }
 
 void dw_types_foreach(const struct dw_types *t,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dwasync decode under faults: an idle publication with writes elsewhere does not pin WAL
 # (the keepalive's WAL end is confirmed), an immediate server restart mid-stream is survived
-# without losing changes, and an invalidated slot stops with recovery advice.
+# without losing changes, types created mid-stream are resolved, and an invalidated slot
+# stops with recovery advice.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 pg_start "max_slot_wal_keep_size = 64MB" "wal_keep_size = 0" "max_wal_size = 64MB"
 dw_mktemp work faults
@@ -76,6 +77,14 @@ wait_for 120 all_seen
 check_eq "every row committed before and after the restart was decoded" 3000 \
     "$(jq -r .key.id "$work/stream.jsonl" | sort -u | wc -l)"
 check_contains "the stream reconnected" "streaming from" "$(tail -5 "$work/stream.err")"
+# A domain created while streaming is typed by its base type (looked up when announced).
+psql_q "CREATE DOMAIN qty AS numeric(10, 2); CREATE TYPE state AS ENUM ('open', 'closed');
+        ALTER TABLE stream_t ADD COLUMN q qty, ADD COLUMN st state"
+psql_q "INSERT INTO stream_t VALUES (99999, 'typed', 12.50, 'open')"
+typed_seen() { grep -q '"key":{"id":99999}' "$work/stream.jsonl"; }
+wait_for 60 typed_seen
+check_contains "a domain created mid-stream is typed by its base type" '"q":12.50,"st":"open"' \
+    "$(grep '"key":{"id":99999}' "$work/stream.jsonl")"
 kill -TERM $stream_pid
 wait $stream_pid
 check_eq "decode still healthy after the restart" 0 $?
