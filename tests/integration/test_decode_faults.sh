@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # dwasync decode under faults: an idle publication with writes elsewhere does not pin WAL
 # (the keepalive's WAL end is confirmed), an immediate server restart mid-stream is survived
-# without losing changes, types created mid-stream are resolved, and an invalidated slot
-# stops with recovery advice.
+# without losing changes, types created mid-stream are resolved, and an invalidated slot or
+# a wal_level below logical stops with advice.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 pg_start "max_slot_wal_keep_size = 64MB" "wal_keep_size = 0" "max_wal_size = 64MB"
 dw_mktemp work faults
@@ -107,4 +107,13 @@ if wait_for 30 lost; then
 else
     fail "could not invalidate a slot for the test" "wal_status: $(psql_q "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'doomed'")"
 fi
+
+# --- wal_level below logical ---
+psql_q "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots" >/dev/null
+psql_q "ALTER SYSTEM SET wal_level = replica"
+pg_restart fast
+out=$(decode --publication streampub --slot s --create-slot --until-caught-up 2>&1); st=$?
+check_eq "wal_level replica stops decode" 1 "$st"
+check_contains "wal_level problem is named" 'has wal_level \"replica\"' "$out"
+check_contains "and the fix is given" 'Set wal_level = logical' "$out"
 finish
