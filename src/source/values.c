@@ -207,6 +207,19 @@ static uint32_t resolve(const struct dw_values_options *o, uint32_t oid, bool *i
     return OID_TEXT;
 }
 
+/* resolve(), and for an array its element type resolved too (a domain or an enum). */
+static uint32_t resolve_value(const struct dw_values_options *o, uint32_t oid, bool *is_array)
+{
+    oid = resolve(o, oid, is_array);
+    if (*is_array) {
+        bool nested;
+        oid = resolve(o, oid, &nested);
+        if (nested)
+            oid = OID_TEXT;
+    }
+    return oid;
+}
+
 dw_rc dw_values_options_init(struct dw_values_options *o, const char *zone)
 {
     o->types = NULL;
@@ -982,14 +995,7 @@ dw_rc dw_value_append_json(struct dw_buf *out, uint32_t type_oid, const char *da
     const char *dummy;
     bool is_array;
     size_t mark = out->len;
-    uint32_t oid = resolve(o, type_oid, &is_array);
-    if (is_array) {
-        /* The element may itself be a domain or an enum. */
-        bool nested;
-        oid = resolve(o, oid, &nested);
-        if (nested)
-            oid = OID_TEXT;
-    }
+    uint32_t oid = resolve_value(o, type_oid, &is_array);
     if (why == NULL)
         why = &dummy;
     *why = "value too large";
@@ -1051,6 +1057,56 @@ static json_t *numeric_json(const char *s, size_t n)
     return json_real(d);
 }
 
+/*
+ * A numeric array from the fast writer's output (only brackets, commas, null and numbers as
+ * Postgres wrote them) with every element converted by numeric_json(): jansson's parser
+ * would put every element through a double. NULL when an element is unrepresentable.
+ */
+static json_t *numeric_array_json(const char *s, size_t n)
+{
+    json_t *stack[8] = {NULL}, *result = NULL;
+    int depth = 0;
+    for (size_t i = 0; i < n;) {
+        char c = s[i];
+        if (c == '[') {
+            if (depth == 8)
+                goto fail;
+            stack[depth++] = json_array();
+            i++;
+        } else if (c == ']') {
+            if (depth == 0)
+                goto fail;
+            json_t *a = stack[--depth];
+            if (depth == 0) {
+                result = a;
+            } else {
+                json_array_append_new(stack[depth - 1], a);
+            }
+            i++;
+        } else if (c == ',') {
+            i++;
+        } else {
+            size_t j = i;
+            while (j < n && s[j] != ',' && s[j] != ']')
+                j++;
+            json_t *v = eq(s + i, j - i, "null") ? json_null() : numeric_json(s + i, j - i);
+            if (v == NULL || depth == 0) {
+                json_decref(v);
+                goto fail;
+            }
+            json_array_append_new(stack[depth - 1], v);
+            i = j;
+        }
+    }
+    if (depth == 0 && result)
+        return result;
+fail:
+    for (int k = 0; k < depth; k++)
+        json_decref(stack[k]);
+    json_decref(result);
+    return NULL;
+}
+
 static char *value_error(const char *col, const char *data, size_t len, const char *why)
 {
     struct dw_buf b;
@@ -1072,7 +1128,7 @@ static dw_rc datum_json(const struct dw_rel_column *col, const struct dw_datum *
         return DW_OK;
     }
     bool is_array;
-    uint32_t oid = resolve(o, col->type_oid, &is_array);
+    uint32_t oid = resolve_value(o, col->type_oid, &is_array);
     if (!is_array && oid == OID_NUMERIC && json_number_ok(d->data, d->len)) {
         if ((*out = numeric_json(d->data, d->len)) != NULL)
             return DW_OK;
@@ -1088,6 +1144,13 @@ static dw_rc datum_json(const struct dw_rel_column *col, const struct dw_datum *
         return DW_ERR_RANGE;
     }
     json_error_t jerr;
+    if (is_array && oid == OID_NUMERIC) {
+        if ((*out = numeric_array_json(scratch->data, scratch->len)) != NULL)
+            return DW_OK;
+        *error = value_error(col->name, d->data, d->len,
+                             "numeric has more significant digits than JSON keeps exactly");
+        return DW_ERR_RANGE;
+    }
     *out = json_loadb(scratch->data, scratch->len, JSON_DECODE_ANY, &jerr);
     if (*out == NULL) {
         *error = value_error(col->name, d->data, d->len, "value cannot be represented in JSON");
