@@ -16,11 +16,15 @@
  * idle (nothing received is pending) and no transaction is open, the stream also confirms
  * the WAL end of the latest keepalive, so an idle publication pins no WAL.
  *
- * Connecting (blocking, with libpq's connect_timeout) checks: server version 14 or newer,
- * wal_level = logical, the publication exists, the slot exists (or is created when asked),
- * uses pgoutput, belongs to this database and is not invalidated (wal_status 'lost': the
- * stream stops with DW_ERR_STATE and says how to recover). Failures of these checks are
- * permanent (step returns the error); a failed connection or a dropped stream is retried.
+ * The first connection, in dw_stream_open(), blocks (so that configuration mistakes are
+ * reported at once); reconnects are started and advanced by step without blocking (the fd
+ * is -1 and the timeout short meanwhile; a connect that takes over 10 s is abandoned and
+ * retried), then the checks and START_REPLICATION run as quick round trips. The checks:
+ * server version 14 or newer, wal_level = logical, the publication exists, the slot exists
+ * (or is created when asked), uses pgoutput, belongs to this database and is not
+ * invalidated (wal_status 'lost': the stream stops with DW_ERR_STATE and says how to
+ * recover). Failures of these checks are permanent (step returns the error); a failed
+ * connection or a dropped stream is retried.
  *
  * Sessions are opened with DateStyle ISO, TimeZone UTC, IntervalStyle iso_8601,
  * bytea_output hex and extra_float_digits 3, the text forms values.h relies on.

@@ -16,8 +16,10 @@
 #define SESSION_OPTIONS                                                                            \
     "-c datestyle=ISO -c timezone=UTC -c intervalstyle=iso_8601 -c bytea_output=hex "              \
     "-c extra_float_digits=3"
-#define BACKOFF_MIN_MS 200
-#define PING_AFTER_MS  100
+#define BACKOFF_MIN_MS     200
+#define PING_AFTER_MS      100
+#define CONNECT_TIMEOUT_MS 10000
+#define CONNECT_POLL_MS    10
 
 struct dw_stream {
     char *conninfo, *slot, *publication, *record_path;
@@ -43,7 +45,9 @@ struct dw_stream {
     int64_t now_ms, last_status_ms, last_recv_ms, next_connect_ms, backoff_ms;
     bool more;        /* step stopped at max_changes with messages still buffered */
     dw_rc handler_rc; /* the consumer's failure, passed on as it is (not a reconnect) */
-    size_t changes;   /* changes dispatched in the current step */
+    PGconn *pending;  /* a reconnect in progress (PQconnectPoll) */
+    int64_t connect_deadline_ms;
+    size_t changes; /* changes dispatched in the current step */
 };
 
 static int64_t mono_ms(void)
@@ -94,8 +98,9 @@ static const char *conn_error(PGconn *conn, char *buf, size_t size)
     return buf;
 }
 
-dw_rc dw_stream_connect(const char *conninfo, bool replication, const char *application_name,
-                        PGconn **out)
+/* Opens a connection with the session settings: complete, or only started when async. */
+static dw_rc open_conn(const char *conninfo, bool replication, const char *application_name,
+                       bool async, PGconn **out)
 {
     char *err = NULL;
     PQconninfoOption *parsed = PQconninfoParse(conninfo, &err);
@@ -126,9 +131,9 @@ dw_rc dw_stream_connect(const char *conninfo, bool replication, const char *appl
     if (!has_timeout)
         keys[k] = "connect_timeout", vals[k++] = "10";
     keys[k] = NULL, vals[k] = NULL;
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    PGconn *conn = async ? PQconnectStartParams(keys, vals, 1) : PQconnectdbParams(keys, vals, 1);
     free(options);
-    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+    if (conn == NULL || PQstatus(conn) == CONNECTION_BAD) {
         char msg[1024];
         DW_ERROR("cannot connect to the source database: %s", conn_error(conn, msg, sizeof msg));
         PQfinish(conn);
@@ -136,6 +141,12 @@ dw_rc dw_stream_connect(const char *conninfo, bool replication, const char *appl
     }
     *out = conn;
     return DW_OK;
+}
+
+dw_rc dw_stream_connect(const char *conninfo, bool replication, const char *application_name,
+                        PGconn **out)
+{
+    return open_conn(conninfo, replication, application_name, false, out);
 }
 
 /* Runs a simple query (a walsender accepts no other) expecting tuples. */
@@ -379,18 +390,16 @@ static void disconnect(struct dw_stream *s)
     dw_pgoutput_reset(s->dec);
 }
 
-/* Connects, checks and starts streaming. permanent tells the caller not to retry. */
-static dw_rc connect_stream(struct dw_stream *s, bool *permanent)
+/*
+ * Checks the server and starts streaming on an established replication connection (taken
+ * over: kept on success, closed on failure). permanent tells the caller not to retry.
+ */
+static dw_rc start_stream(struct dw_stream *s, PGconn *conn, bool *permanent)
 {
-    PGconn *conn = NULL;
     PGresult *res = NULL;
     char sql[512];
     dw_rc rc;
     *permanent = false;
-    if ((rc = dw_stream_connect(s->conninfo, true, "dwasync", &conn)) != DW_OK) {
-        *permanent = rc == DW_ERR_CONFIG;
-        goto out;
-    }
     if ((rc = check_server(s, conn, permanent)) != DW_OK)
         goto out;
     *permanent = false;
@@ -422,6 +431,61 @@ out:
     PQclear(res);
     PQfinish(conn);
     return rc;
+}
+
+/* Connects (blocking), checks and starts streaming. */
+static dw_rc connect_stream(struct dw_stream *s, bool *permanent)
+{
+    PGconn *conn = NULL;
+    dw_rc rc = dw_stream_connect(s->conninfo, true, "dwasync", &conn);
+    if (rc != DW_OK) {
+        *permanent = rc == DW_ERR_CONFIG;
+        return rc;
+    }
+    return start_stream(s, conn, permanent);
+}
+
+/*
+ * Reconnecting without blocking the caller's loop: the connection is started and then
+ * advanced by PQconnectPoll() on every step (connect_timeout is enforced here, libpq only
+ * does that in blocking connects). The checks and START_REPLICATION that follow are quick
+ * round trips on a live server and run at once.
+ */
+static dw_rc reconnect_step(struct dw_stream *s)
+{
+    bool permanent = false;
+    dw_rc rc;
+    if (s->pending == NULL) {
+        if (s->now_ms < s->next_connect_ms)
+            return DW_OK;
+        rc = open_conn(s->conninfo, true, "dwasync", true, &s->pending);
+        if (rc == DW_ERR_CONFIG)
+            return rc;
+        if (rc != DW_OK)
+            goto retry;
+        s->connect_deadline_ms = s->now_ms + CONNECT_TIMEOUT_MS;
+    }
+    PostgresPollingStatusType st = PQconnectPoll(s->pending);
+    if (st == PGRES_POLLING_FAILED ||
+        (st != PGRES_POLLING_OK && s->now_ms > s->connect_deadline_ms)) {
+        char msg[1024];
+        DW_WARN("cannot connect to the source database: %s",
+                st == PGRES_POLLING_FAILED ? conn_error(s->pending, msg, sizeof msg) : "timeout");
+        PQfinish(s->pending);
+        s->pending = NULL;
+        goto retry;
+    }
+    if (st != PGRES_POLLING_OK)
+        return DW_OK;
+    PGconn *conn = s->pending;
+    s->pending = NULL;
+    rc = start_stream(s, conn, &permanent);
+    if (rc == DW_OK || permanent)
+        return rc;
+retry:
+    disconnect(s);
+    DW_INFO("reconnecting in %" PRId64 " ms", s->next_connect_ms - s->now_ms);
+    return DW_OK;
 }
 
 /* --- streaming -------------------------------------------------------------------------- */
@@ -655,17 +719,9 @@ dw_rc dw_stream_step(struct dw_stream *s, size_t max_changes)
 {
     s->now_ms = mono_ms();
     if (s->conn == NULL) {
-        if (s->now_ms < s->next_connect_ms)
-            return DW_OK;
-        bool permanent;
-        dw_rc rc = connect_stream(s, &permanent);
-        if (rc != DW_OK) {
-            if (permanent)
-                return rc;
-            disconnect(s);
-            DW_INFO("reconnecting in %" PRId64 " ms", s->next_connect_ms - s->now_ms);
-            return DW_OK;
-        }
+        dw_rc rc = reconnect_step(s);
+        if (rc != DW_OK || s->conn == NULL)
+            return rc;
     }
     s->handler_rc = DW_OK;
     dw_rc rc = read_messages(s, max_changes ? max_changes : 1);
@@ -697,6 +753,8 @@ dw_rc dw_stream_step(struct dw_stream *s, size_t max_changes)
 int dw_stream_timeout_ms(const struct dw_stream *s)
 {
     int64_t now = mono_ms();
+    if (s->pending)
+        return CONNECT_POLL_MS; /* libpq may be waiting to write: no fd to offer for that */
     if (s->conn == NULL)
         return s->next_connect_ms > now ? (int)(s->next_connect_ms - now) : 0;
     if (s->more)
@@ -800,6 +858,7 @@ void dw_stream_close(struct dw_stream *s)
         PQflush(s->conn);
         PQfinish(s->conn);
     }
+    PQfinish(s->pending);
     if (s->record)
         fclose(s->record);
     dw_pgoutput_free(s->dec);
