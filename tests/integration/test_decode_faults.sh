@@ -85,6 +85,14 @@ typed_seen() { grep -q '"key":{"id":99999}' "$work/stream.jsonl"; }
 wait_for 60 typed_seen
 check_contains "a domain created mid-stream is typed by its base type" '"q":12.50,"st":"open"' \
     "$(grep '"key":{"id":99999}' "$work/stream.jsonl")"
+# A longer outage: reconnect attempts fail for a while (backoff), then the stream resumes.
+pg_stop
+sleep 3
+pg_restart fast
+psql_q "INSERT INTO stream_t VALUES (99998, 'after outage', 1, 'closed')"
+outage_seen() { grep -q '"key":{"id":99998}' "$work/stream.jsonl"; }
+wait_for 60 outage_seen
+check_eq "the stream resumed after the server was down" 0 $?
 kill -TERM $stream_pid
 wait $stream_pid
 check_eq "decode still healthy after the restart" 0 $?
