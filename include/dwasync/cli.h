@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include <libpq-fe.h>
+
 #include "dwasync/config.h"
 
 #define DW_EXIT_OK      0
@@ -52,10 +54,29 @@ int dw_cli_usage(const char *name);
 /* Prints the list of commands to out. */
 void dw_cli_print_help(FILE *out);
 
+/* Connects to the control database / the source database of the config (logged on failure). */
+dw_rc dw_cli_connect_control(struct dw_cli *cli, const char *purpose, PGconn **out);
+dw_rc dw_cli_connect_source(struct dw_cli *cli, const char *purpose, PGconn **out);
+
+struct dw_jobdef;
+
+/*
+ * `map validate` for a loaded definition (also run by `map import` and `job start`): prints
+ * every finding to stderr; returns the number of errors, or -1 when the checks could not run.
+ */
+int dw_cli_map_validate(struct dw_cli *cli, const struct dw_jobdef *def, bool quiet_ok);
+
 /* Command implementations, one per family (src/cli/cmd_*.c). */
 int dw_cmd_init(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_config(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_status(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_check(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_version(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_run(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_errors(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_map(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_job(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_dataverse(struct dw_cli *cli, int argc, char **argv);
 
 #endif

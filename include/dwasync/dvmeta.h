@@ -35,14 +35,14 @@ enum dw_attr_type {
 struct dw_attr_meta {
     char *logical_name;
     enum dw_attr_type type;
-    bool required;       /* RequiredLevel ApplicationRequired / SystemRequired */
-    int max_length;      /* String, Memo; 0 if not applicable */
-    double min_value;    /* Integer, BigInt, Decimal, Money, Double */
+    bool required;    /* RequiredLevel ApplicationRequired / SystemRequired */
+    int max_length;   /* String, Memo; 0 if not applicable */
+    double min_value; /* Integer, BigInt, Decimal, Money, Double */
     double max_value;
-    int precision;       /* Decimal, Money, Double */
-    int *options;        /* Picklist option values */
+    int precision; /* Decimal, Money, Double */
+    int *options;  /* Picklist option values */
     size_t noptions;
-    char **targets;      /* Lookup target logical names */
+    char **targets; /* Lookup target logical names */
     size_t ntargets;
 };
 
@@ -64,8 +64,7 @@ struct dw_entity_meta {
 };
 
 /* Fetches a table's metadata (entity, attributes with the typed casts, keys). */
-dw_rc dw_dvmeta_fetch(struct dw_sink *sink, const char *logical_name,
-                      struct dw_entity_meta **out);
+dw_rc dw_dvmeta_fetch(struct dw_sink *sink, const char *logical_name, struct dw_entity_meta **out);
 
 /* Looks an attribute up by logical name (case-insensitive); NULL if absent. Borrowed. */
 const struct dw_attr_meta *dw_entity_meta_attr(const struct dw_entity_meta *m, const char *name);

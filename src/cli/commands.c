@@ -11,6 +11,24 @@ const struct dw_cli_command dw_cli_commands[] = {
      "--publication P [--slot S] [--create-slot] [--initial-sync T,...] "
      "[--until-caught-up] [--limit N]",
      "print decoded row changes of a publication as JSON lines"},
+    {"errors", dw_cmd_errors,
+     "list [--job J] [--status S] [--table T] [--code C] [--limit N] | show ID"
+     " | replay ID...|--all [--job J] [--table T] [--code C] | skip ID... --reason TEXT",
+     "triage the error table: list, show, replay or skip failed changes"},
+    {"status", dw_cmd_status, "[--json]",
+     "jobs with state, lag, throughput, error counts and throttling"},
+    {"check", dw_cmd_check, "[--job NAME] [--json]",
+     "health check of config, secrets, Postgres, replication and Dataverse"},
+    {"job", dw_cmd_job,
+     "create NAME [--environment-url URL] | list | show NAME | start NAME [--initial-sync] | "
+     "stop NAME | pause NAME | resume NAME | drop NAME [--yes]",
+     "manage integration jobs"},
+    {"map", dw_cmd_map, "import FILE | export JOB [FILE] | list [JOB] | validate JOB",
+     "load, write back, list and check table maps"},
+    {"dataverse", dw_cmd_dataverse, "whoami | get PATH | apply [FILE]",
+     "check the connection to Dataverse, GET a Web API path, or apply JSON-line writes"},
+    {"run", dw_cmd_run, "[--job NAME] [--until-caught-up]",
+     "the daemon: apply the job's changes to Dataverse until stopped"},
     {"version", dw_cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},
 };

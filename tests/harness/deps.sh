@@ -8,6 +8,7 @@ packages=(
     libmicrohttpd-dev libinih-dev uthash-dev libsystemd-dev
     postgresql-15 postgresql-client-15
     clang clang-format libclang-rt-14-dev
+    rpm rpmlint lintian file openssl procps iproute2 util-linux systemd jq
     rpm lintian file openssl procps iproute2 util-linux python3 jq
 )
 missing=()

@@ -1,0 +1,19 @@
+/*
+ * clock.h - the two clocks dwasync uses: a monotonic one for timeouts, windows and
+ * backoff (never jumps), and the wall clock for timestamps people read.
+ */
+#ifndef DWASYNC_CLOCK_H
+#define DWASYNC_CLOCK_H
+
+#include <stdint.h>
+
+/* Monotonic milliseconds (CLOCK_MONOTONIC); only differences mean anything. */
+int64_t dw_clock_ms(void);
+
+/* Wall-clock microseconds since the Unix epoch. */
+int64_t dw_clock_wall_us(void);
+
+/* Microseconds between the PostgreSQL epoch (2000-01-01) and the Unix epoch. */
+#define DW_PG_EPOCH_OFFSET_US INT64_C(946684800000000)
+
+#endif

@@ -1,0 +1,123 @@
+/*
+ * daemon.h - what the long-running `dwasync run` process needs from its host: systemd
+ * notifications (READY, STATUS, WATCHDOG, RELOADING, STOPPING), signal handling that fits
+ * a single-threaded poll loop, and a progress reporter for initial syncs and bulk replays.
+ *
+ * Signals: dw_daemon_signals_install() makes TERM/INT request a stop and HUP request a
+ * reload. The handlers only set a volatile sig_atomic_t flag and write one byte to a
+ * non-blocking self-pipe (the pg_recvlogical pattern); the event loop polls the pipe's
+ * read end with its other descriptors and calls dw_daemon_signals_take() when it is
+ * readable (or on every turn: it is cheap). The pipe is process-global state; install
+ * once, dw_daemon_signals_restore() puts the default handlers back (tests, exec).
+ *
+ * systemd: every notify call is a no-op outside systemd ($NOTIFY_SOCKET unset), so the
+ * daemon calls them unconditionally. The watchdog is a caller-owned struct: it reads the
+ * interval systemd asked for (WatchdogSec=) and pings at half of it.
+ *
+ * Progress: a caller-owned struct dw_progress, no heap. On a terminal it redraws one live
+ * line on stderr (at most 4 times a second); elsewhere (systemd, pipes) it writes a log
+ * line every report_interval_ms. The math (rate, ETA) is exposed for tests.
+ */
+#ifndef DWASYNC_DAEMON_H
+#define DWASYNC_DAEMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dwasync/buf.h"
+#include "dwasync/rc.h"
+
+/* Bits returned by dw_daemon_signals_take(). */
+#define DW_SIGNAL_STOP   1u /* SIGTERM or SIGINT: finish the current window and exit */
+#define DW_SIGNAL_RELOAD 2u /* SIGHUP: re-read the config and table maps */
+
+/*
+ * Installs the TERM/INT/HUP handlers and the self-pipe; *out_fd is the read end to poll
+ * for POLLIN (borrowed; closed by dw_daemon_signals_restore). Calling it twice returns
+ * the same descriptor.
+ */
+dw_rc dw_daemon_signals_install(int *out_fd);
+
+/* Returns and clears the pending DW_SIGNAL_* bits, draining the self-pipe. */
+unsigned dw_daemon_signals_take(void);
+
+/* True once a stop was requested (not cleared by dw_daemon_signals_take). */
+bool dw_daemon_stop_requested(void);
+
+/* Restores the default handlers and closes the self-pipe. */
+void dw_daemon_signals_restore(void);
+
+/* Monotonic clock in milliseconds (CLOCK_MONOTONIC). */
+uint64_t dw_daemon_now_ms(void);
+
+/* True when $NOTIFY_SOCKET is set, i.e. the process runs as a Type=notify service. */
+bool dw_daemon_under_systemd(void);
+
+/* READY=1 with a STATUS line: maps loaded, connections up, the loop is about to start. */
+void dw_daemon_notify_ready(const char *status);
+
+/* STATUS=... (shown by `systemctl status`); printf-style, truncated at 200 bytes. */
+void dw_daemon_notify_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* RELOADING=1 at the start of a SIGHUP reload; call dw_daemon_notify_ready() when done. */
+void dw_daemon_notify_reloading(void);
+
+/* STOPPING=1 when shutdown begins. */
+void dw_daemon_notify_stopping(void);
+
+/* Watchdog state; caller-owned, filled by dw_watchdog_init. */
+struct dw_watchdog {
+    bool enabled;
+    uint64_t interval_ms; /* ping period: half of WatchdogSec */
+    uint64_t last_ms;     /* monotonic time of the last ping */
+};
+
+/* Reads WatchdogSec= through sd_watchdog_enabled(); disabled outside systemd. */
+void dw_watchdog_init(struct dw_watchdog *w, uint64_t now_ms);
+
+/* Milliseconds the loop may sleep before the next ping is due; -1 when disabled. */
+int dw_watchdog_timeout_ms(const struct dw_watchdog *w, uint64_t now_ms);
+
+/* Sends WATCHDOG=1 when a ping is due. Call from every loop turn, never from a timer. */
+void dw_watchdog_tick(struct dw_watchdog *w, uint64_t now_ms);
+
+/* Progress of a long piece of work (rows done out of a known or unknown total). */
+struct dw_progress {
+    char what[64];  /* e.g. "initial sync of \"custtable\"" (truncated) */
+    uint64_t total; /* 0 when unknown */
+    uint64_t done;
+    uint64_t start_ms;           /* monotonic */
+    uint64_t last_report_ms;     /* when the last line was written */
+    uint64_t report_interval_ms; /* between log lines (not on a terminal) */
+    bool live;                   /* redraw one terminal line instead of logging */
+    FILE *out;                   /* terminal stream for the live line (borrowed) */
+    bool drawn;                  /* a live line is on screen */
+};
+
+/*
+ * Starts a report. live: out is a terminal (isatty) and not under systemd; log lines
+ * every report_interval_ms otherwise (10 s when 0).
+ */
+void dw_progress_init(struct dw_progress *p, const char *what, uint64_t total, FILE *out,
+                      uint64_t report_interval_ms, uint64_t now_ms);
+
+/* Records progress (done is absolute, not a delta) and reports when a report is due. */
+void dw_progress_update(struct dw_progress *p, uint64_t done, uint64_t now_ms);
+
+/* Writes the final line (always) and ends the live line with a newline. */
+void dw_progress_finish(struct dw_progress *p, uint64_t now_ms);
+
+/* Average rate since start in rows per second (0 before any time has passed). */
+double dw_progress_rate(const struct dw_progress *p, uint64_t now_ms);
+
+/* Seconds left at the average rate; -1 when unknown (no total, no rate yet). */
+int64_t dw_progress_eta_seconds(const struct dw_progress *p, uint64_t now_ms);
+
+/*
+ * Appends the human line to out, e.g.
+ * "initial sync: 1200/5000 rows (24.0%), 400 rows/s, eta 9s" (eta as 1h02m03s when long).
+ */
+void dw_progress_format(const struct dw_progress *p, uint64_t now_ms, struct dw_buf *out);
+
+#endif

@@ -1,0 +1,62 @@
+/*
+ * dvkey.h - Dataverse key addressing: OData literals, URL segments, $filter fallbacks.
+ *
+ * Turns a key object of struct dw_write (alternate-key attribute -> scalar, lookup parts
+ * "_<lookup>_value" already resolved to GUID strings) into the text Dataverse expects:
+ * the "k1='v',k2=5" segment of /<set>(...) and, for values a URL cannot carry, a
+ * "$filter=k1 eq 'v' and ..." query. Everything here is pure string work: no allocation
+ * outlives a call except what is appended to the caller's dw_buf.
+ */
+#ifndef DWASYNC_DVKEY_H
+#define DWASYNC_DVKEY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "dwasync/buf.h"
+#include "dwasync/rc.h"
+
+/* Characters Dataverse cannot take in a key segment, even percent-encoded. */
+#define DW_DVKEY_UNADDRESSABLE "/<>*%&:\\?+"
+
+/* True when s is a GUID in the 8-4-4-4-12 hex form. */
+bool dw_dvkey_is_guid(const char *s);
+
+/* True for a reference object {"$ref": "<set>", "key": {...}}. */
+bool dw_dvkey_is_ref(const json_t *v);
+
+/* True for a key part named "_<lookup>_value" (written unquoted as a GUID). */
+bool dw_dvkey_is_lookup_part(const char *name);
+
+/* True when no string value in key holds a character of DW_DVKEY_UNADDRESSABLE. */
+bool dw_dvkey_addressable(const json_t *key);
+
+/*
+ * Appends the OData literal of a scalar: strings single-quoted with embedded quotes
+ * doubled, integers and reals as numbers, booleans as true/false. A GUID string is written
+ * bare when bare_guid is set (lookup parts). DW_ERR_INVALID for null, arrays and objects.
+ */
+dw_rc dw_dvkey_literal(struct dw_buf *b, const json_t *v, bool bare_guid);
+
+/*
+ * Appends s percent-encoded for a URL path or query: every byte except the RFC 3986
+ * unreserved characters and the single quote becomes %XX (UTF-8 bytes one by one).
+ */
+dw_rc dw_dvkey_encode(struct dw_buf *b, const char *s, size_t len);
+
+/*
+ * Appends the key segment "k1='v1',k2=5" (without parentheses) of a key whose lookup parts
+ * hold GUID strings, percent-encoded for a URL when encode is set (JSON values such as
+ * @odata.id and @odata.bind take it as is). DW_ERR_INVALID for an empty key, a reference
+ * object or a non-scalar value.
+ */
+dw_rc dw_dvkey_segment(struct dw_buf *b, const json_t *key, bool encode);
+
+/*
+ * Appends the percent-encoded filter expression "k1 eq 'v1' and k2 eq 5" for the $filter
+ * fallback. Same rules as dw_dvkey_segment.
+ */
+dw_rc dw_dvkey_filter(struct dw_buf *b, const json_t *key);
+
+#endif

@@ -1,0 +1,81 @@
+/*
+ * ha.h - one active `dwasync run` per job, any number of standbys.
+ *
+ * The active runner holds a Postgres session-level advisory lock on the control database,
+ * keyed by (DW_HA_LOCK_CLASS, job id). A standby tries the lock without blocking every
+ * poll interval (pg_try_advisory_lock never waits, so the event loop keeps turning and
+ * the standby's /healthz keeps answering). When the active process dies, its session
+ * ends and the server releases the lock: at once when the process is killed (the kernel
+ * closes the socket), within the TCP keepalive time when its host vanishes (use
+ * keepalives_idle=5 keepalives_interval=2 keepalives_count=3 in the control conninfo),
+ * so a standby takes over within one poll interval after that.
+ *
+ * Double-apply out of order cannot happen: the new active runner starts from the slot's
+ * confirmed position (only ever advanced after durable apply, the checkpoint rule), and
+ * the slot itself admits one walsender at a time, so even a runner that lost its control
+ * session cannot stream alongside its successor. A runner must call dw_ha_check() before
+ * each checkpoint and stop applying when it reports the lock lost.
+ *
+ * A struct dw_ha is caller-owned (init/cleanup); the connection is borrowed and must be a
+ * dedicated control connection that outlives it (the lock lives in its session).
+ */
+#ifndef DWASYNC_HA_H
+#define DWASYNC_HA_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dwasync/rc.h"
+
+/* First key of every dwasync job lock ("dwas" in ASCII): keeps clear of others' locks. */
+#define DW_HA_LOCK_CLASS 0x64776173
+
+/* Default interval between lock attempts of a standby. */
+#define DW_HA_DEFAULT_POLL_MS 2000
+
+struct dw_ha {
+    PGconn *conn; /* borrowed */
+    int64_t job_id;
+    uint64_t poll_ms;
+    uint64_t next_try_ms; /* monotonic time of the next attempt */
+    bool active;
+};
+
+/* Prepares the state for job_id on conn; poll_ms 0 means DW_HA_DEFAULT_POLL_MS. */
+void dw_ha_init(struct dw_ha *ha, PGconn *conn, int64_t job_id, uint64_t poll_ms);
+
+/*
+ * Tries the lock if it is not held and the poll time has come (now_ms is monotonic);
+ * *active says whether this process is now the active runner. Never blocks on the lock.
+ * DW_ERR_PG (logged) when the connection failed: the caller reconnects and starts over
+ * as a standby.
+ */
+dw_rc dw_ha_try(struct dw_ha *ha, uint64_t now_ms, bool *active);
+
+/* Milliseconds until the next attempt is due (0 when due or active, for poll timeouts). */
+int dw_ha_timeout_ms(const struct dw_ha *ha, uint64_t now_ms);
+
+/*
+ * Confirms the lock is still held by this session (pg_locks). DW_ERR_STATE when it is not
+ * (or the session is gone): the caller must stop applying at once.
+ */
+dw_rc dw_ha_check(struct dw_ha *ha);
+
+/* What the active runner reports in dwasync.runner (sql/030_runner.sql). */
+struct dw_ha_report {
+    const char *status;           /* one line, as sent to systemd STATUS= (may be NULL) */
+    double throttled_for_seconds; /* Retry-After still pending from the last 429; 0 if none */
+    int64_t throttled_total;      /* 429 responses since start */
+};
+
+/*
+ * Upserts this process's row in dwasync.runner (host, pid, version, heartbeat now). Only
+ * while active; a standby gets DW_ERR_STATE and writes nothing. Call every few seconds.
+ */
+dw_rc dw_ha_heartbeat(struct dw_ha *ha, const struct dw_ha_report *report);
+
+/* Releases the lock if held (clean shutdown lets a standby take over without waiting). */
+void dw_ha_cleanup(struct dw_ha *ha);
+
+#endif

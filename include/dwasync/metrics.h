@@ -1,0 +1,157 @@
+/*
+ * metrics.h - the metrics registry, its Prometheus text exposition, and the optional HTTP
+ * listener ([metrics] listen) that serves /metrics and /healthz.
+ *
+ * Registry: families (a name, counter or gauge, a HELP line) hold series keyed by their
+ * label set, in uthash tables. Names are checked when a family is defined: they start with
+ * "dwasync_", counters end in "_total", units are spelled in the name (_bytes, _seconds).
+ * Label values are escaped on output, never trusted. A family holds at most
+ * DW_METRICS_MAX_SERIES series so a runaway label (say, a table per tenant) cannot grow
+ * memory without bound; past it an update fails with DW_ERR_RANGE and is logged once.
+ * The registry is caller-owned (dw_metrics_new / dw_metrics_free); the strings passed in
+ * are copied.
+ *
+ * Listener: the daemon is single-threaded, so the listener is libmicrohttpd in external
+ * polling mode with epoll (MHD_USE_EPOLL, no internal thread): dw_metrics_server_fd() is
+ * one descriptor the event loop polls for POLLIN next to the replication socket and curl's,
+ * dw_metrics_server_timeout_ms() bounds the poll timeout, dw_metrics_server_run() serves
+ * whatever is ready. Requests are answered inside that call on the loop's thread, so the
+ * registry needs no lock and a scrape always sees a consistent state between two windows.
+ * (An internal MHD thread would have needed a mutex around every counter update on the hot
+ * path.) Responses are small and built in memory; a slow client cannot block the loop
+ * because MHD writes non-blocking and keeps the rest for the next turn.
+ */
+#ifndef DWASYNC_METRICS_H
+#define DWASYNC_METRICS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dwasync/buf.h"
+#include "dwasync/rc.h"
+
+/* Most series one family may hold. */
+#define DW_METRICS_MAX_SERIES 10000
+
+/* Names of the metrics the pipeline, sink and source update (defined by
+ * dw_metrics_define_standard). Labels are listed after each name. */
+/* counters */
+#define DW_M_CHANGES_RECEIVED "dwasync_changes_received_total"              /* job, table, class */
+#define DW_M_CHANGES_APPLIED  "dwasync_changes_applied_total"               /* job, table, class */
+#define DW_M_CHANGES_PARKED   "dwasync_changes_parked_total"                /* job, table, class */
+#define DW_M_REQUESTS         "dwasync_dataverse_requests_total"            /* job, status */
+#define DW_M_THROTTLED        "dwasync_dataverse_throttled_total"           /* job (HTTP 429s) */
+#define DW_M_RETRY_SLEEPS     "dwasync_dataverse_retry_sleeps_total"        /* job */
+#define DW_M_RETRY_SLEEP_SECS "dwasync_dataverse_retry_sleep_seconds_total" /* job */
+#define DW_M_TOKEN_RENEWALS   "dwasync_dataverse_token_renewals_total"      /* result */
+/* gauges */
+#define DW_M_SLOT_LAG_BYTES   "dwasync_slot_lag_bytes"                        /* job */
+#define DW_M_SLOT_LAG_SECONDS "dwasync_slot_lag_seconds"                      /* job */
+#define DW_M_LAST_COMMIT_TIME "dwasync_last_applied_commit_timestamp_seconds" /* job */
+#define DW_M_WINDOW_ROWS      "dwasync_apply_window_rows"  /* job: rows in the last window */
+#define DW_M_WINDOW_BYTES     "dwasync_apply_window_bytes" /* job */
+#define DW_M_JOB_ACTIVE       "dwasync_job_active"         /* job: 1 active, 0 standby */
+#define DW_M_RSS              "dwasync_process_resident_memory_bytes"
+
+/* The "class" label: for received and applied changes the operation (insert, update,
+ * delete, truncate); for parked changes the error class (e.g. "validation",
+ * "missing_parent", "waiting"). */
+
+enum dw_metric_type { DW_METRIC_COUNTER, DW_METRIC_GAUGE };
+
+struct dw_metrics;
+
+/* A new empty registry; caller frees with dw_metrics_free. */
+struct dw_metrics *dw_metrics_new(void);
+
+/* Frees the registry and every series; accepts NULL. */
+void dw_metrics_free(struct dw_metrics *m);
+
+/*
+ * Defines a family. DW_ERR_INVALID (logged) for a name that breaks the conventions;
+ * defining the same name again with the same type is a no-op, with another type an error.
+ */
+dw_rc dw_metrics_define(struct dw_metrics *m, const char *name, enum dw_metric_type type,
+                        const char *help);
+
+/* Defines every DW_M_* family with its help text. */
+dw_rc dw_metrics_define_standard(struct dw_metrics *m);
+
+/*
+ * Label sets are NULL-terminated arrays of name, value pairs, e.g.
+ *   (const char *[]){"job", "crm", "table", "custtable", NULL}
+ * or NULL for none. Order does not matter (the set is sorted). All strings are copied.
+ */
+
+/* Adds delta (>= 0) to a counter series, creating it at 0 first. */
+dw_rc dw_metrics_inc(struct dw_metrics *m, const char *name, const char *const *labels,
+                     double delta);
+
+/* Sets a gauge series. */
+dw_rc dw_metrics_set(struct dw_metrics *m, const char *name, const char *const *labels,
+                     double value);
+
+/* Reads a series (tests, status); DW_ERR_NOT_FOUND when it does not exist. */
+dw_rc dw_metrics_get(const struct dw_metrics *m, const char *name, const char *const *labels,
+                     double *out);
+
+/* Sets DW_M_RSS from /proc/self/statm (done before every exposition). */
+void dw_metrics_update_process(struct dw_metrics *m);
+
+/*
+ * Appends the Prometheus text exposition format (version 0.0.4) to out: families sorted by
+ * name, each with # HELP and # TYPE lines, series sorted by label set.
+ */
+dw_rc dw_metrics_render(struct dw_metrics *m, struct dw_buf *out);
+
+/* Appends value as Prometheus writes it: integers without a fraction, +Inf, -Inf, NaN. */
+void dw_metrics_format_value(double value, struct dw_buf *out);
+
+/* Appends s escaped for a label value (backslash, double quote, newline). */
+void dw_metrics_escape_label(const char *s, struct dw_buf *out);
+
+/* --- the HTTP listener ---------------------------------------------------------------- */
+
+/* What /healthz reports; filled by the daemon's health callback. */
+struct dw_health {
+    bool job_active;   /* this process holds the job's lock and the job is active */
+    bool stream_ok;    /* the replication stream is connected */
+    bool dataverse_ok; /* the last Dataverse exchange succeeded (or a retry is pending) */
+    char job[64];
+    char detail[256]; /* optional free text, e.g. the last error; no secrets */
+};
+
+/* Fills *out (zeroed by the caller's server before the call). ud is borrowed. */
+typedef void (*dw_health_fn)(void *ud, struct dw_health *out);
+
+struct dw_metrics_server;
+
+/*
+ * Parses "host:port" ("[::1]:9187" for IPv6; port 0 picks a free port) into a socket
+ * address. DW_ERR_CONFIG with a message naming the value on failure.
+ */
+dw_rc dw_metrics_parse_listen(const char *listen, void *sockaddr_out, unsigned *len_out);
+
+/*
+ * Starts listening on listen. m and health/ud are borrowed and must outlive the server;
+ * health may be NULL (then /healthz answers 200 while the server runs).
+ */
+dw_rc dw_metrics_server_start(const char *listen, struct dw_metrics *m, dw_health_fn health,
+                              void *ud, struct dw_metrics_server **out);
+
+/* The descriptor to poll for POLLIN (MHD's epoll descriptor). */
+int dw_metrics_server_fd(const struct dw_metrics_server *s);
+
+/* Longest poll timeout that keeps MHD's own timers honest; -1 when none is pending. */
+int dw_metrics_server_timeout_ms(const struct dw_metrics_server *s);
+
+/* Serves every ready request without blocking. */
+dw_rc dw_metrics_server_run(struct dw_metrics_server *s);
+
+/* The bound port (useful with port 0). */
+unsigned dw_metrics_server_port(const struct dw_metrics_server *s);
+
+/* Stops listening and frees the server; accepts NULL. */
+void dw_metrics_server_free(struct dw_metrics_server *s);
+
+#endif

@@ -1,0 +1,141 @@
+/*
+ * window.h - apply windows: the unit in which changes are gathered, coalesced, ordered
+ * and confirmed.
+ *
+ * A window collects mapped changes of committed transactions in commit order, bounded by
+ * rows, bytes and age ([apply] window_*). When it is applied, dw_plan_build() turns it
+ * into chains and levels:
+ *   - a *chain* is every change in the window to one target row (same target_id),
+ *     coalesced into one write: upsert+upsert -> upsert of the merged row, upsert+delete ->
+ *     delete, delete+upsert -> upsert; unchanged-TOAST columns were already omitted by the
+ *     mapping, so merging bodies keeps the last value sent for every column;
+ *   - changes whose source key is blocked behind an open error are *parked* (status
+ *     waiting), in order, and never sent; a change that could not be mapped becomes an open
+ *     error and blocks its key for the rest of the window;
+ *   - chains are grouped into *levels* per table group: upserts by ascending sequence, then
+ *     deletes by descending sequence (children first). Groups are independent.
+ * The checkpoint rule lives above this (pipeline.h): a window knows the end LSN of the last
+ * transaction whose commit it received, and that is what may be confirmed once every item
+ * is applied or durably in the error table.
+ *
+ * Ownership: a window owns its items (and everything inside them). A plan borrows the
+ * window's items by index and owns the coalesced writes of its chains; free the plan
+ * before the window.
+ */
+#ifndef DWASYNC_WINDOW_H
+#define DWASYNC_WINDOW_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dwasync/change.h"
+#include "dwasync/errtable.h"
+#include "dwasync/lsn.h"
+#include "dwasync/mapping.h"
+
+/* What happened to one item. */
+enum dw_item_state {
+    DW_ITEM_PENDING, /* not resolved yet */
+    DW_ITEM_APPLIED, /* sent and acknowledged (alone or inside its chain) */
+    DW_ITEM_OPEN,    /* failed: an open error row */
+    DW_ITEM_WAITING, /* parked behind an open error of its key */
+};
+
+/* One mapped change in a window. */
+struct dw_item {
+    struct dw_mapped mapped; /* the mapping result (ok or error); owned */
+    dw_lsn commit_lsn;
+    uint32_t xid;
+    int64_t commit_time_us;
+    uint32_t position;    /* index of the change within its transaction */
+    enum dw_change_op op; /* the source operation */
+    int part;             /* 0, or 1 for a change's second write through the same map */
+    char *source_schema;  /* owned */
+    char *source_table;   /* owned */
+    json_t *source_key;   /* replica-identity columns (never NULL); owned */
+    char *key_text;       /* canonical source_key: with the map id, the blocking key */
+    json_t *new_row;      /* typed row images for the error table; owned, may be NULL */
+    json_t *old_row;
+    size_t bytes; /* memory estimate, for the window's byte bound */
+    enum dw_item_state state;
+    int chain; /* index of its chain in the plan, -1 if none */
+};
+
+struct dw_window {
+    struct dw_item *items;
+    size_t len, cap;
+    size_t bytes;
+    int64_t opened_ms;      /* monotonic ms of the first change (or commit), 0 when empty */
+    dw_lsn commit_end_lsn;  /* end LSN of the last commit received into this window */
+    int64_t commit_time_us; /* its commit time */
+    uint64_t commits;       /* transactions whose commit this window received */
+};
+
+void dw_window_init(struct dw_window *w);
+void dw_window_cleanup(struct dw_window *w);
+
+/* Empties the window for reuse (frees items' contents, keeps the array). */
+void dw_window_reset(struct dw_window *w);
+
+/* Appends an item (zeroed, state pending) and returns it; the caller fills it. */
+struct dw_item *dw_window_push(struct dw_window *w);
+
+/* Whether the window has nothing to apply or confirm. */
+bool dw_window_empty(const struct dw_window *w);
+
+/* A coalesced write to one target row. */
+struct dw_chain {
+    size_t *items; /* indexes of the window items merged into it, in commit order */
+    size_t nitems;
+    struct dw_write write; /* the coalesced write; owned */
+    int group;             /* index into plan.groups */
+    int sequence;
+    bool deleting; /* the final operation is a delete */
+    int attempts;  /* times sent (missing-parent retries) */
+};
+
+/* The chains of one table map level. */
+struct dw_level {
+    int sequence;
+    bool deletes;
+    size_t *chains;
+    size_t nchains;
+};
+
+struct dw_group {
+    const char *name;        /* borrowed from the maps */
+    struct dw_level *levels; /* in apply order */
+    size_t nlevels;
+};
+
+struct dw_plan {
+    struct dw_chain *chains;
+    size_t nchains;
+    struct dw_group *groups;
+    size_t ngroups;
+    size_t nparked;         /* items parked as waiting */
+    size_t nmapping_errors; /* items that could not be mapped (now open errors) */
+};
+
+/*
+ * Builds the plan of a window. Items whose (map id, key text) is in blocked are parked;
+ * items that failed mapping become open and add their key to blocked. The window's items
+ * are updated (state, chain) and their writes moved into the chains.
+ */
+void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct dw_plan *out);
+
+void dw_plan_cleanup(struct dw_plan *p);
+
+/*
+ * Marks a failed chain: its first item becomes open, the rest waiting, and each item's key
+ * is added to blocked.
+ */
+void dw_plan_fail_chain(struct dw_plan *p, struct dw_window *w, size_t chain,
+                        struct dw_blocked_keys *blocked);
+
+/* Marks every item of a chain applied. */
+void dw_plan_apply_chain(struct dw_plan *p, struct dw_window *w, size_t chain);
+
+#endif

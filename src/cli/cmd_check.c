@@ -1,0 +1,543 @@
+/*
+ * `dwasync check [--job NAME] [--json]`: the configuration health check, in the spirit of
+ * dual-write's. Each check is a row in the table `checks` below and adds findings (a
+ * stable code, a severity, a one-line message and a fix hint); the exit status is 0 only
+ * if no finding is an error. Checks run in table order and read what earlier ones left in
+ * the context (connections, the job rows): a check whose prerequisite failed says nothing,
+ * since the failed prerequisite already produced its finding.
+ *
+ * To add a check: write `static void check_x(struct ctx *c)` calling add() and append a
+ * row to `checks`. Codes are stable (tests and operators match on them): never reuse one.
+ *
+ * Dataverse checks (token, WhoAmI, mapped tables/columns, alternate keys) need the sink
+ * (sink.h, dvmeta.h), which is not in this build yet: DV000 says they were skipped.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/cli.h"
+#include "dwasync/json.h"
+#include "dwasync/log.h"
+#include "dwasync/migrate.h"
+#include "dwasync/paths.h"
+#include "dwasync/pg.h"
+#include "dwasync/secret.h"
+
+enum severity { SEV_OK, SEV_NOTE, SEV_WARN, SEV_ERROR };
+
+static const char *const severity_names[] = {"ok", "note", "warning", "error"};
+
+struct finding {
+    char code[8];
+    enum severity severity;
+    char *job; /* NULL for findings not about one job */
+    char *message;
+    char *hint;
+};
+
+struct job_row {
+    char *id, *name, *state, *slot, *publication;
+};
+
+struct ctx {
+    struct dw_cli *cli;
+    const char *only_job;
+    struct dw_config cfg;
+    bool config_ok;
+    PGconn *source;  /* NULL until connected (and if unreachable) */
+    PGconn *control; /* may equal source */
+    bool schema_ok;
+    struct job_row *jobs;
+    int njobs;
+    struct finding *findings;
+    size_t nfindings;
+};
+
+static void add(struct ctx *c, enum severity sev, const char *code, const char *job,
+                const char *hint, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static void add(struct ctx *c, enum severity sev, const char *code, const char *job,
+                const char *hint, const char *fmt, ...)
+{
+    c->findings = dw_realloc(c->findings, (c->nfindings + 1) * sizeof *c->findings);
+    struct finding *f = &c->findings[c->nfindings++];
+    memset(f, 0, sizeof *f);
+    snprintf(f->code, sizeof f->code, "%s", code);
+    f->severity = sev;
+    f->job = job ? dw_strdup(job) : NULL;
+    f->hint = dw_strdup(hint ? hint : "");
+    struct dw_buf msg;
+    dw_buf_init(&msg, 4096);
+    va_list ap;
+    va_start(ap, fmt);
+    (void)dw_buf_vprintf(&msg, fmt, ap);
+    va_end(ap);
+    f->message = dw_buf_steal(&msg);
+}
+
+/* Runs a one-row query; NULL (and no log line: the finding says it) on failure. */
+static PGresult *one_row(PGconn *conn, const char *sql, int nparams, const char *const *params)
+{
+    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1) {
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+/* Connects quietly: failures become findings, not log lines. */
+static PGconn *connect_quiet(const char *conninfo, char *why, size_t why_size)
+{
+    const char *keys[] = {"dbname", "fallback_application_name", "connect_timeout", NULL};
+    const char *vals[] = {conninfo, "dwasync check", "10", NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    if (conn != NULL && PQstatus(conn) == CONNECTION_OK)
+        return conn;
+    snprintf(why, why_size, "%s", conn ? PQerrorMessage(conn) : "out of memory");
+    why[strcspn(why, "\n")] = '\0';
+    PQfinish(conn);
+    return NULL;
+}
+
+/* --- the checks ------------------------------------------------------------------------- */
+
+static void check_config(struct ctx *c)
+{
+    const char *path = dw_config_path(c->cli->config_path);
+    bool explicit_path = (c->cli->config_path && *c->cli->config_path) || getenv("DWASYNC_CONFIG");
+    if (!explicit_path && access(path, F_OK) != 0 && errno == ENOENT) {
+        add(c, SEV_WARN, "CFG002", NULL, "Create it from `dwasync config sample`.",
+            "no config file at \"%s\": using built-in defaults", path);
+        c->config_ok = true;
+        return;
+    }
+    struct dw_buf errors;
+    dw_buf_init(&errors, 0);
+    if (dw_config_load(&c->cfg, path, &errors) != DW_OK) {
+        const char *text = dw_buf_str(&errors);
+        int n = 0;
+        for (const char *p = text; *p; p++)
+            n += *p == '\n';
+        add(c, SEV_ERROR, "CFG001", NULL,
+            "Fix the file; `dwasync config describe` lists every key.",
+            "config \"%s\" is invalid: %.*s%s", path, (int)strcspn(text, "\n"), text,
+            n > 1 ? " (and more: see dwasync config validate)" : "");
+    } else {
+        add(c, SEV_OK, "CFG000", NULL, "", "config \"%s\" is valid", path);
+        c->config_ok = true;
+    }
+    dw_buf_cleanup(&errors);
+}
+
+/* One secret file: present, a regular file, no group or other access. */
+static void check_one_secret(struct ctx *c, const char *key, const char *name)
+{
+    char *path = dw_secret_resolve(name);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        add(c, SEV_ERROR, "SEC001", NULL,
+            "Create the file (mode 0600, owned by the dwasync user) or fix the path.",
+            "[dataverse] %s: \"%s\" cannot be read: %s", key, path, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
+        add(c, SEV_ERROR, "SEC001", NULL, "Point the key at a regular file.",
+            "[dataverse] %s: \"%s\" is not a regular file", key, path);
+    } else if (st.st_mode & 077) {
+        add(c, SEV_ERROR, "SEC002", NULL, "Run chmod 600 on the file; dwasync refuses to read it.",
+            "[dataverse] %s: \"%s\" has mode %04o: group or others can access it", key, path,
+            (unsigned)(st.st_mode & 07777));
+    } else if (access(path, R_OK) != 0) {
+        add(c, SEV_ERROR, "SEC001", NULL, "Make the file readable by the user dwasync runs as.",
+            "[dataverse] %s: \"%s\" is not readable by this user", key, path);
+    } else {
+        add(c, SEV_OK, "SEC000", NULL, "", "[dataverse] %s: \"%s\" is present and private", key,
+            path);
+    }
+    free(path);
+}
+
+static void check_secrets(struct ctx *c)
+{
+    if (!c->config_ok)
+        return;
+    const struct dw_config *cfg = &c->cfg;
+    if (!*cfg->dataverse.url) {
+        add(c, SEV_ERROR, "DV001", NULL,
+            "Set [dataverse] url, e.g. https://contoso.crm.dynamics.com.",
+            "[dataverse] url is not set");
+    }
+    bool secret = *cfg->dataverse.client_secret_file != '\0';
+    bool cert = *cfg->dataverse.certificate_file != '\0' || *cfg->dataverse.private_key_file;
+    if (!secret && !cert && *cfg->dataverse.url) {
+        add(c, SEV_ERROR, "SEC003", NULL,
+            "Set client_secret_file, or certificate_file and private_key_file.",
+            "no Dataverse credential is configured");
+    }
+    if (secret)
+        check_one_secret(c, "client_secret_file", cfg->dataverse.client_secret_file);
+    if (cert) {
+        if (!*cfg->dataverse.certificate_file || !*cfg->dataverse.private_key_file)
+            add(c, SEV_ERROR, "SEC004", NULL, "Set both certificate_file and private_key_file.",
+                "certificate credentials need both a certificate and a private key");
+        if (*cfg->dataverse.private_key_file)
+            check_one_secret(c, "private_key_file", cfg->dataverse.private_key_file);
+    }
+}
+
+static void check_postgres(struct ctx *c)
+{
+    char why[512];
+    if (!c->config_ok)
+        return;
+    c->source = connect_quiet(c->cfg.source.conninfo, why, sizeof why);
+    if (c->source == NULL) {
+        add(c, SEV_ERROR, "PG001", NULL,
+            "Check [source] conninfo, that the server runs, pg_hba.conf and the password "
+            "(.pgpass).",
+            "cannot connect to the source database: %s", why);
+        return;
+    }
+    add(c, SEV_OK, "PG000", NULL, "", "source database reachable (server %d, database \"%s\")",
+        PQserverVersion(c->source), PQdb(c->source));
+    const char *control = dw_config_control_conninfo(&c->cfg);
+    if (strcmp(control, c->cfg.source.conninfo) == 0) {
+        c->control = c->source;
+        return;
+    }
+    c->control = connect_quiet(control, why, sizeof why);
+    if (c->control == NULL)
+        add(c, SEV_ERROR, "PG002", NULL,
+            "Check [control] conninfo, that the server runs, pg_hba.conf and the password.",
+            "cannot connect to the control database: %s", why);
+}
+
+static void check_replication(struct ctx *c)
+{
+    if (c->source == NULL)
+        return;
+    PGresult *r = one_row(c->source,
+                          "SELECT current_setting('wal_level'), r.rolreplication OR r.rolsuper,"
+                          " current_user, current_setting('max_slot_wal_keep_size'),"
+                          " current_setting('max_replication_slots')::int"
+                          "   - (SELECT count(*) FROM pg_replication_slots),"
+                          " current_setting('max_wal_senders')::int"
+                          " FROM pg_roles r WHERE r.rolname = current_user",
+                          0, NULL);
+    if (r == NULL) {
+        add(c, SEV_ERROR, "PG009", NULL, "Check the role's privileges.",
+            "cannot read the replication settings of the source database");
+        return;
+    }
+    const char *wal_level = PQgetvalue(r, 0, 0);
+    if (strcmp(wal_level, "logical") != 0)
+        add(c, SEV_ERROR, "PG003", NULL,
+            "Set wal_level = logical in postgresql.conf (ALTER SYSTEM SET wal_level = logical) "
+            "and restart the server.",
+            "wal_level is \"%s\": logical decoding needs \"logical\"", wal_level);
+    else
+        add(c, SEV_OK, "PG003", NULL, "", "wal_level is logical");
+    if (PQgetvalue(r, 0, 1)[0] != 't')
+        add(c, SEV_ERROR, "PG004", NULL, "Run ALTER ROLE ... REPLICATION as a superuser.",
+            "role \"%s\" lacks the REPLICATION attribute needed to stream changes",
+            PQgetvalue(r, 0, 2));
+    else
+        add(c, SEV_OK, "PG004", NULL, "", "role \"%s\" may replicate", PQgetvalue(r, 0, 2));
+    const char *keep = PQgetvalue(r, 0, 3);
+    if (strcmp(keep, "-1") == 0)
+        add(c, SEV_NOTE, "PG005", NULL,
+            "Consider max_slot_wal_keep_size so a long outage cannot fill the disk (the slot "
+            "would then be invalidated and need an initial sync).",
+            "max_slot_wal_keep_size is unlimited: a stalled job retains WAL without bound");
+    else
+        add(c, SEV_NOTE, "PG005", NULL,
+            "A job that lags more than this loses its slot and needs a new initial sync.",
+            "max_slot_wal_keep_size is %s", keep);
+    long free_slots = strtol(PQgetvalue(r, 0, 4), NULL, 10);
+    if (free_slots <= 0)
+        add(c, SEV_WARN, "PG006", NULL,
+            "Raise max_replication_slots (needs a restart) before starting another job.",
+            "no free replication slot (max_replication_slots is used up)");
+    if (strtol(PQgetvalue(r, 0, 5), NULL, 10) <= 0)
+        add(c, SEV_ERROR, "PG007", NULL, "Set max_wal_senders to at least the number of jobs.",
+            "max_wal_senders is 0: no replication connection is possible");
+    PQclear(r);
+}
+
+static void check_control_schema(struct ctx *c)
+{
+    if (c->control == NULL)
+        return;
+    int current = 0, latest = 0;
+    const char *sqldir = dw_paths_sqldir();
+    if (dw_migrate_current(c->control, &current) != DW_OK) {
+        add(c, SEV_ERROR, "CTL002", NULL, "Check the role's privileges on schema dwasync.",
+            "cannot read the control schema version");
+        return;
+    }
+    if (current == 0) {
+        add(c, SEV_ERROR, "CTL001", NULL, "Run dwasync init.",
+            "the control schema is not installed");
+        return;
+    }
+    if (sqldir == NULL || dw_migrate_latest(sqldir, &latest) != DW_OK) {
+        add(c, SEV_WARN, "CTL003", NULL, "Set DWASYNC_SHAREDIR or reinstall the package.",
+            "cannot find the SQL migrations to compare the schema version with");
+        c->schema_ok = true;
+        return;
+    }
+    if (current < latest) {
+        add(c, SEV_ERROR, "CTL001", NULL, "Run dwasync init to upgrade it.",
+            "the control schema is at version %d, this dwasync needs %d", current, latest);
+        return;
+    }
+    if (current > latest) {
+        add(c, SEV_ERROR, "CTL004", NULL, "Upgrade dwasync on this host.",
+            "the control schema is at version %d, newer than this dwasync (%d)", current, latest);
+        return;
+    }
+    add(c, SEV_OK, "CTL000", NULL, "", "control schema is current (version %d)", current);
+    c->schema_ok = true;
+}
+
+static void load_jobs(struct ctx *c)
+{
+    if (!c->schema_ok)
+        return;
+    const char *params[] = {c->only_job};
+    PGresult *res = PQexecParams(c->control,
+                                 "SELECT id, name, state, slot_name, publication_name"
+                                 " FROM dwasync.job WHERE $1::text IS NULL OR name = $1"
+                                 " ORDER BY name",
+                                 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        add(c, SEV_ERROR, "JOB002", NULL, "Check the role's privileges on schema dwasync.",
+            "cannot read the jobs: %s", PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+        PQclear(res);
+        return;
+    }
+    c->njobs = PQntuples(res);
+    c->jobs = dw_calloc((size_t)c->njobs + 1, sizeof *c->jobs);
+    for (int i = 0; i < c->njobs; i++) {
+        c->jobs[i].id = dw_strdup(PQgetvalue(res, i, 0));
+        c->jobs[i].name = dw_strdup(PQgetvalue(res, i, 1));
+        c->jobs[i].state = dw_strdup(PQgetvalue(res, i, 2));
+        c->jobs[i].slot = dw_strdup(PQgetvalue(res, i, 3));
+        c->jobs[i].publication = dw_strdup(PQgetvalue(res, i, 4));
+    }
+    PQclear(res);
+    if (c->only_job && c->njobs == 0)
+        add(c, SEV_ERROR, "JOB001", c->only_job, "Run dwasync job list to see the jobs.",
+            "job \"%s\" does not exist", c->only_job);
+    else if (c->njobs == 0)
+        add(c, SEV_NOTE, "JOB000", NULL, "Create one with dwasync job create NAME.",
+            "no jobs are defined yet");
+}
+
+/* A missing slot or publication is an error for a running job, expected for a new one. */
+static enum severity missing_severity(const struct job_row *j)
+{
+    return strcmp(j->state, "stopped") == 0 ? SEV_NOTE : SEV_ERROR;
+}
+
+static void check_slots(struct ctx *c)
+{
+    if (c->source == NULL)
+        return;
+    for (int i = 0; i < c->njobs; i++) {
+        const struct job_row *j = &c->jobs[i];
+        const char *params[] = {j->slot};
+        PGresult *r = one_row(c->source,
+                              "SELECT plugin, database = current_database(),"
+                              " coalesce(wal_status, ''), active,"
+                              " coalesce(pg_size_pretty(safe_wal_size), '')"
+                              " FROM pg_replication_slots WHERE slot_name = $1",
+                              1, params);
+        if (r == NULL) {
+            add(c, missing_severity(j), "SLOT001", j->name,
+                "dwasync job start creates it; a running job without one needs a new initial sync.",
+                "replication slot \"%s\" does not exist", j->slot);
+            continue;
+        }
+        const char *wal_status = PQgetvalue(r, 0, 2);
+        if (strcmp(PQgetvalue(r, 0, 0), "pgoutput") != 0 || PQgetvalue(r, 0, 1)[0] != 't')
+            add(c, SEV_ERROR, "SLOT003", j->name,
+                "Drop the slot or rename the job's slot; dwasync needs a pgoutput slot here.",
+                "slot \"%s\" uses plugin \"%s\" or belongs to another database", j->slot,
+                PQgetvalue(r, 0, 0));
+        else if (strcmp(wal_status, "lost") == 0)
+            add(c, SEV_ERROR, "SLOT002", j->name,
+                "The slot lost WAL it needed: recreate it with dwasync job start --initial-sync.",
+                "slot \"%s\" is invalidated (wal_status lost)", j->slot);
+        else if (strcmp(wal_status, "unreserved") == 0)
+            add(c, SEV_WARN, "SLOT002", j->name,
+                "The job is close to max_slot_wal_keep_size: let it catch up or raise the limit.",
+                "slot \"%s\" is about to lose WAL (wal_status unreserved, %s left)", j->slot,
+                PQgetvalue(r, 0, 4));
+        else if (strcmp(wal_status, "extended") == 0)
+            add(c, SEV_NOTE, "SLOT002", j->name, "The job lags; watch dwasync status.",
+                "slot \"%s\" retains more WAL than max_wal_size (wal_status extended)", j->slot);
+        else
+            add(c, SEV_OK, "SLOT000", j->name, "", "slot \"%s\" is healthy (wal_status %s)",
+                j->slot, wal_status);
+        PQclear(r);
+    }
+}
+
+static void check_publications(struct ctx *c)
+{
+    if (c->source == NULL)
+        return;
+    for (int i = 0; i < c->njobs; i++) {
+        const struct job_row *j = &c->jobs[i];
+        const char *params[] = {j->publication};
+        PGresult *r = one_row(c->source,
+                              "SELECT pubinsert AND pubupdate AND pubdelete"
+                              " FROM pg_publication WHERE pubname = $1",
+                              1, params);
+        if (r == NULL) {
+            add(c, missing_severity(j), "PUB001", j->name,
+                "dwasync job start creates it from the job's table maps.",
+                "publication \"%s\" does not exist", j->publication);
+            continue;
+        }
+        if (PQgetvalue(r, 0, 0)[0] != 't')
+            add(c, SEV_ERROR, "PUB002", j->name,
+                "ALTER PUBLICATION ... SET (publish = 'insert, update, delete, truncate').",
+                "publication \"%s\" does not publish inserts, updates and deletes", j->publication);
+        PQclear(r);
+        if (c->control != c->source)
+            continue; /* table maps live elsewhere: compare by name only */
+        const char *p2[] = {j->id, j->publication};
+        PGresult *m = PQexecParams(c->source,
+                                   "SELECT m.source_schema || '.' || m.source_table"
+                                   " FROM dwasync.table_map m WHERE m.job_id = $1::bigint"
+                                   " AND NOT EXISTS (SELECT 1 FROM pg_publication_tables t"
+                                   "   WHERE t.pubname = $2 AND t.schemaname = m.source_schema"
+                                   "   AND t.tablename = m.source_table)"
+                                   " ORDER BY 1",
+                                   2, NULL, p2, NULL, NULL, 0);
+        if (PQresultStatus(m) == PGRES_TUPLES_OK) {
+            for (int k = 0; k < PQntuples(m); k++)
+                add(c, missing_severity(j), "PUB003", j->name,
+                    "Stop and start the job so its publication follows its table maps.",
+                    "mapped table \"%s\" is not in publication \"%s\"", PQgetvalue(m, k, 0),
+                    j->publication);
+        }
+        PQclear(m);
+    }
+}
+
+static void check_dataverse(struct ctx *c)
+{
+    if (!c->config_ok || !*c->cfg.dataverse.url)
+        return;
+    add(c, SEV_NOTE, "DV000", NULL, "Upgrade dwasync to a build with the Dataverse client.",
+        "Dataverse checks (token, WhoAmI, mapped tables and columns, alternate keys) are not "
+        "available in this build");
+}
+
+static const struct {
+    const char *name;
+    void (*run)(struct ctx *c);
+} checks[] = {
+    {"config", check_config},
+    {"secrets", check_secrets},
+    {"postgres", check_postgres},
+    {"replication", check_replication},
+    {"control schema", check_control_schema},
+    {"jobs", load_jobs},
+    {"slots", check_slots},
+    {"publications", check_publications},
+    {"dataverse", check_dataverse},
+};
+
+static void print_findings(const struct ctx *c, bool as_json, bool verbose)
+{
+    if (as_json) {
+        json_t *doc = json_object(), *list = json_array();
+        for (size_t i = 0; i < c->nfindings; i++) {
+            const struct finding *f = &c->findings[i];
+            json_t *o = json_object();
+            json_object_set_new(o, "code", json_string(f->code));
+            json_object_set_new(o, "severity", json_string(severity_names[f->severity]));
+            json_object_set_new(o, "job", f->job ? json_string(f->job) : json_null());
+            json_object_set_new(o, "message", json_string(f->message));
+            json_object_set_new(o, "hint", json_string(f->hint));
+            json_array_append_new(list, o);
+        }
+        json_object_set_new(doc, "findings", list);
+        char *text = dw_json_dumps(doc);
+        printf("%s\n", text);
+        free(text);
+        json_decref(doc);
+        return;
+    }
+    int errors = 0, warnings = 0;
+    for (size_t i = 0; i < c->nfindings; i++) {
+        const struct finding *f = &c->findings[i];
+        errors += f->severity == SEV_ERROR;
+        warnings += f->severity == SEV_WARN;
+        if (f->severity == SEV_OK && !verbose)
+            continue;
+        printf("%-7s %-7s %s%s%s%s\n", severity_names[f->severity], f->code, f->job ? "job \"" : "",
+               f->job ? f->job : "", f->job ? "\": " : "", f->message);
+        if (*f->hint && f->severity != SEV_OK)
+            printf("                fix: %s\n", f->hint);
+    }
+    printf("%d error%s, %d warning%s\n", errors, errors == 1 ? "" : "s", warnings,
+           warnings == 1 ? "" : "s");
+}
+
+int dw_cmd_check(struct dw_cli *cli, int argc, char **argv)
+{
+    static const struct option options[] = {{"job", required_argument, NULL, 'j'},
+                                            {"json", no_argument, NULL, 'J'},
+                                            {NULL, 0, NULL, 0}};
+    struct ctx c;
+    bool as_json = false;
+    int opt;
+    memset(&c, 0, sizeof c);
+    c.cli = cli;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        if (opt == 'j')
+            c.only_job = optarg;
+        else if (opt == 'J')
+            as_json = true;
+        else
+            return dw_cli_usage("check");
+    }
+    if (optind != argc)
+        return dw_cli_usage("check");
+    dw_config_init(&c.cfg);
+    for (size_t i = 0; i < sizeof checks / sizeof *checks; i++)
+        checks[i].run(&c);
+    print_findings(&c, as_json, cli->verbose);
+    bool failed = false;
+    for (size_t i = 0; i < c.nfindings; i++) {
+        failed |= c.findings[i].severity == SEV_ERROR;
+        free(c.findings[i].job);
+        free(c.findings[i].message);
+        free(c.findings[i].hint);
+    }
+    free(c.findings);
+    for (int i = 0; i < c.njobs; i++) {
+        free(c.jobs[i].id);
+        free(c.jobs[i].name);
+        free(c.jobs[i].state);
+        free(c.jobs[i].slot);
+        free(c.jobs[i].publication);
+    }
+    free(c.jobs);
+    if (c.control != c.source)
+        PQfinish(c.control);
+    PQfinish(c.source);
+    dw_config_cleanup(&c.cfg);
+    return failed ? DW_EXIT_FAILURE : DW_EXIT_OK;
+}

@@ -1,0 +1,332 @@
+/*
+ * `dwasync errors list | show | replay | skip`: triage of the error table from the shell.
+ * Everything goes through the same SQL the operator would use from psql (the views and
+ * dwasync.replay_error / replay_errors / skip_error), so the two paths cannot disagree.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dwasync/cli.h"
+#include "dwasync/errtable.h"
+#include "dwasync/log.h"
+#include "dwasync/migrate.h"
+#include "dwasync/paths.h"
+#include "dwasync/pg.h"
+
+struct errors_opts {
+    const char *job;
+    const char *status;
+    const char *table;
+    const char *code;
+    const char *reason;
+    const char *limit;
+    bool all;
+    int nids;
+    char **ids; /* borrowed from argv */
+};
+
+/* Parses the subcommand's options; positional arguments must be error ids. */
+static int parse_opts(const char *sub, int argc, char **argv, struct errors_opts *o)
+{
+    static const struct option options[] = {
+        {"job", required_argument, NULL, 'j'},    {"status", required_argument, NULL, 's'},
+        {"table", required_argument, NULL, 't'},  {"code", required_argument, NULL, 'c'},
+        {"reason", required_argument, NULL, 'r'}, {"limit", required_argument, NULL, 'l'},
+        {"all", no_argument, NULL, 'a'},          {NULL, 0, NULL, 0},
+    };
+    int opt;
+    memset(o, 0, sizeof *o);
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (opt) {
+        case 'j':
+            o->job = optarg;
+            break;
+        case 's':
+            o->status = optarg;
+            break;
+        case 't':
+            o->table = optarg;
+            break;
+        case 'c':
+            o->code = optarg;
+            break;
+        case 'r':
+            o->reason = optarg;
+            break;
+        case 'l':
+            o->limit = optarg;
+            break;
+        case 'a':
+            o->all = true;
+            break;
+        default:
+            return dw_cli_usage("errors");
+        }
+    }
+    o->ids = argv + optind;
+    o->nids = argc - optind;
+    for (int i = 0; i < o->nids; i++) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(o->ids[i], &end, 10);
+        if (errno != 0 || *end != '\0' || end == o->ids[i] || v <= 0) {
+            fprintf(stderr, "dwasync errors %s: \"%s\" is not an error id\n", sub, o->ids[i]);
+            return DW_EXIT_USAGE;
+        }
+    }
+    if (o->limit != NULL) {
+        char *end;
+        long long v = strtoll(o->limit, &end, 10);
+        if (*end != '\0' || end == o->limit || v <= 0) {
+            fprintf(stderr, "dwasync errors %s: --limit needs a positive number\n", sub);
+            return DW_EXIT_USAGE;
+        }
+    }
+    return DW_EXIT_OK;
+}
+
+/* Server NOTICEs ("already resolved: nothing to replay") are for the operator's eyes. */
+static void print_notice(void *arg, const char *message)
+{
+    (void)arg;
+    const char *text = strncmp(message, "NOTICE:  ", 9) == 0 ? message + 9 : message;
+    fprintf(stdout, "note: %s", text);
+}
+
+static dw_rc connect_control(struct dw_cli *cli, PGconn **out)
+{
+    const struct dw_config *cfg = dw_cli_config(cli);
+    if (cfg == NULL)
+        return DW_ERR_CONFIG;
+    dw_rc rc = dw_pg_connect(dw_config_control_conninfo(cfg), "dwasync errors", out);
+    if (rc != DW_OK)
+        return rc;
+    PQsetNoticeProcessor(*out, print_notice, NULL);
+    const char *sqldir = dw_paths_sqldir();
+    if (sqldir != NULL && (rc = dw_migrate_require_current(*out, sqldir)) != DW_OK) {
+        PQfinish(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* Clips a message to one line of at most width characters for the list. */
+static void clip(char *dst, size_t size, const char *src, size_t width)
+{
+    size_t n = 0;
+    for (; src[n] && src[n] != '\n' && n < width && n + 1 < size; n++)
+        dst[n] = src[n];
+    dst[n] = '\0';
+    if (src[n] != '\0' && n >= 3 && n + 1 < size)
+        memcpy(dst + n - 3, "...", 3);
+}
+
+static int errors_list(PGconn *conn, const struct errors_opts *o)
+{
+    static const char *const statuses[] = {"open",    "waiting", "replaying",  "resolved",
+                                           "skipped", "all",     "unresolved", NULL};
+    const char *status = o->status ? o->status : "unresolved";
+    bool known = false;
+    for (const char *const *s = statuses; *s; s++)
+        known = known || strcmp(*s, status) == 0;
+    if (!known) {
+        fprintf(stderr,
+                "dwasync errors list: unknown status \"%s\" (open, waiting, replaying, "
+                "resolved, skipped, unresolved, all)\n",
+                status);
+        return DW_EXIT_USAGE;
+    }
+    const char *params[] = {o->job, status, o->table, o->code, o->limit ? o->limit : "1000"};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(
+        conn, "listing errors",
+        "SELECT id, status, job, source_table, coalesce(class, '-'), "
+        "coalesce(http_status::text, '-'), coalesce(dv_code, '-'), attempts, "
+        "to_char(last_failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), "
+        "CASE WHEN status = 'waiting' AND blocked_by IS NOT NULL "
+        "THEN 'waiting behind ' || blocked_by ELSE message END "
+        "FROM dwasync.error_detail "
+        "WHERE ($1::text IS NULL OR job = $1) "
+        "AND ($2 = 'all' OR status = $2 OR ($2 = 'unresolved' AND status IN "
+        "('open', 'waiting', 'replaying'))) "
+        "AND ($3::text IS NULL OR $3 IN (source_table, split_part(source_table, '.', 2), "
+        "table_map)) "
+        "AND ($4::text IS NULL OR dv_code = $4) "
+        "ORDER BY commit_lsn, position, part, id LIMIT $5::bigint",
+        5, params, &res);
+    if (rc != DW_OK)
+        return DW_EXIT_FAILURE;
+    printf("%-8s %-9s %-12s %-24s %-14s %-4s %-10s %-3s %-19s %s\n", "ID", "STATUS", "JOB", "TABLE",
+           "CLASS", "HTTP", "CODE", "TRY", "LAST FAILURE (UTC)", "MESSAGE");
+    for (int i = 0; i < PQntuples(res); i++) {
+        char msg[64];
+        clip(msg, sizeof msg, PQgetvalue(res, i, 9), 60);
+        printf("%-8s %-9s %-12s %-24s %-14s %-4s %-10s %-3s %-19s %s\n", PQgetvalue(res, i, 0),
+               PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+               PQgetvalue(res, i, 4), PQgetvalue(res, i, 5), PQgetvalue(res, i, 6),
+               PQgetvalue(res, i, 7), PQgetvalue(res, i, 8), msg);
+    }
+    printf("(%d error%s)\n", PQntuples(res), PQntuples(res) == 1 ? "" : "s");
+    PQclear(res);
+    return DW_EXIT_OK;
+}
+
+static int errors_show(PGconn *conn, const struct errors_opts *o)
+{
+    if (o->nids != 1)
+        return dw_cli_usage("errors");
+    const char *params[] = {o->ids[0]};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(conn, "reading an error",
+                           "SELECT * FROM dwasync.error_detail "
+                           "WHERE id = $1::bigint",
+                           1, params, &res);
+    if (rc != DW_OK)
+        return DW_EXIT_FAILURE;
+    if (PQntuples(res) == 0) {
+        DW_ERROR("error %s does not exist", o->ids[0]);
+        PQclear(res);
+        return DW_EXIT_FAILURE;
+    }
+    for (int c = 0; c < PQnfields(res); c++) {
+        const char *name = PQfname(res, c);
+        if (PQgetisnull(res, 0, c)) {
+            printf("%-20s -\n", name);
+            continue;
+        }
+        const char *v = PQgetvalue(res, 0, c);
+        if (strchr(v, '\n') == NULL) {
+            printf("%-20s %s\n", name, v);
+            continue;
+        }
+        /* Pretty JSON: one indented block under its name. */
+        printf("%s:\n    ", name);
+        for (const char *p = v; *p; p++) {
+            putchar(*p);
+            if (*p == '\n')
+                fputs("    ", stdout);
+        }
+        putchar('\n');
+    }
+    PQclear(res);
+    return DW_EXIT_OK;
+}
+
+/* Runs one function call per id (or the one bulk call) in a single transaction. */
+static dw_rc call_each(PGconn *conn, const char *what, const char *sql, const struct errors_opts *o,
+                       bool with_reason, long long *total, bool print_each)
+{
+    dw_rc rc = dw_pg_exec(conn, "starting a transaction", "BEGIN");
+    if (rc != DW_OK)
+        return rc;
+    *total = 0;
+    for (int i = 0; i < o->nids; i++) {
+        const char *params[] = {o->ids[i], o->reason};
+        PGresult *res = NULL;
+        if ((rc = dw_pg_query(conn, what, sql, with_reason ? 2 : 1, params, &res)) != DW_OK)
+            goto rollback;
+        long long n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        if (print_each)
+            printf("error %s: %lld row%s\n", o->ids[i], n, n == 1 ? "" : "s");
+        *total += n;
+        PQclear(res);
+    }
+    return dw_pg_exec(conn, "committing", "COMMIT");
+rollback:
+    (void)dw_pg_exec(conn, "rolling back", "ROLLBACK");
+    return rc;
+}
+
+static int errors_replay(PGconn *conn, const struct errors_opts *o)
+{
+    long long total = 0;
+    dw_rc rc;
+    if (o->all == (o->nids > 0)) {
+        fprintf(stderr, "dwasync errors replay: give error ids or --all, not both\n");
+        return dw_cli_usage("errors");
+    }
+    if ((o->table || o->code || o->job) && !o->all) {
+        fprintf(stderr, "dwasync errors replay: --job, --table and --code go with --all\n");
+        return dw_cli_usage("errors");
+    }
+    if (o->all) {
+        const char *params[] = {o->job, o->table, o->code};
+        PGresult *res = NULL;
+        rc = dw_pg_query(conn, "queueing errors for replay",
+                         "SELECT dwasync.replay_errors($1, $2, $3)", 3, params, &res);
+        if (rc == DW_OK) {
+            total = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+            PQclear(res);
+        }
+    } else {
+        rc = call_each(conn, "queueing an error for replay", "SELECT dwasync.replay_error($1)", o,
+                       false, &total, false);
+    }
+    if (rc != DW_OK)
+        return DW_EXIT_FAILURE;
+    printf("queued %lld row%s for replay\n", total, total == 1 ? "" : "s");
+    int listeners = 0;
+    if (total > 0 && dw_errtable_listeners(conn, o->all ? o->job : NULL, &listeners) == DW_OK) {
+        if (listeners > 0)
+            printf("the running dwasync daemon replays them now (dwasync errors list to follow)\n");
+        else
+            printf("no dwasync daemon is listening: the rows will be replayed when "
+                   "`dwasync run` next starts\n");
+    }
+    return DW_EXIT_OK;
+}
+
+static int errors_skip(PGconn *conn, const struct errors_opts *o)
+{
+    if (o->nids == 0 || o->reason == NULL || o->all) {
+        fprintf(stderr, "dwasync errors skip: give error ids and --reason TEXT\n");
+        return dw_cli_usage("errors");
+    }
+    long long released = 0;
+    dw_rc rc = call_each(conn, "skipping an error", "SELECT dwasync.skip_error($1, $2)", o, true,
+                         &released, false);
+    if (rc != DW_OK)
+        return DW_EXIT_FAILURE;
+    printf("skipped %d error%s", o->nids, o->nids == 1 ? "" : "s");
+    if (released > 0)
+        printf("; %lld waiting row%s released for replay", released, released == 1 ? "" : "s");
+    printf("\n");
+    return DW_EXIT_OK;
+}
+
+int dw_cmd_errors(struct dw_cli *cli, int argc, char **argv)
+{
+    if (argc < 2)
+        return dw_cli_usage("errors");
+    const char *sub = argv[1];
+    struct errors_opts o;
+    int status = parse_opts(sub, argc - 1, argv + 1, &o);
+    if (status != DW_EXIT_OK)
+        return status;
+    bool known = strcmp(sub, "list") == 0 || strcmp(sub, "show") == 0 ||
+                 strcmp(sub, "replay") == 0 || strcmp(sub, "skip") == 0;
+    if (!known) {
+        fprintf(stderr, "dwasync errors: unknown subcommand \"%s\"\n", sub);
+        return dw_cli_usage("errors");
+    }
+    if (strcmp(sub, "list") == 0 && o.nids > 0)
+        return dw_cli_usage("errors");
+    PGconn *conn = NULL;
+    if (connect_control(cli, &conn) != DW_OK)
+        return DW_EXIT_FAILURE;
+    if (strcmp(sub, "list") == 0)
+        status = errors_list(conn, &o);
+    else if (strcmp(sub, "show") == 0)
+        status = errors_show(conn, &o);
+    else if (strcmp(sub, "replay") == 0)
+        status = errors_replay(conn, &o);
+    else
+        status = errors_skip(conn, &o);
+    PQfinish(conn);
+    return status;
+}

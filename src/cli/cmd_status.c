@@ -1,0 +1,345 @@
+/*
+ * `dwasync status [--json]`: one row per job from the control schema (job, checkpoint,
+ * apply_stat, runner, and dwasync.error once that table exists) joined with the job's
+ * replication slot on the source database.
+ *
+ * The JSON form is a stable interface (documented in dwasync(1) and README): fields are
+ * only ever added. Times are ISO 8601 UTC strings or null; lag_seconds is the age of the
+ * newest applied commit while WAL remains to be applied, 0 when caught up, null when
+ * unknown; throughput is the previous complete minute.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dwasync/cli.h"
+#include "dwasync/json.h"
+#include "dwasync/log.h"
+#include "dwasync/pg.h"
+
+#define STATUS_JSON_VERSION 1
+
+#define ISO(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+static const char jobs_sql[] =
+    "SELECT j.id, j.name, j.state, coalesce(j.state_reason, ''), j.slot_name,"
+    " j.publication_name, j.initial_sync, coalesce(c.confirmed_lsn, '0/0')::text,"
+    " " ISO("c.last_commit_time") ", " ISO(
+        "c.last_applied_at") ","
+                             " extract(epoch FROM now() - c.last_commit_time)::float8,"
+                             " coalesce(s.applied, 0), coalesce(s.failed, 0),"
+                             " r.host, r.pid, " ISO(
+                                 "r.heartbeat_at") ", extract(epoch FROM now() - "
+                                                   "r.heartbeat_at)::float8,"
+                                                   " coalesce(r.status, ''), " ISO(
+                                                       "r.throttled_until") ","
+                                                                            " greatest(extract("
+                                                                            "epoch FROM "
+                                                                            "r.throttled_until - "
+                                                                            "now()), 0)::float8, "
+                                                                            "r.throttled_total"
+                                                                            " FROM dwasync.job j"
+                                                                            " LEFT JOIN "
+                                                                            "dwasync.checkpoint c "
+                                                                            "ON c.job_id = j.id"
+                                                                            " LEFT JOIN "
+                                                                            "dwasync.runner r ON "
+                                                                            "r.job_id = j.id"
+                                                                            " LEFT JOIN LATERAL "
+                                                                            "(SELECT "
+                                                                            "sum(rows_applied) AS "
+                                                                            "applied, "
+                                                                            "sum(rows_failed) AS "
+                                                                            "failed"
+                                                                            "   FROM "
+                                                                            "dwasync.apply_stat a "
+                                                                            "WHERE a.job_id = j.id"
+                                                                            "   AND a.minute = "
+                                                                            "date_trunc('minute', "
+                                                                            "now()) - interval '1 "
+                                                                            "minute') s ON true"
+                                                                            " ORDER BY j.name";
+
+/* Tolerant of the error table's exact columns: rows are read through to_jsonb. */
+static const char errors_sql[] =
+    "SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'waiting'),"
+    " (SELECT to_jsonb(e) FROM dwasync.error e WHERE e.job_id = $1"
+    "   ORDER BY (to_jsonb(e)->>'id')::bigint DESC NULLS LAST LIMIT 1)"
+    " FROM dwasync.error WHERE job_id = $1";
+
+static const char slots_sql[] =
+    "SELECT slot_name, active, coalesce(wal_status, ''),"
+    " pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+    "   ELSE pg_current_wal_lsn() END, confirmed_flush_lsn)::bigint"
+    " FROM pg_replication_slots WHERE slot_type = 'logical'";
+
+static json_t *text_or_null(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? json_null() : json_string(PQgetvalue(res, row, col));
+}
+
+static json_t *int_or_null(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? json_null()
+                                      : json_integer(strtoll(PQgetvalue(res, row, col), NULL, 10));
+}
+
+static json_t *real_or_null(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? json_null()
+                                      : json_real(strtod(PQgetvalue(res, row, col), NULL));
+}
+
+/* Adds the error counts and last error of a job; errors.available false before the table. */
+static dw_rc add_errors(PGconn *conn, bool have_table, const char *job_id, json_t *job)
+{
+    json_t *errors = json_object();
+    json_object_set_new(job, "errors", errors);
+    json_object_set_new(errors, "available", json_boolean(have_table));
+    if (!have_table) {
+        json_object_set_new(errors, "open", json_null());
+        json_object_set_new(errors, "waiting", json_null());
+        json_object_set_new(job, "last_error", json_null());
+        return DW_OK;
+    }
+    PGresult *res = NULL;
+    const char *params[] = {job_id};
+    dw_rc rc = dw_pg_query(conn, "error counts", errors_sql, 1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    json_object_set_new(errors, "open", int_or_null(res, 0, 0));
+    json_object_set_new(errors, "waiting", int_or_null(res, 0, 1));
+    json_t *last = json_null();
+    if (!PQgetisnull(res, 0, 2)) {
+        json_t *row = json_loads(PQgetvalue(res, 0, 2), 0, NULL);
+        if (row != NULL) {
+            last = json_object();
+            static const char *const picks[][4] = {
+                {"id", "id", NULL, NULL},
+                {"status", "status", NULL, NULL},
+                {"table", "source_table", "table_name", NULL},
+                {"http_status", "http_status", NULL, NULL},
+                {"code", "dv_error_code", "error_code", "dv_code"},
+                {"message", "error_message", "message", "dv_message"},
+                {"at", "created_at", "failed_at", "first_failed_at"},
+            };
+            for (size_t i = 0; i < sizeof picks / sizeof *picks; i++) {
+                json_t *v = NULL;
+                for (int k = 1; k < 4 && picks[i][k] && v == NULL; k++)
+                    v = json_object_get(row, picks[i][k]);
+                json_object_set(last, picks[i][0], v ? v : json_null());
+            }
+            json_decref(row);
+        }
+    }
+    json_object_set_new(job, "last_error", last);
+    PQclear(res);
+    return DW_OK;
+}
+
+/* Fills slot fields from the source database's logical slots (NULL res: unknown). */
+static void add_slot(const PGresult *slots, const char *slot_name, const char *last_commit_age,
+                     json_t *job)
+{
+    json_t *slot = json_object();
+    json_object_set_new(job, "slot", slot);
+    json_object_set_new(slot, "name", json_string(slot_name));
+    int row = -1;
+    for (int i = 0; slots && i < PQntuples(slots); i++)
+        if (strcmp(PQgetvalue(slots, i, 0), slot_name) == 0)
+            row = i;
+    json_object_set_new(slot, "exists", slots ? json_boolean(row >= 0) : json_null());
+    if (row < 0) {
+        json_object_set_new(slot, "active", json_null());
+        json_object_set_new(slot, "wal_status", json_null());
+        json_object_set_new(job, "lag_bytes", json_null());
+        json_object_set_new(job, "lag_seconds", json_null());
+        return;
+    }
+    json_object_set_new(slot, "active", json_boolean(PQgetvalue(slots, row, 1)[0] == 't'));
+    json_object_set_new(slot, "wal_status", json_string(PQgetvalue(slots, row, 2)));
+    json_t *bytes = int_or_null(slots, row, 3);
+    json_object_set_new(job, "lag_bytes", bytes);
+    if (json_is_integer(bytes) && json_integer_value(bytes) <= 0)
+        json_object_set_new(job, "lag_seconds", json_integer(0));
+    else if (last_commit_age)
+        json_object_set_new(job, "lag_seconds", json_real(strtod(last_commit_age, NULL)));
+    else
+        json_object_set_new(job, "lag_seconds", json_null());
+}
+
+/* Builds the whole status document. */
+static dw_rc build(const struct dw_config *cfg, json_t **out)
+{
+    PGconn *control = NULL, *source = NULL;
+    PGresult *jobs = NULL, *slots = NULL, *reg = NULL;
+    json_t *doc = json_object(), *list = json_array();
+    dw_rc rc;
+    json_object_set_new(doc, "version", json_integer(STATUS_JSON_VERSION));
+    json_object_set_new(doc, "jobs", list);
+    if ((rc = dw_pg_connect(dw_config_control_conninfo(cfg), "dwasync status", &control)) != DW_OK)
+        goto out;
+    if ((rc = dw_pg_query(control, "status time",
+                          "SELECT " ISO("now()") ", to_regclass('dwasync.job') IS NOT NULL,"
+                                                 " to_regclass('dwasync.error') IS NOT NULL,"
+                                                 " to_regclass('dwasync.runner') IS NOT NULL",
+                          0, NULL, &reg)) != DW_OK)
+        goto out;
+    json_object_set_new(doc, "generated_at", json_string(PQgetvalue(reg, 0, 0)));
+    if (PQgetvalue(reg, 0, 1)[0] != 't' || PQgetvalue(reg, 0, 3)[0] != 't') {
+        DW_ERROR("the control schema is missing or out of date: run dwasync init");
+        rc = DW_ERR_VERSION;
+        goto out;
+    }
+    bool have_errors = PQgetvalue(reg, 0, 2)[0] == 't';
+    if ((rc = dw_pg_query(control, "job status", jobs_sql, 0, NULL, &jobs)) != DW_OK)
+        goto out;
+    /* The slot lives on the source; unreachable source means unknown lag, not failure. */
+    const char *src = cfg->source.conninfo;
+    if (strcmp(src, dw_config_control_conninfo(cfg)) == 0)
+        source = control;
+    else if (dw_pg_connect(src, "dwasync status", &source) != DW_OK)
+        source = NULL;
+    if (source && dw_pg_query(source, "slot status", slots_sql, 0, NULL, &slots) != DW_OK)
+        slots = NULL;
+    for (int i = 0; i < PQntuples(jobs); i++) {
+        json_t *job = json_object();
+        json_array_append_new(list, job);
+        json_object_set_new(job, "name", text_or_null(jobs, i, 1));
+        json_object_set_new(job, "state", text_or_null(jobs, i, 2));
+        json_object_set_new(job, "state_reason", text_or_null(jobs, i, 3));
+        json_object_set_new(job, "publication", text_or_null(jobs, i, 5));
+        json_object_set_new(job, "initial_sync", text_or_null(jobs, i, 6));
+        json_object_set_new(job, "confirmed_lsn", text_or_null(jobs, i, 7));
+        json_object_set_new(job, "last_commit_time", text_or_null(jobs, i, 8));
+        json_object_set_new(job, "last_applied_at", text_or_null(jobs, i, 9));
+        add_slot(slots, PQgetvalue(jobs, i, 4),
+                 PQgetisnull(jobs, i, 10) ? NULL : PQgetvalue(jobs, i, 10), job);
+        json_t *tp = json_object();
+        json_object_set_new(job, "throughput_last_minute", tp);
+        int64_t applied = strtoll(PQgetvalue(jobs, i, 11), NULL, 10);
+        json_object_set_new(tp, "rows_applied", json_integer(applied));
+        json_object_set_new(tp, "rows_failed", int_or_null(jobs, i, 12));
+        json_object_set_new(tp, "rows_per_second", json_real((double)applied / 60.0));
+        json_t *runner = json_null();
+        if (!PQgetisnull(jobs, i, 13)) {
+            runner = json_object();
+            json_object_set_new(runner, "host", text_or_null(jobs, i, 13));
+            json_object_set_new(runner, "pid", int_or_null(jobs, i, 14));
+            json_object_set_new(runner, "heartbeat_at", text_or_null(jobs, i, 15));
+            json_object_set_new(runner, "heartbeat_age_seconds", real_or_null(jobs, i, 16));
+            json_object_set_new(runner, "status", text_or_null(jobs, i, 17));
+        }
+        json_object_set_new(job, "runner", runner);
+        json_t *thr = json_object();
+        json_object_set_new(job, "throttling", thr);
+        bool throttled = !PQgetisnull(jobs, i, 19) && strtod(PQgetvalue(jobs, i, 19), NULL) > 0;
+        json_object_set_new(thr, "state",
+                            json_string(PQgetisnull(jobs, i, 13) ? "unknown"
+                                        : throttled              ? "throttled"
+                                                                 : "none"));
+        json_object_set_new(thr, "until", throttled ? text_or_null(jobs, i, 18) : json_null());
+        json_object_set_new(thr, "responses_429", int_or_null(jobs, i, 20));
+        if ((rc = add_errors(control, have_errors, PQgetvalue(jobs, i, 0), job)) != DW_OK)
+            goto out;
+    }
+    *out = json_incref(doc);
+out:
+    PQclear(reg);
+    PQclear(jobs);
+    PQclear(slots);
+    if (source != control)
+        PQfinish(source);
+    PQfinish(control);
+    json_decref(doc);
+    return rc;
+}
+
+static void human_bytes(json_t *v, char *buf, size_t size)
+{
+    if (!json_is_integer(v)) {
+        snprintf(buf, size, "-");
+        return;
+    }
+    double b = (double)json_integer_value(v);
+    const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (b >= 1024 && u < 4) {
+        b /= 1024;
+        u++;
+    }
+    snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", b, units[u]);
+}
+
+static void count_text(json_t *v, char *buf, size_t size)
+{
+    if (json_is_integer(v))
+        snprintf(buf, size, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    else
+        snprintf(buf, size, "-");
+}
+
+static void print_table(json_t *doc)
+{
+    printf("%-16s %-8s %10s %8s %9s %6s %8s %-10s %s\n", "JOB", "STATE", "LAG", "LAG(S)",
+           "ROWS/MIN", "OPEN", "WAITING", "THROTTLE", "LAST ERROR");
+    size_t i;
+    json_t *job;
+    json_array_foreach(json_object_get(doc, "jobs"), i, job)
+    {
+        char lag[32], lag_s[32], open[24], waiting[24];
+        human_bytes(json_object_get(job, "lag_bytes"), lag, sizeof lag);
+        json_t *ls = json_object_get(job, "lag_seconds");
+        if (json_is_number(ls))
+            snprintf(lag_s, sizeof lag_s, "%.0f", json_number_value(ls));
+        else
+            snprintf(lag_s, sizeof lag_s, "-");
+        json_t *errors = json_object_get(job, "errors");
+        json_t *o = json_object_get(errors, "open"), *w = json_object_get(errors, "waiting");
+        count_text(o, open, sizeof open);
+        count_text(w, waiting, sizeof waiting);
+        json_t *last = json_object_get(job, "last_error");
+        const char *msg = json_string_value(json_object_get(last, "message"));
+        printf("%-16s %-8s %10s %8s %9" JSON_INTEGER_FORMAT " %6s %8s %-10s %.60s\n",
+               json_string_value(json_object_get(job, "name")),
+               json_string_value(json_object_get(job, "state")), lag, lag_s,
+               json_integer_value(
+                   json_object_get(json_object_get(job, "throughput_last_minute"), "rows_applied")),
+               open, waiting,
+               json_string_value(json_object_get(json_object_get(job, "throttling"), "state")),
+               msg ? msg : "-");
+    }
+    if (json_array_size(json_object_get(doc, "jobs")) == 0)
+        printf("(no jobs: create one with dwasync job create NAME)\n");
+}
+
+int dw_cmd_status(struct dw_cli *cli, int argc, char **argv)
+{
+    static const struct option options[] = {{"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+    bool as_json = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        if (opt != 'j')
+            return dw_cli_usage("status");
+        as_json = true;
+    }
+    if (optind != argc)
+        return dw_cli_usage("status");
+    const struct dw_config *cfg = dw_cli_config(cli);
+    if (cfg == NULL)
+        return DW_EXIT_FAILURE;
+    json_t *doc = NULL;
+    if (build(cfg, &doc) != DW_OK)
+        return DW_EXIT_FAILURE;
+    if (as_json) {
+        char *text = dw_json_dumps(doc);
+        printf("%s\n", text);
+        free(text);
+    } else {
+        print_table(doc);
+    }
+    json_decref(doc);
+    return DW_EXIT_OK;
+}

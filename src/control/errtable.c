@@ -1,0 +1,546 @@
+#include "dwasync/errtable.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uthash.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/json.h"
+#include "dwasync/log.h"
+#include "dwasync/pg.h"
+#include "dwasync/redact.h"
+
+/*
+ * The sink defines the real one (the class names are shared with the SQL CHECK of
+ * dwasync.error.class); this weak copy lets the control module build and be tested
+ * before the sink is linked in, and loses to the sink's definition when it is.
+ */
+__attribute__((weak)) const char *dw_error_class_name(enum dw_error_class c)
+{
+    switch (c) {
+    case DW_ERRCLASS_NONE:
+        return "none";
+    case DW_ERRCLASS_MAPPING:
+        return "mapping";
+    case DW_ERRCLASS_VALIDATION:
+        return "validation";
+    case DW_ERRCLASS_MISSING_PARENT:
+        return "missing_parent";
+    case DW_ERRCLASS_DUPLICATE:
+        return "duplicate";
+    case DW_ERRCLASS_PRIVILEGE:
+        return "privilege";
+    case DW_ERRCLASS_CONFLICT:
+        return "conflict";
+    case DW_ERRCLASS_TRANSIENT:
+        return "transient";
+    case DW_ERRCLASS_UNKNOWN:
+        return "unknown";
+    }
+    return "unknown";
+}
+
+/* Parses the integer text of a bigint/int column; libpq's text is always well formed. */
+static int64_t col_i64(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return 0;
+    return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static char *col_strdup(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : dw_strdup(PQgetvalue(res, row, col));
+}
+
+/* --- blocked keys --------------------------------------------------------------------- */
+
+struct blocked_entry {
+    UT_hash_handle hh;
+    char key[]; /* "<map id>:<key text>" */
+};
+
+struct dw_blocked_keys {
+    struct blocked_entry *head;
+};
+
+/* The map id is a prefix ending in ':' so (1, "2:x") and (12, "x") cannot collide. */
+static char *blocked_key(int64_t map_id, const char *key_text)
+{
+    return dw_asprintf("%" PRId64 ":%s", map_id, key_text);
+}
+
+struct dw_blocked_keys *dw_blocked_keys_new(void)
+{
+    return dw_calloc(1, sizeof(struct dw_blocked_keys));
+}
+
+static void blocked_clear(struct dw_blocked_keys *set)
+{
+    struct blocked_entry *e, *tmp;
+    HASH_ITER(hh, set->head, e, tmp)
+    {
+        HASH_DEL(set->head, e);
+        free(e);
+    }
+}
+
+void dw_blocked_keys_free(struct dw_blocked_keys *set)
+{
+    if (set == NULL)
+        return;
+    blocked_clear(set);
+    free(set);
+}
+
+static struct blocked_entry *blocked_find(const struct dw_blocked_keys *set, const char *k)
+{
+    struct blocked_entry *e = NULL;
+    HASH_FIND_STR(set->head, k, e);
+    return e;
+}
+
+bool dw_blocked_keys_contains(const struct dw_blocked_keys *set, int64_t map_id,
+                              const char *key_text)
+{
+    char *k = blocked_key(map_id, key_text);
+    bool found = blocked_find(set, k) != NULL;
+    free(k);
+    return found;
+}
+
+void dw_blocked_keys_add(struct dw_blocked_keys *set, int64_t map_id, const char *key_text)
+{
+    char *k = blocked_key(map_id, key_text);
+    if (blocked_find(set, k) == NULL) {
+        size_t len = strlen(k);
+        struct blocked_entry *e = dw_calloc(1, sizeof *e + len + 1);
+        memcpy(e->key, k, len + 1);
+        HASH_ADD_KEYPTR(hh, set->head, e->key, len, e);
+    }
+    free(k);
+}
+
+void dw_blocked_keys_remove(struct dw_blocked_keys *set, int64_t map_id, const char *key_text)
+{
+    char *k = blocked_key(map_id, key_text);
+    struct blocked_entry *e = blocked_find(set, k);
+    if (e != NULL) {
+        HASH_DEL(set->head, e);
+        free(e);
+    }
+    free(k);
+}
+
+size_t dw_blocked_keys_count(const struct dw_blocked_keys *set)
+{
+    return HASH_COUNT(set->head);
+}
+
+dw_rc dw_errtable_load_blocked(PGconn *conn, int64_t job_id, struct dw_blocked_keys *set)
+{
+    char job[24];
+    snprintf(job, sizeof job, "%" PRId64, job_id);
+    const char *params[] = {job};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(conn, "loading the blocked keys",
+                           "SELECT DISTINCT map_id, key_text FROM dwasync.error "
+                           "WHERE job_id = $1 AND status IN ('open', 'waiting', 'replaying')",
+                           1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    blocked_clear(set);
+    for (int i = 0; i < PQntuples(res); i++)
+        dw_blocked_keys_add(set, col_i64(res, i, 0), PQgetvalue(res, i, 1));
+    PQclear(res);
+    return DW_OK;
+}
+
+/* --- inserts ------------------------------------------------------------------------- */
+
+/* ISO 8601 UTC with microseconds, as Postgres reads it back exactly. */
+static json_t *timestamp_json(int64_t us)
+{
+    if (us == 0)
+        return json_null();
+    time_t secs = (time_t)(us / 1000000);
+    int64_t frac = us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        secs -= 1;
+    }
+    struct tm tm;
+    char text[64];
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(text + n, sizeof text - n, ".%06" PRId64 "Z", frac);
+    return json_string(text);
+}
+
+static json_t *or_null(const json_t *v)
+{
+    return v ? json_deep_copy(v) : json_null();
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s && *s ? json_string(s) : json_null();
+}
+
+static dw_rc row_json(const struct dw_errrow *r, json_t **out)
+{
+    if (r->source_key == NULL || r->source_schema == NULL || r->source_table == NULL) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", r->source_table}),
+                "error row without a source key or table cannot be stored");
+        return DW_ERR_INVALID;
+    }
+    char lsn[DW_LSN_STRLEN];
+    char *canonical = r->key_text ? NULL : dw_json_canonical(r->source_key);
+    json_t *o = json_object();
+    json_object_set_new(o, "job_id", json_integer(r->job_id));
+    json_object_set_new(o, "map_id", json_integer(r->map_id));
+    json_object_set_new(o, "map_name", json_string(r->map_name ? r->map_name : ""));
+    json_object_set_new(o, "source_schema", json_string(r->source_schema));
+    json_object_set_new(o, "source_table", json_string(r->source_table));
+    json_object_set_new(o, "operation", json_string(dw_change_op_name(r->op)));
+    json_object_set_new(o, "source_key", json_deep_copy(r->source_key));
+    json_object_set_new(o, "key_text", json_string(r->key_text ? r->key_text : canonical));
+    json_object_set_new(o, "target_id", str_or_null(r->target_id));
+    json_object_set_new(
+        o, "source_row",
+        json_pack("{s:o,s:o}", "new", or_null(r->new_row), "old", or_null(r->old_row)));
+    json_object_set_new(o, "payload", or_null(r->payload));
+    json_object_set_new(o, "commit_lsn", json_string(dw_lsn_format(r->commit_lsn, lsn)));
+    json_object_set_new(o, "xid", json_integer(r->xid));
+    json_object_set_new(o, "commit_time", timestamp_json(r->commit_time_us));
+    json_object_set_new(o, "position", json_integer(r->position));
+    json_object_set_new(o, "part", json_integer(r->part));
+    json_object_set_new(o, "http_status",
+                        r->http_status ? json_integer(r->http_status) : json_null());
+    json_object_set_new(o, "dv_code", str_or_null(r->code));
+    json_object_set_new(o, "message", json_string(r->message ? r->message : ""));
+    json_object_set_new(o, "missing_parent", str_or_null(r->missing_parent));
+    json_object_set_new(o, "class",
+                        r->error_class == DW_ERRCLASS_NONE
+                            ? json_null()
+                            : json_string(dw_error_class_name(r->error_class)));
+    json_object_set_new(o, "waiting", json_boolean(r->waiting));
+    free(canonical);
+    *out = o;
+    return DW_OK;
+}
+
+dw_rc dw_errtable_insert(PGconn *conn, const struct dw_errrow *rows, size_t n,
+                         struct dw_blocked_keys *blocked, size_t *inserted)
+{
+    json_t *arr = json_array();
+    char *text = NULL;
+    PGresult *res = NULL;
+    dw_rc rc = DW_OK;
+    for (size_t i = 0; i < n; i++) {
+        json_t *o;
+        if ((rc = row_json(&rows[i], &o)) != DW_OK)
+            goto out;
+        json_array_append_new(arr, o);
+    }
+    if (n == 0) {
+        if (inserted)
+            *inserted = 0;
+        goto out;
+    }
+    /* Invariant 6: whatever a caller forgot, no registered secret or secret-shaped value
+     * reaches a stored message, row or payload (redaction keeps the JSON well formed). */
+    char *raw = dw_json_dumps(arr);
+    text = dw_redact_str(raw);
+    free(raw);
+    const char *params[] = {text};
+    rc = dw_pg_query(conn, "storing error rows",
+                     "SELECT error_id, error_status, error_map_id, error_key_text "
+                     "FROM dwasync.insert_errors($1::jsonb)",
+                     1, params, &res);
+    if (rc != DW_OK)
+        goto out;
+    if (blocked != NULL)
+        for (int i = 0; i < PQntuples(res); i++)
+            dw_blocked_keys_add(blocked, col_i64(res, i, 2), PQgetvalue(res, i, 3));
+    if (inserted)
+        *inserted = (size_t)PQntuples(res);
+    if (PQntuples(res) > 0)
+        DW_INFO("stored %d error row%s (job id %" PRId64 ")", PQntuples(res),
+                PQntuples(res) == 1 ? "" : "s", rows[0].job_id);
+out:
+    PQclear(res);
+    free(text);
+    json_decref(arr);
+    return rc;
+}
+
+/* --- replay bookkeeping ---------------------------------------------------------------- */
+
+void dw_errstored_cleanup(struct dw_errstored *row)
+{
+    if (row == NULL)
+        return;
+    free(row->map_name);
+    free(row->source_schema);
+    free(row->source_table);
+    free(row->key_text);
+    json_decref(row->source_key);
+    json_decref(row->new_row);
+    json_decref(row->old_row);
+    memset(row, 0, sizeof *row);
+}
+
+static enum dw_change_op parse_op(const char *s)
+{
+    if (strcmp(s, "insert") == 0)
+        return DW_CHANGE_INSERT;
+    if (strcmp(s, "update") == 0)
+        return DW_CHANGE_UPDATE;
+    if (strcmp(s, "delete") == 0)
+        return DW_CHANGE_DELETE;
+    return DW_CHANGE_TRUNCATE;
+}
+
+/* A JSON member that is present and not null, as a new reference. */
+static json_t *member_or_null(const json_t *obj, const char *name)
+{
+    json_t *v = json_object_get(obj, name);
+    return v && !json_is_null(v) ? json_incref(v) : NULL;
+}
+
+static dw_rc stored_from_result(const PGresult *res, int i, struct dw_errstored *row)
+{
+    json_error_t jerr;
+    memset(row, 0, sizeof *row);
+    row->id = col_i64(res, i, 0);
+    row->job_id = col_i64(res, i, 1);
+    row->map_id = col_i64(res, i, 2);
+    row->map_name = col_strdup(res, i, 3);
+    row->source_schema = col_strdup(res, i, 4);
+    row->source_table = col_strdup(res, i, 5);
+    row->op = parse_op(PQgetvalue(res, i, 6));
+    row->key_text = col_strdup(res, i, 7);
+    row->source_key = json_loads(PQgetvalue(res, i, 8), JSON_DECODE_ANY, &jerr);
+    json_t *src = json_loads(PQgetvalue(res, i, 9), JSON_DECODE_ANY, &jerr);
+    if (row->source_key == NULL || src == NULL) {
+        json_decref(src);
+        DW_ERROR("error row %" PRId64 " holds unreadable JSON: %s", row->id, jerr.text);
+        dw_errstored_cleanup(row);
+        return DW_ERR_PROTOCOL;
+    }
+    row->new_row = member_or_null(src, "new");
+    row->old_row = member_or_null(src, "old");
+    json_decref(src);
+    if (dw_lsn_parse(PQgetvalue(res, i, 10), &row->commit_lsn) != DW_OK)
+        row->commit_lsn = DW_LSN_INVALID;
+    row->xid = col_i64(res, i, 11);
+    row->position = (uint32_t)col_i64(res, i, 12);
+    row->part = (int)col_i64(res, i, 13);
+    row->attempts = (int)col_i64(res, i, 14);
+    row->group_id = col_i64(res, i, 15);
+    row->sequence = (int)col_i64(res, i, 16);
+    return DW_OK;
+}
+
+dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *busy, size_t nbusy,
+                        size_t max, struct dw_errstored **out, size_t *n)
+{
+    char job[24], limit[24];
+    PGresult *res = NULL;
+    struct dw_errstored *rows = NULL;
+    size_t count = 0;
+    dw_rc rc = DW_OK;
+    json_t *keys = json_array();
+    for (size_t i = 0; i < nbusy; i++)
+        json_array_append_new(keys,
+                              json_pack("[I,s]", (json_int_t)busy[i].map_id, busy[i].key_text));
+    char *keytext = dw_json_dumps(keys);
+    snprintf(job, sizeof job, "%" PRId64, job_id);
+    snprintf(limit, sizeof limit, "%zu", max);
+    const char *params[] = {job, keytext, limit};
+    /* Busy keys, not just busy rows: a head skipped while its write is in flight already
+     * has a successor, which must wait for that write to finish. */
+    rc = dw_pg_query(conn, "claiming errors to replay",
+                     "SELECT e.id, e.job_id, e.map_id, e.map_name, e.source_schema, "
+                     "e.source_table, e.operation, e.key_text, e.source_key::text, "
+                     "e.source_row::text, e.commit_lsn::text, e.xid, e.position, e.part, "
+                     "e.attempts, coalesce(m.group_id, 0), coalesce(m.sequence, 0) "
+                     "FROM dwasync.error e LEFT JOIN dwasync.table_map m ON m.id = e.map_id "
+                     "WHERE e.job_id = $1 AND e.status = 'replaying' "
+                     "AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements($2::jsonb) b "
+                     "WHERE (b->>0)::bigint = e.map_id AND b->>1 = e.key_text) "
+                     "ORDER BY 16, 17, e.commit_lsn, e.position, e.part LIMIT $3",
+                     3, params, &res);
+    if (rc != DW_OK)
+        goto out;
+    rows = dw_calloc((size_t)PQntuples(res) + 1, sizeof *rows);
+    for (int i = 0; i < PQntuples(res); i++) {
+        if ((rc = stored_from_result(res, i, &rows[count])) != DW_OK)
+            goto out;
+        count++;
+    }
+out:
+    PQclear(res);
+    free(keytext);
+    json_decref(keys);
+    if (rc != DW_OK) {
+        for (size_t i = 0; i < count; i++)
+            dw_errstored_cleanup(&rows[i]);
+        free(rows);
+        return rc;
+    }
+    *out = rows;
+    *n = count;
+    return DW_OK;
+}
+
+dw_rc dw_errtable_mark_resolved(PGconn *conn, int64_t id, int *remaining)
+{
+    char idtext[24];
+    snprintf(idtext, sizeof idtext, "%" PRId64, id);
+    const char *params[] = {idtext};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(conn, "marking a replayed error resolved",
+                           "SELECT dwasync.replay_succeeded($1)", 1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    if (remaining)
+        *remaining = (int)col_i64(res, 0, 0);
+    PQclear(res);
+    return DW_OK;
+}
+
+dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_result *r,
+                              const char *target_id)
+{
+    char idtext[24], http[16];
+    char *raw = r->payload ? dw_json_dumps(r->payload) : NULL;
+    char *payload = raw ? dw_redact_str(raw) : NULL;
+    char *message = dw_redact_str(r->message ? r->message : "");
+    free(raw);
+    enum dw_error_class c =
+        r->error_class == DW_ERRCLASS_NONE ? DW_ERRCLASS_UNKNOWN : r->error_class;
+    snprintf(idtext, sizeof idtext, "%" PRId64, id);
+    snprintf(http, sizeof http, "%d", r->http_status);
+    const char *params[] = {idtext,
+                            dw_error_class_name(c),
+                            r->http_status ? http : NULL,
+                            r->code,
+                            message,
+                            payload,
+                            r->missing_parent,
+                            target_id};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(conn, "recording a replay failure",
+                           "SELECT dwasync.replay_failed($1, $2, $3, $4, $5, $6::jsonb, $7, $8)", 8,
+                           params, &res);
+    PQclear(res);
+    free(payload);
+    free(message);
+    return rc;
+}
+
+dw_rc dw_errtable_purge(PGconn *conn, int64_t job_id, int days, int64_t *purged)
+{
+    char jobtext[24], daystext[16];
+    snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
+    snprintf(daystext, sizeof daystext, "%d", days);
+    const char *params[] = {daystext, job_id ? jobtext : NULL};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(conn, "purging old error rows", "SELECT dwasync.purge_errors($1, $2)", 2,
+                           params, &res);
+    if (rc != DW_OK)
+        return rc;
+    int64_t n = col_i64(res, 0, 0);
+    PQclear(res);
+    if (n > 0)
+        DW_INFO("purged %" PRId64 " resolved or skipped error rows older than %d days", n, days);
+    if (purged)
+        *purged = n;
+    return DW_OK;
+}
+
+/* --- alert rule ------------------------------------------------------------------------ */
+
+dw_rc dw_errtable_alert_check(PGconn *conn, int64_t job_id, struct dw_alert_state *out)
+{
+    char jobtext[24];
+    snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
+    const char *params[] = {jobtext};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(conn, "evaluating the alert rule",
+                           "SELECT enabled, coalesce(max_errors, 0), coalesce(minutes, 0), "
+                           "coalesce(errors_in_window, 0), tripped "
+                           "FROM dwasync.alert_state($1)",
+                           1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    struct dw_alert_state a = {
+        .enabled = PQgetvalue(res, 0, 0)[0] == 't',
+        .max_errors = (int)col_i64(res, 0, 1),
+        .minutes = (int)col_i64(res, 0, 2),
+        .errors_in_window = col_i64(res, 0, 3),
+        .tripped = PQgetvalue(res, 0, 4)[0] == 't',
+    };
+    PQclear(res);
+    *out = a;
+    return DW_OK;
+}
+
+dw_rc dw_errtable_alert_enforce(PGconn *conn, int64_t job_id, bool *paused)
+{
+    char jobtext[24];
+    snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
+    const char *params[] = {jobtext};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(conn, "enforcing the alert rule",
+                           "SELECT j.name, dwasync.enforce_alert_rule(j.id) "
+                           "FROM dwasync.job j WHERE j.id = $1",
+                           1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    bool did = PQntuples(res) == 1 && !PQgetisnull(res, 0, 1);
+    if (did)
+        DW_LOGF(DW_LOG_WARN, DW_FIELDS({"job", PQgetvalue(res, 0, 0)}), "job paused: %s",
+                PQgetvalue(res, 0, 1));
+    PQclear(res);
+    if (paused)
+        *paused = did;
+    return DW_OK;
+}
+
+/* --- listeners ------------------------------------------------------------------------- */
+
+dw_rc dw_errtable_listen(PGconn *conn, int64_t job_id)
+{
+    char jobtext[24], classtext[24];
+    snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
+    snprintf(classtext, sizeof classtext, "%d", DW_REPLAY_LISTENER_LOCK_CLASS);
+    const char *params[] = {classtext, jobtext};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_exec(conn, "listening for replay requests", "LISTEN " DW_REPLAY_CHANNEL);
+    if (rc != DW_OK)
+        return rc;
+    rc = dw_pg_query(conn, "announcing the replay listener",
+                     "SELECT pg_advisory_lock_shared($1::integer, $2::integer)", 2, params, &res);
+    PQclear(res);
+    return rc;
+}
+
+dw_rc dw_errtable_listeners(PGconn *conn, const char *job_name, int *out)
+{
+    const char *params[] = {job_name};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(conn, "looking for a running daemon",
+                           "SELECT dwasync.replay_listeners($1)", 1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    *out = (int)col_i64(res, 0, 0);
+    PQclear(res);
+    return DW_OK;
+}

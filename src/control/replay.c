@@ -1,0 +1,313 @@
+/*
+ * The replay engine (errtable.h): applies the heads of queued keys through callbacks.
+ *
+ * Per-key order needs nothing in memory: the table holds at most one head per key, the
+ * next row becomes the head only when dwasync.replay_succeeded() resolves the current one
+ * (or an operator skips it), and a key with a write in flight is excluded from the claim. Sequence
+ * order across keys: of the heads claimed and in flight, only the lowest sequence level of each
+ * table group is sent, so a parent's replay lands before its children's.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/errtable.h"
+#include "dwasync/log.h"
+#include "dwasync/pg.h"
+
+struct slot {
+    bool used;
+    bool done;
+    uintptr_t token;
+    struct dw_errstored row;
+    char *target_id;
+    /* the recorded result, owned copies */
+    enum dw_write_status status;
+    enum dw_error_class error_class;
+    int http_status;
+    char *code;
+    char *message;
+    char *missing_parent;
+    json_t *payload;
+};
+
+struct dw_replay {
+    PGconn *conn;
+    int64_t job_id;
+    const struct dw_replay_ops *ops;
+    void *user;
+    int max;
+    struct slot *slots;
+    uintptr_t next_token;
+    struct dw_replay_stats stats;
+};
+
+static void slot_release(struct slot *s)
+{
+    dw_errstored_cleanup(&s->row);
+    free(s->target_id);
+    free(s->code);
+    free(s->message);
+    free(s->missing_parent);
+    json_decref(s->payload);
+    memset(s, 0, sizeof *s);
+}
+
+dw_rc dw_replay_new(PGconn *conn, int64_t job_id, const struct dw_replay_ops *ops, void *user,
+                    int max_in_flight, struct dw_replay **out)
+{
+    if (max_in_flight < 1 || ops == NULL || ops->remap == NULL || ops->submit == NULL) {
+        DW_ERROR("replay engine needs remap and submit callbacks and max_in_flight >= 1");
+        return DW_ERR_INVALID;
+    }
+    char jobtext[24];
+    snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
+    const char *params[] = {jobtext};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(conn, "queueing error queues left without a head",
+                           "SELECT dwasync.promote_orphans($1)", 1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    if (strcmp(PQgetvalue(res, 0, 0), "0") != 0)
+        DW_WARN("queued %s error queues left without a head by an earlier crash (job id %s)",
+                PQgetvalue(res, 0, 0), jobtext);
+    PQclear(res);
+    struct dw_replay *r = dw_calloc(1, sizeof *r);
+    r->conn = conn;
+    r->job_id = job_id;
+    r->ops = ops;
+    r->user = user;
+    r->max = max_in_flight;
+    r->slots = dw_calloc((size_t)max_in_flight, sizeof *r->slots);
+    r->next_token = 1;
+    *out = r;
+    return DW_OK;
+}
+
+void dw_replay_free(struct dw_replay *r)
+{
+    if (r == NULL)
+        return;
+    for (int i = 0; i < r->max; i++)
+        slot_release(&r->slots[i]);
+    free(r->slots);
+    free(r);
+}
+
+size_t dw_replay_in_flight(const struct dw_replay *r)
+{
+    size_t n = 0;
+    for (int i = 0; i < r->max; i++)
+        n += r->slots[i].used && !r->slots[i].done;
+    return n;
+}
+
+void dw_replay_get_stats(const struct dw_replay *r, struct dw_replay_stats *out)
+{
+    *out = r->stats;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? dw_strdup(s) : NULL;
+}
+
+void dw_replay_complete(struct dw_replay *r, void *token, const struct dw_write_result *res)
+{
+    for (int i = 0; i < r->max; i++) {
+        struct slot *s = &r->slots[i];
+        if (!s->used || s->done || s->token != (uintptr_t)token)
+            continue;
+        s->done = true;
+        s->status = res->status;
+        s->error_class = res->error_class;
+        s->http_status = res->http_status;
+        s->code = dup_or_null(res->code);
+        s->message = dup_or_null(res->message);
+        s->missing_parent = dup_or_null(res->missing_parent);
+        s->payload = res->payload ? json_deep_copy(res->payload) : NULL;
+        return;
+    }
+    DW_WARN("replay completion for an unknown write ignored");
+}
+
+/* The row was applied (or has nothing to send): resolve it, report an emptied queue. */
+static dw_rc row_resolved(struct dw_replay *r, const struct dw_errstored *row)
+{
+    int remaining = 0;
+    dw_rc rc = dw_errtable_mark_resolved(r->conn, row->id, &remaining);
+    if (rc != DW_OK)
+        return rc;
+    r->stats.resolved++;
+    DW_DEBUG("replayed error %" PRId64 " (%s.%s), %d row(s) left in its key's queue", row->id,
+             row->source_schema, row->source_table, remaining);
+    if (remaining == 0) {
+        r->stats.unblocked++;
+        if (r->ops->unblocked)
+            r->ops->unblocked(r->user, row->map_id, row->key_text);
+    }
+    return DW_OK;
+}
+
+static dw_rc row_failed(struct dw_replay *r, const struct dw_errstored *row,
+                        const struct dw_write_result *res, const char *target_id)
+{
+    dw_rc rc = dw_errtable_mark_failed(r->conn, row->id, res, target_id);
+    if (rc != DW_OK)
+        return rc;
+    r->stats.failed++;
+    char http[16];
+    snprintf(http, sizeof http, "%d", res->http_status);
+    DW_LOGF(DW_LOG_WARN,
+            DW_FIELDS({"table", row->source_table}, {"key", row->key_text}, {"status", http},
+                      {"code", res->code}),
+            "replay of error %" PRId64 " failed again: %s", row->id, res->message);
+    return DW_OK;
+}
+
+static dw_rc finish_slot(struct dw_replay *r, struct slot *s)
+{
+    dw_rc rc;
+    if (s->status == DW_WRITE_APPLIED) {
+        rc = row_resolved(r, &s->row);
+    } else {
+        struct dw_write_result res = {
+            .status = s->status,
+            .error_class = s->error_class,
+            .http_status = s->http_status,
+            .code = s->code ? s->code : "",
+            .message = s->message ? s->message : "",
+            .payload = s->payload,
+            .missing_parent = s->missing_parent,
+        };
+        rc = row_failed(r, &s->row, &res, s->target_id);
+    }
+    if (rc == DW_OK)
+        slot_release(s);
+    return rc;
+}
+
+static struct slot *free_slot(struct dw_replay *r)
+{
+    for (int i = 0; i < r->max; i++)
+        if (!r->slots[i].used)
+            return &r->slots[i];
+    return NULL;
+}
+
+/* Re-maps one claimed head and sends it; takes the row. */
+static dw_rc dispatch(struct dw_replay *r, struct dw_errstored *row)
+{
+    struct dw_remap m;
+    memset(&m, 0, sizeof m);
+    dw_rc rc = r->ops->remap(r->user, row, &m);
+    if (rc != DW_OK) {
+        dw_errstored_cleanup(row);
+        return rc;
+    }
+    if (m.status == DW_REMAP_NOTHING) {
+        rc = row_resolved(r, row);
+        free(m.target_id);
+        dw_errstored_cleanup(row);
+        return rc;
+    }
+    if (m.status == DW_REMAP_FAILED) {
+        struct dw_write_result res = {
+            .status = DW_WRITE_REJECTED,
+            .error_class = m.error_class == DW_ERRCLASS_NONE ? DW_ERRCLASS_MAPPING : m.error_class,
+            .code = "",
+            .message = m.message ? m.message : "cannot be mapped",
+        };
+        rc = row_failed(r, row, &res, m.target_id);
+        free(m.message);
+        free(m.target_id);
+        dw_errstored_cleanup(row);
+        return rc;
+    }
+    struct slot *s = free_slot(r);
+    s->used = true;
+    s->token = r->next_token++;
+    s->row = *row;
+    s->target_id = m.target_id;
+    memset(row, 0, sizeof *row);
+    r->stats.dispatched++;
+    if (r->ops->submit(r->user, (void *)s->token, &m.write) != DW_OK && !s->done) {
+        struct dw_write_result res = {
+            .status = DW_WRITE_REJECTED,
+            .error_class = DW_ERRCLASS_UNKNOWN,
+            .code = "",
+            .message = "the write could not be submitted",
+        };
+        dw_replay_complete(r, (void *)s->token, &res);
+    }
+    return DW_OK;
+}
+
+/* Lowest sequence among in-flight writes and claimed heads of the same table group. */
+static int level_of_group(const struct dw_replay *r, const struct dw_errstored *claimed, size_t n,
+                          int64_t group)
+{
+    int level = -1;
+    for (int i = 0; i < r->max; i++) {
+        const struct slot *s = &r->slots[i];
+        if (s->used && s->row.group_id == group && (level < 0 || s->row.sequence < level))
+            level = s->row.sequence;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (claimed[i].id != 0 && claimed[i].group_id == group &&
+            (level < 0 || claimed[i].sequence < level))
+            level = claimed[i].sequence;
+    return level;
+}
+
+dw_rc dw_replay_pump(struct dw_replay *r, bool *idle)
+{
+    dw_rc rc = DW_OK;
+    bool nothing_queued = false;
+    for (;;) {
+        bool progress = false;
+        for (int i = 0; i < r->max; i++) {
+            if (r->slots[i].used && r->slots[i].done) {
+                if ((rc = finish_slot(r, &r->slots[i])) != DW_OK)
+                    goto out;
+                progress = true;
+            }
+        }
+        struct dw_errkey *busy = dw_calloc((size_t)r->max + 1, sizeof *busy);
+        size_t nbusy = 0;
+        for (int i = 0; i < r->max; i++)
+            if (r->slots[i].used)
+                busy[nbusy++] =
+                    (struct dw_errkey){r->slots[i].row.map_id, r->slots[i].row.key_text};
+        size_t room = (size_t)r->max - nbusy;
+        struct dw_errstored *claimed = NULL;
+        size_t n = 0;
+        if (room > 0)
+            rc = dw_errtable_claim(r->conn, r->job_id, busy, nbusy, room, &claimed, &n);
+        free(busy);
+        if (rc != DW_OK)
+            goto out;
+        nothing_queued = room > 0 && n == 0;
+        /* Decide the levels before dispatching: dispatch moves rows out of claimed. */
+        int *levels = dw_calloc(n + 1, sizeof *levels);
+        for (size_t i = 0; i < n; i++)
+            levels[i] = level_of_group(r, claimed, n, claimed[i].group_id);
+        for (size_t i = 0; i < n && rc == DW_OK; i++) {
+            if (claimed[i].sequence != levels[i])
+                continue;
+            rc = dispatch(r, &claimed[i]);
+            progress = true;
+        }
+        for (size_t i = 0; i < n; i++)
+            dw_errstored_cleanup(&claimed[i]);
+        free(claimed);
+        free(levels);
+        if (rc != DW_OK || !progress)
+            break;
+    }
+out:
+    if (rc == DW_OK && idle)
+        *idle = nothing_queued && dw_replay_in_flight(r) == 0;
+    return rc;
+}

@@ -1,0 +1,724 @@
+/* The mapping engine: one source row change through a job's table maps into Dataverse writes. */
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/json.h"
+#include "dwasync/log.h"
+#include "dwasync/mapfile.h"
+#include "dwasync/mapping.h"
+#include "dwasync/mapstore.h"
+
+struct dw_job_maps {
+    struct dw_jobdef *def;
+};
+
+dw_rc dw_job_maps_from_def(struct dw_jobdef *def, struct dw_job_maps **out)
+{
+    struct dw_job_maps *m = dw_calloc(1, sizeof *m);
+    m->def = def;
+    *out = m;
+    return DW_OK;
+}
+
+dw_rc dw_job_maps_load(PGconn *control, const char *job_name, struct dw_job_maps **out)
+{
+    struct dw_jobdef *def = NULL;
+    dw_rc rc = dw_mapstore_load(control, job_name, &def);
+    if (rc != DW_OK)
+        return rc;
+    return dw_job_maps_from_def(def, out);
+}
+
+void dw_job_maps_free(struct dw_job_maps *maps)
+{
+    if (maps == NULL)
+        return;
+    dw_jobdef_free(maps->def);
+    free(maps);
+}
+
+const struct dw_jobdef *dw_job_maps_def(const struct dw_job_maps *maps)
+{
+    return maps->def;
+}
+
+static bool map_reads(const struct dw_tablemap *m, const char *schema, const char *table)
+{
+    return strcmp(m->source_table, table) == 0 &&
+           strcmp(m->source_schema, schema ? schema : "public") == 0;
+}
+
+bool dw_job_maps_has_table(const struct dw_job_maps *maps, const char *schema, const char *table)
+{
+    const struct dw_jobdef *def = maps->def;
+    for (size_t g = 0; g < def->ngroups; g++)
+        for (size_t i = 0; i < def->groups[g].nmaps; i++)
+            if (map_reads(&def->groups[g].maps[i], schema, table))
+                return true;
+    return false;
+}
+
+void dw_mapped_vec_reset(struct dw_mapped_vec *v)
+{
+    for (size_t i = 0; i < v->len; i++) {
+        struct dw_mapped *m = &v->items[i];
+        free(m->target_id);
+        free(m->error);
+        free(m->write.entity_set);
+        free(m->write.logical_name);
+        json_decref(m->write.key);
+        json_decref(m->write.body);
+    }
+    v->len = 0;
+}
+
+void dw_mapped_vec_cleanup(struct dw_mapped_vec *v)
+{
+    dw_mapped_vec_reset(v);
+    free(v->items);
+    v->items = NULL;
+    v->cap = 0;
+}
+
+static struct dw_mapped *vec_push(struct dw_mapped_vec *v)
+{
+    if (v->len == v->cap) {
+        v->cap = v->cap ? v->cap * 2 : 4;
+        v->items = dw_realloc(v->items, v->cap * sizeof *v->items);
+    }
+    struct dw_mapped *m = &v->items[v->len++];
+    memset(m, 0, sizeof *m);
+    return m;
+}
+
+/* --- values ---------------------------------------------------------------------------- */
+
+/* A value for a message: compact JSON, cut short so one huge value cannot flood a log. */
+static char *show(const json_t *v)
+{
+    char *s = dw_json_dumps(v);
+    if (strlen(s) > 80) {
+        s[77] = '.';
+        s[78] = '.';
+        s[79] = '.';
+        s[80] = '\0';
+    }
+    return s;
+}
+
+/* The text a value-map key is compared with. */
+static char *value_text(const json_t *v)
+{
+    if (json_is_string(v))
+        return dw_strdup(json_string_value(v));
+    if (json_is_boolean(v))
+        return dw_strdup(json_is_true(v) ? "true" : "false");
+    return dw_json_dumps(v);
+}
+
+static bool parse_int(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_real(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !isfinite(v))
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool is_guid(const char *s)
+{
+    if (strlen(s) != 36)
+        return false;
+    for (int i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        char c = s[i];
+        if (dash ? c != '-'
+                 : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Converts a non-null value to what a Dataverse attribute of type t accepts. Returns a new
+ * reference, or NULL with *why set (a static phrase) when the value cannot be converted.
+ */
+static json_t *coerce(const json_t *v, enum dw_attr_type t, const char **why)
+{
+    int64_t i;
+    double d;
+    switch (t) {
+    case DW_ATTR_STRING:
+    case DW_ATTR_MEMO:
+        if (json_is_string(v))
+            return json_incref((json_t *)v);
+        if (json_is_number(v) || json_is_boolean(v)) {
+            char *s = value_text(v);
+            json_t *r = json_string(s);
+            free(s);
+            return r;
+        }
+        break;
+    case DW_ATTR_INTEGER:
+    case DW_ATTR_BIGINT:
+    case DW_ATTR_PICKLIST:
+        if (json_is_integer(v)) {
+            i = json_integer_value(v);
+        } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+                   fabs(json_real_value(v)) < 9.0e15) {
+            i = (int64_t)json_real_value(v);
+        } else if (json_is_string(v) && parse_int(json_string_value(v), &i)) {
+            ;
+        } else if (json_is_boolean(v) && t != DW_ATTR_PICKLIST) {
+            i = json_is_true(v) ? 1 : 0;
+        } else {
+            *why = t == DW_ATTR_PICKLIST ? "is not an option value (add a value map)"
+                                         : "is not an integer";
+            return NULL;
+        }
+        if (t != DW_ATTR_BIGINT && (i < INT32_MIN || i > INT32_MAX)) {
+            *why = "is outside the 32-bit integer range";
+            return NULL;
+        }
+        return json_integer(i);
+    case DW_ATTR_DECIMAL:
+    case DW_ATTR_MONEY:
+    case DW_ATTR_DOUBLE:
+        if (json_is_number(v))
+            return json_incref((json_t *)v);
+        if (json_is_string(v) && parse_real(json_string_value(v), &d)) {
+            if (parse_int(json_string_value(v), &i))
+                return json_integer(i);
+            return json_real(d);
+        }
+        *why = "is not a number";
+        return NULL;
+    case DW_ATTR_BOOLEAN:
+        if (json_is_boolean(v))
+            return json_incref((json_t *)v);
+        if (json_is_integer(v) && (json_integer_value(v) == 0 || json_integer_value(v) == 1))
+            return json_boolean(json_integer_value(v) == 1);
+        if (json_is_string(v)) {
+            const char *s = json_string_value(v);
+            if (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcmp(s, "1"))
+                return json_true();
+            if (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcmp(s, "0"))
+                return json_false();
+        }
+        *why = "is not a boolean (NoYes enums need a value map or 0/1)";
+        return NULL;
+    case DW_ATTR_DATETIME:
+        if (json_is_string(v))
+            return json_incref((json_t *)v);
+        *why = "is not a date/time string";
+        return NULL;
+    case DW_ATTR_UNIQUEIDENTIFIER:
+        if (json_is_string(v) && is_guid(json_string_value(v)))
+            return json_incref((json_t *)v);
+        *why = "is not a GUID";
+        return NULL;
+    default:
+        return json_incref((json_t *)v);
+    }
+    *why = "is not text";
+    return NULL;
+}
+
+/* --- one map --------------------------------------------------------------------------- */
+
+/* Why a row does not map, as it goes into the error table. */
+struct failure {
+    char *msg;
+};
+
+__attribute__((format(printf, 2, 3))) static void fail(struct failure *f, const char *fmt, ...)
+{
+    if (f->msg)
+        return; /* the first problem names the row's error */
+    va_list ap;
+    va_start(ap, fmt);
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    (void)dw_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    f->msg = dw_buf_steal(&b);
+    if (f->msg == NULL)
+        f->msg = dw_strdup("mapping failed");
+}
+
+enum fetch { F_VALUE, F_NULL, F_UNCHANGED, F_MISSING };
+
+static bool in_unchanged(const json_t *unchanged, const char *column)
+{
+    for (size_t i = 0; i < json_array_size(unchanged); i++) {
+        json_t *c = json_array_get(unchanged, i);
+        if (json_is_string(c) && strcasecmp(json_string_value(c), column) == 0)
+            return true;
+    }
+    return false;
+}
+
+static enum fetch fetch(const json_t *row, const json_t *unchanged, const char *column,
+                        json_t **out)
+{
+    if (in_unchanged(unchanged, column))
+        return F_UNCHANGED;
+    json_t *v = dw_row_get(row, column);
+    if (v == NULL)
+        return F_MISSING;
+    *out = v;
+    return json_is_null(v) ? F_NULL : F_VALUE;
+}
+
+enum keyuse { FOR_KEY, FOR_BIND };
+
+/*
+ * Builds the key object of parts from a row. FOR_KEY: every part must have a value.
+ * FOR_BIND: returns F_NULL when a part is null (the lookup is cleared) and F_UNCHANGED when
+ * a part was not sent (the lookup is left alone).
+ */
+static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json_t *row,
+                            const json_t *unchanged, enum keyuse use, const char *what,
+                            struct failure *f, json_t **out);
+
+static enum fetch build_ref(const struct dw_lookup *l, const json_t *row, const json_t *unchanged,
+                            enum keyuse use, const char *what, struct failure *f, json_t **out)
+{
+    json_t *key = NULL;
+    enum fetch r = build_key(l->key, l->nkey, row, unchanged, use, what, f, &key);
+    if (r != F_VALUE)
+        return r;
+    *out = json_pack("{s:s, s:o}", "$ref", l->entity_set, "key", key);
+    return F_VALUE;
+}
+
+static char *lookup_attr(const char *target)
+{
+    return dw_asprintf("_%s_value", target);
+}
+
+static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json_t *row,
+                            const json_t *unchanged, enum keyuse use, const char *what,
+                            struct failure *f, json_t **out)
+{
+    json_t *key = json_object();
+    enum fetch result = F_VALUE;
+    for (size_t i = 0; i < n && result == F_VALUE; i++) {
+        const struct dw_keypart *kp = &parts[i];
+        json_t *v = NULL, *val = NULL;
+        if (kp->kind == DW_KEYPART_LOOKUP) {
+            enum fetch r = build_ref(kp->lookup, row, unchanged, use, what, f, &val);
+            if (r != F_VALUE) {
+                result = r;
+                break;
+            }
+            char *a = lookup_attr(kp->target);
+            json_object_set_new(key, a, val);
+            free(a);
+            continue;
+        }
+        enum fetch r = fetch(row, unchanged, kp->source, &v);
+        if (r == F_MISSING || r == F_UNCHANGED) {
+            /* A key column is always sent (it is in the replica identity); a bind's part
+             * may be unchanged TOAST and then the lookup stays as it is. */
+            if (use == FOR_BIND && r == F_UNCHANGED) {
+                result = F_UNCHANGED;
+                break;
+            }
+            fail(f, "%s: column \"%s\" is not in the row", what, kp->source);
+            result = F_MISSING;
+            break;
+        }
+        if (r == F_NULL) {
+            if (use == FOR_KEY)
+                fail(f, "%s: key column \"%s\" is null", what, kp->source);
+            result = use == FOR_KEY ? F_MISSING : F_NULL;
+            break;
+        }
+        if (kp->kind == DW_KEYPART_COMPANY) {
+            val = json_pack("{s:s, s:{s:O}}", "$ref", DW_COMPANY_ENTITY_SET, "key", DW_COMPANY_KEY,
+                            v);
+            char *a = lookup_attr(kp->target);
+            json_object_set_new(key, a, val);
+            free(a);
+            continue;
+        }
+        if (kp->has_type) {
+            const char *why = NULL;
+            val = coerce(v, kp->type, &why);
+            if (val == NULL) {
+                char *s = show(v);
+                fail(f, "%s: column \"%s\" value %s %s for key attribute \"%s\"", what, kp->source,
+                     s, why, kp->target);
+                free(s);
+                result = F_MISSING;
+                break;
+            }
+        } else {
+            val = json_incref(v);
+        }
+        json_object_set_new(key, kp->target, val);
+    }
+    if (result != F_VALUE) {
+        json_decref(key);
+        return result;
+    }
+    *out = key;
+    return F_VALUE;
+}
+
+static bool direction_to_dv(enum dw_direction d)
+{
+    return d != DW_DIR_TO_FO && d != DW_DIR_TO_FO_TRANSFORM;
+}
+
+/* Applies the column's value map; *out is a new reference (json null allowed). */
+static bool apply_value_map(const struct dw_colmap *c, const json_t *v, struct failure *f,
+                            json_t **out)
+{
+    char *text = value_text(v);
+    json_t *m = json_object_get(c->value_map, text);
+    if (m == NULL) {
+        /* Enum names differ in case between mirrors (Yes, yes, YES). */
+        const char *k;
+        json_t *x;
+        json_object_foreach(c->value_map, k, x)
+        {
+            if (strcasecmp(k, text) == 0) {
+                m = x;
+                break;
+            }
+        }
+    }
+    free(text);
+    if (m) {
+        *out = json_incref(m);
+        return true;
+    }
+    switch (c->unmapped) {
+    case DW_UNMAPPED_NULL:
+        *out = json_null();
+        return true;
+    case DW_UNMAPPED_PASSTHROUGH:
+        *out = json_incref((json_t *)v);
+        return true;
+    case DW_UNMAPPED_DEFAULT:
+        *out = json_incref(c->deflt);
+        return true;
+    default: {
+        char *s = show(v);
+        fail(f, "column \"%s\" value %s is not in the value map of \"%s\"", c->source, s,
+             c->target);
+        free(s);
+        return false;
+    }
+    }
+}
+
+/* Adds one column mapping to body; false (with f set) when the row cannot be mapped. */
+static bool map_column(const struct dw_colmap *c, const json_t *row, const json_t *unchanged,
+                       json_t *body, struct failure *f)
+{
+    if (c->lookup) {
+        json_t *ref = NULL;
+        char *what = dw_asprintf("lookup \"%s\"", c->target);
+        enum fetch r = build_ref(c->lookup, row, unchanged, FOR_BIND, what, f, &ref);
+        free(what);
+        if (r == F_MISSING)
+            return false;
+        if (r == F_UNCHANGED)
+            return true;
+        char *attr = dw_asprintf("%s@odata.bind", c->navigation ? c->navigation : c->target);
+        json_object_set_new(body, attr, r == F_VALUE ? ref : json_null());
+        free(attr);
+        return true;
+    }
+    json_t *v = NULL, *out = NULL;
+    if (c->constant) {
+        v = c->constant;
+    } else {
+        enum fetch r = fetch(row, unchanged, c->source, &v);
+        if (r == F_UNCHANGED)
+            return true; /* unchanged TOAST: Dataverse keeps its value */
+        if (r == F_MISSING) {
+            fail(f, "column \"%s\" (for \"%s\") is not in the row", c->source, c->target);
+            return false;
+        }
+        if (r == F_NULL) {
+            switch (c->null_rule) {
+            case DW_NULL_OMIT:
+                return true;
+            case DW_NULL_ERROR:
+                fail(f, "column \"%s\" is null and \"%s\" does not accept null", c->source,
+                     c->target);
+                return false;
+            case DW_NULL_DEFAULT:
+                v = c->deflt;
+                break;
+            default:
+                json_object_set_new(body, c->target, json_null());
+                return true;
+            }
+        } else if (c->value_map) {
+            if (!apply_value_map(c, v, f, &out))
+                return false;
+            v = out;
+        }
+    }
+    if (json_is_null(v) || !c->has_type) {
+        json_object_set(body, c->target, v);
+        json_decref(out);
+        return true;
+    }
+    const char *why = NULL;
+    json_t *coerced = coerce(v, c->type, &why);
+    if (coerced == NULL) {
+        char *s = show(v);
+        fail(f, "column \"%s\" value %s %s for \"%s\" (%s)", c->source ? c->source : "(constant)",
+             s, why, c->target, dw_mapfile_type_name(c->type));
+        free(s);
+        json_decref(out);
+        return false;
+    }
+    json_object_set_new(body, c->target, coerced);
+    json_decref(out);
+    return true;
+}
+
+static char *target_id_of(const char *entity_set, const json_t *key)
+{
+    char *k = dw_json_canonical(key);
+    char *id = dw_asprintf("%s(%s)", entity_set, k);
+    free(k);
+    return id;
+}
+
+static struct dw_mapped *start_result(struct dw_mapped_vec *out, const struct dw_tablemap *m)
+{
+    struct dw_mapped *r = vec_push(out);
+    r->map_id = m->id;
+    r->map_name = m->name;
+    r->group_name = m->group_name;
+    r->sequence = m->sequence;
+    return r;
+}
+
+static void finish_failed(struct dw_mapped *r, const struct dw_tablemap *m, struct failure *f,
+                          json_t *key)
+{
+    r->ok = false;
+    r->error_class = DW_ERRCLASS_MAPPING;
+    r->error = dw_asprintf("map \"%s\": %s", m->name, f->msg ? f->msg : "cannot be mapped");
+    free(f->msg);
+    f->msg = NULL;
+    /* Never NULL: a row whose key is unknown still needs an identity to park behind. */
+    r->target_id = key ? target_id_of(m->entity_set, key) : dw_asprintf("%s(?)", m->entity_set);
+    json_decref(key);
+}
+
+static void emit_delete(struct dw_mapped_vec *out, const struct dw_tablemap *m, json_t *key)
+{
+    struct dw_mapped *r = start_result(out, m);
+    r->ok = true;
+    r->target_id = target_id_of(m->entity_set, key);
+    r->write.op = DW_WRITE_DELETE;
+    r->write.entity_set = dw_strdup(m->entity_set);
+    r->write.logical_name = dw_strdup(m->logical_name);
+    r->write.key = key;
+}
+
+static void emit_upsert(struct dw_mapped_vec *out, const struct dw_tablemap *m, json_t *key,
+                        const json_t *row, const json_t *unchanged)
+{
+    struct dw_mapped *r = start_result(out, m);
+    struct failure f = {NULL};
+    json_t *body = json_object();
+    for (size_t i = 0; i < m->ncols; i++) {
+        if (!direction_to_dv(m->cols[i].direction))
+            continue;
+        if (!map_column(&m->cols[i], row, unchanged, body, &f))
+            break;
+    }
+    if (f.msg) {
+        json_decref(body);
+        finish_failed(r, m, &f, key);
+        return;
+    }
+    r->ok = true;
+    r->target_id = target_id_of(m->entity_set, key);
+    r->write.op = DW_WRITE_UPSERT;
+    r->write.entity_set = dw_strdup(m->entity_set);
+    r->write.logical_name = dw_strdup(m->logical_name);
+    r->write.key = key;
+    r->write.body = body;
+}
+
+/* A key from an image: the old one when it carries the key columns, else the new one. */
+static json_t *key_from(const struct dw_tablemap *m, const json_t *img, const json_t *unchanged,
+                        struct failure *f)
+{
+    json_t *key = NULL;
+    char *what = dw_asprintf("key of \"%s\"", m->entity_set);
+    enum fetch r = build_key(m->key, m->nkey, img, unchanged, FOR_KEY, what, f, &key);
+    free(what);
+    return r == F_VALUE ? key : NULL;
+}
+
+/* The image a filter sees for an UPDATE: new values, old ones for unchanged columns. */
+static json_t *filter_image(const json_t *new_row, const json_t *old_row, const json_t *unchanged)
+{
+    json_t *img = json_copy((json_t *)new_row);
+    for (size_t i = 0; i < json_array_size(unchanged); i++) {
+        const char *c = json_string_value(json_array_get(unchanged, i));
+        json_t *ov = c ? dw_row_get(old_row, c) : NULL;
+        if (c && ov)
+            json_object_set(img, c, ov);
+        else if (c)
+            json_object_del(img, c);
+    }
+    return img;
+}
+
+static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
+                    const struct dw_source_row *row, struct dw_mapped_vec *out)
+{
+    struct failure f = {NULL};
+    json_t *key = NULL, *old_key = NULL;
+    if (row->op == DW_CHANGE_INSERT) {
+        if (dw_tablemap_match(def, m, row->new_row) != DW_TRUE)
+            return;
+        if ((key = key_from(m, row->new_row, NULL, &f)) == NULL)
+            goto failed;
+        emit_upsert(out, m, key, row->new_row, row->unchanged);
+        return;
+    }
+    if (row->op == DW_CHANGE_DELETE) {
+        const json_t *img = row->old_row ? row->old_row : row->new_row;
+        /* Unknown (a key-only old image) deletes: a delete of an absent row is a no-op. */
+        if (dw_tablemap_match(def, m, img) == DW_FALSE)
+            return;
+        if ((key = key_from(m, img, NULL, &f)) == NULL)
+            goto failed;
+        emit_delete(out, m, key);
+        return;
+    }
+    /* UPDATE */
+    json_t *img = filter_image(row->new_row, row->old_row, row->unchanged);
+    enum dw_tristate now = dw_tablemap_match(def, m, img);
+    json_decref(img);
+    /* Without an old image the replica identity did not change, and a filter reads only
+     * identity columns unless the identity is FULL (validate), where the old image is always
+     * sent: so the row matched before exactly as it does now. */
+    enum dw_tristate before = row->old_row ? dw_tablemap_match(def, m, row->old_row) : now;
+    if (row->old_row) {
+        /* An old image without every key column (identity differs from the map's key)
+         * cannot name the old row; the new key is then the row's key. */
+        struct failure ignore = {NULL};
+        old_key = key_from(m, row->old_row, NULL, &ignore);
+        free(ignore.msg);
+    }
+    if (now == DW_TRUE) {
+        if ((key = key_from(m, row->new_row, row->unchanged, &f)) == NULL)
+            goto failed;
+        if (old_key && before != DW_FALSE) {
+            char *a = dw_json_canonical(old_key), *b = dw_json_canonical(key);
+            bool moved = strcmp(a, b) != 0;
+            free(a);
+            free(b);
+            if (moved) {
+                emit_delete(out, m, old_key);
+                old_key = NULL;
+            }
+        }
+        json_decref(old_key);
+        emit_upsert(out, m, key, row->new_row, row->unchanged);
+        return;
+    }
+    if (before == DW_FALSE) {
+        json_decref(old_key);
+        return; /* was not in this map and still is not */
+    }
+    /* The row left the map's filter (or may have): remove it from this map's table. */
+    if (old_key) {
+        emit_delete(out, m, old_key);
+        return;
+    }
+    if ((key = key_from(m, row->new_row, row->unchanged, &f)) == NULL)
+        goto failed;
+    emit_delete(out, m, key);
+    return;
+failed:
+    json_decref(old_key);
+    finish_failed(start_result(out, m), m, &f, NULL);
+}
+
+static bool row_ok(const struct dw_source_row *row)
+{
+    if (row->table == NULL)
+        return false;
+    switch (row->op) {
+    case DW_CHANGE_INSERT:
+        return json_is_object(row->new_row);
+    case DW_CHANGE_UPDATE:
+        return json_is_object(row->new_row) && (!row->old_row || json_is_object(row->old_row));
+    case DW_CHANGE_DELETE:
+        return json_is_object(row->old_row) || json_is_object(row->new_row);
+    default:
+        return false;
+    }
+}
+
+dw_rc dw_mapping_map_row(const struct dw_job_maps *maps, const struct dw_source_row *row,
+                         struct dw_mapped_vec *out)
+{
+    if (!row_ok(row)) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", row->table}), "malformed row change");
+        return DW_ERR_INVALID;
+    }
+    const struct dw_jobdef *def = maps->def;
+    for (size_t g = 0; g < def->ngroups; g++)
+        for (size_t i = 0; i < def->groups[g].nmaps; i++)
+            if (map_reads(&def->groups[g].maps[i], row->schema, row->table))
+                map_one(def, &def->groups[g].maps[i], row, out);
+    return DW_OK;
+}
+
+dw_rc dw_mapping_map_row_with(const struct dw_job_maps *maps, int64_t map_id,
+                              const struct dw_source_row *row, struct dw_mapped_vec *out)
+{
+    if (!row_ok(row)) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", row->table}), "malformed row change");
+        return DW_ERR_INVALID;
+    }
+    const struct dw_jobdef *def = maps->def;
+    for (size_t g = 0; g < def->ngroups; g++) {
+        for (size_t i = 0; i < def->groups[g].nmaps; i++) {
+            if (def->groups[g].maps[i].id == map_id) {
+                map_one(def, &def->groups[g].maps[i], row, out);
+                return DW_OK;
+            }
+        }
+    }
+    DW_ERROR("table map %" PRId64 " is not in the loaded maps", map_id);
+    return DW_ERR_NOT_FOUND;
+}

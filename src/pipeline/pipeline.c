@@ -1,0 +1,693 @@
+#include "dwasync/pipeline.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/clock.h"
+#include "dwasync/errtable.h"
+#include "dwasync/json.h"
+#include "dwasync/log.h"
+#include "dwasync/pg.h"
+#include "dwasync/values.h"
+#include "dwasync/window.h"
+
+/* Fixed overhead counted per item on top of its values, for the window's byte bound. */
+#define ITEM_OVERHEAD_BYTES 512
+/* First delay before a missing-parent retry; doubles per attempt. */
+#define MISSING_PARENT_DELAY_MS 200
+/* Delay before writing a finished window again after the control database failed. */
+#define PERSIST_RETRY_MS 1000
+
+enum apply_state {
+    APPLY_IDLE,       /* no window applying */
+    APPLY_RUNNING,    /* chains in flight */
+    APPLY_PERSISTING, /* all chains resolved; error rows and checkpoint to write */
+};
+
+/* A chain's ticket and outcome while its window applies. */
+struct chain_state {
+    struct dw_write_ticket ticket;
+    struct dw_pipeline *pipeline;
+    size_t chain;
+    bool resolved;
+    int64_t retry_at_ms;        /* > 0: resubmit at this time (missing parent) */
+    struct dw_write retry_copy; /* what to send again; empty unless the write has lookups */
+    /* failure details, for the error row */
+    int http_status;
+    enum dw_error_class error_class;
+    char *code;
+    char *message;
+    json_t *payload;
+};
+
+struct group_cursor {
+    size_t level;      /* index of the level in flight */
+    size_t unresolved; /* chains of that level not yet applied or failed */
+    bool submitted;
+};
+
+struct dw_pipeline {
+    struct dw_pipeline_options opts;
+    struct dw_sink *sink;
+    PGconn *control;
+    const struct dw_job_maps *maps;
+
+    struct dw_window windows[2];
+    struct dw_window *filling;
+    struct dw_window *applying;
+    enum apply_state state;
+    struct dw_plan plan;
+    struct chain_state *chains;
+    struct group_cursor *groups;
+    int64_t persist_retry_at_ms;
+
+    struct dw_blocked_keys *blocked;
+    struct dw_mapped_vec mapped; /* reused per change */
+
+    bool in_txn;
+    bool skipping_txn;
+    uint32_t txn_xid;
+    dw_lsn txn_commit_lsn;
+    int64_t txn_time_us;
+    dw_lsn taken_end_lsn; /* end LSN of the last transaction taken into a window */
+
+    struct dw_pipeline_stats stats;
+};
+
+void dw_write_ticket_dispatch(void *user, void *write_user, const struct dw_write_result *r)
+{
+    (void)user;
+    struct dw_write_ticket *t = write_user;
+    t->done(t, r);
+}
+
+static void write_cleanup(struct dw_write *w)
+{
+    free(w->entity_set);
+    free(w->logical_name);
+    json_decref(w->key);
+    json_decref(w->body);
+    memset(w, 0, sizeof *w);
+}
+
+/* Whether a write refers to other rows (lookups), and so may meet a missing parent. */
+static bool write_has_references(const struct dw_write *w)
+{
+    const char *name;
+    json_t *value;
+    json_object_foreach(w->key, name, value)
+    {
+        if (json_is_object(value))
+            return true;
+    }
+    if (w->body == NULL)
+        return false;
+    json_object_foreach(w->body, name, value)
+    {
+        size_t len = strlen(name);
+        if (len > 11 && strcmp(name + len - 11, "@odata.bind") == 0 && json_is_object(value))
+            return true;
+    }
+    return false;
+}
+
+static void write_copy(struct dw_write *dst, const struct dw_write *src)
+{
+    dst->op = src->op;
+    dst->entity_set = dw_strdup(src->entity_set);
+    dst->logical_name = dw_strdup(src->logical_name ? src->logical_name : "");
+    dst->key = json_deep_copy(src->key);
+    dst->body = src->body ? json_deep_copy(src->body) : NULL;
+}
+
+dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts, struct dw_sink *sink, PGconn *control,
+                      const struct dw_job_maps *maps, struct dw_pipeline **out)
+{
+    struct dw_pipeline *p = dw_calloc(1, sizeof *p);
+    p->opts = *opts;
+    p->sink = sink;
+    p->control = control;
+    p->maps = maps;
+    dw_window_init(&p->windows[0]);
+    dw_window_init(&p->windows[1]);
+    p->filling = &p->windows[0];
+    p->applying = &p->windows[1];
+    p->blocked = dw_blocked_keys_new();
+    dw_rc rc = dw_errtable_load_blocked(control, opts->job_id, p->blocked);
+    if (rc != DW_OK) {
+        dw_pipeline_free(p);
+        return rc;
+    }
+    if (dw_blocked_keys_count(p->blocked))
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", opts->job_name}),
+                "%zu source keys are blocked behind open errors; their changes will wait",
+                dw_blocked_keys_count(p->blocked));
+    *out = p;
+    return DW_OK;
+}
+
+static void release_apply_state(struct dw_pipeline *p)
+{
+    for (size_t i = 0; i < p->plan.nchains && p->chains; i++) {
+        struct chain_state *cs = &p->chains[i];
+        write_cleanup(&cs->retry_copy);
+        free(cs->code);
+        free(cs->message);
+        json_decref(cs->payload);
+    }
+    free(p->chains);
+    free(p->groups);
+    p->chains = NULL;
+    p->groups = NULL;
+    dw_plan_cleanup(&p->plan);
+}
+
+void dw_pipeline_free(struct dw_pipeline *p)
+{
+    if (p == NULL)
+        return;
+    release_apply_state(p);
+    dw_window_cleanup(&p->windows[0]);
+    dw_window_cleanup(&p->windows[1]);
+    dw_blocked_keys_free(p->blocked);
+    dw_mapped_vec_cleanup(&p->mapped);
+    free(p);
+}
+
+void dw_pipeline_set_maps(struct dw_pipeline *p, const struct dw_job_maps *maps)
+{
+    p->maps = maps;
+}
+
+dw_rc dw_pipeline_begin(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn,
+                        int64_t commit_time_us)
+{
+    if (p->in_txn) {
+        DW_ERROR("transaction %u began before transaction %u committed", xid, p->txn_xid);
+        return DW_ERR_PROTOCOL;
+    }
+    p->in_txn = true;
+    p->txn_xid = xid;
+    p->txn_commit_lsn = commit_lsn;
+    p->txn_time_us = commit_time_us;
+    /* A transaction taken before (the server resends after a reconnect) is not taken twice. */
+    p->skipping_txn = commit_lsn < p->taken_end_lsn;
+    if (p->skipping_txn)
+        DW_DEBUG("skipping transaction %u at %X/%X: already received", xid,
+                 DW_LSN_ARGS(commit_lsn));
+    return DW_OK;
+}
+
+static size_t change_bytes(const struct dw_change *c)
+{
+    size_t n = ITEM_OVERHEAD_BYTES;
+    for (int i = 0; i < c->new_tuple.ncols; i++)
+        n += c->new_tuple.cols[i].len;
+    for (int i = 0; i < c->old_tuple.ncols; i++)
+        n += c->old_tuple.cols[i].len;
+    return n;
+}
+
+static struct dw_item *push_item(struct dw_pipeline *p, const struct dw_change *c,
+                                 const struct dw_relation *rel)
+{
+    struct dw_window *w = p->filling;
+    struct dw_item *it = dw_window_push(w);
+    it->commit_lsn = p->txn_commit_lsn;
+    it->xid = p->txn_xid;
+    it->commit_time_us = p->txn_time_us;
+    it->position = c->index;
+    it->op = c->op;
+    it->source_schema = dw_strdup(rel->schema);
+    it->source_table = dw_strdup(rel->name);
+    it->bytes = change_bytes(c);
+    w->bytes += it->bytes;
+    if (w->opened_ms == 0)
+        w->opened_ms = dw_clock_ms();
+    return it;
+}
+
+/* The row as Postgres sent it (text values), for error rows of rows that could not be typed. */
+static json_t *raw_tuple_json(const struct dw_relation *rel, const struct dw_tuple *t)
+{
+    json_t *o = json_object();
+    for (int i = 0; i < t->ncols && i < rel->ncols; i++) {
+        const struct dw_datum *d = &t->cols[i];
+        if (d->kind == DW_DATUM_TEXT)
+            json_object_set_new(o, rel->cols[i].name, json_stringn_nocheck(d->data, d->len));
+        else if (d->kind == DW_DATUM_NULL)
+            json_object_set_new(o, rel->cols[i].name, json_null());
+    }
+    return o;
+}
+
+/* A change that never reached a map (TRUNCATE, unconvertible values): it blocks no key. */
+static void push_unmapped_error(struct dw_pipeline *p, const struct dw_change *c,
+                                const struct dw_relation *rel, json_t *new_row, json_t *old_row,
+                                char *message)
+{
+    struct dw_item *it = push_item(p, c, rel);
+    it->mapped.ok = false;
+    it->mapped.error_class = DW_ERRCLASS_MAPPING;
+    it->mapped.error = message;
+    it->new_row = new_row;
+    it->old_row = old_row;
+    it->source_key = json_object();
+}
+
+static dw_rc take_truncate(struct dw_pipeline *p, const struct dw_change *c)
+{
+    for (int i = 0; i < c->ntruncated; i++) {
+        const struct dw_relation *rel = c->truncated[i];
+        if (!dw_job_maps_has_table(p->maps, rel->schema, rel->name))
+            continue;
+        char *msg = dw_asprintf(
+            "TRUNCATE of \"%s.%s\" is not replicated: Dataverse rows of this table were not "
+            "deleted. Delete them in Dataverse, or skip this error if they should stay.",
+            rel->schema, rel->name);
+        push_unmapped_error(p, c, rel, NULL, NULL, msg);
+    }
+    return DW_OK;
+}
+
+dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
+{
+    if (!p->in_txn) {
+        DW_ERROR("a change arrived outside a transaction");
+        return DW_ERR_PROTOCOL;
+    }
+    if (p->skipping_txn)
+        return DW_OK;
+    p->stats.changes_received++;
+    if (c->op == DW_CHANGE_TRUNCATE)
+        return take_truncate(p, c);
+    const struct dw_relation *rel = c->rel;
+    if (!dw_job_maps_has_table(p->maps, rel->schema, rel->name)) {
+        p->stats.changes_ignored++;
+        return DW_OK;
+    }
+
+    struct dw_row_json row = {0};
+    char *error = NULL;
+    dw_rc rc = dw_change_row_json(c, p->opts.values, &row, &error);
+    if (rc != DW_OK) {
+        char lsn[DW_LSN_STRLEN];
+        DW_LOGF(DW_LOG_WARN,
+                DW_FIELDS({"job", p->opts.job_name}, {"table", rel->name},
+                          {"lsn", dw_lsn_format(c->lsn, lsn)}),
+                "change cannot be converted: %s", error ? error : dw_rc_str(rc));
+        push_unmapped_error(p, c, rel,
+                            c->new_tuple.ncols ? raw_tuple_json(rel, &c->new_tuple) : NULL,
+                            c->old_tuple.ncols ? raw_tuple_json(rel, &c->old_tuple) : NULL,
+                            error ? error : dw_strdup(dw_rc_str(rc)));
+        return DW_OK;
+    }
+
+    struct dw_source_row src = {
+        .schema = rel->schema,
+        .table = rel->name,
+        .op = c->op,
+        .new_row = row.new_row,
+        .old_row = row.old_row,
+        .unchanged = row.unchanged,
+    };
+    dw_mapped_vec_reset(&p->mapped);
+    rc = dw_mapping_map_row(p->maps, &src, &p->mapped);
+    if (rc != DW_OK) {
+        dw_row_json_cleanup(&row);
+        return rc;
+    }
+    if (p->mapped.len == 0)
+        p->stats.changes_ignored++;
+
+    char *key_text = dw_json_canonical(row.key ? row.key : json_object());
+    int64_t previous_map = 0;
+    for (size_t i = 0; i < p->mapped.len; i++) {
+        struct dw_item *it = push_item(p, c, rel);
+        it->mapped = p->mapped.items[i];
+        memset(&p->mapped.items[i], 0, sizeof p->mapped.items[i]);
+        /* A key-changing update yields two writes through one map: parts 0 and 1. */
+        it->part = i > 0 && previous_map == it->mapped.map_id;
+        previous_map = it->mapped.map_id;
+        it->source_key = row.key ? json_incref(row.key) : json_object();
+        it->key_text = dw_strdup(key_text);
+        it->new_row = json_incref(row.new_row);
+        it->old_row = json_incref(row.old_row);
+    }
+    free(key_text);
+    dw_row_json_cleanup(&row);
+    return DW_OK;
+}
+
+dw_rc dw_pipeline_commit(struct dw_pipeline *p, dw_lsn commit_lsn, dw_lsn end_lsn,
+                         int64_t commit_time_us)
+{
+    if (!p->in_txn) {
+        DW_ERROR("commit at %X/%X without a transaction", DW_LSN_ARGS(commit_lsn));
+        return DW_ERR_PROTOCOL;
+    }
+    p->in_txn = false;
+    if (p->skipping_txn)
+        return DW_OK;
+    struct dw_window *w = p->filling;
+    w->commit_end_lsn = end_lsn;
+    w->commit_time_us = commit_time_us;
+    w->commits++;
+    if (w->opened_ms == 0)
+        w->opened_ms = dw_clock_ms();
+    p->taken_end_lsn = end_lsn;
+    return DW_OK;
+}
+
+void dw_pipeline_reset(struct dw_pipeline *p)
+{
+    size_t dropped = p->filling->len;
+    dw_window_reset(p->filling);
+    p->in_txn = false;
+    p->skipping_txn = false;
+    /* What the applying window holds will be resent too; it must not be taken twice. */
+    p->taken_end_lsn = p->state != APPLY_IDLE && p->applying->commit_end_lsn
+                           ? p->applying->commit_end_lsn
+                           : p->stats.confirmed_lsn;
+    if (dropped)
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", p->opts.job_name}),
+                "stream reconnected: %zu received changes will be received again", dropped);
+}
+
+bool dw_pipeline_accepting(const struct dw_pipeline *p)
+{
+    const struct dw_window *w = p->filling;
+    return (int64_t)w->len < p->opts.window_rows && (int64_t)w->bytes < p->opts.window_bytes;
+}
+
+static bool filling_due(const struct dw_pipeline *p, bool flush, int64_t now)
+{
+    const struct dw_window *w = p->filling;
+    if (dw_window_empty(w))
+        return false;
+    return flush || !dw_pipeline_accepting(p) || now - w->opened_ms >= p->opts.window_ms;
+}
+
+static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *r);
+
+/* Hands one level of a group to the sink. */
+static void submit_level(struct dw_pipeline *p, size_t g)
+{
+    const struct dw_level *lv = &p->plan.groups[g].levels[p->groups[g].level];
+    struct dw_write *writes = dw_calloc(lv->nchains, sizeof *writes);
+    void **users = dw_calloc(lv->nchains, sizeof *users);
+    for (size_t k = 0; k < lv->nchains; k++) {
+        struct chain_state *cs = &p->chains[lv->chains[k]];
+        struct dw_chain *c = &p->plan.chains[lv->chains[k]];
+        c->attempts++;
+        if (write_has_references(&c->write) && p->opts.missing_parent_retries > 0)
+            write_copy(&cs->retry_copy, &c->write);
+        writes[k] = c->write;
+        memset(&c->write, 0, sizeof c->write);
+        users[k] = &cs->ticket;
+    }
+    dw_rc rc = dw_sink_submit(p->sink, writes, users, lv->nchains);
+    if (rc != DW_OK) {
+        /* A malformed write is a bug in a map or the mapping; fail just that level's rows. */
+        for (size_t k = 0; k < lv->nchains; k++) {
+            struct dw_write_result res = {.status = DW_WRITE_REJECTED,
+                                          .error_class = DW_ERRCLASS_UNKNOWN,
+                                          .code = "",
+                                          .message = "the write was refused as malformed"};
+            write_cleanup(&writes[k]);
+            chain_done(users[k], &res);
+        }
+    }
+    p->stats.writes_sent += lv->nchains;
+    p->groups[g].unresolved = lv->nchains;
+    p->groups[g].submitted = true;
+    free(writes);
+    free(users);
+}
+
+static void resubmit(struct dw_pipeline *p, struct chain_state *cs)
+{
+    struct dw_chain *c = &p->plan.chains[cs->chain];
+    struct dw_write w = cs->retry_copy;
+    memset(&cs->retry_copy, 0, sizeof cs->retry_copy);
+    c->attempts++;
+    if (c->attempts <= p->opts.missing_parent_retries)
+        write_copy(&cs->retry_copy, &w);
+    void *user = &cs->ticket;
+    cs->retry_at_ms = 0;
+    if (dw_sink_submit(p->sink, &w, &user, 1) != DW_OK) {
+        write_cleanup(&w);
+        struct dw_write_result res = {.status = DW_WRITE_REJECTED,
+                                      .error_class = DW_ERRCLASS_UNKNOWN,
+                                      .code = "",
+                                      .message = "the write was refused as malformed"};
+        chain_done(&cs->ticket, &res);
+    }
+}
+
+static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *r)
+{
+    struct chain_state *cs = (struct chain_state *)t;
+    struct dw_pipeline *p = cs->pipeline;
+    struct dw_chain *c = &p->plan.chains[cs->chain];
+    if (r->status == DW_WRITE_APPLIED) {
+        dw_plan_apply_chain(&p->plan, p->applying, cs->chain);
+        p->stats.rows_applied += c->nitems;
+    } else if (r->error_class == DW_ERRCLASS_MISSING_PARENT &&
+               c->attempts <= p->opts.missing_parent_retries && cs->retry_copy.entity_set) {
+        /* The parent may be in flight in another group or window: try again shortly. */
+        cs->retry_at_ms = dw_clock_ms() + ((int64_t)MISSING_PARENT_DELAY_MS << (c->attempts - 1));
+        return;
+    } else {
+        cs->http_status = r->http_status;
+        cs->error_class = r->error_class;
+        cs->code = dw_strdup(r->code ? r->code : "");
+        if (r->missing_parent)
+            cs->message = dw_asprintf("%s (missing parent: %s)", r->message ? r->message : "",
+                                      r->missing_parent);
+        else
+            cs->message = dw_strdup(r->message ? r->message : "");
+        cs->payload = r->payload ? json_deep_copy(r->payload) : NULL;
+        dw_plan_fail_chain(&p->plan, p->applying, cs->chain, p->blocked);
+        char status[16];
+        snprintf(status, sizeof status, "%d", r->http_status);
+        const struct dw_item *head = &p->applying->items[c->items[0]];
+        DW_LOGF(DW_LOG_WARN,
+                DW_FIELDS({"job", p->opts.job_name}, {"target", head->mapped.target_id},
+                          {"status", status}, {"code", cs->code},
+                          {"class", dw_error_class_name(r->error_class)}),
+                "write failed, %zu change(s) parked: %s", c->nitems, cs->message);
+    }
+    cs->resolved = true;
+    p->groups[c->group].unresolved--;
+}
+
+static void start_apply(struct dw_pipeline *p)
+{
+    struct dw_window *w = p->filling;
+    p->filling = p->applying;
+    p->applying = w;
+    dw_plan_build(w, p->blocked, &p->plan);
+    p->chains = dw_calloc(p->plan.nchains ? p->plan.nchains : 1, sizeof *p->chains);
+    p->groups = dw_calloc(p->plan.ngroups ? p->plan.ngroups : 1, sizeof *p->groups);
+    for (size_t i = 0; i < p->plan.nchains; i++) {
+        p->chains[i].ticket.done = chain_done;
+        p->chains[i].pipeline = p;
+        p->chains[i].chain = i;
+    }
+    p->state = APPLY_RUNNING;
+    for (size_t g = 0; g < p->plan.ngroups; g++)
+        submit_level(p, g);
+}
+
+/* Moves groups whose level is resolved to their next level; true when all are finished. */
+static bool advance_groups(struct dw_pipeline *p, int64_t now)
+{
+    bool finished = true;
+    for (size_t i = 0; i < p->plan.nchains; i++) {
+        struct chain_state *cs = &p->chains[i];
+        if (!cs->resolved && cs->retry_at_ms && cs->retry_at_ms <= now)
+            resubmit(p, cs);
+    }
+    for (size_t g = 0; g < p->plan.ngroups; g++) {
+        struct group_cursor *gc = &p->groups[g];
+        while (gc->unresolved == 0 && gc->level + 1 < p->plan.groups[g].nlevels) {
+            gc->level++;
+            submit_level(p, g);
+        }
+        if (gc->unresolved > 0)
+            finished = false;
+    }
+    return finished;
+}
+
+/* Writes the window's error rows, then its checkpoint and statistics. */
+static dw_rc persist_window(struct dw_pipeline *p)
+{
+    struct dw_window *w = p->applying;
+    size_t nerr = 0, applied = 0, open = 0, waiting = 0;
+    for (size_t i = 0; i < w->len; i++) {
+        enum dw_item_state s = w->items[i].state;
+        nerr += s == DW_ITEM_OPEN || s == DW_ITEM_WAITING;
+        applied += s == DW_ITEM_APPLIED;
+        open += s == DW_ITEM_OPEN;
+        waiting += s == DW_ITEM_WAITING;
+    }
+    struct dw_errrow *rows = dw_calloc(nerr ? nerr : 1, sizeof *rows);
+    size_t n = 0;
+    for (size_t i = 0; i < w->len; i++) {
+        struct dw_item *it = &w->items[i];
+        if (it->state != DW_ITEM_OPEN && it->state != DW_ITEM_WAITING)
+            continue;
+        struct dw_errrow *row = &rows[n++];
+        const struct chain_state *cs = it->chain >= 0 ? &p->chains[it->chain] : NULL;
+        row->job_id = p->opts.job_id;
+        row->map_id = it->mapped.map_id;
+        row->map_name = it->mapped.map_name;
+        row->source_schema = it->source_schema;
+        row->source_table = it->source_table;
+        row->op = it->op;
+        row->source_key = it->source_key;
+        row->key_text = it->key_text;
+        row->target_id = it->mapped.target_id;
+        row->new_row = it->new_row;
+        row->old_row = it->old_row;
+        row->commit_lsn = it->commit_lsn;
+        row->xid = it->xid;
+        row->commit_time_us = it->commit_time_us;
+        row->position = it->position;
+        row->part = it->part;
+        row->waiting = it->state == DW_ITEM_WAITING;
+        if (row->waiting)
+            continue; /* parked without being sent: no error of its own */
+        if (cs) {
+            row->payload = cs->payload;
+            row->http_status = cs->http_status;
+            row->code = cs->code;
+            row->message = cs->message;
+            row->error_class = cs->error_class;
+        } else {
+            row->message = it->mapped.error;
+            row->error_class = it->mapped.error_class;
+        }
+    }
+
+    /* Error rows first (their own transaction), then the checkpoint: a crash in between
+     * replays the window, and the inserts are idempotent. */
+    dw_rc rc = n ? dw_errtable_insert(p->control, rows, n, p->blocked, NULL) : DW_OK;
+    free(rows);
+    if (rc != DW_OK)
+        goto out;
+    char lsn[DW_LSN_STRLEN], job[32], nap[32], nfail[32], ctime[40];
+    dw_lsn_format(w->commits ? w->commit_end_lsn : p->stats.confirmed_lsn, lsn);
+    snprintf(job, sizeof job, "%" PRId64, p->opts.job_id);
+    snprintf(nap, sizeof nap, "%zu", applied);
+    snprintf(nfail, sizeof nfail, "%zu", nerr);
+    snprintf(ctime, sizeof ctime, "%" PRId64,
+             w->commits ? w->commit_time_us : p->stats.last_commit_time_us);
+    const char *params[] = {job, lsn, ctime, nap, nfail};
+    PGresult *res = NULL;
+    rc = dw_pg_query(
+        p->control, "writing the checkpoint",
+        "WITH cp AS (INSERT INTO dwasync.checkpoint AS c (job_id, confirmed_lsn, "
+        "last_commit_time, last_applied_at, updated_at) VALUES ($1, $2::pg_lsn, "
+        "CASE WHEN $3::bigint > 0 THEN to_timestamp($3::bigint / 1000000.0) END, now(), now()) "
+        "ON CONFLICT (job_id) DO UPDATE SET confirmed_lsn = greatest(c.confirmed_lsn, "
+        "excluded.confirmed_lsn), last_commit_time = coalesce(excluded.last_commit_time, "
+        "c.last_commit_time), last_applied_at = now(), updated_at = now()) "
+        "INSERT INTO dwasync.apply_stat AS s (job_id, minute, rows_applied, rows_failed) "
+        "VALUES ($1, date_trunc('minute', now()), $4, $5) ON CONFLICT (job_id, minute) DO "
+        "UPDATE SET rows_applied = s.rows_applied + excluded.rows_applied, "
+        "rows_failed = s.rows_failed + excluded.rows_failed",
+        5, params, &res);
+    PQclear(res);
+    if (rc == DW_OK) {
+        p->stats.rows_failed += open;
+        p->stats.rows_parked += waiting;
+        if (w->commits) {
+            p->stats.confirmed_lsn = w->commit_end_lsn;
+            p->stats.last_commit_time_us = w->commit_time_us;
+        }
+        p->stats.last_applied_ms = dw_clock_wall_us() / 1000;
+        p->stats.windows++;
+        p->stats.last_window_rows = w->len;
+    }
+out:
+    if (rc != DW_OK && PQstatus(p->control) != CONNECTION_OK) {
+        DW_WARN("control database connection lost; reconnecting");
+        PQreset(p->control);
+    }
+    return rc;
+}
+
+dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
+{
+    for (;;) {
+        int64_t now = dw_clock_ms();
+        switch (p->state) {
+        case APPLY_IDLE:
+            if (!filling_due(p, flush, now))
+                return DW_OK;
+            start_apply(p);
+            continue;
+        case APPLY_RUNNING:
+            if (!advance_groups(p, now))
+                return DW_OK;
+            p->state = APPLY_PERSISTING;
+            p->persist_retry_at_ms = 0;
+            continue;
+        case APPLY_PERSISTING:
+            if (p->persist_retry_at_ms > now)
+                return DW_OK;
+            if (persist_window(p) != DW_OK) {
+                p->persist_retry_at_ms = now + PERSIST_RETRY_MS;
+                return DW_ERR_PG;
+            }
+            release_apply_state(p);
+            dw_window_reset(p->applying);
+            p->state = APPLY_IDLE;
+            continue;
+        }
+    }
+}
+
+int dw_pipeline_timeout_ms(const struct dw_pipeline *p)
+{
+    int64_t now = dw_clock_ms(), due = -1;
+#define CONSIDER(t)                                                                                \
+    do {                                                                                           \
+        int64_t t_ = (t);                                                                          \
+        if (due < 0 || t_ < due)                                                                   \
+            due = t_;                                                                              \
+    } while (0)
+    if (p->state == APPLY_IDLE && !dw_window_empty(p->filling))
+        CONSIDER(p->filling->opened_ms + p->opts.window_ms);
+    if (p->state == APPLY_PERSISTING)
+        CONSIDER(p->persist_retry_at_ms);
+    if (p->state == APPLY_RUNNING)
+        for (size_t i = 0; i < p->plan.nchains; i++)
+            if (!p->chains[i].resolved && p->chains[i].retry_at_ms)
+                CONSIDER(p->chains[i].retry_at_ms);
+#undef CONSIDER
+    if (due < 0)
+        return -1;
+    return due <= now ? 0 : (int)(due - now);
+}
+
+dw_lsn dw_pipeline_confirmed(const struct dw_pipeline *p)
+{
+    return p->stats.confirmed_lsn;
+}
+
+bool dw_pipeline_idle(const struct dw_pipeline *p)
+{
+    return p->state == APPLY_IDLE && dw_window_empty(p->filling) && !p->in_txn;
+}
+
+void dw_pipeline_get_stats(const struct dw_pipeline *p, struct dw_pipeline_stats *out)
+{
+    *out = p->stats;
+}

@@ -1,0 +1,697 @@
+#include "dwasync/runner.h"
+
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/clock.h"
+#include "dwasync/daemon.h"
+#include "dwasync/ha.h"
+#include "dwasync/log.h"
+#include "dwasync/mapping.h"
+#include "dwasync/metrics.h"
+#include "dwasync/migrate.h"
+#include "dwasync/paths.h"
+#include "dwasync/pg.h"
+#include "dwasync/pipeline.h"
+#include "dwasync/sink.h"
+#include "dwasync/snapshot.h"
+#include "dwasync/stream.h"
+#include "dwasync/values.h"
+
+/* How often the job's state (paused, stopped) is read from the control database. */
+#define JOB_CHECK_MS 2000
+/* How often the HA lock is verified while active. */
+#define HA_CHECK_MS 5000
+/* How often metrics gauges and the systemd status line are refreshed. */
+#define STATUS_MS 1000
+/* Changes read from the stream per step: small enough to keep the loop responsive. */
+#define STEP_BUDGET 2000
+
+struct job {
+    int64_t id;
+    char *name;
+    char *state;
+    char *slot;
+    char *publication;
+    char *initial_sync;
+};
+
+struct runner {
+    const struct dw_runner_options *opts;
+    struct dw_config config; /* our copy, replaced on SIGHUP */
+    struct job job;
+    PGconn *control;   /* checkpoint, errors, job state */
+    PGconn *lock_conn; /* the HA lock's session */
+    struct dw_ha ha;
+    struct dw_watchdog watchdog;
+    int signal_fd;
+    struct dw_job_maps *maps;
+    struct dw_types *types;
+    struct dw_values_options values;
+    struct dw_sink *sink;
+    struct dw_pipeline *pipeline;
+    struct dw_stream *stream;
+    struct dw_metrics *metrics;
+    struct dw_metrics_server *metrics_server;
+    bool stopping;
+    bool paused;
+    int64_t next_job_check_ms;
+    int64_t next_ha_check_ms;
+    int64_t next_status_ms;
+    uint64_t metrics_seen_applied; /* pipeline counters already added to the metrics */
+    uint64_t metrics_seen_received;
+    uint64_t metrics_seen_parked;
+};
+
+static void job_cleanup(struct job *j)
+{
+    free(j->name);
+    free(j->state);
+    free(j->slot);
+    free(j->publication);
+    free(j->initial_sync);
+    memset(j, 0, sizeof *j);
+}
+
+/* Reads the job row: by name, or the one job that is not stopped. */
+static dw_rc load_job(struct runner *r)
+{
+    const char *name = r->opts->job_name;
+    const char *params[] = {name};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(r->control, "reading the job",
+                           name ? "SELECT id, name, state, slot_name, publication_name, "
+                                  "initial_sync FROM dwasync.job WHERE name = $1"
+                                : "SELECT id, name, state, slot_name, publication_name, "
+                                  "initial_sync FROM dwasync.job WHERE state <> 'stopped' "
+                                  "ORDER BY name",
+                           name ? 1 : 0, name ? params : NULL, &res);
+    if (rc != DW_OK)
+        return rc;
+    if (PQntuples(res) == 0) {
+        if (name)
+            DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"hint", "Create it with dwasync job create."}),
+                    "job \"%s\" does not exist", name);
+        else
+            DW_LOGF(DW_LOG_ERROR,
+                    DW_FIELDS({"hint", "Start a job with dwasync job start NAME, or name one "
+                                       "with --job."}),
+                    "no job is active");
+        rc = DW_ERR_NOT_FOUND;
+        goto out;
+    }
+    if (PQntuples(res) > 1) {
+        DW_LOGF(DW_LOG_ERROR,
+                DW_FIELDS({"hint", "Run one process per job: dwasync run --job NAME "
+                                   "(the dwasync@NAME service)."}),
+                "%d jobs are not stopped; say which one to run", PQntuples(res));
+        rc = DW_ERR_INVALID;
+        goto out;
+    }
+    job_cleanup(&r->job);
+    r->job.id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    r->job.name = dw_strdup(PQgetvalue(res, 0, 1));
+    r->job.state = dw_strdup(PQgetvalue(res, 0, 2));
+    r->job.slot = dw_strdup(PQgetvalue(res, 0, 3));
+    r->job.publication = dw_strdup(PQgetvalue(res, 0, 4));
+    r->job.initial_sync = dw_strdup(PQgetvalue(res, 0, 5));
+out:
+    PQclear(res);
+    return rc;
+}
+
+static dw_rc set_initial_sync(struct runner *r, const char *value)
+{
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->job.id);
+    const char *params[] = {value, id};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(r->control, "recording the initial sync state",
+                           "UPDATE dwasync.job SET initial_sync = $1, updated_at = now() "
+                           "WHERE id = $2",
+                           2, params, &res);
+    PQclear(res);
+    if (rc == DW_OK) {
+        free(r->job.initial_sync);
+        r->job.initial_sync = dw_strdup(value);
+    }
+    return rc;
+}
+
+/* Stream events go straight to the pipeline. */
+static dw_rc on_begin(void *user, const struct dw_txn *t)
+{
+    struct runner *r = user;
+    return dw_pipeline_begin(r->pipeline, t->xid, t->commit_lsn, t->commit_time_us);
+}
+
+static dw_rc on_change(void *user, const struct dw_change *c)
+{
+    struct runner *r = user;
+    return dw_pipeline_change(r->pipeline, c);
+}
+
+static dw_rc on_commit(void *user, const struct dw_txn *t)
+{
+    struct runner *r = user;
+    return dw_pipeline_commit(r->pipeline, t->commit_lsn, t->end_lsn, t->commit_time_us);
+}
+
+static void on_reset(void *user)
+{
+    struct runner *r = user;
+    dw_pipeline_reset(r->pipeline);
+}
+
+static void health(void *ud, struct dw_health *out)
+{
+    struct runner *r = ud;
+    out->job_active = r->ha.active && !r->paused && r->pipeline != NULL;
+    out->stream_ok = r->stream && dw_stream_connected(r->stream);
+    struct dw_sink_stats st = {0};
+    if (r->sink)
+        dw_sink_get_stats(r->sink, &st);
+    out->dataverse_ok = r->sink != NULL && st.throttled_until_ms == 0;
+    snprintf(out->job, sizeof out->job, "%s", r->job.name ? r->job.name : "");
+    if (r->paused)
+        snprintf(out->detail, sizeof out->detail, "job is paused");
+    else if (!r->ha.active)
+        snprintf(out->detail, sizeof out->detail, "standby: another runner holds the job");
+}
+
+/* Copies the pipeline and sink counters into the metrics registry. */
+static void update_metrics(struct runner *r)
+{
+    if (r->metrics == NULL)
+        return;
+    const char *job_label[] = {"job", r->job.name, NULL};
+    dw_metrics_set(r->metrics, DW_M_JOB_ACTIVE, job_label, r->ha.active ? 1 : 0);
+    dw_metrics_update_process(r->metrics);
+    if (r->pipeline == NULL)
+        return;
+    struct dw_pipeline_stats st;
+    dw_pipeline_get_stats(r->pipeline, &st);
+    const char *all[] = {"job", r->job.name, "table", "", "class", "", NULL};
+    dw_metrics_inc(r->metrics, DW_M_CHANGES_RECEIVED, all,
+                   (double)(st.changes_received - r->metrics_seen_received));
+    dw_metrics_inc(r->metrics, DW_M_CHANGES_APPLIED, all,
+                   (double)(st.rows_applied - r->metrics_seen_applied));
+    dw_metrics_inc(r->metrics, DW_M_CHANGES_PARKED, all,
+                   (double)(st.rows_failed + st.rows_parked - r->metrics_seen_parked));
+    r->metrics_seen_received = st.changes_received;
+    r->metrics_seen_applied = st.rows_applied;
+    r->metrics_seen_parked = st.rows_failed + st.rows_parked;
+    dw_metrics_set(r->metrics, DW_M_WINDOW_ROWS, job_label, (double)st.last_window_rows);
+    if (st.last_commit_time_us)
+        dw_metrics_set(r->metrics, DW_M_LAST_COMMIT_TIME, job_label,
+                       (double)st.last_commit_time_us / 1e6);
+    if (r->stream) {
+        dw_lsn received = dw_stream_received_lsn(r->stream);
+        double lag = received > st.confirmed_lsn ? (double)(received - st.confirmed_lsn) : 0;
+        dw_metrics_set(r->metrics, DW_M_SLOT_LAG_BYTES, job_label, lag);
+    }
+    if (st.last_commit_time_us) {
+        double lag_s = (double)(dw_clock_wall_us() - st.last_commit_time_us) / 1e6;
+        dw_metrics_set(r->metrics, DW_M_SLOT_LAG_SECONDS, job_label,
+                       dw_pipeline_idle(r->pipeline) ? 0 : lag_s);
+    }
+}
+
+static void report_status(struct runner *r)
+{
+    if (r->pipeline == NULL)
+        return;
+    struct dw_pipeline_stats st;
+    dw_pipeline_get_stats(r->pipeline, &st);
+    char lsn[DW_LSN_STRLEN];
+    dw_daemon_notify_status("job %s %s: %" PRIu64 " applied, %" PRIu64 " parked, confirmed %s",
+                            r->job.name, r->paused ? "paused" : "active", st.rows_applied,
+                            st.rows_failed + st.rows_parked, dw_lsn_format(st.confirmed_lsn, lsn));
+}
+
+/* Runs the sink (and its callbacks) and the pipeline until done() or the deadline. */
+static dw_rc drain(struct runner *r, bool (*done)(struct runner *), int64_t deadline_ms)
+{
+    while (!done(r)) {
+        if (deadline_ms && dw_clock_ms() >= deadline_ms)
+            return DW_ERR_TIMEOUT;
+        dw_rc rc = dw_pipeline_poll(r->pipeline, true);
+        if (rc != DW_OK && rc != DW_ERR_PG)
+            return rc;
+        if (done(r))
+            break;
+        int timeout = dw_pipeline_timeout_ms(r->pipeline);
+        dw_sink_run(r->sink, NULL, 0, timeout < 0 || timeout > 200 ? 200 : timeout);
+        unsigned sig = dw_daemon_signals_take();
+        if (sig & DW_SIGNAL_STOP)
+            r->stopping = true;
+    }
+    return DW_OK;
+}
+
+static bool pipeline_idle(struct runner *r)
+{
+    return dw_pipeline_idle(r->pipeline);
+}
+
+static bool pipeline_accepting(struct runner *r)
+{
+    return dw_pipeline_accepting(r->pipeline) || r->stopping;
+}
+
+/* Snapshot rows arrive by callback; when the window is full, apply before reading more. */
+static dw_rc on_snapshot_change(void *user, const struct dw_change *c)
+{
+    struct runner *r = user;
+    dw_rc rc = dw_pipeline_change(r->pipeline, c);
+    if (rc == DW_OK && !dw_pipeline_accepting(r->pipeline))
+        rc = drain(r, pipeline_accepting, 0);
+    if (rc == DW_OK && r->stopping)
+        rc = DW_ERR_INTERRUPTED;
+    return rc;
+}
+
+/* Copies the job's tables in sequence order (parents first) and creates its slot. */
+static dw_rc initial_sync(struct runner *r)
+{
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->job.id);
+    const char *params[] = {id};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(r->control, "listing the job's tables",
+                           "SELECT m.source_schema, m.source_table FROM dwasync.table_map m "
+                           "JOIN dwasync.table_group g ON g.id = m.group_id WHERE m.job_id = $1 "
+                           "GROUP BY 1, 2 ORDER BY min(m.sequence), 1, 2",
+                           1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    int n = PQntuples(res);
+    char **tables = dw_calloc((size_t)(n ? n : 1), sizeof *tables);
+    for (int i = 0; i < n; i++)
+        tables[i] = dw_asprintf("%s.%s", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+    /* Enum and domain columns need the source's types before the first row is typed. */
+    PGconn *source = NULL;
+    if ((rc = dw_pg_connect(r->config.source.conninfo, "dwasync run (types)", &source)) != DW_OK)
+        goto out;
+    rc = dw_types_load(source, r->types);
+    PQfinish(source);
+    if (rc != DW_OK)
+        goto out;
+    if ((rc = set_initial_sync(r, "running")) != DW_OK)
+        goto out;
+    DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
+            "initial sync of %d table(s) starting", n);
+    struct dw_stream_handler handler = {
+        .user = r,
+        .begin = on_begin,
+        .change = on_snapshot_change,
+        .commit = on_commit,
+        .reset = on_reset,
+    };
+    struct dw_snapshot_options so = {
+        .conninfo = r->config.source.conninfo,
+        .slot = r->job.slot,
+        .tables = (const char *const *)tables,
+        .ntables = (size_t)n,
+        .fetch_rows = r->config.source.snapshot_fetch_rows,
+    };
+    dw_lsn consistent = DW_LSN_INVALID;
+    if ((rc = dw_snapshot_run(&so, &handler, &consistent)) != DW_OK)
+        goto out;
+    if ((rc = drain(r, pipeline_idle, 0)) != DW_OK)
+        goto out;
+    rc = set_initial_sync(r, "done");
+    if (rc == DW_OK)
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
+                "initial sync done; streaming from %X/%X", DW_LSN_ARGS(consistent));
+out:
+    for (int i = 0; i < n; i++)
+        free(tables[i]);
+    free(tables);
+    PQclear(res);
+    return rc;
+}
+
+static dw_rc open_stream(struct runner *r)
+{
+    struct dw_stream_handler handler = {
+        .user = r,
+        .begin = on_begin,
+        .change = on_change,
+        .commit = on_commit,
+        .reset = on_reset,
+    };
+    struct dw_stream_options so = {
+        .conninfo = r->config.source.conninfo,
+        .slot = r->job.slot,
+        .publication = r->job.publication,
+        .status_interval_ms = r->config.source.status_interval_ms,
+        .reconnect_max_ms = r->config.source.reconnect_max_ms,
+        .types = r->types,
+    };
+    return dw_stream_open(&so, &handler, &r->stream);
+}
+
+/* Starts the machinery of an active job: maps, sink, pipeline, stream. */
+static dw_rc start_job(struct runner *r)
+{
+    dw_rc rc = dw_job_maps_load(r->control, r->job.name, &r->maps);
+    if (rc != DW_OK)
+        return rc;
+    if ((rc = dw_values_options_init(&r->values, r->config.source.timezone)) != DW_OK)
+        return rc;
+    /* Filled from the source's pg_type by the stream (and snapshot) when they connect. */
+    r->types = dw_types_new();
+    r->values.types = r->types;
+    if ((rc = dw_sink_new(&r->config, dw_write_ticket_dispatch, NULL, &r->sink)) != DW_OK)
+        return rc;
+    struct dw_pipeline_options po = {
+        .job_id = r->job.id,
+        .job_name = r->job.name,
+        .window_rows = r->config.apply.window_rows,
+        .window_bytes = r->config.apply.window_bytes,
+        .window_ms = r->config.apply.window_ms,
+        .missing_parent_retries = r->config.apply.missing_parent_retries,
+        .values = &r->values,
+    };
+    if ((rc = dw_pipeline_new(&po, r->sink, r->control, r->maps, &r->pipeline)) != DW_OK)
+        return rc;
+    if (strcmp(r->job.initial_sync, "pending") == 0 || strcmp(r->job.initial_sync, "running") == 0)
+        if ((rc = initial_sync(r)) != DW_OK)
+            return rc;
+    return open_stream(r);
+}
+
+/* Tears down what start_job built, after the pipeline drained or gave up. */
+static void stop_job(struct runner *r)
+{
+    if (r->stream) {
+        if (r->pipeline && dw_pipeline_confirmed(r->pipeline))
+            dw_stream_confirm(r->stream, dw_pipeline_confirmed(r->pipeline),
+                              dw_pipeline_idle(r->pipeline));
+        dw_stream_close(r->stream);
+        r->stream = NULL;
+    }
+    dw_sink_free(r->sink); /* before the pipeline: no callback may reach a freed pipeline */
+    r->sink = NULL;
+    dw_pipeline_free(r->pipeline);
+    r->pipeline = NULL;
+    dw_job_maps_free(r->maps);
+    r->maps = NULL;
+    dw_types_free(r->types);
+    r->types = NULL;
+}
+
+/* Reloads the config's log settings and the job's maps (SIGHUP). */
+static void reload(struct runner *r)
+{
+    dw_daemon_notify_reloading();
+    if (r->opts->config_path) {
+        struct dw_config fresh;
+        struct dw_buf errors;
+        dw_config_init(&fresh);
+        dw_buf_init(&errors, 0);
+        if (dw_config_load(&fresh, r->opts->config_path, &errors) == DW_OK) {
+            dw_log_configure((enum dw_log_level)fresh.log.level,
+                             (enum dw_log_format)fresh.log.format);
+            dw_config_cleanup(&fresh);
+            DW_INFO("configuration reloaded (log settings; restart for other changes)");
+        } else {
+            DW_ERROR("configuration not reloaded: %s", dw_buf_str(&errors));
+            dw_config_cleanup(&fresh);
+        }
+        dw_buf_cleanup(&errors);
+    }
+    if (r->pipeline && dw_pipeline_idle(r->pipeline)) {
+        struct dw_job_maps *maps = NULL;
+        if (dw_job_maps_load(r->control, r->job.name, &maps) == DW_OK) {
+            dw_pipeline_set_maps(r->pipeline, maps);
+            dw_job_maps_free(r->maps);
+            r->maps = maps;
+            DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}), "table maps reloaded");
+        }
+    }
+    dw_daemon_notify_ready("reloaded");
+}
+
+/* Re-reads the job's state; pauses or stops the stream accordingly. */
+static dw_rc check_job(struct runner *r)
+{
+    dw_rc rc = load_job(r);
+    if (rc != DW_OK)
+        return rc;
+    bool paused = strcmp(r->job.state, "active") != 0;
+    if (paused != r->paused)
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"state", r->job.state}),
+                paused ? "job is %s: applying what was received, then holding the stream"
+                       : "job is %s again: resuming",
+                r->job.state);
+    r->paused = paused;
+    return DW_OK;
+}
+
+static bool caught_up(struct runner *r)
+{
+    return r->stream && dw_stream_start_lsn(r->stream) != DW_LSN_INVALID &&
+           dw_stream_received_lsn(r->stream) >= dw_stream_start_lsn(r->stream) &&
+           dw_pipeline_idle(r->pipeline);
+}
+
+/* The event loop of an active job. */
+static dw_rc stream_loop(struct runner *r)
+{
+    dw_rc rc = DW_OK;
+    while (!r->stopping) {
+        int64_t now = dw_clock_ms();
+        unsigned sig = dw_daemon_signals_take();
+        if (sig & DW_SIGNAL_STOP)
+            break;
+        if (sig & DW_SIGNAL_RELOAD)
+            reload(r);
+        if (now >= r->next_job_check_ms) {
+            r->next_job_check_ms = now + JOB_CHECK_MS;
+            if (check_job(r) == DW_OK && strcmp(r->job.state, "stopped") == 0) {
+                DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}), "job was stopped");
+                break;
+            }
+        }
+        if (now >= r->next_ha_check_ms) {
+            r->next_ha_check_ms = now + HA_CHECK_MS;
+            if (dw_ha_check(&r->ha) != DW_OK) {
+                DW_ERROR("this runner lost the job's lock; stopping so the new holder applies");
+                return DW_ERR_STATE;
+            }
+        }
+
+        /* Read while the pipeline has room; a full budget means more may be buffered. */
+        bool more = false;
+        if (!r->paused && dw_pipeline_accepting(r->pipeline)) {
+            struct dw_pipeline_stats before, after;
+            dw_pipeline_get_stats(r->pipeline, &before);
+            rc = dw_stream_step(r->stream, STEP_BUDGET);
+            if (rc != DW_OK && rc != DW_ERR_RETRY)
+                return rc;
+            dw_pipeline_get_stats(r->pipeline, &after);
+            more = after.changes_received - before.changes_received >= STEP_BUDGET;
+        } else {
+            /* Not reading: still keep the walsender's feedback timer satisfied. */
+            rc = dw_stream_step(r->stream, 0);
+            if (rc != DW_OK && rc != DW_ERR_RETRY)
+                return rc;
+        }
+        bool flush = r->opts->until_caught_up || r->paused;
+        rc = dw_pipeline_poll(r->pipeline, flush);
+        if (rc != DW_OK && rc != DW_ERR_PG)
+            return rc;
+        dw_lsn confirmed = dw_pipeline_confirmed(r->pipeline);
+        if (confirmed)
+            dw_stream_confirm(r->stream, confirmed, dw_pipeline_idle(r->pipeline));
+
+        if (r->opts->until_caught_up && caught_up(r)) {
+            DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
+                    "caught up: everything committed before start is applied or parked");
+            break;
+        }
+        if (now >= r->next_status_ms) {
+            r->next_status_ms = now + STATUS_MS;
+            update_metrics(r);
+            report_status(r);
+        }
+        dw_watchdog_tick(&r->watchdog, dw_daemon_now_ms());
+
+        struct curl_waitfd fds[3];
+        unsigned nfds = 0;
+        int stream_fd = dw_stream_fd(r->stream);
+        if (stream_fd >= 0 && !r->paused && dw_pipeline_accepting(r->pipeline))
+            fds[nfds++] = (struct curl_waitfd){.fd = stream_fd, .events = CURL_WAIT_POLLIN};
+        fds[nfds++] = (struct curl_waitfd){.fd = r->signal_fd, .events = CURL_WAIT_POLLIN};
+        int metrics_fd = r->metrics_server ? dw_metrics_server_fd(r->metrics_server) : -1;
+        if (metrics_fd >= 0)
+            fds[nfds++] = (struct curl_waitfd){.fd = metrics_fd, .events = CURL_WAIT_POLLIN};
+
+        int timeout = more ? 0 : STATUS_MS;
+        int t = dw_stream_timeout_ms(r->stream);
+        if (t >= 0 && t < timeout)
+            timeout = t;
+        t = dw_pipeline_timeout_ms(r->pipeline);
+        if (t >= 0 && t < timeout)
+            timeout = t;
+        t = dw_watchdog_timeout_ms(&r->watchdog, dw_daemon_now_ms());
+        if (t >= 0 && t < timeout)
+            timeout = t;
+        if (r->metrics_server) {
+            t = dw_metrics_server_timeout_ms(r->metrics_server);
+            if (t >= 0 && t < timeout)
+                timeout = t;
+        }
+        if ((rc = dw_sink_run(r->sink, fds, nfds, timeout)) != DW_OK)
+            return rc;
+        if (r->metrics_server)
+            dw_metrics_server_run(r->metrics_server);
+    }
+    return DW_OK;
+}
+
+/* Waits as a standby until this process holds the job's lock (or a stop is requested). */
+static dw_rc wait_for_lock(struct runner *r)
+{
+    bool active = false;
+    bool said = false;
+    while (!r->stopping) {
+        dw_rc rc = dw_ha_try(&r->ha, dw_daemon_now_ms(), &active);
+        if (rc != DW_OK)
+            return rc;
+        if (active)
+            return DW_OK;
+        if (!said) {
+            DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
+                    "another runner holds the job: waiting as a standby");
+            dw_daemon_notify_ready("standby");
+            said = true;
+        }
+        struct pollfd pfd[2] = {{.fd = r->signal_fd, .events = POLLIN}};
+        int n = 1;
+        if (r->metrics_server)
+            pfd[n++] =
+                (struct pollfd){.fd = dw_metrics_server_fd(r->metrics_server), .events = POLLIN};
+        int timeout = dw_ha_timeout_ms(&r->ha, dw_daemon_now_ms());
+        poll(pfd, (nfds_t)n, timeout < 0 || timeout > 1000 ? 1000 : timeout);
+        if (r->metrics_server)
+            dw_metrics_server_run(r->metrics_server);
+        if (dw_daemon_signals_take() & DW_SIGNAL_STOP)
+            r->stopping = true;
+        dw_watchdog_tick(&r->watchdog, dw_daemon_now_ms());
+    }
+    return DW_OK;
+}
+
+/* Waits while the job is paused or stopped; false when the run should end instead. */
+static bool wait_until_active(struct runner *r)
+{
+    bool said = false;
+    while (!r->stopping) {
+        if (check_job(r) != DW_OK)
+            return false;
+        if (strcmp(r->job.state, "active") == 0)
+            return true;
+        if (r->opts->until_caught_up) {
+            DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", r->job.name}, {"state", r->job.state}),
+                    "job is not active; nothing to catch up with");
+            return false;
+        }
+        if (!said) {
+            DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"state", r->job.state}),
+                    "job is not active: waiting");
+            said = true;
+        }
+        struct pollfd pfd = {.fd = r->signal_fd, .events = POLLIN};
+        poll(&pfd, 1, JOB_CHECK_MS);
+        if (dw_daemon_signals_take() & DW_SIGNAL_STOP)
+            r->stopping = true;
+        dw_watchdog_tick(&r->watchdog, dw_daemon_now_ms());
+    }
+    return false;
+}
+
+/* The runner keeps its own copy of the config, read from the same file as the CLI's. */
+static dw_rc copy_config(struct dw_config *dst, const char *path)
+{
+    dw_config_init(dst);
+    if (path == NULL)
+        return DW_OK; /* the CLI ran on built-in defaults too */
+    struct dw_buf errors;
+    dw_buf_init(&errors, 0);
+    dw_rc rc = dw_config_load(dst, path, &errors);
+    if (rc != DW_OK)
+        DW_ERROR("%s", dw_buf_str(&errors));
+    dw_buf_cleanup(&errors);
+    return rc;
+}
+
+dw_rc dw_runner_run(const struct dw_runner_options *opts)
+{
+    struct runner r = {.opts = opts, .signal_fd = -1};
+    dw_rc rc = copy_config(&r.config, opts->config_path);
+    if (rc != DW_OK)
+        return rc;
+    const char *conninfo = dw_config_control_conninfo(&r.config);
+    const char *sqldir = dw_paths_sqldir();
+    if ((rc = dw_daemon_signals_install(&r.signal_fd)) != DW_OK)
+        goto out;
+    dw_watchdog_init(&r.watchdog, dw_daemon_now_ms());
+    if ((rc = dw_pg_connect(conninfo, "dwasync run", &r.control)) != DW_OK)
+        goto out;
+    if ((rc = dw_pg_connect(conninfo, "dwasync run (lock)", &r.lock_conn)) != DW_OK)
+        goto out;
+    if (sqldir == NULL || (rc = dw_migrate_require_current(r.control, sqldir)) != DW_OK) {
+        rc = rc ? rc : DW_ERR_VERSION;
+        goto out;
+    }
+    if ((rc = load_job(&r)) != DW_OK)
+        goto out;
+    if (r.config.metrics.listen && *r.config.metrics.listen) {
+        r.metrics = dw_metrics_new();
+        dw_metrics_define_standard(r.metrics);
+        if ((rc = dw_metrics_server_start(r.config.metrics.listen, r.metrics, health, &r,
+                                          &r.metrics_server)) != DW_OK)
+            goto out;
+    }
+    dw_ha_init(&r.ha, r.lock_conn, r.job.id, 0);
+    if ((rc = wait_for_lock(&r)) != DW_OK || r.stopping)
+        goto out;
+    if (!wait_until_active(&r)) {
+        rc = r.stopping ? DW_OK : DW_ERR_STATE;
+        goto out;
+    }
+    if ((rc = start_job(&r)) != DW_OK)
+        goto out;
+    dw_daemon_notify_ready("streaming");
+    DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r.job.name}, {"slot", r.job.slot}),
+            "streaming changes to Dataverse");
+    rc = stream_loop(&r);
+
+    /* Stop: finish what is in flight (bounded), confirm what is safe. */
+    dw_daemon_notify_stopping();
+    if (r.pipeline && r.sink) {
+        r.stopping = true;
+        if (drain(&r, pipeline_idle, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK)
+            DW_WARN("stopping with writes still in flight; they will be applied again on "
+                    "the next start");
+    }
+out:
+    update_metrics(&r);
+    stop_job(&r);
+    dw_ha_cleanup(&r.ha);
+    dw_metrics_server_free(r.metrics_server);
+    dw_metrics_free(r.metrics);
+    PQfinish(r.lock_conn);
+    PQfinish(r.control);
+    dw_daemon_signals_restore();
+    job_cleanup(&r.job);
+    dw_config_cleanup(&r.config);
+    return rc;
+}

@@ -1,0 +1,272 @@
+#include "dwasync/dvmeta.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/buf.h"
+#include "dwasync/dvkey.h"
+#include "dwasync/log.h"
+#include "dwasync/sink.h"
+
+static const struct {
+    const char *name;
+    enum dw_attr_type type;
+} type_names[] = {
+    {"String", DW_ATTR_STRING},     {"Memo", DW_ATTR_MEMO},
+    {"Integer", DW_ATTR_INTEGER},   {"BigInt", DW_ATTR_BIGINT},
+    {"Decimal", DW_ATTR_DECIMAL},   {"Money", DW_ATTR_MONEY},
+    {"Double", DW_ATTR_DOUBLE},     {"Boolean", DW_ATTR_BOOLEAN},
+    {"DateTime", DW_ATTR_DATETIME}, {"Picklist", DW_ATTR_PICKLIST},
+    {"Lookup", DW_ATTR_LOOKUP},     {"Customer", DW_ATTR_LOOKUP},
+    {"Owner", DW_ATTR_LOOKUP},      {"Uniqueidentifier", DW_ATTR_UNIQUEIDENTIFIER},
+};
+
+const char *dw_attr_type_name(enum dw_attr_type t)
+{
+    for (size_t i = 0; i < sizeof type_names / sizeof *type_names; i++)
+        if (type_names[i].type == t)
+            return type_names[i].name;
+    return "Other";
+}
+
+static enum dw_attr_type parse_type(const char *s)
+{
+    for (size_t i = 0; s && i < sizeof type_names / sizeof *type_names; i++)
+        if (strcmp(type_names[i].name, s) == 0)
+            return type_names[i].type;
+    return DW_ATTR_OTHER;
+}
+
+/* Ranges Dataverse applies when a column does not narrow them (its documented limits). */
+static void default_range(struct dw_attr_meta *a)
+{
+    switch (a->type) {
+    case DW_ATTR_INTEGER:
+        a->min_value = -2147483648.0;
+        a->max_value = 2147483647.0;
+        break;
+    case DW_ATTR_BIGINT:
+        a->min_value = -9223372036854775808.0;
+        a->max_value = 9223372036854775807.0;
+        break;
+    case DW_ATTR_DECIMAL:
+        a->min_value = -100000000000.0;
+        a->max_value = 100000000000.0;
+        a->precision = 2;
+        break;
+    case DW_ATTR_MONEY:
+        a->min_value = -922337203685477.0;
+        a->max_value = 922337203685477.0;
+        a->precision = 2;
+        break;
+    case DW_ATTR_DOUBLE:
+        a->min_value = -100000000000.0;
+        a->max_value = 100000000000.0;
+        a->precision = 2;
+        break;
+    case DW_ATTR_MEMO:
+        a->max_length = 1048576;
+        break;
+    case DW_ATTR_STRING:
+        a->max_length = 4000;
+        break;
+    default:
+        break;
+    }
+}
+
+const struct dw_attr_meta *dw_entity_meta_attr(const struct dw_entity_meta *m, const char *name)
+{
+    for (size_t i = 0; i < m->nattrs; i++)
+        if (strcasecmp(m->attrs[i].logical_name, name) == 0)
+            return &m->attrs[i];
+    return NULL;
+}
+
+static struct dw_attr_meta *attr_mut(struct dw_entity_meta *m, const char *name)
+{
+    return name ? (struct dw_attr_meta *)dw_entity_meta_attr(m, name) : NULL;
+}
+
+static char **strings_of(json_t *arr, size_t *n)
+{
+    size_t count = json_array_size(arr), k = 0, i;
+    char **out = count ? dw_calloc(count, sizeof *out) : NULL;
+    json_t *v;
+    json_array_foreach(arr, i, v) if (json_is_string(v)) out[k++] = dw_strdup(json_string_value(v));
+    *n = k;
+    return out;
+}
+
+static dw_rc get(struct dw_sink *sink, const char *prefix, const char *suffix, json_t **out)
+{
+    char *path = dw_asprintf("%s%s", prefix, suffix);
+    dw_rc rc = dw_sink_get_json(sink, path, out);
+    free(path);
+    return rc;
+}
+
+static void add_options(struct dw_attr_meta *a, json_t *optionset)
+{
+    json_t *opts = json_object_get(optionset, "Options"), *o;
+    size_t i;
+    if (!json_is_array(opts))
+        return;
+    a->options = dw_realloc(a->options, (a->noptions + json_array_size(opts) + 1) * sizeof(int));
+    json_array_foreach(opts, i, o)
+    {
+        json_t *v = json_object_get(o, "Value");
+        if (json_is_integer(v))
+            a->options[a->noptions++] = (int)json_integer_value(v);
+    }
+}
+
+dw_rc dw_dvmeta_fetch(struct dw_sink *sink, const char *logical_name, struct dw_entity_meta **out)
+{
+    struct dw_entity_meta *m = dw_calloc(1, sizeof *m);
+    json_t *doc = NULL;
+    dw_rc rc;
+    /* EntityDefinitions(LogicalName='<name>'), the literal percent-encoded. */
+    struct dw_buf url, lit;
+    dw_buf_init(&url, 0);
+    dw_buf_init(&lit, 0);
+    json_t *name_json = json_string(logical_name);
+    if (name_json == NULL || dw_dvkey_literal(&lit, name_json, false) != DW_OK) {
+        DW_ERROR("table name \"%s\" is not valid UTF-8", logical_name);
+        json_decref(name_json);
+        rc = DW_ERR_INVALID;
+        goto out;
+    }
+    json_decref(name_json);
+    (void)dw_buf_puts(&url, "EntityDefinitions(LogicalName=");
+    (void)dw_dvkey_encode(&url, lit.data, lit.len);
+    (void)dw_buf_putc(&url, ')');
+    const char *p = dw_buf_str(&url);
+
+    if ((rc = get(sink, p, "?$select=LogicalName,EntitySetName,PrimaryIdAttribute", &doc)) != DW_OK)
+        goto out;
+    const char *set = json_string_value(json_object_get(doc, "EntitySetName"));
+    const char *pk = json_string_value(json_object_get(doc, "PrimaryIdAttribute"));
+    const char *lname = json_string_value(json_object_get(doc, "LogicalName"));
+    if (set == NULL || pk == NULL) {
+        DW_ERROR("metadata of table \"%s\" lacks EntitySetName or PrimaryIdAttribute",
+                 logical_name);
+        rc = DW_ERR_PROTOCOL;
+        goto out;
+    }
+    m->logical_name = dw_strdup(lname ? lname : logical_name);
+    m->entity_set = dw_strdup(set);
+    m->primary_id = dw_strdup(pk);
+    json_decref(doc);
+    doc = NULL;
+
+    if ((rc = get(sink, p, "/Attributes?$select=LogicalName,AttributeType,RequiredLevel", &doc)) !=
+        DW_OK)
+        goto out;
+    json_t *values = json_object_get(doc, "value"), *v;
+    size_t i;
+    m->attrs = dw_calloc(json_array_size(values) + 1, sizeof *m->attrs);
+    json_array_foreach(values, i, v)
+    {
+        const char *name = json_string_value(json_object_get(v, "LogicalName"));
+        if (name == NULL)
+            continue;
+        struct dw_attr_meta *a = &m->attrs[m->nattrs++];
+        a->logical_name = dw_strdup(name);
+        a->type = parse_type(json_string_value(json_object_get(v, "AttributeType")));
+        const char *req =
+            json_string_value(json_object_get(json_object_get(v, "RequiredLevel"), "Value"));
+        a->required =
+            req && (strcmp(req, "ApplicationRequired") == 0 || strcmp(req, "SystemRequired") == 0);
+        default_range(a);
+        a->targets = strings_of(json_object_get(v, "Targets"), &a->ntargets);
+    }
+    json_decref(doc);
+    doc = NULL;
+
+    if ((rc = get(sink, p,
+                  "/Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata"
+                  "?$select=LogicalName,MaxLength",
+                  &doc)) != DW_OK)
+        goto out;
+    json_array_foreach(json_object_get(doc, "value"), i, v)
+    {
+        struct dw_attr_meta *a = attr_mut(m, json_string_value(json_object_get(v, "LogicalName")));
+        json_t *len = json_object_get(v, "MaxLength");
+        if (a && json_is_integer(len))
+            a->max_length = (int)json_integer_value(len);
+    }
+    json_decref(doc);
+    doc = NULL;
+
+    if ((rc = get(sink, p,
+                  "/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
+                  "?$select=LogicalName&$expand=OptionSet,GlobalOptionSet",
+                  &doc)) != DW_OK)
+        goto out;
+    json_array_foreach(json_object_get(doc, "value"), i, v)
+    {
+        struct dw_attr_meta *a = attr_mut(m, json_string_value(json_object_get(v, "LogicalName")));
+        if (a == NULL)
+            continue;
+        add_options(a, json_object_get(v, "OptionSet"));
+        if (a->noptions == 0)
+            add_options(a, json_object_get(v, "GlobalOptionSet"));
+    }
+    json_decref(doc);
+    doc = NULL;
+
+    if ((rc = get(sink, p, "/Keys?$select=LogicalName,KeyAttributes,EntityKeyIndexStatus", &doc)) !=
+        DW_OK)
+        goto out;
+    values = json_object_get(doc, "value");
+    m->keys = dw_calloc(json_array_size(values) + 1, sizeof *m->keys);
+    json_array_foreach(values, i, v)
+    {
+        struct dw_key_meta *k = &m->keys[m->nkeys++];
+        const char *kn = json_string_value(json_object_get(v, "LogicalName"));
+        const char *status = json_string_value(json_object_get(v, "EntityKeyIndexStatus"));
+        k->logical_name = dw_strdup(kn ? kn : "");
+        k->attributes = strings_of(json_object_get(v, "KeyAttributes"), &k->nattributes);
+        k->active = status && strcmp(status, "Active") == 0;
+    }
+out:
+    json_decref(doc);
+    dw_buf_cleanup(&lit);
+    dw_buf_cleanup(&url);
+    if (rc != DW_OK) {
+        dw_entity_meta_free(m);
+        return rc;
+    }
+    *out = m;
+    return DW_OK;
+}
+
+void dw_entity_meta_free(struct dw_entity_meta *m)
+{
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i < m->nattrs; i++) {
+        free(m->attrs[i].logical_name);
+        free(m->attrs[i].options);
+        for (size_t j = 0; j < m->attrs[i].ntargets; j++)
+            free(m->attrs[i].targets[j]);
+        free(m->attrs[i].targets);
+    }
+    for (size_t i = 0; i < m->nkeys; i++) {
+        free(m->keys[i].logical_name);
+        for (size_t j = 0; j < m->keys[i].nattributes; j++)
+            free(m->keys[i].attributes[j]);
+        free(m->keys[i].attributes);
+    }
+    free(m->attrs);
+    free(m->keys);
+    free(m->logical_name);
+    free(m->entity_set);
+    free(m->primary_id);
+    free(m);
+}

@@ -1,0 +1,138 @@
+#include "dwasync/dvkey.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <string.h>
+
+bool dw_dvkey_is_guid(const char *s)
+{
+    static const int groups[] = {8, 4, 4, 4, 12};
+    for (size_t g = 0; g < 5; g++) {
+        for (int i = 0; i < groups[g]; i++, s++)
+            if (!isxdigit((unsigned char)*s))
+                return false;
+        if (g < 4 && *s++ != '-')
+            return false;
+    }
+    return *s == '\0';
+}
+
+bool dw_dvkey_is_ref(const json_t *v)
+{
+    return json_is_object(v) && json_is_string(json_object_get(v, "$ref")) &&
+           json_is_object(json_object_get(v, "key"));
+}
+
+bool dw_dvkey_is_lookup_part(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 7 && name[0] == '_' && strcmp(name + n - 6, "_value") == 0;
+}
+
+bool dw_dvkey_addressable(const json_t *key)
+{
+    const char *name;
+    const json_t *v;
+    json_object_foreach((json_t *)key, name, v)
+    {
+        if (json_is_string(v) && strpbrk(json_string_value(v), DW_DVKEY_UNADDRESSABLE))
+            return false;
+    }
+    return true;
+}
+
+dw_rc dw_dvkey_literal(struct dw_buf *b, const json_t *v, bool bare_guid)
+{
+    switch (json_typeof(v)) {
+    case JSON_STRING: {
+        const char *s = json_string_value(v);
+        size_t len = json_string_length(v);
+        if (bare_guid && dw_dvkey_is_guid(s))
+            return dw_buf_append(b, s, len);
+        dw_rc rc = dw_buf_putc(b, '\'');
+        for (size_t i = 0; i < len && rc == DW_OK; i++)
+            rc = s[i] == '\'' ? dw_buf_puts(b, "''") : dw_buf_putc(b, s[i]);
+        return rc == DW_OK ? dw_buf_putc(b, '\'') : rc;
+    }
+    case JSON_INTEGER:
+        return dw_buf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    case JSON_REAL:
+        return dw_buf_printf(b, "%.15g", json_real_value(v));
+    case JSON_TRUE:
+        return dw_buf_puts(b, "true");
+    case JSON_FALSE:
+        return dw_buf_puts(b, "false");
+    default:
+        return DW_ERR_INVALID;
+    }
+}
+
+/*
+ * Written here rather than with curl_easy_escape(): that needs a handle, and it encodes the
+ * single quote too, which makes every key in a URL (and in the logs) unreadable.
+ */
+dw_rc dw_dvkey_encode(struct dw_buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    dw_rc rc = DW_OK;
+    for (size_t i = 0; i < len && rc == DW_OK; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '\'') {
+            rc = dw_buf_putc(b, (char)c);
+        } else {
+            char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
+            rc = dw_buf_append(b, esc, sizeof esc);
+        }
+    }
+    return rc;
+}
+
+static dw_rc put(struct dw_buf *b, const char *s, size_t len, bool encode)
+{
+    return encode ? dw_dvkey_encode(b, s, len) : dw_buf_append(b, s, len);
+}
+
+/* Writes "name<sep>literal" pairs joined by joiner, percent-encoding names and literals. */
+static dw_rc key_pairs(struct dw_buf *b, const json_t *key, const char *sep, const char *joiner,
+                       bool encode)
+{
+    const char *name;
+    const json_t *v;
+    struct dw_buf lit;
+    dw_rc rc = DW_OK;
+    bool first = true;
+    dw_buf_init(&lit, 0);
+    if (!json_is_object(key) || json_object_size(key) == 0) {
+        rc = DW_ERR_INVALID;
+        goto out;
+    }
+    json_object_foreach((json_t *)key, name, v)
+    {
+        if (*name == '\0') {
+            rc = DW_ERR_INVALID;
+            goto out;
+        }
+        dw_buf_reset(&lit);
+        if ((rc = dw_dvkey_literal(&lit, v, dw_dvkey_is_lookup_part(name))) != DW_OK)
+            goto out;
+        if ((!first && (rc = dw_buf_puts(b, joiner)) != DW_OK) ||
+            (rc = put(b, name, strlen(name), encode)) != DW_OK ||
+            (rc = dw_buf_puts(b, sep)) != DW_OK ||
+            (rc = put(b, lit.data, lit.len, encode)) != DW_OK)
+            goto out;
+        first = false;
+    }
+out:
+    dw_buf_cleanup(&lit);
+    return rc;
+}
+
+dw_rc dw_dvkey_segment(struct dw_buf *b, const json_t *key, bool encode)
+{
+    return key_pairs(b, key, "=", ",", encode);
+}
+
+dw_rc dw_dvkey_filter(struct dw_buf *b, const json_t *key)
+{
+    return key_pairs(b, key, "%20eq%20", "%20and%20", true);
+}

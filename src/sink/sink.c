@@ -1,0 +1,1788 @@
+/*
+ * The sink engine: rows go from submitted to resolved (lookups and key fallbacks turned
+ * into GUIDs), to grouped (UpsertMultiple per table, else $batch), to sent, to done.
+ *
+ * Everything runs inside dw_sink_run() on one thread: plan() moves rows and cache entries
+ * forward and queues requests, start_requests() hands queued requests to curl multi within
+ * the throttle's limits, complete() reads each answer through the classifier. Row results
+ * wait in a done list until they are delivered to the callback.
+ */
+#include "dwasync/sink.h"
+
+#include <inttypes.h>
+#include <openssl/rand.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <uthash.h>
+#include <utlist.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/dvauth.h"
+#include "dwasync/dvbatch.h"
+#include "dwasync/dvclassify.h"
+#include "dwasync/dvkey.h"
+#include "dwasync/dvthrottle.h"
+#include "dwasync/json.h"
+#include "dwasync/log.h"
+#include "dwasync/redact.h"
+
+/* Largest response body kept: a full $batch answer of 1000 parts fits easily. */
+#define RESPONSE_MAX ((size_t)256 << 20)
+/* First retry delay; doubles per attempt up to [dataverse] retry_max_backoff_ms. */
+#define BACKOFF_BASE_MS 250
+/* Pause after a 429 that carries no usable Retry-After. */
+#define DEFAULT_RETRY_AFTER_MS 5000
+/* Attempts of a blocking call (whoami, get) when retry_limit is 0 (forever). */
+#define BLOCKING_ATTEMPTS 5
+/* Nesting of reference objects inside reference keys (company inside group inside ...). */
+#define MAX_REF_DEPTH 4
+
+enum state { ST_PENDING, ST_INFLIGHT, ST_OK, ST_NOTFOUND, ST_FAILED };
+
+/* The outcome of a failed lookup, copied to the rows that needed it. */
+struct failure {
+    enum dw_write_status status;
+    enum dw_error_class cls;
+    int http;
+    const char *code;    /* owned (heap) once stored by failure_set() */
+    const char *message; /* likewise */
+};
+
+/* GUID of one row found by (entity set, resolved key); the "GUID cache". */
+struct guid_entry {
+    char *id; /* "<set>(<canonical key>)" */
+    char *set;
+    json_t *rkey;
+    enum state state;
+    uint64_t neg_pass; /* plan pass in which it became NOTFOUND/FAILED */
+    char *guid;
+    struct failure fail;
+    UT_hash_handle hh;
+};
+
+/* Per entity set: the primary id attribute (needed to read a GUID from a $filter answer). */
+struct set_entry {
+    char *set;
+    enum state state;
+    char *pk;
+    struct failure fail;
+    UT_hash_handle hh;
+};
+
+/* Per table: whether UpsertMultiple is available (asked once via sdkmessagefilters). */
+struct bulk_entry {
+    char *name;
+    enum state state;
+    bool supported;
+    UT_hash_handle hh;
+};
+
+enum row_where { ROW_RESOLVING, ROW_READY, ROW_SENT, ROW_DONE };
+
+struct row {
+    struct row *prev, *next;
+    enum row_where where;
+    enum dw_write_op op;
+    char *entity_set, *logical_name;
+    json_t *key, *body;
+    void *user;
+    json_t *rkey;    /* key with references replaced by GUIDs */
+    json_t *rbody;   /* body with binds written as "/<set>(<key>)" */
+    json_t *used;    /* ids of GUID cache entries this row relied on */
+    char *guid;      /* set when the row is addressed by id (unaddressable key) */
+    bool post;       /* unaddressable key, no such row: create with POST */
+    bool no_bulk;    /* isolating a failed bulk request: go through $batch */
+    bool single;     /* isolating a failed batch: go alone */
+    json_t *payload; /* last body sent */
+    struct failure res;
+    char *missing;
+};
+
+enum req_kind { REQ_TOKEN, REQ_BULK, REQ_BATCH, REQ_LOOKUP, REQ_SETINFO, REQ_BULKINFO, REQ_GET };
+
+struct req {
+    struct req *prev, *next;
+    enum req_kind kind;
+    struct row **rows;
+    size_t nrows;
+    const char *method;
+    char *url;
+    char *body;
+    size_t body_len;
+    char *content_type;
+    bool continue_on_error;
+    int attempts;
+    bool auth_retried;
+    int64_t not_before;
+    unsigned token_gen;
+    struct guid_entry *guid_entry;
+    struct set_entry *set_entry;
+    struct bulk_entry *bulk_entry;
+    /* transfer */
+    CURL *easy;
+    struct curl_slist *headers;
+    struct dw_buf resp;
+    char *resp_type;
+    char *retry_after;
+    int dop_hint;
+    char errbuf[CURL_ERROR_SIZE];
+    /* blocking GET result */
+    bool done;
+    dw_rc rc;
+    long http;
+};
+
+struct dw_sink {
+    const struct dw_config *cfg;
+    dw_write_done_fn done_fn;
+    void *done_user;
+    CURLM *multi;
+    struct dw_auth *auth;
+    char *api;      /* <url>/api/data/<version> */
+    char *api_path; /* its path, for the request lines of $batch parts */
+    struct row *resolving, *ready, *done;
+    size_t pending;
+    struct req *queue;
+    struct req *transfers; /* requests handed to curl */
+    int in_flight;         /* Dataverse requests among them */
+    bool token_in_flight;
+    int token_failures;
+    int64_t token_not_before;
+    bool token_config_error;
+    int64_t paused_until;
+    struct dw_aimd aimd;
+    struct guid_entry *guids;
+    struct set_entry *sets;
+    struct bulk_entry *bulks;
+    uint64_t pass;
+    struct dw_sink_stats stats;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint32_t random32(void)
+{
+    uint32_t r = 0;
+    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
+        r = (uint32_t)now_ms();
+    return r;
+}
+
+static void failure_set(struct failure *f, enum dw_write_status status, enum dw_error_class cls,
+                        int http, const char *code, const char *message)
+{
+    free((char *)f->code);
+    free((char *)f->message);
+    f->status = status;
+    f->cls = cls;
+    f->http = http;
+    f->code = dw_strdup(code ? code : "");
+    f->message = dw_redact_str(message ? message : "");
+}
+
+static void failure_cleanup(struct failure *f)
+{
+    free((char *)f->code);
+    free((char *)f->message);
+    f->code = f->message = NULL;
+}
+
+/* --- rows ------------------------------------------------------------------------------ */
+
+static struct row **list_of(struct dw_sink *s, enum row_where w)
+{
+    switch (w) {
+    case ROW_RESOLVING:
+        return &s->resolving;
+    case ROW_READY:
+        return &s->ready;
+    case ROW_DONE:
+        return &s->done;
+    case ROW_SENT:
+        break;
+    }
+    return NULL;
+}
+
+static void row_move(struct dw_sink *s, struct row *r, enum row_where to)
+{
+    struct row **from = list_of(s, r->where);
+    if (from)
+        DL_DELETE(*from, r);
+    r->where = to;
+    struct row **dest = list_of(s, to);
+    if (dest)
+        DL_APPEND(*dest, r);
+}
+
+static void row_free(struct row *r)
+{
+    free(r->entity_set);
+    free(r->logical_name);
+    json_decref(r->key);
+    json_decref(r->body);
+    json_decref(r->rkey);
+    json_decref(r->rbody);
+    json_decref(r->used);
+    json_decref(r->payload);
+    free(r->guid);
+    free(r->missing);
+    failure_cleanup(&r->res);
+    free(r);
+}
+
+static void finish_row(struct dw_sink *s, struct row *r, enum dw_write_status status,
+                       enum dw_error_class cls, int http, const char *code, const char *message)
+{
+    failure_set(&r->res, status, cls, http, code, message);
+    if (status == DW_WRITE_APPLIED)
+        s->stats.rows_applied++;
+    else
+        s->stats.rows_rejected++;
+    row_move(s, r, ROW_DONE);
+}
+
+/* Drops the resolved state of a row so that it is resolved again (after a 404). */
+static void forget_cache(struct dw_sink *s, struct row *r)
+{
+    size_t i;
+    json_t *id;
+    json_array_foreach(r->used, i, id)
+    {
+        struct guid_entry *g = NULL;
+        HASH_FIND_STR(s->guids, json_string_value(id), g);
+        if (g && g->state == ST_OK) {
+            DW_DEBUG("forgetting the cached id of \"%s\"", g->id);
+            HASH_DEL(s->guids, g);
+            free(g->id);
+            free(g->set);
+            json_decref(g->rkey);
+            free(g->guid);
+            failure_cleanup(&g->fail);
+            free(g);
+        }
+    }
+}
+
+/* --- GUID resolution --------------------------------------------------------------------- */
+
+enum res { RES_READY, RES_WAIT, RES_FAIL };
+
+static char *ref_display(const char *set, const json_t *rkey)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    (void)dw_buf_printf(&b, "%s(", set);
+    (void)dw_dvkey_segment(&b, rkey, false);
+    (void)dw_buf_putc(&b, ')');
+    return dw_buf_steal(&b);
+}
+
+static struct guid_entry *guid_get(struct dw_sink *s, const char *set, const json_t *rkey)
+{
+    char *canon = dw_json_canonical(rkey);
+    char *id = dw_asprintf("%s(%s)", set, canon);
+    free(canon);
+    struct guid_entry *g = NULL;
+    HASH_FIND_STR(s->guids, id, g);
+    if (g) {
+        free(id);
+        return g;
+    }
+    g = dw_calloc(1, sizeof *g);
+    g->id = id;
+    g->set = dw_strdup(set);
+    g->rkey = json_deep_copy(rkey);
+    g->state = ST_PENDING;
+    HASH_ADD_KEYPTR(hh, s->guids, g->id, strlen(g->id), g);
+    return g;
+}
+
+static enum res resolve_key(struct dw_sink *s, struct row *r, const json_t *key, int depth,
+                            json_t **out);
+
+/*
+ * The GUID of the row a reference object names. RES_FAIL has set the row's result. When
+ * not_found_ok, a missing row gives RES_READY with *guid NULL (the row's own key).
+ */
+static enum res ref_guid(struct dw_sink *s, struct row *r, const char *set, const json_t *rkey,
+                         bool not_found_ok, char **guid)
+{
+    struct guid_entry *g = guid_get(s, set, rkey);
+    json_array_append_new(r->used, json_string(g->id));
+    switch (g->state) {
+    case ST_PENDING:
+    case ST_INFLIGHT:
+        return RES_WAIT;
+    case ST_OK:
+        *guid = dw_strdup(g->guid);
+        return RES_READY;
+    case ST_NOTFOUND:
+        if (not_found_ok) {
+            *guid = NULL;
+            return RES_READY;
+        }
+        free(r->missing);
+        r->missing = ref_display(set, rkey);
+        {
+            char *msg = dw_asprintf("A record with the specified key values does not exist in "
+                                    "%s (parent %s)",
+                                    set, r->missing);
+            finish_row(s, r, DW_WRITE_REJECTED, DW_ERRCLASS_MISSING_PARENT, 404, "0x80048d02", msg);
+            free(msg);
+        }
+        return RES_FAIL;
+    case ST_FAILED:
+        finish_row(s, r, g->fail.status, g->fail.cls, g->fail.http, g->fail.code, g->fail.message);
+        return RES_FAIL;
+    }
+    return RES_WAIT;
+}
+
+/* Resolves the key of a reference object and then its GUID. */
+static enum res resolve_ref(struct dw_sink *s, struct row *r, const json_t *ref, int depth,
+                            char **set_out, json_t **rkey_out, char **guid)
+{
+    const char *set = json_string_value(json_object_get(ref, "$ref"));
+    json_t *rkey = NULL;
+    enum res res = resolve_key(s, r, json_object_get(ref, "key"), depth + 1, &rkey);
+    if (res == RES_READY && guid)
+        res = ref_guid(s, r, set, rkey, false, guid);
+    if (res == RES_READY) {
+        *set_out = dw_strdup(set);
+        *rkey_out = rkey;
+    } else {
+        json_decref(rkey);
+    }
+    return res;
+}
+
+static enum res resolve_key(struct dw_sink *s, struct row *r, const json_t *key, int depth,
+                            json_t **out)
+{
+    const char *name;
+    json_t *v;
+    if (depth > MAX_REF_DEPTH || !json_is_object(key) || json_object_size(key) == 0) {
+        finish_row(s, r, DW_WRITE_REJECTED, DW_ERRCLASS_MAPPING, 0, "",
+                   "a key is empty, not an object, or nests references too deeply");
+        return RES_FAIL;
+    }
+    json_t *rkey = json_object();
+    json_object_foreach((json_t *)key, name, v)
+    {
+        if (dw_dvkey_is_ref(v)) {
+            char *set = NULL, *guid = NULL;
+            json_t *inner = NULL;
+            enum res res = resolve_ref(s, r, v, depth, &set, &inner, &guid);
+            if (res != RES_READY) {
+                json_decref(rkey);
+                return res;
+            }
+            json_object_set_new(rkey, name, json_string(guid));
+            free(set);
+            free(guid);
+            json_decref(inner);
+        } else if (json_is_string(v) || json_is_number(v) || json_is_boolean(v)) {
+            json_object_set(rkey, name, v);
+        } else {
+            char *msg = dw_asprintf("key part \"%s\" is not a scalar or a reference", name);
+            finish_row(s, r, DW_WRITE_REJECTED, DW_ERRCLASS_MAPPING, 0, "", msg);
+            free(msg);
+            json_decref(rkey);
+            return RES_FAIL;
+        }
+    }
+    *out = rkey;
+    return RES_READY;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Writes each "@odata.bind" reference as "/<set>(<key>)", or "/<set>(<guid>)" when the
+ * parent's key cannot be put in a URL. */
+static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
+{
+    const char *name;
+    json_t *v;
+    json_t *rbody = json_object();
+    json_object_foreach(r->body, name, v)
+    {
+        if (!ends_with(name, "@odata.bind") || !dw_dvkey_is_ref(v)) {
+            json_object_set(rbody, name, v);
+            continue;
+        }
+        char *set = NULL;
+        json_t *pkey = NULL;
+        enum res res = resolve_ref(s, r, v, 0, &set, &pkey, NULL);
+        if (res == RES_READY) {
+            struct dw_buf b;
+            dw_buf_init(&b, 0);
+            if (dw_dvkey_addressable(pkey)) {
+                (void)dw_buf_printf(&b, "/%s(", set);
+                (void)dw_dvkey_segment(&b, pkey, false);
+                (void)dw_buf_putc(&b, ')');
+            } else {
+                char *guid = NULL;
+                res = ref_guid(s, r, set, pkey, false, &guid);
+                if (res == RES_READY)
+                    (void)dw_buf_printf(&b, "/%s(%s)", set, guid);
+                free(guid);
+            }
+            if (res == RES_READY)
+                json_object_set_new(rbody, name, json_string(dw_buf_str(&b)));
+            dw_buf_cleanup(&b);
+        }
+        free(set);
+        json_decref(pkey);
+        if (res != RES_READY) {
+            json_decref(rbody);
+            return res;
+        }
+    }
+    *out = rbody;
+    return RES_READY;
+}
+
+/* Adds the key attributes to the body of a POST (only for unaddressable keys). */
+static enum res post_body(struct dw_sink *s, struct row *r)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach(r->key, name, v)
+    {
+        if (!dw_dvkey_is_lookup_part(name)) {
+            json_object_set(r->rbody, name, v);
+            continue;
+        }
+        if (!dw_dvkey_is_ref(v)) {
+            char *msg = dw_asprintf("cannot create a row whose key holds a character a URL "
+                                    "cannot carry when key part \"%s\" is a bare GUID: give "
+                                    "it as a reference object",
+                                    name);
+            finish_row(s, r, DW_WRITE_REJECTED, DW_ERRCLASS_MAPPING, 0, "", msg);
+            free(msg);
+            return RES_FAIL;
+        }
+        /* "_parent_value" becomes "parent@odata.bind": the lookup's navigation name. */
+        char *nav = dw_strndup(name + 1, strlen(name) - 7);
+        char *bind = dw_asprintf("%s@odata.bind", nav);
+        char *val = dw_asprintf("/%s(%s)", json_string_value(json_object_get(v, "$ref")),
+                                json_string_value(json_object_get(r->rkey, name)));
+        json_object_set_new(r->rbody, bind, json_string(val));
+        free(nav);
+        free(bind);
+        free(val);
+    }
+    return RES_READY;
+}
+
+static enum res resolve_row(struct dw_sink *s, struct row *r)
+{
+    json_decref(r->used);
+    r->used = json_array();
+    json_t *rkey = NULL, *rbody = NULL;
+    enum res res = resolve_key(s, r, r->key, 0, &rkey);
+    if (res == RES_READY && r->body)
+        res = resolve_body(s, r, &rbody);
+    if (res != RES_READY)
+        goto out;
+    free(r->guid);
+    r->guid = NULL;
+    r->post = false;
+    if (!dw_dvkey_addressable(rkey)) {
+        char *guid = NULL;
+        res = ref_guid(s, r, r->entity_set, rkey, true, &guid);
+        if (res != RES_READY)
+            goto out;
+        if (guid) {
+            r->guid = guid;
+        } else if (r->op == DW_WRITE_DELETE) {
+            finish_row(s, r, DW_WRITE_APPLIED, DW_ERRCLASS_NONE, 404, "", "");
+            res = RES_FAIL;
+            goto out;
+        } else if (r->op == DW_WRITE_UPDATE) {
+            finish_row(s, r, DW_WRITE_REJECTED, DW_ERRCLASS_CONFLICT, 404, "",
+                       "update-only write: no row matches the key");
+            res = RES_FAIL;
+            goto out;
+        } else {
+            r->post = true;
+        }
+    }
+    json_decref(r->rkey);
+    json_decref(r->rbody);
+    r->rkey = rkey;
+    r->rbody = rbody;
+    rkey = rbody = NULL;
+    if (r->post)
+        res = post_body(s, r);
+out:
+    json_decref(rkey);
+    json_decref(rbody);
+    return res;
+}
+
+/* --- requests -------------------------------------------------------------------------- */
+
+static struct req *req_new(enum req_kind kind, const char *method, char *url)
+{
+    struct req *q = dw_calloc(1, sizeof *q);
+    q->kind = kind;
+    q->method = method;
+    q->url = url;
+    dw_buf_init(&q->resp, RESPONSE_MAX);
+    return q;
+}
+
+static void req_reset_transfer(struct req *q)
+{
+    if (q->easy)
+        curl_easy_cleanup(q->easy);
+    q->easy = NULL;
+    curl_slist_free_all(q->headers);
+    q->headers = NULL;
+    dw_buf_reset(&q->resp);
+    free(q->resp_type);
+    free(q->retry_after);
+    q->resp_type = q->retry_after = NULL;
+    q->dop_hint = 0;
+    q->errbuf[0] = '\0';
+}
+
+static void req_free(struct req *q)
+{
+    if (q == NULL)
+        return;
+    req_reset_transfer(q);
+    dw_buf_cleanup(&q->resp);
+    free(q->rows);
+    free(q->url);
+    free(q->body);
+    free(q->content_type);
+    free(q);
+}
+
+static void enqueue(struct dw_sink *s, struct req *q)
+{
+    DL_APPEND(s->queue, q);
+}
+
+static char *api_url(struct dw_sink *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static char *api_url(struct dw_sink *s, const char *fmt, ...)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    (void)dw_buf_printf(&b, "%s/", s->api);
+    va_list ap;
+    va_start(ap, fmt);
+    (void)dw_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    return dw_buf_steal(&b);
+}
+
+/* The address of a row: "<set>(<key segment>)" or "<set>(<guid>)", URL-encoded. */
+static void row_address(struct dw_buf *b, const struct row *r, bool encode)
+{
+    (void)dw_buf_printf(b, "%s(", r->entity_set);
+    if (r->guid)
+        (void)dw_buf_puts(b, r->guid);
+    else
+        (void)dw_dvkey_segment(b, r->rkey, encode);
+    (void)dw_buf_putc(b, ')');
+}
+
+static void queue_lookup(struct dw_sink *s, struct guid_entry *g, const char *pk)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    (void)dw_buf_printf(&b, "%s?$select=%s&$top=2&$filter=", g->set, pk);
+    (void)dw_dvkey_filter(&b, g->rkey);
+    struct req *q = req_new(REQ_LOOKUP, "GET", api_url(s, "%s", dw_buf_str(&b)));
+    dw_buf_cleanup(&b);
+    q->guid_entry = g;
+    g->state = ST_INFLIGHT;
+    enqueue(s, q);
+}
+
+static void queue_setinfo(struct dw_sink *s, struct set_entry *e)
+{
+    struct dw_buf b;
+    char *filter = dw_asprintf("EntitySetName eq '%s'", e->set);
+    dw_buf_init(&b, 0);
+    (void)dw_dvkey_encode(&b, filter, strlen(filter));
+    struct req *q = req_new(
+        REQ_SETINFO, "GET",
+        api_url(s,
+                "EntityDefinitions?$select=LogicalName,EntitySetName,PrimaryIdAttribute&$filter=%s",
+                dw_buf_str(&b)));
+    free(filter);
+    dw_buf_cleanup(&b);
+    q->set_entry = e;
+    e->state = ST_INFLIGHT;
+    enqueue(s, q);
+}
+
+static void queue_bulkinfo(struct dw_sink *s, struct bulk_entry *e)
+{
+    struct dw_buf b;
+    char *filter = dw_asprintf(
+        "sdkmessageid/name eq 'UpsertMultiple' and primaryobjecttypecode eq '%s'", e->name);
+    dw_buf_init(&b, 0);
+    (void)dw_dvkey_encode(&b, filter, strlen(filter));
+    struct req *q = req_new(
+        REQ_BULKINFO, "GET",
+        api_url(s, "sdkmessagefilters?$select=sdkmessagefilterid&$filter=%s", dw_buf_str(&b)));
+    free(filter);
+    dw_buf_cleanup(&b);
+    q->bulk_entry = e;
+    e->state = ST_INFLIGHT;
+    enqueue(s, q);
+}
+
+static void set_payload(struct row *r, json_t *payload)
+{
+    json_decref(r->payload);
+    r->payload = payload;
+}
+
+static void queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
+{
+    json_t *targets = json_array();
+    for (size_t i = 0; i < n; i++) {
+        struct row *r = rows[i];
+        json_t *item = json_deep_copy(r->rbody);
+        struct dw_buf b;
+        dw_buf_init(&b, 0);
+        row_address(&b, r, false);
+        char *type = dw_asprintf("Microsoft.Dynamics.CRM.%s", r->logical_name);
+        json_object_set_new(item, "@odata.type", json_string(type));
+        json_object_set_new(item, "@odata.id", json_string(dw_buf_str(&b)));
+        free(type);
+        dw_buf_cleanup(&b);
+        set_payload(r, json_incref(item));
+        json_array_append_new(targets, item);
+        row_move(s, r, ROW_SENT);
+    }
+    json_t *doc = json_pack("{s:o}", "Targets", targets);
+    struct req *q =
+        req_new(REQ_BULK, "POST",
+                api_url(s, "%s/Microsoft.Dynamics.CRM.UpsertMultiple", rows[0]->entity_set));
+    q->body = dw_json_dumps(doc);
+    q->body_len = strlen(q->body);
+    q->content_type = dw_strdup("application/json");
+    q->rows = dw_malloc(n * sizeof *q->rows);
+    memcpy(q->rows, rows, n * sizeof *rows);
+    q->nrows = n;
+    json_decref(doc);
+    enqueue(s, q);
+}
+
+/* Builds a $batch request of rows (moved to ROW_SENT); the caller queues it. */
+static struct req *make_batch(struct dw_sink *s, struct row **rows, size_t n)
+{
+    struct dw_batch_request *parts = dw_calloc(n, sizeof *parts);
+    char **urls = dw_calloc(n, sizeof *urls);
+    char **bodies = dw_calloc(n, sizeof *bodies);
+    char boundary[48];
+    snprintf(boundary, sizeof boundary, "batch_%08x%08x", random32(), random32());
+    for (size_t i = 0; i < n; i++) {
+        struct row *r = rows[i];
+        struct dw_buf b;
+        dw_buf_init(&b, 0);
+        (void)dw_buf_printf(&b, "%s/", s->api_path);
+        if (r->post)
+            (void)dw_buf_puts(&b, r->entity_set);
+        else
+            row_address(&b, r, true);
+        urls[i] = dw_buf_steal(&b);
+        parts[i].url = urls[i];
+        if (r->op == DW_WRITE_DELETE) {
+            parts[i].method = "DELETE";
+            set_payload(r, NULL);
+        } else {
+            parts[i].method = r->post ? "POST" : "PATCH";
+            if (!r->post && r->op == DW_WRITE_CREATE)
+                parts[i].headers = "If-None-Match: *\r\n";
+            else if (!r->post && r->op == DW_WRITE_UPDATE)
+                parts[i].headers = "If-Match: *\r\n";
+            bodies[i] = dw_json_dumps(r->rbody);
+            parts[i].body = bodies[i];
+            parts[i].body_len = strlen(bodies[i]);
+            set_payload(r, json_incref(r->rbody));
+        }
+        row_move(s, r, ROW_SENT);
+    }
+    struct dw_buf body;
+    dw_buf_init(&body, 0);
+    (void)dw_batch_build(&body, boundary, NULL, parts, n);
+    struct req *q = req_new(REQ_BATCH, "POST", api_url(s, "$batch"));
+    q->body_len = body.len;
+    q->body = dw_buf_steal(&body);
+    q->content_type = dw_asprintf("multipart/mixed; boundary=\"%s\"", boundary);
+    q->continue_on_error = true;
+    q->rows = dw_malloc(n * sizeof *q->rows);
+    memcpy(q->rows, rows, n * sizeof *rows);
+    q->nrows = n;
+    for (size_t i = 0; i < n; i++) {
+        free(urls[i]);
+        free(bodies[i]);
+    }
+    free(urls);
+    free(bodies);
+    free(parts);
+    return q;
+}
+
+static void queue_batch(struct dw_sink *s, struct row **rows, size_t n)
+{
+    enqueue(s, make_batch(s, rows, n));
+}
+
+/* --- planning -------------------------------------------------------------------------- */
+
+static void fail_entry(struct dw_sink *s, struct guid_entry *g, const struct failure *f)
+{
+    g->state = ST_FAILED;
+    g->neg_pass = s->pass;
+    failure_set(&g->fail, f->status, f->cls, f->http, f->code, f->message);
+}
+
+/* Issues requests for GUID cache entries that need one. */
+static void advance_entries(struct dw_sink *s)
+{
+    struct guid_entry *g, *tmp;
+    HASH_ITER(hh, s->guids, g, tmp)
+    {
+        if (g->state != ST_PENDING)
+            continue;
+        struct set_entry *e = NULL;
+        HASH_FIND_STR(s->sets, g->set, e);
+        if (e == NULL) {
+            e = dw_calloc(1, sizeof *e);
+            e->set = dw_strdup(g->set);
+            e->state = ST_PENDING;
+            HASH_ADD_KEYPTR(hh, s->sets, e->set, strlen(e->set), e);
+        }
+        if (e->state == ST_PENDING)
+            queue_setinfo(s, e);
+        if (e->state == ST_OK)
+            queue_lookup(s, g, e->pk);
+        else if (e->state == ST_FAILED)
+            fail_entry(s, g, &e->fail);
+    }
+}
+
+static void drop_negative_entries(struct dw_sink *s)
+{
+    struct guid_entry *g, *tmp;
+    HASH_ITER(hh, s->guids, g, tmp)
+    {
+        if ((g->state == ST_NOTFOUND || g->state == ST_FAILED) && g->neg_pass < s->pass) {
+            HASH_DEL(s->guids, g);
+            free(g->id);
+            free(g->set);
+            json_decref(g->rkey);
+            free(g->guid);
+            failure_cleanup(&g->fail);
+            free(g);
+        }
+    }
+    /* A set whose metadata could not be read is asked again next time. */
+    struct set_entry *e, *etmp;
+    HASH_ITER(hh, s->sets, e, etmp)
+    {
+        if (e->state == ST_FAILED) {
+            HASH_DEL(s->sets, e);
+            free(e->set);
+            free(e->pk);
+            failure_cleanup(&e->fail);
+            free(e);
+        }
+    }
+}
+
+static int cmp_rows_by_set(const void *a, const void *b)
+{
+    const struct row *x = *(struct row *const *)a, *y = *(struct row *const *)b;
+    return strcmp(x->entity_set, y->entity_set);
+}
+
+static void group_ready(struct dw_sink *s)
+{
+    size_t n = 0, nbulk = 0, nbatch = 0;
+    struct row *r, *tmp;
+    DL_COUNT(s->ready, r, n);
+    if (n == 0)
+        return;
+    struct row **bulk = dw_malloc(n * sizeof *bulk);
+    struct row **batch = dw_malloc(n * sizeof *batch);
+    size_t size = (size_t)s->cfg->dataverse.batch_size;
+    DL_FOREACH_SAFE(s->ready, r, tmp)
+    {
+        if (r->single) {
+            queue_batch(s, &r, 1);
+            continue;
+        }
+        if (r->op == DW_WRITE_UPSERT && !r->no_bulk && !r->post && r->logical_name &&
+            *r->logical_name) {
+            struct bulk_entry *e = NULL;
+            HASH_FIND_STR(s->bulks, r->logical_name, e);
+            if (e == NULL) {
+                e = dw_calloc(1, sizeof *e);
+                e->name = dw_strdup(r->logical_name);
+                HASH_ADD_KEYPTR(hh, s->bulks, e->name, strlen(e->name), e);
+                queue_bulkinfo(s, e);
+            }
+            if (e->state != ST_OK)
+                continue; /* waits for the answer */
+            if (e->supported) {
+                bulk[nbulk++] = r;
+                continue;
+            }
+        }
+        batch[nbatch++] = r;
+    }
+    qsort(bulk, nbulk, sizeof *bulk, cmp_rows_by_set);
+    for (size_t i = 0; i < nbulk;) {
+        size_t j = i + 1;
+        while (j < nbulk && j - i < size && strcmp(bulk[j]->entity_set, bulk[i]->entity_set) == 0)
+            j++;
+        queue_bulk(s, bulk + i, j - i);
+        i = j;
+    }
+    for (size_t i = 0; i < nbatch; i += size)
+        queue_batch(s, batch + i, nbatch - i < size ? nbatch - i : size);
+    free(bulk);
+    free(batch);
+}
+
+static void plan(struct dw_sink *s)
+{
+    s->pass++;
+    advance_entries(s);
+    struct row *r, *tmp;
+    DL_FOREACH_SAFE(s->resolving, r, tmp)
+    {
+        if (resolve_row(s, r) == RES_READY)
+            row_move(s, r, ROW_READY);
+    }
+    advance_entries(s);
+    drop_negative_entries(s);
+    group_ready(s);
+}
+
+/* --- transfers ------------------------------------------------------------------------- */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *user)
+{
+    struct req *q = user;
+    return dw_buf_append(&q->resp, data, size * nmemb) == DW_OK ? size * nmemb : 0;
+}
+
+static char *header_value(const char *line, size_t len, const char *name)
+{
+    size_t n = strlen(name);
+    if (len <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
+        return NULL;
+    const char *v = line + n + 1, *end = line + len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+        end--;
+    return dw_strndup(v, (size_t)(end - v));
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *user)
+{
+    struct req *q = user;
+    size_t len = size * nmemb;
+    char *v;
+    if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        /* A new response (after a 100 Continue or a redirect) starts its headers afresh. */
+        free(q->resp_type);
+        free(q->retry_after);
+        q->resp_type = q->retry_after = NULL;
+    } else if ((v = header_value(data, len, "Content-Type"))) {
+        free(q->resp_type);
+        q->resp_type = v;
+    } else if ((v = header_value(data, len, "Retry-After"))) {
+        free(q->retry_after);
+        q->retry_after = v;
+    } else if ((v = header_value(data, len, "x-ms-dop-hint"))) {
+        long hint = strtol(v, NULL, 10);
+        q->dop_hint = hint > 0 && hint < 1000 ? (int)hint : 0;
+        free(v);
+    }
+    return len;
+}
+
+static void debug_request(struct dw_sink *s, const struct req *q)
+{
+    if (!s->cfg->dataverse.debug_payloads || !dw_log_enabled(DW_LOG_DEBUG))
+        return;
+    /* The Authorization header is never part of what is logged; the body passes the
+     * redactor in dw_log_emit like every log line. */
+    DW_LOGF(DW_LOG_DEBUG, DW_FIELDS({"method", q->method}, {"url", q->url}),
+            "request headers: Authorization: Bearer " DW_REDACTED ", Content-Type: %s",
+            q->content_type ? q->content_type : "application/x-www-form-urlencoded");
+    if (q->body && q->kind != REQ_TOKEN)
+        DW_DEBUG("request body: %.*s", (int)q->body_len, q->body);
+}
+
+static void debug_response(struct dw_sink *s, const struct req *q, long http)
+{
+    if (!s->cfg->dataverse.debug_payloads || !dw_log_enabled(DW_LOG_DEBUG))
+        return;
+    char status[16];
+    snprintf(status, sizeof status, "%ld", http);
+    DW_LOGF(DW_LOG_DEBUG, DW_FIELDS({"url", q->url}, {"status", status}), "response body: %s",
+            q->kind == REQ_TOKEN ? "(token response withheld)" : dw_buf_str(&q->resp));
+}
+
+static dw_rc start_transfer(struct dw_sink *s, struct req *q, const char *token)
+{
+    req_reset_transfer(q);
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        dw_oom(0);
+    q->easy = e;
+    const struct dw_config *c = s->cfg;
+    if (q->kind == REQ_TOKEN) {
+        q->headers = curl_slist_append(q->headers, "Accept: application/json");
+        q->headers =
+            curl_slist_append(q->headers, "Content-Type: application/x-www-form-urlencoded");
+    } else {
+        char *auth = dw_asprintf("Authorization: Bearer %s", token);
+        q->headers = curl_slist_append(q->headers, auth);
+        explicit_bzero(auth, strlen(auth));
+        free(auth);
+        q->headers = curl_slist_append(q->headers, "Accept: application/json");
+        q->headers = curl_slist_append(q->headers, "OData-MaxVersion: 4.0");
+        q->headers = curl_slist_append(q->headers, "OData-Version: 4.0");
+        if (q->content_type) {
+            char *ct = dw_asprintf("Content-Type: %s", q->content_type);
+            q->headers = curl_slist_append(q->headers, ct);
+            free(ct);
+        }
+        if (q->continue_on_error)
+            q->headers = curl_slist_append(q->headers, "Prefer: odata.continue-on-error");
+        q->token_gen = dw_auth_generation(s->auth);
+    }
+    q->headers = curl_slist_append(q->headers, "Expect:");
+    curl_easy_setopt(e, CURLOPT_URL, q->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, q);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->headers);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, q->method);
+    if (q->body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->body);
+    } else if (strcmp(q->method, "GET") == 0) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    }
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, q);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->errbuf);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->dataverse.connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->dataverse.request_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (c->dataverse.ca_file && *c->dataverse.ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, c->dataverse.ca_file);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "dwasync/" DW_VERSION);
+    debug_request(s, q);
+    if (curl_multi_add_handle(s->multi, e) != CURLM_OK) {
+        req_reset_transfer(q);
+        return DW_ERR_HTTP;
+    }
+    DL_APPEND(s->transfers, q);
+    if (q->kind == REQ_TOKEN) {
+        s->token_in_flight = true;
+    } else {
+        s->in_flight++;
+        s->stats.requests++;
+    }
+    return DW_OK;
+}
+
+static void start_token_request(struct dw_sink *s, int64_t now)
+{
+    struct dw_buf body;
+    dw_buf_init(&body, 0);
+    if (dw_auth_request_body(s->auth, (int64_t)time(NULL), &body) != DW_OK) {
+        dw_buf_cleanup(&body);
+        s->token_not_before = now + 5000;
+        return;
+    }
+    struct req *q = req_new(REQ_TOKEN, "POST", dw_strdup(dw_auth_token_url(s->auth)));
+    q->body_len = body.len;
+    q->body = dw_buf_steal(&body);
+    if (start_transfer(s, q, NULL) != DW_OK) {
+        explicit_bzero(q->body, q->body_len);
+        req_free(q);
+        s->token_not_before = now + 1000;
+    }
+}
+
+static void start_requests(struct dw_sink *s)
+{
+    int64_t now = now_ms();
+    const char *token = dw_auth_token(s->auth, now);
+    int64_t renew = dw_auth_renew_at(s->auth);
+    bool want_token = token == NULL || (renew && now >= renew);
+    if (want_token && !s->token_in_flight && now >= s->token_not_before && s->queue)
+        start_token_request(s, now);
+    if (token == NULL || now < s->paused_until)
+        return;
+    int limit = dw_aimd_limit(&s->aimd);
+    struct req *q, *tmp;
+    DL_FOREACH_SAFE(s->queue, q, tmp)
+    {
+        if (s->in_flight >= limit)
+            break;
+        if (q->not_before > now)
+            continue;
+        DL_DELETE(s->queue, q);
+        if (start_transfer(s, q, token) != DW_OK) {
+            q->not_before = now + 1000;
+            DL_APPEND(s->queue, q);
+        }
+    }
+    s->stats.concurrency = limit;
+    s->stats.in_flight = s->in_flight;
+}
+
+/* --- completions ----------------------------------------------------------------------- */
+
+/* Reads {"error":{"code":..,"message":..}} (or an OAuth-style error) from a body. */
+static void parse_error(const char *body, char **code, char **message)
+{
+    json_t *doc = json_loads(body ? body : "", JSON_DECODE_ANY, NULL);
+    json_t *err = json_object_get(doc, "error");
+    const char *c = json_string_value(json_object_get(err, "code"));
+    const char *m = json_string_value(json_object_get(err, "message"));
+    *code = dw_strdup(c ? c : "");
+    if (m)
+        *message = dw_strdup(m);
+    else if (body && *body && doc == NULL)
+        *message = dw_strndup(body, 300);
+    else
+        *message = dw_strdup("");
+    json_decref(doc);
+}
+
+static int retry_limit(const struct dw_sink *s, const struct req *q)
+{
+    if (q->kind == REQ_GET)
+        return s->cfg->dataverse.retry_limit ? (int)s->cfg->dataverse.retry_limit
+                                             : BLOCKING_ATTEMPTS;
+    return (int)s->cfg->dataverse.retry_limit;
+}
+
+static void give_up(struct dw_sink *s, struct req *q, const struct failure *f);
+
+/*
+ * Puts a request back in the queue after a transient failure, or gives up past the retry
+ * limit. A 429 pauses the whole environment; anything else backs off this request alone.
+ */
+static void retry(struct dw_sink *s, struct req *q, const struct dw_classification *c, int http,
+                  const char *code, const char *message)
+{
+    int64_t now = now_ms();
+    q->attempts++;
+    int limit = retry_limit(s, q);
+    if ((limit > 0 && q->attempts >= limit) || (q->kind == REQ_GET && c->config_error)) {
+        char *msg = dw_asprintf("gave up after %d attempt%s: %s", q->attempts,
+                                q->attempts == 1 ? "" : "s", message);
+        struct failure f = {DW_WRITE_GAVE_UP, DW_ERRCLASS_TRANSIENT, http, code, msg};
+        give_up(s, q, &f);
+        free(msg);
+        return;
+    }
+    int64_t delay;
+    if (c->throttled) {
+        delay = dw_retry_after_ms(q->retry_after, time(NULL));
+        if (delay < 0)
+            delay = DEFAULT_RETRY_AFTER_MS;
+        if (now + delay > s->paused_until)
+            s->paused_until = now + delay;
+        s->stats.throttled++;
+        dw_aimd_throttled(&s->aimd);
+        DW_WARN("Dataverse throttled a request (HTTP 429): pausing all requests for %" PRId64 " ms",
+                delay);
+    } else {
+        delay = dw_backoff_ms(q->attempts, BACKOFF_BASE_MS, s->cfg->dataverse.retry_max_backoff_ms,
+                              random32());
+        DW_WARN("transient failure (%s): retrying in %" PRId64 " ms (attempt %d)", message, delay,
+                q->attempts);
+    }
+    s->stats.retries++;
+    s->stats.retry_sleep_ms += (uint64_t)delay;
+    q->not_before = now + delay;
+    req_reset_transfer(q);
+    enqueue(s, q);
+}
+
+static void give_up(struct dw_sink *s, struct req *q, const struct failure *f)
+{
+    switch (q->kind) {
+    case REQ_BULK:
+    case REQ_BATCH:
+        for (size_t i = 0; i < q->nrows; i++)
+            finish_row(s, q->rows[i], f->status, f->cls, f->http, f->code, f->message);
+        break;
+    case REQ_LOOKUP:
+        fail_entry(s, q->guid_entry, f);
+        break;
+    case REQ_SETINFO:
+        q->set_entry->state = ST_FAILED;
+        failure_set(&q->set_entry->fail, f->status, f->cls, f->http, f->code, f->message);
+        break;
+    case REQ_BULKINFO:
+        q->bulk_entry->state = ST_OK;
+        q->bulk_entry->supported = false;
+        break;
+    case REQ_GET:
+        q->done = true;
+        q->http = f->http;
+        q->rc = DW_ERR_HTTP;
+        DW_ERROR("GET \"%s\" failed: %s", q->url, f->message);
+        return; /* the caller frees it */
+    case REQ_TOKEN:
+        break;
+    }
+    req_free(q);
+}
+
+/* Sends every row of q again as its own $batch (isolates the bad rows of a bulk request
+ * or of a batch refused as a whole). */
+static void isolate(struct dw_sink *s, struct req *q, bool singles)
+{
+    for (size_t i = 0; i < q->nrows; i++) {
+        q->rows[i]->no_bulk = true;
+        q->rows[i]->single = singles;
+        row_move(s, q->rows[i], ROW_READY);
+    }
+    req_free(q);
+}
+
+static void complete_batch(struct dw_sink *s, struct req *q)
+{
+    struct dw_batch_response br = {NULL, 0};
+    if (dw_batch_parse(q->resp_type, q->resp.data ? q->resp.data : "", q->resp.len, &br) != DW_OK) {
+        struct dw_classification c = {DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT, false, false};
+        DW_ERROR("$batch answer of %zu bytes could not be parsed (content type \"%s\")",
+                 q->resp.len, q->resp_type ? q->resp_type : "");
+        retry(s, q, &c, 200, "", "malformed $batch response");
+        return;
+    }
+    struct row **again = dw_malloc(q->nrows * sizeof *again);
+    size_t nagain = 0, nunanswered = 0;
+    bool throttled = false, renew = false;
+    int64_t pause = -1;
+    struct dw_classification last = {DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT, false, false};
+    char *last_msg = NULL;
+    int last_http = 0;
+    for (size_t i = 0; i < q->nrows; i++) {
+        struct row *r = q->rows[i];
+        if (i >= br.nparts) {
+            /* The batch stopped early: never attempted, so resolved and grouped again. */
+            row_move(s, r, ROW_READY);
+            nunanswered++;
+            continue;
+        }
+        const struct dw_batch_part *p = &br.parts[i];
+        char *code = NULL, *msg = NULL;
+        parse_error(p->body, &code, &msg);
+        struct dw_classification c = dw_classify(r->op, CURLE_OK, p->status, code);
+        if (c.verdict == DW_VERDICT_OK) {
+            finish_row(s, r, DW_WRITE_APPLIED, DW_ERRCLASS_NONE, p->status, "", "");
+        } else if (c.verdict == DW_VERDICT_PERMANENT) {
+            if (p->status == 404)
+                forget_cache(s, r);
+            finish_row(s, r, DW_WRITE_REJECTED, c.error_class, p->status, code, msg);
+        } else {
+            again[nagain++] = r;
+            throttled |= c.throttled;
+            renew |= c.verdict == DW_VERDICT_RENEW_AUTH;
+            if (c.throttled) {
+                int64_t ra = dw_retry_after_ms(p->retry_after, time(NULL));
+                if (ra > pause)
+                    pause = ra;
+            }
+            last = c;
+            free(last_msg);
+            last_msg = dw_asprintf("HTTP %d %s", p->status, msg);
+            last_http = p->status;
+        }
+        free(code);
+        free(msg);
+    }
+    if (nunanswered)
+        DW_WARN("$batch answered %zu of %zu requests; sending the rest again", br.nparts, q->nrows);
+    if (nagain) {
+        /* The rows that failed transiently are retried together as a new batch that keeps
+         * the attempt count. */
+        struct req *nq = make_batch(s, again, nagain);
+        nq->attempts = q->attempts;
+        nq->token_gen = q->token_gen;
+        if (renew && nq->token_gen == dw_auth_generation(s->auth))
+            dw_auth_invalidate(s->auth);
+        if (throttled) {
+            last.throttled = true;
+            nq->retry_after = pause >= 0 ? dw_asprintf("%" PRId64, (pause + 999) / 1000) : NULL;
+        }
+        last.verdict = DW_VERDICT_RETRY;
+        retry(s, nq, &last, last_http, "", last_msg ? last_msg : "");
+    }
+    free(last_msg);
+    free(again);
+    dw_batch_response_cleanup(&br);
+    req_free(q);
+}
+
+static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long http)
+{
+    char *code = NULL, *msg = NULL;
+    enum dw_write_op op = q->nrows ? q->rows[0]->op : DW_WRITE_UPSERT;
+    if (cc != CURLE_OK) {
+        code = dw_strdup("");
+        msg = dw_strdup(q->errbuf[0] ? q->errbuf : curl_easy_strerror(cc));
+    } else {
+        parse_error(dw_buf_str(&q->resp), &code, &msg);
+    }
+    struct dw_classification c = dw_classify(op, cc, (int)http, code);
+    if (c.verdict == DW_VERDICT_OK && q->kind == REQ_BATCH) {
+        complete_batch(s, q);
+    } else if (c.verdict == DW_VERDICT_OK) {
+        for (size_t i = 0; i < q->nrows; i++)
+            finish_row(s, q->rows[i], DW_WRITE_APPLIED, DW_ERRCLASS_NONE, (int)http, "", "");
+        req_free(q);
+    } else if (c.verdict == DW_VERDICT_RENEW_AUTH && !q->auth_retried) {
+        q->auth_retried = true;
+        if (q->token_gen == dw_auth_generation(s->auth))
+            dw_auth_invalidate(s->auth);
+        DW_INFO("Dataverse answered 401: renewing the access token and retrying");
+        req_reset_transfer(q);
+        enqueue(s, q);
+    } else if (c.verdict == DW_VERDICT_RETRY || c.verdict == DW_VERDICT_RENEW_AUTH) {
+        char *m = cc != CURLE_OK ? dw_strdup(msg) : dw_asprintf("HTTP %ld %s", http, msg);
+        if (c.config_error)
+            DW_ERROR("cannot reach Dataverse at \"%s\": %s", q->url, msg);
+        retry(s, q, &c, (int)http, code, m);
+        free(m);
+    } else if (q->kind == REQ_BULK) {
+        DW_WARN("UpsertMultiple of %zu rows to \"%s\" failed (HTTP %ld %s %s): sending them "
+                "as $batch to isolate the bad rows",
+                q->nrows, q->rows[0]->entity_set, http, code, msg);
+        isolate(s, q, false);
+    } else if (q->nrows > 1) {
+        DW_WARN("$batch of %zu rows refused as a whole (HTTP %ld %s %s): sending each row "
+                "alone",
+                q->nrows, http, code, msg);
+        isolate(s, q, true);
+    } else {
+        for (size_t i = 0; i < q->nrows; i++) {
+            if (http == 404)
+                forget_cache(s, q->rows[i]);
+            finish_row(s, q->rows[i], DW_WRITE_REJECTED, c.error_class, (int)http, code, msg);
+        }
+        req_free(q);
+    }
+    free(code);
+    free(msg);
+}
+
+static void complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long http)
+{
+    char *code = NULL, *msg = NULL;
+    if (cc != CURLE_OK) {
+        code = dw_strdup("");
+        msg = dw_strdup(q->errbuf[0] ? q->errbuf : curl_easy_strerror(cc));
+    } else {
+        parse_error(dw_buf_str(&q->resp), &code, &msg);
+    }
+    struct dw_classification c = dw_classify(DW_WRITE_UPSERT, cc, (int)http, code);
+    if (c.verdict == DW_VERDICT_RENEW_AUTH && !q->auth_retried) {
+        q->auth_retried = true;
+        if (q->token_gen == dw_auth_generation(s->auth))
+            dw_auth_invalidate(s->auth);
+        req_reset_transfer(q);
+        enqueue(s, q);
+        goto out;
+    }
+    if (c.verdict == DW_VERDICT_RETRY || c.verdict == DW_VERDICT_RENEW_AUTH) {
+        char *m = cc != CURLE_OK ? dw_strdup(msg) : dw_asprintf("HTTP %ld %s", http, msg);
+        retry(s, q, &c, (int)http, code, m);
+        free(m);
+        goto out;
+    }
+    json_t *doc = c.verdict == DW_VERDICT_OK ? json_loads(dw_buf_str(&q->resp), 0, NULL) : NULL;
+    json_t *values = json_object_get(doc, "value");
+    if (q->kind == REQ_GET) {
+        q->done = true;
+        q->http = http;
+        q->rc = c.verdict == DW_VERDICT_OK ? DW_OK : http == 404 ? DW_ERR_NOT_FOUND : DW_ERR_HTTP;
+        if (q->rc != DW_OK)
+            DW_ERROR("GET \"%s\" failed: HTTP %ld %s %s", q->url, http, code, msg);
+        json_decref(doc);
+        goto out; /* the caller reads q->resp and frees it */
+    }
+    if (q->kind == REQ_BULKINFO) {
+        q->bulk_entry->state = ST_OK;
+        q->bulk_entry->supported = json_array_size(values) > 0;
+        DW_INFO("table \"%s\" %s UpsertMultiple", q->bulk_entry->name,
+                q->bulk_entry->supported ? "supports" : "does not support");
+    } else if (q->kind == REQ_SETINFO) {
+        const char *pk =
+            json_string_value(json_object_get(json_array_get(values, 0), "PrimaryIdAttribute"));
+        if (pk) {
+            q->set_entry->state = ST_OK;
+            q->set_entry->pk = dw_strdup(pk);
+        } else {
+            char *m = dw_asprintf("cannot find the primary id of entity set \"%s\": %s",
+                                  q->set_entry->set, *msg ? msg : "no such entity set");
+            q->set_entry->state = ST_FAILED;
+            failure_set(&q->set_entry->fail, DW_WRITE_REJECTED, DW_ERRCLASS_VALIDATION, (int)http,
+                        code, m);
+            free(m);
+        }
+    } else if (q->kind == REQ_LOOKUP) {
+        struct guid_entry *g = q->guid_entry;
+        struct set_entry *e = NULL;
+        HASH_FIND_STR(s->sets, g->set, e);
+        const char *guid = NULL;
+        if (c.verdict == DW_VERDICT_OK && e && e->pk)
+            guid = json_string_value(json_object_get(json_array_get(values, 0), e->pk));
+        if (guid && dw_dvkey_is_guid(guid)) {
+            g->state = ST_OK;
+            g->guid = dw_strdup(guid);
+        } else if (c.verdict == DW_VERDICT_OK) {
+            g->state = ST_NOTFOUND;
+            g->neg_pass = s->pass;
+        } else {
+            struct failure f = {DW_WRITE_REJECTED, c.error_class, (int)http, code, msg};
+            fail_entry(s, g, &f);
+        }
+    }
+    json_decref(doc);
+    req_free(q);
+out:
+    free(code);
+    free(msg);
+}
+
+static void complete_token(struct dw_sink *s, struct req *q, CURLcode cc, long http)
+{
+    int64_t now = now_ms();
+    s->token_in_flight = false;
+    explicit_bzero(q->body, q->body_len);
+    if (cc == CURLE_OK && dw_auth_accept(s->auth, http, dw_buf_str(&q->resp), now) == DW_OK) {
+        s->token_failures = 0;
+        s->stats.token_renewals++;
+        s->token_config_error = false;
+    } else {
+        if (cc != CURLE_OK) {
+            struct dw_classification c = dw_classify(DW_WRITE_UPSERT, cc, 0, "");
+            DW_ERROR("token request to \"%s\" failed: %s", q->url,
+                     q->errbuf[0] ? q->errbuf : curl_easy_strerror(cc));
+            s->token_config_error = c.config_error;
+        } else {
+            s->token_config_error = http >= 400 && http < 500 && http != 429;
+        }
+        s->token_failures++;
+        int64_t d = dw_backoff_ms(s->token_failures, 1000, s->cfg->dataverse.retry_max_backoff_ms,
+                                  random32());
+        s->token_not_before = now + d;
+        /* Rows waiting for a token give up with everything else past the retry limit. */
+        int limit = (int)s->cfg->dataverse.retry_limit;
+        if (limit > 0 && s->token_failures >= limit) {
+            struct req *w, *tmp;
+            struct failure f = {DW_WRITE_GAVE_UP, DW_ERRCLASS_TRANSIENT, (int)http, "",
+                                "gave up: no access token could be obtained"};
+            DL_FOREACH_SAFE(s->queue, w, tmp)
+            {
+                if (w->kind == REQ_GET)
+                    continue;
+                DL_DELETE(s->queue, w);
+                give_up(s, w, &f);
+            }
+        }
+    }
+    req_free(q);
+}
+
+static void process_done(struct dw_sink *s)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(s->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        struct req *q = NULL;
+        long http = 0;
+        CURLcode cc = m->data.result;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
+        curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &http);
+        curl_multi_remove_handle(s->multi, m->easy_handle);
+        DL_DELETE(s->transfers, q);
+        debug_response(s, q, http);
+        if (q->kind == REQ_TOKEN) {
+            complete_token(s, q, cc, http);
+            continue;
+        }
+        s->in_flight--;
+        if (cc == CURLE_OK) {
+            if (http >= 200 && http < 300)
+                s->stats.responses_2xx++;
+            else if (http >= 400 && http < 500)
+                s->stats.responses_4xx++;
+            else if (http >= 500)
+                s->stats.responses_5xx++;
+            if (q->dop_hint > 0)
+                dw_aimd_set_hint(&s->aimd, q->dop_hint);
+            if (http >= 200 && http < 300)
+                dw_aimd_success(&s->aimd);
+        }
+        if (q->kind == REQ_BULK || q->kind == REQ_BATCH)
+            complete_write(s, q, cc, http);
+        else
+            complete_lookup(s, q, cc, http);
+    }
+}
+
+static void deliver(struct dw_sink *s)
+{
+    struct row *r;
+    while ((r = s->done)) {
+        DL_DELETE(s->done, r);
+        struct dw_write_result res = {
+            .status = r->res.status,
+            .error_class = r->res.cls,
+            .http_status = r->res.http,
+            .code = r->res.code ? r->res.code : "",
+            .message = r->res.message ? r->res.message : "",
+            .payload = r->payload,
+            .missing_parent = r->missing,
+        };
+        s->pending--;
+        s->done_fn(s->done_user, r->user, &res);
+        row_free(r);
+    }
+}
+
+static int64_t next_timer(struct dw_sink *s, int64_t now)
+{
+    int64_t t = INT64_MAX;
+    struct req *q;
+    if (s->queue) {
+        DL_FOREACH(s->queue, q)
+        {
+            if (q->not_before < t)
+                t = q->not_before;
+        }
+        if (s->paused_until > t)
+            t = s->paused_until;
+        if (!s->token_in_flight && s->token_not_before > now && s->token_not_before < t)
+            t = s->token_not_before;
+    }
+    int64_t renew = dw_auth_renew_at(s->auth);
+    if (renew && !s->token_in_flight && s->queue && renew < t)
+        t = renew;
+    return t;
+}
+
+/* One turn of the engine; results are delivered only when deliver is set. */
+static dw_rc drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra, int timeout_ms,
+                   bool do_deliver)
+{
+    int running = 0;
+    plan(s);
+    start_requests(s);
+    curl_multi_perform(s->multi, &running);
+    process_done(s);
+    if (!(do_deliver && s->done)) {
+        int64_t now = now_ms();
+        int64_t t = next_timer(s, now);
+        int wait = timeout_ms;
+        if (t != INT64_MAX && t - now < wait)
+            wait = t - now < 0 ? 0 : (int)(t - now);
+        CURLMcode mc = curl_multi_poll(s->multi, extra, nextra, wait, NULL);
+        if (mc != CURLM_OK && mc != CURLM_UNRECOVERABLE_POLL) {
+            DW_ERROR("curl_multi_poll failed: %s", curl_multi_strerror(mc));
+            return DW_ERR_IO;
+        }
+        curl_multi_perform(s->multi, &running);
+        process_done(s);
+    }
+    plan(s);
+    start_requests(s);
+    s->stats.in_flight = s->in_flight;
+    s->stats.concurrency = dw_aimd_limit(&s->aimd);
+    s->stats.throttled_until_ms = s->paused_until > now_ms() ? s->paused_until : 0;
+    if (do_deliver)
+        deliver(s);
+    return DW_OK;
+}
+
+/* --- public API ------------------------------------------------------------------------ */
+
+static char *url_path(const char *url)
+{
+    const char *p = strstr(url, "://");
+    p = p ? strchr(p + 3, '/') : NULL;
+    return dw_strdup(p ? p : "");
+}
+
+dw_rc dw_sink_new(const struct dw_config *cfg, dw_write_done_fn done, void *user,
+                  struct dw_sink **out)
+{
+    dw_rc rc = DW_OK;
+    struct dw_sink *s = dw_calloc(1, sizeof *s);
+    s->cfg = cfg;
+    s->done_fn = done;
+    s->done_user = user;
+    const char *url = cfg->dataverse.url;
+    if (url == NULL || (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)) {
+        DW_ERROR("[dataverse] url \"%s\" is not an http(s) URL. Set it to the environment URL, "
+                 "e.g. https://contoso.crm.dynamics.com.",
+                 url ? url : "");
+        rc = DW_ERR_CONFIG;
+        goto out;
+    }
+    char *base = dw_strdup(url);
+    size_t n = strlen(base);
+    while (n > 0 && base[n - 1] == '/')
+        base[--n] = '\0';
+    s->api = dw_asprintf("%s/api/data/%s", base, cfg->dataverse.api_version);
+    free(base);
+    s->api_path = url_path(s->api);
+    if ((rc = dw_auth_new(cfg, &s->auth)) != DW_OK)
+        goto out;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    s->multi = curl_multi_init();
+    if (s->multi == NULL)
+        dw_oom(0);
+    curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+                      (long)cfg->dataverse.max_concurrency);
+    dw_aimd_init(&s->aimd, (int)cfg->dataverse.max_concurrency);
+out:
+    if (rc != DW_OK) {
+        dw_sink_free(s);
+        return rc;
+    }
+    *out = s;
+    return DW_OK;
+}
+
+static void free_rows(struct row **list)
+{
+    struct row *r, *tmp;
+    DL_FOREACH_SAFE(*list, r, tmp)
+    {
+        DL_DELETE(*list, r);
+        row_free(r);
+    }
+}
+
+static void free_req_and_rows(struct req *q)
+{
+    for (size_t i = 0; i < q->nrows; i++)
+        row_free(q->rows[i]);
+    req_free(q);
+}
+
+void dw_sink_free(struct dw_sink *s)
+{
+    if (s == NULL)
+        return;
+    struct req *q, *qt;
+    DL_FOREACH_SAFE(s->transfers, q, qt)
+    {
+        DL_DELETE(s->transfers, q);
+        curl_multi_remove_handle(s->multi, q->easy);
+        if (q->kind != REQ_GET)
+            free_req_and_rows(q);
+    }
+    DL_FOREACH_SAFE(s->queue, q, qt)
+    {
+        DL_DELETE(s->queue, q);
+        if (q->kind != REQ_GET)
+            free_req_and_rows(q);
+    }
+    free_rows(&s->resolving);
+    free_rows(&s->ready);
+    free_rows(&s->done);
+    struct guid_entry *g, *gt;
+    HASH_ITER(hh, s->guids, g, gt)
+    {
+        HASH_DEL(s->guids, g);
+        free(g->id);
+        free(g->set);
+        json_decref(g->rkey);
+        free(g->guid);
+        failure_cleanup(&g->fail);
+        free(g);
+    }
+    struct set_entry *e, *et;
+    HASH_ITER(hh, s->sets, e, et)
+    {
+        HASH_DEL(s->sets, e);
+        free(e->set);
+        free(e->pk);
+        failure_cleanup(&e->fail);
+        free(e);
+    }
+    struct bulk_entry *b, *bt;
+    HASH_ITER(hh, s->bulks, b, bt)
+    {
+        HASH_DEL(s->bulks, b);
+        free(b->name);
+        free(b);
+    }
+    if (s->multi)
+        curl_multi_cleanup(s->multi);
+    dw_auth_free(s->auth);
+    free(s->api);
+    free(s->api_path);
+    free(s);
+}
+
+static bool write_valid(const struct dw_write *w, const char **why)
+{
+    if ((unsigned)w->op > DW_WRITE_DELETE)
+        *why = "unknown operation";
+    else if (w->entity_set == NULL || *w->entity_set == '\0' || strpbrk(w->entity_set, "/()?#% '"))
+        *why = "entity set missing or not a plain name";
+    else if (!json_is_object(w->key) || json_object_size(w->key) == 0)
+        *why = "key missing or not a non-empty object";
+    else if (w->op != DW_WRITE_DELETE && !json_is_object(w->body))
+        *why = "body missing or not an object";
+    else
+        return true;
+    return false;
+}
+
+dw_rc dw_sink_submit(struct dw_sink *s, struct dw_write *writes, void *const *write_users, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *why = NULL;
+        if (!write_valid(&writes[i], &why)) {
+            DW_ERROR("write %zu of %zu refused: %s", i + 1, n, why);
+            return DW_ERR_INVALID;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct dw_write *w = &writes[i];
+        struct row *r = dw_calloc(1, sizeof *r);
+        r->op = w->op;
+        r->entity_set = w->entity_set;
+        r->logical_name = w->logical_name;
+        r->key = w->key;
+        r->body = w->op == DW_WRITE_DELETE ? NULL : w->body;
+        if (w->op == DW_WRITE_DELETE)
+            json_decref(w->body);
+        r->user = write_users ? write_users[i] : NULL;
+        r->where = ROW_RESOLVING;
+        DL_APPEND(s->resolving, r);
+        memset(w, 0, sizeof *w);
+        s->pending++;
+    }
+    return DW_OK;
+}
+
+size_t dw_sink_pending(const struct dw_sink *s)
+{
+    return s->pending;
+}
+
+dw_rc dw_sink_run(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra, int timeout_ms)
+{
+    return drive(s, extra, nextra, timeout_ms, true);
+}
+
+void dw_sink_wakeup(struct dw_sink *s)
+{
+    curl_multi_wakeup(s->multi);
+}
+
+void dw_sink_get_stats(const struct dw_sink *s, struct dw_sink_stats *out)
+{
+    *out = s->stats;
+}
+
+/* Runs one GET to completion without delivering write results. */
+static dw_rc blocking_get(struct dw_sink *s, char *url, json_t **out)
+{
+    struct req *q = req_new(REQ_GET, "GET", url);
+    dw_rc rc = DW_OK;
+    enqueue(s, q);
+    while (!q->done) {
+        if (s->token_config_error && !s->token_in_flight && q->easy == NULL &&
+            dw_auth_token(s->auth, now_ms()) == NULL) {
+            DW_ERROR("cannot obtain an access token from \"%s\" (see the error above)",
+                     dw_auth_token_url(s->auth));
+            DL_DELETE(s->queue, q);
+            rc = DW_ERR_AUTH;
+            goto out;
+        }
+        if ((rc = drive(s, NULL, 0, 1000, false)) != DW_OK)
+            goto out;
+    }
+    if ((rc = q->rc) != DW_OK)
+        goto out;
+    json_error_t jerr;
+    json_t *doc = json_loads(dw_buf_str(&q->resp), 0, &jerr);
+    if (doc == NULL) {
+        DW_ERROR("GET \"%s\" answered with invalid JSON: %s", q->url, jerr.text);
+        rc = DW_ERR_PROTOCOL;
+        goto out;
+    }
+    *out = doc;
+out:
+    req_free(q);
+    return rc;
+}
+
+dw_rc dw_sink_whoami(struct dw_sink *s, char **user_id)
+{
+    json_t *doc = NULL;
+    dw_rc rc = blocking_get(s, api_url(s, "WhoAmI"), &doc);
+    if (rc != DW_OK)
+        return rc;
+    const char *id = json_string_value(json_object_get(doc, "UserId"));
+    if (id == NULL) {
+        DW_ERROR("WhoAmI answered without a UserId");
+        rc = DW_ERR_PROTOCOL;
+    } else if (user_id) {
+        *user_id = dw_strdup(id);
+    }
+    json_decref(doc);
+    return rc;
+}
+
+dw_rc dw_sink_get_json(struct dw_sink *s, const char *path_and_query, json_t **out)
+{
+    return blocking_get(s, api_url(s, "%s", path_and_query), out);
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# dwasync check: a sound setup passes (exit 0); each failing prerequisite is reported with
+# its code and makes the exit status 1: invalid config, missing and world-readable secret,
+# unreachable Postgres, wal_level replica, role without REPLICATION, schema not installed,
+# unknown job, a running job without slot or publication, a mapped table not published.
+source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+pg_start "max_slot_wal_keep_size = 1GB"
+dw_mktemp work check
+good_conninfo=$DW_PG_CONNINFO
+secret=$work/client-secret
+printf 's3cr3t-value\n' >"$secret"
+chmod 600 "$secret"
+write_conf() {   # write_conf CONNINFO [SECRET]
+    printf '[source]\nconninfo = %s\n[dataverse]\nurl = https://example.crm.dynamics.com\n' "$1" >"$work/c.conf"
+    printf 'tenant_id = t\nclient_id = c\nclient_secret_file = %s\n' "${2:-$secret}" >>"$work/c.conf"
+}
+chk() { "$DWASYNC_BIN" --config "$work/c.conf" check "$@" 2>"$work/stderr"; }
+
+write_conf "$good_conninfo"
+out=$(chk); status=$?
+check_eq "schema missing: exit 1" 1 "$status"
+check_contains "schema missing: CTL001" "error   CTL001  the control schema is not installed" "$out"
+check_contains "hint follows the finding" "fix: Run dwasync init." "$out"
+
+"$DWASYNC_BIN" --config "$work/c.conf" init >/dev/null 2>&1 || die "init failed"
+out=$(chk); status=$?
+check_eq "sound setup: exit 0" 0 "$status"
+check_contains "sound setup: no errors" "0 errors" "$out"
+check_contains "keep size noted" "note    PG005   max_slot_wal_keep_size is 1GB" "$out"
+check_contains "Dataverse checks said to be skipped" "DV000" "$out"
+out=$("$DWASYNC_BIN" --verbose --config "$work/c.conf" check 2>/dev/null)
+check_contains "--verbose lists passing checks" "ok      PG003   wal_level is logical" "$out"
+check_eq "secret never printed" 0 "$(grep -c s3cr3t-value <<<"$out$(cat "$work/stderr")")"
+
+json=$(chk --json)
+check_eq "json findings have code, severity, job, message, hint" '["code","hint","job","message","severity"]' \
+    "$(jq -c '.findings[0] | keys' <<<"$json")"
+check_eq "json: no error findings" 0 "$(jq '[.findings[] | select(.severity == "error")] | length' <<<"$json")"
+
+chmod 644 "$secret"
+out=$(chk); status=$?
+check_eq "world-readable secret: exit 1" 1 "$status"
+check_contains "world-readable secret: SEC002" "error   SEC002  [dataverse] client_secret_file: \"$secret\" has mode 0644" "$out"
+chmod 600 "$secret"
+write_conf "$good_conninfo" "$work/absent"
+out=$(chk); status=$?
+check_eq "missing secret: exit 1" 1 "$status"
+check_contains "missing secret: SEC001" "SEC001  [dataverse] client_secret_file: \"$work/absent\" cannot be read" "$out"
+
+printf '[source]\nconninfo = x\nbogus = 1\n' >"$work/c.conf"
+out=$(chk); status=$?
+check_eq "invalid config: exit 1" 1 "$status"
+check_contains "invalid config: CFG001 names line and key" 'CFG001  config' "$out"
+check_contains "invalid config: the problem itself" 'c.conf:3: unknown key "bogus"' "$out"
+
+write_conf "host=127.0.0.1 port=1 dbname=postgres user=postgres connect_timeout=3"
+out=$(chk); status=$?
+check_eq "unreachable Postgres: exit 1" 1 "$status"
+check_contains "unreachable Postgres: PG001" "error   PG001   cannot connect to the source database" "$out"
+
+psql_q "create role norepl login"
+write_conf "${good_conninfo/user=postgres/user=norepl}"
+out=$(chk); status=$?
+check_eq "no REPLICATION: exit 1" 1 "$status"
+check_contains "no REPLICATION: PG004" 'error   PG004   role "norepl" lacks the REPLICATION attribute' "$out"
+
+write_conf "$good_conninfo"
+out=$(chk --job nope); status=$?
+check_eq "unknown job: exit 1" 1 "$status"
+check_contains "unknown job: JOB001" 'JOB001  job "nope": job "nope" does not exist' "$out"
+
+# A stopped job without slot and publication is fine (job start creates them) ...
+psql_q "create table custtable (id int primary key, name text)"
+psql_q "create table other (id int primary key)"
+psql_q "insert into dwasync.job (name, slot_name, publication_name) values ('crm', 'dw_crm', 'dw_crm')"
+psql_q "insert into dwasync.table_group (job_id, name) select id, 'g' from dwasync.job"
+psql_q "insert into dwasync.table_map (job_id, group_id, sequence, name, source_table, target_entity_set,
+        target_logical_name, key_mapping) select j.id, g.id, 1, 'customers', 'custtable', 'accounts',
+        'account', '{}' from dwasync.job j join dwasync.table_group g on g.job_id = j.id"
+out=$(chk --job crm); status=$?
+check_eq "stopped job without slot: exit 0" 0 "$status"
+check_contains "stopped job: slot noted" 'note    SLOT001 job "crm": replication slot "dw_crm" does not exist' "$out"
+# ... a running one is not.
+psql_q "update dwasync.job set state = 'active'"
+out=$(chk --job crm); status=$?
+check_eq "active job without slot: exit 1" 1 "$status"
+check_contains "active job: SLOT001 error" 'error   SLOT001 job "crm"' "$out"
+check_contains "active job: PUB001 error" 'error   PUB001  job "crm": publication "dw_crm" does not exist' "$out"
+psql_q "select pg_create_logical_replication_slot('dw_crm', 'pgoutput')" >/dev/null
+psql_q "create publication dw_crm for table other"
+out=$(chk --job crm); status=$?
+check_eq "mapped table not published: exit 1" 1 "$status"
+check_contains "PUB003 names the table" 'PUB003  job "crm": mapped table "public.custtable" is not in publication "dw_crm"' "$out"
+psql_q "alter publication dw_crm add table custtable"
+out=$(chk --job crm); status=$?
+check_eq "all prerequisites met: exit 0" 0 "$status"
+out=$("$DWASYNC_BIN" --verbose --config "$work/c.conf" check --job crm 2>/dev/null)
+check_contains "slot reported healthy" 'SLOT000 job "crm": slot "dw_crm" is healthy (wal_status reserved)' "$out"
+
+# wal_level replica: a second cluster.
+first_pgdata=$PGDATA first_bin=$(pg_bindir)
+on_exit "as_pg_user '$first_bin/pg_ctl' -D '$first_pgdata' -m immediate stop"
+pg_start "wal_level = replica" "max_wal_senders = 10"
+write_conf "$DW_PG_CONNINFO"
+out=$(chk); status=$?
+check_eq "wal_level replica: exit 1" 1 "$status"
+check_contains "wal_level replica: PG003" 'error   PG003   wal_level is "replica": logical decoding needs "logical"' "$out"
+check_contains "unlimited keep size noted" "max_slot_wal_keep_size is unlimited" "$out"
+check_status "unknown option is a usage error" 2 chk --bogus
+finish

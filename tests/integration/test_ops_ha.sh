@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# High availability: two runners compete for one job's advisory lock; one is active, the
+# other a standby; kill -9 of the active one hands the job to the standby; the work log
+# shows the two were never active at the same time and each one's sequence is unbroken.
+source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+harness=$DWASYNC_BUILD_DIR/bin/dw_ops_harness
+pg_start
+printf '[source]\nconninfo = %s\n' "$DW_PG_CONNINFO" >"$DW_PG_DIR/dw.conf"
+"$DWASYNC_BIN" --config "$DW_PG_DIR/dw.conf" init >/dev/null 2>&1 || die "init failed"
+psql_q "insert into dwasync.job (id, name, slot_name, publication_name) overriding system value
+        values (42, 'crm', 'dw_crm', 'dw_crm'), (43, 'fin', 'dw_fin', 'dw_fin')"
+psql_q "create table ha_log (id bigserial primary key, pid int not null, n bigint not null,
+        at timestamptz not null default clock_timestamp())"
+dw_mktemp work ha
+
+"$harness" ha "$DW_PG_CONNINFO" 42 200 >"$work/a.out" 2>"$work/a.err" & a=$!
+on_exit "kill -9 $a"
+wait_for() {   # wait_for FILE WORD: up to 30 s (a bound for a hung test, not a timing assert)
+    local i
+    for ((i = 0; i < 300; i++)); do grep -qx "$2" "$1" && return 0; sleep 0.1; done
+    return 1
+}
+wait_for "$work/a.out" active && pass "first runner became active" || fail "first runner became active"
+"$harness" ha "$DW_PG_CONNINFO" 42 200 >"$work/b.out" 2>"$work/b.err" & b=$!
+on_exit "kill $b"
+wait_for "$work/b.out" standby
+sleep 1
+check_eq "second runner stays standby while the first lives" "standby" "$(cat "$work/b.out")"
+before=$(psql_q "select count(*) from ha_log where pid = $b")
+check_eq "standby wrote nothing" 0 "$before"
+# A different job is independent.
+"$harness" ha "$DW_PG_CONNINFO" 43 200 >"$work/c.out" 2>/dev/null & c=$!
+wait_for "$work/c.out" active && pass "another job's runner is active beside them" || fail "job 43 runner active"
+kill "$c"; wait "$c" 2>/dev/null
+
+kill -9 "$a"; wait "$a" 2>/dev/null
+wait_for "$work/b.out" active && pass "standby took over after kill -9" || fail "standby took over"
+sleep 1
+check_eq "no overlap: every row of A precedes every row of B" t \
+    "$(psql_q "select max(at) filter (where pid = $a) < min(at) filter (where pid = $b) from ha_log")"
+check_eq "B's sequence is unbroken" t \
+    "$(psql_q "select count(*) = max(n) from ha_log where pid = $b")"
+check_eq "runner row names the new active process" "$b harness" \
+    "$(psql_q "select pid || ' ' || status from dwasync.runner where job_id = 42")"
+check_eq "B holds the lock in pg_locks" 1 \
+    "$(psql_q "select count(*) from pg_locks where locktype = 'advisory' and classid = 1685545331 and objid = 42 and granted")"
+
+# A clean stop releases the lock at once: a new runner becomes active.
+kill -TERM "$b"; wait "$b"
+check_eq "clean stop exits 0" 0 $?
+check_eq "clean stop released the lock" 0 \
+    "$(psql_q "select count(*) from pg_locks where locktype = 'advisory' and objid = 42")"
+finish

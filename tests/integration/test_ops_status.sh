@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# dwasync status [--json]: fields present and correct against a control schema populated by
+# hand (jobs, checkpoint, apply_stat, runner, a slot with WAL behind it), before and after
+# the error table exists.
+source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+pg_start
+dw_mktemp work status
+conf=$work/dwasync.conf
+printf '[source]\nconninfo = %s\n' "$DW_PG_CONNINFO" >"$conf"
+st() { "$DWASYNC_BIN" --config "$conf" status "$@"; }
+
+out=$(st --json 2>&1); status=$?
+check_eq "status before init fails" 1 "$status"
+check_contains "status before init says what to do" "run dwasync init" "$out"
+
+"$DWASYNC_BIN" --config "$conf" init >/dev/null || die "init failed"
+check_eq "no jobs: empty list" '{"version":1,"jobs":[]}' "$(st --json | jq -c 'del(.generated_at)')"
+check_contains "no jobs: table says so" "no jobs" "$(st)"
+
+psql_q "insert into dwasync.job (name, state, slot_name, publication_name) values
+        ('crm', 'active', 'dw_crm', 'dw_crm'), ('fin', 'stopped', 'dw_fin', 'dw_fin')"
+psql_q "insert into dwasync.checkpoint (job_id, confirmed_lsn, last_commit_time, last_applied_at)
+        select id, '0/0', now() - interval '30 seconds', now() - interval '5 seconds'
+        from dwasync.job where name = 'crm'"
+psql_q "insert into dwasync.apply_stat (job_id, minute, rows_applied, rows_failed)
+        select id, date_trunc('minute', now()) - interval '1 minute', 120, 3 from dwasync.job where name = 'crm'
+        union all select id, date_trunc('minute', now()), 999, 9 from dwasync.job where name = 'crm'
+        union all select id, date_trunc('minute', now()) - interval '2 minutes', 777, 7 from dwasync.job where name = 'crm'"
+psql_q "insert into dwasync.runner (job_id, host, pid, version, status, throttled_until, throttled_total)
+        select id, 'host-a', 4242, '0.1.0', 'streaming', now() + interval '60 seconds', 17
+        from dwasync.job where name = 'crm'"
+psql_q "select pg_create_logical_replication_slot('dw_crm', 'pgoutput')" >/dev/null
+psql_q "create table filler as select g from generate_series(1, 20000) g"
+
+doc=$(st --json)
+j() { jq -c "$1" <<<"$doc"; }
+check_eq "version" 1 "$(j .version)"
+check_eq "generated_at is ISO UTC" true "$(j '.generated_at | test("^[0-9-]{10}T[0-9:.]+Z$")')"
+check_eq "jobs sorted by name" '["crm","fin"]' "$(j '[.jobs[].name]')"
+check_eq "state" '"active"' "$(j '.jobs[0].state')"
+check_eq "slot exists" true "$(j '.jobs[0].slot.exists')"
+check_eq "slot wal_status" '"reserved"' "$(j '.jobs[0].slot.wal_status')"
+check_eq "lag bytes counts the WAL behind the slot" true "$(j '.jobs[0].lag_bytes > 100000')"
+check_eq "lag seconds is the age of the last applied commit" true \
+    "$(j '.jobs[0].lag_seconds >= 30 and .jobs[0].lag_seconds < 3600')"
+check_eq "throughput is the previous full minute" 120 "$(j '.jobs[0].throughput_last_minute.rows_applied')"
+check_eq "failed rows of that minute" 3 "$(j '.jobs[0].throughput_last_minute.rows_failed')"
+check_eq "rows per second" 2 "$(j '.jobs[0].throughput_last_minute.rows_per_second')"
+check_eq "throttled" '"throttled"' "$(j '.jobs[0].throttling.state')"
+check_eq "429 count" 17 "$(j '.jobs[0].throttling.responses_429')"
+check_eq "runner" '{"host":"host-a","pid":4242,"status":"streaming"}' \
+    "$(j '.jobs[0].runner | {host, pid, status}')"
+check_eq "error table absent: counts unknown" '{"available":false,"open":null,"waiting":null}' \
+    "$(j '.jobs[0].errors')"
+check_eq "second job: no slot, no lag, no runner" '[false,null,null,"unknown"]' \
+    "$(j '[.jobs[1].slot.exists, .jobs[1].lag_bytes, .jobs[1].runner, .jobs[1].throttling.state]')"
+check_eq "second job: zero throughput" 0 "$(j '.jobs[1].throughput_last_minute.rows_applied')"
+
+# Caught up: the slot's confirmed position at the server's: zero lag, whatever the commit age.
+psql_q "select pg_replication_slot_advance('dw_crm', pg_current_wal_lsn())" >/dev/null
+doc=$(st --json)
+check_eq "caught up: lag 0 bytes, 0 s" '[0,0]' "$(j '[.jobs[0].lag_bytes, .jobs[0].lag_seconds]')"
+
+# Once the error table exists (the errors module's migration), counts and the last error show.
+psql_q "create table dwasync.error (id bigserial primary key, job_id bigint, status text,
+        source_table text, http_status int, error_message text, created_at timestamptz default now())"
+psql_q "insert into dwasync.error (job_id, status, source_table, http_status, error_message)
+        select id, s, 'custtable', 400, 'msg ' || n from dwasync.job,
+        (values ('open', 1), ('open', 2), ('waiting', 3), ('resolved', 4)) v(s, n) where name = 'crm'"
+doc=$(st --json)
+check_eq "error counts" '{"available":true,"open":2,"waiting":1}' "$(j '.jobs[0].errors')"
+check_eq "last error" '{"status":"resolved","table":"custtable","http_status":400,"message":"msg 4"}' \
+    "$(j '.jobs[0].last_error | {status, table, http_status, message}')"
+check_eq "other job has none" '[0,0,null]' "$(j '[.jobs[1].errors.open, .jobs[1].errors.waiting, .jobs[1].last_error]')"
+
+table=$(st)
+check_contains "table header" "JOB              STATE" "$table"
+check_contains "table row" "crm              active" "$table"
+check_contains "table shows throttling and last error" "throttled  msg 4" "$table"
+check_status "unknown option is a usage error" 2 st --bogus
+finish
