@@ -6,10 +6,13 @@
  * timeout of at most dw_stream_timeout_ms(), and calls dw_stream_step() when the fd is
  * readable or the timeout expires. step reads what has arrived, decodes it and dispatches
  * at most max_changes changes to the handler (back-pressure: the rest stays in the socket
- * and in libpq's buffer), answers keepalives that ask for a reply at once, sends standby
- * status updates when due and, after the connection dropped, reconnects with exponential
- * backoff when due. A reconnect calls handler->reset first: the consumer discards a
- * partially received transaction, which the server sends again from the confirmed position.
+ * and in libpq's buffer; when a step used its whole budget, more may be buffered where the
+ * fd does not signal it, so call step again without waiting; with max_changes 0 nothing is
+ * read and only the timers are served), answers keepalives that ask for a reply at once,
+ * sends standby status updates when due and, after the connection dropped, reconnects with
+ * exponential backoff when due. A reconnect calls handler->reset first: the consumer
+ * discards a partially received transaction, which the server sends again from the
+ * confirmed position.
  *
  * Checkpoint rule: the flush position reported to the server is only what the caller
  * confirmed with dw_stream_confirm() (what it made durable). When the caller says it is

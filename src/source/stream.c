@@ -43,7 +43,6 @@ struct dw_stream {
     bool idle;
 
     int64_t now_ms, last_status_ms, last_recv_ms, next_connect_ms, backoff_ms;
-    bool more;        /* step stopped at max_changes with messages still buffered */
     dw_rc handler_rc; /* the consumer's failure, passed on as it is (not a reconnect) */
     PGconn *pending;  /* a reconnect in progress (PQconnectPoll) */
     int64_t connect_deadline_ms;
@@ -381,7 +380,6 @@ static void disconnect(struct dw_stream *s)
 {
     PQfinish(s->conn);
     s->conn = NULL;
-    s->more = false;
     s->next_connect_ms = s->now_ms + s->backoff_ms;
     s->backoff_ms =
         s->backoff_ms * 2 > s->reconnect_max_ms ? s->reconnect_max_ms : s->backoff_ms * 2;
@@ -631,7 +629,6 @@ static dw_rc handle_message(struct dw_stream *s, const char *buf, int len)
 static dw_rc read_messages(struct dw_stream *s, size_t max_changes)
 {
     char err[512];
-    s->more = false;
     if (!PQconsumeInput(s->conn)) {
         DW_WARN("replication connection lost: %s", conn_error(s->conn, err, sizeof err));
         return DW_ERR_IO;
@@ -660,8 +657,7 @@ static dw_rc read_messages(struct dw_stream *s, size_t max_changes)
         if (rc != DW_OK)
             return rc;
     }
-    s->more = true;
-    return DW_OK;
+    return DW_OK; /* the budget is spent: more may wait in libpq's buffer */
 }
 
 dw_rc dw_stream_open(const struct dw_stream_options *o, const struct dw_stream_handler *h,
@@ -723,20 +719,23 @@ dw_rc dw_stream_step(struct dw_stream *s, size_t max_changes)
         if (rc != DW_OK || s->conn == NULL)
             return rc;
     }
-    s->handler_rc = DW_OK;
-    dw_rc rc = read_messages(s, max_changes ? max_changes : 1);
-    if (s->handler_rc != DW_OK)
-        return s->handler_rc;
-    if (rc == DW_ERR_IO || rc == DW_ERR_PROTOCOL) {
-        disconnect(s);
-        return DW_OK;
+    /* max_changes 0: the caller has no room; only the timers are served. */
+    if (max_changes > 0) {
+        s->handler_rc = DW_OK;
+        dw_rc rc = read_messages(s, max_changes);
+        if (s->handler_rc != DW_OK)
+            return s->handler_rc;
+        if (rc == DW_ERR_IO || rc == DW_ERR_PROTOCOL) {
+            disconnect(s);
+            return DW_OK;
+        }
+        if (rc != DW_OK)
+            return rc;
     }
-    if (rc != DW_OK)
-        return rc;
     s->now_ms = mono_ms();
     bool due = s->now_ms - s->last_status_ms >= s->status_interval_ms;
     /* While behind the start position and hearing nothing, ask for a keepalive. */
-    bool ping = s->received < s->start_lsn && !dw_pgoutput_in_txn(s->dec) &&
+    bool ping = max_changes > 0 && s->received < s->start_lsn && !dw_pgoutput_in_txn(s->dec) &&
                 s->now_ms - s->last_recv_ms >= PING_AFTER_MS &&
                 s->now_ms - s->last_status_ms >= PING_AFTER_MS;
     if (due || ping || flush_position(s) > s->reported) {
@@ -757,8 +756,6 @@ int dw_stream_timeout_ms(const struct dw_stream *s)
         return CONNECT_POLL_MS; /* libpq may be waiting to write: no fd to offer for that */
     if (s->conn == NULL)
         return s->next_connect_ms > now ? (int)(s->next_connect_ms - now) : 0;
-    if (s->more)
-        return 0;
     int64_t until = s->last_status_ms + s->status_interval_ms - now;
     if (s->received < s->start_lsn) {
         int64_t ping = s->last_status_ms + PING_AFTER_MS - now;
