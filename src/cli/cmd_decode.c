@@ -216,8 +216,11 @@ int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv)
             room = (size_t)(d.limit - d.printed);
         long long before = d.seen;
         dw_rc rc = dw_stream_step(s, room ? room : 1);
-        if (rc != DW_OK)
+        if (rc != DW_OK) {
+            if (d.write_failed)
+                DW_ERROR("cannot write to standard output: %s", strerror(errno));
             goto out;
+        }
         more = d.seen - before >= (long long)(room ? room : 1);
         /* What is printed and flushed is durable for decode: confirm it. */
         if (!flush_out(&d)) {
