@@ -1011,6 +1011,7 @@ static dw_rc start_transfer(struct dw_sink *s, struct req *q, const char *token)
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "dwasync/" DW_VERSION);
     debug_request(s, q);
+    DW_DEBUG("sending %s %s (attempt %d, %zu rows)", q->method, q->url, q->attempts + 1, q->nrows);
     if (curl_multi_add_handle(s->multi, e) != CURLM_OK) {
         req_reset_transfer(q);
         return DW_ERR_HTTP;
@@ -1432,13 +1433,15 @@ static void complete_token(struct dw_sink *s, struct req *q, CURLcode cc, long h
     req_free(q);
 }
 
-static void process_done(struct dw_sink *s)
+/* Handles every finished transfer; returns how many there were. */
+static int process_done(struct dw_sink *s)
 {
     CURLMsg *m;
-    int left;
+    int left, n = 0;
     while ((m = curl_multi_info_read(s->multi, &left))) {
         if (m->msg != CURLMSG_DONE)
             continue;
+        n++;
         struct req *q = NULL;
         long http = 0;
         CURLcode cc = m->data.result;
@@ -1446,6 +1449,8 @@ static void process_done(struct dw_sink *s)
         curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &http);
         curl_multi_remove_handle(s->multi, m->easy_handle);
         DL_DELETE(s->transfers, q);
+        DW_DEBUG("answer to %s %s: HTTP %ld, %s", q->method, q->url, http,
+                 cc == CURLE_OK ? "ok" : curl_easy_strerror(cc));
         debug_response(s, q, http);
         if (q->kind == REQ_TOKEN) {
             complete_token(s, q, cc, http);
@@ -1469,6 +1474,7 @@ static void process_done(struct dw_sink *s)
         else
             complete_lookup(s, q, cc, http);
     }
+    return n;
 }
 
 static void deliver(struct dw_sink *s)
@@ -1491,24 +1497,32 @@ static void deliver(struct dw_sink *s)
     }
 }
 
+/*
+ * When the engine next has something to do that no socket will announce: a backoff that
+ * ends, a pause that lifts, a token to renew or ask again for. Requests that wait for a
+ * free slot or for a token in flight are woken by a completion instead.
+ */
 static int64_t next_timer(struct dw_sink *s, int64_t now)
 {
     int64_t t = INT64_MAX;
-    struct req *q;
-    if (s->queue) {
-        DL_FOREACH(s->queue, q)
-        {
-            if (q->not_before < t)
-                t = q->not_before;
-        }
-        if (s->paused_until > t)
-            t = s->paused_until;
-        if (!s->token_in_flight && s->token_not_before > now && s->token_not_before < t)
-            t = s->token_not_before;
+    if (s->queue == NULL)
+        return t;
+    if (dw_auth_token(s->auth, now) == NULL) {
+        if (!s->token_in_flight)
+            t = s->token_not_before > now ? s->token_not_before : now;
+        return t;
     }
     int64_t renew = dw_auth_renew_at(s->auth);
-    if (renew && !s->token_in_flight && s->queue && renew < t)
-        t = renew;
+    if (renew && !s->token_in_flight)
+        t = renew > s->token_not_before ? renew : s->token_not_before;
+    if (now < s->paused_until)
+        return s->paused_until < t ? s->paused_until : t;
+    struct req *q;
+    DL_FOREACH(s->queue, q)
+    {
+        if (q->not_before > now && q->not_before < t)
+            t = q->not_before;
+    }
     return t;
 }
 
@@ -1520,8 +1534,8 @@ static dw_rc drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra
     plan(s);
     start_requests(s);
     curl_multi_perform(s->multi, &running);
-    process_done(s);
-    if (!(do_deliver && s->done)) {
+    /* Something finished already: hand it on rather than wait for more. */
+    if (process_done(s) == 0 && !(do_deliver && s->done)) {
         int64_t now = now_ms();
         int64_t t = next_timer(s, now);
         int wait = timeout_ms;
