@@ -96,6 +96,7 @@ struct row {
     bool post;       /* unaddressable key, no such row: create with POST */
     bool no_bulk;    /* isolating a failed bulk request: go through $batch */
     bool single;     /* isolating a failed batch: go alone */
+    bool refreshed;  /* already resolved again after a 404 */
     json_t *payload; /* last body sent */
     struct failure res;
     char *missing;
@@ -250,10 +251,10 @@ static void finish_row(struct dw_sink *s, struct row *r, enum dw_write_status st
     row_move(s, r, ROW_DONE);
 }
 
-/* Drops the resolved state of a row so that it is resolved again (after a 404). */
-static void forget_cache(struct dw_sink *s, struct row *r)
+/* Forgets the cached ids a row relied on (after a 404); returns how many there were. */
+static size_t forget_cache(struct dw_sink *s, struct row *r)
 {
-    size_t i;
+    size_t i, n = 0;
     json_t *id;
     json_array_foreach(r->used, i, id)
     {
@@ -268,8 +269,24 @@ static void forget_cache(struct dw_sink *s, struct row *r)
             free(g->guid);
             failure_cleanup(&g->fail);
             free(g);
+            n++;
         }
     }
+    return n;
+}
+
+/*
+ * After a 404: when the row relied on cached ids, forgets them and resolves the row once
+ * more (a parent deleted and created again has a new id). True when the row goes round
+ * again; false when the 404 stands.
+ */
+static bool refresh_ids(struct dw_sink *s, struct row *r)
+{
+    if (r->refreshed || forget_cache(s, r) == 0)
+        return false;
+    r->refreshed = true;
+    row_move(s, r, ROW_RESOLVING);
+    return true;
 }
 
 /* --- GUID resolution --------------------------------------------------------------------- */
@@ -1219,9 +1236,8 @@ static void complete_batch(struct dw_sink *s, struct req *q)
         if (c.verdict == DW_VERDICT_OK) {
             finish_row(s, r, DW_WRITE_APPLIED, DW_ERRCLASS_NONE, p->status, "", "");
         } else if (c.verdict == DW_VERDICT_PERMANENT) {
-            if (p->status == 404)
-                forget_cache(s, r);
-            finish_row(s, r, DW_WRITE_REJECTED, c.error_class, p->status, code, msg);
+            if (p->status != 404 || !refresh_ids(s, r))
+                finish_row(s, r, DW_WRITE_REJECTED, c.error_class, p->status, code, msg);
         } else {
             again[nagain++] = r;
             throttled |= c.throttled;
@@ -1303,11 +1319,10 @@ static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long h
                 q->nrows, http, code, msg);
         isolate(s, q, true);
     } else {
-        for (size_t i = 0; i < q->nrows; i++) {
-            if (http == 404)
-                forget_cache(s, q->rows[i]);
-            finish_row(s, q->rows[i], DW_WRITE_REJECTED, c.error_class, (int)http, code, msg);
-        }
+        for (size_t i = 0; i < q->nrows; i++)
+            if (http != 404 || !refresh_ids(s, q->rows[i]))
+                finish_row(s, q->rows[i], DW_WRITE_REJECTED, c.error_class, (int)http, code,
+                           msg);
         req_free(q);
     }
     free(code);

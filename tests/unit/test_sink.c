@@ -231,6 +231,67 @@ START_TEST(submit_run_callbacks_once)
 }
 END_TEST
 
+/* Submits one write and runs the sink until its callback came; returns its status. */
+static enum dw_write_status apply_one(struct dw_sink *sink, struct seen *seen, struct dw_write w)
+{
+    void *user = (void *)0;
+    seen->calls[0] = 0;
+    ck_assert_int_eq(dw_sink_submit(sink, &w, &user, 1), DW_OK);
+    for (int i = 0; i < 300 && dw_sink_pending(sink) > 0; i++)
+        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
+    ck_assert_int_eq(seen->calls[0], 1);
+    return seen->status[0];
+}
+
+static struct dw_write account_r1(enum dw_write_op op)
+{
+    json_t *key =
+        json_pack("{s:s, s:{s:s, s:{s:s}}}", "accountnumber", "R1", "_msdyn_company_value", "$ref",
+                  "cdm_companies", "key", "cdm_companycode", "P2");
+    struct dw_write w = {op, strdup("accounts"), strdup("account"), key,
+                         op == DW_WRITE_DELETE ? NULL : json_pack("{s:s}", "name", "R one")};
+    return w;
+}
+
+START_TEST(stale_cached_parent_id_is_refreshed)
+{
+    struct dw_config cfg;
+    struct dw_sink *sink = NULL;
+    struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    make_config(&cfg);
+    ck_assert_int_eq(dw_sink_new(&cfg, on_done, &seen, &sink), DW_OK);
+    ck_assert_int_eq(apply_one(sink, &seen, company("P2", "first")), DW_WRITE_APPLIED);
+    json_t *doc = NULL;
+    ck_assert_int_eq(dw_sink_get_json(sink, "cdm_companies(cdm_companycode='P2')", &doc), DW_OK);
+    char *first = strdup(json_string_value(json_object_get(doc, "cdm_companyid")));
+    json_decref(doc);
+    /* The account's key names the company by its code: its id is looked up and cached. */
+    ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_UPSERT)), DW_WRITE_APPLIED);
+    ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_DELETE)), DW_WRITE_APPLIED);
+    /* The company is deleted and created again: same code, new id. */
+    struct dw_write del = {DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
+                           json_pack("{s:s}", "cdm_companycode", "P2"), NULL};
+    ck_assert_int_eq(apply_one(sink, &seen, del), DW_WRITE_APPLIED);
+    ck_assert_int_eq(apply_one(sink, &seen, company("P2", "second")), DW_WRITE_APPLIED);
+    ck_assert_int_eq(dw_sink_get_json(sink, "cdm_companies(cdm_companycode='P2')", &doc), DW_OK);
+    char *second = strdup(json_string_value(json_object_get(doc, "cdm_companyid")));
+    json_decref(doc);
+    ck_assert_str_ne(first, second);
+    /* The cached id is stale: the 404 makes the sink look it up again, and the write lands. */
+    ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_UPSERT)), DW_WRITE_APPLIED);
+    char path[200];
+    snprintf(path, sizeof path, "accounts(accountnumber='R1',_msdyn_company_value=%s)", second);
+    ck_assert_int_eq(dw_sink_get_json(sink, path, &doc), DW_OK);
+    ck_assert_str_eq(json_string_value(json_object_get(doc, "_msdyn_company_value")), second);
+    json_decref(doc);
+    free(first);
+    free(second);
+    dw_sink_free(sink);
+    dw_config_cleanup(&cfg);
+}
+END_TEST
+
 START_TEST(metadata_of_a_table)
 {
     struct dw_config cfg;
@@ -298,6 +359,7 @@ static Suite *sink_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, config_errors);
     tcase_add_test(tc, submit_run_callbacks_once);
+    tcase_add_test(tc, stale_cached_parent_id_is_refreshed);
     tcase_add_test(tc, metadata_of_a_table);
     suite_add_tcase(s, tc);
     return s;
