@@ -26,7 +26,7 @@ rate() { # FILE -> rows per second of one run
     sink_apply "$work/dw.conf" "$1" "$work/out" "$work/err" || die "apply failed: $(tail -3 "$work/err")"
     t1=$(date +%s.%N)
     [ "$(sink_count "$work/out" applied)" = "$n" ] || die "not every row applied"
-    echo "$n / ($t1 - $t0)" | bc -l
+    awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { print n / (b - a) }'
 }
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
@@ -39,4 +39,4 @@ batch=$(median <"$work/batch.rates")
 printf 'rows=%d runs=%d\n' "$n" "$runs"
 printf 'UpsertMultiple  median %8.0f rows/s\n' "$bulk"
 printf '$batch (PATCH)  median %8.0f rows/s\n' "$batch"
-printf 'ratio UpsertMultiple / $batch = %.2f\n' "$(echo "$bulk / $batch" | bc -l)"
+printf 'ratio UpsertMultiple / $batch = %.2f\n' "$(awk -v a="$bulk" -v b="$batch" 'BEGIN { print a / b }')"

@@ -8,7 +8,7 @@ packages=(
     libmicrohttpd-dev libinih-dev uthash-dev libsystemd-dev
     postgresql-15 postgresql-client-15
     clang clang-format libclang-rt-14-dev
-    rpm lintian file openssl procps iproute2 util-linux
+    rpm lintian file openssl procps iproute2 util-linux jq
 )
 missing=()
 for p in "${packages[@]}"; do
