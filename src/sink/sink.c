@@ -97,6 +97,7 @@ struct row {
     bool no_bulk;    /* isolating a failed bulk request: go through $batch */
     bool single;     /* isolating a failed batch: go alone */
     bool refreshed;  /* already resolved again after a 404 */
+    bool post_lost;  /* a POST of this row may have landed although its answer was lost */
     json_t *payload; /* last body sent */
     struct failure res;
     char *missing;
@@ -1204,6 +1205,39 @@ static void isolate(struct dw_sink *s, struct req *q, bool singles)
     req_free(q);
 }
 
+/*
+ * A row created with POST (its key cannot be put in a URL) whose answer was lost may exist
+ * now: sending the POST again would meet a duplicate key. Such rows are resolved again
+ * instead (the $filter lookup then finds the row and the write becomes a PATCH by id).
+ * Returns the request holding the other rows, or NULL when none are left (q is consumed).
+ */
+static struct req *reresolve_posts(struct dw_sink *s, struct req *q)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < q->nrows; i++) {
+        if (q->rows[i]->post) {
+            q->rows[i]->post_lost = true;
+            row_move(s, q->rows[i], ROW_RESOLVING);
+        } else {
+            q->rows[keep++] = q->rows[i];
+        }
+    }
+    if (keep == q->nrows)
+        return q;
+    DW_WARN("the answer to a $batch with %zu row(s) created by POST was lost: looking them up "
+            "again rather than risk a duplicate",
+            q->nrows - keep);
+    struct req *nq = keep ? make_batch(s, q->rows, keep) : NULL;
+    if (nq) {
+        nq->attempts = q->attempts;
+        nq->token_gen = q->token_gen;
+        nq->auth_retried = q->auth_retried;
+        nq->retry_after = q->retry_after ? dw_strdup(q->retry_after) : NULL;
+    }
+    req_free(q);
+    return nq;
+}
+
 static void complete_batch(struct dw_sink *s, struct req *q)
 {
     struct dw_batch_response br = {NULL, 0};
@@ -1235,9 +1269,17 @@ static void complete_batch(struct dw_sink *s, struct req *q)
         struct dw_classification c = dw_classify(r->op, CURLE_OK, p->status, code);
         if (c.verdict == DW_VERDICT_OK) {
             finish_row(s, r, DW_WRITE_APPLIED, DW_ERRCLASS_NONE, p->status, "", "");
+        } else if (c.verdict == DW_VERDICT_PERMANENT && r->post && r->post_lost &&
+                   c.error_class == DW_ERRCLASS_DUPLICATE) {
+            /* Our own earlier POST landed after all: find the row and update it by id. */
+            r->post_lost = false;
+            row_move(s, r, ROW_RESOLVING);
         } else if (c.verdict == DW_VERDICT_PERMANENT) {
             if (p->status != 404 || !refresh_ids(s, r))
                 finish_row(s, r, DW_WRITE_REJECTED, c.error_class, p->status, code, msg);
+        } else if (r->post) {
+            r->post_lost = true; /* see reresolve_posts() */
+            row_move(s, r, ROW_RESOLVING);
         } else {
             again[nagain++] = r;
             throttled |= c.throttled;
@@ -1278,6 +1320,17 @@ static void complete_batch(struct dw_sink *s, struct req *q)
     req_free(q);
 }
 
+/* A bulk action answers 204, or 200 with a JSON body; anything else was garbled. */
+static bool bulk_answer_ok(const struct req *q)
+{
+    if (q->resp.len == 0)
+        return true;
+    json_t *doc = json_loadb(q->resp.data, q->resp.len, JSON_DECODE_ANY, NULL);
+    bool ok = doc != NULL;
+    json_decref(doc);
+    return ok;
+}
+
 static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long http)
 {
     char *code = NULL, *msg = NULL;
@@ -1291,6 +1344,12 @@ static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long h
     struct dw_classification c = dw_classify(op, cc, (int)http, code);
     if (c.verdict == DW_VERDICT_OK && q->kind == REQ_BATCH) {
         complete_batch(s, q);
+    } else if (c.verdict == DW_VERDICT_OK && !bulk_answer_ok(q)) {
+        /* Upserts are idempotent: an answer that cannot be read is safest sent again. */
+        struct dw_classification bad = {DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT, false, false};
+        DW_WARN("bulk request to \"%s\" answered HTTP %ld with a body that is not JSON", q->url,
+                http);
+        retry(s, q, &bad, (int)http, "", "malformed response");
     } else if (c.verdict == DW_VERDICT_OK) {
         for (size_t i = 0; i < q->nrows; i++)
             finish_row(s, q->rows[i], DW_WRITE_APPLIED, DW_ERRCLASS_NONE, (int)http, "", "");
@@ -1306,7 +1365,10 @@ static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long h
         char *m = cc != CURLE_OK ? dw_strdup(msg) : dw_asprintf("HTTP %ld %s", http, msg);
         if (c.config_error)
             DW_ERROR("cannot reach Dataverse at \"%s\": %s", q->url, msg);
-        retry(s, q, &c, (int)http, code, m);
+        if (q->kind == REQ_BATCH)
+            q = reresolve_posts(s, q);
+        if (q)
+            retry(s, q, &c, (int)http, code, m);
         free(m);
     } else if (q->kind == REQ_BULK) {
         DW_WARN("UpsertMultiple of %zu rows to \"%s\" failed (HTTP %ld %s %s): sending them "
@@ -1321,8 +1383,7 @@ static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long h
     } else {
         for (size_t i = 0; i < q->nrows; i++)
             if (http != 404 || !refresh_ids(s, q->rows[i]))
-                finish_row(s, q->rows[i], DW_WRITE_REJECTED, c.error_class, (int)http, code,
-                           msg);
+                finish_row(s, q->rows[i], DW_WRITE_REJECTED, c.error_class, (int)http, code, msg);
         req_free(q);
     }
     free(code);
@@ -1355,6 +1416,15 @@ static void complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long 
     }
     json_t *doc = c.verdict == DW_VERDICT_OK ? json_loads(dw_buf_str(&q->resp), 0, NULL) : NULL;
     json_t *values = json_object_get(doc, "value");
+    if (c.verdict == DW_VERDICT_OK && q->kind != REQ_GET && !json_is_array(values)) {
+        /* A 200 whose body is not a collection says nothing: "not found" read from it
+         * could create a duplicate row, so it is asked again. */
+        struct dw_classification bad = {DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT, false, false};
+        DW_WARN("GET \"%s\" answered 200 with a body that is not a collection", q->url);
+        json_decref(doc);
+        retry(s, q, &bad, (int)http, "", "malformed response");
+        goto out;
+    }
     if (q->kind == REQ_GET) {
         q->done = true;
         q->http = http;
