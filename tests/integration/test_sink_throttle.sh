@@ -36,4 +36,31 @@ during=$(awk '
     }' "$DVEMU_LOG")
 check_eq "no request reached dvemu during a Retry-After pause" 0 "$during"
 
+# Concurrency ceilings: dvemu refuses a third concurrent request (429, 0x80072326), and every
+# request takes 100 ms so that they overlap. The sink's window would grow past 2, but the
+# server's x-ms-dop-hint of 2 (first run) or [dataverse] max_concurrency = 2 (second run)
+# caps it: not one request is refused. A third run without either cap shows the limit bites.
+ceiling_run() { # LABEL DVEMU_ARGS... -- CONF_LINES...
+    local label=$1 a=() c=()
+    shift
+    while [ "$1" != "--" ]; do a+=("$1"); shift; done
+    shift
+    c=("$@")
+    dvemu_stop
+    dvemu_start --limit-concurrent 2 --faults '{"rates":{"slow":1.0},"slow_ms":100}' "${a[@]}"
+    sink_conf "$work/c.conf" "batch_size = 10" "${c[@]}"
+    sink_seed_company "$work/c.conf" "$work/c"
+    sink_accounts 300 C >"$work/c.jsonl"
+    sink_apply "$work/c.conf" "$work/c.jsonl" "$work/out" "$work/err"
+    check_eq "$label: all rows applied" 300 "$(sink_count "$work/out" applied)"
+    ceiling_throttled=$(dvemu_admin GET counters | jq .throttled)
+}
+ceiling_run "dop hint 2" --dop-hint 2 -- "max_concurrency = 16"
+check_eq "x-ms-dop-hint caps concurrency: no 429" 0 "$ceiling_throttled"
+ceiling_run "max_concurrency 2" --dop-hint 50 -- "max_concurrency = 2"
+check_eq "max_concurrency caps concurrency: no 429" 0 "$ceiling_throttled"
+ceiling_run "no cap" --dop-hint 50 -- "max_concurrency = 16"
+[ "$ceiling_throttled" -gt 0 ] && pass "without a cap the window grows past 2 (and is throttled)" ||
+    fail "without a cap the window grows past 2" "no 429: the two checks above prove nothing"
+
 finish

@@ -292,6 +292,33 @@ START_TEST(stale_cached_parent_id_is_refreshed)
 }
 END_TEST
 
+START_TEST(run_returns_for_the_callers_descriptors)
+{
+    struct dw_config cfg;
+    struct dw_sink *sink = NULL;
+    make_config(&cfg);
+    ck_assert_int_eq(dw_sink_new(&cfg, on_done, NULL, &sink), DW_OK);
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    struct curl_waitfd extra = {fds[0], CURL_WAIT_POLLIN, 0};
+    /* Nothing to do and nothing ready: revents stays clear. */
+    ck_assert_int_eq(dw_sink_run(sink, &extra, 1, 0), DW_OK);
+    ck_assert_int_eq(extra.revents, 0);
+    /* A readable descriptor of the caller ends the wait and is reported. The wait asked
+     * for outlasts ctest's timeout for this test, so a missed wake-up fails it. */
+    ck_assert_int_eq(write(fds[1], "x", 1), 1);
+    ck_assert_int_eq(dw_sink_run(sink, &extra, 1, 600000), DW_OK);
+    ck_assert(extra.revents & CURL_WAIT_POLLIN);
+    close(fds[0]);
+    close(fds[1]);
+    /* dw_sink_wakeup ends a wait without any descriptor. */
+    dw_sink_wakeup(sink);
+    ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 600000), DW_OK);
+    dw_sink_free(sink);
+    dw_config_cleanup(&cfg);
+}
+END_TEST
+
 START_TEST(metadata_of_a_table)
 {
     struct dw_config cfg;
@@ -356,10 +383,10 @@ static Suite *sink_suite(void)
 {
     Suite *s = suite_create("sink");
     TCase *tc = tcase_create("sink");
-    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, config_errors);
     tcase_add_test(tc, submit_run_callbacks_once);
     tcase_add_test(tc, stale_cached_parent_id_is_refreshed);
+    tcase_add_test(tc, run_returns_for_the_callers_descriptors);
     tcase_add_test(tc, metadata_of_a_table);
     suite_add_tcase(s, tc);
     return s;
