@@ -20,18 +20,21 @@ throttled=$(dvemu_admin GET counters | jq .throttled)
     fail "dvemu throttled the run" "no 429 was sent; the test proves nothing"
 check_contains "the sink paused the environment" "pausing all requests" "$(cat "$work/err")"
 
-# dvemu's Retry-After here is at least 1 s. For each 429, count API requests logged from
-# 150 ms after it (anything in flight has landed by then) to 950 ms after it: none.
+# dvemu's Retry-After here is at least 1 s. For each 429, count API requests that *arrived*
+# (log time less duration) from 150 ms after it (anything in flight has landed by then) to
+# 950 ms after it: none.
 during=$(awk '
     /msg=request/ && /path=\/api\/data\// {
         match($0, /ts=[^ ]+/); ts = substr($0, RSTART + 3, RLENGTH - 3)
         split(substr(ts, 12, 12), t, ":"); s = t[1] * 3600 + t[2] * 60 + t[3]
-        n++; at[n] = s; st[n] = ($0 ~ /status=429/)
+        ms = 0; if (match($0, / ms=[0-9.]+/)) ms = substr($0, RSTART + 4, RLENGTH - 4)
+        n++; end[n] = s; start[n] = s - ms / 1000; st[n] = ($0 ~ /status=429/)
     }
     END {
         c = 0
         for (i = 1; i <= n; i++) if (st[i])
-            for (j = 1; j <= n; j++) if (at[j] > at[i] + 0.15 && at[j] < at[i] + 0.95) c++
+            for (j = 1; j <= n; j++)
+                if (start[j] > end[i] + 0.15 && start[j] < end[i] + 0.95) c++
         print c
     }' "$DVEMU_LOG")
 check_eq "no request reached dvemu during a Retry-After pause" 0 "$during"
