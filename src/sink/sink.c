@@ -635,10 +635,24 @@ static void queue_lookup(struct dw_sink *s, struct guid_entry *g, const char *pk
     enqueue(s, q);
 }
 
+/* "<before><value as an OData string literal><after>", a new heap string. */
+static char *filter_eq(const char *before, const char *value, const char *after)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    json_t *v = json_string(value);
+    (void)dw_buf_puts(&b, before);
+    if (v == NULL || dw_dvkey_literal(&b, v, false) != DW_OK)
+        (void)dw_buf_puts(&b, "''");
+    (void)dw_buf_puts(&b, after);
+    json_decref(v);
+    return dw_buf_steal(&b);
+}
+
 static void queue_setinfo(struct dw_sink *s, struct set_entry *e)
 {
     struct dw_buf b;
-    char *filter = dw_asprintf("EntitySetName eq '%s'", e->set);
+    char *filter = filter_eq("EntitySetName eq ", e->set, "");
     dw_buf_init(&b, 0);
     (void)dw_dvkey_encode(&b, filter, strlen(filter));
     struct req *q = req_new(
@@ -656,8 +670,8 @@ static void queue_setinfo(struct dw_sink *s, struct set_entry *e)
 static void queue_bulkinfo(struct dw_sink *s, struct bulk_entry *e)
 {
     struct dw_buf b;
-    char *filter = dw_asprintf(
-        "sdkmessageid/name eq 'UpsertMultiple' and primaryobjecttypecode eq '%s'", e->name);
+    char *filter = filter_eq("sdkmessageid/name eq 'UpsertMultiple' and primaryobjecttypecode eq ",
+                             e->name, "");
     dw_buf_init(&b, 0);
     (void)dw_dvkey_encode(&b, filter, strlen(filter));
     struct req *q = req_new(
@@ -1774,6 +1788,10 @@ static bool write_valid(const struct dw_write *w, const char **why)
         *why = "unknown operation";
     else if (w->entity_set == NULL || *w->entity_set == '\0' || strpbrk(w->entity_set, "/()?#% '"))
         *why = "entity set missing or not a plain name";
+    else if (w->logical_name && strspn(w->logical_name, "abcdefghijklmnopqrstuvwxyz"
+                                                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
+                                    strlen(w->logical_name))
+        *why = "logical name not a plain name";
     else if (!json_is_object(w->key) || json_object_size(w->key) == 0)
         *why = "key missing or not a non-empty object";
     else if (w->op != DW_WRITE_DELETE && !json_is_object(w->body))
