@@ -92,6 +92,8 @@ struct row {
     json_t *rkey;    /* key with references replaced by GUIDs */
     json_t *rbody;   /* body with binds written as "/<set>(<key>)" */
     json_t *used;    /* ids of GUID cache entries this row relied on */
+    json_t *binds;   /* "<set>(<key>)" of each parent bound by reference in the body */
+    json_t *keyrefs; /* the same for the parents named in the key */
     char *guid;      /* set when the row is addressed by id (unaddressable key) */
     bool post;       /* unaddressable key, no such row: create with POST */
     bool no_bulk;    /* isolating a failed bulk request: go through $batch */
@@ -234,6 +236,8 @@ static void row_free(struct row *r)
     json_decref(r->rkey);
     json_decref(r->rbody);
     json_decref(r->used);
+    json_decref(r->binds);
+    json_decref(r->keyrefs);
     json_decref(r->payload);
     free(r->guid);
     free(r->missing);
@@ -245,6 +249,13 @@ static void finish_row(struct dw_sink *s, struct row *r, enum dw_write_status st
                        enum dw_error_class cls, int http, const char *code, const char *message)
 {
     failure_set(&r->res, status, cls, http, code, message);
+    /* Dataverse does not say which parent is missing; when only one can be, name it (the
+     * key's parents were just looked up, so a bound one is the suspect). */
+    if (cls == DW_ERRCLASS_MISSING_PARENT && r->missing == NULL) {
+        json_t *c = json_array_size(r->binds) ? r->binds : r->keyrefs;
+        if (json_array_size(c) == 1)
+            r->missing = dw_strdup(json_string_value(json_array_get(c, 0)));
+    }
     if (status == DW_WRITE_APPLIED)
         s->stats.rows_applied++;
     else
@@ -375,6 +386,11 @@ static enum res resolve_ref(struct dw_sink *s, struct row *r, const json_t *ref,
     if (res == RES_READY && guid)
         res = ref_guid(s, r, set, rkey, false, guid);
     if (res == RES_READY) {
+        if (depth == 0) {
+            char *d = ref_display(set, rkey);
+            json_array_append_new(guid ? r->keyrefs : r->binds, json_string(d));
+            free(d);
+        }
         *set_out = dw_strdup(set);
         *rkey_out = rkey;
     } else {
@@ -509,7 +525,11 @@ static enum res post_body(struct dw_sink *s, struct row *r)
 static enum res resolve_row(struct dw_sink *s, struct row *r)
 {
     json_decref(r->used);
+    json_decref(r->binds);
+    json_decref(r->keyrefs);
     r->used = json_array();
+    r->binds = json_array();
+    r->keyrefs = json_array();
     json_t *rkey = NULL, *rbody = NULL;
     enum res res = resolve_key(s, r, r->key, 0, &rkey);
     if (res == RES_READY && r->body)
