@@ -1859,6 +1859,8 @@ dw_rc dw_sink_run(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra,
     return drive(s, extra, nextra, timeout_ms, true);
 }
 
+/* curl_multi_wakeup() only write()s to curl's wake-up socket pair, which a signal handler
+ * may do. */
 void dw_sink_wakeup(struct dw_sink *s)
 {
     curl_multi_wakeup(s->multi);
