@@ -116,6 +116,9 @@ dw_lsn dw_pipeline_confirmed(const struct dw_pipeline *p);
 /* True when nothing received is pending: no window, no open transaction. */
 bool dw_pipeline_idle(const struct dw_pipeline *p);
 
+/* A key's error queue emptied (replayed or skipped): its changes may flow again. */
+void dw_pipeline_unblock(struct dw_pipeline *p, int64_t map_id, const char *key_text);
+
 /* Copies the counters. */
 void dw_pipeline_get_stats(const struct dw_pipeline *p, struct dw_pipeline_stats *out);
 

@@ -405,10 +405,12 @@ static void check_dataverse(struct vctx *v, const struct dw_tablemap *m, const c
         const struct dw_src_column *sc = t && c->source ? dw_src_table_column(t, c->source) : NULL;
         if (sc && !c->value_map && (a->type == DW_ATTR_STRING || a->type == DW_ATTR_MEMO) &&
             a->max_length > 0) {
+            /* A warning, not an error: the data may fit, and a row that does not is an
+             * error row of class validation, fixed and skipped by the operator. */
             if (sc->max_length > a->max_length)
-                finding(v->f, true, p,
+                finding(v->f, false, p,
                         "source \"%s\" (%s) is longer than \"%s\" (%s, at most %d): longer "
-                        "values are refused",
+                        "values are refused by Dataverse and land in the error table",
                         sc->name, sc->type, c->target, dw_attr_type_name(a->type), a->max_length);
             else if (sc->max_length == 0 && type_is(sc->type, text_types))
                 finding(v->f, false, p,

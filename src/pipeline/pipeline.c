@@ -690,6 +690,11 @@ bool dw_pipeline_idle(const struct dw_pipeline *p)
     return p->state == APPLY_IDLE && dw_window_empty(p->filling) && !p->in_txn;
 }
 
+void dw_pipeline_unblock(struct dw_pipeline *p, int64_t map_id, const char *key_text)
+{
+    dw_blocked_keys_remove(p->blocked, map_id, key_text);
+}
+
 void dw_pipeline_get_stats(const struct dw_pipeline *p, struct dw_pipeline_stats *out)
 {
     *out = p->stats;

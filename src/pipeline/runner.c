@@ -9,6 +9,7 @@
 #include "dwasync/alloc.h"
 #include "dwasync/clock.h"
 #include "dwasync/daemon.h"
+#include "dwasync/errtable.h"
 #include "dwasync/ha.h"
 #include "dwasync/log.h"
 #include "dwasync/mapping.h"
@@ -30,6 +31,13 @@
 #define STATUS_MS 1000
 /* Changes read from the stream per step: small enough to keep the loop responsive. */
 #define STEP_BUDGET 2000
+/* How often the error table is looked at without a NOTIFY (requests made while we were
+ * not listening, the alert rule). */
+#define ERRORS_CHECK_MS 10000
+/* How often resolved and skipped error rows past their retention are purged. */
+#define PURGE_MS (3600 * 1000)
+/* Replay writes in flight at once. */
+#define REPLAY_IN_FLIGHT 16
 
 struct job {
     int64_t id;
@@ -55,6 +63,8 @@ struct runner {
     struct dw_sink *sink;
     struct dw_pipeline *pipeline;
     struct dw_stream *stream;
+    struct dw_replay *replay;
+    bool replay_wanted; /* a NOTIFY or a completion: pump the replay engine */
     struct dw_metrics *metrics;
     struct dw_metrics_server *metrics_server;
     bool stopping;
@@ -62,6 +72,8 @@ struct runner {
     int64_t next_job_check_ms;
     int64_t next_ha_check_ms;
     int64_t next_status_ms;
+    int64_t next_errors_check_ms;
+    int64_t next_purge_ms;
     uint64_t metrics_seen_applied; /* pipeline counters already added to the metrics */
     uint64_t metrics_seen_received;
     uint64_t metrics_seen_parked;
@@ -356,6 +368,82 @@ static dw_rc open_stream(struct runner *r)
     return dw_stream_open(&so, &handler, &r->stream);
 }
 
+/* A replay write in flight: the sink answers through the ticket. */
+struct replay_ticket {
+    struct dw_write_ticket base;
+    struct runner *runner;
+    void *token; /* the replay engine's */
+};
+
+static void replay_done(struct dw_write_ticket *t, const struct dw_write_result *res)
+{
+    struct replay_ticket *rt = (struct replay_ticket *)t;
+    dw_replay_complete(rt->runner->replay, rt->token, res);
+    rt->runner->replay_wanted = true;
+    free(rt);
+}
+
+static dw_rc replay_remap(void *user, const struct dw_errstored *row, struct dw_remap *out)
+{
+    struct runner *r = user;
+    return dw_replay_remap_with_maps(r->maps, row, out);
+}
+
+static dw_rc replay_submit(void *user, void *token, struct dw_write *w)
+{
+    struct runner *r = user;
+    struct replay_ticket *t = dw_malloc(sizeof *t);
+    *t = (struct replay_ticket){.base.done = replay_done, .runner = r, .token = token};
+    void *ticket = &t->base;
+    dw_rc rc = dw_sink_submit(r->sink, w, &ticket, 1);
+    if (rc != DW_OK)
+        free(t);
+    return rc;
+}
+
+static void replay_unblocked(void *user, int64_t map_id, const char *key_text)
+{
+    struct runner *r = user;
+    dw_pipeline_unblock(r->pipeline, map_id, key_text);
+}
+
+/* Replays what operators queued, reads replay requests, enforces the alert rule, purges. */
+static dw_rc tend_errors(struct runner *r, int64_t now, bool control_readable)
+{
+    bool requested = false;
+    dw_rc rc = DW_OK;
+    if (control_readable || now >= r->next_errors_check_ms) {
+        if ((rc = dw_errtable_poll_requests(r->control, r->job.name, &requested)) != DW_OK)
+            return rc;
+        r->replay_wanted |= requested;
+    }
+    if (now >= r->next_errors_check_ms) {
+        r->next_errors_check_ms = now + ERRORS_CHECK_MS;
+        r->replay_wanted = true; /* requests made while nobody listened */
+        bool paused = false;
+        if ((rc = dw_errtable_alert_enforce(r->control, r->job.id, &paused)) != DW_OK)
+            return rc;
+        if (paused)
+            r->next_job_check_ms = now; /* notice the pause at once */
+    }
+    if (now >= r->next_purge_ms) {
+        r->next_purge_ms = now + PURGE_MS;
+        int64_t purged = 0;
+        if ((rc = dw_errtable_purge(r->control, r->job.id,
+                                    (int)r->config.apply.error_retention_days, &purged)) != DW_OK)
+            return rc;
+        if (purged)
+            DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
+                    "purged %" PRId64 " resolved or skipped error rows", purged);
+    }
+    if (r->replay_wanted) {
+        r->replay_wanted = false;
+        bool idle = true;
+        rc = dw_replay_pump(r->replay, &idle);
+    }
+    return rc;
+}
+
 /* Starts the machinery of an active job: maps, sink, pipeline, stream. */
 static dw_rc start_job(struct runner *r)
 {
@@ -380,6 +468,11 @@ static dw_rc start_job(struct runner *r)
     };
     if ((rc = dw_pipeline_new(&po, r->sink, r->control, r->maps, &r->pipeline)) != DW_OK)
         return rc;
+    static const struct dw_replay_ops replay_ops = {replay_remap, replay_submit, replay_unblocked};
+    if ((rc = dw_errtable_listen(r->control)) != DW_OK ||
+        (rc = dw_replay_new(r->control, r->job.id, &replay_ops, r, REPLAY_IN_FLIGHT, &r->replay)) !=
+            DW_OK)
+        return rc;
     if (strcmp(r->job.initial_sync, "pending") == 0 || strcmp(r->job.initial_sync, "running") == 0)
         if ((rc = initial_sync(r)) != DW_OK)
             return rc;
@@ -396,8 +489,10 @@ static void stop_job(struct runner *r)
         dw_stream_close(r->stream);
         r->stream = NULL;
     }
-    dw_sink_free(r->sink); /* before the pipeline: no callback may reach a freed pipeline */
+    dw_sink_free(r->sink); /* first: no callback may reach a freed pipeline or engine */
     r->sink = NULL;
+    dw_replay_free(r->replay);
+    r->replay = NULL;
     dw_pipeline_free(r->pipeline);
     r->pipeline = NULL;
     dw_job_maps_free(r->maps);
@@ -539,7 +634,7 @@ static dw_rc stream_loop(struct runner *r)
         }
         dw_watchdog_tick(&r->watchdog, dw_daemon_now_ms());
 
-        struct curl_waitfd fds[3];
+        struct curl_waitfd fds[4];
         unsigned nfds = 0;
         int stream_fd = dw_stream_fd(r->stream);
         if (stream_fd >= 0 && !r->paused && dw_pipeline_accepting(r->pipeline))
@@ -548,6 +643,8 @@ static dw_rc stream_loop(struct runner *r)
         int metrics_fd = r->metrics_server ? dw_metrics_server_fd(r->metrics_server) : -1;
         if (metrics_fd >= 0)
             fds[nfds++] = (struct curl_waitfd){.fd = metrics_fd, .events = CURL_WAIT_POLLIN};
+        unsigned control_slot = nfds;
+        fds[nfds++] = (struct curl_waitfd){.fd = PQsocket(r->control), .events = CURL_WAIT_POLLIN};
 
         int timeout = more ? 0 : STATUS_MS;
         int t = dw_stream_timeout_ms(r->stream);
@@ -564,10 +661,14 @@ static dw_rc stream_loop(struct runner *r)
             if (t >= 0 && t < timeout)
                 timeout = t;
         }
+        if (r->replay_wanted)
+            timeout = 0;
         if ((rc = dw_sink_run(r->sink, fds, nfds, timeout)) != DW_OK)
             return rc;
         if (r->metrics_server)
             dw_metrics_server_run(r->metrics_server);
+        /* A broken control connection is reset by the pipeline's next checkpoint. */
+        (void)tend_errors(r, dw_clock_ms(), fds[control_slot].revents != 0);
     }
     return DW_OK;
 }

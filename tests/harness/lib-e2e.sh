@@ -79,3 +79,16 @@ e2e_mismatches() {
 e2e_rows() {
     curl -sf "$DVEMU_URL/_dvemu/tables/$1" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["value"]))'
 }
+
+# e2e_wait_applied [SECONDS]: waits until the job's slot has confirmed everything committed
+# before the call (applied or parked: the slot only moves after that). Fails on timeout.
+e2e_wait_applied() {
+    local target i
+    target=$(psql_q "SELECT pg_current_wal_insert_lsn()")
+    for i in $(seq 1 $((${1:-120} * 2))); do
+        [ "$(psql_q "SELECT bool_and(confirmed_flush_lsn >= '$target') FROM pg_replication_slots
+                      WHERE slot_name LIKE 'dwasync_%'")" = t ] && return 0
+        sleep 0.5
+    done
+    return 1
+}
