@@ -196,6 +196,15 @@ static void check_secrets(struct ctx *c)
                 "certificate credentials need both a certificate and a private key");
         if (*cfg->dataverse.private_key_file)
             check_one_secret(c, "private_key_file", cfg->dataverse.private_key_file);
+        /* The certificate is public: it must only be there and readable. */
+        char *cert_path = *cfg->dataverse.certificate_file
+                              ? dw_secret_resolve(cfg->dataverse.certificate_file)
+                              : NULL;
+        if (cert_path && access(cert_path, R_OK) != 0)
+            add(c, SEV_ERROR, "SEC005", NULL, "Fix the path or the file's permissions.",
+                "[dataverse] certificate_file: \"%s\" cannot be read: %s", cert_path,
+                strerror(errno));
+        free(cert_path);
     }
 }
 

@@ -54,6 +54,12 @@ out=$(chk); status=$?
 check_eq "missing secret: exit 1" 1 "$status"
 check_contains "missing secret: SEC001" "SEC001  [dataverse] client_secret_file: \"$work/absent\" cannot be read" "$out"
 
+printf '[source]\nconninfo = %s\n[dataverse]\nurl = %s\nauthority = %s\ntenant_id = t\nclient_id = c\n' "$good_conninfo" "$dv" "$dv" >"$work/c.conf"
+printf 'certificate_file = %s/absent.pem\nprivate_key_file = %s\n' "$work" "$secret" >>"$work/c.conf"
+out=$(chk); status=$?
+check_eq "missing certificate: exit 1" 1 "$status"
+check_contains "missing certificate: SEC005" "SEC005  [dataverse] certificate_file: \"$work/absent.pem\" cannot be read" "$out"
+
 printf 'wrong-secret\n' >"$work/wrong"
 chmod 600 "$work/wrong"
 write_conf "$good_conninfo" "$work/wrong"
