@@ -202,9 +202,13 @@ BEGIN
     IF head.status = 'replaying' THEN
         RETURN 0;
     END IF;
+    -- A concurrent call may have queued the key meanwhile: then this one queued nothing.
     UPDATE dwasync.error
        SET status = 'replaying', replay_requested_at = now(), replay_requested_by = session_user
-     WHERE id = head.id;
+     WHERE id = head.id AND status <> 'replaying';
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
     SELECT count(*) INTO n FROM dwasync.key_queue(r.job_id, r.map_id, r.key_text);
     PERFORM dwasync.notify_replay(r.job_id);
     RETURN n;

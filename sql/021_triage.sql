@@ -75,8 +75,9 @@ END $$;
 
 -- Retention: deletes resolved and skipped rows finished more than p_days days ago (all
 -- jobs, or one). Open, waiting and replaying rows are never purged. Returns the count.
+-- SECURITY DEFINER: dwasync_admin may purge finished rows but not delete errors at will.
 CREATE FUNCTION dwasync.purge_errors(p_days integer, p_job bigint DEFAULT NULL) RETURNS bigint
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
@@ -220,7 +221,8 @@ SELECT j.id AS job_id,
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA dwasync FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA dwasync FROM PUBLIC;
 REVOKE ALL ON SCHEMA dwasync FROM PUBLIC;
-ALTER DEFAULT PRIVILEGES IN SCHEMA dwasync REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+-- (A per-schema ALTER DEFAULT PRIVILEGES cannot take EXECUTE away from PUBLIC: later
+-- migrations revoke it on the functions they add, as this one does below.)
 
 -- Creates the two roles when allowed (they are cluster-wide) and grants them their rights.
 -- Run again by a superuser if the installing role could not create roles.
@@ -241,7 +243,8 @@ BEGIN
        OR NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dwasync_admin') THEN
         RAISE NOTICE 'roles dwasync_triage and dwasync_admin are not set up: % may not create roles',
                      current_user
-            USING HINT = 'As a superuser, run SELECT dwasync.apply_role_grants(); in this database.';
+            USING HINT = 'As a superuser, run REVOKE ALL ON FUNCTION dwasync.apply_role_grants() FROM PUBLIC;
+SELECT dwasync.apply_role_grants(); in this database.';
         RETURN;
     END IF;
 
@@ -268,4 +271,5 @@ BEGIN
         TO dwasync_admin;
 END $$;
 
+REVOKE ALL ON FUNCTION dwasync.apply_role_grants() FROM PUBLIC;
 SELECT dwasync.apply_role_grants();

@@ -23,6 +23,10 @@
  * ascending order, marks each row resolved (its next waiting row becomes the head) or back
  * to open with the new error, and reports keys whose queue became empty.
  *
+ * The one rule for the pipeline: rows it parked as waiting must be inserted before the next
+ * dw_replay_pump(), since the pump may empty a key's queue and unblock it, after which a
+ * newer change to the key would be sent ahead of a parked one still in memory.
+ *
  * Ownership: rows handed to dw_errtable_insert() are borrowed for the call. A struct
  * dw_errstored owns its strings and JSON references (dw_errstored_cleanup()). The blocked
  * set and the replay engine are heap objects freed with their _free(); the engine borrows
@@ -96,8 +100,8 @@ dw_rc dw_errtable_load_blocked(PGconn *conn, int64_t job_id, struct dw_blocked_k
 /*
  * Inserts n rows in one statement (one transaction); rows already present are skipped.
  * *inserted (may be NULL) gets the number of new rows; blocked (may be NULL) gets the key
- * of every row now in the table. Bad rows (no source key) fail the whole call with
- * DW_ERR_INVALID before anything is written.
+ * of every row inserted. Bad rows (no source key) fail the whole call with DW_ERR_INVALID
+ * before anything is written. Text is passed through the redactor before it is stored.
  */
 dw_rc dw_errtable_insert(PGconn *conn, const struct dw_errrow *rows, size_t n,
                          struct dw_blocked_keys *blocked, size_t *inserted);
@@ -127,12 +131,18 @@ struct dw_errstored {
 /* Frees what the row holds. */
 void dw_errstored_cleanup(struct dw_errstored *row);
 
+/* A key: (table map id, canonical source key text); the text is borrowed. */
+struct dw_errkey {
+    int64_t map_id;
+    const char *key_text;
+};
+
 /*
- * Claims up to max heads queued for replay (status replaying) of a job, skipping the ids
- * in exclude[0..nexclude) (writes in flight), ordered by table group, sequence, commit LSN
- * and position. *out is a new array of *n rows (caller cleans each and frees it).
+ * Claims up to max heads queued for replay (status replaying) of a job, skipping the keys
+ * busy[0..nbusy) (writes in flight), ordered by table group, sequence, commit LSN and
+ * position. *out is a new array of *n rows (caller cleans each and frees it).
  */
-dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const int64_t *exclude, size_t nexclude,
+dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *busy, size_t nbusy,
                         size_t max, struct dw_errstored **out, size_t *n);
 
 /*

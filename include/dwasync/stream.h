@@ -134,6 +134,16 @@ dw_lsn dw_stream_reported_lsn(const struct dw_stream *s);
 /* True while connected and streaming. */
 bool dw_stream_connected(const struct dw_stream *s);
 
+/*
+ * Decodes a recording made with record_path, offline: the file is a sequence of frames, each
+ * a 4-byte big-endian length and the bytes; a frame is an XLogData message as received
+ * ('w' + 24-byte header + pgoutput message) or a user type ('y', oid, kind, base oid as in
+ * dw_types_add, recorded at each connect) which is added to types (may be NULL). A
+ * truncated file or a malformed frame is DW_ERR_PROTOCOL; handler errors are passed on.
+ */
+dw_rc dw_stream_replay(const char *path, struct dw_types *types,
+                       const struct dw_pgoutput_handler *h);
+
 /* Sends a final status update when connected, closes and frees; NULL is accepted. */
 void dw_stream_close(struct dw_stream *s);
 

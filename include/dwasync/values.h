@@ -67,6 +67,11 @@ void dw_types_free(struct dw_types *t);
  */
 void dw_types_add(struct dw_types *t, uint32_t oid, char kind, uint32_t base_oid);
 
+/* Calls fn for every entry (order unspecified). */
+void dw_types_foreach(const struct dw_types *t,
+                      void (*fn)(void *user, uint32_t oid, char kind, uint32_t base_oid),
+                      void *user);
+
 /*
  * Reads every domain, enum and array of user types from pg_type over conn (simple query
  * protocol, so a replication=database connection works) into t.

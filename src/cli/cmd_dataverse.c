@@ -140,6 +140,7 @@ static dw_rc apply_chunk(struct dw_sink *sink, struct apply_state *st, struct dw
     for (size_t i = 0; i < n; i++) {
         if (st->results[i]) {
             print_result(first_line + i, st->results[i]);
+            json_decref(st->results[i]);
             st->results[i] = NULL;
         }
     }

@@ -134,6 +134,7 @@ out:
 int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv)
 {
     const char *publication = NULL, *slot = DEFAULT_SLOT, *record = NULL, *initial = NULL;
+    const char *replay = NULL;
     bool create_slot = false, until_caught_up = false;
     struct decoder d = {0};
     for (int i = 1; i < argc; i++) {
@@ -143,6 +144,8 @@ int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv)
             slot = argv[++i];
         else if (strcmp(argv[i], "--initial-sync") == 0 && i + 1 < argc)
             initial = argv[++i];
+        else if (strcmp(argv[i], "--replay") == 0 && i + 1 < argc)
+            replay = argv[++i];
         else if (strcmp(argv[i], "--record") == 0 && i + 1 < argc)
             record = argv[++i];
         else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
@@ -157,7 +160,7 @@ int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv)
         else
             return dw_cli_usage("decode");
     }
-    if (publication == NULL)
+    if (publication == NULL && replay == NULL)
         return dw_cli_usage("decode");
     const struct dw_config *cfg = dw_cli_config(cli);
     if (cfg == NULL)
@@ -186,6 +189,12 @@ int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (replay) {
+        struct dw_pgoutput_handler ph = {&d, on_begin, on_change, on_commit};
+        if (dw_stream_replay(replay, types, &ph) == DW_OK && flush_out(&d))
+            status = DW_EXIT_OK;
+        goto out;
+    }
     if (initial && run_initial_sync(cfg, slot, initial, &h, &d) != DW_OK)
         goto out;
     if (dw_stream_open(&so, &h, &s) != DW_OK)

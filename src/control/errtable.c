@@ -12,6 +12,7 @@
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
+#include "dwasync/redact.h"
 
 /*
  * The sink defines the real one (the class names are shared with the SQL CHECK of
@@ -251,7 +252,11 @@ dw_rc dw_errtable_insert(PGconn *conn, const struct dw_errrow *rows, size_t n,
             *inserted = 0;
         goto out;
     }
-    text = dw_json_dumps(arr);
+    /* Invariant 6: whatever a caller forgot, no registered secret or secret-shaped value
+     * reaches a stored message, row or payload (redaction keeps the JSON well formed). */
+    char *raw = dw_json_dumps(arr);
+    text = dw_redact_str(raw);
+    free(raw);
     const char *params[] = {text};
     rc = dw_pg_query(conn, "storing error rows",
                      "SELECT error_id, error_status, error_map_id, error_key_text "
@@ -342,26 +347,24 @@ static dw_rc stored_from_result(const PGresult *res, int i, struct dw_errstored 
     return DW_OK;
 }
 
-dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const int64_t *exclude, size_t nexclude,
+dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *busy, size_t nbusy,
                         size_t max, struct dw_errstored **out, size_t *n)
 {
-    struct dw_buf ids;
     char job[24], limit[24];
     PGresult *res = NULL;
     struct dw_errstored *rows = NULL;
     size_t count = 0;
     dw_rc rc = DW_OK;
-    dw_buf_init(&ids, 0);
+    json_t *keys = json_array();
+    for (size_t i = 0; i < nbusy; i++)
+        json_array_append_new(keys,
+                              json_pack("[I,s]", (json_int_t)busy[i].map_id, busy[i].key_text));
+    char *keytext = dw_json_dumps(keys);
     snprintf(job, sizeof job, "%" PRId64, job_id);
     snprintf(limit, sizeof limit, "%zu", max);
-    if ((rc = dw_buf_putc(&ids, '{')) != DW_OK)
-        goto out;
-    for (size_t i = 0; i < nexclude; i++)
-        if ((rc = dw_buf_printf(&ids, "%s%" PRId64, i ? "," : "", exclude[i])) != DW_OK)
-            goto out;
-    if ((rc = dw_buf_putc(&ids, '}')) != DW_OK)
-        goto out;
-    const char *params[] = {job, dw_buf_str(&ids), limit};
+    const char *params[] = {job, keytext, limit};
+    /* Busy keys, not just busy rows: a head skipped while its write is in flight already
+     * has a successor, which must wait for that write to finish. */
     rc = dw_pg_query(conn, "claiming errors to replay",
                      "SELECT e.id, e.job_id, e.map_id, e.map_name, e.source_schema, "
                      "e.source_table, e.operation, e.key_text, e.source_key::text, "
@@ -369,7 +372,8 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const int64_t *exclude, si
                      "e.attempts, coalesce(m.group_id, 0), coalesce(m.sequence, 0) "
                      "FROM dwasync.error e LEFT JOIN dwasync.table_map m ON m.id = e.map_id "
                      "WHERE e.job_id = $1 AND e.status = 'replaying' "
-                     "AND NOT (e.id = ANY ($2::bigint[])) "
+                     "AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements($2::jsonb) b "
+                     "WHERE (b->>0)::bigint = e.map_id AND b->>1 = e.key_text) "
                      "ORDER BY 16, 17, e.commit_lsn, e.position, e.part LIMIT $3",
                      3, params, &res);
     if (rc != DW_OK)
@@ -382,7 +386,8 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const int64_t *exclude, si
     }
 out:
     PQclear(res);
-    dw_buf_cleanup(&ids);
+    free(keytext);
+    json_decref(keys);
     if (rc != DW_OK) {
         for (size_t i = 0; i < count; i++)
             dw_errstored_cleanup(&rows[i]);
@@ -414,7 +419,10 @@ dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_re
                               const char *target_id)
 {
     char idtext[24], http[16];
-    char *payload = r->payload ? dw_json_dumps(r->payload) : NULL;
+    char *raw = r->payload ? dw_json_dumps(r->payload) : NULL;
+    char *payload = raw ? dw_redact_str(raw) : NULL;
+    char *message = dw_redact_str(r->message ? r->message : "");
+    free(raw);
     enum dw_error_class c =
         r->error_class == DW_ERRCLASS_NONE ? DW_ERRCLASS_UNKNOWN : r->error_class;
     snprintf(idtext, sizeof idtext, "%" PRId64, id);
@@ -423,7 +431,7 @@ dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_re
                             dw_error_class_name(c),
                             r->http_status ? http : NULL,
                             r->code,
-                            r->message,
+                            message,
                             payload,
                             r->missing_parent,
                             target_id};
@@ -433,6 +441,7 @@ dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_re
                            params, &res);
     PQclear(res);
     free(payload);
+    free(message);
     return rc;
 }
 

@@ -2,10 +2,10 @@
  * The replay engine (errtable.h): applies the heads of queued keys through callbacks.
  *
  * Per-key order needs nothing in memory: the table holds at most one head per key, the
- * next row becomes the head only when dwasync.replay_succeeded() resolves the current one,
- * and a head in flight is excluded from the next claim. Sequence order across keys: of the
- * heads claimed and in flight, only the lowest sequence level of each table group is sent,
- * so a parent's replay lands before its children's.
+ * next row becomes the head only when dwasync.replay_succeeded() resolves the current one
+ * (or an operator skips it), and a key with a write in flight is excluded from the claim. Sequence
+ * order across keys: of the heads claimed and in flight, only the lowest sequence level of each
+ * table group is sent, so a parent's replay lands before its children's.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -274,11 +274,12 @@ dw_rc dw_replay_pump(struct dw_replay *r, bool *idle)
                 progress = true;
             }
         }
-        int64_t *busy = dw_calloc((size_t)r->max + 1, sizeof *busy);
+        struct dw_errkey *busy = dw_calloc((size_t)r->max + 1, sizeof *busy);
         size_t nbusy = 0;
         for (int i = 0; i < r->max; i++)
             if (r->slots[i].used)
-                busy[nbusy++] = r->slots[i].row.id;
+                busy[nbusy++] =
+                    (struct dw_errkey){r->slots[i].row.map_id, r->slots[i].row.key_text};
         size_t room = (size_t)r->max - nbusy;
         struct dw_errstored *claimed = NULL;
         size_t n = 0;

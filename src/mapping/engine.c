@@ -626,7 +626,10 @@ static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
     json_t *img = filter_image(row->new_row, row->old_row, row->unchanged);
     enum dw_tristate now = dw_tablemap_match(def, m, img);
     json_decref(img);
-    enum dw_tristate before = row->old_row ? dw_tablemap_match(def, m, row->old_row) : DW_UNKNOWN;
+    /* Without an old image the replica identity did not change, and a filter reads only
+     * identity columns unless the identity is FULL (validate), where the old image is always
+     * sent: so the row matched before exactly as it does now. */
+    enum dw_tristate before = row->old_row ? dw_tablemap_match(def, m, row->old_row) : now;
     if (row->old_row) {
         /* An old image without every key column (identity differs from the map's key)
          * cannot name the old row; the new key is then the row's key. */

@@ -309,13 +309,16 @@ static void filter_sql(struct dw_buf *b, const struct dw_filter *f, const struct
     } else if (f->op == DW_F_IS_NOT_NULL) {
         (void)dw_buf_puts(b, " IS NOT NULL)");
     } else if (f->op == DW_F_IN || f->op == DW_F_NOT_IN) {
-        (void)dw_buf_puts(b, f->op == DW_F_IN ? " IN (" : " NOT IN (");
+        /* PostgreSQL 15 refuses "x IN (...)" (an array) in a row filter: spell it out. */
         for (size_t i = 0; i < json_array_size(f->value); i++) {
-            if (i > 0)
-                (void)dw_buf_puts(b, ", ");
+            if (i > 0) {
+                (void)dw_buf_puts(b, f->op == DW_F_IN ? " OR " : " AND ");
+                put_ident(b, resolve(t, f->column));
+            }
+            (void)dw_buf_puts(b, f->op == DW_F_IN ? " = " : " <> ");
             put_literal(b, json_array_get(f->value, i));
         }
-        (void)dw_buf_puts(b, "))");
+        (void)dw_buf_putc(b, ')');
     } else {
         (void)dw_buf_printf(b, " %s ", cmp[f->op]);
         put_literal(b, f->value);
@@ -332,12 +335,13 @@ static bool map_filter_sql(struct dw_buf *b, const struct dw_jobdef *def,
         return false;
     (void)dw_buf_putc(b, '(');
     if (le) {
-        put_ident(b, resolve(t, m->company_source));
-        (void)dw_buf_puts(b, " IN (");
+        (void)dw_buf_putc(b, '(');
         for (size_t i = 0; i < def->nlegal_entities; i++) {
             json_t *s = json_string(def->legal_entities[i]);
             if (i > 0)
-                (void)dw_buf_puts(b, ", ");
+                (void)dw_buf_puts(b, " OR ");
+            put_ident(b, resolve(t, m->company_source));
+            (void)dw_buf_puts(b, " = ");
             put_literal(b, s);
             json_decref(s);
         }

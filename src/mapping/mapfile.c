@@ -489,6 +489,21 @@ static void tablemap_clear(struct dw_tablemap *m)
     json_decref(m->options);
 }
 
+/* The source of the first company part inside the lookups of a key, or NULL. */
+static const char *nested_company(const struct dw_keypart *parts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (parts[i].kind == DW_KEYPART_COMPANY)
+            return parts[i].source;
+        if (parts[i].lookup) {
+            const char *s = nested_company(parts[i].lookup->key, parts[i].lookup->nkey);
+            if (s)
+                return s;
+        }
+    }
+    return NULL;
+}
+
 static void parse_map(struct pctx *c, const char *p, const json_t *o, struct dw_tablemap *m)
 {
     static const char *const allowed[] = {"name",    "sequence", "source",  "target", "key",
@@ -545,6 +560,9 @@ static void parse_map(struct pctx *c, const char *p, const json_t *o, struct dw_
             m->company_source = m->key[i].source;
         }
     }
+    /* A child keyed through its parent (an order line) is striped by the parent's company. */
+    if (m->company_source == NULL)
+        m->company_source = nested_company(m->key, m->nkey);
     json_t *cols = json_object_get(o, "columns");
     char *cp = dw_asprintf("%s.columns", p);
     if (cols && !json_is_array(cols)) {

@@ -143,13 +143,14 @@ dw_rc dw_mapstore_import(PGconn *control, const struct dw_jobdef *def,
         const char *state = PQgetvalue(r, 0, 1);
         if (strcmp(state, "active") == 0 || strcmp(state, "starting") == 0 ||
             strcmp(state, "paused") == 0) {
-            DW_LOGF(DW_LOG_ERROR,
-                    DW_FIELDS({"job", def->name},
-                              {"hint", "Run \"dwasync job stop JOB\", import again, then "
-                                       "\"dwasync job start JOB\"; no change is lost while "
-                                       "the job is stopped."}),
+            char *hint = dw_asprintf("Run \"dwasync job stop %s\", import again, then "
+                                     "\"dwasync job start %s\"; no change is lost while the "
+                                     "job is stopped.",
+                                     def->name, def->name);
+            DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", def->name}, {"hint", hint}),
                     "job \"%s\" is %s: its table maps cannot change while it runs", def->name,
                     state);
+            free(hint);
             rc = DW_ERR_STATE;
             goto out;
         }

@@ -29,6 +29,7 @@ struct dw_auth {
     char *token;
     size_t token_len;
     int64_t expires_at_ms;
+    int64_t valid_until_ms; /* a margin before expiry, so a token does not expire in flight */
     int64_t renew_at_ms;
     unsigned generation;
 };
@@ -315,6 +316,8 @@ dw_rc dw_auth_accept(struct dw_auth *a, long http_status, const char *body, int6
     if (ahead > 300000)
         ahead = 300000;
     a->renew_at_ms = a->expires_at_ms - ahead;
+    int64_t margin = expires_in * 1000 / 10;
+    a->valid_until_ms = a->expires_at_ms - (margin > 1000 ? 1000 : margin);
     a->generation++;
     DW_INFO("obtained an access token valid for %" PRId64 " s", expires_in);
 out:
@@ -324,8 +327,7 @@ out:
 
 const char *dw_auth_token(const struct dw_auth *a, int64_t now_ms)
 {
-    /* A token within a second of expiry would expire on the way. */
-    return a->token && now_ms + 1000 < a->expires_at_ms ? a->token : NULL;
+    return a->token && now_ms < a->valid_until_ms ? a->token : NULL;
 }
 
 int64_t dw_auth_renew_at(const struct dw_auth *a)
@@ -345,4 +347,5 @@ void dw_auth_invalidate(struct dw_auth *a)
     a->token_len = 0;
     a->renew_at_ms = 0;
     a->expires_at_ms = 0;
+    a->valid_until_ms = 0;
 }

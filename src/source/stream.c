@@ -258,6 +258,7 @@ dw_rc dw_stream_drop_slot(PGconn *repl, const char *slot)
 }
 
 static dw_lsn flush_position(const struct dw_stream *s);
+static void record_type(void *user, uint32_t oid, char kind, uint32_t base);
 
 /* --- connecting ------------------------------------------------------------------------- */
 
@@ -394,6 +395,8 @@ static dw_rc connect_stream(struct dw_stream *s, bool *permanent)
     *permanent = false;
     if (s->types && (rc = dw_types_load(conn, s->types)) != DW_OK)
         goto out;
+    if (s->types && s->record)
+        dw_types_foreach(s->types, record_type, s);
     snprintf(sql, sizeof sql,
              "START_REPLICATION SLOT %s LOGICAL %X/%X (proto_version '1', publication_names "
              "'\"%s\"', messages 'true')",
@@ -487,6 +490,15 @@ static dw_rc on_commit(void *user, const struct dw_txn *t)
     if (t->end_lsn > s->received)
         s->received = t->end_lsn;
     return s->h.commit ? s->h.commit(s->h.user, t) : DW_OK;
+}
+
+static void record_frame(struct dw_stream *s, const char *buf, int len);
+
+static void record_type(void *user, uint32_t oid, char kind, uint32_t base)
+{
+    char f[10] = {'y',  (char)(oid >> 24),  (char)(oid >> 16),  (char)(oid >> 8),  (char)oid,
+                  kind, (char)(base >> 24), (char)(base >> 16), (char)(base >> 8), (char)base};
+    record_frame(user, f, sizeof f);
 }
 
 static void record_frame(struct dw_stream *s, const char *buf, int len)
@@ -694,6 +706,57 @@ dw_lsn dw_stream_reported_lsn(const struct dw_stream *s)
 bool dw_stream_connected(const struct dw_stream *s)
 {
     return s->conn != NULL;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+dw_rc dw_stream_replay(const char *path, struct dw_types *types,
+                       const struct dw_pgoutput_handler *h)
+{
+    FILE *f = fopen(path, "rb");
+    struct dw_buf frame;
+    struct dw_pgoutput *dec = dw_pgoutput_new();
+    dw_rc rc = DW_OK;
+    dw_buf_init(&frame, 0);
+    if (f == NULL) {
+        DW_ERROR("cannot open \"%s\": %s", path, strerror(errno));
+        rc = DW_ERR_IO;
+        goto out;
+    }
+    uint8_t n[4];
+    size_t got;
+    while ((got = fread(n, 1, 4, f)) == 4) {
+        uint32_t len = be32(n);
+        dw_buf_reset(&frame);
+        if ((rc = dw_buf_reserve(&frame, len)) != DW_OK || fread(frame.data, 1, len, f) != len) {
+            rc = DW_ERR_PROTOCOL;
+            break;
+        }
+        const uint8_t *p = (const uint8_t *)frame.data;
+        if (len >= 25 && p[0] == 'w') {
+            rc = dw_pgoutput_decode(dec, get_u64(p + 1), p + 25, len - 25, h);
+        } else if (len == 10 && p[0] == 'y') {
+            if (types)
+                dw_types_add(types, be32(p + 1), (char)p[5], be32(p + 6));
+        } else {
+            rc = DW_ERR_PROTOCOL;
+        }
+        if (rc != DW_OK)
+            break;
+    }
+    if (rc == DW_OK && got != 0)
+        rc = DW_ERR_PROTOCOL;
+    if (rc == DW_ERR_PROTOCOL)
+        DW_ERROR("\"%s\" is not a valid recording", path);
+out:
+    if (f)
+        fclose(f);
+    dw_pgoutput_free(dec);
+    dw_buf_cleanup(&frame);
+    return rc;
 }
 
 void dw_stream_close(struct dw_stream *s)

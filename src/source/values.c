@@ -97,6 +97,14 @@ void dw_types_add(struct dw_types *t, uint32_t oid, char kind, uint32_t base_oid
     e->base = base_oid;
 }
 
+void dw_types_foreach(const struct dw_types *t,
+                      void (*fn)(void *user, uint32_t oid, char kind, uint32_t base_oid),
+                      void *user)
+{
+    for (const struct typent *e = t->map; e; e = e->hh.next)
+        fn(user, e->oid, e->kind, e->base);
+}
+
 dw_rc dw_types_load(PGconn *conn, struct dw_types *t)
 {
     /* Simple query protocol only: a walsender accepts nothing else. */
@@ -894,6 +902,13 @@ dw_rc dw_value_append_json(struct dw_buf *out, uint32_t type_oid, const char *da
     bool is_array;
     size_t mark = out->len;
     uint32_t oid = resolve(o, type_oid, &is_array);
+    if (is_array) {
+        /* The element may itself be a domain or an enum. */
+        bool nested;
+        oid = resolve(o, oid, &nested);
+        if (nested)
+            oid = OID_TEXT;
+    }
     if (why == NULL)
         why = &dummy;
     *why = "value too large";

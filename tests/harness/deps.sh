@@ -10,6 +10,7 @@ packages=(
     clang clang-format libclang-rt-14-dev
     rpm rpmlint lintian file openssl procps iproute2 util-linux systemd jq
     adduser man-db groff-base bsdextrautils
+    rpm lintian file openssl procps iproute2 util-linux python3 jq
 )
 missing=()
 for p in "${packages[@]}"; do

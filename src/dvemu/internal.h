@@ -1,0 +1,213 @@
+/*
+ * internal.h - what dvemu's source files share and nothing else sees: the metadata model,
+ * the row store, requests and responses as the Web API layer handles them.
+ *
+ * Threading: struct emu_meta is immutable after loading and read without locks. The
+ * store (rows, key indexes, history, row counters) is guarded by emu->store_lock, which a
+ * Web API operation holds from its first read to its last write so that changesets and
+ * bulk actions are atomic. Limits and faults have their own locks (server.c).
+ */
+#ifndef DWASYNC_DVEMU_INTERNAL_H
+#define DWASYNC_DVEMU_INTERNAL_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uthash.h>
+
+#include "dwasync/buf.h"
+#include "dwasync/dvemu.h"
+#include "dwasync/dvmeta.h"
+
+#define EMU_API_PREFIX "/api/data/v9.2/"
+#define EMU_MAX_BATCH  1000
+
+struct emu_option {
+    int value;
+    char *label;
+};
+
+struct emu_attr {
+    char *name;      /* logical name */
+    char *prop;      /* row property: name, or _name_value for lookups */
+    char *type_name; /* AttributeType as Dataverse spells it (String, Customer, ...) */
+    enum dw_attr_type type;
+    char *required; /* None, Recommended, ApplicationRequired, SystemRequired */
+    int max_length;
+    double min_value, max_value;
+    int precision;
+    char *format;  /* DateTime: DateOnly or DateAndTime */
+    bool readonly; /* maintained by dvemu (createdon, modifiedon, versionnumber) */
+    struct emu_option *options;
+    size_t noptions;
+    char **targets; /* lookup targets (logical names) */
+    char **navs;    /* navigation property for each target */
+    size_t ntargets;
+};
+
+struct emu_key {
+    char *name;
+    char **attrs;
+    size_t nattrs;
+};
+
+struct emu_row {
+    char id[37];
+    json_t *data; /* immutable snapshot; replaced, never edited, on a write */
+    UT_hash_handle hh;
+};
+
+struct emu_kidx {
+    char *k;
+    struct emu_row *row;
+    UT_hash_handle hh;
+};
+
+struct emu_table {
+    char *logical;
+    char *set;
+    char *primary_id;
+    char *primary_name;
+    char *metadata_id;
+    bool bulk_create, bulk_update, bulk_upsert;
+    struct emu_attr *attrs;
+    size_t nattrs;
+    struct emu_key *keys;
+    size_t nkeys;
+    /* store state, under store_lock */
+    struct emu_row *rows;
+    struct emu_kidx **kidx; /* one hash per key */
+    uint64_t rows_written;
+};
+
+struct emu_hist {
+    uint64_t seq;
+    struct emu_table *table;
+    char id[37];
+    const char *op; /* create, update, delete */
+    json_t *row;    /* the row after the write (before it, for a delete) */
+};
+
+/* What a write replaced, so a changeset or bulk action can be rolled back. */
+struct emu_undo {
+    struct emu_table *table;
+    char id[37];
+    json_t *old; /* NULL: the row did not exist */
+};
+
+/* A client that authenticates with a certificate (a signed JWT client assertion). */
+struct emu_certclient {
+    const char *id; /* borrowed from the options */
+    void *pkey;     /* EVP_PKEY */
+    unsigned char sha1[20], sha256[32];
+};
+
+struct emu {
+    const struct dw_dvemu_options *opt;
+    unsigned char token_key[32]; /* signs the access tokens dvemu issues */
+    struct emu_certclient *certs;
+    size_t ncerts;
+    struct emu_table *tables;
+    size_t ntables;
+    char *base_url; /* http(s)://host:port */
+    pthread_mutex_t store_lock;
+    uint64_t seq;
+    uint64_t version;
+    struct emu_hist *hist;
+    size_t nhist, hist_cap;
+    uint64_t hist_dropped;
+    bool in_txn;
+    struct emu_undo *undo;
+    size_t nundo, undo_cap;
+    size_t txn_hist_mark;
+    uint64_t txn_seq_mark;
+};
+
+/* An error answer in Dataverse's shape. */
+struct emu_err {
+    int status;
+    char *code;
+    char *message;
+};
+
+/* One request as the Web API layer sees it (from HTTP or from a $batch part). */
+struct emu_req {
+    const char *method;
+    const char *path;  /* raw (percent-encoded) path after /api/data/v9.2/ */
+    const char *query; /* raw query string without '?', or NULL */
+    const char *body;
+    size_t body_len;
+    bool prefer_representation;
+    const char *if_match;
+    const char *if_none_match;
+    json_t *content_ids; /* $batch: Content-ID -> "set(guid)"; borrowed, may be NULL */
+    const char *user;    /* who the token says is calling */
+};
+
+#define EMU_MAX_HEADERS 8
+
+struct emu_resp {
+    int status;
+    struct dw_buf body;
+    const char *content_type;
+    char *hname[EMU_MAX_HEADERS];
+    char *hvalue[EMU_MAX_HEADERS];
+    size_t nheaders;
+    char *entity_ref; /* "set(guid)" of the row written, for Content-ID references */
+};
+
+/* meta.c */
+char *emu_stable_guid(const char *a, const char *b);
+dw_rc emu_meta_load(struct emu *emu, const char *file);
+void emu_meta_free(struct emu *emu);
+struct emu_table *emu_table_by_set(struct emu *emu, const char *set, size_t len);
+struct emu_table *emu_table_by_logical(struct emu *emu, const char *name);
+const struct emu_attr *emu_attr_find(const struct emu_table *t, const char *name);
+const char *emu_edm_type(const struct emu_attr *a);
+json_t *emu_meta_entity_json(const struct emu_table *t);
+json_t *emu_meta_attr_json(const struct emu_attr *a, bool with_options);
+json_t *emu_meta_key_json(const struct emu_table *t, const struct emu_key *k);
+
+/* store.c */
+void emu_err_set(struct emu_err *e, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void emu_err_clear(struct emu_err *e);
+void emu_new_guid(char out[37]);
+struct emu_row *emu_row_find_id(struct emu_table *t, const char *id);
+char *emu_key_string(const struct emu_table *t, const struct emu_key *k, const json_t *row);
+struct emu_row *emu_row_find(struct emu_table *t, const struct dw_dvemu_key *key, bool *by_alt,
+                             struct emu_err *err);
+/* Writes (or, with data NULL, deletes) a row; logs undo and history. Under store_lock. */
+void emu_row_put(struct emu *emu, struct emu_table *t, const char *id, json_t *data,
+                 const char *op);
+struct emu_row *emu_key_conflict(struct emu_table *t, const json_t *data, const char *id,
+                                 const struct emu_key **which);
+void emu_txn_begin(struct emu *emu);
+void emu_txn_commit(struct emu *emu);
+void emu_txn_rollback(struct emu *emu);
+void emu_store_reset(struct emu *emu);
+void emu_store_free(struct emu *emu);
+json_t *emu_row_public(const struct emu_table *t, const json_t *row);
+dw_rc emu_state_save(struct emu *emu, const char *file);
+dw_rc emu_state_load(struct emu *emu, const char *file);
+
+/* auth.c */
+dw_rc emu_auth_init(struct emu *emu);
+void emu_auth_free(struct emu *emu);
+void emu_token_endpoint(struct emu *emu, const char *tenant, const char *form, size_t len,
+                        struct emu_resp *resp);
+/* Checks "Bearer <token>"; on success *user is the client id (heap, caller frees). */
+dw_rc emu_token_check(struct emu *emu, const char *authorization, char **user);
+
+/* webapi.c */
+void emu_resp_init(struct emu_resp *r);
+void emu_resp_cleanup(struct emu_resp *r);
+void emu_resp_header(struct emu_resp *r, const char *name, const char *value);
+void emu_resp_error(struct emu_resp *r, const struct emu_err *e);
+void emu_resp_json(struct emu_resp *r, int status, json_t *body);
+void emu_api_handle(struct emu *emu, const struct emu_req *req, struct emu_resp *resp);
+void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *content_type,
+                      bool continue_on_error, struct emu_resp *resp);
+
+#endif

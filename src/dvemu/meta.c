@@ -1,0 +1,456 @@
+/* dvemu's table metadata: loading the JSON file (format in README, "dvemu") and rendering
+ * it the way EntityDefinitions answers. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/log.h"
+#include "internal.h"
+
+static const struct {
+    const char *name;
+    enum dw_attr_type type;
+    const char *edm;
+    const char *meta_type; /* the @odata.type cast of its AttributeMetadata */
+} type_table[] = {
+    {"String", DW_ATTR_STRING, "Edm.String", "StringAttributeMetadata"},
+    {"Memo", DW_ATTR_MEMO, "Edm.String", "MemoAttributeMetadata"},
+    {"Integer", DW_ATTR_INTEGER, "Edm.Int32", "IntegerAttributeMetadata"},
+    {"BigInt", DW_ATTR_BIGINT, "Edm.Int64", "BigIntAttributeMetadata"},
+    {"Decimal", DW_ATTR_DECIMAL, "Edm.Decimal", "DecimalAttributeMetadata"},
+    {"Money", DW_ATTR_MONEY, "Edm.Decimal", "MoneyAttributeMetadata"},
+    {"Double", DW_ATTR_DOUBLE, "Edm.Double", "DoubleAttributeMetadata"},
+    {"Boolean", DW_ATTR_BOOLEAN, "Edm.Boolean", "BooleanAttributeMetadata"},
+    {"DateTime", DW_ATTR_DATETIME, "Edm.DateTimeOffset", "DateTimeAttributeMetadata"},
+    {"Picklist", DW_ATTR_PICKLIST, "Edm.Int32", "PicklistAttributeMetadata"},
+    {"State", DW_ATTR_PICKLIST, "Edm.Int32", "StateAttributeMetadata"},
+    {"Status", DW_ATTR_PICKLIST, "Edm.Int32", "StatusAttributeMetadata"},
+    {"Lookup", DW_ATTR_LOOKUP, "Edm.Guid", "LookupAttributeMetadata"},
+    {"Customer", DW_ATTR_LOOKUP, "Edm.Guid", "LookupAttributeMetadata"},
+    {"Owner", DW_ATTR_LOOKUP, "Edm.Guid", "LookupAttributeMetadata"},
+    {"Uniqueidentifier", DW_ATTR_UNIQUEIDENTIFIER, "Edm.Guid", "UniqueIdentifierAttributeMetadata"},
+};
+
+static int type_index(const char *type_name)
+{
+    for (size_t i = 0; i < sizeof type_table / sizeof type_table[0]; i++)
+        if (strcmp(type_table[i].name, type_name) == 0)
+            return (int)i;
+    return -1;
+}
+
+const char *emu_edm_type(const struct emu_attr *a)
+{
+    int i = type_index(a->type_name);
+    if (a->type == DW_ATTR_DATETIME && a->format && strcmp(a->format, "DateOnly") == 0)
+        return "Edm.Date";
+    return i >= 0 ? type_table[i].edm : "Edm.String";
+}
+
+struct emu_table *emu_table_by_set(struct emu *emu, const char *set, size_t len)
+{
+    for (size_t i = 0; i < emu->ntables; i++)
+        if (strlen(emu->tables[i].set) == len && memcmp(emu->tables[i].set, set, len) == 0)
+            return &emu->tables[i];
+    return NULL;
+}
+
+struct emu_table *emu_table_by_logical(struct emu *emu, const char *name)
+{
+    for (size_t i = 0; i < emu->ntables; i++)
+        if (strcmp(emu->tables[i].logical, name) == 0)
+            return &emu->tables[i];
+    return NULL;
+}
+
+const struct emu_attr *emu_attr_find(const struct emu_table *t, const char *name)
+{
+    for (size_t i = 0; i < t->nattrs; i++)
+        if (strcmp(t->attrs[i].name, name) == 0)
+            return &t->attrs[i];
+    return NULL;
+}
+
+static const char *str_or(const json_t *o, const char *key, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : dflt;
+}
+
+/* A stable GUID-shaped MetadataId derived from a name, so answers do not change between
+ * runs (FNV-1a; identity, not security). */
+char *emu_stable_guid(const char *a, const char *b)
+{
+    uint64_t h1 = 1469598103934665603ULL, h2 = 1099511628211ULL * 7;
+    for (const char *p = a; *p; p++)
+        h1 = (h1 ^ (unsigned char)*p) * 1099511628211ULL;
+    for (const char *p = b; *p; p++)
+        h2 = (h2 ^ (unsigned char)*p) * 1099511628211ULL;
+    h2 ^= h1;
+    return dw_asprintf("%08x-%04x-%04x-%04x-%012llx", (unsigned)(h1 >> 32),
+                       (unsigned)(h1 >> 16) & 0xffff, (unsigned)h1 & 0xffff,
+                       (unsigned)(h2 >> 48) & 0xffff, (unsigned long long)(h2 & 0xffffffffffffULL));
+}
+
+static void add_implicit(struct emu_table *t, const char *name, const char *type, bool ro)
+{
+    if (emu_attr_find(t, name))
+        return;
+    t->attrs = dw_realloc(t->attrs, (t->nattrs + 1) * sizeof *t->attrs);
+    struct emu_attr *a = &t->attrs[t->nattrs++];
+    memset(a, 0, sizeof *a);
+    a->name = dw_strdup(name);
+    a->prop = dw_strdup(name);
+    a->type_name = dw_strdup(type);
+    a->type = type_table[type_index(type)].type;
+    a->required = dw_strdup(strcmp(type, "Uniqueidentifier") == 0 ? "SystemRequired" : "None");
+    a->readonly = ro;
+    if (a->type == DW_ATTR_DATETIME)
+        a->format = dw_strdup("DateAndTime");
+    if (a->type == DW_ATTR_BIGINT) {
+        a->min_value = -9223372036854775807.0;
+        a->max_value = 9223372036854775807.0;
+    }
+}
+
+static dw_rc load_attr(const char *table, json_t *ja, struct emu_attr *a)
+{
+    const char *name = json_string_value(json_object_get(ja, "name"));
+    const char *type = json_string_value(json_object_get(ja, "type"));
+    int ti = type ? type_index(type) : -1;
+    if (name == NULL || ti < 0) {
+        DW_ERROR("metadata: table \"%s\": attribute \"%s\" needs a name and a known type (got "
+                 "\"%s\")",
+                 table, name ? name : "?", type ? type : "");
+        return DW_ERR_CONFIG;
+    }
+    a->name = dw_strdup(name);
+    a->type_name = dw_strdup(type);
+    a->type = type_table[ti].type;
+    a->prop = a->type == DW_ATTR_LOOKUP ? dw_asprintf("_%s_value", name) : dw_strdup(name);
+    a->required = dw_strdup(str_or(ja, "required", "None"));
+    a->max_length = (int)json_integer_value(json_object_get(ja, "max_length"));
+    if ((a->type == DW_ATTR_STRING || a->type == DW_ATTR_MEMO) && a->max_length <= 0)
+        a->max_length = a->type == DW_ATTR_STRING ? 100 : 2000;
+    a->precision = (int)json_integer_value(json_object_get(ja, "precision"));
+    json_t *mn = json_object_get(ja, "min"), *mx = json_object_get(ja, "max");
+    switch (a->type) {
+    case DW_ATTR_INTEGER:
+        a->min_value = -2147483648.0;
+        a->max_value = 2147483647.0;
+        break;
+    case DW_ATTR_BIGINT:
+        a->min_value = -9223372036854775807.0;
+        a->max_value = 9223372036854775807.0;
+        break;
+    case DW_ATTR_MONEY:
+        a->min_value = -922337203685477.0;
+        a->max_value = 922337203685477.0;
+        if (!json_object_get(ja, "precision"))
+            a->precision = 2;
+        break;
+    case DW_ATTR_DECIMAL:
+        a->min_value = -100000000000.0;
+        a->max_value = 100000000000.0;
+        if (!json_object_get(ja, "precision"))
+            a->precision = 2;
+        break;
+    case DW_ATTR_DOUBLE:
+        a->min_value = -100000000000.0;
+        a->max_value = 100000000000.0;
+        if (!json_object_get(ja, "precision"))
+            a->precision = 5;
+        break;
+    default:
+        break;
+    }
+    if (json_is_number(mn))
+        a->min_value = json_number_value(mn);
+    if (json_is_number(mx))
+        a->max_value = json_number_value(mx);
+    if (a->type == DW_ATTR_DATETIME)
+        a->format = dw_strdup(str_or(ja, "format", "DateAndTime"));
+    json_t *opts = json_object_get(ja, "options");
+    if (a->type == DW_ATTR_PICKLIST) {
+        if (!json_is_array(opts) || json_array_size(opts) == 0) {
+            DW_ERROR("metadata: table \"%s\": picklist \"%s\" needs options", table, name);
+            return DW_ERR_CONFIG;
+        }
+        a->noptions = json_array_size(opts);
+        a->options = dw_calloc(a->noptions, sizeof *a->options);
+        for (size_t i = 0; i < a->noptions; i++) {
+            json_t *o = json_array_get(opts, i);
+            a->options[i].value = (int)json_integer_value(json_object_get(o, "value"));
+            a->options[i].label = dw_strdup(str_or(o, "label", ""));
+        }
+    }
+    if (a->type == DW_ATTR_LOOKUP) {
+        json_t *targets = json_object_get(ja, "targets");
+        json_t *nav = json_object_get(ja, "navigation");
+        if (!json_is_array(targets) || json_array_size(targets) == 0) {
+            DW_ERROR("metadata: table \"%s\": lookup \"%s\" needs targets", table, name);
+            return DW_ERR_CONFIG;
+        }
+        a->ntargets = json_array_size(targets);
+        a->targets = dw_calloc(a->ntargets, sizeof *a->targets);
+        a->navs = dw_calloc(a->ntargets, sizeof *a->navs);
+        for (size_t i = 0; i < a->ntargets; i++) {
+            const char *tn = json_string_value(json_array_get(targets, i));
+            a->targets[i] = dw_strdup(tn ? tn : "");
+            const char *nv = NULL;
+            if (json_is_string(nav) && a->ntargets == 1)
+                nv = json_string_value(nav);
+            else if (json_is_object(nav))
+                nv = json_string_value(json_object_get(nav, a->targets[i]));
+            /* Dataverse names a polymorphic lookup's properties <lookup>_<target>. */
+            a->navs[i] = nv                ? dw_strdup(nv)
+                         : a->ntargets > 1 ? dw_asprintf("%s_%s", name, a->targets[i])
+                                           : dw_strdup(name);
+        }
+    }
+    return DW_OK;
+}
+
+static dw_rc load_table(json_t *jt, struct emu_table *t)
+{
+    const char *logical = json_string_value(json_object_get(jt, "logical_name"));
+    const char *set = json_string_value(json_object_get(jt, "entity_set"));
+    if (logical == NULL || set == NULL) {
+        DW_ERROR("metadata: every table needs \"logical_name\" and \"entity_set\"");
+        return DW_ERR_CONFIG;
+    }
+    t->logical = dw_strdup(logical);
+    t->set = dw_strdup(set);
+    char *pid = dw_asprintf("%sid", logical);
+    t->primary_id = dw_strdup(str_or(jt, "primary_id", pid));
+    free(pid);
+    t->primary_name = dw_strdup(str_or(jt, "primary_name", "name"));
+    t->metadata_id = emu_stable_guid(logical, "entity");
+    json_t *bulk = json_object_get(jt, "bulk_messages");
+    if (bulk == NULL) {
+        t->bulk_create = t->bulk_update = t->bulk_upsert = true;
+    } else {
+        size_t i;
+        json_t *m;
+        json_array_foreach(bulk, i, m)
+        {
+            const char *s = json_string_value(m);
+            if (s && strcmp(s, "CreateMultiple") == 0)
+                t->bulk_create = true;
+            else if (s && strcmp(s, "UpdateMultiple") == 0)
+                t->bulk_update = true;
+            else if (s && strcmp(s, "UpsertMultiple") == 0)
+                t->bulk_upsert = true;
+        }
+    }
+    json_t *attrs = json_object_get(jt, "attributes");
+    t->nattrs = json_array_size(attrs);
+    t->attrs = dw_calloc(t->nattrs ? t->nattrs : 1, sizeof *t->attrs);
+    for (size_t i = 0; i < t->nattrs; i++) {
+        dw_rc rc = load_attr(logical, json_array_get(attrs, i), &t->attrs[i]);
+        if (rc != DW_OK) {
+            t->nattrs = i + 1;
+            return rc;
+        }
+    }
+    add_implicit(t, t->primary_id, "Uniqueidentifier", false);
+    add_implicit(t, "createdon", "DateTime", true);
+    add_implicit(t, "modifiedon", "DateTime", true);
+    add_implicit(t, "versionnumber", "BigInt", true);
+    json_t *keys = json_object_get(jt, "keys");
+    t->nkeys = json_array_size(keys);
+    t->keys = dw_calloc(t->nkeys ? t->nkeys : 1, sizeof *t->keys);
+    t->kidx = dw_calloc(t->nkeys ? t->nkeys : 1, sizeof *t->kidx);
+    for (size_t i = 0; i < t->nkeys; i++) {
+        json_t *jk = json_array_get(keys, i);
+        struct emu_key *k = &t->keys[i];
+        k->name = dw_strdup(str_or(jk, "name", "key"));
+        json_t *ka = json_object_get(jk, "attributes");
+        k->nattrs = json_array_size(ka);
+        k->attrs = dw_calloc(k->nattrs ? k->nattrs : 1, sizeof *k->attrs);
+        for (size_t j = 0; j < k->nattrs; j++) {
+            const char *an = json_string_value(json_array_get(ka, j));
+            const struct emu_attr *a = an ? emu_attr_find(t, an) : NULL;
+            if (a == NULL) {
+                DW_ERROR("metadata: table \"%s\": key \"%s\" names unknown attribute \"%s\"",
+                         logical, k->name, an ? an : "?");
+                k->nattrs = j;
+                return DW_ERR_CONFIG;
+            }
+            k->attrs[j] = dw_strdup(an);
+        }
+        if (k->nattrs == 0 || k->nattrs > 16) {
+            DW_ERROR("metadata: table \"%s\": key \"%s\" needs 1 to 16 attributes", logical,
+                     k->name);
+            return DW_ERR_CONFIG;
+        }
+    }
+    return DW_OK;
+}
+
+dw_rc emu_meta_load(struct emu *emu, const char *file)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(file, 0, &jerr);
+    dw_rc rc = DW_ERR_CONFIG;
+    if (root == NULL) {
+        DW_ERROR("cannot read metadata file \"%s\": %s (line %d)", file, jerr.text, jerr.line);
+        return DW_ERR_CONFIG;
+    }
+    json_t *tables = json_object_get(root, "tables");
+    if (!json_is_array(tables) || json_array_size(tables) == 0) {
+        DW_ERROR("metadata file \"%s\" has no \"tables\" array", file);
+        goto out;
+    }
+    emu->ntables = json_array_size(tables);
+    emu->tables = dw_calloc(emu->ntables, sizeof *emu->tables);
+    for (size_t i = 0; i < emu->ntables; i++) {
+        rc = load_table(json_array_get(tables, i), &emu->tables[i]);
+        if (rc != DW_OK)
+            goto out;
+    }
+    for (size_t i = 0; i < emu->ntables; i++)
+        for (size_t j = 0; j < emu->tables[i].nattrs; j++) {
+            const struct emu_attr *a = &emu->tables[i].attrs[j];
+            for (size_t k = 0; k < a->ntargets; k++)
+                if (emu_table_by_logical(emu, a->targets[k]) == NULL) {
+                    DW_ERROR("metadata: lookup \"%s.%s\" targets unknown table \"%s\"",
+                             emu->tables[i].logical, a->name, a->targets[k]);
+                    rc = DW_ERR_CONFIG;
+                    goto out;
+                }
+        }
+    rc = DW_OK;
+out:
+    json_decref(root);
+    return rc;
+}
+
+void emu_meta_free(struct emu *emu)
+{
+    for (size_t i = 0; i < emu->ntables; i++) {
+        struct emu_table *t = &emu->tables[i];
+        for (size_t j = 0; j < t->nattrs; j++) {
+            struct emu_attr *a = &t->attrs[j];
+            free(a->name);
+            free(a->prop);
+            free(a->type_name);
+            free(a->required);
+            free(a->format);
+            for (size_t k = 0; k < a->noptions; k++)
+                free(a->options[k].label);
+            free(a->options);
+            for (size_t k = 0; k < a->ntargets; k++) {
+                free(a->targets[k]);
+                free(a->navs[k]);
+            }
+            free(a->targets);
+            free(a->navs);
+        }
+        for (size_t j = 0; j < t->nkeys; j++) {
+            for (size_t k = 0; k < t->keys[j].nattrs; k++)
+                free(t->keys[j].attrs[k]);
+            free(t->keys[j].attrs);
+            free(t->keys[j].name);
+        }
+        free(t->attrs);
+        free(t->keys);
+        free(t->kidx);
+        free(t->logical);
+        free(t->set);
+        free(t->primary_id);
+        free(t->primary_name);
+        free(t->metadata_id);
+    }
+    free(emu->tables);
+    emu->tables = NULL;
+    emu->ntables = 0;
+}
+
+json_t *emu_meta_entity_json(const struct emu_table *t)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "LogicalName", t->logical, "SchemaName",
+                     t->logical, "EntitySetName", t->set, "PrimaryIdAttribute", t->primary_id,
+                     "PrimaryNameAttribute", t->primary_name, "MetadataId", t->metadata_id,
+                     "IsCustomEntity", strncmp(t->logical, "msdyn_", 6) == 0);
+}
+
+static json_t *label_json(const char *text)
+{
+    json_t *l = json_pack("{s:s, s:i}", "Label", text, "LanguageCode", 1033);
+    return json_pack("{s:[O], s:o}", "LocalizedLabels", l, "UserLocalizedLabel", l);
+}
+
+json_t *emu_meta_attr_json(const struct emu_attr *a, bool with_options)
+{
+    int ti = type_index(a->type_name);
+    char *mid = emu_stable_guid(a->name, a->type_name);
+    char *odata_type = dw_asprintf("#Microsoft.Dynamics.CRM.%s", type_table[ti].meta_type);
+    char *type_value = dw_asprintf("%sType", a->type_name);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:{s:s}, s:{s:s, s:b, s:s}, s:s, s:b}",
+                          "@odata.type", odata_type, "LogicalName", a->name, "SchemaName", a->name,
+                          "AttributeType", a->type_name, "AttributeTypeName", "Value", type_value,
+                          "RequiredLevel", "Value", a->required, "CanBeChanged", 1,
+                          "ManagedPropertyLogicalName", "canmodifyrequirementlevelsettings",
+                          "MetadataId", mid, "IsValidForCreate", !a->readonly);
+    free(mid);
+    free(odata_type);
+    free(type_value);
+    switch (a->type) {
+    case DW_ATTR_STRING:
+    case DW_ATTR_MEMO:
+        json_object_set_new(j, "MaxLength", json_integer(a->max_length));
+        break;
+    case DW_ATTR_INTEGER:
+    case DW_ATTR_BIGINT:
+        json_object_set_new(j, "MinValue", json_integer((json_int_t)a->min_value));
+        json_object_set_new(j, "MaxValue", json_integer((json_int_t)a->max_value));
+        break;
+    case DW_ATTR_DECIMAL:
+    case DW_ATTR_MONEY:
+    case DW_ATTR_DOUBLE:
+        json_object_set_new(j, "MinValue", json_real(a->min_value));
+        json_object_set_new(j, "MaxValue", json_real(a->max_value));
+        json_object_set_new(j, "Precision", json_integer(a->precision));
+        break;
+    case DW_ATTR_DATETIME:
+        json_object_set_new(j, "Format", json_string(a->format));
+        break;
+    case DW_ATTR_LOOKUP: {
+        json_t *targets = json_array();
+        for (size_t i = 0; i < a->ntargets; i++)
+            json_array_append_new(targets, json_string(a->targets[i]));
+        json_object_set_new(j, "Targets", targets);
+        break;
+    }
+    case DW_ATTR_PICKLIST:
+        if (with_options) {
+            json_t *opts = json_array();
+            for (size_t i = 0; i < a->noptions; i++)
+                json_array_append_new(opts, json_pack("{s:i, s:o}", "Value", a->options[i].value,
+                                                      "Label", label_json(a->options[i].label)));
+            json_object_set_new(j, "OptionSet",
+                                json_pack("{s:s, s:o}", "Name", a->name, "Options", opts));
+            json_object_set_new(j, "GlobalOptionSet", json_null());
+        }
+        break;
+    default:
+        break;
+    }
+    return j;
+}
+
+json_t *emu_meta_key_json(const struct emu_table *t, const struct emu_key *k)
+{
+    json_t *attrs = json_array();
+    for (size_t i = 0; i < k->nattrs; i++)
+        json_array_append_new(attrs, json_string(k->attrs[i]));
+    char *mid = emu_stable_guid(t->logical, k->name);
+    json_t *j = json_pack("{s:s, s:s, s:o, s:s, s:s, s:s}", "LogicalName", k->name, "SchemaName",
+                          k->name, "KeyAttributes", attrs, "EntityKeyIndexStatus", "Active",
+                          "EntityLogicalName", t->logical, "MetadataId", mid);
+    free(mid);
+    return j;
+}

@@ -1,0 +1,468 @@
+/* OData pieces of dvemu: percent-decoding, key segments and $filter expressions. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/buf.h"
+#include "dwasync/dvemu.h"
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+dw_rc dw_dvemu_pct_decode(const char *s, size_t len, char **out)
+{
+    char *r = dw_malloc(len + 1);
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%') {
+            int hi = i + 1 < len ? hexval((unsigned char)s[i + 1]) : -1;
+            int lo = i + 2 < len ? hexval((unsigned char)s[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+                free(r);
+                return DW_ERR_INVALID;
+            }
+            r[n++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else if (s[i] == '\0') {
+            free(r);
+            return DW_ERR_INVALID;
+        } else {
+            r[n++] = s[i];
+        }
+    }
+    r[n] = '\0';
+    *out = r;
+    return DW_OK;
+}
+
+bool dw_dvemu_is_guid(const char *s, size_t len)
+{
+    if (len != 36)
+        return false;
+    for (size_t i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return false;
+        } else if (!isxdigit((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A literal as OData URLs write it: 'text', a GUID, a number, true, false or null. Sets
+ * *end past the literal. */
+static dw_rc parse_literal(const char *p, const char **end, json_t **out)
+{
+    if (*p == '\'') {
+        struct dw_buf b;
+        dw_buf_init(&b, 0);
+        p++;
+        for (;;) {
+            if (*p == '\0') {
+                dw_buf_cleanup(&b);
+                return DW_ERR_INVALID;
+            }
+            if (*p == '\'') {
+                if (p[1] == '\'') {
+                    (void)dw_buf_putc(&b, '\'');
+                    p += 2;
+                    continue;
+                }
+                p++;
+                break;
+            }
+            (void)dw_buf_putc(&b, *p++);
+        }
+        *out = json_stringn(dw_buf_str(&b), b.len);
+        dw_buf_cleanup(&b);
+        *end = p;
+        return *out ? DW_OK : DW_ERR_INVALID;
+    }
+    size_t n = 0;
+    while (p[n] && (isalnum((unsigned char)p[n]) || p[n] == '-' || p[n] == '.' || p[n] == '+' ||
+                    p[n] == ':'))
+        n++;
+    if (n == 0)
+        return DW_ERR_INVALID;
+    *end = p + n;
+    if (dw_dvemu_is_guid(p, n)) {
+        char g[37];
+        for (size_t i = 0; i < 36; i++)
+            g[i] = (char)tolower((unsigned char)p[i]);
+        g[36] = '\0';
+        *out = json_string(g);
+        return DW_OK;
+    }
+    if (n == 4 && strncmp(p, "true", 4) == 0) {
+        *out = json_true();
+        return DW_OK;
+    }
+    if (n == 5 && strncmp(p, "false", 5) == 0) {
+        *out = json_false();
+        return DW_OK;
+    }
+    if (n == 4 && strncmp(p, "null", 4) == 0) {
+        *out = json_null();
+        return DW_OK;
+    }
+    char *text = dw_strndup(p, n);
+    char *e;
+    errno = 0;
+    long long v = strtoll(text, &e, 10);
+    if (*e == '\0' && errno == 0) {
+        *out = json_integer(v);
+        free(text);
+        return DW_OK;
+    }
+    errno = 0;
+    double d = strtod(text, &e);
+    /* OData writes decimals with an "m" suffix in some clients; accept it. */
+    if (e != text && (*e == '\0' || ((*e == 'm' || *e == 'M') && e[1] == '\0')) && errno == 0) {
+        *out = json_real(d);
+        free(text);
+        return DW_OK;
+    }
+    free(text);
+    return DW_ERR_INVALID;
+}
+
+void dw_dvemu_key_cleanup(struct dw_dvemu_key *key)
+{
+    for (size_t i = 0; i < key->nparts; i++) {
+        free(key->parts[i].name);
+        json_decref(key->parts[i].value);
+    }
+    free(key->parts);
+    key->parts = NULL;
+    key->nparts = 0;
+}
+
+static bool is_name_char(int c)
+{
+    return isalnum(c) || c == '_';
+}
+
+dw_rc dw_dvemu_key_parse(const char *raw, size_t len, struct dw_dvemu_key *out)
+{
+    char *text = NULL;
+    struct dw_dvemu_key k = {0};
+    dw_rc rc = dw_dvemu_pct_decode(raw, len, &text);
+    if (rc != DW_OK)
+        goto out;
+    rc = DW_ERR_INVALID;
+    const char *p = text;
+    for (;;) {
+        while (*p == ' ')
+            p++;
+        const char *name = p;
+        while (is_name_char((unsigned char)*p))
+            p++;
+        size_t name_len = (size_t)(p - name);
+        while (*p == ' ')
+            p++;
+        char *pname = NULL;
+        if (*p == '=' && name_len > 0) {
+            pname = dw_strndup(name, name_len);
+            p++;
+            while (*p == ' ')
+                p++;
+        } else {
+            if (k.nparts > 0)
+                goto out;
+            p = name; /* bare value: the primary id */
+        }
+        json_t *value;
+        const char *end;
+        if (parse_literal(p, &end, &value) != DW_OK) {
+            free(pname);
+            goto out;
+        }
+        k.parts = dw_realloc(k.parts, (k.nparts + 1) * sizeof *k.parts);
+        k.parts[k.nparts].name = pname;
+        k.parts[k.nparts].value = value;
+        k.nparts++;
+        p = end;
+        while (*p == ' ')
+            p++;
+        if (*p == '\0')
+            break;
+        if (*p != ',' || pname == NULL)
+            goto out;
+        p++;
+    }
+    /* A bare value cannot be combined with named parts, and names must be unique. */
+    for (size_t i = 0; i < k.nparts; i++)
+        for (size_t j = i + 1; j < k.nparts; j++)
+            if (k.parts[i].name && k.parts[j].name && strcmp(k.parts[i].name, k.parts[j].name) == 0)
+                goto out;
+    *out = k;
+    k.parts = NULL;
+    k.nparts = 0;
+    rc = DW_OK;
+out:
+    dw_dvemu_key_cleanup(&k);
+    free(text);
+    return rc;
+}
+
+/* --- $filter --------------------------------------------------------------------------- */
+
+enum fnode_kind { FN_AND, FN_OR, FN_NOT, FN_CMP };
+enum fcmp { FC_EQ, FC_NE, FC_GT, FC_GE, FC_LT, FC_LE };
+
+struct dw_dvemu_filter {
+    enum fnode_kind kind;
+    enum fcmp op;
+    char *path; /* FN_CMP: property path, '/' separated */
+    json_t *value;
+    struct dw_dvemu_filter *left, *right;
+};
+
+struct fparser {
+    const char *p;
+    char *err;
+};
+
+void dw_dvemu_filter_free(struct dw_dvemu_filter *f)
+{
+    if (f == NULL)
+        return;
+    dw_dvemu_filter_free(f->left);
+    dw_dvemu_filter_free(f->right);
+    free(f->path);
+    json_decref(f->value);
+    free(f);
+}
+
+static void skip_ws(struct fparser *fp)
+{
+    while (*fp->p == ' ' || *fp->p == '\t')
+        fp->p++;
+}
+
+/* Consumes a keyword (followed by a non-name character) if it is next. */
+static bool accept_word(struct fparser *fp, const char *w)
+{
+    skip_ws(fp);
+    size_t n = strlen(w);
+    if (strncmp(fp->p, w, n) == 0 && !is_name_char((unsigned char)fp->p[n]) && fp->p[n] != '/') {
+        fp->p += n;
+        return true;
+    }
+    return false;
+}
+
+static struct dw_dvemu_filter *parse_or(struct fparser *fp);
+
+static struct dw_dvemu_filter *fail(struct fparser *fp, const char *what)
+{
+    (void)what; /* the caller reports the position, which says more */
+    if (fp->err == NULL)
+        fp->err = dw_strdup("syntax error");
+    return NULL;
+}
+
+static struct dw_dvemu_filter *parse_primary(struct fparser *fp)
+{
+    skip_ws(fp);
+    if (*fp->p == '(') {
+        fp->p++;
+        struct dw_dvemu_filter *e = parse_or(fp);
+        if (e == NULL)
+            return NULL;
+        skip_ws(fp);
+        if (*fp->p != ')') {
+            dw_dvemu_filter_free(e);
+            return fail(fp, "expected ')'");
+        }
+        fp->p++;
+        return e;
+    }
+    if (accept_word(fp, "not")) {
+        struct dw_dvemu_filter *e = parse_primary(fp);
+        if (e == NULL)
+            return NULL;
+        struct dw_dvemu_filter *n = dw_calloc(1, sizeof *n);
+        n->kind = FN_NOT;
+        n->left = e;
+        return n;
+    }
+    const char *start = fp->p;
+    while (is_name_char((unsigned char)*fp->p) || *fp->p == '/' || *fp->p == '.')
+        fp->p++;
+    if (fp->p == start)
+        return fail(fp, "expected a property name");
+    char *path = dw_strndup(start, (size_t)(fp->p - start));
+    static const struct {
+        const char *w;
+        enum fcmp op;
+    } ops[] = {{"eq", FC_EQ}, {"ne", FC_NE}, {"gt", FC_GT},
+               {"ge", FC_GE}, {"lt", FC_LT}, {"le", FC_LE}};
+    size_t i;
+    for (i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (accept_word(fp, ops[i].w))
+            break;
+    if (i == sizeof ops / sizeof ops[0]) {
+        free(path);
+        return fail(fp, "expected a comparison operator");
+    }
+    skip_ws(fp);
+    json_t *value;
+    const char *end;
+    if (parse_literal(fp->p, &end, &value) != DW_OK) {
+        free(path);
+        return fail(fp, "expected a literal");
+    }
+    fp->p = end;
+    struct dw_dvemu_filter *n = dw_calloc(1, sizeof *n);
+    n->kind = FN_CMP;
+    n->op = ops[i].op;
+    n->path = path;
+    n->value = value;
+    return n;
+}
+
+static struct dw_dvemu_filter *parse_and(struct fparser *fp)
+{
+    struct dw_dvemu_filter *l = parse_primary(fp);
+    while (l && accept_word(fp, "and")) {
+        struct dw_dvemu_filter *r = parse_primary(fp);
+        if (r == NULL) {
+            dw_dvemu_filter_free(l);
+            return NULL;
+        }
+        struct dw_dvemu_filter *n = dw_calloc(1, sizeof *n);
+        n->kind = FN_AND;
+        n->left = l;
+        n->right = r;
+        l = n;
+    }
+    return l;
+}
+
+static struct dw_dvemu_filter *parse_or(struct fparser *fp)
+{
+    struct dw_dvemu_filter *l = parse_and(fp);
+    while (l && accept_word(fp, "or")) {
+        struct dw_dvemu_filter *r = parse_and(fp);
+        if (r == NULL) {
+            dw_dvemu_filter_free(l);
+            return NULL;
+        }
+        struct dw_dvemu_filter *n = dw_calloc(1, sizeof *n);
+        n->kind = FN_OR;
+        n->left = l;
+        n->right = r;
+        l = n;
+    }
+    return l;
+}
+
+dw_rc dw_dvemu_filter_parse(const char *text, struct dw_dvemu_filter **out, char **errmsg)
+{
+    struct fparser fp = {.p = text, .err = NULL};
+    struct dw_dvemu_filter *f = parse_or(&fp);
+    if (f != NULL) {
+        skip_ws(&fp);
+        if (*fp.p != '\0') {
+            dw_dvemu_filter_free(f);
+            f = NULL;
+            fail(&fp, "unexpected text after the expression");
+        }
+    }
+    if (f == NULL) {
+        /* Say where, as the OData library does ("at position N"). */
+        free(fp.err);
+        fp.err = dw_asprintf("Syntax error at position %zu in '%s'.", (size_t)(fp.p - text), text);
+        *errmsg = fp.err;
+        return DW_ERR_INVALID;
+    }
+    *out = f;
+    return DW_OK;
+}
+
+static const json_t *lookup_path(const json_t *row, const char *path)
+{
+    const json_t *cur = row;
+    const char *p = path;
+    while (cur && json_is_object(cur)) {
+        const char *slash = strchr(p, '/');
+        size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        cur = json_object_getn(cur, p, n);
+        if (slash == NULL)
+            return cur;
+        p = slash + 1;
+    }
+    return NULL;
+}
+
+/* <0, 0, >0 as a compares with b; 2 when they are not comparable. */
+static int compare(const json_t *a, const json_t *b)
+{
+    if (json_is_number(a) && json_is_number(b)) {
+        double x = json_number_value(a), y = json_number_value(b);
+        return x < y ? -1 : x > y ? 1 : 0;
+    }
+    if (json_is_string(a) && json_is_string(b)) {
+        int c = strcasecmp(json_string_value(a), json_string_value(b));
+        return c < 0 ? -1 : c > 0 ? 1 : 0;
+    }
+    if (json_is_boolean(a) && json_is_boolean(b))
+        return json_is_true(a) == json_is_true(b) ? 0 : json_is_true(a) ? 1 : -1;
+    return 2;
+}
+
+bool dw_dvemu_filter_match(const struct dw_dvemu_filter *f, const json_t *row)
+{
+    switch (f->kind) {
+    case FN_AND:
+        return dw_dvemu_filter_match(f->left, row) && dw_dvemu_filter_match(f->right, row);
+    case FN_OR:
+        return dw_dvemu_filter_match(f->left, row) || dw_dvemu_filter_match(f->right, row);
+    case FN_NOT:
+        return !dw_dvemu_filter_match(f->left, row);
+    case FN_CMP:
+        break;
+    }
+    const json_t *v = lookup_path(row, f->path);
+    bool vnull = v == NULL || json_is_null(v);
+    if (json_is_null(f->value)) {
+        if (f->op == FC_EQ)
+            return vnull;
+        if (f->op == FC_NE)
+            return !vnull;
+        return false;
+    }
+    if (vnull)
+        return f->op == FC_NE;
+    int c = compare(v, f->value);
+    if (c == 2)
+        return f->op == FC_NE;
+    switch (f->op) {
+    case FC_EQ:
+        return c == 0;
+    case FC_NE:
+        return c != 0;
+    case FC_GT:
+        return c > 0;
+    case FC_GE:
+        return c >= 0;
+    case FC_LT:
+        return c < 0;
+    case FC_LE:
+        return c <= 0;
+    }
+    return false;
+}

@@ -1,0 +1,431 @@
+/* dvemu's row store: rows by id, one index per alternate key, the write history, and the
+ * undo log that makes changesets and bulk actions all-or-nothing. Every function here runs
+ * under emu->store_lock (the caller holds it). */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/json.h"
+#include "dwasync/log.h"
+#include "internal.h"
+
+void emu_err_set(struct emu_err *e, int status, const char *code, const char *fmt, ...)
+{
+    emu_err_clear(e);
+    e->status = status;
+    e->code = dw_strdup(code);
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&e->message, fmt, ap) < 0)
+        dw_oom(0);
+    va_end(ap);
+}
+
+void emu_err_clear(struct emu_err *e)
+{
+    free(e->code);
+    free(e->message);
+    e->code = e->message = NULL;
+    e->status = 0;
+}
+
+void emu_new_guid(char out[37])
+{
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof b) != 1)
+        dw_oom(sizeof b); /* no entropy: nothing sensible left to do */
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+}
+
+struct emu_row *emu_row_find_id(struct emu_table *t, const char *id)
+{
+    struct emu_row *r = NULL;
+    char low[37];
+    size_t n = strlen(id);
+    if (n != 36)
+        return NULL;
+    for (size_t i = 0; i <= 36; i++)
+        low[i] = (char)tolower((unsigned char)id[i]);
+    HASH_FIND_STR(t->rows, low, r);
+    return r;
+}
+
+/* One key value in the form the index compares: strings fold case like SQL collation. */
+static void key_value(struct dw_buf *b, const json_t *v)
+{
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        (void)dw_buf_putc(b, 's');
+        for (; *s; s++)
+            (void)dw_buf_putc(b, (char)tolower((unsigned char)*s));
+    } else if (json_is_number(v)) {
+        (void)dw_buf_printf(b, "n%.17g", json_number_value(v));
+    } else if (json_is_boolean(v)) {
+        (void)dw_buf_puts(b, json_is_true(v) ? "b1" : "b0");
+    } else {
+        (void)dw_buf_putc(b, '0');
+    }
+    (void)dw_buf_putc(b, '\x1f');
+}
+
+char *emu_key_string(const struct emu_table *t, const struct emu_key *k, const json_t *row)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    for (size_t i = 0; i < k->nattrs; i++) {
+        const struct emu_attr *a = emu_attr_find(t, k->attrs[i]);
+        const json_t *v = json_object_get(row, a->prop);
+        if (v == NULL || json_is_null(v)) {
+            dw_buf_cleanup(&b);
+            return NULL; /* a row with a null key part is not in that key's index */
+        }
+        key_value(&b, v);
+    }
+    return dw_buf_steal(&b);
+}
+
+/* The key attribute a URL part names: "accountnumber" or "_msdyn_company_value". */
+static const struct emu_attr *key_part_attr(const struct emu_table *t, const char *name)
+{
+    for (size_t i = 0; i < t->nattrs; i++)
+        if (strcmp(t->attrs[i].prop, name) == 0)
+            return &t->attrs[i];
+    return NULL;
+}
+
+struct emu_row *emu_row_find(struct emu_table *t, const struct dw_dvemu_key *key, bool *by_alt,
+                             struct emu_err *err)
+{
+    *by_alt = false;
+    if (key->nparts == 1 &&
+        (key->parts[0].name == NULL || strcmp(key->parts[0].name, t->primary_id) == 0)) {
+        const char *id = json_string_value(key->parts[0].value);
+        if (id == NULL || !dw_dvemu_is_guid(id, strlen(id))) {
+            emu_err_set(err, 400, "0x80060888", "Bad Request - Error in query syntax.");
+            return NULL;
+        }
+        struct emu_row *r = emu_row_find_id(t, id);
+        if (r == NULL)
+            emu_err_set(err, 404, "0x80040217", "%s With Id = %s Does Not Exist", t->logical, id);
+        return r;
+    }
+    *by_alt = true;
+    for (size_t ki = 0; ki < t->nkeys; ki++) {
+        const struct emu_key *k = &t->keys[ki];
+        if (k->nattrs != key->nparts)
+            continue;
+        json_t *probe = json_object();
+        bool match = true;
+        for (size_t i = 0; i < key->nparts && match; i++) {
+            const struct emu_attr *a =
+                key->parts[i].name ? key_part_attr(t, key->parts[i].name) : NULL;
+            bool in_key = false;
+            for (size_t j = 0; a && j < k->nattrs; j++)
+                in_key |= strcmp(k->attrs[j], a->name) == 0;
+            if (!in_key)
+                match = false;
+            else
+                json_object_set(probe, a->prop, key->parts[i].value);
+        }
+        if (!match) {
+            json_decref(probe);
+            continue;
+        }
+        char *ks = emu_key_string(t, k, probe);
+        json_decref(probe);
+        struct emu_kidx *e = NULL;
+        if (ks)
+            HASH_FIND_STR(t->kidx[ki], ks, e);
+        free(ks);
+        if (e == NULL)
+            emu_err_set(err, 404, "0x80048d02",
+                        "A record with the specified key values does not exist in %s entity",
+                        t->logical);
+        return e ? e->row : NULL;
+    }
+    emu_err_set(err, 400, "0x80060888",
+                "The key in the request URI is not valid for resource "
+                "'Microsoft.Dynamics.CRM.%s'. Ensure that the names and number of key "
+                "properties match the declared or alternate key properties for the resource "
+                "'Microsoft.Dynamics.CRM.%s'.",
+                t->logical, t->logical);
+    return NULL;
+}
+
+struct emu_row *emu_key_conflict(struct emu_table *t, const json_t *data, const char *id,
+                                 const struct emu_key **which)
+{
+    for (size_t ki = 0; ki < t->nkeys; ki++) {
+        char *ks = emu_key_string(t, &t->keys[ki], data);
+        struct emu_kidx *e = NULL;
+        if (ks)
+            HASH_FIND_STR(t->kidx[ki], ks, e);
+        free(ks);
+        if (e && strcmp(e->row->id, id) != 0) {
+            *which = &t->keys[ki];
+            return e->row;
+        }
+    }
+    return NULL;
+}
+
+static void index_remove(struct emu_table *t, struct emu_row *r)
+{
+    for (size_t ki = 0; ki < t->nkeys; ki++) {
+        char *ks = emu_key_string(t, &t->keys[ki], r->data);
+        struct emu_kidx *e = NULL;
+        if (ks)
+            HASH_FIND_STR(t->kidx[ki], ks, e);
+        free(ks);
+        if (e && e->row == r) {
+            HASH_DEL(t->kidx[ki], e);
+            free(e->k);
+            free(e);
+        }
+    }
+}
+
+static void index_add(struct emu_table *t, struct emu_row *r)
+{
+    for (size_t ki = 0; ki < t->nkeys; ki++) {
+        char *ks = emu_key_string(t, &t->keys[ki], r->data);
+        if (ks == NULL)
+            continue;
+        struct emu_kidx *e = NULL;
+        HASH_FIND_STR(t->kidx[ki], ks, e);
+        if (e) {
+            /* Callers check conflicts first; keep the index consistent regardless. */
+            e->row = r;
+            free(ks);
+            continue;
+        }
+        e = dw_calloc(1, sizeof *e);
+        e->k = ks;
+        e->row = r;
+        HASH_ADD_KEYPTR(hh, t->kidx[ki], e->k, strlen(e->k), e);
+    }
+}
+
+/* Replaces the row's data without history or undo (used by put and rollback). */
+static void row_set(struct emu_table *t, const char *id, json_t *data)
+{
+    struct emu_row *r = NULL;
+    HASH_FIND_STR(t->rows, id, r);
+    if (r) {
+        index_remove(t, r);
+        json_decref(r->data);
+        if (data == NULL) {
+            HASH_DEL(t->rows, r);
+            free(r);
+            return;
+        }
+        r->data = json_incref(data);
+        index_add(t, r);
+        return;
+    }
+    if (data == NULL)
+        return;
+    r = dw_calloc(1, sizeof *r);
+    memcpy(r->id, id, 37);
+    r->data = json_incref(data);
+    HASH_ADD_STR(t->rows, id, r);
+    index_add(t, r);
+}
+
+void emu_row_put(struct emu *emu, struct emu_table *t, const char *id, json_t *data, const char *op)
+{
+    struct emu_row *old = NULL;
+    HASH_FIND_STR(t->rows, id, old);
+    if (emu->in_txn) {
+        if (emu->nundo == emu->undo_cap) {
+            emu->undo_cap = emu->undo_cap ? emu->undo_cap * 2 : 64;
+            emu->undo = dw_realloc(emu->undo, emu->undo_cap * sizeof *emu->undo);
+        }
+        struct emu_undo *u = &emu->undo[emu->nundo++];
+        u->table = t;
+        memcpy(u->id, id, 37);
+        u->old = old ? json_incref(old->data) : NULL;
+    }
+    json_t *hist_row = data ? data : (old ? old->data : NULL);
+    emu->seq++;
+    if (emu->opt->history_max > 0) {
+        if (emu->nhist == emu->opt->history_max) {
+            emu->hist_dropped++;
+        } else {
+            if (emu->nhist == emu->hist_cap) {
+                emu->hist_cap = emu->hist_cap ? emu->hist_cap * 2 : 1024;
+                emu->hist = dw_realloc(emu->hist, emu->hist_cap * sizeof *emu->hist);
+            }
+            struct emu_hist *h = &emu->hist[emu->nhist++];
+            h->seq = emu->seq;
+            h->table = t;
+            memcpy(h->id, id, 37);
+            h->op = op;
+            h->row = json_incref(hist_row);
+        }
+    }
+    t->rows_written++;
+    row_set(t, id, data);
+}
+
+void emu_txn_begin(struct emu *emu)
+{
+    emu->in_txn = true;
+    emu->nundo = 0;
+    emu->txn_hist_mark = emu->nhist;
+    emu->txn_seq_mark = emu->seq;
+}
+
+void emu_txn_commit(struct emu *emu)
+{
+    for (size_t i = 0; i < emu->nundo; i++)
+        json_decref(emu->undo[i].old);
+    emu->nundo = 0;
+    emu->in_txn = false;
+}
+
+void emu_txn_rollback(struct emu *emu)
+{
+    for (size_t i = emu->nundo; i-- > 0;) {
+        struct emu_undo *u = &emu->undo[i];
+        row_set(u->table, u->id, u->old);
+        json_decref(u->old);
+        u->table->rows_written--;
+    }
+    emu->nundo = 0;
+    /* Rolled-back writes never happened: drop them from the history too. */
+    while (emu->nhist > emu->txn_hist_mark)
+        json_decref(emu->hist[--emu->nhist].row);
+    emu->seq = emu->txn_seq_mark;
+    emu->in_txn = false;
+}
+
+static void table_clear(struct emu_table *t)
+{
+    struct emu_row *r, *tmp;
+    for (size_t ki = 0; ki < t->nkeys; ki++) {
+        struct emu_kidx *e, *etmp;
+        HASH_ITER(hh, t->kidx[ki], e, etmp)
+        {
+            HASH_DEL(t->kidx[ki], e);
+            free(e->k);
+            free(e);
+        }
+    }
+    HASH_ITER(hh, t->rows, r, tmp)
+    {
+        HASH_DEL(t->rows, r);
+        json_decref(r->data);
+        free(r);
+    }
+    t->rows_written = 0;
+}
+
+void emu_store_reset(struct emu *emu)
+{
+    for (size_t i = 0; i < emu->ntables; i++)
+        table_clear(&emu->tables[i]);
+    for (size_t i = 0; i < emu->nhist; i++)
+        json_decref(emu->hist[i].row);
+    emu->nhist = 0;
+    emu->hist_dropped = 0;
+    emu->seq = 0;
+}
+
+void emu_store_free(struct emu *emu)
+{
+    emu_store_reset(emu);
+    free(emu->hist);
+    free(emu->undo);
+    emu->hist = NULL;
+    emu->undo = NULL;
+}
+
+json_t *emu_row_public(const struct emu_table *t, const json_t *row)
+{
+    (void)t;
+    json_t *o = json_object();
+    json_t *ver = json_object_get(row, "versionnumber");
+    char *etag = dw_asprintf("W/\"%lld\"", (long long)json_integer_value(ver));
+    json_object_set_new(o, "@odata.etag", json_string(etag));
+    free(etag);
+    json_object_update(o, (json_t *)row);
+    return o;
+}
+
+dw_rc emu_state_save(struct emu *emu, const char *file)
+{
+    json_t *root = json_object();
+    json_t *tables = json_object();
+    for (size_t i = 0; i < emu->ntables; i++) {
+        struct emu_table *t = &emu->tables[i];
+        json_t *rows = json_array();
+        for (struct emu_row *r = t->rows; r; r = r->hh.next)
+            json_array_append(rows, r->data);
+        json_object_set_new(tables, t->set, rows);
+    }
+    json_object_set_new(root, "tables", tables);
+    json_object_set_new(root, "version", json_integer((json_int_t)emu->version));
+    char *tmp = dw_asprintf("%s.tmp", file);
+    dw_rc rc = DW_OK;
+    char *text = dw_json_dumps(root);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL || fputs(text, f) < 0 || fflush(f) != 0) {
+        DW_ERROR("cannot write state file \"%s\"", tmp);
+        rc = DW_ERR_IO;
+    }
+    if (f && fclose(f) != 0)
+        rc = DW_ERR_IO;
+    if (rc == DW_OK && rename(tmp, file) != 0) {
+        DW_ERROR("cannot rename \"%s\" to \"%s\"", tmp, file);
+        rc = DW_ERR_IO;
+    }
+    free(text);
+    free(tmp);
+    json_decref(root);
+    return rc;
+}
+
+dw_rc emu_state_load(struct emu *emu, const char *file)
+{
+    json_error_t jerr;
+    FILE *f = fopen(file, "r");
+    if (f == NULL)
+        return DW_OK; /* no state yet: start empty */
+    json_t *root = json_loadf(f, 0, &jerr);
+    fclose(f);
+    if (root == NULL) {
+        DW_ERROR("cannot read state file \"%s\": %s", file, jerr.text);
+        return DW_ERR_IO;
+    }
+    const char *set;
+    json_t *rows;
+    json_object_foreach(json_object_get(root, "tables"), set, rows)
+    {
+        struct emu_table *t = emu_table_by_set(emu, set, strlen(set));
+        if (t == NULL) {
+            DW_WARN("state file \"%s\": table \"%s\" is not in the metadata; skipped", file, set);
+            continue;
+        }
+        size_t i;
+        json_t *row;
+        json_array_foreach(rows, i, row)
+        {
+            const char *id = json_string_value(json_object_get(row, t->primary_id));
+            if (id && dw_dvemu_is_guid(id, strlen(id)))
+                row_set(t, id, row);
+        }
+    }
+    emu->version = (uint64_t)json_integer_value(json_object_get(root, "version"));
+    json_decref(root);
+    return DW_OK;
+}

@@ -1,0 +1,1475 @@
+/* dvemu's Web API: routing, validation like Dataverse, reads, writes, bulk actions. The
+ * caller (server.c or the $batch code) holds no lock; emu_api_handle takes store_lock for
+ * the whole operation. */
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/json.h"
+#include "dwasync/log.h"
+#include "internal.h"
+
+void emu_resp_init(struct emu_resp *r)
+{
+    memset(r, 0, sizeof *r);
+    dw_buf_init(&r->body, 0);
+}
+
+void emu_resp_cleanup(struct emu_resp *r)
+{
+    dw_buf_cleanup(&r->body);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        free(r->hname[i]);
+        free(r->hvalue[i]);
+    }
+    free(r->entity_ref);
+    memset(r, 0, sizeof *r);
+}
+
+void emu_resp_header(struct emu_resp *r, const char *name, const char *value)
+{
+    if (r->nheaders == EMU_MAX_HEADERS)
+        return;
+    r->hname[r->nheaders] = dw_strdup(name);
+    r->hvalue[r->nheaders] = dw_strdup(value);
+    r->nheaders++;
+}
+
+void emu_resp_json(struct emu_resp *r, int status, json_t *body)
+{
+    r->status = status;
+    dw_buf_reset(&r->body);
+    (void)dw_json_append(&r->body, body);
+    r->content_type = "application/json; odata.metadata=minimal";
+    json_decref(body);
+}
+
+void emu_resp_error(struct emu_resp *r, const struct emu_err *e)
+{
+    emu_resp_json(r, e->status,
+                  json_pack("{s:{s:s, s:s}}", "error", "code", e->code ? e->code : "", "message",
+                            e->message ? e->message : ""));
+}
+
+static void now_iso(char out[32])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* --- query options --------------------------------------------------------------------- */
+
+static json_t *parse_query(const char *q)
+{
+    json_t *o = json_object();
+    if (q == NULL)
+        return o;
+    while (*q) {
+        size_t n = strcspn(q, "&");
+        const char *eq = memchr(q, '=', n);
+        char *name = NULL, *value = NULL;
+        if (eq && dw_dvemu_pct_decode(q, (size_t)(eq - q), &name) == DW_OK &&
+            dw_dvemu_pct_decode(eq + 1, n - (size_t)(eq - q) - 1, &value) == DW_OK)
+            json_object_set_new(o, name, json_string(value));
+        free(name);
+        free(value);
+        q += n;
+        if (*q == '&')
+            q++;
+    }
+    return o;
+}
+
+static void err_no_property(struct emu_err *err, const char *entity, const char *prop)
+{
+    emu_err_set(err, 400, "0x0",
+                "Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.%s'.", prop,
+                entity);
+}
+
+/* Applies $select to one row in place: keeps the listed properties, the id and the etag. */
+static void apply_select(json_t *row, json_t *select, const char *keep)
+{
+    if (select == NULL)
+        return;
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(row, tmp, k, v)
+    {
+        if (k[0] == '@' || (keep && strcmp(k, keep) == 0))
+            continue;
+        bool listed = false;
+        size_t i;
+        json_t *s;
+        json_array_foreach(select, i, s) listed |= strcmp(json_string_value(s), k) == 0;
+        if (!listed)
+            json_object_del(row, k);
+    }
+}
+
+/* Splits "$select=a,b" into an array; checks the names when t is given. */
+static dw_rc parse_select(const char *text, const struct emu_table *t, json_t **out,
+                          struct emu_err *err)
+{
+    json_t *arr = json_array();
+    const char *p = text;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        char *name = dw_strndup(p, n);
+        for (char *c = name; *c; c++)
+            if (*c == ' ')
+                *c = '\0';
+        if (t) {
+            bool found = false;
+            for (size_t i = 0; i < t->nattrs; i++)
+                found |= strcmp(t->attrs[i].prop, name) == 0;
+            if (!found) {
+                err_no_property(err, t->logical, name);
+                free(name);
+                json_decref(arr);
+                return DW_ERR_INVALID;
+            }
+        }
+        json_array_append_new(arr, json_string(name));
+        free(name);
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    *out = arr;
+    return DW_OK;
+}
+
+struct order_key {
+    char *prop;
+    bool desc;
+};
+
+struct order_ctx {
+    struct order_key *keys;
+    size_t nkeys;
+};
+
+static int cmp_values(const json_t *a, const json_t *b)
+{
+    bool an = a == NULL || json_is_null(a), bn = b == NULL || json_is_null(b);
+    if (an || bn)
+        return an && bn ? 0 : an ? -1 : 1;
+    if (json_is_number(a) && json_is_number(b)) {
+        double x = json_number_value(a), y = json_number_value(b);
+        return x < y ? -1 : x > y;
+    }
+    if (json_is_string(a) && json_is_string(b))
+        return strcasecmp(json_string_value(a), json_string_value(b));
+    if (json_is_boolean(a) && json_is_boolean(b))
+        return (int)json_is_true(a) - (int)json_is_true(b);
+    return 0;
+}
+
+static int order_cmp(const void *pa, const void *pb, void *arg)
+{
+    const struct order_ctx *c = arg;
+    const json_t *a = *(json_t *const *)pa, *b = *(json_t *const *)pb;
+    for (size_t i = 0; i < c->nkeys; i++) {
+        int r =
+            cmp_values(json_object_get(a, c->keys[i].prop), json_object_get(b, c->keys[i].prop));
+        if (r != 0)
+            return c->keys[i].desc ? -r : r;
+    }
+    return 0;
+}
+
+/* Answers a GET on a collection: $filter, $orderby, $count, $top, then $select. Takes
+ * ownership of rows (an array of objects). t may be NULL for virtual collections. */
+static void collection_answer(struct emu *emu, const char *context, json_t *rows, json_t *query,
+                              const struct emu_table *t, struct emu_resp *resp)
+{
+    struct emu_err err = {0};
+    json_t *select = NULL;
+    struct dw_dvemu_filter *filter = NULL;
+    struct order_ctx oc = {0};
+    const char *fs = json_string_value(json_object_get(query, "$filter"));
+    if (fs) {
+        char *msg = NULL;
+        if (dw_dvemu_filter_parse(fs, &filter, &msg) != DW_OK) {
+            emu_err_set(&err, 400, "0x80060888", "%s", msg);
+            free(msg);
+            goto fail;
+        }
+    }
+    const char *ss = json_string_value(json_object_get(query, "$select"));
+    if (ss && parse_select(ss, t, &select, &err) != DW_OK)
+        goto fail;
+    /* Expanded properties ($expand=OptionSet) are answered whatever $select says. */
+    const char *es = json_string_value(json_object_get(query, "$expand"));
+    json_t *expand = NULL;
+    if (select && es && parse_select(es, NULL, &expand, &err) == DW_OK) {
+        json_array_extend(select, expand);
+        json_decref(expand);
+    }
+    json_t *out = json_array();
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row) if (filter == NULL || dw_dvemu_filter_match(filter, row))
+        json_array_append(out, row);
+    const char *os = json_string_value(json_object_get(query, "$orderby"));
+    if (os) {
+        const char *p = os;
+        while (*p) {
+            size_t n = strcspn(p, ",");
+            char *item = dw_strndup(p, n);
+            char *sp = strchr(item, ' ');
+            oc.keys = dw_realloc(oc.keys, (oc.nkeys + 1) * sizeof *oc.keys);
+            oc.keys[oc.nkeys].desc = false;
+            if (sp) {
+                *sp = '\0';
+                oc.keys[oc.nkeys].desc = strstr(sp + 1, "desc") != NULL;
+            }
+            oc.keys[oc.nkeys++].prop = item;
+            p += n;
+            if (*p == ',')
+                p++;
+        }
+        size_t n = json_array_size(out);
+        json_t **v = dw_malloc((n ? n : 1) * sizeof *v);
+        for (size_t j = 0; j < n; j++)
+            v[j] = json_incref(json_array_get(out, j));
+        qsort_r(v, n, sizeof *v, order_cmp, &oc);
+        json_array_clear(out);
+        for (size_t j = 0; j < n; j++)
+            json_array_append_new(out, v[j]);
+        free(v);
+    }
+    size_t total = json_array_size(out);
+    const char *top = json_string_value(json_object_get(query, "$top"));
+    if (top) {
+        char *e;
+        long n = strtol(top, &e, 10);
+        if (*e != '\0' || n < 0) {
+            json_decref(out);
+            emu_err_set(&err, 400, "0x80060888", "Invalid value '%s' for $top query option.", top);
+            goto fail;
+        }
+        while (json_array_size(out) > (size_t)n)
+            json_array_remove(out, json_array_size(out) - 1);
+    }
+    json_t *final = json_array();
+    json_array_foreach(out, i, row)
+    {
+        json_t *copy = json_deep_copy(row);
+        apply_select(copy, select, t ? t->primary_id : NULL);
+        json_array_append_new(final, copy);
+    }
+    json_decref(out);
+    char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s", emu->base_url, context);
+    json_t *body = json_pack("{s:s}", "@odata.context", ctx);
+    free(ctx);
+    const char *count = json_string_value(json_object_get(query, "$count"));
+    if (count && strcmp(count, "true") == 0)
+        json_object_set_new(body, "@odata.count", json_integer((json_int_t)total));
+    json_object_set_new(body, "value", final);
+    emu_resp_json(resp, 200, body);
+    goto out;
+fail:
+    emu_resp_error(resp, &err);
+out:
+    emu_err_clear(&err);
+    for (size_t k = 0; k < oc.nkeys; k++)
+        free(oc.keys[k].prop);
+    free(oc.keys);
+    dw_dvemu_filter_free(filter);
+    json_decref(select);
+    json_decref(rows);
+}
+
+/* --- values ---------------------------------------------------------------------------- */
+
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xc0) != 0x80;
+    return n;
+}
+
+static bool valid_datetime(const char *s, bool date_only)
+{
+    int y, mo, d, h = 0, mi = 0, sec = 0, consumed = 0;
+    if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &consumed) != 3 || consumed != 10)
+        return false;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || y < 1753 || y > 9999)
+        return false;
+    const char *p = s + 10;
+    if (*p == '\0')
+        return true;
+    if (date_only || *p != 'T')
+        return false;
+    if (sscanf(p + 1, "%2d:%2d:%2d%n", &h, &mi, &sec, &consumed) != 3 || consumed != 8)
+        return false;
+    if (h > 23 || mi > 59 || sec > 59)
+        return false;
+    p += 9;
+    if (*p == '.') {
+        p++;
+        if (!isdigit((unsigned char)*p))
+            return false;
+        while (isdigit((unsigned char)*p))
+            p++;
+    }
+    if (*p == 'Z')
+        return p[1] == '\0';
+    if ((*p == '+' || *p == '-') && isdigit((unsigned char)p[1]) && isdigit((unsigned char)p[2]) &&
+        p[3] == ':' && isdigit((unsigned char)p[4]) && isdigit((unsigned char)p[5]) && p[6] == '\0')
+        return true;
+    return *p == '\0';
+}
+
+static void err_convert(struct emu_err *err, const struct emu_table *t, const struct emu_attr *a,
+                        const json_t *v)
+{
+    char *text = json_is_string(v) ? dw_strdup(json_string_value(v)) : dw_json_dumps(v);
+    emu_err_set(err, 400, "0x80048d19",
+                "Error identified in Payload provided by the user for Entity :'%s', For more "
+                "reference please refer: https://go.microsoft.com/fwlink/?linkid=2195293 ---->  "
+                "InnerException : Microsoft.OData.ODataException: Cannot convert the literal "
+                "'%s' to the expected type '%s'.",
+                t->set, text, emu_edm_type(a));
+    free(text);
+}
+
+/* Checks one column value against its metadata; returns the value to store (new ref). */
+static json_t *check_value(const struct emu_table *t, const struct emu_attr *a, json_t *v,
+                           struct emu_err *err)
+{
+    if (json_is_null(v))
+        return json_null();
+    switch (a->type) {
+    case DW_ATTR_STRING:
+    case DW_ATTR_MEMO: {
+        if (!json_is_string(v))
+            break;
+        if (utf8_chars(json_string_value(v)) > (size_t)a->max_length) {
+            emu_err_set(err, 400, "0x80044331",
+                        "A validation error occurred.  The length of the '%s' attribute of the "
+                        "'%s' entity exceeded the maximum allowed length of '%d'.",
+                        a->name, t->logical, a->max_length);
+            return NULL;
+        }
+        return json_incref(v);
+    }
+    case DW_ATTR_INTEGER:
+    case DW_ATTR_BIGINT:
+    case DW_ATTR_DECIMAL:
+    case DW_ATTR_MONEY:
+    case DW_ATTR_DOUBLE: {
+        if (!json_is_number(v) ||
+            ((a->type == DW_ATTR_INTEGER || a->type == DW_ATTR_BIGINT) && !json_is_integer(v)))
+            break;
+        double d = json_number_value(v);
+        if (d < a->min_value || d > a->max_value) {
+            char *num = dw_json_dumps(v);
+            emu_err_set(err, 400, "0x80044330",
+                        "A validation error occurred.  The value %s of '%s' on record of type "
+                        "'%s' is outside the valid range. Accepted range: %.15g to %.15g.",
+                        num, a->name, t->logical, a->min_value, a->max_value);
+            free(num);
+            return NULL;
+        }
+        if (json_is_integer(v))
+            return json_incref(v);
+        /* Dataverse stores decimals at the column's precision. */
+        double scale = pow(10.0, a->precision);
+        return json_real(round(d * scale) / scale);
+    }
+    case DW_ATTR_BOOLEAN:
+        if (!json_is_boolean(v))
+            break;
+        return json_incref(v);
+    case DW_ATTR_DATETIME:
+        if (!json_is_string(v) ||
+            !valid_datetime(json_string_value(v), strcmp(a->format, "DateOnly") == 0))
+            break;
+        return json_incref(v);
+    case DW_ATTR_PICKLIST: {
+        if (!json_is_integer(v))
+            break;
+        json_int_t x = json_integer_value(v);
+        for (size_t i = 0; i < a->noptions; i++)
+            if (a->options[i].value == x)
+                return json_incref(v);
+        struct dw_buf b;
+        dw_buf_init(&b, 0);
+        for (size_t i = 0; i < a->noptions; i++)
+            (void)dw_buf_printf(&b, "%s%d", i ? "," : "", a->options[i].value);
+        emu_err_set(err, 400, "0x8004431a",
+                    "A validation error occurred.  The value %lld of '%s' on record of type '%s' "
+                    "is outside the valid range. Accepted Values: %s",
+                    (long long)x, a->name, t->logical, dw_buf_str(&b));
+        dw_buf_cleanup(&b);
+        return NULL;
+    }
+    case DW_ATTR_UNIQUEIDENTIFIER: {
+        const char *s = json_string_value(v);
+        if (s == NULL || !dw_dvemu_is_guid(s, strlen(s)))
+            break;
+        char low[37];
+        for (size_t i = 0; i <= 36; i++)
+            low[i] = (char)tolower((unsigned char)s[i]);
+        return json_string(low);
+    }
+    case DW_ATTR_LOOKUP:
+    case DW_ATTR_OTHER:
+        break;
+    }
+    err_convert(err, t, a, v);
+    return NULL;
+}
+
+/* Splits an entity reference ("/accounts(...)", "accounts(...)", an absolute URL or a
+ * Content-ID "$1") into its table and parsed key. */
+static dw_rc parse_ref(struct emu *emu, const char *ref, json_t *content_ids,
+                       struct emu_table **table, struct dw_dvemu_key *key)
+{
+    if (ref[0] == '$' && content_ids) {
+        const char *sub = json_string_value(json_object_get(content_ids, ref + 1));
+        if (sub)
+            ref = sub;
+    }
+    const char *p = strstr(ref, EMU_API_PREFIX);
+    if (p)
+        ref = p + strlen(EMU_API_PREFIX);
+    while (*ref == '/')
+        ref++;
+    const char *open = strchr(ref, '(');
+    if (open == NULL)
+        return DW_ERR_INVALID;
+    size_t n = strlen(open);
+    if (n < 2 || open[n - 1] != ')')
+        return DW_ERR_INVALID;
+    *table = emu_table_by_set(emu, ref, (size_t)(open - ref));
+    if (*table == NULL)
+        return DW_ERR_NOT_FOUND;
+    return dw_dvemu_key_parse(open + 1, n - 2, key);
+}
+
+/* Resolves a "<nav>@odata.bind" to the lookup it sets and the parent's id. */
+static dw_rc resolve_bind(struct emu *emu, const struct emu_table *t, const char *nav,
+                          json_t *value, json_t *content_ids, const struct emu_attr **attr,
+                          json_t **out, struct emu_err *err)
+{
+    const struct emu_attr *a = NULL;
+    size_t ti = 0;
+    for (size_t i = 0; i < t->nattrs && a == NULL; i++)
+        for (size_t j = 0; j < t->attrs[i].ntargets; j++)
+            if (strcmp(t->attrs[i].navs[j], nav) == 0) {
+                a = &t->attrs[i];
+                ti = j;
+                break;
+            }
+    if (a == NULL) {
+        err_no_property(err, t->logical, nav);
+        return DW_ERR_INVALID;
+    }
+    *attr = a;
+    if (json_is_null(value)) {
+        *out = json_null();
+        return DW_OK;
+    }
+    const char *ref = json_string_value(value);
+    struct emu_table *target = NULL;
+    struct dw_dvemu_key key = {0};
+    dw_rc rc = ref ? parse_ref(emu, ref, content_ids, &target, &key) : DW_ERR_INVALID;
+    if (rc != DW_OK || strcmp(target->logical, a->targets[ti]) != 0) {
+        if (rc == DW_OK)
+            dw_dvemu_key_cleanup(&key);
+        emu_err_set(err, 400, "0x80048d19",
+                    "Error identified in Payload provided by the user for Entity :'%s', For "
+                    "more reference please refer: https://go.microsoft.com/fwlink/?linkid=2195293 "
+                    "---->  InnerException : Microsoft.OData.ODataException: An undeclared or "
+                    "invalid entity reference '%s' was found for the navigation property '%s'.",
+                    t->set, ref ? ref : "", nav);
+        return DW_ERR_INVALID;
+    }
+    bool by_alt;
+    struct emu_row *row = emu_row_find(target, &key, &by_alt, err);
+    dw_dvemu_key_cleanup(&key);
+    if (row == NULL)
+        return DW_ERR_NOT_FOUND;
+    *out = json_string(row->id);
+    return DW_OK;
+}
+
+/* Turns a request body into the column changes to store (stored property names). */
+static dw_rc body_changes(struct emu *emu, const struct emu_table *t, json_t *body,
+                          json_t *content_ids, json_t **out, struct emu_err *err)
+{
+    if (!json_is_object(body)) {
+        emu_err_set(err, 400, "0x80048d19",
+                    "Error identified in Payload provided by the user for Entity :'%s', For "
+                    "more reference please refer: https://go.microsoft.com/fwlink/?linkid=2195293 "
+                    "---->  InnerException : Microsoft.OData.ODataException: The request body "
+                    "is not a JSON object.",
+                    t->set);
+        return DW_ERR_INVALID;
+    }
+    json_t *changes = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v)
+    {
+        const char *at = strchr(k, '@');
+        if (at && strcmp(at, "@odata.bind") == 0) {
+            char *nav = dw_strndup(k, (size_t)(at - k));
+            const struct emu_attr *a;
+            json_t *id;
+            dw_rc rc = resolve_bind(emu, t, nav, v, content_ids, &a, &id, err);
+            free(nav);
+            if (rc != DW_OK) {
+                json_decref(changes);
+                return rc;
+            }
+            json_object_set_new(changes, a->prop, id);
+            continue;
+        }
+        if (at)
+            continue; /* other annotations (@odata.type, @odata.etag) carry no value */
+        const struct emu_attr *a = emu_attr_find(t, k);
+        if (a == NULL || a->type == DW_ATTR_LOOKUP) {
+            err_no_property(err, t->logical, k);
+            json_decref(changes);
+            return DW_ERR_INVALID;
+        }
+        if (a->readonly)
+            continue; /* Dataverse ignores values for columns it maintains */
+        json_t *sv = check_value(t, a, v, err);
+        if (sv == NULL) {
+            json_decref(changes);
+            return DW_ERR_INVALID;
+        }
+        json_object_set_new(changes, a->prop, sv);
+    }
+    *out = changes;
+    return DW_OK;
+}
+
+static dw_rc check_required(const struct emu_table *t, const json_t *row, struct emu_err *err)
+{
+    for (size_t i = 0; i < t->nattrs; i++) {
+        const struct emu_attr *a = &t->attrs[i];
+        if (strcmp(a->required, "SystemRequired") != 0 || a->readonly ||
+            strcmp(a->name, t->primary_id) == 0)
+            continue;
+        const json_t *v = json_object_get(row, a->prop);
+        if (v == NULL || json_is_null(v)) {
+            emu_err_set(err, 400, "0x80040203",
+                        "Attribute '%s' cannot be NULL: it is required on records of type '%s'.",
+                        a->name, t->logical);
+            return DW_ERR_INVALID;
+        }
+    }
+    return DW_OK;
+}
+
+static dw_rc check_unique(struct emu_table *t, const json_t *row, const char *id,
+                          struct emu_err *err)
+{
+    const struct emu_key *k;
+    if (emu_key_conflict(t, row, id, &k) == NULL)
+        return DW_OK;
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    for (size_t i = 0; i < k->nattrs; i++) {
+        const json_t *v = json_object_get(row, emu_attr_find(t, k->attrs[i])->prop);
+        if (json_is_string(v))
+            (void)dw_buf_printf(&b, "%s%s", i ? "," : "", json_string_value(v));
+        else {
+            char *s = dw_json_dumps(v);
+            (void)dw_buf_printf(&b, "%s%s", i ? "," : "", s);
+            free(s);
+        }
+    }
+    emu_err_set(err, 412, "0x80060892",
+                "A record that has the attribute values %s already exists. The entity key %s "
+                "requires that this set of attributes contains unique values. Select unique "
+                "values and try again.",
+                dw_buf_str(&b), k->name);
+    dw_buf_cleanup(&b);
+    return DW_ERR_EXISTS;
+}
+
+/* The stored row after applying changes to old (NULL for a new row). New reference. */
+static json_t *merge_row(struct emu *emu, const struct emu_table *t, const json_t *old,
+                         const char *id, json_t *changes)
+{
+    char now[32];
+    now_iso(now);
+    json_t *row = old ? json_copy((json_t *)old) : json_object();
+    json_object_update(row, changes);
+    json_object_set_new(row, t->primary_id, json_string(id));
+    if (old == NULL)
+        json_object_set_new(row, "createdon", json_string(now));
+    json_object_set_new(row, "modifiedon", json_string(now));
+    json_object_set_new(row, "versionnumber", json_integer((json_int_t)++emu->version));
+    return row;
+}
+
+static void answer_written(struct emu *emu, const struct emu_req *req, struct emu_table *t,
+                           const char *id, json_t *row, bool created, struct emu_resp *resp)
+{
+    char *ref = dw_asprintf("%s(%s)", t->set, id);
+    char *url = dw_asprintf("%s" EMU_API_PREFIX "%s", emu->base_url, ref);
+    if (req->prefer_representation) {
+        json_t *body = emu_row_public(t, row);
+        char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s/$entity", emu->base_url, t->set);
+        json_object_set_new(body, "@odata.context", json_string(ctx));
+        free(ctx);
+        emu_resp_json(resp, created ? 201 : 200, body);
+        emu_resp_header(resp, "Preference-Applied", "return=representation");
+    } else {
+        resp->status = 204;
+    }
+    emu_resp_header(resp, "OData-EntityId", url);
+    if (created && req->prefer_representation)
+        emu_resp_header(resp, "Location", url);
+    free(url);
+    free(resp->entity_ref);
+    resp->entity_ref = ref;
+}
+
+/* Creates a row; key_values (stored property names) come from an upsert's URL. */
+static dw_rc do_create(struct emu *emu, struct emu_table *t, json_t *changes, const char *want_id,
+                       json_t **row_out, char id_out[37], struct emu_err *err)
+{
+    char id[37];
+    const char *given = json_string_value(json_object_get(changes, t->primary_id));
+    if (want_id)
+        given = want_id;
+    if (given) {
+        for (size_t i = 0; i <= 36; i++)
+            id[i] = (char)tolower((unsigned char)given[i]);
+        if (emu_row_find_id(t, id)) {
+            emu_err_set(err, 412, "0x80040237", "Cannot insert duplicate key.");
+            return DW_ERR_EXISTS;
+        }
+    } else {
+        emu_new_guid(id);
+    }
+    json_t *row = merge_row(emu, t, NULL, id, changes);
+    dw_rc rc = check_required(t, row, err);
+    if (rc == DW_OK)
+        rc = check_unique(t, row, id, err);
+    if (rc != DW_OK) {
+        json_decref(row);
+        return rc;
+    }
+    emu_row_put(emu, t, id, row, "create");
+    memcpy(id_out, id, 37);
+    *row_out = row;
+    return DW_OK;
+}
+
+/* The stored properties an upsert's alternate key sets on a new row; checks that lookup
+ * parts name existing parents. */
+static dw_rc key_values(struct emu *emu, struct emu_table *t, const struct dw_dvemu_key *key,
+                        json_t *changes, struct emu_err *err)
+{
+    for (size_t i = 0; i < key->nparts; i++) {
+        const struct emu_attr *a = NULL;
+        for (size_t j = 0; j < t->nattrs; j++)
+            if (key->parts[i].name && strcmp(t->attrs[j].prop, key->parts[i].name) == 0)
+                a = &t->attrs[j];
+        if (a == NULL)
+            continue;
+        json_t *v = key->parts[i].value;
+        if (a->type == DW_ATTR_LOOKUP) {
+            const char *gid = json_string_value(v);
+            bool found = false;
+            for (size_t j = 0; gid && j < a->ntargets && !found; j++) {
+                struct emu_table *pt = emu_table_by_logical(emu, a->targets[j]);
+                found = pt && emu_row_find_id(pt, gid);
+            }
+            if (!found) {
+                emu_err_set(err, 404, "0x80040217", "%s With Id = %s Does Not Exist", a->targets[0],
+                            gid ? gid : "");
+                return DW_ERR_NOT_FOUND;
+            }
+            json_object_set(changes, a->prop, v);
+            continue;
+        }
+        json_t *sv = check_value(t, a, v, err);
+        if (sv == NULL)
+            return DW_ERR_INVALID;
+        json_object_set_new(changes, a->prop, sv);
+    }
+    return DW_OK;
+}
+
+/* PATCH by key: update, or create when absent, honouring If-Match / If-None-Match. */
+static dw_rc do_upsert(struct emu *emu, const struct emu_req *req, struct emu_table *t,
+                       const struct dw_dvemu_key *key, json_t *body, struct emu_resp *resp,
+                       struct emu_err *err)
+{
+    json_t *changes = NULL;
+    dw_rc rc = body_changes(emu, t, body, req->content_ids, &changes, err);
+    if (rc != DW_OK)
+        return rc;
+    bool by_alt;
+    struct emu_err nf = {0};
+    struct emu_row *r = emu_row_find(t, key, &by_alt, &nf);
+    if (r == NULL && nf.status != 404) {
+        *err = nf;
+        json_decref(changes);
+        return DW_ERR_INVALID;
+    }
+    if (r) {
+        emu_err_clear(&nf);
+        if (req->if_none_match && strcmp(req->if_none_match, "*") == 0) {
+            emu_err_set(err, 412, "0x80040237",
+                        "A record with matching key values already "
+                        "exists.");
+            json_decref(changes);
+            return DW_ERR_EXISTS;
+        }
+        json_t *row = merge_row(emu, t, r->data, r->id, changes);
+        json_decref(changes);
+        rc = check_unique(t, row, r->id, err);
+        if (rc != DW_OK) {
+            json_decref(row);
+            return rc;
+        }
+        char id[37];
+        memcpy(id, r->id, 37);
+        emu_row_put(emu, t, id, row, "update");
+        answer_written(emu, req, t, id, row, false, resp);
+        json_decref(row);
+        return DW_OK;
+    }
+    if (req->if_match && strcmp(req->if_match, "*") == 0) {
+        *err = nf;
+        json_decref(changes);
+        return DW_ERR_NOT_FOUND;
+    }
+    emu_err_clear(&nf);
+    const char *want_id = by_alt ? NULL : json_string_value(key->parts[0].value);
+    if (by_alt && (rc = key_values(emu, t, key, changes, err)) != DW_OK) {
+        json_decref(changes);
+        return rc;
+    }
+    json_t *row;
+    char id[37];
+    rc = do_create(emu, t, changes, want_id, &row, id, err);
+    json_decref(changes);
+    if (rc != DW_OK)
+        return rc;
+    answer_written(emu, req, t, id, row, true, resp);
+    return DW_OK;
+}
+
+static json_t *parse_body(const struct emu_req *req, struct emu_table *t, struct emu_err *err)
+{
+    json_error_t jerr;
+    json_t *body = json_loadb(req->body ? req->body : "", req->body_len, 0, &jerr);
+    if (body == NULL)
+        emu_err_set(err, 400, "0x80048d19",
+                    "Error identified in Payload provided by the user for Entity :'%s', For more "
+                    "reference please refer: https://go.microsoft.com/fwlink/?linkid=2195293 ----> "
+                    " InnerException : Microsoft.OData.ODataException: Invalid JSON. %s",
+                    t ? t->set : "", jerr.text);
+    return body;
+}
+
+/* --- bulk actions ---------------------------------------------------------------------- */
+
+static dw_rc bulk_target_type(const struct emu_table *t, json_t *item, size_t i,
+                              struct emu_err *err)
+{
+    const char *type = json_string_value(json_object_get(item, "@odata.type"));
+    if (type && *type == '#')
+        type++;
+    char *want = dw_asprintf("Microsoft.Dynamics.CRM.%s", t->logical);
+    bool ok = type && strcmp(type, want) == 0;
+    free(want);
+    if (!ok) {
+        emu_err_set(err, 400, "0x80048d19",
+                    "Error identified in Payload provided by the user for Entity :'%s', For more "
+                    "reference please refer: https://go.microsoft.com/fwlink/?linkid=2195293 ----> "
+                    " InnerException : Microsoft.OData.ODataException: Targets[%zu]: the "
+                    "'@odata.type' annotation must be 'Microsoft.Dynamics.CRM.%s'.",
+                    t->set, i, t->logical);
+        return DW_ERR_INVALID;
+    }
+    return DW_OK;
+}
+
+static void bulk_action(struct emu *emu, const struct emu_req *req, struct emu_table *t,
+                        const char *action, struct emu_resp *resp)
+{
+    struct emu_err err = {0};
+    json_t *body = NULL, *ids = json_array();
+    bool started = false;
+    bool create = strcmp(action, "CreateMultiple") == 0;
+    bool update = strcmp(action, "UpdateMultiple") == 0;
+    bool upsert = strcmp(action, "UpsertMultiple") == 0;
+    if ((!create && !update && !upsert) || (create && !t->bulk_create) ||
+        (update && !t->bulk_update) || (upsert && !t->bulk_upsert)) {
+        if (!create && !update && !upsert)
+            emu_err_set(&err, 404, "0x8006088a", "Resource not found for the segment '%s'.",
+                        action);
+        else
+            emu_err_set(&err, 400, "0x80040800",
+                        "The '%s' method does not support entities of type '%s'. "
+                        "MessageProcessorCache returned MessageProcessor.Empty.",
+                        action, t->logical);
+        goto fail;
+    }
+    if (strcmp(req->method, "POST") != 0) {
+        emu_err_set(&err, 405, "0x80060888",
+                    "The requested resource does not support http "
+                    "method '%s'.",
+                    req->method);
+        goto fail;
+    }
+    body = parse_body(req, t, &err);
+    if (body == NULL)
+        goto fail;
+    json_t *targets = json_object_get(body, "Targets");
+    if (!json_is_array(targets)) {
+        emu_err_set(&err, 400, "0x80048d19",
+                    "Error identified in Payload provided by the user for Entity :'%s', For more "
+                    "reference please refer: https://go.microsoft.com/fwlink/?linkid=2195293 ----> "
+                    " InnerException : Microsoft.OData.ODataException: The parameter 'Targets' "
+                    "is missing.",
+                    t->set);
+        goto fail;
+    }
+    if (!emu->in_txn) {
+        emu_txn_begin(emu);
+        started = true;
+    }
+    size_t i;
+    json_t *item;
+    json_array_foreach(targets, i, item)
+    {
+        if (bulk_target_type(t, item, i, &err) != DW_OK)
+            goto fail;
+        json_t *fields = json_copy(item);
+        const char *odata_id = json_string_value(json_object_get(item, "@odata.id"));
+        json_object_del(fields, "@odata.type");
+        json_object_del(fields, "@odata.id");
+        struct emu_resp one;
+        emu_resp_init(&one);
+        struct emu_req sub = *req;
+        sub.prefer_representation = false;
+        sub.if_match = update ? "*" : NULL;
+        sub.if_none_match = NULL;
+        dw_rc rc;
+        if (create) {
+            json_t *changes = NULL, *row;
+            char id[37];
+            rc = body_changes(emu, t, fields, req->content_ids, &changes, &err);
+            if (rc == DW_OK) {
+                rc = do_create(emu, t, changes, NULL, &row, id, &err);
+                json_decref(changes);
+            }
+            if (rc == DW_OK)
+                json_array_append_new(ids, json_string(id));
+        } else {
+            struct dw_dvemu_key key = {0};
+            struct emu_table *kt = t;
+            const char *pid = json_string_value(json_object_get(fields, t->primary_id));
+            if (odata_id) {
+                rc = parse_ref(emu, odata_id, NULL, &kt, &key);
+                if (rc == DW_OK && kt != t) {
+                    dw_dvemu_key_cleanup(&key);
+                    rc = DW_ERR_INVALID;
+                }
+                if (rc != DW_OK)
+                    emu_err_set(&err, 400, "0x80048d19",
+                                "Error identified in Payload provided by the user for Entity "
+                                ":'%s': Targets[%zu]: invalid '@odata.id' '%s'.",
+                                t->set, i, odata_id);
+            } else if (pid) {
+                rc = DW_OK;
+                key.parts = dw_calloc(1, sizeof *key.parts);
+                key.parts[0].value = json_string(pid);
+                key.nparts = 1;
+                json_object_del(fields, t->primary_id);
+            } else if (upsert) {
+                /* No key at all: an upsert that can only create. */
+                json_t *changes = NULL, *row;
+                char id[37];
+                rc = body_changes(emu, t, fields, req->content_ids, &changes, &err);
+                if (rc == DW_OK) {
+                    rc = do_create(emu, t, changes, NULL, &row, id, &err);
+                    json_decref(changes);
+                }
+                json_decref(fields);
+                emu_resp_cleanup(&one);
+                if (rc != DW_OK)
+                    goto fail;
+                continue;
+            } else {
+                rc = DW_ERR_INVALID;
+                emu_err_set(&err, 400, "0x80040203",
+                            "Targets[%zu]: the primary key '%s' is required for UpdateMultiple.", i,
+                            t->primary_id);
+            }
+            if (rc == DW_OK) {
+                rc = do_upsert(emu, &sub, t, &key, fields, &one, &err);
+                dw_dvemu_key_cleanup(&key);
+            }
+        }
+        json_decref(fields);
+        emu_resp_cleanup(&one);
+        if (rc != DW_OK)
+            goto fail;
+    }
+    if (started)
+        emu_txn_commit(emu);
+    if (create) {
+        char *ctx = dw_asprintf("%s" EMU_API_PREFIX
+                                "$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse",
+                                emu->base_url);
+        emu_resp_json(resp, 200, json_pack("{s:s, s:O}", "@odata.context", ctx, "Ids", ids));
+        free(ctx);
+    } else {
+        resp->status = 204;
+    }
+    goto out;
+fail:
+    if (started)
+        emu_txn_rollback(emu);
+    emu_resp_error(resp, &err);
+out:
+    emu_err_clear(&err);
+    json_decref(body);
+    json_decref(ids);
+}
+
+/* --- metadata and virtual collections -------------------------------------------------- */
+
+static void entity_definitions(struct emu *emu, const char *rest, json_t *query,
+                               struct emu_resp *resp)
+{
+    struct emu_err err = {0};
+    if (*rest == '\0' || *rest == '?') {
+        json_t *rows = json_array();
+        for (size_t i = 0; i < emu->ntables; i++)
+            json_array_append_new(rows, emu_meta_entity_json(&emu->tables[i]));
+        collection_answer(emu, "EntityDefinitions", rows, query, NULL, resp);
+        return;
+    }
+    char *decoded = NULL;
+    const char *close = strchr(rest, ')');
+    if (*rest != '(' || close == NULL ||
+        dw_dvemu_pct_decode(rest + 1, (size_t)(close - rest - 1), &decoded) != DW_OK) {
+        emu_err_set(&err, 400, "0x80060888", "Bad Request - Error in query syntax.");
+        goto fail;
+    }
+    struct emu_table *t = NULL;
+    char name[128];
+    if (sscanf(decoded, "LogicalName='%127[^']'", name) == 1)
+        t = emu_table_by_logical(emu, name);
+    else if (dw_dvemu_is_guid(decoded, strlen(decoded)))
+        for (size_t i = 0; i < emu->ntables; i++)
+            if (strcasecmp(emu->tables[i].metadata_id, decoded) == 0)
+                t = &emu->tables[i];
+    if (t == NULL) {
+        emu_err_set(&err, 404, "0x80040217",
+                    "Could not find an entity with specified entity key: %s", decoded);
+        goto fail;
+    }
+    const char *sub = close + 1;
+    if (*sub == '\0') {
+        json_t *e = emu_meta_entity_json(t);
+        const char *ss = json_string_value(json_object_get(query, "$select"));
+        json_t *select = NULL;
+        if (ss && parse_select(ss, NULL, &select, &err) == DW_OK)
+            apply_select(e, select, "MetadataId");
+        json_decref(select);
+        char *ctx =
+            dw_asprintf("%s" EMU_API_PREFIX "$metadata#EntityDefinitions/$entity", emu->base_url);
+        json_object_set_new(e, "@odata.context", json_string(ctx));
+        free(ctx);
+        emu_resp_json(resp, 200, e);
+        goto out;
+    }
+    if (strcmp(sub, "/Keys") == 0) {
+        json_t *rows = json_array();
+        for (size_t i = 0; i < t->nkeys; i++)
+            json_array_append_new(rows, emu_meta_key_json(t, &t->keys[i]));
+        collection_answer(emu, "EntityDefinitions(...)/Keys", rows, query, NULL, resp);
+        goto out;
+    }
+    if (strncmp(sub, "/Attributes", 11) == 0) {
+        const char *cast = sub + 11;
+        const char *want = NULL;
+        if (strncmp(cast, "/Microsoft.Dynamics.CRM.", 24) == 0)
+            want = cast + 24;
+        else if (*cast != '\0') {
+            emu_err_set(&err, 404, "0x8006088a", "Resource not found for the segment '%s'.",
+                        cast + 1);
+            goto fail;
+        }
+        const char *expand = json_string_value(json_object_get(query, "$expand"));
+        bool options = expand && strstr(expand, "OptionSet");
+        json_t *rows = json_array();
+        for (size_t i = 0; i < t->nattrs; i++) {
+            json_t *a = emu_meta_attr_json(&t->attrs[i], options);
+            const char *type = json_string_value(json_object_get(a, "@odata.type"));
+            if (want && strcmp(type + strlen("#Microsoft.Dynamics.CRM."), want) != 0) {
+                json_decref(a);
+                continue;
+            }
+            json_array_append_new(rows, a);
+        }
+        collection_answer(emu, "EntityDefinitions(...)/Attributes", rows, query, NULL, resp);
+        goto out;
+    }
+    emu_err_set(&err, 404, "0x8006088a", "Resource not found for the segment '%s'.", sub + 1);
+fail:
+    emu_resp_error(resp, &err);
+out:
+    free(decoded);
+    emu_err_clear(&err);
+}
+
+static void sdk_message_filters(struct emu *emu, json_t *query, struct emu_resp *resp)
+{
+    static const char *const messages[] = {"Create",         "Update",         "Delete",
+                                           "CreateMultiple", "UpdateMultiple", "UpsertMultiple"};
+    json_t *rows = json_array();
+    for (size_t i = 0; i < emu->ntables; i++) {
+        const struct emu_table *t = &emu->tables[i];
+        bool supported[] = {true, true, true, t->bulk_create, t->bulk_update, t->bulk_upsert};
+        for (size_t m = 0; m < sizeof messages / sizeof messages[0]; m++) {
+            if (!supported[m])
+                continue;
+            char *fid = emu_stable_guid(t->logical, messages[m]);
+            char *mid = emu_stable_guid("sdkmessage", messages[m]);
+            json_array_append_new(
+                rows, json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:b}", "sdkmessagefilterid", fid,
+                                "primaryobjecttypecode", t->logical, "_sdkmessageid_value", mid,
+                                "sdkmessageid", "sdkmessageid", mid, "name", messages[m],
+                                "iscustomprocessingstepallowed", 1));
+            free(fid);
+            free(mid);
+        }
+    }
+    collection_answer(emu, "sdkmessagefilters", rows, query, NULL, resp);
+}
+
+/* --- routing --------------------------------------------------------------------------- */
+
+static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
+{
+    struct emu_err err = {0};
+    json_t *query = parse_query(req->query);
+    json_t *body = NULL;
+    struct dw_dvemu_key key = {0};
+    const char *path = req->path;
+    size_t seg = strcspn(path, "(/");
+    const char *rest = path + seg;
+
+    if ((seg == 6 && strncmp(path, "WhoAmI", 6) == 0) &&
+        (strcmp(rest, "") == 0 || strcmp(rest, "()") == 0)) {
+        char *ctx = dw_asprintf(
+            "%s" EMU_API_PREFIX "$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", emu->base_url);
+        char *uid = emu_stable_guid("user", req->user ? req->user : "");
+        char *bu = emu_stable_guid("businessunit", "root");
+        char *org = emu_stable_guid("organization", emu->opt->tenant ? emu->opt->tenant : "");
+        emu_resp_json(resp, 200,
+                      json_pack("{s:s, s:s, s:s, s:s}", "@odata.context", ctx, "BusinessUnitId", bu,
+                                "UserId", uid, "OrganizationId", org));
+        free(ctx);
+        free(uid);
+        free(bu);
+        free(org);
+        goto out;
+    }
+    if (seg == 17 && strncmp(path, "EntityDefinitions", 17) == 0 &&
+        strcmp(req->method, "GET") == 0) {
+        entity_definitions(emu, rest, query, resp);
+        goto out;
+    }
+    if (seg == 17 && strncmp(path, "sdkmessagefilters", 17) == 0 && *rest == '\0' &&
+        strcmp(req->method, "GET") == 0) {
+        sdk_message_filters(emu, query, resp);
+        goto out;
+    }
+    struct emu_table *t = emu_table_by_set(emu, path, seg);
+    if (t == NULL) {
+        char *name = dw_strndup(path, seg);
+        emu_err_set(&err, 404, "0x8006088a", "Resource not found for the segment '%s'.", name);
+        free(name);
+        goto fail;
+    }
+    if (*rest == '/' && strncmp(rest + 1, "Microsoft.Dynamics.CRM.", 23) == 0) {
+        bulk_action(emu, req, t, rest + 24, resp);
+        goto out;
+    }
+    if (*rest == '\0') {
+        if (strcmp(req->method, "GET") == 0) {
+            json_t *rows = json_array();
+            for (struct emu_row *r = t->rows; r; r = r->hh.next)
+                json_array_append_new(rows, emu_row_public(t, r->data));
+            collection_answer(emu, t->set, rows, query, t, resp);
+            goto out;
+        }
+        if (strcmp(req->method, "POST") == 0) {
+            json_t *changes = NULL, *row;
+            char id[37];
+            if ((body = parse_body(req, t, &err)) == NULL ||
+                body_changes(emu, t, body, req->content_ids, &changes, &err) != DW_OK)
+                goto fail;
+            dw_rc rc = do_create(emu, t, changes, NULL, &row, id, &err);
+            json_decref(changes);
+            if (rc != DW_OK)
+                goto fail;
+            answer_written(emu, req, t, id, row, true, resp);
+            goto out;
+        }
+        emu_err_set(&err, 405, "0x80060888",
+                    "The requested resource does not support http method '%s'.", req->method);
+        goto fail;
+    }
+    size_t rlen = strlen(rest);
+    if (*rest != '(' || rest[rlen - 1] != ')' ||
+        dw_dvemu_key_parse(rest + 1, rlen - 2, &key) != DW_OK) {
+        emu_err_set(&err, 400, "0x80060888", "Bad Request - Error in query syntax.");
+        goto fail;
+    }
+    bool by_alt;
+    if (strcmp(req->method, "GET") == 0) {
+        struct emu_row *r = emu_row_find(t, &key, &by_alt, &err);
+        if (r == NULL)
+            goto fail;
+        json_t *select = NULL;
+        const char *ss = json_string_value(json_object_get(query, "$select"));
+        if (ss && parse_select(ss, t, &select, &err) != DW_OK)
+            goto fail;
+        json_t *row = emu_row_public(t, r->data);
+        apply_select(row, select, t->primary_id);
+        json_decref(select);
+        char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s/$entity", emu->base_url, t->set);
+        json_object_set_new(row, "@odata.context", json_string(ctx));
+        free(ctx);
+        emu_resp_json(resp, 200, row);
+        goto out;
+    }
+    if (strcmp(req->method, "DELETE") == 0) {
+        struct emu_row *r = emu_row_find(t, &key, &by_alt, &err);
+        if (r == NULL)
+            goto fail;
+        char id[37];
+        memcpy(id, r->id, 37);
+        emu_row_put(emu, t, id, NULL, "delete");
+        resp->status = 204;
+        goto out;
+    }
+    if (strcmp(req->method, "PATCH") == 0) {
+        if ((body = parse_body(req, t, &err)) == NULL ||
+            do_upsert(emu, req, t, &key, body, resp, &err) != DW_OK)
+            goto fail;
+        goto out;
+    }
+    emu_err_set(&err, 405, "0x80060888",
+                "The requested resource does not support http method '%s'.", req->method);
+fail:
+    emu_resp_error(resp, &err);
+out:
+    emu_err_clear(&err);
+    dw_dvemu_key_cleanup(&key);
+    json_decref(body);
+    json_decref(query);
+}
+
+void emu_api_handle(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
+{
+    pthread_mutex_lock(&emu->store_lock);
+    handle_locked(emu, req, resp);
+    pthread_mutex_unlock(&emu->store_lock);
+}
+
+/* --- $batch ---------------------------------------------------------------------------- */
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 412:
+        return "Precondition Failed";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
+    }
+}
+
+/* Writes one response part (headers of the MIME part, then the HTTP response). */
+static void put_part(struct dw_buf *out, const char *boundary, const char *content_id,
+                     const struct emu_resp *r)
+{
+    (void)dw_buf_printf(out,
+                        "--%s\r\nContent-Type: application/http\r\n"
+                        "Content-Transfer-Encoding: binary\r\n",
+                        boundary);
+    if (content_id)
+        (void)dw_buf_printf(out, "Content-ID: %s\r\n", content_id);
+    (void)dw_buf_printf(out, "\r\nHTTP/1.1 %d %s\r\n", r->status, reason(r->status));
+    if (r->body.len)
+        (void)dw_buf_printf(out, "Content-Type: %s\r\n", r->content_type);
+    (void)dw_buf_puts(out, "OData-Version: 4.0\r\n");
+    for (size_t i = 0; i < r->nheaders; i++)
+        (void)dw_buf_printf(out, "%s: %s\r\n", r->hname[i], r->hvalue[i]);
+    (void)dw_buf_puts(out, "\r\n");
+    (void)dw_buf_append(out, r->body.data ? r->body.data : "", r->body.len);
+    (void)dw_buf_puts(out, "\r\n");
+}
+
+/* Runs one embedded request. content_ids may be NULL outside a changeset. */
+static void run_inner(struct emu *emu, const struct emu_req *outer,
+                      const struct dw_dvemu_part *part, json_t *content_ids, struct emu_resp *r,
+                      char **content_id)
+{
+    struct dw_dvemu_inner in;
+    struct emu_err err = {0};
+    *content_id = NULL;
+    if (dw_dvemu_header_get(part->headers, part->headers_len, "Content-ID", content_id) != DW_OK)
+        *content_id = NULL;
+    if (dw_dvemu_inner_parse(part->body, part->body_len, &in) != DW_OK) {
+        emu_err_set(&err, 400, "0x80060888",
+                    "The message header '' is invalid. The header value must be of the format "
+                    "'<header name>: <header value>'.");
+        emu_resp_error(r, &err);
+        emu_err_clear(&err);
+        return;
+    }
+    if (*content_id == NULL &&
+        dw_dvemu_header_get(in.headers, in.headers_len, "Content-ID", content_id) != DW_OK)
+        *content_id = NULL;
+    char *url = dw_strndup(in.url, in.url_len);
+    char *target = url;
+    char *p = strstr(url, EMU_API_PREFIX);
+    if (p)
+        target = p + strlen(EMU_API_PREFIX);
+    char *resolved = NULL;
+    if (target[0] == '$' && content_ids) {
+        size_t n = strspn(target + 1, "0123456789");
+        char *id = dw_strndup(target + 1, n);
+        const char *ref = json_string_value(json_object_get(content_ids, id));
+        free(id);
+        if (ref) {
+            resolved = dw_asprintf("%s%s", ref, target + 1 + n);
+            target = resolved;
+        }
+    }
+    char *query = strchr(target, '?');
+    if (query)
+        *query++ = '\0';
+    char *prefer = NULL, *if_match = NULL, *if_none = NULL;
+    (void)dw_dvemu_header_get(in.headers, in.headers_len, "Prefer", &prefer);
+    (void)dw_dvemu_header_get(in.headers, in.headers_len, "If-Match", &if_match);
+    (void)dw_dvemu_header_get(in.headers, in.headers_len, "If-None-Match", &if_none);
+    struct emu_req sub = {
+        .method = in.method,
+        .path = target,
+        .query = query,
+        .body = in.body,
+        .body_len = in.body_len,
+        .prefer_representation = prefer && strstr(prefer, "return=representation"),
+        .if_match = if_match,
+        .if_none_match = if_none,
+        .content_ids = content_ids,
+        .user = outer->user,
+    };
+    handle_locked(emu, &sub, r);
+    free(prefer);
+    free(if_match);
+    free(if_none);
+    free(resolved);
+    free(url);
+}
+
+void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *content_type,
+                      bool continue_on_error, struct emu_resp *resp)
+{
+    struct emu_err err = {0};
+    char *boundary = NULL;
+    struct dw_dvemu_part *parts = NULL;
+    size_t nparts = 0;
+    struct dw_buf out;
+    dw_buf_init(&out, 0);
+    if (content_type == NULL || strncasecmp(content_type, "multipart/mixed", 15) != 0 ||
+        dw_dvemu_boundary(content_type, &boundary) != DW_OK) {
+        emu_err_set(&err, 400, "0x80060888",
+                    "The content type '%s' specifies a batch payload; however, the payload "
+                    "either does not include a batch boundary or includes more than one boundary. "
+                    "In OData, batch payload content types must specify exactly one batch "
+                    "boundary in the '=boundary' parameter.",
+                    content_type ? content_type : "");
+        goto fail;
+    }
+    if (dw_dvemu_multipart_parse(req->body, req->body_len, boundary, &parts, &nparts) != DW_OK) {
+        emu_err_set(&err, 400, "0x80060888",
+                    "The MIME multipart message is malformed: it does not contain the boundary "
+                    "'%s' as the batch and end delimiters require.",
+                    boundary);
+        goto fail;
+    }
+    /* Count every request, those inside changesets included, against the 1000 limit. */
+    size_t total = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        char *ct = NULL, *cb = NULL;
+        struct dw_dvemu_part *sub = NULL;
+        size_t nsub = 1;
+        if (dw_dvemu_header_get(parts[i].headers, parts[i].headers_len, "Content-Type", &ct) ==
+                DW_OK &&
+            strncasecmp(ct, "multipart/mixed", 15) == 0 && dw_dvemu_boundary(ct, &cb) == DW_OK &&
+            dw_dvemu_multipart_parse(parts[i].body, parts[i].body_len, cb, &sub, &nsub) != DW_OK)
+            nsub = 1;
+        total += nsub;
+        free(sub);
+        free(ct);
+        free(cb);
+    }
+    if (total > EMU_MAX_BATCH) {
+        emu_err_set(&err, 400, "0x8005f103",
+                    "The number of requests in the batch exceeds the maximum of %d.",
+                    EMU_MAX_BATCH);
+        goto fail;
+    }
+    char rb[64], gid[37];
+    emu_new_guid(gid);
+    snprintf(rb, sizeof rb, "batchresponse_%s", gid);
+    bool failed = false;
+    pthread_mutex_lock(&emu->store_lock);
+    for (size_t i = 0; i < nparts && !(failed && !continue_on_error); i++) {
+        char *ct = NULL, *cb = NULL;
+        (void)dw_dvemu_header_get(parts[i].headers, parts[i].headers_len, "Content-Type", &ct);
+        if (ct && strncasecmp(ct, "multipart/mixed", 15) == 0) {
+            struct dw_dvemu_part *sub = NULL;
+            size_t nsub = 0;
+            struct dw_buf cs;
+            dw_buf_init(&cs, 0);
+            char csb[64];
+            emu_new_guid(gid);
+            snprintf(csb, sizeof csb, "changesetresponse_%s", gid);
+            if (dw_dvemu_boundary(ct, &cb) != DW_OK ||
+                dw_dvemu_multipart_parse(parts[i].body, parts[i].body_len, cb, &sub, &nsub) !=
+                    DW_OK) {
+                struct emu_resp r;
+                emu_resp_init(&r);
+                emu_err_set(&err, 400, "0x80060888", "The changeset is malformed.");
+                emu_resp_error(&r, &err);
+                emu_err_clear(&err);
+                put_part(&out, rb, NULL, &r);
+                emu_resp_cleanup(&r);
+                failed = true;
+            } else {
+                json_t *ids = json_object();
+                emu_txn_begin(emu);
+                bool cs_failed = false;
+                for (size_t j = 0; j < nsub && !cs_failed; j++) {
+                    struct emu_resp r;
+                    emu_resp_init(&r);
+                    char *cid = NULL;
+                    run_inner(emu, req, &sub[j], ids, &r, &cid);
+                    if (r.status >= 400) {
+                        /* A failed changeset answers with the failing request alone. */
+                        emu_txn_rollback(emu);
+                        cs_failed = failed = true;
+                        put_part(&out, rb, NULL, &r);
+                    } else {
+                        if (cid && r.entity_ref)
+                            json_object_set_new(ids, cid, json_string(r.entity_ref));
+                        put_part(&cs, csb, cid, &r);
+                    }
+                    free(cid);
+                    emu_resp_cleanup(&r);
+                }
+                if (!cs_failed) {
+                    emu_txn_commit(emu);
+                    (void)dw_buf_printf(&out,
+                                        "--%s\r\nContent-Type: multipart/mixed; boundary=%s\r\n"
+                                        "\r\n",
+                                        rb, csb);
+                    (void)dw_buf_append(&out, cs.data ? cs.data : "", cs.len);
+                    (void)dw_buf_printf(&out, "--%s--\r\n", csb);
+                }
+                json_decref(ids);
+            }
+            free(sub);
+            dw_buf_cleanup(&cs);
+        } else {
+            struct emu_resp r;
+            emu_resp_init(&r);
+            char *cid = NULL;
+            run_inner(emu, req, &parts[i], NULL, &r, &cid);
+            if (r.status >= 400)
+                failed = true;
+            put_part(&out, rb, NULL, &r);
+            free(cid);
+            emu_resp_cleanup(&r);
+        }
+        free(ct);
+        free(cb);
+        if (failed && !continue_on_error) {
+            /* Stop at the first failure: the answer holds only the failing part. */
+            const char *last = NULL;
+            for (const char *p = out.data; p && (p = strstr(p, "--batchresponse_")) != NULL; p++)
+                last = p;
+            if (last && last != out.data) {
+                char *keep = dw_strdup(last);
+                dw_buf_reset(&out);
+                (void)dw_buf_puts(&out, keep);
+                free(keep);
+            }
+        }
+    }
+    pthread_mutex_unlock(&emu->store_lock);
+    (void)dw_buf_printf(&out, "--%s--\r\n", rb);
+    resp->status = failed && !continue_on_error ? 400 : 200;
+    dw_buf_reset(&resp->body);
+    (void)dw_buf_append(&resp->body, out.data, out.len);
+    char *ctype = dw_asprintf("multipart/mixed; boundary=%s", rb);
+    emu_resp_header(resp, "Content-Type", ctype);
+    free(ctype);
+    resp->content_type = NULL;
+    goto out;
+fail:
+    emu_resp_error(resp, &err);
+out:
+    dw_buf_cleanup(&out);
+    emu_err_clear(&err);
+    free(parts);
+    free(boundary);
+}

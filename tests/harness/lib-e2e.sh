@@ -1,0 +1,57 @@
+# tests/harness/lib-e2e.sh - the whole product on one machine: a private Postgres holding
+# the sample F&O staging schema, dvemu with the sample Dataverse metadata, a dwasync config
+# pointing at both, and the sample job imported. Used by the end-to-end tests, the
+# benchmarks and the demo. Sourced by lib.sh; needs lib-dvemu.sh (dvemu_start).
+#
+#   e2e_setup [dvemu args...]   # pg_start + dvemu_start + schema + config + init + map import
+#   e2e_load_sample             # the sample data for two legal entities
+#   dw ...                      # runs dwasync with the e2e config
+#   dv_load SET                 # loads dvemu's rows of an entity set into table dv.SET (jsonb)
+
+DW_SAMPLE_DIR=${DW_SAMPLE_DIR:-$DWASYNC_SOURCE_DIR/packaging/sample}
+
+dw() { "$DWASYNC_BIN" --config "$DW_E2E_CONF" "$@"; }
+
+e2e_setup() {
+    pg_start
+    dvemu_start "$@"
+    dw_mktemp DW_E2E_DIR e2e
+    export DW_E2E_DIR DW_E2E_CONF=$DW_E2E_DIR/dwasync.conf
+    psql -X -q -v ON_ERROR_STOP=1 -f "$DW_SAMPLE_DIR/fno-schema.sql" >/dev/null ||
+        die "loading the sample schema failed"
+    cat >"$DW_E2E_CONF" <<CONF
+[source]
+conninfo = $DW_PG_CONNINFO
+
+[dataverse]
+url = $DVEMU_URL
+authority = $DVEMU_URL
+tenant_id = $DVEMU_TENANT
+client_id = $DVEMU_CLIENT_ID
+client_secret_file = $DVEMU_SECRET_FILE
+
+[apply]
+window_ms = 50
+
+[log]
+level = ${DW_E2E_LOG_LEVEL:-info}
+CONF
+    dw init >/dev/null || die "dwasync init failed"
+    dw map import "$DW_SAMPLE_DIR/fno-sample.map.json" >/dev/null || die "map import failed"
+}
+
+e2e_load_sample() {
+    psql -X -q -v ON_ERROR_STOP=1 -f "$DW_SAMPLE_DIR/fno-sample-data.sql" >/dev/null ||
+        die "loading the sample data failed"
+}
+
+# dv_load SET: copies dvemu's current rows of SET into dv.SET (one jsonb document a row).
+dv_load() {
+    psql_q "CREATE SCHEMA IF NOT EXISTS dv; DROP TABLE IF EXISTS dv.$1; CREATE TABLE dv.$1 (doc jsonb)"
+    # One JSON document a line; CSV with quote and delimiter bytes that never occur in JSON.
+    curl -sf "$DVEMU_URL/_dvemu/tables/$1" |
+        psql -X -qAt -v ON_ERROR_STOP=1 -c "CREATE TEMP TABLE raw (t text); \
+            COPY raw FROM STDIN WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02'); \
+            INSERT INTO dv.$1 SELECT jsonb_array_elements(t::jsonb->'value') FROM raw" ||
+        die "loading dvemu table $1 failed"
+}

@@ -1,0 +1,174 @@
+/* Unit tests: key literals, URL encoding (quotes, unicode, unaddressable characters),
+ * segments and $filter fallbacks. */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dwasync/dvkey.h"
+
+static char *segment(const char *key_json, bool encode)
+{
+    json_t *key = json_loads(key_json, 0, NULL);
+    ck_assert_ptr_nonnull(key);
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    ck_assert_int_eq(dw_dvkey_segment(&b, key, encode), DW_OK);
+    json_decref(key);
+    return dw_buf_steal(&b);
+}
+
+static char *filter(const char *key_json)
+{
+    json_t *key = json_loads(key_json, 0, NULL);
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    ck_assert_int_eq(dw_dvkey_filter(&b, key), DW_OK);
+    json_decref(key);
+    return dw_buf_steal(&b);
+}
+
+static void check_literal(json_t *v, bool bare, const char *expected)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    ck_assert_int_eq(dw_dvkey_literal(&b, v, bare), DW_OK);
+    ck_assert_str_eq(dw_buf_str(&b), expected);
+    dw_buf_cleanup(&b);
+    json_decref(v);
+}
+
+START_TEST(literals)
+{
+    check_literal(json_string("ABC123"), false, "'ABC123'");
+    check_literal(json_string("O'Brien"), false, "'O''Brien'");
+    check_literal(json_string("''"), false, "''''''");
+    check_literal(json_string(""), false, "''");
+    check_literal(json_integer(-42), false, "-42");
+    check_literal(json_real(12.5), false, "12.5");
+    check_literal(json_true(), false, "true");
+    check_literal(json_false(), false, "false");
+    check_literal(json_string("00000000-0000-0000-0000-000000000001"), true,
+                  "00000000-0000-0000-0000-000000000001");
+    /* A GUID-looking string in an ordinary key part stays a quoted string. */
+    check_literal(json_string("00000000-0000-0000-0000-000000000001"), false,
+                  "'00000000-0000-0000-0000-000000000001'");
+    /* Not a GUID: quoted even in a lookup part. */
+    check_literal(json_string("0000-zz"), true, "'0000-zz'");
+
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    json_t *bad = json_null();
+    ck_assert_int_eq(dw_dvkey_literal(&b, bad, false), DW_ERR_INVALID);
+    json_t *arr = json_array();
+    ck_assert_int_eq(dw_dvkey_literal(&b, arr, false), DW_ERR_INVALID);
+    json_decref(arr);
+    dw_buf_cleanup(&b);
+}
+END_TEST
+
+START_TEST(segments_are_quoted_and_encoded)
+{
+    char *s = segment("{\"accountnumber\":\"ABC123\"}", true);
+    ck_assert_str_eq(s, "accountnumber='ABC123'");
+    free(s);
+    s = segment("{\"firstname\":\"Joe\",\"emailaddress1\":\"abc@example.com\"}", true);
+    ck_assert_str_eq(s, "firstname='Joe',emailaddress1='abc%40example.com'");
+    free(s);
+    s = segment("{\"lastname\":\"O'Brien Smith\"}", true);
+    ck_assert_str_eq(s, "lastname='O''Brien%20Smith'");
+    free(s);
+    /* Unicode goes byte by byte as UTF-8. */
+    s = segment("{\"name\":\"M\\u00fcller \\u6771\\u4eac\"}", true);
+    ck_assert_str_eq(s, "name='M%C3%BCller%20%E6%9D%B1%E4%BA%AC'");
+    free(s);
+    s = segment("{\"name\":\"M\\u00fcller\"}", false);
+    ck_assert_str_eq(s, "name='M\xc3\xbcller'");
+    free(s);
+    s = segment("{\"name\":\"a#b\\\"c\"}", true);
+    ck_assert_str_eq(s, "name='a%23b%22c'");
+    free(s);
+    /* Composite with a lookup part: the GUID goes bare, numbers unquoted. */
+    s = segment("{\"accountnumber\":\"C1\",\"_msdyn_company_value\":"
+                "\"6f0a3c11-2a5b-4c3d-9e8f-0123456789ab\",\"msdyn_line\":3}",
+                true);
+    ck_assert_str_eq(s, "accountnumber='C1',_msdyn_company_value=6f0a3c11-2a5b-4c3d-9e8f-"
+                        "0123456789ab,msdyn_line=3");
+    free(s);
+
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    json_t *empty = json_object();
+    ck_assert_int_eq(dw_dvkey_segment(&b, empty, true), DW_ERR_INVALID);
+    json_t *ref = json_loads("{\"_x_value\":{\"$ref\":\"xs\",\"key\":{\"a\":1}}}", 0, NULL);
+    ck_assert_int_eq(dw_dvkey_segment(&b, ref, true), DW_ERR_INVALID);
+    json_decref(ref);
+    json_decref(empty);
+    dw_buf_cleanup(&b);
+}
+END_TEST
+
+START_TEST(unaddressable_characters)
+{
+    const char *bad = "/<>*%&:\\?+";
+    for (const char *c = bad; *c; c++) {
+        char value[8] = {'a', *c, 'b', '\0'};
+        json_t *key = json_pack("{s:s}", "k", value);
+        ck_assert_msg(!dw_dvkey_addressable(key), "'%c' must be unaddressable", *c);
+        json_decref(key);
+    }
+    json_t *ok = json_pack("{s:s, s:i, s:s}", "k", "plain -._~'#@ text", "n", 5, "u",
+                           "\xc3\xbc\xe6\x9d\xb1");
+    ck_assert(dw_dvkey_addressable(ok));
+    json_decref(ok);
+
+    /* The fallback filter carries those characters percent-encoded. */
+    char *f = filter("{\"name\":\"a/b&c+d%e\",\"n\":7}");
+    ck_assert_str_eq(f, "name%20eq%20'a%2Fb%26c%2Bd%25e'%20and%20n%20eq%207");
+    free(f);
+    f = filter("{\"name\":\"x:y\",\"_parent_value\":\"6f0a3c11-2a5b-4c3d-9e8f-0123456789ab\"}");
+    ck_assert_str_eq(f, "name%20eq%20'x%3Ay'%20and%20_parent_value%20eq%20"
+                        "6f0a3c11-2a5b-4c3d-9e8f-0123456789ab");
+    free(f);
+}
+END_TEST
+
+START_TEST(guids_refs_and_lookup_parts)
+{
+    ck_assert(dw_dvkey_is_guid("6f0a3c11-2a5b-4c3d-9e8f-0123456789AB"));
+    ck_assert(!dw_dvkey_is_guid("6f0a3c11-2a5b-4c3d-9e8f-0123456789a"));
+    ck_assert(!dw_dvkey_is_guid("6f0a3c11-2a5b-4c3d-9e8f-0123456789abc"));
+    ck_assert(!dw_dvkey_is_guid("6f0a3c112a5b-4c3d-9e8f-0123456789ab"));
+    ck_assert(!dw_dvkey_is_guid(""));
+    ck_assert(dw_dvkey_is_lookup_part("_msdyn_company_value"));
+    ck_assert(!dw_dvkey_is_lookup_part("_value"));
+    ck_assert(!dw_dvkey_is_lookup_part("msdyn_value"));
+    json_t *ref =
+        json_loads("{\"$ref\":\"cdm_companies\",\"key\":{\"cdm_companycode\":\"USMF\"}}", 0, NULL);
+    ck_assert(dw_dvkey_is_ref(ref));
+    json_decref(ref);
+    json_t *notref = json_loads("{\"$ref\":\"x\"}", 0, NULL);
+    ck_assert(!dw_dvkey_is_ref(notref));
+    json_decref(notref);
+}
+END_TEST
+
+static Suite *dvkey_suite(void)
+{
+    Suite *s = suite_create("dvkey");
+    TCase *tc = tcase_create("dvkey");
+    tcase_add_test(tc, literals);
+    tcase_add_test(tc, segments_are_quoted_and_encoded);
+    tcase_add_test(tc, unaddressable_characters);
+    tcase_add_test(tc, guids_refs_and_lookup_parts);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(dvkey_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

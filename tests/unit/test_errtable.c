@@ -1,0 +1,819 @@
+/*
+ * The error table's C API and the replay engine against a private Postgres cluster
+ * (tests/harness/pgcluster): idempotent inserts, the blocked set across a reconnect,
+ * replay order and idempotence, failures back to open, skip releasing followers, writes
+ * completed later, sequence levels, NOTIFY and the listener lock, the alert rule and
+ * retention. The "Dataverse" here is a list of writes recorded in the order they were sent.
+ */
+#include <check.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <sys/stat.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/errtable.h"
+#include "dwasync/json.h"
+#include "dwasync/log.h"
+#include "dwasync/migrate.h"
+#include "dwasync/pg.h"
+#include "dwasync/redact.h"
+
+static char cluster_dir[256];
+static char conninfo[1200];
+
+static const char *harness_script(void)
+{
+    return DW_SOURCE_SQLDIR "/../tests/harness/pgcluster";
+}
+
+static void cluster_start(void)
+{
+    char cmd[1024], line[512], host[512] = "", port[512] = "";
+    snprintf(cluster_dir, sizeof cluster_dir, "/tmp/dwasync-errtable.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(cluster_dir));
+    /* The server may run as another user (initdb refuses root): it must reach its dir. */
+    ck_assert_int_eq(chmod(cluster_dir, 0755), 0);
+    snprintf(cmd, sizeof cmd, "bash '%s' start '%s/c' >/dev/null 2>&1", harness_script(),
+             cluster_dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s/c/env", cluster_dir);
+    FILE *f = fopen(cmd, "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strncmp(line, "export PGHOST=", 14) == 0)
+            snprintf(host, sizeof host, "%s", line + 14);
+        if (strncmp(line, "export PGPORT=", 14) == 0)
+            snprintf(port, sizeof port, "%s", line + 14);
+    }
+    fclose(f);
+    snprintf(conninfo, sizeof conninfo, "host=%s port=%s user=postgres dbname=postgres", host,
+             port);
+    PGconn *conn;
+    struct dw_migrate_result mr;
+    ck_assert_int_eq(dw_pg_connect(conninfo, "test", &conn), DW_OK);
+    ck_assert_int_eq(dw_migrate_run(conn, DW_SOURCE_SQLDIR, &mr), DW_OK);
+    PQfinish(conn);
+}
+
+static void cluster_stop(void)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "bash '%s' stop '%s/c' >/dev/null 2>&1; rmdir '%s'", harness_script(),
+             cluster_dir, cluster_dir);
+    (void)system(cmd);
+}
+
+static PGconn *connect_db(void)
+{
+    PGconn *conn;
+    ck_assert_int_eq(dw_pg_connect(conninfo, "test", &conn), DW_OK);
+    return conn;
+}
+
+/* First column of the first row as a heap string ("" if no row). */
+static char *q(PGconn *conn, const char *sql)
+{
+    PGresult *res;
+    ck_assert_int_eq(dw_pg_query(conn, "test query", sql, 0, NULL, &res), DW_OK);
+    char *v = dw_strdup(PQntuples(res) ? PQgetvalue(res, 0, 0) : "");
+    PQclear(res);
+    return v;
+}
+
+static void q_eq(PGconn *conn, const char *sql, const char *want)
+{
+    char *got = q(conn, sql);
+    ck_assert_msg(strcmp(got, want) == 0, "%s: want [%s] got [%s]", sql, want, got);
+    free(got);
+}
+
+static void exec_ok(PGconn *conn, const char *sql)
+{
+    ck_assert_int_eq(dw_pg_exec(conn, "test statement", sql), DW_OK);
+}
+
+/* A job named name with one table group and two maps: parent (seq 1) and child (seq 2). */
+static int64_t make_job(PGconn *conn, const char *name)
+{
+    char *sql = dw_asprintf(
+        "WITH j AS (INSERT INTO dwasync.job (name, slot_name, publication_name) "
+        "VALUES ('%s', '%s_slot', '%s_pub') RETURNING id), "
+        "g AS (INSERT INTO dwasync.table_group (job_id, name) SELECT id, 'g' FROM j "
+        "RETURNING id, job_id), "
+        "m AS (INSERT INTO dwasync.table_map (job_id, group_id, sequence, name, source_table, "
+        "target_entity_set, target_logical_name, key_mapping) "
+        "SELECT job_id, id, 1, 'parent', 'custgroup', 'groups', 'group', '{}'::jsonb FROM g UNION "
+        "ALL "
+        "SELECT job_id, id, 2, 'child', 'custtable', 'accounts', 'account', '{}'::jsonb FROM g) "
+        "SELECT id FROM j",
+        name, name, name);
+    char *id = q(conn, sql);
+    int64_t v = strtoll(id, NULL, 10);
+    free(sql);
+    free(id);
+    return v;
+}
+
+static int64_t map_id(PGconn *conn, int64_t job, const char *name)
+{
+    char *sql = dw_asprintf(
+        "SELECT id FROM dwasync.table_map WHERE job_id = %" PRId64 " AND name = '%s'", job, name);
+    char *id = q(conn, sql);
+    int64_t v = strtoll(id, NULL, 10);
+    free(sql);
+    free(id);
+    return v;
+}
+
+/* One error row: key {"k": key}, new row {"k": key, "v": value}. */
+struct row_spec {
+    const char *key;
+    uint64_t lsn;
+    uint32_t pos;
+    const char *value;
+    bool waiting;
+    enum dw_error_class cls;
+};
+
+static size_t insert_rows(PGconn *conn, int64_t job, int64_t map, const struct row_spec *spec,
+                          size_t n, struct dw_blocked_keys *blocked)
+{
+    struct dw_errrow *rows = dw_calloc(n, sizeof *rows);
+    json_t **keys = dw_calloc(n, sizeof *keys), **news = dw_calloc(n, sizeof *news);
+    for (size_t i = 0; i < n; i++) {
+        keys[i] = json_pack("{s:s}", "k", spec[i].key);
+        news[i] = json_pack("{s:s,s:s}", "k", spec[i].key, "v", spec[i].value);
+        rows[i] = (struct dw_errrow){
+            .job_id = job,
+            .map_id = map,
+            .map_name = "child",
+            .source_schema = "public",
+            .source_table = "custtable",
+            .op = DW_CHANGE_UPDATE,
+            .source_key = keys[i],
+            .new_row = news[i],
+            .commit_lsn = spec[i].lsn,
+            .xid = 700,
+            .commit_time_us = 1795000000123456LL,
+            .position = spec[i].pos,
+            .http_status = spec[i].cls == DW_ERRCLASS_NONE ? 0 : 400,
+            .code = spec[i].cls == DW_ERRCLASS_NONE ? NULL : "0x80044331",
+            .message = spec[i].cls == DW_ERRCLASS_NONE ? NULL : "A validation error occurred.",
+            .error_class = spec[i].cls,
+            .waiting = spec[i].waiting,
+        };
+    }
+    size_t inserted = 0;
+    ck_assert_int_eq(dw_errtable_insert(conn, rows, n, blocked, &inserted), DW_OK);
+    for (size_t i = 0; i < n; i++) {
+        json_decref(keys[i]);
+        json_decref(news[i]);
+    }
+    free(keys);
+    free(news);
+    free(rows);
+    return inserted;
+}
+
+/* --- the fake mapping and Dataverse ----------------------------------------------------- */
+
+struct fake {
+    struct dw_replay *engine;
+    char sent[4096];         /* "key=value;" per write, in send order */
+    bool reject_bad;         /* values "bad" are refused with a 400 (the unfixed state) */
+    bool defer;              /* complete later, from the test */
+    void *pending[16];       /* deferred tokens */
+    char *pending_value[16]; /* and their values */
+    int npending;
+    char unblocked[1024];
+};
+
+static dw_rc fake_remap(void *user, const struct dw_errstored *row, struct dw_remap *out)
+{
+    (void)user;
+    const char *v = json_string_value(json_object_get(row->new_row, "v"));
+    if (v && strcmp(v, "unmappable") == 0) {
+        out->status = DW_REMAP_FAILED;
+        out->error_class = DW_ERRCLASS_MAPPING;
+        out->message = dw_strdup("column \"v\": value \"unmappable\" is not in the value map");
+        return DW_OK;
+    }
+    if (v && strcmp(v, "filtered") == 0) {
+        out->status = DW_REMAP_NOTHING;
+        return DW_OK;
+    }
+    out->status = DW_REMAP_WRITE;
+    out->write.op = DW_WRITE_UPSERT;
+    out->write.entity_set = dw_strdup("accounts");
+    out->write.logical_name = dw_strdup("account");
+    out->write.key = json_deep_copy(row->source_key);
+    out->write.body = json_deep_copy(row->new_row);
+    out->target_id = dw_strdup("accounts(k)");
+    return DW_OK;
+}
+
+static void fake_finish(struct fake *f, void *token, const char *value)
+{
+    bool bad = f->reject_bad && strcmp(value, "bad") == 0;
+    json_t *payload = json_pack("{s:s}", "v", value);
+    struct dw_write_result res = {
+        .status = bad ? DW_WRITE_REJECTED : DW_WRITE_APPLIED,
+        .error_class = bad ? DW_ERRCLASS_VALIDATION : DW_ERRCLASS_NONE,
+        .http_status = bad ? 400 : 204,
+        .code = bad ? "0x80044331" : "",
+        .message = bad ? "still too long" : "",
+        .payload = payload,
+    };
+    dw_replay_complete(f->engine, token, &res);
+    json_decref(payload);
+}
+
+static dw_rc fake_submit(void *user, void *token, struct dw_write *w)
+{
+    struct fake *f = user;
+    const char *key = json_string_value(json_object_get(w->key, "k"));
+    const char *value = json_string_value(json_object_get(w->body, "v"));
+    size_t len = strlen(f->sent);
+    snprintf(f->sent + len, sizeof f->sent - len, "%s=%s;", key, value);
+    if (f->defer) {
+        ck_assert_int_lt(f->npending, 16);
+        f->pending[f->npending] = token;
+        f->pending_value[f->npending++] = dw_strdup(value);
+    } else {
+        fake_finish(f, token, value);
+    }
+    free(w->entity_set);
+    free(w->logical_name);
+    json_decref(w->key);
+    json_decref(w->body);
+    return DW_OK;
+}
+
+static void fake_unblocked(void *user, int64_t map, const char *key_text)
+{
+    struct fake *f = user;
+    (void)map;
+    size_t len = strlen(f->unblocked);
+    snprintf(f->unblocked + len, sizeof f->unblocked - len, "%s;", key_text);
+}
+
+static void fake_complete_all(struct fake *f)
+{
+    for (int i = 0; i < f->npending; i++) {
+        fake_finish(f, f->pending[i], f->pending_value[i]);
+        free(f->pending_value[i]);
+    }
+    f->npending = 0;
+}
+
+static const struct dw_replay_ops fake_ops = {fake_remap, fake_submit, fake_unblocked};
+
+static struct dw_replay *engine_for(PGconn *conn, int64_t job, struct fake *f, int max)
+{
+    struct dw_replay *r;
+    ck_assert_int_eq(dw_replay_new(conn, job, &fake_ops, f, max, &r), DW_OK);
+    f->engine = r;
+    return r;
+}
+
+static bool pump(struct dw_replay *r)
+{
+    bool idle = false;
+    ck_assert_int_eq(dw_replay_pump(r, &idle), DW_OK);
+    return idle;
+}
+
+/* --- tests --------------------------------------------------------------------------- */
+
+static const struct row_spec basic[] = {
+    {"A", 0x100, 0, "a1", false, DW_ERRCLASS_VALIDATION},
+    {"A", 0x200, 0, "a2", true, DW_ERRCLASS_NONE},
+    {"B", 0x200, 1, "b1", false, DW_ERRCLASS_VALIDATION},
+    {"A", 0x300, 2, "a3", true, DW_ERRCLASS_NONE},
+};
+
+START_TEST(inserts_are_idempotent_and_decide_status)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "idem");
+    int64_t map = map_id(conn, job, "child");
+    struct dw_blocked_keys *blocked = dw_blocked_keys_new();
+    ck_assert_uint_eq(insert_rows(conn, job, map, basic, 4, blocked), 4);
+    ck_assert_uint_eq(insert_rows(conn, job, map, basic, 4, blocked), 0);
+    q_eq(conn,
+         "SELECT string_agg(key_text || ':' || status, ',' ORDER BY commit_lsn, position) "
+         "FROM dwasync.error e JOIN dwasync.job j ON j.id = e.job_id WHERE j.name = 'idem'",
+         "{\"k\":\"A\"}:open,{\"k\":\"A\"}:waiting,{\"k\":\"B\"}:open,{\"k\":\"A\"}:waiting");
+    /* The stored row keeps every field. */
+    q_eq(conn,
+         "SELECT concat_ws('|', commit_lsn, xid, commit_time AT TIME ZONE 'UTC', position, "
+         "http_status, dv_code, class, attempts, source_row->'new'->>'v', operation) "
+         "FROM dwasync.error WHERE commit_lsn = '0/100' AND key_text = '{\"k\":\"A\"}' "
+         "AND job_id = (SELECT id FROM dwasync.job WHERE name = 'idem')",
+         "0/100|700|2026-11-18 11:06:40.123456|0|400|0x80044331|validation|1|a1|update");
+    ck_assert(dw_blocked_keys_contains(blocked, map, "{\"k\":\"A\"}"));
+    ck_assert(dw_blocked_keys_contains(blocked, map, "{\"k\":\"B\"}"));
+    ck_assert(!dw_blocked_keys_contains(blocked, map, "{\"k\":\"C\"}"));
+    ck_assert(!dw_blocked_keys_contains(blocked, map + 1, "{\"k\":\"A\"}"));
+    dw_blocked_keys_free(blocked);
+
+    /* A later change to a blocked key waits even if the caller did not say so. */
+    const struct row_spec later[] = {{"B", 0x400, 0, "b2", false, DW_ERRCLASS_VALIDATION}};
+    ck_assert_uint_eq(insert_rows(conn, job, map, later, 1, NULL), 1);
+    q_eq(conn,
+         "SELECT status FROM dwasync.error WHERE commit_lsn = '0/400' AND job_id = (SELECT id "
+         "FROM dwasync.job WHERE name = 'idem')",
+         "waiting");
+
+    /* Secrets a caller let through never reach the table. */
+    dw_redact_register("Tr0ub4dor&3-secret");
+    json_t *key = json_pack("{s:s}", "k", "SECRET");
+    json_t *payload = json_pack("{s:s,s:s}", "name", "has Tr0ub4dor&3-secret", "password", "pw");
+    struct dw_errrow leaky = {.job_id = job,
+                              .map_id = map,
+                              .source_schema = "public",
+                              .source_table = "custtable",
+                              .source_key = key,
+                              .payload = payload,
+                              .commit_lsn = 0x800,
+                              .message = "rejected Tr0ub4dor&3-secret",
+                              .error_class = DW_ERRCLASS_UNKNOWN};
+    ck_assert_int_eq(dw_errtable_insert(conn, &leaky, 1, NULL, NULL), DW_OK);
+    q_eq(conn,
+         "SELECT message || ' ' || payload::text FROM dwasync.error WHERE commit_lsn = '0/800' "
+         "AND job_id = (SELECT id FROM dwasync.job WHERE name = 'idem')",
+         "rejected [REDACTED] {\"name\": \"has [REDACTED]\", \"password\": \"[REDACTED]\"}");
+    json_decref(key);
+    json_decref(payload);
+    dw_redact_clear();
+
+    /* A row without a source key is refused before anything is written. */
+    struct dw_errrow bad = {
+        .job_id = job, .map_id = map, .source_schema = "public", .source_table = "t"};
+    ck_assert_int_eq(dw_errtable_insert(conn, &bad, 1, NULL, NULL), DW_ERR_INVALID);
+    PQfinish(conn);
+}
+END_TEST
+
+START_TEST(blocked_keys_survive_a_restart)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "restart");
+    int64_t map = map_id(conn, job, "child");
+    ck_assert_uint_eq(insert_rows(conn, job, map, basic, 4, NULL), 4);
+    PQfinish(conn);
+
+    /* A new process: a new connection and an empty set, rebuilt from the table. */
+    conn = connect_db();
+    struct dw_blocked_keys *blocked = dw_blocked_keys_new();
+    dw_blocked_keys_add(blocked, 99, "stale");
+    ck_assert_int_eq(dw_errtable_load_blocked(conn, job, blocked), DW_OK);
+    ck_assert_uint_eq(dw_blocked_keys_count(blocked), 2);
+    ck_assert(dw_blocked_keys_contains(blocked, map, "{\"k\":\"A\"}"));
+    ck_assert(dw_blocked_keys_contains(blocked, map, "{\"k\":\"B\"}"));
+    ck_assert(!dw_blocked_keys_contains(blocked, 99, "stale"));
+    dw_blocked_keys_remove(blocked, map, "{\"k\":\"A\"}");
+    ck_assert_uint_eq(dw_blocked_keys_count(blocked), 1);
+    dw_blocked_keys_free(blocked);
+    PQfinish(conn);
+}
+END_TEST
+
+START_TEST(replay_applies_head_then_followers_once)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "order");
+    int64_t map = map_id(conn, job, "child");
+    insert_rows(conn, job, map, basic, 4, NULL);
+    struct fake f = {0};
+    struct dw_replay *r = engine_for(conn, job, &f, 8);
+    ck_assert(pump(r)); /* nothing queued yet */
+    ck_assert_str_eq(f.sent, "");
+
+    /* Replaying a follower queues its key from the head. */
+    q_eq(conn,
+         "SELECT dwasync.replay_error(id) FROM dwasync.error WHERE commit_lsn = '0/200' "
+         "AND position = 0 AND job_id = (SELECT id FROM dwasync.job WHERE name = 'order')",
+         "3");
+    ck_assert(pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;A=a2;A=a3;");
+    ck_assert_str_eq(f.unblocked, "{\"k\":\"A\"};");
+    q_eq(conn,
+         "SELECT string_agg(status || '/' || coalesce(resolved_by, '-'), ',' ORDER BY "
+         "commit_lsn, position) FROM dwasync.error WHERE job_id = (SELECT id FROM dwasync.job "
+         "WHERE name = 'order')",
+         "resolved/postgres,resolved/postgres,open/-,resolved/postgres");
+
+    /* Twice is once: nothing more is queued or sent. */
+    q_eq(conn,
+         "SELECT sum(dwasync.replay_error(id)) FROM dwasync.error WHERE job_id = "
+         "(SELECT id FROM dwasync.job WHERE name = 'order') AND key_text = '{\"k\":\"A\"}'",
+         "0");
+    ck_assert(pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;A=a2;A=a3;");
+    struct dw_replay_stats st;
+    dw_replay_get_stats(r, &st);
+    ck_assert_uint_eq(st.dispatched, 3);
+    ck_assert_uint_eq(st.resolved, 3);
+    ck_assert_uint_eq(st.unblocked, 1);
+    dw_replay_free(r);
+    PQfinish(conn);
+}
+END_TEST
+
+START_TEST(failed_replay_goes_back_to_open_then_fix_and_replay)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "again");
+    int64_t map = map_id(conn, job, "child");
+    const struct row_spec rows[] = {
+        {"K", 0x100, 0, "bad", false, DW_ERRCLASS_VALIDATION},
+        {"K", 0x200, 0, "k2", true, DW_ERRCLASS_NONE},
+        {"M", 0x300, 0, "unmappable", false, DW_ERRCLASS_MAPPING},
+    };
+    insert_rows(conn, job, map, rows, 3, NULL);
+    struct fake f = {.reject_bad = true};
+    struct dw_replay *r = engine_for(conn, job, &f, 4);
+    q_eq(conn, "SELECT dwasync.replay_errors('again')", "3");
+    ck_assert(pump(r));
+    /* The head failed again: its follower was not sent; the mapping error stays a mapping
+     * error and sends nothing. */
+    ck_assert_str_eq(f.sent, "K=bad;");
+    q_eq(conn,
+         "SELECT string_agg(concat_ws('/', status, attempts, class, http_status, message), ',' "
+         "ORDER BY commit_lsn) FROM dwasync.error WHERE job_id = (SELECT id FROM dwasync.job "
+         "WHERE name = 'again')",
+         "open/2/validation/400/still too long,waiting/0/,"
+         "open/2/mapping/column \"v\": value \"unmappable\" is not in the value map");
+    ck_assert_str_eq(f.unblocked, "");
+
+    /* The operator fixes the cause and replays: the head and then its follower go through. */
+    f.reject_bad = false;
+    q_eq(conn, "SELECT dwasync.replay_errors('again', 'custtable', '0x80044331')", "2");
+    ck_assert(pump(r));
+    ck_assert_str_eq(f.sent, "K=bad;K=bad;K=k2;");
+    q_eq(conn,
+         "SELECT count(*) FROM dwasync.error WHERE status = 'resolved' AND job_id = "
+         "(SELECT id FROM dwasync.job WHERE name = 'again')",
+         "2");
+    dw_replay_free(r);
+    PQfinish(conn);
+}
+END_TEST
+
+START_TEST(skip_releases_followers)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "skip");
+    int64_t map = map_id(conn, job, "child");
+    const struct row_spec rows[] = {
+        {"S", 0x100, 0, "s1", false, DW_ERRCLASS_VALIDATION},
+        {"S", 0x200, 0, "s2", true, DW_ERRCLASS_NONE},
+        {"S", 0x300, 0, "filtered", true, DW_ERRCLASS_NONE},
+        {"S", 0x400, 0, "s4", true, DW_ERRCLASS_NONE},
+    };
+    insert_rows(conn, job, map, rows, 4, NULL);
+    struct fake f = {0};
+    struct dw_replay *r = engine_for(conn, job, &f, 4);
+    /* Skipping a waiting row only takes it out of the queue. */
+    q_eq(conn,
+         "SELECT dwasync.skip_error(id, 'duplicate of s2') FROM dwasync.error "
+         "WHERE commit_lsn = '0/400' AND job_id = (SELECT id FROM dwasync.job WHERE name = "
+         "'skip')",
+         "0");
+    ck_assert(pump(r));
+    ck_assert_str_eq(f.sent, "");
+    /* Skipping the head makes the next row the head, queued; the engine applies the rest. */
+    q_eq(conn,
+         "SELECT dwasync.skip_error(id, 'customer was deleted in F&O') FROM dwasync.error "
+         "WHERE commit_lsn = '0/100' AND job_id = (SELECT id FROM dwasync.job WHERE name = "
+         "'skip')",
+         "2");
+    ck_assert(pump(r));
+    ck_assert_str_eq(f.sent, "S=s2;"); /* the filtered row has nothing to send */
+    ck_assert_str_eq(f.unblocked, "{\"k\":\"S\"};");
+    q_eq(conn,
+         "SELECT string_agg(status || ':' || coalesce(skip_reason, '-'), ',' ORDER BY "
+         "commit_lsn) FROM dwasync.error WHERE job_id = (SELECT id FROM dwasync.job WHERE name "
+         "= 'skip')",
+         "skipped:customer was deleted in F&O,resolved:-,resolved:-,skipped:duplicate of s2");
+    dw_replay_free(r);
+    PQfinish(conn);
+}
+END_TEST
+
+START_TEST(late_completions_keep_one_write_per_key)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "late");
+    int64_t child = map_id(conn, job, "child");
+    int64_t parent = map_id(conn, job, "parent");
+    const struct row_spec crows[] = {
+        {"C", 0x100, 0, "c1", false, DW_ERRCLASS_MISSING_PARENT},
+        {"C", 0x300, 0, "c2", true, DW_ERRCLASS_NONE},
+    };
+    const struct row_spec prows[] = {{"P", 0x200, 0, "p1", false, DW_ERRCLASS_VALIDATION}};
+    insert_rows(conn, job, child, crows, 2, NULL);
+    insert_rows(conn, job, parent, prows, 1, NULL);
+    struct fake f = {.defer = true};
+    struct dw_replay *r = engine_for(conn, job, &f, 8);
+    q_eq(conn, "SELECT dwasync.replay_errors('late')", "3");
+
+    /* Sequence levels: the parent (sequence 1) goes first, the child waits for it. */
+    ck_assert(!pump(r));
+    ck_assert_str_eq(f.sent, "P=p1;");
+    ck_assert_uint_eq(dw_replay_in_flight(r), 1);
+    ck_assert(!pump(r)); /* nothing new while the parent is in flight */
+    ck_assert_str_eq(f.sent, "P=p1;");
+    fake_complete_all(&f);
+    ck_assert(!pump(r));
+    ck_assert_str_eq(f.sent, "P=p1;C=c1;");
+    /* One write per key: the follower is not sent before its head completes. */
+    ck_assert(!pump(r));
+    ck_assert_str_eq(f.sent, "P=p1;C=c1;");
+    fake_complete_all(&f);
+    ck_assert(!pump(r));
+    ck_assert_str_eq(f.sent, "P=p1;C=c1;C=c2;");
+    fake_complete_all(&f);
+    ck_assert(pump(r));
+    ck_assert_uint_eq(dw_replay_in_flight(r), 0);
+    q_eq(conn,
+         "SELECT count(*) FROM dwasync.error WHERE status <> 'resolved' AND job_id = (SELECT id "
+         "FROM dwasync.job WHERE name = 'late')",
+         "0");
+    dw_replay_free(r);
+    PQfinish(conn);
+}
+END_TEST
+
+START_TEST(queues_left_without_a_head_are_healed)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "orphan");
+    int64_t map = map_id(conn, job, "child");
+    insert_rows(conn, job, map, basic, 4, NULL);
+    /* A crash between a replay and a re-streamed window can leave waiting rows alone. */
+    exec_ok(conn, "UPDATE dwasync.error SET status = 'resolved', resolved_at = now() WHERE "
+                  "commit_lsn = '0/100' AND job_id = (SELECT id FROM dwasync.job WHERE name = "
+                  "'orphan')");
+    /* A parked row whose blocker is gone becomes a queued head on insert. */
+    const struct row_spec parked[] = {{"Z", 0x500, 0, "z1", true, DW_ERRCLASS_NONE}};
+    insert_rows(conn, job, map, parked, 1, NULL);
+    q_eq(conn,
+         "SELECT status FROM dwasync.error WHERE commit_lsn = '0/500' AND job_id = (SELECT id "
+         "FROM dwasync.job WHERE name = 'orphan')",
+         "replaying");
+    struct fake f = {0};
+    struct dw_replay *r = engine_for(conn, job, &f, 2);
+    ck_assert(pump(r));
+    ck_assert_str_eq(f.sent, "A=a2;Z=z1;A=a3;");
+    dw_replay_free(r);
+    PQfinish(conn);
+}
+END_TEST
+
+START_TEST(notify_reaches_the_listening_daemon)
+{
+    PGconn *daemon = connect_db();
+    PGconn *op = connect_db();
+    int64_t job = make_job(op, "notify");
+    int64_t map = map_id(op, job, "child");
+    insert_rows(op, job, map, basic, 2, NULL);
+    int n = -1;
+    ck_assert_int_eq(dw_errtable_listeners(op, "notify", &n), DW_OK);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(dw_errtable_listen(daemon, job), DW_OK);
+    ck_assert_int_eq(dw_errtable_listeners(op, "notify", &n), DW_OK);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(dw_errtable_listeners(op, "idem", &n), DW_OK);
+    ck_assert_int_eq(n, 0);
+
+    q_eq(op,
+         "SELECT dwasync.replay_error(min(id)) FROM dwasync.error WHERE job_id = (SELECT id FROM "
+         "dwasync.job WHERE name = 'notify')",
+         "2");
+    PGnotify *note = NULL;
+    for (int i = 0; i < 50 && note == NULL; i++) {
+        int sock = PQsocket(daemon);
+        fd_set fds;
+        FD_ZERO(&fds);
+        FD_SET(sock, &fds);
+        struct timeval tv = {0, 100000};
+        (void)select(sock + 1, &fds, NULL, NULL, &tv);
+        ck_assert_int_eq(PQconsumeInput(daemon), 1);
+        note = PQnotifies(daemon);
+    }
+    ck_assert_ptr_nonnull(note);
+    ck_assert_str_eq(note->relname, DW_REPLAY_CHANNEL);
+    ck_assert_str_eq(note->extra, "notify");
+    PQfreemem(note);
+    PQfinish(daemon);
+    /* The backend releases the lock as it exits, a moment after the connection closes. */
+    for (int i = 0; i < 100; i++) {
+        ck_assert_int_eq(dw_errtable_listeners(op, "notify", &n), DW_OK);
+        if (n == 0)
+            break;
+        struct timeval tv = {0, 50000};
+        (void)select(0, NULL, NULL, NULL, &tv);
+    }
+    ck_assert_int_eq(n, 0);
+    PQfinish(op);
+}
+END_TEST
+
+START_TEST(alert_rule_pauses_the_job)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "alert");
+    int64_t map = map_id(conn, job, "child");
+    struct dw_alert_state a;
+    ck_assert_int_eq(dw_errtable_alert_check(conn, job, &a), DW_OK);
+    ck_assert(!a.enabled);
+    ck_assert(!a.tripped);
+    /* A malformed rule is refused by the table. */
+    PGresult *res = PQexec(conn, "UPDATE dwasync.job SET options = "
+                                 "'{\"pause_on_errors\": {\"errors\": \"ten\"}}' "
+                                 "WHERE name = 'alert'");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_FATAL_ERROR);
+    PQclear(res);
+    exec_ok(conn, "UPDATE dwasync.job SET state = 'active', options = "
+                  "'{\"pause_on_errors\": {\"errors\": 2, \"minutes\": 15}}' WHERE name = "
+                  "'alert'");
+    insert_rows(conn, job, map, basic, 4, NULL); /* 2 failures, 2 parked rows */
+    ck_assert_int_eq(dw_errtable_alert_check(conn, job, &a), DW_OK);
+    ck_assert(a.enabled);
+    ck_assert_int_eq(a.max_errors, 2);
+    ck_assert_int_eq(a.minutes, 15);
+    ck_assert_int_eq(a.errors_in_window, 2);
+    ck_assert(!a.tripped); /* more than 2 are needed */
+    bool paused = true;
+    ck_assert_int_eq(dw_errtable_alert_enforce(conn, job, &paused), DW_OK);
+    ck_assert(!paused);
+    const struct row_spec more[] = {{"X", 0x900, 0, "x", false, DW_ERRCLASS_PRIVILEGE}};
+    insert_rows(conn, job, map, more, 1, NULL);
+    /* Failures older than the window do not count. */
+    exec_ok(conn, "UPDATE dwasync.error SET last_failed_at = now() - interval '1 hour' WHERE "
+                  "commit_lsn = '0/100' AND job_id = (SELECT id FROM dwasync.job WHERE name = "
+                  "'alert')");
+    ck_assert_int_eq(dw_errtable_alert_check(conn, job, &a), DW_OK);
+    ck_assert(!a.tripped);
+    exec_ok(conn, "UPDATE dwasync.error SET last_failed_at = now() WHERE job_id = "
+                  "(SELECT id FROM dwasync.job WHERE name = 'alert')");
+    ck_assert_int_eq(dw_errtable_alert_check(conn, job, &a), DW_OK);
+    ck_assert_int_eq(a.errors_in_window, 3);
+    ck_assert(a.tripped);
+    ck_assert_int_eq(dw_errtable_alert_enforce(conn, job, &paused), DW_OK);
+    ck_assert(paused);
+    q_eq(conn, "SELECT state || ': ' || state_reason FROM dwasync.job WHERE name = 'alert'",
+         "paused: alert rule: 3 errors in the last 15 minutes (more than 2)");
+    q_eq(conn,
+         "SELECT alert_rule || '|' || alert_tripped FROM dwasync.job_status WHERE job = "
+         "'alert'",
+         "pause if more than 2 errors in 15 minutes|true");
+    /* Already paused: nothing more happens. */
+    ck_assert_int_eq(dw_errtable_alert_enforce(conn, job, &paused), DW_OK);
+    ck_assert(!paused);
+    PQfinish(conn);
+}
+END_TEST
+
+START_TEST(retention_never_purges_unresolved_rows)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "purge");
+    int64_t map = map_id(conn, job, "child");
+    const struct row_spec rows[] = {
+        {"R", 0x100, 0, "r1", false, DW_ERRCLASS_VALIDATION},
+        {"Q", 0x200, 0, "q1", false, DW_ERRCLASS_VALIDATION},
+        {"Q", 0x300, 0, "q2", true, DW_ERRCLASS_NONE},
+        {"T", 0x400, 0, "t1", false, DW_ERRCLASS_VALIDATION},
+        {"U", 0x500, 0, "u1", false, DW_ERRCLASS_VALIDATION},
+    };
+    insert_rows(conn, job, map, rows, 5, NULL);
+    exec_ok(conn, "SELECT dwasync.skip_error(id, 'old') FROM dwasync.error WHERE commit_lsn IN "
+                  "('0/100', '0/400') AND job_id = (SELECT id FROM dwasync.job WHERE name = "
+                  "'purge')");
+    /* Everything is 40 days old; R and T are skipped, Q open with a follower, U open. */
+    exec_ok(conn, "UPDATE dwasync.error SET first_failed_at = now() - interval '40 days', "
+                  "last_failed_at = now() - interval '40 days', resolved_at = CASE WHEN "
+                  "commit_lsn = '0/400' THEN now() - interval '2 days' ELSE now() - interval "
+                  "'40 days' END WHERE job_id = (SELECT id FROM dwasync.job WHERE name = "
+                  "'purge') AND status <> 'replaying'");
+    int64_t purged = -1;
+    ck_assert_int_eq(dw_errtable_purge(conn, job, 30, &purged), DW_OK);
+    ck_assert_int_eq(purged, 1);
+    ck_assert_int_eq(dw_errtable_purge(conn, job, 1, &purged), DW_OK);
+    ck_assert_int_eq(purged, 1);
+    ck_assert_int_eq(dw_errtable_purge(conn, job, 0, &purged), DW_OK);
+    ck_assert_int_eq(purged, 0);
+    q_eq(conn,
+         "SELECT string_agg(key_text || ':' || status, ',' ORDER BY commit_lsn) FROM "
+         "dwasync.error WHERE job_id = (SELECT id FROM dwasync.job WHERE name = 'purge')",
+         "{\"k\":\"Q\"}:open,{\"k\":\"Q\"}:waiting,{\"k\":\"U\"}:open");
+    ck_assert_int_eq(dw_errtable_purge(conn, job, -1, &purged), DW_ERR_PG);
+    PQfinish(conn);
+}
+END_TEST
+
+START_TEST(a_crash_mid_replay_resends_once_in_order)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "crash");
+    int64_t map = map_id(conn, job, "child");
+    insert_rows(conn, job, map, basic, 4, NULL);
+    q_eq(conn, "SELECT dwasync.replay_errors('crash')", "4");
+    struct fake f = {.defer = true};
+    struct dw_replay *r = engine_for(conn, job, &f, 8);
+    ck_assert(!pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;B=b1;");
+    /* kill -9: the writes may or may not have landed; nothing was recorded. */
+    for (int i = 0; i < f.npending; i++)
+        free(f.pending_value[i]);
+    f.npending = 0;
+    dw_replay_free(r);
+    PQfinish(conn);
+
+    conn = connect_db();
+    q_eq(conn,
+         "SELECT string_agg(status, ',' ORDER BY commit_lsn, position) FROM dwasync.error WHERE "
+         "job_id = (SELECT id FROM dwasync.job WHERE name = 'crash')",
+         "replaying,waiting,replaying,waiting");
+    struct fake g = {0};
+    r = engine_for(conn, job, &g, 8);
+    ck_assert(pump(r));
+    /* Each head is sent again exactly once (PATCH by key makes that harmless), then the
+     * followers in commit order; no row is duplicated. */
+    ck_assert_str_eq(g.sent, "A=a1;B=b1;A=a2;A=a3;");
+    q_eq(conn,
+         "SELECT count(*) || '/' || count(DISTINCT (commit_lsn, position)) || '/' || "
+         "bool_and(status = 'resolved') FROM dwasync.error WHERE job_id = (SELECT id FROM "
+         "dwasync.job WHERE name = 'crash')",
+         "4/4/true");
+    dw_replay_free(r);
+    PQfinish(conn);
+}
+END_TEST
+
+START_TEST(skipping_a_head_in_flight_keeps_one_write_per_key)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "inflight");
+    int64_t map = map_id(conn, job, "child");
+    insert_rows(conn, job, map, basic, 2, NULL);
+    q_eq(conn, "SELECT dwasync.replay_errors('inflight')", "2");
+    struct fake f = {.defer = true};
+    struct dw_replay *r = engine_for(conn, job, &f, 8);
+    ck_assert(!pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;");
+    /* The operator skips the head while its write is in flight: its follower is queued,
+     * but not sent until the write in flight has finished. */
+    q_eq(conn,
+         "SELECT dwasync.skip_error(min(id), 'changed my mind') FROM dwasync.error WHERE "
+         "job_id = (SELECT id FROM dwasync.job WHERE name = 'inflight')",
+         "1");
+    ck_assert(!pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;");
+    fake_complete_all(&f);
+    ck_assert(!pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;A=a2;");
+    fake_complete_all(&f);
+    ck_assert(pump(r));
+    q_eq(conn,
+         "SELECT string_agg(status, ',' ORDER BY commit_lsn) FROM dwasync.error WHERE job_id = "
+         "(SELECT id FROM dwasync.job WHERE name = 'inflight')",
+         "skipped,resolved");
+    dw_replay_free(r);
+    PQfinish(conn);
+}
+END_TEST
+
+int main(void)
+{
+    dw_log_configure(DW_LOG_WARN, DW_LOG_LOGFMT);
+    Suite *s = suite_create("errtable");
+    TCase *tc = tcase_create("errtable");
+    tcase_add_unchecked_fixture(tc, cluster_start, cluster_stop);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, inserts_are_idempotent_and_decide_status);
+    tcase_add_test(tc, blocked_keys_survive_a_restart);
+    tcase_add_test(tc, replay_applies_head_then_followers_once);
+    tcase_add_test(tc, failed_replay_goes_back_to_open_then_fix_and_replay);
+    tcase_add_test(tc, skip_releases_followers);
+    tcase_add_test(tc, late_completions_keep_one_write_per_key);
+    tcase_add_test(tc, queues_left_without_a_head_are_healed);
+    tcase_add_test(tc, skipping_a_head_in_flight_keeps_one_write_per_key);
+    tcase_add_test(tc, a_crash_mid_replay_resends_once_in_order);
+    tcase_add_test(tc, notify_reaches_the_listening_daemon);
+    tcase_add_test(tc, alert_rule_pauses_the_job);
+    tcase_add_test(tc, retention_never_purges_unresolved_rows);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
