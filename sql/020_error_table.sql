@@ -20,7 +20,7 @@ CREATE TABLE dwasync.error (
     operation           text NOT NULL
                         CHECK (operation IN ('insert', 'update', 'delete', 'truncate')),
     source_key          jsonb NOT NULL,
-    key_text            text NOT NULL,        -- canonical text of source_key: the key identity
+    key_text            text NOT NULL,        -- the queue's identity: the target row (target_id)
     target_id           text,                 -- "<entity set>(<key>)" when the row was mapped
     source_row          jsonb NOT NULL,       -- {"new": {...} | null, "old": {...} | null}
     payload             jsonb,                -- the body last sent, if a request was made

@@ -94,9 +94,10 @@ BEGIN
     RETURN n;
 END $$;
 
--- A running daemon holds this shared advisory lock (class 1685545331 = 'dwas', object =
--- job id) on the connection that LISTENs on dwasync_replay; pg_locks shows it to anyone.
--- Returns how many such listeners there are for a job (by name), or for any job.
+-- The active `dwasync run` of a job holds the job lock (advisory, class 1685545331 =
+-- 'dwas', object = job id; include/dwasync/ha.h) and LISTENs on dwasync_replay; pg_locks
+-- shows the lock to anyone. Returns how many holders there are for a job (by name), or
+-- for any job.
 CREATE FUNCTION dwasync.replay_listeners(p_job text DEFAULT NULL) RETURNS integer
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$

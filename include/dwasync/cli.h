@@ -61,10 +61,11 @@ dw_rc dw_cli_connect_source(struct dw_cli *cli, const char *purpose, PGconn **ou
 struct dw_jobdef;
 
 /*
- * `map validate` for a loaded definition (also run by `map import` and `job start`): prints
- * every finding to stderr; returns the number of errors, or -1 when the checks could not run.
+ * Checks a loaded definition against the source catalog and, with dataverse, against the
+ * Dataverse metadata of its tables ([dataverse] url set); prints every finding to stderr.
+ * Returns the number of errors, or -1 when the checks could not run (logged).
  */
-int dw_cli_map_validate(struct dw_cli *cli, const struct dw_jobdef *def, bool quiet_ok);
+int dw_cli_map_validate(struct dw_cli *cli, const struct dw_jobdef *def, bool dataverse);
 
 /* Command implementations, one per family (src/cli/cmd_*.c). */
 int dw_cmd_init(struct dw_cli *cli, int argc, char **argv);

@@ -4,8 +4,9 @@
  * Every change that cannot be applied becomes a row of dwasync.error (DESIGN.md invariant
  * 1: durably written there before the slot moves past it). Rows are unique on (job, commit
  * LSN, position, part), so a stream replayed after a crash inserts nothing twice
- * (invariant 2). Rows of one *key* - (table map id, canonical source key text as
- * dw_json_canonical() writes it) - form a queue in commit order: the head is `open` or
+ * (invariant 2). Rows of one *key* - (table map id, key text: the Dataverse row's identity,
+ * the mapping engine's target_id, which the pipeline uses; or any stable text such as the
+ * canonical source key) - form a queue in commit order: the head is `open` or
  * `replaying`, later rows are `waiting`, never sent while the head is unresolved
  * (invariant 3). A key is blocked while it has a row in open, waiting or replaying; the
  * blocked set is rebuilt from the table after a restart.
@@ -50,9 +51,6 @@
 /* The NOTIFY channel replay and skip functions signal; the payload is the job name. */
 #define DW_REPLAY_CHANNEL "dwasync_replay"
 
-/* Advisory lock class ('dwas') a listening daemon holds shared, with the job id as object. */
-#define DW_REPLAY_LISTENER_LOCK_CLASS 1685545331
-
 /* One change (through one table map) that could not be applied; all borrowed. */
 struct dw_errrow {
     int64_t job_id;
@@ -62,10 +60,11 @@ struct dw_errrow {
     const char *source_table;
     enum dw_change_op op;
     const json_t *source_key; /* object of source key columns; required */
-    const char *key_text;     /* canonical text of source_key; NULL: computed here */
+    const char *key_text;     /* queue identity (target_id); NULL: canonical source_key */
     const char *target_id;    /* "<set>(<key>)" if mapped; may be NULL */
     const json_t *new_row;    /* may be NULL */
     const json_t *old_row;    /* may be NULL */
+    const json_t *unchanged;  /* array of unchanged-TOAST column names; may be NULL */
     const json_t *payload;    /* body last sent; NULL if no request was made */
     dw_lsn commit_lsn;
     uint32_t xid;
@@ -119,6 +118,7 @@ struct dw_errstored {
     json_t *source_key; /* new reference */
     json_t *new_row;    /* new reference or NULL */
     json_t *old_row;    /* new reference or NULL */
+    json_t *unchanged;  /* new reference or NULL */
     dw_lsn commit_lsn;
     int64_t xid;
     uint32_t position;
@@ -181,12 +181,21 @@ dw_rc dw_errtable_alert_check(PGconn *conn, int64_t job_id, struct dw_alert_stat
 dw_rc dw_errtable_alert_enforce(PGconn *conn, int64_t job_id, bool *paused);
 
 /*
- * For the daemon: LISTENs on DW_REPLAY_CHANNEL and takes the shared listener lock of the
- * job on this connection, so `dwasync errors replay` knows someone will act.
+ * For the active runner: LISTENs on DW_REPLAY_CHANNEL on this connection. What tells
+ * `dwasync errors replay` that a daemon will act is the job lock the active runner holds
+ * (ha.h, DW_HA_LOCK_CLASS): dw_errtable_listeners() counts its holders.
  */
-dw_rc dw_errtable_listen(PGconn *conn, int64_t job_id);
+dw_rc dw_errtable_listen(PGconn *conn);
 
-/* Number of daemons listening for a job (NULL: any job). */
+/*
+ * For the daemon's event loop, when the control connection's socket is readable: reads
+ * and frees every pending notification; *requested is true if one was a replay request
+ * for job_name (NULL: for any job), meaning dw_replay_pump() has work. DW_ERR_PG if the
+ * connection broke (logged).
+ */
+dw_rc dw_errtable_poll_requests(PGconn *conn, const char *job_name, bool *requested);
+
+/* Number of active runners (holders of the job lock) for a job (NULL: any job). */
 dw_rc dw_errtable_listeners(PGconn *conn, const char *job_name, int *out);
 
 /* --- replay engine ----------------------------------------------------------------------- */
@@ -250,6 +259,18 @@ dw_rc dw_replay_pump(struct dw_replay *r, bool *idle);
 
 /* Writes submitted whose completion has not been recorded yet. */
 size_t dw_replay_in_flight(const struct dw_replay *r);
+
+struct dw_job_maps;
+
+/*
+ * What a remap callback over the real mapping engine does (call it from yours): maps the
+ * stored row through its table map in maps (loaded now, so a fixed map applies) and takes
+ * result number `part` (a key-changing update yields two). A map that is gone, or a row
+ * the map cannot take, is a mapping failure; a row its filter now excludes has nothing to
+ * send.
+ */
+dw_rc dw_replay_remap_with_maps(const struct dw_job_maps *maps, const struct dw_errstored *row,
+                                struct dw_remap *out);
 
 /* Copies the counters. */
 void dw_replay_get_stats(const struct dw_replay *r, struct dw_replay_stats *out);

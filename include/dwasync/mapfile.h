@@ -195,7 +195,8 @@ json_t *dw_row_get(const json_t *row, const char *column);
 
 /*
  * Evaluates the map's filter and the job's legal entities on a row image with SQL's
- * three-valued logic: a column absent from the image (not sent) is unknown.
+ * three-valued logic; a NULL-caused unknown excludes the row (as a publication row filter
+ * does). DW_UNKNOWN means a column the filter reads is absent from the image (not sent).
  */
 enum dw_tristate dw_tablemap_match(const struct dw_jobdef *def, const struct dw_tablemap *m,
                                    const json_t *row);

@@ -12,10 +12,13 @@
 
 #include "dwasync/cli.h"
 #include "dwasync/errtable.h"
+#include "dwasync/ha.h"
 #include "dwasync/log.h"
+#include "dwasync/mapping.h"
 #include "dwasync/migrate.h"
 #include "dwasync/paths.h"
 #include "dwasync/pg.h"
+#include "dwasync/sink.h"
 
 struct errors_opts {
     const char *job;
@@ -25,6 +28,7 @@ struct errors_opts {
     const char *reason;
     const char *limit;
     bool all;
+    bool queue_only;
     int nids;
     char **ids; /* borrowed from argv */
 };
@@ -63,6 +67,9 @@ static int parse_opts(const char *sub, int argc, char **argv, struct errors_opts
             break;
         case 'a':
             o->all = true;
+            break;
+        case 'q':
+            o->queue_only = true;
             break;
         default:
             return dw_cli_usage("errors");
@@ -242,7 +249,115 @@ rollback:
     return rc;
 }
 
-static int errors_replay(PGconn *conn, const struct errors_opts *o)
+/* A direct replay: the job's maps as they are now, a sink of our own, the engine. */
+struct direct {
+    struct dw_job_maps *maps;
+    struct dw_sink *sink;
+    struct dw_replay *engine;
+};
+
+static dw_rc direct_remap(void *user, const struct dw_errstored *row, struct dw_remap *out)
+{
+    struct direct *d = user;
+    return dw_replay_remap_with_maps(d->maps, row, out);
+}
+
+static dw_rc direct_submit(void *user, void *token, struct dw_write *w)
+{
+    struct direct *d = user;
+    return dw_sink_submit(d->sink, w, &token, 1);
+}
+
+static void direct_done(void *user, void *write_user, const struct dw_write_result *r)
+{
+    struct direct *d = user;
+    dw_replay_complete(d->engine, write_user, r);
+}
+
+/*
+ * Applies a job's queued rows from here, as `dwasync run` would. The job lock (ha.h) is
+ * held throughout, so no runner can start applying the job's stream meanwhile; if a
+ * runner holds it, that runner was NOTIFYed and replays them itself.
+ */
+static dw_rc replay_directly(const struct dw_config *cfg, int64_t job_id, const char *job)
+{
+    static const struct dw_replay_ops ops = {direct_remap, direct_submit, NULL};
+    struct direct d = {0};
+    struct dw_ha ha;
+    struct dw_replay_stats st = {0};
+    PGconn *conn = NULL;
+    bool active = false;
+    dw_rc rc = dw_pg_connect(dw_config_control_conninfo(cfg), "dwasync errors replay", &conn);
+    if (rc != DW_OK)
+        return rc;
+    dw_ha_init(&ha, conn, job_id, 0);
+    if ((rc = dw_ha_try(&ha, 0, &active)) != DW_OK)
+        goto out;
+    if (!active) {
+        printf("job \"%s\": a `dwasync run` holds the job and replays the rows\n", job);
+        goto out;
+    }
+    if ((rc = dw_job_maps_load(conn, job, &d.maps)) != DW_OK)
+        goto out;
+    if ((rc = dw_sink_new(cfg, direct_done, &d, &d.sink)) != DW_OK)
+        goto out;
+    if ((rc = dw_replay_new(conn, job_id, &ops, &d, 16, &d.engine)) != DW_OK)
+        goto out;
+    for (;;) {
+        bool idle = false;
+        if ((rc = dw_replay_pump(d.engine, &idle)) != DW_OK || idle)
+            break;
+        if ((rc = dw_sink_run(d.sink, NULL, 0, 500)) != DW_OK)
+            break;
+    }
+    dw_replay_get_stats(d.engine, &st);
+    printf("job \"%s\": replayed %" PRIu64 " row%s: %" PRIu64 " resolved, %" PRIu64
+           " failed again%s\n",
+           job, st.resolved + st.failed, st.resolved + st.failed == 1 ? "" : "s", st.resolved,
+           st.failed, st.failed ? " (dwasync errors list shows why)" : "");
+out:
+    dw_replay_free(d.engine);
+    dw_sink_free(d.sink);
+    dw_job_maps_free(d.maps);
+    dw_ha_cleanup(&ha);
+    PQfinish(conn);
+    return rc;
+}
+
+/* After queueing: each job with queued rows is replayed by its runner, or from here. */
+static int replay_queued(struct dw_cli *cli, PGconn *conn, const struct errors_opts *o)
+{
+    const struct dw_config *cfg = dw_cli_config(cli);
+    PGresult *res = NULL;
+    if (dw_pg_query(conn, "finding jobs with queued errors",
+                    "SELECT j.id, j.name, dwasync.replay_listeners(j.name) FROM dwasync.job j "
+                    "WHERE EXISTS (SELECT 1 FROM dwasync.error e WHERE e.job_id = j.id AND "
+                    "e.status = 'replaying') ORDER BY j.name",
+                    0, NULL, &res) != DW_OK)
+        return DW_EXIT_FAILURE;
+    int status = DW_EXIT_OK;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *job = PQgetvalue(res, i, 1);
+        if (strcmp(PQgetvalue(res, i, 2), "0") != 0) {
+            printf("job \"%s\": the active `dwasync run` replays them now "
+                   "(dwasync errors list to follow)\n",
+                   job);
+        } else if (o->queue_only || cfg->dataverse.url == NULL || *cfg->dataverse.url == '\0') {
+            printf("job \"%s\": no dwasync daemon is listening: the rows will be replayed when "
+                   "`dwasync run` next starts\n",
+                   job);
+        } else if (replay_directly(cfg, strtoll(PQgetvalue(res, i, 0), NULL, 10), job) != DW_OK) {
+            printf("job \"%s\": the rows stay queued and will be replayed when `dwasync run` "
+                   "next starts\n",
+                   job);
+            status = DW_EXIT_FAILURE;
+        }
+    }
+    PQclear(res);
+    return status;
+}
+
+static int errors_replay(struct dw_cli *cli, PGconn *conn, const struct errors_opts *o)
 {
     long long total = 0;
     dw_rc rc;
@@ -270,15 +385,8 @@ static int errors_replay(PGconn *conn, const struct errors_opts *o)
     if (rc != DW_OK)
         return DW_EXIT_FAILURE;
     printf("queued %lld row%s for replay\n", total, total == 1 ? "" : "s");
-    int listeners = 0;
-    if (total > 0 && dw_errtable_listeners(conn, o->all ? o->job : NULL, &listeners) == DW_OK) {
-        if (listeners > 0)
-            printf("the running dwasync daemon replays them now (dwasync errors list to follow)\n");
-        else
-            printf("no dwasync daemon is listening: the rows will be replayed when "
-                   "`dwasync run` next starts\n");
-    }
-    return DW_EXIT_OK;
+    /* Rows queued earlier (from psql, or by a skip) are applied too. */
+    return replay_queued(cli, conn, o);
 }
 
 static int errors_skip(PGconn *conn, const struct errors_opts *o)
@@ -324,7 +432,7 @@ int dw_cmd_errors(struct dw_cli *cli, int argc, char **argv)
     else if (strcmp(sub, "show") == 0)
         status = errors_show(conn, &o);
     else if (strcmp(sub, "replay") == 0)
-        status = errors_replay(conn, &o);
+        status = errors_replay(cli, conn, &o);
     else
         status = errors_skip(conn, &o);
     PQfinish(conn);

@@ -9,41 +9,130 @@
 #include "dwasync/mapfile.h"
 #include "dwasync/mapstore.h"
 #include "dwasync/pg.h"
+#include "dwasync/sink.h"
+
+/* Metadata fetches need a sink; its write callback is never called here. */
+static void no_writes(void *user, void *write_user, const struct dw_write_result *r)
+{
+    (void)user;
+    (void)write_user;
+    (void)r;
+}
+
+struct names {
+    char **v;
+    size_t n;
+};
+
+static void add_name(struct names *ns, const char *name)
+{
+    for (size_t i = 0; i < ns->n; i++)
+        if (strcmp(ns->v[i], name) == 0)
+            return;
+    ns->v = dw_realloc(ns->v, (ns->n + 1) * sizeof *ns->v);
+    ns->v[ns->n++] = dw_strdup(name);
+}
+
+static void add_key_names(struct names *ns, const struct dw_keypart *parts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (parts[i].kind == DW_KEYPART_COMPANY)
+            add_name(ns, DW_COMPANY_LOGICAL_NAME);
+        if (parts[i].lookup) {
+            add_name(ns, parts[i].lookup->logical_name);
+            add_key_names(ns, parts[i].lookup->key, parts[i].lookup->nkey);
+        }
+    }
+}
 
 /*
- * Checks a definition against the source catalog and prints the findings. Used by import,
- * validate and job start. *errors gets the number of errors.
+ * Fetches the metadata of every Dataverse table the maps write or refer to. Tables that do
+ * not exist are left out (the validator reports them). Caller frees each with
+ * dw_entity_meta_free() and the array with free().
  */
-static dw_rc check_against_source(struct dw_cli *cli, const struct dw_jobdef *def, int *errors)
+static dw_rc fetch_metadata(const struct dw_config *cfg, const struct dw_jobdef *def,
+                            struct dw_entity_meta ***out, size_t *nout)
 {
+    struct names ns = {NULL, 0};
+    struct dw_sink *sink = NULL;
+    struct dw_entity_meta **metas = NULL;
+    size_t n = 0;
+    for (size_t g = 0; g < def->ngroups; g++) {
+        for (size_t i = 0; i < def->groups[g].nmaps; i++) {
+            const struct dw_tablemap *m = &def->groups[g].maps[i];
+            add_name(&ns, m->logical_name);
+            add_key_names(&ns, m->key, m->nkey);
+            for (size_t c = 0; c < m->ncols; c++) {
+                if (m->cols[c].lookup) {
+                    add_name(&ns, m->cols[c].lookup->logical_name);
+                    add_key_names(&ns, m->cols[c].lookup->key, m->cols[c].lookup->nkey);
+                }
+            }
+        }
+    }
+    dw_rc rc = dw_sink_new(cfg, no_writes, NULL, &sink);
+    if (rc != DW_OK)
+        goto out;
+    metas = dw_calloc(ns.n ? ns.n : 1, sizeof *metas);
+    for (size_t i = 0; i < ns.n; i++) {
+        struct dw_entity_meta *m = NULL;
+        rc = dw_dvmeta_fetch(sink, ns.v[i], &m);
+        if (rc == DW_ERR_NOT_FOUND) {
+            rc = DW_OK;
+            continue;
+        }
+        if (rc != DW_OK)
+            goto out;
+        metas[n++] = m;
+    }
+out:
+    for (size_t i = 0; i < ns.n; i++)
+        free(ns.v[i]);
+    free(ns.v);
+    dw_sink_free(sink);
+    if (rc != DW_OK) {
+        for (size_t i = 0; i < n; i++)
+            dw_entity_meta_free(metas[i]);
+        free(metas);
+        return rc;
+    }
+    *out = metas;
+    *nout = n;
+    return DW_OK;
+}
+
+int dw_cli_map_validate(struct dw_cli *cli, const struct dw_jobdef *def, bool dataverse)
+{
+    const struct dw_config *cfg = dw_cli_config(cli);
     PGconn *src = NULL;
     struct dw_src_catalog cat = {NULL, 0};
+    struct dw_entity_meta **metas = NULL;
+    size_t nmetas = 0;
     struct dw_findings f;
+    int result = -1;
     dw_findings_init(&f);
-    dw_rc rc = dw_cli_connect_source(cli, "dwasync map", &src);
-    if (rc == DW_OK)
-        rc = dw_src_catalog_fetch(src, def, &cat);
-    if (rc == DW_OK) {
-        dw_mapvalidate(def, &cat, NULL, 0, &f);
-        fputs(dw_buf_str(&f.text), stderr);
-        *errors = f.errors;
+    if (cfg == NULL || dw_cli_connect_source(cli, "dwasync map", &src) != DW_OK ||
+        dw_src_catalog_fetch(src, def, &cat) != DW_OK)
+        goto out;
+    if (dataverse && cfg->dataverse.url[0] == '\0') {
+        fprintf(stderr, "note: [dataverse] url is not set: Dataverse metadata checks skipped\n");
+    } else if (dataverse && fetch_metadata(cfg, def, &metas, &nmetas) != DW_OK) {
+        fprintf(stderr, "cannot read the Dataverse metadata of the mapped tables\n");
+        goto out;
     }
+    dw_mapvalidate(def, &cat, (const struct dw_entity_meta *const *)metas, nmetas, &f);
+    if (dataverse && nmetas == 0 && cfg->dataverse.url[0] != '\0')
+        dw_mapvalidate(def, NULL, NULL, 0, &f); /* nothing fetched: every target is unknown */
+    fputs(dw_buf_str(&f.text), stderr);
+    result = f.errors;
+out:
+    for (size_t i = 0; i < nmetas; i++)
+        dw_entity_meta_free(metas[i]);
+    free(metas);
     dw_src_catalog_cleanup(&cat);
     dw_findings_cleanup(&f);
     PQfinish(src);
-    return rc;
-}
-
-int dw_cli_map_validate(struct dw_cli *cli, const struct dw_jobdef *def, bool quiet_ok)
-{
-    int errors = 0;
-    if (check_against_source(cli, def, &errors) != DW_OK)
-        return -1;
-    /* The Dataverse half needs dw_dvmeta_fetch (the sink); see README "Validating maps". */
-    if (!quiet_ok || errors > 0)
-        fprintf(stderr, "note: Dataverse metadata checks are not part of this build (they need the "
-                        "sink's metadata fetch)\n");
-    return errors;
+    return result;
 }
 
 static int map_import(struct dw_cli *cli, const char *path)
@@ -58,7 +147,7 @@ static int map_import(struct dw_cli *cli, const char *path)
         fprintf(stderr, "map file \"%s\" is invalid: nothing imported\n", path);
         goto out;
     }
-    int nerr = dw_cli_map_validate(cli, def, true);
+    int nerr = dw_cli_map_validate(cli, def, false);
     if (nerr != 0) {
         fprintf(stderr, "map file \"%s\" does not fit the source database: nothing imported\n",
                 path);
@@ -155,9 +244,9 @@ static int map_validate(struct dw_cli *cli, const char *job)
     if (dw_cli_connect_control(cli, "dwasync map validate", &ctl) != DW_OK ||
         dw_mapstore_load(ctl, job, &def) != DW_OK)
         goto out;
-    int errors = dw_cli_map_validate(cli, def, false);
+    int errors = dw_cli_map_validate(cli, def, true);
     if (errors == 0) {
-        printf("maps of job \"%s\" fit the source database\n", job);
+        printf("maps of job \"%s\" are valid\n", job);
         status = DW_EXIT_OK;
     } else if (errors > 0) {
         printf("maps of job \"%s\": %d error%s\n", job, errors, errors == 1 ? "" : "s");

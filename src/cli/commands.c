@@ -13,7 +13,8 @@ const struct dw_cli_command dw_cli_commands[] = {
      "print decoded row changes of a publication as JSON lines"},
     {"errors", dw_cmd_errors,
      "list [--job J] [--status S] [--table T] [--code C] [--limit N] | show ID"
-     " | replay ID...|--all [--job J] [--table T] [--code C] | skip ID... --reason TEXT",
+     " | replay ID...|--all [--job J] [--table T] [--code C] [--queue-only]"
+     " | skip ID... --reason TEXT",
      "triage the error table: list, show, replay or skip failed changes"},
     {"status", dw_cmd_status, "[--json]",
      "jobs with state, lag, throughput, error counts and throttling"},
@@ -23,6 +24,9 @@ const struct dw_cli_command dw_cli_commands[] = {
      "create NAME [--environment-url URL] | list | show NAME | start NAME [--initial-sync] | "
      "stop NAME | pause NAME | resume NAME | drop NAME [--yes]",
      "manage integration jobs"},
+    {"job", dw_cmd_job, "list | create|show|start|stop|pause|resume|drop NAME [OPTION]",
+     "manage integration jobs (create: --environment-url URL; start: --initial-sync; drop: "
+     "--yes)"},
     {"map", dw_cmd_map, "import FILE | export JOB [FILE] | list [JOB] | validate JOB",
      "load, write back, list and check table maps"},
     {"dataverse", dw_cmd_dataverse, "whoami | get PATH | apply [FILE]",

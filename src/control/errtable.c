@@ -210,9 +210,9 @@ static dw_rc row_json(const struct dw_errrow *r, json_t **out)
     json_object_set_new(o, "source_key", json_deep_copy(r->source_key));
     json_object_set_new(o, "key_text", json_string(r->key_text ? r->key_text : canonical));
     json_object_set_new(o, "target_id", str_or_null(r->target_id));
-    json_object_set_new(
-        o, "source_row",
-        json_pack("{s:o,s:o}", "new", or_null(r->new_row), "old", or_null(r->old_row)));
+    json_object_set_new(o, "source_row",
+                        json_pack("{s:o,s:o,s:o}", "new", or_null(r->new_row), "old",
+                                  or_null(r->old_row), "unchanged", or_null(r->unchanged)));
     json_object_set_new(o, "payload", or_null(r->payload));
     json_object_set_new(o, "commit_lsn", json_string(dw_lsn_format(r->commit_lsn, lsn)));
     json_object_set_new(o, "xid", json_integer(r->xid));
@@ -292,6 +292,7 @@ void dw_errstored_cleanup(struct dw_errstored *row)
     json_decref(row->source_key);
     json_decref(row->new_row);
     json_decref(row->old_row);
+    json_decref(row->unchanged);
     memset(row, 0, sizeof *row);
 }
 
@@ -335,6 +336,7 @@ static dw_rc stored_from_result(const PGresult *res, int i, struct dw_errstored 
     }
     row->new_row = member_or_null(src, "new");
     row->old_row = member_or_null(src, "old");
+    row->unchanged = member_or_null(src, "unchanged");
     json_decref(src);
     if (dw_lsn_parse(PQgetvalue(res, i, 10), &row->commit_lsn) != DW_OK)
         row->commit_lsn = DW_LSN_INVALID;
@@ -516,20 +518,9 @@ dw_rc dw_errtable_alert_enforce(PGconn *conn, int64_t job_id, bool *paused)
 
 /* --- listeners ------------------------------------------------------------------------- */
 
-dw_rc dw_errtable_listen(PGconn *conn, int64_t job_id)
+dw_rc dw_errtable_listen(PGconn *conn)
 {
-    char jobtext[24], classtext[24];
-    snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
-    snprintf(classtext, sizeof classtext, "%d", DW_REPLAY_LISTENER_LOCK_CLASS);
-    const char *params[] = {classtext, jobtext};
-    PGresult *res = NULL;
-    dw_rc rc = dw_pg_exec(conn, "listening for replay requests", "LISTEN " DW_REPLAY_CHANNEL);
-    if (rc != DW_OK)
-        return rc;
-    rc = dw_pg_query(conn, "announcing the replay listener",
-                     "SELECT pg_advisory_lock_shared($1::integer, $2::integer)", 2, params, &res);
-    PQclear(res);
-    return rc;
+    return dw_pg_exec(conn, "listening for replay requests", "LISTEN " DW_REPLAY_CHANNEL);
 }
 
 dw_rc dw_errtable_listeners(PGconn *conn, const char *job_name, int *out)
@@ -542,5 +533,21 @@ dw_rc dw_errtable_listeners(PGconn *conn, const char *job_name, int *out)
         return rc;
     *out = (int)col_i64(res, 0, 0);
     PQclear(res);
+    return DW_OK;
+}
+
+dw_rc dw_errtable_poll_requests(PGconn *conn, const char *job_name, bool *requested)
+{
+    bool found = false;
+    if (PQconsumeInput(conn) != 1)
+        return dw_pg_fail(conn, NULL, "reading replay requests");
+    PGnotify *note;
+    while ((note = PQnotifies(conn)) != NULL) {
+        if (strcmp(note->relname, DW_REPLAY_CHANNEL) == 0 &&
+            (job_name == NULL || strcmp(note->extra, job_name) == 0))
+            found = true;
+        PQfreemem(note);
+    }
+    *requested = found;
     return DW_OK;
 }

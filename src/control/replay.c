@@ -14,6 +14,7 @@
 #include "dwasync/alloc.h"
 #include "dwasync/errtable.h"
 #include "dwasync/log.h"
+#include "dwasync/mapping.h"
 #include "dwasync/pg.h"
 
 struct slot {
@@ -310,4 +311,48 @@ out:
     if (rc == DW_OK && idle)
         *idle = nothing_queued && dw_replay_in_flight(r) == 0;
     return rc;
+}
+
+dw_rc dw_replay_remap_with_maps(const struct dw_job_maps *maps, const struct dw_errstored *row,
+                                struct dw_remap *out)
+{
+    struct dw_source_row src = {
+        .schema = row->source_schema,
+        .table = row->source_table,
+        .op = row->op,
+        .new_row = row->new_row,
+        .old_row = row->old_row,
+        .unchanged = row->unchanged,
+    };
+    struct dw_mapped_vec vec = {0};
+    dw_rc rc = dw_mapping_map_row_with(maps, row->map_id, &src, &vec);
+    if (rc == DW_ERR_NOT_FOUND) {
+        out->status = DW_REMAP_FAILED;
+        out->error_class = DW_ERRCLASS_MAPPING;
+        out->message = dw_asprintf("table map \"%s\" (id %" PRId64 ") is no longer in the job's "
+                                   "maps; skip this error or import the map again",
+                                   row->map_name ? row->map_name : "", row->map_id);
+        return DW_OK;
+    }
+    if (rc != DW_OK)
+        return rc;
+    if ((size_t)row->part >= vec.len) {
+        out->status = DW_REMAP_NOTHING;
+    } else {
+        struct dw_mapped *m = &vec.items[row->part];
+        out->target_id = m->target_id;
+        m->target_id = NULL;
+        if (m->ok) {
+            out->status = DW_REMAP_WRITE;
+            out->write = m->write;
+            memset(&m->write, 0, sizeof m->write);
+        } else {
+            out->status = DW_REMAP_FAILED;
+            out->error_class = m->error_class;
+            out->message = m->error;
+            m->error = NULL;
+        }
+    }
+    dw_mapped_vec_cleanup(&vec);
+    return DW_OK;
 }

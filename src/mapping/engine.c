@@ -605,8 +605,13 @@ static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
     struct failure f = {NULL};
     json_t *key = NULL, *old_key = NULL;
     if (row->op == DW_CHANGE_INSERT) {
-        if (dw_tablemap_match(def, m, row->new_row) != DW_TRUE)
+        enum dw_tristate in = dw_tablemap_match(def, m, row->new_row);
+        if (in == DW_FALSE)
             return;
+        if (in == DW_UNKNOWN) {
+            fail(&f, "the row filter cannot be evaluated: a column it reads is not in the row");
+            goto failed;
+        }
         if ((key = key_from(m, row->new_row, NULL, &f)) == NULL)
             goto failed;
         emit_upsert(out, m, key, row->new_row, row->unchanged);
@@ -623,9 +628,14 @@ static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
         return;
     }
     /* UPDATE */
-    json_t *img = filter_image(row->new_row, row->old_row, row->unchanged);
-    enum dw_tristate now = dw_tablemap_match(def, m, img);
-    json_decref(img);
+    enum dw_tristate now;
+    if (json_array_size(row->unchanged) == 0) {
+        now = dw_tablemap_match(def, m, row->new_row);
+    } else {
+        json_t *img = filter_image(row->new_row, row->old_row, row->unchanged);
+        now = dw_tablemap_match(def, m, img);
+        json_decref(img);
+    }
     /* Without an old image the replica identity did not change, and a filter reads only
      * identity columns unless the identity is FULL (validate), where the old image is always
      * sent: so the row matched before exactly as it does now. */
@@ -636,6 +646,14 @@ static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
         struct failure ignore = {NULL};
         old_key = key_from(m, row->old_row, NULL, &ignore);
         free(ignore.msg);
+    }
+    if (now == DW_UNKNOWN) {
+        /* Neither an upsert nor a delete is safe when the filter cannot be evaluated. */
+        fail(&f,
+             "the row filter cannot be evaluated: a column it reads was not sent (unchanged "
+             "TOAST); set REPLICA IDENTITY FULL on \"%s.%s\"",
+             m->source_schema, m->source_table);
+        goto failed;
     }
     if (now == DW_TRUE) {
         if ((key = key_from(m, row->new_row, row->unchanged, &f)) == NULL)

@@ -1,4 +1,5 @@
 /* Row filters and legal entities: client-side evaluation and the publication they compile to. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,16 @@ json_t *dw_row_get(const json_t *row, const char *column)
     json_t *v = json_object_get(row, column);
     if (v)
         return v;
-    /* F&O mirrors differ in the case of column names (CUSTACCOUNT, custaccount). */
+    /* F&O mirrors differ in the case of column names (CUSTACCOUNT, custaccount). Postgres
+     * folds unquoted names to lower case, so try that with one hash lookup before the scan. */
+    char lower[130];
+    size_t n = strlen(column);
+    if (n < sizeof lower) {
+        for (size_t i = 0; i <= n; i++)
+            lower[i] = (char)tolower((unsigned char)column[i]);
+        if ((v = json_object_get(row, lower)) != NULL)
+            return v;
+    }
     const char *k;
     json_object_foreach((json_t *)row, k, v)
     {
@@ -61,7 +71,7 @@ static enum dw_tristate tri_not(enum dw_tristate t)
     return t == DW_UNKNOWN ? DW_UNKNOWN : (t == DW_TRUE ? DW_FALSE : DW_TRUE);
 }
 
-static enum dw_tristate eval(const struct dw_filter *f, const json_t *row)
+static enum dw_tristate eval(const struct dw_filter *f, const json_t *row, bool *missing)
 {
     switch (f->op) {
     case DW_F_AND:
@@ -69,7 +79,7 @@ static enum dw_tristate eval(const struct dw_filter *f, const json_t *row)
         bool is_and = f->op == DW_F_AND;
         enum dw_tristate acc = is_and ? DW_TRUE : DW_FALSE;
         for (size_t i = 0; i < f->nargs; i++) {
-            enum dw_tristate t = eval(f->args[i], row);
+            enum dw_tristate t = eval(f->args[i], row, missing);
             if (t == (is_and ? DW_FALSE : DW_TRUE))
                 return t;
             if (t == DW_UNKNOWN)
@@ -78,13 +88,15 @@ static enum dw_tristate eval(const struct dw_filter *f, const json_t *row)
         return acc;
     }
     case DW_F_NOT:
-        return tri_not(eval(f->args[0], row));
+        return tri_not(eval(f->args[0], row, missing));
     default:
         break;
     }
     json_t *v = dw_row_get(row, f->column);
-    if (v == NULL)
-        return DW_UNKNOWN; /* not in this image (key-only old row, unchanged TOAST) */
+    if (v == NULL) {
+        *missing = true; /* not in this image (key-only old row, unchanged TOAST) */
+        return DW_UNKNOWN;
+    }
     if (f->op == DW_F_IS_NULL)
         return json_is_null(v) ? DW_TRUE : DW_FALSE;
     if (f->op == DW_F_IS_NOT_NULL)
@@ -121,24 +133,25 @@ static enum dw_tristate eval(const struct dw_filter *f, const json_t *row)
 enum dw_tristate dw_tablemap_match(const struct dw_jobdef *def, const struct dw_tablemap *m,
                                    const json_t *row)
 {
-    enum dw_tristate le = DW_TRUE;
+    /* SQL's unknown (a NULL compared) excludes the row, as a publication row filter does;
+     * DW_UNKNOWN is returned only when a column the filter reads is not in the image. */
+    bool missing = false;
     if (m->company_source && def->nlegal_entities > 0) {
         json_t *v = dw_row_get(row, m->company_source);
-        if (v == NULL || json_is_null(v)) {
-            le = DW_UNKNOWN;
-        } else {
-            le = DW_FALSE;
-            for (size_t i = 0; i < def->nlegal_entities && le == DW_FALSE; i++)
-                if (json_is_string(v) && strcmp(json_string_value(v), def->legal_entities[i]) == 0)
-                    le = DW_TRUE;
-        }
+        if (v == NULL)
+            missing = true;
+        bool listed = false;
+        for (size_t i = 0; v && json_is_string(v) && i < def->nlegal_entities && !listed; i++)
+            listed = strcmp(json_string_value(v), def->legal_entities[i]) == 0;
+        if (v && !listed)
+            return DW_FALSE;
     }
-    if (le == DW_FALSE || m->filter == NULL)
-        return le;
-    enum dw_tristate f = eval(m->filter, row);
+    enum dw_tristate f = m->filter ? eval(m->filter, row, &missing) : DW_TRUE;
     if (f == DW_FALSE)
         return DW_FALSE;
-    return (f == DW_TRUE && le == DW_TRUE) ? DW_TRUE : DW_UNKNOWN;
+    if (missing)
+        return DW_UNKNOWN;
+    return f == DW_TRUE ? DW_TRUE : DW_FALSE;
 }
 
 /* --- source catalog -------------------------------------------------------------------- */

@@ -35,27 +35,6 @@ __attribute__((format(printf, 4, 5))) static void finding(struct dw_findings *f,
     (void)dw_buf_putc(&f->text, '\n');
 }
 
-/*
- * dvmeta.h's meta_attr() and attr_type_name() are implemented with the
- * metadata fetch on the sink branch; until that is merged these two stay file-local so the
- * validator links (and unit-tests) on its own. Replace them with the dvmeta functions then.
- */
-static const struct dw_attr_meta *meta_attr(const struct dw_entity_meta *e, const char *name)
-{
-    for (size_t i = 0; i < e->nattrs; i++)
-        if (strcasecmp(e->attrs[i].logical_name, name) == 0)
-            return &e->attrs[i];
-    return NULL;
-}
-
-static const char *attr_type_name(enum dw_attr_type t)
-{
-    static const char *const names[] = {
-        "String",  "Memo",     "Integer",  "BigInt", "Decimal",          "Money", "Double",
-        "Boolean", "DateTime", "Picklist", "Lookup", "Uniqueidentifier", "Other"};
-    return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "Other";
-}
-
 struct vctx {
     const struct dw_jobdef *def;
     const struct dw_src_catalog *cat;
@@ -308,16 +287,20 @@ static void check_alternate_key(struct vctx *v, const char *path, const struct d
 static void check_lookup_attr(struct vctx *v, const char *path, const struct dw_entity_meta *e,
                               const char *attr, const char *target_logical)
 {
-    const struct dw_attr_meta *a = meta_attr(e, attr);
+    const struct dw_attr_meta *a = dw_entity_meta_attr(e, attr);
     if (a == NULL) {
         finding(v->f, true, path, "\"%s\" has no column \"%s\"", e->logical_name, attr);
         return;
     }
     if (a->type != DW_ATTR_LOOKUP) {
         finding(v->f, true, path, "\"%s.%s\" is a %s, not a lookup", e->logical_name, attr,
-                attr_type_name(a->type));
+                dw_attr_type_name(a->type));
         return;
     }
+    /* Metadata that does not list the targets (a $select without Targets) cannot refute
+     * the lookup: only a listed set of targets is checked. */
+    if (a->ntargets == 0)
+        return;
     for (size_t i = 0; i < a->ntargets; i++)
         if (strcasecmp(a->targets[i], target_logical) == 0)
             return;
@@ -332,7 +315,7 @@ static void check_keyparts_dv(struct vctx *v, const char *path, const struct dw_
         char *p = dw_asprintf("%s[%zu]", path, i);
         const struct dw_keypart *kp = &parts[i];
         if (kp->kind == DW_KEYPART_COLUMN) {
-            if (meta_attr(e, kp->target) == NULL)
+            if (dw_entity_meta_attr(e, kp->target) == NULL)
                 finding(v->f, true, p, "\"%s\" has no column \"%s\"", e->logical_name, kp->target);
         } else {
             const char *tl =
@@ -390,7 +373,7 @@ static void check_dataverse(struct vctx *v, const struct dw_tablemap *m, const c
             free(p);
             continue;
         }
-        const struct dw_attr_meta *a = meta_attr(e, c->target);
+        const struct dw_attr_meta *a = dw_entity_meta_attr(e, c->target);
         if (a == NULL) {
             finding(v->f, true, p, "\"%s\" has no column \"%s\"", e->logical_name, c->target);
             free(p);
@@ -398,7 +381,7 @@ static void check_dataverse(struct vctx *v, const struct dw_tablemap *m, const c
         }
         if (c->has_type && !type_matches(c->type, a->type))
             finding(v->f, true, p, "\"%s\" is %s in Dataverse, the map converts to %s", c->target,
-                    attr_type_name(a->type), dw_mapfile_type_name(c->type));
+                    dw_attr_type_name(a->type), dw_mapfile_type_name(c->type));
         if (c->value_map) {
             const char *k;
             json_t *val;
@@ -426,7 +409,7 @@ static void check_dataverse(struct vctx *v, const struct dw_tablemap *m, const c
                 finding(v->f, true, p,
                         "source \"%s\" (%s) is longer than \"%s\" (%s, at most %d): longer "
                         "values are refused",
-                        sc->name, sc->type, c->target, attr_type_name(a->type), a->max_length);
+                        sc->name, sc->type, c->target, dw_attr_type_name(a->type), a->max_length);
             else if (sc->max_length == 0 && type_is(sc->type, text_types))
                 finding(v->f, false, p,
                         "source \"%s\" (%s) has no length limit, \"%s\" holds at most %d", sc->name,
@@ -440,6 +423,20 @@ void dw_mapvalidate(const struct dw_jobdef *def, const struct dw_src_catalog *ca
                     const struct dw_entity_meta *const *metas, size_t nmetas, struct dw_findings *f)
 {
     struct vctx v = {def, cat, metas, nmetas, f};
+    /* F&O stores dataAreaId in lower case; the filters compare exactly. */
+    for (size_t i = 0; i < def->nlegal_entities; i++) {
+        bool upper = false;
+        for (const char *c = def->legal_entities[i]; *c; c++)
+            upper = upper || (*c >= 'A' && *c <= 'Z');
+        if (upper) {
+            char *p = dw_asprintf("$.job.legal_entities[%zu]", i);
+            finding(f, false, p,
+                    "\"%s\" has upper-case letters: F&O stores dataAreaId in lower case and "
+                    "legal entities compare exactly",
+                    def->legal_entities[i]);
+            free(p);
+        }
+    }
     for (size_t g = 0; g < def->ngroups; g++) {
         for (size_t i = 0; i < def->groups[g].nmaps; i++) {
             char *mp = dw_asprintf("$.groups[%zu].maps[%zu]", g, i);

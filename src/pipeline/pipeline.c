@@ -333,7 +333,10 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         it->part = i > 0 && previous_map == it->mapped.map_id;
         previous_map = it->mapped.map_id;
         it->source_key = row.key ? json_incref(row.key) : json_object();
-        it->key_text = dw_strdup(key_text);
+        /* The identity changes are parked behind is the Dataverse row (never NULL from the
+         * mapping engine): the replica-identity key is the whole row under REPLICA
+         * IDENTITY FULL, so it would differ between two updates of the same row. */
+        it->key_text = dw_strdup(it->mapped.target_id ? it->mapped.target_id : key_text);
         it->new_row = json_incref(row.new_row);
         it->old_row = json_incref(row.old_row);
     }

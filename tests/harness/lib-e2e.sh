@@ -55,3 +55,23 @@ dv_load() {
             INSERT INTO dv.$1 SELECT jsonb_array_elements(t::jsonb->'value') FROM raw" ||
         die "loading dvemu table $1 failed"
 }
+
+DW_SAMPLE_SETS="cdm_companies transactioncurrencies msdyn_paymentterms msdyn_customergroups accounts contacts msdyn_vendors salesorders salesorderdetails"
+
+# e2e_mismatches [LEGAL_ENTITIES]: loads dvemu's tables and compares them with the staging
+# tables through the SQL oracle (tests/data/e2e/sample-oracle.sql). Prints the number of
+# rows present on one side only (0: exact), and up to 5 of them on stderr.
+e2e_mismatches() {
+    local le=${1:-'{usmf,demf}'} s
+    for s in $DW_SAMPLE_SETS; do dv_load "$s"; done
+    psql -X -q -v ON_ERROR_STOP=1 -f "$DWASYNC_SOURCE_DIR/tests/data/e2e/sample-oracle.sql" >/dev/null ||
+        die "oracle failed to load"
+    PGOPTIONS="-c oracle.legal_entities=$le" psql -X -qAt -c \
+        "select kind, tbl, row from oracle.mismatch order by tbl limit 5" >&2
+    PGOPTIONS="-c oracle.legal_entities=$le" psql_q "select count(*) from oracle.mismatch"
+}
+
+# e2e_rows SET: number of rows dvemu holds in SET.
+e2e_rows() {
+    curl -sf "$DVEMU_URL/_dvemu/tables/$1" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["value"]))'
+}

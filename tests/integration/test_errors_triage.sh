@@ -107,8 +107,8 @@ out=$(dw errors replay 1 999 2>&1); status=$?
 check_eq "an unknown id fails the whole call" 1 "$status"
 check_contains "naming it" "error 999 does not exist" "$out"
 
-# A daemon announces itself with the listener lock: the CLI tells the operator it acts now.
-psql -X -qAt -c "SELECT pg_advisory_lock_shared(1685545331, 1)" -c "SELECT pg_sleep(5)" >/dev/null 2>&1 &
+# An active runner holds the job lock (ha.h): the CLI tells the operator it acts now.
+psql -X -qAt -c "SELECT pg_advisory_lock(1685545331, 1)" -c "SELECT pg_sleep(5)" >/dev/null 2>&1 &
 daemon=$!
 for _ in $(seq 1 100); do
     [ "$(psql_q "SELECT dwasync.replay_listeners('sales')")" = 1 ] && break
@@ -116,7 +116,7 @@ for _ in $(seq 1 100); do
 done
 out=$(dw errors replay --all --job sales --code 0x80044331)
 check_contains "replay --all filters by code" "queued 1 row for replay" "$out"
-check_contains "with a daemon the CLI says it replays now" "the running dwasync daemon replays them now" "$out"
+check_contains "with a daemon the CLI says it replays now" "the active \`dwasync run\` replays them now" "$out"
 kill $daemon 2>/dev/null; wait $daemon 2>/dev/null
 
 out=$(dw errors skip 3 --reason "customer group VIP retired")

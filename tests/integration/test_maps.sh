@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Map files and jobs through the CLI on a private cluster: import/export fixed point, errors
-# with JSON paths loading nothing, the replica-identity check, refusal while active, the
-# job lifecycle with its slot and publication (row filters in pg_publication_tables), and a
-# legal entity excluded from what the slot decodes.
+# Map files and jobs through the CLI on a private cluster (and dvemu for the metadata):
+# import/export fixed point, errors with JSON paths loading nothing, the replica-identity
+# check, `map validate` against source and Dataverse metadata, refusal while active, the job
+# lifecycle with its slot and publication (row filters in pg_publication_tables), and a legal
+# entity excluded from what the slot decodes.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 pg_start
+dvemu_start
 
 dw_mktemp work maps
 conf=$work/dwasync.conf
-printf '[source]\nconninfo = %s\n' "$DW_PG_CONNINFO" >"$conf"
+printf '[source]\nconninfo = %s\n[dataverse]\nurl = %s\nauthority = %s\ntenant_id = %s\nclient_id = %s\nclient_secret_file = %s\n' \
+    "$DW_PG_CONNINFO" "$DVEMU_URL" "$DVEMU_URL" "$DVEMU_TENANT" "$DVEMU_CLIENT_ID" "$DVEMU_SECRET_FILE" >"$conf"
 dw() { "$DWASYNC_BIN" --config "$conf" "$@"; }
 sample=$DWASYNC_SOURCE_DIR/packaging/sample
 mapfile=$sample/fno-sample.map.json
@@ -77,8 +80,42 @@ check_contains "refusal gives the fix" "ALTER TABLE fno.customersv3 REPLICA IDEN
 psql_q "alter table fno.customersv3 replica identity full"
 check_eq "nothing changed by the refused imports" "9 1" "$(psql_q "select count(*) || ' ' || max(version) from dwasync.table_map")"
 
-out=$(dw map validate fno_sample 2>&1)
-check_contains "map validate passes the source checks" 'maps of job "fno_sample" fit the source database' "$out"
+out=$(dw map validate fno_sample 2>&1); status=$?
+check_eq "the sample maps are valid against source and dvemu metadata" 0 "$status"
+check_contains "map validate says so" 'maps of job "fno_sample" are valid' "$out"
+
+# Findings against the Dataverse metadata: each names its path; job start refuses.
+python3 - "$mapfile" "$work/dvbad.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+d["job"]["name"] = "fno_dvbad"
+m = d["groups"][0]["maps"]
+def col(mi, target):
+    return next(c for c in m[mi]["columns"] if c["target"] == target)
+col(4, "msdyn_onholdstatus")["value_map"]["5"] = 806389999          # not an option
+col(4, "telephone1")["target"] = "telephone9"                     # no such column
+col(6, "msdyn_name")["source"] = "VENDORGROUPID"                  # fine: 10 <= 100
+col(2, "msdyn_description")["source"] = "PAYMENTMETHODTYPE"       # fine
+m[1]["key"][0]["target"] = "currencyprecision"                        # not an alternate key
+col(0, "cdm_name")["type"] = "integer"                             # String in Dataverse
+json.dump(d, open(sys.argv[2], "w"), indent=2)
+PY
+psql_q "alter table fno.legalentities alter column name type varchar(200)"
+dw map import "$work/dvbad.json" >/dev/null 2>&1
+out=$(dw map validate fno_dvbad 2>&1); status=$?
+check_eq "validate with findings exits 1" 1 "$status"
+check_contains "option value missing from the option set" 'maps[4].columns[7].value_map."5": option value 806389999 is not in the option set of "msdyn_onholdstatus"' "$out"
+check_contains "unknown column" '"account" has no column "telephone9"' "$out"
+check_contains "key that is no alternate key" 'maps[1].key: (currencyprecision) is not an alternate key of "transactioncurrency"' "$out"
+check_contains "type mismatch" '"cdm_name" is String in Dataverse, the map converts to integer' "$out"
+check_contains "source column longer than the target" 'source "name" (character varying(200)) is longer than "cdm_name" (String, at most 100)' "$out"
+out=$(dw job start fno_dvbad 2>&1); status=$?
+check_eq "job start refuses maps with errors" 1 "$status"
+check_contains "and says why" 'job "fno_dvbad" not started: its maps have' "$out"
+check_eq "nothing created by the refused start" "0 0 stopped" \
+    "$(psql_q "select (select count(*) from pg_replication_slots) || ' ' || (select count(*) from pg_publication) || ' ' || (select state from dwasync.job where name = 'fno_dvbad')")"
+psql_q "alter table fno.legalentities alter column name type varchar(60)"
+dw job drop fno_dvbad --yes >/dev/null 2>&1
 
 # --- job lifecycle ---------------------------------------------------------------------------
 out=$(dw job start fno_sample 2>&1)

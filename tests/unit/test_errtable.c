@@ -2,7 +2,7 @@
  * The error table's C API and the replay engine against a private Postgres cluster
  * (tests/harness/pgcluster): idempotent inserts, the blocked set across a reconnect,
  * replay order and idempotence, failures back to open, skip releasing followers, writes
- * completed later, sequence levels, NOTIFY and the listener lock, the alert rule and
+ * completed later, sequence levels, NOTIFY and the runner's job lock, the alert rule and
  * retention. The "Dataverse" here is a list of writes recorded in the order they were sent.
  */
 #include <check.h>
@@ -15,6 +15,7 @@
 
 #include "dwasync/alloc.h"
 #include "dwasync/errtable.h"
+#include "dwasync/ha.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/migrate.h"
@@ -216,18 +217,26 @@ static dw_rc fake_remap(void *user, const struct dw_errstored *row, struct dw_re
     return DW_OK;
 }
 
+/* What the fake Dataverse answers: 204, or a refusal with this class, status and code. */
+static struct dw_write_result outcome(bool refused, enum dw_error_class c, int http,
+                                      const char *code, const char *message)
+{
+    return (struct dw_write_result){
+        .status = refused ? DW_WRITE_REJECTED : DW_WRITE_APPLIED,
+        .error_class = refused ? c : DW_ERRCLASS_NONE,
+        .http_status = refused ? http : 204,
+        .code = refused ? code : "",
+        .message = refused ? message : "",
+    };
+}
+
 static void fake_finish(struct fake *f, void *token, const char *value)
 {
     bool bad = f->reject_bad && strcmp(value, "bad") == 0;
     json_t *payload = json_pack("{s:s}", "v", value);
-    struct dw_write_result res = {
-        .status = bad ? DW_WRITE_REJECTED : DW_WRITE_APPLIED,
-        .error_class = bad ? DW_ERRCLASS_VALIDATION : DW_ERRCLASS_NONE,
-        .http_status = bad ? 400 : 204,
-        .code = bad ? "0x80044331" : "",
-        .message = bad ? "still too long" : "",
-        .payload = payload,
-    };
+    struct dw_write_result res =
+        outcome(bad, DW_ERRCLASS_VALIDATION, 400, "0x80044331", "still too long");
+    res.payload = payload;
     dw_replay_complete(f->engine, token, &res);
     json_decref(payload);
 }
@@ -586,31 +595,50 @@ START_TEST(notify_reaches_the_listening_daemon)
     int n = -1;
     ck_assert_int_eq(dw_errtable_listeners(op, "notify", &n), DW_OK);
     ck_assert_int_eq(n, 0);
-    ck_assert_int_eq(dw_errtable_listen(daemon, job), DW_OK);
+    /* The active runner: it holds the job lock and listens. */
+    struct dw_ha ha;
+    bool active = false;
+    dw_ha_init(&ha, daemon, job, 0);
+    ck_assert_int_eq(dw_ha_try(&ha, 0, &active), DW_OK);
+    ck_assert(active);
+    ck_assert_int_eq(dw_errtable_listen(daemon), DW_OK);
     ck_assert_int_eq(dw_errtable_listeners(op, "notify", &n), DW_OK);
     ck_assert_int_eq(n, 1);
     ck_assert_int_eq(dw_errtable_listeners(op, "idem", &n), DW_OK);
     ck_assert_int_eq(n, 0);
 
+    /* Another job's request does not count. (Sent from the listening session itself, so
+     * it has certainly arrived when the call returns.) */
+    int64_t other = make_job(op, "notify_other");
+    int64_t other_map = map_id(op, other, "child");
+    insert_rows(op, other, other_map, basic, 1, NULL);
+    q_eq(daemon,
+         "SELECT dwasync.replay_error(min(id)) FROM dwasync.error WHERE job_id = (SELECT id FROM "
+         "dwasync.job WHERE name = 'notify_other')",
+         "1");
+    bool requested = true;
+    ck_assert_int_eq(dw_errtable_poll_requests(daemon, "notify", &requested), DW_OK);
+    ck_assert(!requested);
+
+    /* This job's request, from the operator's session, does. */
     q_eq(op,
          "SELECT dwasync.replay_error(min(id)) FROM dwasync.error WHERE job_id = (SELECT id FROM "
          "dwasync.job WHERE name = 'notify')",
          "2");
-    PGnotify *note = NULL;
-    for (int i = 0; i < 50 && note == NULL; i++) {
+    requested = false;
+    for (int i = 0; i < 50 && !requested; i++) {
         int sock = PQsocket(daemon);
         fd_set fds;
         FD_ZERO(&fds);
         FD_SET(sock, &fds);
         struct timeval tv = {0, 100000};
         (void)select(sock + 1, &fds, NULL, NULL, &tv);
-        ck_assert_int_eq(PQconsumeInput(daemon), 1);
-        note = PQnotifies(daemon);
+        ck_assert_int_eq(dw_errtable_poll_requests(daemon, "notify", &requested), DW_OK);
     }
-    ck_assert_ptr_nonnull(note);
-    ck_assert_str_eq(note->relname, DW_REPLAY_CHANNEL);
-    ck_assert_str_eq(note->extra, "notify");
-    PQfreemem(note);
+    ck_assert(requested);
+    /* Every notification was read: nothing is left over. */
+    ck_assert_int_eq(dw_errtable_poll_requests(daemon, NULL, &requested), DW_OK);
+    ck_assert(!requested);
     PQfinish(daemon);
     /* The backend releases the lock as it exits, a moment after the connection closes. */
     for (int i = 0; i < 100; i++) {
@@ -791,6 +819,145 @@ START_TEST(skipping_a_head_in_flight_keeps_one_write_per_key)
 }
 END_TEST
 
+/*
+ * A model of the pipeline and an operator doing random things (seeded, so repeatable):
+ * changes to free keys are applied directly or fail into the table, changes to blocked keys
+ * are parked; the operator replays and skips at random; writes complete late, in random
+ * order, some failing again. After every step each key's queue has exactly one head, the
+ * earliest row, and every write that reached "Dataverse" for a key is later in commit order
+ * than the one before it.
+ */
+struct model {
+    struct fake f;
+    struct dw_blocked_keys *blocked;
+    uint64_t last_applied[6];
+};
+
+static void model_unblocked(void *user, int64_t map, const char *key_text)
+{
+    struct model *m = user;
+    dw_blocked_keys_remove(m->blocked, map, key_text);
+}
+
+static void model_apply(struct model *m, const char *key, uint64_t lsn)
+{
+    int k = key[1] - '0';
+    ck_assert_msg(lsn > m->last_applied[k], "key %s: %" PRIx64 " applied after %" PRIx64, key, lsn,
+                  m->last_applied[k]);
+    m->last_applied[k] = lsn;
+}
+
+static dw_rc model_submit(void *user, void *token, struct dw_write *w)
+{
+    struct model *m = user;
+    ck_assert_int_lt(m->f.npending, 16);
+    m->f.pending[m->f.npending] = token;
+    m->f.pending_value[m->f.npending++] =
+        dw_asprintf("%s %s", json_string_value(json_object_get(w->key, "k")),
+                    json_string_value(json_object_get(w->body, "v")));
+    free(w->entity_set);
+    free(w->logical_name);
+    json_decref(w->key);
+    json_decref(w->body);
+    return DW_OK;
+}
+
+static void model_complete(struct model *m, int i, bool fail)
+{
+    char key[8];
+    unsigned long long lsn;
+    ck_assert_int_eq(sscanf(m->f.pending_value[i], "%7s %llx", key, &lsn), 2);
+    if (!fail)
+        model_apply(m, key, lsn);
+    struct dw_write_result res =
+        outcome(fail, DW_ERRCLASS_CONFLICT, 409, "0x80060882", "concurrency conflict");
+    dw_replay_complete(m->f.engine, m->f.pending[i], &res);
+    free(m->f.pending_value[i]);
+    m->f.pending[i] = m->f.pending[m->f.npending - 1];
+    m->f.pending_value[i] = m->f.pending_value[m->f.npending - 1];
+    m->f.npending--;
+}
+
+static void check_queues(PGconn *conn)
+{
+    /* Keys with unresolved rows whose head is missing, doubled or not the earliest. */
+    q_eq(conn,
+         "SELECT count(*) FROM (SELECT key_text, "
+         "count(*) FILTER (WHERE status IN ('open', 'replaying')) AS heads, "
+         "(array_agg(status ORDER BY commit_lsn))[1] AS first "
+         "FROM dwasync.error WHERE job_id = (SELECT id FROM dwasync.job WHERE name = 'model') "
+         "AND status IN ('open', 'waiting', 'replaying') GROUP BY key_text) q "
+         "WHERE heads <> 1 OR first = 'waiting'",
+         "0");
+}
+
+START_TEST(random_operations_keep_per_key_order)
+{
+    static const struct dw_replay_ops model_ops = {fake_remap, model_submit, model_unblocked};
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "model");
+    int64_t map = map_id(conn, job, "child");
+    struct model *m = dw_calloc(1, sizeof *m);
+    exec_ok(conn, "SELECT setseed(0.42)"); /* the operator's random picks, repeatable */
+    m->blocked = dw_blocked_keys_new();
+    ck_assert_int_eq(dw_replay_new(conn, job, &model_ops, m, 4, &m->f.engine), DW_OK);
+    srandom(20261122);
+    uint64_t lsn = 0x1000;
+    for (int step = 0; step < 400; step++) {
+        int op = (int)(random() % 10);
+        if (op < 4) { /* the pipeline: one change */
+            char key[4], keytext[32], value[24];
+            snprintf(key, sizeof key, "K%d", (int)(random() % 6));
+            snprintf(keytext, sizeof keytext, "{\"k\":\"%s\"}", key);
+            lsn += 0x10;
+            snprintf(value, sizeof value, "%" PRIx64, lsn);
+            bool blocked = dw_blocked_keys_contains(m->blocked, map, keytext);
+            if (!blocked && random() % 2 == 0) {
+                model_apply(m, key, lsn);
+                continue;
+            }
+            const struct row_spec row = {
+                key, lsn, 0, value, blocked, blocked ? DW_ERRCLASS_NONE : DW_ERRCLASS_VALIDATION};
+            insert_rows(conn, job, map, &row, 1, m->blocked);
+        } else if (op < 6) { /* the operator replays something */
+            exec_ok(conn, "SELECT dwasync.replay_error(id) FROM dwasync.error WHERE job_id = "
+                          "(SELECT id FROM dwasync.job WHERE name = 'model') AND status IN "
+                          "('open', 'waiting') ORDER BY random() LIMIT 1");
+        } else if (op == 6) { /* or skips something */
+            exec_ok(conn, "SELECT dwasync.skip_error(id, 'model') FROM dwasync.error WHERE "
+                          "job_id = (SELECT id FROM dwasync.job WHERE name = 'model') AND "
+                          "status IN ('open', 'waiting', 'replaying') ORDER BY random() LIMIT 1");
+        } else if (op < 9) {
+            pump(m->f.engine);
+        } else if (m->f.npending > 0) { /* a write finishes, perhaps failing */
+            model_complete(m, (int)(random() % m->f.npending), random() % 4 == 0);
+        }
+        check_queues(conn);
+    }
+    /* Fix everything and replay it all: the queues drain and every key is free again. */
+    for (int round = 0; round < 50; round++) {
+        while (m->f.npending > 0)
+            model_complete(m, 0, false);
+        exec_ok(conn, "SELECT dwasync.replay_errors('model')");
+        if (pump(m->f.engine) && m->f.npending == 0)
+            break;
+    }
+    q_eq(conn,
+         "SELECT count(*) FROM dwasync.error WHERE job_id = (SELECT id FROM dwasync.job WHERE "
+         "name = 'model') AND status IN ('open', 'waiting', 'replaying')",
+         "0");
+    ck_assert_uint_eq(dw_blocked_keys_count(m->blocked), 0);
+    struct dw_replay_stats st;
+    dw_replay_get_stats(m->f.engine, &st);
+    ck_assert_uint_gt(st.failed, 0); /* the model did exercise failures */
+    ck_assert_uint_gt(st.unblocked, 0);
+    dw_replay_free(m->f.engine);
+    dw_blocked_keys_free(m->blocked);
+    free(m);
+    PQfinish(conn);
+}
+END_TEST
+
 int main(void)
 {
     dw_log_configure(DW_LOG_WARN, DW_LOG_LOGFMT);
@@ -807,6 +974,7 @@ int main(void)
     tcase_add_test(tc, queues_left_without_a_head_are_healed);
     tcase_add_test(tc, skipping_a_head_in_flight_keeps_one_write_per_key);
     tcase_add_test(tc, a_crash_mid_replay_resends_once_in_order);
+    tcase_add_test(tc, random_operations_keep_per_key_order);
     tcase_add_test(tc, notify_reaches_the_listening_daemon);
     tcase_add_test(tc, alert_rule_pauses_the_job);
     tcase_add_test(tc, retention_never_purges_unresolved_rows);

@@ -286,6 +286,21 @@ START_TEST(unchanged_toast_and_null_rules)
     ck_assert(v.items[0].ok);
     ck_assert_ptr_null(json_object_get(v.items[0].write.body, "name"));
     ck_assert_str_eq(json_string_value(json_object_get(v.items[0].write.body, "description")), "n");
+    /* A filter column not sent at all cannot be evaluated: an error, not a guess. */
+    dw_mapped_vec_reset(&v);
+    json_object_del(row, "partytype");
+    free(text);
+    text = dw_json_dumps(row);
+    map_rows(maps, DW_CHANGE_UPDATE, "cust", text, NULL, "[\"partytype\"]", &v);
+    ck_assert_uint_eq(v.len, 2);
+    ck_assert(!v.items[0].ok && !v.items[1].ok);
+    ck_assert_ptr_nonnull(strstr(v.items[0].error, "row filter cannot be evaluated"));
+    /* An INSERT without a filter column (schema drift) is an error, not a silent skip. */
+    dw_mapped_vec_reset(&v);
+    map_rows(maps, DW_CHANGE_INSERT, "cust", text, NULL, NULL, &v);
+    ck_assert_uint_eq(v.len, 2);
+    ck_assert(!v.items[0].ok);
+    ck_assert_ptr_nonnull(strstr(v.items[1].error, "map \"persons\": the row filter"));
     /* null "omit": a null source leaves the attribute out; "send" (default) sends null */
     dw_mapped_vec_reset(&v);
     map_rows(maps, DW_CHANGE_INSERT, "cust", org_row, NULL, NULL, &v);
@@ -399,6 +414,29 @@ START_TEST(coercions_to_dataverse_types)
 }
 END_TEST
 
+START_TEST(replay_through_one_map_by_id)
+{
+    struct dw_job_maps *maps = load_maps();
+    /* Ids come from the control schema; set them as dw_mapstore_load() would. */
+    struct dw_jobdef *def = (struct dw_jobdef *)dw_job_maps_def(maps);
+    for (size_t i = 0; i < def->groups[0].nmaps; i++)
+        def->groups[0].maps[i].id = (int64_t)(100 + i);
+    json_t *row = J(org_row);
+    struct dw_source_row r = {"fno", "cust", DW_CHANGE_INSERT, row, NULL, NULL};
+    struct dw_mapped_vec v = {0};
+    ck_assert_int_eq(dw_mapping_map_row_with(maps, 100, &r, &v), DW_OK); /* orgs only */
+    ck_assert_uint_eq(v.len, 1);
+    ck_assert_int_eq(v.items[0].map_id, 100);
+    ck_assert_str_eq(v.items[0].write.entity_set, "accounts");
+    ck_assert_int_eq(dw_mapping_map_row_with(maps, 101, &r, &v), DW_OK); /* filtered out */
+    ck_assert_uint_eq(v.len, 1);
+    ck_assert_int_eq(dw_mapping_map_row_with(maps, 999, &r, &v), DW_ERR_NOT_FOUND);
+    json_decref(row);
+    dw_mapped_vec_cleanup(&v);
+    dw_job_maps_free(maps);
+}
+END_TEST
+
 START_TEST(target_id_is_canonical)
 {
     struct dw_job_maps *maps = load_maps();
@@ -476,6 +514,25 @@ START_TEST(map_file_errors_carry_json_paths)
     ck_assert_ptr_nonnull(strstr(dw_buf_str(&errors), ":2:"));
     ck_assert_ptr_nonnull(strstr(dw_buf_str(&errors), "duplicate"));
     unlink(path);
+    dw_buf_cleanup(&errors);
+
+    /* Upper-case legal entities parse but draw a warning (dataAreaId is lower case). */
+    dw_buf_init(&errors, 0);
+    def = parse_text("{\"format\": 1, \"job\": {\"name\": \"u\", \"legal_entities\": "
+                     "[\"USMF\", \"demf\"]}, \"groups\": [{\"name\": \"g\", \"maps\": "
+                     "[{\"name\": \"m\", \"sequence\": 1, \"source\": {\"table\": \"t\"}, "
+                     "\"target\": {\"entity_set\": \"es\", \"logical_name\": \"e\"}, "
+                     "\"key\": [{\"target\": \"k\", \"company\": \"d\"}]}]}]}",
+                     &errors, &rc);
+    ck_assert_int_eq(rc, DW_OK);
+    struct dw_findings found;
+    dw_findings_init(&found);
+    dw_mapvalidate(def, NULL, NULL, 0, &found);
+    ck_assert_int_eq(found.errors, 0);
+    ck_assert_int_eq(found.warnings, 1);
+    ck_assert_ptr_nonnull(strstr(dw_buf_str(&found.text), "warning: $.job.legal_entities[0]"));
+    dw_findings_cleanup(&found);
+    dw_jobdef_free(def);
     dw_buf_cleanup(&errors);
 }
 END_TEST
@@ -602,14 +659,15 @@ START_TEST(filter_literals_and_three_valued_logic)
         const char *row;
         enum dw_tristate want;
     } cases[] = {
-        {(char *)"{\"a\": \"it's\", \"n\": 1, \"z\": 1}", DW_FALSE},
-        {(char *)"{\"a\": \"x\", \"n\": 1, \"z\": 1}", DW_TRUE},
-        {(char *)"{\"a\": \"it's\", \"n\": 5, \"z\": 1}", DW_TRUE},
-        {(char *)"{\"a\": \"it's\", \"n\": null, \"z\": 1}", DW_UNKNOWN},
-        {(char *)"{\"a\": \"it's\", \"n\": 1, \"z\": null}", DW_TRUE},
-        {(char *)"{\"A\": \"it's\", \"N\": 1, \"Z\": 2}", DW_FALSE},
-        {(char *)"{\"a\": null, \"n\": 1, \"z\": 1}", DW_UNKNOWN},
-        {(char *)"{\"n\": 1, \"z\": 1}", DW_UNKNOWN},
+        {"{\"a\": \"it's\", \"n\": 1, \"z\": 1}", DW_FALSE},
+        {"{\"a\": \"x\", \"n\": 1, \"z\": 1}", DW_TRUE},
+        {"{\"a\": \"it's\", \"n\": 5, \"z\": 1}", DW_TRUE},
+        {"{\"a\": \"it's\", \"n\": null, \"z\": 1}",
+         DW_FALSE}, /* NULL >= 5 excludes, as in a publication */
+        {"{\"a\": \"it's\", \"n\": 1, \"z\": null}", DW_TRUE},
+        {"{\"A\": \"it's\", \"N\": 1, \"Z\": 2}", DW_FALSE},
+        {"{\"a\": null, \"n\": 1, \"z\": 1}", DW_FALSE},
+        {"{\"n\": 1, \"z\": 1}", DW_UNKNOWN},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         json_t *row = J(cases[i].row);
@@ -726,6 +784,7 @@ static Suite *mapping_suite(void)
     tcase_add_test(tc, legal_entity_filter_and_delete);
     tcase_add_test(tc, coercions_to_dataverse_types);
     tcase_add_test(tc, target_id_is_canonical);
+    tcase_add_test(tc, replay_through_one_map_by_id);
     tcase_add_test(tc, map_file_errors_carry_json_paths);
     tcase_add_test(tc, normal_form_is_a_fixed_point);
     tcase_add_test(tc, filters_compile_to_publication_sql);
