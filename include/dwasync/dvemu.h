@@ -124,7 +124,8 @@ struct dw_dvemu_options {
     size_t nclients;
     int token_lifetime; /* seconds */
     bool admin;
-    int threads; /* 0: a thread per connection; N: a pool of N epoll threads */
+    bool lenient_keys; /* accept key values Dataverse refuses in URLs (/ < > * % & : \ ? +) */
+    int threads;       /* 0: a thread per connection; N: a pool of N epoll threads */
     /* service protection limits, per user */
     int limit_requests;
     int limit_exec_ms;

@@ -69,6 +69,10 @@ bool dw_pgoutput_in_txn(const struct dw_pgoutput *d);
 /* The cached relation with this oid, or NULL. Borrowed until the next R for it or free. */
 const struct dw_relation *dw_pgoutput_relation(const struct dw_pgoutput *d, uint32_t oid);
 
+/* Frees what a relation owns (schema, name, columns) and zeroes it; for relations built
+ * outside the cache (the initial sync describes tables the same way). */
+void dw_relation_cleanup(struct dw_relation *rel);
+
 /* Number of relations in the cache. */
 size_t dw_pgoutput_relation_count(const struct dw_pgoutput *d);
 

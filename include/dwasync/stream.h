@@ -6,21 +6,28 @@
  * timeout of at most dw_stream_timeout_ms(), and calls dw_stream_step() when the fd is
  * readable or the timeout expires. step reads what has arrived, decodes it and dispatches
  * at most max_changes changes to the handler (back-pressure: the rest stays in the socket
- * and in libpq's buffer), answers keepalives that ask for a reply at once, sends standby
- * status updates when due and, after the connection dropped, reconnects with exponential
- * backoff when due. A reconnect calls handler->reset first: the consumer discards a
- * partially received transaction, which the server sends again from the confirmed position.
+ * and in libpq's buffer; when a step used its whole budget, more may be buffered where the
+ * fd does not signal it, so call step again without waiting; with max_changes 0 nothing is
+ * read and only the timers are served), answers keepalives that ask for a reply at once,
+ * sends standby status updates when due and, after the connection dropped, reconnects with
+ * exponential backoff when due. A reconnect calls handler->reset first: the consumer
+ * discards a partially received transaction, which the server sends again from the
+ * confirmed position.
  *
  * Checkpoint rule: the flush position reported to the server is only what the caller
  * confirmed with dw_stream_confirm() (what it made durable). When the caller says it is
  * idle (nothing received is pending) and no transaction is open, the stream also confirms
  * the WAL end of the latest keepalive, so an idle publication pins no WAL.
  *
- * Connecting (blocking, with libpq's connect_timeout) checks: server version 14 or newer,
- * wal_level = logical, the publication exists, the slot exists (or is created when asked),
- * uses pgoutput, belongs to this database and is not invalidated (wal_status 'lost': the
- * stream stops with DW_ERR_STATE and says how to recover). Failures of these checks are
- * permanent (step returns the error); a failed connection or a dropped stream is retried.
+ * The first connection, in dw_stream_open(), blocks (so that configuration mistakes are
+ * reported at once); reconnects are started and advanced by step without blocking (the fd
+ * is -1 and the timeout short meanwhile; a connect that takes over 10 s is abandoned and
+ * retried), then the checks and START_REPLICATION run as quick round trips. The checks:
+ * server version 14 or newer, wal_level = logical, the publication exists, the slot exists
+ * (or is created when asked), uses pgoutput, belongs to this database and is not
+ * invalidated (wal_status 'lost': the stream stops with DW_ERR_STATE and says how to
+ * recover). Failures of these checks are permanent (step returns the error); a failed
+ * connection or a dropped stream is retried.
  *
  * Sessions are opened with DateStyle ISO, TimeZone UTC, IntervalStyle iso_8601,
  * bytea_output hex and extra_float_digits 3, the text forms values.h relies on.

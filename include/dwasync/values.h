@@ -53,7 +53,7 @@ struct dw_values_options {
  * Prepares options for a source time zone name ("UTC", "Europe/Paris"; NULL or "" = UTC).
  * DW_ERR_CONFIG (logged) when the zone is unknown. types starts NULL.
  */
-dw_rc dw_values_options_init(struct dw_values_options *o, const char *timezone);
+dw_rc dw_values_options_init(struct dw_values_options *o, const char *zone);
 
 /* A new, empty type map. */
 struct dw_types *dw_types_new(void);
@@ -62,10 +62,14 @@ struct dw_types *dw_types_new(void);
 void dw_types_free(struct dw_types *t);
 
 /*
- * Records a user type: kind 'd' (domain over base_oid), 'e' (enum) or 'a' (array of
- * base_oid). A later entry for the same oid replaces the earlier one.
+ * Records a user type: kind 'd' (domain over base_oid), 'e' (enum), 'a' (array of
+ * base_oid) or 't' (anything else: written as its text form). A later entry for the same oid
+ * replaces the earlier one.
  */
 void dw_types_add(struct dw_types *t, uint32_t oid, char kind, uint32_t base_oid);
+
+/* Whether the map has an entry for oid. */
+bool dw_types_has(const struct dw_types *t, uint32_t oid);
 
 /* Calls fn for every entry (order unspecified). */
 void dw_types_foreach(const struct dw_types *t,

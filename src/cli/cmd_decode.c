@@ -33,6 +33,7 @@ struct decoder {
     dw_lsn done_lsn; /* end LSN of the last transaction fully written */
     dw_lsn pending_lsn;
     long long printed, limit;
+    long long seen; /* changes dispatched, printed or not */
     bool write_failed;
 };
 
@@ -57,6 +58,7 @@ static dw_rc on_begin(void *user, const struct dw_txn *t)
 static dw_rc on_change(void *user, const struct dw_change *c)
 {
     struct decoder *d = user;
+    d->seen++;
     if (d->limit && d->printed >= d->limit)
         return DW_OK;
     dw_rc rc = dw_change_append_json(&d->out, c, &d->values);
@@ -199,9 +201,10 @@ int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv)
         goto out;
     if (dw_stream_open(&so, &h, &s) != DW_OK)
         goto out;
+    bool more = false; /* the last step used its budget: do not wait for the fd */
     while (!stop_requested) {
         struct pollfd pfd = {dw_stream_fd(s), POLLIN, 0};
-        int timeout = dw_stream_timeout_ms(s);
+        int timeout = more ? 0 : dw_stream_timeout_ms(s);
         if (pfd.fd >= 0 ? poll(&pfd, 1, timeout) < 0 : poll(NULL, 0, timeout) < 0) {
             if (errno == EINTR)
                 continue;
@@ -211,9 +214,14 @@ int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv)
         size_t room = STEP_CHANGES;
         if (d.limit && d.limit - d.printed < (long long)room)
             room = (size_t)(d.limit - d.printed);
+        long long before = d.seen;
         dw_rc rc = dw_stream_step(s, room ? room : 1);
-        if (rc != DW_OK)
+        if (rc != DW_OK) {
+            if (d.write_failed)
+                DW_ERROR("cannot write to standard output: %s", strerror(errno));
             goto out;
+        }
+        more = d.seen - before >= (long long)(room ? room : 1);
         /* What is printed and flushed is durable for decode: confirm it. */
         if (!flush_out(&d)) {
             DW_ERROR("cannot write to standard output: %s", strerror(errno));

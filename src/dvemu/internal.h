@@ -22,6 +22,7 @@
 
 #define EMU_API_PREFIX "/api/data/v9.2/"
 #define EMU_MAX_BATCH  1000
+#define EMU_KEY_MAX    4096 /* index text of one key; Dataverse caps keys at 900 bytes */
 
 struct emu_option {
     int value;
@@ -117,6 +118,7 @@ struct emu {
     struct emu_hist *hist;
     size_t nhist, hist_cap;
     uint64_t hist_dropped;
+    json_t *now_json; /* the current operation's timestamp (createdon, modifiedon) */
     bool in_txn;
     struct emu_undo *undo;
     size_t nundo, undo_cap;
@@ -143,6 +145,7 @@ struct emu_req {
     const char *if_none_match;
     json_t *content_ids; /* $batch: Content-ID -> "set(guid)"; borrowed, may be NULL */
     const char *user;    /* who the token says is calling */
+    json_t *json;        /* the body already parsed (borrowed), or NULL */
 };
 
 #define EMU_MAX_HEADERS 8
@@ -175,7 +178,9 @@ void emu_err_set(struct emu_err *e, int status, const char *code, const char *fm
 void emu_err_clear(struct emu_err *e);
 void emu_new_guid(char out[37]);
 struct emu_row *emu_row_find_id(struct emu_table *t, const char *id);
-char *emu_key_string(const struct emu_table *t, const struct emu_key *k, const json_t *row);
+/* The index text of row's values for key k into out; false when a part is null. */
+bool emu_key_string(const struct emu_table *t, const struct emu_key *k, const json_t *row,
+                    char *out, size_t size);
 struct emu_row *emu_row_find(struct emu_table *t, const struct dw_dvemu_key *key, bool *by_alt,
                              struct emu_err *err);
 /* Writes (or, with data NULL, deletes) a row; logs undo and history. Under store_lock. */

@@ -29,6 +29,8 @@ static void usage(FILE *f)
                "                            PS256 + x5t#S256) with the key of this certificate\n"
                "  --token-lifetime SECONDS  access token lifetime (default 3599)\n"
                "  --admin                   enable the /_dvemu/ inspection and fault endpoints\n"
+               "  --lenient-keys            accept / < > * %% & : \\ ? + in key values of URLs\n"
+               "                            (Dataverse refuses them with 400)\n"
                "  --threads N               0: a thread per connection (default); N: N epoll "
                "threads\n"
                "  --limit-requests N        service protection: requests per window (6000)\n"
@@ -36,7 +38,7 @@ static void usage(FILE *f)
                "  --limit-window SECONDS    window length (300)\n"
                "  --limit-concurrent N      concurrent requests (52)\n"
                "  --dop-hint N              x-ms-dop-hint value (8)\n"
-               "  --history-max N           write history entries kept (1000000; 0 disables)\n"
+               "  --history-max N           write history entries kept (250000; 0 disables)\n"
                "  --faults JSON             faults as POST /_dvemu/faults takes them\n"
                "  --log-level LEVEL         debug, info (default), warn, error\n"
                "  --log-format FORMAT       logfmt (default) or json\n");
@@ -94,6 +96,7 @@ int main(int argc, char **argv)
         O_CLIENT_CERT,
         O_TOKEN_LIFETIME,
         O_ADMIN,
+        O_LENIENT_KEYS,
         O_THREADS,
         O_LIMIT_REQUESTS,
         O_LIMIT_EXEC,
@@ -118,6 +121,7 @@ int main(int argc, char **argv)
         {"client-cert", required_argument, NULL, O_CLIENT_CERT},
         {"token-lifetime", required_argument, NULL, O_TOKEN_LIFETIME},
         {"admin", no_argument, NULL, O_ADMIN},
+        {"lenient-keys", no_argument, NULL, O_LENIENT_KEYS},
         {"threads", required_argument, NULL, O_THREADS},
         {"limit-requests", required_argument, NULL, O_LIMIT_REQUESTS},
         {"limit-exec-ms", required_argument, NULL, O_LIMIT_EXEC},
@@ -190,6 +194,9 @@ int main(int argc, char **argv)
             break;
         case O_ADMIN:
             o.admin = true;
+            break;
+        case O_LENIENT_KEYS:
+            o.lenient_keys = true;
             break;
         case O_THREADS:
             rc = parse_int("--threads", optarg, 0, 256, &v);

@@ -105,6 +105,13 @@ static dw_rc parse_literal(const char *p, const char **end, json_t **out)
         *out = json_string(g);
         return DW_OK;
     }
+    /* Dates and times (2026-11-22, 2026-11-22T10:00:00Z) are bare in OData; as ISO 8601
+     * UTC texts they compare correctly as strings. */
+    if (n >= 10 && isdigit((unsigned char)p[0]) && isdigit((unsigned char)p[3]) && p[4] == '-' &&
+        p[7] == '-') {
+        *out = json_stringn(p, n);
+        return DW_OK;
+    }
     if (n == 4 && strncmp(p, "true", 4) == 0) {
         *out = json_true();
         return DW_OK;

@@ -682,7 +682,7 @@ void dw_dvemu_options_init(struct dw_dvemu_options *o)
     o->limit_window_s = 300;
     o->limit_concurrent = 52;
     o->dop_hint = 8;
-    o->history_max = 1000000;
+    o->history_max = 250000;
     o->threads = 0;
 }
 
@@ -779,11 +779,28 @@ dw_rc dw_dvemu_run(const struct dw_dvemu_options *o)
         rc = DW_ERR_INVALID;
         goto out;
     }
+    /* Bind before starting the daemon: the port (and so base_url, which every answer uses)
+     * is known before the first request thread exists. */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    socklen_t slen = sizeof sin;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&sin, sizeof sin) != 0 || listen(fd, 1024) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sin, &slen) != 0) {
+        DW_ERROR("cannot listen on %s:%d: %s", o->listen_host, o->listen_port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        rc = DW_ERR_IO;
+        goto out;
+    }
+    unsigned port = ntohs(sin.sin_port);
+    s->emu.base_url =
+        dw_asprintf("%s://%s:%u", o->tls_cert ? "https" : "http", o->listen_host, port);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     flags |= o->threads > 0 ? MHD_USE_EPOLL : MHD_USE_THREAD_PER_CONNECTION;
     struct MHD_OptionItem opts[12];
     size_t n = 0;
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &sin};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, fd, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_log, s};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, s};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 300, NULL};
@@ -798,6 +815,7 @@ dw_rc dw_dvemu_run(const struct dw_dvemu_options *o)
             DW_ERROR("cannot read TLS certificate \"%s\" or key \"%s\"", o->tls_cert,
                      o->tls_key ? o->tls_key : "");
             rc = DW_ERR_CONFIG;
+            close(fd);
             goto out;
         }
         flags |= MHD_USE_TLS;
@@ -807,14 +825,11 @@ dw_rc dw_dvemu_run(const struct dw_dvemu_options *o)
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     d = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (d == NULL) {
-        DW_ERROR("cannot listen on %s:%d", o->listen_host, o->listen_port);
+        DW_ERROR("cannot start the HTTP server on %s:%u", o->listen_host, port);
+        close(fd);
         rc = DW_ERR_IO;
         goto out;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    unsigned port = info ? info->port : (unsigned)o->listen_port;
-    s->emu.base_url =
-        dw_asprintf("%s://%s:%u", o->tls_cert ? "https" : "http", o->listen_host, port);
     if (o->port_file && (rc = write_port_file(o->port_file, port)) != DW_OK)
         goto out;
     DW_LOGF(DW_LOG_INFO, DW_FIELDS({"url", s->emu.base_url}), "dvemu listening: %zu tables",

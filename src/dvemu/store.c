@@ -59,47 +59,50 @@ struct emu_row *emu_row_find_id(struct emu_table *t, const char *id)
     return r;
 }
 
-/* One key value in the form the index compares: strings fold case like SQL collation. */
-static void key_value(struct dw_buf *b, const json_t *v)
+/* Appends one key value in the form the index compares (strings fold case like SQL
+ * collation) to out[*n..size); false when it does not fit. Fixed buffers, not heap ones:
+ * this runs several times for every row written. */
+static bool key_value(char *out, size_t size, size_t *n, const json_t *v)
 {
+    char num[40];
+    const char *s = num;
+    char tag;
     if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        (void)dw_buf_putc(b, 's');
-        for (; *s; s++)
-            (void)dw_buf_putc(b, (char)tolower((unsigned char)*s));
+        tag = 's';
+        s = json_string_value(v);
     } else if (json_is_number(v)) {
-        (void)dw_buf_printf(b, "n%.17g", json_number_value(v));
+        tag = 'n';
+        snprintf(num, sizeof num, "%.17g", json_number_value(v));
     } else if (json_is_boolean(v)) {
-        (void)dw_buf_puts(b, json_is_true(v) ? "b1" : "b0");
+        tag = 'b';
+        num[0] = json_is_true(v) ? '1' : '0';
+        num[1] = '\0';
     } else {
-        (void)dw_buf_putc(b, '0');
+        return false;
     }
-    (void)dw_buf_putc(b, '\x1f');
+    size_t len = strlen(s);
+    if (*n + len + 3 > size)
+        return false;
+    out[(*n)++] = tag;
+    for (size_t i = 0; i < len; i++)
+        out[(*n)++] = (char)tolower((unsigned char)s[i]);
+    out[(*n)++] = '\x1f';
+    out[*n] = '\0';
+    return true;
 }
 
-char *emu_key_string(const struct emu_table *t, const struct emu_key *k, const json_t *row)
+bool emu_key_string(const struct emu_table *t, const struct emu_key *k, const json_t *row,
+                    char *out, size_t size)
 {
-    struct dw_buf b;
-    dw_buf_init(&b, 0);
+    size_t n = 0;
     for (size_t i = 0; i < k->nattrs; i++) {
         const struct emu_attr *a = emu_attr_find(t, k->attrs[i]);
         const json_t *v = json_object_get(row, a->prop);
-        if (v == NULL || json_is_null(v)) {
-            dw_buf_cleanup(&b);
-            return NULL; /* a row with a null key part is not in that key's index */
-        }
-        key_value(&b, v);
+        /* A row with a null key part is not in that key's index. */
+        if (v == NULL || json_is_null(v) || !key_value(out, size, &n, v))
+            return false;
     }
-    return dw_buf_steal(&b);
-}
-
-/* The key attribute a URL part names: "accountnumber" or "_msdyn_company_value". */
-static const struct emu_attr *key_part_attr(const struct emu_table *t, const char *name)
-{
-    for (size_t i = 0; i < t->nattrs; i++)
-        if (strcmp(t->attrs[i].prop, name) == 0)
-            return &t->attrs[i];
-    return NULL;
+    return true;
 }
 
 struct emu_row *emu_row_find(struct emu_table *t, const struct dw_dvemu_key *key, bool *by_alt,
@@ -123,29 +126,22 @@ struct emu_row *emu_row_find(struct emu_table *t, const struct dw_dvemu_key *key
         const struct emu_key *k = &t->keys[ki];
         if (k->nattrs != key->nparts)
             continue;
-        json_t *probe = json_object();
+        /* The URL may name the parts in any order: build the index text in key order. */
+        char ks[EMU_KEY_MAX];
+        size_t n = 0;
         bool match = true;
-        for (size_t i = 0; i < key->nparts && match; i++) {
-            const struct emu_attr *a =
-                key->parts[i].name ? key_part_attr(t, key->parts[i].name) : NULL;
-            bool in_key = false;
-            for (size_t j = 0; a && j < k->nattrs; j++)
-                in_key |= strcmp(k->attrs[j], a->name) == 0;
-            if (!in_key)
-                match = false;
-            else
-                json_object_set(probe, a->prop, key->parts[i].value);
+        for (size_t j = 0; j < k->nattrs && match; j++) {
+            const struct emu_attr *a = emu_attr_find(t, k->attrs[j]);
+            const json_t *v = NULL;
+            for (size_t i = 0; i < key->nparts; i++)
+                if (key->parts[i].name && strcmp(key->parts[i].name, a->prop) == 0)
+                    v = key->parts[i].value;
+            match = v != NULL && key_value(ks, sizeof ks, &n, v);
         }
-        if (!match) {
-            json_decref(probe);
+        if (!match)
             continue;
-        }
-        char *ks = emu_key_string(t, k, probe);
-        json_decref(probe);
         struct emu_kidx *e = NULL;
-        if (ks)
-            HASH_FIND_STR(t->kidx[ki], ks, e);
-        free(ks);
+        HASH_FIND_STR(t->kidx[ki], ks, e);
         if (e == NULL)
             emu_err_set(err, 404, "0x80048d02",
                         "A record with the specified key values does not exist in %s entity",
@@ -165,11 +161,10 @@ struct emu_row *emu_key_conflict(struct emu_table *t, const json_t *data, const 
                                  const struct emu_key **which)
 {
     for (size_t ki = 0; ki < t->nkeys; ki++) {
-        char *ks = emu_key_string(t, &t->keys[ki], data);
+        char ks[EMU_KEY_MAX];
         struct emu_kidx *e = NULL;
-        if (ks)
+        if (emu_key_string(t, &t->keys[ki], data, ks, sizeof ks))
             HASH_FIND_STR(t->kidx[ki], ks, e);
-        free(ks);
         if (e && strcmp(e->row->id, id) != 0) {
             *which = &t->keys[ki];
             return e->row;
@@ -178,41 +173,44 @@ struct emu_row *emu_key_conflict(struct emu_table *t, const json_t *data, const 
     return NULL;
 }
 
-static void index_remove(struct emu_table *t, struct emu_row *r)
+static void index_remove(struct emu_table *t, size_t ki, struct emu_row *r)
 {
-    for (size_t ki = 0; ki < t->nkeys; ki++) {
-        char *ks = emu_key_string(t, &t->keys[ki], r->data);
-        struct emu_kidx *e = NULL;
-        if (ks)
-            HASH_FIND_STR(t->kidx[ki], ks, e);
-        free(ks);
-        if (e && e->row == r) {
-            HASH_DEL(t->kidx[ki], e);
-            free(e->k);
-            free(e);
-        }
+    char ks[EMU_KEY_MAX];
+    struct emu_kidx *e = NULL;
+    if (emu_key_string(t, &t->keys[ki], r->data, ks, sizeof ks))
+        HASH_FIND_STR(t->kidx[ki], ks, e);
+    if (e && e->row == r) {
+        HASH_DEL(t->kidx[ki], e);
+        free(e->k);
+        free(e);
     }
 }
 
-static void index_add(struct emu_table *t, struct emu_row *r)
+static void index_add(struct emu_table *t, size_t ki, struct emu_row *r)
 {
-    for (size_t ki = 0; ki < t->nkeys; ki++) {
-        char *ks = emu_key_string(t, &t->keys[ki], r->data);
-        if (ks == NULL)
-            continue;
-        struct emu_kidx *e = NULL;
-        HASH_FIND_STR(t->kidx[ki], ks, e);
-        if (e) {
-            /* Callers check conflicts first; keep the index consistent regardless. */
-            e->row = r;
-            free(ks);
-            continue;
-        }
-        e = dw_calloc(1, sizeof *e);
-        e->k = ks;
+    char ks[EMU_KEY_MAX];
+    if (!emu_key_string(t, &t->keys[ki], r->data, ks, sizeof ks))
+        return;
+    struct emu_kidx *e = NULL;
+    HASH_FIND_STR(t->kidx[ki], ks, e);
+    if (e) {
+        /* Callers check conflicts first; keep the index consistent regardless. */
         e->row = r;
-        HASH_ADD_KEYPTR(hh, t->kidx[ki], e->k, strlen(e->k), e);
+        return;
     }
+    e = dw_calloc(1, sizeof *e);
+    e->k = dw_strdup(ks);
+    e->row = r;
+    HASH_ADD_KEYPTR(hh, t->kidx[ki], e->k, strlen(e->k), e);
+}
+
+/* Whether the row's value for key ki differs between two versions of the row. */
+static bool key_changed(struct emu_table *t, size_t ki, const json_t *a, const json_t *b)
+{
+    char ka[EMU_KEY_MAX], kb[EMU_KEY_MAX];
+    bool ha = emu_key_string(t, &t->keys[ki], a, ka, sizeof ka);
+    bool hb = emu_key_string(t, &t->keys[ki], b, kb, sizeof kb);
+    return ha != hb || (ha && strcmp(ka, kb) != 0);
 }
 
 /* Replaces the row's data without history or undo (used by put and rollback). */
@@ -221,15 +219,22 @@ static void row_set(struct emu_table *t, const char *id, json_t *data)
     struct emu_row *r = NULL;
     HASH_FIND_STR(t->rows, id, r);
     if (r) {
-        index_remove(t, r);
-        json_decref(r->data);
+        /* An update rarely changes key values: keep those index entries as they are. */
+        for (size_t ki = 0; ki < t->nkeys; ki++)
+            if (data == NULL || key_changed(t, ki, r->data, data))
+                index_remove(t, ki, r);
+        json_t *old = r->data;
         if (data == NULL) {
+            json_decref(old);
             HASH_DEL(t->rows, r);
             free(r);
             return;
         }
         r->data = json_incref(data);
-        index_add(t, r);
+        for (size_t ki = 0; ki < t->nkeys; ki++)
+            if (key_changed(t, ki, old, data))
+                index_add(t, ki, r);
+        json_decref(old);
         return;
     }
     if (data == NULL)
@@ -238,7 +243,8 @@ static void row_set(struct emu_table *t, const char *id, json_t *data)
     memcpy(r->id, id, 37);
     r->data = json_incref(data);
     HASH_ADD_STR(t->rows, id, r);
-    index_add(t, r);
+    for (size_t ki = 0; ki < t->nkeys; ki++)
+        index_add(t, ki, r);
 }
 
 void emu_row_put(struct emu *emu, struct emu_table *t, const char *id, json_t *data, const char *op)
@@ -346,6 +352,8 @@ void emu_store_free(struct emu *emu)
     emu_store_reset(emu);
     free(emu->hist);
     free(emu->undo);
+    json_decref(emu->now_json);
+    emu->now_json = NULL;
     emu->hist = NULL;
     emu->undo = NULL;
 }

@@ -65,6 +65,15 @@ static void now_iso(char out[32])
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* One timestamp per operation, shared by every row it writes (under store_lock). */
+static void set_now(struct emu *emu)
+{
+    char now[32];
+    now_iso(now);
+    json_decref(emu->now_json);
+    emu->now_json = json_string(now);
+}
+
 /* --- query options --------------------------------------------------------------------- */
 
 static json_t *parse_query(const char *q)
@@ -508,9 +517,10 @@ static dw_rc resolve_bind(struct emu *emu, const struct emu_table *t, const char
     return DW_OK;
 }
 
-/* Turns a request body into the column changes to store (stored property names). */
+/* Validates a request body and applies its column values to the row being built (stored
+ * property names); the row is a private copy, so this writes into it directly. */
 static dw_rc body_changes(struct emu *emu, const struct emu_table *t, json_t *body,
-                          json_t *content_ids, json_t **out, struct emu_err *err)
+                          json_t *content_ids, json_t *changes, struct emu_err *err)
 {
     if (!json_is_object(body)) {
         emu_err_set(err, 400, "0x80048d19",
@@ -521,7 +531,6 @@ static dw_rc body_changes(struct emu *emu, const struct emu_table *t, json_t *bo
                     t->set);
         return DW_ERR_INVALID;
     }
-    json_t *changes = json_object();
     const char *k;
     json_t *v;
     json_object_foreach(body, k, v)
@@ -533,10 +542,8 @@ static dw_rc body_changes(struct emu *emu, const struct emu_table *t, json_t *bo
             json_t *id;
             dw_rc rc = resolve_bind(emu, t, nav, v, content_ids, &a, &id, err);
             free(nav);
-            if (rc != DW_OK) {
-                json_decref(changes);
+            if (rc != DW_OK)
                 return rc;
-            }
             json_object_set_new(changes, a->prop, id);
             continue;
         }
@@ -545,19 +552,15 @@ static dw_rc body_changes(struct emu *emu, const struct emu_table *t, json_t *bo
         const struct emu_attr *a = emu_attr_find(t, k);
         if (a == NULL || a->type == DW_ATTR_LOOKUP) {
             err_no_property(err, t->logical, k);
-            json_decref(changes);
             return DW_ERR_INVALID;
         }
         if (a->readonly)
             continue; /* Dataverse ignores values for columns it maintains */
         json_t *sv = check_value(t, a, v, err);
-        if (sv == NULL) {
-            json_decref(changes);
+        if (sv == NULL)
             return DW_ERR_INVALID;
-        }
         json_object_set_new(changes, a->prop, sv);
     }
-    *out = changes;
     return DW_OK;
 }
 
@@ -606,25 +609,22 @@ static dw_rc check_unique(struct emu_table *t, const json_t *row, const char *id
     return DW_ERR_EXISTS;
 }
 
-/* The stored row after applying changes to old (NULL for a new row). New reference. */
-static json_t *merge_row(struct emu *emu, const struct emu_table *t, const json_t *old,
-                         const char *id, json_t *changes)
+/* Sets what Dataverse maintains on a row being written: id, timestamps, version. */
+static void finish_row(struct emu *emu, const struct emu_table *t, json_t *row, const char *id,
+                       bool created)
 {
-    char now[32];
-    now_iso(now);
-    json_t *row = old ? json_copy((json_t *)old) : json_object();
-    json_object_update(row, changes);
     json_object_set_new(row, t->primary_id, json_string(id));
-    if (old == NULL)
-        json_object_set_new(row, "createdon", json_string(now));
-    json_object_set_new(row, "modifiedon", json_string(now));
+    if (created)
+        json_object_set(row, "createdon", emu->now_json);
+    json_object_set(row, "modifiedon", emu->now_json);
     json_object_set_new(row, "versionnumber", json_integer((json_int_t)++emu->version));
-    return row;
 }
 
 static void answer_written(struct emu *emu, const struct emu_req *req, struct emu_table *t,
                            const char *id, json_t *row, bool created, struct emu_resp *resp)
 {
+    if (resp == NULL)
+        return; /* a bulk action answers once for all its targets */
     char *ref = dw_asprintf("%s(%s)", t->set, id);
     char *url = dw_asprintf("%s" EMU_API_PREFIX "%s", emu->base_url, ref);
     if (req->prefer_representation) {
@@ -645,12 +645,12 @@ static void answer_written(struct emu *emu, const struct emu_req *req, struct em
     resp->entity_ref = ref;
 }
 
-/* Creates a row; key_values (stored property names) come from an upsert's URL. */
-static dw_rc do_create(struct emu *emu, struct emu_table *t, json_t *changes, const char *want_id,
-                       json_t **row_out, char id_out[37], struct emu_err *err)
+/* Stores row (built by the caller, who keeps its reference) as a new row. */
+static dw_rc do_create(struct emu *emu, struct emu_table *t, json_t *row, const char *want_id,
+                       char id_out[37], struct emu_err *err)
 {
     char id[37];
-    const char *given = json_string_value(json_object_get(changes, t->primary_id));
+    const char *given = json_string_value(json_object_get(row, t->primary_id));
     if (want_id)
         given = want_id;
     if (given) {
@@ -663,18 +663,30 @@ static dw_rc do_create(struct emu *emu, struct emu_table *t, json_t *changes, co
     } else {
         emu_new_guid(id);
     }
-    json_t *row = merge_row(emu, t, NULL, id, changes);
+    finish_row(emu, t, row, id, true);
     dw_rc rc = check_required(t, row, err);
     if (rc == DW_OK)
         rc = check_unique(t, row, id, err);
-    if (rc != DW_OK) {
-        json_decref(row);
+    if (rc != DW_OK)
         return rc;
-    }
     emu_row_put(emu, t, id, row, "create");
     memcpy(id_out, id, 37);
-    *row_out = row;
     return DW_OK;
+}
+
+/* Creates a row from a request body. */
+static dw_rc create_from_body(struct emu *emu, const struct emu_req *req, struct emu_table *t,
+                              json_t *body, struct emu_resp *resp, char id_out[37],
+                              struct emu_err *err)
+{
+    json_t *row = json_object();
+    dw_rc rc = body_changes(emu, t, body, req->content_ids, row, err);
+    if (rc == DW_OK)
+        rc = do_create(emu, t, row, NULL, id_out, err);
+    if (rc == DW_OK)
+        answer_written(emu, req, t, id_out, row, true, resp);
+    json_decref(row);
+    return rc;
 }
 
 /* The stored properties an upsert's alternate key sets on a new row; checks that lookup
@@ -718,64 +730,59 @@ static dw_rc do_upsert(struct emu *emu, const struct emu_req *req, struct emu_ta
                        const struct dw_dvemu_key *key, json_t *body, struct emu_resp *resp,
                        struct emu_err *err)
 {
-    json_t *changes = NULL;
-    dw_rc rc = body_changes(emu, t, body, req->content_ids, &changes, err);
-    if (rc != DW_OK)
-        return rc;
     bool by_alt;
     struct emu_err nf = {0};
     struct emu_row *r = emu_row_find(t, key, &by_alt, &nf);
+    json_t *row = NULL;
+    dw_rc rc;
+    char id[37];
     if (r == NULL && nf.status != 404) {
         *err = nf;
-        json_decref(changes);
         return DW_ERR_INVALID;
     }
     if (r) {
         emu_err_clear(&nf);
         if (req->if_none_match && strcmp(req->if_none_match, "*") == 0) {
             emu_err_set(err, 412, "0x80040237",
-                        "A record with matching key values already "
-                        "exists.");
-            json_decref(changes);
+                        "A record with matching key values already exists.");
             return DW_ERR_EXISTS;
         }
-        json_t *row = merge_row(emu, t, r->data, r->id, changes);
-        json_decref(changes);
-        rc = check_unique(t, row, r->id, err);
-        if (rc != DW_OK) {
-            json_decref(row);
-            return rc;
-        }
-        char id[37];
         memcpy(id, r->id, 37);
-        emu_row_put(emu, t, id, row, "update");
-        answer_written(emu, req, t, id, row, false, resp);
+        row = json_copy(r->data); /* rows are immutable snapshots: write a new version */
+        rc = body_changes(emu, t, body, req->content_ids, row, err);
+        if (rc == DW_OK) {
+            finish_row(emu, t, row, id, false);
+            rc = check_unique(t, row, id, err);
+        }
+        if (rc == DW_OK) {
+            emu_row_put(emu, t, id, row, "update");
+            answer_written(emu, req, t, id, row, false, resp);
+        }
         json_decref(row);
-        return DW_OK;
+        return rc;
     }
     if (req->if_match && strcmp(req->if_match, "*") == 0) {
         *err = nf;
-        json_decref(changes);
         return DW_ERR_NOT_FOUND;
     }
     emu_err_clear(&nf);
+    row = json_object();
     const char *want_id = by_alt ? NULL : json_string_value(key->parts[0].value);
-    if (by_alt && (rc = key_values(emu, t, key, changes, err)) != DW_OK) {
-        json_decref(changes);
-        return rc;
-    }
-    json_t *row;
-    char id[37];
-    rc = do_create(emu, t, changes, want_id, &row, id, err);
-    json_decref(changes);
-    if (rc != DW_OK)
-        return rc;
-    answer_written(emu, req, t, id, row, true, resp);
-    return DW_OK;
+    rc = body_changes(emu, t, body, req->content_ids, row, err);
+    if (rc == DW_OK && by_alt)
+        rc = key_values(emu, t, key, row, err);
+    if (rc == DW_OK)
+        rc = do_create(emu, t, row, want_id, id, err);
+    if (rc == DW_OK)
+        answer_written(emu, req, t, id, row, true, resp);
+    json_decref(row);
+    return rc;
 }
 
 static json_t *parse_body(const struct emu_req *req, struct emu_table *t, struct emu_err *err)
 {
+    if (req->json)
+        return json_incref(req->json);
     json_error_t jerr;
     json_t *body = json_loadb(req->body ? req->body : "", req->body_len, 0, &jerr);
     if (body == NULL)
@@ -861,25 +868,17 @@ static void bulk_action(struct emu *emu, const struct emu_req *req, struct emu_t
     {
         if (bulk_target_type(t, item, i, &err) != DW_OK)
             goto fail;
-        json_t *fields = json_copy(item);
+        /* Annotations (@odata.type, @odata.id) carry no column value: body_changes skips them. */
+        json_t *fields = item;
         const char *odata_id = json_string_value(json_object_get(item, "@odata.id"));
-        json_object_del(fields, "@odata.type");
-        json_object_del(fields, "@odata.id");
-        struct emu_resp one;
-        emu_resp_init(&one);
         struct emu_req sub = *req;
         sub.prefer_representation = false;
         sub.if_match = update ? "*" : NULL;
         sub.if_none_match = NULL;
         dw_rc rc;
         if (create) {
-            json_t *changes = NULL, *row;
             char id[37];
-            rc = body_changes(emu, t, fields, req->content_ids, &changes, &err);
-            if (rc == DW_OK) {
-                rc = do_create(emu, t, changes, NULL, &row, id, &err);
-                json_decref(changes);
-            }
+            rc = create_from_body(emu, &sub, t, fields, NULL, id, &err);
             if (rc == DW_OK)
                 json_array_append_new(ids, json_string(id));
         } else {
@@ -902,18 +901,10 @@ static void bulk_action(struct emu *emu, const struct emu_req *req, struct emu_t
                 key.parts = dw_calloc(1, sizeof *key.parts);
                 key.parts[0].value = json_string(pid);
                 key.nparts = 1;
-                json_object_del(fields, t->primary_id);
             } else if (upsert) {
                 /* No key at all: an upsert that can only create. */
-                json_t *changes = NULL, *row;
                 char id[37];
-                rc = body_changes(emu, t, fields, req->content_ids, &changes, &err);
-                if (rc == DW_OK) {
-                    rc = do_create(emu, t, changes, NULL, &row, id, &err);
-                    json_decref(changes);
-                }
-                json_decref(fields);
-                emu_resp_cleanup(&one);
+                rc = create_from_body(emu, &sub, t, fields, NULL, id, &err);
                 if (rc != DW_OK)
                     goto fail;
                 continue;
@@ -924,12 +915,10 @@ static void bulk_action(struct emu *emu, const struct emu_req *req, struct emu_t
                             t->primary_id);
             }
             if (rc == DW_OK) {
-                rc = do_upsert(emu, &sub, t, &key, fields, &one, &err);
+                rc = do_upsert(emu, &sub, t, &key, fields, NULL, &err);
                 dw_dvemu_key_cleanup(&key);
             }
         }
-        json_decref(fields);
-        emu_resp_cleanup(&one);
         if (rc != DW_OK)
             goto fail;
     }
@@ -1126,16 +1115,10 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
             goto out;
         }
         if (strcmp(req->method, "POST") == 0) {
-            json_t *changes = NULL, *row;
             char id[37];
             if ((body = parse_body(req, t, &err)) == NULL ||
-                body_changes(emu, t, body, req->content_ids, &changes, &err) != DW_OK)
+                create_from_body(emu, req, t, body, resp, id, &err) != DW_OK)
                 goto fail;
-            dw_rc rc = do_create(emu, t, changes, NULL, &row, id, &err);
-            json_decref(changes);
-            if (rc != DW_OK)
-                goto fail;
-            answer_written(emu, req, t, id, row, true, resp);
             goto out;
         }
         emu_err_set(&err, 405, "0x80060888",
@@ -1147,6 +1130,19 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
         dw_dvemu_key_parse(rest + 1, rlen - 2, &key) != DW_OK) {
         emu_err_set(&err, 400, "0x80060888", "Bad Request - Error in query syntax.");
         goto fail;
+    }
+    /* Dataverse's front end refuses these characters in a URL path, even percent-encoded,
+     * so a row keyed by such a value cannot be addressed by key (clients must go by id). */
+    for (size_t i = 0; i < key.nparts && !emu->opt->lenient_keys; i++) {
+        const char *sv = json_string_value(key.parts[i].value);
+        size_t bad = sv ? strcspn(sv, "/<>*%&:\\?+") : 0;
+        if (sv && sv[bad] != '\0') {
+            emu_err_set(&err, 400, "",
+                        "A potentially dangerous Request.Path value was detected from the "
+                        "client (%c).",
+                        sv[bad]);
+            goto fail;
+        }
     }
     bool by_alt;
     if (strcmp(req->method, "GET") == 0) {
@@ -1195,9 +1191,17 @@ out:
 
 void emu_api_handle(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
 {
+    /* Parse the body before taking the lock: with many clients, parsing large bulk
+     * requests then runs in parallel and only the apply is serialized. */
+    struct emu_req pre = *req;
+    if (req->json == NULL && req->body_len > 0)
+        pre.json = json_loadb(req->body, req->body_len, 0, NULL);
     pthread_mutex_lock(&emu->store_lock);
-    handle_locked(emu, req, resp);
+    set_now(emu);
+    handle_locked(emu, &pre, resp);
     pthread_mutex_unlock(&emu->store_lock);
+    if (pre.json != req->json)
+        json_decref(pre.json);
 }
 
 /* --- $batch ---------------------------------------------------------------------------- */
@@ -1372,6 +1376,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
     snprintf(rb, sizeof rb, "batchresponse_%s", gid);
     bool failed = false;
     pthread_mutex_lock(&emu->store_lock);
+    set_now(emu);
     for (size_t i = 0; i < nparts && !(failed && !continue_on_error); i++) {
         char *ct = NULL, *cb = NULL;
         (void)dw_dvemu_header_get(parts[i].headers, parts[i].headers_len, "Content-Type", &ct);

@@ -92,13 +92,14 @@ static bool rd_skip(struct reader *r, size_t n)
     return true;
 }
 
-static void relation_clear(struct dw_relation *rel)
+void dw_relation_cleanup(struct dw_relation *rel)
 {
     for (int i = 0; i < rel->ncols; i++)
         free(rel->cols[i].name);
     free(rel->cols);
     free(rel->schema);
     free(rel->name);
+    memset(rel, 0, sizeof *rel);
 }
 
 struct dw_pgoutput *dw_pgoutput_new(void)
@@ -114,7 +115,7 @@ void dw_pgoutput_free(struct dw_pgoutput *d)
     HASH_ITER(hh, d->rels, e, tmp)
     {
         HASH_DEL(d->rels, e);
-        relation_clear(&e->rel);
+        dw_relation_cleanup(&e->rel);
         free(e);
     }
     free(d->newcols);
@@ -173,7 +174,7 @@ static dw_rc decode_relation(struct dw_pgoutput *d, struct reader *r)
         const char *cname;
         uint32_t type, typmod;
         if (!rd_u8(r, &flags) || !rd_str(r, &cname) || !rd_u32(r, &type) || !rd_u32(r, &typmod)) {
-            relation_clear(&rel);
+            dw_relation_cleanup(&rel);
             return DW_ERR_PROTOCOL;
         }
         rel.cols[i].name = dw_strdup(cname);
@@ -183,7 +184,7 @@ static dw_rc decode_relation(struct dw_pgoutput *d, struct reader *r)
         rel.ncols = i + 1;
     }
     if (r->left != 0) {
-        relation_clear(&rel);
+        dw_relation_cleanup(&rel);
         return DW_ERR_PROTOCOL;
     }
     rel.schema = dw_strdup(schema[0] ? schema : "pg_catalog");
@@ -192,7 +193,7 @@ static dw_rc decode_relation(struct dw_pgoutput *d, struct reader *r)
     struct relent *e;
     HASH_FIND(hh, d->rels, &oid, sizeof oid, e);
     if (e) {
-        relation_clear(&e->rel);
+        dw_relation_cleanup(&e->rel);
     } else {
         e = dw_calloc(1, sizeof *e);
         e->rel.oid = oid;

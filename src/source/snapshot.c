@@ -11,6 +11,7 @@
 #include "dwasync/buf.h"
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
+#include "dwasync/pgoutput.h"
 
 /* A table's relation as pgoutput would describe it, built from the catalog. */
 static dw_rc describe_table(PGconn *conn, const char *table, struct dw_relation *rel)
@@ -68,16 +69,6 @@ out:
     PQclear(res);
     free(schema);
     return rc;
-}
-
-static void relation_cleanup(struct dw_relation *rel)
-{
-    for (int i = 0; i < rel->ncols; i++)
-        free(rel->cols[i].name);
-    free(rel->cols);
-    free(rel->schema);
-    free(rel->name);
-    memset(rel, 0, sizeof *rel);
 }
 
 /* Copies one table through a cursor, FETCH fetch_rows at a time. */
@@ -145,7 +136,7 @@ static dw_rc copy_table(PGconn *conn, const char *table, int64_t fetch_rows,
 out:
     PQclear(res);
     free(cols);
-    relation_cleanup(&rel);
+    dw_relation_cleanup(&rel);
     dw_buf_cleanup(&sql);
     return rc;
 }

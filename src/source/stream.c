@@ -16,8 +16,10 @@
 #define SESSION_OPTIONS                                                                            \
     "-c datestyle=ISO -c timezone=UTC -c intervalstyle=iso_8601 -c bytea_output=hex "              \
     "-c extra_float_digits=3"
-#define BACKOFF_MIN_MS 200
-#define PING_AFTER_MS  1000
+#define BACKOFF_MIN_MS     200
+#define PING_AFTER_MS      100
+#define CONNECT_TIMEOUT_MS 10000
+#define CONNECT_POLL_MS    10
 
 struct dw_stream {
     char *conninfo, *slot, *publication, *record_path;
@@ -41,7 +43,9 @@ struct dw_stream {
     bool idle;
 
     int64_t now_ms, last_status_ms, last_recv_ms, next_connect_ms, backoff_ms;
-    bool more;      /* step stopped at max_changes with messages still buffered */
+    dw_rc handler_rc; /* the consumer's failure, passed on as it is (not a reconnect) */
+    PGconn *pending;  /* a reconnect in progress (PQconnectPoll) */
+    int64_t connect_deadline_ms;
     size_t changes; /* changes dispatched in the current step */
 };
 
@@ -93,8 +97,9 @@ static const char *conn_error(PGconn *conn, char *buf, size_t size)
     return buf;
 }
 
-dw_rc dw_stream_connect(const char *conninfo, bool replication, const char *application_name,
-                        PGconn **out)
+/* Opens a connection with the session settings: complete, or only started when async. */
+static dw_rc open_conn(const char *conninfo, bool replication, const char *application_name,
+                       bool async, PGconn **out)
 {
     char *err = NULL;
     PQconninfoOption *parsed = PQconninfoParse(conninfo, &err);
@@ -125,9 +130,9 @@ dw_rc dw_stream_connect(const char *conninfo, bool replication, const char *appl
     if (!has_timeout)
         keys[k] = "connect_timeout", vals[k++] = "10";
     keys[k] = NULL, vals[k] = NULL;
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    PGconn *conn = async ? PQconnectStartParams(keys, vals, 1) : PQconnectdbParams(keys, vals, 1);
     free(options);
-    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+    if (conn == NULL || PQstatus(conn) == CONNECTION_BAD) {
         char msg[1024];
         DW_ERROR("cannot connect to the source database: %s", conn_error(conn, msg, sizeof msg));
         PQfinish(conn);
@@ -135,6 +140,12 @@ dw_rc dw_stream_connect(const char *conninfo, bool replication, const char *appl
     }
     *out = conn;
     return DW_OK;
+}
+
+dw_rc dw_stream_connect(const char *conninfo, bool replication, const char *application_name,
+                        PGconn **out)
+{
+    return open_conn(conninfo, replication, application_name, false, out);
 }
 
 /* Runs a simple query (a walsender accepts no other) expecting tuples. */
@@ -369,7 +380,6 @@ static void disconnect(struct dw_stream *s)
 {
     PQfinish(s->conn);
     s->conn = NULL;
-    s->more = false;
     s->next_connect_ms = s->now_ms + s->backoff_ms;
     s->backoff_ms =
         s->backoff_ms * 2 > s->reconnect_max_ms ? s->reconnect_max_ms : s->backoff_ms * 2;
@@ -378,18 +388,16 @@ static void disconnect(struct dw_stream *s)
     dw_pgoutput_reset(s->dec);
 }
 
-/* Connects, checks and starts streaming. permanent tells the caller not to retry. */
-static dw_rc connect_stream(struct dw_stream *s, bool *permanent)
+/*
+ * Checks the server and starts streaming on an established replication connection (taken
+ * over: kept on success, closed on failure). permanent tells the caller not to retry.
+ */
+static dw_rc start_stream(struct dw_stream *s, PGconn *conn, bool *permanent)
 {
-    PGconn *conn = NULL;
     PGresult *res = NULL;
     char sql[512];
     dw_rc rc;
     *permanent = false;
-    if ((rc = dw_stream_connect(s->conninfo, true, "dwasync", &conn)) != DW_OK) {
-        *permanent = rc == DW_ERR_CONFIG;
-        goto out;
-    }
     if ((rc = check_server(s, conn, permanent)) != DW_OK)
         goto out;
     *permanent = false;
@@ -421,6 +429,61 @@ out:
     PQclear(res);
     PQfinish(conn);
     return rc;
+}
+
+/* Connects (blocking), checks and starts streaming. */
+static dw_rc connect_stream(struct dw_stream *s, bool *permanent)
+{
+    PGconn *conn = NULL;
+    dw_rc rc = dw_stream_connect(s->conninfo, true, "dwasync", &conn);
+    if (rc != DW_OK) {
+        *permanent = rc == DW_ERR_CONFIG;
+        return rc;
+    }
+    return start_stream(s, conn, permanent);
+}
+
+/*
+ * Reconnecting without blocking the caller's loop: the connection is started and then
+ * advanced by PQconnectPoll() on every step (connect_timeout is enforced here, libpq only
+ * does that in blocking connects). The checks and START_REPLICATION that follow are quick
+ * round trips on a live server and run at once.
+ */
+static dw_rc reconnect_step(struct dw_stream *s)
+{
+    bool permanent = false;
+    dw_rc rc;
+    if (s->pending == NULL) {
+        if (s->now_ms < s->next_connect_ms)
+            return DW_OK;
+        rc = open_conn(s->conninfo, true, "dwasync", true, &s->pending);
+        if (rc == DW_ERR_CONFIG)
+            return rc;
+        if (rc != DW_OK)
+            goto retry;
+        s->connect_deadline_ms = s->now_ms + CONNECT_TIMEOUT_MS;
+    }
+    PostgresPollingStatusType st = PQconnectPoll(s->pending);
+    if (st == PGRES_POLLING_FAILED ||
+        (st != PGRES_POLLING_OK && s->now_ms > s->connect_deadline_ms)) {
+        char msg[1024];
+        DW_WARN("cannot connect to the source database: %s",
+                st == PGRES_POLLING_FAILED ? conn_error(s->pending, msg, sizeof msg) : "timeout");
+        PQfinish(s->pending);
+        s->pending = NULL;
+        goto retry;
+    }
+    if (st != PGRES_POLLING_OK)
+        return DW_OK;
+    PGconn *conn = s->pending;
+    s->pending = NULL;
+    rc = start_stream(s, conn, &permanent);
+    if (rc == DW_OK || permanent)
+        return rc;
+retry:
+    disconnect(s);
+    DW_INFO("reconnecting in %" PRId64 " ms", s->next_connect_ms - s->now_ms);
+    return DW_OK;
 }
 
 /* --- streaming -------------------------------------------------------------------------- */
@@ -474,14 +537,14 @@ static dw_rc send_status(struct dw_stream *s, bool reply)
 static dw_rc on_begin(void *user, const struct dw_txn *t)
 {
     struct dw_stream *s = user;
-    return s->h.begin ? s->h.begin(s->h.user, t) : DW_OK;
+    return s->handler_rc = (s->h.begin ? s->h.begin(s->h.user, t) : DW_OK);
 }
 
 static dw_rc on_change(void *user, const struct dw_change *c)
 {
     struct dw_stream *s = user;
     s->changes++;
-    return s->h.change ? s->h.change(s->h.user, c) : DW_OK;
+    return s->handler_rc = (s->h.change ? s->h.change(s->h.user, c) : DW_OK);
 }
 
 static dw_rc on_commit(void *user, const struct dw_txn *t)
@@ -489,7 +552,7 @@ static dw_rc on_commit(void *user, const struct dw_txn *t)
     struct dw_stream *s = user;
     if (t->end_lsn > s->received)
         s->received = t->end_lsn;
-    return s->h.commit ? s->h.commit(s->h.user, t) : DW_OK;
+    return s->handler_rc = (s->h.commit ? s->h.commit(s->h.user, t) : DW_OK);
 }
 
 static void record_frame(struct dw_stream *s, const char *buf, int len);
@@ -508,6 +571,31 @@ static void record_frame(struct dw_stream *s, const char *buf, int len)
         DW_WARN("cannot write the recording: %s", strerror(errno));
 }
 
+/*
+ * A Y message announces a user-defined type before a relation uses it. One created after we
+ * connected is not in the type map yet: look it up now on a short-lived side connection (the
+ * replication connection is busy streaming). Rare: pgoutput sends Y once per relation
+ * description. A type that is no domain, enum or array is remembered as text so that it is
+ * looked up only once.
+ */
+static void refresh_types(struct dw_stream *s, const uint8_t *msg, size_t len)
+{
+    if (s->types == NULL || len < 5 || msg[0] != 'Y')
+        return;
+    uint32_t oid = (uint32_t)msg[1] << 24 | (uint32_t)msg[2] << 16 | (uint32_t)msg[3] << 8 | msg[4];
+    if (dw_types_has(s->types, oid))
+        return;
+    PGconn *side = NULL;
+    if (dw_stream_connect(s->conninfo, false, "dwasync types", &side) == DW_OK &&
+        dw_types_load(side, s->types) == DW_OK) {
+        if (!dw_types_has(s->types, oid))
+            dw_types_add(s->types, oid, 't', 25);
+        if (s->record)
+            dw_types_foreach(s->types, record_type, s);
+    }
+    PQfinish(side);
+}
+
 /* One CopyData message from the server. */
 static dw_rc handle_message(struct dw_stream *s, const char *buf, int len)
 {
@@ -519,6 +607,7 @@ static dw_rc handle_message(struct dw_stream *s, const char *buf, int len)
         h.user = s;
         s->data_seq++;
         s->last_data = get_u64(p + 1);
+        refresh_types(s, p + 25, (size_t)len - 25);
         if (s->record)
             record_frame(s, buf, len);
         return dw_pgoutput_decode(s->dec, s->last_data, p + 25, (size_t)len - 25, &h);
@@ -540,7 +629,6 @@ static dw_rc handle_message(struct dw_stream *s, const char *buf, int len)
 static dw_rc read_messages(struct dw_stream *s, size_t max_changes)
 {
     char err[512];
-    s->more = false;
     if (!PQconsumeInput(s->conn)) {
         DW_WARN("replication connection lost: %s", conn_error(s->conn, err, sizeof err));
         return DW_ERR_IO;
@@ -569,8 +657,7 @@ static dw_rc read_messages(struct dw_stream *s, size_t max_changes)
         if (rc != DW_OK)
             return rc;
     }
-    s->more = true;
-    return DW_OK;
+    return DW_OK; /* the budget is spent: more may wait in libpq's buffer */
 }
 
 dw_rc dw_stream_open(const struct dw_stream_options *o, const struct dw_stream_handler *h,
@@ -628,29 +715,27 @@ dw_rc dw_stream_step(struct dw_stream *s, size_t max_changes)
 {
     s->now_ms = mono_ms();
     if (s->conn == NULL) {
-        if (s->now_ms < s->next_connect_ms)
-            return DW_OK;
-        bool permanent;
-        dw_rc rc = connect_stream(s, &permanent);
-        if (rc != DW_OK) {
-            if (permanent)
-                return rc;
+        dw_rc rc = reconnect_step(s);
+        if (rc != DW_OK || s->conn == NULL)
+            return rc;
+    }
+    /* max_changes 0: the caller has no room; only the timers are served. */
+    if (max_changes > 0) {
+        s->handler_rc = DW_OK;
+        dw_rc rc = read_messages(s, max_changes);
+        if (s->handler_rc != DW_OK)
+            return s->handler_rc;
+        if (rc == DW_ERR_IO || rc == DW_ERR_PROTOCOL) {
             disconnect(s);
-            DW_INFO("reconnecting in %" PRId64 " ms", s->next_connect_ms - s->now_ms);
             return DW_OK;
         }
+        if (rc != DW_OK)
+            return rc;
     }
-    dw_rc rc = read_messages(s, max_changes ? max_changes : 1);
-    if (rc == DW_ERR_IO || rc == DW_ERR_PROTOCOL) {
-        disconnect(s);
-        return DW_OK;
-    }
-    if (rc != DW_OK)
-        return rc;
     s->now_ms = mono_ms();
     bool due = s->now_ms - s->last_status_ms >= s->status_interval_ms;
     /* While behind the start position and hearing nothing, ask for a keepalive. */
-    bool ping = s->received < s->start_lsn && !dw_pgoutput_in_txn(s->dec) &&
+    bool ping = max_changes > 0 && s->received < s->start_lsn && !dw_pgoutput_in_txn(s->dec) &&
                 s->now_ms - s->last_recv_ms >= PING_AFTER_MS &&
                 s->now_ms - s->last_status_ms >= PING_AFTER_MS;
     if (due || ping || flush_position(s) > s->reported) {
@@ -667,10 +752,10 @@ dw_rc dw_stream_step(struct dw_stream *s, size_t max_changes)
 int dw_stream_timeout_ms(const struct dw_stream *s)
 {
     int64_t now = mono_ms();
+    if (s->pending)
+        return CONNECT_POLL_MS; /* libpq may be waiting to write: no fd to offer for that */
     if (s->conn == NULL)
         return s->next_connect_ms > now ? (int)(s->next_connect_ms - now) : 0;
-    if (s->more)
-        return 0;
     int64_t until = s->last_status_ms + s->status_interval_ms - now;
     if (s->received < s->start_lsn) {
         int64_t ping = s->last_status_ms + PING_AFTER_MS - now;
@@ -770,6 +855,7 @@ void dw_stream_close(struct dw_stream *s)
         PQflush(s->conn);
         PQfinish(s->conn);
     }
+    PQfinish(s->pending);
     if (s->record)
         fclose(s->record);
     dw_pgoutput_free(s->dec);

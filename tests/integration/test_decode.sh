@@ -101,6 +101,18 @@ psql_q "CREATE PUBLICATION snappub FOR TABLE snap"
 decode --publication snappub --slot snapslot --initial-sync public.snap --limit 250 \
     >"$work/snap0.jsonl" 2>/dev/null
 check_eq "interrupted initial sync stopped at the limit" 250 "$(wc -l <"$work/snap0.jsonl")"
+# A copy killed midway (kill -9, nothing confirmed) also starts over cleanly.
+psql_q "CREATE TABLE bigsnap (id int PRIMARY KEY, v text)"
+psql_q "INSERT INTO bigsnap SELECT i, repeat('v', 200) FROM generate_series(1, 200000) i"
+psql_q "ALTER PUBLICATION snappub ADD TABLE bigsnap"
+"$DWASYNC_BIN" --config "$conf" decode --publication snappub --slot snapslot \
+    --initial-sync public.snap,public.bigsnap >"$work/killed.jsonl" 2>/dev/null &
+killed_pid=$!
+for _ in $(seq 1 300); do [ "$(wc -l <"$work/killed.jsonl")" -ge 2000 ] && break; sleep 0.1; done
+kill -9 $killed_pid
+wait $killed_pid 2>/dev/null
+check_eq "the copy was killed midway" 1 "$(( $(wc -l <"$work/killed.jsonl") < 201000 ))"
+psql_q "ALTER PUBLICATION snappub DROP TABLE bigsnap"
 psql_q "INSERT INTO snap VALUES (1001, 'between')"
 decode --publication snappub --slot snapslot --initial-sync snap --until-caught-up \
     >"$work/snap1.jsonl" 2>"$work/snap1.err"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dwasync decode under faults: an idle publication with writes elsewhere does not pin WAL
 # (the keepalive's WAL end is confirmed), an immediate server restart mid-stream is survived
-# without losing changes, and an invalidated slot stops with recovery advice.
+# without losing changes, types created mid-stream are resolved, and an invalidated slot or
+# a wal_level below logical stops with advice.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 pg_start "max_slot_wal_keep_size = 64MB" "wal_keep_size = 0" "max_wal_size = 64MB"
 dw_mktemp work faults
@@ -76,6 +77,22 @@ wait_for 120 all_seen
 check_eq "every row committed before and after the restart was decoded" 3000 \
     "$(jq -r .key.id "$work/stream.jsonl" | sort -u | wc -l)"
 check_contains "the stream reconnected" "streaming from" "$(tail -5 "$work/stream.err")"
+# A domain created while streaming is typed by its base type (looked up when announced).
+psql_q "CREATE DOMAIN qty AS numeric(10, 2); CREATE TYPE state AS ENUM ('open', 'closed');
+        ALTER TABLE stream_t ADD COLUMN q qty, ADD COLUMN st state"
+psql_q "INSERT INTO stream_t VALUES (99999, 'typed', 12.50, 'open')"
+typed_seen() { grep -q '"key":{"id":99999}' "$work/stream.jsonl"; }
+wait_for 60 typed_seen
+check_contains "a domain created mid-stream is typed by its base type" '"q":12.50,"st":"open"' \
+    "$(grep '"key":{"id":99999}' "$work/stream.jsonl")"
+# A longer outage: reconnect attempts fail for a while (backoff), then the stream resumes.
+pg_stop
+sleep 3
+pg_restart fast
+psql_q "INSERT INTO stream_t VALUES (99998, 'after outage', 1, 'closed')"
+outage_seen() { grep -q '"key":{"id":99998}' "$work/stream.jsonl"; }
+wait_for 60 outage_seen
+check_eq "the stream resumed after the server was down" 0 $?
 kill -TERM $stream_pid
 wait $stream_pid
 check_eq "decode still healthy after the restart" 0 $?
@@ -98,4 +115,13 @@ if wait_for 30 lost; then
 else
     fail "could not invalidate a slot for the test" "wal_status: $(psql_q "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'doomed'")"
 fi
+
+# --- wal_level below logical ---
+psql_q "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots" >/dev/null
+psql_q "ALTER SYSTEM SET wal_level = replica"
+pg_restart fast
+out=$(decode --publication streampub --slot s --create-slot --until-caught-up 2>&1); st=$?
+check_eq "wal_level replica stops decode" 1 "$st"
+check_contains "wal_level problem is named" 'has wal_level \"replica\"' "$out"
+check_contains "and the fix is given" 'Set wal_level = logical' "$out"
 finish

@@ -89,6 +89,9 @@ START_TEST(filter_operators)
     ck_assert(filter_matches("sdkmessageid/name eq 'UpsertMultiple' and (n ge 5)", row));
     ck_assert(!filter_matches("sdkmessageid/name eq 'CreateMultiple'", row));
     ck_assert(filter_matches("name eq 'O''Brien' or n eq 5", row));
+    const char *dated = "{\"modifiedon\":\"2026-11-22T10:00:00Z\"}";
+    ck_assert(filter_matches("modifiedon gt 2026-11-22T09:59:59Z", dated));
+    ck_assert(!filter_matches("modifiedon lt 2026-11-01", dated));
 }
 END_TEST
 

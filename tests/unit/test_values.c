@@ -275,6 +275,41 @@ START_TEST(row_json_numbers)
 }
 END_TEST
 
+/* numeric[] elements follow the scalar rules, never jansson's doubles. */
+START_TEST(row_json_numeric_arrays)
+{
+    struct dw_rel_column cols[1] = {{(char *)"a", 1231, -1, false}};
+    struct dw_relation rel = {1, (char *)"public", (char *)"t", 'd', 1, cols};
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"{1.10,100.000000,NULL}", "[1.1,100,null]"},
+        {"{{1,2},{3.5,-4}}", "[[1,2],[3.5,-4]]"},
+        {"{}", "[]"},
+        {"{1.5,1234567890123456.7}", NULL},
+        {"{NaN}", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct dw_datum d[1] = {{DW_DATUM_TEXT, cases[i].in, (uint32_t)strlen(cases[i].in)}};
+        struct dw_change c = {.op = DW_CHANGE_INSERT, .rel = &rel, .new_tuple = {1, d}};
+        struct dw_row_json row = {0};
+        char *error = NULL;
+        dw_rc rc = dw_change_row_json(&c, &utc, &row, &error);
+        if (cases[i].out == NULL) {
+            ck_assert_msg(rc == DW_ERR_RANGE, "%s should be unrepresentable", cases[i].in);
+            ck_assert_ptr_nonnull(strstr(error, "column \"a\""));
+            free(error);
+            continue;
+        }
+        ck_assert_int_eq(rc, DW_OK);
+        char *s = dw_json_dumps(json_object_get(row.new_row, "a"));
+        ck_assert_msg(strcmp(s, cases[i].out) == 0, "%s gave %s", cases[i].in, s);
+        free(s);
+        dw_row_json_cleanup(&row);
+    }
+}
+END_TEST
+
 START_TEST(decode_line_reports_bad_values)
 {
     struct dw_rel_column cols[2] = {{(char *)"id", 23, -1, true}, {(char *)"t", 25, -1, false}};
@@ -324,6 +359,7 @@ int main(void)
     tcase_add_test(tc, arrays);
     tcase_add_test(tc, domains_and_enums);
     tcase_add_test(tc, row_json_numbers);
+    tcase_add_test(tc, row_json_numeric_arrays);
     tcase_add_test(tc, decode_line_reports_bad_values);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
