@@ -98,5 +98,18 @@ for ((i = 0; i < 600; i++)); do
 done
 check_eq "status shows the workload confirmed (confirmed $confirmed, workload end $after)" 1 \
     "$([ "$behind" -lt 65536 ] && echo 1 || echo 0)"
+# The new active runner reports itself (dwasync.runner heartbeat) and its traffic.
+for ((i = 0; i < 100; i++)); do
+    st=$(dw status --json)
+    [ "$(jq '.jobs[0].runner.pid' <<<"$st")" = "$b" ] && break
+    sleep 0.1
+done
+check_eq "status names the standby as the runner now" "$b" "$(jq '.jobs[0].runner.pid' <<<"$st")"
+check_eq "status: not throttled" '"none"' "$(jq '.jobs[0].throttling.state' <<<"$st")"
+check_contains "status line of the runner" "applied" "$(jq -r '.jobs[0].runner.status' <<<"$st")"
+ok2xx=$(curl -s "http://127.0.0.1:$pb/metrics" |
+    sed -n 's/^dwasync_dataverse_requests_total{job="fno_sample",status="2xx"} //p')
+check_eq "new active runner counts its 2xx requests (got ${ok2xx:-none})" 1 \
+    "$([ "${ok2xx:-0}" -gt 0 ] && echo 1 || echo 0)"
 [ "$DW_FAILED" = 0 ] || { log "standby log:"; tail -20 "$DW_E2E_DIR/b.log" >&2; }
 finish
