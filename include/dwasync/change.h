@@ -56,11 +56,11 @@ struct dw_tuple {
 
 struct dw_change {
     enum dw_change_op op;
-    dw_lsn lsn;             /* WAL position of this change */
-    dw_lsn commit_lsn;      /* commit LSN of its transaction (BEGIN's final LSN) */
+    dw_lsn lsn;        /* WAL position of this change */
+    dw_lsn commit_lsn; /* commit LSN of its transaction (BEGIN's final LSN) */
     uint32_t xid;
-    int64_t commit_time_us; /* commit time, microseconds since the Unix epoch */
-    uint32_t index;         /* position within its transaction, from 0 */
+    int64_t commit_time_us;        /* commit time, microseconds since the Unix epoch */
+    uint32_t index;                /* position within its transaction, from 0 */
     const struct dw_relation *rel; /* NULL for TRUNCATE */
     struct dw_tuple new_tuple;     /* INSERT, UPDATE */
     struct dw_tuple old_tuple;     /* UPDATE with old_kind set, DELETE */

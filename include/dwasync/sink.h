@@ -94,11 +94,11 @@ typedef void (*dw_write_done_fn)(void *user, void *write_user, const struct dw_w
 
 /* Throttling and traffic counters for status and metrics. */
 struct dw_sink_stats {
-    uint64_t requests;          /* HTTP requests sent (bulk and batch count once) */
+    uint64_t requests; /* HTTP requests sent (bulk and batch count once) */
     uint64_t responses_2xx, responses_4xx, responses_5xx;
-    uint64_t throttled;         /* 429 responses */
-    uint64_t retries;           /* requests retried after a transient failure */
-    uint64_t retry_sleep_ms;    /* total time spent backing off */
+    uint64_t throttled;      /* 429 responses */
+    uint64_t retries;        /* requests retried after a transient failure */
+    uint64_t retry_sleep_ms; /* total time spent backing off */
     uint64_t token_renewals;
     uint64_t rows_applied, rows_rejected;
     int concurrency;            /* current concurrency limit */
@@ -129,8 +129,7 @@ size_t dw_sink_pending(const struct dw_sink *sink);
  * one of extra[0..nextra) (their revents are filled as curl_multi_poll does), and runs
  * the done callbacks of finished writes. Returns early when an extra fd is ready.
  */
-dw_rc dw_sink_run(struct dw_sink *sink, struct curl_waitfd *extra, unsigned nextra,
-                  int timeout_ms);
+dw_rc dw_sink_run(struct dw_sink *sink, struct curl_waitfd *extra, unsigned nextra, int timeout_ms);
 
 /* Wakes a dw_sink_run() that is waiting (for signal handlers: async-signal-safe). */
 void dw_sink_wakeup(struct dw_sink *sink);

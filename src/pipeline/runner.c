@@ -456,12 +456,28 @@ static void reload(struct runner *r)
     dw_daemon_notify_ready("reloaded");
 }
 
-/* Re-reads the job's state; pauses or stops the stream accordingly. */
+/*
+ * Re-reads the job's state (only the state: the name and slot are borrowed by the pipeline
+ * and the stream, and a job is never renamed); pauses or stops the stream accordingly.
+ */
 static dw_rc check_job(struct runner *r)
 {
-    dw_rc rc = load_job(r);
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->job.id);
+    const char *params[] = {id};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(r->control, "reading the job's state",
+                           "SELECT state FROM dwasync.job WHERE id = $1", 1, params, &res);
     if (rc != DW_OK)
         return rc;
+    if (PQntuples(res) == 0) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", r->job.name}), "job was dropped");
+        PQclear(res);
+        return DW_ERR_NOT_FOUND;
+    }
+    free(r->job.state);
+    r->job.state = dw_strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
     bool paused = strcmp(r->job.state, "active") != 0;
     if (paused != r->paused)
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"state", r->job.state}),

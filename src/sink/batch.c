@@ -157,9 +157,13 @@ struct parse_ctx {
 static dw_rc parse_multipart(struct parse_ctx *ctx, const char *boundary, struct span body,
                              int depth);
 
+/* A NUL-terminated copy that keeps embedded NUL bytes, so body_len always matches. */
 static char *span_dup(struct span s)
 {
-    return dw_strndup(s.p, s.n);
+    char *out = dw_malloc(s.n + 1);
+    memcpy(out, s.p, s.n);
+    out[s.n] = '\0';
+    return out;
 }
 
 /* Finds the next delimiter "--boundary" at a line start at or after from. */

@@ -42,13 +42,15 @@ const char *dw_verdict_name(enum dw_verdict v)
     return "?";
 }
 
-/* Service protection codes: the request was refused for load, not for what it holds. */
+/* Codes that say the request failed for the service's reasons, not for what it holds:
+ * service protection limits and the generic unexpected error. */
 static bool transient_code(const char *code)
 {
     static const char *const codes[] = {
         "0x80072322", /* number of requests */
         "0x80072321", /* combined execution time */
         "0x80072326", /* concurrent requests */
+        "0x80040216", /* "an unexpected error occurred": the platform's generic failure */
     };
     for (size_t i = 0; i < sizeof codes / sizeof *codes; i++)
         if (strcmp(code, codes[i]) == 0)

@@ -125,6 +125,43 @@ static void add_options(struct dw_attr_meta *a, json_t *optionset)
     }
 }
 
+/* The typed casts of AttributeMetadata read after the base list, with what each adds. */
+static const struct {
+    const char *cast;
+    const char *select;
+} casts[] = {
+    {"StringAttributeMetadata", "MaxLength"},
+    {"MemoAttributeMetadata", "MaxLength"},
+    {"IntegerAttributeMetadata", "MinValue,MaxValue"},
+    {"BigIntAttributeMetadata", "MinValue,MaxValue"},
+    {"DecimalAttributeMetadata", "MinValue,MaxValue,Precision"},
+    {"MoneyAttributeMetadata", "MinValue,MaxValue,Precision"},
+    {"DoubleAttributeMetadata", "MinValue,MaxValue,Precision"},
+    {"LookupAttributeMetadata", "Targets"},
+};
+
+/* Copies the typed properties of one cast's answer into the attribute (NULL: not listed). */
+static void apply_cast(struct dw_attr_meta *a, json_t *v)
+{
+    if (a == NULL)
+        return;
+    json_t *x;
+    if (json_is_integer(x = json_object_get(v, "MaxLength")))
+        a->max_length = (int)json_integer_value(x);
+    if (json_is_number(x = json_object_get(v, "MinValue")))
+        a->min_value = json_number_value(x);
+    if (json_is_number(x = json_object_get(v, "MaxValue")))
+        a->max_value = json_number_value(x);
+    if (json_is_integer(x = json_object_get(v, "Precision")))
+        a->precision = (int)json_integer_value(x);
+    if (json_is_array(x = json_object_get(v, "Targets"))) {
+        for (size_t j = 0; j < a->ntargets; j++)
+            free(a->targets[j]);
+        free(a->targets);
+        a->targets = strings_of(x, &a->ntargets);
+    }
+}
+
 dw_rc dw_dvmeta_fetch(struct dw_sink *sink, const char *logical_name, struct dw_entity_meta **out)
 {
     struct dw_entity_meta *m = dw_calloc(1, sizeof *m);
@@ -188,20 +225,18 @@ dw_rc dw_dvmeta_fetch(struct dw_sink *sink, const char *logical_name, struct dw_
     json_decref(doc);
     doc = NULL;
 
-    if ((rc = get(sink, p,
-                  "/Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata"
-                  "?$select=LogicalName,MaxLength",
-                  &doc)) != DW_OK)
-        goto out;
-    json_array_foreach(json_object_get(doc, "value"), i, v)
-    {
-        struct dw_attr_meta *a = attr_mut(m, json_string_value(json_object_get(v, "LogicalName")));
-        json_t *len = json_object_get(v, "MaxLength");
-        if (a && json_is_integer(len))
-            a->max_length = (int)json_integer_value(len);
+    for (size_t c = 0; c < sizeof casts / sizeof *casts; c++) {
+        char *suffix = dw_asprintf("/Attributes/Microsoft.Dynamics.CRM.%s?$select=LogicalName,%s",
+                                   casts[c].cast, casts[c].select);
+        rc = get(sink, p, suffix, &doc);
+        free(suffix);
+        if (rc != DW_OK)
+            goto out;
+        json_array_foreach(json_object_get(doc, "value"), i, v)
+            apply_cast(attr_mut(m, json_string_value(json_object_get(v, "LogicalName"))), v);
+        json_decref(doc);
+        doc = NULL;
     }
-    json_decref(doc);
-    doc = NULL;
 
     if ((rc = get(sink, p,
                   "/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata"

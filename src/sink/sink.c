@@ -92,10 +92,14 @@ struct row {
     json_t *rkey;    /* key with references replaced by GUIDs */
     json_t *rbody;   /* body with binds written as "/<set>(<key>)" */
     json_t *used;    /* ids of GUID cache entries this row relied on */
+    json_t *binds;   /* "<set>(<key>)" of each parent bound by reference in the body */
+    json_t *keyrefs; /* the same for the parents named in the key */
     char *guid;      /* set when the row is addressed by id (unaddressable key) */
     bool post;       /* unaddressable key, no such row: create with POST */
     bool no_bulk;    /* isolating a failed bulk request: go through $batch */
     bool single;     /* isolating a failed batch: go alone */
+    bool refreshed;  /* already resolved again after a 404 */
+    bool post_lost;  /* a POST of this row may have landed although its answer was lost */
     json_t *payload; /* last body sent */
     struct failure res;
     char *missing;
@@ -232,6 +236,8 @@ static void row_free(struct row *r)
     json_decref(r->rkey);
     json_decref(r->rbody);
     json_decref(r->used);
+    json_decref(r->binds);
+    json_decref(r->keyrefs);
     json_decref(r->payload);
     free(r->guid);
     free(r->missing);
@@ -243,6 +249,13 @@ static void finish_row(struct dw_sink *s, struct row *r, enum dw_write_status st
                        enum dw_error_class cls, int http, const char *code, const char *message)
 {
     failure_set(&r->res, status, cls, http, code, message);
+    /* Dataverse does not say which parent is missing; when only one can be, name it (the
+     * key's parents were just looked up, so a bound one is the suspect). */
+    if (cls == DW_ERRCLASS_MISSING_PARENT && r->missing == NULL) {
+        json_t *c = json_array_size(r->binds) ? r->binds : r->keyrefs;
+        if (json_array_size(c) == 1)
+            r->missing = dw_strdup(json_string_value(json_array_get(c, 0)));
+    }
     if (status == DW_WRITE_APPLIED)
         s->stats.rows_applied++;
     else
@@ -250,10 +263,10 @@ static void finish_row(struct dw_sink *s, struct row *r, enum dw_write_status st
     row_move(s, r, ROW_DONE);
 }
 
-/* Drops the resolved state of a row so that it is resolved again (after a 404). */
-static void forget_cache(struct dw_sink *s, struct row *r)
+/* Forgets the cached ids a row relied on (after a 404); returns how many there were. */
+static size_t forget_cache(struct dw_sink *s, struct row *r)
 {
-    size_t i;
+    size_t i, n = 0;
     json_t *id;
     json_array_foreach(r->used, i, id)
     {
@@ -268,8 +281,24 @@ static void forget_cache(struct dw_sink *s, struct row *r)
             free(g->guid);
             failure_cleanup(&g->fail);
             free(g);
+            n++;
         }
     }
+    return n;
+}
+
+/*
+ * After a 404: when the row relied on cached ids, forgets them and resolves the row once
+ * more (a parent deleted and created again has a new id). True when the row goes round
+ * again; false when the 404 stands.
+ */
+static bool refresh_ids(struct dw_sink *s, struct row *r)
+{
+    if (r->refreshed || forget_cache(s, r) == 0)
+        return false;
+    r->refreshed = true;
+    row_move(s, r, ROW_RESOLVING);
+    return true;
 }
 
 /* --- GUID resolution --------------------------------------------------------------------- */
@@ -357,6 +386,11 @@ static enum res resolve_ref(struct dw_sink *s, struct row *r, const json_t *ref,
     if (res == RES_READY && guid)
         res = ref_guid(s, r, set, rkey, false, guid);
     if (res == RES_READY) {
+        if (depth == 0) {
+            char *d = ref_display(set, rkey);
+            json_array_append_new(guid ? r->keyrefs : r->binds, json_string(d));
+            free(d);
+        }
         *set_out = dw_strdup(set);
         *rkey_out = rkey;
     } else {
@@ -491,7 +525,11 @@ static enum res post_body(struct dw_sink *s, struct row *r)
 static enum res resolve_row(struct dw_sink *s, struct row *r)
 {
     json_decref(r->used);
+    json_decref(r->binds);
+    json_decref(r->keyrefs);
     r->used = json_array();
+    r->binds = json_array();
+    r->keyrefs = json_array();
     json_t *rkey = NULL, *rbody = NULL;
     enum res res = resolve_key(s, r, r->key, 0, &rkey);
     if (res == RES_READY && r->body)
@@ -617,10 +655,24 @@ static void queue_lookup(struct dw_sink *s, struct guid_entry *g, const char *pk
     enqueue(s, q);
 }
 
+/* "<before><value as an OData string literal><after>", a new heap string. */
+static char *filter_eq(const char *before, const char *value, const char *after)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    json_t *v = json_string(value);
+    (void)dw_buf_puts(&b, before);
+    if (v == NULL || dw_dvkey_literal(&b, v, false) != DW_OK)
+        (void)dw_buf_puts(&b, "''");
+    (void)dw_buf_puts(&b, after);
+    json_decref(v);
+    return dw_buf_steal(&b);
+}
+
 static void queue_setinfo(struct dw_sink *s, struct set_entry *e)
 {
     struct dw_buf b;
-    char *filter = dw_asprintf("EntitySetName eq '%s'", e->set);
+    char *filter = filter_eq("EntitySetName eq ", e->set, "");
     dw_buf_init(&b, 0);
     (void)dw_dvkey_encode(&b, filter, strlen(filter));
     struct req *q = req_new(
@@ -638,8 +690,8 @@ static void queue_setinfo(struct dw_sink *s, struct set_entry *e)
 static void queue_bulkinfo(struct dw_sink *s, struct bulk_entry *e)
 {
     struct dw_buf b;
-    char *filter = dw_asprintf(
-        "sdkmessageid/name eq 'UpsertMultiple' and primaryobjecttypecode eq '%s'", e->name);
+    char *filter = filter_eq("sdkmessageid/name eq 'UpsertMultiple' and primaryobjecttypecode eq ",
+                             e->name, "");
     dw_buf_init(&b, 0);
     (void)dw_dvkey_encode(&b, filter, strlen(filter));
     struct req *q = req_new(
@@ -1011,6 +1063,7 @@ static dw_rc start_transfer(struct dw_sink *s, struct req *q, const char *token)
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "dwasync/" DW_VERSION);
     debug_request(s, q);
+    DW_DEBUG("sending %s %s (attempt %d, %zu rows)", q->method, q->url, q->attempts + 1, q->nrows);
     if (curl_multi_add_handle(s->multi, e) != CURLM_OK) {
         req_reset_transfer(q);
         return DW_ERR_HTTP;
@@ -1186,6 +1239,39 @@ static void isolate(struct dw_sink *s, struct req *q, bool singles)
     req_free(q);
 }
 
+/*
+ * A row created with POST (its key cannot be put in a URL) whose answer was lost may exist
+ * now: sending the POST again would meet a duplicate key. Such rows are resolved again
+ * instead (the $filter lookup then finds the row and the write becomes a PATCH by id).
+ * Returns the request holding the other rows, or NULL when none are left (q is consumed).
+ */
+static struct req *reresolve_posts(struct dw_sink *s, struct req *q)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < q->nrows; i++) {
+        if (q->rows[i]->post) {
+            q->rows[i]->post_lost = true;
+            row_move(s, q->rows[i], ROW_RESOLVING);
+        } else {
+            q->rows[keep++] = q->rows[i];
+        }
+    }
+    if (keep == q->nrows)
+        return q;
+    DW_WARN("the answer to a $batch with %zu row(s) created by POST was lost: looking them up "
+            "again rather than risk a duplicate",
+            q->nrows - keep);
+    struct req *nq = keep ? make_batch(s, q->rows, keep) : NULL;
+    if (nq) {
+        nq->attempts = q->attempts;
+        nq->token_gen = q->token_gen;
+        nq->auth_retried = q->auth_retried;
+        nq->retry_after = q->retry_after ? dw_strdup(q->retry_after) : NULL;
+    }
+    req_free(q);
+    return nq;
+}
+
 static void complete_batch(struct dw_sink *s, struct req *q)
 {
     struct dw_batch_response br = {NULL, 0};
@@ -1217,10 +1303,17 @@ static void complete_batch(struct dw_sink *s, struct req *q)
         struct dw_classification c = dw_classify(r->op, CURLE_OK, p->status, code);
         if (c.verdict == DW_VERDICT_OK) {
             finish_row(s, r, DW_WRITE_APPLIED, DW_ERRCLASS_NONE, p->status, "", "");
+        } else if (c.verdict == DW_VERDICT_PERMANENT && r->post && r->post_lost &&
+                   c.error_class == DW_ERRCLASS_DUPLICATE) {
+            /* Our own earlier POST landed after all: find the row and update it by id. */
+            r->post_lost = false;
+            row_move(s, r, ROW_RESOLVING);
         } else if (c.verdict == DW_VERDICT_PERMANENT) {
-            if (p->status == 404)
-                forget_cache(s, r);
-            finish_row(s, r, DW_WRITE_REJECTED, c.error_class, p->status, code, msg);
+            if (p->status != 404 || !refresh_ids(s, r))
+                finish_row(s, r, DW_WRITE_REJECTED, c.error_class, p->status, code, msg);
+        } else if (r->post) {
+            r->post_lost = true; /* see reresolve_posts() */
+            row_move(s, r, ROW_RESOLVING);
         } else {
             again[nagain++] = r;
             throttled |= c.throttled;
@@ -1261,6 +1354,17 @@ static void complete_batch(struct dw_sink *s, struct req *q)
     req_free(q);
 }
 
+/* A bulk action answers 204, or 200 with a JSON body; anything else was garbled. */
+static bool bulk_answer_ok(const struct req *q)
+{
+    if (q->resp.len == 0)
+        return true;
+    json_t *doc = json_loadb(q->resp.data, q->resp.len, JSON_DECODE_ANY, NULL);
+    bool ok = doc != NULL;
+    json_decref(doc);
+    return ok;
+}
+
 static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long http)
 {
     char *code = NULL, *msg = NULL;
@@ -1274,6 +1378,12 @@ static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long h
     struct dw_classification c = dw_classify(op, cc, (int)http, code);
     if (c.verdict == DW_VERDICT_OK && q->kind == REQ_BATCH) {
         complete_batch(s, q);
+    } else if (c.verdict == DW_VERDICT_OK && !bulk_answer_ok(q)) {
+        /* Upserts are idempotent: an answer that cannot be read is safest sent again. */
+        struct dw_classification bad = {DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT, false, false};
+        DW_WARN("bulk request to \"%s\" answered HTTP %ld with a body that is not JSON", q->url,
+                http);
+        retry(s, q, &bad, (int)http, "", "malformed response");
     } else if (c.verdict == DW_VERDICT_OK) {
         for (size_t i = 0; i < q->nrows; i++)
             finish_row(s, q->rows[i], DW_WRITE_APPLIED, DW_ERRCLASS_NONE, (int)http, "", "");
@@ -1289,7 +1399,10 @@ static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long h
         char *m = cc != CURLE_OK ? dw_strdup(msg) : dw_asprintf("HTTP %ld %s", http, msg);
         if (c.config_error)
             DW_ERROR("cannot reach Dataverse at \"%s\": %s", q->url, msg);
-        retry(s, q, &c, (int)http, code, m);
+        if (q->kind == REQ_BATCH)
+            q = reresolve_posts(s, q);
+        if (q)
+            retry(s, q, &c, (int)http, code, m);
         free(m);
     } else if (q->kind == REQ_BULK) {
         DW_WARN("UpsertMultiple of %zu rows to \"%s\" failed (HTTP %ld %s %s): sending them "
@@ -1302,11 +1415,9 @@ static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long h
                 q->nrows, http, code, msg);
         isolate(s, q, true);
     } else {
-        for (size_t i = 0; i < q->nrows; i++) {
-            if (http == 404)
-                forget_cache(s, q->rows[i]);
-            finish_row(s, q->rows[i], DW_WRITE_REJECTED, c.error_class, (int)http, code, msg);
-        }
+        for (size_t i = 0; i < q->nrows; i++)
+            if (http != 404 || !refresh_ids(s, q->rows[i]))
+                finish_row(s, q->rows[i], DW_WRITE_REJECTED, c.error_class, (int)http, code, msg);
         req_free(q);
     }
     free(code);
@@ -1339,6 +1450,15 @@ static void complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long 
     }
     json_t *doc = c.verdict == DW_VERDICT_OK ? json_loads(dw_buf_str(&q->resp), 0, NULL) : NULL;
     json_t *values = json_object_get(doc, "value");
+    if (c.verdict == DW_VERDICT_OK && q->kind != REQ_GET && !json_is_array(values)) {
+        /* A 200 whose body is not a collection says nothing: "not found" read from it
+         * could create a duplicate row, so it is asked again. */
+        struct dw_classification bad = {DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT, false, false};
+        DW_WARN("GET \"%s\" answered 200 with a body that is not a collection", q->url);
+        json_decref(doc);
+        retry(s, q, &bad, (int)http, "", "malformed response");
+        goto out;
+    }
     if (q->kind == REQ_GET) {
         q->done = true;
         q->http = http;
@@ -1432,13 +1552,15 @@ static void complete_token(struct dw_sink *s, struct req *q, CURLcode cc, long h
     req_free(q);
 }
 
-static void process_done(struct dw_sink *s)
+/* Handles every finished transfer; returns how many there were. */
+static int process_done(struct dw_sink *s)
 {
     CURLMsg *m;
-    int left;
+    int left, n = 0;
     while ((m = curl_multi_info_read(s->multi, &left))) {
         if (m->msg != CURLMSG_DONE)
             continue;
+        n++;
         struct req *q = NULL;
         long http = 0;
         CURLcode cc = m->data.result;
@@ -1446,6 +1568,8 @@ static void process_done(struct dw_sink *s)
         curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &http);
         curl_multi_remove_handle(s->multi, m->easy_handle);
         DL_DELETE(s->transfers, q);
+        DW_DEBUG("answer to %s %s: HTTP %ld, %s", q->method, q->url, http,
+                 cc == CURLE_OK ? "ok" : curl_easy_strerror(cc));
         debug_response(s, q, http);
         if (q->kind == REQ_TOKEN) {
             complete_token(s, q, cc, http);
@@ -1469,6 +1593,7 @@ static void process_done(struct dw_sink *s)
         else
             complete_lookup(s, q, cc, http);
     }
+    return n;
 }
 
 static void deliver(struct dw_sink *s)
@@ -1491,24 +1616,32 @@ static void deliver(struct dw_sink *s)
     }
 }
 
+/*
+ * When the engine next has something to do that no socket will announce: a backoff that
+ * ends, a pause that lifts, a token to renew or ask again for. Requests that wait for a
+ * free slot or for a token in flight are woken by a completion instead.
+ */
 static int64_t next_timer(struct dw_sink *s, int64_t now)
 {
     int64_t t = INT64_MAX;
-    struct req *q;
-    if (s->queue) {
-        DL_FOREACH(s->queue, q)
-        {
-            if (q->not_before < t)
-                t = q->not_before;
-        }
-        if (s->paused_until > t)
-            t = s->paused_until;
-        if (!s->token_in_flight && s->token_not_before > now && s->token_not_before < t)
-            t = s->token_not_before;
+    if (s->queue == NULL)
+        return t;
+    if (dw_auth_token(s->auth, now) == NULL) {
+        if (!s->token_in_flight)
+            t = s->token_not_before > now ? s->token_not_before : now;
+        return t;
     }
     int64_t renew = dw_auth_renew_at(s->auth);
-    if (renew && !s->token_in_flight && s->queue && renew < t)
-        t = renew;
+    if (renew && !s->token_in_flight)
+        t = renew > s->token_not_before ? renew : s->token_not_before;
+    if (now < s->paused_until)
+        return s->paused_until < t ? s->paused_until : t;
+    struct req *q;
+    DL_FOREACH(s->queue, q)
+    {
+        if (q->not_before > now && q->not_before < t)
+            t = q->not_before;
+    }
     return t;
 }
 
@@ -1520,8 +1653,8 @@ static dw_rc drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra
     plan(s);
     start_requests(s);
     curl_multi_perform(s->multi, &running);
-    process_done(s);
-    if (!(do_deliver && s->done)) {
+    /* Something finished already: hand it on rather than wait for more. */
+    if (process_done(s) == 0 && !(do_deliver && s->done)) {
         int64_t now = now_ms();
         int64_t t = next_timer(s, now);
         int wait = timeout_ms;
@@ -1675,6 +1808,10 @@ static bool write_valid(const struct dw_write *w, const char **why)
         *why = "unknown operation";
     else if (w->entity_set == NULL || *w->entity_set == '\0' || strpbrk(w->entity_set, "/()?#% '"))
         *why = "entity set missing or not a plain name";
+    else if (w->logical_name && strspn(w->logical_name, "abcdefghijklmnopqrstuvwxyz"
+                                                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
+                                    strlen(w->logical_name))
+        *why = "logical name not a plain name";
     else if (!json_is_object(w->key) || json_object_size(w->key) == 0)
         *why = "key missing or not a non-empty object";
     else if (w->op != DW_WRITE_DELETE && !json_is_object(w->body))
@@ -1722,6 +1859,8 @@ dw_rc dw_sink_run(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra,
     return drive(s, extra, nextra, timeout_ms, true);
 }
 
+/* curl_multi_wakeup() only write()s to curl's wake-up socket pair, which a signal handler
+ * may do. */
 void dw_sink_wakeup(struct dw_sink *s)
 {
     curl_multi_wakeup(s->multi);

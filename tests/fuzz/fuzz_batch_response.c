@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t sum = 0;
         for (size_t i = 0; i < r.nparts; i++) {
             if (r.parts[i].status < 100 || r.parts[i].status > 999 ||
-                strlen(r.parts[i].body) > r.parts[i].body_len)
+                r.parts[i].body[r.parts[i].body_len] != '\0')
                 abort();
             for (size_t j = 0; j < r.parts[i].body_len; j++)
                 sum += (unsigned char)r.parts[i].body[j];

@@ -11,6 +11,7 @@ packages=(
     rpm rpmlint lintian file openssl procps iproute2 util-linux systemd jq
     adduser man-db groff-base bsdextrautils
     rpm lintian file openssl procps iproute2 util-linux python3 jq
+    rpm lintian file openssl procps iproute2 util-linux jq
 )
 missing=()
 for p in "${packages[@]}"; do

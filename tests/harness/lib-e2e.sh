@@ -47,7 +47,10 @@ e2e_load_sample() {
 
 # dv_load SET: copies dvemu's current rows of SET into dv.SET (one jsonb document a row).
 dv_load() {
-    psql_q "CREATE SCHEMA IF NOT EXISTS dv; DROP TABLE IF EXISTS dv.$1; CREATE TABLE dv.$1 (doc jsonb)"
+    # CASCADE: the oracle's views over the previous copy go too (the oracle recreates them).
+    psql_q "SET client_min_messages = warning; CREATE SCHEMA IF NOT EXISTS dv; \
+            DROP TABLE IF EXISTS dv.$1 CASCADE; CREATE TABLE dv.$1 (doc jsonb)" ||
+        die "cannot prepare dv.$1"
     # One JSON document a line; CSV with quote and delimiter bytes that never occur in JSON.
     curl -sf "$DVEMU_URL/_dvemu/tables/$1" |
         psql -X -qAt -v ON_ERROR_STOP=1 -c "CREATE TEMP TABLE raw (t text); \
@@ -64,7 +67,8 @@ DW_SAMPLE_SETS="cdm_companies transactioncurrencies msdyn_paymentterms msdyn_cus
 e2e_mismatches() {
     local le=${1:-'{usmf,demf}'} s
     for s in $DW_SAMPLE_SETS; do dv_load "$s"; done
-    psql -X -q -v ON_ERROR_STOP=1 -f "$DWASYNC_SOURCE_DIR/tests/data/e2e/sample-oracle.sql" >/dev/null ||
+    PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 \
+        -f "$DWASYNC_SOURCE_DIR/tests/data/e2e/sample-oracle.sql" >/dev/null ||
         die "oracle failed to load"
     PGOPTIONS="-c oracle.legal_entities=$le" psql -X -qAt -c \
         "select kind, tbl, row from oracle.mismatch order by tbl limit 5" >&2

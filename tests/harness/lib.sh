@@ -177,7 +177,17 @@ for dw_ext in "$DWASYNC_SOURCE_DIR"/tests/harness/lib-*.sh; do
 done
 unset dw_ext
 
+# Logs whose tails finish() prints when something failed (show_log_on_failure FILE...).
+DW_FAILURE_LOGS=()
+show_log_on_failure() { DW_FAILURE_LOGS+=("$@"); }
+
 finish() {
+    local f
+    if [ "$DW_FAILED" != 0 ]; then
+        for f in "${DW_FAILURE_LOGS[@]}"; do
+            [ -f "$f" ] && { printf '# --- last lines of %s\n' "$f"; tail -n 40 "$f" | sed 's/^/#   /'; }
+        done
+    fi
     printf '%d passed, %d failed\n' "$DW_PASSED" "$DW_FAILED"
     [ "$DW_FAILED" = 0 ] && [ "$DW_PASSED" -gt 0 ]
     exit $?

@@ -8,6 +8,7 @@
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
+show_log_on_failure "$DW_E2E_DIR/run1.log" "$DW_E2E_DIR/run2.log" "$DW_E2E_DIR/run3.log"
 
 out=$(dw job start fno_sample --initial-sync 2>&1)
 check_status "job start --initial-sync" 0 test $? -eq 0
@@ -32,6 +33,9 @@ UPDATE fno.currencies SET symbol = 'US$' WHERE currencycode = 'USD';
 UPDATE fno.paymentterms SET description = 'Net 30 days, revised', numberofdays = 31
  WHERE name = 'Net30';
 -- an organization becomes a person: it leaves the accounts map and enters the contacts map
+-- (its order moves to another customer first, so no order refers to a missing account)
+UPDATE fno.salesorderheaders SET orderingcustomeraccountnumber = 'C0000001'
+ WHERE salesordernumber = 'SO00000002';
 UPDATE fno.customersv3 SET partytype = 'Person', personfirstname = 'Ada',
        personlastname = 'Lovelace', organizationname = NULL
  WHERE customeraccount = 'C0000002';
@@ -99,7 +103,7 @@ daemon=$!
 on_exit "kill -9 $daemon"
 dw job pause fno_sample >/dev/null
 sleep 3   # the daemon reads the job's state every 2 s
-psql_q "UPDATE fno.customersv3 SET organizationname = 'Paused Inc' WHERE customeraccount = 'C0000005' AND dataareaid = 'usmf'"
+psql_q "UPDATE fno.customersv3 SET organizationname = 'Paused Inc' WHERE customeraccount = 'C0000006' AND dataareaid = 'usmf'"
 sleep 3
 check_eq "paused: change held back" 0 "$(curl -sf "$DVEMU_URL/_dvemu/tables/accounts" | grep -c 'Paused Inc')"
 dw job resume fno_sample >/dev/null

@@ -45,6 +45,8 @@ check_eq "missing parent in the key" '["rejected","missing_parent",404,"0x80048d
 check_eq "missing parent names the parent" "cdm_companies(cdm_companycode='NOPE')" \
     "$(jq -r 'select(.line == 4) | .missing_parent' "$work/out")"
 check_eq "missing parent of a bind" '["rejected","missing_parent",404,"0x80048d02"]' "$(res 5)"
+check_eq "the missing bound parent is named" "transactioncurrencies(isocurrencycode='XXX')" \
+    "$(jq -r 'select(.line == 5) | .missing_parent' "$work/out")"
 # Dataverse answers an absent row and an absent bind target alike (404 0x80048d02).
 check_eq "update-only of an absent row" '["rejected","missing_parent",404,"0x80048d02"]' "$(res 6)"
 check_eq "delete of an absent row counts as done" '["applied","none",404,""]' "$(res 7)"

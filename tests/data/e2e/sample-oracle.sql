@@ -68,8 +68,7 @@ CREATE VIEW oracle.expected AS
     SELECT 'contacts', jsonb_build_object('company', dataareaid,
            'msdyn_contactpersonid', customeraccount, 'firstname', personfirstname,
            'lastname', personlastname, 'emailaddress1', primarycontactemail,
-           'telephone1', primarycontactphone, 'address1_city', deliveryaddresscity,
-           'currency', salescurrencycode)
+           'telephone1', primarycontactphone)
       FROM fno.customersv3 WHERE oracle.le(dataareaid) AND partytype = 'Person'
     UNION ALL
     SELECT 'msdyn_vendors', jsonb_build_object('company', dataareaid,
@@ -141,11 +140,9 @@ CREATE VIEW oracle.actual AS
     SELECT 'contacts', jsonb_build_object('company', c.code,
            'msdyn_contactpersonid', d->'msdyn_contactpersonid', 'firstname', d->'firstname',
            'lastname', d->'lastname', 'emailaddress1', d->'emailaddress1',
-           'telephone1', d->'telephone1', 'address1_city', d->'address1_city',
-           'currency', cur.code)
+           'telephone1', d->'telephone1')
       FROM (SELECT doc AS d FROM dv.contacts) ct
       LEFT JOIN oracle.company c ON c.id = d->>'_msdyn_company_value'
-      LEFT JOIN oracle.currency cur ON cur.id = d->>'_transactioncurrencyid_value'
     UNION ALL
     SELECT 'msdyn_vendors', jsonb_build_object('company', c.code,
            'msdyn_vendoraccountnumber', d->'msdyn_vendoraccountnumber', 'msdyn_name', d->'msdyn_name',

@@ -1,0 +1,406 @@
+/*
+ * Unit tests of the sink's API and of dw_dvmeta_fetch against a dvemu started here
+ * ($DVEMU_BIN, the sample metadata): config errors, submit validation and ownership,
+ * callbacks exactly once from dw_sink_run, freeing with writes in flight, table metadata.
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dwasync/dvmeta.h"
+#include "dwasync/sink.h"
+
+extern char **environ;
+
+static char dir[] = "/tmp/dw-sink-test.XXXXXX";
+static pid_t dvemu_pid;
+static int dvemu_port;
+
+/* Setup runs outside any test, where ck_assert cannot report: fail loudly instead. */
+static _Noreturn void setup_failed(const char *why)
+{
+    fprintf(stderr, "test_sink setup: %s\n", why);
+    exit(EXIT_FAILURE);
+}
+
+static void start_dvemu(void)
+{
+    const char *bin = getenv("DVEMU_BIN");
+    const char *src = getenv("DWASYNC_SOURCE_DIR");
+    if (bin == NULL || src == NULL || mkdtemp(dir) == NULL)
+        setup_failed("DVEMU_BIN and DWASYNC_SOURCE_DIR must be set, and /tmp writable");
+    char secret[512], port[512], client[600], meta[512], log[512];
+    snprintf(secret, sizeof secret, "%s/secret", dir);
+    snprintf(port, sizeof port, "%s/port", dir);
+    snprintf(log, sizeof log, "%s/dvemu.log", dir);
+    snprintf(client, sizeof client, "client-1:@%s", secret);
+    snprintf(meta, sizeof meta, "%s/packaging/sample/dataverse-metadata.json", src);
+    FILE *f = fopen(secret, "w");
+    fputs("unit-test-secret-42\n", f);
+    fclose(f);
+    chmod(secret, 0600);
+    char a_listen[] = "--listen", a_addr[] = "127.0.0.1:0", a_port[] = "--port-file",
+         a_meta[] = "--metadata", a_tenant[] = "--tenant", a_tid[] = "tenant-1",
+         a_client[] = "--client", a_level[] = "--log-level", a_warn[] = "warn";
+    char *argv[] = {(char *)bin, a_listen, a_addr,   a_port, port,    a_meta, meta,
+                    a_tenant,    a_tid,    a_client, client, a_level, a_warn, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (posix_spawn(&dvemu_pid, bin, &fa, NULL, argv, environ) != 0)
+        setup_failed("cannot start dvemu");
+    posix_spawn_file_actions_destroy(&fa);
+    for (int i = 0; i < 200 && dvemu_port == 0; i++) {
+        f = fopen(port, "r");
+        if (f) {
+            if (fscanf(f, "%d", &dvemu_port) != 1)
+                dvemu_port = 0;
+            fclose(f);
+        }
+        if (dvemu_port == 0)
+            usleep(50000);
+    }
+    if (dvemu_port == 0)
+        setup_failed("dvemu did not write its port file");
+}
+
+static void stop_dvemu(void)
+{
+    if (dvemu_pid > 0) {
+        kill(dvemu_pid, SIGTERM);
+        waitpid(dvemu_pid, NULL, 0);
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
+static void make_config(struct dw_config *cfg)
+{
+    char url[64], secret[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", dvemu_port);
+    snprintf(secret, sizeof secret, "%s/secret", dir);
+    dw_config_init(cfg);
+    free(cfg->dataverse.url);
+    free(cfg->dataverse.authority);
+    free(cfg->dataverse.tenant_id);
+    free(cfg->dataverse.client_id);
+    free(cfg->dataverse.client_secret_file);
+    cfg->dataverse.url = strdup(url);
+    cfg->dataverse.authority = strdup(url);
+    cfg->dataverse.tenant_id = strdup("tenant-1");
+    cfg->dataverse.client_id = strdup("client-1");
+    cfg->dataverse.client_secret_file = strdup(secret);
+}
+
+struct seen {
+    int calls[8];
+    enum dw_write_status status[8];
+    enum dw_error_class cls[8];
+    int http[8];
+};
+
+static void on_done(void *user, void *write_user, const struct dw_write_result *r)
+{
+    struct seen *s = user;
+    size_t i = (size_t)(uintptr_t)write_user;
+    s->calls[i]++;
+    s->status[i] = r->status;
+    s->cls[i] = r->error_class;
+    s->http[i] = r->http_status;
+}
+
+static struct dw_write company(const char *code, const char *name)
+{
+    struct dw_write w = {DW_WRITE_UPSERT, strdup("cdm_companies"), strdup("cdm_company"),
+                         json_pack("{s:s}", "cdm_companycode", code),
+                         json_pack("{s:s}", "cdm_name", name)};
+    return w;
+}
+
+START_TEST(config_errors)
+{
+    struct dw_config cfg;
+    struct dw_sink *sink = NULL;
+    make_config(&cfg);
+    free(cfg.dataverse.url);
+    cfg.dataverse.url = strdup("ftp://example");
+    ck_assert_int_eq(dw_sink_new(&cfg, on_done, NULL, &sink), DW_ERR_CONFIG);
+    ck_assert_ptr_null(sink);
+    free(cfg.dataverse.url);
+    cfg.dataverse.url = strdup("http://127.0.0.1:1");
+    free(cfg.dataverse.client_secret_file);
+    cfg.dataverse.client_secret_file = strdup("");
+    ck_assert_int_eq(dw_sink_new(&cfg, on_done, NULL, &sink), DW_ERR_CONFIG);
+    free(cfg.dataverse.client_secret_file);
+    cfg.dataverse.client_secret_file = strdup("/nonexistent/secret");
+    ck_assert_int_eq(dw_sink_new(&cfg, on_done, NULL, &sink), DW_ERR_SECRET);
+    dw_config_cleanup(&cfg);
+}
+END_TEST
+
+START_TEST(submit_run_callbacks_once)
+{
+    struct dw_config cfg;
+    struct dw_sink *sink = NULL;
+    struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    make_config(&cfg);
+    ck_assert_int_eq(dw_sink_new(&cfg, on_done, &seen, &sink), DW_OK);
+
+    /* A malformed write refuses the whole call and takes nothing. */
+    struct dw_write bad[2] = {company("A", "a"), company("B", "b")};
+    json_decref(bad[1].key);
+    bad[1].key = json_object();
+    void *users[4] = {(void *)0, (void *)1, (void *)2, (void *)3};
+    ck_assert_int_eq(dw_sink_submit(sink, bad, users, 2), DW_ERR_INVALID);
+    ck_assert_uint_eq(dw_sink_pending(sink), 0);
+    ck_assert_ptr_nonnull(bad[0].entity_set); /* still the caller's */
+    for (int i = 0; i < 2; i++) {
+        free(bad[i].entity_set);
+        free(bad[i].logical_name);
+        json_decref(bad[i].key);
+        json_decref(bad[i].body);
+    }
+
+    struct dw_write w[4] = {company("A", "Alpha"),
+                            company("B", "Beta"),
+                            company("C", "x"),
+                            {DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
+                             json_pack("{s:s}", "cdm_companycode", "NONE"), NULL}};
+    /* Too long for cdm_name (100): rejected alone, the others apply. */
+    json_object_set_new(
+        w[2].body, "cdm_name",
+        json_string("0123456789012345678901234567890123456789012345678901234567890123456789"
+                    "0123456789012345678901234567890123456789"));
+    ck_assert_int_eq(dw_sink_submit(sink, w, users, 4), DW_OK);
+    ck_assert_ptr_null(w[0].entity_set); /* taken */
+    ck_assert_ptr_null(w[0].key);
+    ck_assert_uint_eq(dw_sink_pending(sink), 4);
+    ck_assert_int_eq(seen.calls[0], 0); /* never from submit */
+    for (int i = 0; i < 200 && dw_sink_pending(sink) > 0; i++)
+        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
+    ck_assert_uint_eq(dw_sink_pending(sink), 0);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(seen.calls[i], 1);
+    ck_assert_int_eq(seen.status[0], DW_WRITE_APPLIED);
+    ck_assert_int_eq(seen.status[1], DW_WRITE_APPLIED);
+    ck_assert_int_eq(seen.status[2], DW_WRITE_REJECTED);
+    ck_assert_int_eq(seen.cls[2], DW_ERRCLASS_VALIDATION);
+    ck_assert_int_eq(seen.http[2], 400);
+    ck_assert_int_eq(seen.status[3], DW_WRITE_APPLIED);
+    ck_assert_int_eq(seen.http[3], 404);
+
+    struct dw_sink_stats st;
+    dw_sink_get_stats(sink, &st);
+    ck_assert_uint_eq(st.rows_applied, 3);
+    ck_assert_uint_eq(st.rows_rejected, 1);
+    ck_assert_uint_ge(st.requests, 3);
+    ck_assert_uint_ge(st.token_renewals, 1);
+    ck_assert_int_eq(st.in_flight, 0);
+
+    /* Blocking helpers. */
+    char *uid = NULL;
+    ck_assert_int_eq(dw_sink_whoami(sink, &uid), DW_OK);
+    ck_assert_uint_eq(strlen(uid), 36);
+    free(uid);
+    json_t *doc = NULL;
+    ck_assert_int_eq(dw_sink_get_json(sink, "cdm_companies(cdm_companycode='A')", &doc), DW_OK);
+    ck_assert_str_eq(json_string_value(json_object_get(doc, "cdm_name")), "Alpha");
+    json_decref(doc);
+    ck_assert_int_eq(dw_sink_get_json(sink, "cdm_companies(cdm_companycode='ZZ')", &doc),
+                     DW_ERR_NOT_FOUND);
+    ck_assert_int_eq(dw_sink_get_json(sink, "nosuchset", &doc), DW_ERR_NOT_FOUND);
+
+    /* Freed with writes queued: no callback, no leak (checked under ASan). */
+    struct dw_write more[2] = {company("D", "d"), company("E", "e")};
+    ck_assert_int_eq(dw_sink_submit(sink, more, users, 2), DW_OK);
+    ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 0), DW_OK);
+    int before = seen.calls[0];
+    dw_sink_free(sink);
+    ck_assert_int_eq(seen.calls[0], before);
+    dw_config_cleanup(&cfg);
+}
+END_TEST
+
+/* Submits one write and runs the sink until its callback came; returns its status. */
+static enum dw_write_status apply_one(struct dw_sink *sink, struct seen *seen, struct dw_write w)
+{
+    void *user = (void *)0;
+    seen->calls[0] = 0;
+    ck_assert_int_eq(dw_sink_submit(sink, &w, &user, 1), DW_OK);
+    for (int i = 0; i < 300 && dw_sink_pending(sink) > 0; i++)
+        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
+    ck_assert_int_eq(seen->calls[0], 1);
+    return seen->status[0];
+}
+
+static struct dw_write account_r1(enum dw_write_op op)
+{
+    json_t *key =
+        json_pack("{s:s, s:{s:s, s:{s:s}}}", "accountnumber", "R1", "_msdyn_company_value", "$ref",
+                  "cdm_companies", "key", "cdm_companycode", "P2");
+    struct dw_write w = {op, strdup("accounts"), strdup("account"), key,
+                         op == DW_WRITE_DELETE ? NULL : json_pack("{s:s}", "name", "R one")};
+    return w;
+}
+
+START_TEST(stale_cached_parent_id_is_refreshed)
+{
+    struct dw_config cfg;
+    struct dw_sink *sink = NULL;
+    struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    make_config(&cfg);
+    ck_assert_int_eq(dw_sink_new(&cfg, on_done, &seen, &sink), DW_OK);
+    ck_assert_int_eq(apply_one(sink, &seen, company("P2", "first")), DW_WRITE_APPLIED);
+    json_t *doc = NULL;
+    ck_assert_int_eq(dw_sink_get_json(sink, "cdm_companies(cdm_companycode='P2')", &doc), DW_OK);
+    char *first = strdup(json_string_value(json_object_get(doc, "cdm_companyid")));
+    json_decref(doc);
+    /* The account's key names the company by its code: its id is looked up and cached. */
+    ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_UPSERT)), DW_WRITE_APPLIED);
+    ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_DELETE)), DW_WRITE_APPLIED);
+    /* The company is deleted and created again: same code, new id. */
+    struct dw_write del = {DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
+                           json_pack("{s:s}", "cdm_companycode", "P2"), NULL};
+    ck_assert_int_eq(apply_one(sink, &seen, del), DW_WRITE_APPLIED);
+    ck_assert_int_eq(apply_one(sink, &seen, company("P2", "second")), DW_WRITE_APPLIED);
+    ck_assert_int_eq(dw_sink_get_json(sink, "cdm_companies(cdm_companycode='P2')", &doc), DW_OK);
+    char *second = strdup(json_string_value(json_object_get(doc, "cdm_companyid")));
+    json_decref(doc);
+    ck_assert_str_ne(first, second);
+    /* The cached id is stale: the 404 makes the sink look it up again, and the write lands. */
+    ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_UPSERT)), DW_WRITE_APPLIED);
+    char path[200];
+    snprintf(path, sizeof path, "accounts(accountnumber='R1',_msdyn_company_value=%s)", second);
+    ck_assert_int_eq(dw_sink_get_json(sink, path, &doc), DW_OK);
+    ck_assert_str_eq(json_string_value(json_object_get(doc, "_msdyn_company_value")), second);
+    json_decref(doc);
+    free(first);
+    free(second);
+    dw_sink_free(sink);
+    dw_config_cleanup(&cfg);
+}
+END_TEST
+
+START_TEST(run_returns_for_the_callers_descriptors)
+{
+    struct dw_config cfg;
+    struct dw_sink *sink = NULL;
+    make_config(&cfg);
+    ck_assert_int_eq(dw_sink_new(&cfg, on_done, NULL, &sink), DW_OK);
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    struct curl_waitfd extra = {fds[0], CURL_WAIT_POLLIN, 0};
+    /* Nothing to do and nothing ready: revents stays clear. */
+    ck_assert_int_eq(dw_sink_run(sink, &extra, 1, 0), DW_OK);
+    ck_assert_int_eq(extra.revents, 0);
+    /* A readable descriptor of the caller ends the wait and is reported. The wait asked
+     * for outlasts ctest's timeout for this test, so a missed wake-up fails it. */
+    ck_assert_int_eq(write(fds[1], "x", 1), 1);
+    ck_assert_int_eq(dw_sink_run(sink, &extra, 1, 600000), DW_OK);
+    ck_assert(extra.revents & CURL_WAIT_POLLIN);
+    close(fds[0]);
+    close(fds[1]);
+    /* dw_sink_wakeup ends a wait without any descriptor. */
+    dw_sink_wakeup(sink);
+    ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 600000), DW_OK);
+    dw_sink_free(sink);
+    dw_config_cleanup(&cfg);
+}
+END_TEST
+
+START_TEST(metadata_of_a_table)
+{
+    struct dw_config cfg;
+    struct dw_sink *sink = NULL;
+    make_config(&cfg);
+    ck_assert_int_eq(dw_sink_new(&cfg, on_done, NULL, &sink), DW_OK);
+    struct dw_entity_meta *m = NULL;
+    ck_assert_int_eq(dw_dvmeta_fetch(sink, "account", &m), DW_OK);
+    ck_assert_str_eq(m->logical_name, "account");
+    ck_assert_str_eq(m->entity_set, "accounts");
+    ck_assert_str_eq(m->primary_id, "accountid");
+
+    const struct dw_attr_meta *a = dw_entity_meta_attr(m, "NAME");
+    ck_assert_ptr_nonnull(a);
+    ck_assert_int_eq(a->type, DW_ATTR_STRING);
+    ck_assert_int_eq(a->max_length, 160);
+    ck_assert(a->required);
+    a = dw_entity_meta_attr(m, "accountnumber");
+    ck_assert_int_eq(a->max_length, 20);
+    ck_assert(!a->required);
+    a = dw_entity_meta_attr(m, "description");
+    ck_assert_int_eq(a->type, DW_ATTR_MEMO);
+    ck_assert_int_eq(a->max_length, 2000);
+    a = dw_entity_meta_attr(m, "numberofemployees");
+    ck_assert_int_eq(a->type, DW_ATTR_INTEGER);
+    ck_assert(a->min_value == 0 && a->max_value == 1000000000);
+    a = dw_entity_meta_attr(m, "creditlimit");
+    ck_assert_int_eq(a->type, DW_ATTR_MONEY);
+    ck_assert_int_eq(a->precision, 2);
+    ck_assert(a->max_value == 100000000000000.0);
+    a = dw_entity_meta_attr(m, "customertypecode");
+    ck_assert_int_eq(a->type, DW_ATTR_PICKLIST);
+    ck_assert_uint_eq(a->noptions, 12);
+    ck_assert_int_eq(a->options[0], 1);
+    ck_assert_int_eq(a->options[11], 12);
+    a = dw_entity_meta_attr(m, "msdyn_company");
+    ck_assert_int_eq(a->type, DW_ATTR_LOOKUP);
+    ck_assert_uint_eq(a->ntargets, 1);
+    ck_assert_str_eq(a->targets[0], "cdm_company");
+    ck_assert_int_eq(dw_entity_meta_attr(m, "msdyn_creditlimitismandatory")->type, DW_ATTR_BOOLEAN);
+    ck_assert_ptr_null(dw_entity_meta_attr(m, "nosuchcolumn"));
+
+    ck_assert_uint_eq(m->nkeys, 1);
+    ck_assert_str_eq(m->keys[0].logical_name, "msdyn_accountnumberkey");
+    ck_assert_uint_eq(m->keys[0].nattributes, 2);
+    ck_assert_str_eq(m->keys[0].attributes[0], "accountnumber");
+    ck_assert_str_eq(m->keys[0].attributes[1], "msdyn_company");
+    ck_assert(m->keys[0].active);
+    ck_assert_str_eq(dw_attr_type_name(DW_ATTR_PICKLIST), "Picklist");
+    dw_entity_meta_free(m);
+
+    m = NULL;
+    ck_assert_int_eq(dw_dvmeta_fetch(sink, "nosuchtable", &m), DW_ERR_NOT_FOUND);
+    ck_assert_ptr_null(m);
+    dw_entity_meta_free(NULL);
+    dw_sink_free(sink);
+    dw_config_cleanup(&cfg);
+}
+END_TEST
+
+static Suite *sink_suite(void)
+{
+    Suite *s = suite_create("sink");
+    TCase *tc = tcase_create("sink");
+    tcase_add_test(tc, config_errors);
+    tcase_add_test(tc, submit_run_callbacks_once);
+    tcase_add_test(tc, stale_cached_parent_id_is_refreshed);
+    tcase_add_test(tc, run_returns_for_the_callers_descriptors);
+    tcase_add_test(tc, metadata_of_a_table);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(sink_suite());
+    /* One dvemu for the whole suite: no fork, so the tests share it. */
+    srunner_set_fork_status(sr, CK_NOFORK);
+    start_dvemu();
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    stop_dvemu();
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
