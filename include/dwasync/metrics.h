@@ -95,6 +95,17 @@ dw_rc dw_metrics_set(struct dw_metrics *m, const char *name, const char *const *
 dw_rc dw_metrics_get(const struct dw_metrics *m, const char *name, const char *const *labels,
                      double *out);
 
+struct dw_sink_stats;
+
+/*
+ * Adds what the sink counted since *seen to DW_M_REQUESTS (status "2xx", "4xx", "5xx"),
+ * DW_M_THROTTLED, DW_M_RETRY_SLEEPS, DW_M_RETRY_SLEEP_SECS and DW_M_TOKEN_RENEWALS of job,
+ * then copies now into *seen (caller-owned, zeroed before the first call). Call it when
+ * the metrics are refreshed; counters that went backwards (a new sink) restart from 0.
+ */
+void dw_metrics_add_sink_stats(struct dw_metrics *m, const char *job,
+                               const struct dw_sink_stats *now, struct dw_sink_stats *seen);
+
 /* Sets DW_M_RSS from /proc/self/statm (done before every exposition). */
 void dw_metrics_update_process(struct dw_metrics *m);
 

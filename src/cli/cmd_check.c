@@ -9,9 +9,11 @@
  * To add a check: write `static void check_x(struct ctx *c)` calling add() and append a
  * row to `checks`. Codes are stable (tests and operators match on them): never reuse one.
  *
- * Dataverse checks (token, WhoAmI, mapped tables/columns, alternate keys) need the sink
- * (sink.h, dvmeta.h), which is not in this build yet: DV000 says they were skipped.
+ * The Dataverse checks go through the sink (token and WhoAmI) and dvmeta + the map
+ * validator (mapped tables, columns and alternate keys), with retries bounded so that a
+ * check answers within seconds.
  */
+#include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -23,12 +25,16 @@
 
 #include "dwasync/alloc.h"
 #include "dwasync/cli.h"
+#include "dwasync/dvmeta.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
+#include "dwasync/mapfile.h"
+#include "dwasync/mapstore.h"
 #include "dwasync/migrate.h"
 #include "dwasync/paths.h"
 #include "dwasync/pg.h"
 #include "dwasync/secret.h"
+#include "dwasync/sink.h"
 
 enum severity { SEV_OK, SEV_NOTE, SEV_WARN, SEV_ERROR };
 
@@ -54,6 +60,8 @@ struct ctx {
     PGconn *source;  /* NULL until connected (and if unreachable) */
     PGconn *control; /* may equal source */
     bool schema_ok;
+    bool dataverse_ok; /* WhoAmI answered */
+    struct dw_sink *sink;
     struct job_row *jobs;
     int njobs;
     struct finding *findings;
@@ -188,6 +196,15 @@ static void check_secrets(struct ctx *c)
                 "certificate credentials need both a certificate and a private key");
         if (*cfg->dataverse.private_key_file)
             check_one_secret(c, "private_key_file", cfg->dataverse.private_key_file);
+        /* The certificate is public: it must only be there and readable. */
+        char *cert_path = *cfg->dataverse.certificate_file
+                              ? dw_secret_resolve(cfg->dataverse.certificate_file)
+                              : NULL;
+        if (cert_path && access(cert_path, R_OK) != 0)
+            add(c, SEV_ERROR, "SEC005", NULL, "Fix the path or the file's permissions.",
+                "[dataverse] certificate_file: \"%s\" cannot be read: %s", cert_path,
+                strerror(errno));
+        free(cert_path);
     }
 }
 
@@ -434,13 +451,168 @@ static void check_publications(struct ctx *c)
     }
 }
 
+static void ignore_done(void *user, void *write_user, const struct dw_write_result *r)
+{
+    (void)user;
+    (void)write_user;
+    (void)r;
+}
+
+/* True if an earlier finding of this family is an error (later checks would repeat it). */
+static bool failed(const struct ctx *c, const char *family)
+{
+    for (size_t i = 0; i < c->nfindings; i++)
+        if (c->findings[i].severity == SEV_ERROR &&
+            strncmp(c->findings[i].code, family, strlen(family)) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Connects (TCP and TLS) to url's host within 5 s. The sink retries an unreachable peer
+ * without end, as the daemon should; a health check must answer instead.
+ */
+static bool reachable(const struct dw_config *cfg, const char *url, char *why, size_t why_size)
+{
+    char err[CURL_ERROR_SIZE] = "";
+    CURL *e = curl_easy_init();
+    if (e == NULL) {
+        snprintf(why, why_size, "out of memory");
+        return false;
+    }
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CONNECT_ONLY, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, err);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
+    if (*cfg->dataverse.ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, cfg->dataverse.ca_file);
+    CURLcode cc = curl_easy_perform(e);
+    if (cc != CURLE_OK)
+        snprintf(why, why_size, "%s", *err ? err : curl_easy_strerror(cc));
+    curl_easy_cleanup(e);
+    return cc == CURLE_OK;
+}
+
+/* Token and WhoAmI: the sink fetches a token on the first request. */
 static void check_dataverse(struct ctx *c)
 {
-    if (!c->config_ok || !*c->cfg.dataverse.url)
+    if (!c->config_ok || !*c->cfg.dataverse.url || failed(c, "SEC"))
         return;
-    add(c, SEV_NOTE, "DV000", NULL, "Upgrade dwasync to a build with the Dataverse client.",
-        "Dataverse checks (token, WhoAmI, mapped tables and columns, alternate keys) are not "
-        "available in this build");
+    /* A health check must answer, not retry for ever: bound retries and timeouts. */
+    struct dw_config *cfg = &c->cfg;
+    cfg->dataverse.retry_limit = 2;
+    if (cfg->dataverse.retry_max_backoff_ms > 2000)
+        cfg->dataverse.retry_max_backoff_ms = 2000;
+    if (cfg->dataverse.request_timeout_ms > 30000)
+        cfg->dataverse.request_timeout_ms = 30000;
+    char why[CURL_ERROR_SIZE + 64];
+    if (!reachable(cfg, cfg->dataverse.authority, why, sizeof why)) {
+        add(c, SEV_ERROR, "DV002", NULL,
+            "Check [dataverse] authority, DNS, proxies and firewalls (and ca_file for TLS).",
+            "cannot reach the authority \"%s\": %s", cfg->dataverse.authority, why);
+        return;
+    }
+    if (!reachable(cfg, cfg->dataverse.url, why, sizeof why)) {
+        add(c, SEV_ERROR, "DV003", NULL,
+            "Check [dataverse] url, DNS, proxies and firewalls (and ca_file for TLS).",
+            "cannot reach the environment \"%s\": %s", cfg->dataverse.url, why);
+        return;
+    }
+    if (dw_sink_new(cfg, ignore_done, NULL, &c->sink) != DW_OK) {
+        add(c, SEV_ERROR, "DV002", NULL,
+            "Check [dataverse] url, tenant_id, client_id and the credential files (see the "
+            "log line above).",
+            "cannot set up the Dataverse client");
+        return;
+    }
+    char *user_id = NULL;
+    dw_rc rc = dw_sink_whoami(c->sink, &user_id);
+    if (rc == DW_ERR_AUTH) {
+        add(c, SEV_ERROR, "DV002", NULL,
+            "Check tenant_id, client_id and the client secret or certificate registered for "
+            "the application in Entra ID (the log line above has the server's answer).",
+            "cannot obtain an access token from the authority");
+    } else if (rc != DW_OK) {
+        add(c, SEV_ERROR, "DV003", NULL,
+            "Check the URL, that the application user exists in the environment and has a "
+            "security role (the log line above has the server's answer).",
+            "WhoAmI on \"%s\" failed: %s", cfg->dataverse.url, dw_rc_str(rc));
+    } else {
+        add(c, SEV_OK, "DV003", NULL, "", "WhoAmI answers (user %s)", user_id);
+        c->dataverse_ok = true;
+    }
+    free(user_id);
+}
+
+/* Mapped tables exist, mapped columns exist and fit, alternate keys exist and are active. */
+static void check_dataverse_maps(struct ctx *c)
+{
+    if (!c->dataverse_ok || c->control == NULL)
+        return;
+    for (int i = 0; i < c->njobs; i++) {
+        const struct job_row *j = &c->jobs[i];
+        struct dw_jobdef *def = NULL;
+        struct dw_entity_meta **metas = NULL;
+        size_t nmetas = 0;
+        if (dw_mapstore_load(c->control, j->name, &def) != DW_OK) {
+            add(c, SEV_ERROR, "DV006", j->name, "See the log line above.",
+                "cannot load the job's table maps");
+            continue;
+        }
+        size_t nmaps = dw_jobdef_map_count(def);
+        metas = dw_calloc(nmaps + 1, sizeof *metas);
+        for (size_t g = 0; g < def->ngroups; g++) {
+            for (size_t k = 0; k < def->groups[g].nmaps; k++) {
+                const struct dw_tablemap *m = &def->groups[g].maps[k];
+                bool seen = false;
+                for (size_t x = 0; x < nmetas && !seen; x++)
+                    seen = strcmp(metas[x]->logical_name, m->logical_name) == 0;
+                if (seen)
+                    continue;
+                struct dw_entity_meta *meta = NULL;
+                dw_rc rc = dw_dvmeta_fetch(c->sink, m->logical_name, &meta);
+                if (rc == DW_ERR_NOT_FOUND)
+                    add(c, SEV_ERROR, "DV004", j->name,
+                        "Fix the map's target table, or create the table in the environment.",
+                        "map \"%s\": Dataverse table \"%s\" does not exist", m->name,
+                        m->logical_name);
+                else if (rc != DW_OK)
+                    add(c, SEV_ERROR, "DV004", j->name, "See the log line above.",
+                        "map \"%s\": cannot read the metadata of table \"%s\"", m->name,
+                        m->logical_name);
+                else
+                    metas[nmetas++] = meta;
+            }
+        }
+        if (nmetas > 0) {
+            struct dw_findings f;
+            dw_findings_init(&f);
+            dw_mapvalidate(def, NULL, (const struct dw_entity_meta *const *)metas, nmetas, &f);
+            /* One finding per line "error: PATH: message" / "warning: PATH: message". */
+            char *text = dw_strdup(dw_buf_str(&f.text));
+            for (char *line = text, *next; line && *line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                    *next++ = '\0';
+                bool is_error = strncmp(line, "error: ", 7) == 0;
+                const char *msg = strchr(line, ' ') ? strchr(line, ' ') + 1 : line;
+                add(c, is_error ? SEV_ERROR : SEV_WARN, "DV005", j->name,
+                    "Fix the map (dwasync map export, edit, import) or the Dataverse table; "
+                    "dwasync map validate shows every finding.",
+                    "%s", msg);
+            }
+            if (f.errors == 0 && f.warnings == 0)
+                add(c, SEV_OK, "DV005", j->name, "",
+                    "mapped Dataverse tables, columns and alternate keys are in place");
+            free(text);
+            dw_findings_cleanup(&f);
+        }
+        for (size_t x = 0; x < nmetas; x++)
+            dw_entity_meta_free(metas[x]);
+        free(metas);
+        dw_jobdef_free(def);
+    }
 }
 
 static const struct {
@@ -456,6 +628,7 @@ static const struct {
     {"slots", check_slots},
     {"publications", check_publications},
     {"dataverse", check_dataverse},
+    {"dataverse maps", check_dataverse_maps},
 };
 
 static void print_findings(const struct ctx *c, bool as_json, bool verbose)
@@ -538,6 +711,7 @@ int dw_cmd_check(struct dw_cli *cli, int argc, char **argv)
     if (c.control != c.source)
         PQfinish(c.control);
     PQfinish(c.source);
+    dw_sink_free(c.sink);
     dw_config_cleanup(&c.cfg);
     return failed ? DW_EXIT_FAILURE : DW_EXIT_OK;
 }

@@ -1,6 +1,6 @@
 /*
  * `dwasync status [--json]`: one row per job from the control schema (job, checkpoint,
- * apply_stat, runner, and dwasync.error once that table exists) joined with the job's
+ * apply_stat, runner, and dwasync.error when it exists) joined with the job's
  * replication slot on the source database.
  *
  * The JSON form is a stable interface (documented in dwasync(1) and README): fields are
@@ -62,12 +62,16 @@ static const char jobs_sql[] =
                                                                             "minute') s ON true"
                                                                             " ORDER BY j.name";
 
-/* Tolerant of the error table's exact columns: rows are read through to_jsonb. */
+/* Counts and the most recent failure (any status) of one job in dwasync.error (020). */
 static const char errors_sql[] =
     "SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'waiting'),"
-    " (SELECT to_jsonb(e) FROM dwasync.error e WHERE e.job_id = $1"
-    "   ORDER BY (to_jsonb(e)->>'id')::bigint DESC NULLS LAST LIMIT 1)"
-    " FROM dwasync.error WHERE job_id = $1";
+    " (SELECT json_build_object('id', e.id, 'status', e.status,"
+    "   'table', e.source_schema || '.' || e.source_table, 'http_status', e.http_status,"
+    "   'code', e.dv_code, 'class', e.class, 'message', e.message,"
+    "   'at', " ISO("e.last_failed_at") ")"
+                                        "   FROM dwasync.error e WHERE e.job_id = $1"
+                                        "   ORDER BY e.last_failed_at DESC, e.id DESC LIMIT 1)"
+                                        " FROM dwasync.error WHERE job_id = $1";
 
 static const char slots_sql[] =
     "SELECT slot_name, active, coalesce(wal_status, ''),"
@@ -111,30 +115,10 @@ static dw_rc add_errors(PGconn *conn, bool have_table, const char *job_id, json_
         return rc;
     json_object_set_new(errors, "open", int_or_null(res, 0, 0));
     json_object_set_new(errors, "waiting", int_or_null(res, 0, 1));
-    json_t *last = json_null();
-    if (!PQgetisnull(res, 0, 2)) {
-        json_t *row = json_loads(PQgetvalue(res, 0, 2), 0, NULL);
-        if (row != NULL) {
-            last = json_object();
-            static const char *const picks[][4] = {
-                {"id", "id", NULL, NULL},
-                {"status", "status", NULL, NULL},
-                {"table", "source_table", "table_name", NULL},
-                {"http_status", "http_status", NULL, NULL},
-                {"code", "dv_error_code", "error_code", "dv_code"},
-                {"message", "error_message", "message", "dv_message"},
-                {"at", "created_at", "failed_at", "first_failed_at"},
-            };
-            for (size_t i = 0; i < sizeof picks / sizeof *picks; i++) {
-                json_t *v = NULL;
-                for (int k = 1; k < 4 && picks[i][k] && v == NULL; k++)
-                    v = json_object_get(row, picks[i][k]);
-                json_object_set(last, picks[i][0], v ? v : json_null());
-            }
-            json_decref(row);
-        }
-    }
-    json_object_set_new(job, "last_error", last);
+    json_t *last = NULL;
+    if (!PQgetisnull(res, 0, 2))
+        last = json_loads(PQgetvalue(res, 0, 2), 0, NULL);
+    json_object_set_new(job, "last_error", last ? last : json_null());
     PQclear(res);
     return DW_OK;
 }

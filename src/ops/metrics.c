@@ -17,6 +17,7 @@
 #include "dwasync/alloc.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
+#include "dwasync/sink.h"
 
 struct series {
     char *labels; /* rendered, sorted label set: job="a",table="b" ("" when none); hash key */
@@ -275,6 +276,31 @@ dw_rc dw_metrics_get(const struct dw_metrics *m, const char *name, const char *c
     if (rc == DW_OK)
         *out = s->value;
     return rc;
+}
+
+/* The increase of a counter that only grows, or all of now after a reset. */
+static double delta(uint64_t now, uint64_t seen)
+{
+    return (double)(now >= seen ? now - seen : now);
+}
+
+void dw_metrics_add_sink_stats(struct dw_metrics *m, const char *job,
+                               const struct dw_sink_stats *now, struct dw_sink_stats *seen)
+{
+    const char *by_job[] = {"job", job, NULL};
+    const char *s2[] = {"job", job, "status", "2xx", NULL};
+    const char *s4[] = {"job", job, "status", "4xx", NULL};
+    const char *s5[] = {"job", job, "status", "5xx", NULL};
+    (void)dw_metrics_inc(m, DW_M_REQUESTS, s2, delta(now->responses_2xx, seen->responses_2xx));
+    (void)dw_metrics_inc(m, DW_M_REQUESTS, s4, delta(now->responses_4xx, seen->responses_4xx));
+    (void)dw_metrics_inc(m, DW_M_REQUESTS, s5, delta(now->responses_5xx, seen->responses_5xx));
+    (void)dw_metrics_inc(m, DW_M_THROTTLED, by_job, delta(now->throttled, seen->throttled));
+    (void)dw_metrics_inc(m, DW_M_RETRY_SLEEPS, by_job, delta(now->retries, seen->retries));
+    (void)dw_metrics_inc(m, DW_M_RETRY_SLEEP_SECS, by_job,
+                         delta(now->retry_sleep_ms, seen->retry_sleep_ms) / 1000.0);
+    (void)dw_metrics_inc(m, DW_M_TOKEN_RENEWALS, by_job,
+                         delta(now->token_renewals, seen->token_renewals));
+    *seen = *now;
 }
 
 void dw_metrics_update_process(struct dw_metrics *m)

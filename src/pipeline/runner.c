@@ -77,6 +77,7 @@ struct runner {
     uint64_t metrics_seen_applied; /* pipeline counters already added to the metrics */
     uint64_t metrics_seen_received;
     uint64_t metrics_seen_parked;
+    struct dw_sink_stats metrics_seen_sink; /* sink counters already added to the metrics */
 };
 
 static void job_cleanup(struct job *j)
@@ -218,6 +219,11 @@ static void update_metrics(struct runner *r)
     r->metrics_seen_applied = st.rows_applied;
     r->metrics_seen_parked = st.rows_failed + st.rows_parked;
     dw_metrics_set(r->metrics, DW_M_WINDOW_ROWS, job_label, (double)st.last_window_rows);
+    if (r->sink) {
+        struct dw_sink_stats ss;
+        dw_sink_get_stats(r->sink, &ss);
+        dw_metrics_add_sink_stats(r->metrics, r->job.name, &ss, &r->metrics_seen_sink);
+    }
     if (st.last_commit_time_us)
         dw_metrics_set(r->metrics, DW_M_LAST_COMMIT_TIME, job_label,
                        (double)st.last_commit_time_us / 1e6);
@@ -239,10 +245,22 @@ static void report_status(struct runner *r)
         return;
     struct dw_pipeline_stats st;
     dw_pipeline_get_stats(r->pipeline, &st);
-    char lsn[DW_LSN_STRLEN];
-    dw_daemon_notify_status("job %s %s: %" PRIu64 " applied, %" PRIu64 " parked, confirmed %s",
-                            r->job.name, r->paused ? "paused" : "active", st.rows_applied,
-                            st.rows_failed + st.rows_parked, dw_lsn_format(st.confirmed_lsn, lsn));
+    char lsn[DW_LSN_STRLEN], line[256];
+    snprintf(line, sizeof line, "job %s %s: %" PRIu64 " applied, %" PRIu64 " parked, confirmed %s",
+             r->job.name, r->paused ? "paused" : "active", st.rows_applied,
+             st.rows_failed + st.rows_parked, dw_lsn_format(st.confirmed_lsn, lsn));
+    dw_daemon_notify_status("%s", line);
+    /* The runner row (sql/030) is what `dwasync status` shows: heartbeat, line, throttling. */
+    struct dw_sink_stats ss = {0};
+    if (r->sink)
+        dw_sink_get_stats(r->sink, &ss);
+    int64_t throttled_ms = ss.throttled_until_ms ? ss.throttled_until_ms - dw_clock_ms() : 0;
+    struct dw_ha_report report = {
+        .status = line,
+        .throttled_for_seconds = throttled_ms > 0 ? (double)throttled_ms / 1000.0 : 0.0,
+        .throttled_total = (int64_t)ss.throttled,
+    };
+    (void)dw_ha_heartbeat(&r->ha, &report);
 }
 
 /* Runs the sink (and its callbacks) and the pipeline until done() or the deadline. */

@@ -9,6 +9,7 @@ packages=(
     postgresql-15 postgresql-client-15
     clang clang-format libclang-rt-14-dev
     rpm rpmlint lintian file openssl procps iproute2 util-linux systemd jq
+    adduser man-db groff-base bsdextrautils
     rpm lintian file openssl procps iproute2 util-linux python3 jq
     rpm lintian file openssl procps iproute2 util-linux jq
 )

@@ -2,16 +2,23 @@
 # dwasync check: a sound setup passes (exit 0); each failing prerequisite is reported with
 # its code and makes the exit status 1: invalid config, missing and world-readable secret,
 # unreachable Postgres, wal_level replica, role without REPLICATION, schema not installed,
-# unknown job, a running job without slot or publication, a mapped table not published.
+# unknown job, a running job without slot or publication, a mapped table not published,
+# unreachable authority, wrong client secret, a mapped Dataverse table that does not exist.
+# Dataverse is a minimal stand-in (dw_ops_harness fakedv): token endpoint and WhoAmI.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 pg_start "max_slot_wal_keep_size = 1GB"
 dw_mktemp work check
+"$DWASYNC_BUILD_DIR/bin/dw_ops_harness" fakedv 127.0.0.1:0 s3cr3t-value >"$work/fakedv.out" 2>/dev/null &
+fakedv=$!
+on_exit "kill $fakedv"
+for _ in $(seq 100); do [ -s "$work/fakedv.out" ] && break; sleep 0.1; done
+dv="http://127.0.0.1:$(awk '{print $2}' "$work/fakedv.out")"
 good_conninfo=$DW_PG_CONNINFO
 secret=$work/client-secret
 printf 's3cr3t-value\n' >"$secret"
 chmod 600 "$secret"
-write_conf() {   # write_conf CONNINFO [SECRET]
-    printf '[source]\nconninfo = %s\n[dataverse]\nurl = https://example.crm.dynamics.com\n' "$1" >"$work/c.conf"
+write_conf() {   # write_conf CONNINFO [SECRET [DATAVERSE]]
+    printf '[source]\nconninfo = %s\n[dataverse]\nurl = %s\nauthority = %s\n' "$1" "${3:-$dv}" "${3:-$dv}" >"$work/c.conf"
     printf 'tenant_id = t\nclient_id = c\nclient_secret_file = %s\n' "${2:-$secret}" >>"$work/c.conf"
 }
 chk() { "$DWASYNC_BIN" --config "$work/c.conf" check "$@" 2>"$work/stderr"; }
@@ -27,9 +34,9 @@ out=$(chk); status=$?
 check_eq "sound setup: exit 0" 0 "$status"
 check_contains "sound setup: no errors" "0 errors" "$out"
 check_contains "keep size noted" "note    PG005   max_slot_wal_keep_size is 1GB" "$out"
-check_contains "Dataverse checks said to be skipped" "DV000" "$out"
 out=$("$DWASYNC_BIN" --verbose --config "$work/c.conf" check 2>/dev/null)
 check_contains "--verbose lists passing checks" "ok      PG003   wal_level is logical" "$out"
+check_contains "token obtained and WhoAmI answers" "ok      DV003   WhoAmI answers (user 11111111-2222-3333-4444-555555555555)" "$out"
 check_eq "secret never printed" 0 "$(grep -c s3cr3t-value <<<"$out$(cat "$work/stderr")")"
 
 json=$(chk --json)
@@ -46,6 +53,25 @@ write_conf "$good_conninfo" "$work/absent"
 out=$(chk); status=$?
 check_eq "missing secret: exit 1" 1 "$status"
 check_contains "missing secret: SEC001" "SEC001  [dataverse] client_secret_file: \"$work/absent\" cannot be read" "$out"
+
+printf '[source]\nconninfo = %s\n[dataverse]\nurl = %s\nauthority = %s\ntenant_id = t\nclient_id = c\n' "$good_conninfo" "$dv" "$dv" >"$work/c.conf"
+printf 'certificate_file = %s/absent.pem\nprivate_key_file = %s\n' "$work" "$secret" >>"$work/c.conf"
+out=$(chk); status=$?
+check_eq "missing certificate: exit 1" 1 "$status"
+check_contains "missing certificate: SEC005" "SEC005  [dataverse] certificate_file: \"$work/absent.pem\" cannot be read" "$out"
+
+printf 'wrong-secret\n' >"$work/wrong"
+chmod 600 "$work/wrong"
+write_conf "$good_conninfo" "$work/wrong"
+out=$(chk); status=$?
+check_eq "wrong client secret: exit 1" 1 "$status"
+check_contains "wrong client secret: DV002" "error   DV002   cannot obtain an access token from the authority" "$out"
+check_contains "wrong client secret: the authority's answer is logged" "invalid_client" "$(cat "$work/stderr")"
+check_eq "wrong secret never printed" 0 "$(grep -c wrong-secret <<<"$out$(cat "$work/stderr")")"
+write_conf "$good_conninfo" "$secret" "http://127.0.0.1:1"
+out=$(chk); status=$?
+check_eq "unreachable authority: exit 1" 1 "$status"
+check_contains "unreachable authority: DV002" 'error   DV002   cannot reach the authority "http://127.0.0.1:1"' "$out"
 
 printf '[source]\nconninfo = x\nbogus = 1\n' >"$work/c.conf"
 out=$(chk); status=$?
@@ -74,11 +100,17 @@ psql_q "create table custtable (id int primary key, name text)"
 psql_q "create table other (id int primary key)"
 psql_q "insert into dwasync.job (name, slot_name, publication_name) values ('crm', 'dw_crm', 'dw_crm')"
 psql_q "insert into dwasync.table_group (job_id, name) select id, 'g' from dwasync.job"
-psql_q "insert into dwasync.table_map (job_id, group_id, sequence, name, source_table, target_entity_set,
-        target_logical_name, key_mapping) select j.id, g.id, 1, 'customers', 'custtable', 'accounts',
-        'account', '{}' from dwasync.job j join dwasync.table_group g on g.job_id = j.id"
+psql_q "$(cat <<'SQL'
+insert into dwasync.table_map (job_id, group_id, sequence, name, source_table, target_entity_set,
+       target_logical_name, key_mapping)
+select j.id, g.id, 1, 'customers', 'custtable', 'accounts', 'account',
+       '[{"target": "accountnumber", "source": "id"}]'
+  from dwasync.job j join dwasync.table_group g on g.job_id = j.id
+SQL
+)"
 out=$(chk --job crm); status=$?
-check_eq "stopped job without slot: exit 0" 0 "$status"
+check_eq "stopped job without slot: no slot or publication error" 0 \
+    "$(grep -cE '^error +(SLOT|PUB)' <<<"$out")"
 check_contains "stopped job: slot noted" 'note    SLOT001 job "crm": replication slot "dw_crm" does not exist' "$out"
 # ... a running one is not.
 psql_q "update dwasync.job set state = 'active'"
@@ -93,7 +125,9 @@ check_eq "mapped table not published: exit 1" 1 "$status"
 check_contains "PUB003 names the table" 'PUB003  job "crm": mapped table "public.custtable" is not in publication "dw_crm"' "$out"
 psql_q "alter publication dw_crm add table custtable"
 out=$(chk --job crm); status=$?
-check_eq "all prerequisites met: exit 0" 0 "$status"
+check_eq "mapped Dataverse table missing: exit 1" 1 "$status"
+check_contains "DV004 names map and table" 'error   DV004   job "crm": map "customers": Dataverse table "account" does not exist' "$out"
+check_eq "Postgres prerequisites met" 1 "$(grep -c '^error' <<<"$out")"
 out=$("$DWASYNC_BIN" --verbose --config "$work/c.conf" check --job crm 2>/dev/null)
 check_contains "slot reported healthy" 'SLOT000 job "crm": slot "dw_crm" is healthy (wal_status reserved)' "$out"
 

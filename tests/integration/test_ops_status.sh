@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dwasync status [--json]: fields present and correct against a control schema populated by
-# hand (jobs, checkpoint, apply_stat, runner, a slot with WAL behind it), before and after
-# the error table exists.
+# hand (jobs, checkpoint, apply_stat, runner, error rows, a slot with WAL behind it), and
+# with the error table hidden (an older control schema).
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 pg_start
 dw_mktemp work status
@@ -13,7 +13,7 @@ out=$(st --json 2>&1); status=$?
 check_eq "status before init fails" 1 "$status"
 check_contains "status before init says what to do" "run dwasync init" "$out"
 
-"$DWASYNC_BIN" --config "$conf" init >/dev/null || die "init failed"
+"$DWASYNC_BIN" --config "$conf" init >/dev/null 2>&1 || die "init failed"
 check_eq "no jobs: empty list" '{"version":1,"jobs":[]}' "$(st --json | jq -c 'del(.generated_at)')"
 check_contains "no jobs: table says so" "no jobs" "$(st)"
 
@@ -50,8 +50,7 @@ check_eq "throttled" '"throttled"' "$(j '.jobs[0].throttling.state')"
 check_eq "429 count" 17 "$(j '.jobs[0].throttling.responses_429')"
 check_eq "runner" '{"host":"host-a","pid":4242,"status":"streaming"}' \
     "$(j '.jobs[0].runner | {host, pid, status}')"
-check_eq "error table absent: counts unknown" '{"available":false,"open":null,"waiting":null}' \
-    "$(j '.jobs[0].errors')"
+check_eq "no errors yet" '[{"available":true,"open":0,"waiting":0},null]' "$(j '[.jobs[0].errors, .jobs[0].last_error]')"
 check_eq "second job: no slot, no lag, no runner" '[false,null,null,"unknown"]' \
     "$(j '[.jobs[1].slot.exists, .jobs[1].lag_bytes, .jobs[1].runner, .jobs[1].throttling.state]')"
 check_eq "second job: zero throughput" 0 "$(j '.jobs[1].throughput_last_minute.rows_applied')"
@@ -61,16 +60,23 @@ psql_q "select pg_replication_slot_advance('dw_crm', pg_current_wal_lsn())" >/de
 doc=$(st --json)
 check_eq "caught up: lag 0 bytes, 0 s" '[0,0]' "$(j '[.jobs[0].lag_bytes, .jobs[0].lag_seconds]')"
 
-# Once the error table exists (the errors module's migration), counts and the last error show.
-psql_q "create table dwasync.error (id bigserial primary key, job_id bigint, status text,
-        source_table text, http_status int, error_message text, created_at timestamptz default now())"
-psql_q "insert into dwasync.error (job_id, status, source_table, http_status, error_message)
-        select id, s, 'custtable', 400, 'msg ' || n from dwasync.job,
-        (values ('open', 1), ('open', 2), ('waiting', 3), ('resolved', 4)) v(s, n) where name = 'crm'"
+psql_q "$(cat <<'SQL'
+insert into dwasync.error (job_id, map_id, source_schema, source_table, operation, source_key,
+       key_text, source_row, commit_lsn, position, http_status, dv_code, message, class, status,
+       skip_reason, last_failed_at)
+select j.id, 1, 'public', 'custtable', 'update', '{"id": 1}', '{"id":1}', '{}', '0/10', n, 400,
+       '0x80040203', 'msg ' || n, 'validation', s, case when s = 'skipped' then 'r' end,
+       now() - make_interval(mins => 10 - n)
+  from dwasync.job j, (values ('open', 1), ('open', 2), ('waiting', 3), ('skipped', 4)) v(s, n)
+ where j.name = 'crm'
+SQL
+)"
 doc=$(st --json)
 check_eq "error counts" '{"available":true,"open":2,"waiting":1}' "$(j '.jobs[0].errors')"
-check_eq "last error" '{"status":"resolved","table":"custtable","http_status":400,"message":"msg 4"}' \
-    "$(j '.jobs[0].last_error | {status, table, http_status, message}')"
+check_eq "last error is the most recent failure" \
+    '{"status":"skipped","table":"public.custtable","http_status":400,"code":"0x80040203","class":"validation","message":"msg 4"}' \
+    "$(j '.jobs[0].last_error | {status, table, http_status, code, class, message}')"
+check_eq "last error time is ISO UTC" true "$(j '.jobs[0].last_error.at | test("Z$")')"
 check_eq "other job has none" '[0,0,null]' "$(j '[.jobs[1].errors.open, .jobs[1].errors.waiting, .jobs[1].last_error]')"
 
 table=$(st)
@@ -78,4 +84,11 @@ check_contains "table header" "JOB              STATE" "$table"
 check_contains "table row" "crm              active" "$table"
 check_contains "table shows throttling and last error" "throttled  msg 4" "$table"
 check_status "unknown option is a usage error" 2 st --bogus
+
+# A control schema without the error table (before 020) still gives a status.
+psql_q "alter table dwasync.error rename to error_hidden"
+doc=$(st --json)
+check_eq "error table absent: counts unknown" '{"available":false,"open":null,"waiting":null}' \
+    "$(j '.jobs[0].errors')"
+psql_q "alter table dwasync.error_hidden rename to error"
 finish

@@ -13,6 +13,7 @@
 #include "dwasync/daemon.h"
 #include "dwasync/log.h"
 #include "dwasync/metrics.h"
+#include "dwasync/sink.h"
 
 START_TEST(names_follow_conventions)
 {
@@ -128,6 +129,52 @@ START_TEST(exposition_format)
     dw_metrics_format_value(12345678901.0, &out);
     ck_assert_str_eq(dw_buf_str(&out), "+Inf-InfNaN12345678901");
     dw_buf_cleanup(&out);
+    dw_metrics_free(m);
+}
+END_TEST
+
+START_TEST(sink_stats_become_counters)
+{
+    struct dw_metrics *m = dw_metrics_new();
+    ck_assert_int_eq(dw_metrics_define_standard(m), DW_OK);
+    struct dw_sink_stats seen, now;
+    memset(&seen, 0, sizeof seen);
+    memset(&now, 0, sizeof now);
+    now.responses_2xx = 10;
+    now.responses_4xx = 3;
+    now.throttled = 2;
+    now.retries = 4;
+    now.retry_sleep_ms = 1500;
+    now.token_renewals = 1;
+    dw_metrics_add_sink_stats(m, "crm", &now, &seen);
+    now.responses_2xx = 15;
+    now.retry_sleep_ms = 2500;
+    dw_metrics_add_sink_stats(m, "crm", &now, &seen);
+    double v = -1;
+    ck_assert_int_eq(
+        dw_metrics_get(m, DW_M_REQUESTS, (const char *[]){"job", "crm", "status", "2xx", NULL}, &v),
+        DW_OK);
+    ck_assert(v == 15.0);
+    ck_assert_int_eq(
+        dw_metrics_get(m, DW_M_REQUESTS, (const char *[]){"job", "crm", "status", "4xx", NULL}, &v),
+        DW_OK);
+    ck_assert(v == 3.0);
+    ck_assert_int_eq(dw_metrics_get(m, DW_M_THROTTLED, (const char *[]){"job", "crm", NULL}, &v),
+                     DW_OK);
+    ck_assert(v == 2.0);
+    ck_assert_int_eq(
+        dw_metrics_get(m, DW_M_RETRY_SLEEP_SECS, (const char *[]){"job", "crm", NULL}, &v), DW_OK);
+    ck_assert(v == 2.5);
+    ck_assert_int_eq(
+        dw_metrics_get(m, DW_M_TOKEN_RENEWALS, (const char *[]){"job", "crm", NULL}, &v), DW_OK);
+    ck_assert(v == 1.0);
+    /* A new sink starts its counters at 0: the counter keeps growing, never drops. */
+    memset(&now, 0, sizeof now);
+    now.throttled = 1;
+    dw_metrics_add_sink_stats(m, "crm", &now, &seen);
+    ck_assert_int_eq(dw_metrics_get(m, DW_M_THROTTLED, (const char *[]){"job", "crm", NULL}, &v),
+                     DW_OK);
+    ck_assert(v == 3.0);
     dw_metrics_free(m);
 }
 END_TEST
@@ -368,6 +415,7 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, series_by_label_set);
     tcase_add_test(tc, series_count_is_capped);
     tcase_add_test(tc, exposition_format);
+    tcase_add_test(tc, sink_stats_become_counters);
     tcase_add_test(tc, rss_is_reported);
     tcase_add_test(tc, listen_address_parsing);
     tcase_add_test(tc, listener_serves_metrics_and_health);
