@@ -69,6 +69,10 @@ struct runner {
     struct dw_metrics_server *metrics_server;
     bool stopping;
     bool paused;
+    bool dataverse_ok;              /* see track_dataverse() */
+    struct dw_sink_stats sink_seen; /* the sink's counters at the last status tick */
+    struct dw_progress progress;    /* of an initial sync */
+    uint64_t snapshot_rows;
     int64_t next_job_check_ms;
     int64_t next_ha_check_ms;
     int64_t next_status_ms;
@@ -188,12 +192,28 @@ static void health(void *ud, struct dw_health *out)
     struct dw_sink_stats st = {0};
     if (r->sink)
         dw_sink_get_stats(r->sink, &st);
-    out->dataverse_ok = r->sink != NULL && st.throttled_until_ms == 0;
+    out->dataverse_ok = r->sink != NULL && r->dataverse_ok && st.throttled_until_ms == 0;
     snprintf(out->job, sizeof out->job, "%s", r->job.name ? r->job.name : "");
     if (r->paused)
         snprintf(out->detail, sizeof out->detail, "job is paused");
     else if (!r->ha.active)
         snprintf(out->detail, sizeof out->detail, "standby: another runner holds the job");
+}
+
+/*
+ * Dataverse counts as reachable unless, since the last tick, requests were retried and
+ * none succeeded (an outage, a refused connection, 5xx answers); idle counts as reachable.
+ */
+static void track_dataverse(struct runner *r)
+{
+    struct dw_sink_stats st = {0};
+    if (r->sink)
+        dw_sink_get_stats(r->sink, &st);
+    if (st.responses_2xx > r->sink_seen.responses_2xx)
+        r->dataverse_ok = true;
+    else if (st.retries > r->sink_seen.retries)
+        r->dataverse_ok = false;
+    r->sink_seen = st;
 }
 
 /* Copies the pipeline and sink counters into the metrics registry. */
@@ -298,6 +318,8 @@ static dw_rc on_snapshot_change(void *user, const struct dw_change *c)
 {
     struct runner *r = user;
     dw_rc rc = dw_pipeline_change(r->pipeline, c);
+    if (++r->snapshot_rows % 1000 == 0)
+        dw_progress_update(&r->progress, r->snapshot_rows, dw_daemon_now_ms());
     if (rc == DW_OK && !dw_pipeline_accepting(r->pipeline))
         rc = drain(r, pipeline_accepting, 0);
     if (rc == DW_OK && r->stopping)
@@ -328,9 +350,24 @@ static dw_rc initial_sync(struct runner *r)
     if ((rc = dw_pg_connect(r->config.source.conninfo, "dwasync run (types)", &source)) != DW_OK)
         goto out;
     rc = dw_types_load(source, r->types);
+    /* An estimate (pg_class.reltuples) is enough for a progress line and an ETA. */
+    uint64_t estimate = 0;
+    for (int i = 0; rc == DW_OK && i < n; i++) {
+        const char *tp[] = {tables[i]};
+        PGresult *er = NULL;
+        if (dw_pg_query(source, "estimating a table's rows",
+                        "SELECT greatest(reltuples, 0)::bigint FROM pg_class "
+                        "WHERE oid = $1::regclass",
+                        1, tp, &er) == DW_OK &&
+            PQntuples(er) == 1)
+            estimate += strtoull(PQgetvalue(er, 0, 0), NULL, 10);
+        PQclear(er);
+    }
     PQfinish(source);
     if (rc != DW_OK)
         goto out;
+    r->snapshot_rows = 0;
+    dw_progress_init(&r->progress, "initial sync", estimate, stderr, 0, dw_daemon_now_ms());
     if ((rc = set_initial_sync(r, "running")) != DW_OK)
         goto out;
     DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
@@ -354,6 +391,8 @@ static dw_rc initial_sync(struct runner *r)
         goto out;
     if ((rc = drain(r, pipeline_idle, 0)) != DW_OK)
         goto out;
+    r->progress.total = r->snapshot_rows;
+    dw_progress_finish(&r->progress, dw_daemon_now_ms());
     rc = set_initial_sync(r, "done");
     if (rc == DW_OK)
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
@@ -647,6 +686,7 @@ static dw_rc stream_loop(struct runner *r)
         }
         if (now >= r->next_status_ms) {
             r->next_status_ms = now + STATUS_MS;
+            track_dataverse(r);
             update_metrics(r);
             report_status(r);
         }
@@ -715,6 +755,7 @@ static dw_rc wait_for_lock(struct runner *r)
                 (struct pollfd){.fd = dw_metrics_server_fd(r->metrics_server), .events = POLLIN};
         int timeout = dw_ha_timeout_ms(&r->ha, dw_daemon_now_ms());
         poll(pfd, (nfds_t)n, timeout < 0 || timeout > 1000 ? 1000 : timeout);
+        update_metrics(r); /* a standby says so: dwasync_job_active 0 */
         if (r->metrics_server)
             dw_metrics_server_run(r->metrics_server);
         if (dw_daemon_signals_take() & DW_SIGNAL_STOP)
@@ -769,7 +810,7 @@ static dw_rc copy_config(struct dw_config *dst, const char *path)
 
 dw_rc dw_runner_run(const struct dw_runner_options *opts)
 {
-    struct runner r = {.opts = opts, .signal_fd = -1};
+    struct runner r = {.opts = opts, .signal_fd = -1, .dataverse_ok = true};
     dw_rc rc = copy_config(&r.config, opts->config_path);
     if (rc != DW_OK)
         return rc;
@@ -794,6 +835,9 @@ dw_rc dw_runner_run(const struct dw_runner_options *opts)
         if ((rc = dw_metrics_server_start(r.config.metrics.listen, r.metrics, health, &r,
                                           &r.metrics_server)) != DW_OK)
             goto out;
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"listen", r.config.metrics.listen}),
+                "serving /metrics and /healthz on port %u",
+                dw_metrics_server_port(r.metrics_server));
     }
     dw_ha_init(&r.ha, r.lock_conn, r.job.id, 0);
     if ((rc = wait_for_lock(&r)) != DW_OK || r.stopping)
