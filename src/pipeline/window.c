@@ -217,8 +217,10 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
     }
     for (size_t g = 0; g < p.ngroups; g++)
         qsort(p.groups[g].levels, p.groups[g].nlevels, sizeof *p.groups[g].levels, level_order);
-    /* Sorting groups would invalidate chain->group indexes; fix them up after. */
-    qsort(p.groups, p.ngroups, sizeof *p.groups, group_order);
+    /* Sorting groups would invalidate chain->group indexes; fix them up after. (A window
+     * of parked changes only has no group: qsort must not see its NULL array.) */
+    if (p.ngroups > 1)
+        qsort(p.groups, p.ngroups, sizeof *p.groups, group_order);
     for (size_t g = 0; g < p.ngroups; g++)
         for (size_t l = 0; l < p.groups[g].nlevels; l++)
             for (size_t k = 0; k < p.groups[g].levels[l].nchains; k++)

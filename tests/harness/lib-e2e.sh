@@ -81,11 +81,16 @@ e2e_rows() {
 }
 
 # e2e_wait_applied [SECONDS]: waits until the job's slot has confirmed everything committed
-# before the call (applied or parked: the slot only moves after that). Fails on timeout.
+# before the call (applied or parked: the slot only moves after that). Fails on timeout, or
+# at once when the daemon whose pid is in $daemon has died.
 e2e_wait_applied() {
     local target i
     target=$(psql_q "SELECT pg_current_wal_insert_lsn()")
     for i in $(seq 1 $((${1:-120} * 2))); do
+        if [ -n "${daemon:-}" ] && ! kill -0 "$daemon" 2>/dev/null; then
+            log "the daemon (pid $daemon) is gone"
+            return 2
+        fi
         [ "$(psql_q "SELECT bool_and(confirmed_flush_lsn >= '$target') FROM pg_replication_slots
                       WHERE slot_name LIKE 'dwasync_%'")" = t ] && return 0
         sleep 0.5
