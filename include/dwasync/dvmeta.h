@@ -69,6 +69,12 @@ dw_rc dw_dvmeta_fetch(struct dw_sink *sink, const char *logical_name, struct dw_
 /* Looks an attribute up by logical name (case-insensitive); NULL if absent. Borrowed. */
 const struct dw_attr_meta *dw_entity_meta_attr(const struct dw_entity_meta *m, const char *name);
 
+/*
+ * The range and precision Dataverse gives a numeric type when a column does not narrow
+ * them (its documented limits). Returns false, leaving the outputs alone, for other types.
+ */
+bool dw_attr_type_range(enum dw_attr_type t, double *min, double *max, int *precision);
+
 /* "String", "Picklist", ... as Dataverse spells AttributeType. */
 const char *dw_attr_type_name(enum dw_attr_type t);
 

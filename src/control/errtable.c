@@ -14,36 +14,6 @@
 #include "dwasync/pg.h"
 #include "dwasync/redact.h"
 
-/*
- * The sink defines the real one (the class names are shared with the SQL CHECK of
- * dwasync.error.class); this weak copy lets the control module build and be tested
- * before the sink is linked in, and loses to the sink's definition when it is.
- */
-__attribute__((weak)) const char *dw_error_class_name(enum dw_error_class c)
-{
-    switch (c) {
-    case DW_ERRCLASS_NONE:
-        return "none";
-    case DW_ERRCLASS_MAPPING:
-        return "mapping";
-    case DW_ERRCLASS_VALIDATION:
-        return "validation";
-    case DW_ERRCLASS_MISSING_PARENT:
-        return "missing_parent";
-    case DW_ERRCLASS_DUPLICATE:
-        return "duplicate";
-    case DW_ERRCLASS_PRIVILEGE:
-        return "privilege";
-    case DW_ERRCLASS_CONFLICT:
-        return "conflict";
-    case DW_ERRCLASS_TRANSIENT:
-        return "transient";
-    case DW_ERRCLASS_UNKNOWN:
-        return "unknown";
-    }
-    return "unknown";
-}
-
 /* Parses the integer text of a bigint/int column; libpq's text is always well formed. */
 static int64_t col_i64(const PGresult *res, int row, int col)
 {

@@ -8,6 +8,7 @@
 #include "dwasync/alloc.h"
 #include "dwasync/log.h"
 #include "internal.h"
+#include "dwasync/dvmeta.h"
 
 static const struct {
     const char *name;
@@ -136,36 +137,10 @@ static dw_rc load_attr(const char *table, json_t *ja, struct emu_attr *a)
         a->max_length = a->type == DW_ATTR_STRING ? 100 : 2000;
     a->precision = (int)json_integer_value(json_object_get(ja, "precision"));
     json_t *mn = json_object_get(ja, "min"), *mx = json_object_get(ja, "max");
-    switch (a->type) {
-    case DW_ATTR_INTEGER:
-        a->min_value = -2147483648.0;
-        a->max_value = 2147483647.0;
-        break;
-    case DW_ATTR_BIGINT:
-        a->min_value = -9223372036854775807.0;
-        a->max_value = 9223372036854775807.0;
-        break;
-    case DW_ATTR_MONEY:
-        a->min_value = -922337203685477.0;
-        a->max_value = 922337203685477.0;
-        if (!json_object_get(ja, "precision"))
-            a->precision = 2;
-        break;
-    case DW_ATTR_DECIMAL:
-        a->min_value = -100000000000.0;
-        a->max_value = 100000000000.0;
-        if (!json_object_get(ja, "precision"))
-            a->precision = 2;
-        break;
-    case DW_ATTR_DOUBLE:
-        a->min_value = -100000000000.0;
-        a->max_value = 100000000000.0;
-        if (!json_object_get(ja, "precision"))
-            a->precision = 5;
-        break;
-    default:
-        break;
-    }
+    int precision = 0;
+    if (dw_attr_type_range(a->type, &a->min_value, &a->max_value, &precision) &&
+        !json_object_get(ja, "precision"))
+        a->precision = precision;
     if (json_is_number(mn))
         a->min_value = json_number_value(mn);
     if (json_is_number(mx))

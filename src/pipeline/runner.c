@@ -675,9 +675,10 @@ static dw_rc stream_loop(struct runner *r)
         rc = dw_pipeline_poll(r->pipeline, flush);
         if (rc != DW_OK && rc != DW_ERR_PG)
             return rc;
-        dw_lsn confirmed = dw_pipeline_confirmed(r->pipeline);
-        if (confirmed)
-            dw_stream_confirm(r->stream, confirmed, dw_pipeline_idle(r->pipeline));
+        /* Always, even before the first window: an idle pipeline lets the stream confirm
+         * keepalives, so an idle publication pins no WAL from the first minute on. */
+        dw_stream_confirm(r->stream, dw_pipeline_confirmed(r->pipeline),
+                          dw_pipeline_idle(r->pipeline));
 
         if (r->opts->until_caught_up && caught_up(r)) {
             DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),

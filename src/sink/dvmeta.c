@@ -41,33 +41,41 @@ static enum dw_attr_type parse_type(const char *s)
     return DW_ATTR_OTHER;
 }
 
-/* Ranges Dataverse applies when a column does not narrow them (its documented limits). */
+bool dw_attr_type_range(enum dw_attr_type t, double *min, double *max, int *precision)
+{
+    switch (t) {
+    case DW_ATTR_INTEGER:
+        *min = -2147483648.0;
+        *max = 2147483647.0;
+        *precision = 0;
+        return true;
+    case DW_ATTR_BIGINT:
+        *min = -9223372036854775808.0;
+        *max = 9223372036854775807.0;
+        *precision = 0;
+        return true;
+    case DW_ATTR_DECIMAL:
+    case DW_ATTR_DOUBLE:
+        *min = -100000000000.0;
+        *max = 100000000000.0;
+        *precision = 2;
+        return true;
+    case DW_ATTR_MONEY:
+        *min = -922337203685477.0;
+        *max = 922337203685477.0;
+        *precision = 2;
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Limits Dataverse applies when a column does not narrow them (its documented limits). */
 static void default_range(struct dw_attr_meta *a)
 {
+    if (dw_attr_type_range(a->type, &a->min_value, &a->max_value, &a->precision))
+        return;
     switch (a->type) {
-    case DW_ATTR_INTEGER:
-        a->min_value = -2147483648.0;
-        a->max_value = 2147483647.0;
-        break;
-    case DW_ATTR_BIGINT:
-        a->min_value = -9223372036854775808.0;
-        a->max_value = 9223372036854775807.0;
-        break;
-    case DW_ATTR_DECIMAL:
-        a->min_value = -100000000000.0;
-        a->max_value = 100000000000.0;
-        a->precision = 2;
-        break;
-    case DW_ATTR_MONEY:
-        a->min_value = -922337203685477.0;
-        a->max_value = 922337203685477.0;
-        a->precision = 2;
-        break;
-    case DW_ATTR_DOUBLE:
-        a->min_value = -100000000000.0;
-        a->max_value = 100000000000.0;
-        a->precision = 2;
-        break;
     case DW_ATTR_MEMO:
         a->max_length = 1048576;
         break;

@@ -85,7 +85,7 @@ e2e_rows() {
 # at once when the daemon whose pid is in $daemon has died.
 e2e_wait_applied() {
     local target i
-    target=$(psql_q "SELECT pg_current_wal_insert_lsn()")
+    target=$(psql_q "SELECT pg_current_wal_flush_lsn()")
     for i in $(seq 1 $((${1:-120} * 2))); do
         if [ -n "${daemon:-}" ] && ! kill -0 "$daemon" 2>/dev/null; then
             log "the daemon (pid $daemon) is gone"

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# tests/bench/bench_e2e.sh - end to end on one machine: harness Postgres + dvemu + dwasync on
+# the sample job. Not a test: it prints figures. Sizes come from the environment:
+#   CUSTOMERS=20000   new customers per legal entity (about 8.6 row changes each, inserts with
+#                     lookups, then one update of every customer)
+#   RATE=2000 SECONDS_STEADY=20 PROBES=100   steady load and latency probes
+#   BIG_TXN=200000    rows of one single transaction, for peak RSS (0: skip)
+# Peer, measured in the same run: `dwasync decode` of the same changes from a second slot
+# (receiving and decoding only). Printed: rows/s, the ratio of dwasync's end-to-end time to
+# the decode peer's, Dataverse requests per 1,000 rows, p50/p99 commit-to-applied latency,
+# dwasync's peak RSS.
+set -uo pipefail
+export DWASYNC_SOURCE_DIR=${DWASYNC_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+CUSTOMERS=${CUSTOMERS:-20000} RATE=${RATE:-2000} SECONDS_STEADY=${SECONDS_STEADY:-20}
+PROBES=${PROBES:-100} BIG_TXN=${BIG_TXN:-200000}
+
+# A generous service-protection window: the benchmark measures dwasync, not throttling.
+e2e_setup --limit-requests 100000000 --limit-exec-ms 2000000000 >/dev/null
+sed -i 's/^window_ms = 50$/window_ms = 200/' "$DW_E2E_CONF"
+e2e_load_sample
+dw job start fno_sample >/dev/null 2>&1 || die "job start failed"
+psql_q "SELECT pg_create_logical_replication_slot('bench_peer', 'pgoutput')" >/dev/null
+"$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample >"$DW_E2E_DIR/daemon.log" 2>&1 &
+daemon=$!
+on_exit "kill -9 $daemon"
+e2e_wait_applied 600 || die "sample not applied"
+
+requests() { curl -sf "$DVEMU_URL/_dvemu/counters" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)["requests"]
+print(sum(n for k, n in c.items() if k.split()[0] in ("POST", "PATCH", "DELETE") and "token" not in k))'; }
+now() { date +%s.%N; }
+
+echo "== throughput: $CUSTOMERS customers per legal entity, inserted then updated"
+req0=$(requests)
+t0=$(now)
+inserted=$(psql_q "SELECT fno.sample_generate($CUSTOMERS, 100001)")
+psql_q "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE customeraccount >= 'C0100001'"
+updated=$(psql_q "SELECT count(*) FROM fno.customersv3 WHERE customeraccount >= 'C0100001'")
+rows=$((inserted + updated))
+t_commit=$(now)
+e2e_wait_applied 3600 || die "workload not applied"
+t1=$(now)
+req1=$(requests)
+python3 - "$rows" "$t0" "$t_commit" "$t1" "$req0" "$req1" <<'PY'
+import sys
+rows, t0, tc, t1, r0, r1 = int(sys.argv[1]), *map(float, sys.argv[2:4]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+print(f"   {rows} row changes committed in {tc - t0:.1f} s, applied {t1 - t0:.1f} s after the first commit")
+print(f"   dwasync end to end: {rows / (t1 - t0):,.0f} rows/s")
+print(f"   Dataverse write requests: {r1 - r0} ({1000 * (r1 - r0) / rows:.2f} per 1,000 rows)")
+PY
+
+echo "== peer: dwasync decode of the same changes from a second slot (to /dev/null)"
+d0=$(now)
+"$DWASYNC_BIN" --config "$DW_E2E_CONF" decode --publication dwasync_fno_sample --slot bench_peer \
+    --until-caught-up >/dev/null 2>"$DW_E2E_DIR/decode.log" || die "decode failed"
+d1=$(now)
+python3 - "$d0" "$d1" "$t0" "$t1" <<'PY'
+import sys
+d0, d1, t0, t1 = map(float, sys.argv[1:])
+print(f"   decode only: {d1 - d0:.1f} s; end to end / decode = {(t1 - t0) / (d1 - d0):.2f}")
+PY
+psql_q "SELECT pg_drop_replication_slot('bench_peer')" >/dev/null
+
+echo "== latency at a steady $RATE rows/s for ${SECONDS_STEADY}s, $PROBES probes"
+psql -X -q -v ON_ERROR_STOP=1 >/dev/null 2>&1 <<SQL &
+DO \$\$
+DECLARE per integer := greatest($RATE / 10, 1);
+BEGIN
+    FOR tick IN 1..($SECONDS_STEADY * 10) LOOP
+        UPDATE fno.customersv3 SET creditlimit = creditlimit + 1
+         WHERE ctid = ANY (ARRAY(SELECT ctid FROM fno.customersv3 WHERE customeraccount >= 'C0100001'
+                                  ORDER BY random() LIMIT per));
+        COMMIT;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END \$\$;
+SQL
+load=$!
+# Probes read one row through the Web API, as a client would.
+token=$(dvemu_token)
+company=$(curl -sf "$DVEMU_URL/_dvemu/tables/cdm_companies" | python3 -c '
+import json, sys
+print([r["cdm_companyid"] for r in json.load(sys.stdin)["value"] if r["cdm_companycode"] == "usmf"][0])')
+probe_url="$DVEMU_URL/api/data/v9.2/accounts(accountnumber='C0000001',_msdyn_company_value=$company)?\$select=emailaddress1"
+: >"$DW_E2E_DIR/latency"
+for i in $(seq 1 "$PROBES"); do
+    value="probe-$i-$RANDOM"
+    start=$(now)
+    psql_q "UPDATE fno.customersv3 SET primarycontactemail = '$value' WHERE customeraccount = 'C0000001' AND dataareaid = 'usmf'"
+    until curl -sf -H "Authorization: Bearer $token" "$probe_url" | grep -q "$value"; do sleep 0.01; done
+    echo "$(now) $start" >>"$DW_E2E_DIR/latency"
+    sleep 0.1
+done
+wait $load
+python3 - "$DW_E2E_DIR/latency" <<'PY'
+import sys
+lat = sorted(float(a) - float(b) for a, b in (l.split() for l in open(sys.argv[1])))
+p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
+print(f"   commit to applied: p50 {p(0.50):.0f} ms, p99 {p(0.99):.0f} ms (probes poll every 10 ms)")
+PY
+echo "   dwasync peak RSS so far: $(awk '/VmHWM/ {print $2, $3}' /proc/$daemon/status)"
+
+if [ "$BIG_TXN" -gt 0 ]; then
+    echo "== one transaction of $BIG_TXN updates"
+    psql_q "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE customeraccount >= 'C0100001'" >/dev/null
+    big=$(psql_q "SELECT count(*) FROM fno.customersv3 WHERE customeraccount >= 'C0100001'")
+    reps=$(( (BIG_TXN + big - 1) / big ))
+    b0=$(now)
+    psql -X -q -v ON_ERROR_STOP=1 -c "BEGIN; $(for _ in $(seq 1 $reps); do printf "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE customeraccount >= 'C0100001'; "; done) COMMIT;" >/dev/null
+    e2e_wait_applied 3600 || die "big transaction not applied"
+    b1=$(now)
+    python3 -c "print(f'   {$reps * $big} rows in one transaction applied in {$b1 - $b0:.1f} s')"
+fi
+echo "   dwasync peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$daemon/status)"
+echo "   final state check: $(e2e_mismatches 2>/dev/null) mismatching rows"
