@@ -879,6 +879,12 @@ static void group_ready(struct dw_sink *s)
     DL_COUNT(s->ready, r, n);
     if (n == 0)
         return;
+    /* While parents are still being resolved, more rows become ready with each answer:
+     * waiting for them (or for a full request) sends a few large requests instead of many
+     * small ones. Resolution always ends (found, missing, or given up), so nothing waits
+     * for ever. */
+    if (s->resolving != NULL && n < (size_t)s->cfg->dataverse.batch_size)
+        return;
     struct row **bulk = dw_malloc(n * sizeof *bulk);
     struct row **batch = dw_malloc(n * sizeof *batch);
     size_t size = (size_t)s->cfg->dataverse.batch_size;

@@ -19,7 +19,7 @@ PROBES=${PROBES:-100} BIG_TXN=${BIG_TXN:-200000}
 e2e_setup --limit-requests 100000000 --limit-exec-ms 2000000000 >/dev/null
 sed -i 's/^window_ms = 50$/window_ms = 200/' "$DW_E2E_CONF"
 e2e_load_sample
-dw job start fno_sample >/dev/null 2>&1 || die "job start failed"
+dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 psql_q "SELECT pg_create_logical_replication_slot('bench_peer', 'pgoutput')" >/dev/null
 "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample >"$DW_E2E_DIR/daemon.log" 2>&1 &
 daemon=$!
@@ -36,11 +36,13 @@ echo "== throughput: $CUSTOMERS customers per legal entity, inserted then update
 req0=$(requests)
 t0=$(now)
 inserted=$(psql_q "SELECT fno.sample_generate($CUSTOMERS, 100001)")
-psql_q "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE customeraccount >= 'C0100001'"
+last=$(psql -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" \
+    -c "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE customeraccount >= 'C0100001'" \
+    -c "SELECT pg_current_wal_insert_lsn()" -c "COMMIT" | grep /)
 updated=$(psql_q "SELECT count(*) FROM fno.customersv3 WHERE customeraccount >= 'C0100001'")
 rows=$((inserted + updated))
 t_commit=$(now)
-e2e_wait_applied 3600 || die "workload not applied"
+e2e_wait_checkpoint "$last" 3600 || die "workload not applied"
 t1=$(now)
 req1=$(requests)
 python3 - "$rows" "$t0" "$t_commit" "$t1" "$req0" "$req1" <<'PY'
@@ -108,8 +110,11 @@ if [ "$BIG_TXN" -gt 0 ]; then
     big=$(psql_q "SELECT count(*) FROM fno.customersv3 WHERE customeraccount >= 'C0100001'")
     reps=$(( (BIG_TXN + big - 1) / big ))
     b0=$(now)
-    psql -X -q -v ON_ERROR_STOP=1 -c "BEGIN; $(for _ in $(seq 1 $reps); do printf "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE customeraccount >= 'C0100001'; "; done) COMMIT;" >/dev/null
-    e2e_wait_applied 3600 || die "big transaction not applied"
+    last=$(psql -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" \
+        -c "DO \$\$ BEGIN FOR i IN 1..$reps LOOP UPDATE fno.customersv3 SET creditlimit = creditlimit + 1
+            WHERE customeraccount >= 'C0100001'; END LOOP; END \$\$" \
+        -c "SELECT pg_current_wal_insert_lsn()" -c "COMMIT" | grep /)
+    e2e_wait_checkpoint "$last" 3600 || die "big transaction not applied"
     b1=$(now)
     python3 -c "print(f'   {$reps * $big} rows in one transaction applied in {$b1 - $b0:.1f} s')"
 fi

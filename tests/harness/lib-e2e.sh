@@ -97,3 +97,15 @@ e2e_wait_applied() {
     done
     return 1
 }
+
+# e2e_wait_checkpoint LSN [SECONDS]: waits until the job's checkpoint has passed LSN (take
+# it with pg_current_wal_insert_lsn() inside the last transaction of interest: its commit
+# ends after it). Unlike e2e_wait_applied, it does not wait for idle keepalives.
+e2e_wait_checkpoint() {
+    local i
+    for i in $(seq 1 $((${2:-120} * 20))); do
+        [ "$(psql_q "SELECT coalesce(bool_and(confirmed_lsn > '$1'), false) FROM dwasync.checkpoint")" = t ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
