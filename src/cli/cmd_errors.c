@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "dwasync/cli.h"
+#include "dwasync/daemon.h"
 #include "dwasync/errtable.h"
 #include "dwasync/ha.h"
 #include "dwasync/log.h"
@@ -303,14 +304,32 @@ static dw_rc replay_directly(const struct dw_config *cfg, int64_t job_id, const 
         goto out;
     if ((rc = dw_replay_new(conn, job_id, &ops, &d, 16, &d.engine)) != DW_OK)
         goto out;
+    /* A bulk replay can be long: rows done, rate and ETA, live on a terminal. */
+    struct dw_progress progress;
+    PGresult *queued = NULL;
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, job_id);
+    const char *params[] = {id};
+    uint64_t total = 0;
+    if (dw_pg_query(conn, "counting queued rows",
+                    "SELECT count(*) FROM dwasync.error WHERE job_id = $1 AND status IN "
+                    "('replaying', 'waiting')",
+                    1, params, &queued) == DW_OK)
+        total = strtoull(PQgetvalue(queued, 0, 0), NULL, 10);
+    PQclear(queued);
+    dw_progress_init(&progress, "replay", total, stderr, 0, dw_daemon_now_ms());
     for (;;) {
         bool idle = false;
         if ((rc = dw_replay_pump(d.engine, &idle)) != DW_OK || idle)
             break;
         if ((rc = dw_sink_run(d.sink, NULL, 0, 500)) != DW_OK)
             break;
+        dw_replay_get_stats(d.engine, &st);
+        dw_progress_update(&progress, st.resolved + st.failed, dw_daemon_now_ms());
     }
     dw_replay_get_stats(d.engine, &st);
+    progress.done = st.resolved + st.failed;
+    dw_progress_finish(&progress, dw_daemon_now_ms());
     printf("job \"%s\": replayed %" PRIu64 " row%s: %" PRIu64 " resolved, %" PRIu64
            " failed again%s\n",
            job, st.resolved + st.failed, st.resolved + st.failed == 1 ? "" : "s", st.resolved,

@@ -38,9 +38,12 @@ check_eq "another customer kept flowing" "Renamed 2" "$(acct usmf C0000002 name)
 check_eq "the same customer in another company kept flowing" "806380000" "$(acct demf C0000001 msdyn_onholdstatus)"
 
 # Replaying before the fix fails again and changes nothing in Dataverse.
-out=$(dw errors replay --all --job fno_sample --table customers_organizations 2>&1)
+# --verbose: this test's config logs warnings only, and progress goes to the log when
+# standard error is not a terminal.
+out=$(dw --verbose errors replay --all --job fno_sample --table customers_organizations 2>&1)
 check_contains "a replay before the fix queues the key" "queued 2 rows for replay" "$out"
 check_contains "and fails again" "0 resolved, 1 failed again" "$out"
+check_contains "a bulk replay reports its progress" "replay: 1/2 rows" "$out"
 check_eq "attempts counted" "2" "$(psql_q "SELECT attempts FROM dwasync.error WHERE map_name = 'customers_organizations' AND status = 'open'")"
 
 # Fix the map (stop the job first, as maps of a running job are frozen) and replay.
