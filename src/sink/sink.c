@@ -264,6 +264,16 @@ static void finish_row(struct dw_sink *s, struct row *r, enum dw_write_status st
 }
 
 /* Forgets the cached ids a row relied on (after a 404); returns how many there were. */
+static void guid_entry_free(struct guid_entry *g)
+{
+    free(g->id);
+    free(g->set);
+    json_decref(g->rkey);
+    free(g->guid);
+    failure_cleanup(&g->fail);
+    free(g);
+}
+
 static size_t forget_cache(struct dw_sink *s, struct row *r)
 {
     size_t i, n = 0;
@@ -275,12 +285,7 @@ static size_t forget_cache(struct dw_sink *s, struct row *r)
         if (g && g->state == ST_OK) {
             DW_DEBUG("forgetting the cached id of \"%s\"", g->id);
             HASH_DEL(s->guids, g);
-            free(g->id);
-            free(g->set);
-            json_decref(g->rkey);
-            free(g->guid);
-            failure_cleanup(&g->fail);
-            free(g);
+            guid_entry_free(g);
             n++;
         }
     }
@@ -844,12 +849,7 @@ static void drop_negative_entries(struct dw_sink *s)
     {
         if ((g->state == ST_NOTFOUND || g->state == ST_FAILED) && g->neg_pass < s->pass) {
             HASH_DEL(s->guids, g);
-            free(g->id);
-            free(g->set);
-            json_decref(g->rkey);
-            free(g->guid);
-            failure_cleanup(&g->fail);
-            free(g);
+            guid_entry_free(g);
         }
     }
     /* A set whose metadata could not be read is asked again next time. */
@@ -1777,12 +1777,7 @@ void dw_sink_free(struct dw_sink *s)
     HASH_ITER(hh, s->guids, g, gt)
     {
         HASH_DEL(s->guids, g);
-        free(g->id);
-        free(g->set);
-        json_decref(g->rkey);
-        free(g->guid);
-        failure_cleanup(&g->fail);
-        free(g);
+        guid_entry_free(g);
     }
     struct set_entry *e, *et;
     HASH_ITER(hh, s->sets, e, et)
