@@ -48,9 +48,6 @@ bool dw_daemon_stop_requested(void);
 /* Restores the default handlers and closes the self-pipe. */
 void dw_daemon_signals_restore(void);
 
-/* Monotonic clock in milliseconds (CLOCK_MONOTONIC). */
-uint64_t dw_daemon_now_ms(void);
-
 /* True when $NOTIFY_SOCKET is set, i.e. the process runs as a Type=notify service. */
 bool dw_daemon_under_systemd(void);
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dwasync/clock.h"
 #include "dwasync/cli.h"
 #include "dwasync/daemon.h"
 #include "dwasync/errtable.h"
@@ -317,7 +318,7 @@ static dw_rc replay_directly(const struct dw_config *cfg, int64_t job_id, const 
                     1, params, &queued) == DW_OK)
         total = strtoull(PQgetvalue(queued, 0, 0), NULL, 10);
     PQclear(queued);
-    dw_progress_init(&progress, "replay", total, stderr, 0, dw_daemon_now_ms());
+    dw_progress_init(&progress, "replay", total, stderr, 0, (uint64_t)dw_clock_ms());
     for (;;) {
         bool idle = false;
         if ((rc = dw_replay_pump(d.engine, &idle)) != DW_OK || idle)
@@ -325,11 +326,11 @@ static dw_rc replay_directly(const struct dw_config *cfg, int64_t job_id, const 
         if ((rc = dw_sink_run(d.sink, NULL, 0, 500)) != DW_OK)
             break;
         dw_replay_get_stats(d.engine, &st);
-        dw_progress_update(&progress, st.resolved + st.failed, dw_daemon_now_ms());
+        dw_progress_update(&progress, st.resolved + st.failed, (uint64_t)dw_clock_ms());
     }
     dw_replay_get_stats(d.engine, &st);
     progress.done = st.resolved + st.failed;
-    dw_progress_finish(&progress, dw_daemon_now_ms());
+    dw_progress_finish(&progress, (uint64_t)dw_clock_ms());
     printf("job \"%s\": replayed %" PRIu64 " row%s: %" PRIu64 " resolved, %" PRIu64
            " failed again%s\n",
            job, st.resolved + st.failed, st.resolved + st.failed == 1 ? "" : "s", st.resolved,

@@ -22,6 +22,7 @@
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 
+#include "dwasync/clock.h"
 #include "dwasync/alloc.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
@@ -68,13 +69,6 @@ struct conn {
     bool too_large;
     struct timespec start;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* --- counters -------------------------------------------------------------------------- */
 
@@ -253,7 +247,7 @@ static bool limits_admit(struct server *s, const char *user, uint64_t *ticket,
                          struct emu_resp *resp, long *remaining)
 {
     const struct dw_dvemu_options *o = s->emu.opt;
-    int64_t now = now_ms(), window = (int64_t)o->limit_window_s * 1000;
+    int64_t now = dw_clock_ms(), window = (int64_t)o->limit_window_s * 1000;
     struct emu_err err = {0};
     long retry = 0;
     pthread_mutex_lock(&s->limit_lock);
@@ -529,7 +523,7 @@ static void api(struct server *s, struct MHD_Connection *con, const char *method
     long remaining = 0;
     if (!limits_admit(s, user, &ticket, resp, &remaining))
         goto out;
-    int64_t t0 = now_ms();
+    int64_t t0 = dw_clock_ms();
     /* A slow answer counts as execution time, as a slow Dataverse request would. */
     if (kind == F_SLOW)
         usleep((useconds_t)slow_ms * 1000);
@@ -551,7 +545,7 @@ static void api(struct server *s, struct MHD_Connection *con, const char *method
                          prefer && strstr(prefer, "odata.continue-on-error"), resp);
     else
         emu_api_handle(emu, &req, resp);
-    limits_done(s, user, ticket, now_ms() - t0);
+    limits_done(s, user, ticket, dw_clock_ms() - t0);
     char num[24];
     snprintf(num, sizeof num, "%ld", remaining);
     emu_resp_header(resp, "x-ms-ratelimit-burst-remaining-xrm-requests", num);

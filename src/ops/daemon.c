@@ -92,13 +92,6 @@ void dw_daemon_signals_restore(void)
     reload_flag = 0;
 }
 
-uint64_t dw_daemon_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 bool dw_daemon_under_systemd(void)
 {
     const char *s = getenv("NOTIFY_SOCKET");

@@ -319,7 +319,7 @@ static dw_rc on_snapshot_change(void *user, const struct dw_change *c)
     struct runner *r = user;
     dw_rc rc = dw_pipeline_change(r->pipeline, c);
     if (++r->snapshot_rows % 1000 == 0)
-        dw_progress_update(&r->progress, r->snapshot_rows, dw_daemon_now_ms());
+        dw_progress_update(&r->progress, r->snapshot_rows, (uint64_t)dw_clock_ms());
     if (rc == DW_OK && !dw_pipeline_accepting(r->pipeline))
         rc = drain(r, pipeline_accepting, 0);
     if (rc == DW_OK && r->stopping)
@@ -367,7 +367,7 @@ static dw_rc initial_sync(struct runner *r)
     if (rc != DW_OK)
         goto out;
     r->snapshot_rows = 0;
-    dw_progress_init(&r->progress, "initial sync", estimate, stderr, 0, dw_daemon_now_ms());
+    dw_progress_init(&r->progress, "initial sync", estimate, stderr, 0, (uint64_t)dw_clock_ms());
     if ((rc = set_initial_sync(r, "running")) != DW_OK)
         goto out;
     DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
@@ -392,7 +392,7 @@ static dw_rc initial_sync(struct runner *r)
     if ((rc = drain(r, pipeline_idle, 0)) != DW_OK)
         goto out;
     r->progress.total = r->snapshot_rows;
-    dw_progress_finish(&r->progress, dw_daemon_now_ms());
+    dw_progress_finish(&r->progress, (uint64_t)dw_clock_ms());
     rc = set_initial_sync(r, "done");
     if (rc == DW_OK)
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
@@ -691,7 +691,7 @@ static dw_rc stream_loop(struct runner *r)
             update_metrics(r);
             report_status(r);
         }
-        dw_watchdog_tick(&r->watchdog, dw_daemon_now_ms());
+        dw_watchdog_tick(&r->watchdog, (uint64_t)dw_clock_ms());
 
         struct curl_waitfd fds[4];
         unsigned nfds = 0;
@@ -712,7 +712,7 @@ static dw_rc stream_loop(struct runner *r)
         t = dw_pipeline_timeout_ms(r->pipeline);
         if (t >= 0 && t < timeout)
             timeout = t;
-        t = dw_watchdog_timeout_ms(&r->watchdog, dw_daemon_now_ms());
+        t = dw_watchdog_timeout_ms(&r->watchdog, (uint64_t)dw_clock_ms());
         if (t >= 0 && t < timeout)
             timeout = t;
         if (r->metrics_server) {
@@ -738,7 +738,7 @@ static dw_rc wait_for_lock(struct runner *r)
     bool active = false;
     bool said = false;
     while (!r->stopping) {
-        dw_rc rc = dw_ha_try(&r->ha, dw_daemon_now_ms(), &active);
+        dw_rc rc = dw_ha_try(&r->ha, (uint64_t)dw_clock_ms(), &active);
         if (rc != DW_OK)
             return rc;
         if (active)
@@ -754,14 +754,14 @@ static dw_rc wait_for_lock(struct runner *r)
         if (r->metrics_server)
             pfd[n++] =
                 (struct pollfd){.fd = dw_metrics_server_fd(r->metrics_server), .events = POLLIN};
-        int timeout = dw_ha_timeout_ms(&r->ha, dw_daemon_now_ms());
+        int timeout = dw_ha_timeout_ms(&r->ha, (uint64_t)dw_clock_ms());
         poll(pfd, (nfds_t)n, timeout < 0 || timeout > 1000 ? 1000 : timeout);
         update_metrics(r); /* a standby says so: dwasync_job_active 0 */
         if (r->metrics_server)
             dw_metrics_server_run(r->metrics_server);
         if (dw_daemon_signals_take() & DW_SIGNAL_STOP)
             r->stopping = true;
-        dw_watchdog_tick(&r->watchdog, dw_daemon_now_ms());
+        dw_watchdog_tick(&r->watchdog, (uint64_t)dw_clock_ms());
     }
     return DW_OK;
 }
@@ -789,7 +789,7 @@ static bool wait_until_active(struct runner *r)
         poll(&pfd, 1, JOB_CHECK_MS);
         if (dw_daemon_signals_take() & DW_SIGNAL_STOP)
             r->stopping = true;
-        dw_watchdog_tick(&r->watchdog, dw_daemon_now_ms());
+        dw_watchdog_tick(&r->watchdog, (uint64_t)dw_clock_ms());
     }
     return false;
 }
@@ -819,7 +819,7 @@ dw_rc dw_runner_run(const struct dw_runner_options *opts)
     const char *sqldir = dw_paths_sqldir();
     if ((rc = dw_daemon_signals_install(&r.signal_fd)) != DW_OK)
         goto out;
-    dw_watchdog_init(&r.watchdog, dw_daemon_now_ms());
+    dw_watchdog_init(&r.watchdog, (uint64_t)dw_clock_ms());
     if ((rc = dw_pg_connect(conninfo, "dwasync run", &r.control)) != DW_OK)
         goto out;
     if ((rc = dw_pg_connect(conninfo, "dwasync run (lock)", &r.lock_conn)) != DW_OK)

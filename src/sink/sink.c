@@ -7,6 +7,7 @@
  * the throttle's limits, complete() reads each answer through the classifier. Row results
  * wait in a done list until they are delivered to the callback.
  */
+#include "dwasync/clock.h"
 #include "dwasync/sink.h"
 
 #include <inttypes.h>
@@ -165,18 +166,11 @@ struct dw_sink {
     struct dw_sink_stats stats;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static uint32_t random32(void)
 {
     uint32_t r = 0;
     if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
-        r = (uint32_t)now_ms();
+        r = (uint32_t)dw_clock_ms();
     return r;
 }
 
@@ -1105,7 +1099,7 @@ static void start_token_request(struct dw_sink *s, int64_t now)
 
 static void start_requests(struct dw_sink *s)
 {
-    int64_t now = now_ms();
+    int64_t now = dw_clock_ms();
     const char *token = dw_auth_token(s->auth, now);
     int64_t renew = dw_auth_renew_at(s->auth);
     bool want_token = token == NULL || (renew && now >= renew);
@@ -1167,7 +1161,7 @@ static void give_up(struct dw_sink *s, struct req *q, const struct failure *f);
 static void retry(struct dw_sink *s, struct req *q, const struct dw_classification *c, int http,
                   const char *code, const char *message)
 {
-    int64_t now = now_ms();
+    int64_t now = dw_clock_ms();
     q->attempts++;
     int limit = retry_limit(s, q);
     if ((limit > 0 && q->attempts >= limit) || (q->kind == REQ_GET && c->config_error)) {
@@ -1520,7 +1514,7 @@ out:
 
 static void complete_token(struct dw_sink *s, struct req *q, CURLcode cc, long http)
 {
-    int64_t now = now_ms();
+    int64_t now = dw_clock_ms();
     s->token_in_flight = false;
     explicit_bzero(q->body, q->body_len);
     if (cc == CURLE_OK && dw_auth_accept(s->auth, http, dw_buf_str(&q->resp), now) == DW_OK) {
@@ -1661,7 +1655,7 @@ static dw_rc drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra
     curl_multi_perform(s->multi, &running);
     /* Something finished already: hand it on rather than wait for more. */
     if (process_done(s) == 0 && !(do_deliver && s->done)) {
-        int64_t now = now_ms();
+        int64_t now = dw_clock_ms();
         int64_t t = next_timer(s, now);
         int wait = timeout_ms;
         if (t != INT64_MAX && t - now < wait)
@@ -1678,7 +1672,7 @@ static dw_rc drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra
     start_requests(s);
     s->stats.in_flight = s->in_flight;
     s->stats.concurrency = dw_aimd_limit(&s->aimd);
-    s->stats.throttled_until_ms = s->paused_until > now_ms() ? s->paused_until : 0;
+    s->stats.throttled_until_ms = s->paused_until > dw_clock_ms() ? s->paused_until : 0;
     if (do_deliver)
         deliver(s);
     return DW_OK;
@@ -1880,7 +1874,7 @@ static dw_rc blocking_get(struct dw_sink *s, char *url, json_t **out)
     enqueue(s, q);
     while (!q->done) {
         if (s->token_config_error && !s->token_in_flight && q->easy == NULL &&
-            dw_auth_token(s->auth, now_ms()) == NULL) {
+            dw_auth_token(s->auth, dw_clock_ms()) == NULL) {
             DW_ERROR("cannot obtain an access token from \"%s\" (see the error above)",
                      dw_auth_token_url(s->auth));
             DL_DELETE(s->queue, q);

@@ -1,4 +1,5 @@
 /* The non-blocking logical replication stream (see stream.h). */
+#include "dwasync/clock.h"
 #include "dwasync/stream.h"
 
 #include <errno.h>
@@ -49,19 +50,10 @@ struct dw_stream {
     size_t changes; /* changes dispatched in the current step */
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Microseconds since the PostgreSQL epoch, for status updates. */
 static int64_t pg_now_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 - DW_PG_EPOCH_OFFSET_US;
+    return dw_clock_wall_us() - DW_PG_EPOCH_OFFSET_US;
 }
 
 static bool name_ok(const char *name, bool digit_first)
@@ -685,7 +677,7 @@ dw_rc dw_stream_open(const struct dw_stream_options *o, const struct dw_stream_h
     s->h = *h;
     s->dec = dw_pgoutput_new();
     s->backoff_ms = BACKOFF_MIN_MS;
-    s->now_ms = mono_ms();
+    s->now_ms = dw_clock_ms();
     if (o->record_path) {
         s->record_path = dw_strdup(o->record_path);
         if ((s->record = fopen(o->record_path, "ab")) == NULL) {
@@ -713,7 +705,7 @@ int dw_stream_fd(const struct dw_stream *s)
 
 dw_rc dw_stream_step(struct dw_stream *s, size_t max_changes)
 {
-    s->now_ms = mono_ms();
+    s->now_ms = dw_clock_ms();
     if (s->conn == NULL) {
         dw_rc rc = reconnect_step(s);
         if (rc != DW_OK || s->conn == NULL)
@@ -732,7 +724,7 @@ dw_rc dw_stream_step(struct dw_stream *s, size_t max_changes)
         if (rc != DW_OK)
             return rc;
     }
-    s->now_ms = mono_ms();
+    s->now_ms = dw_clock_ms();
     bool due = s->now_ms - s->last_status_ms >= s->status_interval_ms;
     /* While behind the start position and hearing nothing, ask for a keepalive. */
     bool ping = max_changes > 0 && s->received < s->start_lsn && !dw_pgoutput_in_txn(s->dec) &&
@@ -751,7 +743,7 @@ dw_rc dw_stream_step(struct dw_stream *s, size_t max_changes)
 
 int dw_stream_timeout_ms(const struct dw_stream *s)
 {
-    int64_t now = mono_ms();
+    int64_t now = dw_clock_ms();
     if (s->pending)
         return CONNECT_POLL_MS; /* libpq may be waiting to write: no fd to offer for that */
     if (s->conn == NULL)
@@ -849,7 +841,7 @@ void dw_stream_close(struct dw_stream *s)
     if (s == NULL)
         return;
     if (s->conn) {
-        s->now_ms = mono_ms();
+        s->now_ms = dw_clock_ms();
         send_status(s, false);
         PQputCopyEnd(s->conn, NULL);
         PQflush(s->conn);

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dwasync/clock.h"
 #include "dwasync/daemon.h"
 #include "dwasync/ha.h"
 #include "dwasync/log.h"
@@ -215,7 +216,7 @@ static int compete(const char *conninfo, int64_t job_id, uint64_t poll_ms)
         return 1;
     dw_ha_init(&ha, conn, job_id, poll_ms);
     while (!(dw_daemon_signals_take() & DW_SIGNAL_STOP)) {
-        uint64_t now = dw_daemon_now_ms();
+        uint64_t now = (uint64_t)dw_clock_ms();
         if (dw_ha_try(&ha, now, &active) != DW_OK)
             goto out;
         if (!active && !announced_standby) {
@@ -245,7 +246,7 @@ static int compete(const char *conninfo, int64_t job_id, uint64_t poll_ms)
             PQclear(res);
         }
         struct pollfd pfd = {.fd = sigfd, .events = POLLIN};
-        (void)poll(&pfd, 1, active ? 50 : dw_ha_timeout_ms(&ha, dw_daemon_now_ms()));
+        (void)poll(&pfd, 1, active ? 50 : dw_ha_timeout_ms(&ha, (uint64_t)dw_clock_ms()));
     }
     status = 0;
 out:
