@@ -219,7 +219,8 @@ struct dw_replay_ops {
     /* Re-maps a stored row with the current maps into *out (zeroed by the engine). A
      * non-OK return stops the pump with that code (the row stays queued). */
     dw_rc (*remap)(void *user, const struct dw_errstored *row, struct dw_remap *out);
-    /* Sends one write and takes its contents; dw_replay_complete(token) must follow once,
+    /* Sends one write and takes its contents (leaving *write empty; on failure it may keep
+     * them, and the engine frees them); dw_replay_complete(token) must follow once,
      * from inside this call or later. A non-OK return counts as a failed write. */
     dw_rc (*submit)(void *user, void *token, struct dw_write *write);
     /* Optional: the key has nothing queued any more; the pipeline may send it again. */

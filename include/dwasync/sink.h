@@ -57,6 +57,9 @@ struct dw_write {
     json_t *body;
 };
 
+/* Frees what a write holds and empties it; an empty write is fine. */
+void dw_write_cleanup(struct dw_write *w);
+
 /* Why a row was refused; the error table's "class" column uses these names. */
 enum dw_error_class {
     DW_ERRCLASS_NONE = 0,

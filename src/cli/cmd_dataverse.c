@@ -93,15 +93,6 @@ out:
     return ok;
 }
 
-static void write_cleanup(struct dw_write *w)
-{
-    free(w->entity_set);
-    free(w->logical_name);
-    json_decref(w->key);
-    json_decref(w->body);
-    memset(w, 0, sizeof *w);
-}
-
 static void print_result(size_t line_no, json_t *o)
 {
     json_object_set_new(o, "line", json_integer((json_int_t)line_no));
@@ -130,7 +121,7 @@ static dw_rc apply_chunk(struct dw_sink *sink, struct apply_state *st, struct dw
                     "{s:s, s:s}", "status", "invalid", "message",
                     "write refused by the sink (empty key, missing body, bad entity set)");
                 st->failed++;
-                write_cleanup(&writes[i]);
+                dw_write_cleanup(&writes[i]);
             }
         }
     }

@@ -233,7 +233,10 @@ static dw_rc dispatch(struct dw_replay *r, struct dw_errstored *row)
     s->target_id = m.target_id;
     memset(row, 0, sizeof *row);
     r->stats.dispatched++;
-    if (r->ops->submit(r->user, (void *)s->token, &m.write) != DW_OK && !s->done) {
+    dw_rc sent = r->ops->submit(r->user, (void *)s->token, &m.write);
+    /* A refused write keeps its contents; an accepted one was emptied by the sink. */
+    dw_write_cleanup(&m.write);
+    if (sent != DW_OK && !s->done) {
         struct dw_write_result res = {
             .status = DW_WRITE_REJECTED,
             .error_class = DW_ERRCLASS_UNKNOWN,

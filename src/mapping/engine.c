@@ -71,10 +71,7 @@ void dw_mapped_vec_reset(struct dw_mapped_vec *v)
         struct dw_mapped *m = &v->items[i];
         free(m->target_id);
         free(m->error);
-        free(m->write.entity_set);
-        free(m->write.logical_name);
-        json_decref(m->write.key);
-        json_decref(m->write.body);
+        dw_write_cleanup(&m->write);
     }
     v->len = 0;
 }

@@ -84,15 +84,6 @@ void dw_write_ticket_dispatch(void *user, void *write_user, const struct dw_writ
     t->done(t, r);
 }
 
-static void write_cleanup(struct dw_write *w)
-{
-    free(w->entity_set);
-    free(w->logical_name);
-    json_decref(w->key);
-    json_decref(w->body);
-    memset(w, 0, sizeof *w);
-}
-
 /* Whether a write refers to other rows (lookups), and so may meet a missing parent. */
 static bool write_has_references(const struct dw_write *w)
 {
@@ -153,7 +144,7 @@ static void release_apply_state(struct dw_pipeline *p)
 {
     for (size_t i = 0; i < p->plan.nchains && p->chains; i++) {
         struct chain_state *cs = &p->chains[i];
-        write_cleanup(&cs->retry_copy);
+        dw_write_cleanup(&cs->retry_copy);
         free(cs->code);
         free(cs->message);
         json_decref(cs->payload);
@@ -420,7 +411,7 @@ static void submit_level(struct dw_pipeline *p, size_t g)
                                           .error_class = DW_ERRCLASS_UNKNOWN,
                                           .code = "",
                                           .message = "the write was refused as malformed"};
-            write_cleanup(&writes[k]);
+            dw_write_cleanup(&writes[k]);
             chain_done(users[k], &res);
         }
     }
@@ -442,7 +433,7 @@ static void resubmit(struct dw_pipeline *p, struct chain_state *cs)
     void *user = &cs->ticket;
     cs->retry_at_ms = 0;
     if (dw_sink_submit(p->sink, &w, &user, 1) != DW_OK) {
-        write_cleanup(&w);
+        dw_write_cleanup(&w);
         struct dw_write_result res = {.status = DW_WRITE_REJECTED,
                                       .error_class = DW_ERRCLASS_UNKNOWN,
                                       .code = "",

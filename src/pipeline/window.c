@@ -88,10 +88,7 @@ static bool is_delete(enum dw_write_op op)
 /* Moves src into dst, freeing what dst held. */
 static void write_replace(struct dw_write *dst, struct dw_write *src)
 {
-    free(dst->entity_set);
-    free(dst->logical_name);
-    json_decref(dst->key);
-    json_decref(dst->body);
+    dw_write_cleanup(dst);
     *dst = *src;
     memset(src, 0, sizeof *src);
 }
@@ -110,11 +107,7 @@ static void write_coalesce(struct dw_write *chain, struct dw_write *next)
     /* An explicit create/update-only after an upsert stays an upsert: the row may exist. */
     if (chain->op != next->op)
         chain->op = DW_WRITE_UPSERT;
-    json_decref(next->key);
-    json_decref(next->body);
-    free(next->entity_set);
-    free(next->logical_name);
-    memset(next, 0, sizeof *next);
+    dw_write_cleanup(next);
 }
 
 static int level_order(const void *a, const void *b)
@@ -231,8 +224,7 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
 void dw_plan_cleanup(struct dw_plan *p)
 {
     for (size_t c = 0; c < p->nchains; c++) {
-        struct dw_write empty = {0};
-        write_replace(&p->chains[c].write, &empty);
+        dw_write_cleanup(&p->chains[c].write);
         free(p->chains[c].items);
     }
     free(p->chains);
