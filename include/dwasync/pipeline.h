@@ -22,7 +22,7 @@
  * so a key never sees an older version after a newer one within one process.
  *
  * Ownership: the pipeline borrows the sink, the control connection and the maps (which
- * must outlive it or be replaced with dw_pipeline_set_maps between windows). Writes reach
+ * must outlive it: a job's maps cannot change while it runs). Writes reach
  * the sink through tickets (struct dw_write_ticket), so several users (the pipeline, error
  * replay) can share one sink: create the sink with dw_write_ticket_dispatch as its done
  * callback.
@@ -84,9 +84,6 @@ dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts, struct dw_sink *si
 
 /* Frees the pipeline; writes still in the sink must have completed (or the sink freed). */
 void dw_pipeline_free(struct dw_pipeline *p);
-
-/* Replaces the maps (borrowed) used for changes received from now on. */
-void dw_pipeline_set_maps(struct dw_pipeline *p, const struct dw_job_maps *maps);
 
 /* Stream events. Errors are fatal for the stream (DW_ERR_PROTOCOL on an event out of order). */
 dw_rc dw_pipeline_begin(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn,

@@ -11,7 +11,7 @@
  * standby), wait while the job is paused or stopped, load the maps, run a pending initial
  * sync through the snapshot path, stream until stopped. SIGTERM/SIGINT finish what is in
  * flight (bounded by DW_RUNNER_DRAIN_MS), confirm what is safe and return DW_OK; SIGHUP
- * reloads the config's log settings and the job's maps between windows. Lost Postgres or
+ * reloads the config's log settings (maps cannot change while a job runs). Lost Postgres or
  * Dataverse connections are retried with backoff while the job stays active.
  */
 #ifndef DWASYNC_RUNNER_H

@@ -168,11 +168,6 @@ void dw_pipeline_free(struct dw_pipeline *p)
     free(p);
 }
 
-void dw_pipeline_set_maps(struct dw_pipeline *p, const struct dw_job_maps *maps)
-{
-    p->maps = maps;
-}
-
 dw_rc dw_pipeline_begin(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn,
                         int64_t commit_time_us)
 {
@@ -314,7 +309,6 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
     if (p->mapped.len == 0)
         p->stats.changes_ignored++;
 
-    char *key_text = dw_json_canonical(row.key ? row.key : json_object());
     int64_t previous_map = 0;
     for (size_t i = 0; i < p->mapped.len; i++) {
         struct dw_item *it = push_item(p, c, rel);
@@ -324,14 +318,14 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         it->part = i > 0 && previous_map == it->mapped.map_id;
         previous_map = it->mapped.map_id;
         it->source_key = row.key ? json_incref(row.key) : json_object();
-        /* The identity changes are parked behind is the Dataverse row (never NULL from the
-         * mapping engine): the replica-identity key is the whole row under REPLICA
+        /* The identity changes are parked behind is the Dataverse row (the mapping engine
+         * always names it): the replica-identity key is the whole row under REPLICA
          * IDENTITY FULL, so it would differ between two updates of the same row. */
-        it->key_text = dw_strdup(it->mapped.target_id ? it->mapped.target_id : key_text);
+        it->key_text = it->mapped.target_id ? dw_strdup(it->mapped.target_id)
+                                            : dw_json_canonical(it->source_key);
         it->new_row = json_incref(row.new_row);
         it->old_row = json_incref(row.old_row);
     }
-    free(key_text);
     dw_row_json_cleanup(&row);
     return DW_OK;
 }

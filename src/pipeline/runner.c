@@ -558,7 +558,10 @@ static void stop_job(struct runner *r)
     r->types = NULL;
 }
 
-/* Reloads the config's log settings and the job's maps (SIGHUP). */
+/*
+ * Reloads the config's log settings (SIGHUP). Table maps are not reloaded: they cannot
+ * change while the job is active or paused, and stopping the job ends the run.
+ */
 static void reload(struct runner *r)
 {
     dw_daemon_notify_reloading();
@@ -577,15 +580,6 @@ static void reload(struct runner *r)
             dw_config_cleanup(&fresh);
         }
         dw_buf_cleanup(&errors);
-    }
-    if (r->pipeline && dw_pipeline_idle(r->pipeline)) {
-        struct dw_job_maps *maps = NULL;
-        if (dw_job_maps_load(r->control, r->job.name, &maps) == DW_OK) {
-            dw_pipeline_set_maps(r->pipeline, maps);
-            dw_job_maps_free(r->maps);
-            r->maps = maps;
-            DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}), "table maps reloaded");
-        }
     }
     dw_daemon_notify_ready("reloaded");
 }

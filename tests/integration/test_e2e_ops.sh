@@ -53,6 +53,14 @@ check_eq "no error rows" 0 "$(psql_q 'select count(*) from dwasync.error')"
 status=$(dw status --json)
 check_contains "status --json names the job" '"fno_sample"' "$status"
 check_contains "status --json shows it active" '"active"' "$status"
+# SIGHUP re-reads the log settings.
+check_eq "no debug lines at level info" 0 "$(grep -c 'level=debug' "$DW_E2E_DIR/daemon.log")"
+sed -i 's/^level = info$/level = debug/' "$DW_E2E_CONF"
+kill -HUP $daemon
+psql_q "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE customeraccount = 'C0000001'"
+check_status "change after the reload applied" 0 e2e_wait_applied
+check_eq "SIGHUP: debug lines after raising the level" 1 "$(grep -q 'level=debug' "$DW_E2E_DIR/daemon.log" && echo 1)"
+check_contains "SIGHUP: the reload is logged" "configuration reloaded" "$(cat "$DW_E2E_DIR/daemon.log")"
 kill -TERM $daemon; wait $daemon
 check_eq "daemon stops cleanly" 0 $?
 finish
