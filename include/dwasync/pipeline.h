@@ -65,12 +65,10 @@ struct dw_pipeline_stats {
     uint64_t rows_applied;     /* source changes applied (before coalescing) */
     uint64_t rows_failed;      /* open error rows written */
     uint64_t rows_parked;      /* waiting error rows written */
-    uint64_t writes_sent;      /* coalesced writes handed to the sink */
     uint64_t windows;          /* windows completed */
     uint64_t last_window_rows;
     dw_lsn confirmed_lsn;
     int64_t last_commit_time_us; /* commit time of the last confirmed transaction */
-    int64_t last_applied_ms;     /* wall clock ms when that happened */
 };
 
 struct dw_pipeline;

@@ -115,8 +115,6 @@ struct dw_plan {
     size_t nchains;
     struct dw_group *groups;
     size_t ngroups;
-    size_t nparked;         /* items parked as waiting */
-    size_t nmapping_errors; /* items that could not be mapped (now open errors) */
 };
 
 /*

@@ -409,7 +409,6 @@ static void submit_level(struct dw_pipeline *p, size_t g)
             chain_done(users[k], &res);
         }
     }
-    p->stats.writes_sent += lv->nchains;
     p->groups[g].unresolved = lv->nchains;
     p->groups[g].submitted = true;
     free(writes);
@@ -599,7 +598,6 @@ static dw_rc persist_window(struct dw_pipeline *p)
             p->stats.confirmed_lsn = w->commit_end_lsn;
             p->stats.last_commit_time_us = w->commit_time_us;
         }
-        p->stats.last_applied_ms = dw_clock_wall_us() / 1000;
         p->stats.windows++;
         p->stats.last_window_rows = w->len;
     }

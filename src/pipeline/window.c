@@ -164,13 +164,11 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
         struct dw_item *it = &w->items[i];
         if (item_blocked(it, blocked)) {
             it->state = DW_ITEM_WAITING;
-            p.nparked++;
             continue;
         }
         if (!it->mapped.ok) {
             it->state = DW_ITEM_OPEN;
             block_item(it, blocked);
-            p.nmapping_errors++;
             continue;
         }
         const char *target = it->mapped.target_id;
