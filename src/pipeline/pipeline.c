@@ -105,13 +105,14 @@ static bool write_has_references(const struct dw_write *w)
     return false;
 }
 
+/* The sink never modifies a write's key or body (sink.h), so a copy shares them. */
 static void write_copy(struct dw_write *dst, const struct dw_write *src)
 {
     dst->op = src->op;
     dst->entity_set = dw_strdup(src->entity_set);
     dst->logical_name = dw_strdup(src->logical_name ? src->logical_name : "");
-    dst->key = json_deep_copy(src->key);
-    dst->body = src->body ? json_deep_copy(src->body) : NULL;
+    dst->key = json_incref(src->key);
+    dst->body = json_incref(src->body);
 }
 
 dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts, struct dw_sink *sink, PGconn *control,

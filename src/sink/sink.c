@@ -470,6 +470,19 @@ static enum res resolve_ref(struct dw_sink *s, struct row *r, const json_t *ref,
     return res;
 }
 
+/* Whether every value of a key is a scalar: then it is its own resolved form. */
+static bool key_is_plain(const json_t *key)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)key, name, v)
+    {
+        if (!json_is_string(v) && !json_is_number(v) && !json_is_boolean(v))
+            return false;
+    }
+    return true;
+}
+
 static enum res resolve_key(struct dw_sink *s, struct row *r, const json_t *key, int depth,
                             json_t **out)
 {
@@ -479,6 +492,10 @@ static enum res resolve_key(struct dw_sink *s, struct row *r, const json_t *key,
         finish_row(s, r, DW_WRITE_REJECTED, DW_ERRCLASS_MAPPING, 0, "",
                    "a key is empty, not an object, or nests references too deeply");
         return RES_FAIL;
+    }
+    if (key_is_plain(key)) {
+        *out = json_incref((json_t *)key); /* shared, never modified */
+        return RES_READY;
     }
     json_t *rkey = json_object();
     json_object_foreach((json_t *)key, name, v)
@@ -515,12 +532,30 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
+/* Whether a body binds a parent by a reference object (which must be written out). */
+static bool body_has_refs(const json_t *body)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)body, name, v)
+    {
+        if (ends_with(name, "@odata.bind") && dw_dvkey_is_ref(v))
+            return true;
+    }
+    return false;
+}
+
 /* Writes each "@odata.bind" reference as "/<set>(<key>)", or "/<set>(<guid>)" when the
- * parent's key cannot be put in a URL. */
+ * parent's key cannot be put in a URL. A body without references is shared as it is: the
+ * resolved body is never modified (a POST's gets a copy first). */
 static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
 {
     const char *name;
     json_t *v;
+    if (!body_has_refs(r->body)) {
+        *out = json_incref(r->body);
+        return RES_READY;
+    }
     json_t *rbody = json_object();
     json_object_foreach(r->body, name, v)
     {
@@ -565,6 +600,9 @@ static enum res post_body(struct dw_sink *s, struct row *r)
 {
     const char *name;
     json_t *v;
+    json_t *own = json_copy(r->rbody); /* r->rbody may be the caller's body */
+    json_decref(r->rbody);
+    r->rbody = own;
     json_object_foreach(r->key, name, v)
     {
         if (!dw_dvkey_is_lookup_part(name)) {
@@ -831,7 +869,7 @@ static void queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
     json_t *targets = json_array();
     for (size_t i = 0; i < n; i++) {
         struct row *r = rows[i];
-        json_t *item = json_deep_copy(r->rbody);
+        json_t *item = json_copy(r->rbody); /* shares the values, adds two properties */
         struct dw_buf b;
         dw_buf_init(&b, 0);
         row_address(&b, r, false);
