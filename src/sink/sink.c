@@ -878,7 +878,9 @@ static void queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
         json_object_set_new(item, "@odata.id", json_string(dw_buf_str(&b)));
         free(type);
         dw_buf_cleanup(&b);
-        set_payload(r, json_incref(item));
+        /* The row's own body stands for what was sent: keeping each item alive until the
+         * answer would hold a second copy of every row in flight. */
+        set_payload(r, json_incref(r->rbody));
         json_array_append_new(targets, item);
         row_move(s, r, ROW_SENT);
     }
