@@ -62,7 +62,7 @@ struct failure {
 struct guid_entry {
     char *id; /* "<set>(<canonical key>)" */
     char *set;
-    json_t *rkey;
+    json_t *rkey; /* the key, while it is being looked up */
     enum state state;
     uint64_t neg_pass; /* plan pass in which it became NOTFOUND/FAILED */
     bool alone;        /* a shared lookup could not tell its answer apart: ask alone */
@@ -372,6 +372,9 @@ static void entry_found(struct dw_sink *s, struct guid_entry *g, const char *gui
     g->state = ST_OK;
     g->guid = dw_strdup(guid);
     s->guids_ok++;
+    /* Only a lookup reads the key: a found entry keeps its id text and GUID alone. */
+    json_decref(g->rkey);
+    g->rkey = NULL;
 }
 
 /* NOTFOUND or FAILED: kept for the rest of this plan pass (every row waiting for it sees
