@@ -40,8 +40,8 @@
 #define BLOCKING_ATTEMPTS 5
 /* Nesting of reference objects inside reference keys (company inside group inside ...). */
 #define MAX_REF_DEPTH 4
-/* GUID lookups asked in one $filter query ("(key1) or (key2) or ..."), and the longest URL
- * such a query may have (Dataverse refuses URLs far longer; this stays well below). */
+/* GUID lookups asked in one $filter query ("(key1) or (key2) or ..."), and the longest
+ * filter such a query may carry (Dataverse accepts URLs up to 32 KB; this stays well below). */
 #define LOOKUP_BATCH   100
 #define LOOKUP_URL_MAX 16000
 /* Cached GUIDs kept; the oldest are forgotten beyond this (asked again when needed). */
