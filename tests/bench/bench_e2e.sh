@@ -5,6 +5,7 @@
 #                     lookups, then one update of every customer)
 #   RATE=2000 SECONDS_STEADY=20 PROBES=100   steady load and latency probes
 #   BIG_TXN=200000    rows of one single transaction, for peak RSS (0: skip)
+#   WINDOW_ROWS=      [apply] window_rows for dwasync (empty: the default)
 # Peer, measured in the same run: `dwasync decode` of the same changes from a second slot
 # (receiving and decoding only). Printed: rows/s, the ratio of dwasync's end-to-end time to
 # the decode peer's, Dataverse requests per 1,000 rows, p50/p99 commit-to-applied latency,
@@ -18,6 +19,7 @@ PROBES=${PROBES:-100} BIG_TXN=${BIG_TXN:-200000}
 # A generous service-protection window: the benchmark measures dwasync, not throttling.
 e2e_setup --limit-requests 100000000 --limit-exec-ms 2000000000 >/dev/null
 sed -i 's/^window_ms = 50$/window_ms = 200/' "$DW_E2E_CONF"
+[ -n "${WINDOW_ROWS:-}" ] && sed -i "s/^window_ms = 200\$/&\nwindow_rows = $WINDOW_ROWS/" "$DW_E2E_CONF"
 e2e_load_sample
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 psql_q "SELECT pg_create_logical_replication_slot('bench_peer', 'pgoutput')" >/dev/null
