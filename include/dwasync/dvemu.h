@@ -144,6 +144,8 @@ struct dw_dvemu_options {
     size_t history_max;
     /* faults: a JSON object as the admin endpoint takes it (NULL: none) */
     json_t *faults;
+    /* revoked privileges: a JSON object as POST /_dvemu/privileges takes it (NULL: none) */
+    json_t *privileges;
 };
 
 /* Fills the options with Dataverse's defaults. */

@@ -709,7 +709,9 @@ static dw_rc do_create(struct emu *emu, struct emu_table *t, json_t *row, const 
         emu_new_guid(id);
     }
     finish_row(emu, t, row, id, true);
-    dw_rc rc = check_required(t, row, err);
+    dw_rc rc = emu_privilege_check(emu, t, EMU_PRIV_CREATE, NULL, row, id, err);
+    if (rc == DW_OK)
+        rc = check_required(t, row, err);
     if (rc == DW_OK)
         rc = check_unique(t, row, id, err);
     if (rc != DW_OK)
@@ -797,8 +799,10 @@ static dw_rc do_upsert(struct emu *emu, const struct emu_req *req, struct emu_ta
         rc = body_changes(emu, t, body, req->content_ids, row, err);
         if (rc == DW_OK) {
             finish_row(emu, t, row, id, false);
-            rc = check_unique(t, row, id, err);
+            rc = emu_privilege_check(emu, t, EMU_PRIV_WRITE, r->data, row, id, err);
         }
+        if (rc == DW_OK)
+            rc = check_unique(t, row, id, err);
         if (rc == DW_OK) {
             emu_row_put(emu, t, id, row, "update");
             answer_written(emu, req, t, id, row, false, resp);
@@ -1210,6 +1214,8 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
             goto fail;
         char id[37];
         memcpy(id, r->id, 37);
+        if (emu_privilege_check(emu, t, EMU_PRIV_DELETE, r->data, NULL, id, &err) != DW_OK)
+            goto fail;
         emu_row_put(emu, t, id, NULL, "delete");
         resp->status = 204;
         goto out;
@@ -1240,7 +1246,9 @@ void emu_api_handle(struct emu *emu, const struct emu_req *req, struct emu_resp 
         pre.json = json_loadb(req->body, req->body_len, 0, NULL);
     pthread_mutex_lock(&emu->store_lock);
     set_now(emu);
+    emu->caller = req->user;
     handle_locked(emu, &pre, resp);
+    emu->caller = NULL;
     pthread_mutex_unlock(&emu->store_lock);
     if (pre.json != req->json)
         json_decref(pre.json);
@@ -1419,6 +1427,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
     bool failed = false;
     pthread_mutex_lock(&emu->store_lock);
     set_now(emu);
+    emu->caller = req->user;
     for (size_t i = 0; i < nparts && !(failed && !continue_on_error); i++) {
         char *ct = NULL, *cb = NULL;
         (void)dw_dvemu_header_get(parts[i].headers, parts[i].headers_len, "Content-Type", &ct);
@@ -1502,6 +1511,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
             }
         }
     }
+    emu->caller = NULL;
     pthread_mutex_unlock(&emu->store_lock);
     (void)dw_buf_printf(&out, "--%s--\r\n", rb);
     resp->status = failed && !continue_on_error ? 400 : 200;

@@ -40,6 +40,7 @@ struct chain_state {
     enum dw_error_class error_class;
     char *code;
     char *message;
+    char *missing_parent; /* "<set>(<key>)" when the sink could name it */
     json_t *payload;
 };
 
@@ -148,6 +149,7 @@ static void release_apply_state(struct dw_pipeline *p)
         dw_write_cleanup(&cs->retry_copy);
         free(cs->code);
         free(cs->message);
+        free(cs->missing_parent);
         json_decref(cs->payload);
     }
     free(p->chains);
@@ -463,10 +465,11 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
         cs->http_status = r->http_status;
         cs->error_class = r->error_class;
         cs->code = dw_strdup(r->code ? r->code : "");
-        if (r->missing_parent)
+        if (r->missing_parent) {
             cs->message = dw_asprintf("%s (missing parent: %s)", r->message ? r->message : "",
                                       r->missing_parent);
-        else
+            cs->missing_parent = dw_strdup(r->missing_parent);
+        } else
             cs->message = dw_strdup(r->message ? r->message : "");
         cs->payload = r->payload ? json_deep_copy(r->payload) : NULL;
         dw_plan_fail_chain(&p->plan, p->applying, cs->chain, p->blocked);
@@ -573,6 +576,7 @@ static dw_rc persist_window(struct dw_pipeline *p)
             row->http_status = cs->http_status;
             row->code = cs->code;
             row->message = cs->message;
+            row->missing_parent = cs->missing_parent;
             row->error_class = cs->error_class;
         } else {
             row->message = it->mapped.error;
