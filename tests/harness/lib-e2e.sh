@@ -7,10 +7,22 @@
 #   e2e_load_sample             # the sample data for two legal entities
 #   dw ...                      # runs dwasync with the e2e config
 #   dv_load SET                 # loads dvemu's rows of an entity set into table dv.SET (jsonb)
+#   e2e_start_daemon            # `dwasync run --job fno_sample` in the background, appending
+#                               # to $DW_E2E_DIR/daemon.log; $daemon is its pid (killed at exit)
 
 DW_SAMPLE_DIR=${DW_SAMPLE_DIR:-$DWASYNC_SOURCE_DIR/packaging/sample}
 
 dw() { "$DWASYNC_BIN" --config "$DW_E2E_CONF" "$@"; }
+
+daemon=
+e2e_start_daemon() {
+    "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample >>"$DW_E2E_DIR/daemon.log" 2>&1 &
+    daemon=$!
+    if [ -z "${DW_E2E_DAEMON_CLEANUP:-}" ]; then
+        DW_E2E_DAEMON_CLEANUP=1
+        on_exit '[ -n "$daemon" ] && kill -9 $daemon'
+    fi
+}
 
 e2e_setup() {
     pg_start

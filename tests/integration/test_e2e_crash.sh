@@ -11,13 +11,7 @@ e2e_setup
 e2e_load_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log"
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
-daemon=
-start_daemon() {
-    "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample >>"$DW_E2E_DIR/daemon.log" 2>&1 &
-    daemon=$!
-}
-on_exit '[ -n "$daemon" ] && kill -9 $daemon'
-start_daemon
+e2e_start_daemon
 check_status "initial sync applied" 0 e2e_wait_applied
 
 # The workload, in the background: 500 transactions of 200 updates each, and every 50th
@@ -42,7 +36,7 @@ for delay in 2 3 3; do
     sleep "$delay"
     kill -0 $workload 2>/dev/null && kill -9 "$daemon" 2>/dev/null && kills=$((kills + 1))
     wait "$daemon" 2>/dev/null
-    start_daemon
+    e2e_start_daemon
 done
 wait $workload
 check_eq "workload committed" 0 $?

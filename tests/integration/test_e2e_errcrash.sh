@@ -35,18 +35,12 @@ e2e_load_sample
 psql_q "SELECT fno.sample_generate(200, 1001)" >/dev/null
 show_log_on_failure "$DW_E2E_DIR/daemon.log"
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
-daemon=
-start_daemon() {
-    "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample >>"$DW_E2E_DIR/daemon.log" 2>&1 &
-    daemon=$!
-}
 kill_daemon() {   # kill -9, and wait for it
     kill -9 "$daemon" 2>/dev/null
     wait "$daemon" 2>/dev/null
     daemon=
 }
-on_exit '[ -n "$daemon" ] && kill -9 $daemon'
-start_daemon
+e2e_start_daemon
 check_status "initial sync applied" 0 e2e_wait_applied
 dvemu_admin POST privileges \
     '{"revoke": [{"table": "accounts", "privilege": "write", "where": {"address1_stateorprovince": "ZZ"}}]}' >/dev/null
@@ -112,7 +106,7 @@ for mark in 1500 6000 11000; do
         at_kill+=("$n")
         kill_daemon
         kills=$((kills + 1))
-        start_daemon
+        e2e_start_daemon
     fi
 done
 wait $workload
@@ -154,7 +148,7 @@ psql_q "UPDATE dwasync.table_map m SET column_mappings = (
 dw job start fno_sample >/dev/null 2>&1 || die "job restart failed"
 dvemu_admin POST faults '{"seed": 7, "rates": {"slow": 0.2}, "slow_ms": 100}' >/dev/null
 t0=$SECONDS
-start_daemon
+e2e_start_daemon
 mapping=$(psql_q "SELECT count(*) FROM dwasync.error WHERE class = 'mapping' OR (status = 'waiting'
     AND (map_id, key_text) IN (SELECT map_id, key_text FROM dwasync.error WHERE class = 'mapping'))")
 check_eq "replay_errors queues every mapping row" "$mapping" \
@@ -169,7 +163,7 @@ done_at_kill=$(resolved)
 log "daemon killed with $done_at_kill of $mapping rows replayed"
 check_eq "the daemon was killed in the middle of the replay" 1 \
     "$([ "$done_at_kill" -gt 0 ] && [ "$done_at_kill" -lt "$mapping" ] && echo 1)"
-start_daemon
+e2e_start_daemon
 check_status "the restarted daemon finishes the replay" 0 e2e_wait_replayed 300
 check_eq "every mapping row is resolved" "$mapping" "$(resolved)"
 log "daemon replay with a kill: $((SECONDS - t0)) s"
@@ -211,7 +205,7 @@ check_contains "run again, it replays the rest" "replayed $((left - done_at_kill
 # --- the end state ---------------------------------------------------------------------------------
 check_eq "every error row is resolved" "$total" "$(resolved)"
 check_eq "no error row was added by the replays" "$total" "$(errors)"
-start_daemon
+e2e_start_daemon
 check_status "the job catches up" 0 e2e_wait_applied
 kill -TERM "$daemon"
 wait "$daemon"

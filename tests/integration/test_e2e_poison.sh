@@ -49,13 +49,7 @@ psql_q "ALTER TABLE fno.paymentterms ALTER numberofdays TYPE bigint" >/dev/null
 e2e_load_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log"
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
-daemon=
-start_daemon() {
-    "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample >>"$DW_E2E_DIR/daemon.log" 2>&1 &
-    daemon=$!
-}
-on_exit '[ -n "$daemon" ] && kill -9 $daemon'
-start_daemon
+e2e_start_daemon
 check_status "initial sync applied" 0 e2e_wait_applied
 cnum="(substr(customeraccount, 2)::int)"   # the customer's number
 onum="(substr(salesordernumber, 3)::int)"  # the order's number (its customer's)
@@ -252,7 +246,7 @@ psql_q "UPDATE dwasync.table_map m SET column_mappings = (
             FROM jsonb_array_elements(m.column_mappings) c)
         WHERE m.name = 'customers_organizations'" >/dev/null
 dw job start fno_sample >/dev/null 2>&1 || die "job restart failed"
-start_daemon
+e2e_start_daemon
 check_eq "replay_errors queues the accounts' mapping errors and their followers" $((20 * 41)) \
     "$(psql_q "SELECT dwasync.replay_errors('fno_sample', 'customers_organizations', NULL, 'mapping')")"
 check_status "the daemon replays them (NOTIFY)" 0 e2e_wait_replayed
@@ -323,7 +317,7 @@ check_eq "every poisoned key ends resolved or skipped" 0 "$(psql_q "SELECT count
                         AND e.status IN ('resolved', 'skipped'))")"
 
 # --- the end state -----------------------------------------------------------------------------------
-start_daemon
+e2e_start_daemon
 check_status "the job catches up" 0 e2e_wait_applied
 kill -TERM "$daemon"
 wait "$daemon"
