@@ -346,7 +346,8 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         /* A key-changing update yields two writes through one map: parts 0 and 1. */
         it->part = i > 0 && previous_map == it->mapped.map_id;
         previous_map = it->mapped.map_id;
-        it->atomic = it->mapped.map_id && map_is_atomic(p, it->mapped.map_id);
+        /* The initial sync (xid 0) copies tables, not transactions: nothing to group. */
+        it->atomic = p->txn_xid != 0 && it->mapped.map_id && map_is_atomic(p, it->mapped.map_id);
         p->txn_atomic |= it->atomic;
         it->source_key = row.key ? json_incref(row.key) : json_object();
         /* The identity changes are parked behind is the Dataverse row (the mapping engine
