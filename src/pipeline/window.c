@@ -413,8 +413,10 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
         if (!w->items[ch->items[0]].atomic)
             add_to_level(&p.groups[ch->group], 0, ch->sequence, ch->deleting, c, false);
     }
+    /* (A group whose only changes form units that cannot be sent has no level at all.) */
     for (size_t g = 0; g < p.ngroups; g++)
-        qsort(p.groups[g].levels, p.groups[g].nlevels, sizeof *p.groups[g].levels, level_order);
+        if (p.groups[g].nlevels > 1)
+            qsort(p.groups[g].levels, p.groups[g].nlevels, sizeof *p.groups[g].levels, level_order);
     /* Sorting groups would invalidate chain->group indexes; fix them up after. (A window
      * of parked changes only has no group: qsort must not see its NULL array.) */
     if (p.ngroups > 1)
