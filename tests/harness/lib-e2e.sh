@@ -7,6 +7,7 @@
 #   e2e_load_sample             # the sample data for two legal entities
 #   dw ...                      # runs dwasync with the e2e config
 #   dv_load SET                 # loads dvemu's rows of an entity set into table dv.SET (jsonb)
+#   e2e_wait_replays [SECONDS]  # waits until the daemon has replayed what was queued
 
 DW_SAMPLE_DIR=${DW_SAMPLE_DIR:-$DWASYNC_SOURCE_DIR/packaging/sample}
 
@@ -106,6 +107,17 @@ e2e_wait_checkpoint() {
     for i in $(seq 1 $((${2:-120} * 20))); do
         [ "$(psql_q "SELECT coalesce(bool_and(confirmed_lsn > '$1'), false) FROM dwasync.checkpoint")" = t ] && return 0
         sleep 0.05
+    done
+    return 1
+}
+
+# e2e_wait_replays [SECONDS]: waits until no error row is replaying (the daemon has done
+# what operators queued). Fails on timeout.
+e2e_wait_replays() {
+    local i
+    for i in $(seq 1 $((${1:-60} * 2))); do
+        [ "$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'replaying'")" = 0 ] && return 0
+        sleep 0.5
     done
     return 1
 }

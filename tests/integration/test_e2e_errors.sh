@@ -114,14 +114,7 @@ check_eq "each poisoned key has a head to skip" 20 "$(wc -w <<<"$heads")"
 dw errors skip $waiting --reason "superseded by the fix in F&O" >/dev/null 2>&1
 out=$(dw errors skip $heads --reason "fixed in F&O" 2>&1)
 check_contains "skip says what it did" "skipped 20 errors" "$out"
-wait_quiet() {   # until nothing is replaying
-    for _ in $(seq 1 120); do
-        [ "$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'replaying'")" = 0 ] && return 0
-        sleep 0.5
-    done
-    return 1
-}
-check_status "the daemon replays the fixes" 0 wait_quiet
+check_status "the daemon replays the fixes" 0 e2e_wait_replays
 check_eq "fixed keys have nothing open" 0 "$(psql_q "SELECT count(*) FROM dwasync.error
     WHERE status IN ('open', 'waiting') AND class IN ('mapping', 'validation')")"
 # Missing parent: create the group in F&O (it flows), then replay through the daemon.
@@ -129,7 +122,7 @@ psql_q "INSERT INTO fno.customergroups VALUES ('demf', '77', 'Late group', 0, 'N
 check_status "parent applied" 0 e2e_wait_applied
 out=$(dw errors replay --all --job fno_sample 2>&1)
 check_contains "replay is handed to the running daemon" "replays them now" "$out"
-wait_quiet
+e2e_wait_replays
 psql_q "SELECT status, class, source_table, count(*), min(message) FROM dwasync.error GROUP BY 1, 2, 3 ORDER BY 1, 2, 3" >"$DW_E2E_DIR/errors.txt"
 show_log_on_failure "$DW_E2E_DIR/errors.txt"
 check_eq "no open, waiting or replaying rows left" 0 \

@@ -233,6 +233,15 @@ START_TEST(plan_cases)
 }
 END_TEST
 
+/* Pushes n changes into an empty window and plans it. */
+static void plan_changes(struct dw_window *w, struct dw_blocked_keys *blocked,
+                         const struct change_spec *changes, int n, struct dw_plan *plan)
+{
+    for (int i = 0; i < n; i++)
+        push(w, &changes[i], i);
+    dw_plan_build(w, blocked, plan);
+}
+
 START_TEST(failed_chain_opens_head_and_parks_followers)
 {
     static const struct change_spec changes[] = {
@@ -244,9 +253,7 @@ START_TEST(failed_chain_opens_head_and_parks_followers)
     struct dw_blocked_keys *blocked = dw_blocked_keys_new();
     struct dw_plan plan;
     dw_window_init(&w);
-    for (int i = 0; i < 3; i++)
-        push(&w, &changes[i], i);
-    dw_plan_build(&w, blocked, &plan);
+    plan_changes(&w, blocked, changes, 3, &plan);
     ck_assert_uint_eq(plan.nchains, 2);
     size_t a1 = (size_t)w.items[0].chain;
     ck_assert_int_eq(w.items[2].chain, (int)a1);
@@ -285,9 +292,7 @@ START_TEST(atomic_units_stop_whole_and_cut_at_the_limit)
     struct dw_blocked_keys *blocked = dw_blocked_keys_new();
     struct dw_plan plan;
     dw_window_init(&w);
-    for (int i = 0; i < 3; i++)
-        push(&w, &changes[i], i);
-    dw_plan_build(&w, blocked, &plan);
+    plan_changes(&w, blocked, changes, 3, &plan);
     ck_assert_uint_eq(plan.nunits, 0);
     ck_assert_int_eq(w.items[0].chain, -1);
     ck_assert_int_eq(w.items[0].mapped.error_class, DW_ERRCLASS_CONFLICT);
