@@ -1749,22 +1749,13 @@ static dw_rc drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra
 struct atomic {
     struct atomic *prev, *next;
     struct row **rows; /* in changeset order; NULL where a row finished alone (a no-op) */
-    char **ids;        /* target_text() of each row, to find parents by their key */
+    char **ids;        /* dw_dvkey_target_id() of each row, to find parents by their key */
     size_t n;
     bool sent;      /* a changeset request holds the rows */
     bool reresolve; /* resolve the rows again before the changeset goes again */
     bool refreshed; /* cached ids were already forgotten once after a 404 */
     int attempts;   /* of the changeset, kept across re-resolution */
 };
-
-/* "<set>(<canonical key>)": how the mapping engine names a target row (its target id). */
-static char *target_text(const char *set, const json_t *key)
-{
-    char *k = dw_json_canonical(key);
-    char *id = dw_asprintf("%s(%s)", set, k);
-    free(k);
-    return id;
-}
 
 /*
  * ref_guid() for a row of an atomic group: a parent that does not exist yet but is written
@@ -1777,7 +1768,7 @@ static enum res atomic_ref_guid(struct dw_sink *s, struct row *r, const json_t *
 {
     struct guid_entry *g = guid_get(s, set, rkey);
     if (g->state == ST_NOTFOUND && r->op != DW_WRITE_DELETE) {
-        char *id = target_text(set, json_object_get(ref, "key"));
+        char *id = dw_dvkey_target_id(set, json_object_get(ref, "key"));
         size_t k = 0;
         for (size_t i = 0; i < r->atomic_index && k == 0; i++) {
             const struct row *p = r->atomic->rows[i];
@@ -1830,7 +1821,7 @@ static void atomic_fail(struct dw_sink *s, struct atomic *a, struct row *culprit
     char *name = NULL, *msg = NULL;
     if (culprit) {
         const struct failure *why = culprit->where == ROW_DONE ? &culprit->res : f;
-        name = target_text(culprit->entity_set, culprit->key);
+        name = dw_dvkey_target_id(culprit->entity_set, culprit->key);
         msg = dw_asprintf("rolled back: %s in the same atomic group failed: %s", name,
                           why->message ? why->message : "");
         char status[16];
@@ -2238,7 +2229,7 @@ dw_rc dw_sink_submit_atomic(struct dw_sink *s, struct dw_write *writes, void *co
     struct row *r = s->resolving->prev;
     for (size_t i = n; i-- > 0; r = r->prev) {
         a->rows[i] = r;
-        a->ids[i] = target_text(r->entity_set, r->key);
+        a->ids[i] = dw_dvkey_target_id(r->entity_set, r->key);
         r->atomic = a;
         r->atomic_index = i;
     }
