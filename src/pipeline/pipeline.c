@@ -791,7 +791,8 @@ int dw_pipeline_timeout_ms(const struct dw_pipeline *p)
         if (due < 0 || t_ < due)                                                                   \
             due = t_;                                                                              \
     } while (0)
-    if (p->state == APPLY_IDLE && !dw_window_empty(p->filling))
+    /* (While an atomic transaction is held open, only its next change can make it due.) */
+    if (p->state == APPLY_IDLE && !dw_window_empty(p->filling) && !holding_txn(p))
         CONSIDER(p->filling->opened_ms + p->opts.window_ms);
     if (p->state == APPLY_PERSISTING)
         CONSIDER(p->persist_retry_at_ms);
