@@ -8,7 +8,7 @@
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 dw_mktemp work sink-atomic
 dvemu_start
-sink_conf "$work/dw.conf"
+sink_conf "$work/dw.conf" "retry_max_backoff_ms = 200"
 sink_seed_company "$work/dw.conf" "$work/co"
 
 co='{"$ref":"cdm_companies","key":{"cdm_companycode":"USMF"}}'
