@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,23 @@ START_TEST(config_errors)
 }
 END_TEST
 
+/* Submits two writes (one atomic group when atomic) and frees the sink with them queued:
+ * no callback after that, no leak (checked under ASan); cleans the config up. */
+static void free_with_writes_queued(struct dw_sink *sink, struct dw_config *cfg,
+                                    const struct seen *seen, bool atomic)
+{
+    void *users[2] = {(void *)0, (void *)1};
+    struct dw_write more[2] = {company("Q1", "d"), company("Q2", "e")};
+    ck_assert_int_eq(atomic ? dw_sink_submit_atomic(sink, more, users, 2)
+                            : dw_sink_submit(sink, more, users, 2),
+                     DW_OK);
+    ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 0), DW_OK);
+    int calls = seen->calls[0];
+    dw_sink_free(sink);
+    ck_assert_int_eq(seen->calls[0], calls);
+    dw_config_cleanup(cfg);
+}
+
 START_TEST(submit_run_callbacks_once)
 {
     struct dw_config cfg;
@@ -220,14 +238,7 @@ START_TEST(submit_run_callbacks_once)
                      DW_ERR_NOT_FOUND);
     ck_assert_int_eq(dw_sink_get_json(sink, "nosuchset", &doc), DW_ERR_NOT_FOUND);
 
-    /* Freed with writes queued: no callback, no leak (checked under ASan). */
-    struct dw_write more[2] = {company("D", "d"), company("E", "e")};
-    ck_assert_int_eq(dw_sink_submit(sink, more, users, 2), DW_OK);
-    ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 0), DW_OK);
-    int before = seen.calls[0];
-    dw_sink_free(sink);
-    ck_assert_int_eq(seen.calls[0], before);
-    dw_config_cleanup(&cfg);
+    free_with_writes_queued(sink, &cfg, &seen, false);
 }
 END_TEST
 
@@ -319,14 +330,7 @@ START_TEST(atomic_group_all_or_nothing)
     ck_assert_int_eq(dw_sink_get_json(sink, "cdm_companies(cdm_companycode='G3')", &doc), DW_OK);
     json_decref(doc);
 
-    /* Freed with a group queued: no callback, no leak (checked under ASan). */
-    struct dw_write more[2] = {company("G4", "d"), company("G5", "e")};
-    ck_assert_int_eq(dw_sink_submit_atomic(sink, more, users, 2), DW_OK);
-    ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 0), DW_OK);
-    int calls = seen.calls[0];
-    dw_sink_free(sink);
-    ck_assert_int_eq(seen.calls[0], calls);
-    dw_config_cleanup(&cfg);
+    free_with_writes_queued(sink, &cfg, &seen, true);
 }
 END_TEST
 
