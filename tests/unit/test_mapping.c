@@ -569,6 +569,27 @@ START_TEST(atomic_option_is_validated_and_exported)
     dw_jobdef_free(def);
     dw_jobdef_free(again);
 
+    /* A non-atomic map between atomic ones of its group: map validate warns. */
+    def = parse_text(
+        "{\"format\": 1, \"job\": {\"name\": \"a\"}, \"groups\": [{\"name\": \"g\", \"maps\": "
+        "[" ATOMIC_MAP("h", "1", "hs", "true") ", " ATOMIC_MAP(
+            "l", "3", "ls", "true") ", " ATOMIC_MAP("o", "2", "os",
+                                                    "false") ", " ATOMIC_MAP("z", "4", "zs",
+                                                                             "false") "]}]}",
+        &errors, &rc);
+    ck_assert_msg(rc == DW_OK, "%s", dw_buf_str(&errors));
+    struct dw_findings found;
+    dw_findings_init(&found);
+    dw_mapvalidate(def, NULL, NULL, 0, &found);
+    ck_assert_int_eq(found.errors, 0);
+    ck_assert_int_eq(found.warnings, 1);
+    ck_assert_msg(strstr(dw_buf_str(&found.text),
+                         "warning: $.groups[0].maps[1]: map \"o\" (sequence 2) is not atomic but "
+                         "lies between the atomic maps \"h\" and \"l\""),
+                  "%s", dw_buf_str(&found.text));
+    dw_findings_cleanup(&found);
+    dw_jobdef_free(def);
+
     /* Not a boolean; two maps of one table that disagree: errors with their JSON paths. */
     def = parse_text(
         "{\"format\": 1, \"job\": {\"name\": \"a\"}, \"groups\": [{\"name\": \"g\", "
