@@ -63,9 +63,12 @@ struct dw_jobdef;
 /*
  * Checks a loaded definition against the source catalog and, with dataverse, against the
  * Dataverse metadata of its tables ([dataverse] url set); prints every finding to stderr.
- * Returns the number of errors, or -1 when the checks could not run (logged).
+ * With record (a control connection) and no error, the string lengths of that metadata are
+ * recorded for the job (dw_job_maps_record_lengths). Returns the number of errors, or -1
+ * when the checks could not run (logged).
  */
-int dw_cli_map_validate(struct dw_cli *cli, const struct dw_jobdef *def, bool dataverse);
+int dw_cli_map_validate(struct dw_cli *cli, const struct dw_jobdef *def, bool dataverse,
+                        PGconn *record);
 
 /* Command implementations, one per family (src/cli/cmd_*.c). */
 int dw_cmd_init(struct dw_cli *cli, int argc, char **argv);

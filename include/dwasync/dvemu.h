@@ -66,6 +66,15 @@ bool dw_dvemu_filter_match(const struct dw_dvemu_filter *f, const json_t *row);
 /* Releases a filter; accepts NULL. */
 void dw_dvemu_filter_free(struct dw_dvemu_filter *f);
 
+/*
+ * When the filter is a disjunction of conjunctions of "property eq non-null literal"
+ * ("(a eq 1 and b eq 'x') or (a eq 2 and b eq 'y')"), fills keys[0..*nkeys) (a new array,
+ * free each with dw_dvemu_key_cleanup() and then the array) and returns true: each
+ * conjunction names rows as a key would, so an index can answer it. False otherwise.
+ */
+bool dw_dvemu_filter_key_terms(const struct dw_dvemu_filter *f, struct dw_dvemu_key **keys,
+                               size_t *nkeys);
+
 /* --- multipart ------------------------------------------------------------------------- */
 
 /* One part of a multipart body; every pointer is borrowed from the parsed body. */
@@ -135,6 +144,8 @@ struct dw_dvemu_options {
     size_t history_max;
     /* faults: a JSON object as the admin endpoint takes it (NULL: none) */
     json_t *faults;
+    /* revoked privileges: a JSON object as POST /_dvemu/privileges takes it (NULL: none) */
+    json_t *privileges;
 };
 
 /* Fills the options with Dataverse's defaults. */

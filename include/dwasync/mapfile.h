@@ -53,6 +53,7 @@ struct dw_keypart {
     bool has_type;            /* COLUMN: coerce to type */
     enum dw_attr_type type;   /* COLUMN */
     struct dw_lookup *lookup; /* LOOKUP */
+    int max_length;           /* COLUMN of the map's own key: Dataverse's MaxLength, 0: unknown */
 };
 
 /* A reference to a parent row: "<entity set>" keyed by parts read from this row. */
@@ -96,6 +97,8 @@ struct dw_colmap {
     bool has_type;
     enum dw_attr_type type; /* coercion target; a lookup has none */
     struct dw_lookup *lookup;
+    int max_length; /* Dataverse's MaxLength of the target, 0: unknown (dw_job_maps_set_max_length)
+                     */
 };
 
 enum dw_filter_op {

@@ -24,6 +24,8 @@
 #include "dwasync/sink.h"
 
 struct dw_job_maps;
+struct dw_jobdef;
+struct dw_entity_meta;
 
 /* One source row change, in typed JSON; all borrowed for the call. */
 struct dw_source_row {
@@ -57,6 +59,19 @@ struct dw_mapped_vec {
 dw_rc dw_job_maps_load(PGconn *control, const char *job_name, struct dw_job_maps **out);
 
 void dw_job_maps_free(struct dw_job_maps *maps);
+
+/*
+ * Records, for a job, the MaxLength Dataverse gives each string column its maps write (from
+ * metadata fetched by `job start`), replacing what was recorded before. dw_job_maps_load()
+ * reads it back, so a longer value is a mapping error and no request is sent.
+ */
+dw_rc dw_job_maps_record_lengths(PGconn *control, const struct dw_jobdef *def,
+                                 const struct dw_entity_meta *const *metas, size_t nmetas);
+
+/* Sets the known MaxLength of attribute of table logical_name in every map writing it (the
+ * columns and the map's own key); 0 forgets it. */
+void dw_job_maps_set_max_length(struct dw_job_maps *maps, const char *logical_name,
+                                const char *attribute, int max_length);
 
 /* Whether any map of the job reads this source table. */
 bool dw_job_maps_has_table(const struct dw_job_maps *maps, const char *schema, const char *table);

@@ -9,9 +9,10 @@
  * dw_sink_run(), which polls curl's sockets together with the caller's descriptors.
  *
  * Ownership: dw_sink_submit() takes the contents of each struct dw_write (strings and JSON
- * references) and returns the array to the caller empty. The done callback is called
- * exactly once per submitted write, from inside dw_sink_run() (never from submit), with a
- * result whose pointers are borrowed for the duration of the callback.
+ * references) and returns the array to the caller empty. The sink never modifies the key
+ * and body objects it is given, so a caller may keep (and later resubmit) references. The done
+ * callback is called exactly once per submitted write, from inside dw_sink_run() (never from
+ * submit), with a result whose pointers are borrowed for the duration of the callback.
  *
  * Ordering: writes in flight at the same time may complete in any order. The pipeline
  * never submits two writes to the same row at once and waits for a sequence level to

@@ -233,7 +233,7 @@ static int job_start(struct dw_cli *cli, const char *name, bool initial_sync)
     }
     if (dw_mapstore_load(ctl, name, &def) != DW_OK)
         goto out;
-    int errors = dw_cli_map_validate(cli, def, true);
+    int errors = dw_cli_map_validate(cli, def, true, ctl);
     if (errors != 0) {
         if (errors > 0)
             fprintf(stderr, "job \"%s\" not started: its maps have %d error%s\n", name, errors,

@@ -101,7 +101,8 @@ out:
     return DW_OK;
 }
 
-int dw_cli_map_validate(struct dw_cli *cli, const struct dw_jobdef *def, bool dataverse)
+int dw_cli_map_validate(struct dw_cli *cli, const struct dw_jobdef *def, bool dataverse,
+                        PGconn *record)
 {
     const struct dw_config *cfg = dw_cli_config(cli);
     PGconn *src = NULL;
@@ -125,6 +126,10 @@ int dw_cli_map_validate(struct dw_cli *cli, const struct dw_jobdef *def, bool da
         dw_mapvalidate(def, NULL, NULL, 0, &f); /* nothing fetched: every target is unknown */
     fputs(dw_buf_str(&f.text), stderr);
     result = f.errors;
+    if (result == 0 && record != NULL &&
+        dw_job_maps_record_lengths(record, def, (const struct dw_entity_meta *const *)metas,
+                                   nmetas) != DW_OK)
+        result = -1;
 out:
     for (size_t i = 0; i < nmetas; i++)
         dw_entity_meta_free(metas[i]);
@@ -147,7 +152,7 @@ static int map_import(struct dw_cli *cli, const char *path)
         fprintf(stderr, "map file \"%s\" is invalid: nothing imported\n", path);
         goto out;
     }
-    int nerr = dw_cli_map_validate(cli, def, false);
+    int nerr = dw_cli_map_validate(cli, def, false, NULL);
     if (nerr != 0) {
         fprintf(stderr, "map file \"%s\" does not fit the source database: nothing imported\n",
                 path);
@@ -244,7 +249,7 @@ static int map_validate(struct dw_cli *cli, const char *job)
     if (dw_cli_connect_control(cli, "dwasync map validate", &ctl) != DW_OK ||
         dw_mapstore_load(ctl, job, &def) != DW_OK)
         goto out;
-    int errors = dw_cli_map_validate(cli, def, true);
+    int errors = dw_cli_map_validate(cli, def, true, NULL);
     if (errors == 0) {
         printf("maps of job \"%s\" are valid\n", job);
         status = DW_EXIT_OK;

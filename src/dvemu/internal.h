@@ -90,6 +90,16 @@ struct emu_hist {
     json_t *row;    /* the row after the write (before it, for a delete) */
 };
 
+enum emu_priv { EMU_PRIV_CREATE, EMU_PRIV_WRITE, EMU_PRIV_DELETE, EMU_PRIV_COUNT };
+
+/* A privilege revoked from the application user (privileges.c). */
+struct emu_priv_rule {
+    struct emu_table *table;
+    enum emu_priv priv;
+    const struct emu_attr *attr; /* NULL: every row; else rows where attr = value */
+    json_t *value;               /* owned */
+};
+
 /* What a write replaced, so a changeset or bulk action can be rolled back. */
 struct emu_undo {
     struct emu_table *table;
@@ -124,6 +134,9 @@ struct emu {
     size_t nundo, undo_cap;
     size_t txn_hist_mark;
     uint64_t txn_seq_mark;
+    struct emu_priv_rule *privs; /* revoked privileges, under store_lock */
+    size_t nprivs;
+    const char *caller; /* the current operation's user (client id), under store_lock */
 };
 
 /* An error answer in Dataverse's shape. */
@@ -196,6 +209,18 @@ void emu_store_free(struct emu *emu);
 json_t *emu_row_public(const struct emu_table *t, const json_t *row);
 dw_rc emu_state_save(struct emu *emu, const char *file);
 dw_rc emu_state_load(struct emu *emu, const char *file);
+
+/* privileges.c (all under store_lock) */
+/* Replaces the revoked privileges with cfg's {"revoke": [...]}; on error *why (heap) says
+ * why and the previous rules stay. */
+dw_rc emu_privileges_set(struct emu *emu, json_t *cfg, char **why);
+json_t *emu_privileges_json(const struct emu *emu);
+void emu_privileges_free(struct emu *emu);
+/* DW_OK, or DW_ERR_AUTH with err set to Dataverse's 403 when a rule refuses the write of row
+ * id (before: the stored row or NULL; after: the row written or NULL). */
+dw_rc emu_privilege_check(struct emu *emu, const struct emu_table *t, enum emu_priv priv,
+                          const json_t *before, const json_t *after, const char *id,
+                          struct emu_err *err);
 
 /* auth.c */
 dw_rc emu_auth_init(struct emu *emu);

@@ -40,6 +40,8 @@ static void usage(FILE *f)
                "  --dop-hint N              x-ms-dop-hint value (8)\n"
                "  --history-max N           write history entries kept (250000; 0 disables)\n"
                "  --faults JSON             faults as POST /_dvemu/faults takes them\n"
+               "  --privileges JSON         privileges revoked from the application user, as\n"
+               "                            POST /_dvemu/privileges takes them\n"
                "  --log-level LEVEL         debug, info (default), warn, error\n"
                "  --log-format FORMAT       logfmt (default) or json\n");
 }
@@ -105,6 +107,7 @@ int main(int argc, char **argv)
         O_DOP_HINT,
         O_HISTORY_MAX,
         O_FAULTS,
+        O_PRIVILEGES,
         O_LOG_LEVEL,
         O_LOG_FORMAT,
         O_VERSION,
@@ -130,6 +133,7 @@ int main(int argc, char **argv)
         {"dop-hint", required_argument, NULL, O_DOP_HINT},
         {"history-max", required_argument, NULL, O_HISTORY_MAX},
         {"faults", required_argument, NULL, O_FAULTS},
+        {"privileges", required_argument, NULL, O_PRIVILEGES},
         {"log-level", required_argument, NULL, O_LOG_LEVEL},
         {"log-format", required_argument, NULL, O_LOG_FORMAT},
         {"help", no_argument, NULL, 'h'},
@@ -232,6 +236,16 @@ int main(int argc, char **argv)
             o.faults = json_loads(optarg, 0, &jerr);
             if (o.faults == NULL) {
                 fprintf(stderr, "dvemu: --faults is not JSON: %s\n", jerr.text);
+                rc = DW_ERR_INVALID;
+            }
+            break;
+        }
+        case O_PRIVILEGES: {
+            json_error_t jerr;
+            json_decref(o.privileges);
+            o.privileges = json_loads(optarg, 0, &jerr);
+            if (o.privileges == NULL) {
+                fprintf(stderr, "dvemu: --privileges is not JSON: %s\n", jerr.text);
                 rc = DW_ERR_INVALID;
             }
             break;

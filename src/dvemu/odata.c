@@ -415,6 +415,27 @@ static const json_t *lookup_path(const json_t *row, const char *path)
     return NULL;
 }
 
+/* Length of s without trailing spaces: SQL Server (under Dataverse) pads the shorter
+ * string with spaces before comparing, so 'a' = 'a  '. */
+static size_t sql_len(const char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == ' ')
+        n--;
+    return n;
+}
+
+/* Compares strings as Dataverse's collation does: case-insensitive, trailing spaces
+ * ignored. */
+static int collate(const char *a, const char *b)
+{
+    size_t na = sql_len(a), nb = sql_len(b);
+    int c = strncasecmp(a, b, na < nb ? na : nb);
+    if (c != 0)
+        return c;
+    return na < nb ? -1 : na > nb ? 1 : 0;
+}
+
 /* <0, 0, >0 as a compares with b; 2 when they are not comparable. */
 static int compare(const json_t *a, const json_t *b)
 {
@@ -423,7 +444,7 @@ static int compare(const json_t *a, const json_t *b)
         return x < y ? -1 : x > y ? 1 : 0;
     }
     if (json_is_string(a) && json_is_string(b)) {
-        int c = strcasecmp(json_string_value(a), json_string_value(b));
+        int c = collate(json_string_value(a), json_string_value(b));
         return c < 0 ? -1 : c > 0 ? 1 : 0;
     }
     if (json_is_boolean(a) && json_is_boolean(b))
@@ -471,5 +492,44 @@ bool dw_dvemu_filter_match(const struct dw_dvemu_filter *f, const json_t *row)
     case FC_LE:
         return c <= 0;
     }
+    return false;
+}
+
+/* Appends the "path eq literal" terms of a conjunction to key; false for any other shape. */
+static bool conjunction_terms(const struct dw_dvemu_filter *f, struct dw_dvemu_key *key)
+{
+    if (f->kind == FN_AND)
+        return conjunction_terms(f->left, key) && conjunction_terms(f->right, key);
+    if (f->kind != FN_CMP || f->op != FC_EQ || json_is_null(f->value) || strchr(f->path, '/'))
+        return false;
+    key->parts = dw_realloc(key->parts, (key->nparts + 1) * sizeof *key->parts);
+    key->parts[key->nparts].name = dw_strdup(f->path);
+    key->parts[key->nparts++].value = json_incref(f->value);
+    return true;
+}
+
+static bool disjunction_terms(const struct dw_dvemu_filter *f, struct dw_dvemu_key **keys,
+                              size_t *nkeys)
+{
+    if (f->kind == FN_OR)
+        return disjunction_terms(f->left, keys, nkeys) && disjunction_terms(f->right, keys, nkeys);
+    *keys = dw_realloc(*keys, (*nkeys + 1) * sizeof **keys);
+    struct dw_dvemu_key *key = &(*keys)[(*nkeys)++];
+    memset(key, 0, sizeof *key);
+    return conjunction_terms(f, key);
+}
+
+bool dw_dvemu_filter_key_terms(const struct dw_dvemu_filter *f, struct dw_dvemu_key **keys,
+                               size_t *nkeys)
+{
+    *keys = NULL;
+    *nkeys = 0;
+    if (f != NULL && disjunction_terms(f, keys, nkeys))
+        return true;
+    for (size_t i = 0; i < *nkeys; i++)
+        dw_dvemu_key_cleanup(&(*keys)[i]);
+    free(*keys);
+    *keys = NULL;
+    *nkeys = 0;
     return false;
 }

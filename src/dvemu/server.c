@@ -443,6 +443,29 @@ static void admin(struct server *s, const char *method, const char *path, const 
         json_decref(cfg);
         return;
     }
+    if (strcmp(path, "privileges") == 0 && strcmp(method, "GET") == 0) {
+        pthread_mutex_lock(&emu->store_lock);
+        json_t *body = emu_privileges_json(emu);
+        pthread_mutex_unlock(&emu->store_lock);
+        emu_resp_json(resp, 200, body);
+        return;
+    }
+    if (strcmp(path, "privileges") == 0 && strcmp(method, "POST") == 0) {
+        json_t *cfg = json_loadb(c->body.data ? c->body.data : "", c->body.len, 0, NULL);
+        char *why = NULL;
+        pthread_mutex_lock(&emu->store_lock);
+        dw_rc rc = emu_privileges_set(emu, cfg, &why);
+        json_t *body = rc == DW_OK ? emu_privileges_json(emu) : NULL;
+        pthread_mutex_unlock(&emu->store_lock);
+        if (rc != DW_OK) {
+            emu_resp_json(resp, 400, json_pack("{s:s}", "error", why));
+            free(why);
+        } else {
+            emu_resp_json(resp, 200, body);
+        }
+        json_decref(cfg);
+        return;
+    }
     if (strcmp(path, "outage") == 0 && strcmp(method, "POST") == 0) {
         json_t *cfg = json_pack("{s:b}", "outage", query && strstr(query, "on=1") != NULL);
         char *why = NULL;
@@ -698,6 +721,7 @@ void dw_dvemu_options_cleanup(struct dw_dvemu_options *o)
     }
     free(o->clients);
     json_decref(o->faults);
+    json_decref(o->privileges);
     memset(o, 0, sizeof *o);
 }
 
@@ -757,6 +781,14 @@ dw_rc dw_dvemu_run(const struct dw_dvemu_options *o)
         goto out;
     if ((rc = emu_auth_init(&s->emu)) != DW_OK)
         goto out;
+    if (o->privileges) {
+        char *why = NULL;
+        if ((rc = emu_privileges_set(&s->emu, o->privileges, &why)) != DW_OK) {
+            DW_ERROR("invalid --privileges: %s", why);
+            free(why);
+            goto out;
+        }
+    }
     if (o->faults) {
         char *why = NULL;
         if ((rc = faults_configure(s, o->faults, &why)) != DW_OK) {
@@ -846,6 +878,7 @@ out:
     limits_reset(s);
     emu_auth_free(&s->emu);
     emu_store_free(&s->emu);
+    emu_privileges_free(&s->emu);
     emu_meta_free(&s->emu);
     free(s->emu.base_url);
     json_decref(s->counters);

@@ -59,9 +59,10 @@ struct emu_row *emu_row_find_id(struct emu_table *t, const char *id)
     return r;
 }
 
-/* Appends one key value in the form the index compares (strings fold case like SQL
- * collation) to out[*n..size); false when it does not fit. Fixed buffers, not heap ones:
- * this runs several times for every row written. */
+/* Appends one key value in the form the index compares (strings fold case and lose
+ * trailing spaces, as SQL Server's collation compares them) to out[*n..size); false when
+ * it does not fit. Fixed buffers, not heap ones: this runs several times for every row
+ * written. */
 static bool key_value(char *out, size_t size, size_t *n, const json_t *v)
 {
     char num[40];
@@ -81,6 +82,8 @@ static bool key_value(char *out, size_t size, size_t *n, const json_t *v)
         return false;
     }
     size_t len = strlen(s);
+    while (tag == 's' && len > 0 && s[len - 1] == ' ')
+        len--;
     if (*n + len + 3 > size)
         return false;
     out[(*n)++] = tag;

@@ -197,10 +197,50 @@ static int order_cmp(const void *pa, const void *pb, void *arg)
     return 0;
 }
 
+/*
+ * The public form of the table's rows that match filter. A filter that only names rows by
+ * alternate key or id ("(k eq 1 and c eq 'x') or ...", how clients look rows up) is answered
+ * from the key indexes, as Dataverse's own indexes would; anything else scans the table.
+ */
+static json_t *table_matches(struct emu_table *t, const struct dw_dvemu_filter *filter)
+{
+    json_t *out = json_array();
+    struct dw_dvemu_key *keys = NULL;
+    size_t nkeys = 0;
+    bool indexed = dw_dvemu_filter_key_terms(filter, &keys, &nkeys);
+    struct emu_row **found = indexed ? dw_calloc(nkeys, sizeof *found) : NULL;
+    for (size_t i = 0; indexed && i < nkeys; i++) {
+        bool by_alt;
+        struct emu_err err = {0};
+        found[i] = emu_row_find(t, &keys[i], &by_alt, &err);
+        indexed = found[i] != NULL || err.status == 404;
+        emu_err_clear(&err);
+    }
+    if (indexed) {
+        for (size_t i = 0; i < nkeys; i++) {
+            bool seen = found[i] == NULL;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = found[j] == found[i];
+            if (!seen && dw_dvemu_filter_match(filter, found[i]->data))
+                json_array_append_new(out, emu_row_public(t, found[i]->data));
+        }
+    } else {
+        for (struct emu_row *r = t->rows; r; r = r->hh.next)
+            if (filter == NULL || dw_dvemu_filter_match(filter, r->data))
+                json_array_append_new(out, emu_row_public(t, r->data));
+    }
+    for (size_t i = 0; i < nkeys; i++)
+        dw_dvemu_key_cleanup(&keys[i]);
+    free(keys);
+    free(found);
+    return out;
+}
+
 /* Answers a GET on a collection: $filter, $orderby, $count, $top, then $select. Takes
- * ownership of rows (an array of objects). t may be NULL for virtual collections. */
+ * ownership of rows (an array of objects); rows NULL: table t's rows. t may be NULL for
+ * virtual collections. */
 static void collection_answer(struct emu *emu, const char *context, json_t *rows, json_t *query,
-                              const struct emu_table *t, struct emu_resp *resp)
+                              struct emu_table *t, struct emu_resp *resp)
 {
     struct emu_err err = {0};
     json_t *select = NULL;
@@ -225,11 +265,16 @@ static void collection_answer(struct emu *emu, const char *context, json_t *rows
         json_array_extend(select, expand);
         json_decref(expand);
     }
-    json_t *out = json_array();
+    json_t *out;
     size_t i;
     json_t *row;
-    json_array_foreach(rows, i, row) if (filter == NULL || dw_dvemu_filter_match(filter, row))
-        json_array_append(out, row);
+    if (rows == NULL) {
+        out = table_matches(t, filter);
+    } else {
+        out = json_array();
+        json_array_foreach(rows, i, row) if (filter == NULL || dw_dvemu_filter_match(filter, row))
+            json_array_append(out, row);
+    }
     const char *os = json_string_value(json_object_get(query, "$orderby"));
     if (os) {
         const char *p = os;
@@ -664,7 +709,9 @@ static dw_rc do_create(struct emu *emu, struct emu_table *t, json_t *row, const 
         emu_new_guid(id);
     }
     finish_row(emu, t, row, id, true);
-    dw_rc rc = check_required(t, row, err);
+    dw_rc rc = emu_privilege_check(emu, t, EMU_PRIV_CREATE, NULL, row, id, err);
+    if (rc == DW_OK)
+        rc = check_required(t, row, err);
     if (rc == DW_OK)
         rc = check_unique(t, row, id, err);
     if (rc != DW_OK)
@@ -752,8 +799,10 @@ static dw_rc do_upsert(struct emu *emu, const struct emu_req *req, struct emu_ta
         rc = body_changes(emu, t, body, req->content_ids, row, err);
         if (rc == DW_OK) {
             finish_row(emu, t, row, id, false);
-            rc = check_unique(t, row, id, err);
+            rc = emu_privilege_check(emu, t, EMU_PRIV_WRITE, r->data, row, id, err);
         }
+        if (rc == DW_OK)
+            rc = check_unique(t, row, id, err);
         if (rc == DW_OK) {
             emu_row_put(emu, t, id, row, "update");
             answer_written(emu, req, t, id, row, false, resp);
@@ -1108,10 +1157,7 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
     }
     if (*rest == '\0') {
         if (strcmp(req->method, "GET") == 0) {
-            json_t *rows = json_array();
-            for (struct emu_row *r = t->rows; r; r = r->hh.next)
-                json_array_append_new(rows, emu_row_public(t, r->data));
-            collection_answer(emu, t->set, rows, query, t, resp);
+            collection_answer(emu, t->set, NULL, query, t, resp);
             goto out;
         }
         if (strcmp(req->method, "POST") == 0) {
@@ -1168,6 +1214,8 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
             goto fail;
         char id[37];
         memcpy(id, r->id, 37);
+        if (emu_privilege_check(emu, t, EMU_PRIV_DELETE, r->data, NULL, id, &err) != DW_OK)
+            goto fail;
         emu_row_put(emu, t, id, NULL, "delete");
         resp->status = 204;
         goto out;
@@ -1198,7 +1246,9 @@ void emu_api_handle(struct emu *emu, const struct emu_req *req, struct emu_resp 
         pre.json = json_loadb(req->body, req->body_len, 0, NULL);
     pthread_mutex_lock(&emu->store_lock);
     set_now(emu);
+    emu->caller = req->user;
     handle_locked(emu, &pre, resp);
+    emu->caller = NULL;
     pthread_mutex_unlock(&emu->store_lock);
     if (pre.json != req->json)
         json_decref(pre.json);
@@ -1377,6 +1427,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
     bool failed = false;
     pthread_mutex_lock(&emu->store_lock);
     set_now(emu);
+    emu->caller = req->user;
     for (size_t i = 0; i < nparts && !(failed && !continue_on_error); i++) {
         char *ct = NULL, *cb = NULL;
         (void)dw_dvemu_header_get(parts[i].headers, parts[i].headers_len, "Content-Type", &ct);
@@ -1461,6 +1512,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
             }
         }
     }
+    emu->caller = NULL;
     pthread_mutex_unlock(&emu->store_lock);
     (void)dw_buf_printf(&out, "--%s--\r\n", rb);
     resp->status = failed && !continue_on_error ? 400 : 200;

@@ -15,6 +15,7 @@
 #include "dwasync/mapfile.h"
 #include "dwasync/mapping.h"
 #include "dwasync/mapstore.h"
+#include "dwasync/pg.h"
 
 struct dw_job_maps {
     struct dw_jobdef *def;
@@ -28,13 +29,60 @@ dw_rc dw_job_maps_from_def(struct dw_jobdef *def, struct dw_job_maps **out)
     return DW_OK;
 }
 
+void dw_job_maps_set_max_length(struct dw_job_maps *maps, const char *logical_name,
+                                const char *attribute, int max_length)
+{
+    struct dw_jobdef *def = maps->def;
+    for (size_t g = 0; g < def->ngroups; g++) {
+        for (size_t i = 0; i < def->groups[g].nmaps; i++) {
+            struct dw_tablemap *m = &def->groups[g].maps[i];
+            if (strcmp(m->logical_name, logical_name) != 0)
+                continue;
+            for (size_t c = 0; c < m->ncols; c++)
+                if (m->cols[c].lookup == NULL && strcmp(m->cols[c].target, attribute) == 0)
+                    m->cols[c].max_length = max_length;
+            for (size_t k = 0; k < m->nkey; k++)
+                if (m->key[k].kind == DW_KEYPART_COLUMN && strcmp(m->key[k].target, attribute) == 0)
+                    m->key[k].max_length = max_length;
+        }
+    }
+}
+
+/* The lengths `job start` recorded (dw_job_maps_record_lengths). */
+static dw_rc load_lengths(PGconn *control, const char *job_name, struct dw_job_maps *maps)
+{
+    PGresult *res = NULL;
+    const char *params[] = {job_name};
+    dw_rc rc =
+        dw_pg_query(control, "reading the recorded column lengths",
+                    "SELECT l.logical_name, l.attribute, l.max_length"
+                    "  FROM dwasync.target_max_length l JOIN dwasync.job j ON j.id = l.job_id"
+                    " WHERE j.name = $1",
+                    1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    for (int i = 0; i < PQntuples(res); i++)
+        dw_job_maps_set_max_length(maps, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                                   (int)strtol(PQgetvalue(res, i, 2), NULL, 10));
+    PQclear(res);
+    return DW_OK;
+}
+
 dw_rc dw_job_maps_load(PGconn *control, const char *job_name, struct dw_job_maps **out)
 {
     struct dw_jobdef *def = NULL;
+    struct dw_job_maps *maps = NULL;
     dw_rc rc = dw_mapstore_load(control, job_name, &def);
     if (rc != DW_OK)
         return rc;
-    return dw_job_maps_from_def(def, out);
+    if ((rc = dw_job_maps_from_def(def, &maps)) != DW_OK)
+        return rc;
+    if ((rc = load_lengths(control, job_name, maps)) != DW_OK) {
+        dw_job_maps_free(maps);
+        return rc;
+    }
+    *out = maps;
+    return DW_OK;
 }
 
 void dw_job_maps_free(struct dw_job_maps *maps)
@@ -109,6 +157,22 @@ static char *show(const json_t *v)
         s[80] = '\0';
     }
     return s;
+}
+
+/* Characters (code points) of a UTF-8 string, as Dataverse's MaxLength counts them. */
+static size_t utf8_length(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xc0) != 0x80;
+    return n;
+}
+
+/* Whether a coerced value fits a known MaxLength (0: unknown, anything fits). */
+static bool fits_length(const json_t *v, int max_length)
+{
+    return max_length <= 0 || !json_is_string(v) ||
+           utf8_length(json_string_value(v)) <= (size_t)max_length;
 }
 
 /* The text a value-map key is compared with. */
@@ -375,6 +439,17 @@ static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json
         } else {
             val = json_incref(v);
         }
+        if (!fits_length(val, kp->max_length)) {
+            char *s = show(v);
+            fail(f,
+                 "%s: column \"%s\" value %s is longer than %d characters, the MaxLength of "
+                 "key attribute \"%s\" in Dataverse",
+                 what, kp->source, s, kp->max_length, kp->target);
+            free(s);
+            json_decref(val);
+            result = F_MISSING;
+            break;
+        }
         json_object_set_new(key, kp->target, val);
     }
     if (result != F_VALUE) {
@@ -433,6 +508,22 @@ static bool apply_value_map(const struct dw_colmap *c, const json_t *v, struct f
     }
 }
 
+/* Whether the value to send fits the column's known MaxLength: Dataverse would refuse a
+ * longer one (0x80044331), so it is a mapping error, with no request. */
+static bool check_length(const struct dw_colmap *c, const json_t *sent, const json_t *source,
+                         struct failure *f)
+{
+    if (fits_length(sent, c->max_length))
+        return true;
+    char *s = show(source);
+    fail(f,
+         "column \"%s\" value %s is longer than %d characters, the MaxLength of \"%s\" in "
+         "Dataverse",
+         c->source ? c->source : "(constant)", s, c->max_length, c->target);
+    free(s);
+    return false;
+}
+
 /* Adds one column mapping to body; false (with f set) when the row cannot be mapped. */
 static bool map_column(const struct dw_colmap *c, const json_t *row, const json_t *unchanged,
                        json_t *body, struct failure *f)
@@ -484,6 +575,10 @@ static bool map_column(const struct dw_colmap *c, const json_t *row, const json_
         }
     }
     if (json_is_null(v) || !c->has_type) {
+        if (!check_length(c, v, v, f)) {
+            json_decref(out);
+            return false;
+        }
         json_object_set(body, c->target, v);
         json_decref(out);
         return true;
@@ -495,6 +590,12 @@ static bool map_column(const struct dw_colmap *c, const json_t *row, const json_
         fail(f, "column \"%s\" value %s %s for \"%s\" (%s)", c->source ? c->source : "(constant)",
              s, why, c->target, dw_mapfile_type_name(c->type));
         free(s);
+        json_decref(out);
+        return false;
+    }
+    /* Dataverse would refuse it (0x80044331): say so without sending it. */
+    if (!check_length(c, coerced, v, f)) {
+        json_decref(coerced);
         json_decref(out);
         return false;
     }

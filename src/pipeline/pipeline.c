@@ -41,6 +41,7 @@ struct chain_state {
     enum dw_error_class error_class;
     char *code;
     char *message;
+    char *missing_parent; /* "<set>(<key>)" when the sink could name it */
     json_t *payload;
 };
 
@@ -112,13 +113,14 @@ static bool write_has_references(const struct dw_write *w)
     return false;
 }
 
+/* The sink never modifies a write's key or body (sink.h), so a copy shares them. */
 static void write_copy(struct dw_write *dst, const struct dw_write *src)
 {
     dst->op = src->op;
     dst->entity_set = dw_strdup(src->entity_set);
     dst->logical_name = dw_strdup(src->logical_name ? src->logical_name : "");
-    dst->key = json_deep_copy(src->key);
-    dst->body = src->body ? json_deep_copy(src->body) : NULL;
+    dst->key = json_incref(src->key);
+    dst->body = json_incref(src->body);
 }
 
 dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts, struct dw_sink *sink, PGconn *control,
@@ -164,6 +166,7 @@ static void release_apply_state(struct dw_pipeline *p)
         dw_write_cleanup(&cs->retry_copy);
         free(cs->code);
         free(cs->message);
+        free(cs->missing_parent);
         json_decref(cs->payload);
     }
     free(p->chains);
@@ -251,6 +254,14 @@ static json_t *raw_tuple_json(const struct dw_relation *rel, const struct dw_tup
     return o;
 }
 
+/* The compact JSON text of a row image (NULL stays NULL); the reference is released. */
+static char *image_text(json_t *image)
+{
+    char *text = image ? dw_json_dumps(image) : NULL;
+    json_decref(image);
+    return text;
+}
+
 /* A change that never reached a map (TRUNCATE, unconvertible values): it blocks no key. */
 static void push_unmapped_error(struct dw_pipeline *p, const struct dw_change *c,
                                 const struct dw_relation *rel, json_t *new_row, json_t *old_row,
@@ -260,8 +271,8 @@ static void push_unmapped_error(struct dw_pipeline *p, const struct dw_change *c
     it->mapped.ok = false;
     it->mapped.error_class = DW_ERRCLASS_MAPPING;
     it->mapped.error = message;
-    it->new_row = new_row;
-    it->old_row = old_row;
+    it->new_row = image_text(new_row);
+    it->old_row = image_text(old_row);
     it->source_key = json_object();
 }
 
@@ -339,6 +350,8 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         p->stats.changes_ignored++;
 
     int64_t previous_map = 0;
+    char *new_text = p->mapped.len ? image_text(json_incref(row.new_row)) : NULL;
+    char *old_text = p->mapped.len ? image_text(json_incref(row.old_row)) : NULL;
     for (size_t i = 0; i < p->mapped.len; i++) {
         struct dw_item *it = push_item(p, c, rel);
         it->mapped = p->mapped.items[i];
@@ -355,8 +368,8 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
          * IDENTITY FULL, so it would differ between two updates of the same row. */
         it->key_text = it->mapped.target_id ? dw_strdup(it->mapped.target_id)
                                             : dw_json_canonical(it->source_key);
-        it->new_row = json_incref(row.new_row);
-        it->old_row = json_incref(row.old_row);
+        it->new_row = i == 0 ? new_text : (new_text ? dw_strdup(new_text) : NULL);
+        it->old_row = i == 0 ? old_text : (old_text ? dw_strdup(old_text) : NULL);
     }
     dw_row_json_cleanup(&row);
     return DW_OK;
@@ -569,10 +582,11 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
         cs->http_status = r->http_status;
         cs->error_class = r->error_class;
         cs->code = dw_strdup(r->code ? r->code : "");
-        if (r->missing_parent)
+        if (r->missing_parent) {
             cs->message = dw_asprintf("%s (missing parent: %s)", r->message ? r->message : "",
                                       r->missing_parent);
-        else
+            cs->missing_parent = dw_strdup(r->missing_parent);
+        } else
             cs->message = dw_strdup(r->message ? r->message : "");
         cs->payload = r->payload ? json_deep_copy(r->payload) : NULL;
         dw_plan_fail_chain(&p->plan, p->applying, cs->chain, p->blocked);
@@ -653,6 +667,12 @@ static bool advance_groups(struct dw_pipeline *p, int64_t now)
     return finished;
 }
 
+/* A row image back from its text (which this program wrote); NULL stays NULL. */
+static json_t *load_image(const char *text)
+{
+    return text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+}
+
 /* Writes the window's error rows, then its checkpoint and statistics. */
 static dw_rc persist_window(struct dw_pipeline *p)
 {
@@ -666,6 +686,7 @@ static dw_rc persist_window(struct dw_pipeline *p)
         waiting += s == DW_ITEM_WAITING;
     }
     struct dw_errrow *rows = dw_calloc(nerr ? nerr : 1, sizeof *rows);
+    json_t **images = dw_calloc(2 * (nerr ? nerr : 1), sizeof *images);
     size_t n = 0;
     for (size_t i = 0; i < w->len; i++) {
         struct dw_item *it = &w->items[i];
@@ -682,8 +703,8 @@ static dw_rc persist_window(struct dw_pipeline *p)
         row->source_key = it->source_key;
         row->key_text = it->key_text;
         row->target_id = it->mapped.target_id;
-        row->new_row = it->new_row;
-        row->old_row = it->old_row;
+        row->new_row = images[2 * (n - 1)] = load_image(it->new_row);
+        row->old_row = images[2 * (n - 1) + 1] = load_image(it->old_row);
         row->commit_lsn = it->commit_lsn;
         row->xid = it->xid;
         row->commit_time_us = it->commit_time_us;
@@ -697,6 +718,7 @@ static dw_rc persist_window(struct dw_pipeline *p)
             row->http_status = cs->http_status;
             row->code = cs->code;
             row->message = cs->message;
+            row->missing_parent = cs->missing_parent;
             row->error_class = cs->error_class;
         } else {
             row->message = it->mapped.error;
@@ -707,6 +729,9 @@ static dw_rc persist_window(struct dw_pipeline *p)
     /* Error rows first (their own transaction), then the checkpoint: a crash in between
      * replays the window, and the inserts are idempotent. */
     dw_rc rc = n ? dw_errtable_insert(p->control, rows, n, p->blocked, NULL) : DW_OK;
+    for (size_t i = 0; i < 2 * n; i++)
+        json_decref(images[i]);
+    free(images);
     free(rows);
     if (rc != DW_OK)
         goto out;

@@ -24,8 +24,8 @@ static void item_cleanup(struct dw_item *it)
     free(it->source_table);
     json_decref(it->source_key);
     free(it->key_text);
-    json_decref(it->new_row);
-    json_decref(it->old_row);
+    free(it->new_row);
+    free(it->old_row);
 }
 
 void dw_window_reset(struct dw_window *w)

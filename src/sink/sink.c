@@ -40,6 +40,12 @@
 #define BLOCKING_ATTEMPTS 5
 /* Nesting of reference objects inside reference keys (company inside group inside ...). */
 #define MAX_REF_DEPTH 4
+/* GUID lookups asked in one $filter query ("(key1) or (key2) or ..."), and the longest
+ * filter such a query may carry (Dataverse accepts URLs up to 32 KB; this stays well below). */
+#define LOOKUP_BATCH   100
+#define LOOKUP_URL_MAX 16000
+/* Cached GUIDs kept; the oldest are forgotten beyond this (asked again when needed). */
+#define GUID_CACHE_MAX 20000
 
 enum state { ST_PENDING, ST_INFLIGHT, ST_OK, ST_NOTFOUND, ST_FAILED };
 
@@ -56,12 +62,19 @@ struct failure {
 struct guid_entry {
     char *id; /* "<set>(<canonical key>)" */
     char *set;
-    json_t *rkey;
+    json_t *rkey; /* the key, while it is being looked up */
     enum state state;
     uint64_t neg_pass; /* plan pass in which it became NOTFOUND/FAILED */
+    bool alone;        /* a shared lookup could not tell its answer apart: ask alone */
     char *guid;
     struct failure fail;
     UT_hash_handle hh;
+};
+
+/* A growable array of cache entries (borrowed pointers). */
+struct entry_list {
+    struct guid_entry **v;
+    size_t n, cap;
 };
 
 /* Per entity set: the primary id attribute (needed to read a GUID from a $filter answer). */
@@ -106,6 +119,7 @@ struct row {
     json_t *payload; /* last body sent */
     struct failure res;
     char *missing;
+    char *wait_id;         /* id of the cache entry resolution last waited for, or NULL */
     struct atomic *atomic; /* the atomic group it belongs to, or NULL */
     size_t atomic_index;   /* its place in the group */
 };
@@ -136,7 +150,8 @@ struct req {
     bool auth_retried;
     int64_t not_before;
     unsigned token_gen;
-    struct guid_entry *guid_entry;
+    struct guid_entry **entries; /* REQ_LOOKUP: the cache entries it answers */
+    size_t nentries;
     struct set_entry *set_entry;
     struct bulk_entry *bulk_entry;
     struct atomic *atomic; /* REQ_CHANGESET */
@@ -174,6 +189,9 @@ struct dw_sink {
     int64_t paused_until;
     struct dw_aimd aimd;
     struct guid_entry *guids;
+    size_t guids_ok;             /* entries in state ST_OK */
+    struct entry_list to_lookup; /* entries in ST_PENDING: need a lookup */
+    struct entry_list negatives; /* entries NOTFOUND or FAILED, dropped a pass later */
     struct set_entry *sets;
     struct bulk_entry *bulks;
     struct atomic *atomics;
@@ -250,6 +268,7 @@ static void row_free(struct row *r)
     json_decref(r->payload);
     free(r->guid);
     free(r->missing);
+    free(r->wait_id);
     failure_cleanup(&r->res);
     free(r);
 }
@@ -283,6 +302,15 @@ static void guid_entry_free(struct guid_entry *g)
     free(g);
 }
 
+static void entry_forget(struct dw_sink *s, struct guid_entry *g)
+{
+    HASH_DEL(s->guids, g);
+    s->guids_ok--;
+    guid_entry_free(g);
+}
+
+/* An id the cache no longer holds (forgotten as the oldest) counts too: resolving the row
+ * again asks for it afresh. */
 static size_t forget_cache(struct dw_sink *s, struct row *r)
 {
     size_t i, n = 0;
@@ -291,14 +319,30 @@ static size_t forget_cache(struct dw_sink *s, struct row *r)
     {
         struct guid_entry *g = NULL;
         HASH_FIND_STR(s->guids, json_string_value(id), g);
-        if (g && g->state == ST_OK) {
+        if (g == NULL) {
+            n++;
+        } else if (g->state == ST_OK) {
             DW_DEBUG("forgetting the cached id of \"%s\"", g->id);
-            HASH_DEL(s->guids, g);
-            guid_entry_free(g);
+            entry_forget(s, g);
             n++;
         }
     }
     return n;
+}
+
+/* Keeps the cache bounded: forgets the oldest found ids, a quarter of the limit at a time. */
+static void trim_cache(struct dw_sink *s)
+{
+    if (s->guids_ok <= GUID_CACHE_MAX)
+        return;
+    struct guid_entry *g, *tmp;
+    HASH_ITER(hh, s->guids, g, tmp)
+    {
+        if (s->guids_ok <= GUID_CACHE_MAX / 4 * 3)
+            break;
+        if (g->state == ST_OK)
+            entry_forget(s, g);
+    }
 }
 
 /*
@@ -333,6 +377,34 @@ static char *ref_display(const char *set, const json_t *rkey)
     return dw_buf_steal(&b);
 }
 
+static void entry_list_push(struct entry_list *l, struct guid_entry *g)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->v = dw_realloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = g;
+}
+
+static void entry_found(struct dw_sink *s, struct guid_entry *g, const char *guid)
+{
+    g->state = ST_OK;
+    g->guid = dw_strdup(guid);
+    s->guids_ok++;
+    /* Only a lookup reads the key: a found entry keeps its id text and GUID alone. */
+    json_decref(g->rkey);
+    g->rkey = NULL;
+}
+
+/* NOTFOUND or FAILED: kept for the rest of this plan pass (every row waiting for it sees
+ * the outcome), then dropped so that the next rows ask again. */
+static void entry_negative(struct dw_sink *s, struct guid_entry *g, enum state state)
+{
+    g->state = state;
+    g->neg_pass = s->pass;
+    entry_list_push(&s->negatives, g);
+}
+
 static struct guid_entry *guid_get(struct dw_sink *s, const char *set, const json_t *rkey)
 {
     char *canon = dw_json_canonical(rkey);
@@ -350,6 +422,7 @@ static struct guid_entry *guid_get(struct dw_sink *s, const char *set, const jso
     g->rkey = json_deep_copy(rkey);
     g->state = ST_PENDING;
     HASH_ADD_KEYPTR(hh, s->guids, g->id, strlen(g->id), g);
+    entry_list_push(&s->to_lookup, g);
     return g;
 }
 
@@ -368,6 +441,8 @@ static enum res ref_guid(struct dw_sink *s, struct row *r, const char *set, cons
     switch (g->state) {
     case ST_PENDING:
     case ST_INFLIGHT:
+        free(r->wait_id);
+        r->wait_id = dw_strdup(g->id);
         return RES_WAIT;
     case ST_OK:
         *guid = dw_strdup(g->guid);
@@ -418,6 +493,19 @@ static enum res resolve_ref(struct dw_sink *s, struct row *r, const json_t *ref,
     return res;
 }
 
+/* Whether every value of a key is a scalar: then it is its own resolved form. */
+static bool key_is_plain(const json_t *key)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)key, name, v)
+    {
+        if (!json_is_string(v) && !json_is_number(v) && !json_is_boolean(v))
+            return false;
+    }
+    return true;
+}
+
 static enum res resolve_key(struct dw_sink *s, struct row *r, const json_t *key, int depth,
                             json_t **out)
 {
@@ -427,6 +515,10 @@ static enum res resolve_key(struct dw_sink *s, struct row *r, const json_t *key,
         finish_row(s, r, DW_WRITE_REJECTED, DW_ERRCLASS_MAPPING, 0, "",
                    "a key is empty, not an object, or nests references too deeply");
         return RES_FAIL;
+    }
+    if (key_is_plain(key)) {
+        *out = json_incref((json_t *)key); /* shared, never modified */
+        return RES_READY;
     }
     json_t *rkey = json_object();
     json_object_foreach((json_t *)key, name, v)
@@ -463,12 +555,30 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
+/* Whether a body binds a parent by a reference object (which must be written out). */
+static bool body_has_refs(const json_t *body)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)body, name, v)
+    {
+        if (ends_with(name, "@odata.bind") && dw_dvkey_is_ref(v))
+            return true;
+    }
+    return false;
+}
+
 /* Writes each "@odata.bind" reference as "/<set>(<key>)", or "/<set>(<guid>)" when the
- * parent's key cannot be put in a URL. */
+ * parent's key cannot be put in a URL. A body without references is shared as it is: the
+ * resolved body is never modified (a POST's gets a copy first). */
 static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
 {
     const char *name;
     json_t *v;
+    if (!body_has_refs(r->body)) {
+        *out = json_incref(r->body);
+        return RES_READY;
+    }
     json_t *rbody = json_object();
     json_object_foreach(r->body, name, v)
     {
@@ -516,6 +626,9 @@ static enum res post_body(struct dw_sink *s, struct row *r)
 {
     const char *name;
     json_t *v;
+    json_t *own = json_copy(r->rbody); /* r->rbody may be the caller's body */
+    json_decref(r->rbody);
+    r->rbody = own;
     json_object_foreach(r->key, name, v)
     {
         if (!dw_dvkey_is_lookup_part(name)) {
@@ -548,6 +661,8 @@ static enum res post_body(struct dw_sink *s, struct row *r)
 
 static enum res resolve_row(struct dw_sink *s, struct row *r)
 {
+    free(r->wait_id);
+    r->wait_id = NULL;
     json_decref(r->used);
     json_decref(r->binds);
     json_decref(r->keyrefs);
@@ -637,6 +752,7 @@ static void req_free(struct req *q)
     req_reset_transfer(q);
     dw_buf_cleanup(&q->resp);
     free(q->rows);
+    free(q->entries);
     free(q->url);
     free(q->body);
     free(q->content_type);
@@ -673,17 +789,59 @@ static void row_address(struct dw_buf *b, const struct row *r, bool encode)
     (void)dw_buf_putc(b, ')');
 }
 
-static void queue_lookup(struct dw_sink *s, struct guid_entry *g, const char *pk)
+/*
+ * Queues one GET that finds the GUIDs of as many of entries[0..n) (all of one entity set)
+ * as fit in a URL, and returns how many it took. One entry: "$filter=<key>", the first
+ * answer row is it. Several: "$filter=(<key>) or (<key>) ...", selecting the key
+ * attributes too so that each answer row can be matched back to its entry.
+ */
+static size_t queue_lookup(struct dw_sink *s, struct guid_entry **entries, size_t n, const char *pk)
 {
-    struct dw_buf b;
-    dw_buf_init(&b, 0);
-    (void)dw_buf_printf(&b, "%s?$select=%s&$top=2&$filter=", g->set, pk);
-    (void)dw_dvkey_filter(&b, g->rkey);
-    struct req *q = req_new(REQ_LOOKUP, "GET", api_url(s, "%s", dw_buf_str(&b)));
-    dw_buf_cleanup(&b);
-    q->guid_entry = g;
-    g->state = ST_INFLIGHT;
+    struct dw_buf filter, clause, url;
+    dw_buf_init(&filter, 0);
+    dw_buf_init(&clause, 0);
+    dw_buf_init(&url, 0);
+    json_t *select = json_object();
+    size_t taken = 0;
+    if (n == 1) {
+        (void)dw_dvkey_filter(&filter, entries[0]->rkey);
+        taken = 1;
+    }
+    for (; n > 1 && taken < n; taken++) {
+        dw_buf_reset(&clause);
+        (void)dw_buf_puts(&clause, taken ? "%20or%20(" : "(");
+        (void)dw_dvkey_filter(&clause, entries[taken]->rkey);
+        (void)dw_buf_putc(&clause, ')');
+        if (taken > 0 && filter.len + clause.len > LOOKUP_URL_MAX)
+            break;
+        (void)dw_buf_append(&filter, clause.data, clause.len);
+        const char *name;
+        json_t *v;
+        json_object_foreach(entries[taken]->rkey, name, v)
+            json_object_set(select, name, json_true());
+    }
+    (void)dw_buf_printf(&url, "%s?$select=%s", entries[0]->set, pk);
+    const char *name;
+    json_t *v;
+    json_object_foreach(select, name, v)
+    {
+        if (strcmp(name, pk) != 0)
+            (void)dw_buf_printf(&url, ",%s", name);
+    }
+    (void)dw_buf_printf(&url, "&$top=%zu&$filter=%s", 2 * taken, dw_buf_str(&filter));
+    struct req *q = req_new(REQ_LOOKUP, "GET", api_url(s, "%s", dw_buf_str(&url)));
+    q->entries = dw_malloc(taken * sizeof *q->entries);
+    q->nentries = taken;
+    for (size_t i = 0; i < taken; i++) {
+        q->entries[i] = entries[i];
+        entries[i]->state = ST_INFLIGHT;
+    }
     enqueue(s, q);
+    json_decref(select);
+    dw_buf_cleanup(&filter);
+    dw_buf_cleanup(&clause);
+    dw_buf_cleanup(&url);
+    return taken;
 }
 
 /* "<before><value as an OData string literal><after>", a new heap string. */
@@ -746,7 +904,7 @@ static void queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
     json_t *targets = json_array();
     for (size_t i = 0; i < n; i++) {
         struct row *r = rows[i];
-        json_t *item = json_deep_copy(r->rbody);
+        json_t *item = json_copy(r->rbody); /* shares the values, adds two properties */
         struct dw_buf b;
         dw_buf_init(&b, 0);
         row_address(&b, r, false);
@@ -755,7 +913,9 @@ static void queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
         json_object_set_new(item, "@odata.id", json_string(dw_buf_str(&b)));
         free(type);
         dw_buf_cleanup(&b);
-        set_payload(r, json_incref(item));
+        /* The row's own body stands for what was sent: keeping each item alive until the
+         * answer would hold a second copy of every row in flight. */
+        set_payload(r, json_incref(r->rbody));
         json_array_append_new(targets, item);
         row_move(s, r, ROW_SENT);
     }
@@ -848,48 +1008,153 @@ static void queue_batch(struct dw_sink *s, struct row **rows, size_t n)
 
 /* --- planning -------------------------------------------------------------------------- */
 
+/* Length of s without trailing spaces. */
+static size_t unpadded_len(const char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == ' ')
+        n--;
+    return n;
+}
+
+/* Equal as Dataverse's SQL collation compares ASCII text: without case, trailing spaces
+ * ignored ('A1' = 'a1  '). */
+static bool collation_equal(const char *a, const char *b)
+{
+    size_t n = unpadded_len(a);
+    return n == unpadded_len(b) && strncasecmp(a, b, n) == 0;
+}
+
+/* Whether every string in the key is ASCII: only then does collation_equal() compare as
+ * Dataverse does, so only such keys share a lookup query. */
+static bool key_is_ascii(const json_t *rkey)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)rkey, name, v)
+    {
+        for (const char *p = json_string_value(v); p && *p; p++)
+            if ((unsigned char)*p >= 0x80)
+                return false;
+    }
+    return true;
+}
+
+/* Whether an answer row carries the key's values. */
+static bool key_matches(const json_t *rkey, const json_t *row)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)rkey, name, v)
+    {
+        const json_t *got = json_object_get(row, name);
+        if (json_is_string(v)) {
+            if (!json_is_string(got) ||
+                !collation_equal(json_string_value(v), json_string_value(got)))
+                return false;
+        } else if (json_is_number(v)) {
+            if (!json_is_number(got) || json_number_value(v) != json_number_value(got))
+                return false;
+        } else if (!json_is_boolean(v) || !json_is_boolean(got) ||
+                   json_is_true(v) != json_is_true(got)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static void fail_entry(struct dw_sink *s, struct guid_entry *g, const struct failure *f)
 {
-    g->state = ST_FAILED;
-    g->neg_pass = s->pass;
+    entry_negative(s, g, ST_FAILED);
     failure_set(&g->fail, f->status, f->cls, f->http, f->code, f->message);
 }
 
-/* Issues requests for GUID cache entries that need one. */
+static struct set_entry *set_get(struct dw_sink *s, const char *set)
+{
+    struct set_entry *e = NULL;
+    HASH_FIND_STR(s->sets, set, e);
+    if (e == NULL) {
+        e = dw_calloc(1, sizeof *e);
+        e->set = dw_strdup(set);
+        e->state = ST_PENDING;
+        HASH_ADD_KEYPTR(hh, s->sets, e->set, strlen(e->set), e);
+    }
+    return e;
+}
+
+static int cmp_entries_by_set(const void *a, const void *b)
+{
+    const struct guid_entry *x = *(struct guid_entry *const *)a;
+    const struct guid_entry *y = *(struct guid_entry *const *)b;
+    return strcmp(x->set, y->set);
+}
+
+/* Queues the lookups of entries[0..n), all of one set: shared queries, except for the
+ * entries that must be asked alone (non-ASCII keys, whose answer rows only Dataverse's
+ * collation can match back). */
+static void queue_set_lookups(struct dw_sink *s, struct guid_entry **entries, size_t n,
+                              const char *pk)
+{
+    size_t shared = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (entries[i]->alone || !key_is_ascii(entries[i]->rkey))
+            (void)queue_lookup(s, &entries[i], 1, pk);
+        else
+            entries[shared++] = entries[i];
+    }
+    for (size_t i = 0; i < shared;) {
+        size_t chunk = shared - i < LOOKUP_BATCH ? shared - i : LOOKUP_BATCH;
+        i += queue_lookup(s, entries + i, chunk, pk);
+    }
+}
+
+/* Issues requests for the GUID cache entries that need one, grouped by entity set. */
 static void advance_entries(struct dw_sink *s)
 {
-    struct guid_entry *g, *tmp;
-    HASH_ITER(hh, s->guids, g, tmp)
-    {
-        if (g->state != ST_PENDING)
-            continue;
-        struct set_entry *e = NULL;
-        HASH_FIND_STR(s->sets, g->set, e);
-        if (e == NULL) {
-            e = dw_calloc(1, sizeof *e);
-            e->set = dw_strdup(g->set);
-            e->state = ST_PENDING;
-            HASH_ADD_KEYPTR(hh, s->sets, e->set, strlen(e->set), e);
-        }
+    struct entry_list *l = &s->to_lookup;
+    if (l->n == 0)
+        return;
+    struct guid_entry **ready = dw_malloc(l->n * sizeof *ready);
+    size_t keep = 0, nready = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        struct guid_entry *g = l->v[i];
+        struct set_entry *e = set_get(s, g->set);
         if (e->state == ST_PENDING)
             queue_setinfo(s, e);
         if (e->state == ST_OK)
-            queue_lookup(s, g, e->pk);
+            ready[nready++] = g;
         else if (e->state == ST_FAILED)
             fail_entry(s, g, &e->fail);
+        else
+            l->v[keep++] = g; /* waits for the set's metadata */
     }
+    l->n = keep;
+    qsort(ready, nready, sizeof *ready, cmp_entries_by_set);
+    for (size_t i = 0; i < nready;) {
+        size_t j = i + 1;
+        while (j < nready && strcmp(ready[j]->set, ready[i]->set) == 0)
+            j++;
+        struct set_entry *e = set_get(s, ready[i]->set);
+        queue_set_lookups(s, ready + i, j - i, e->pk);
+        i = j;
+    }
+    free(ready);
 }
 
 static void drop_negative_entries(struct dw_sink *s)
 {
-    struct guid_entry *g, *tmp;
-    HASH_ITER(hh, s->guids, g, tmp)
-    {
-        if ((g->state == ST_NOTFOUND || g->state == ST_FAILED) && g->neg_pass < s->pass) {
+    struct entry_list *l = &s->negatives;
+    size_t keep = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        struct guid_entry *g = l->v[i];
+        if (g->neg_pass < s->pass) {
             HASH_DEL(s->guids, g);
             guid_entry_free(g);
+        } else {
+            l->v[keep++] = g;
         }
     }
+    l->n = keep;
     /* A set whose metadata could not be read is asked again next time. */
     struct set_entry *e, *etmp;
     HASH_ITER(hh, s->sets, e, etmp)
@@ -969,6 +1234,15 @@ static void group_ready(struct dw_sink *s)
 
 static void plan_atomic(struct dw_sink *s);
 
+/* True while the cache entry a row last waited for is still being looked up. */
+static bool still_waiting(struct dw_sink *s, const struct row *r)
+{
+    struct guid_entry *g = NULL;
+    if (r->wait_id)
+        HASH_FIND_STR(s->guids, r->wait_id, g);
+    return g && (g->state == ST_PENDING || g->state == ST_INFLIGHT);
+}
+
 static void plan(struct dw_sink *s)
 {
     s->pass++;
@@ -976,11 +1250,12 @@ static void plan(struct dw_sink *s)
     struct row *r, *tmp;
     DL_FOREACH_SAFE(s->resolving, r, tmp)
     {
-        if (resolve_row(s, r) == RES_READY)
+        if (!still_waiting(s, r) && resolve_row(s, r) == RES_READY)
             row_move(s, r, ROW_READY);
     }
     advance_entries(s);
     drop_negative_entries(s);
+    trim_cache(s);
     plan_atomic(s);
     group_ready(s);
 }
@@ -1260,7 +1535,8 @@ static void give_up(struct dw_sink *s, struct req *q, const struct failure *f)
             atomic_fail(s, q->atomic, NULL, f);
         break;
     case REQ_LOOKUP:
-        fail_entry(s, q->guid_entry, f);
+        for (size_t i = 0; i < q->nentries; i++)
+            fail_entry(s, q->entries[i], f);
         break;
     case REQ_SETINFO:
         q->set_entry->state = ST_FAILED;
@@ -1479,6 +1755,53 @@ static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long h
     free(msg);
 }
 
+/*
+ * Reads the GUIDs a successful lookup found. A lone entry takes the first row. Shared
+ * entries take the row that carries their key; an entry no row matches was not found,
+ * unless some row matched no entry either (Dataverse compared in a way key_matches() did
+ * not foresee), in which case it is asked again alone rather than reported missing.
+ */
+static void settle_lookup(struct dw_sink *s, struct req *q, const json_t *values)
+{
+    struct set_entry *e = NULL;
+    HASH_FIND_STR(s->sets, q->entries[0]->set, e);
+    const char *pk = e ? e->pk : NULL;
+    size_t nrows = json_array_size(values);
+    bool *claimed = dw_calloc(nrows ? nrows : 1, sizeof *claimed);
+    struct guid_entry **unmatched = dw_malloc(q->nentries * sizeof *unmatched);
+    size_t nunmatched = 0;
+    for (size_t i = 0; i < q->nentries; i++) {
+        struct guid_entry *g = q->entries[i];
+        const char *guid = NULL;
+        for (size_t j = 0; pk && j < nrows; j++) {
+            const json_t *row = json_array_get(values, j);
+            if (q->nentries > 1 && !key_matches(g->rkey, row))
+                continue;
+            claimed[j] = true;
+            if (guid == NULL)
+                guid = json_string_value(json_object_get(row, pk));
+        }
+        if (guid && dw_dvkey_is_guid(guid))
+            entry_found(s, g, guid);
+        else
+            unmatched[nunmatched++] = g;
+    }
+    bool stray = false;
+    for (size_t j = 0; j < nrows; j++)
+        stray |= !claimed[j];
+    for (size_t i = 0; i < nunmatched; i++) {
+        if (stray && q->nentries > 1) {
+            unmatched[i]->alone = true;
+            unmatched[i]->state = ST_PENDING;
+            entry_list_push(&s->to_lookup, unmatched[i]);
+        } else {
+            entry_negative(s, unmatched[i], ST_NOTFOUND);
+        }
+    }
+    free(claimed);
+    free(unmatched);
+}
+
 static void complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long http)
 {
     char *code = NULL, *msg = NULL;
@@ -1543,21 +1866,12 @@ static void complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long 
             free(m);
         }
     } else if (q->kind == REQ_LOOKUP) {
-        struct guid_entry *g = q->guid_entry;
-        struct set_entry *e = NULL;
-        HASH_FIND_STR(s->sets, g->set, e);
-        const char *guid = NULL;
-        if (c.verdict == DW_VERDICT_OK && e && e->pk)
-            guid = json_string_value(json_object_get(json_array_get(values, 0), e->pk));
-        if (guid && dw_dvkey_is_guid(guid)) {
-            g->state = ST_OK;
-            g->guid = dw_strdup(guid);
-        } else if (c.verdict == DW_VERDICT_OK) {
-            g->state = ST_NOTFOUND;
-            g->neg_pass = s->pass;
+        if (c.verdict == DW_VERDICT_OK) {
+            settle_lookup(s, q, values);
         } else {
             struct failure f = {DW_WRITE_REJECTED, c.error_class, (int)http, code, msg};
-            fail_entry(s, g, &f);
+            for (size_t i = 0; i < q->nentries; i++)
+                fail_entry(s, q->entries[i], &f);
         }
     }
     json_decref(doc);
@@ -2140,6 +2454,8 @@ void dw_sink_free(struct dw_sink *s)
         HASH_DEL(s->guids, g);
         guid_entry_free(g);
     }
+    free(s->to_lookup.v);
+    free(s->negatives.v);
     struct set_entry *e, *et;
     HASH_ITER(hh, s->sets, e, et)
     {

@@ -1119,6 +1119,40 @@ static char *value_error(const char *col, const char *data, size_t len, const ch
     return dw_buf_steal(&b);
 }
 
+/*
+ * The JSON value of the commonest scalar types built directly, as put_scalar() would write
+ * and json_loadb() read it back, without the text round trip; NULL when the slow path must
+ * decide (other types, or a value it will refuse with a reason).
+ */
+static json_t *direct_json(uint32_t oid, const char *s, size_t n)
+{
+    switch (oid) {
+    case OID_BOOL:
+        return eq(s, n, "t") ? json_true() : eq(s, n, "f") ? json_false() : NULL;
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8: {
+        char num[24];
+        if (!integer_ok(s, n) || n >= sizeof num)
+            return NULL;
+        memcpy(num, s, n);
+        num[n] = '\0';
+        errno = 0;
+        long long v = strtoll(num, NULL, 10);
+        return errno ? NULL : json_integer(v);
+    }
+    case OID_BPCHAR:
+        while (n > 0 && s[n - 1] == ' ')
+            n--;
+        /* fall through */
+    case OID_TEXT:
+    case OID_VARCHAR:
+        return utf8_ok(s, n) ? json_stringn_nocheck(s, n) : NULL;
+    default:
+        return NULL;
+    }
+}
+
 static dw_rc datum_json(const struct dw_rel_column *col, const struct dw_datum *d,
                         const struct dw_values_options *o, struct dw_buf *scratch, json_t **out,
                         char **error)
@@ -1136,6 +1170,8 @@ static dw_rc datum_json(const struct dw_rel_column *col, const struct dw_datum *
                              "numeric has more significant digits than JSON keeps exactly");
         return DW_ERR_RANGE;
     }
+    if (!is_array && d->kind == DW_DATUM_TEXT && (*out = direct_json(oid, d->data, d->len)))
+        return DW_OK;
     const char *why;
     dw_buf_reset(scratch);
     dw_rc rc = dw_value_append_json(scratch, col->type_oid, d->data, d->len, o, &why);

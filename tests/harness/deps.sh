@@ -5,13 +5,11 @@ set -euo pipefail
 packages=(
     build-essential cmake pkg-config git ca-certificates curl
     libpq-dev libcurl4-openssl-dev libjansson-dev libssl-dev check
-    libmicrohttpd-dev libinih-dev uthash-dev libsystemd-dev
+    libmicrohttpd-dev libinih-dev uthash-dev libsystemd-dev libjemalloc-dev
     postgresql-15 postgresql-client-15
     clang clang-format libclang-rt-14-dev
-    rpm rpmlint lintian file openssl procps iproute2 util-linux systemd jq
+    rpm rpmlint lintian file openssl procps iproute2 util-linux systemd jq python3
     adduser man-db groff-base bsdextrautils
-    rpm lintian file openssl procps iproute2 util-linux python3 jq
-    rpm lintian file openssl procps iproute2 util-linux jq
 )
 missing=()
 for p in "${packages[@]}"; do

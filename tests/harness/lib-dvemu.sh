@@ -146,3 +146,30 @@ dvemu_header() {
     printf '%s\n' "$DV_HEADERS" | awk -v n="$(printf '%s' "$1" | tr 'A-Z' 'a-z')" '
         { i = index($0, ":"); if (i && tolower(substr($0, 1, i - 1)) == n) { v = substr($0, i + 1); sub(/^ +/, "", v); print v } }' | tail -n 1
 }
+
+# dvemu_batch_part BOUNDARY "METHOD URL" [BODY] [extra MIME header]: one request part of a
+# $batch body, printed.
+dvemu_batch_part() {
+    local b=$1 line=$2 body=${3:-} extra=${4:-}
+    printf -- '--%s\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n' "$b"
+    [ -n "$extra" ] && printf '%s\r\n' "$extra"
+    printf '\r\n%s HTTP/1.1\r\n' "$line"
+    [ -n "$body" ] && printf 'Content-Type: application/json; type=entry\r\n'
+    printf '\r\n%s\r\n' "$body"
+}
+
+# dvemu_batch BODY [curl args...]: sends BODY as a $batch (boundary batch_AAA unless
+# $BATCH_CT says otherwise); sets DV_STATUS and DV_BODY (raw) and leaves the answer in
+# $DVEMU_DIR/batch-resp.
+dvemu_batch() {
+    local body=$1
+    shift
+    printf '%s' "$body" >"$DVEMU_DIR/batch-req"
+    [ -n "${DVEMU_TOKEN:-}" ] || DVEMU_TOKEN=$(dvemu_token)
+    DV_STATUS=$(curl -s $(dvemu_curl_tls_args) -o "$DVEMU_DIR/batch-resp" \
+        -D "$DVEMU_DIR/batch-hdr" -w '%{http_code}' \
+        -H "Authorization: Bearer $DVEMU_TOKEN" -H 'OData-Version: 4.0' \
+        -H "Content-Type: ${BATCH_CT:-multipart/mixed; boundary=\"batch_AAA\"}" "$@" \
+        --data-binary @"$DVEMU_DIR/batch-req" "$DVEMU_URL/api/data/v9.2/\$batch")
+    DV_BODY=$(cat "$DVEMU_DIR/batch-resp")
+}

@@ -7,7 +7,6 @@
 #   e2e_load_sample             # the sample data for two legal entities
 #   dw ...                      # runs dwasync with the e2e config
 #   dv_load SET                 # loads dvemu's rows of an entity set into table dv.SET (jsonb)
-#   e2e_wait_replays [SECONDS]  # waits until the daemon has replayed what was queued
 
 DW_SAMPLE_DIR=${DW_SAMPLE_DIR:-$DWASYNC_SOURCE_DIR/packaging/sample}
 
@@ -111,13 +110,41 @@ e2e_wait_checkpoint() {
     return 1
 }
 
-# e2e_wait_replays [SECONDS]: waits until no error row is replaying (the daemon has done
-# what operators queued). Fails on timeout.
-e2e_wait_replays() {
+# e2e_wait_replayed [SECONDS]: waits until no error row is `replaying` (the daemon or a CLI
+# replay has worked through what was queued). Fails on timeout, or at once when the daemon
+# whose pid is in $daemon has died.
+e2e_wait_replayed() {
     local i
-    for i in $(seq 1 $((${1:-60} * 2))); do
+    for i in $(seq 1 $((${1:-120} * 4))); do
+        if [ -n "${daemon:-}" ] && ! kill -0 "$daemon" 2>/dev/null; then
+            log "the daemon (pid $daemon) is gone"
+            return 2
+        fi
         [ "$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'replaying'")" = 0 ] && return 0
-        sleep 0.5
+        sleep 0.25
     done
     return 1
+}
+
+# e2e_history_rewinds SET COLUMN [TYPE]: loads dvemu's write history of SET into table
+# dv.history (one jsonb document a write) and prints the largest number of times one row's
+# COLUMN (compared as TYPE, default text) went back to a smaller value: 0 when every row
+# moved forward only. Without crashes it must be 0; a kill -9 may rewind a row once (the
+# slot redelivers from the last checkpoint). Fails when the history dropped entries.
+e2e_history_rewinds() {
+    local dropped
+    curl -sf "$DVEMU_URL/_dvemu/history?table=$1" >"$DW_E2E_DIR/history.json" ||
+        die "cannot read dvemu's history of $1"
+    dropped=$(jq .dropped "$DW_E2E_DIR/history.json")
+    [ "$dropped" = 0 ] || { log "dvemu's history dropped $dropped entries"; return 1; }
+    psql -X -qAt -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning;
+        CREATE SCHEMA IF NOT EXISTS dv; DROP TABLE IF EXISTS dv.history;
+        CREATE TABLE dv.history (doc jsonb); CREATE TEMP TABLE raw (t text);
+        COPY raw FROM STDIN WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02');
+        INSERT INTO dv.history SELECT jsonb_array_elements(t::jsonb->'value') FROM raw" \
+        <"$DW_E2E_DIR/history.json" >/dev/null || die "loading dvemu's history of $1 failed"
+    psql_q "WITH h AS (SELECT (doc->>'seq')::bigint seq, doc->>'id' id, (doc->'row'->>'$2')::${3:-text} v
+                         FROM dv.history WHERE doc->>'op' <> 'delete'),
+                 steps AS (SELECT id, v < lag(v) OVER (PARTITION BY id ORDER BY seq) AS back FROM h)
+            SELECT coalesce(max(n), 0) FROM (SELECT id, count(*) FILTER (WHERE back) n FROM steps GROUP BY id) x"
 }

@@ -10,28 +10,8 @@ j() { printf '%s' "$DV_BODY" | jq -r "$1"; }
 dvemu_call PATCH "cdm_companies(cdm_companycode='usmf')" '{"cdm_name":"Contoso US"}'
 usmf=$(dvemu_header OData-EntityId | sed 's/.*(\(.*\))/\1/')
 
-# A request part: part "METHOD URL" [BODY] [extra MIME header]
-part() {
-    local b=$1 line=$2 body=${3:-} extra=${4:-}
-    printf -- '--%s\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n' "$b"
-    [ -n "$extra" ] && printf '%s\r\n' "$extra"
-    printf '\r\n%s HTTP/1.1\r\n' "$line"
-    [ -n "$body" ] && printf 'Content-Type: application/json; type=entry\r\n'
-    printf '\r\n%s\r\n' "$body"
-}
-
-# Sends $1 (the body) as a batch; extra curl args follow. Sets DV_STATUS, DV_BODY (raw).
-batch() {
-    local body=$1
-    shift
-    printf '%s' "$body" >"$DVEMU_DIR/batch-req"
-    [ -n "${DVEMU_TOKEN:-}" ] || DVEMU_TOKEN=$(dvemu_token)
-    DV_STATUS=$(curl -s -o "$DVEMU_DIR/batch-resp" -D "$DVEMU_DIR/batch-hdr" -w '%{http_code}' \
-        -H "Authorization: Bearer $DVEMU_TOKEN" -H 'OData-Version: 4.0' \
-        -H "Content-Type: ${BATCH_CT:-multipart/mixed; boundary=\"batch_AAA\"}" "$@" \
-        --data-binary @"$DVEMU_DIR/batch-req" "$DVEMU_URL/api/data/v9.2/\$batch")
-    DV_BODY=$(cat "$DVEMU_DIR/batch-resp")
-}
+part() { dvemu_batch_part "$@"; }
+batch() { dvemu_batch "$@"; }
 
 # The answer with CRLF checked and removed, and the varying parts (boundaries, GUIDs, the
 # base URL, versions) replaced by placeholders.

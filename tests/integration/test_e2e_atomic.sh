@@ -122,13 +122,13 @@ check_eq "still nothing of the order in Dataverse" 0 \
 # value, so it fails again, and the operator skips it: its waiting fix follows.
 out=$(dw errors replay --all --job fno_sample 2>&1)
 check_contains "replay is handed to the running daemon" "replays them now" "$out"
-check_status "replays done" 0 e2e_wait_replays
+check_status "replays done" 0 e2e_wait_replayed
 check_eq "only the bad line is open again" "1|validation" \
     "$(psql_q "SELECT count(*) || '|' || min(class) FROM dwasync.error WHERE status = 'open'")"
 out=$(dw errors skip "$(psql_q "SELECT id FROM dwasync.error WHERE status = 'open'")" \
     --reason "fixed in F&O" 2>&1)
 check_contains "skip says what it did" "skipped 1 error" "$out"
-check_status "the fix replays" 0 e2e_wait_replays
+check_status "the fix replays" 0 e2e_wait_replayed
 check_eq "nothing open, waiting or replaying" 0 \
     "$(psql_q "SELECT count(*) FROM dwasync.error WHERE status IN ('open', 'waiting', 'replaying')")"
 so1=$(dvemu_admin GET tables/salesorders | jq -r '.value[] | select(.msdyn_salesordernumber == "SO-AT1") | .salesorderid')

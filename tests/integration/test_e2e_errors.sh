@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Poison rows end to end, with the daemon running: in a workload of a few thousand changes,
 # about 1% of the customers carry a value outside a value map (mapping), a name longer than
-# Dataverse's MaxLength (validation) or a customer group that does not exist (missing
-# parent). Exactly those keys land in dwasync.error with the right class and code, later
-# changes to them wait behind the head, everything else is applied. Then the operator's
-# fixes: data fixed and the bad head skipped (its waiting fix follows), the missing parent
-# created and the rows replayed through the running daemon (NOTIFY). The final Dataverse
-# state equals the staging tables; replaying again changes nothing.
+# Dataverse's MaxLength (mapping too: `job start` recorded the length, so nothing is sent)
+# or a customer group that does not exist (missing parent). Exactly those keys land in
+# dwasync.error with the right class and code, later changes to them wait behind the head,
+# everything else is applied. Then the operator's fixes: data fixed and the bad head
+# skipped (its waiting fix follows), the missing parent created and the rows replayed
+# through the running daemon (NOTIFY). The final Dataverse state equals the staging tables;
+# replaying again changes nothing.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 
 # A Dataverse whose account names are shorter than the mirror's: the classic length mismatch.
@@ -65,9 +66,11 @@ check_eq "missing parents name the parent" 0 \
 check_eq "mapping errors: value outside the value map" \
     "$(psql_q "SELECT count(*) FROM fno.customersv3 WHERE onholdstatus = 6")" \
     "$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'open' AND class = 'mapping' AND message LIKE '%onholdstatus%'")"
-check_eq "validation errors: 0x80044331 length exceeded" \
+check_eq "mapping errors: longer than the MaxLength job start recorded, never sent" \
     "$(psql_q "SELECT count(*) FROM fno.customersv3 WHERE length(organizationname) > 30")" \
-    "$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'open' AND class = 'validation' AND dv_code = '0x80044331'")"
+    "$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'open' AND class = 'mapping'
+                 AND message LIKE '%\"ORGANIZATIONNAME\"%is longer than 30 characters, the MaxLength of \"name\" in Dataverse'
+                 AND payload IS NULL AND http_status IS NULL")"
 check_eq "missing parents: named in the error" \
     "$(psql_q "SELECT count(*) FROM fno.customersv3 WHERE customergroupid = '77'")" \
     "$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'open' AND class = 'missing_parent' AND message LIKE '%msdyn_customergroup%'")"
@@ -114,7 +117,7 @@ check_eq "each poisoned key has a head to skip" 20 "$(wc -w <<<"$heads")"
 dw errors skip $waiting --reason "superseded by the fix in F&O" >/dev/null 2>&1
 out=$(dw errors skip $heads --reason "fixed in F&O" 2>&1)
 check_contains "skip says what it did" "skipped 20 errors" "$out"
-check_status "the daemon replays the fixes" 0 e2e_wait_replays
+check_status "the daemon replays the fixes" 0 e2e_wait_replayed
 check_eq "fixed keys have nothing open" 0 "$(psql_q "SELECT count(*) FROM dwasync.error
     WHERE status IN ('open', 'waiting') AND class IN ('mapping', 'validation')")"
 # Missing parent: create the group in F&O (it flows), then replay through the daemon.
@@ -122,7 +125,7 @@ psql_q "INSERT INTO fno.customergroups VALUES ('demf', '77', 'Late group', 0, 'N
 check_status "parent applied" 0 e2e_wait_applied
 out=$(dw errors replay --all --job fno_sample 2>&1)
 check_contains "replay is handed to the running daemon" "replays them now" "$out"
-e2e_wait_replays
+e2e_wait_replayed
 psql_q "SELECT status, class, source_table, count(*), min(message) FROM dwasync.error GROUP BY 1, 2, 3 ORDER BY 1, 2, 3" >"$DW_E2E_DIR/errors.txt"
 show_log_on_failure "$DW_E2E_DIR/errors.txt"
 check_eq "no open, waiting or replaying rows left" 0 \

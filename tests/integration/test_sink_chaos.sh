@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A misbehaving peer: dvemu answers a random fifth of API requests with 500 (generic
+# A misbehaving peer: dvemu answers a random third of API requests with 500 (generic
 # error), 503, 429, a dropped connection, a truncated JSON body or an HTML gateway page.
 # Bulk requests, $batch requests and $filter lookups (keys a URL cannot carry) all go
 # through it; every row lands exactly once and nothing is reported as refused.
@@ -10,7 +10,7 @@ sink_conf "$work/dw.conf" "batch_size = 50" "retry_max_backoff_ms = 200"
 sink_seed_company "$work/dw.conf" "$work/rows"
 usmf=$(dvemu_api GET "cdm_companies(cdm_companycode='USMF')" | jq -r .cdm_companyid)
 
-sink_accounts 300 K >"$work/rows.jsonl"                       # UpsertMultiple
+sink_accounts 1000 K >"$work/rows.jsonl"                       # UpsertMultiple
 jq -nc 'range(0; 100) | {op: "upsert", entity_set: "contacts", logical_name: "contact",
     key: {msdyn_contactpersonid: ("C/" + (. | tostring)),       # unaddressable: $filter + POST
           _msdyn_company_value: {"$ref": "cdm_companies", key: {cdm_companycode: "USMF"}}},
@@ -20,7 +20,7 @@ jq -nc 'range(0; 100) | {op: "upsert", entity_set: "transactioncurrencies",   # 
     body: {currencyname: "Test", currencysymbol: "q", exchangerate: 1.5}}' >>"$work/rows.jsonl"
 
 dvemu_admin POST faults \
-    '{"rates":{"500":0.05,"503":0.04,"429":0.03,"drop":0.03,"malformed":0.03,"html":0.02},"seed":42}' \
+    '{"rates":{"500":0.07,"503":0.06,"429":0.05,"drop":0.05,"malformed":0.05,"html":0.04},"seed":42}' \
     >/dev/null
 sink_apply "$work/dw.conf" "$work/rows.jsonl" "$work/out" "$work/err"
 check_eq "run exits 0 despite the faults" 0 $?
@@ -28,9 +28,9 @@ injected=$(dvemu_admin GET counters | jq .faults_injected)
 dvemu_admin POST faults '{"rates":{}}' >/dev/null
 [ "$injected" -ge 10 ] && pass "dvemu injected $injected faults" ||
     fail "dvemu injected faults" "only $injected: the test proves little"
-check_eq "all 500 rows applied" 500 "$(sink_count "$work/out" applied)"
+check_eq "all 1200 rows applied" 1200 "$(sink_count "$work/out" applied)"
 count() { dvemu_api GET "$1?\$count=true&\$top=1" | jq '."@odata.count"'; }
-check_eq "300 accounts, once each" 300 "$(count accounts)"
+check_eq "1000 accounts, once each" 1000 "$(count accounts)"
 check_eq "100 contacts, once each (no duplicate from a lost lookup)" 100 "$(count contacts)"
 check_eq "100 currencies plus none extra" 100 "$(count transactioncurrencies)"
 check_eq "an unaddressable key row is there" "Person 7" \

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dwasync/buf.h"
 #include "dwasync/dvemu.h"
 
 static struct dw_dvemu_key parse_ok(const char *raw)
@@ -92,6 +93,63 @@ START_TEST(filter_operators)
     const char *dated = "{\"modifiedon\":\"2026-11-22T10:00:00Z\"}";
     ck_assert(filter_matches("modifiedon gt 2026-11-22T09:59:59Z", dated));
     ck_assert(!filter_matches("modifiedon lt 2026-11-01", dated));
+}
+END_TEST
+
+START_TEST(filter_collation_ignores_trailing_spaces)
+{
+    const char *row = "{\"code\":\"SO-7\"}";
+    ck_assert(filter_matches("code eq 'so-7   '", row));
+    ck_assert(filter_matches("code ne 'SO-7 1'", row));
+    ck_assert(filter_matches("code lt 'SO-7 1' and code gt 'SO-'", row));
+    ck_assert(!filter_matches("code eq ' SO-7'", row)); /* leading spaces count */
+}
+END_TEST
+
+/* The key terms of a filter, as "name=value;..." per disjunct joined by " | ". */
+static char *key_terms(const char *filter)
+{
+    struct dw_dvemu_filter *f = NULL;
+    char *err = NULL;
+    ck_assert_msg(dw_dvemu_filter_parse(filter, &f, &err) == DW_OK, "%s", err ? err : "");
+    struct dw_dvemu_key *keys = NULL;
+    size_t n = 0;
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    if (!dw_dvemu_filter_key_terms(f, &keys, &n))
+        (void)dw_buf_puts(&b, "none");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            (void)dw_buf_puts(&b, " | ");
+        for (size_t j = 0; j < keys[i].nparts; j++) {
+            char *v = json_dumps(keys[i].parts[j].value, JSON_ENCODE_ANY);
+            (void)dw_buf_printf(&b, "%s=%s;", keys[i].parts[j].name, v);
+            free(v);
+        }
+        dw_dvemu_key_cleanup(&keys[i]);
+    }
+    free(keys);
+    dw_dvemu_filter_free(f);
+    return dw_buf_steal(&b);
+}
+
+START_TEST(filter_key_terms)
+{
+    static const char *const cases[][2] = {
+        {"a eq 1", "a=1;"},
+        {"(a eq 'x' and b eq 2) or (a eq 'y' and b eq 3)", "a=\"x\";b=2; | a=\"y\";b=3;"},
+        {"a eq 1 or b eq 2 or c eq 3", "a=1; | b=2; | c=3;"},
+        {"a eq 1 and b gt 2", "none"},
+        {"a eq null", "none"},
+        {"not (a eq 1)", "none"},
+        {"a/b eq 1", "none"},
+        {"a eq 1 or a ne 2", "none"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *got = key_terms(cases[i][0]);
+        ck_assert_msg(strcmp(got, cases[i][1]) == 0, "[%s]: got [%s]", cases[i][0], got);
+        free(got);
+    }
 }
 END_TEST
 
@@ -199,6 +257,8 @@ int main(void)
     tcase_add_test(tc, key_malformed);
     tcase_add_test(tc, filter_operators);
     tcase_add_test(tc, filter_syntax_errors);
+    tcase_add_test(tc, filter_collation_ignores_trailing_spaces);
+    tcase_add_test(tc, filter_key_terms);
     tcase_add_test(tc, multipart_batch_with_changeset);
     tcase_add_test(tc, multipart_malformed);
     suite_add_tcase(s, tc);

@@ -223,6 +223,58 @@ START_TEST(unmapped_value_is_a_mapping_error_naming_column_and_value)
 }
 END_TEST
 
+START_TEST(string_over_known_max_length_is_a_mapping_error)
+{
+    struct dw_job_maps *maps = load_maps();
+    struct dw_mapped_vec v = {0};
+    /* Unknown lengths: anything goes (Dataverse decides). */
+    map_rows(maps, DW_CHANGE_INSERT, "cust", org_row, NULL, NULL, &v);
+    ck_assert(v.items[0].ok);
+    /* "Contoso" is 7 characters: a MaxLength of 7 fits, 6 does not; UTF-8 counts characters. */
+    dw_job_maps_set_max_length(maps, "account", "name", 7);
+    dw_mapped_vec_reset(&v);
+    map_rows(maps, DW_CHANGE_INSERT, "cust", org_row, NULL, NULL, &v);
+    ck_assert(v.items[0].ok);
+    dw_mapped_vec_reset(&v);
+    json_t *row = J(org_row);
+    json_object_set_new(row, "name", json_string("Z\xc3\xbcrich"));
+    char *text = dw_json_dumps(row);
+    dw_job_maps_set_max_length(maps, "account", "name", 6);
+    map_rows(maps, DW_CHANGE_INSERT, "cust", text, NULL, NULL, &v);
+    ck_assert(v.items[0].ok);
+    dw_mapped_vec_reset(&v);
+    map_rows(maps, DW_CHANGE_INSERT, "cust", org_row, NULL, NULL, &v);
+    ck_assert_uint_eq(v.len, 1);
+    ck_assert(!v.items[0].ok);
+    ck_assert_int_eq(v.items[0].error_class, DW_ERRCLASS_MAPPING);
+    ck_assert_str_eq(v.items[0].error, "map \"orgs\": column \"NAME\" value \"Contoso\" is longer "
+                                       "than 6 characters, the MaxLength of \"name\" in Dataverse");
+    ck_assert_ptr_null(v.items[0].write.body);
+    ck_assert_str_eq(v.items[0].target_id,
+                     "accounts({\"_msdyn_company_value\":{\"$ref\":\"cdm_companies\",\"key\":{"
+                     "\"cdm_companycode\":\"usmf\"}},\"accountnumber\":\"C1\"})");
+    /* The other table writing a column of that name is not affected; a key part is checked. */
+    dw_mapped_vec_reset(&v);
+    map_rows(maps, DW_CHANGE_INSERT, "cust",
+             "{\"dataareaid\": \"usmf\", \"account\": \"P1\", \"partytype\": \"Person\","
+             " \"name\": \"Contoso\"}",
+             NULL, NULL, &v);
+    ck_assert(v.items[0].ok);
+    dw_job_maps_set_max_length(maps, "account", "name", 0);
+    dw_job_maps_set_max_length(maps, "account", "accountnumber", 1);
+    dw_mapped_vec_reset(&v);
+    map_rows(maps, DW_CHANGE_INSERT, "cust", org_row, NULL, NULL, &v);
+    ck_assert(!v.items[0].ok);
+    ck_assert_ptr_nonnull(strstr(v.items[0].error, "column \"ACCOUNT\" value \"C1\" is longer "
+                                                   "than 1 characters, the MaxLength of key "
+                                                   "attribute \"accountnumber\""));
+    free(text);
+    json_decref(row);
+    dw_mapped_vec_cleanup(&v);
+    dw_job_maps_free(maps);
+}
+END_TEST
+
 START_TEST(update_leaving_filter_deletes_and_enters_other_map)
 {
     struct dw_job_maps *maps = load_maps();
@@ -855,6 +907,7 @@ static Suite *mapping_suite(void)
     tcase_add_test(tc, insert_maps_keys_value_maps_lookups_constants);
     tcase_add_test(tc, child_key_nests_parent_reference);
     tcase_add_test(tc, unmapped_value_is_a_mapping_error_naming_column_and_value);
+    tcase_add_test(tc, string_over_known_max_length_is_a_mapping_error);
     tcase_add_test(tc, update_leaving_filter_deletes_and_enters_other_map);
     tcase_add_test(tc, update_changing_key_deletes_old_row);
     tcase_add_test(tc, unchanged_toast_and_null_rules);
