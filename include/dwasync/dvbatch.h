@@ -26,11 +26,13 @@ struct dw_batch_request {
     const char *headers; /* extra header lines, each ending in CRLF, or NULL */
     const char *body;    /* JSON body or NULL */
     size_t body_len;
+    size_t content_id; /* inside a changeset: its Content-ID; 0 numbers it by position */
 };
 
 /*
  * Appends the multipart body of n requests separated by boundary. With changeset non-NULL
- * the requests go into one atomic changeset with that boundary and Content-IDs 1..n.
+ * the requests go into one atomic changeset with that boundary and Content-IDs 1..n (or
+ * each request's own content_id).
  */
 dw_rc dw_batch_build(struct dw_buf *out, const char *boundary, const char *changeset,
                      const struct dw_batch_request *reqs, size_t n);

@@ -54,6 +54,13 @@ dw_rc dw_dvkey_encode(struct dw_buf *b, const char *s, size_t len);
 dw_rc dw_dvkey_segment(struct dw_buf *b, const json_t *key, bool encode);
 
 /*
+ * "<entity set>(<canonical JSON of the key>)", references included: the identity of a
+ * target row as the mapping engine names it (its target id) and the sink names a row in
+ * its messages. Caller frees.
+ */
+char *dw_dvkey_target_id(const char *entity_set, const json_t *key);
+
+/*
  * Appends the percent-encoded filter expression "k1 eq 'v1' and k2 eq 5" for the $filter
  * fallback. Same rules as dw_dvkey_segment.
  */

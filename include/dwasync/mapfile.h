@@ -140,6 +140,7 @@ struct dw_tablemap {
     struct dw_filter *filter;   /* NULL: every row */
     json_t *options;            /* object, free-form (kept for the pipeline) */
     const char *company_source; /* borrowed: source of the key's company part, or NULL */
+    bool atomic;                /* options.atomic: a transaction's rows go all-or-nothing */
 };
 
 struct dw_mapgroup {

@@ -16,7 +16,9 @@
  *
  * Ordering: writes in flight at the same time may complete in any order. The pipeline
  * never submits two writes to the same row at once and waits for a sequence level to
- * complete before submitting the next, so the sink need not order anything.
+ * complete before submitting the next, so the sink need not order anything. The one
+ * exception is an atomic group (dw_sink_submit_atomic()): its writes go in one $batch
+ * changeset in the order given.
  */
 #ifndef DWASYNC_SINK_H
 #define DWASYNC_SINK_H
@@ -124,6 +126,26 @@ void dw_sink_free(struct dw_sink *sink);
  */
 dw_rc dw_sink_submit(struct dw_sink *sink, struct dw_write *writes, void *const *write_users,
                      size_t n);
+
+/* Most writes in one atomic group: Dataverse's limit of requests in one $batch, and
+ * dual-write's of records in one transaction. */
+#define DW_SINK_ATOMIC_MAX 1000
+
+/*
+ * Queues n writes (1..DW_SINK_ATOMIC_MAX, each to a different row) as one atomic group: one
+ * $batch changeset holding them in the order given (parents first), applied all or none,
+ * never as UpsertMultiple. A reference (key part or bind) to a row written earlier in the
+ * group that does not exist yet becomes a Content-ID reference ("$n"), so a new child is
+ * created (POST) under a parent created in the same changeset. A retryable failure sends
+ * the whole changeset again (looked up afresh when it creates rows with POST, in case the
+ * lost answer hid a commit). On a permanent failure the failing write gets its own error
+ * and every other write is rejected with class DW_ERRCLASS_CONFLICT and the message
+ * "rolled back: <set>(<key>) in the same atomic group failed: <error>", naming the failed
+ * row as the mapping's target id does. Ownership and callbacks as dw_sink_submit();
+ * DW_ERR_INVALID (nothing queued) for a malformed write or a bad n.
+ */
+dw_rc dw_sink_submit_atomic(struct dw_sink *sink, struct dw_write *writes, void *const *write_users,
+                            size_t n);
 
 /* Writes submitted whose done callback has not run yet. */
 size_t dw_sink_pending(const struct dw_sink *sink);

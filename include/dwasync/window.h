@@ -14,6 +14,16 @@
  *     error and blocks its key for the rest of the window;
  *   - chains are grouped into *levels* per table group: upserts by ascending sequence, then
  *     deletes by descending sequence (children first). Groups are independent.
+ *   - changes through atomic maps (options.atomic) form *units*: the chains of one source
+ *     transaction in one table group, applied all-or-nothing as one changeset, in level
+ *     order inside it. Their chains coalesce only within the transaction (never across
+ *     transactions, which would tie one transaction's fate to another's), so two units of
+ *     a window may write one row: the later one then goes in a later *wave* (a whole new
+ *     pass over the levels, after every level of the earlier waves), keeping commit order
+ *     per row. A unit sits in the level of its first chain (its lowest upsert sequence, or
+ *     its highest delete sequence). A unit with a parked or unmappable change is not sent at
+ *     all: its other changes become open errors naming it. A unit of more than
+ *     DW_SINK_ATOMIC_MAX chains is cut into parts of that size, one wave each.
  * The checkpoint rule lives above this (pipeline.h): a window knows the end LSN of the last
  * transaction whose commit it received, and that is what may be confirmed once every item
  * is applied or durably in the error table.
@@ -34,6 +44,7 @@
 #include "dwasync/errtable.h"
 #include "dwasync/lsn.h"
 #include "dwasync/mapping.h"
+#include "dwasync/sink.h"
 
 /* What happened to one item. */
 enum dw_item_state {
@@ -60,7 +71,8 @@ struct dw_item {
     char *old_row;        /* (a tree costs ten times the memory); owned, may be NULL */
     size_t bytes;         /* memory estimate, for the window's byte bound */
     enum dw_item_state state;
-    int chain; /* index of its chain in the plan, -1 if none */
+    int chain;   /* index of its chain in the plan, -1 if none */
+    bool atomic; /* through an atomic map: applied all-or-nothing with its transaction */
 };
 
 struct dw_window {
@@ -94,14 +106,29 @@ struct dw_chain {
     int sequence;
     bool deleting; /* the final operation is a delete */
     int attempts;  /* times sent (missing-parent retries) */
+    int unit;      /* index into plan.units, -1 if not atomic */
 };
 
-/* The chains of one table map level. */
-struct dw_level {
-    int sequence;
-    bool deletes;
+/* The chains of one transaction through the atomic maps of one table group (or one part of
+ * them, see nparts), in changeset order. */
+struct dw_unit {
     size_t *chains;
     size_t nchains;
+    int group;
+    dw_lsn commit_lsn;
+    uint32_t xid;
+    size_t part, nparts; /* this part of the transaction's unit, and how many there are */
+};
+
+/* The chains (and atomic units) of one table map level in one wave. */
+struct dw_level {
+    int wave; /* 0, or later passes for atomic units that write a row an earlier one wrote */
+    int sequence;
+    bool deletes;
+    size_t *chains; /* chains outside units */
+    size_t nchains;
+    size_t *units;
+    size_t nunits;
 };
 
 struct dw_group {
@@ -113,6 +140,8 @@ struct dw_group {
 struct dw_plan {
     struct dw_chain *chains;
     size_t nchains;
+    struct dw_unit *units;
+    size_t nunits;
     struct dw_group *groups;
     size_t ngroups;
 };
@@ -131,6 +160,10 @@ void dw_plan_cleanup(struct dw_plan *p);
  * is added to blocked.
  */
 void dw_plan_fail_chain(struct dw_plan *p, struct dw_window *w, size_t chain,
+                        struct dw_blocked_keys *blocked);
+
+/* Marks a chain that was never sent parked: every item waiting, each key blocked. */
+void dw_plan_park_chain(struct dw_plan *p, struct dw_window *w, size_t chain,
                         struct dw_blocked_keys *blocked);
 
 /* Marks every item of a chain applied. */

@@ -18,6 +18,7 @@
 
 struct apply_state {
     json_t **results; /* one per line of the chunk, NULL until its write is done */
+    char **groups;    /* one per line: its "atomic" group name, or NULL */
     size_t failed;
 };
 
@@ -61,8 +62,9 @@ static bool parse_op(const char *s, enum dw_write_op *op)
     return false;
 }
 
-/* Turns one input line into a write; on failure says why in *why. */
-static bool parse_line(const char *line, struct dw_write *w, char **why)
+/* Turns one input line into a write (and its atomic group name, or NULL); on failure says
+ * why in *why. */
+static bool parse_line(const char *line, struct dw_write *w, char **group, char **why)
 {
     json_error_t jerr;
     json_t *doc = json_loads(line, 0, &jerr);
@@ -83,10 +85,16 @@ static bool parse_line(const char *line, struct dw_write *w, char **why)
         *why = dw_strdup("\"entity_set\" is missing");
         goto out;
     }
+    json_t *atomic = json_object_get(doc, "atomic");
+    if (atomic && !json_is_string(atomic)) {
+        *why = dw_strdup("\"atomic\" must be a string naming the line's atomic group");
+        goto out;
+    }
     w->entity_set = dw_strdup(set);
     w->logical_name = ln ? dw_strdup(ln) : NULL;
     w->key = json_incref(json_object_get(doc, "key"));
     w->body = json_incref(json_object_get(doc, "body"));
+    *group = atomic ? dw_strdup(json_string_value(atomic)) : NULL;
     ok = true;
 out:
     json_decref(doc);
@@ -99,6 +107,44 @@ static void print_result(size_t line_no, json_t *o)
     char *s = dw_json_canonical(o);
     printf("%s\n", s);
     free(s);
+}
+
+/* Marks a write the sink refused as invalid. */
+static void refused(struct apply_state *st, struct dw_write *w, void *user)
+{
+    st->results[(size_t)(uintptr_t)user] =
+        json_pack("{s:s, s:s}", "status", "invalid", "message",
+                  "write refused by the sink (empty key, missing body, bad entity set, or an "
+                  "atomic group of more than 1000 writes)");
+    st->failed++;
+    dw_write_cleanup(w);
+}
+
+/*
+ * Submits each run of consecutive lines of one atomic group as a group (refused as a whole
+ * if the sink refuses it) and moves the other writes to the front; returns how many.
+ */
+static size_t submit_groups(struct dw_sink *sink, struct apply_state *st, struct dw_write *writes,
+                            void **users, size_t n)
+{
+    size_t nplain = 0;
+    for (size_t i = 0; i < n;) {
+        const char *g = st->groups[(size_t)(uintptr_t)users[i]];
+        if (g == NULL) {
+            writes[nplain] = writes[i];
+            users[nplain++] = users[i++];
+            continue;
+        }
+        size_t j = i + 1;
+        while (j < n && st->groups[(size_t)(uintptr_t)users[j]] &&
+               strcmp(st->groups[(size_t)(uintptr_t)users[j]], g) == 0)
+            j++;
+        if (dw_sink_submit_atomic(sink, writes + i, users + i, j - i) != DW_OK)
+            for (size_t k = i; k < j; k++)
+                refused(st, &writes[k], users[k]);
+        i = j;
+    }
+    return nplain;
 }
 
 /* Submits one chunk (each write alone if the chunk is refused) and waits for every result. */
@@ -114,15 +160,11 @@ static dw_rc apply_chunk(struct dw_sink *sink, struct apply_state *st, struct dw
         users[nvalid] = users[i];
         nvalid++;
     }
+    nvalid = submit_groups(sink, st, writes, users, nvalid);
     if (dw_sink_submit(sink, writes, users, nvalid) != DW_OK) {
         for (size_t i = 0; i < nvalid; i++) {
-            if (dw_sink_submit(sink, &writes[i], &users[i], 1) != DW_OK) {
-                st->results[(size_t)(uintptr_t)users[i]] = json_pack(
-                    "{s:s, s:s}", "status", "invalid", "message",
-                    "write refused by the sink (empty key, missing body, bad entity set)");
-                st->failed++;
-                dw_write_cleanup(&writes[i]);
-            }
+            if (dw_sink_submit(sink, &writes[i], &users[i], 1) != DW_OK)
+                refused(st, &writes[i], users[i]);
         }
     }
     while (dw_sink_pending(sink) > 0)
@@ -134,6 +176,8 @@ static dw_rc apply_chunk(struct dw_sink *sink, struct apply_state *st, struct dw
             json_decref(st->results[i]);
             st->results[i] = NULL;
         }
+        free(st->groups[i]);
+        st->groups[i] = NULL;
     }
     return rc;
 }
@@ -141,7 +185,8 @@ static dw_rc apply_chunk(struct dw_sink *sink, struct apply_state *st, struct dw
 static int cmd_apply(const struct dw_config *cfg, const char *path)
 {
     FILE *in = path ? fopen(path, "r") : stdin;
-    struct apply_state st = {dw_calloc(APPLY_CHUNK, sizeof(json_t *)), 0};
+    struct apply_state st = {dw_calloc(APPLY_CHUNK, sizeof(json_t *)),
+                             dw_calloc(APPLY_CHUNK, sizeof(char *)), 0};
     struct dw_write *writes = dw_calloc(APPLY_CHUNK, sizeof *writes);
     void **users = dw_calloc(APPLY_CHUNK, sizeof *users);
     struct dw_sink *sink = NULL;
@@ -164,7 +209,7 @@ static int cmd_apply(const struct dw_config *cfg, const char *path)
             continue;
         char *why = NULL;
         users[n] = (void *)(uintptr_t)n;
-        if (!parse_line(line, &writes[n], &why)) {
+        if (!parse_line(line, &writes[n], &st.groups[n], &why)) {
             st.results[n] = json_pack("{s:s, s:s}", "status", "invalid", "message", why);
             st.failed++;
             free(why);
@@ -189,6 +234,9 @@ out:
     free(writes);
     free(users);
     free(st.results);
+    for (size_t i = 0; i < APPLY_CHUNK; i++)
+        free(st.groups[i]);
+    free(st.groups);
     if (rc != DW_OK)
         return DW_EXIT_FAILURE;
     return st.failed ? DW_EXIT_FAILURE : DW_EXIT_OK;

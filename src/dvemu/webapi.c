@@ -1460,10 +1460,11 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
                     char *cid = NULL;
                     run_inner(emu, req, &sub[j], ids, &r, &cid);
                     if (r.status >= 400) {
-                        /* A failed changeset answers with the failing request alone. */
+                        /* A failed changeset answers with the failing request alone,
+                         * echoing its Content-ID (OData 4.0 part 1, 11.7.4). */
                         emu_txn_rollback(emu);
                         cs_failed = failed = true;
-                        put_part(&out, rb, NULL, &r);
+                        put_part(&out, rb, cid, &r);
                     } else {
                         if (cid && r.entity_ref)
                             json_object_set_new(ids, cid, json_string(r.entity_ref));

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/dvkey.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/mapfile.h"
@@ -603,14 +604,6 @@ static bool map_column(const struct dw_colmap *c, const json_t *row, const json_
     return true;
 }
 
-static char *target_id_of(const char *entity_set, const json_t *key)
-{
-    char *k = dw_json_canonical(key);
-    char *id = dw_asprintf("%s(%s)", entity_set, k);
-    free(k);
-    return id;
-}
-
 static struct dw_mapped *start_result(struct dw_mapped_vec *out, const struct dw_tablemap *m)
 {
     struct dw_mapped *r = vec_push(out);
@@ -630,7 +623,8 @@ static void finish_failed(struct dw_mapped *r, const struct dw_tablemap *m, stru
     free(f->msg);
     f->msg = NULL;
     /* Never NULL: a row whose key is unknown still needs an identity to park behind. */
-    r->target_id = key ? target_id_of(m->entity_set, key) : dw_asprintf("%s(?)", m->entity_set);
+    r->target_id =
+        key ? dw_dvkey_target_id(m->entity_set, key) : dw_asprintf("%s(?)", m->entity_set);
     json_decref(key);
 }
 
@@ -638,7 +632,7 @@ static void emit_delete(struct dw_mapped_vec *out, const struct dw_tablemap *m, 
 {
     struct dw_mapped *r = start_result(out, m);
     r->ok = true;
-    r->target_id = target_id_of(m->entity_set, key);
+    r->target_id = dw_dvkey_target_id(m->entity_set, key);
     r->write.op = DW_WRITE_DELETE;
     r->write.entity_set = dw_strdup(m->entity_set);
     r->write.logical_name = dw_strdup(m->logical_name);
@@ -663,7 +657,7 @@ static void emit_upsert(struct dw_mapped_vec *out, const struct dw_tablemap *m, 
         return;
     }
     r->ok = true;
-    r->target_id = target_id_of(m->entity_set, key);
+    r->target_id = dw_dvkey_target_id(m->entity_set, key);
     r->write.op = DW_WRITE_UPSERT;
     r->write.entity_set = dw_strdup(m->entity_set);
     r->write.logical_name = dw_strdup(m->logical_name);

@@ -600,6 +600,44 @@ static void parse_map(struct pctx *c, const char *p, const json_t *o, struct dw_
         free(op);
     }
     m->options = json_is_object(opts) ? json_deep_copy(opts) : json_object();
+    json_t *atomic = json_object_get(m->options, "atomic");
+    if (atomic && !json_is_boolean(atomic)) {
+        char *ap = dw_asprintf("%s.options.atomic", p);
+        perr(c, ap, "must be true or false");
+        free(ap);
+    }
+    m->atomic = json_is_true(atomic);
+}
+
+/*
+ * A Dataverse table is written either inside atomic groups or outside them: a row written
+ * by both kinds of map could be sent twice at once from one window, out of commit order.
+ */
+static void check_atomic_sets(struct pctx *c, const struct dw_jobdef *def)
+{
+    for (size_t g = 0; g < def->ngroups; g++) {
+        for (size_t i = 0; i < def->groups[g].nmaps; i++) {
+            const struct dw_tablemap *m = &def->groups[g].maps[i];
+            bool reported = false;
+            for (size_t h = 0; h <= g && !reported && m->entity_set; h++) {
+                for (size_t j = 0; j < (h == g ? i : def->groups[h].nmaps) && !reported; j++) {
+                    const struct dw_tablemap *o = &def->groups[h].maps[j];
+                    if (o->entity_set && strcmp(o->entity_set, m->entity_set) == 0 &&
+                        o->atomic != m->atomic) {
+                        char *p = dw_asprintf("$.groups[%zu].maps[%zu].options.atomic", g, i);
+                        perr(c, p,
+                             "maps \"%s\" (atomic %s) and \"%s\" (atomic %s) both write "
+                             "\"%s\": maps that write one Dataverse table must agree on "
+                             "\"atomic\"",
+                             m->name ? m->name : "", m->atomic ? "true" : "false",
+                             o->name ? o->name : "", o->atomic ? "true" : "false", m->entity_set);
+                        free(p);
+                        reported = true;
+                    }
+                }
+            }
+        }
+    }
 }
 
 static int cmp_map_seq(const void *a, const void *b)
@@ -751,6 +789,7 @@ dw_rc dw_jobdef_parse(const json_t *doc, struct dw_buf *errors, struct dw_jobdef
             }
         }
     }
+    check_atomic_sets(&c, def);
 out:
     if (c.nerrors > 0) {
         dw_jobdef_free(def);

@@ -421,6 +421,34 @@ static void check_dataverse(struct vctx *v, const struct dw_tablemap *m, const c
     }
 }
 
+/*
+ * An atomic group is applied at the level of its first map, children inside it: a map of the
+ * group that is not atomic but sits between atomic ones is applied after the whole group,
+ * so the group's later rows cannot refer to its rows.
+ */
+static void check_atomic_order(const struct dw_mapgroup *grp, size_t g, struct dw_findings *f)
+{
+    const struct dw_tablemap *lo = NULL, *hi = NULL;
+    for (size_t i = 0; i < grp->nmaps; i++) {
+        if (!grp->maps[i].atomic)
+            continue;
+        lo = lo ? lo : &grp->maps[i];
+        hi = &grp->maps[i];
+    }
+    for (size_t i = 0; lo && i < grp->nmaps; i++) {
+        const struct dw_tablemap *m = &grp->maps[i];
+        if (m->atomic || m->sequence <= lo->sequence || m->sequence >= hi->sequence)
+            continue;
+        char *p = dw_asprintf("$.groups[%zu].maps[%zu]", g, i);
+        finding(f, false, p,
+                "map \"%s\" (sequence %d) is not atomic but lies between the atomic maps \"%s\" "
+                "and \"%s\": it is applied after their atomic groups, whose rows therefore "
+                "cannot refer to its rows",
+                m->name, m->sequence, lo->name, hi->name);
+        free(p);
+    }
+}
+
 void dw_mapvalidate(const struct dw_jobdef *def, const struct dw_src_catalog *cat,
                     const struct dw_entity_meta *const *metas, size_t nmetas, struct dw_findings *f)
 {
@@ -440,6 +468,7 @@ void dw_mapvalidate(const struct dw_jobdef *def, const struct dw_src_catalog *ca
         }
     }
     for (size_t g = 0; g < def->ngroups; g++) {
+        check_atomic_order(&def->groups[g], g, f);
         for (size_t i = 0; i < def->groups[g].nmaps; i++) {
             char *mp = dw_asprintf("$.groups[%zu].maps[%zu]", g, i);
             if (cat)

@@ -10,6 +10,7 @@
 #include "dwasync/errtable.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
+#include "dwasync/mapfile.h"
 #include "dwasync/pg.h"
 #include "dwasync/values.h"
 #include "dwasync/window.h"
@@ -68,11 +69,17 @@ struct dw_pipeline {
     struct dw_blocked_keys *blocked;
     struct dw_mapped_vec mapped; /* reused per change */
 
+    int64_t *atomic_maps; /* ids of the maps with options.atomic */
+    size_t natomic_maps;
+
     bool in_txn;
     bool skipping_txn;
     uint32_t txn_xid;
     dw_lsn txn_commit_lsn;
     int64_t txn_time_us;
+    bool txn_atomic;      /* the open transaction has changes through atomic maps */
+    size_t txn_items;     /* its items in the filling window */
+    dw_lsn warned_lsn;    /* the last transaction warned about as split */
     dw_lsn taken_end_lsn; /* end LSN of the last transaction taken into a window */
 
     struct dw_pipeline_stats stats;
@@ -129,6 +136,16 @@ dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts, struct dw_sink *si
     p->filling = &p->windows[0];
     p->applying = &p->windows[1];
     p->blocked = dw_blocked_keys_new();
+    const struct dw_jobdef *def = dw_job_maps_def(maps);
+    for (size_t g = 0; def && g < def->ngroups; g++) {
+        for (size_t i = 0; i < def->groups[g].nmaps; i++) {
+            if (!def->groups[g].maps[i].atomic)
+                continue;
+            p->atomic_maps =
+                dw_realloc(p->atomic_maps, (p->natomic_maps + 1) * sizeof *p->atomic_maps);
+            p->atomic_maps[p->natomic_maps++] = def->groups[g].maps[i].id;
+        }
+    }
     dw_rc rc = dw_errtable_load_blocked(control, opts->job_id, p->blocked);
     if (rc != DW_OK) {
         dw_pipeline_free(p);
@@ -168,6 +185,7 @@ void dw_pipeline_free(struct dw_pipeline *p)
     dw_window_cleanup(&p->windows[1]);
     dw_blocked_keys_free(p->blocked);
     dw_mapped_vec_cleanup(&p->mapped);
+    free(p->atomic_maps);
     free(p);
 }
 
@@ -182,6 +200,8 @@ dw_rc dw_pipeline_begin(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn,
     p->txn_xid = xid;
     p->txn_commit_lsn = commit_lsn;
     p->txn_time_us = commit_time_us;
+    p->txn_atomic = false;
+    p->txn_items = 0;
     /* A transaction taken before (the server resends after a reconnect) is not taken twice. */
     p->skipping_txn = commit_lsn < p->taken_end_lsn;
     if (p->skipping_txn)
@@ -214,6 +234,7 @@ static struct dw_item *push_item(struct dw_pipeline *p, const struct dw_change *
     it->source_table = dw_strdup(rel->name);
     it->bytes = change_bytes(c);
     w->bytes += it->bytes;
+    p->txn_items++;
     if (w->opened_ms == 0)
         w->opened_ms = dw_clock_ms();
     return it;
@@ -253,6 +274,14 @@ static void push_unmapped_error(struct dw_pipeline *p, const struct dw_change *c
     it->new_row = image_text(new_row);
     it->old_row = image_text(old_row);
     it->source_key = json_object();
+}
+
+static bool map_is_atomic(const struct dw_pipeline *p, int64_t map_id)
+{
+    for (size_t i = 0; i < p->natomic_maps; i++)
+        if (p->atomic_maps[i] == map_id)
+            return true;
+    return false;
 }
 
 static dw_rc take_truncate(struct dw_pipeline *p, const struct dw_change *c)
@@ -330,6 +359,9 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         /* A key-changing update yields two writes through one map: parts 0 and 1. */
         it->part = i > 0 && previous_map == it->mapped.map_id;
         previous_map = it->mapped.map_id;
+        /* The initial sync (xid 0) copies tables, not transactions: nothing to group. */
+        it->atomic = p->txn_xid != 0 && it->mapped.map_id && map_is_atomic(p, it->mapped.map_id);
+        p->txn_atomic |= it->atomic;
         it->source_key = row.key ? json_incref(row.key) : json_object();
         /* The identity changes are parked behind is the Dataverse row (the mapping engine
          * always names it): the replica-identity key is the whole row under REPLICA
@@ -378,26 +410,113 @@ void dw_pipeline_reset(struct dw_pipeline *p)
                 "stream reconnected: %zu received changes will be received again", dropped);
 }
 
+/*
+ * Whether the filling window must stay open for the rest of the open transaction: one with
+ * atomic changes goes whole into one window, so its unit is whole, unless it is larger
+ * than a changeset can be (then memory stays bounded and it is applied in parts).
+ */
+static bool holding_txn(const struct dw_pipeline *p)
+{
+    return p->in_txn && !p->skipping_txn && p->txn_atomic && p->txn_items < DW_SINK_ATOMIC_MAX;
+}
+
 bool dw_pipeline_accepting(const struct dw_pipeline *p)
 {
     const struct dw_window *w = p->filling;
-    return (int64_t)w->len < p->opts.window_rows && (int64_t)w->bytes < p->opts.window_bytes;
+    return ((int64_t)w->len < p->opts.window_rows && (int64_t)w->bytes < p->opts.window_bytes) ||
+           holding_txn(p);
 }
 
 static bool filling_due(const struct dw_pipeline *p, bool flush, int64_t now)
 {
     const struct dw_window *w = p->filling;
-    if (dw_window_empty(w))
+    if (dw_window_empty(w) || holding_txn(p))
         return false;
     return flush || !dw_pipeline_accepting(p) || now - w->opened_ms >= p->opts.window_ms;
 }
 
 static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *r);
 
-/* Hands one level of a group to the sink. */
+/* A chain resolved without a write result (never sent). */
+static void resolve_unsent(struct dw_pipeline *p, size_t chain, enum dw_error_class cls,
+                           const char *message)
+{
+    struct chain_state *cs = &p->chains[chain];
+    cs->error_class = cls;
+    cs->code = dw_strdup("");
+    cs->message = dw_strdup(message);
+    cs->resolved = true;
+    p->groups[p->plan.chains[chain].group].unresolved--;
+}
+
+/*
+ * Hands one atomic unit to the sink as one group. A row of it blocked since the plan (an
+ * earlier unit of this window failed on it) parks its chain, and the rest of the unit is
+ * not sent: all or nothing.
+ */
+static void submit_unit(struct dw_pipeline *p, size_t u)
+{
+    const struct dw_unit *unit = &p->plan.units[u];
+    const struct dw_item *blocked_head = NULL;
+    for (size_t k = 0; k < unit->nchains && blocked_head == NULL; k++) {
+        const struct dw_chain *c = &p->plan.chains[unit->chains[k]];
+        const struct dw_item *head = &p->applying->items[c->items[0]];
+        if (dw_blocked_keys_contains(p->blocked, head->mapped.map_id, head->key_text))
+            blocked_head = head;
+    }
+    if (blocked_head) {
+        char *msg = dw_asprintf("not sent: %s in the same atomic group is waiting behind an "
+                                "open error of its key",
+                                blocked_head->mapped.target_id);
+        for (size_t k = 0; k < unit->nchains; k++) {
+            size_t chain = unit->chains[k];
+            const struct dw_item *head = &p->applying->items[p->plan.chains[chain].items[0]];
+            if (dw_blocked_keys_contains(p->blocked, head->mapped.map_id, head->key_text))
+                dw_plan_park_chain(&p->plan, p->applying, chain, p->blocked);
+            else
+                dw_plan_fail_chain(&p->plan, p->applying, chain, p->blocked);
+            resolve_unsent(p, chain, DW_ERRCLASS_CONFLICT, msg);
+        }
+        DW_LOGF(DW_LOG_WARN, DW_FIELDS({"job", p->opts.job_name}),
+                "atomic group of transaction %u not sent: %s", unit->xid, msg);
+        free(msg);
+        return;
+    }
+    struct dw_write *writes = dw_calloc(unit->nchains, sizeof *writes);
+    void **users = dw_calloc(unit->nchains, sizeof *users);
+    for (size_t k = 0; k < unit->nchains; k++) {
+        struct dw_chain *c = &p->plan.chains[unit->chains[k]];
+        c->attempts++;
+        writes[k] = c->write;
+        memset(&c->write, 0, sizeof c->write);
+        users[k] = &p->chains[unit->chains[k]].ticket;
+    }
+    if (dw_sink_submit_atomic(p->sink, writes, users, unit->nchains) != DW_OK) {
+        for (size_t k = 0; k < unit->nchains; k++) {
+            dw_write_cleanup(&writes[k]);
+            dw_plan_fail_chain(&p->plan, p->applying, unit->chains[k], p->blocked);
+            resolve_unsent(p, unit->chains[k], DW_ERRCLASS_UNKNOWN,
+                           "the atomic group was refused as malformed");
+        }
+    }
+    free(writes);
+    free(users);
+}
+
+/* Hands one level of a group to the sink: its chains, then its atomic units. */
 static void submit_level(struct dw_pipeline *p, size_t g)
 {
     const struct dw_level *lv = &p->plan.groups[g].levels[p->groups[g].level];
+    /* Counted before anything is handed on: a refused write resolves at once. */
+    size_t total = lv->nchains;
+    for (size_t k = 0; k < lv->nunits; k++)
+        total += p->plan.units[lv->units[k]].nchains;
+    p->groups[g].unresolved = total;
+    p->groups[g].submitted = true;
+    for (size_t k = 0; k < lv->nunits; k++)
+        submit_unit(p, lv->units[k]);
+    if (lv->nchains == 0)
+        return;
     struct dw_write *writes = dw_calloc(lv->nchains, sizeof *writes);
     void **users = dw_calloc(lv->nchains, sizeof *users);
     for (size_t k = 0; k < lv->nchains; k++) {
@@ -422,8 +541,6 @@ static void submit_level(struct dw_pipeline *p, size_t g)
             chain_done(users[k], &res);
         }
     }
-    p->groups[g].unresolved = lv->nchains;
-    p->groups[g].submitted = true;
     free(writes);
     free(users);
 }
@@ -456,7 +573,7 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
     if (r->status == DW_WRITE_APPLIED) {
         dw_plan_apply_chain(&p->plan, p->applying, cs->chain);
         p->stats.rows_applied += c->nitems;
-    } else if (r->error_class == DW_ERRCLASS_MISSING_PARENT &&
+    } else if (r->error_class == DW_ERRCLASS_MISSING_PARENT && c->unit < 0 &&
                c->attempts <= p->opts.missing_parent_retries && cs->retry_copy.entity_set) {
         /* The parent may be in flight in another group or window: try again shortly. */
         cs->retry_at_ms = dw_clock_ms() + ((int64_t)MISSING_PARENT_DELAY_MS << (c->attempts - 1));
@@ -476,7 +593,8 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
         char status[16];
         snprintf(status, sizeof status, "%d", r->http_status);
         const struct dw_item *head = &p->applying->items[c->items[0]];
-        DW_LOGF(DW_LOG_WARN,
+        /* The sink logged an atomic group's failure once; its rows need no line each. */
+        DW_LOGF(c->unit >= 0 ? DW_LOG_DEBUG : DW_LOG_WARN,
                 DW_FIELDS({"job", p->opts.job_name}, {"target", head->mapped.target_id},
                           {"status", status}, {"code", cs->code},
                           {"class", dw_error_class_name(r->error_class)}),
@@ -486,12 +604,34 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
     p->groups[c->group].unresolved--;
 }
 
+/* Warns, once per transaction, that it is applied in parts rather than all or nothing. */
+static void warn_split(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn, const char *why)
+{
+    if (p->warned_lsn == commit_lsn)
+        return;
+    p->warned_lsn = commit_lsn;
+    char lsn[DW_LSN_STRLEN];
+    DW_LOGF(DW_LOG_WARN,
+            DW_FIELDS({"job", p->opts.job_name}, {"lsn", dw_lsn_format(commit_lsn, lsn)}),
+            "transaction %u %s: it is applied in changesets of at most %d rows, each atomic on its "
+            "own, not as one",
+            xid, why, DW_SINK_ATOMIC_MAX);
+}
+
 static void start_apply(struct dw_pipeline *p)
 {
     struct dw_window *w = p->filling;
+    if (p->in_txn && !p->skipping_txn && p->txn_atomic)
+        warn_split(p, p->txn_xid, p->txn_commit_lsn,
+                   "has more rows for atomic maps than one window holds whole");
     p->filling = p->applying;
     p->applying = w;
+    p->txn_items = 0;
     dw_plan_build(w, p->blocked, &p->plan);
+    for (size_t u = 0; u < p->plan.nunits; u++)
+        if (p->plan.units[u].nparts > 1)
+            warn_split(p, p->plan.units[u].xid, p->plan.units[u].commit_lsn,
+                       "has more than 1,000 rows for the atomic maps of one group");
     p->chains = dw_calloc(p->plan.nchains ? p->plan.nchains : 1, sizeof *p->chains);
     p->groups = dw_calloc(p->plan.ngroups ? p->plan.ngroups : 1, sizeof *p->groups);
     for (size_t i = 0; i < p->plan.nchains; i++) {
@@ -500,8 +640,10 @@ static void start_apply(struct dw_pipeline *p)
         p->chains[i].chain = i;
     }
     p->state = APPLY_RUNNING;
+    /* A group whose only changes form atomic units that could not be sent has no level. */
     for (size_t g = 0; g < p->plan.ngroups; g++)
-        submit_level(p, g);
+        if (p->plan.groups[g].nlevels)
+            submit_level(p, g);
 }
 
 /* Moves groups whose level is resolved to their next level; true when all are finished. */
@@ -674,7 +816,8 @@ int dw_pipeline_timeout_ms(const struct dw_pipeline *p)
         if (due < 0 || t_ < due)                                                                   \
             due = t_;                                                                              \
     } while (0)
-    if (p->state == APPLY_IDLE && !dw_window_empty(p->filling))
+    /* (While an atomic transaction is held open, only its next change can make it due.) */
+    if (p->state == APPLY_IDLE && !dw_window_empty(p->filling) && !holding_txn(p))
         CONSIDER(p->filling->opened_ms + p->opts.window_ms);
     if (p->state == APPLY_PERSISTING)
         CONSIDER(p->persist_retry_at_ms);

@@ -1,5 +1,6 @@
 #include "dwasync/window.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
@@ -63,10 +64,17 @@ bool dw_window_empty(const struct dw_window *w)
     return w->len == 0 && w->commits == 0;
 }
 
-/* target_id -> chain index, while building a plan */
+/* target_id (with the transaction, for atomic items) -> chain index, while building a plan */
 struct chain_index {
     UT_hash_handle hh;
     size_t chain;
+    char target[];
+};
+
+/* target_id -> the last wave in which a unit writes it, while placing units */
+struct target_wave {
+    UT_hash_handle hh;
+    int wave;
     char target[];
 };
 
@@ -113,6 +121,8 @@ static void write_coalesce(struct dw_write *chain, struct dw_write *next)
 static int level_order(const void *a, const void *b)
 {
     const struct dw_level *x = a, *y = b;
+    if (x->wave != y->wave)
+        return x->wave < y->wave ? -1 : 1; /* a wave is a whole pass over the levels */
     if (x->deletes != y->deletes)
         return x->deletes ? 1 : -1; /* upserts first, then deletes */
     if (x->sequence == y->sequence)
@@ -127,19 +137,27 @@ static int group_order(const void *a, const void *b)
     return strcmp(((const struct dw_group *)a)->name, ((const struct dw_group *)b)->name);
 }
 
-static void add_to_level(struct dw_group *g, int sequence, bool deletes, size_t chain)
+/* Adds a chain (or, with unit, a unit) to its level, creating the level if needed. */
+static void add_to_level(struct dw_group *g, int wave, int sequence, bool deletes, size_t index,
+                         bool unit)
 {
     struct dw_level *lv = NULL;
     for (size_t i = 0; i < g->nlevels; i++)
-        if (g->levels[i].sequence == sequence && g->levels[i].deletes == deletes)
+        if (g->levels[i].wave == wave && g->levels[i].sequence == sequence &&
+            g->levels[i].deletes == deletes)
             lv = &g->levels[i];
     if (lv == NULL) {
         g->levels = dw_realloc(g->levels, (g->nlevels + 1) * sizeof *g->levels);
         lv = &g->levels[g->nlevels++];
-        *lv = (struct dw_level){.sequence = sequence, .deletes = deletes};
+        *lv = (struct dw_level){.wave = wave, .sequence = sequence, .deletes = deletes};
     }
-    lv->chains = dw_realloc(lv->chains, (lv->nchains + 1) * sizeof *lv->chains);
-    lv->chains[lv->nchains++] = chain;
+    if (unit) {
+        lv->units = dw_realloc(lv->units, (lv->nunits + 1) * sizeof *lv->units);
+        lv->units[lv->nunits++] = index;
+    } else {
+        lv->chains = dw_realloc(lv->chains, (lv->nchains + 1) * sizeof *lv->chains);
+        lv->chains[lv->nchains++] = index;
+    }
 }
 
 /* Whether an item's key is blocked; items with no map (unconvertible rows) block nothing. */
@@ -153,6 +171,186 @@ static void block_item(const struct dw_item *it, struct dw_blocked_keys *blocked
 {
     if (it->mapped.map_id && it->key_text)
         dw_blocked_keys_add(blocked, it->mapped.map_id, it->key_text);
+}
+
+/* The chains of one transaction through the atomic maps of one group, before placing. */
+struct whole {
+    size_t *chains;
+    size_t nchains;
+    int group;
+    dw_lsn commit_lsn;
+    uint32_t xid;
+    const struct dw_item *poison; /* a change of it that is parked or unmappable */
+};
+
+/* The whole of (transaction, group), created when create is set; NULL if none. Wholes of
+ * one transaction are created together (its items are contiguous), so when creating, the
+ * search from the end stops at the first other transaction. */
+static struct whole *whole_of(struct whole **wholes, size_t *n, dw_lsn commit_lsn, uint32_t xid,
+                              int group, bool create)
+{
+    for (size_t i = *n; i-- > 0 && (!create || (*wholes)[i].commit_lsn == commit_lsn);)
+        if ((*wholes)[i].commit_lsn == commit_lsn && (*wholes)[i].group == group)
+            return &(*wholes)[i];
+    if (!create)
+        return NULL;
+    *wholes = dw_realloc(*wholes, (*n + 1) * sizeof **wholes);
+    struct whole *h = &(*wholes)[(*n)++];
+    *h = (struct whole){.group = group, .commit_lsn = commit_lsn, .xid = xid};
+    return h;
+}
+
+static int find_group(const struct dw_plan *p, const char *name)
+{
+    for (size_t i = 0; i < p->ngroups; i++)
+        if (strcmp(p->groups[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Changeset order: upserts by ascending sequence, then deletes by descending sequence, and
+ * the window's order within a level. */
+struct unit_entry {
+    size_t chain;
+    bool deletes;
+    int sequence;
+};
+
+static int unit_entry_order(const void *a, const void *b)
+{
+    const struct unit_entry *x = a, *y = b;
+    if (x->deletes != y->deletes)
+        return x->deletes ? 1 : -1;
+    if (x->sequence != y->sequence)
+        return (x->sequence < y->sequence) == !x->deletes ? -1 : 1;
+    return (x->chain > y->chain) - (x->chain < y->chain);
+}
+
+/* A whole that cannot be applied all-or-nothing: its chains are not sent, and each change
+ * becomes an open error naming the change that stopped it (the rest of a chain waits). */
+static void fail_whole(struct dw_plan *p, struct dw_window *w, const struct whole *h,
+                       struct dw_blocked_keys *blocked)
+{
+    const struct dw_item *bad = h->poison;
+    const char *name = bad->mapped.target_id ? bad->mapped.target_id : bad->key_text;
+    char *msg =
+        bad->state == DW_ITEM_WAITING
+            ? dw_asprintf("not sent: %s in the same atomic group is waiting behind an "
+                          "open error of its key",
+                          name ? name : "a change")
+            : dw_asprintf("not sent: %s in the same atomic group could not be mapped: %s",
+                          name ? name : "a change", bad->mapped.error ? bad->mapped.error : "");
+    for (size_t k = 0; k < h->nchains; k++) {
+        struct dw_chain *c = &p->chains[h->chains[k]];
+        for (size_t i = 0; i < c->nitems; i++) {
+            struct dw_item *it = &w->items[c->items[i]];
+            it->chain = -1;
+            it->state = i == 0 ? DW_ITEM_OPEN : DW_ITEM_WAITING;
+            if (i == 0) {
+                it->mapped.ok = false;
+                it->mapped.error_class = DW_ERRCLASS_CONFLICT;
+                it->mapped.error = dw_strdup(msg);
+            }
+            block_item(it, blocked);
+        }
+    }
+    free(msg);
+}
+
+/* Places a whole: sorted into changeset order, cut into parts, each part a unit in the
+ * level of its first chain and in the wave after every earlier unit that wrote its rows. */
+static void place_whole(struct dw_plan *p, struct dw_window *w, const struct whole *h,
+                        struct target_wave **waves)
+{
+    struct unit_entry *order = dw_malloc(h->nchains * sizeof *order);
+    for (size_t k = 0; k < h->nchains; k++) {
+        const struct dw_chain *c = &p->chains[h->chains[k]];
+        order[k] = (struct unit_entry){h->chains[k], c->deleting, c->sequence};
+    }
+    qsort(order, h->nchains, sizeof *order, unit_entry_order);
+    int base = 0;
+    struct target_wave *tw;
+    for (size_t k = 0; k < h->nchains; k++) {
+        const char *t = w->items[p->chains[order[k].chain].items[0]].mapped.target_id;
+        HASH_FIND_STR(*waves, t, tw);
+        if (tw && tw->wave + 1 > base)
+            base = tw->wave + 1;
+    }
+    size_t nparts = (h->nchains + DW_SINK_ATOMIC_MAX - 1) / DW_SINK_ATOMIC_MAX;
+    for (size_t part = 0; part < nparts; part++) {
+        size_t first = part * DW_SINK_ATOMIC_MAX;
+        size_t n =
+            h->nchains - first < DW_SINK_ATOMIC_MAX ? h->nchains - first : DW_SINK_ATOMIC_MAX;
+        p->units = dw_realloc(p->units, (p->nunits + 1) * sizeof *p->units);
+        struct dw_unit *u = &p->units[p->nunits];
+        *u = (struct dw_unit){.chains = dw_malloc(n * sizeof *u->chains),
+                              .nchains = n,
+                              .group = h->group,
+                              .commit_lsn = h->commit_lsn,
+                              .xid = h->xid,
+                              .part = part,
+                              .nparts = nparts};
+        int wave = base + (int)part;
+        for (size_t k = 0; k < n; k++) {
+            size_t chain = order[first + k].chain;
+            u->chains[k] = chain;
+            p->chains[chain].unit = (int)p->nunits;
+            const char *t = w->items[p->chains[chain].items[0]].mapped.target_id;
+            HASH_FIND_STR(*waves, t, tw);
+            if (tw == NULL) {
+                size_t len = strlen(t);
+                tw = dw_malloc(sizeof *tw + len + 1);
+                memcpy(tw->target, t, len + 1);
+                HASH_ADD(hh, *waves, target[0], len, tw);
+            }
+            tw->wave = wave;
+        }
+        add_to_level(&p->groups[h->group], wave, order[first].sequence, order[first].deletes,
+                     p->nunits, true);
+        p->nunits++;
+    }
+    free(order);
+}
+
+/* Gathers the chains of atomic items into units (see the header). */
+static void build_units(struct dw_plan *p, struct dw_window *w, struct dw_blocked_keys *blocked)
+{
+    struct whole *wholes = NULL;
+    size_t nwholes = 0;
+    for (size_t c = 0; c < p->nchains; c++) {
+        const struct dw_item *head = &w->items[p->chains[c].items[0]];
+        if (!head->atomic)
+            continue;
+        struct whole *h =
+            whole_of(&wholes, &nwholes, head->commit_lsn, head->xid, p->chains[c].group, true);
+        h->chains = dw_realloc(h->chains, (h->nchains + 1) * sizeof *h->chains);
+        h->chains[h->nchains++] = c;
+    }
+    for (size_t i = 0; i < w->len; i++) {
+        const struct dw_item *it = &w->items[i];
+        if (!it->atomic || it->chain >= 0 ||
+            (it->state != DW_ITEM_WAITING && it->state != DW_ITEM_OPEN))
+            continue;
+        int g = find_group(p, it->mapped.group_name ? it->mapped.group_name : "");
+        struct whole *h =
+            g < 0 ? NULL : whole_of(&wholes, &nwholes, it->commit_lsn, it->xid, g, false);
+        if (h && h->poison == NULL)
+            h->poison = it;
+    }
+    struct target_wave *waves = NULL, *tw, *tmp;
+    for (size_t k = 0; k < nwholes; k++) {
+        if (wholes[k].poison)
+            fail_whole(p, w, &wholes[k], blocked);
+        else
+            place_whole(p, w, &wholes[k], &waves);
+        free(wholes[k].chains);
+    }
+    free(wholes);
+    HASH_ITER(hh, waves, tw, tmp)
+    {
+        HASH_DEL(waves, tw);
+        free(tw);
+    }
 }
 
 void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct dw_plan *out)
@@ -171,12 +369,17 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
             block_item(it, blocked);
             continue;
         }
-        const char *target = it->mapped.target_id;
+        /* An atomic change coalesces only with changes of its own transaction. */
+        char *txn_target = it->atomic ? dw_asprintf("%s\x1f%" PRIx64, it->mapped.target_id,
+                                                    (uint64_t)it->commit_lsn)
+                                      : NULL;
+        const char *target = txn_target ? txn_target : it->mapped.target_id;
         HASH_FIND_STR(index, target, e);
         if (e == NULL) {
             p.chains = dw_realloc(p.chains, (p.nchains + 1) * sizeof *p.chains);
             struct dw_chain *c = &p.chains[p.nchains];
             memset(c, 0, sizeof *c);
+            c->unit = -1;
             c->write = it->mapped.write;
             memset(&it->mapped.write, 0, sizeof it->mapped.write);
             size_t len = strlen(target);
@@ -194,6 +397,7 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
         c->group = (int)group_index(&p, it->mapped.group_name ? it->mapped.group_name : "");
         c->sequence = it->mapped.sequence;
         it->chain = (int)e->chain;
+        free(txn_target);
     }
     HASH_ITER(hh, index, e, tmp)
     {
@@ -201,21 +405,35 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
         free(e);
     }
 
+    for (size_t c = 0; c < p.nchains; c++)
+        p.chains[c].deleting = is_delete(p.chains[c].write.op);
+    build_units(&p, w, blocked);
     for (size_t c = 0; c < p.nchains; c++) {
         struct dw_chain *ch = &p.chains[c];
-        ch->deleting = is_delete(ch->write.op);
-        add_to_level(&p.groups[ch->group], ch->sequence, ch->deleting, c);
+        if (!w->items[ch->items[0]].atomic)
+            add_to_level(&p.groups[ch->group], 0, ch->sequence, ch->deleting, c, false);
     }
+    /* (A group whose only changes form units that cannot be sent has no level at all.) */
     for (size_t g = 0; g < p.ngroups; g++)
-        qsort(p.groups[g].levels, p.groups[g].nlevels, sizeof *p.groups[g].levels, level_order);
+        if (p.groups[g].nlevels > 1)
+            qsort(p.groups[g].levels, p.groups[g].nlevels, sizeof *p.groups[g].levels, level_order);
     /* Sorting groups would invalidate chain->group indexes; fix them up after. (A window
      * of parked changes only has no group: qsort must not see its NULL array.) */
     if (p.ngroups > 1)
         qsort(p.groups, p.ngroups, sizeof *p.groups, group_order);
-    for (size_t g = 0; g < p.ngroups; g++)
-        for (size_t l = 0; l < p.groups[g].nlevels; l++)
-            for (size_t k = 0; k < p.groups[g].levels[l].nchains; k++)
-                p.chains[p.groups[g].levels[l].chains[k]].group = (int)g;
+    for (size_t g = 0; g < p.ngroups; g++) {
+        for (size_t l = 0; l < p.groups[g].nlevels; l++) {
+            const struct dw_level *lv = &p.groups[g].levels[l];
+            for (size_t k = 0; k < lv->nchains; k++)
+                p.chains[lv->chains[k]].group = (int)g;
+            for (size_t k = 0; k < lv->nunits; k++) {
+                struct dw_unit *u = &p.units[lv->units[k]];
+                u->group = (int)g;
+                for (size_t j = 0; j < u->nchains; j++)
+                    p.chains[u->chains[j]].group = (int)g;
+            }
+        }
+    }
     *out = p;
 }
 
@@ -226,9 +444,14 @@ void dw_plan_cleanup(struct dw_plan *p)
         free(p->chains[c].items);
     }
     free(p->chains);
+    for (size_t u = 0; u < p->nunits; u++)
+        free(p->units[u].chains);
+    free(p->units);
     for (size_t g = 0; g < p->ngroups; g++) {
-        for (size_t l = 0; l < p->groups[g].nlevels; l++)
+        for (size_t l = 0; l < p->groups[g].nlevels; l++) {
             free(p->groups[g].levels[l].chains);
+            free(p->groups[g].levels[l].units);
+        }
         free(p->groups[g].levels);
     }
     free(p->groups);
@@ -242,6 +465,17 @@ void dw_plan_fail_chain(struct dw_plan *p, struct dw_window *w, size_t chain,
     for (size_t i = 0; i < c->nitems; i++) {
         struct dw_item *it = &w->items[c->items[i]];
         it->state = i == 0 ? DW_ITEM_OPEN : DW_ITEM_WAITING;
+        block_item(it, blocked);
+    }
+}
+
+void dw_plan_park_chain(struct dw_plan *p, struct dw_window *w, size_t chain,
+                        struct dw_blocked_keys *blocked)
+{
+    struct dw_chain *c = &p->chains[chain];
+    for (size_t i = 0; i < c->nitems; i++) {
+        struct dw_item *it = &w->items[c->items[i]];
+        it->state = DW_ITEM_WAITING;
         block_item(it, blocked);
     }
 }

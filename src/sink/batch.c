@@ -40,7 +40,10 @@ dw_rc dw_batch_build(struct dw_buf *out, const char *boundary, const char *chang
         rc = dw_buf_printf(out, "--%s\r\nContent-Type: multipart/mixed; boundary=\"%s\"\r\n\r\n",
                            boundary, changeset);
     for (size_t i = 0; i < n && rc == DW_OK; i++)
-        rc = put_request(out, changeset ? changeset : boundary, &reqs[i], changeset ? i + 1 : 0);
+        rc = put_request(out, changeset ? changeset : boundary, &reqs[i],
+                         !changeset           ? 0
+                         : reqs[i].content_id ? reqs[i].content_id
+                                              : i + 1);
     if (rc == DW_OK && changeset)
         rc = dw_buf_printf(out, "--%s--\r\n", changeset);
     if (rc == DW_OK)

@@ -2,7 +2,11 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/json.h"
 
 bool dw_dvkey_is_guid(const char *s)
 {
@@ -135,4 +139,12 @@ dw_rc dw_dvkey_segment(struct dw_buf *b, const json_t *key, bool encode)
 dw_rc dw_dvkey_filter(struct dw_buf *b, const json_t *key)
 {
     return key_pairs(b, key, "%20eq%20", "%20and%20", true);
+}
+
+char *dw_dvkey_target_id(const char *entity_set, const json_t *key)
+{
+    char *k = dw_json_canonical(key);
+    char *id = dw_asprintf("%s(%s)", entity_set, k);
+    free(k);
+    return id;
 }

@@ -96,6 +96,8 @@ struct bulk_entry {
 
 enum row_where { ROW_RESOLVING, ROW_READY, ROW_SENT, ROW_DONE };
 
+struct atomic;
+
 struct row {
     struct row *prev, *next;
     enum row_where where;
@@ -117,10 +119,21 @@ struct row {
     json_t *payload; /* last body sent */
     struct failure res;
     char *missing;
-    char *wait_id; /* id of the cache entry resolution last waited for, or NULL */
+    char *wait_id;         /* id of the cache entry resolution last waited for, or NULL */
+    struct atomic *atomic; /* the atomic group it belongs to, or NULL */
+    size_t atomic_index;   /* its place in the group */
 };
 
-enum req_kind { REQ_TOKEN, REQ_BULK, REQ_BATCH, REQ_LOOKUP, REQ_SETINFO, REQ_BULKINFO, REQ_GET };
+enum req_kind {
+    REQ_TOKEN,
+    REQ_BULK,
+    REQ_BATCH,
+    REQ_LOOKUP,
+    REQ_SETINFO,
+    REQ_BULKINFO,
+    REQ_GET,
+    REQ_CHANGESET, /* one atomic group as one changeset */
+};
 
 struct req {
     struct req *prev, *next;
@@ -141,6 +154,7 @@ struct req {
     size_t nentries;
     struct set_entry *set_entry;
     struct bulk_entry *bulk_entry;
+    struct atomic *atomic; /* REQ_CHANGESET */
     /* transfer */
     CURL *easy;
     struct curl_slist *headers;
@@ -180,6 +194,7 @@ struct dw_sink {
     struct entry_list negatives; /* entries NOTFOUND or FAILED, dropped a pass later */
     struct set_entry *sets;
     struct bulk_entry *bulks;
+    struct atomic *atomics;
     uint64_t pass;
     struct dw_sink_stats stats;
 };
@@ -348,6 +363,10 @@ static bool refresh_ids(struct dw_sink *s, struct row *r)
 
 enum res { RES_READY, RES_WAIT, RES_FAIL };
 
+static enum res atomic_ref_guid(struct dw_sink *s, struct row *r, const json_t *ref,
+                                const char *set, const json_t *rkey, char **guid);
+static bool names_content_id(const json_t *rkey);
+
 static char *ref_display(const char *set, const json_t *rkey)
 {
     struct dw_buf b;
@@ -458,7 +477,8 @@ static enum res resolve_ref(struct dw_sink *s, struct row *r, const json_t *ref,
     json_t *rkey = NULL;
     enum res res = resolve_key(s, r, json_object_get(ref, "key"), depth + 1, &rkey);
     if (res == RES_READY && guid)
-        res = ref_guid(s, r, set, rkey, false, guid);
+        res = r->atomic && depth == 0 ? atomic_ref_guid(s, r, ref, set, rkey, guid)
+                                      : ref_guid(s, r, set, rkey, false, guid);
     if (res == RES_READY) {
         if (depth == 0) {
             char *d = ref_display(set, rkey);
@@ -578,8 +598,11 @@ static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
                 (void)dw_buf_putc(&b, ')');
             } else {
                 char *guid = NULL;
-                res = ref_guid(s, r, set, pkey, false, &guid);
-                if (res == RES_READY)
+                res = r->atomic ? atomic_ref_guid(s, r, v, set, pkey, &guid)
+                                : ref_guid(s, r, set, pkey, false, &guid);
+                if (res == RES_READY && guid[0] == '$')
+                    (void)dw_buf_puts(&b, guid); /* a Content-ID reference */
+                else if (res == RES_READY)
                     (void)dw_buf_printf(&b, "/%s(%s)", set, guid);
                 free(guid);
             }
@@ -624,8 +647,10 @@ static enum res post_body(struct dw_sink *s, struct row *r)
         /* "_parent_value" becomes "parent@odata.bind": the lookup's navigation name. */
         char *nav = dw_strndup(name + 1, strlen(name) - 7);
         char *bind = dw_asprintf("%s@odata.bind", nav);
-        char *val = dw_asprintf("/%s(%s)", json_string_value(json_object_get(v, "$ref")),
-                                json_string_value(json_object_get(r->rkey, name)));
+        const char *id = json_string_value(json_object_get(r->rkey, name));
+        char *val = id[0] == '$'
+                        ? dw_strdup(id) /* a Content-ID reference */
+                        : dw_asprintf("/%s(%s)", json_string_value(json_object_get(v, "$ref")), id);
         json_object_set_new(r->rbody, bind, json_string(val));
         free(nav);
         free(bind);
@@ -652,8 +677,15 @@ static enum res resolve_row(struct dw_sink *s, struct row *r)
         goto out;
     free(r->guid);
     r->guid = NULL;
-    r->post = false;
-    if (!dw_dvkey_addressable(rkey)) {
+    /* Keyed through a parent created earlier in its changeset: new, so created by POST. */
+    r->post = r->atomic && names_content_id(rkey);
+    if (r->post && r->op == DW_WRITE_UPDATE) {
+        finish_row(s, r, DW_WRITE_REJECTED, DW_ERRCLASS_CONFLICT, 404, "",
+                   "update-only write: no row matches the key");
+        res = RES_FAIL;
+        goto out;
+    }
+    if (!r->post && !dw_dvkey_addressable(rkey)) {
         char *guid = NULL;
         res = ref_guid(s, r, r->entity_set, rkey, true, &guid);
         if (res != RES_READY)
@@ -901,8 +933,12 @@ static void queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
     enqueue(s, q);
 }
 
-/* Builds a $batch request of rows (moved to ROW_SENT); the caller queues it. */
-static struct req *make_batch(struct dw_sink *s, struct row **rows, size_t n)
+/*
+ * Builds a $batch request of rows (moved to ROW_SENT); the caller queues it. With
+ * content_ids the rows go as one changeset (REQ_CHANGESET) under those Content-IDs.
+ */
+static struct req *build_batch(struct dw_sink *s, struct row **rows, size_t n,
+                               const size_t *content_ids)
 {
     struct dw_batch_request *parts = dw_calloc(n, sizeof *parts);
     char **urls = dw_calloc(n, sizeof *urls);
@@ -920,6 +956,7 @@ static struct req *make_batch(struct dw_sink *s, struct row **rows, size_t n)
             row_address(&b, r, true);
         urls[i] = dw_buf_steal(&b);
         parts[i].url = urls[i];
+        parts[i].content_id = content_ids ? content_ids[i] : 0;
         if (r->op == DW_WRITE_DELETE) {
             parts[i].method = "DELETE";
             set_payload(r, NULL);
@@ -938,12 +975,14 @@ static struct req *make_batch(struct dw_sink *s, struct row **rows, size_t n)
     }
     struct dw_buf body;
     dw_buf_init(&body, 0);
-    (void)dw_batch_build(&body, boundary, NULL, parts, n);
-    struct req *q = req_new(REQ_BATCH, "POST", api_url(s, "$batch"));
+    char changeset[48];
+    snprintf(changeset, sizeof changeset, "changeset_%08x%08x", random32(), random32());
+    (void)dw_batch_build(&body, boundary, content_ids ? changeset : NULL, parts, n);
+    struct req *q = req_new(content_ids ? REQ_CHANGESET : REQ_BATCH, "POST", api_url(s, "$batch"));
     q->body_len = body.len;
     q->body = dw_buf_steal(&body);
     q->content_type = dw_asprintf("multipart/mixed; boundary=\"%s\"", boundary);
-    q->continue_on_error = true;
+    q->continue_on_error = content_ids == NULL;
     q->rows = dw_malloc(n * sizeof *q->rows);
     memcpy(q->rows, rows, n * sizeof *rows);
     q->nrows = n;
@@ -955,6 +994,11 @@ static struct req *make_batch(struct dw_sink *s, struct row **rows, size_t n)
     free(bodies);
     free(parts);
     return q;
+}
+
+static struct req *make_batch(struct dw_sink *s, struct row **rows, size_t n)
+{
+    return build_batch(s, rows, n, NULL);
 }
 
 static void queue_batch(struct dw_sink *s, struct row **rows, size_t n)
@@ -1149,6 +1193,8 @@ static void group_ready(struct dw_sink *s)
     size_t size = (size_t)s->cfg->dataverse.batch_size;
     DL_FOREACH_SAFE(s->ready, r, tmp)
     {
+        if (r->atomic)
+            continue; /* sent with its group by plan_atomic() */
         if (r->single) {
             queue_batch(s, &r, 1);
             continue;
@@ -1186,6 +1232,8 @@ static void group_ready(struct dw_sink *s)
     free(batch);
 }
 
+static void plan_atomic(struct dw_sink *s);
+
 /* True while the cache entry a row last waited for is still being looked up. */
 static bool still_waiting(struct dw_sink *s, const struct row *r)
 {
@@ -1208,6 +1256,7 @@ static void plan(struct dw_sink *s)
     advance_entries(s);
     drop_negative_entries(s);
     trim_cache(s);
+    plan_atomic(s);
     group_ready(s);
 }
 
@@ -1471,13 +1520,19 @@ static void retry(struct dw_sink *s, struct req *q, const struct dw_classificati
     enqueue(s, q);
 }
 
+static void atomic_fail(struct dw_sink *s, struct atomic *a, struct row *culprit,
+                        const struct failure *f);
+
 static void give_up(struct dw_sink *s, struct req *q, const struct failure *f)
 {
     switch (q->kind) {
     case REQ_BULK:
     case REQ_BATCH:
+    case REQ_CHANGESET:
         for (size_t i = 0; i < q->nrows; i++)
             finish_row(s, q->rows[i], f->status, f->cls, f->http, f->code, f->message);
+        if (q->atomic)
+            atomic_fail(s, q->atomic, NULL, f);
         break;
     case REQ_LOOKUP:
         for (size_t i = 0; i < q->nentries; i++)
@@ -1866,6 +1921,8 @@ static void complete_token(struct dw_sink *s, struct req *q, CURLcode cc, long h
     req_free(q);
 }
 
+static void complete_changeset(struct dw_sink *s, struct req *q, CURLcode cc, long http);
+
 /* Handles every finished transfer; returns how many there were. */
 static int process_done(struct dw_sink *s)
 {
@@ -1904,6 +1961,8 @@ static int process_done(struct dw_sink *s)
         }
         if (q->kind == REQ_BULK || q->kind == REQ_BATCH)
             complete_write(s, q, cc, http);
+        else if (q->kind == REQ_CHANGESET)
+            complete_changeset(s, q, cc, http);
         else
             complete_lookup(s, q, cc, http);
     }
@@ -1992,6 +2051,309 @@ static dw_rc drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra
     return DW_OK;
 }
 
+/* --- atomic groups ------------------------------------------------------------------- */
+
+/*
+ * The writes of one dw_sink_submit_atomic() call. Its rows resolve like any other; once all
+ * are ready, plan_atomic() sends them as one changeset (REQ_CHANGESET). A group lives only
+ * while none of its rows is finished: whoever finishes one (a failed resolution swept by
+ * plan_atomic(), the changeset's answer, give_up()) finishes the others at once and frees
+ * the group, before deliver() can free a row it points to.
+ */
+struct atomic {
+    struct atomic *prev, *next;
+    struct row **rows; /* in changeset order; NULL where a row finished alone (a no-op) */
+    char **ids;        /* dw_dvkey_target_id() of each row, to find parents by their key */
+    size_t n;
+    bool sent;      /* a changeset request holds the rows */
+    bool reresolve; /* resolve the rows again before the changeset goes again */
+    bool refreshed; /* cached ids were already forgotten once after a 404 */
+    int attempts;   /* of the changeset, kept across re-resolution */
+};
+
+/*
+ * ref_guid() for a row of an atomic group: a parent that does not exist yet but is written
+ * earlier in the group is named by its Content-ID ("$n"), which Dataverse resolves inside
+ * the changeset. A parent that exists keeps its GUID, so an existing child stays addressed
+ * by its key.
+ */
+static enum res atomic_ref_guid(struct dw_sink *s, struct row *r, const json_t *ref,
+                                const char *set, const json_t *rkey, char **guid)
+{
+    struct guid_entry *g = guid_get(s, set, rkey);
+    if (g->state == ST_NOTFOUND && r->op != DW_WRITE_DELETE) {
+        char *id = dw_dvkey_target_id(set, json_object_get(ref, "key"));
+        size_t k = 0;
+        for (size_t i = 0; i < r->atomic_index && k == 0; i++) {
+            const struct row *p = r->atomic->rows[i];
+            if (p && p->op != DW_WRITE_DELETE && strcmp(r->atomic->ids[i], id) == 0)
+                k = i + 1;
+        }
+        free(id);
+        if (k) {
+            *guid = dw_asprintf("$%zu", k);
+            return RES_READY;
+        }
+    }
+    return ref_guid(s, r, set, rkey, false, guid);
+}
+
+/* Whether a resolved key names its parent by Content-ID (see atomic_ref_guid()). */
+static bool names_content_id(const json_t *rkey)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)rkey, name, v)
+    {
+        if (dw_dvkey_is_lookup_part(name) && json_is_string(v) && json_string_value(v)[0] == '$')
+            return true;
+    }
+    return false;
+}
+
+static void atomic_free(struct dw_sink *s, struct atomic *a)
+{
+    DL_DELETE(s->atomics, a);
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->rows[i])
+            a->rows[i]->atomic = NULL;
+        free(a->ids[i]);
+    }
+    free(a->ids);
+    free(a->rows);
+    free(a);
+}
+
+/*
+ * Finishes every row of a group that is not finished yet and frees the group. With a
+ * culprit, it gets the failure f (unless it failed already, in resolution) and the others
+ * are rolled back naming it; without one, every row gets f as it is.
+ */
+static void atomic_fail(struct dw_sink *s, struct atomic *a, struct row *culprit,
+                        const struct failure *f)
+{
+    char *name = NULL, *msg = NULL;
+    if (culprit) {
+        const struct failure *why = culprit->where == ROW_DONE ? &culprit->res : f;
+        name = dw_dvkey_target_id(culprit->entity_set, culprit->key);
+        msg = dw_asprintf("rolled back: %s in the same atomic group failed: %s", name,
+                          why->message ? why->message : "");
+        char status[16];
+        snprintf(status, sizeof status, "%d", why->http);
+        DW_LOGF(DW_LOG_WARN,
+                DW_FIELDS({"target", name}, {"status", status}, {"code", why->code},
+                          {"class", dw_error_class_name(why->cls)}),
+                "atomic group of %zu writes not applied: one failed: %s", a->n, why->message);
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        struct row *r = a->rows[i];
+        if (r == NULL || r->where == ROW_DONE)
+            continue;
+        if (culprit && r != culprit)
+            finish_row(s, r, DW_WRITE_REJECTED, DW_ERRCLASS_CONFLICT, f->http, "", msg);
+        else
+            finish_row(s, r, f->status, f->cls, f->http, f->code, f->message);
+    }
+    free(name);
+    free(msg);
+    atomic_free(s, a);
+}
+
+/* Sends a group whose rows are all ready as one changeset, Content-IDs by place in it. */
+static void queue_changeset(struct dw_sink *s, struct atomic *a)
+{
+    struct row **rows = dw_malloc(a->n * sizeof *rows);
+    size_t *ids = dw_malloc(a->n * sizeof *ids), n = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->rows[i]) {
+            rows[n] = a->rows[i];
+            ids[n++] = i + 1;
+        }
+    }
+    if (n == 0) {
+        atomic_free(s, a);
+    } else {
+        struct req *q = build_batch(s, rows, n, ids);
+        q->atomic = a;
+        q->attempts = a->attempts;
+        a->sent = true;
+        enqueue(s, q);
+    }
+    free(rows);
+    free(ids);
+}
+
+/*
+ * Moves atomic groups on: a changeset due again after a lost answer gives its rows back to
+ * resolution; a group with a row that failed resolution fails as a whole; a group whose
+ * rows are all ready is sent.
+ */
+static void plan_atomic(struct dw_sink *s)
+{
+    int64_t now = dw_clock_ms();
+    struct req *q, *qt;
+    DL_FOREACH_SAFE(s->queue, q, qt)
+    {
+        if (q->kind != REQ_CHANGESET || !q->atomic->reresolve || q->not_before > now)
+            continue;
+        DL_DELETE(s->queue, q);
+        q->atomic->reresolve = false;
+        q->atomic->sent = false;
+        q->atomic->attempts = q->attempts;
+        for (size_t i = 0; i < q->nrows; i++)
+            row_move(s, q->rows[i], ROW_RESOLVING);
+        req_free(q);
+    }
+    struct atomic *a, *at;
+    DL_FOREACH_SAFE(s->atomics, a, at)
+    {
+        if (a->sent)
+            continue;
+        struct row *failed = NULL;
+        bool ready = true;
+        for (size_t i = 0; i < a->n; i++) {
+            struct row *r = a->rows[i];
+            if (r == NULL)
+                continue;
+            if (r->where == ROW_DONE && r->res.status == DW_WRITE_APPLIED) {
+                /* Done without a request (a delete of a row that is not there). */
+                a->rows[i] = NULL;
+                r->atomic = NULL;
+            } else if (r->where == ROW_DONE) {
+                failed = failed ? failed : r;
+            } else if (r->where != ROW_READY) {
+                ready = false;
+            }
+        }
+        if (failed)
+            atomic_fail(s, a, failed, &failed->res);
+        else if (ready)
+            queue_changeset(s, a);
+    }
+}
+
+/* The row of a changeset that a failed part's Content-ID names, or NULL. */
+static struct row *changeset_culprit(const struct req *q, const char *content_id)
+{
+    char *end = NULL;
+    unsigned long id = content_id ? strtoul(content_id, &end, 10) : 0;
+    if (id == 0 || end == content_id || *end != '\0' || id > q->atomic->n)
+        return NULL;
+    for (size_t i = 0; i < q->nrows; i++)
+        if (q->rows[i]->atomic_index == id - 1)
+            return q->rows[i];
+    return NULL;
+}
+
+/* Puts a sent group's rows back to be sent again as a new changeset. */
+static void changeset_again(struct dw_sink *s, struct req *q, enum row_where to)
+{
+    q->atomic->sent = false;
+    q->atomic->attempts = q->attempts;
+    for (size_t i = 0; i < q->nrows; i++)
+        row_move(s, q->rows[i], to);
+    req_free(q);
+}
+
+/*
+ * The answer to a changeset: every part 2xx applies every row; otherwise Dataverse rolled
+ * all back and answered with the failed part alone, which names its row by Content-ID.
+ */
+static void complete_changeset(struct dw_sink *s, struct req *q, CURLcode cc, long http)
+{
+    struct dw_batch_response br = {NULL, 0};
+    const struct dw_batch_part *bad = NULL;
+    struct row *culprit = NULL;
+    char *code = NULL, *msg = NULL;
+    int status = (int)http;
+    bool parsed =
+        cc == CURLE_OK && q->resp_type && strncasecmp(q->resp_type, "multipart/", 10) == 0 &&
+        dw_batch_parse(q->resp_type, q->resp.data ? q->resp.data : "", q->resp.len, &br) == DW_OK;
+    for (size_t i = 0; parsed && i < br.nparts && bad == NULL; i++)
+        if (br.parts[i].status < 200 || br.parts[i].status > 299)
+            bad = &br.parts[i];
+    if (parsed && bad == NULL && status >= 200 && status <= 299 && br.nparts == q->nrows) {
+        for (size_t i = 0; i < q->nrows; i++)
+            finish_row(s, q->rows[i], DW_WRITE_APPLIED, DW_ERRCLASS_NONE, br.parts[i].status, "",
+                       "");
+        atomic_free(s, q->atomic);
+        req_free(q);
+        goto out;
+    }
+    if (cc != CURLE_OK) {
+        code = dw_strdup("");
+        msg = dw_strdup(q->errbuf[0] ? q->errbuf : curl_easy_strerror(cc));
+    } else if (bad) {
+        status = bad->status;
+        culprit = changeset_culprit(q, bad->content_id);
+        parse_error(bad->body, &code, &msg);
+        if (bad->retry_after && q->retry_after == NULL)
+            q->retry_after = dw_strdup(bad->retry_after);
+    } else {
+        parse_error(dw_buf_str(&q->resp), &code, &msg);
+    }
+    struct dw_classification c =
+        dw_classify(culprit ? culprit->op : DW_WRITE_UPSERT, cc, status, code);
+    if (c.verdict == DW_VERDICT_OK && culprit) {
+        /* A delete of a row that is not there is done, but it failed the changeset: send
+         * the others again without it. */
+        struct atomic *a = q->atomic;
+        a->rows[culprit->atomic_index] = NULL;
+        culprit->atomic = NULL;
+        finish_row(s, culprit, DW_WRITE_APPLIED, DW_ERRCLASS_NONE, status, "", "");
+        size_t keep = 0;
+        for (size_t i = 0; i < q->nrows; i++)
+            if (q->rows[i] != culprit)
+                q->rows[keep++] = q->rows[i];
+        q->nrows = keep;
+        changeset_again(s, q, ROW_READY);
+    } else if (c.verdict == DW_VERDICT_OK) {
+        /* A 2xx whose parts do not add up: nothing can be assumed, so it is sent again. */
+        struct dw_classification bad_answer = {DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT, false,
+                                               false};
+        DW_WARN("changeset of %zu rows answered HTTP %ld with %zu parts: sending it again",
+                q->nrows, http, br.nparts);
+        retry(s, q, &bad_answer, status, "", "malformed changeset response");
+    } else if (c.verdict == DW_VERDICT_RENEW_AUTH && !q->auth_retried) {
+        q->auth_retried = true;
+        if (q->token_gen == dw_auth_generation(s->auth))
+            dw_auth_invalidate(s->auth);
+        req_reset_transfer(q);
+        enqueue(s, q);
+    } else if (c.verdict == DW_VERDICT_RETRY || c.verdict == DW_VERDICT_RENEW_AUTH) {
+        /* A lost answer may hide a commit: rows created by POST are looked up again
+         * before the changeset goes again (they are then updated by key). */
+        for (size_t i = 0; i < q->nrows; i++)
+            q->atomic->reresolve |= q->rows[i]->post;
+        char *m = cc != CURLE_OK ? dw_strdup(msg) : dw_asprintf("HTTP %d %s", status, msg);
+        retry(s, q, &c, status, code, m);
+        free(m);
+    } else if (status == 404 && culprit && !q->atomic->refreshed && forget_cache(s, culprit)) {
+        /* A parent's cached id may be stale (deleted and created again): once more. */
+        q->atomic->refreshed = true;
+        changeset_again(s, q, ROW_RESOLVING);
+    } else {
+        struct failure f = {DW_WRITE_REJECTED, c.error_class, status, code, msg};
+        char *unnamed = NULL;
+        if (culprit == NULL) {
+            unnamed = dw_asprintf("rolled back: a write in the same atomic group failed "
+                                  "(Dataverse did not say which): %s",
+                                  msg);
+            f.message = unnamed;
+            DW_WARN("atomic group of %zu writes not applied: HTTP %d %s %s", q->nrows, status, code,
+                    msg);
+        }
+        struct atomic *a = q->atomic;
+        req_free(q);
+        atomic_fail(s, a, culprit, &f);
+        free(unnamed);
+    }
+out:
+    free(code);
+    free(msg);
+    dw_batch_response_cleanup(&br);
+}
+
 /* --- public API ------------------------------------------------------------------------ */
 
 static char *url_path(const char *url)
@@ -2060,10 +2422,15 @@ static void free_req_and_rows(struct req *q)
     req_free(q);
 }
 
+static void atomic_free(struct dw_sink *s, struct atomic *a);
+
 void dw_sink_free(struct dw_sink *s)
 {
     if (s == NULL)
         return;
+    /* Groups first: freeing one touches its rows, which go next. */
+    while (s->atomics)
+        atomic_free(s, s->atomics);
     struct req *q, *qt;
     DL_FOREACH_SAFE(s->transfers, q, qt)
     {
@@ -2157,6 +2524,32 @@ dw_rc dw_sink_submit(struct dw_sink *s, struct dw_write *writes, void *const *wr
         memset(w, 0, sizeof *w);
         s->pending++;
     }
+    return DW_OK;
+}
+
+dw_rc dw_sink_submit_atomic(struct dw_sink *s, struct dw_write *writes, void *const *write_users,
+                            size_t n)
+{
+    if (n == 0 || n > DW_SINK_ATOMIC_MAX) {
+        DW_ERROR("an atomic group holds 1 to %d writes, not %zu", DW_SINK_ATOMIC_MAX, n);
+        return DW_ERR_INVALID;
+    }
+    dw_rc rc = dw_sink_submit(s, writes, write_users, n);
+    if (rc != DW_OK)
+        return rc;
+    /* dw_sink_submit() appended the n rows to the resolving list: they are its tail. */
+    struct atomic *a = dw_calloc(1, sizeof *a);
+    a->rows = dw_calloc(n, sizeof *a->rows);
+    a->ids = dw_calloc(n, sizeof *a->ids);
+    a->n = n;
+    struct row *r = s->resolving->prev;
+    for (size_t i = n; i-- > 0; r = r->prev) {
+        a->rows[i] = r;
+        a->ids[i] = dw_dvkey_target_id(r->entity_set, r->key);
+        r->atomic = a;
+        r->atomic_index = i;
+    }
+    DL_APPEND(s->atomics, a);
     return DW_OK;
 }
 

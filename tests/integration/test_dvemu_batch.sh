@@ -199,6 +199,7 @@ expected=$(cat <<'EOF'
 --batchresponse_X
 Content-Type: application/http
 Content-Transfer-Encoding: binary
+Content-ID: 3
 
 HTTP/1.1 400 Bad Request
 Content-Type: application/json; odata.metadata=minimal
@@ -208,7 +209,7 @@ OData-Version: 4.0
 --batchresponse_X--
 EOF
 )
-check_eq "changeset failure shape" "$expected" "$(normalized)"
+check_eq "changeset failure shape: the failing part with its Content-ID" "$expected" "$(normalized)"
 check_eq "the changeset's create was rolled back" "" \
     "$(dvemu_admin GET tables/accounts | jq -r '.value[] | select(.accountnumber=="R1") | .accountid')"
 check_eq "the changeset's update was rolled back" first \
@@ -228,6 +229,29 @@ check_eq "failing changeset answered by its failing part, then the next request"
     "$(normalized | grep '^HTTP/1.1' | paste -sd '|')"
 names=$(dvemu_admin GET tables/accounts | jq -r '[.value[].accountnumber | select(startswith("R"))] | sort | join(" ")')
 check_eq "only the request after the changeset is applied" "R4" "$names"
+
+# --- a changeset binds to a parent it created: by Content-ID and by alternate key ---------
+cs=$(
+    part changeset_BBB "PATCH salesorders(msdyn_salesordernumber='SO9',_msdyn_company_value=$usmf)" \
+        '{"name":"so9"}' "Content-ID: 1"
+    part changeset_BBB "POST salesorderdetails" '{"sequencenumber":1,"salesorderid@odata.bind":"$1"}' \
+        "Content-ID: 2"
+    part changeset_BBB "POST salesorderdetails" \
+        "{\"sequencenumber\":2,\"salesorderid@odata.bind\":\"/salesorders(msdyn_salesordernumber='SO9',_msdyn_company_value=$usmf)\"}" \
+        "Content-ID: 3"
+    printf -- '--changeset_BBB--\r\n'
+)
+body=$(
+    printf -- '--batch_AAA\r\nContent-Type: multipart/mixed; boundary=changeset_BBB\r\n\r\n%s\r\n' "$cs"
+    printf -- '--batch_AAA--\r\n'
+)
+batch "$body"
+check_eq "a changeset creating a parent and its children answers 200" 200 "$DV_STATUS"
+check_eq "every part of it answered 204" "204 204 204" \
+    "$(normalized | sed -n 's/^HTTP\/1.1 \([0-9]*\).*/\1/p' | paste -sd ' ')"
+so=$(dvemu_admin GET tables/salesorders | jq -r '.value[] | select(.msdyn_salesordernumber=="SO9") | .salesorderid')
+check_eq "children bound by \$1 and by the parent's alternate key both point at it" "$so $so" \
+    "$(dvemu_admin GET tables/salesorderdetails | jq -r '[.value[] | ._salesorderid_value] | join(" ")')"
 
 # --- limits and malformed batches --------------------------------------------------------------
 body=$(

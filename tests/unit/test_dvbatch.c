@@ -25,8 +25,8 @@ static char *read_data(const char *name, size_t *len)
 START_TEST(build_requests)
 {
     struct dw_batch_request reqs[] = {
-        {"PATCH", "/api/data/v9.2/accounts(accountnumber='A1')", NULL, "{\"name\":\"x\"}", 12},
-        {"DELETE", "/api/data/v9.2/accounts(accountnumber='A2')", "If-Match: *\r\n", NULL, 0},
+        {"PATCH", "/api/data/v9.2/accounts(accountnumber='A1')", NULL, "{\"name\":\"x\"}", 12, 0},
+        {"DELETE", "/api/data/v9.2/accounts(accountnumber='A2')", "If-Match: *\r\n", NULL, 0, 0},
     };
     struct dw_buf b;
     dw_buf_init(&b, 0);
@@ -51,6 +51,15 @@ START_TEST(build_requests)
     ck_assert_ptr_nonnull(strstr(s, "Content-ID: 1\r\n"));
     ck_assert_ptr_nonnull(strstr(s, "Content-ID: 2\r\n"));
     ck_assert_ptr_nonnull(strstr(s, "--changeset_2--\r\n--batch_2--\r\n"));
+    /* Requests may bring their own Content-IDs (an atomic group less a row keeps its ids). */
+    reqs[0].content_id = 3;
+    reqs[1].content_id = 7;
+    dw_buf_reset(&b);
+    ck_assert_int_eq(dw_batch_build(&b, "batch_3", "changeset_3", reqs, 2), DW_OK);
+    s = dw_buf_str(&b);
+    ck_assert_ptr_nonnull(strstr(s, "Content-ID: 3\r\n\r\nPATCH "));
+    ck_assert_ptr_nonnull(strstr(s, "Content-ID: 7\r\n\r\nDELETE "));
+    ck_assert_ptr_null(strstr(s, "Content-ID: 1\r\n"));
     dw_buf_cleanup(&b);
 }
 END_TEST

@@ -589,6 +589,79 @@ START_TEST(map_file_errors_carry_json_paths)
 }
 END_TEST
 
+/* options.atomic: a boolean, kept through export, and agreed on by the maps of one table. */
+START_TEST(atomic_option_is_validated_and_exported)
+{
+#define ATOMIC_MAP(name, seq, set, atomic)                                                         \
+    "{\"name\": \"" name "\", \"sequence\": " seq ", \"source\": {\"table\": \"t" seq "\"}, "      \
+    "\"target\": {\"entity_set\": \"" set "\", \"logical_name\": \"e\"}, "                         \
+    "\"key\": [{\"target\": \"k\", \"source\": \"k\"}], \"options\": {\"atomic\": " atomic "}}"
+    struct dw_buf errors;
+    dw_buf_init(&errors, 0);
+    dw_rc rc;
+    struct dw_jobdef *def = parse_text(
+        "{\"format\": 1, \"job\": {\"name\": \"a\"}, \"groups\": [{\"name\": \"g\", \"maps\": "
+        "[" ATOMIC_MAP("h", "1", "hs", "true") ", " ATOMIC_MAP(
+            "l", "2", "ls", "true") ", " ATOMIC_MAP("o", "3", "os", "false") "]}]}",
+        &errors, &rc);
+    ck_assert_msg(rc == DW_OK, "%s", dw_buf_str(&errors));
+    ck_assert(dw_jobdef_find_map(def, "h")->atomic);
+    ck_assert(dw_jobdef_find_map(def, "l")->atomic);
+    ck_assert(!dw_jobdef_find_map(def, "o")->atomic);
+    /* Export keeps the option, and the export parses to the same normal form. */
+    char *one = dw_jobdef_dump(def);
+    ck_assert_ptr_nonnull(strstr(one, "\"atomic\": true"));
+    struct dw_jobdef *again = parse_text(one, &errors, &rc);
+    ck_assert_int_eq(rc, DW_OK);
+    ck_assert(dw_jobdef_find_map(again, "l")->atomic);
+    char *two = dw_jobdef_dump(again);
+    ck_assert_str_eq(one, two);
+    free(one);
+    free(two);
+    dw_jobdef_free(def);
+    dw_jobdef_free(again);
+
+    /* A non-atomic map between atomic ones of its group: map validate warns. */
+    def = parse_text(
+        "{\"format\": 1, \"job\": {\"name\": \"a\"}, \"groups\": [{\"name\": \"g\", \"maps\": "
+        "[" ATOMIC_MAP("h", "1", "hs", "true") ", " ATOMIC_MAP(
+            "l", "3", "ls", "true") ", " ATOMIC_MAP("o", "2", "os",
+                                                    "false") ", " ATOMIC_MAP("z", "4", "zs",
+                                                                             "false") "]}]}",
+        &errors, &rc);
+    ck_assert_msg(rc == DW_OK, "%s", dw_buf_str(&errors));
+    struct dw_findings found;
+    dw_findings_init(&found);
+    dw_mapvalidate(def, NULL, NULL, 0, &found);
+    ck_assert_int_eq(found.errors, 0);
+    ck_assert_int_eq(found.warnings, 1);
+    ck_assert_msg(strstr(dw_buf_str(&found.text),
+                         "warning: $.groups[0].maps[1]: map \"o\" (sequence 2) is not atomic but "
+                         "lies between the atomic maps \"h\" and \"l\""),
+                  "%s", dw_buf_str(&found.text));
+    dw_findings_cleanup(&found);
+    dw_jobdef_free(def);
+
+    /* Not a boolean; two maps of one table that disagree: errors with their JSON paths. */
+    def = parse_text(
+        "{\"format\": 1, \"job\": {\"name\": \"a\"}, \"groups\": [{\"name\": \"g\", "
+        "\"maps\": [" ATOMIC_MAP("h", "1", "hs", "\"yes\"") ", " ATOMIC_MAP(
+            "l", "2", "ls", "true") "]}, {\"name\": \"g2\", \"maps\": [" ATOMIC_MAP("l2", "5", "ls",
+                                                                                    "false") "]}]}",
+        &errors, &rc);
+    ck_assert_int_eq(rc, DW_ERR_INVALID);
+    ck_assert_ptr_null(def);
+    const char *text = dw_buf_str(&errors);
+    ck_assert_msg(strstr(text, "$.groups[0].maps[0].options.atomic: must be true or false"), "%s",
+                  text);
+    ck_assert_msg(strstr(text, "$.groups[1].maps[0].options.atomic: maps \"l2\" (atomic false) "
+                               "and \"l\" (atomic true) both write \"ls\""),
+                  "%s", text);
+    dw_buf_cleanup(&errors);
+#undef ATOMIC_MAP
+}
+END_TEST
+
 START_TEST(normal_form_is_a_fixed_point)
 {
     const char *src = getenv("DWASYNC_SOURCE_DIR");
@@ -844,6 +917,7 @@ static Suite *mapping_suite(void)
     tcase_add_test(tc, replay_through_one_map_by_id);
     tcase_add_test(tc, map_file_errors_carry_json_paths);
     tcase_add_test(tc, normal_form_is_a_fixed_point);
+    tcase_add_test(tc, atomic_option_is_validated_and_exported);
     tcase_add_test(tc, filters_compile_to_publication_sql);
     tcase_add_test(tc, filter_literals_and_three_valued_logic);
     tcase_add_test(tc, validate_finds_metadata_and_source_problems);

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,23 @@ START_TEST(config_errors)
 }
 END_TEST
 
+/* Submits two writes (one atomic group when atomic) and frees the sink with them queued:
+ * no callback after that, no leak (checked under ASan); cleans the config up. */
+static void free_with_writes_queued(struct dw_sink *sink, struct dw_config *cfg,
+                                    const struct seen *seen, bool atomic)
+{
+    void *users[2] = {(void *)0, (void *)1};
+    struct dw_write more[2] = {company("Q1", "d"), company("Q2", "e")};
+    ck_assert_int_eq(atomic ? dw_sink_submit_atomic(sink, more, users, 2)
+                            : dw_sink_submit(sink, more, users, 2),
+                     DW_OK);
+    ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 0), DW_OK);
+    int calls = seen->calls[0];
+    dw_sink_free(sink);
+    ck_assert_int_eq(seen->calls[0], calls);
+    dw_config_cleanup(cfg);
+}
+
 START_TEST(submit_run_callbacks_once)
 {
     struct dw_config cfg;
@@ -220,14 +238,7 @@ START_TEST(submit_run_callbacks_once)
                      DW_ERR_NOT_FOUND);
     ck_assert_int_eq(dw_sink_get_json(sink, "nosuchset", &doc), DW_ERR_NOT_FOUND);
 
-    /* Freed with writes queued: no callback, no leak (checked under ASan). */
-    struct dw_write more[2] = {company("D", "d"), company("E", "e")};
-    ck_assert_int_eq(dw_sink_submit(sink, more, users, 2), DW_OK);
-    ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 0), DW_OK);
-    int before = seen.calls[0];
-    dw_sink_free(sink);
-    ck_assert_int_eq(seen.calls[0], before);
-    dw_config_cleanup(&cfg);
+    free_with_writes_queued(sink, &cfg, &seen, false);
 }
 END_TEST
 
@@ -252,6 +263,76 @@ static struct dw_write account_r1(enum dw_write_op op)
                          op == DW_WRITE_DELETE ? NULL : json_pack("{s:s}", "name", "R one")};
     return w;
 }
+
+/* Runs the sink until nothing is pending. */
+static void run_until_done(struct dw_sink *sink)
+{
+    for (int i = 0; i < 300 && dw_sink_pending(sink) > 0; i++)
+        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
+    ck_assert_uint_eq(dw_sink_pending(sink), 0);
+}
+
+START_TEST(atomic_group_all_or_nothing)
+{
+    struct dw_config cfg;
+    struct dw_sink *sink = NULL;
+    struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    make_config(&cfg);
+    ck_assert_int_eq(dw_sink_new(&cfg, on_done, &seen, &sink), DW_OK);
+    void *users[4] = {(void *)0, (void *)1, (void *)2, (void *)3};
+
+    /* An empty group, or one with a malformed write, is refused and nothing is taken. */
+    ck_assert_int_eq(dw_sink_submit_atomic(sink, NULL, users, 0), DW_ERR_INVALID);
+    struct dw_write bad[2] = {company("G1", "g"), company("G2", "g")};
+    json_decref(bad[1].key);
+    bad[1].key = json_object();
+    ck_assert_int_eq(dw_sink_submit_atomic(sink, bad, users, 2), DW_ERR_INVALID);
+    ck_assert_ptr_nonnull(bad[0].entity_set);
+    dw_write_cleanup(&bad[0]);
+    dw_write_cleanup(&bad[1]);
+    ck_assert_uint_eq(dw_sink_pending(sink), 0);
+
+    /* One bad write: none applies; it carries Dataverse's error, the others are rolled
+     * back naming it. */
+    struct dw_write w[3] = {company("G1", "one"), company("G2", "two"), company("G3", "three")};
+    json_object_set_new(
+        w[1].body, "cdm_name",
+        json_string("0123456789012345678901234567890123456789012345678901234567890123456789"
+                    "0123456789012345678901234567890123456789"));
+    ck_assert_int_eq(dw_sink_submit_atomic(sink, w, users, 3), DW_OK);
+    ck_assert_ptr_null(w[0].entity_set); /* taken */
+    ck_assert_int_eq(seen.calls[0], 0);  /* never from submit */
+    run_until_done(sink);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(seen.calls[i], 1);
+        ck_assert_int_eq(seen.status[i], DW_WRITE_REJECTED);
+    }
+    ck_assert_int_eq(seen.cls[1], DW_ERRCLASS_VALIDATION);
+    ck_assert_int_eq(seen.cls[0], DW_ERRCLASS_CONFLICT);
+    ck_assert_int_eq(seen.cls[2], DW_ERRCLASS_CONFLICT);
+    json_t *doc = NULL;
+    ck_assert_int_eq(dw_sink_get_json(sink, "cdm_companies(cdm_companycode='G1')", &doc),
+                     DW_ERR_NOT_FOUND);
+
+    /* Fixed: all of it applies, in one changeset. */
+    struct dw_sink_stats before, after;
+    dw_sink_get_stats(sink, &before);
+    struct dw_write ok[3] = {company("G1", "one"), company("G2", "two"), company("G3", "three")};
+    ck_assert_int_eq(dw_sink_submit_atomic(sink, ok, users, 3), DW_OK);
+    run_until_done(sink);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(seen.calls[i], 2);
+        ck_assert_int_eq(seen.status[i], DW_WRITE_APPLIED);
+    }
+    dw_sink_get_stats(sink, &after);
+    ck_assert_uint_eq(after.requests - before.requests, 1);
+    ck_assert_int_eq(dw_sink_get_json(sink, "cdm_companies(cdm_companycode='G3')", &doc), DW_OK);
+    json_decref(doc);
+
+    free_with_writes_queued(sink, &cfg, &seen, true);
+}
+END_TEST
 
 START_TEST(stale_cached_parent_id_is_refreshed)
 {
@@ -385,6 +466,7 @@ static Suite *sink_suite(void)
     TCase *tc = tcase_create("sink");
     tcase_add_test(tc, config_errors);
     tcase_add_test(tc, submit_run_callbacks_once);
+    tcase_add_test(tc, atomic_group_all_or_nothing);
     tcase_add_test(tc, stale_cached_parent_id_is_refreshed);
     tcase_add_test(tc, run_returns_for_the_callers_descriptors);
     tcase_add_test(tc, metadata_of_a_table);

@@ -16,6 +16,7 @@ struct change_spec {
     const char *group;
     int sequence;
     const char *body; /* JSON object for upserts */
+    int txn;          /* > 0: through an atomic map, in transaction txn */
 };
 
 static void push(struct dw_window *w, const struct change_spec *s, int position)
@@ -23,6 +24,11 @@ static void push(struct dw_window *w, const struct change_spec *s, int position)
     struct dw_item *it = dw_window_push(w);
     it->position = (uint32_t)position;
     it->commit_lsn = 100 + (dw_lsn)position;
+    if (s->txn > 0) {
+        it->atomic = true;
+        it->commit_lsn = 1000 + (dw_lsn)s->txn;
+        it->xid = (uint32_t)s->txn;
+    }
     /* The map id stands for the table; the key text for the source key. */
     it->mapped.map_id = (int64_t)strlen(s->target);
     it->key_text = dw_strdup(s->key);
@@ -45,7 +51,18 @@ static void push(struct dw_window *w, const struct change_spec *s, int position)
         it->mapped.write.body = json_loads(s->body ? s->body : "{}", 0, NULL);
 }
 
-/* Describes the plan as "group:seq:U|D[target key op body] ..." in apply order. */
+static void describe_chain(struct dw_buf *b, const struct dw_chain *c, bool first)
+{
+    char *key = dw_json_canonical(c->write.key);
+    char *body = c->write.body ? dw_json_canonical(c->write.body) : dw_strdup("-");
+    dw_buf_printf(b, "%s%s%s%s%s", first ? "" : " ", c->write.entity_set, key,
+                  c->write.op == DW_WRITE_DELETE ? "del" : "ups", body);
+    free(key);
+    free(body);
+}
+
+/* Describes the plan as "group:[wN:]seq:U|D[target key op body ... {tT chains}] ..." in apply
+ * order; an atomic unit is in braces, with its transaction (and part, when cut). */
 static char *describe(const struct dw_plan *p)
 {
     struct dw_buf b;
@@ -53,16 +70,18 @@ static char *describe(const struct dw_plan *p)
     for (size_t g = 0; g < p->ngroups; g++) {
         for (size_t l = 0; l < p->groups[g].nlevels; l++) {
             const struct dw_level *lv = &p->groups[g].levels[l];
-            dw_buf_printf(&b, "%s%s:%d:%s[", b.len ? " " : "", p->groups[g].name, lv->sequence,
-                          lv->deletes ? "D" : "U");
-            for (size_t k = 0; k < lv->nchains; k++) {
-                const struct dw_chain *c = &p->chains[lv->chains[k]];
-                char *key = dw_json_canonical(c->write.key);
-                char *body = c->write.body ? dw_json_canonical(c->write.body) : dw_strdup("-");
-                dw_buf_printf(&b, "%s%s%s%s%s", k ? " " : "", c->write.entity_set, key,
-                              c->write.op == DW_WRITE_DELETE ? "del" : "ups", body);
-                free(key);
-                free(body);
+            dw_buf_printf(&b, "%s%s:", b.len ? " " : "", p->groups[g].name);
+            if (lv->wave)
+                dw_buf_printf(&b, "w%d:", lv->wave);
+            dw_buf_printf(&b, "%d:%s[", lv->sequence, lv->deletes ? "D" : "U");
+            for (size_t k = 0; k < lv->nchains; k++)
+                describe_chain(&b, &p->chains[lv->chains[k]], k == 0);
+            for (size_t k = 0; k < lv->nunits; k++) {
+                const struct dw_unit *u = &p->units[lv->units[k]];
+                dw_buf_printf(&b, "%s{t%u ", k || lv->nchains ? " " : "", u->xid);
+                for (size_t j = 0; j < u->nchains; j++)
+                    describe_chain(&b, &p->chains[u->chains[j]], j == 0);
+                dw_buf_putc(&b, '}');
             }
             dw_buf_putc(&b, ']');
         }
@@ -90,28 +109,30 @@ struct plan_case {
 
 static const struct plan_case cases[] = {
     {"insert then update -> one upsert of the final row",
-     {{'U', "accounts", "A1", "g", 20, "{\"name\":\"a\",\"city\":\"x\"}"},
-      {'U', "accounts", "A1", "g", 20, "{\"city\":\"y\"}"}},
+     {{'U', "accounts", "A1", "g", 20, "{\"name\":\"a\",\"city\":\"x\"}", 0},
+      {'U', "accounts", "A1", "g", 20, "{\"city\":\"y\"}", 0}},
      NULL,
      "g:20:U[accounts{\"k\":\"A1\"}ups{\"city\":\"y\",\"name\":\"a\"}]",
      "pp"},
     {"update then delete -> delete",
-     {{'U', "accounts", "A1", "g", 20, "{\"name\":\"a\"}"}, {'D', "accounts", "A1", "g", 20, NULL}},
+     {{'U', "accounts", "A1", "g", 20, "{\"name\":\"a\"}", 0},
+      {'D', "accounts", "A1", "g", 20, NULL, 0}},
      NULL,
      "g:20:D[accounts{\"k\":\"A1\"}del-]",
      "pp"},
     {"delete then insert -> upsert",
-     {{'D', "accounts", "A1", "g", 20, NULL}, {'U', "accounts", "A1", "g", 20, "{\"name\":\"b\"}"}},
+     {{'D', "accounts", "A1", "g", 20, NULL, 0},
+      {'U', "accounts", "A1", "g", 20, "{\"name\":\"b\"}", 0}},
      NULL,
      "g:20:U[accounts{\"k\":\"A1\"}ups{\"name\":\"b\"}]",
      "pp"},
     {"parents before children, deletes children first",
-     {{'U', "salesorderdetails", "L1", "sales", 70, "{}"},
-      {'U', "accounts", "A1", "sales", 20, "{}"},
-      {'D', "salesorders", "O9", "sales", 60, NULL},
-      {'U', "salesorders", "O1", "sales", 60, "{}"},
-      {'D', "salesorderdetails", "L9", "sales", 70, NULL},
-      {'D', "accounts", "A9", "sales", 20, NULL}},
+     {{'U', "salesorderdetails", "L1", "sales", 70, "{}", 0},
+      {'U', "accounts", "A1", "sales", 20, "{}", 0},
+      {'D', "salesorders", "O9", "sales", 60, NULL, 0},
+      {'U', "salesorders", "O1", "sales", 60, "{}", 0},
+      {'D', "salesorderdetails", "L9", "sales", 70, NULL, 0},
+      {'D', "accounts", "A9", "sales", 20, NULL, 0}},
      NULL,
      "sales:20:U[accounts{\"k\":\"A1\"}ups{}] sales:60:U[salesorders{\"k\":\"O1\"}ups{}] "
      "sales:70:U[salesorderdetails{\"k\":\"L1\"}ups{}] "
@@ -119,30 +140,69 @@ static const struct plan_case cases[] = {
      "sales:20:D[accounts{\"k\":\"A9\"}del-]",
      "pppppp"},
     {"groups are independent and listed by name",
-     {{'U', "vendors", "V1", "vend", 10, "{}"}, {'U', "accounts", "A1", "cust", 30, "{}"}},
+     {{'U', "vendors", "V1", "vend", 10, "{}", 0}, {'U', "accounts", "A1", "cust", 30, "{}", 0}},
      NULL,
      "cust:30:U[accounts{\"k\":\"A1\"}ups{}] vend:10:U[vendors{\"k\":\"V1\"}ups{}]",
      "pp"},
     {"blocked key parks all its changes; other keys flow",
-     {{'U', "accounts", "A1", "g", 20, "{\"n\":1}"},
-      {'U', "accounts", "A2", "g", 20, "{\"n\":2}"},
-      {'D', "accounts", "A1", "g", 20, NULL}},
+     {{'U', "accounts", "A1", "g", 20, "{\"n\":1}", 0},
+      {'U', "accounts", "A2", "g", 20, "{\"n\":2}", 0},
+      {'D', "accounts", "A1", "g", 20, NULL, 0}},
      "accounts:A1",
      "g:20:U[accounts{\"k\":\"A2\"}ups{\"n\":2}]",
      "wpw"},
     {"a window of parked changes only has an empty plan",
-     {{'U', "accounts", "A1", "g", 20, "{\"n\":1}"}, {'D', "accounts", "A1", "g", 20, NULL}},
+     {{'U', "accounts", "A1", "g", 20, "{\"n\":1}", 0}, {'D', "accounts", "A1", "g", 20, NULL, 0}},
      "accounts:A1",
      "",
      "ww"},
     {"mapping error opens and blocks later changes of its key only",
-     {{'U', "accounts", "A1", "g", 20, "{\"n\":1}"},
-      {'E', "accounts", "A1", "g", 20, NULL},
-      {'U', "accounts", "A1", "g", 20, "{\"n\":3}"},
-      {'U', "accounts", "A2", "g", 20, "{\"n\":4}"}},
+     {{'U', "accounts", "A1", "g", 20, "{\"n\":1}", 0},
+      {'E', "accounts", "A1", "g", 20, NULL, 0},
+      {'U', "accounts", "A1", "g", 20, "{\"n\":3}", 0},
+      {'U', "accounts", "A2", "g", 20, "{\"n\":4}", 0}},
      NULL,
      "g:20:U[accounts{\"k\":\"A1\"}ups{\"n\":1} accounts{\"k\":\"A2\"}ups{\"n\":4}]",
      "powp"},
+    {"an atomic transaction is one unit, parents first, in the level of its first chain",
+     {{'U', "salesorderdetails", "L1", "s", 80, "{}", 1},
+      {'U', "accounts", "A1", "s", 20, "{}", 0},
+      {'U', "salesorders", "O1", "s", 70, "{}", 1},
+      {'D', "salesorderdetails", "L9", "s", 80, NULL, 1}},
+     NULL,
+     "s:20:U[accounts{\"k\":\"A1\"}ups{}] s:70:U[{t1 salesorders{\"k\":\"O1\"}ups{} "
+     "salesorderdetails{\"k\":\"L1\"}ups{} salesorderdetails{\"k\":\"L9\"}del-}]",
+     "pppp"},
+    {"atomic changes coalesce within their transaction only; a later one on the same row waits "
+     "a wave",
+     {{'U', "salesorders", "O1", "s", 70, "{\"a\":1}", 1},
+      {'U', "salesorders", "O1", "s", 70, "{\"b\":2}", 1},
+      {'U', "salesorders", "O1", "s", 70, "{\"a\":3}", 2},
+      {'U', "salesorderdetails", "L1", "s", 80, "{}", 2},
+      {'U', "salesorders", "O2", "s", 70, "{}", 3},
+      {'U', "salesorderdetails", "L1", "s", 80, "{\"q\":4}", 4}},
+     NULL,
+     "s:70:U[{t1 salesorders{\"k\":\"O1\"}ups{\"a\":1,\"b\":2}} "
+     "{t3 salesorders{\"k\":\"O2\"}ups{}}] "
+     "s:w1:70:U[{t2 salesorders{\"k\":\"O1\"}ups{\"a\":3} salesorderdetails{\"k\":\"L1\"}ups{}}] "
+     "s:w2:80:U[{t4 salesorderdetails{\"k\":\"L1\"}ups{\"q\":4}}]",
+     "pppppp"},
+    {"a parked change stops its whole unit; its other changes open, other units flow",
+     {{'U', "salesorders", "O1", "s", 70, "{}", 1},
+      {'U', "salesorderdetails", "L1", "s", 80, "{}", 1},
+      {'U', "salesorderdetails", "L2", "s", 80, "{}", 1},
+      {'U', "salesorderdetails", "L2", "s", 80, "{\"q\":1}", 1},
+      {'U', "salesorders", "O2", "s", 70, "{}", 2}},
+     "salesorders:O1",
+     "s:70:U[{t2 salesorders{\"k\":\"O2\"}ups{}}]",
+     "woowp"},
+    {"an unmappable change stops its unit",
+     {{'U', "salesorders", "O1", "s", 70, "{}", 1},
+      {'E', "salesorderdetails", "L1", "s", 80, NULL, 1},
+      {'U', "accounts", "A1", "s", 20, "{}", 0}},
+     NULL,
+     "s:20:U[accounts{\"k\":\"A1\"}ups{}]",
+     "oop"},
 };
 
 START_TEST(plan_cases)
@@ -173,20 +233,27 @@ START_TEST(plan_cases)
 }
 END_TEST
 
+/* Pushes n changes into an empty window and plans it. */
+static void plan_changes(struct dw_window *w, struct dw_blocked_keys *blocked,
+                         const struct change_spec *changes, int n, struct dw_plan *plan)
+{
+    for (int i = 0; i < n; i++)
+        push(w, &changes[i], i);
+    dw_plan_build(w, blocked, plan);
+}
+
 START_TEST(failed_chain_opens_head_and_parks_followers)
 {
     static const struct change_spec changes[] = {
-        {'U', "accounts", "A1", "g", 20, "{\"n\":1}"},
-        {'U', "accounts", "A2", "g", 20, "{\"n\":2}"},
-        {'U', "accounts", "A1", "g", 20, "{\"n\":3}"},
+        {'U', "accounts", "A1", "g", 20, "{\"n\":1}", 0},
+        {'U', "accounts", "A2", "g", 20, "{\"n\":2}", 0},
+        {'U', "accounts", "A1", "g", 20, "{\"n\":3}", 0},
     };
     struct dw_window w;
     struct dw_blocked_keys *blocked = dw_blocked_keys_new();
     struct dw_plan plan;
     dw_window_init(&w);
-    for (int i = 0; i < 3; i++)
-        push(&w, &changes[i], i);
-    dw_plan_build(&w, blocked, &plan);
+    plan_changes(&w, blocked, changes, 3, &plan);
     ck_assert_uint_eq(plan.nchains, 2);
     size_t a1 = (size_t)w.items[0].chain;
     ck_assert_int_eq(w.items[2].chain, (int)a1);
@@ -213,12 +280,72 @@ START_TEST(failed_chain_opens_head_and_parks_followers)
 }
 END_TEST
 
+/* The messages of a stopped unit, and a unit cut into parts of DW_SINK_ATOMIC_MAX. */
+START_TEST(atomic_units_stop_whole_and_cut_at_the_limit)
+{
+    static const struct change_spec changes[] = {
+        {'U', "salesorders", "O1", "s", 70, "{}", 1},
+        {'E', "salesorderdetails", "L1", "s", 80, NULL, 1},
+        {'U', "salesorderdetails", "L2", "s", 80, "{}", 1},
+    };
+    struct dw_window w;
+    struct dw_blocked_keys *blocked = dw_blocked_keys_new();
+    struct dw_plan plan;
+    dw_window_init(&w);
+    plan_changes(&w, blocked, changes, 3, &plan);
+    ck_assert_uint_eq(plan.nunits, 0);
+    ck_assert_int_eq(w.items[0].chain, -1);
+    ck_assert_int_eq(w.items[0].mapped.error_class, DW_ERRCLASS_CONFLICT);
+    ck_assert_str_eq(w.items[0].mapped.error,
+                     "not sent: salesorderdetails(k='L1') in the same atomic group could not be "
+                     "mapped: value not in value map");
+    ck_assert_str_eq(w.items[1].mapped.error, "value not in value map");
+    ck_assert(dw_blocked_keys_contains(blocked, 11, "O1"));
+    ck_assert(dw_blocked_keys_contains(blocked, 17, "L2"));
+    dw_plan_cleanup(&plan);
+    dw_window_reset(&w);
+    dw_blocked_keys_free(blocked);
+    blocked = dw_blocked_keys_new();
+
+    /* A header and 2,000 lines: parts of 1000 chains, one wave each, parents first. */
+    static const struct change_spec header = {'U', "salesorders", "O1", "s", 70, "{}", 7};
+    push(&w, &header, 0);
+    for (int i = 0; i < 2000; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "L%d", i);
+        struct change_spec line = {'U', "salesorderdetails", key, "s", 80, "{}", 7};
+        push(&w, &line, i + 1);
+    }
+    dw_plan_build(&w, blocked, &plan);
+    ck_assert_uint_eq(plan.nunits, 3);
+    ck_assert_uint_eq(plan.units[0].nchains, 1000);
+    ck_assert_uint_eq(plan.units[1].nchains, 1000);
+    ck_assert_uint_eq(plan.units[2].nchains, 1);
+    ck_assert_uint_eq(plan.units[2].part, 2);
+    ck_assert_uint_eq(plan.units[2].nparts, 3);
+    ck_assert_str_eq(plan.chains[plan.units[0].chains[0]].write.entity_set, "salesorders");
+    ck_assert_str_eq(plan.chains[plan.units[2].chains[0]].write.entity_set, "salesorderdetails");
+    ck_assert_uint_eq(plan.groups[0].nlevels, 3);
+    for (int l = 0; l < 3; l++) {
+        ck_assert_int_eq(plan.groups[0].levels[l].wave, l);
+        ck_assert_uint_eq(plan.groups[0].levels[l].nunits, 1);
+        ck_assert_uint_eq(plan.groups[0].levels[l].units[0], (size_t)l);
+    }
+    ck_assert_int_eq(plan.groups[0].levels[0].sequence, 70);
+    ck_assert_int_eq(plan.groups[0].levels[1].sequence, 80);
+    dw_plan_cleanup(&plan);
+    dw_window_cleanup(&w);
+    dw_blocked_keys_free(blocked);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("window");
     TCase *tc = tcase_create("window");
     tcase_add_loop_test(tc, plan_cases, 0, (int)(sizeof cases / sizeof *cases));
     tcase_add_test(tc, failed_chain_opens_head_and_parks_followers);
+    tcase_add_test(tc, atomic_units_stop_whole_and_cut_at_the_limit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
