@@ -39,9 +39,7 @@ dw map export fno_sample "$DW_E2E_DIR/export2.json" >/dev/null
 check_status "export -> import -> export is a fixed point" 0 cmp "$DW_E2E_DIR/export1.json" "$DW_E2E_DIR/export2.json"
 
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
-"$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample >"$DW_E2E_DIR/daemon.log" 2>&1 &
-daemon=$!
-on_exit "kill -9 $daemon"
+e2e_start_daemon
 check_status "initial sync applied" 0 e2e_wait_applied
 
 # --- one transaction with a bad line; others around it -------------------------------------
