@@ -60,6 +60,20 @@ static dw_rc parse_int(const char *opt, const char *s, long min, long max, long 
     return DW_OK;
 }
 
+/* Replaces *out with the JSON document of an option's argument. */
+static dw_rc parse_json(const char *opt, const char *s, json_t **out)
+{
+    json_error_t jerr;
+    json_t *doc = json_loads(s, 0, &jerr);
+    if (doc == NULL) {
+        fprintf(stderr, "dvemu: %s is not JSON: %s\n", opt, jerr.text);
+        return DW_ERR_INVALID;
+    }
+    json_decref(*out);
+    *out = doc;
+    return DW_OK;
+}
+
 static dw_rc add_client(struct dw_dvemu_options *o, const char *arg, bool cert)
 {
     const char *colon = strchr(arg, ':');
@@ -230,26 +244,12 @@ int main(int argc, char **argv)
             rc = parse_int("--history-max", optarg, 0, LONG_MAX, &v);
             o.history_max = (size_t)v;
             break;
-        case O_FAULTS: {
-            json_error_t jerr;
-            json_decref(o.faults);
-            o.faults = json_loads(optarg, 0, &jerr);
-            if (o.faults == NULL) {
-                fprintf(stderr, "dvemu: --faults is not JSON: %s\n", jerr.text);
-                rc = DW_ERR_INVALID;
-            }
+        case O_FAULTS:
+            rc = parse_json("--faults", optarg, &o.faults);
             break;
-        }
-        case O_PRIVILEGES: {
-            json_error_t jerr;
-            json_decref(o.privileges);
-            o.privileges = json_loads(optarg, 0, &jerr);
-            if (o.privileges == NULL) {
-                fprintf(stderr, "dvemu: --privileges is not JSON: %s\n", jerr.text);
-                rc = DW_ERR_INVALID;
-            }
+        case O_PRIVILEGES:
+            rc = parse_json("--privileges", optarg, &o.privileges);
             break;
-        }
         case O_LOG_LEVEL:
             rc = dw_log_level_parse(optarg, &level);
             break;
