@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tests/bench/bench_e2e.sh - end to end on one machine: harness Postgres + dvemu + dwasync on
 # the sample job. Not a test: it prints figures. Sizes come from the environment:
-#   CUSTOMERS=47000   new customers per legal entity (about 10.6 row changes each: the
-#                     default is the issue's 1,000,000 changes; inserts with lookups, then
-#                     one update of every customer)
+#   CUSTOMERS=94000   new customers per legal entity, in two legal entities (about 5.3 row
+#                     changes per customer: the default is the issue's 1,000,000 changes;
+#                     inserts with lookups, then one update of every customer)
 #   RATE=2000 SECONDS_STEADY=20 PROBES=100   steady load and latency probes
 #   BIG_TXN=2000000   rows of one single transaction, for peak RSS (0: skip); the daemon is
 #                     restarted before it so that its peak is the transaction's own
@@ -15,7 +15,7 @@
 set -uo pipefail
 export DWASYNC_SOURCE_DIR=${DWASYNC_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
-CUSTOMERS=${CUSTOMERS:-47000} RATE=${RATE:-2000} SECONDS_STEADY=${SECONDS_STEADY:-20}
+CUSTOMERS=${CUSTOMERS:-94000} RATE=${RATE:-2000} SECONDS_STEADY=${SECONDS_STEADY:-20}
 PROBES=${PROBES:-100} BIG_TXN=${BIG_TXN:-2000000}
 
 # A generous service-protection window: the benchmark measures dwasync, not throttling.
