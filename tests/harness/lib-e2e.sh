@@ -7,12 +7,31 @@
 #   e2e_load_sample             # the sample data for two legal entities
 #   dw ...                      # runs dwasync with the e2e config
 #   dv_load SET                 # loads dvemu's rows of an entity set into table dv.SET (jsonb)
+#   e2e_metadata 'PYTHON'       # dvemu gets the sample metadata as edited by the snippet,
+#                               # which sees tables (by logical name) and attr(table, name);
+#                               # call before e2e_setup (exports DVEMU_METADATA)
 #   e2e_start_daemon            # `dwasync run --job fno_sample` in the background, appending
 #                               # to $DW_E2E_DIR/daemon.log; $daemon is its pid (killed at exit)
 
 DW_SAMPLE_DIR=${DW_SAMPLE_DIR:-$DWASYNC_SOURCE_DIR/packaging/sample}
 
 dw() { "$DWASYNC_BIN" --config "$DW_E2E_CONF" "$@"; }
+
+e2e_metadata() {
+    local dir
+    dw_mktemp dir meta
+    python3 - "$DW_SAMPLE_DIR/dataverse-metadata.json" "$dir/metadata.json" "$1" <<'PY' ||
+import json, sys
+doc = json.load(open(sys.argv[1]))
+tables = {t["logical_name"]: t for t in doc["tables"]}
+def attr(table, name):
+    return next(a for a in table["attributes"] if a["name"] == name)
+exec(sys.argv[3])
+json.dump(doc, open(sys.argv[2], "w"))
+PY
+        die "editing the sample metadata failed"
+    export DVEMU_METADATA=$dir/metadata.json
+}
 
 daemon=
 e2e_start_daemon() {

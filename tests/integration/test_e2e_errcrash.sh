@@ -18,18 +18,9 @@
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 t_start=$SECONDS
 
-dw_mktemp meta meta
-python3 - "$DWASYNC_SOURCE_DIR/packaging/sample/dataverse-metadata.json" "$meta/metadata.json" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-for t in d["tables"]:
-    if t["logical_name"] == "account":
-        for a in t["attributes"]:
-            if a["name"] == "msdyn_onholdstatus":
-                a["options"].append({"value": 806380006, "label": "Legal hold"})
-json.dump(d, open(sys.argv[2], "w"))
-PY
-export DVEMU_METADATA=$meta/metadata.json
+e2e_metadata '
+attr(tables["account"], "msdyn_onholdstatus")["options"].append(
+    {"value": 806380006, "label": "Legal hold"})'
 DW_E2E_LOG_LEVEL=warn e2e_setup
 e2e_load_sample
 psql_q "SELECT fno.sample_generate(200, 1001)" >/dev/null

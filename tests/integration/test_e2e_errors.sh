@@ -11,18 +11,7 @@
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 
 # A Dataverse whose account names are shorter than the mirror's: the classic length mismatch.
-dw_mktemp meta meta
-python3 - "$DWASYNC_SOURCE_DIR/packaging/sample/dataverse-metadata.json" "$meta/metadata.json" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-for t in d["tables"]:
-    if t["logical_name"] == "account":
-        for a in t["attributes"]:
-            if a["name"] == "name":
-                a["max_length"] = 30
-json.dump(d, open(sys.argv[2], "w"))
-PY
-export DVEMU_METADATA=$meta/metadata.json
+e2e_metadata 'attr(tables["account"], "name")["max_length"] = 30'
 e2e_setup
 e2e_load_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log"

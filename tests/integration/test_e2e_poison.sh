@@ -28,21 +28,11 @@ t_start=$SECONDS
 # Dataverse as this test needs it: a second alternate key on accounts (their e-mail, so a
 # collision is a duplicate), an on-hold option the sample's value map does not reach, and
 # streets of at most 40 characters.
-dw_mktemp meta meta
-python3 - "$DWASYNC_SOURCE_DIR/packaging/sample/dataverse-metadata.json" "$meta/metadata.json" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-for t in d["tables"]:
-    if t["logical_name"] == "account":
-        t["keys"].append({"name": "dwtest_emailkey", "attributes": ["emailaddress1"]})
-        for a in t["attributes"]:
-            if a["name"] == "msdyn_onholdstatus":
-                a["options"].append({"value": 806380006, "label": "Legal hold"})
-            if a["name"] == "address1_line1":
-                a["max_length"] = 40
-json.dump(d, open(sys.argv[2], "w"))
-PY
-export DVEMU_METADATA=$meta/metadata.json
+e2e_metadata '
+account = tables["account"]
+account["keys"].append({"name": "dwtest_emailkey", "attributes": ["emailaddress1"]})
+attr(account, "msdyn_onholdstatus")["options"].append({"value": 806380006, "label": "Legal hold"})
+attr(account, "address1_line1")["max_length"] = 40'
 DW_E2E_LOG_LEVEL=warn e2e_setup
 # F&O mirrors differ: this one keeps the days of a payment term in a bigint.
 psql_q "ALTER TABLE fno.paymentterms ALTER numberofdays TYPE bigint" >/dev/null
