@@ -291,7 +291,6 @@ static void finish_row(struct dw_sink *s, struct row *r, enum dw_write_status st
     row_move(s, r, ROW_DONE);
 }
 
-/* Forgets the cached ids a row relied on (after a 404); returns how many there were. */
 static void guid_entry_free(struct guid_entry *g)
 {
     free(g->id);
@@ -302,6 +301,7 @@ static void guid_entry_free(struct guid_entry *g)
     free(g);
 }
 
+/* Drops a found (ST_OK) entry from the cache. */
 static void entry_forget(struct dw_sink *s, struct guid_entry *g)
 {
     HASH_DEL(s->guids, g);
@@ -309,8 +309,9 @@ static void entry_forget(struct dw_sink *s, struct guid_entry *g)
     guid_entry_free(g);
 }
 
-/* An id the cache no longer holds (forgotten as the oldest) counts too: resolving the row
- * again asks for it afresh. */
+/* Forgets the cached ids a row relied on (after a 404); returns how many there were. An id
+ * the cache no longer holds (forgotten as the oldest) counts too: resolving the row again
+ * asks for it afresh. */
 static size_t forget_cache(struct dw_sink *s, struct row *r)
 {
     size_t i, n = 0;
