@@ -68,7 +68,7 @@ struct dw_item {
     json_t *source_key;   /* replica-identity columns (never NULL); owned */
     char *key_text;       /* canonical source_key: with the map id, the blocking key */
     char *new_row;        /* typed row images for the error table, as compact JSON text */
-    char *old_row;        /* (a tree costs ten times the memory); owned, may be NULL */
+    char *old_row;        /* (a tree costs several times more); owned, may be NULL */
     size_t bytes;         /* memory estimate, for the window's byte bound */
     enum dw_item_state state;
     int chain;   /* index of its chain in the plan, -1 if none */
