@@ -109,7 +109,8 @@ dw_rc dw_buf_printf(struct dw_buf *b, const char *fmt, ...)
 
 dw_rc dw_buf_put_json_string(struct dw_buf *b, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
+    /* Upper case, as jansson writes it: every JSON text dwasync writes escapes alike. */
+    static const char hex[] = "0123456789ABCDEF";
     /* Worst case every byte becomes \u00XX; reserving once keeps the loop branch-light. */
     if (len > (b->max_len / 6))
         return DW_ERR_RANGE;
