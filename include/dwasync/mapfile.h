@@ -54,6 +54,7 @@ struct dw_keypart {
     enum dw_attr_type type;   /* COLUMN */
     struct dw_lookup *lookup; /* LOOKUP */
     int max_length;           /* COLUMN of the map's own key: Dataverse's MaxLength, 0: unknown */
+    char *attr; /* derived: the key's attribute name, target or "_<target>_value" for a lookup */
 };
 
 /* A reference to a parent row: "<entity set>" keyed by parts read from this row. */
@@ -99,6 +100,7 @@ struct dw_colmap {
     struct dw_lookup *lookup;
     int max_length; /* Dataverse's MaxLength of the target, 0: unknown (dw_job_maps_set_max_length)
                      */
+    char *bind; /* derived, lookup only: "<navigation or target>@odata.bind" */
 };
 
 enum dw_filter_op {

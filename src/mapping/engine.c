@@ -354,33 +354,45 @@ static enum fetch fetch(const json_t *row, const json_t *unchanged, const char *
 
 enum keyuse { FOR_KEY, FOR_BIND };
 
+/* What a key is built for, named in failure messages only: 'key of "accounts"' or
+ * 'lookup "parentcustomerid"'. Kept in two parts so that no row pays for the text. */
+struct what {
+    const char *kind;
+    const char *name;
+};
+
 /*
  * Builds the key object of parts from a row. FOR_KEY: every part must have a value.
  * FOR_BIND: returns F_NULL when a part is null (the lookup is cleared) and F_UNCHANGED when
  * a part was not sent (the lookup is left alone).
  */
 static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json_t *row,
-                            const json_t *unchanged, enum keyuse use, const char *what,
+                            const json_t *unchanged, enum keyuse use, const struct what *what,
                             struct failure *f, json_t **out);
 
+/* {"$ref": "<set>", "key": key} (sink.h), taking key. Built directly: this runs for every
+ * lookup of every row, and json_pack() parses its format each time. */
+static json_t *reference(const char *entity_set, json_t *key)
+{
+    json_t *ref = json_object();
+    json_object_set_new_nocheck(ref, "$ref", json_string(entity_set));
+    json_object_set_new_nocheck(ref, "key", key);
+    return ref;
+}
+
 static enum fetch build_ref(const struct dw_lookup *l, const json_t *row, const json_t *unchanged,
-                            enum keyuse use, const char *what, struct failure *f, json_t **out)
+                            enum keyuse use, const struct what *what, struct failure *f, json_t **out)
 {
     json_t *key = NULL;
     enum fetch r = build_key(l->key, l->nkey, row, unchanged, use, what, f, &key);
     if (r != F_VALUE)
         return r;
-    *out = json_pack("{s:s, s:o}", "$ref", l->entity_set, "key", key);
+    *out = reference(l->entity_set, key);
     return F_VALUE;
 }
 
-static char *lookup_attr(const char *target)
-{
-    return dw_asprintf("_%s_value", target);
-}
-
 static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json_t *row,
-                            const json_t *unchanged, enum keyuse use, const char *what,
+                            const json_t *unchanged, enum keyuse use, const struct what *what,
                             struct failure *f, json_t **out)
 {
     json_t *key = json_object();
@@ -394,9 +406,7 @@ static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json
                 result = r;
                 break;
             }
-            char *a = lookup_attr(kp->target);
-            json_object_set_new(key, a, val);
-            free(a);
+            json_object_set_new(key, kp->attr, val);
             continue;
         }
         enum fetch r = fetch(row, unchanged, kp->source, &v);
@@ -407,22 +417,21 @@ static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json
                 result = F_UNCHANGED;
                 break;
             }
-            fail(f, "%s: column \"%s\" is not in the row", what, kp->source);
+            fail(f, "%s \"%s\": column \"%s\" is not in the row", what->kind, what->name, kp->source);
             result = F_MISSING;
             break;
         }
         if (r == F_NULL) {
             if (use == FOR_KEY)
-                fail(f, "%s: key column \"%s\" is null", what, kp->source);
+                fail(f, "%s \"%s\": key column \"%s\" is null", what->kind, what->name, kp->source);
             result = use == FOR_KEY ? F_MISSING : F_NULL;
             break;
         }
         if (kp->kind == DW_KEYPART_COMPANY) {
-            val = json_pack("{s:s, s:{s:O}}", "$ref", DW_COMPANY_ENTITY_SET, "key", DW_COMPANY_KEY,
-                            v);
-            char *a = lookup_attr(kp->target);
-            json_object_set_new(key, a, val);
-            free(a);
+            json_t *company_key = json_object();
+            json_object_set(company_key, DW_COMPANY_KEY, v);
+            val = reference(DW_COMPANY_ENTITY_SET, company_key);
+            json_object_set_new(key, kp->attr, val);
             continue;
         }
         if (kp->has_type) {
@@ -430,7 +439,8 @@ static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json
             val = coerce(v, kp->type, &why);
             if (val == NULL) {
                 char *s = show(v);
-                fail(f, "%s: column \"%s\" value %s %s for key attribute \"%s\"", what, kp->source,
+                fail(f, "%s \"%s\": column \"%s\" value %s %s for key attribute \"%s\"", what->kind,
+                     what->name, kp->source,
                      s, why, kp->target);
                 free(s);
                 result = F_MISSING;
@@ -442,9 +452,9 @@ static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json
         if (!fits_length(val, kp->max_length)) {
             char *s = show(v);
             fail(f,
-                 "%s: column \"%s\" value %s is longer than %d characters, the MaxLength of "
-                 "key attribute \"%s\" in Dataverse",
-                 what, kp->source, s, kp->max_length, kp->target);
+                 "%s \"%s\": column \"%s\" value %s is longer than %d characters, the "
+                 "MaxLength of key attribute \"%s\" in Dataverse",
+                 what->kind, what->name, kp->source, s, kp->max_length, kp->target);
             free(s);
             json_decref(val);
             result = F_MISSING;
@@ -530,16 +540,13 @@ static bool map_column(const struct dw_colmap *c, const json_t *row, const json_
 {
     if (c->lookup) {
         json_t *ref = NULL;
-        char *what = dw_asprintf("lookup \"%s\"", c->target);
-        enum fetch r = build_ref(c->lookup, row, unchanged, FOR_BIND, what, f, &ref);
-        free(what);
+        struct what what = {"lookup", c->target};
+        enum fetch r = build_ref(c->lookup, row, unchanged, FOR_BIND, &what, f, &ref);
         if (r == F_MISSING)
             return false;
         if (r == F_UNCHANGED)
             return true;
-        char *attr = dw_asprintf("%s@odata.bind", c->navigation ? c->navigation : c->target);
-        json_object_set_new(body, attr, r == F_VALUE ? ref : json_null());
-        free(attr);
+        json_object_set_new(body, c->bind, r == F_VALUE ? ref : json_null());
         return true;
     }
     json_t *v = NULL, *out = NULL;
@@ -670,9 +677,8 @@ static json_t *key_from(const struct dw_tablemap *m, const json_t *img, const js
                         struct failure *f)
 {
     json_t *key = NULL;
-    char *what = dw_asprintf("key of \"%s\"", m->entity_set);
-    enum fetch r = build_key(m->key, m->nkey, img, unchanged, FOR_KEY, what, f, &key);
-    free(what);
+    struct what what = {"key of", m->entity_set};
+    enum fetch r = build_key(m->key, m->nkey, img, unchanged, FOR_KEY, &what, f, &key);
     return r == F_VALUE ? key : NULL;
 }
 

@@ -134,6 +134,7 @@ static void keyparts_free(struct dw_keypart *parts, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(parts[i].target);
+        free(parts[i].attr);
         free(parts[i].source);
         lookup_free(parts[i].lookup);
     }
@@ -209,6 +210,9 @@ static struct dw_keypart *parse_key(struct pctx *c, const char *path, const json
             kp->lookup = parse_lookup(c, lp, json_object_get(o, "lookup"), depth + 1);
             free(lp);
         }
+        if (kp->target)
+            kp->attr = kp->kind == DW_KEYPART_COLUMN ? dw_strdup(kp->target)
+                                                     : dw_asprintf("_%s_value", kp->target);
         if (kp->kind != DW_KEYPART_COLUMN && json_object_get(o, "type"))
             perr(c, p, "\"type\" applies to a \"source\" key part only");
         for (size_t j = 0; j < i; j++) {
@@ -251,6 +255,7 @@ static void colmap_clear(struct dw_colmap *m)
 {
     free(m->target);
     free(m->navigation);
+    free(m->bind);
     free(m->source);
     json_decref(m->constant);
     json_decref(m->deflt);
@@ -302,6 +307,8 @@ static void parse_column(struct pctx *c, const char *p, const json_t *o, struct 
         m->lookup = parse_lookup(c, lp, lk, 1);
         free(lp);
         m->navigation = opt_string(c, p, o, "navigation");
+        if (m->navigation || m->target)
+            m->bind = dw_asprintf("%s@odata.bind", m->navigation ? m->navigation : m->target);
     } else if (json_object_get(o, "navigation")) {
         perr(c, p, "\"navigation\" applies to a lookup only");
     }
