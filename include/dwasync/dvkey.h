@@ -59,6 +59,8 @@ dw_rc dw_dvkey_segment(struct dw_buf *b, const json_t *key, bool encode);
  * its messages. Caller frees.
  */
 char *dw_dvkey_target_id(const char *entity_set, const json_t *key);
+/* The same appended to b (nothing appended on failure). */
+dw_rc dw_dvkey_append_target_id(struct dw_buf *b, const char *entity_set, const json_t *key);
 
 /*
  * Appends the percent-encoded filter expression "k1 eq 'v1' and k2 eq 5" for the $filter

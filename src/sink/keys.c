@@ -141,10 +141,25 @@ dw_rc dw_dvkey_filter(struct dw_buf *b, const json_t *key)
     return key_pairs(b, key, "%20eq%20", "%20and%20", true);
 }
 
+dw_rc dw_dvkey_append_target_id(struct dw_buf *b, const char *entity_set, const json_t *key)
+{
+    size_t mark = b->len;
+    dw_rc rc;
+    if ((rc = dw_buf_puts(b, entity_set)) != DW_OK || (rc = dw_buf_putc(b, '(')) != DW_OK ||
+        (rc = dw_json_append_canonical(b, key)) != DW_OK || (rc = dw_buf_putc(b, ')')) != DW_OK) {
+        if (b->data) {
+            b->len = mark;
+            b->data[mark] = '\0';
+        }
+    }
+    return rc;
+}
+
 char *dw_dvkey_target_id(const char *entity_set, const json_t *key)
 {
-    char *k = dw_json_canonical(key);
-    char *id = dw_asprintf("%s(%s)", entity_set, k);
-    free(k);
-    return id;
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    if (dw_dvkey_append_target_id(&b, entity_set, key) != DW_OK)
+        dw_oom(0); /* only a key past the buffer's gigabyte cap gets here */
+    return dw_buf_steal(&b);
 }

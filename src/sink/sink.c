@@ -98,6 +98,14 @@ enum row_where { ROW_RESOLVING, ROW_READY, ROW_SENT, ROW_DONE };
 
 struct atomic;
 
+/* The parents a row refers to, for naming a missing one: when only one can be, it is named.
+ * Only the first is kept, and its text made only on failure: rows rarely fail. */
+struct parents {
+    size_t n;
+    const char *set; /* borrowed from the row's key or body */
+    json_t *rkey;    /* the first one's resolved key */
+};
+
 struct row {
     struct row *prev, *next;
     enum row_where where;
@@ -107,9 +115,9 @@ struct row {
     void *user;
     json_t *rkey;    /* key with references replaced by GUIDs */
     json_t *rbody;   /* body with binds written as "/<set>(<key>)" */
-    json_t *used;    /* ids of GUID cache entries this row relied on */
-    json_t *binds;   /* "<set>(<key>)" of each parent bound by reference in the body */
-    json_t *keyrefs; /* the same for the parents named in the key */
+    json_t *used;    /* ids of GUID cache entries this row relied on, or NULL */
+    struct parents binds;   /* the parents bound by reference in the body */
+    struct parents keyrefs; /* the parents named in the key */
     char *guid;      /* set when the row is addressed by id (unaddressable key) */
     bool post;       /* unaddressable key, no such row: create with POST */
     bool no_bulk;    /* isolating a failed bulk request: go through $batch */
@@ -196,6 +204,7 @@ struct dw_sink {
     struct bulk_entry *bulks;
     struct atomic *atomics;
     uint64_t pass;
+    struct dw_buf scratch; /* reused for the cache id of each reference resolved */
     struct dw_sink_stats stats;
 };
 
@@ -254,6 +263,22 @@ static void row_move(struct dw_sink *s, struct row *r, enum row_where to)
         DL_APPEND(*dest, r);
 }
 
+static char *ref_display(const char *set, const json_t *rkey);
+
+static void parents_clear(struct parents *p)
+{
+    json_decref(p->rkey);
+    memset(p, 0, sizeof *p);
+}
+
+static void parents_note(struct parents *p, const char *set, const json_t *rkey)
+{
+    if (p->n++ == 0) {
+        p->set = set;
+        p->rkey = json_incref((json_t *)rkey);
+    }
+}
+
 static void row_free(struct row *r)
 {
     free(r->entity_set);
@@ -263,8 +288,8 @@ static void row_free(struct row *r)
     json_decref(r->rkey);
     json_decref(r->rbody);
     json_decref(r->used);
-    json_decref(r->binds);
-    json_decref(r->keyrefs);
+    parents_clear(&r->binds);
+    parents_clear(&r->keyrefs);
     json_decref(r->payload);
     free(r->guid);
     free(r->missing);
@@ -280,9 +305,9 @@ static void finish_row(struct dw_sink *s, struct row *r, enum dw_write_status st
     /* Dataverse does not say which parent is missing; when only one can be, name it (the
      * key's parents were just looked up, so a bound one is the suspect). */
     if (cls == DW_ERRCLASS_MISSING_PARENT && r->missing == NULL) {
-        json_t *c = json_array_size(r->binds) ? r->binds : r->keyrefs;
-        if (json_array_size(c) == 1)
-            r->missing = dw_strdup(json_string_value(json_array_get(c, 0)));
+        const struct parents *c = r->binds.n ? &r->binds : &r->keyrefs;
+        if (c->n == 1)
+            r->missing = ref_display(c->set, c->rkey);
     }
     if (status == DW_WRITE_APPLIED)
         s->stats.rows_applied++;
@@ -372,7 +397,8 @@ static char *ref_display(const char *set, const json_t *rkey)
 {
     struct dw_buf b;
     dw_buf_init(&b, 0);
-    (void)dw_buf_printf(&b, "%s(", set);
+    (void)dw_buf_puts(&b, set);
+    (void)dw_buf_putc(&b, '(');
     (void)dw_dvkey_segment(&b, rkey, false);
     (void)dw_buf_putc(&b, ')');
     return dw_buf_steal(&b);
@@ -408,17 +434,16 @@ static void entry_negative(struct dw_sink *s, struct guid_entry *g, enum state s
 
 static struct guid_entry *guid_get(struct dw_sink *s, const char *set, const json_t *rkey)
 {
-    char *canon = dw_json_canonical(rkey);
-    char *id = dw_asprintf("%s(%s)", set, canon);
-    free(canon);
+    struct dw_buf *id = &s->scratch;
+    dw_buf_reset(id);
+    if (dw_dvkey_append_target_id(id, set, rkey) != DW_OK)
+        dw_oom(0);
     struct guid_entry *g = NULL;
-    HASH_FIND_STR(s->guids, id, g);
-    if (g) {
-        free(id);
+    HASH_FIND(hh, s->guids, id->data, id->len, g);
+    if (g)
         return g;
-    }
     g = dw_calloc(1, sizeof *g);
-    g->id = id;
+    g->id = dw_strdup(id->data);
     g->set = dw_strdup(set);
     g->rkey = json_deep_copy(rkey);
     g->state = ST_PENDING;
@@ -438,6 +463,8 @@ static enum res ref_guid(struct dw_sink *s, struct row *r, const char *set, cons
                          bool not_found_ok, char **guid)
 {
     struct guid_entry *g = guid_get(s, set, rkey);
+    if (r->used == NULL)
+        r->used = json_array();
     json_array_append_new(r->used, json_string(g->id));
     switch (g->state) {
     case ST_PENDING:
@@ -481,11 +508,8 @@ static enum res resolve_ref(struct dw_sink *s, struct row *r, const json_t *ref,
         res = r->atomic && depth == 0 ? atomic_ref_guid(s, r, ref, set, rkey, guid)
                                       : ref_guid(s, r, set, rkey, false, guid);
     if (res == RES_READY) {
-        if (depth == 0) {
-            char *d = ref_display(set, rkey);
-            json_array_append_new(guid ? r->keyrefs : r->binds, json_string(d));
-            free(d);
-        }
+        if (depth == 0)
+            parents_note(guid ? &r->keyrefs : &r->binds, set, rkey);
         *set_out = dw_strdup(set);
         *rkey_out = rkey;
     } else {
@@ -594,7 +618,9 @@ static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
             struct dw_buf b;
             dw_buf_init(&b, 0);
             if (dw_dvkey_addressable(pkey)) {
-                (void)dw_buf_printf(&b, "/%s(", set);
+                (void)dw_buf_putc(&b, '/');
+                (void)dw_buf_puts(&b, set);
+                (void)dw_buf_putc(&b, '(');
                 (void)dw_dvkey_segment(&b, pkey, false);
                 (void)dw_buf_putc(&b, ')');
             } else {
@@ -665,11 +691,9 @@ static enum res resolve_row(struct dw_sink *s, struct row *r)
     free(r->wait_id);
     r->wait_id = NULL;
     json_decref(r->used);
-    json_decref(r->binds);
-    json_decref(r->keyrefs);
-    r->used = json_array();
-    r->binds = json_array();
-    r->keyrefs = json_array();
+    r->used = NULL;
+    parents_clear(&r->binds);
+    parents_clear(&r->keyrefs);
     json_t *rkey = NULL, *rbody = NULL;
     enum res res = resolve_key(s, r, r->key, 0, &rkey);
     if (res == RES_READY && r->body)
@@ -782,7 +806,8 @@ static char *api_url(struct dw_sink *s, const char *fmt, ...)
 /* The address of a row: "<set>(<key segment>)" or "<set>(<guid>)", URL-encoded. */
 static void row_address(struct dw_buf *b, const struct row *r, bool encode)
 {
-    (void)dw_buf_printf(b, "%s(", r->entity_set);
+    (void)dw_buf_puts(b, r->entity_set);
+    (void)dw_buf_putc(b, '(');
     if (r->guid)
         (void)dw_buf_puts(b, r->guid);
     else
@@ -902,35 +927,43 @@ static void set_payload(struct row *r, json_t *payload)
 
 static void queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
 {
-    json_t *targets = json_array();
+    /* Written straight into the body: each target is the row's body with its type and
+     * address in front, {"Targets":[{"@odata.type":..,"@odata.id":..,<body>},..]}. */
+    struct dw_buf body, address;
+    dw_buf_init(&body, 0);
+    dw_buf_init(&address, 0);
+    (void)dw_buf_puts(&body, "{\"Targets\":[");
     for (size_t i = 0; i < n; i++) {
         struct row *r = rows[i];
-        json_t *item = json_copy(r->rbody); /* shares the values, adds two properties */
-        struct dw_buf b;
-        dw_buf_init(&b, 0);
-        row_address(&b, r, false);
-        char *type = dw_asprintf("Microsoft.Dynamics.CRM.%s", r->logical_name);
-        json_object_set_new(item, "@odata.type", json_string(type));
-        json_object_set_new(item, "@odata.id", json_string(dw_buf_str(&b)));
-        free(type);
-        dw_buf_cleanup(&b);
-        /* The row's own body stands for what was sent: keeping each item alive until the
-         * answer would hold a second copy of every row in flight. */
+        dw_buf_reset(&address);
+        (void)dw_buf_puts(&address, "Microsoft.Dynamics.CRM.");
+        (void)dw_buf_puts(&address, r->logical_name);
+        (void)dw_buf_puts(&body, i ? ",{\"@odata.type\":" : "{\"@odata.type\":");
+        (void)dw_buf_put_json_string(&body, address.data, address.len);
+        dw_buf_reset(&address);
+        row_address(&address, r, false);
+        (void)dw_buf_puts(&body, ",\"@odata.id\":");
+        (void)dw_buf_put_json_string(&body, address.data, address.len);
+        if (json_object_size(r->rbody)) {
+            (void)dw_buf_putc(&body, ',');
+            (void)dw_json_append_members(&body, r->rbody);
+        }
+        (void)dw_buf_putc(&body, '}');
+        /* The row's own body stands for what was sent. */
         set_payload(r, json_incref(r->rbody));
-        json_array_append_new(targets, item);
         row_move(s, r, ROW_SENT);
     }
-    json_t *doc = json_pack("{s:o}", "Targets", targets);
+    (void)dw_buf_puts(&body, "]}");
+    dw_buf_cleanup(&address);
     struct req *q =
         req_new(REQ_BULK, "POST",
                 api_url(s, "%s/Microsoft.Dynamics.CRM.UpsertMultiple", rows[0]->entity_set));
-    q->body = dw_json_dumps(doc);
-    q->body_len = strlen(q->body);
+    q->body_len = body.len;
+    q->body = dw_buf_steal(&body);
     q->content_type = dw_strdup("application/json");
     q->rows = dw_malloc(n * sizeof *q->rows);
     memcpy(q->rows, rows, n * sizeof *rows);
     q->nrows = n;
-    json_decref(doc);
     enqueue(s, q);
 }
 
@@ -2372,6 +2405,7 @@ dw_rc dw_sink_new(const struct dw_config *cfg, dw_write_done_fn done, void *user
     s->cfg = cfg;
     s->done_fn = done;
     s->done_user = user;
+    dw_buf_init(&s->scratch, 0);
     const char *url = cfg->dataverse.url;
     if (url == NULL || (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)) {
         DW_ERROR("[dataverse] url \"%s\" is not an http(s) URL. Set it to the environment URL, "
@@ -2478,6 +2512,7 @@ void dw_sink_free(struct dw_sink *s)
     dw_auth_free(s->auth);
     free(s->api);
     free(s->api_path);
+    dw_buf_cleanup(&s->scratch);
     free(s);
 }
 
