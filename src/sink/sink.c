@@ -1737,6 +1737,9 @@ static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long h
     if (cc != CURLE_OK) {
         code = dw_strdup("");
         msg = dw_strdup(q->errbuf[0] ? q->errbuf : curl_easy_strerror(cc));
+    } else if (http >= 200 && http < 300) {
+        code = dw_strdup(""); /* a success carries no error (and its body may be large) */
+        msg = dw_strdup("");
     } else {
         parse_error(dw_buf_str(&q->resp), &code, &msg);
     }
@@ -1842,6 +1845,9 @@ static void complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long 
     if (cc != CURLE_OK) {
         code = dw_strdup("");
         msg = dw_strdup(q->errbuf[0] ? q->errbuf : curl_easy_strerror(cc));
+    } else if (http >= 200 && http < 300) {
+        code = dw_strdup(""); /* a success carries no error (and its body may be large) */
+        msg = dw_strdup("");
     } else {
         parse_error(dw_buf_str(&q->resp), &code, &msg);
     }
@@ -2323,6 +2329,9 @@ static void complete_changeset(struct dw_sink *s, struct req *q, CURLcode cc, lo
         parse_error(bad->body, &code, &msg);
         if (bad->retry_after && q->retry_after == NULL)
             q->retry_after = dw_strdup(bad->retry_after);
+    } else if (http >= 200 && http < 300) {
+        code = dw_strdup(""); /* a success carries no error (and its body may be large) */
+        msg = dw_strdup("");
     } else {
         parse_error(dw_buf_str(&q->resp), &code, &msg);
     }
