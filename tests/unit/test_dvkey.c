@@ -146,9 +146,44 @@ START_TEST(guids_refs_and_lookup_parts)
         json_loads("{\"$ref\":\"cdm_companies\",\"key\":{\"cdm_companycode\":\"USMF\"}}", 0, NULL);
     ck_assert(dw_dvkey_is_ref(ref));
     json_decref(ref);
-    json_t *notref = json_loads("{\"$ref\":\"x\"}", 0, NULL);
-    ck_assert(!dw_dvkey_is_ref(notref));
-    json_decref(notref);
+    static const char *const not_refs[] = {
+        "{\"$ref\":\"x\"}", "{\"$ref\":1,\"key\":{}}", "{\"$ref\":\"x\",\"key\":\"k\"}",
+        "{\"ref\":\"x\",\"key\":{}}", "{\"$ref\":\"x\",\"keys\":{}}", "[\"$ref\",\"key\"]",
+    };
+    for (size_t i = 0; i < sizeof not_refs / sizeof not_refs[0]; i++) {
+        json_t *notref = json_loads(not_refs[i], JSON_DECODE_ANY, NULL);
+        ck_assert_msg(!dw_dvkey_is_ref(notref), "%s", not_refs[i]);
+        json_decref(notref);
+    }
+    /* Members in either order, and extra ones tolerated. */
+    json_t *swapped = json_loads("{\"key\":{\"a\":1},\"note\":0,\"$ref\":\"x\"}", 0, NULL);
+    ck_assert(dw_dvkey_is_ref(swapped));
+    json_decref(swapped);
+}
+END_TEST
+
+START_TEST(target_ids_are_canonical)
+{
+    json_t *a = json_loads("{\"b\":\"2\",\"_p_value\":{\"key\":{\"z\":1,\"y\":\"\\\"\"},"
+                           "\"$ref\":\"ps\"}}",
+                           0, NULL);
+    json_t *b = json_loads("{\"_p_value\":{\"$ref\":\"ps\",\"key\":{\"y\":\"\\\"\",\"z\":1}},"
+                           "\"b\":\"2\"}",
+                           0, NULL);
+    char *ia = dw_dvkey_target_id("accounts", a), *ib = dw_dvkey_target_id("accounts", b);
+    ck_assert_str_eq(ia, "accounts({\"_p_value\":{\"$ref\":\"ps\",\"key\":{\"y\":\"\\\"\",\"z\":1}},"
+                         "\"b\":\"2\"})");
+    ck_assert_str_eq(ia, ib);
+    struct dw_buf buf;
+    dw_buf_init(&buf, 0);
+    ck_assert_int_eq(dw_buf_puts(&buf, "x "), DW_OK);
+    ck_assert_int_eq(dw_dvkey_append_target_id(&buf, "accounts", a), DW_OK);
+    ck_assert_str_eq(dw_buf_str(&buf) + 2, ia);
+    dw_buf_cleanup(&buf);
+    free(ia);
+    free(ib);
+    json_decref(a);
+    json_decref(b);
 }
 END_TEST
 
@@ -160,6 +195,7 @@ static Suite *dvkey_suite(void)
     tcase_add_test(tc, segments_are_quoted_and_encoded);
     tcase_add_test(tc, unaddressable_characters);
     tcase_add_test(tc, guids_refs_and_lookup_parts);
+    tcase_add_test(tc, target_ids_are_canonical);
     suite_add_tcase(s, tc);
     return s;
 }
