@@ -100,7 +100,7 @@ struct dw_colmap {
     struct dw_lookup *lookup;
     int max_length; /* Dataverse's MaxLength of the target, 0: unknown (dw_job_maps_set_max_length)
                      */
-    char *bind; /* derived, lookup only: "<navigation or target>@odata.bind" */
+    char *bind;     /* derived, lookup only: "<navigation or target>@odata.bind" */
 };
 
 enum dw_filter_op {

@@ -381,7 +381,8 @@ static json_t *reference(const char *entity_set, json_t *key)
 }
 
 static enum fetch build_ref(const struct dw_lookup *l, const json_t *row, const json_t *unchanged,
-                            enum keyuse use, const struct what *what, struct failure *f, json_t **out)
+                            enum keyuse use, const struct what *what, struct failure *f,
+                            json_t **out)
 {
     json_t *key = NULL;
     enum fetch r = build_key(l->key, l->nkey, row, unchanged, use, what, f, &key);
@@ -417,7 +418,8 @@ static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json
                 result = F_UNCHANGED;
                 break;
             }
-            fail(f, "%s \"%s\": column \"%s\" is not in the row", what->kind, what->name, kp->source);
+            fail(f, "%s \"%s\": column \"%s\" is not in the row", what->kind, what->name,
+                 kp->source);
             result = F_MISSING;
             break;
         }
@@ -440,8 +442,7 @@ static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json
             if (val == NULL) {
                 char *s = show(v);
                 fail(f, "%s \"%s\": column \"%s\" value %s %s for key attribute \"%s\"", what->kind,
-                     what->name, kp->source,
-                     s, why, kp->target);
+                     what->name, kp->source, s, why, kp->target);
                 free(s);
                 result = F_MISSING;
                 break;

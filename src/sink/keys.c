@@ -28,7 +28,8 @@ bool dw_dvkey_is_ref(const json_t *v)
     if (!json_is_object(v) || json_object_size(v) < 2)
         return false;
     bool set = false, key = false;
-    for (void *it = json_object_iter((json_t *)v); it; it = json_object_iter_next((json_t *)v, it)) {
+    for (void *it = json_object_iter((json_t *)v); it;
+         it = json_object_iter_next((json_t *)v, it)) {
         const char *name = json_object_iter_key(it);
         const json_t *value = json_object_iter_value(it);
         set |= strcmp(name, "$ref") == 0 && json_is_string(value);

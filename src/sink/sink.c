@@ -113,18 +113,18 @@ struct row {
     char *entity_set, *logical_name;
     json_t *key, *body;
     void *user;
-    json_t *rkey;    /* key with references replaced by GUIDs */
-    json_t *rbody;   /* body with binds written as "/<set>(<key>)" */
-    json_t *used;    /* ids of GUID cache entries this row relied on, or NULL */
+    json_t *rkey;           /* key with references replaced by GUIDs */
+    json_t *rbody;          /* body with binds written as "/<set>(<key>)" */
+    json_t *used;           /* ids of GUID cache entries this row relied on, or NULL */
     struct parents binds;   /* the parents bound by reference in the body */
     struct parents keyrefs; /* the parents named in the key */
-    char *guid;      /* set when the row is addressed by id (unaddressable key) */
-    bool post;       /* unaddressable key, no such row: create with POST */
-    bool no_bulk;    /* isolating a failed bulk request: go through $batch */
-    bool single;     /* isolating a failed batch: go alone */
-    bool refreshed;  /* already resolved again after a 404 */
-    bool post_lost;  /* a POST of this row may have landed although its answer was lost */
-    json_t *payload; /* last body sent */
+    char *guid;             /* set when the row is addressed by id (unaddressable key) */
+    bool post;              /* unaddressable key, no such row: create with POST */
+    bool no_bulk;           /* isolating a failed bulk request: go through $batch */
+    bool single;            /* isolating a failed batch: go alone */
+    bool refreshed;         /* already resolved again after a 404 */
+    bool post_lost;         /* a POST of this row may have landed although its answer was lost */
+    json_t *payload;        /* last body sent */
     struct failure res;
     char *missing;
     char *wait_id;         /* id of the cache entry resolution last waited for, or NULL */

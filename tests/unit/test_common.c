@@ -137,10 +137,17 @@ static unsigned json_rand(unsigned n)
 
 static json_t *random_json(int depth)
 {
-    static const char *const strings[] = {"", "a", "Müller 東京", "q\"uo\\te", "tab\there",
-                                          "\x01\x1f\x7f", "/slash/", "line\nfeed\r\b\f"};
-    static const double reals[] = {0.1, -2.5, 1234567.89, 1e15, 1e16, 1e300, -1e-300,
-                                   123456789012345678.0, 3.0, 5e-5, 0.000123456789012345};
+    static const char *const strings[] = {"",
+                                          "a",
+                                          "Müller 東京",
+                                          "q\"uo\\te",
+                                          "tab\there",
+                                          "\x01\x1f\x7f",
+                                          "/slash/",
+                                          "line\nfeed\r\b\f"};
+    static const double reals[] = {
+        0.1, -2.5, 1234567.89,          1e15, 1e16, 1e300, -1e-300, 123456789012345678.0,
+        3.0, 5e-5, 0.000123456789012345};
     static const json_int_t ints[] = {0, 1, -1, 42, INT64_MAX, INT64_MIN, 1000000, -999};
     unsigned kind = json_rand(depth > 3 ? 6 : 8);
     switch (kind) {

@@ -147,8 +147,12 @@ START_TEST(guids_refs_and_lookup_parts)
     ck_assert(dw_dvkey_is_ref(ref));
     json_decref(ref);
     static const char *const not_refs[] = {
-        "{\"$ref\":\"x\"}", "{\"$ref\":1,\"key\":{}}", "{\"$ref\":\"x\",\"key\":\"k\"}",
-        "{\"ref\":\"x\",\"key\":{}}", "{\"$ref\":\"x\",\"keys\":{}}", "[\"$ref\",\"key\"]",
+        "{\"$ref\":\"x\"}",
+        "{\"$ref\":1,\"key\":{}}",
+        "{\"$ref\":\"x\",\"key\":\"k\"}",
+        "{\"ref\":\"x\",\"key\":{}}",
+        "{\"$ref\":\"x\",\"keys\":{}}",
+        "[\"$ref\",\"key\"]",
     };
     for (size_t i = 0; i < sizeof not_refs / sizeof not_refs[0]; i++) {
         json_t *notref = json_loads(not_refs[i], JSON_DECODE_ANY, NULL);
@@ -171,8 +175,9 @@ START_TEST(target_ids_are_canonical)
                            "\"b\":\"2\"}",
                            0, NULL);
     char *ia = dw_dvkey_target_id("accounts", a), *ib = dw_dvkey_target_id("accounts", b);
-    ck_assert_str_eq(ia, "accounts({\"_p_value\":{\"$ref\":\"ps\",\"key\":{\"y\":\"\\\"\",\"z\":1}},"
-                         "\"b\":\"2\"})");
+    ck_assert_str_eq(ia,
+                     "accounts({\"_p_value\":{\"$ref\":\"ps\",\"key\":{\"y\":\"\\\"\",\"z\":1}},"
+                     "\"b\":\"2\"})");
     ck_assert_str_eq(ia, ib);
     struct dw_buf buf;
     dw_buf_init(&buf, 0);
