@@ -65,10 +65,11 @@ struct dw_item {
     int part;             /* 0, or 1 for a change's second write through the same map */
     char *source_schema;  /* owned */
     char *source_table;   /* owned */
-    json_t *source_key;   /* replica-identity columns (never NULL); owned */
-    char *key_text;       /* canonical source_key: with the map id, the blocking key */
-    char *new_row;        /* typed row images for the error table, as compact JSON text */
-    char *old_row;        /* (a tree costs several times more); owned, may be NULL */
+    char *source_key;     /* replica-identity columns (never NULL), and the typed row */
+    char *new_row;        /* images for the error table (may be NULL), as compact JSON */
+    char *old_row;        /* text: a tree costs several times more; owned */
+    char *key_text;       /* the blocking key (with the map id): the target id, or the
+                           * canonical source key of a change that never reached a map */
     size_t bytes;         /* memory estimate, for the window's byte bound */
     enum dw_item_state state;
     int chain;   /* index of its chain in the plan, -1 if none */

@@ -273,7 +273,7 @@ static void push_unmapped_error(struct dw_pipeline *p, const struct dw_change *c
     it->mapped.error = message;
     it->new_row = image_text(new_row);
     it->old_row = image_text(old_row);
-    it->source_key = json_object();
+    it->source_key = dw_strdup("{}");
 }
 
 static bool map_is_atomic(const struct dw_pipeline *p, int64_t map_id)
@@ -352,6 +352,9 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
     int64_t previous_map = 0;
     char *new_text = p->mapped.len ? image_text(json_incref(row.new_row)) : NULL;
     char *old_text = p->mapped.len ? image_text(json_incref(row.old_row)) : NULL;
+    /* Under REPLICA IDENTITY FULL the source key is the whole old row: as a tree it would
+     * hold every value of it while the window waits. */
+    char *source_key = !p->mapped.len ? NULL : row.key ? dw_json_dumps(row.key) : dw_strdup("{}");
     for (size_t i = 0; i < p->mapped.len; i++) {
         struct dw_item *it = push_item(p, c, rel);
         it->mapped = p->mapped.items[i];
@@ -362,12 +365,13 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         /* The initial sync (xid 0) copies tables, not transactions: nothing to group. */
         it->atomic = p->txn_xid != 0 && it->mapped.map_id && map_is_atomic(p, it->mapped.map_id);
         p->txn_atomic |= it->atomic;
-        it->source_key = row.key ? json_incref(row.key) : json_object();
+        it->source_key = i == 0 ? source_key : dw_strdup(source_key);
         /* The identity changes are parked behind is the Dataverse row (the mapping engine
          * always names it): the replica-identity key is the whole row under REPLICA
          * IDENTITY FULL, so it would differ between two updates of the same row. */
         it->key_text = it->mapped.target_id ? dw_strdup(it->mapped.target_id)
-                                            : dw_json_canonical(it->source_key);
+                       : row.key            ? dw_json_canonical(row.key)
+                                            : dw_strdup("{}");
         it->new_row = i == 0 ? new_text : (new_text ? dw_strdup(new_text) : NULL);
         it->old_row = i == 0 ? old_text : (old_text ? dw_strdup(old_text) : NULL);
     }
@@ -686,7 +690,7 @@ static dw_rc persist_window(struct dw_pipeline *p)
         waiting += s == DW_ITEM_WAITING;
     }
     struct dw_errrow *rows = dw_calloc(nerr ? nerr : 1, sizeof *rows);
-    json_t **images = dw_calloc(2 * (nerr ? nerr : 1), sizeof *images);
+    json_t **images = dw_calloc(3 * (nerr ? nerr : 1), sizeof *images);
     size_t n = 0;
     for (size_t i = 0; i < w->len; i++) {
         struct dw_item *it = &w->items[i];
@@ -700,11 +704,11 @@ static dw_rc persist_window(struct dw_pipeline *p)
         row->source_schema = it->source_schema;
         row->source_table = it->source_table;
         row->op = it->op;
-        row->source_key = it->source_key;
+        row->source_key = images[3 * (n - 1) + 2] = load_image(it->source_key);
         row->key_text = it->key_text;
         row->target_id = it->mapped.target_id;
-        row->new_row = images[2 * (n - 1)] = load_image(it->new_row);
-        row->old_row = images[2 * (n - 1) + 1] = load_image(it->old_row);
+        row->new_row = images[3 * (n - 1)] = load_image(it->new_row);
+        row->old_row = images[3 * (n - 1) + 1] = load_image(it->old_row);
         row->commit_lsn = it->commit_lsn;
         row->xid = it->xid;
         row->commit_time_us = it->commit_time_us;
@@ -729,7 +733,7 @@ static dw_rc persist_window(struct dw_pipeline *p)
     /* Error rows first (their own transaction), then the checkpoint: a crash in between
      * replays the window, and the inserts are idempotent. */
     dw_rc rc = n ? dw_errtable_insert(p->control, rows, n, p->blocked, NULL) : DW_OK;
-    for (size_t i = 0; i < 2 * n; i++)
+    for (size_t i = 0; i < 3 * n; i++)
         json_decref(images[i]);
     free(images);
     free(rows);

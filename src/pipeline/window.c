@@ -22,7 +22,7 @@ static void item_cleanup(struct dw_item *it)
     dw_mapped_vec_reset(&one);
     free(it->source_schema);
     free(it->source_table);
-    json_decref(it->source_key);
+    free(it->source_key);
     free(it->key_text);
     free(it->new_row);
     free(it->old_row);

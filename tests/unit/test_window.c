@@ -32,7 +32,7 @@ static void push(struct dw_window *w, const struct change_spec *s, int position)
     /* The map id stands for the table; the key text for the source key. */
     it->mapped.map_id = (int64_t)strlen(s->target);
     it->key_text = dw_strdup(s->key);
-    it->source_key = json_pack("{s:s}", "k", s->key);
+    it->source_key = dw_asprintf("{\"k\":\"%s\"}", s->key);
     it->mapped.group_name = s->group;
     it->mapped.sequence = s->sequence;
     it->mapped.target_id = dw_asprintf("%s(k='%s')", s->target, s->key);
