@@ -156,6 +156,7 @@ struct req {
     bool continue_on_error;
     int attempts;
     bool auth_retried;
+    bool after_siblings; /* REQ_BULK sent again after a 404: waits for the others to its set */
     int64_t not_before;
     unsigned token_gen;
     struct guid_entry **entries; /* REQ_LOOKUP: the cache entries it answers */
@@ -1203,10 +1204,19 @@ static void drop_negative_entries(struct dw_sink *s)
     }
 }
 
+/* A ready row and its place in the ready list, for a stable sort. */
+struct ready_row {
+    struct row *row;
+    size_t place;
+};
+
+/* By entity set, keeping submission order within one: a row bound to a parent earlier in
+ * the same bulk request finds it created (UpsertMultiple applies its targets in order). */
 static int cmp_rows_by_set(const void *a, const void *b)
 {
-    const struct row *x = *(struct row *const *)a, *y = *(struct row *const *)b;
-    return strcmp(x->entity_set, y->entity_set);
+    const struct ready_row *x = a, *y = b;
+    int c = strcmp(x->row->entity_set, y->row->entity_set);
+    return c ? c : (x->place > y->place) - (x->place < y->place);
 }
 
 static void group_ready(struct dw_sink *s)
@@ -1222,8 +1232,9 @@ static void group_ready(struct dw_sink *s)
      * for ever. */
     if (s->resolving != NULL && n < (size_t)s->cfg->dataverse.batch_size)
         return;
-    struct row **bulk = dw_malloc(n * sizeof *bulk);
+    struct ready_row *bulk = dw_malloc(n * sizeof *bulk);
     struct row **batch = dw_malloc(n * sizeof *batch);
+    struct row **group = dw_malloc(n * sizeof *group);
     size_t size = (size_t)s->cfg->dataverse.batch_size;
     DL_FOREACH_SAFE(s->ready, r, tmp)
     {
@@ -1246,7 +1257,8 @@ static void group_ready(struct dw_sink *s)
             if (e->state != ST_OK)
                 continue; /* waits for the answer */
             if (e->supported) {
-                bulk[nbulk++] = r;
+                bulk[nbulk] = (struct ready_row){r, nbulk};
+                nbulk++;
                 continue;
             }
         }
@@ -1254,16 +1266,20 @@ static void group_ready(struct dw_sink *s)
     }
     qsort(bulk, nbulk, sizeof *bulk, cmp_rows_by_set);
     for (size_t i = 0; i < nbulk;) {
-        size_t j = i + 1;
-        while (j < nbulk && j - i < size && strcmp(bulk[j]->entity_set, bulk[i]->entity_set) == 0)
+        size_t j = i;
+        while (j < nbulk && j - i < size &&
+               strcmp(bulk[j].row->entity_set, bulk[i].row->entity_set) == 0) {
+            group[j - i] = bulk[j].row;
             j++;
-        queue_bulk(s, bulk + i, j - i);
+        }
+        queue_bulk(s, group, j - i);
         i = j;
     }
     for (size_t i = 0; i < nbatch; i += size)
         queue_batch(s, batch + i, nbatch - i < size ? nbatch - i : size);
     free(bulk);
     free(batch);
+    free(group);
 }
 
 static void plan_atomic(struct dw_sink *s);
@@ -1455,6 +1471,18 @@ static void start_token_request(struct dw_sink *s, int64_t now)
     }
 }
 
+/* Whether another bulk request to the same table as q is in flight. */
+static bool sibling_in_flight(const struct dw_sink *s, const struct req *q)
+{
+    const struct req *t;
+    DL_FOREACH(s->transfers, t)
+    {
+        if (t != q && t->kind == REQ_BULK && strcmp(t->url, q->url) == 0)
+            return true;
+    }
+    return false;
+}
+
 static void start_requests(struct dw_sink *s)
 {
     int64_t now = dw_clock_ms();
@@ -1471,7 +1499,7 @@ static void start_requests(struct dw_sink *s)
     {
         if (s->in_flight >= limit)
             break;
-        if (q->not_before > now)
+        if (q->not_before > now || (q->after_siblings && sibling_in_flight(s, q)))
             continue;
         DL_DELETE(s->queue, q);
         if (start_transfer(s, q, token) != DW_OK) {
@@ -1772,6 +1800,16 @@ static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long h
         if (q)
             retry(s, q, &c, (int)http, code, m);
         free(m);
+    } else if (q->kind == REQ_BULK && http == 404 && !q->after_siblings) {
+        /* A table whose rows refer to each other: the parent may be in another request of
+         * the same level, applied after this one. Sent once more when those are answered
+         * (at once if they are), before isolating its rows one by one. */
+        DW_DEBUG("UpsertMultiple of %zu rows to \"%s\" met a missing parent: sending it again "
+                 "after the other requests to its table",
+                 q->nrows, q->rows[0]->entity_set);
+        q->after_siblings = true;
+        req_reset_transfer(q);
+        enqueue(s, q);
     } else if (q->kind == REQ_BULK) {
         DW_WARN("UpsertMultiple of %zu rows to \"%s\" failed (HTTP %ld %s %s): sending them "
                 "as $batch to isolate the bad rows",
