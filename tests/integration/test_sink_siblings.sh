@@ -3,7 +3,8 @@
 # first request is billed to an account created by the second. With one request at a time
 # the first meets a missing parent (404); the sink sends it again after the second, instead
 # of isolating its 1000 rows through $batch. Every row lands, the child bound to its parent,
-# and the only requests are the three UpsertMultiple calls.
+# and the only requests are the three UpsertMultiple calls. dvemu gives each row its own
+# version 4 id.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 dw_mktemp work sink-siblings
 dvemu_start
@@ -25,6 +26,11 @@ parent=$(dvemu_api GET "accounts(accountnumber='S1500',_msdyn_company_value=$usm
 child=$(dvemu_api GET "accounts(accountnumber='S0005',_msdyn_company_value=$usmf)")
 check_eq "the child is bound to its parent" "$parent" \
     "$(jq -r '._msdyn_billingaccount_value' <<<"$child")"
+
+ids=$(dvemu_api GET 'accounts?$select=accountid' | jq -r '.value[].accountid')
+check_eq "dvemu gave each of the 2000 rows its own id" 2000 "$(sort -u <<<"$ids" | wc -l)"
+check_eq "every id a version 4 GUID" 2000 \
+    "$(grep -cE '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' <<<"$ids")"
 
 log=$(cat "$DVEMU_LOG")
 check_eq "the first request met the missing parent once" 1 \
