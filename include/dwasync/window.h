@@ -65,9 +65,10 @@ struct dw_item {
     int part;             /* 0, or 1 for a change's second write through the same map */
     char *source_schema;  /* owned */
     char *source_table;   /* owned */
-    char *source_key;     /* replica-identity columns (never NULL), and the typed row */
-    char *new_row;        /* images for the error table (may be NULL), as compact JSON */
-    char *old_row;        /* text: a tree costs several times more; owned */
+    char *source_key;     /* replica-identity columns, and the typed row images for the */
+    char *new_row;        /* error table (may be NULL), as compact JSON text: a tree costs */
+    char *old_row;        /* several times more; owned. A NULL source_key is the whole row
+                           * (REPLICA IDENTITY FULL): new_row's text, or old_row's */
     char *key_text;       /* the blocking key (with the map id): the target id, or the
                            * canonical source key of a change that never reached a map */
     size_t bytes;         /* memory estimate, for the window's byte bound */

@@ -77,6 +77,8 @@ static struct blocked_entry *blocked_find(const struct dw_blocked_keys *set, con
 bool dw_blocked_keys_contains(const struct dw_blocked_keys *set, int64_t map_id,
                               const char *key_text)
 {
+    if (set->head == NULL)
+        return false; /* the common case, asked for every change of every window */
     char *k = blocked_key(map_id, key_text);
     bool found = blocked_find(set, k) != NULL;
     free(k);

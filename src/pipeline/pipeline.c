@@ -254,6 +254,22 @@ static json_t *raw_tuple_json(const struct dw_relation *rel, const struct dw_tup
     return o;
 }
 
+/* Whether two objects hold the very same values under the same names in the same order:
+ * their texts are then equal. */
+static bool same_members(const json_t *a, const json_t *b)
+{
+    if (a == NULL || b == NULL || json_object_size(a) != json_object_size(b))
+        return false;
+    void *i = json_object_iter((json_t *)a), *j = json_object_iter((json_t *)b);
+    for (; i && j;
+         i = json_object_iter_next((json_t *)a, i), j = json_object_iter_next((json_t *)b, j)) {
+        if (json_object_iter_value(i) != json_object_iter_value(j) ||
+            strcmp(json_object_iter_key(i), json_object_iter_key(j)) != 0)
+            return false;
+    }
+    return i == NULL && j == NULL;
+}
+
 /* The compact JSON text of a row image (NULL stays NULL); the reference is released. */
 static char *image_text(json_t *image)
 {
@@ -352,9 +368,14 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
     int64_t previous_map = 0;
     char *new_text = p->mapped.len ? image_text(json_incref(row.new_row)) : NULL;
     char *old_text = p->mapped.len ? image_text(json_incref(row.old_row)) : NULL;
-    /* Under REPLICA IDENTITY FULL the source key is the whole old row: as a tree it would
-     * hold every value of it while the window waits. */
-    char *source_key = !p->mapped.len ? NULL : row.key ? dw_json_dumps(row.key) : dw_strdup("{}");
+    /* Under REPLICA IDENTITY FULL the source key is the whole row: then it is not kept
+     * twice (NULL, see window.h). */
+    const json_t *image = row.new_row ? row.new_row : row.old_row;
+    char *source_key = NULL;
+    if (p->mapped.len && row.key == NULL)
+        source_key = dw_strdup("{}");
+    else if (p->mapped.len && !same_members(row.key, image))
+        source_key = dw_json_dumps(row.key);
     for (size_t i = 0; i < p->mapped.len; i++) {
         struct dw_item *it = push_item(p, c, rel);
         it->mapped = p->mapped.items[i];
@@ -365,7 +386,7 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         /* The initial sync (xid 0) copies tables, not transactions: nothing to group. */
         it->atomic = p->txn_xid != 0 && it->mapped.map_id && map_is_atomic(p, it->mapped.map_id);
         p->txn_atomic |= it->atomic;
-        it->source_key = i == 0 ? source_key : dw_strdup(source_key);
+        it->source_key = i == 0 || source_key == NULL ? source_key : dw_strdup(source_key);
         /* The identity changes are parked behind is the Dataverse row (the mapping engine
          * always names it): the replica-identity key is the whole row under REPLICA
          * IDENTITY FULL, so it would differ between two updates of the same row. */
@@ -677,6 +698,12 @@ static json_t *load_image(const char *text)
     return text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
 }
 
+/* An item's source key text: its own, or the row image it equals (window.h). */
+static const char *item_source_key(const struct dw_item *it)
+{
+    return it->source_key ? it->source_key : it->new_row ? it->new_row : it->old_row;
+}
+
 /* Writes the window's error rows, then its checkpoint and statistics. */
 static dw_rc persist_window(struct dw_pipeline *p)
 {
@@ -704,7 +731,7 @@ static dw_rc persist_window(struct dw_pipeline *p)
         row->source_schema = it->source_schema;
         row->source_table = it->source_table;
         row->op = it->op;
-        row->source_key = images[3 * (n - 1) + 2] = load_image(it->source_key);
+        row->source_key = images[3 * (n - 1) + 2] = load_image(item_source_key(it));
         row->key_text = it->key_text;
         row->target_id = it->mapped.target_id;
         row->new_row = images[3 * (n - 1)] = load_image(it->new_row);

@@ -38,6 +38,13 @@ SQL
 poisoned=$(psql_q "SELECT count(*) FROM fno.customersv3 WHERE onholdstatus = 6
     OR length(organizationname) > 30 OR customergroupid = '77'")
 check_status "workload applied or parked" 0 e2e_wait_applied
+# The source key of a customer's error row: its whole row (REPLICA IDENTITY FULL).
+check_contains "customers' errors recorded" "t" \
+    "$(psql_q "SELECT count(*) > 0 FROM dwasync.error WHERE source_table = 'customersv3'
+                 AND operation = 'update'")"
+check_eq "a customer's source key is its whole new row" 0 \
+    "$(psql_q "SELECT count(*) FROM dwasync.error WHERE source_table = 'customersv3'
+                 AND operation = 'update' AND source_key IS DISTINCT FROM source_row->'new'")"
 # The heads the poison itself caused (not the dependants that follow them).
 poison_heads="status = 'open' AND source_table = 'customersv3' AND (class IN ('mapping', 'validation')
               OR message LIKE '%msdyn_customergroup entity%')"

@@ -163,6 +163,14 @@ check_eq "and nothing else is open" "$(psql_q "SELECT count(*) FROM poison")" \
     "$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'open'")"
 check_eq "one head per key" 0 \
     "$(psql_q "SELECT count(*) FROM (SELECT map_id, key_text FROM dwasync.error WHERE status = 'open' GROUP BY 1, 2 HAVING count(*) > 1) x")"
+# A source key is the replica identity: the primary key, or under REPLICA IDENTITY FULL
+# (customers) the whole row.
+check_eq "source keys of both kinds recorded" 2 \
+    "$(psql_q "SELECT count(DISTINCT source_table = 'customersv3') FROM dwasync.error")"
+check_eq "each source key is its row's replica identity" 0 \
+    "$(psql_q "SELECT count(*) FROM err e WHERE CASE WHEN e.source_table = 'customersv3'
+                 THEN e.source_key IS DISTINCT FROM coalesce(nullif(e.source_row->'new', 'null'), e.source_row->'old')
+                 ELSE e.source_key IS DISTINCT FROM e.key END")"
 check_eq "each head has its class, HTTP status, code and message" "" "$(psql_q "
     SELECT string_agg(e.id || ' ' || e.class || ' ' || coalesce(e.dv_code, '-') || ': ' || e.message, E'\n')
       FROM err e JOIN poison p ON p.tbl = e.source_table AND p.key = e.key
