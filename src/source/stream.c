@@ -621,14 +621,23 @@ static dw_rc handle_message(struct dw_stream *s, const char *buf, int len)
 static dw_rc read_messages(struct dw_stream *s, size_t max_changes)
 {
     char err[512];
-    if (!PQconsumeInput(s->conn)) {
-        DW_WARN("replication connection lost: %s", conn_error(s->conn, err, sizeof err));
-        return DW_ERR_IO;
-    }
+    bool consumed = false;
     s->changes = 0;
     while (s->changes < max_changes) {
         char *buf = NULL;
         int len = PQgetCopyData(s->conn, &buf, 1);
+        if (len == 0 && !consumed) {
+            /* The socket is read only once libpq's buffer is drained: libpq takes all the
+             * socket holds and grows its buffer to fit, so reading ahead of what is processed
+             * let it grow by tens of megabytes while the walsender outpaced the pipeline.
+             * Left in the socket, the data holds the walsender back instead. */
+            if (!PQconsumeInput(s->conn)) {
+                DW_WARN("replication connection lost: %s", conn_error(s->conn, err, sizeof err));
+                return DW_ERR_IO;
+            }
+            consumed = true;
+            continue;
+        }
         if (len == 0)
             return DW_OK;
         if (len == -1) {
