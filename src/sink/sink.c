@@ -44,8 +44,9 @@
  * filter such a query may carry (Dataverse accepts URLs up to 32 KB; this stays well below). */
 #define LOOKUP_BATCH   100
 #define LOOKUP_URL_MAX 16000
-/* Cached GUIDs kept; the oldest are forgotten beyond this (asked again when needed). */
-#define GUID_CACHE_MAX 20000
+/* Cached GUIDs kept; the oldest are forgotten beyond this (asked again when needed, a hundred
+ * to a query). An entry takes about 350 bytes. */
+#define GUID_CACHE_MAX 10000
 
 enum state { ST_PENDING, ST_INFLIGHT, ST_OK, ST_NOTFOUND, ST_FAILED };
 
