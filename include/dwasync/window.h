@@ -69,6 +69,7 @@ struct dw_item {
     char *new_row;        /* error table (may be NULL), as compact JSON text: a tree costs */
     char *old_row;        /* several times more; owned. A NULL source_key is the whole row
                            * (REPLICA IDENTITY FULL): new_row's text, or old_row's */
+    bool old_row_delta;   /* old_row holds only how it differs from new_row (pipeline.c) */
     char *key_text;       /* the blocking key (with the map id): the target id, or the
                            * canonical source key of a change that never reached a map */
     size_t bytes;         /* memory estimate, for the window's byte bound */

@@ -278,6 +278,42 @@ static char *image_text(json_t *image)
     return text;
 }
 
+/*
+ * The old image of a change, as text. Under REPLICA IDENTITY FULL an update's old image
+ * repeats the new one but for the columns the update changed, so it is kept as the
+ * difference (*delta set): [{<column>: <old value>, ...}, [<columns only the new image has>]].
+ * A key-only old image is short already and kept whole. load_old_image() puts it together.
+ */
+static char *old_image_text(const json_t *new_row, const json_t *old_row, bool *delta)
+{
+    *delta = false;
+    if (old_row == NULL)
+        return NULL;
+    if (new_row == NULL || json_object_size(old_row) < json_object_size(new_row) / 2)
+        return dw_json_dumps(old_row); /* a key-only old image is short already */
+    json_t *changed = json_object(), *gone = json_array();
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)old_row, name, v)
+    {
+        const json_t *now = json_object_get(new_row, name);
+        if (now == NULL || !json_equal(now, v))
+            json_object_set(changed, name, v);
+    }
+    json_object_foreach((json_t *)new_row, name, v)
+    {
+        if (json_object_get(old_row, name) == NULL)
+            json_array_append_new(gone, json_string(name));
+    }
+    json_t *diff = json_array();
+    json_array_append_new(diff, changed);
+    json_array_append_new(diff, gone);
+    char *text = dw_json_dumps(diff);
+    json_decref(diff);
+    *delta = true;
+    return text;
+}
+
 /* A change that never reached a map (TRUNCATE, unconvertible values): it blocks no key. */
 static void push_unmapped_error(struct dw_pipeline *p, const struct dw_change *c,
                                 const struct dw_relation *rel, json_t *new_row, json_t *old_row,
@@ -367,7 +403,8 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
 
     int64_t previous_map = 0;
     char *new_text = p->mapped.len ? image_text(json_incref(row.new_row)) : NULL;
-    char *old_text = p->mapped.len ? image_text(json_incref(row.old_row)) : NULL;
+    bool old_delta = false;
+    char *old_text = p->mapped.len ? old_image_text(row.new_row, row.old_row, &old_delta) : NULL;
     /* Under REPLICA IDENTITY FULL the source key is the whole row: then it is not kept
      * twice (NULL, see window.h). */
     const json_t *image = row.new_row ? row.new_row : row.old_row;
@@ -395,6 +432,7 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
                                             : dw_strdup("{}");
         it->new_row = i == 0 ? new_text : (new_text ? dw_strdup(new_text) : NULL);
         it->old_row = i == 0 ? old_text : (old_text ? dw_strdup(old_text) : NULL);
+        it->old_row_delta = old_delta;
     }
     dw_row_json_cleanup(&row);
     return DW_OK;
@@ -698,6 +736,22 @@ static json_t *load_image(const char *text)
     return text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
 }
 
+/* An item's old image back from its text: whole, or the difference from new_row (its new
+ * image, loaded). */
+static json_t *load_old_image(const struct dw_item *it, const json_t *new_row)
+{
+    json_t *old = load_image(it->old_row);
+    if (!it->old_row_delta || old == NULL || new_row == NULL)
+        return old;
+    json_t *whole = json_copy((json_t *)new_row), *name;
+    size_t i;
+    json_object_update(whole, json_array_get(old, 0));
+    json_array_foreach(json_array_get(old, 1), i, name)
+        json_object_del(whole, json_string_value(name));
+    json_decref(old);
+    return whole;
+}
+
 /* An item's source key text: its own, or the row image it equals (window.h). */
 static const char *item_source_key(const struct dw_item *it)
 {
@@ -735,7 +789,7 @@ static dw_rc persist_window(struct dw_pipeline *p)
         row->key_text = it->key_text;
         row->target_id = it->mapped.target_id;
         row->new_row = images[3 * (n - 1)] = load_image(it->new_row);
-        row->old_row = images[3 * (n - 1) + 1] = load_image(it->old_row);
+        row->old_row = images[3 * (n - 1) + 1] = load_old_image(it, row->new_row);
         row->commit_lsn = it->commit_lsn;
         row->xid = it->xid;
         row->commit_time_us = it->commit_time_us;

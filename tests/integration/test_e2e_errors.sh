@@ -45,6 +45,21 @@ check_contains "customers' errors recorded" "t" \
 check_eq "a customer's source key is its whole new row" 0 \
     "$(psql_q "SELECT count(*) FROM dwasync.error WHERE source_table = 'customersv3'
                  AND operation = 'update' AND source_key IS DISTINCT FROM source_row->'new'")"
+# Its old image is whole too (kept as the difference while the window waited): the row
+# before the update, which differs from the new one only where the update wrote.
+check_eq "a customer's old image has every column" 0 \
+    "$(psql_q "SELECT count(*) FROM dwasync.error WHERE source_table = 'customersv3'
+                 AND operation = 'update'
+                 AND (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(source_row->'old') k)
+                     IS DISTINCT FROM
+                     (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(source_row->'new') k)")"
+onhold_heads="source_table = 'customersv3' AND class = 'mapping' AND message LIKE '%ONHOLDSTATUS%'"
+check_contains "value-map heads recorded" "t" \
+    "$(psql_q "SELECT count(*) > 0 FROM dwasync.error WHERE $onhold_heads")"
+check_eq "a value-map head's old image is the row before: the old status, all else equal" 0 \
+    "$(psql_q "SELECT count(*) FROM dwasync.error WHERE $onhold_heads
+                 AND (source_row->'old'->>'onholdstatus' = '6'
+                      OR (source_row->'old') - 'onholdstatus' IS DISTINCT FROM (source_row->'new') - 'onholdstatus')")"
 # The heads the poison itself caused (not the dependants that follow them).
 poison_heads="status = 'open' AND source_table = 'customersv3' AND (class IN ('mapping', 'validation')
               OR message LIKE '%msdyn_customergroup entity%')"
