@@ -55,7 +55,8 @@ dw_rc dw_buf_put_json_string(struct dw_buf *b, const char *s, size_t len);
 /* Makes room for at least extra more bytes; DW_ERR_RANGE past the cap. */
 dw_rc dw_buf_reserve(struct dw_buf *b, size_t extra);
 
-/* Takes the contents out as a heap string (caller frees); the buffer is left empty. */
+/* Takes the contents out as a heap string (caller frees), trimmed of most of the slack
+ * growth left; the buffer is left empty. */
 char *dw_buf_steal(struct dw_buf *b);
 
 /* The contents as a C string ("" when empty); borrowed, valid until the next change. */

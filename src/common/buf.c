@@ -164,6 +164,10 @@ dw_rc dw_buf_put_json_string(struct dw_buf *b, const char *s, size_t len)
 
 char *dw_buf_steal(struct dw_buf *b)
 {
+    /* A buffer grows by doubling; a string kept for long (a row image, a request body)
+     * should not keep the slack, up to half its size. */
+    if (b->data && b->cap - b->len - 1 > b->len / 4)
+        b->data = dw_realloc(b->data, b->len + 1);
     char *p = b->data ? b->data : dw_strdup("");
     b->data = NULL;
     b->len = 0;
