@@ -91,7 +91,8 @@ struct dw_write_result {
     int http_status;                 /* 0 when no response was received */
     const char *code;                /* Dataverse error code, e.g. "0x80044331"; "" if none */
     const char *message;             /* Dataverse or transport message, redacted; "" if none */
-    const json_t *payload;           /* the body last sent for this row; NULL for deletes */
+    const json_t *payload;           /* the body last sent, for a row that failed; NULL
+                                      * for an applied row, a delete or a row never sent */
     const char *missing_parent;      /* "<set>(<key>)" of a missing parent, or NULL */
 };
 

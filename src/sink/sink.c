@@ -115,7 +115,9 @@ struct row {
     json_t *key, *body;
     void *user;
     json_t *rkey;           /* key with references replaced by GUIDs */
-    json_t *rbody;          /* body with binds written as "/<set>(<key>)" */
+    json_t *rbinds;         /* each bind reference of body written out ("/<set>(<key>)"), in
+                             * body order; NULL when it has none */
+    json_t *rbody;          /* the whole body to send when it is not body + rbinds (a POST) */
     json_t *used;           /* ids of GUID cache entries this row relied on, or NULL */
     struct parents binds;   /* the parents bound by reference in the body */
     struct parents keyrefs; /* the parents named in the key */
@@ -125,7 +127,7 @@ struct row {
     bool single;            /* isolating a failed batch: go alone */
     bool refreshed;         /* already resolved again after a 404 */
     bool post_lost;         /* a POST of this row may have landed although its answer was lost */
-    json_t *payload;        /* last body sent */
+    bool sent;              /* handed to a request: a failure reports the body sent */
     struct failure res;
     char *missing;
     char *wait_id;         /* id of the cache entry resolution last waited for, or NULL */
@@ -288,11 +290,11 @@ static void row_free(struct row *r)
     json_decref(r->key);
     json_decref(r->body);
     json_decref(r->rkey);
+    json_decref(r->rbinds);
     json_decref(r->rbody);
     json_decref(r->used);
     parents_clear(&r->binds);
     parents_clear(&r->keyrefs);
-    json_decref(r->payload);
     free(r->guid);
     free(r->missing);
     free(r->wait_id);
@@ -595,24 +597,31 @@ static bool body_has_refs(const json_t *body)
     return false;
 }
 
-/* Writes each "@odata.bind" reference as "/<set>(<key>)", or "/<set>(<guid>)" when the
- * parent's key cannot be put in a URL. A body without references is shared as it is: the
- * resolved body is never modified (a POST's gets a copy first). */
+/* Whether a body member is a bind by reference object (which must be written out). */
+static bool is_bind_ref(const char *name, const json_t *v)
+{
+    return ends_with(name, "@odata.bind") && dw_dvkey_is_ref(v);
+}
+
+/*
+ * Writes each "@odata.bind" reference of the body out as "/<set>(<key>)", or "/<set>(<guid>)"
+ * when the parent's key cannot be put in a URL (or a Content-ID inside an atomic group),
+ * into *out in body order: the body itself is never copied or modified (sink.h), and what
+ * is sent is its members with these in place of the references (put_body_members()).
+ * *out is NULL for a body without references.
+ */
 static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
 {
     const char *name;
     json_t *v;
-    if (!body_has_refs(r->body)) {
-        *out = json_incref(r->body);
+    *out = NULL;
+    if (!body_has_refs(r->body))
         return RES_READY;
-    }
-    json_t *rbody = json_object();
+    json_t *binds = json_array();
     json_object_foreach(r->body, name, v)
     {
-        if (!ends_with(name, "@odata.bind") || !dw_dvkey_is_ref(v)) {
-            json_object_set(rbody, name, v);
+        if (!is_bind_ref(name, v))
             continue;
-        }
         char *set = NULL;
         json_t *pkey = NULL;
         enum res res = resolve_ref(s, r, v, 0, &set, &pkey, NULL);
@@ -636,18 +645,57 @@ static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
                 free(guid);
             }
             if (res == RES_READY)
-                json_object_set_new(rbody, name, json_string(dw_buf_str(&b)));
+                json_array_append_new(binds, json_stringn(dw_buf_str(&b), b.len));
             dw_buf_cleanup(&b);
         }
         free(set);
         json_decref(pkey);
         if (res != RES_READY) {
-            json_decref(rbody);
+            json_decref(binds);
             return res;
         }
     }
-    *out = rbody;
+    *out = binds;
     return RES_READY;
+}
+
+/* Appends the members of the body as sent (no braces): the body with its bind references
+ * written out, or the whole body of a POST. */
+static void put_body_members(struct dw_buf *b, const struct row *r)
+{
+    if (r->rbody || r->rbinds == NULL) {
+        (void)dw_json_append_members(b, r->rbody ? r->rbody : r->body);
+        return;
+    }
+    const char *name;
+    json_t *v;
+    size_t k = 0;
+    bool first = true;
+    json_object_foreach(r->body, name, v)
+    {
+        if (!first)
+            (void)dw_buf_putc(b, ',');
+        first = false;
+        (void)dw_buf_put_json_string(b, name, strlen(name));
+        (void)dw_buf_putc(b, ':');
+        (void)dw_json_append(b, is_bind_ref(name, v) ? json_array_get(r->rbinds, k++) : v);
+    }
+}
+
+/* The body as sent, as a new reference: a failure's payload, and the start of a POST's body. */
+static json_t *body_as_sent(const struct row *r)
+{
+    if (r->rbody || r->rbinds == NULL)
+        return json_incref(r->rbody ? r->rbody : r->body);
+    json_t *whole = json_object();
+    const char *name;
+    json_t *v;
+    size_t k = 0;
+    json_object_foreach(r->body, name, v)
+    {
+        json_object_set(whole, name, is_bind_ref(name, v) ? json_array_get(r->rbinds, k++) : v);
+    }
+    return whole;
 }
 
 /* Adds the key attributes to the body of a POST (only for unaddressable keys). */
@@ -655,7 +703,9 @@ static enum res post_body(struct dw_sink *s, struct row *r)
 {
     const char *name;
     json_t *v;
-    json_t *own = json_copy(r->rbody); /* r->rbody may be the caller's body */
+    json_t *sent = body_as_sent(r);
+    json_t *own = json_copy(sent); /* the caller's body is never modified */
+    json_decref(sent);
     json_decref(r->rbody);
     r->rbody = own;
     json_object_foreach(r->key, name, v)
@@ -696,10 +746,10 @@ static enum res resolve_row(struct dw_sink *s, struct row *r)
     r->used = NULL;
     parents_clear(&r->binds);
     parents_clear(&r->keyrefs);
-    json_t *rkey = NULL, *rbody = NULL;
+    json_t *rkey = NULL, *rbinds = NULL;
     enum res res = resolve_key(s, r, r->key, 0, &rkey);
     if (res == RES_READY && r->body)
-        res = resolve_body(s, r, &rbody);
+        res = resolve_body(s, r, &rbinds);
     if (res != RES_READY)
         goto out;
     free(r->guid);
@@ -733,15 +783,17 @@ static enum res resolve_row(struct dw_sink *s, struct row *r)
         }
     }
     json_decref(r->rkey);
+    json_decref(r->rbinds);
     json_decref(r->rbody);
     r->rkey = rkey;
-    r->rbody = rbody;
-    rkey = rbody = NULL;
+    r->rbinds = rbinds;
+    r->rbody = NULL;
+    rkey = rbinds = NULL;
     if (r->post)
         res = post_body(s, r);
 out:
     json_decref(rkey);
-    json_decref(rbody);
+    json_decref(rbinds);
     return res;
 }
 
@@ -921,12 +973,6 @@ static void queue_bulkinfo(struct dw_sink *s, struct bulk_entry *e)
     enqueue(s, q);
 }
 
-static void set_payload(struct row *r, json_t *payload)
-{
-    json_decref(r->payload);
-    r->payload = payload;
-}
-
 static void queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
 {
     /* Written straight into the body: each target is the row's body with its type and
@@ -946,13 +992,12 @@ static void queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
         row_address(&address, r, false);
         (void)dw_buf_puts(&body, ",\"@odata.id\":");
         (void)dw_buf_put_json_string(&body, address.data, address.len);
-        if (json_object_size(r->rbody)) {
+        if (json_object_size(r->rbody ? r->rbody : r->body)) {
             (void)dw_buf_putc(&body, ',');
-            (void)dw_json_append_members(&body, r->rbody);
+            put_body_members(&body, r);
         }
         (void)dw_buf_putc(&body, '}');
-        /* The row's own body stands for what was sent. */
-        set_payload(r, json_incref(r->rbody));
+        r->sent = true;
         row_move(s, r, ROW_SENT);
     }
     (void)dw_buf_puts(&body, "]}");
@@ -993,19 +1038,23 @@ static struct req *build_batch(struct dw_sink *s, struct row **rows, size_t n,
         urls[i] = dw_buf_steal(&b);
         parts[i].url = urls[i];
         parts[i].content_id = content_ids ? content_ids[i] : 0;
+        r->sent = true;
         if (r->op == DW_WRITE_DELETE) {
             parts[i].method = "DELETE";
-            set_payload(r, NULL);
         } else {
             parts[i].method = r->post ? "POST" : "PATCH";
             if (!r->post && r->op == DW_WRITE_CREATE)
                 parts[i].headers = "If-None-Match: *\r\n";
             else if (!r->post && r->op == DW_WRITE_UPDATE)
                 parts[i].headers = "If-Match: *\r\n";
-            bodies[i] = dw_json_dumps(r->rbody);
+            struct dw_buf one;
+            dw_buf_init(&one, 0);
+            (void)dw_buf_putc(&one, '{');
+            put_body_members(&one, r);
+            (void)dw_buf_putc(&one, '}');
+            parts[i].body_len = one.len;
+            bodies[i] = dw_buf_steal(&one);
             parts[i].body = bodies[i];
-            parts[i].body_len = strlen(bodies[i]);
-            set_payload(r, json_incref(r->rbody));
         }
         row_move(s, r, ROW_SENT);
     }
@@ -2053,17 +2102,21 @@ static void deliver(struct dw_sink *s)
     struct row *r;
     while ((r = s->done)) {
         DL_DELETE(s->done, r);
+        /* The body sent, for a row that failed (an applied row needs none). */
+        json_t *payload =
+            r->sent && r->body && r->res.status != DW_WRITE_APPLIED ? body_as_sent(r) : NULL;
         struct dw_write_result res = {
             .status = r->res.status,
             .error_class = r->res.cls,
             .http_status = r->res.http,
             .code = r->res.code ? r->res.code : "",
             .message = r->res.message ? r->res.message : "",
-            .payload = r->payload,
+            .payload = payload,
             .missing_parent = r->missing,
         };
         s->pending--;
         s->done_fn(s->done_user, r->user, &res);
+        json_decref(payload);
         row_free(r);
     }
 }

@@ -183,6 +183,11 @@ check_eq "a string over the recorded MaxLength is a mapping error" 10 \
                  AND message LIKE '%is longer than 40 characters, the MaxLength of \"address1_line1\" in Dataverse'")"
 check_eq "requests sent are kept with the error" 0 \
     "$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'open' AND class <> 'mapping' AND payload IS NULL AND operation <> 'delete'")"
+# As sent: each bind written out as a path, never the reference object it was mapped to.
+binds="FROM dwasync.error e, jsonb_each(e.payload) b WHERE e.status = 'open' AND b.key LIKE '%@odata.bind'"
+check_contains "kept requests carry their binds" "t" "$(psql_q "SELECT count(*) > 100 $binds")"
+check_eq "every bind kept as the path sent" 0 \
+    "$(psql_q "SELECT count(*) $binds AND NOT (jsonb_typeof(b.value) = 'null' OR b.value #>> '{}' LIKE '/%(%)')")"
 check_eq "privilege errors name the missing privilege" 30 \
     "$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'open' AND class = 'privilege' AND operation = 'delete'
                  AND message LIKE '%, type=8, %is missing prvDeletesalesorderdetail privilege%on OTC=1089 for entity ''salesorderdetail''%'")"
