@@ -65,14 +65,17 @@ struct dw_item {
     int part;             /* 0, or 1 for a change's second write through the same map */
     char *source_schema;  /* owned */
     char *source_table;   /* owned */
-    char *source_key;     /* replica-identity columns, and the typed row images for the */
-    char *new_row;        /* error table (may be NULL), as compact JSON text: a tree costs */
-    char *old_row;        /* several times more; owned. A NULL source_key is the whole row
-                           * (REPLICA IDENTITY FULL): new_row's text, or old_row's */
-    bool old_row_delta;   /* old_row holds only how it differs from new_row (pipeline.c) */
-    char *key_text;       /* the blocking key (with the map id): the target id, or the
-                           * canonical source key of a change that never reached a map */
-    size_t bytes;         /* memory estimate, for the window's byte bound */
+    /* The replica-identity columns and the typed row images, for the error table, as
+     * compact JSON text (a tree costs several times more); owned. The images may be NULL;
+     * a NULL source_key is the whole row (REPLICA IDENTITY FULL): new_row's text, or
+     * old_row's for a delete. */
+    char *source_key;
+    char *new_row;
+    char *old_row;
+    bool old_row_delta; /* old_row holds only how it differs from new_row (pipeline.c) */
+    char *key_text;     /* the blocking key (with the map id): the target id, or the
+                         * canonical source key of a change that never reached a map */
+    size_t bytes;       /* memory estimate, for the window's byte bound */
     enum dw_item_state state;
     int chain;   /* index of its chain in the plan, -1 if none */
     bool atomic; /* through an atomic map: applied all-or-nothing with its transaction */
