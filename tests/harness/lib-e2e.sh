@@ -12,6 +12,8 @@
 #                               # call before e2e_setup (exports DVEMU_METADATA)
 #   e2e_start_daemon            # `dwasync run --job fno_sample` in the background, appending
 #                               # to $DW_E2E_DIR/daemon.log; $daemon is its pid (killed at exit)
+#   e2e_map_onhold_6            # the poison tests' map fix: stops the job (its daemon ends),
+#                               # gives on-hold status 6 an option, starts the job again
 
 DW_SAMPLE_DIR=${DW_SAMPLE_DIR:-$DWASYNC_SOURCE_DIR/packaging/sample}
 
@@ -41,6 +43,18 @@ e2e_start_daemon() {
         DW_E2E_DAEMON_CLEANUP=1
         on_exit '[ -n "$daemon" ] && kill -9 $daemon'
     fi
+}
+
+e2e_map_onhold_6() {
+    dw job stop fno_sample >/dev/null 2>&1 || die "job stop failed"
+    wait "$daemon"
+    daemon=
+    psql_q "UPDATE dwasync.table_map m SET column_mappings = (
+              SELECT jsonb_agg(CASE WHEN c ->> 'source' = 'ONHOLDSTATUS'
+                                    THEN jsonb_set(c, '{value_map,6}', '806380006') ELSE c END)
+                FROM jsonb_array_elements(m.column_mappings) c)
+            WHERE m.name = 'customers_organizations'" >/dev/null
+    dw job start fno_sample >/dev/null 2>&1 || die "job restart failed"
 }
 
 e2e_setup() {

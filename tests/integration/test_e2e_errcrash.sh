@@ -128,15 +128,7 @@ check_eq "every other row waits behind its head" "$((total - $(psql_q "SELECT co
     "$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'waiting'")"
 
 # --- 2. kill -9 of the daemon while it replays ---------------------------------------------------
-dw job stop fno_sample >/dev/null 2>&1 || die "job stop failed"
-wait "$daemon"
-daemon=
-psql_q "UPDATE dwasync.table_map m SET column_mappings = (
-          SELECT jsonb_agg(CASE WHEN c ->> 'source' = 'ONHOLDSTATUS'
-                                THEN jsonb_set(c, '{value_map,6}', '806380006') ELSE c END)
-            FROM jsonb_array_elements(m.column_mappings) c)
-        WHERE m.name = 'customers_organizations'" >/dev/null
-dw job start fno_sample >/dev/null 2>&1 || die "job restart failed"
+e2e_map_onhold_6
 dvemu_admin POST faults '{"seed": 7, "rates": {"slow": 0.2}, "slow_ms": 100}' >/dev/null
 t0=$SECONDS
 e2e_start_daemon

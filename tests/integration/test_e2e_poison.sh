@@ -240,15 +240,7 @@ check_eq "poisoned accounts kept their version before the poison" 0 "$(psql_q "
 # --- the fixes ---------------------------------------------------------------------------------
 # Mapping, by the map: on-hold status 6 gets its option (the job is stopped to change maps;
 # the daemon ends with it). Replayed through the running daemon, from SQL.
-dw job stop fno_sample >/dev/null 2>&1 || die "job stop failed"
-wait "$daemon"
-daemon=
-psql_q "UPDATE dwasync.table_map m SET column_mappings = (
-          SELECT jsonb_agg(CASE WHEN c ->> 'source' = 'ONHOLDSTATUS'
-                                THEN jsonb_set(c, '{value_map,6}', '806380006') ELSE c END)
-            FROM jsonb_array_elements(m.column_mappings) c)
-        WHERE m.name = 'customers_organizations'" >/dev/null
-dw job start fno_sample >/dev/null 2>&1 || die "job restart failed"
+e2e_map_onhold_6
 e2e_start_daemon
 check_eq "replay_errors queues the accounts' mapping errors and their followers" $((20 * 41)) \
     "$(psql_q "SELECT dwasync.replay_errors('fno_sample', 'customers_organizations', NULL, 'mapping')")"
