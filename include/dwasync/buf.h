@@ -35,6 +35,9 @@ void dw_buf_cleanup(struct dw_buf *b);
 /* Empties the buffer, keeping its allocation. */
 void dw_buf_reset(struct dw_buf *b);
 
+/* Cuts the contents back to their first len bytes (len <= b->len): undoes a failed append. */
+void dw_buf_truncate(struct dw_buf *b, size_t len);
+
 /* Appends bytes; DW_ERR_RANGE if the cap would be exceeded. */
 dw_rc dw_buf_append(struct dw_buf *b, const void *data, size_t len);
 

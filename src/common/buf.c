@@ -24,9 +24,14 @@ void dw_buf_cleanup(struct dw_buf *b)
 
 void dw_buf_reset(struct dw_buf *b)
 {
-    b->len = 0;
+    dw_buf_truncate(b, 0);
+}
+
+void dw_buf_truncate(struct dw_buf *b, size_t len)
+{
+    b->len = len;
     if (b->data)
-        b->data[0] = '\0';
+        b->data[len] = '\0';
 }
 
 dw_rc dw_buf_reserve(struct dw_buf *b, size_t extra)

@@ -167,10 +167,8 @@ static dw_rc append(struct dw_buf *b, const json_t *value, enum shape shape)
         rc = put_members(b, value, false, 1);
     else if (shape != SHAPE_MEMBERS && value)
         rc = put_value(b, value, shape == SHAPE_CANONICAL, 0);
-    if (rc != DW_OK && b->data) {
-        b->len = mark;
-        b->data[mark] = '\0';
-    }
+    if (rc != DW_OK)
+        dw_buf_truncate(b, mark);
     return rc;
 }
 

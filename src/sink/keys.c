@@ -157,12 +157,8 @@ dw_rc dw_dvkey_append_target_id(struct dw_buf *b, const char *entity_set, const 
     size_t mark = b->len;
     dw_rc rc;
     if ((rc = dw_buf_puts(b, entity_set)) != DW_OK || (rc = dw_buf_putc(b, '(')) != DW_OK ||
-        (rc = dw_json_append_canonical(b, key)) != DW_OK || (rc = dw_buf_putc(b, ')')) != DW_OK) {
-        if (b->data) {
-            b->len = mark;
-            b->data[mark] = '\0';
-        }
-    }
+        (rc = dw_json_append_canonical(b, key)) != DW_OK || (rc = dw_buf_putc(b, ')')) != DW_OK)
+        dw_buf_truncate(b, mark);
     return rc;
 }
 

@@ -1001,10 +1001,8 @@ dw_rc dw_value_append_json(struct dw_buf *out, uint32_t type_oid, const char *da
     *why = "value too large";
     dw_rc rc =
         is_array ? put_array(out, oid, data, len, o, why) : put_scalar(out, oid, data, len, o, why);
-    if (rc != DW_OK && out->data) {
-        out->len = mark;
-        out->data[mark] = '\0';
-    }
+    if (rc != DW_OK)
+        dw_buf_truncate(out, mark);
     return rc;
 }
 
@@ -1464,9 +1462,7 @@ dw_rc dw_change_append_json(struct dw_buf *out, const struct dw_change *c,
         rc = dw_buf_append(out, "}\n", 2);
     dw_buf_cleanup(&errbuf);
 out:
-    if (rc != DW_OK && out->data) {
-        out->len = mark;
-        out->data[mark] = '\0';
-    }
+    if (rc != DW_OK)
+        dw_buf_truncate(out, mark);
     return rc;
 }
