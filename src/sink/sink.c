@@ -45,7 +45,7 @@
 #define LOOKUP_BATCH   100
 #define LOOKUP_URL_MAX 16000
 /* Cached GUIDs kept; the oldest are forgotten beyond this (asked again when needed, a hundred
- * to a query). An entry takes about 350 bytes. */
+ * to a query). An entry is a few hundred bytes: its id, set name, GUID and hash handle. */
 #define GUID_CACHE_MAX 10000
 
 enum state { ST_PENDING, ST_INFLIGHT, ST_OK, ST_NOTFOUND, ST_FAILED };
@@ -585,22 +585,21 @@ static bool ends_with(const char *s, const char *suffix)
 }
 
 /* Whether a body binds a parent by a reference object (which must be written out). */
+static bool is_bind_ref(const char *name, const json_t *v)
+{
+    return ends_with(name, "@odata.bind") && dw_dvkey_is_ref(v);
+}
+
 static bool body_has_refs(const json_t *body)
 {
     const char *name;
     json_t *v;
     json_object_foreach((json_t *)body, name, v)
     {
-        if (ends_with(name, "@odata.bind") && dw_dvkey_is_ref(v))
+        if (is_bind_ref(name, v))
             return true;
     }
     return false;
-}
-
-/* Whether a body member is a bind by reference object (which must be written out). */
-static bool is_bind_ref(const char *name, const json_t *v)
-{
-    return ends_with(name, "@odata.bind") && dw_dvkey_is_ref(v);
 }
 
 /*
@@ -661,10 +660,24 @@ static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
 
 /* Appends the members of the body as sent (no braces): the body with its bind references
  * written out, or the whole body of a POST. */
+/* The body sent when it is an object as it stands (a POST's, or one without references);
+ * NULL when its references are to be replaced by rbinds (sent_value()). */
+static const json_t *body_as_is(const struct row *r)
+{
+    return r->rbody ? r->rbody : r->rbinds == NULL ? r->body : NULL;
+}
+
+/* What is sent for body member name: v, or for a bind reference the next of rbinds (*k
+ * counts them; members are visited in body order). */
+static json_t *sent_value(const struct row *r, const char *name, json_t *v, size_t *k)
+{
+    return is_bind_ref(name, v) ? json_array_get(r->rbinds, (*k)++) : v;
+}
+
 static void put_body_members(struct dw_buf *b, const struct row *r)
 {
-    if (r->rbody || r->rbinds == NULL) {
-        (void)dw_json_append_members(b, r->rbody ? r->rbody : r->body);
+    if (body_as_is(r)) {
+        (void)dw_json_append_members(b, body_as_is(r));
         return;
     }
     const char *name;
@@ -678,22 +691,22 @@ static void put_body_members(struct dw_buf *b, const struct row *r)
         first = false;
         (void)dw_buf_put_json_string(b, name, strlen(name));
         (void)dw_buf_putc(b, ':');
-        (void)dw_json_append(b, is_bind_ref(name, v) ? json_array_get(r->rbinds, k++) : v);
+        (void)dw_json_append(b, sent_value(r, name, v, &k));
     }
 }
 
 /* The body as sent, as a new reference: a failure's payload, and the start of a POST's body. */
 static json_t *body_as_sent(const struct row *r)
 {
-    if (r->rbody || r->rbinds == NULL)
-        return json_incref(r->rbody ? r->rbody : r->body);
+    if (body_as_is(r))
+        return json_incref((json_t *)body_as_is(r));
     json_t *whole = json_object();
     const char *name;
     json_t *v;
     size_t k = 0;
     json_object_foreach(r->body, name, v)
     {
-        json_object_set(whole, name, is_bind_ref(name, v) ? json_array_get(r->rbinds, k++) : v);
+        json_object_set(whole, name, sent_value(r, name, v, &k));
     }
     return whole;
 }
@@ -992,7 +1005,7 @@ static void queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
         row_address(&address, r, false);
         (void)dw_buf_puts(&body, ",\"@odata.id\":");
         (void)dw_buf_put_json_string(&body, address.data, address.len);
-        if (json_object_size(r->rbody ? r->rbody : r->body)) {
+        if (json_object_size(r->body) || json_object_size(r->rbody)) {
             (void)dw_buf_putc(&body, ',');
             put_body_members(&body, r);
         }
