@@ -3,8 +3,9 @@
 # first request is billed to an account created by the second. With one request at a time
 # the first meets a missing parent (404); the sink sends it again after the second, instead
 # of isolating its 1000 rows through $batch. Every row lands, the child bound to its parent,
-# and the only requests are the three UpsertMultiple calls. dvemu gives each row its own
-# version 4 id.
+# and the only requests are the three UpsertMultiple calls. A parent earlier in the same
+# request needs no second try: rows keep their order. dvemu gives each row its own version 4
+# id.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 dw_mktemp work sink-siblings
 dvemu_start
@@ -15,6 +16,9 @@ sink_accounts 2000 S | jq -c '
     if .key.accountnumber == "S0005" then
         .body["msdyn_billingaccount@odata.bind"] = {"$ref": "accounts",
             key: {accountnumber: "S1500", _msdyn_company_value: .key._msdyn_company_value}}
+    elif .key.accountnumber == "S0100" then
+        .body["msdyn_billingaccount@odata.bind"] = {"$ref": "accounts",
+            key: {accountnumber: "S0050", _msdyn_company_value: .key._msdyn_company_value}}
     else . end' >"$work/rows.jsonl"
 
 sink_apply "$work/dw.conf" "$work/rows.jsonl" "$work/out" "$work/err"
@@ -25,6 +29,11 @@ usmf=$(dvemu_api GET "cdm_companies(cdm_companycode='USMF')" | jq -r .cdm_compan
 parent=$(dvemu_api GET "accounts(accountnumber='S1500',_msdyn_company_value=$usmf)" | jq -r .accountid)
 child=$(dvemu_api GET "accounts(accountnumber='S0005',_msdyn_company_value=$usmf)")
 check_eq "the child is bound to its parent" "$parent" \
+    "$(jq -r '._msdyn_billingaccount_value' <<<"$child")"
+# Within one request rows keep their order: a parent earlier in it is created first.
+parent=$(dvemu_api GET "accounts(accountnumber='S0050',_msdyn_company_value=$usmf)" | jq -r .accountid)
+child=$(dvemu_api GET "accounts(accountnumber='S0100',_msdyn_company_value=$usmf)")
+check_eq "a child bound to a parent earlier in its own request" "$parent" \
     "$(jq -r '._msdyn_billingaccount_value' <<<"$child")"
 
 ids=$(dvemu_api GET 'accounts?$select=accountid' | jq -r '.value[].accountid')
