@@ -97,6 +97,13 @@ void dw_pipeline_reset(struct dw_pipeline *p);
 
 /* Whether the filling window has room for more changes (back-pressure on the stream). */
 bool dw_pipeline_accepting(const struct dw_pipeline *p);
+/*
+ * How many more changes the filling window takes before it is full by rows (0: none,
+ * SIZE_MAX: an atomic transaction holds it open). A reader that takes no more than this
+ * closes windows at exactly window_rows, so a window's bulk requests come out whole
+ * (2,000 rows: two requests of 1,000, not a third one of the few rows past the bound).
+ */
+size_t dw_pipeline_room(const struct dw_pipeline *p);
 
 /*
  * Advances the pipeline: persists a finished window, starts the next one when it is due

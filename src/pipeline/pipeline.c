@@ -483,11 +483,19 @@ static bool holding_txn(const struct dw_pipeline *p)
     return p->in_txn && !p->skipping_txn && p->txn_atomic && p->txn_items < DW_SINK_ATOMIC_MAX;
 }
 
-bool dw_pipeline_accepting(const struct dw_pipeline *p)
+size_t dw_pipeline_room(const struct dw_pipeline *p)
 {
     const struct dw_window *w = p->filling;
-    return ((int64_t)w->len < p->opts.window_rows && (int64_t)w->bytes < p->opts.window_bytes) ||
-           holding_txn(p);
+    if (holding_txn(p))
+        return SIZE_MAX;
+    if ((int64_t)w->len >= p->opts.window_rows || (int64_t)w->bytes >= p->opts.window_bytes)
+        return 0;
+    return (size_t)(p->opts.window_rows - (int64_t)w->len);
+}
+
+bool dw_pipeline_accepting(const struct dw_pipeline *p)
+{
+    return dw_pipeline_room(p) > 0;
 }
 
 static bool filling_due(const struct dw_pipeline *p, bool flush, int64_t now)

@@ -651,14 +651,16 @@ static dw_rc stream_loop(struct runner *r)
 
         /* Read while the pipeline has room; a full budget means more may be buffered. */
         bool more = false;
-        if (!r->paused && dw_pipeline_accepting(r->pipeline)) {
+        size_t room = r->paused ? 0 : dw_pipeline_room(r->pipeline);
+        if (room > 0) {
+            size_t budget = room < STEP_BUDGET ? room : STEP_BUDGET;
             struct dw_pipeline_stats before, after;
             dw_pipeline_get_stats(r->pipeline, &before);
-            rc = dw_stream_step(r->stream, STEP_BUDGET);
+            rc = dw_stream_step(r->stream, budget);
             if (rc != DW_OK && rc != DW_ERR_RETRY)
                 return rc;
             dw_pipeline_get_stats(r->pipeline, &after);
-            more = after.changes_received - before.changes_received >= STEP_BUDGET;
+            more = after.changes_received - before.changes_received >= budget;
         } else {
             /* Not reading: still keep the walsender's feedback timer satisfied. */
             rc = dw_stream_step(r->stream, 0);
