@@ -1290,15 +1290,16 @@ static void group_ready(struct dw_sink *s)
     if (n == 0)
         return;
     /* While parents are still being resolved, more rows become ready with each answer:
-     * waiting for them (or for a full request) sends a few large requests instead of many
-     * small ones. Resolution always ends (found, missing, or given up), so nothing waits
-     * for ever. */
-    if (s->resolving != NULL && n < (size_t)s->cfg->dataverse.batch_size)
+     * only whole requests go out meanwhile, and the rest waits to be joined by them, so a
+     * few large requests are sent instead of many small ones. Resolution always ends
+     * (found, missing, or given up), so nothing waits for ever. */
+    size_t size = (size_t)s->cfg->dataverse.batch_size;
+    bool whole_only = s->resolving != NULL;
+    if (whole_only && n < size)
         return;
     struct ready_row *bulk = dw_malloc(n * sizeof *bulk);
     struct row **batch = dw_malloc(n * sizeof *batch);
     struct row **group = dw_malloc(n * sizeof *group);
-    size_t size = (size_t)s->cfg->dataverse.batch_size;
     DL_FOREACH_SAFE(s->ready, r, tmp)
     {
         if (r->atomic)
@@ -1335,11 +1336,13 @@ static void group_ready(struct dw_sink *s)
             group[j - i] = bulk[j].row;
             j++;
         }
-        queue_bulk(s, group, j - i);
+        if (j - i == size || !whole_only)
+            queue_bulk(s, group, j - i);
         i = j;
     }
     for (size_t i = 0; i < nbatch; i += size)
-        queue_batch(s, batch + i, nbatch - i < size ? nbatch - i : size);
+        if (nbatch - i >= size || !whole_only)
+            queue_batch(s, batch + i, nbatch - i < size ? nbatch - i : size);
     free(bulk);
     free(batch);
     free(group);

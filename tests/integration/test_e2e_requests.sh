@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Bulk requests come out whole. A window closes at exactly window_rows (the stream reads no
+# more than the room left), so 2,800 vendors in windows of 700 and requests of 500 go as
+# four windows of one request of 500 and one of 200: eight UpsertMultiple calls, not a
+# few more for windows that ran past the bound. And while parents are still being looked
+# up, only whole requests leave: 1,500 order lines (windows of 700, 700 and 100) whose
+# orders' ids arrive a hundred at a time (one request at a time here) go as five $batch
+# requests, not one more for the few rows an answer made ready beyond the first 500.
+source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+e2e_setup >/dev/null
+# Rows close the windows here; time only closes the last one of a workload (its rows arrive
+# in milliseconds, far within the 3 seconds).
+sed -i 's/^window_ms = 50$/window_ms = 3000\nwindow_rows = 700/' "$DW_E2E_CONF"
+sed -i 's/^\[dataverse\]$/&\nbatch_size = 500\nmax_concurrency = 1/' "$DW_E2E_CONF"
+e2e_load_sample
+dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
+e2e_start_daemon
+
+counter() { # counter "POST msdyn_vendors 204": requests so far with that method, path, status
+    curl -sf "$DVEMU_URL/_dvemu/counters" | jq --arg k "$1" '.requests[$k] // 0'
+}
+commit_lsn() { # commit_lsn SQL: runs SQL in one transaction, prints the LSN after it
+    psql -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" -c "$1" -c "SELECT pg_current_wal_insert_lsn()" \
+        -c "COMMIT" | grep /
+}
+
+vendors() { dvemu_api GET 'msdyn_vendors?$count=true&$top=1' | jq '."@odata.count"'; }
+# The initial sync first: a change after it is applied only after it.
+lsn=$(commit_lsn "UPDATE fno.currencies SET symbol = symbol WHERE currencycode = 'USD'")
+e2e_wait_checkpoint "$lsn" 120 || die "the sample was not applied"
+before=$(counter "POST msdyn_vendors 204") vendors_before=$(vendors)
+lsn=$(commit_lsn "INSERT INTO fno.vendorsv2 (dataareaid, vendoraccountnumber,
+        vendororganizationname, vendorgroupid, creditlimit, onholdstatus, currencycode)
+    SELECT 'usmf', 'W' || lpad(i::text, 6, '0'), 'Vendor W' || i, '10', 0, 0, 'USD'
+      FROM generate_series(1, 2800) AS i")
+e2e_wait_checkpoint "$lsn" 120 || die "the vendors were not applied"
+check_eq "2800 vendors in windows of 700: eight whole requests" 8 \
+    $(($(counter "POST msdyn_vendors 204") - before))
+check_eq "every vendor landed" 2800 $(($(vendors) - vendors_before))
+
+# Orders first, applied and forgotten by a restart (their ids are looked up afresh).
+lsn=$(commit_lsn "INSERT INTO fno.salesorderheaders (dataareaid, salesordernumber,
+        orderingcustomeraccountnumber, currencycode, salesordername, ordertotalamount,
+        salesorderprocessingstatus)
+    SELECT 'usmf', 'SW' || lpad(i::text, 6, '0'), 'C0000001', 'USD', 'Order W' || i, 10, 1
+      FROM generate_series(1, 500) AS i")
+e2e_wait_checkpoint "$lsn" 120 || die "the orders were not applied"
+kill "$daemon" && wait "$daemon" 2>/dev/null
+e2e_start_daemon
+before=$(counter 'POST $batch 200')
+lookups=$(counter "GET salesorders 200")
+lsn=$(commit_lsn "INSERT INTO fno.salesorderlines (dataareaid, salesordernumber,
+        linecreationsequencenumber, productnumber, orderedsalesquantity, salesprice, lineamount)
+    SELECT 'usmf', 'SW' || lpad((1 + (i - 1) / 3)::text, 6, '0'), 1 + (i - 1) % 3, 'P00001', 1, 1, 1
+      FROM generate_series(1, 1500) AS i")
+e2e_wait_checkpoint "$lsn" 120 || die "the order lines were not applied"
+check_status "the orders' ids were looked up in several queries" 0 \
+    test $(($(counter "GET salesorders 200") - lookups)) -ge 5
+check_eq "1500 lines in windows of 700 and requests of 500: five \$batch requests" 5 \
+    $(($(counter 'POST $batch 200') - before))
+check_eq "every line landed" 1500 \
+    "$(dvemu_api GET "salesorderdetails?\$count=true&\$top=1&\$filter=productdescription%20eq%20'P00001'" | jq '."@odata.count"')"
+finish
