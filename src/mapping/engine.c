@@ -3,12 +3,14 @@
 #include <stdarg.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/buf.h"
 #include "dwasync/dvkey.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
@@ -17,14 +19,20 @@
 #include "dwasync/mapstore.h"
 #include "dwasync/pg.h"
 
+struct ref_memo;
+static struct ref_memo *ref_memo_new(void);
+static void ref_memo_free(struct ref_memo *memo);
+
 struct dw_job_maps {
     struct dw_jobdef *def;
+    struct ref_memo *memo; /* references built so far, shared by the rows that repeat them */
 };
 
 dw_rc dw_job_maps_from_def(struct dw_jobdef *def, struct dw_job_maps **out)
 {
     struct dw_job_maps *m = dw_calloc(1, sizeof *m);
     m->def = def;
+    m->memo = ref_memo_new();
     *out = m;
     return DW_OK;
 }
@@ -90,6 +98,7 @@ void dw_job_maps_free(struct dw_job_maps *maps)
     if (maps == NULL)
         return;
     dw_jobdef_free(maps->def);
+    ref_memo_free(maps->memo);
     free(maps);
 }
 
@@ -354,6 +363,19 @@ static enum fetch fetch(const json_t *row, const json_t *unchanged, const char *
 
 enum keyuse { FOR_KEY, FOR_BIND };
 
+/* The row image a key or body is read from: its columns, the columns not sent (unchanged
+ * TOAST; may be NULL), and the job's memo of references. */
+struct image {
+    const json_t *row;
+    const json_t *unchanged;
+    struct ref_memo *memo;
+};
+
+static enum fetch fetch_from(const struct image *img, const char *column, json_t **out)
+{
+    return fetch(img->row, img->unchanged, column, out);
+}
+
 /* What a key is built for, named in failure messages only: 'key of "accounts"' or
  * 'lookup "parentcustomerid"'. Kept in two parts so that no row pays for the text. */
 struct what {
@@ -366,9 +388,9 @@ struct what {
  * FOR_BIND: returns F_NULL when a part is null (the lookup is cleared) and F_UNCHANGED when
  * a part was not sent (the lookup is left alone).
  */
-static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json_t *row,
-                            const json_t *unchanged, enum keyuse use, const struct what *what,
-                            struct failure *f, json_t **out);
+static enum fetch build_key(const struct dw_keypart *parts, size_t n, const struct image *img,
+                            enum keyuse use, const struct what *what, struct failure *f,
+                            json_t **out);
 
 /* {"$ref": "<set>", "key": key} (sink.h), taking key. Built directly: this runs for every
  * lookup of every row, and json_pack() parses its format each time. */
@@ -380,21 +402,151 @@ static json_t *reference(const char *entity_set, json_t *key)
     return ref;
 }
 
-static enum fetch build_ref(const struct dw_lookup *l, const json_t *row, const json_t *unchanged,
-                            enum keyuse use, const struct what *what, struct failure *f,
-                            json_t **out)
+/*
+ * The memo of references. The rows of a window name a handful of parents over and over
+ * (their company, currency, payment terms, group): a reference whose key parts are all read
+ * from columns is kept by the values it was built from, and every row naming the same
+ * parent shares it. Built references are never modified (the window and the sink only read
+ * them), so sharing one saves the dozen small allocations each copy took, in memory and in
+ * time. Direct-mapped: a parent named once (a customer's invoice account) only takes the
+ * slot it lands in.
+ */
+#define REF_MEMO_SLOTS 256
+
+struct ref_memo_slot {
+    const void *owner; /* the lookup or company key part the reference was built for */
+    char *values;      /* the values it was built from, as memo_values() writes them */
+    json_t *ref;       /* NULL while claimed and being built, or when building failed */
+    uint64_t claim;    /* which claim last took the slot */
+};
+
+struct ref_memo {
+    struct ref_memo_slot slots[REF_MEMO_SLOTS];
+    struct dw_buf values; /* scratch for the values of the reference being looked up */
+    uint64_t claims;
+};
+
+/* A slot taken for a reference about to be built; slot NULL: not one to keep. */
+struct memo_claim {
+    struct ref_memo_slot *slot;
+    uint64_t claim;
+};
+
+static struct ref_memo *ref_memo_new(void)
 {
+    struct ref_memo *memo = dw_calloc(1, sizeof *memo);
+    dw_buf_init(&memo->values, 64);
+    return memo;
+}
+
+static void ref_memo_free(struct ref_memo *memo)
+{
+    if (memo == NULL)
+        return;
+    for (size_t i = 0; i < REF_MEMO_SLOTS; i++) {
+        free(memo->slots[i].values);
+        json_decref(memo->slots[i].ref);
+    }
+    dw_buf_cleanup(&memo->values);
+    free(memo);
+}
+
+/* Writes the values parts read from img into the memo's scratch, each tagged with its type;
+ * false when one is not a plain string or integer (then the reference is not kept). */
+static bool memo_values(struct ref_memo *memo, const struct dw_keypart *parts, size_t n,
+                        const struct image *img)
+{
+    struct dw_buf *b = &memo->values;
+    dw_buf_reset(b);
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = NULL;
+        if (parts[i].kind == DW_KEYPART_LOOKUP || fetch_from(img, parts[i].source, &v) != F_VALUE)
+            return false;
+        if (json_is_string(v)) {
+            (void)dw_buf_putc(b, 's');
+            (void)dw_buf_append(b, json_string_value(v), json_string_length(v));
+        } else if (json_is_integer(v)) {
+            (void)dw_buf_printf(b, "i%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        } else {
+            return false;
+        }
+        (void)dw_buf_putc(b, '\x1f');
+    }
+    return true;
+}
+
+/*
+ * The reference owner builds from parts of img, when the memo has it (a new reference to
+ * it, for the caller). Otherwise NULL, and *claim says where to keep the one the caller
+ * builds (ref_memo_keep).
+ */
+static json_t *ref_memo_find(const struct image *img, const void *owner,
+                             const struct dw_keypart *parts, size_t n, struct memo_claim *claim)
+{
+    struct ref_memo *memo = img->memo;
+    claim->slot = NULL;
+    if (memo == NULL || !memo_values(memo, parts, n, img))
+        return NULL;
+    /* FNV-1a over the owner's address and the values. */
+    uint64_t h = 14695981039346656037ULL;
+    uintptr_t o = (uintptr_t)owner;
+    for (size_t i = 0; i < sizeof o; i++, o >>= 8)
+        h = (h ^ (o & 0xff)) * 1099511628211ULL;
+    for (size_t i = 0; i < memo->values.len; i++)
+        h = (h ^ (unsigned char)memo->values.data[i]) * 1099511628211ULL;
+    struct ref_memo_slot *slot = &memo->slots[h % REF_MEMO_SLOTS];
+    if (slot->ref && slot->owner == owner && strcmp(slot->values, dw_buf_str(&memo->values)) == 0)
+        return json_incref(slot->ref);
+    free(slot->values);
+    json_decref(slot->ref);
+    slot->owner = owner;
+    slot->values = dw_strndup(memo->values.data, memo->values.len);
+    slot->ref = NULL;
+    slot->claim = ++memo->claims;
+    *claim = (struct memo_claim){slot, slot->claim};
+    return NULL;
+}
+
+/* Keeps ref in the slot claimed for it, unless a reference built meanwhile (a company
+ * inside its key) claimed the slot since. */
+static void ref_memo_keep(struct ref_memo *memo, const struct memo_claim *claim, json_t *ref)
+{
+    if (claim->slot && memo && claim->slot->claim == claim->claim)
+        claim->slot->ref = json_incref(ref);
+}
+
+static enum fetch build_ref(const struct dw_lookup *l, const struct image *img, enum keyuse use,
+                            const struct what *what, struct failure *f, json_t **out)
+{
+    struct memo_claim claim;
+    if ((*out = ref_memo_find(img, l, l->key, l->nkey, &claim)) != NULL)
+        return F_VALUE;
     json_t *key = NULL;
-    enum fetch r = build_key(l->key, l->nkey, row, unchanged, use, what, f, &key);
+    enum fetch r = build_key(l->key, l->nkey, img, use, what, f, &key);
     if (r != F_VALUE)
         return r;
     *out = reference(l->entity_set, key);
+    ref_memo_keep(img->memo, &claim, *out);
     return F_VALUE;
 }
 
-static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json_t *row,
-                            const json_t *unchanged, enum keyuse use, const struct what *what,
-                            struct failure *f, json_t **out)
+/* The reference to the company a key part reads the code of. */
+static json_t *company_ref(const struct dw_keypart *kp, const struct image *img, json_t *code)
+{
+    struct memo_claim claim;
+    json_t *ref = ref_memo_find(img, kp, kp, 1, &claim);
+    if (ref == NULL) {
+        json_t *company_key = json_object();
+        json_object_set(company_key, DW_COMPANY_KEY, code);
+        ref = reference(DW_COMPANY_ENTITY_SET, company_key);
+        ref_memo_keep(img->memo, &claim, ref);
+    }
+    return ref;
+}
+
+static enum fetch build_key(const struct dw_keypart *parts, size_t n, const struct image *img,
+                            enum keyuse use, const struct what *what, struct failure *f,
+                            json_t **out)
 {
     json_t *key = json_object();
     enum fetch result = F_VALUE;
@@ -402,7 +554,7 @@ static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json
         const struct dw_keypart *kp = &parts[i];
         json_t *v = NULL, *val = NULL;
         if (kp->kind == DW_KEYPART_LOOKUP) {
-            enum fetch r = build_ref(kp->lookup, row, unchanged, use, what, f, &val);
+            enum fetch r = build_ref(kp->lookup, img, use, what, f, &val);
             if (r != F_VALUE) {
                 result = r;
                 break;
@@ -410,7 +562,7 @@ static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json
             json_object_set_new(key, kp->attr, val);
             continue;
         }
-        enum fetch r = fetch(row, unchanged, kp->source, &v);
+        enum fetch r = fetch_from(img, kp->source, &v);
         if (r == F_MISSING || r == F_UNCHANGED) {
             /* A key column is always sent (it is in the replica identity); a bind's part
              * may be unchanged TOAST and then the lookup stays as it is. */
@@ -430,10 +582,7 @@ static enum fetch build_key(const struct dw_keypart *parts, size_t n, const json
             break;
         }
         if (kp->kind == DW_KEYPART_COMPANY) {
-            json_t *company_key = json_object();
-            json_object_set(company_key, DW_COMPANY_KEY, v);
-            val = reference(DW_COMPANY_ENTITY_SET, company_key);
-            json_object_set_new(key, kp->attr, val);
+            json_object_set_new(key, kp->attr, company_ref(kp, img, v));
             continue;
         }
         if (kp->has_type) {
@@ -536,13 +685,13 @@ static bool check_length(const struct dw_colmap *c, const json_t *sent, const js
 }
 
 /* Adds one column mapping to body; false (with f set) when the row cannot be mapped. */
-static bool map_column(const struct dw_colmap *c, const json_t *row, const json_t *unchanged,
-                       json_t *body, struct failure *f)
+static bool map_column(const struct dw_colmap *c, const struct image *img, json_t *body,
+                       struct failure *f)
 {
     if (c->lookup) {
         json_t *ref = NULL;
         struct what what = {"lookup", c->target};
-        enum fetch r = build_ref(c->lookup, row, unchanged, FOR_BIND, &what, f, &ref);
+        enum fetch r = build_ref(c->lookup, img, FOR_BIND, &what, f, &ref);
         if (r == F_MISSING)
             return false;
         if (r == F_UNCHANGED)
@@ -554,7 +703,7 @@ static bool map_column(const struct dw_colmap *c, const json_t *row, const json_
     if (c->constant) {
         v = c->constant;
     } else {
-        enum fetch r = fetch(row, unchanged, c->source, &v);
+        enum fetch r = fetch_from(img, c->source, &v);
         if (r == F_UNCHANGED)
             return true; /* unchanged TOAST: Dataverse keeps its value */
         if (r == F_MISSING) {
@@ -648,7 +797,7 @@ static void emit_delete(struct dw_mapped_vec *out, const struct dw_tablemap *m, 
 }
 
 static void emit_upsert(struct dw_mapped_vec *out, const struct dw_tablemap *m, json_t *key,
-                        const json_t *row, const json_t *unchanged)
+                        const struct image *img)
 {
     struct dw_mapped *r = start_result(out, m);
     struct failure f = {NULL};
@@ -656,7 +805,7 @@ static void emit_upsert(struct dw_mapped_vec *out, const struct dw_tablemap *m, 
     for (size_t i = 0; i < m->ncols; i++) {
         if (!direction_to_dv(m->cols[i].direction))
             continue;
-        if (!map_column(&m->cols[i], row, unchanged, body, &f))
+        if (!map_column(&m->cols[i], img, body, &f))
             break;
     }
     if (f.msg) {
@@ -674,12 +823,11 @@ static void emit_upsert(struct dw_mapped_vec *out, const struct dw_tablemap *m, 
 }
 
 /* A key from an image: the old one when it carries the key columns, else the new one. */
-static json_t *key_from(const struct dw_tablemap *m, const json_t *img, const json_t *unchanged,
-                        struct failure *f)
+static json_t *key_from(const struct dw_tablemap *m, const struct image *img, struct failure *f)
 {
     json_t *key = NULL;
     struct what what = {"key of", m->entity_set};
-    enum fetch r = build_key(m->key, m->nkey, img, unchanged, FOR_KEY, &what, f, &key);
+    enum fetch r = build_key(m->key, m->nkey, img, FOR_KEY, &what, f, &key);
     return r == F_VALUE ? key : NULL;
 }
 
@@ -698,9 +846,15 @@ static json_t *filter_image(const json_t *new_row, const json_t *old_row, const 
     return img;
 }
 
-static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
+static void map_one(const struct dw_job_maps *maps, const struct dw_tablemap *m,
                     const struct dw_source_row *row, struct dw_mapped_vec *out)
 {
+    const struct dw_jobdef *def = maps->def;
+    struct ref_memo *memo = maps->memo;
+    /* The new image as sent, the same without its unchanged columns named (a key's are
+     * always sent), and the old image. */
+    const struct image sent = {row->new_row, row->unchanged, memo},
+                       new_img = {row->new_row, NULL, memo}, old_img = {row->old_row, NULL, memo};
     struct failure f = {NULL};
     json_t *key = NULL, *old_key = NULL;
     if (row->op == DW_CHANGE_INSERT) {
@@ -711,9 +865,9 @@ static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
             fail(&f, "the row filter cannot be evaluated: a column it reads is not in the row");
             goto failed;
         }
-        if ((key = key_from(m, row->new_row, NULL, &f)) == NULL)
+        if ((key = key_from(m, &new_img, &f)) == NULL)
             goto failed;
-        emit_upsert(out, m, key, row->new_row, row->unchanged);
+        emit_upsert(out, m, key, &sent);
         return;
     }
     if (row->op == DW_CHANGE_DELETE) {
@@ -721,7 +875,8 @@ static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
         /* Unknown (a key-only old image) deletes: a delete of an absent row is a no-op. */
         if (dw_tablemap_match(def, m, img) == DW_FALSE)
             return;
-        if ((key = key_from(m, img, NULL, &f)) == NULL)
+        const struct image deleted = {img, NULL, memo};
+        if ((key = key_from(m, &deleted, &f)) == NULL)
             goto failed;
         emit_delete(out, m, key);
         return;
@@ -743,7 +898,7 @@ static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
         /* An old image without every key column (identity differs from the map's key)
          * cannot name the old row; the new key is then the row's key. */
         struct failure ignore = {NULL};
-        old_key = key_from(m, row->old_row, NULL, &ignore);
+        old_key = key_from(m, &old_img, &ignore);
         free(ignore.msg);
     }
     if (now == DW_UNKNOWN) {
@@ -755,7 +910,7 @@ static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
         goto failed;
     }
     if (now == DW_TRUE) {
-        if ((key = key_from(m, row->new_row, row->unchanged, &f)) == NULL)
+        if ((key = key_from(m, &sent, &f)) == NULL)
             goto failed;
         if (old_key && before != DW_FALSE) {
             char *a = dw_json_canonical(old_key), *b = dw_json_canonical(key);
@@ -768,7 +923,7 @@ static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
             }
         }
         json_decref(old_key);
-        emit_upsert(out, m, key, row->new_row, row->unchanged);
+        emit_upsert(out, m, key, &sent);
         return;
     }
     if (before == DW_FALSE) {
@@ -780,7 +935,7 @@ static void map_one(const struct dw_jobdef *def, const struct dw_tablemap *m,
         emit_delete(out, m, old_key);
         return;
     }
-    if ((key = key_from(m, row->new_row, row->unchanged, &f)) == NULL)
+    if ((key = key_from(m, &sent, &f)) == NULL)
         goto failed;
     emit_delete(out, m, key);
     return;
@@ -816,7 +971,7 @@ dw_rc dw_mapping_map_row(const struct dw_job_maps *maps, const struct dw_source_
     for (size_t g = 0; g < def->ngroups; g++)
         for (size_t i = 0; i < def->groups[g].nmaps; i++)
             if (map_reads(&def->groups[g].maps[i], row->schema, row->table))
-                map_one(def, &def->groups[g].maps[i], row, out);
+                map_one(maps, &def->groups[g].maps[i], row, out);
     return DW_OK;
 }
 
@@ -831,7 +986,7 @@ dw_rc dw_mapping_map_row_with(const struct dw_job_maps *maps, int64_t map_id,
     for (size_t g = 0; g < def->ngroups; g++) {
         for (size_t i = 0; i < def->groups[g].nmaps; i++) {
             if (def->groups[g].maps[i].id == map_id) {
-                map_one(def, &def->groups[g].maps[i], row, out);
+                map_one(maps, &def->groups[g].maps[i], row, out);
                 return DW_OK;
             }
         }

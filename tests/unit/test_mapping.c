@@ -180,6 +180,61 @@ START_TEST(child_key_nests_parent_reference)
 }
 END_TEST
 
+/* The parents rows name over and over (company, group) are built once and shared; every
+ * row still gets exactly its own references, also while parents named once each (invoice
+ * accounts) keep landing on the memo's slots. */
+START_TEST(repeated_references_are_shared_and_stay_exact)
+{
+    static const char *const companies[] = {"usmf", "demf"}; /* the job's legal entities */
+    static const char *const groups[] = {"10", "20", "30", "40"};
+    enum { ROWS = 3000 };
+    struct dw_job_maps *maps = load_maps();
+    struct dw_mapped_vec v = {0};
+    for (int i = 0; i < ROWS; i++) {
+        char *row = dw_asprintf("{\"dataareaid\": \"%s\", \"account\": \"C%d\", \"partytype\": "
+                                "\"Organization\", \"name\": \"n\", \"creditlimit\": 1, "
+                                "\"mandatory\": 0, \"onhold\": 0, \"groupid\": \"%s\", "
+                                "\"invoiceaccount\": \"I%d\", \"notes\": null}",
+                                companies[i % 2], i, groups[i % 4], i);
+        map_rows(maps, DW_CHANGE_INSERT, "cust", row, NULL, NULL, &v);
+        free(row);
+    }
+    ck_assert_uint_eq(v.len, ROWS);
+    for (int i = 0; i < ROWS; i++) {
+        const struct dw_mapped *m = &v.items[i];
+        ck_assert(m->ok);
+        char *key = dw_asprintf("{\"accountnumber\": \"C%d\", \"_msdyn_company_value\": {\"$ref\":"
+                                " \"cdm_companies\", \"key\": {\"cdm_companycode\": \"%s\"}}}",
+                                i, companies[i % 2]);
+        assert_json(m->write.key, key);
+        char *group =
+            dw_asprintf("{\"$ref\": \"msdyn_customergroups\", \"key\": {\"msdyn_groupid\":"
+                        " \"%s\", \"_msdyn_company_value\": {\"$ref\": \"cdm_companies\","
+                        " \"key\": {\"cdm_companycode\": \"%s\"}}}}",
+                        groups[i % 4], companies[i % 2]);
+        assert_json(json_object_get(m->write.body, "msdyn_customergroupid@odata.bind"), group);
+        char *billing = dw_asprintf("{\"$ref\": \"accounts\", \"key\": {\"accountnumber\": \"I%d\","
+                                    " \"_msdyn_company_value\": {\"$ref\": \"cdm_companies\","
+                                    " \"key\": {\"cdm_companycode\": \"%s\"}}}}",
+                                    i, companies[i % 2]);
+        assert_json(json_object_get(m->write.body, "msdyn_billingaccount@odata.bind"), billing);
+        free(key);
+        free(group);
+        free(billing);
+    }
+    /* Rows 4 apart name the same company and group: the same objects, not copies. */
+    const json_t *a = v.items[0].write.body, *b = v.items[4].write.body;
+    ck_assert_ptr_eq(json_object_get(a, "msdyn_customergroupid@odata.bind"),
+                     json_object_get(b, "msdyn_customergroupid@odata.bind"));
+    ck_assert_ptr_eq(json_object_get(v.items[0].write.key, "_msdyn_company_value"),
+                     json_object_get(v.items[2].write.key, "_msdyn_company_value"));
+    ck_assert_ptr_ne(json_object_get(a, "msdyn_billingaccount@odata.bind"),
+                     json_object_get(b, "msdyn_billingaccount@odata.bind"));
+    dw_mapped_vec_cleanup(&v);
+    dw_job_maps_free(maps);
+}
+END_TEST
+
 START_TEST(unmapped_value_is_a_mapping_error_naming_column_and_value)
 {
     struct dw_job_maps *maps = load_maps();
@@ -906,6 +961,7 @@ static Suite *mapping_suite(void)
     TCase *tc = tcase_create("mapping");
     tcase_add_test(tc, insert_maps_keys_value_maps_lookups_constants);
     tcase_add_test(tc, child_key_nests_parent_reference);
+    tcase_add_test(tc, repeated_references_are_shared_and_stay_exact);
     tcase_add_test(tc, unmapped_value_is_a_mapping_error_naming_column_and_value);
     tcase_add_test(tc, string_over_known_max_length_is_a_mapping_error);
     tcase_add_test(tc, update_leaving_filter_deletes_and_enters_other_map);
