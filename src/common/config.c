@@ -90,7 +90,7 @@ static const struct config_key keys[] = {
         "ceiling of the exponential backoff between retries"),
     BOOL("dataverse", "debug_payloads", dataverse.debug_payloads, "false",
          "log request and response bodies at debug level (secrets redacted)"),
-    INT("apply", "window_rows", apply.window_rows, "2000", 1, 1000000,
+    INT("apply", "window_rows", apply.window_rows, "3000", 1, 1000000,
         "most row changes gathered into one apply window"),
     INT("apply", "window_bytes", apply.window_bytes, "16777216", 65536, 1073741824,
         "most bytes of row data held by one apply window"),
