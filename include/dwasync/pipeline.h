@@ -14,6 +14,8 @@
  * statistics are written in ONE control-database transaction, and only after it commits
  * does dw_pipeline_confirmed() move to the window's last commit end LSN: nothing is
  * acknowledged to the slot before it is applied or durably parked (DESIGN invariant 1).
+ * The next window is planned and sent before that write, so its requests are on their way
+ * while it is made; windows are still persisted, and confirmed, one by one in order.
  *
  * Memory is bounded by two windows: while one applies, the next fills, and the caller
  * stops reading the stream when dw_pipeline_accepting() says the filling one is full. A

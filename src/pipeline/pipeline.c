@@ -23,9 +23,8 @@
 #define PERSIST_RETRY_MS 1000
 
 enum apply_state {
-    APPLY_IDLE,       /* no window applying */
-    APPLY_RUNNING,    /* chains in flight */
-    APPLY_PERSISTING, /* all chains resolved; error rows and checkpoint to write */
+    APPLY_IDLE,    /* no window applying */
+    APPLY_RUNNING, /* chains in flight */
 };
 
 /* A chain's ticket and outcome while its window applies. */
@@ -51,19 +50,27 @@ struct group_cursor {
     bool submitted;
 };
 
+/* One window's apply: its plan, and where each of its chains and groups stands. */
+struct round {
+    struct dw_window *window; /* NULL: no round */
+    struct dw_plan plan;
+    struct chain_state *chains;
+    struct group_cursor *groups;
+};
+
 struct dw_pipeline {
     struct dw_pipeline_options opts;
     struct dw_sink *sink;
     PGconn *control;
     const struct dw_job_maps *maps;
 
-    struct dw_window windows[2];
+    /* A window fills, then applies (cur), then waits for its error rows and checkpoint to
+     * be written (done) while the next one's requests are already out. */
+    struct dw_window windows[3];
     struct dw_window *filling;
-    struct dw_window *applying;
     enum apply_state state;
-    struct dw_plan plan;
-    struct chain_state *chains;
-    struct group_cursor *groups;
+    struct round cur;  /* the round applying (state RUNNING) */
+    struct round done; /* the round applied, to persist; window NULL when there is none */
     int64_t persist_retry_at_ms;
 
     struct dw_blocked_keys *blocked;
@@ -131,10 +138,9 @@ dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts, struct dw_sink *si
     p->sink = sink;
     p->control = control;
     p->maps = maps;
-    dw_window_init(&p->windows[0]);
-    dw_window_init(&p->windows[1]);
+    for (size_t i = 0; i < 3; i++)
+        dw_window_init(&p->windows[i]);
     p->filling = &p->windows[0];
-    p->applying = &p->windows[1];
     p->blocked = dw_blocked_keys_new();
     const struct dw_jobdef *def = dw_job_maps_def(maps);
     for (size_t g = 0; def && g < def->ngroups; g++) {
@@ -159,30 +165,33 @@ dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts, struct dw_sink *si
     return DW_OK;
 }
 
-static void release_apply_state(struct dw_pipeline *p)
+/* Frees a round's state and empties its window for reuse. */
+static void release_round(struct round *r)
 {
-    for (size_t i = 0; i < p->plan.nchains && p->chains; i++) {
-        struct chain_state *cs = &p->chains[i];
+    for (size_t i = 0; i < r->plan.nchains && r->chains; i++) {
+        struct chain_state *cs = &r->chains[i];
         dw_write_cleanup(&cs->retry_copy);
         free(cs->code);
         free(cs->message);
         free(cs->missing_parent);
         json_decref(cs->payload);
     }
-    free(p->chains);
-    free(p->groups);
-    p->chains = NULL;
-    p->groups = NULL;
-    dw_plan_cleanup(&p->plan);
+    free(r->chains);
+    free(r->groups);
+    dw_plan_cleanup(&r->plan);
+    if (r->window)
+        dw_window_reset(r->window);
+    *r = (struct round){NULL};
 }
 
 void dw_pipeline_free(struct dw_pipeline *p)
 {
     if (p == NULL)
         return;
-    release_apply_state(p);
-    dw_window_cleanup(&p->windows[0]);
-    dw_window_cleanup(&p->windows[1]);
+    release_round(&p->cur);
+    release_round(&p->done);
+    for (size_t i = 0; i < 3; i++)
+        dw_window_cleanup(&p->windows[i]);
     dw_blocked_keys_free(p->blocked);
     dw_mapped_vec_cleanup(&p->mapped);
     free(p->atomic_maps);
@@ -464,10 +473,10 @@ void dw_pipeline_reset(struct dw_pipeline *p)
     dw_window_reset(p->filling);
     p->in_txn = false;
     p->skipping_txn = false;
-    /* What the applying window holds will be resent too; it must not be taken twice. */
-    p->taken_end_lsn = p->state != APPLY_IDLE && p->applying->commit_end_lsn
-                           ? p->applying->commit_end_lsn
-                           : p->stats.confirmed_lsn;
+    /* What the applying (and the applied) window holds will be resent too; it must not be
+     * taken twice. */
+    const struct dw_window *last = p->cur.window ? p->cur.window : p->done.window;
+    p->taken_end_lsn = last && last->commit_end_lsn ? last->commit_end_lsn : p->stats.confirmed_lsn;
     if (dropped)
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", p->opts.job_name}),
                 "stream reconnected: %zu received changes will be received again", dropped);
@@ -512,12 +521,12 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
 static void resolve_unsent(struct dw_pipeline *p, size_t chain, enum dw_error_class cls,
                            const char *message)
 {
-    struct chain_state *cs = &p->chains[chain];
+    struct chain_state *cs = &p->cur.chains[chain];
     cs->error_class = cls;
     cs->code = dw_strdup("");
     cs->message = dw_strdup(message);
     cs->resolved = true;
-    p->groups[p->plan.chains[chain].group].unresolved--;
+    p->cur.groups[p->cur.plan.chains[chain].group].unresolved--;
 }
 
 /*
@@ -527,11 +536,11 @@ static void resolve_unsent(struct dw_pipeline *p, size_t chain, enum dw_error_cl
  */
 static void submit_unit(struct dw_pipeline *p, size_t u)
 {
-    const struct dw_unit *unit = &p->plan.units[u];
+    const struct dw_unit *unit = &p->cur.plan.units[u];
     const struct dw_item *blocked_head = NULL;
     for (size_t k = 0; k < unit->nchains && blocked_head == NULL; k++) {
-        const struct dw_chain *c = &p->plan.chains[unit->chains[k]];
-        const struct dw_item *head = &p->applying->items[c->items[0]];
+        const struct dw_chain *c = &p->cur.plan.chains[unit->chains[k]];
+        const struct dw_item *head = &p->cur.window->items[c->items[0]];
         if (dw_blocked_keys_contains(p->blocked, head->mapped.map_id, head->key_text))
             blocked_head = head;
     }
@@ -541,11 +550,11 @@ static void submit_unit(struct dw_pipeline *p, size_t u)
                                 blocked_head->mapped.target_id);
         for (size_t k = 0; k < unit->nchains; k++) {
             size_t chain = unit->chains[k];
-            const struct dw_item *head = &p->applying->items[p->plan.chains[chain].items[0]];
+            const struct dw_item *head = &p->cur.window->items[p->cur.plan.chains[chain].items[0]];
             if (dw_blocked_keys_contains(p->blocked, head->mapped.map_id, head->key_text))
-                dw_plan_park_chain(&p->plan, p->applying, chain, p->blocked);
+                dw_plan_park_chain(&p->cur.plan, p->cur.window, chain, p->blocked);
             else
-                dw_plan_fail_chain(&p->plan, p->applying, chain, p->blocked);
+                dw_plan_fail_chain(&p->cur.plan, p->cur.window, chain, p->blocked);
             resolve_unsent(p, chain, DW_ERRCLASS_CONFLICT, msg);
         }
         DW_LOGF(DW_LOG_WARN, DW_FIELDS({"job", p->opts.job_name}),
@@ -556,16 +565,16 @@ static void submit_unit(struct dw_pipeline *p, size_t u)
     struct dw_write *writes = dw_calloc(unit->nchains, sizeof *writes);
     void **users = dw_calloc(unit->nchains, sizeof *users);
     for (size_t k = 0; k < unit->nchains; k++) {
-        struct dw_chain *c = &p->plan.chains[unit->chains[k]];
+        struct dw_chain *c = &p->cur.plan.chains[unit->chains[k]];
         c->attempts++;
         writes[k] = c->write;
         memset(&c->write, 0, sizeof c->write);
-        users[k] = &p->chains[unit->chains[k]].ticket;
+        users[k] = &p->cur.chains[unit->chains[k]].ticket;
     }
     if (dw_sink_submit_atomic(p->sink, writes, users, unit->nchains) != DW_OK) {
         for (size_t k = 0; k < unit->nchains; k++) {
             dw_write_cleanup(&writes[k]);
-            dw_plan_fail_chain(&p->plan, p->applying, unit->chains[k], p->blocked);
+            dw_plan_fail_chain(&p->cur.plan, p->cur.window, unit->chains[k], p->blocked);
             resolve_unsent(p, unit->chains[k], DW_ERRCLASS_UNKNOWN,
                            "the atomic group was refused as malformed");
         }
@@ -577,13 +586,13 @@ static void submit_unit(struct dw_pipeline *p, size_t u)
 /* Hands one level of a group to the sink: its chains, then its atomic units. */
 static void submit_level(struct dw_pipeline *p, size_t g)
 {
-    const struct dw_level *lv = &p->plan.groups[g].levels[p->groups[g].level];
+    const struct dw_level *lv = &p->cur.plan.groups[g].levels[p->cur.groups[g].level];
     /* Counted before anything is handed on: a refused write resolves at once. */
     size_t total = lv->nchains;
     for (size_t k = 0; k < lv->nunits; k++)
-        total += p->plan.units[lv->units[k]].nchains;
-    p->groups[g].unresolved = total;
-    p->groups[g].submitted = true;
+        total += p->cur.plan.units[lv->units[k]].nchains;
+    p->cur.groups[g].unresolved = total;
+    p->cur.groups[g].submitted = true;
     for (size_t k = 0; k < lv->nunits; k++)
         submit_unit(p, lv->units[k]);
     if (lv->nchains == 0)
@@ -591,8 +600,8 @@ static void submit_level(struct dw_pipeline *p, size_t g)
     struct dw_write *writes = dw_calloc(lv->nchains, sizeof *writes);
     void **users = dw_calloc(lv->nchains, sizeof *users);
     for (size_t k = 0; k < lv->nchains; k++) {
-        struct chain_state *cs = &p->chains[lv->chains[k]];
-        struct dw_chain *c = &p->plan.chains[lv->chains[k]];
+        struct chain_state *cs = &p->cur.chains[lv->chains[k]];
+        struct dw_chain *c = &p->cur.plan.chains[lv->chains[k]];
         c->attempts++;
         if (write_has_references(&c->write) && p->opts.missing_parent_retries > 0)
             write_copy(&cs->retry_copy, &c->write);
@@ -618,7 +627,7 @@ static void submit_level(struct dw_pipeline *p, size_t g)
 
 static void resubmit(struct dw_pipeline *p, struct chain_state *cs)
 {
-    struct dw_chain *c = &p->plan.chains[cs->chain];
+    struct dw_chain *c = &p->cur.plan.chains[cs->chain];
     struct dw_write w = cs->retry_copy;
     memset(&cs->retry_copy, 0, sizeof cs->retry_copy);
     c->attempts++;
@@ -640,9 +649,9 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
 {
     struct chain_state *cs = (struct chain_state *)t;
     struct dw_pipeline *p = cs->pipeline;
-    struct dw_chain *c = &p->plan.chains[cs->chain];
+    struct dw_chain *c = &p->cur.plan.chains[cs->chain];
     if (r->status == DW_WRITE_APPLIED) {
-        dw_plan_apply_chain(&p->plan, p->applying, cs->chain);
+        dw_plan_apply_chain(&p->cur.plan, p->cur.window, cs->chain);
         p->stats.rows_applied += c->nitems;
     } else if (r->error_class == DW_ERRCLASS_MISSING_PARENT && c->unit < 0 &&
                c->attempts <= p->opts.missing_parent_retries && cs->retry_copy.entity_set) {
@@ -660,10 +669,10 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
         } else
             cs->message = dw_strdup(r->message ? r->message : "");
         cs->payload = r->payload ? json_deep_copy(r->payload) : NULL;
-        dw_plan_fail_chain(&p->plan, p->applying, cs->chain, p->blocked);
+        dw_plan_fail_chain(&p->cur.plan, p->cur.window, cs->chain, p->blocked);
         char status[16];
         snprintf(status, sizeof status, "%d", r->http_status);
-        const struct dw_item *head = &p->applying->items[c->items[0]];
+        const struct dw_item *head = &p->cur.window->items[c->items[0]];
         /* The sink logged an atomic group's failure once; its rows need no line each. */
         DW_LOGF(c->unit >= 0 ? DW_LOG_DEBUG : DW_LOG_WARN,
                 DW_FIELDS({"job", p->opts.job_name}, {"target", head->mapped.target_id},
@@ -672,7 +681,7 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
                 "write failed, %zu change(s) parked: %s", c->nitems, cs->message);
     }
     cs->resolved = true;
-    p->groups[c->group].unresolved--;
+    p->cur.groups[c->group].unresolved--;
 }
 
 /* Warns, once per transaction, that it is applied in parts rather than all or nothing. */
@@ -689,31 +698,41 @@ static void warn_split(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn, c
             xid, why, DW_SINK_ATOMIC_MAX);
 }
 
+/* The window neither filling, applying nor waiting to be persisted. */
+static struct dw_window *spare_window(struct dw_pipeline *p)
+{
+    for (size_t i = 0;; i++) {
+        struct dw_window *w = &p->windows[i];
+        if (w != p->filling && w != p->cur.window && w != p->done.window)
+            return w;
+    }
+}
+
 static void start_apply(struct dw_pipeline *p)
 {
     struct dw_window *w = p->filling;
     if (p->in_txn && !p->skipping_txn && p->txn_atomic)
         warn_split(p, p->txn_xid, p->txn_commit_lsn,
                    "has more rows for atomic maps than one window holds whole");
-    p->filling = p->applying;
-    p->applying = w;
+    p->filling = spare_window(p);
+    p->cur.window = w;
     p->txn_items = 0;
-    dw_plan_build(w, p->blocked, &p->plan);
-    for (size_t u = 0; u < p->plan.nunits; u++)
-        if (p->plan.units[u].nparts > 1)
-            warn_split(p, p->plan.units[u].xid, p->plan.units[u].commit_lsn,
+    dw_plan_build(w, p->blocked, &p->cur.plan);
+    for (size_t u = 0; u < p->cur.plan.nunits; u++)
+        if (p->cur.plan.units[u].nparts > 1)
+            warn_split(p, p->cur.plan.units[u].xid, p->cur.plan.units[u].commit_lsn,
                        "has more than 1,000 rows for the atomic maps of one group");
-    p->chains = dw_calloc(p->plan.nchains ? p->plan.nchains : 1, sizeof *p->chains);
-    p->groups = dw_calloc(p->plan.ngroups ? p->plan.ngroups : 1, sizeof *p->groups);
-    for (size_t i = 0; i < p->plan.nchains; i++) {
-        p->chains[i].ticket.done = chain_done;
-        p->chains[i].pipeline = p;
-        p->chains[i].chain = i;
+    p->cur.chains = dw_calloc(p->cur.plan.nchains ? p->cur.plan.nchains : 1, sizeof *p->cur.chains);
+    p->cur.groups = dw_calloc(p->cur.plan.ngroups ? p->cur.plan.ngroups : 1, sizeof *p->cur.groups);
+    for (size_t i = 0; i < p->cur.plan.nchains; i++) {
+        p->cur.chains[i].ticket.done = chain_done;
+        p->cur.chains[i].pipeline = p;
+        p->cur.chains[i].chain = i;
     }
     p->state = APPLY_RUNNING;
     /* A group whose only changes form atomic units that could not be sent has no level. */
-    for (size_t g = 0; g < p->plan.ngroups; g++)
-        if (p->plan.groups[g].nlevels)
+    for (size_t g = 0; g < p->cur.plan.ngroups; g++)
+        if (p->cur.plan.groups[g].nlevels)
             submit_level(p, g);
 }
 
@@ -721,14 +740,14 @@ static void start_apply(struct dw_pipeline *p)
 static bool advance_groups(struct dw_pipeline *p, int64_t now)
 {
     bool finished = true;
-    for (size_t i = 0; i < p->plan.nchains; i++) {
-        struct chain_state *cs = &p->chains[i];
+    for (size_t i = 0; i < p->cur.plan.nchains; i++) {
+        struct chain_state *cs = &p->cur.chains[i];
         if (!cs->resolved && cs->retry_at_ms && cs->retry_at_ms <= now)
             resubmit(p, cs);
     }
-    for (size_t g = 0; g < p->plan.ngroups; g++) {
-        struct group_cursor *gc = &p->groups[g];
-        while (gc->unresolved == 0 && gc->level + 1 < p->plan.groups[g].nlevels) {
+    for (size_t g = 0; g < p->cur.plan.ngroups; g++) {
+        struct group_cursor *gc = &p->cur.groups[g];
+        while (gc->unresolved == 0 && gc->level + 1 < p->cur.plan.groups[g].nlevels) {
             gc->level++;
             submit_level(p, g);
         }
@@ -766,10 +785,10 @@ static const char *item_source_key(const struct dw_item *it)
     return it->source_key ? it->source_key : it->new_row ? it->new_row : it->old_row;
 }
 
-/* Writes the window's error rows, then its checkpoint and statistics. */
-static dw_rc persist_window(struct dw_pipeline *p)
+/* Writes the error rows of an applied round, then its checkpoint and statistics. */
+static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
 {
-    struct dw_window *w = p->applying;
+    struct dw_window *w = r->window;
     size_t nerr = 0, applied = 0, open = 0, waiting = 0;
     for (size_t i = 0; i < w->len; i++) {
         enum dw_item_state s = w->items[i].state;
@@ -786,7 +805,7 @@ static dw_rc persist_window(struct dw_pipeline *p)
         if (it->state != DW_ITEM_OPEN && it->state != DW_ITEM_WAITING)
             continue;
         struct dw_errrow *row = &rows[n++];
-        const struct chain_state *cs = it->chain >= 0 ? &p->chains[it->chain] : NULL;
+        const struct chain_state *cs = it->chain >= 0 ? &r->chains[it->chain] : NULL;
         row->job_id = p->opts.job_id;
         row->map_id = it->mapped.map_id;
         row->map_name = it->mapped.map_name;
@@ -873,6 +892,22 @@ dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
 {
     for (;;) {
         int64_t now = dw_clock_ms();
+        if (p->done.window) {
+            /* The next window goes out first, and its requests are on their way to Dataverse
+             * while this round's error rows and checkpoint are written. */
+            if (p->state == APPLY_IDLE && filling_due(p, flush, now)) {
+                start_apply(p);
+                (void)dw_sink_run(p->sink, NULL, 0, 0);
+            }
+            if (p->persist_retry_at_ms > now)
+                return DW_OK;
+            if (persist_round(p, &p->done) != DW_OK) {
+                p->persist_retry_at_ms = now + PERSIST_RETRY_MS;
+                return DW_ERR_PG;
+            }
+            release_round(&p->done);
+            continue;
+        }
         switch (p->state) {
         case APPLY_IDLE:
             if (!filling_due(p, flush, now))
@@ -882,19 +917,10 @@ dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
         case APPLY_RUNNING:
             if (!advance_groups(p, now))
                 return DW_OK;
-            p->state = APPLY_PERSISTING;
-            p->persist_retry_at_ms = 0;
-            continue;
-        case APPLY_PERSISTING:
-            if (p->persist_retry_at_ms > now)
-                return DW_OK;
-            if (persist_window(p) != DW_OK) {
-                p->persist_retry_at_ms = now + PERSIST_RETRY_MS;
-                return DW_ERR_PG;
-            }
-            release_apply_state(p);
-            dw_window_reset(p->applying);
+            p->done = p->cur;
+            p->cur = (struct round){NULL};
             p->state = APPLY_IDLE;
+            p->persist_retry_at_ms = 0;
             continue;
         }
     }
@@ -912,12 +938,12 @@ int dw_pipeline_timeout_ms(const struct dw_pipeline *p)
     /* (While an atomic transaction is held open, only its next change can make it due.) */
     if (p->state == APPLY_IDLE && !dw_window_empty(p->filling) && !holding_txn(p))
         CONSIDER(p->filling->opened_ms + p->opts.window_ms);
-    if (p->state == APPLY_PERSISTING)
+    if (p->done.window)
         CONSIDER(p->persist_retry_at_ms);
     if (p->state == APPLY_RUNNING)
-        for (size_t i = 0; i < p->plan.nchains; i++)
-            if (!p->chains[i].resolved && p->chains[i].retry_at_ms)
-                CONSIDER(p->chains[i].retry_at_ms);
+        for (size_t i = 0; i < p->cur.plan.nchains; i++)
+            if (!p->cur.chains[i].resolved && p->cur.chains[i].retry_at_ms)
+                CONSIDER(p->cur.chains[i].retry_at_ms);
 #undef CONSIDER
     if (due < 0)
         return -1;
@@ -931,7 +957,8 @@ dw_lsn dw_pipeline_confirmed(const struct dw_pipeline *p)
 
 bool dw_pipeline_idle(const struct dw_pipeline *p)
 {
-    return p->state == APPLY_IDLE && dw_window_empty(p->filling) && !p->in_txn;
+    return p->state == APPLY_IDLE && p->done.window == NULL && dw_window_empty(p->filling) &&
+           !p->in_txn;
 }
 
 void dw_pipeline_unblock(struct dw_pipeline *p, int64_t map_id, const char *key_text)
