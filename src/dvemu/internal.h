@@ -80,6 +80,7 @@ struct emu_table {
     struct emu_row *rows;
     struct emu_kidx **kidx; /* one hash per key */
     uint64_t rows_written;
+    uint64_t gen; /* moves when a row goes or a key value changes (stale remembered binds) */
 };
 
 struct emu_hist {
@@ -137,6 +138,7 @@ struct emu {
     struct emu_priv_rule *privs; /* revoked privileges, under store_lock */
     size_t nprivs;
     const char *caller; /* the current operation's user (client id), under store_lock */
+    struct emu_bind_memo *bind_memo; /* binds that found their row (webapi.c), under store_lock */
 };
 
 /* An error answer in Dataverse's shape. */
@@ -196,6 +198,12 @@ bool emu_key_string(const struct emu_table *t, const struct emu_key *k, const js
                     char *out, size_t size);
 struct emu_row *emu_row_find(struct emu_table *t, const struct dw_dvemu_key *key, bool *by_alt,
                              struct emu_err *err);
+/* The row a bind's reference text ("/accounts(...)") found before, and its table, when no row
+ * of that table has gone and no key value of it has changed since; NULL otherwise. */
+struct emu_row *emu_bind_memo_find(struct emu *emu, const char *ref, struct emu_table **table);
+/* Remembers the row a bind's reference text found. */
+void emu_bind_memo_keep(struct emu *emu, const char *ref, struct emu_table *table,
+                        struct emu_row *row);
 /* Writes (or, with data NULL, deletes) a row; logs undo and history. Under store_lock. */
 void emu_row_put(struct emu *emu, struct emu_table *t, const char *id, json_t *data,
                  const char *op);

@@ -213,6 +213,7 @@ struct emu_row *emu_key_conflict(struct emu_table *t, const json_t *data, const 
 
 static void index_remove(struct emu_table *t, size_t ki, struct emu_row *r)
 {
+    t->gen++;
     char ks[EMU_KEY_MAX];
     struct emu_kidx *e = NULL;
     if (emu_key_string(t, &t->keys[ki], r->data, ks, sizeof ks))
@@ -263,6 +264,7 @@ static void row_set(struct emu_table *t, const char *id, json_t *data)
                 index_remove(t, ki, r);
         json_t *old = r->data;
         if (data == NULL) {
+            t->gen++;
             json_decref(old);
             HASH_DEL(t->rows, r);
             free(r);
@@ -372,6 +374,7 @@ static void table_clear(struct emu_table *t)
         free(r);
     }
     t->rows_written = 0;
+    t->gen++;
 }
 
 void emu_store_reset(struct emu *emu)
@@ -385,9 +388,56 @@ void emu_store_reset(struct emu *emu)
     emu->seq = 0;
 }
 
+/*
+ * Binds repeat: most rows of a bulk request name the same company, currency or group, and
+ * finding each one again (parse the reference, build the index text, probe the index) was
+ * a tenth of dvemu's time. A bind that found its row is remembered by its text, for as long
+ * as its table's generation stays: no row of it deleted, no key value of it changed (rows
+ * themselves never move). Direct-mapped; a miss only costs the lookup done anyway.
+ */
+#define BIND_MEMO_SLOTS 1024
+
+struct emu_bind_memo {
+    char *ref;
+    struct emu_table *table;
+    struct emu_row *row;
+    uint64_t gen; /* the table's generation when found */
+};
+
+static struct emu_bind_memo *bind_slot(struct emu *emu, const char *ref)
+{
+    if (emu->bind_memo == NULL)
+        emu->bind_memo = dw_calloc(BIND_MEMO_SLOTS, sizeof *emu->bind_memo);
+    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+    for (const char *c = ref; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    return &emu->bind_memo[h % BIND_MEMO_SLOTS];
+}
+
+struct emu_row *emu_bind_memo_find(struct emu *emu, const char *ref, struct emu_table **table)
+{
+    struct emu_bind_memo *m = bind_slot(emu, ref);
+    if (m->ref == NULL || m->gen != m->table->gen || strcmp(m->ref, ref) != 0)
+        return NULL;
+    *table = m->table;
+    return m->row;
+}
+
+void emu_bind_memo_keep(struct emu *emu, const char *ref, struct emu_table *table,
+                        struct emu_row *row)
+{
+    struct emu_bind_memo *m = bind_slot(emu, ref);
+    free(m->ref);
+    *m = (struct emu_bind_memo){dw_strdup(ref), table, row, table->gen};
+}
+
 void emu_store_free(struct emu *emu)
 {
     emu_store_reset(emu);
+    for (size_t i = 0; emu->bind_memo && i < BIND_MEMO_SLOTS; i++)
+        free(emu->bind_memo[i].ref);
+    free(emu->bind_memo);
+    emu->bind_memo = NULL;
     free(emu->hist);
     free(emu->undo);
     json_decref(emu->now_json);

@@ -540,6 +540,16 @@ static dw_rc resolve_bind(struct emu *emu, const struct emu_table *t, const char
     }
     const char *ref = json_string_value(value);
     struct emu_table *target = NULL;
+    /* (A Content-ID names a different row in every changeset: not remembered.) */
+    bool memo = ref && content_ids == NULL;
+    struct emu_row *row = memo ? emu_bind_memo_find(emu, ref, &target) : NULL;
+    if (row) {
+        if (strcmp(target->logical, a->targets[ti]) == 0) {
+            *out = json_string(row->id);
+            return DW_OK;
+        }
+        row = NULL;
+    }
     struct dw_dvemu_key key = {0};
     dw_rc rc = ref ? parse_ref(emu, ref, content_ids, &target, &key) : DW_ERR_INVALID;
     if (rc != DW_OK || strcmp(target->logical, a->targets[ti]) != 0) {
@@ -554,10 +564,12 @@ static dw_rc resolve_bind(struct emu *emu, const struct emu_table *t, const char
         return DW_ERR_INVALID;
     }
     bool by_alt;
-    struct emu_row *row = emu_row_find(target, &key, &by_alt, err);
+    row = emu_row_find(target, &key, &by_alt, err);
     dw_dvemu_key_cleanup(&key);
     if (row == NULL)
         return DW_ERR_NOT_FOUND;
+    if (memo)
+        emu_bind_memo_keep(emu, ref, target, row);
     *out = json_string(row->id);
     return DW_OK;
 }

@@ -106,6 +106,30 @@ check_eq "missing parent by id message" \
     "account With Id = 00000000-0000-0000-0000-000000000001 Does Not Exist" "$(j .error.message)"
 dvemu_call PATCH "accounts($enc)" "{\"msdyn_billingaccount@odata.bind\":\"/cdm_companies($usmf)\"}"
 check_eq "bind to the wrong table is 400" 400 "$DV_STATUS"
+# A bind is remembered once it found its row, but never past a change to that row's table:
+# the parent deleted, created again under the same key (a new id), its key changed.
+g20="msdyn_customergroups(msdyn_groupid='20',_msdyn_company_value=$usmf)"
+bind_g20() { dvemu_call PATCH "accounts($enc)" "{\"msdyn_customergroupid@odata.bind\":\"/$g20\"}" \
+    -H 'Prefer: return=representation'; }
+dvemu_call PATCH "$g20" '{"msdyn_description":"Retail"}'
+bind_g20
+first=$(j ._msdyn_customergroupid_value)
+check_eq "bound to the new group" 36 "${#first}"
+dvemu_call PATCH "accounts($enc)" '{"msdyn_customergroupid@odata.bind":null}'
+dvemu_call DELETE "$g20"
+check_eq "group deleted" 204 "$DV_STATUS"
+bind_g20
+check_eq "a bind to the deleted group is 404" 404 "$DV_STATUS"
+dvemu_call PATCH "$g20" '{"msdyn_description":"Retail again"}'
+bind_g20
+second=$(j ._msdyn_customergroupid_value)
+check_eq "bound to the group created again" 36 "${#second}"
+check_status "the group created again has a new id" 0 test "$first" != "$second"
+dvemu_call PATCH "accounts($enc)" '{"msdyn_customergroupid@odata.bind":null}'
+dvemu_call PATCH "msdyn_customergroups($second)" '{"msdyn_groupid":"21"}'
+check_eq "the group's key changed" 204 "$DV_STATUS"
+bind_g20
+check_eq "a bind to its old key is 404" 404 "$DV_STATUS"
 dvemu_call PATCH "salesorders(msdyn_salesordernumber='SO1',_msdyn_company_value=$usmf)" \
     "{\"name\":\"Order 1\",\"customerid_account@odata.bind\":\"/accounts($acct)\"}" \
     -H 'Prefer: return=representation'
