@@ -416,8 +416,9 @@ static json_t *reference(const char *entity_set, json_t *key)
 struct ref_memo_slot {
     const void *owner; /* the lookup or company key part the reference was built for */
     char *values;      /* the values it was built from, as memo_values() writes them */
-    json_t *ref;       /* NULL while claimed and being built, or when building failed */
-    uint64_t claim;    /* which claim last took the slot */
+    size_t values_len;
+    json_t *ref;    /* NULL while claimed and being built, or when building failed */
+    uint64_t claim; /* which claim last took the slot */
 };
 
 struct ref_memo {
@@ -451,8 +452,9 @@ static void ref_memo_free(struct ref_memo *memo)
     free(memo);
 }
 
-/* Writes the values parts read from img into the memo's scratch, each tagged with its type;
- * false when one is not a plain string or integer (then the reference is not kept). */
+/* Writes the values parts read from img into the memo's scratch, each tagged with its type
+ * (and a string with its length: any byte may be in it); false when one is not a plain
+ * string or integer (then the reference is not kept). */
 static bool memo_values(struct ref_memo *memo, const struct dw_keypart *parts, size_t n,
                         const struct image *img)
 {
@@ -463,14 +465,13 @@ static bool memo_values(struct ref_memo *memo, const struct dw_keypart *parts, s
         if (parts[i].kind == DW_KEYPART_LOOKUP || fetch_from(img, parts[i].source, &v) != F_VALUE)
             return false;
         if (json_is_string(v)) {
-            (void)dw_buf_putc(b, 's');
+            (void)dw_buf_printf(b, "s%zu:", json_string_length(v));
             (void)dw_buf_append(b, json_string_value(v), json_string_length(v));
         } else if (json_is_integer(v)) {
-            (void)dw_buf_printf(b, "i%" JSON_INTEGER_FORMAT, json_integer_value(v));
+            (void)dw_buf_printf(b, "i%" JSON_INTEGER_FORMAT ";", json_integer_value(v));
         } else {
             return false;
         }
-        (void)dw_buf_putc(b, '\x1f');
     }
     return true;
 }
@@ -495,12 +496,16 @@ static json_t *ref_memo_find(const struct image *img, const void *owner,
     for (size_t i = 0; i < memo->values.len; i++)
         h = (h ^ (unsigned char)memo->values.data[i]) * 1099511628211ULL;
     struct ref_memo_slot *slot = &memo->slots[h % REF_MEMO_SLOTS];
-    if (slot->ref && slot->owner == owner && strcmp(slot->values, dw_buf_str(&memo->values)) == 0)
+    const struct dw_buf *v = &memo->values;
+    if (slot->ref && slot->owner == owner && slot->values_len == v->len &&
+        memcmp(slot->values, v->data, v->len) == 0)
         return json_incref(slot->ref);
     free(slot->values);
     json_decref(slot->ref);
     slot->owner = owner;
-    slot->values = dw_strndup(memo->values.data, memo->values.len);
+    slot->values = dw_malloc(v->len ? v->len : 1);
+    memcpy(slot->values, v->data, v->len);
+    slot->values_len = v->len;
     slot->ref = NULL;
     slot->claim = ++memo->claims;
     *claim = (struct memo_claim){slot, slot->claim};
