@@ -408,10 +408,13 @@ static json_t *reference(const char *entity_set, json_t *key)
  * from columns is kept by the values it was built from, and every row naming the same
  * parent shares it. Built references are never modified (the window and the sink only read
  * them), so sharing one saves the dozen small allocations each copy took, in memory and in
- * time. Direct-mapped: a parent named once (a customer's invoice account) only takes the
- * slot it lands in.
+ * time. Set-associative, the least recently used way of a set giving way: a parent named
+ * once (a customer's invoice account) pushes out another such, not the company every row
+ * names.
  */
-#define REF_MEMO_SLOTS 256
+#define REF_MEMO_SETS  64
+#define REF_MEMO_WAYS  4
+#define REF_MEMO_SLOTS (REF_MEMO_SETS * REF_MEMO_WAYS)
 
 struct ref_memo_slot {
     const void *owner; /* the lookup or company key part the reference was built for */
@@ -419,12 +422,14 @@ struct ref_memo_slot {
     size_t values_len;
     json_t *ref;    /* NULL while claimed and being built, or when building failed */
     uint64_t claim; /* which claim last took the slot */
+    uint64_t used;  /* when it was last found or taken (the memo's clock) */
 };
 
 struct ref_memo {
     struct ref_memo_slot slots[REF_MEMO_SLOTS];
     struct dw_buf values; /* scratch for the values of the reference being looked up */
     uint64_t claims;
+    uint64_t clock; /* one tick per lookup */
 };
 
 /* A slot taken for a reference about to be built; slot NULL: not one to keep. */
@@ -495,11 +500,19 @@ static json_t *ref_memo_find(const struct image *img, const void *owner,
         h = (h ^ (o & 0xff)) * 1099511628211ULL;
     for (size_t i = 0; i < memo->values.len; i++)
         h = (h ^ (unsigned char)memo->values.data[i]) * 1099511628211ULL;
-    struct ref_memo_slot *slot = &memo->slots[h % REF_MEMO_SLOTS];
+    struct ref_memo_slot *set = &memo->slots[(h % REF_MEMO_SETS) * REF_MEMO_WAYS], *slot = set;
     const struct dw_buf *v = &memo->values;
-    if (slot->ref && slot->owner == owner && slot->values_len == v->len &&
-        memcmp(slot->values, v->data, v->len) == 0)
-        return json_incref(slot->ref);
+    memo->clock++;
+    for (size_t w = 0; w < REF_MEMO_WAYS; w++) {
+        struct ref_memo_slot *s = &set[w];
+        if (s->ref && s->owner == owner && s->values_len == v->len &&
+            memcmp(s->values, v->data, v->len) == 0) {
+            s->used = memo->clock;
+            return json_incref(s->ref);
+        }
+        if (s->used < slot->used)
+            slot = s;
+    }
     free(slot->values);
     json_decref(slot->ref);
     slot->owner = owner;
@@ -507,6 +520,7 @@ static json_t *ref_memo_find(const struct image *img, const void *owner,
     memcpy(slot->values, v->data, v->len);
     slot->values_len = v->len;
     slot->ref = NULL;
+    slot->used = memo->clock;
     slot->claim = ++memo->claims;
     *claim = (struct memo_claim){slot, slot->claim};
     return NULL;
