@@ -76,17 +76,23 @@ static struct dw_jobdef *parse_text(const char *text, struct dw_buf *errors, dw_
     return def;
 }
 
-static struct dw_job_maps *load_maps(void)
+/* The compiled maps of a job's map file text, which must be valid. */
+static struct dw_job_maps *maps_from_text(const char *text)
 {
     struct dw_buf errors;
     dw_buf_init(&errors, 0);
     dw_rc rc;
-    struct dw_jobdef *def = parse_text(job_text, &errors, &rc);
+    struct dw_jobdef *def = parse_text(text, &errors, &rc);
     ck_assert_msg(rc == DW_OK, "errors: %s", dw_buf_str(&errors));
     dw_buf_cleanup(&errors);
     struct dw_job_maps *maps = NULL;
     ck_assert_int_eq(dw_job_maps_from_def(def, &maps), DW_OK);
     return maps;
+}
+
+static struct dw_job_maps *load_maps(void)
+{
+    return maps_from_text(job_text);
 }
 
 static json_t *J(const char *text)
@@ -261,14 +267,7 @@ START_TEST(remembered_references_tell_apart_values_with_any_bytes)
         "  \"columns\": [{\"target\": \"parent\", \"lookup\": {\"entity_set\": \"accounts\","
         "   \"logical_name\": \"account\", \"key\": [{\"target\": \"a\", \"source\": \"A\"},"
         "   {\"target\": \"b\", \"source\": \"B\"}]}}]}]}]}";
-    struct dw_buf errors;
-    dw_buf_init(&errors, 0);
-    dw_rc rc;
-    struct dw_jobdef *def = parse_text(text, &errors, &rc);
-    ck_assert_msg(rc == DW_OK, "errors: %s", dw_buf_str(&errors));
-    dw_buf_cleanup(&errors);
-    struct dw_job_maps *maps = NULL;
-    ck_assert_int_eq(dw_job_maps_from_def(def, &maps), DW_OK);
+    struct dw_job_maps *maps = maps_from_text(text);
     struct dw_mapped_vec v = {0};
     map_rows(maps, DW_CHANGE_INSERT, "p", "{\"id\": \"1\", \"a\": \"x\\u001fs\", \"b\": \"y\"}",
              NULL, NULL, &v);
