@@ -8,15 +8,16 @@
 #   BIG_TXN=2000000   rows of one single transaction, for peak RSS (0: skip); the daemon is
 #                     restarted before it so that its peak is the transaction's own
 #   WINDOW_ROWS=      [apply] window_rows for dwasync (empty: the default)
+#   RUNS=3            throughput runs (each on customers of its own); the median is printed
 # Peer, measured in the same run: `dwasync decode` of the same changes from a second slot
-# (receiving and decoding only). Printed: rows/s, the ratio of dwasync's end-to-end time to
-# the decode peer's, Dataverse requests per 1,000 rows, p50/p99 commit-to-applied latency,
-# dwasync's peak RSS.
+# (receiving and decoding only). Printed per run and as the median of the runs (the machines
+# are noisy): rows/s, the ratio of dwasync's end-to-end time to the decode peer's, Dataverse
+# requests per 1,000 rows; then p50/p99 commit-to-applied latency and dwasync's peak RSS.
 set -uo pipefail
 export DWASYNC_SOURCE_DIR=${DWASYNC_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 CUSTOMERS=${CUSTOMERS:-94000} RATE=${RATE:-2000} SECONDS_STEADY=${SECONDS_STEADY:-20}
-PROBES=${PROBES:-100} BIG_TXN=${BIG_TXN:-2000000}
+PROBES=${PROBES:-100} BIG_TXN=${BIG_TXN:-2000000} RUNS=${RUNS:-3}
 
 # A generous service-protection window: the benchmark measures dwasync, not throttling.
 e2e_setup --limit-requests 100000000 --limit-exec-ms 2000000000 >/dev/null
@@ -24,11 +25,14 @@ sed -i 's/^window_ms = 50$/window_ms = 200/' "$DW_E2E_CONF"
 [ -n "${WINDOW_ROWS:-}" ] && sed -i "s/^window_ms = 200\$/&\nwindow_rows = $WINDOW_ROWS/" "$DW_E2E_CONF"
 e2e_load_sample
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
-psql_q "SELECT pg_create_logical_replication_slot('bench_peer', 'pgoutput')" >/dev/null
 "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample >"$DW_E2E_DIR/daemon.log" 2>&1 &
 daemon=$!
 on_exit "kill -9 $daemon"
-e2e_wait_applied 600 || die "sample not applied"
+# The initial sync first: a change after it is applied only after it.
+lsn=$(psql -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" \
+    -c "UPDATE fno.currencies SET symbol = symbol WHERE currencycode = 'USD'" \
+    -c "SELECT pg_current_wal_insert_lsn()" -c "COMMIT" | grep /)
+e2e_wait_checkpoint "$lsn" 600 || die "sample not applied"
 
 requests() { curl -sf "$DVEMU_URL/_dvemu/counters" | python3 -c '
 import json, sys
@@ -36,38 +40,57 @@ c = json.load(sys.stdin)["requests"]
 print(sum(n for k, n in c.items() if k.split()[0] in ("POST", "PATCH", "DELETE") and "token" not in k))'; }
 now() { date +%s.%N; }
 
-echo "== throughput: $CUSTOMERS customers per legal entity, inserted then updated"
-req0=$(requests)
-t0=$(now)
-inserted=$(psql_q "SELECT fno.sample_generate($CUSTOMERS, 100001)")
-last=$(psql -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" \
-    -c "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE customeraccount >= 'C0100001'" \
-    -c "SELECT pg_current_wal_insert_lsn()" -c "COMMIT" | grep /)
-updated=$(psql_q "SELECT count(*) FROM fno.customersv3 WHERE customeraccount >= 'C0100001'")
-rows=$((inserted + updated))
-t_commit=$(now)
-e2e_wait_checkpoint "$last" 3600 || die "workload not applied"
-t1=$(now)
-req1=$(requests)
-python3 - "$rows" "$t0" "$t_commit" "$t1" "$req0" "$req1" <<'PY'
+# One throughput run: CUSTOMERS new customers per legal entity from number $1 on (with their
+# vendors, orders and lines), inserted, then each updated once. Appends "rows/s ratio
+# requests-per-1000" to $DW_E2E_DIR/runs.
+throughput_run() {
+    local first=$1 last=$(($1 + CUSTOMERS - 1))
+    local range="customeraccount BETWEEN 'C$(printf %07d "$first")' AND 'C$(printf %07d "$last")'"
+    psql_q "SELECT pg_create_logical_replication_slot('bench_peer', 'pgoutput')" >/dev/null
+    local req0 t0 inserted lsn updated t_commit t1 req1 d0 d1
+    req0=$(requests)
+    t0=$(now)
+    inserted=$(psql_q "SELECT fno.sample_generate($CUSTOMERS, $first)")
+    lsn=$(psql -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" \
+        -c "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE $range" \
+        -c "SELECT pg_current_wal_insert_lsn()" -c "COMMIT" | grep /)
+    updated=$(psql_q "SELECT count(*) FROM fno.customersv3 WHERE $range")
+    t_commit=$(now)
+    e2e_wait_checkpoint "$lsn" 3600 || die "workload not applied"
+    t1=$(now)
+    req1=$(requests)
+    # The peer: `dwasync decode` of the same changes from the second slot (to /dev/null).
+    d0=$(now)
+    "$DWASYNC_BIN" --config "$DW_E2E_CONF" decode --publication dwasync_fno_sample --slot bench_peer \
+        --until-caught-up >/dev/null 2>"$DW_E2E_DIR/decode.log" || die "decode failed"
+    d1=$(now)
+    psql_q "SELECT pg_drop_replication_slot('bench_peer')" >/dev/null
+    python3 - "$((inserted + updated))" "$t0" "$t_commit" "$t1" "$req0" "$req1" "$d0" "$d1" \
+        "$DW_E2E_DIR/runs" <<'PY'
 import sys
-rows, t0, tc, t1, r0, r1 = int(sys.argv[1]), *map(float, sys.argv[2:4]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+rows, t0, tc, t1 = int(sys.argv[1]), *map(float, sys.argv[2:5])
+r0, r1, d0, d1 = int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8])
+rate, ratio, per = rows / (t1 - t0), (t1 - t0) / (d1 - d0), 1000 * (r1 - r0) / rows
 print(f"   {rows} row changes committed in {tc - t0:.1f} s, applied {t1 - t0:.1f} s after the first commit")
-print(f"   dwasync end to end: {rows / (t1 - t0):,.0f} rows/s")
-print(f"   Dataverse write requests: {r1 - r0} ({1000 * (r1 - r0) / rows:.2f} per 1,000 rows)")
+print(f"   dwasync end to end: {rate:,.0f} rows/s; decode only: {d1 - d0:.1f} s, end to end / decode = {ratio:.2f}")
+print(f"   Dataverse write requests: {r1 - r0} ({per:.2f} per 1,000 rows)")
+open(sys.argv[9], "a").write(f"{rate} {ratio} {per}\n")
 PY
+}
 
-echo "== peer: dwasync decode of the same changes from a second slot (to /dev/null)"
-d0=$(now)
-"$DWASYNC_BIN" --config "$DW_E2E_CONF" decode --publication dwasync_fno_sample --slot bench_peer \
-    --until-caught-up >/dev/null 2>"$DW_E2E_DIR/decode.log" || die "decode failed"
-d1=$(now)
-python3 - "$d0" "$d1" "$t0" "$t1" <<'PY'
-import sys
-d0, d1, t0, t1 = map(float, sys.argv[1:])
-print(f"   decode only: {d1 - d0:.1f} s; end to end / decode = {(t1 - t0) / (d1 - d0):.2f}")
+: >"$DW_E2E_DIR/runs"
+for run in $(seq 1 "$RUNS"); do
+    echo "== throughput, run $run of $RUNS: $CUSTOMERS customers per legal entity, inserted then updated"
+    throughput_run $((100001 + (run - 1) * CUSTOMERS))
+done
+python3 - "$DW_E2E_DIR/runs" <<'PY'
+import statistics, sys
+runs = [tuple(map(float, l.split())) for l in open(sys.argv[1])]
+rates, ratios, pers = zip(*runs)
+print(f"== median of {len(runs)} runs: {statistics.median(rates):,.0f} rows/s "
+      f"({', '.join(f'{r:,.0f}' for r in rates)}); end to end / decode = "
+      f"{statistics.median(ratios):.2f}; {statistics.median(pers):.2f} write requests per 1,000 rows")
 PY
-psql_q "SELECT pg_drop_replication_slot('bench_peer')" >/dev/null
 
 echo "== latency at a steady $RATE rows/s for ${SECONDS_STEADY}s, $PROBES probes"
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null 2>&1 <<SQL &
