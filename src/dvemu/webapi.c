@@ -543,12 +543,9 @@ static dw_rc resolve_bind(struct emu *emu, const struct emu_table *t, const char
     /* (A Content-ID names a different row in every changeset: not remembered.) */
     bool memo = ref && content_ids == NULL;
     struct emu_row *row = memo ? emu_bind_memo_find(emu, ref, &target) : NULL;
-    if (row) {
-        if (strcmp(target->logical, a->targets[ti]) == 0) {
-            *out = json_string(row->id);
-            return DW_OK;
-        }
-        row = NULL;
+    if (row && strcmp(target->logical, a->targets[ti]) == 0) {
+        *out = json_string(row->id);
+        return DW_OK;
     }
     struct dw_dvemu_key key = {0};
     dw_rc rc = ref ? parse_ref(emu, ref, content_ids, &target, &key) : DW_ERR_INVALID;
