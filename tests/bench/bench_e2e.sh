@@ -8,7 +8,8 @@
 #   BIG_TXN=2000000   rows of one single transaction, for peak RSS (0: skip); the daemon is
 #                     restarted before it so that its peak is the transaction's own
 #   WINDOW_ROWS=      [apply] window_rows for dwasync (empty: the default)
-#   RUNS=3            throughput runs (each on customers of its own); the median is printed
+#   RUNS=3            throughput runs, each on a fresh Postgres, dvemu and dwasync (later
+#                     runs on a grown store were slower each time); the median is printed
 # Peer, measured in the same run: `dwasync decode` of the same changes from a second slot
 # (receiving and decoding only). Printed per run and as the median of the runs (the machines
 # are noisy): rows/s, the ratio of dwasync's end-to-end time to the decode peer's, Dataverse
@@ -18,6 +19,19 @@ export DWASYNC_SOURCE_DIR=${DWASYNC_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && 
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 CUSTOMERS=${CUSTOMERS:-94000} RATE=${RATE:-2000} SECONDS_STEADY=${SECONDS_STEADY:-20}
 PROBES=${PROBES:-100} BIG_TXN=${BIG_TXN:-2000000} RUNS=${RUNS:-3}
+
+# The first RUNS-1 throughput runs are this script again, each in a setting of its own, doing
+# only that (BENCH_RUNS_FILE set); this process does the last one and everything after it.
+if [ -z "${BENCH_RUNS_FILE:-}" ]; then
+    dw_mktemp bench_dir bench
+    export BENCH_RUNS_FILE=$bench_dir/runs
+    : >"$BENCH_RUNS_FILE"
+    for run in $(seq 1 $((RUNS - 1))); do
+        echo "== throughput, run $run of $RUNS: $CUSTOMERS customers per legal entity, inserted then updated"
+        BENCH_THROUGHPUT_ONLY=1 bash "$0" || die "throughput run $run failed"
+    done
+    echo "== throughput, run $RUNS of $RUNS: $CUSTOMERS customers per legal entity, inserted then updated"
+fi
 
 # A generous service-protection window: the benchmark measures dwasync, not throttling.
 e2e_setup --limit-requests 100000000 --limit-exec-ms 2000000000 >/dev/null
@@ -40,11 +54,11 @@ c = json.load(sys.stdin)["requests"]
 print(sum(n for k, n in c.items() if k.split()[0] in ("POST", "PATCH", "DELETE") and "token" not in k))'; }
 now() { date +%s.%N; }
 
-# One throughput run: CUSTOMERS new customers per legal entity from number $1 on (with their
-# vendors, orders and lines), inserted, then each updated once. Appends "rows/s ratio
-# requests-per-1000" to $DW_E2E_DIR/runs.
+# One throughput run: CUSTOMERS new customers per legal entity (with their vendors, orders and
+# lines), inserted, then each updated once. Appends "rows/s ratio requests-per-1000" to
+# $BENCH_RUNS_FILE.
 throughput_run() {
-    local first=$1 last=$(($1 + CUSTOMERS - 1))
+    local first=100001 last=$((100001 + CUSTOMERS - 1))
     local range="customeraccount BETWEEN 'C$(printf %07d "$first")' AND 'C$(printf %07d "$last")'"
     psql_q "SELECT pg_create_logical_replication_slot('bench_peer', 'pgoutput')" >/dev/null
     local req0 t0 inserted lsn updated t_commit t1 req1 d0 d1
@@ -66,7 +80,7 @@ throughput_run() {
     d1=$(now)
     psql_q "SELECT pg_drop_replication_slot('bench_peer')" >/dev/null
     python3 - "$((inserted + updated))" "$t0" "$t_commit" "$t1" "$req0" "$req1" "$d0" "$d1" \
-        "$DW_E2E_DIR/runs" <<'PY'
+        "$BENCH_RUNS_FILE" <<'PY'
 import sys
 rows, t0, tc, t1 = int(sys.argv[1]), *map(float, sys.argv[2:5])
 r0, r1, d0, d1 = int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8])
@@ -78,12 +92,9 @@ open(sys.argv[9], "a").write(f"{rate} {ratio} {per}\n")
 PY
 }
 
-: >"$DW_E2E_DIR/runs"
-for run in $(seq 1 "$RUNS"); do
-    echo "== throughput, run $run of $RUNS: $CUSTOMERS customers per legal entity, inserted then updated"
-    throughput_run $((100001 + (run - 1) * CUSTOMERS))
-done
-python3 - "$DW_E2E_DIR/runs" <<'PY'
+throughput_run
+[ -n "${BENCH_THROUGHPUT_ONLY:-}" ] && exit 0
+python3 - "$BENCH_RUNS_FILE" <<'PY'
 import statistics, sys
 runs = [tuple(map(float, l.split())) for l in open(sys.argv[1])]
 rates, ratios, pers = zip(*runs)
