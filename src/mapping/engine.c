@@ -447,8 +447,6 @@ static struct ref_memo *ref_memo_new(void)
 
 static void ref_memo_free(struct ref_memo *memo)
 {
-    if (memo == NULL)
-        return;
     for (size_t i = 0; i < REF_MEMO_SLOTS; i++) {
         free(memo->slots[i].values);
         json_decref(memo->slots[i].ref);
@@ -457,42 +455,46 @@ static void ref_memo_free(struct ref_memo *memo)
     free(memo);
 }
 
-/* Writes the values parts read from img into the memo's scratch, each tagged with its type
- * (and a string with its length: any byte may be in it); false when one is not a plain
- * string or integer (then the reference is not kept). */
+/* Appends one value to the memo's scratch tagged with its type (a string with its length:
+ * any byte may be in it); false when it is not a plain string or integer (then the
+ * reference is not kept). */
+static bool memo_value(struct ref_memo *memo, const json_t *v)
+{
+    struct dw_buf *b = &memo->values;
+    if (json_is_string(v)) {
+        (void)dw_buf_printf(b, "s%zu:", json_string_length(v));
+        (void)dw_buf_append(b, json_string_value(v), json_string_length(v));
+        return true;
+    }
+    if (json_is_integer(v)) {
+        (void)dw_buf_printf(b, "i%" JSON_INTEGER_FORMAT ";", json_integer_value(v));
+        return true;
+    }
+    return false;
+}
+
+/* Writes the values parts read from img into the memo's scratch; false when one of them
+ * cannot be kept by (a nested lookup, a null, a value not sent, not a string or integer). */
 static bool memo_values(struct ref_memo *memo, const struct dw_keypart *parts, size_t n,
                         const struct image *img)
 {
-    struct dw_buf *b = &memo->values;
-    dw_buf_reset(b);
+    dw_buf_reset(&memo->values);
     for (size_t i = 0; i < n; i++) {
         json_t *v = NULL;
-        if (parts[i].kind == DW_KEYPART_LOOKUP || fetch_from(img, parts[i].source, &v) != F_VALUE)
+        if (parts[i].kind == DW_KEYPART_LOOKUP || fetch_from(img, parts[i].source, &v) != F_VALUE ||
+            !memo_value(memo, v))
             return false;
-        if (json_is_string(v)) {
-            (void)dw_buf_printf(b, "s%zu:", json_string_length(v));
-            (void)dw_buf_append(b, json_string_value(v), json_string_length(v));
-        } else if (json_is_integer(v)) {
-            (void)dw_buf_printf(b, "i%" JSON_INTEGER_FORMAT ";", json_integer_value(v));
-        } else {
-            return false;
-        }
     }
     return true;
 }
 
 /*
- * The reference owner builds from parts of img, when the memo has it (a new reference to
- * it, for the caller). Otherwise NULL, and *claim says where to keep the one the caller
- * builds (ref_memo_keep).
+ * The reference owner builds from the values in the memo's scratch, when the memo has it (a
+ * new reference to it, for the caller). Otherwise NULL, and *claim says where to keep the
+ * one the caller builds (ref_memo_keep).
  */
-static json_t *ref_memo_find(const struct image *img, const void *owner,
-                             const struct dw_keypart *parts, size_t n, struct memo_claim *claim)
+static json_t *ref_memo_find(struct ref_memo *memo, const void *owner, struct memo_claim *claim)
 {
-    struct ref_memo *memo = img->memo;
-    claim->slot = NULL;
-    if (memo == NULL || !memo_values(memo, parts, n, img))
-        return NULL;
     /* FNV-1a over the owner's address and the values. */
     uint64_t h = 14695981039346656037ULL;
     uintptr_t o = (uintptr_t)owner;
@@ -528,37 +530,39 @@ static json_t *ref_memo_find(const struct image *img, const void *owner,
 
 /* Keeps ref in the slot claimed for it, unless a reference built meanwhile (a company
  * inside its key) claimed the slot since. */
-static void ref_memo_keep(struct ref_memo *memo, const struct memo_claim *claim, json_t *ref)
+static void ref_memo_keep(const struct memo_claim *claim, json_t *ref)
 {
-    if (claim->slot && memo && claim->slot->claim == claim->claim)
+    if (claim->slot && claim->slot->claim == claim->claim)
         claim->slot->ref = json_incref(ref);
 }
 
 static enum fetch build_ref(const struct dw_lookup *l, const struct image *img, enum keyuse use,
                             const struct what *what, struct failure *f, json_t **out)
 {
-    struct memo_claim claim;
-    if ((*out = ref_memo_find(img, l, l->key, l->nkey, &claim)) != NULL)
+    struct memo_claim claim = {NULL, 0};
+    if (memo_values(img->memo, l->key, l->nkey, img) &&
+        (*out = ref_memo_find(img->memo, l, &claim)) != NULL)
         return F_VALUE;
     json_t *key = NULL;
     enum fetch r = build_key(l->key, l->nkey, img, use, what, f, &key);
     if (r != F_VALUE)
         return r;
     *out = reference(l->entity_set, key);
-    ref_memo_keep(img->memo, &claim, *out);
+    ref_memo_keep(&claim, *out);
     return F_VALUE;
 }
 
-/* The reference to the company a key part reads the code of. */
-static json_t *company_ref(const struct dw_keypart *kp, const struct image *img, json_t *code)
+/* The reference to the company whose code a key part read (code, already fetched). */
+static json_t *company_ref(const struct dw_keypart *kp, struct ref_memo *memo, json_t *code)
 {
-    struct memo_claim claim;
-    json_t *ref = ref_memo_find(img, kp, kp, 1, &claim);
+    struct memo_claim claim = {NULL, 0};
+    dw_buf_reset(&memo->values);
+    json_t *ref = memo_value(memo, code) ? ref_memo_find(memo, kp, &claim) : NULL;
     if (ref == NULL) {
         json_t *company_key = json_object();
         json_object_set(company_key, DW_COMPANY_KEY, code);
         ref = reference(DW_COMPANY_ENTITY_SET, company_key);
-        ref_memo_keep(img->memo, &claim, ref);
+        ref_memo_keep(&claim, ref);
     }
     return ref;
 }
@@ -601,7 +605,7 @@ static enum fetch build_key(const struct dw_keypart *parts, size_t n, const stru
             break;
         }
         if (kp->kind == DW_KEYPART_COMPANY) {
-            json_object_set_new(key, kp->attr, company_ref(kp, img, v));
+            json_object_set_new(key, kp->attr, company_ref(kp, img->memo, v));
             continue;
         }
         if (kp->has_type) {
