@@ -22,11 +22,6 @@
 /* Delay before writing a finished window again after the control database failed. */
 #define PERSIST_RETRY_MS 1000
 
-enum apply_state {
-    APPLY_IDLE,    /* no window applying */
-    APPLY_RUNNING, /* chains in flight */
-};
-
 /* A chain's ticket and outcome while its window applies. */
 struct chain_state {
     struct dw_write_ticket ticket;
@@ -68,8 +63,7 @@ struct dw_pipeline {
      * be written (done) while the next one's requests are already out. */
     struct dw_window windows[3];
     struct dw_window *filling;
-    enum apply_state state;
-    struct round cur;  /* the round applying (state RUNNING) */
+    struct round cur;  /* the round applying; window NULL when none is */
     struct round done; /* the round applied, to persist; window NULL when there is none */
     int64_t persist_retry_at_ms;
 
@@ -729,7 +723,6 @@ static void start_apply(struct dw_pipeline *p)
         p->cur.chains[i].pipeline = p;
         p->cur.chains[i].chain = i;
     }
-    p->state = APPLY_RUNNING;
     /* A group whose only changes form atomic units that could not be sent has no level. */
     for (size_t g = 0; g < p->cur.plan.ngroups; g++)
         if (p->cur.plan.groups[g].nlevels)
@@ -892,13 +885,14 @@ dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
 {
     for (;;) {
         int64_t now = dw_clock_ms();
-        if (p->done.window) {
-            /* The next window goes out first, and its requests are on their way to Dataverse
-             * while this round's error rows and checkpoint are written. */
-            if (p->state == APPLY_IDLE && filling_due(p, flush, now)) {
-                start_apply(p);
+        if (p->cur.window == NULL && filling_due(p, flush, now)) {
+            start_apply(p);
+            /* Its requests go out now, and travel while the previous round's error rows and
+             * checkpoint are written. */
+            if (p->done.window)
                 (void)dw_sink_run(p->sink, NULL, 0, 0);
-            }
+        }
+        if (p->done.window) {
             if (p->persist_retry_at_ms > now)
                 return DW_OK;
             if (persist_round(p, &p->done) != DW_OK) {
@@ -908,21 +902,11 @@ dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
             release_round(&p->done);
             continue;
         }
-        switch (p->state) {
-        case APPLY_IDLE:
-            if (!filling_due(p, flush, now))
-                return DW_OK;
-            start_apply(p);
-            continue;
-        case APPLY_RUNNING:
-            if (!advance_groups(p, now))
-                return DW_OK;
-            p->done = p->cur;
-            p->cur = (struct round){NULL};
-            p->state = APPLY_IDLE;
-            p->persist_retry_at_ms = 0;
-            continue;
-        }
+        if (p->cur.window == NULL || !advance_groups(p, now))
+            return DW_OK;
+        p->done = p->cur;
+        p->cur = (struct round){NULL};
+        p->persist_retry_at_ms = 0;
     }
 }
 
@@ -936,11 +920,11 @@ int dw_pipeline_timeout_ms(const struct dw_pipeline *p)
             due = t_;                                                                              \
     } while (0)
     /* (While an atomic transaction is held open, only its next change can make it due.) */
-    if (p->state == APPLY_IDLE && !dw_window_empty(p->filling) && !holding_txn(p))
+    if (p->cur.window == NULL && !dw_window_empty(p->filling) && !holding_txn(p))
         CONSIDER(p->filling->opened_ms + p->opts.window_ms);
     if (p->done.window)
         CONSIDER(p->persist_retry_at_ms);
-    if (p->state == APPLY_RUNNING)
+    if (p->cur.window)
         for (size_t i = 0; i < p->cur.plan.nchains; i++)
             if (!p->cur.chains[i].resolved && p->cur.chains[i].retry_at_ms)
                 CONSIDER(p->cur.chains[i].retry_at_ms);
@@ -957,7 +941,7 @@ dw_lsn dw_pipeline_confirmed(const struct dw_pipeline *p)
 
 bool dw_pipeline_idle(const struct dw_pipeline *p)
 {
-    return p->state == APPLY_IDLE && p->done.window == NULL && dw_window_empty(p->filling) &&
+    return p->cur.window == NULL && p->done.window == NULL && dw_window_empty(p->filling) &&
            !p->in_txn;
 }
 
