@@ -658,8 +658,6 @@ static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
     return RES_READY;
 }
 
-/* Appends the members of the body as sent (no braces): the body with its bind references
- * written out, or the whole body of a POST. */
 /* The body sent when it is an object as it stands (a POST's, or one without references);
  * NULL when its references are to be replaced by rbinds (sent_value()). */
 static const json_t *body_as_is(const struct row *r)
@@ -674,6 +672,8 @@ static json_t *sent_value(const struct row *r, const char *name, json_t *v, size
     return is_bind_ref(name, v) ? json_array_get(r->rbinds, (*k)++) : v;
 }
 
+/* Appends the members of the body as sent (no braces): the body with its bind references
+ * written out, or the whole body of a POST. */
 static void put_body_members(struct dw_buf *b, const struct row *r)
 {
     if (body_as_is(r)) {
@@ -1596,6 +1596,21 @@ static void parse_error(const char *body, char **code, char **message)
     json_decref(doc);
 }
 
+/* The error code and message of a finished transfer: the transport's, none for a success
+ * (whose body may be large, and is no error), or the error Dataverse answered. */
+static void transfer_error(const struct req *q, CURLcode cc, long http, char **code, char **message)
+{
+    if (cc != CURLE_OK) {
+        *code = dw_strdup("");
+        *message = dw_strdup(q->errbuf[0] ? q->errbuf : curl_easy_strerror(cc));
+    } else if (http >= 200 && http < 300) {
+        *code = dw_strdup("");
+        *message = dw_strdup("");
+    } else {
+        parse_error(dw_buf_str(&q->resp), code, message);
+    }
+}
+
 static int retry_limit(const struct dw_sink *s, const struct req *q)
 {
     if (q->kind == REQ_GET)
@@ -1828,15 +1843,7 @@ static void complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long h
 {
     char *code = NULL, *msg = NULL;
     enum dw_write_op op = q->nrows ? q->rows[0]->op : DW_WRITE_UPSERT;
-    if (cc != CURLE_OK) {
-        code = dw_strdup("");
-        msg = dw_strdup(q->errbuf[0] ? q->errbuf : curl_easy_strerror(cc));
-    } else if (http >= 200 && http < 300) {
-        code = dw_strdup(""); /* a success carries no error (and its body may be large) */
-        msg = dw_strdup("");
-    } else {
-        parse_error(dw_buf_str(&q->resp), &code, &msg);
-    }
+    transfer_error(q, cc, http, &code, &msg);
     struct dw_classification c = dw_classify(op, cc, (int)http, code);
     if (c.verdict == DW_VERDICT_OK && q->kind == REQ_BATCH) {
         complete_batch(s, q);
@@ -1946,15 +1953,7 @@ static void settle_lookup(struct dw_sink *s, struct req *q, const json_t *values
 static void complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long http)
 {
     char *code = NULL, *msg = NULL;
-    if (cc != CURLE_OK) {
-        code = dw_strdup("");
-        msg = dw_strdup(q->errbuf[0] ? q->errbuf : curl_easy_strerror(cc));
-    } else if (http >= 200 && http < 300) {
-        code = dw_strdup(""); /* a success carries no error (and its body may be large) */
-        msg = dw_strdup("");
-    } else {
-        parse_error(dw_buf_str(&q->resp), &code, &msg);
-    }
+    transfer_error(q, cc, http, &code, &msg);
     struct dw_classification c = dw_classify(DW_WRITE_UPSERT, cc, (int)http, code);
     if (c.verdict == DW_VERDICT_RENEW_AUTH && !q->auth_retried) {
         q->auth_retried = true;
@@ -2428,20 +2427,14 @@ static void complete_changeset(struct dw_sink *s, struct req *q, CURLcode cc, lo
         req_free(q);
         goto out;
     }
-    if (cc != CURLE_OK) {
-        code = dw_strdup("");
-        msg = dw_strdup(q->errbuf[0] ? q->errbuf : curl_easy_strerror(cc));
-    } else if (bad) {
+    if (bad) { /* (only from a parsed answer, so the transfer itself succeeded) */
         status = bad->status;
         culprit = changeset_culprit(q, bad->content_id);
         parse_error(bad->body, &code, &msg);
         if (bad->retry_after && q->retry_after == NULL)
             q->retry_after = dw_strdup(bad->retry_after);
-    } else if (http >= 200 && http < 300) {
-        code = dw_strdup(""); /* a success carries no error (and its body may be large) */
-        msg = dw_strdup("");
     } else {
-        parse_error(dw_buf_str(&q->resp), &code, &msg);
+        transfer_error(q, cc, http, &code, &msg);
     }
     struct dw_classification c =
         dw_classify(culprit ? culprit->op : DW_WRITE_UPSERT, cc, status, code);
