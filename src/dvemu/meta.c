@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/hash.h"
 #include "dwasync/log.h"
 #include "internal.h"
 #include "dwasync/dvmeta.h"
@@ -84,12 +85,9 @@ static const char *str_or(const json_t *o, const char *key, const char *dflt)
  * runs (FNV-1a; identity, not security). */
 char *emu_stable_guid(const char *a, const char *b)
 {
-    uint64_t h1 = 1469598103934665603ULL, h2 = 1099511628211ULL * 7;
-    for (const char *p = a; *p; p++)
-        h1 = (h1 ^ (unsigned char)*p) * 1099511628211ULL;
-    for (const char *p = b; *p; p++)
-        h2 = (h2 ^ (unsigned char)*p) * 1099511628211ULL;
-    h2 ^= h1;
+    /* (Their own seeds, which the ids of saved states depend on.) */
+    uint64_t h1 = dw_fnv1a(1469598103934665603ULL, a, strlen(a));
+    uint64_t h2 = dw_fnv1a(1099511628211ULL * 7, b, strlen(b)) ^ h1;
     return dw_asprintf("%08x-%04x-%04x-%04x-%012llx", (unsigned)(h1 >> 32),
                        (unsigned)(h1 >> 16) & 0xffff, (unsigned)h1 & 0xffff,
                        (unsigned)(h2 >> 48) & 0xffff, (unsigned long long)(h2 & 0xffffffffffffULL));

@@ -11,6 +11,7 @@
 #include <openssl/rand.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/hash.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "internal.h"
@@ -408,10 +409,7 @@ static struct emu_bind_memo *bind_slot(struct emu *emu, const char *ref)
 {
     if (emu->bind_memo == NULL)
         emu->bind_memo = dw_calloc(BIND_MEMO_SLOTS, sizeof *emu->bind_memo);
-    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
-    for (const char *c = ref; *c; c++)
-        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-    return &emu->bind_memo[h % BIND_MEMO_SLOTS];
+    return &emu->bind_memo[dw_fnv1a(DW_FNV1A_BASIS, ref, strlen(ref)) % BIND_MEMO_SLOTS];
 }
 
 struct emu_row *emu_bind_memo_find(struct emu *emu, const char *ref, struct emu_table **table)

@@ -12,6 +12,7 @@
 #include "dwasync/alloc.h"
 #include "dwasync/buf.h"
 #include "dwasync/dvkey.h"
+#include "dwasync/hash.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/mapfile.h"
@@ -495,13 +496,8 @@ static bool memo_values(struct ref_memo *memo, const struct dw_keypart *parts, s
  */
 static json_t *ref_memo_find(struct ref_memo *memo, const void *owner, struct memo_claim *claim)
 {
-    /* FNV-1a over the owner's address and the values. */
-    uint64_t h = 14695981039346656037ULL;
-    uintptr_t o = (uintptr_t)owner;
-    for (size_t i = 0; i < sizeof o; i++, o >>= 8)
-        h = (h ^ (o & 0xff)) * 1099511628211ULL;
-    for (size_t i = 0; i < memo->values.len; i++)
-        h = (h ^ (unsigned char)memo->values.data[i]) * 1099511628211ULL;
+    uint64_t h = dw_fnv1a(dw_fnv1a(DW_FNV1A_BASIS, &owner, sizeof owner), memo->values.data,
+                          memo->values.len);
     struct ref_memo_slot *set = &memo->slots[(h % REF_MEMO_SETS) * REF_MEMO_WAYS], *slot = set;
     const struct dw_buf *v = &memo->values;
     memo->clock++;
