@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Bulk requests come out whole. A window closes at exactly window_rows (the stream reads no
 # more than the room left), so 2,800 vendors in windows of 700 and requests of 500 go as
-# four windows of one request of 500 and one of 200: eight UpsertMultiple calls, not a
-# few more for windows that ran past the bound. And while parents are still being looked
-# up, only whole requests leave: 1,500 order lines (windows of 700, 700 and 100) whose
-# orders' ids arrive a hundred at a time (one request at a time here) go as five $batch
-# requests, not one more for the few rows an answer made ready beyond the first 500.
+# four windows of one request of 500 and one of 200: eight UpsertMultiple calls (a window
+# closed early would send more). And while parents are still being looked up, only whole
+# requests leave: 1,500 order lines (windows of 700, 700 and 100) whose orders' ids arrive a
+# hundred at a time (one request at a time here) go as five $batch requests, not one more
+# for the few rows an answer made ready beyond the first 500. The lines are also what
+# catches a window running past its bound: they stream in while the previous window
+# applies, and a reader taking more than the room left gave bigger windows (four requests,
+# not five); the vendors' windows happened to fill in small reads either way.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 e2e_setup >/dev/null
 # Rows close the windows here; time only closes the last one of a workload (its rows arrive
