@@ -42,11 +42,7 @@ dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample >"$DW_E2E_DIR/daemon.log" 2>&1 &
 daemon=$!
 on_exit "kill -9 $daemon"
-# The initial sync first: a change after it is applied only after it.
-lsn=$(psql -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" \
-    -c "UPDATE fno.currencies SET symbol = symbol WHERE currencycode = 'USD'" \
-    -c "SELECT pg_current_wal_insert_lsn()" -c "COMMIT" | grep /)
-e2e_wait_checkpoint "$lsn" 600 || die "sample not applied"
+e2e_wait_synced 600 || die "sample not applied"
 
 requests() { curl -sf "$DVEMU_URL/_dvemu/counters" | python3 -c '
 import json, sys
@@ -65,9 +61,7 @@ throughput_run() {
     req0=$(requests)
     t0=$(now)
     inserted=$(psql_q "SELECT fno.sample_generate($CUSTOMERS, $first)")
-    lsn=$(psql -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" \
-        -c "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE $range" \
-        -c "SELECT pg_current_wal_insert_lsn()" -c "COMMIT" | grep /)
+    lsn=$(e2e_commit_lsn "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE $range")
     updated=$(psql_q "SELECT count(*) FROM fno.customersv3 WHERE $range")
     t_commit=$(now)
     e2e_wait_checkpoint "$lsn" 3600 || die "workload not applied"
@@ -153,10 +147,8 @@ if [ "$BIG_TXN" -gt 0 ]; then
     big=$(psql_q "SELECT count(*) FROM fno.customersv3 WHERE customeraccount >= 'C0100001'")
     reps=$(( (BIG_TXN + big - 1) / big ))
     b0=$(now)
-    last=$(psql -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" \
-        -c "DO \$\$ BEGIN FOR i IN 1..$reps LOOP UPDATE fno.customersv3 SET creditlimit = creditlimit + 1
-            WHERE customeraccount >= 'C0100001'; END LOOP; END \$\$" \
-        -c "SELECT pg_current_wal_insert_lsn()" -c "COMMIT" | grep /)
+    last=$(e2e_commit_lsn "DO \$\$ BEGIN FOR i IN 1..$reps LOOP UPDATE fno.customersv3
+        SET creditlimit = creditlimit + 1 WHERE customeraccount >= 'C0100001'; END LOOP; END \$\$")
     e2e_wait_checkpoint "$last" 3600 || die "big transaction not applied"
     b1=$(now)
     python3 -c "print(f'   {$reps * $big} rows in one transaction applied in {$b1 - $b0:.1f} s, {$reps * $big / ($b1 - $b0):,.0f} rows/s')"

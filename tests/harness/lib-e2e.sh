@@ -14,6 +14,9 @@
 #                               # to $DW_E2E_DIR/daemon.log; $daemon is its pid (killed at exit)
 #   e2e_map_onhold_6            # the poison tests' map fix: stops the job (its daemon ends),
 #                               # gives on-hold status 6 an option, starts the job again
+#   lsn=$(e2e_commit_lsn SQL)   # runs SQL in one transaction; prints an LSN its commit ends
+#                               # after (for e2e_wait_checkpoint)
+#   e2e_wait_synced [SECONDS]   # waits until the job's initial sync is applied
 
 DW_SAMPLE_DIR=${DW_SAMPLE_DIR:-$DWASYNC_SOURCE_DIR/packaging/sample}
 
@@ -143,9 +146,15 @@ e2e_wait_applied() {
     return 1
 }
 
+e2e_commit_lsn() {
+    psql -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" -c "$1" -c "SELECT pg_current_wal_insert_lsn()" \
+        -c "COMMIT" | grep /
+}
+
 # e2e_wait_checkpoint LSN [SECONDS]: waits until the job's checkpoint has passed LSN (take
-# it with pg_current_wal_insert_lsn() inside the last transaction of interest: its commit
-# ends after it). Unlike e2e_wait_applied, it does not wait for idle keepalives.
+# it with pg_current_wal_insert_lsn() inside the last transaction of interest, as
+# e2e_commit_lsn does: its commit ends after it). Unlike e2e_wait_applied, it does not wait
+# for idle keepalives.
 e2e_wait_checkpoint() {
     local i
     for i in $(seq 1 $((${2:-120} * 20))); do
@@ -153,6 +162,16 @@ e2e_wait_checkpoint() {
         sleep 0.05
     done
     return 1
+}
+
+# e2e_wait_synced [SECONDS]: waits until the initial sync of a job started with
+# --initial-sync is applied: through a change committed now, which is applied only after it.
+# (e2e_wait_applied cannot tell: the slot is created at a position past what it waits for,
+# while the copy still runs.)
+e2e_wait_synced() {
+    local lsn
+    lsn=$(e2e_commit_lsn "UPDATE fno.currencies SET symbol = symbol WHERE currencycode = 'USD'")
+    e2e_wait_checkpoint "$lsn" "${1:-120}"
 }
 
 # e2e_wait_replayed [SECONDS]: waits until no error row is `replaying` (the daemon or a CLI
