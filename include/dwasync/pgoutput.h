@@ -43,9 +43,6 @@ struct dw_pgoutput_handler {
 
 struct dw_pgoutput;
 
-/* Microseconds between the Unix epoch and the PostgreSQL epoch (2000-01-01). */
-#define DW_PG_EPOCH_OFFSET_US INT64_C(946684800000000)
-
 /* A new decoder with an empty relation cache. */
 struct dw_pgoutput *dw_pgoutput_new(void);
 

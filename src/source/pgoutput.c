@@ -6,6 +6,7 @@
 #include <uthash.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/clock.h"
 #include "dwasync/log.h"
 
 struct relent {
@@ -145,12 +146,6 @@ const struct dw_relation *dw_pgoutput_relation(const struct dw_pgoutput *d, uint
 size_t dw_pgoutput_relation_count(const struct dw_pgoutput *d)
 {
     return HASH_COUNT(d->rels);
-}
-
-/* Converts a PostgreSQL timestamp (µs since 2000-01-01) to µs since the Unix epoch. */
-static int64_t pg_time_to_unix(uint64_t t)
-{
-    return (int64_t)t + DW_PG_EPOCH_OFFSET_US;
 }
 
 static dw_rc decode_relation(struct dw_pgoutput *d, struct reader *r)
@@ -333,7 +328,7 @@ static dw_rc decode_message(struct dw_pgoutput *d, uint8_t tag, struct reader *r
             return DW_ERR_PROTOCOL;
         d->in_txn = true;
         d->index = 0;
-        d->txn = (struct dw_txn){xid, final_lsn, 0, pg_time_to_unix(t)};
+        d->txn = (struct dw_txn){xid, final_lsn, 0, dw_clock_pg_to_unix_us((int64_t)t)};
         return h->begin ? h->begin(h->user, &d->txn) : DW_OK;
     }
     case 'C': {
@@ -345,7 +340,7 @@ static dw_rc decode_message(struct dw_pgoutput *d, uint8_t tag, struct reader *r
             return DW_ERR_PROTOCOL;
         d->in_txn = false;
         d->txn.end_lsn = end_lsn;
-        d->txn.commit_time_us = pg_time_to_unix(t);
+        d->txn.commit_time_us = dw_clock_pg_to_unix_us((int64_t)t);
         return h->commit ? h->commit(h->user, &d->txn) : DW_OK;
     }
     case 'O': {

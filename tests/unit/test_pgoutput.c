@@ -4,11 +4,13 @@
  * message, hand-made malformed messages, and the jansson row form of the recorded changes.
  */
 #include <check.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/clock.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/pgoutput.h"
@@ -207,13 +209,19 @@ static void msg_relation(struct dw_buf *b, uint32_t oid, const char *const *cols
     }
 }
 
-static void msg_begin(struct dw_buf *b)
+/* B of xid 42 committed at pg_time (µs since 2000-01-01). */
+static void msg_begin_at(struct dw_buf *b, uint64_t pg_time)
 {
     dw_buf_reset(b);
     dw_buf_putc(b, 'B');
     put64(b, 0x1000);
-    put64(b, 0);
+    put64(b, pg_time);
     put32(b, 42);
+}
+
+static void msg_begin(struct dw_buf *b)
+{
+    msg_begin_at(b, 0);
 }
 
 /* I for oid with n text columns "1", "2", ...; kind overrides the first column's kind. */
@@ -239,6 +247,7 @@ static dw_rc feed(struct dw_pgoutput *d, const struct dw_buf *b,
 
 struct last {
     int changes;
+    int64_t commit_time_us;
     int ncols;
     char first_col[32];
     char relschema[32];
@@ -248,6 +257,7 @@ static dw_rc l_change(void *user, const struct dw_change *c)
 {
     struct last *l = user;
     l->changes++;
+    l->commit_time_us = c->commit_time_us;
     if (c->op == DW_CHANGE_TRUNCATE) {
         l->ncols = c->ntruncated;
         return DW_OK;
@@ -290,6 +300,42 @@ START_TEST(relation_cache_is_replaced_on_each_relation_message)
     ck_assert_int_eq(l.changes, 2);
     dw_buf_cleanup(&b);
     dw_pgoutput_free(d);
+}
+END_TEST
+
+/* Commit times convert to the Unix epoch; the far end of PostgreSQL's range saturates. */
+START_TEST(commit_times_convert_and_saturate_at_the_end_of_the_range)
+{
+    static const struct {
+        uint64_t pg;
+        int64_t unix_us;
+    } cases[] = {
+        {0, DW_PG_EPOCH_OFFSET_US},
+        {(uint64_t)INT64_C(-946684800000000), 0},                 /* 1970-01-01 */
+        {UINT64_C(9223371331200000000), INT64_MAX},               /* 294277-01-01 */
+        {(uint64_t)INT64_MAX, INT64_MAX},                         /* 'infinity' */
+        {(uint64_t)INT64_MAX - DW_PG_EPOCH_OFFSET_US, INT64_MAX}, /* the last that fits */
+        {(uint64_t)INT64_MAX - DW_PG_EPOCH_OFFSET_US + 1, INT64_MAX},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct dw_pgoutput *d = dw_pgoutput_new();
+        struct last l = {0};
+        struct dw_pgoutput_handler h = {&l, NULL, l_change, NULL};
+        struct dw_buf b;
+        dw_buf_init(&b, 0);
+        const char *one[] = {"id"};
+        msg_relation(&b, 100, one, 1);
+        ck_assert_int_eq(feed(d, &b, &h), DW_OK);
+        msg_begin_at(&b, cases[i].pg);
+        ck_assert_int_eq(feed(d, &b, &h), DW_OK);
+        msg_insert(&b, 100, 1, 0);
+        ck_assert_int_eq(feed(d, &b, &h), DW_OK);
+        ck_assert_int_eq(l.changes, 1);
+        ck_assert_msg(l.commit_time_us == cases[i].unix_us, "case %zu: %" PRId64, i,
+                      l.commit_time_us);
+        dw_buf_cleanup(&b);
+        dw_pgoutput_free(d);
+    }
 }
 END_TEST
 
@@ -481,6 +527,7 @@ int main(void)
     tcase_add_test(tc, golden_stream_covers_every_message_type);
     tcase_add_test(tc, every_truncation_is_a_protocol_error);
     tcase_add_test(tc, relation_cache_is_replaced_on_each_relation_message);
+    tcase_add_test(tc, commit_times_convert_and_saturate_at_the_end_of_the_range);
     tcase_add_test(tc, malformed_messages_are_protocol_errors);
     tcase_add_test(tc, row_json_of_recorded_changes);
     suite_add_tcase(s, tc);
