@@ -175,7 +175,7 @@ static void release_round(struct round *r)
     dw_plan_cleanup(&r->plan);
     if (r->window)
         dw_window_reset(r->window);
-    *r = (struct round){NULL};
+    *r = (struct round){0};
 }
 
 void dw_pipeline_free(struct dw_pipeline *p)
@@ -905,7 +905,7 @@ dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
         if (p->cur.window == NULL || !advance_groups(p, now))
             return DW_OK;
         p->done = p->cur;
-        p->cur = (struct round){NULL};
+        p->cur = (struct round){0};
         p->persist_retry_at_ms = 0;
     }
 }
