@@ -373,6 +373,95 @@ START_TEST(stale_cached_parent_id_is_refreshed)
 }
 END_TEST
 
+/* Submits n writes at once (users 0..n-1) and runs the sink until all are done; returns
+ * how many applied. */
+static int apply_all(struct dw_sink *sink, struct seen *seen, struct dw_write *w, size_t n)
+{
+    void *users[8];
+    ck_assert_uint_le(n, 8);
+    for (size_t i = 0; i < n; i++)
+        users[i] = (void *)(uintptr_t)i;
+    memset(seen, 0, sizeof *seen);
+    ck_assert_int_eq(dw_sink_submit(sink, w, users, n), DW_OK);
+    run_until_done(sink);
+    int applied = 0;
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(seen->calls[i], 1);
+        applied += seen->status[i] == DW_WRITE_APPLIED;
+    }
+    return applied;
+}
+
+/* Accounts S0.. of company P3, each naming it by the one shared reference object, in its
+ * key and as a bind in its body (as the mapping engine shares references). */
+static void accounts_of(json_t *company_ref, enum dw_write_op op, struct dw_write *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char number[16];
+        snprintf(number, sizeof number, "S%zu", i);
+        json_t *key =
+            json_pack("{s:s, s:O}", "accountnumber", number, "_msdyn_company_value", company_ref);
+        json_t *body = op == DW_WRITE_DELETE ? NULL
+                                             : json_pack("{s:s, s:O}", "name", number,
+                                                         "msdyn_company@odata.bind", company_ref);
+        w[i] = (struct dw_write){op, strdup("accounts"), strdup("account"), key, body};
+    }
+}
+
+static char *company_id(struct dw_sink *sink, const char *code)
+{
+    char path[100];
+    json_t *doc = NULL;
+    snprintf(path, sizeof path, "cdm_companies(cdm_companycode='%s')", code);
+    ck_assert_int_eq(dw_sink_get_json(sink, path, &doc), DW_OK);
+    char *id = strdup(json_string_value(json_object_get(doc, "cdm_companyid")));
+    json_decref(doc);
+    return id;
+}
+
+/* Eight rows in one request name their company by one shared reference object (as the
+ * mapping engine shares them); the company comes back with a new id between two rounds of
+ * them. Each row meets the stale id, and each is resolved again, though the first to
+ * refresh already forgot the id for the others. */
+START_TEST(shared_references_follow_a_parent_that_comes_back)
+{
+    struct dw_config cfg;
+    struct dw_sink *sink = NULL;
+    struct seen seen;
+    struct dw_write w[8];
+    memset(&seen, 0, sizeof seen);
+    make_config(&cfg);
+    ck_assert_int_eq(dw_sink_new(&cfg, on_done, &seen, &sink), DW_OK);
+    json_t *p3 =
+        json_pack("{s:s, s:{s:s}}", "$ref", "cdm_companies", "key", "cdm_companycode", "P3");
+    for (int round = 0; round < 2; round++) {
+        ck_assert_int_eq(apply_one(sink, &seen, company("P3", "shared")), DW_WRITE_APPLIED);
+        char *id = company_id(sink, "P3");
+        accounts_of(p3, DW_WRITE_UPSERT, w, 8);
+        ck_assert_int_eq(apply_all(sink, &seen, w, 8), 8);
+        for (int i = 0; i < 8; i++) {
+            char path[200];
+            json_t *doc = NULL;
+            snprintf(path, sizeof path, "accounts(accountnumber='S%d',_msdyn_company_value=%s)", i,
+                     id);
+            ck_assert_int_eq(dw_sink_get_json(sink, path, &doc), DW_OK);
+            ck_assert_str_eq(json_string_value(json_object_get(doc, "_msdyn_company_value")), id);
+            json_decref(doc);
+        }
+        /* The accounts go, then the company: created again, it has a new id. */
+        accounts_of(p3, DW_WRITE_DELETE, w, 8);
+        ck_assert_int_eq(apply_all(sink, &seen, w, 8), 8);
+        struct dw_write del = {DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
+                               json_pack("{s:s}", "cdm_companycode", "P3"), NULL};
+        ck_assert_int_eq(apply_one(sink, &seen, del), DW_WRITE_APPLIED);
+        free(id);
+    }
+    json_decref(p3);
+    dw_sink_free(sink);
+    dw_config_cleanup(&cfg);
+}
+END_TEST
+
 START_TEST(run_returns_for_the_callers_descriptors)
 {
     struct dw_config cfg;
@@ -468,6 +557,7 @@ static Suite *sink_suite(void)
     tcase_add_test(tc, submit_run_callbacks_once);
     tcase_add_test(tc, atomic_group_all_or_nothing);
     tcase_add_test(tc, stale_cached_parent_id_is_refreshed);
+    tcase_add_test(tc, shared_references_follow_a_parent_that_comes_back);
     tcase_add_test(tc, run_returns_for_the_callers_descriptors);
     tcase_add_test(tc, metadata_of_a_table);
     suite_add_tcase(s, tc);
