@@ -544,9 +544,14 @@ static dw_rc put_timestamp_utc(struct dw_buf *b, int64_t secs, const char *frac,
 
 dw_rc dw_time_append_iso(struct dw_buf *out, int64_t unix_us)
 {
-    int64_t secs = unix_us >= 0 ? unix_us / 1000000 : -((-unix_us + 999999) / 1000000);
+    /* Floor division that cannot overflow, for INT64_MIN too. */
+    int64_t secs = unix_us / 1000000, us = unix_us % 1000000;
+    if (us < 0) {
+        secs--;
+        us += 1000000;
+    }
     char frac[8];
-    char *end = put_digits(frac, (uint64_t)(unix_us - secs * 1000000), 6);
+    char *end = put_digits(frac, (uint64_t)us, 6);
     return put_timestamp_utc(out, secs, frac, (size_t)(end - frac), false);
 }
 

@@ -122,6 +122,14 @@ START_TEST(dates_and_times)
     dw_buf_reset(&b);
     dw_time_append_iso(&b, -1);
     ck_assert_str_eq(dw_buf_str(&b), "1969-12-31T23:59:59.999999Z");
+    /* The ends of the range (a saturated commit time is INT64_MAX); years past 9999 carry
+     * their sign, as ISO 8601 expands them. */
+    dw_buf_reset(&b);
+    dw_time_append_iso(&b, INT64_MAX);
+    ck_assert_str_eq(dw_buf_str(&b), "+294247-01-10T04:00:54.775807Z");
+    dw_buf_reset(&b);
+    dw_time_append_iso(&b, INT64_MIN);
+    ck_assert_str_eq(dw_buf_str(&b), "-290308-12-21T19:59:05.224192Z");
     dw_buf_cleanup(&b);
 }
 END_TEST
