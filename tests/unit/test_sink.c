@@ -397,7 +397,7 @@ static int apply_all(struct dw_sink *sink, struct seen *seen, struct dw_write *w
 static void accounts_of(json_t *company_ref, enum dw_write_op op, struct dw_write *w, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        char number[16];
+        char number[24];
         snprintf(number, sizeof number, "S%zu", i);
         json_t *key =
             json_pack("{s:s, s:O}", "accountnumber", number, "_msdyn_company_value", company_ref);
