@@ -342,12 +342,24 @@ static bool eq(const char *s, size_t n, const char *lit)
 
 /* --- dates and times ------------------------------------------------------------------- */
 
+/* a / b rounded down (b > 0), and the remainder in [0, b): what the calendar needs before
+ * 1970 as after. Cannot overflow, INT64_MIN included. */
+static int64_t floor_divmod(int64_t a, int64_t b, int64_t *rem)
+{
+    int64_t q = a / b, r = a % b;
+    if (r < 0) {
+        q--;
+        r += b;
+    }
+    *rem = r;
+    return q;
+}
+
 /* Days since 1970-01-01 of a proleptic Gregorian date (astronomical year numbering). */
 static int64_t days_from_civil(int64_t y, int m, int d)
 {
     y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
+    int64_t yoe, era = floor_divmod(y, 400, &yoe);
     int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
     int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     return era * 146097 + doe - 719468;
@@ -356,8 +368,7 @@ static int64_t days_from_civil(int64_t y, int m, int d)
 static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
 {
     z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
+    int64_t doe, era = floor_divmod(z, 146097, &doe);
     int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
     int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     int64_t mp = (5 * doy + 2) / 153;
@@ -517,8 +528,7 @@ static char *put_ymd(char *p, int64_t y, int m, int d)
 static dw_rc put_timestamp_utc(struct dw_buf *b, int64_t secs, const char *frac, size_t frac_len,
                                bool quoted)
 {
-    int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
-    int64_t rem = secs - days * 86400, y;
+    int64_t rem, y, days = floor_divmod(secs, 86400, &rem);
     int m, d;
     civil_from_days(days, &y, &m, &d);
     char tmp[64], *p = tmp;
@@ -544,12 +554,7 @@ static dw_rc put_timestamp_utc(struct dw_buf *b, int64_t secs, const char *frac,
 
 dw_rc dw_time_append_iso(struct dw_buf *out, int64_t unix_us)
 {
-    /* Floor division that cannot overflow, for INT64_MIN too. */
-    int64_t secs = unix_us / 1000000, us = unix_us % 1000000;
-    if (us < 0) {
-        secs--;
-        us += 1000000;
-    }
+    int64_t us, secs = floor_divmod(unix_us, 1000000, &us);
     char frac[8];
     char *end = put_digits(frac, (uint64_t)us, 6);
     return put_timestamp_utc(out, secs, frac, (size_t)(end - frac), false);
