@@ -242,16 +242,50 @@ START_TEST(submit_run_callbacks_once)
 }
 END_TEST
 
+/* Runs the sink until nothing is pending. */
+static void run_until_done(struct dw_sink *sink)
+{
+    for (int i = 0; i < 300 && dw_sink_pending(sink) > 0; i++)
+        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
+    ck_assert_uint_eq(dw_sink_pending(sink), 0);
+}
+
+/* Submits n writes at once (users 0..n-1) and runs the sink until all are done; returns
+ * how many applied. */
+static int apply_all(struct dw_sink *sink, struct seen *seen, struct dw_write *w, size_t n)
+{
+    void *users[8];
+    ck_assert_uint_le(n, 8);
+    for (size_t i = 0; i < n; i++)
+        users[i] = (void *)(uintptr_t)i;
+    memset(seen, 0, sizeof *seen);
+    ck_assert_int_eq(dw_sink_submit(sink, w, users, n), DW_OK);
+    run_until_done(sink);
+    int applied = 0;
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(seen->calls[i], 1);
+        applied += seen->status[i] == DW_WRITE_APPLIED;
+    }
+    return applied;
+}
+
 /* Submits one write and runs the sink until its callback came; returns its status. */
 static enum dw_write_status apply_one(struct dw_sink *sink, struct seen *seen, struct dw_write w)
 {
-    void *user = (void *)0;
-    seen->calls[0] = 0;
-    ck_assert_int_eq(dw_sink_submit(sink, &w, &user, 1), DW_OK);
-    for (int i = 0; i < 300 && dw_sink_pending(sink) > 0; i++)
-        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
-    ck_assert_int_eq(seen->calls[0], 1);
+    apply_all(sink, seen, &w, 1);
     return seen->status[0];
+}
+
+/* The id of company code, read from Dataverse; the caller frees it. */
+static char *company_id(struct dw_sink *sink, const char *code)
+{
+    char path[100];
+    json_t *doc = NULL;
+    snprintf(path, sizeof path, "cdm_companies(cdm_companycode='%s')", code);
+    ck_assert_int_eq(dw_sink_get_json(sink, path, &doc), DW_OK);
+    char *id = strdup(json_string_value(json_object_get(doc, "cdm_companyid")));
+    json_decref(doc);
+    return id;
 }
 
 static struct dw_write account_r1(enum dw_write_op op)
@@ -262,14 +296,6 @@ static struct dw_write account_r1(enum dw_write_op op)
     struct dw_write w = {op, strdup("accounts"), strdup("account"), key,
                          op == DW_WRITE_DELETE ? NULL : json_pack("{s:s}", "name", "R one")};
     return w;
-}
-
-/* Runs the sink until nothing is pending. */
-static void run_until_done(struct dw_sink *sink)
-{
-    for (int i = 0; i < 300 && dw_sink_pending(sink) > 0; i++)
-        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
-    ck_assert_uint_eq(dw_sink_pending(sink), 0);
 }
 
 START_TEST(atomic_group_all_or_nothing)
@@ -343,10 +369,7 @@ START_TEST(stale_cached_parent_id_is_refreshed)
     make_config(&cfg);
     ck_assert_int_eq(dw_sink_new(&cfg, on_done, &seen, &sink), DW_OK);
     ck_assert_int_eq(apply_one(sink, &seen, company("P2", "first")), DW_WRITE_APPLIED);
-    json_t *doc = NULL;
-    ck_assert_int_eq(dw_sink_get_json(sink, "cdm_companies(cdm_companycode='P2')", &doc), DW_OK);
-    char *first = strdup(json_string_value(json_object_get(doc, "cdm_companyid")));
-    json_decref(doc);
+    char *first = company_id(sink, "P2");
     /* The account's key names the company by its code: its id is looked up and cached. */
     ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_UPSERT)), DW_WRITE_APPLIED);
     ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_DELETE)), DW_WRITE_APPLIED);
@@ -355,13 +378,12 @@ START_TEST(stale_cached_parent_id_is_refreshed)
                            json_pack("{s:s}", "cdm_companycode", "P2"), NULL};
     ck_assert_int_eq(apply_one(sink, &seen, del), DW_WRITE_APPLIED);
     ck_assert_int_eq(apply_one(sink, &seen, company("P2", "second")), DW_WRITE_APPLIED);
-    ck_assert_int_eq(dw_sink_get_json(sink, "cdm_companies(cdm_companycode='P2')", &doc), DW_OK);
-    char *second = strdup(json_string_value(json_object_get(doc, "cdm_companyid")));
-    json_decref(doc);
+    char *second = company_id(sink, "P2");
     ck_assert_str_ne(first, second);
     /* The cached id is stale: the 404 makes the sink look it up again, and the write lands. */
     ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_UPSERT)), DW_WRITE_APPLIED);
     char path[200];
+    json_t *doc = NULL;
     snprintf(path, sizeof path, "accounts(accountnumber='R1',_msdyn_company_value=%s)", second);
     ck_assert_int_eq(dw_sink_get_json(sink, path, &doc), DW_OK);
     ck_assert_str_eq(json_string_value(json_object_get(doc, "_msdyn_company_value")), second);
@@ -372,25 +394,6 @@ START_TEST(stale_cached_parent_id_is_refreshed)
     dw_config_cleanup(&cfg);
 }
 END_TEST
-
-/* Submits n writes at once (users 0..n-1) and runs the sink until all are done; returns
- * how many applied. */
-static int apply_all(struct dw_sink *sink, struct seen *seen, struct dw_write *w, size_t n)
-{
-    void *users[8];
-    ck_assert_uint_le(n, 8);
-    for (size_t i = 0; i < n; i++)
-        users[i] = (void *)(uintptr_t)i;
-    memset(seen, 0, sizeof *seen);
-    ck_assert_int_eq(dw_sink_submit(sink, w, users, n), DW_OK);
-    run_until_done(sink);
-    int applied = 0;
-    for (size_t i = 0; i < n; i++) {
-        ck_assert_int_eq(seen->calls[i], 1);
-        applied += seen->status[i] == DW_WRITE_APPLIED;
-    }
-    return applied;
-}
 
 /* Accounts S0.. of company P3, each naming it by the one shared reference object, in its
  * key and as a bind in its body (as the mapping engine shares references). */
@@ -406,17 +409,6 @@ static void accounts_of(json_t *company_ref, enum dw_write_op op, struct dw_writ
                                                          "msdyn_company@odata.bind", company_ref);
         w[i] = (struct dw_write){op, strdup("accounts"), strdup("account"), key, body};
     }
-}
-
-static char *company_id(struct dw_sink *sink, const char *code)
-{
-    char path[100];
-    json_t *doc = NULL;
-    snprintf(path, sizeof path, "cdm_companies(cdm_companycode='%s')", code);
-    ck_assert_int_eq(dw_sink_get_json(sink, path, &doc), DW_OK);
-    char *id = strdup(json_string_value(json_object_get(doc, "cdm_companyid")));
-    json_decref(doc);
-    return id;
 }
 
 /* Eight rows in one request name their company by one shared reference object (as the
