@@ -17,8 +17,9 @@
  * The next window is planned and sent before that write, so its requests are on their way
  * while it is made; windows are still persisted, and confirmed, one by one in order.
  *
- * Memory is bounded by two windows: while one applies, the next fills, and the caller
- * stops reading the stream when dw_pipeline_accepting() says the filling one is full. A
+ * Memory is bounded by three windows: while one applies, the next fills and the one before
+ * waits for its error rows and checkpoint, and the caller stops reading the stream when
+ * dw_pipeline_accepting() says the filling one is full. A
  * transaction larger than a window is applied in pieces; its end LSN is confirmed only with
  * the window that received its commit.
  *
