@@ -23,44 +23,27 @@
 
 #define ISO(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
+/* $1 is the instant the report is about (status time below), so every age in it agrees. */
+/* clang-format off */
 static const char jobs_sql[] =
     "SELECT j.id, j.name, j.state, coalesce(j.state_reason, ''), j.slot_name,"
     " j.publication_name, j.initial_sync, coalesce(c.confirmed_lsn, '0/0')::text,"
-    " " ISO("c.last_commit_time") ", " ISO(
-        "c.last_applied_at") ","
-                             " extract(epoch FROM now() - c.last_commit_time)::float8,"
-                             " coalesce(s.applied, 0), coalesce(s.failed, 0),"
-                             " r.host, r.pid, " ISO(
-                                 "r.heartbeat_at") ", extract(epoch FROM now() - "
-                                                   "r.heartbeat_at)::float8,"
-                                                   " coalesce(r.status, ''), " ISO(
-                                                       "r.throttled_until") ","
-                                                                            " greatest(extract("
-                                                                            "epoch FROM "
-                                                                            "r.throttled_until - "
-                                                                            "now()), 0)::float8, "
-                                                                            "r.throttled_total"
-                                                                            " FROM dwasync.job j"
-                                                                            " LEFT JOIN "
-                                                                            "dwasync.checkpoint c "
-                                                                            "ON c.job_id = j.id"
-                                                                            " LEFT JOIN "
-                                                                            "dwasync.runner r ON "
-                                                                            "r.job_id = j.id"
-                                                                            " LEFT JOIN LATERAL "
-                                                                            "(SELECT "
-                                                                            "sum(rows_applied) AS "
-                                                                            "applied, "
-                                                                            "sum(rows_failed) AS "
-                                                                            "failed"
-                                                                            "   FROM "
-                                                                            "dwasync.apply_stat a "
-                                                                            "WHERE a.job_id = j.id"
-                                                                            "   AND a.minute = "
-                                                                            "date_trunc('minute', "
-                                                                            "now()) - interval '1 "
-                                                                            "minute') s ON true"
-                                                                            " ORDER BY j.name";
+    " " ISO("c.last_commit_time") ", " ISO("c.last_applied_at") ","
+    " extract(epoch FROM $1::timestamptz - c.last_commit_time)::float8,"
+    " coalesce(s.applied, 0), coalesce(s.failed, 0),"
+    " r.host, r.pid, " ISO("r.heartbeat_at") ","
+    " extract(epoch FROM $1::timestamptz - r.heartbeat_at)::float8,"
+    " coalesce(r.status, ''), " ISO("r.throttled_until") ","
+    " greatest(extract(epoch FROM r.throttled_until - $1::timestamptz), 0)::float8,"
+    " r.throttled_total"
+    " FROM dwasync.job j"
+    " LEFT JOIN dwasync.checkpoint c ON c.job_id = j.id"
+    " LEFT JOIN dwasync.runner r ON r.job_id = j.id"
+    " LEFT JOIN LATERAL (SELECT sum(rows_applied) AS applied, sum(rows_failed) AS failed"
+    "   FROM dwasync.apply_stat a WHERE a.job_id = j.id"
+    "   AND a.minute = date_trunc('minute', $1::timestamptz) - interval '1 minute') s ON true"
+    " ORDER BY j.name";
+/* clang-format on */
 
 /* Counts and the most recent failure (any status) of one job in dwasync.error (020). */
 static const char errors_sql[] =
@@ -154,8 +137,8 @@ static void add_slot(const PGresult *slots, const char *slot_name, const char *l
         json_object_set_new(job, "lag_seconds", json_null());
 }
 
-/* Builds the whole status document. */
-static dw_rc build(const struct dw_config *cfg, json_t **out)
+/* Builds the whole status document as of `at` (a timestamp text; NULL: the server's now). */
+static dw_rc build(const struct dw_config *cfg, const char *at, json_t **out)
 {
     PGconn *control = NULL, *source = NULL;
     PGresult *jobs = NULL, *slots = NULL, *reg = NULL;
@@ -165,11 +148,15 @@ static dw_rc build(const struct dw_config *cfg, json_t **out)
     json_object_set_new(doc, "jobs", list);
     if ((rc = dw_pg_connect(dw_config_control_conninfo(cfg), "dwasync status", &control)) != DW_OK)
         goto out;
-    if ((rc = dw_pg_query(control, "status time",
-                          "SELECT " ISO("now()") ", to_regclass('dwasync.job') IS NOT NULL,"
-                                                 " to_regclass('dwasync.error') IS NOT NULL,"
-                                                 " to_regclass('dwasync.runner') IS NOT NULL",
-                          0, NULL, &reg)) != DW_OK)
+    const char *at_param[] = {at};
+    if ((rc = dw_pg_query(
+             control, "status time",
+             "SELECT " ISO(
+                 "coalesce($1::timestamptz, now())") ","
+                                                     " to_regclass('dwasync.job') IS NOT NULL,"
+                                                     " to_regclass('dwasync.error') IS NOT NULL,"
+                                                     " to_regclass('dwasync.runner') IS NOT NULL",
+             1, at_param, &reg)) != DW_OK)
         goto out;
     json_object_set_new(doc, "generated_at", json_string(PQgetvalue(reg, 0, 0)));
     if (PQgetvalue(reg, 0, 1)[0] != 't' || PQgetvalue(reg, 0, 3)[0] != 't') {
@@ -178,7 +165,8 @@ static dw_rc build(const struct dw_config *cfg, json_t **out)
         goto out;
     }
     bool have_errors = PQgetvalue(reg, 0, 2)[0] == 't';
-    if ((rc = dw_pg_query(control, "job status", jobs_sql, 0, NULL, &jobs)) != DW_OK)
+    const char *now_param[] = {PQgetvalue(reg, 0, 0)};
+    if ((rc = dw_pg_query(control, "job status", jobs_sql, 1, now_param, &jobs)) != DW_OK)
         goto out;
     /* The slot lives on the source; unreachable source means unknown lag, not failure. */
     const char *src = cfg->source.conninfo;
@@ -301,13 +289,18 @@ static void print_table(json_t *doc)
 
 int dw_cmd_status(struct dw_cli *cli, int argc, char **argv)
 {
-    static const struct option options[] = {{"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+    static const struct option options[] = {
+        {"json", no_argument, NULL, 'j'}, {"at", required_argument, NULL, 'a'}, {NULL, 0, NULL, 0}};
     bool as_json = false;
+    const char *at = NULL;
     int opt;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
-        if (opt != 'j')
+        if (opt == 'j')
+            as_json = true;
+        else if (opt == 'a')
+            at = optarg;
+        else
             return dw_cli_usage("status");
-        as_json = true;
     }
     if (optind != argc)
         return dw_cli_usage("status");
@@ -315,7 +308,7 @@ int dw_cmd_status(struct dw_cli *cli, int argc, char **argv)
     if (cfg == NULL)
         return DW_EXIT_FAILURE;
     json_t *doc = NULL;
-    if (build(cfg, &doc) != DW_OK)
+    if (build(cfg, at, &doc) != DW_OK)
         return DW_EXIT_FAILURE;
     if (as_json) {
         char *text = dw_json_dumps(doc);

@@ -16,7 +16,7 @@ const struct dw_cli_command dw_cli_commands[] = {
      " | replay ID...|--all [--job J] [--table T] [--code C] [--queue-only]"
      " | skip ID... --reason TEXT",
      "triage the error table: list, show, replay or skip failed changes"},
-    {"status", dw_cmd_status, "[--json]",
+    {"status", dw_cmd_status, "[--json] [--at TIMESTAMP]",
      "jobs with state, lag, throughput, error counts and throttling"},
     {"check", dw_cmd_check, "[--job NAME] [--json]",
      "health check of config, secrets, Postgres, replication and Dataverse"},

@@ -7,7 +7,10 @@ pg_start
 dw_mktemp work status
 conf=$work/dwasync.conf
 printf '[source]\nconninfo = %s\n' "$DW_PG_CONNINFO" >"$conf"
-st() { "$DWASYNC_BIN" --config "$conf" status "$@"; }
+# Every report is as of one instant the test chose, so crossing a minute (or a slow machine)
+# changes nothing; the rows below are placed relative to it.
+at=$(psql_q "select now()")
+st() { "$DWASYNC_BIN" --config "$conf" status --at "$at" "$@"; }
 
 out=$(st --json 2>&1); status=$?
 check_eq "status before init fails" 1 "$status"
@@ -20,14 +23,14 @@ check_contains "no jobs: table says so" "no jobs" "$(st)"
 psql_q "insert into dwasync.job (name, state, slot_name, publication_name) values
         ('crm', 'active', 'dw_crm', 'dw_crm'), ('fin', 'stopped', 'dw_fin', 'dw_fin')"
 psql_q "insert into dwasync.checkpoint (job_id, confirmed_lsn, last_commit_time, last_applied_at)
-        select id, '0/0', now() - interval '30 seconds', now() - interval '5 seconds'
+        select id, '0/0', '$at'::timestamptz - interval '30 seconds', '$at'::timestamptz - interval '5 seconds'
         from dwasync.job where name = 'crm'"
 psql_q "insert into dwasync.apply_stat (job_id, minute, rows_applied, rows_failed)
-        select id, date_trunc('minute', now()) - interval '1 minute', 120, 3 from dwasync.job where name = 'crm'
-        union all select id, date_trunc('minute', now()), 999, 9 from dwasync.job where name = 'crm'
-        union all select id, date_trunc('minute', now()) - interval '2 minutes', 777, 7 from dwasync.job where name = 'crm'"
+        select id, date_trunc('minute', '$at'::timestamptz) - interval '1 minute', 120, 3 from dwasync.job where name = 'crm'
+        union all select id, date_trunc('minute', '$at'::timestamptz), 999, 9 from dwasync.job where name = 'crm'
+        union all select id, date_trunc('minute', '$at'::timestamptz) - interval '2 minutes', 777, 7 from dwasync.job where name = 'crm'"
 psql_q "insert into dwasync.runner (job_id, host, pid, version, status, throttled_until, throttled_total)
-        select id, 'host-a', 4242, '0.1.0', 'streaming', now() + interval '60 seconds', 17
+        select id, 'host-a', 4242, '0.1.0', 'streaming', '$at'::timestamptz + interval '60 seconds', 17
         from dwasync.job where name = 'crm'"
 psql_q "select pg_create_logical_replication_slot('dw_crm', 'pgoutput')" >/dev/null
 psql_q "create table filler as select g from generate_series(1, 20000) g"
@@ -54,19 +57,24 @@ check_eq "no errors yet" '[{"available":true,"open":0,"waiting":0},null]' "$(j '
 check_eq "second job: no slot, no lag, no runner" '[false,null,null,"unknown"]' \
     "$(j '[.jobs[1].slot.exists, .jobs[1].lag_bytes, .jobs[1].runner, .jobs[1].throttling.state]')"
 check_eq "second job: zero throughput" 0 "$(j '.jobs[1].throughput_last_minute.rows_applied')"
+later=$("$DWASYNC_BIN" --config "$conf" status --json --at "$(psql_q "select '$at'::timestamptz + interval '1 minute'")")
+check_eq "--at moves the report: a minute later, the then-current minute is the previous one" \
+    999 "$(jq -c '.jobs[0].throughput_last_minute.rows_applied' <<<"$later")"
+check_eq "--at moves the ages too" true \
+    "$(jq -c '((.jobs[0].runner.heartbeat_age_seconds - ('"$(j '.jobs[0].runner.heartbeat_age_seconds')"')) * 1000 | round) == 60000' <<<"$later")"
 
 # Caught up: the slot's confirmed position at the server's: zero lag, whatever the commit age.
 psql_q "select pg_replication_slot_advance('dw_crm', pg_current_wal_lsn())" >/dev/null
 doc=$(st --json)
 check_eq "caught up: lag 0 bytes, 0 s" '[0,0]' "$(j '[.jobs[0].lag_bytes, .jobs[0].lag_seconds]')"
 
-psql_q "$(cat <<'SQL'
+psql_q "$(cat <<SQL
 insert into dwasync.error (job_id, map_id, source_schema, source_table, operation, source_key,
        key_text, source_row, commit_lsn, position, http_status, dv_code, message, class, status,
        skip_reason, last_failed_at)
 select j.id, 1, 'public', 'custtable', 'update', '{"id": 1}', '{"id":1}', '{}', '0/10', n, 400,
        '0x80040203', 'msg ' || n, 'validation', s, case when s = 'skipped' then 'r' end,
-       now() - make_interval(mins => 10 - n)
+       '$at'::timestamptz - make_interval(mins => 10 - n)
   from dwasync.job j, (values ('open', 1), ('open', 2), ('waiting', 3), ('skipped', 4)) v(s, n)
  where j.name = 'crm'
 SQL
