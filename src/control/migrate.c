@@ -133,7 +133,7 @@ dw_rc dw_migrate_current(PGconn *conn, int *out)
                      "SELECT coalesce(max(version), 0) FROM dwasync.schema_version", 0, NULL, &res);
     if (rc != DW_OK)
         return rc;
-    *out = atoi(PQgetvalue(res, 0, 0)); /* an int4 column: the text is always a number */
+    *out = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10); /* an int4 column: always a number */
     PQclear(res);
     return DW_OK;
 }

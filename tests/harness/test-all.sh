@@ -1,44 +1,88 @@
 #!/usr/bin/env bash
 # tests/harness/test-all.sh - the whole test suite, as CI runs it, on a fresh Debian 12:
-# dependencies, format check, -Werror build, unit + integration + corpus tests, the same
-# again under ASan+UBSan, libFuzzer targets for a bounded time, and the .deb/.rpm packages.
-# Exit status is non-zero if any step fails. Build trees: build/, build-asan/, build-fuzz/.
-set -euo pipefail
+# dependencies, format and source checks, -Werror build, unit + integration + corpus tests,
+# the same again under ASan+UBSan, libFuzzer targets for a bounded time, and the .deb/.rpm
+# packages. Every stage runs even when an earlier one failed (a stage whose build failed is
+# reported as not run); a summary of all stages ends the output, and the exit status is
+# non-zero if any failed. Build trees: build/, build-asan/, build-fuzz/.
+set -uo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$src"
 jobs=$(nproc)
 fuzz_seconds=${DWASYNC_FUZZ_SECONDS:-20}
-step() { printf '\n=== %s\n' "$*"; }
+results=()
+failed=0
 
-step "dependencies"
-bash tests/harness/deps.sh
+# stage NAME COMMAND...: runs one stage in a subshell, records its outcome. (set -e has no
+# force inside a function whose status is tested, so the helpers below chain with &&.)
+stage() {
+    local name=$1 start=$SECONDS rc
+    shift
+    printf '\n=== %s\n' "$name"
+    (set -euo pipefail; "$@")
+    rc=$?
+    if [ "$rc" = 0 ]; then
+        results+=("ok       $name ($((SECONDS - start)) s)")
+    else
+        results+=("FAILED   $name (exit $rc, $((SECONDS - start)) s)")
+        failed=$((failed + 1))
+    fi
+    return "$rc"
+}
+skipped() {
+    printf '\n=== %s\n(not run: %s)\n' "$1" "$2"
+    results+=("not run  $1 ($2)")
+    failed=$((failed + 1))
+}
 
-step "format (clang-format)"
-bad=$(git ls-files -co --exclude-standard '*.c' '*.h' | while read -r f; do
-    [ -f "$f" ] && ! clang-format --dry-run -Werror "$f" >/dev/null 2>&1 && echo "$f"; done || true)
-[ -z "$bad" ] || { echo "not clang-formatted (run clang-format -i):"; echo "$bad"; exit 1; }
-echo "all C files formatted"
+format_check() {
+    local bad
+    bad=$(git ls-files -co --exclude-standard '*.c' '*.h' | while read -r f; do
+        [ -f "$f" ] && ! clang-format --dry-run -Werror "$f" >/dev/null 2>&1 && echo "$f"; done || true)
+    [ -z "$bad" ] || { echo "not clang-formatted (run clang-format -i):"; echo "$bad"; return 1; }
+    echo "all C files formatted"
+}
+build() {   # build DIR CMAKE_ARGS...
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" -DDWASYNC_WERROR=ON "$@" >/dev/null && cmake --build "$dir" -j"$jobs"
+}
+ctest_in() {   # ctest_in DIR CTEST_ARGS...
+    local dir=$1
+    shift
+    (cd "$dir" && ctest -j"$jobs" --output-on-failure "$@")
+}
 
-step "build (-Werror)"
-cmake -S . -B build -DDWASYNC_WERROR=ON >/dev/null
-cmake --build build -j"$jobs"
+if ! stage "dependencies" bash tests/harness/deps.sh; then
+    echo "dependencies could not be installed: nothing else can run" >&2
+    exit 1
+fi
+stage "format (clang-format)" format_check
+stage "source rules (banned functions, banners)" bash tests/harness/check-source.sh
 
-step "tests"
-(cd build && ctest -j"$jobs" --output-on-failure)
+if stage "build (-Werror)" build build; then
+    stage "tests" ctest_in build
+    stage "packages" bash tests/harness/check-packages.sh build
+else
+    skipped "tests" "the build failed"
+    skipped "packages" "the build failed"
+fi
 
-step "build and tests under ASan+UBSan"
-cmake -S . -B build-asan -DDWASYNC_WERROR=ON -DDWASYNC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-cmake --build build-asan -j"$jobs"
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest -j"$jobs" --output-on-failure)
+if stage "build under ASan+UBSan" build build-asan -DDWASYNC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug; then
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        stage "tests under ASan+UBSan" ctest_in build-asan
+else
+    skipped "tests under ASan+UBSan" "the sanitizer build failed"
+fi
 
-step "fuzz targets (${fuzz_seconds}s each)"
-CC=clang cmake -S . -B build-fuzz -DDWASYNC_FUZZ=ON -DDWASYNC_SANITIZE=ON \
-    -DDWASYNC_FUZZ_SECONDS="$fuzz_seconds" -DCMAKE_BUILD_TYPE=Debug >/dev/null
-cmake --build build-fuzz -j"$jobs"
-(cd build-fuzz && ctest -L fuzz -j"$jobs" --output-on-failure --no-tests=ignore)
+if CC=clang stage "build of the fuzz targets" build build-fuzz -DDWASYNC_FUZZ=ON \
+    -DDWASYNC_SANITIZE=ON -DDWASYNC_FUZZ_SECONDS="$fuzz_seconds" -DCMAKE_BUILD_TYPE=Debug; then
+    stage "fuzz targets (${fuzz_seconds}s each)" ctest_in build-fuzz -L fuzz --no-tests=ignore
+else
+    skipped "fuzz targets" "the fuzz build failed"
+fi
 
-step "packages"
-bash tests/harness/check-packages.sh build
-
-step "done"
+printf '\n=== summary\n'
+printf '%s\n' "${results[@]}"
+printf 'stages: %d passed, %d failed\n' "$((${#results[@]} - failed))" "$failed"
+[ "$failed" = 0 ]
