@@ -20,6 +20,8 @@
 #include "dwasync/pg.h"
 
 #define STATUS_JSON_VERSION 1
+/* A runner heartbeats about every second (runner.c); one silent this long is not alive. */
+#define RUNNER_STALE_SECONDS 30.0
 
 #define ISO(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
@@ -51,10 +53,11 @@ static const char errors_sql[] =
     " (SELECT json_build_object('id', e.id, 'status', e.status,"
     "   'table', e.source_schema || '.' || e.source_table, 'http_status', e.http_status,"
     "   'code', e.dv_code, 'class', e.class, 'message', e.message,"
-    "   'at', " ISO("e.last_failed_at") ")"
-                                        "   FROM dwasync.error e WHERE e.job_id = $1"
-                                        "   ORDER BY e.last_failed_at DESC, e.id DESC LIMIT 1)"
-                                        " FROM dwasync.error WHERE job_id = $1";
+    "   'at', " ISO(
+        "e.last_failed_at") ")"
+                            "   FROM dwasync.error e WHERE e.job_id = $1 AND e.status <> 'waiting'"
+                            "   ORDER BY e.last_failed_at DESC, e.id DESC LIMIT 1)"
+                            " FROM dwasync.error WHERE job_id = $1";
 
 static const char slots_sql[] =
     "SELECT slot_name, active, coalesce(wal_status, ''),"
@@ -196,6 +199,7 @@ static dw_rc build(const struct dw_config *cfg, const char *at, json_t **out)
         json_object_set_new(tp, "rows_failed", int_or_null(jobs, i, 12));
         json_object_set_new(tp, "rows_per_second", json_real((double)applied / 60.0));
         json_t *runner = json_null();
+        bool alive = false;
         if (!PQgetisnull(jobs, i, 13)) {
             runner = json_object();
             json_object_set_new(runner, "host", text_or_null(jobs, i, 13));
@@ -203,8 +207,12 @@ static dw_rc build(const struct dw_config *cfg, const char *at, json_t **out)
             json_object_set_new(runner, "heartbeat_at", text_or_null(jobs, i, 15));
             json_object_set_new(runner, "heartbeat_age_seconds", real_or_null(jobs, i, 16));
             json_object_set_new(runner, "status", text_or_null(jobs, i, 17));
+            alive = !PQgetisnull(jobs, i, 16) &&
+                    strtod(PQgetvalue(jobs, i, 16), NULL) < RUNNER_STALE_SECONDS;
+            json_object_set_new(runner, "alive", json_boolean(alive));
         }
         json_object_set_new(job, "runner", runner);
+        json_object_set_new(job, "runner_alive", json_boolean(alive));
         json_t *thr = json_object();
         json_object_set_new(job, "throttling", thr);
         bool throttled = !PQgetisnull(jobs, i, 19) && strtod(PQgetvalue(jobs, i, 19), NULL) > 0;
@@ -285,6 +293,20 @@ static void print_table(json_t *doc)
     }
     if (json_array_size(json_object_get(doc, "jobs")) == 0)
         printf("(no jobs: create one with dwasync job create NAME)\n");
+    json_array_foreach(json_object_get(doc, "jobs"), i, job)
+    {
+        const char *state = json_string_value(json_object_get(job, "state"));
+        if (strcmp(state, "active") != 0 || json_is_true(json_object_get(job, "runner_alive")))
+            continue;
+        json_t *age = json_object_get(json_object_get(job, "runner"), "heartbeat_age_seconds");
+        if (json_is_number(age))
+            printf("warning: job \"%s\" is active but no runner is alive (last heartbeat %.0f s "
+                   "ago)\n",
+                   json_string_value(json_object_get(job, "name")), json_number_value(age));
+        else
+            printf("warning: job \"%s\" is active but no runner has ever run it\n",
+                   json_string_value(json_object_get(job, "name")));
+    }
 }
 
 int dw_cmd_status(struct dw_cli *cli, int argc, char **argv)

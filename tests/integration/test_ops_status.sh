@@ -29,8 +29,8 @@ psql_q "insert into dwasync.apply_stat (job_id, minute, rows_applied, rows_faile
         select id, date_trunc('minute', '$at'::timestamptz) - interval '1 minute', 120, 3 from dwasync.job where name = 'crm'
         union all select id, date_trunc('minute', '$at'::timestamptz), 999, 9 from dwasync.job where name = 'crm'
         union all select id, date_trunc('minute', '$at'::timestamptz) - interval '2 minutes', 777, 7 from dwasync.job where name = 'crm'"
-psql_q "insert into dwasync.runner (job_id, host, pid, version, status, throttled_until, throttled_total)
-        select id, 'host-a', 4242, '0.1.0', 'streaming', '$at'::timestamptz + interval '60 seconds', 17
+psql_q "insert into dwasync.runner (job_id, host, pid, version, status, throttled_until, throttled_total, heartbeat_at)
+        select id, 'host-a', 4242, '0.1.0', 'streaming', '$at'::timestamptz + interval '60 seconds', 17, '$at'
         from dwasync.job where name = 'crm'"
 psql_q "select pg_create_logical_replication_slot('dw_crm', 'pgoutput')" >/dev/null
 psql_q "create table filler as select g from generate_series(1, 20000) g"
@@ -60,6 +60,13 @@ check_eq "second job: zero throughput" 0 "$(j '.jobs[1].throughput_last_minute.r
 later=$("$DWASYNC_BIN" --config "$conf" status --json --at "$(psql_q "select '$at'::timestamptz + interval '1 minute'")")
 check_eq "--at moves the report: a minute later, the then-current minute is the previous one" \
     999 "$(jq -c '.jobs[0].throughput_last_minute.rows_applied' <<<"$later")"
+check_eq "a runner that heartbeats is alive" '[true,true]' "$(j '[.jobs[0].runner.alive, .jobs[0].runner_alive]')"
+check_eq "a job without a runner has none alive" false "$(j '.jobs[1].runner_alive')"
+check_eq "a minute without a heartbeat: not alive" '[false,false]' \
+    "$(jq -c '[.jobs[0].runner.alive, .jobs[0].runner_alive]' <<<"$later")"
+check_contains "the table warns of an active job with no live runner" \
+    'warning: job "crm" is active but no runner is alive (last heartbeat 60 s ago)' \
+    "$("$DWASYNC_BIN" --config "$conf" status --at "$(psql_q "select '$at'::timestamptz + interval '1 minute'")")"
 check_eq "--at moves the ages too" true \
     "$(jq -c '((.jobs[0].runner.heartbeat_age_seconds - ('"$(j '.jobs[0].runner.heartbeat_age_seconds')"')) * 1000 | round) == 60000' <<<"$later")"
 
@@ -75,13 +82,13 @@ insert into dwasync.error (job_id, map_id, source_schema, source_table, operatio
 select j.id, 1, 'public', 'custtable', 'update', '{"id": 1}', '{"id":1}', '{}', '0/10', n, 400,
        '0x80040203', 'msg ' || n, 'validation', s, case when s = 'skipped' then 'r' end,
        '$at'::timestamptz - make_interval(mins => 10 - n)
-  from dwasync.job j, (values ('open', 1), ('open', 2), ('waiting', 3), ('skipped', 4)) v(s, n)
+  from dwasync.job j, (values ('open', 1), ('open', 2), ('waiting', 3), ('skipped', 4), ('waiting', 5)) v(s, n)
  where j.name = 'crm'
 SQL
 )"
 doc=$(st --json)
-check_eq "error counts" '{"available":true,"open":2,"waiting":1}' "$(j '.jobs[0].errors')"
-check_eq "last error is the most recent failure" \
+check_eq "error counts" '{"available":true,"open":2,"waiting":2}' "$(j '.jobs[0].errors')"
+check_eq "last error is the most recent failure, never a row waiting behind one" \
     '{"status":"skipped","table":"public.custtable","http_status":400,"code":"0x80040203","class":"validation","message":"msg 4"}' \
     "$(j '.jobs[0].last_error | {status, table, http_status, code, class, message}')"
 check_eq "last error time is ISO UTC" true "$(j '.jobs[0].last_error.at | test("Z$")')"
