@@ -1,4 +1,11 @@
+/*
+ * alloc.c - the one place that decides what out-of-memory means (see alloc.h). jansson is
+ * pointed at the same wrappers before main() runs, so JSON values, which are most of the
+ * daemon's small allocations, keep alloc.h's promise too.
+ */
 #include "dwasync/alloc.h"
+
+#include <jansson.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -68,4 +75,10 @@ char *dw_asprintf(const char *fmt, ...)
     vsnprintf(p, (size_t)n + 1, fmt, ap);
     va_end(ap);
     return p;
+}
+
+/* Before main(): every binary linking dwasync's core gets jansson on these wrappers. */
+__attribute__((constructor)) static void route_jansson_allocations(void)
+{
+    json_set_alloc_funcs(dw_malloc, free);
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dwasync/alloc.h"
 #include "dwasync/buf.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
@@ -243,6 +244,16 @@ START_TEST(lsn_parse_and_format)
 }
 END_TEST
 
+START_TEST(jansson_allocates_through_dw_malloc)
+{
+    json_malloc_t m = NULL;
+    json_free_t f = NULL;
+    json_get_alloc_funcs(&m, &f);
+    ck_assert_ptr_eq((void *)m, (void *)dw_malloc);
+    ck_assert_ptr_eq((void *)f, (void *)free);
+}
+END_TEST
+
 START_TEST(rc_names)
 {
     ck_assert_str_eq(dw_rc_str(DW_OK), "ok");
@@ -265,6 +276,7 @@ int main(void)
     tcase_add_test(tc, json_writer_matches_jansson);
     tcase_add_test(tc, json_append_shapes);
     tcase_add_test(tc, lsn_parse_and_format);
+    tcase_add_test(tc, jansson_allocates_through_dw_malloc);
     tcase_add_test(tc, rc_names);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
