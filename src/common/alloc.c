@@ -1,3 +1,8 @@
+/*
+ * The allocation wrappers (see alloc.h). Every failure ends in dw_oom(), which writes one
+ * log line with write(2) and aborts: nothing on that path allocates or uses stdio, since the
+ * heap is what failed. A request for zero bytes allocates one, so no call returns NULL.
+ */
 #include "dwasync/alloc.h"
 
 #include <stdarg.h>
