@@ -1,3 +1,9 @@
+/*
+ * The command line's lazily loaded configuration (see cli.h). dw_cli_config() reads the file
+ * named by --config, else $DWASYNC_CONFIG, else the default path (whose absence means the
+ * built-in defaults), prints the file's errors to stderr and configures the logger. The
+ * struct dw_cli owns the loaded config from then on.
+ */
 #include "dwasync/cli.h"
 
 #include <errno.h>

@@ -1,3 +1,7 @@
+/*
+ * The dwasync command table, the usage lines and the `--help` text (see cli.h). A command
+ * is added here and nowhere else: main() dispatches through the table and help prints it.
+ */
 #include "dwasync/cli.h"
 
 #include <string.h>

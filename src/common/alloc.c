@@ -1,12 +1,13 @@
 /*
- * alloc.c - the one place that decides what out-of-memory means (see alloc.h). jansson is
- * pointed at the same wrappers before main() runs, so JSON values, which are most of the
+ * The allocation wrappers (see alloc.h). Every failure ends in dw_oom(), which writes one
+ * log line with write(2) and aborts: nothing on that path allocates or uses stdio, since the
+ * heap is what failed. A request for zero bytes allocates one, so no call returns NULL.
+ * jansson is pointed at the same wrappers before main() runs, so JSON values, most of the
  * daemon's small allocations, keep alloc.h's promise too.
  */
 #include "dwasync/alloc.h"
 
 #include <jansson.h>
-
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,3 +1,9 @@
+/*
+ * Growable, capped byte buffers (see buf.h). Capacity doubles from 64 bytes; every append
+ * checks the cap before it grows and leaves the contents NUL-terminated.
+ * dw_buf_put_json_string() is the JSON string escaper the JSON writer, the logger, the
+ * value typing and the sink's request bodies all share.
+ */
 #include "dwasync/buf.h"
 
 #include <stdio.h>

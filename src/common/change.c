@@ -1,3 +1,5 @@
+/* Names of row change operations, as logs, decode output and error rows spell them (see
+ * change.h). */
 #include "dwasync/change.h"
 
 const char *dw_change_op_name(enum dw_change_op op)

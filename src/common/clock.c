@@ -1,3 +1,7 @@
+/*
+ * The monotonic and wall clocks over clock_gettime() (see clock.h), and the conversion of
+ * PostgreSQL timestamps (microseconds since 2000-01-01) to Unix time.
+ */
 #include "dwasync/clock.h"
 
 #include <stdint.h>

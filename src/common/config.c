@@ -1,3 +1,9 @@
+/*
+ * The configuration table and its INI reader (see config.h). The array `keys` below is the
+ * one list of keys: defaults, validation, `config describe` and `config sample` all walk it.
+ * Files are read through inih with a line-counting reader, so every error names its file and
+ * line, and every error of a file is reported, not only the first.
+ */
 #include "dwasync/config.h"
 
 #include <errno.h>

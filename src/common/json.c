@@ -1,3 +1,8 @@
+/*
+ * dwasync's JSON writer (see json.h): compact and canonical (sorted keys) texts of jansson
+ * values, appended straight into a dw_buf. Its output is byte for byte json_dumps()'s with
+ * DW_JSON_FLAGS, since canonical texts are stored in the error table; parsing stays jansson's.
+ */
 #include "dwasync/json.h"
 
 #include <inttypes.h>

@@ -1,3 +1,9 @@
+/*
+ * The logger (see log.h): builds one logfmt or JSON line per event, redacts the message and
+ * every field value before escaping them, and writes the line to stderr (or the stream a test
+ * set) with one fwrite. Under systemd's journal ($JOURNAL_STREAM set) lines carry no ts
+ * field: the journal stamps them. Process-global state, one thread.
+ */
 #include "dwasync/log.h"
 
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* Parsing and formatting of LSNs in PostgreSQL's "%X/%X" text form (see lsn.h). */
 #include "dwasync/lsn.h"
 
 #include <stdio.h>

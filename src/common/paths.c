@@ -1,3 +1,9 @@
+/*
+ * Finding the SQL migrations (see paths.h): $DWASYNC_SHAREDIR/sql, then
+ * ../share/dwasync/sql next to the executable, then the source tree's sql/ (build trees).
+ * The first directory that exists is kept for the life of the process; the list of the ones
+ * tried is kept for the error message when none does.
+ */
 #include "dwasync/paths.h"
 
 #include <limits.h>

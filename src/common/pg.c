@@ -1,3 +1,7 @@
+/*
+ * The libpq helpers (see pg.h): connect, run a statement or a parameterized query, and log a
+ * failure once with the server's primary message, SQLSTATE and hint, never the conninfo.
+ */
 #include "dwasync/pg.h"
 
 #include <string.h>

@@ -1,3 +1,4 @@
+/* The text of each dw_rc code and the process exit status it maps to (see rc.h). */
 #include "dwasync/rc.h"
 
 #include <stddef.h>

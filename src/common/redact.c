@@ -1,3 +1,9 @@
+/*
+ * The redactor (see redact.h). Registered secrets (copies, held until exit or
+ * dw_redact_clear()) are replaced first; then one left-to-right scan replaces the shapes that
+ * are secrets whatever their origin: bearer tokens, JWTs, values of secret keys and PEM
+ * private key blocks. Process-global state, one thread.
+ */
 #include "dwasync/redact.h"
 
 #include <ctype.h>

@@ -1,3 +1,8 @@
+/*
+ * Reading secret files (see secret.h). The type, mode and size are checked on the open
+ * descriptor (opened with O_NOFOLLOW), not on the path, so a file swapped in between cannot
+ * win. What is read is registered with the redactor; dw_secret_free() wipes it before freeing.
+ */
 #include "dwasync/secret.h"
 
 #include <errno.h>

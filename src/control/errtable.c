@@ -1,3 +1,9 @@
+/*
+ * The control-database side of the error table (see errtable.h): the in-memory set of blocked
+ * keys (uthash), inserting error rows through dwasync.insert_errors() (redacted first),
+ * claiming and resolving rows for replay, the alert rule, purging, and the LISTEN/NOTIFY of
+ * replay requests. The replay engine that drives the claims lives in replay.c.
+ */
 #include "dwasync/errtable.h"
 
 #include <errno.h>

@@ -1,3 +1,8 @@
+/*
+ * Control schema migrations (see migrate.h): lists sql/NNN_name.sql (a duplicate version is
+ * an error), takes an advisory lock so concurrent `dwasync init` runs serialize, and applies
+ * each newer file together with its dwasync.schema_version row in one transaction.
+ */
 #include "dwasync/migrate.h"
 
 #include <ctype.h>

@@ -1,3 +1,8 @@
+/*
+ * The daemon's host interface (see daemon.h): the signal self-pipe, systemd notifications
+ * through sd_notify(), the watchdog, and the progress reporter of initial syncs. The signal
+ * flags and the pipe are process-global: a signal handler can reach nothing else.
+ */
 #include "dwasync/daemon.h"
 
 #include <errno.h>

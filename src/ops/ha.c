@@ -1,3 +1,9 @@
+/*
+ * The job lock (see ha.h): pg_try_advisory_lock() on the dedicated lock connection, tried at
+ * most once per poll interval by a standby and verified in pg_locks by the active runner.
+ * dw_ha_heartbeat() keeps the job's dwasync.runner row (host, pid, version, status,
+ * throttling) current for `dwasync status`.
+ */
 #include "dwasync/ha.h"
 
 #include <inttypes.h>

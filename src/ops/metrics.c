@@ -1,3 +1,9 @@
+/*
+ * The metrics registry, its Prometheus text exposition, and the /metrics and /healthz
+ * listener on libmicrohttpd in external polling mode (see metrics.h for the rules), plus the
+ * glue that copies the sink's counters and the process's RSS into the standard families.
+ * Everything runs on the daemon's one thread; nothing here takes a lock.
+ */
 #include "dwasync/metrics.h"
 
 #include <arpa/inet.h>

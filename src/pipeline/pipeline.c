@@ -1,3 +1,10 @@
+/*
+ * The apply pipeline (see pipeline.h for the checkpoint rule it keeps). Three windows rotate:
+ * one fills from the stream, one applies (its plan's levels submitted per group, chains
+ * answered through write tickets, missing parents retried with backoff), and one waits for
+ * persist_round() to write its error rows, checkpoint and statistics in one transaction.
+ * Runs on the daemon's thread, driven by dw_pipeline_poll() from the runner's loop.
+ */
 #include "dwasync/pipeline.h"
 
 #include <inttypes.h>

@@ -1,3 +1,10 @@
+/*
+ * `dwasync run` (see runner.h): finds the job, waits as a standby for its lock, runs a pending
+ * initial sync, then loops in stream_loop(): read the stream while the pipeline has room,
+ * poll the pipeline, confirm to the slot, tend error replays, and wait in dw_sink_run() on
+ * curl's sockets and the stream, signal, metrics and control descriptors. A run owns what it
+ * builds (connections, sink, pipeline, stream) and tears it down before it returns.
+ */
 #include "dwasync/runner.h"
 
 #include <inttypes.h>

@@ -1,3 +1,9 @@
+/*
+ * Apply windows and their plans (see window.h for the rules). Items are pushed in commit
+ * order; dw_plan_build() coalesces them into chains per target row, parks blocked keys,
+ * gathers atomic units, and places chains and units into per-group levels and waves. Pure
+ * in-memory work: no I/O, and nothing outlives the window but what the caller keeps.
+ */
 #include "dwasync/window.h"
 
 #include <inttypes.h>

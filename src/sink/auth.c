@@ -1,3 +1,9 @@
+/*
+ * OAuth2 client credentials for the sink (see dvauth.h): reads the client secret, or the
+ * certificate and private key, at creation; composes token request bodies (a client
+ * assertion is a JWT signed PS256 or RS256 with OpenSSL) and takes in the answers. No I/O
+ * after creation: the sink sends the requests.
+ */
 #include "dwasync/dvauth.h"
 
 #include <jansson.h>

@@ -1,3 +1,8 @@
+/*
+ * OData $batch bodies (see dvbatch.h): the builder writes multipart requests with CRLF line
+ * ends, optionally inside one changeset; the parser splits a response at its boundary, one
+ * level of nested changesets, and reads each embedded HTTP response. Pure; no I/O.
+ */
 #include "dwasync/dvbatch.h"
 
 #include <ctype.h>

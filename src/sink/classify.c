@@ -1,3 +1,8 @@
+/*
+ * The classifier (see dvclassify.h): a transport failure, HTTP status and Dataverse error
+ * code in, a verdict (done, retry, renew the token, permanent) and error class out. Pure
+ * functions; what counts as retryable is decided here and nowhere else.
+ */
 #include "dwasync/dvclassify.h"
 
 #include <string.h>

@@ -1,3 +1,9 @@
+/*
+ * Fetching Dataverse table metadata (see dvmeta.h): the entity, its attributes and their
+ * typed casts (lengths, ranges, precision, lookup targets, option sets), read through the
+ * sink's blocking dw_sink_get_json(). Called by the CLI (`map validate`, `job start`,
+ * `check`), never from the daemon's event loop.
+ */
 #include "dwasync/dvmeta.h"
 
 #include <jansson.h>

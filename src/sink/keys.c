@@ -1,3 +1,7 @@
+/*
+ * Dataverse key addressing (see dvkey.h): OData literals, percent-encoding, the key segment
+ * and $filter fallback of a key object, and target ids. Pure string work into a dw_buf.
+ */
 #include "dwasync/dvkey.h"
 
 #include <ctype.h>

@@ -1,3 +1,8 @@
+/*
+ * The arithmetic of throttling (see dvthrottle.h): the AIMD concurrency window, exponential
+ * backoff with jitter, and Retry-After in seconds or HTTP-date form. Pure functions; the
+ * caller passes the time and the random number.
+ */
 #include "dwasync/dvthrottle.h"
 
 #include <ctype.h>
