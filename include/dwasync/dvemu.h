@@ -132,6 +132,7 @@ struct dw_dvemu_options {
     struct dw_dvemu_client *clients;
     size_t nclients;
     int token_lifetime; /* seconds */
+    bool manual_clock;  /* time stands still until POST /_dvemu/clock moves it */
     bool admin;
     bool lenient_keys; /* accept key values Dataverse refuses in URLs (/ < > * % & : \ ? +) */
     int threads;       /* 0: a thread per connection; N: a pool of N epoll threads */

@@ -127,15 +127,15 @@ static json_t *parse_form(const char *s, size_t len)
     return o;
 }
 
-static void token_error(struct emu_resp *resp, int status, const char *error, int code,
-                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void token_error(struct emu *emu, struct emu_resp *resp, int status, const char *error,
+                        int code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
-static void token_error(struct emu_resp *resp, int status, const char *error, int code,
-                        const char *fmt, ...)
+static void token_error(struct emu *emu, struct emu_resp *resp, int status, const char *error,
+                        int code, const char *fmt, ...)
 {
     char guid[37], ts[32];
     emu_new_guid(guid);
-    time_t now = time(NULL);
+    time_t now = (time_t)(emu_clock_wall_ms(&emu->clock) / 1000);
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%SZ", &tm);
@@ -157,7 +157,7 @@ static void token_error(struct emu_resp *resp, int status, const char *error, in
 
 static char *make_token(struct emu *emu, const char *client_id, long lifetime)
 {
-    time_t now = time(NULL);
+    time_t now = (time_t)(emu_clock_wall_ms(&emu->clock) / 1000);
     char *uid = emu_stable_guid("user", client_id);
     char jti[37];
     emu_new_guid(jti);
@@ -239,7 +239,7 @@ dw_rc emu_token_check(struct emu *emu, const char *authorization, char **user)
     if (sig_len != maclen || CRYPTO_memcmp(sig, mac, maclen) != 0)
         goto out;
     json_int_t exp = json_integer_value(json_object_get(claims, "exp"));
-    if (exp <= (json_int_t)time(NULL))
+    if (exp <= (json_int_t)(emu_clock_wall_ms(&emu->clock) / 1000))
         goto out;
     const char *appid = json_string_value(json_object_get(claims, "appid"));
     if (appid == NULL)
@@ -299,7 +299,7 @@ static int check_assertion(struct emu *emu, const char *client_id, const char *j
     const char *iss = json_string_value(json_object_get(claims, "iss"));
     const char *sub = json_string_value(json_object_get(claims, "sub"));
     const char *aud = json_string_value(json_object_get(claims, "aud"));
-    json_int_t now = (json_int_t)time(NULL);
+    json_int_t now = (json_int_t)(emu_clock_wall_ms(&emu->clock) / 1000);
     json_t *exp = json_object_get(claims, "exp"), *nbf = json_object_get(claims, "nbf");
     char *suffix = dw_asprintf("/%s/oauth2/v2.0/token", tenant);
     bool aud_ok = aud && strlen(aud) >= strlen(suffix) &&
@@ -339,24 +339,24 @@ void emu_token_endpoint(struct emu *emu, const char *tenant, const char *form, s
     const char *scope = json_string_value(json_object_get(f, "scope"));
     const struct dw_dvemu_options *o = emu->opt;
     if (strcmp(tenant, o->tenant) != 0) {
-        token_error(resp, 400, "invalid_request", 90002,
+        token_error(emu, resp, 400, "invalid_request", 90002,
                     "Tenant '%s' not found. Check to make sure you have the correct tenant ID "
                     "and are signing into the correct cloud.",
                     tenant);
         goto out;
     }
     if (grant == NULL || strcmp(grant, "client_credentials") != 0) {
-        token_error(resp, 400, "unsupported_grant_type", 70003,
+        token_error(emu, resp, 400, "unsupported_grant_type", 70003,
                     "The app requested an unsupported grant type '%s'.", grant ? grant : "");
         goto out;
     }
     if (client_id == NULL) {
-        token_error(resp, 400, "invalid_request", 900144,
+        token_error(emu, resp, 400, "invalid_request", 900144,
                     "The request body must contain the following parameter: '%s'.", "client_id");
         goto out;
     }
     if (scope == NULL) {
-        token_error(resp, 400, "invalid_request", 900144,
+        token_error(emu, resp, 400, "invalid_request", 900144,
                     "The request body must contain the following parameter: '%s'.", "scope");
         goto out;
     }
@@ -365,7 +365,7 @@ void emu_token_endpoint(struct emu *emu, const char *tenant, const char *form, s
         if (strcmp(o->clients[i].id, client_id) == 0)
             c = &o->clients[i];
     if (c == NULL) {
-        token_error(resp, 400, "unauthorized_client", 700016,
+        token_error(emu, resp, 400, "unauthorized_client", 700016,
                     "Application with identifier '%s' was not found in the directory.", client_id);
         goto out;
     }
@@ -374,24 +374,24 @@ void emu_token_endpoint(struct emu *emu, const char *tenant, const char *form, s
         int code;
         if (atype == NULL ||
             strcmp(atype, "urn:ietf:params:oauth:client-assertion-type:jwt-bearer") != 0) {
-            token_error(resp, 400, "invalid_request", 50027, "Invalid client_assertion_type '%s'.",
-                        atype ? atype : "");
+            token_error(emu, resp, 400, "invalid_request", 50027,
+                        "Invalid client_assertion_type '%s'.", atype ? atype : "");
             goto out;
         }
         if (c->cert_file == NULL) {
-            token_error(resp, 401, "invalid_client", 700027, "%s",
+            token_error(emu, resp, 401, "invalid_client", 700027, "%s",
                         "Client assertion contains an invalid signature. No certificate is "
                         "registered for the application.");
             goto out;
         }
         if ((code = check_assertion(emu, client_id, assertion, tenant, &why)) != 0) {
-            token_error(resp, 401, "invalid_client", code, "%s", why);
+            token_error(emu, resp, 401, "invalid_client", code, "%s", why);
             goto out;
         }
     } else if (secret) {
         size_t a = strlen(secret), b = c->secret ? strlen(c->secret) : 0;
         if (c->secret == NULL || a != b || CRYPTO_memcmp(secret, c->secret, a) != 0) {
-            token_error(resp, 401, "invalid_client", 7000215,
+            token_error(emu, resp, 401, "invalid_client", 7000215,
                         "Invalid client secret provided. Ensure the secret being sent in the "
                         "request is the client secret value, not the client secret ID, for a "
                         "secret added to app '%s'.",
@@ -399,7 +399,7 @@ void emu_token_endpoint(struct emu *emu, const char *tenant, const char *form, s
             goto out;
         }
     } else {
-        token_error(resp, 401, "invalid_client", 7000218,
+        token_error(emu, resp, 401, "invalid_client", 7000218,
                     "The request body must contain the following parameter: '%s'.",
                     "client_assertion' or 'client_secret");
         goto out;

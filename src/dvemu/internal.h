@@ -108,6 +108,18 @@ struct emu_undo {
     json_t *old; /* NULL: the row did not exist */
 };
 
+/* dvemu's time source (clock.c): the machine's clocks, or, with --clock manual, a clock that
+ * stands still until a test moves it. Its own lock; never held while another is taken. */
+struct emu_clock {
+    bool manual;
+    pthread_mutex_t lock;
+    pthread_cond_t moved;
+    int64_t mono0_ms, wall0_ms; /* the machine's clocks when dvemu started */
+    int64_t offset_ms;          /* manual: how far the clock has been moved since */
+    int waiting;                /* manual: requests waiting for the clock to pass their end */
+    bool stopping;              /* shutting down: nobody waits any more */
+};
+
 /* A client that authenticates with a certificate (a signed JWT client assertion). */
 struct emu_certclient {
     const char *id; /* borrowed from the options */
@@ -117,6 +129,7 @@ struct emu_certclient {
 
 struct emu {
     const struct dw_dvemu_options *opt;
+    struct emu_clock clock;
     unsigned char token_key[32]; /* signs the access tokens dvemu issues */
     struct emu_certclient *certs;
     size_t ncerts;
@@ -229,6 +242,23 @@ void emu_privileges_free(struct emu *emu);
 dw_rc emu_privilege_check(struct emu *emu, const struct emu_table *t, enum emu_priv priv,
                           const json_t *before, const json_t *after, const char *id,
                           struct emu_err *err);
+
+/* clock.c */
+void emu_clock_init(struct emu_clock *c, bool manual);
+void emu_clock_cleanup(struct emu_clock *c);
+/* Monotonic milliseconds (only differences mean anything). */
+int64_t emu_clock_ms(struct emu_clock *c);
+/* Milliseconds since the Unix epoch (manual: the start time plus how far it was moved). */
+int64_t emu_clock_wall_ms(struct emu_clock *c);
+/* Spends ms of server time: sleeps (real), or waits until the clock is moved that far. */
+void emu_clock_sleep(struct emu_clock *c, int64_t ms);
+/* Ends every wait and every later one (shutdown: the server's threads must finish). */
+void emu_clock_release(struct emu_clock *c);
+/* Moves a manual clock forward by advance_ms, or to set_ms (ms since start) when set; on
+ * error *why (heap, caller frees) says why: a real clock, or a move backwards. */
+dw_rc emu_clock_move(struct emu_clock *c, int64_t advance_ms, int64_t set_ms, bool set, char **why);
+/* {"mode", "now_ms" (since start), "wall_s", "wall" (ISO 8601), "waiting"}: a new reference. */
+json_t *emu_clock_json(struct emu_clock *c);
 
 /* auth.c */
 dw_rc emu_auth_init(struct emu *emu);

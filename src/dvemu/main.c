@@ -28,6 +28,9 @@ static void usage(FILE *f)
                "  --client-cert ID:CERTFILE a client that signs JWT assertions (RS256 + x5t,\n"
                "                            PS256 + x5t#S256) with the key of this certificate\n"
                "  --token-lifetime SECONDS  access token lifetime (default 3599)\n"
+               "  --clock real|manual       manual: time stands still until POST /_dvemu/clock\n"
+               "                            moves it (token expiry, limit windows, Retry-After,\n"
+               "                            slow answers, createdon); needs --admin\n"
                "  --admin                   enable the /_dvemu/ inspection and fault endpoints\n"
                "  --lenient-keys            accept / < > * %% & : \\ ? + in key values of URLs\n"
                "                            (Dataverse refuses them with 400)\n"
@@ -111,6 +114,7 @@ int main(int argc, char **argv)
         O_CLIENT,
         O_CLIENT_CERT,
         O_TOKEN_LIFETIME,
+        O_CLOCK,
         O_ADMIN,
         O_LENIENT_KEYS,
         O_THREADS,
@@ -137,6 +141,7 @@ int main(int argc, char **argv)
         {"client", required_argument, NULL, O_CLIENT},
         {"client-cert", required_argument, NULL, O_CLIENT_CERT},
         {"token-lifetime", required_argument, NULL, O_TOKEN_LIFETIME},
+        {"clock", required_argument, NULL, O_CLOCK},
         {"admin", no_argument, NULL, O_ADMIN},
         {"lenient-keys", no_argument, NULL, O_LENIENT_KEYS},
         {"threads", required_argument, NULL, O_THREADS},
@@ -210,6 +215,13 @@ int main(int argc, char **argv)
             rc = parse_int("--token-lifetime", optarg, 1, 86400, &v);
             o.token_lifetime = (int)v;
             break;
+        case O_CLOCK:
+            if (strcmp(optarg, "real") != 0 && strcmp(optarg, "manual") != 0) {
+                fprintf(stderr, "dvemu: --clock is real or manual, not \"%s\"\n", optarg);
+                rc = DW_ERR_INVALID;
+            }
+            o.manual_clock = strcmp(optarg, "manual") == 0;
+            break;
         case O_ADMIN:
             o.admin = true;
             break;
@@ -279,6 +291,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "dvemu: --metadata, --tenant and at least one --client or "
                         "--client-cert are required\n");
         usage(stderr);
+        goto out;
+    }
+    if (o.manual_clock && !o.admin) {
+        fprintf(stderr, "dvemu: --clock manual needs --admin (the clock moves through "
+                        "POST /_dvemu/clock)\n");
         goto out;
     }
     if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {

@@ -247,7 +247,7 @@ static bool limits_admit(struct server *s, const char *user, uint64_t *ticket,
                          struct emu_resp *resp, long *remaining)
 {
     const struct dw_dvemu_options *o = s->emu.opt;
-    int64_t now = dw_clock_ms(), window = (int64_t)o->limit_window_s * 1000;
+    int64_t now = emu_clock_ms(&s->emu.clock), window = (int64_t)o->limit_window_s * 1000;
     struct emu_err err = {0};
     long retry = 0;
     pthread_mutex_lock(&s->limit_lock);
@@ -466,6 +466,27 @@ static void admin(struct server *s, const char *method, const char *path, const 
         json_decref(cfg);
         return;
     }
+    if (strcmp(path, "clock") == 0 && strcmp(method, "GET") == 0) {
+        emu_resp_json(resp, 200, emu_clock_json(&emu->clock));
+        return;
+    }
+    if (strcmp(path, "clock") == 0 && strcmp(method, "POST") == 0) {
+        json_t *cfg = json_loadb(c->body.data ? c->body.data : "", c->body.len, 0, NULL);
+        json_t *adv = json_object_get(cfg, "advance_ms"), *set = json_object_get(cfg, "set_ms");
+        char *why = NULL;
+        if (!json_is_object(cfg) || json_object_size(cfg) != 1 ||
+            !(json_is_integer(adv) || json_is_integer(set)))
+            why = dw_strdup("the clock takes {\"advance_ms\": N} or {\"set_ms\": N}");
+        else if (emu_clock_move(&emu->clock, json_integer_value(adv), json_integer_value(set),
+                                set != NULL, &why) == DW_OK)
+            emu_resp_json(resp, 200, emu_clock_json(&emu->clock));
+        if (why) {
+            emu_resp_json(resp, emu->clock.manual ? 400 : 409, json_pack("{s:s}", "error", why));
+            free(why);
+        }
+        json_decref(cfg);
+        return;
+    }
     if (strcmp(path, "outage") == 0 && strcmp(method, "POST") == 0) {
         json_t *cfg = json_pack("{s:b}", "outage", query && strstr(query, "on=1") != NULL);
         char *why = NULL;
@@ -546,10 +567,10 @@ static void api(struct server *s, struct MHD_Connection *con, const char *method
     long remaining = 0;
     if (!limits_admit(s, user, &ticket, resp, &remaining))
         goto out;
-    int64_t t0 = dw_clock_ms();
+    int64_t t0 = emu_clock_ms(&emu->clock);
     /* A slow answer counts as execution time, as a slow Dataverse request would. */
     if (kind == F_SLOW)
-        usleep((useconds_t)slow_ms * 1000);
+        emu_clock_sleep(&emu->clock, slow_ms);
     const char *prefer = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Prefer");
     struct emu_req req = {
         .method = method,
@@ -568,7 +589,7 @@ static void api(struct server *s, struct MHD_Connection *con, const char *method
                          prefer && strstr(prefer, "odata.continue-on-error"), resp);
     else
         emu_api_handle(emu, &req, resp);
-    limits_done(s, user, ticket, dw_clock_ms() - t0);
+    limits_done(s, user, ticket, emu_clock_ms(&emu->clock) - t0);
     char num[24];
     snprintf(num, sizeof num, "%ld", remaining);
     emu_resp_header(resp, "x-ms-ratelimit-burst-remaining-xrm-requests", num);
@@ -769,6 +790,7 @@ dw_rc dw_dvemu_run(const struct dw_dvemu_options *o)
     signal(SIGPIPE, SIG_IGN);
 
     s->emu.opt = o;
+    emu_clock_init(&s->emu.clock, o->manual_clock);
     pthread_mutex_init(&s->emu.store_lock, NULL);
     pthread_mutex_init(&s->limit_lock, NULL);
     pthread_mutex_init(&s->fault_lock, NULL);
@@ -863,6 +885,7 @@ dw_rc dw_dvemu_run(const struct dw_dvemu_options *o)
     int sig = 0;
     sigwait(&sigs, &sig);
     DW_INFO("dvemu stopping on signal %d", sig);
+    emu_clock_release(&s->emu.clock);
     MHD_stop_daemon(d);
     d = NULL;
     if (o->state_file) {
@@ -871,6 +894,7 @@ dw_rc dw_dvemu_run(const struct dw_dvemu_options *o)
         pthread_mutex_unlock(&s->emu.store_lock);
     }
 out:
+    emu_clock_release(&s->emu.clock);
     if (d)
         MHD_stop_daemon(d);
     free(cert);
@@ -883,6 +907,7 @@ out:
     free(s->emu.base_url);
     json_decref(s->counters);
     json_decref(s->schedule);
+    emu_clock_cleanup(&s->emu.clock);
     free(s);
     return rc;
 }

@@ -56,20 +56,14 @@ void emu_resp_error(struct emu_resp *r, const struct emu_err *e)
                             e->message ? e->message : ""));
 }
 
-static void now_iso(char out[32])
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* One timestamp per operation, shared by every row it writes (under store_lock). */
 static void set_now(struct emu *emu)
 {
     char now[32];
-    now_iso(now);
+    time_t secs = (time_t)(emu_clock_wall_ms(&emu->clock) / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm);
     json_decref(emu->now_json);
     emu->now_json = json_string(now);
 }

@@ -11,6 +11,9 @@
 #   dvemu_admin GET|POST PATH [BODY]   # calls /_dvemu/PATH, prints the body
 #   dvemu_api METHOD PATH [BODY] [curl args...]   # authenticated Web API call, prints body
 #   dvemu_stop                         # SIGTERM and wait (state is saved with --state)
+#   dvemu_clock_advance MS             # moves a --clock manual dvemu's clock forward MS ms
+#   dvemu_clock_wait_waiting N         # waits until N requests wait for the clock to move
+#   dvemu_wait_jq FILTER VALUE [PATH]  # waits until /_dvemu/PATH (counters) | jq FILTER = VALUE
 
 DVEMU_METADATA_DEFAULT="$DWASYNC_SOURCE_DIR/packaging/sample/dataverse-metadata.json"
 
@@ -172,4 +175,32 @@ dvemu_batch() {
         -H "Content-Type: ${BATCH_CT:-multipart/mixed; boundary=\"batch_AAA\"}" "$@" \
         --data-binary @"$DVEMU_DIR/batch-req" "$DVEMU_URL/api/data/v9.2/\$batch")
     DV_BODY=$(cat "$DVEMU_DIR/batch-resp")
+}
+
+# dvemu_clock_advance MS: moves the manual clock forward (dvemu --clock manual); fails the
+# test's shell if dvemu refuses.
+dvemu_clock_advance() {
+    local out
+    out=$(curl -s -w '\n%{http_code}' $(dvemu_curl_tls_args) -X POST -H 'Content-Type: application/json' \
+        --data-binary "{\"advance_ms\": $1}" "$DVEMU_URL/_dvemu/clock")
+    [ "${out##*$'\n'}" = 200 ] || die "dvemu refused to move its clock: $out"
+}
+
+# dvemu_wait_jq FILTER VALUE [PATH]: waits (bounded: 60 s) until GET /_dvemu/PATH (default
+# counters) piped through jq -r FILTER prints VALUE; returns 1 if it never does. An event
+# wait: the bound is generous and only ends a test that would otherwise hang.
+dvemu_wait_jq() {
+    local filter=$1 want=$2 path=${3:-counters} i got=
+    for ((i = 0; i < 1200; i++)); do
+        got=$(dvemu_admin GET "$path" | jq -r "$filter")
+        [ "$got" = "$want" ] && return 0
+        sleep 0.05
+    done
+    log "dvemu_wait_jq: $path | $filter is \"$got\", not \"$want\""
+    return 1
+}
+
+# dvemu_clock_wait_waiting N: waits until N requests wait for the manual clock to move.
+dvemu_clock_wait_waiting() {
+    dvemu_wait_jq .waiting "$1" clock
 }

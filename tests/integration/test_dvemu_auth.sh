@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # dvemu: the Entra ID token endpoint (secret, certificate assertions RS256/x5t and
-# PS256/x5t#S256), 401 on missing/wrong/expired tokens, HTTPS against a test CA.
+# PS256/x5t#S256), 401 on missing/wrong/expired tokens, HTTPS against a test CA. dvemu runs
+# on its manual clock: tokens expire and assertions age when the test moves it, not when the
+# machine gets round to it.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 dw_mktemp work
 
@@ -11,7 +13,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=another client" \
     -keyout "$work/other.key" -out "$work/other.pem" >/dev/null 2>&1
 CERT_CLIENT=11111111-2222-4333-8444-555555555555
 
-dvemu_start --token-lifetime 2 --client-cert "$CERT_CLIENT:$work/client.pem"
+dvemu_start --clock manual --token-lifetime 2 --client-cert "$CERT_CLIENT:$work/client.pem"
 TOKEN_URL="$DVEMU_URL/$DVEMU_TENANT/oauth2/v2.0/token"
 
 # token FORM-ARGS...: POSTs the form; sets DV_STATUS and DV_BODY.
@@ -59,7 +61,9 @@ check_contains "401 carries WWW-Authenticate with the authority" \
 forged="${tok%.*}.AAAA${tok##*.}"
 check_eq "a token with a wrong signature is 401" 401 "$(status -H "Authorization: Bearer $forged" "$DVEMU_URL/api/data/v9.2/WhoAmI")"
 check_eq "garbage is 401" 401 "$(status -H "Authorization: Bearer abc" "$DVEMU_URL/api/data/v9.2/WhoAmI")"
-sleep 3
+dvemu_clock_advance 1999
+check_eq "a token is valid until its last millisecond" 200 "$(status -H "Authorization: Bearer $tok" "$DVEMU_URL/api/data/v9.2/WhoAmI")"
+dvemu_clock_advance 1
 check_eq "an expired token is 401" 401 "$(status -H "Authorization: Bearer $tok" "$DVEMU_URL/api/data/v9.2/WhoAmI")"
 
 # --- certificate assertions -------------------------------------------------------------------
@@ -68,7 +72,7 @@ b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 assertion() {
     local alg=$1 key=$2 cert=$3 aud=${4:-$TOKEN_URL} exp=${5:-600} iss=${6:-$CERT_CLIENT}
     local now hdr claims signing sig
-    now=$(date +%s)
+    now=$(dvemu_admin GET clock | jq .wall_s) # dvemu's time, which stands still
     if [ "$alg" = PS256 ]; then
         hdr=$(printf '{"alg":"PS256","typ":"JWT","x5t#S256":"%s"}' \
             "$(openssl x509 -in "$cert" -outform DER | openssl dgst -sha256 -binary | b64url)")

@@ -17,6 +17,9 @@ check_eq "outage: the token endpoint still works" 1 "$([ "$(dvemu_token)" != nul
 dvemu_admin POST 'outage?on=0' >/dev/null
 dvemu_call GET WhoAmI
 check_eq "outage over" 200 "$DV_STATUS"
+check_eq "the machine's clock cannot be moved (409)" 409 \
+    "$(curl -s -o /dev/null -w '%{http_code}' -X POST --data '{"advance_ms": 1}' "$DVEMU_URL/_dvemu/clock")"
+check_eq "GET /_dvemu/clock says which clock runs" real "$(dvemu_admin GET clock | jq -r .mode)"
 
 # --- a schedule: request N gets fault F ----------------------------------------------------------
 dvemu_admin POST faults '{"schedule":{"1":"503","2":"500","3":"429","4":"html","5":"malformed","6":"drop","8":"slow"},"slow_ms":200}' >/dev/null

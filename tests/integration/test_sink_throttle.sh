@@ -2,14 +2,27 @@
 # 429 storm: dvemu's service protection limits are set tiny, so a run of 400 rows is
 # throttled again and again. Every row lands, and while a Retry-After pause is in force the
 # sink sends nothing at all to the environment (counted from dvemu's request log).
+# dvemu's window runs on its manual clock, moved on by the test each time dvemu throttles:
+# every window ends in a 429 however fast or slow the machine is.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 dw_mktemp work sink-throttle
-dvemu_start --limit-requests 15 --limit-window 2
+dvemu_start --clock manual --limit-requests 15 --limit-window 2
 sink_conf "$work/dw.conf" "batch_size = 10" "max_concurrency = 8"
 sink_seed_company "$work/dw.conf" "$work/rows"
 
 sink_accounts 400 R >"$work/rows.jsonl"
-sink_apply "$work/dw.conf" "$work/rows.jsonl" "$work/out" "$work/err"
+sink_apply "$work/dw.conf" "$work/rows.jsonl" "$work/out" "$work/err" &
+apply_pid=$!
+seen=0
+while kill -0 "$apply_pid" 2>/dev/null; do
+    now=$(dvemu_admin GET counters | jq .throttled)
+    if [ "$now" -gt "$seen" ]; then # a 429: the window moves on while the sink pauses
+        dvemu_clock_advance 2000
+        seen=$now
+    fi
+    sleep 0.05
+done
+wait "$apply_pid"
 check_eq "throttled run exits 0" 0 $?
 check_eq "all 400 rows applied" 400 "$(sink_count "$work/out" applied)"
 check_eq "dvemu holds 400 accounts" 400 \
