@@ -23,20 +23,27 @@ for f in /usr/bin/dwasync /usr/bin/dvemu /usr/share/dwasync/sql/001_control_sche
     /usr/share/dwasync/sql/030_runner.sql /etc/dwasync/dwasync.conf \
     /usr/lib/systemd/system/dwasync.service /usr/lib/systemd/system/dwasync@.service \
     /usr/share/man/man1/dwasync.1.gz /usr/share/man/man1/dvemu.1.gz \
-    /usr/share/man/man5/dwasync.conf.5.gz /usr/share/doc/dwasync/copyright; do
+    /usr/share/man/man5/dwasync.conf.5.gz /usr/share/doc/dwasync/copyright \
+    /usr/share/dwasync/monitoring/dwasync-alerts.yml \
+    /usr/share/dwasync/monitoring/dwasync-dashboard.json; do
     expect "$deb" "$deb_files" "$f"
     expect "$rpm" "$rpm_files" "$f"
 done
 if grep -q -- "-rw-r----- ./etc/dwasync/dwasync.conf" <<<"$deb_files"; then ok "deb config mode 0640"
 else bad "deb config mode is not 0640"; fi
-if dpkg-deb -I "$deb" conffiles | grep -qx /etc/dwasync/dwasync.conf; then ok "deb config is a conffile"
+# Listings are read whole before grep -q: grep leaving at the first match would kill the
+# writer with SIGPIPE, which pipefail turns into a failure at random.
+conffiles=$(dpkg-deb -I "$deb" conffiles 2>/dev/null || true)
+if grep -qx /etc/dwasync/dwasync.conf <<<"$conffiles"; then ok "deb config is a conffile"
 else bad "deb config is not a conffile"; fi
 for s in postinst prerm postrm; do
     dpkg-deb -I "$deb" "$s" >/dev/null 2>&1 && ok "deb has $s" || bad "deb lacks $s"
 done
-if rpm -qp --configfiles "$rpm" 2>/dev/null | grep -qx /etc/dwasync/dwasync.conf; then ok "rpm config is %config"
+configfiles=$(rpm -qp --configfiles "$rpm" 2>/dev/null || true)
+if grep -qx /etc/dwasync/dwasync.conf <<<"$configfiles"; then ok "rpm config is %config"
 else bad "rpm config is not %config"; fi
-if rpm -qp --dump "$rpm" 2>/dev/null | grep -q '^/etc/dwasync/dwasync.conf .* 0100640 root dwasync 1 0 '; then
+dump=$(rpm -qp --dump "$rpm" 2>/dev/null || true)
+if grep -q '^/etc/dwasync/dwasync.conf .* 0100640 root dwasync 1 0 ' <<<"$dump"; then
     ok "rpm config is %config(noreplace) 0640 root:dwasync"
 else bad "rpm config is not noreplace 0640 root:dwasync"; fi
 scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)

@@ -10,6 +10,9 @@ packages=(
     clang clang-format libclang-rt-14-dev
     rpm rpmlint lintian file openssl procps iproute2 util-linux systemd jq python3
     adduser man-db groff-base bsdextrautils
+    # promtool (check and unit-test the shipped alert rules) comes only in the server
+    # package; PyYAML reads the rule file for the metric-name checks.
+    prometheus python3-yaml
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -21,6 +24,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's prometheus package enables and starts a server on :9090 that tests never use:
+# stop it when this run installed it (a Prometheus that was already there is left alone).
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
 fi
 # The Debian server package creates and starts a system cluster; tests never use it.
 if [ -n "$(ls /etc/postgresql 2>/dev/null)" ] && command -v pg_lsclusters >/dev/null; then
