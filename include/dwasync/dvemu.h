@@ -136,6 +136,7 @@ struct dw_dvemu_options {
     bool admin;
     bool lenient_keys; /* accept key values Dataverse refuses in URLs (/ < > * % & : \ ? +) */
     int threads;       /* 0: a thread per connection; N: a pool of N epoll threads */
+    int page_size;     /* rows per page of a collection (Dataverse: 5000) */
     /* service protection limits, per user */
     int limit_requests;
     int limit_exec_ms;

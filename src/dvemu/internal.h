@@ -169,6 +169,7 @@ struct emu_req {
     const char *body;
     size_t body_len;
     bool prefer_representation;
+    int max_page_size; /* Prefer: odata.maxpagesize=N, 0 when not asked */
     const char *if_match;
     const char *if_none_match;
     json_t *content_ids; /* $batch: Content-ID -> "set(guid)"; borrowed, may be NULL */
@@ -269,6 +270,8 @@ void emu_token_endpoint(struct emu *emu, const char *tenant, const char *form, s
 dw_rc emu_token_check(struct emu *emu, const char *authorization, char **user);
 
 /* webapi.c */
+/* N of "odata.maxpagesize=N" in a Prefer header, 0 when absent or not a positive number. */
+int emu_prefer_max_page_size(const char *prefer);
 void emu_resp_init(struct emu_resp *r);
 void emu_resp_cleanup(struct emu_resp *r);
 void emu_resp_header(struct emu_resp *r, const char *name, const char *value);

@@ -36,6 +36,8 @@ static void usage(FILE *f)
                "                            (Dataverse refuses them with 400)\n"
                "  --threads N               0: a thread per connection (default); N: N epoll "
                "threads\n"
+               "  --page-size N             rows per page of a collection (5000, as Dataverse;\n"
+               "                            Prefer: odata.maxpagesize asks for fewer)\n"
                "  --limit-requests N        service protection: requests per window (6000)\n"
                "  --limit-exec-ms N         execution time per window (1200000)\n"
                "  --limit-window SECONDS    window length (300)\n"
@@ -118,6 +120,7 @@ int main(int argc, char **argv)
         O_ADMIN,
         O_LENIENT_KEYS,
         O_THREADS,
+        O_PAGE_SIZE,
         O_LIMIT_REQUESTS,
         O_LIMIT_EXEC,
         O_LIMIT_WINDOW,
@@ -145,6 +148,7 @@ int main(int argc, char **argv)
         {"admin", no_argument, NULL, O_ADMIN},
         {"lenient-keys", no_argument, NULL, O_LENIENT_KEYS},
         {"threads", required_argument, NULL, O_THREADS},
+        {"page-size", required_argument, NULL, O_PAGE_SIZE},
         {"limit-requests", required_argument, NULL, O_LIMIT_REQUESTS},
         {"limit-exec-ms", required_argument, NULL, O_LIMIT_EXEC},
         {"limit-window", required_argument, NULL, O_LIMIT_WINDOW},
@@ -231,6 +235,10 @@ int main(int argc, char **argv)
         case O_THREADS:
             rc = parse_int("--threads", optarg, 0, 256, &v);
             o.threads = (int)v;
+            break;
+        case O_PAGE_SIZE:
+            rc = parse_int("--page-size", optarg, 1, 5000, &v);
+            o.page_size = (int)v;
             break;
         case O_LIMIT_REQUESTS:
             rc = parse_int("--limit-requests", optarg, 1, INT_MAX, &v);

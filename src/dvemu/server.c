@@ -579,6 +579,7 @@ static void api(struct server *s, struct MHD_Connection *con, const char *method
         .body = c->body.data,
         .body_len = c->body.len,
         .prefer_representation = prefer && strstr(prefer, "return=representation"),
+        .max_page_size = emu_prefer_max_page_size(prefer),
         .if_match = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "If-Match"),
         .if_none_match = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "If-None-Match"),
         .user = user,
@@ -722,6 +723,7 @@ void dw_dvemu_options_init(struct dw_dvemu_options *o)
     o->dop_hint = 8;
     o->history_max = 250000;
     o->threads = 0;
+    o->page_size = 5000;
 }
 
 void dw_dvemu_options_cleanup(struct dw_dvemu_options *o)

@@ -2,6 +2,7 @@
  * caller (server.c or the $batch code) holds no lock; emu_api_handle takes store_lock for
  * the whole operation. */
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,11 +231,66 @@ static json_t *table_matches(struct emu_table *t, const struct dw_dvemu_filter *
     return out;
 }
 
+/* The largest page and the largest @odata.count Dataverse answers ("Page results using
+ * OData", "Count rows using OData"). */
+#define EMU_PAGE_MAX 5000
+
+int emu_prefer_max_page_size(const char *prefer)
+{
+    const char *p = prefer ? strstr(prefer, "odata.maxpagesize=") : NULL;
+    if (p == NULL)
+        return 0;
+    char *end;
+    long n = strtol(p + strlen("odata.maxpagesize="), &end, 10);
+    return n > 0 && n <= INT_MAX ? (int)n : 0;
+}
+
+/* The rows a $skiptoken says were answered already: dvemu's tokens are Dataverse-shaped
+ * cookies carrying the offset ("<cookie pagenumber="2" dvemu-skip="5000" />"). */
+static dw_rc skiptoken_offset(const char *token, size_t *out)
+{
+    const char *p = strstr(token, "dvemu-skip=\"");
+    if (p == NULL)
+        return DW_ERR_INVALID;
+    char *end;
+    unsigned long long n = strtoull(p + strlen("dvemu-skip=\""), &end, 10);
+    if (*end != '"' || end == p + strlen("dvemu-skip=\""))
+        return DW_ERR_INVALID;
+    *out = (size_t)n;
+    return DW_OK;
+}
+
+/* The absolute URL of the next page: the request's own path and query (without its
+ * $skiptoken) and a $skiptoken for the rows after skip; a new heap string. */
+static char *next_link(struct emu *emu, const struct emu_req *req, size_t skip, size_t page)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    (void)dw_buf_printf(&b, "%s" EMU_API_PREFIX "%s?", emu->base_url, req->path);
+    const char *q = req->query ? req->query : "";
+    while (*q) {
+        size_t n = strcspn(q, "&");
+        if (n > 0 && strncmp(q, "$skiptoken=", 11) != 0 && strncmp(q, "%24skiptoken=", 13) != 0) {
+            (void)dw_buf_append(&b, q, n);
+            (void)dw_buf_putc(&b, '&');
+        }
+        q += n;
+        if (*q == '&')
+            q++;
+    }
+    (void)dw_buf_printf(&b,
+                        "$skiptoken=%%3Ccookie%%20pagenumber=%%22%zu%%22%%20dvemu-skip=%%22%zu%%22"
+                        "%%20/%%3E",
+                        page, skip);
+    return dw_buf_steal(&b);
+}
+
 /* Answers a GET on a collection: $filter, $orderby, $count, $top, then $select. Takes
  * ownership of rows (an array of objects); rows NULL: table t's rows. t may be NULL for
  * virtual collections. */
-static void collection_answer(struct emu *emu, const char *context, json_t *rows, json_t *query,
-                              struct emu_table *t, struct emu_resp *resp)
+static void collection_answer(struct emu *emu, const struct emu_req *req, const char *context,
+                              json_t *rows, json_t *query, struct emu_table *t,
+                              struct emu_resp *resp)
 {
     struct emu_err err = {0};
     json_t *select = NULL;
@@ -310,6 +366,29 @@ static void collection_answer(struct emu *emu, const char *context, json_t *rows
         while (json_array_size(out) > (size_t)n)
             json_array_remove(out, json_array_size(out) - 1);
     }
+    /* Server-driven paging: at most a page of rows, and a next link for the rest. */
+    size_t skip = 0, page = (size_t)emu->opt->page_size;
+    const char *st = json_string_value(json_object_get(query, "$skiptoken"));
+    if (st && skiptoken_offset(st, &skip) != DW_OK) {
+        json_decref(out);
+        emu_err_set(&err, 400, "0x80060888", "Invalid value '%s' for $skiptoken query option.", st);
+        goto fail;
+    }
+    /* A preference above the server's page (5,000, or --page-size) is not applied. */
+    if (req && req->max_page_size > 0 && (size_t)req->max_page_size <= page) {
+        page = (size_t)req->max_page_size;
+        char applied[48];
+        snprintf(applied, sizeof applied, "odata.maxpagesize=%d", req->max_page_size);
+        emu_resp_header(resp, "Preference-Applied", applied);
+    }
+    for (size_t k = 0; k < skip && json_array_size(out) > 0; k++)
+        json_array_remove(out, 0);
+    char *next = NULL;
+    if (json_array_size(out) > page && req != NULL) {
+        next = next_link(emu, req, skip + page, (skip + page) / page + 1);
+        while (json_array_size(out) > page)
+            json_array_remove(out, json_array_size(out) - 1);
+    }
     json_t *final = json_array();
     json_array_foreach(out, i, row)
     {
@@ -323,8 +402,13 @@ static void collection_answer(struct emu *emu, const char *context, json_t *rows
     free(ctx);
     const char *count = json_string_value(json_object_get(query, "$count"));
     if (count && strcmp(count, "true") == 0)
-        json_object_set_new(body, "@odata.count", json_integer((json_int_t)total));
+        json_object_set_new(
+            body, "@odata.count",
+            json_integer((json_int_t)(total > EMU_PAGE_MAX ? EMU_PAGE_MAX : total)));
     json_object_set_new(body, "value", final);
+    if (next)
+        json_object_set_new(body, "@odata.nextLink", json_string(next));
+    free(next);
     emu_resp_json(resp, 200, body);
     goto out;
 fail:
@@ -998,15 +1082,15 @@ out:
 
 /* --- metadata and virtual collections -------------------------------------------------- */
 
-static void entity_definitions(struct emu *emu, const char *rest, json_t *query,
-                               struct emu_resp *resp)
+static void entity_definitions(struct emu *emu, const struct emu_req *req, const char *rest,
+                               json_t *query, struct emu_resp *resp)
 {
     struct emu_err err = {0};
     if (*rest == '\0' || *rest == '?') {
         json_t *rows = json_array();
         for (size_t i = 0; i < emu->ntables; i++)
             json_array_append_new(rows, emu_meta_entity_json(&emu->tables[i]));
-        collection_answer(emu, "EntityDefinitions", rows, query, NULL, resp);
+        collection_answer(emu, req, "EntityDefinitions", rows, query, NULL, resp);
         return;
     }
     char *decoded = NULL;
@@ -1048,7 +1132,7 @@ static void entity_definitions(struct emu *emu, const char *rest, json_t *query,
         json_t *rows = json_array();
         for (size_t i = 0; i < t->nkeys; i++)
             json_array_append_new(rows, emu_meta_key_json(t, &t->keys[i]));
-        collection_answer(emu, "EntityDefinitions(...)/Keys", rows, query, NULL, resp);
+        collection_answer(emu, req, "EntityDefinitions(...)/Keys", rows, query, NULL, resp);
         goto out;
     }
     if (strncmp(sub, "/Attributes", 11) == 0) {
@@ -1073,7 +1157,7 @@ static void entity_definitions(struct emu *emu, const char *rest, json_t *query,
             }
             json_array_append_new(rows, a);
         }
-        collection_answer(emu, "EntityDefinitions(...)/Attributes", rows, query, NULL, resp);
+        collection_answer(emu, req, "EntityDefinitions(...)/Attributes", rows, query, NULL, resp);
         goto out;
     }
     emu_err_set(&err, 404, "0x8006088a", "Resource not found for the segment '%s'.", sub + 1);
@@ -1084,7 +1168,8 @@ out:
     emu_err_clear(&err);
 }
 
-static void sdk_message_filters(struct emu *emu, json_t *query, struct emu_resp *resp)
+static void sdk_message_filters(struct emu *emu, const struct emu_req *req, json_t *query,
+                                struct emu_resp *resp)
 {
     static const char *const messages[] = {"Create",         "Update",         "Delete",
                                            "CreateMultiple", "UpdateMultiple", "UpsertMultiple"};
@@ -1106,7 +1191,70 @@ static void sdk_message_filters(struct emu *emu, json_t *query, struct emu_resp 
             free(mid);
         }
     }
-    collection_answer(emu, "sdkmessagefilters", rows, query, NULL, resp);
+    collection_answer(emu, req, "sdkmessagefilters", rows, query, NULL, resp);
+}
+
+/* System query options dvemu answers. Any other "$..." option, and the fetchXml parameter,
+ * is refused with an error in Dataverse's shape: nothing is silently ignored. */
+static bool query_refused(json_t *query, const char *seg, size_t seglen, struct emu_err *err)
+{
+    static const char *const known[] = {"$select", "$filter",    "$orderby", "$top",
+                                        "$count",  "$skiptoken", "$expand"};
+    static const char *const not_emulated[] = {"$apply", "fetchXml"};
+    const char *k;
+    json_t *v;
+    json_object_foreach(query, k, v)
+    {
+        for (size_t i = 0; i < sizeof not_emulated / sizeof not_emulated[0]; i++)
+            if (strcmp(k, not_emulated[i]) == 0) {
+                emu_err_set(err, 501, "0x80060888",
+                            "dvemu does not emulate the '%s' query option; see dvemu(1), "
+                            "\"What dvemu does not emulate\".",
+                            k);
+                return true;
+            }
+        if (k[0] != '$')
+            continue; /* custom query options and parameter aliases (@p1) */
+        bool ok = false;
+        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+            ok |= strcmp(k, known[i]) == 0;
+        if (!ok) {
+            emu_err_set(err, 400, "0x80060888", "The query parameter %s is not supported", k);
+            return true;
+        }
+    }
+    /* $expand is answered for metadata ($expand=OptionSet), not yet for table rows. */
+    const char *ex = json_string_value(json_object_get(query, "$expand"));
+    if (ex && !(seglen == 17 && strncmp(seg, "EntityDefinitions", 17) == 0)) {
+        emu_err_set(err, 501, "0x80060888",
+                    "dvemu does not emulate $expand of table rows ('%s'); see dvemu(1).", ex);
+        return true;
+    }
+    return false;
+}
+
+/* GET <set>/$count: the number of rows (that match $filter), as text, at most 5,000
+ * ("Count rows using OData"). */
+static void count_answer(struct emu_table *t, json_t *query, struct emu_resp *resp)
+{
+    struct emu_err err = {0};
+    struct dw_dvemu_filter *filter = NULL;
+    const char *fs = json_string_value(json_object_get(query, "$filter"));
+    char *msg = NULL;
+    if (fs && dw_dvemu_filter_parse(fs, &filter, &msg) != DW_OK) {
+        emu_err_set(&err, 400, "0x80060888", "%s", msg);
+        free(msg);
+        emu_resp_error(resp, &err);
+        emu_err_clear(&err);
+        return;
+    }
+    size_t n = 0;
+    for (struct emu_row *r = t->rows; r; r = r->hh.next)
+        n += filter == NULL || dw_dvemu_filter_match(filter, r->data);
+    dw_dvemu_filter_free(filter);
+    resp->status = 200;
+    (void)dw_buf_printf(&resp->body, "%zu", n > EMU_PAGE_MAX ? (size_t)EMU_PAGE_MAX : n);
+    resp->content_type = "text/plain; charset=utf-8";
 }
 
 /* --- routing --------------------------------------------------------------------------- */
@@ -1120,6 +1268,8 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
     const char *path = req->path;
     size_t seg = strcspn(path, "(/");
     const char *rest = path + seg;
+    if (query_refused(query, path, seg, &err))
+        goto fail;
 
     if ((seg == 6 && strncmp(path, "WhoAmI", 6) == 0) &&
         (strcmp(rest, "") == 0 || strcmp(rest, "()") == 0)) {
@@ -1139,12 +1289,12 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
     }
     if (seg == 17 && strncmp(path, "EntityDefinitions", 17) == 0 &&
         strcmp(req->method, "GET") == 0) {
-        entity_definitions(emu, rest, query, resp);
+        entity_definitions(emu, req, rest, query, resp);
         goto out;
     }
     if (seg == 17 && strncmp(path, "sdkmessagefilters", 17) == 0 && *rest == '\0' &&
         strcmp(req->method, "GET") == 0) {
-        sdk_message_filters(emu, query, resp);
+        sdk_message_filters(emu, req, query, resp);
         goto out;
     }
     struct emu_table *t = emu_table_by_set(emu, path, seg);
@@ -1154,13 +1304,17 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
         free(name);
         goto fail;
     }
+    if (strcmp(rest, "/$count") == 0 && strcmp(req->method, "GET") == 0) {
+        count_answer(t, query, resp);
+        goto out;
+    }
     if (*rest == '/' && strncmp(rest + 1, "Microsoft.Dynamics.CRM.", 23) == 0) {
         bulk_action(emu, req, t, rest + 24, resp);
         goto out;
     }
     if (*rest == '\0') {
         if (strcmp(req->method, "GET") == 0) {
-            collection_answer(emu, t->set, NULL, query, t, resp);
+            collection_answer(emu, req, t->set, NULL, query, t, resp);
             goto out;
         }
         if (strcmp(req->method, "POST") == 0) {
@@ -1363,6 +1517,7 @@ static void run_inner(struct emu *emu, const struct emu_req *outer,
         .body = in.body,
         .body_len = in.body_len,
         .prefer_representation = prefer && strstr(prefer, "return=representation"),
+        .max_page_size = emu_prefer_max_page_size(prefer),
         .if_match = if_match,
         .if_none_match = if_none,
         .content_ids = content_ids,
