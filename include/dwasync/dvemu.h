@@ -56,7 +56,8 @@ bool dw_dvemu_is_guid(const char *s, size_t len);
 struct dw_dvemu_filter;
 
 /* Parses an OData $filter (eq ne gt ge lt le, and, or, not, parentheses, null, property
- * paths "a/b"). On failure *errmsg (heap, caller frees) says why. */
+ * paths "a/b", contains/startswith/endswith). On failure *errmsg (heap, caller frees) says
+ * why: a syntax error at a position, or Dataverse's message for an unknown function. */
 dw_rc dw_dvemu_filter_parse(const char *text, struct dw_dvemu_filter **out, char **errmsg);
 
 /* Whether a row (a JSON object; nested objects for paths) satisfies the filter. Strings

@@ -173,6 +173,7 @@ struct emu_req {
     const char *if_match;
     const char *if_none_match;
     json_t *content_ids; /* $batch: Content-ID -> "set(guid)"; borrowed, may be NULL */
+    bool in_batch;       /* a part of a $batch (its writes answer with Location too) */
     const char *user;    /* who the token says is calling */
     json_t *json;        /* the body already parsed (borrowed), or NULL */
 };

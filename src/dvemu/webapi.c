@@ -566,15 +566,49 @@ static json_t *check_value(const struct emu_table *t, const struct emu_attr *a, 
     return NULL;
 }
 
+/* "Execute batch operations using the Web API": a Content-ID referenced before it is
+ * declared (ref is "$n", possibly followed by a path). */
+static void err_content_id(struct emu_err *err, const char *ref)
+{
+    size_t n = 1 + strspn(ref + 1, "0123456789");
+    emu_err_set(err, 400, "0x0",
+                "Content-ID Reference: '%.*s' does not exist in the batch context.", (int)n, ref);
+}
+
+/* W/"<versionnumber>", the row's @odata.etag; a new heap string. */
+static char *row_etag(const json_t *row)
+{
+    return dw_asprintf("W/\"%lld\"",
+                       (long long)json_integer_value(json_object_get(row, "versionnumber")));
+}
+
+/* "Perform conditional operations using the Web API": If-Match with an etag that is not
+ * the row's current one refuses an update or a delete with 412. */
+static dw_rc check_if_match(const struct emu_req *req, const json_t *row, struct emu_err *err)
+{
+    if (req->if_match == NULL || strcmp(req->if_match, "*") == 0)
+        return DW_OK;
+    char *etag = row_etag(row);
+    bool same = strcmp(etag, req->if_match) == 0;
+    free(etag);
+    if (same)
+        return DW_OK;
+    emu_err_set(err, 412, "0x80060882",
+                "The version of the existing record doesn't match the RowVersion property "
+                "provided.");
+    return DW_ERR_STATE;
+}
+
 /* Splits an entity reference ("/accounts(...)", "accounts(...)", an absolute URL or a
  * Content-ID "$1") into its table and parsed key. */
 static dw_rc parse_ref(struct emu *emu, const char *ref, json_t *content_ids,
                        struct emu_table **table, struct dw_dvemu_key *key)
 {
-    if (ref[0] == '$' && content_ids) {
+    if (ref[0] == '$' && isdigit((unsigned char)ref[1])) {
         const char *sub = json_string_value(json_object_get(content_ids, ref + 1));
-        if (sub)
-            ref = sub;
+        if (sub == NULL)
+            return DW_ERR_NOT_FOUND;
+        ref = sub;
     }
     const char *p = strstr(ref, EMU_API_PREFIX);
     if (p)
@@ -627,6 +661,10 @@ static dw_rc resolve_bind(struct emu *emu, const struct emu_table *t, const char
     }
     struct dw_dvemu_key key = {0};
     dw_rc rc = ref ? parse_ref(emu, ref, content_ids, &target, &key) : DW_ERR_INVALID;
+    if (rc != DW_OK && ref[0] == '$' && isdigit((unsigned char)ref[1])) {
+        err_content_id(err, ref);
+        return DW_ERR_INVALID;
+    }
     if (rc != DW_OK || strcmp(target->logical, a->targets[ti]) != 0) {
         if (rc == DW_OK)
             dw_dvemu_key_cleanup(&key);
@@ -761,6 +799,16 @@ static void answer_written(struct emu *emu, const struct emu_req *req, struct em
     char *url = dw_asprintf("%s" EMU_API_PREFIX "%s", emu->base_url, ref);
     if (req->prefer_representation) {
         json_t *body = emu_row_public(t, row);
+        /* "Create a table row" / "Update and delete table rows": $select limits the
+         * representation returned (the names were checked before the write). */
+        json_t *query = parse_query(req->query), *select = NULL;
+        const char *ss = json_string_value(json_object_get(query, "$select"));
+        struct emu_err ignored = {0};
+        if (ss && parse_select(ss, t, &select, &ignored) == DW_OK)
+            apply_select(body, select, t->primary_id);
+        emu_err_clear(&ignored);
+        json_decref(select);
+        json_decref(query);
         char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s/$entity", emu->base_url, t->set);
         json_object_set_new(body, "@odata.context", json_string(ctx));
         free(ctx);
@@ -769,9 +817,11 @@ static void answer_written(struct emu *emu, const struct emu_req *req, struct em
     } else {
         resp->status = 204;
     }
-    emu_resp_header(resp, "OData-EntityId", url);
-    if (created && req->prefer_representation)
+    /* In $batch answers every written part carries both, Location first ("Execute batch
+     * operations using the Web API"). */
+    if ((created && req->prefer_representation) || req->in_batch)
         emu_resp_header(resp, "Location", url);
+    emu_resp_header(resp, "OData-EntityId", url);
     free(url);
     free(resp->entity_ref);
     resp->entity_ref = ref;
@@ -881,6 +931,10 @@ static dw_rc do_upsert(struct emu *emu, const struct emu_req *req, struct emu_ta
                         "A record with matching key values already exists.");
             return DW_ERR_EXISTS;
         }
+        if (check_if_match(req, r->data, err) != DW_OK) {
+            emu_err_clear(&nf);
+            return DW_ERR_STATE;
+        }
         memcpy(id, r->id, 37);
         row = json_copy(r->data); /* rows are immutable snapshots: write a new version */
         rc = body_changes(emu, t, body, req->content_ids, row, err);
@@ -897,7 +951,7 @@ static dw_rc do_upsert(struct emu *emu, const struct emu_req *req, struct emu_ta
         json_decref(row);
         return rc;
     }
-    if (req->if_match && strcmp(req->if_match, "*") == 0) {
+    if (req->if_match) { /* "*" or an etag: update only, never create */
         *err = nf;
         return DW_ERR_NOT_FOUND;
     }
@@ -1304,6 +1358,13 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
         free(name);
         goto fail;
     }
+    const char *wsel = json_string_value(json_object_get(query, "$select"));
+    json_t *wselect = NULL;
+    if (wsel && strcmp(req->method, "GET") != 0) { /* returned by return=representation */
+        if (parse_select(wsel, t, &wselect, &err) != DW_OK)
+            goto fail;
+        json_decref(wselect);
+    }
     if (strcmp(rest, "/$count") == 0 && strcmp(req->method, "GET") == 0) {
         count_answer(t, query, resp);
         goto out;
@@ -1352,6 +1413,14 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
         struct emu_row *r = emu_row_find(t, &key, &by_alt, &err);
         if (r == NULL)
             goto fail;
+        /* "Perform conditional operations": unchanged since the etag the client holds. */
+        char *etag = row_etag(r->data);
+        bool unchanged = req->if_none_match && strcmp(req->if_none_match, etag) == 0;
+        free(etag);
+        if (unchanged) {
+            resp->status = 304;
+            goto out;
+        }
         json_t *select = NULL;
         const char *ss = json_string_value(json_object_get(query, "$select"));
         if (ss && parse_select(ss, t, &select, &err) != DW_OK)
@@ -1371,7 +1440,8 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
             goto fail;
         char id[37];
         memcpy(id, r->id, 37);
-        if (emu_privilege_check(emu, t, EMU_PRIV_DELETE, r->data, NULL, id, &err) != DW_OK)
+        if (check_if_match(req, r->data, &err) != DW_OK ||
+            emu_privilege_check(emu, t, EMU_PRIV_DELETE, r->data, NULL, id, &err) != DW_OK)
             goto fail;
         emu_row_put(emu, t, id, NULL, "delete");
         resp->status = 204;
@@ -1503,6 +1573,13 @@ static void run_inner(struct emu *emu, const struct emu_req *outer,
             target = resolved;
         }
     }
+    if (target[0] == '$' && isdigit((unsigned char)target[1]) && resolved == NULL) {
+        err_content_id(&err, target);
+        emu_resp_error(r, &err);
+        emu_err_clear(&err);
+        free(url);
+        return;
+    }
     char *query = strchr(target, '?');
     if (query)
         *query++ = '\0';
@@ -1521,6 +1598,7 @@ static void run_inner(struct emu *emu, const struct emu_req *outer,
         .if_match = if_match,
         .if_none_match = if_none,
         .content_ids = content_ids,
+        .in_batch = true,
         .user = outer->user,
     };
     handle_locked(emu, &sub, r);
