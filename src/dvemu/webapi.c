@@ -1189,6 +1189,32 @@ static void entity_definitions(struct emu *emu, const struct emu_req *req, const
         collection_answer(emu, req, "EntityDefinitions(...)/Keys", rows, query, NULL, resp);
         goto out;
     }
+    if (strcmp(sub, "/ManyToOneRelationships") == 0) {
+        /* One relationship per lookup target, named as Dataverse names them. */
+        json_t *rows = json_array();
+        for (size_t i = 0; i < t->nattrs; i++) {
+            const struct emu_attr *a = &t->attrs[i];
+            for (size_t j = 0; j < a->ntargets; j++) {
+                struct emu_table *target = emu_table_by_logical(emu, a->targets[j]);
+                char *schema = dw_asprintf("%s_%s_%s", t->logical, a->name, a->targets[j]);
+                char *mid = emu_stable_guid(schema, "relationship");
+                json_array_append_new(
+                    rows,
+                    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "SchemaName", schema,
+                              "MetadataId", mid, "RelationshipType", "OneToManyRelationship",
+                              "ReferencingEntity", t->logical, "ReferencingAttribute", a->name,
+                              "ReferencedEntity", a->targets[j], "ReferencedAttribute",
+                              target ? target->primary_id : "",
+                              "ReferencingEntityNavigationPropertyName", a->navs[j],
+                              "ReferencedEntityNavigationPropertyName", schema));
+                free(schema);
+                free(mid);
+            }
+        }
+        collection_answer(emu, req, "EntityDefinitions(...)/ManyToOneRelationships", rows, query,
+                          NULL, resp);
+        goto out;
+    }
     if (strncmp(sub, "/Attributes", 11) == 0) {
         const char *cast = sub + 11;
         const char *want = NULL;
