@@ -44,6 +44,7 @@ struct emu_attr {
     size_t noptions;
     char **targets; /* lookup targets (logical names) */
     char **navs;    /* navigation property for each target */
+    char **rnavs;   /* the target's collection-valued navigation property back to this table */
     size_t ntargets;
 };
 

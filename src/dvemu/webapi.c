@@ -1337,6 +1337,232 @@ static void count_answer(struct emu_table *t, json_t *query, struct emu_resp *re
     resp->content_type = "text/plain; charset=utf-8";
 }
 
+/* --- navigation properties and property paths ----------------------------------------- */
+
+/* Where the key of "(<key>)<tail>" ends: the ')' outside quotes; 0 when there is none. */
+static size_t key_end(const char *rest)
+{
+    bool quoted = false;
+    for (size_t i = 1; rest[i]; i++) {
+        if (rest[i] == '\'')
+            quoted = !quoted; /* a doubled quote toggles twice */
+        else if (rest[i] == ')' && !quoted)
+            return i;
+    }
+    return 0;
+}
+
+/* The lookup of another table whose collection-valued navigation property back to t is
+ * nav; *child is that table, *ti the target's index. NULL when there is none. */
+static const struct emu_attr *collection_nav(struct emu *emu, const struct emu_table *t,
+                                             const char *nav, size_t navlen,
+                                             struct emu_table **child, size_t *ti)
+{
+    for (size_t c = 0; c < emu->ntables; c++)
+        for (size_t i = 0; i < emu->tables[c].nattrs; i++) {
+            const struct emu_attr *a = &emu->tables[c].attrs[i];
+            for (size_t j = 0; j < a->ntargets; j++)
+                if (strcmp(a->targets[j], t->logical) == 0 && strlen(a->rnavs[j]) == navlen &&
+                    strncmp(a->rnavs[j], nav, navlen) == 0) {
+                    *child = &emu->tables[c];
+                    *ti = j;
+                    return a;
+                }
+        }
+    return NULL;
+}
+
+/* Updates one row (never creates it) with body, as a PATCH with If-Match: * would. */
+static dw_rc update_only(struct emu *emu, const struct emu_req *req, struct emu_table *t,
+                         const struct dw_dvemu_key *key, json_t *body, struct emu_resp *resp,
+                         struct emu_err *err)
+{
+    struct emu_req sub = *req;
+    sub.if_match = "*";
+    sub.if_none_match = NULL;
+    sub.prefer_representation = false;
+    sub.in_batch = false;
+    dw_rc rc = do_upsert(emu, &sub, t, key, body, resp, err);
+    if (rc == DW_OK) { /* 204 and nothing else, as Dataverse answers these */
+        for (size_t i = 0; i < resp->nheaders; i++) {
+            free(resp->hname[i]);
+            free(resp->hvalue[i]);
+        }
+        resp->nheaders = 0;
+        resp->status = 204;
+    }
+    return rc;
+}
+
+/*
+ * "<set>(<key>)/<tail>": a property path ("Update and delete table rows using the Web API":
+ * GET, PUT {"value": v} and DELETE of one column) or a navigation property ("Associate and
+ * disassociate table rows using the Web API": PUT/DELETE <single>/$ref, POST <collection>/$ref,
+ * DELETE <collection>(<id>)/$ref; GET <collection> lists the related rows).
+ */
+static void nav_or_property(struct emu *emu, const struct emu_req *req, struct emu_table *t,
+                            const struct dw_dvemu_key *key, const char *tail, json_t *query,
+                            struct emu_resp *resp)
+{
+    struct emu_err err = {0};
+    json_t *body = NULL, *change = NULL;
+    struct dw_dvemu_key ckey = {0};
+    bool by_alt;
+    size_t seglen = strcspn(tail, "(/");
+    const char *after = tail + seglen;
+    bool ref = strcmp(after, "/$ref") == 0;
+    struct emu_row *r = emu_row_find(t, key, &by_alt, &err);
+    if (r == NULL)
+        goto fail;
+    char *seg = dw_strndup(tail, seglen);
+    const struct emu_attr *prop = NULL, *single = NULL;
+    size_t ti = 0;
+    for (size_t i = 0; i < t->nattrs; i++) {
+        const struct emu_attr *a = &t->attrs[i];
+        if (a->type != DW_ATTR_LOOKUP && strcmp(a->name, seg) == 0)
+            prop = a;
+        for (size_t j = 0; j < a->ntargets; j++)
+            if (strcmp(a->navs[j], seg) == 0) {
+                single = a;
+                ti = j;
+            }
+    }
+    struct emu_table *child = NULL;
+    size_t cti = 0;
+    const struct emu_attr *coll =
+        prop || single ? NULL : collection_nav(emu, t, tail, seglen, &child, &cti);
+    const char *m = req->method;
+    if (prop && *after == '\0') {
+        if (strcmp(m, "GET") == 0) {
+            json_t *v = json_object_get(r->data, prop->prop);
+            char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s(%s)/%s", emu->base_url,
+                                    t->set, r->id, prop->name);
+            emu_resp_json(
+                resp, 200,
+                json_pack("{s:s, s:O}", "@odata.context", ctx, "value", v ? v : json_null()));
+            free(ctx);
+            goto done;
+        }
+        if (strcmp(m, "PUT") == 0 || strcmp(m, "DELETE") == 0) {
+            json_t *v = NULL;
+            if (strcmp(m, "PUT") == 0) {
+                body = req->json ? json_incref(req->json)
+                                 : json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
+                v = json_object_get(body, "value");
+                if (v == NULL) {
+                    emu_err_set(&err, 400, "0x80048d19",
+                                "A property update needs a body {\"value\": ...} naming the "
+                                "new value of '%s'.",
+                                prop->name);
+                    goto fail_seg;
+                }
+            }
+            change = json_pack("{s:O}", prop->name, v ? v : json_null());
+            if (update_only(emu, req, t, key, change, resp, &err) != DW_OK)
+                goto fail_seg;
+            goto done;
+        }
+    } else if (single && ref) {
+        char *bind = dw_asprintf("%s@odata.bind", single->navs[ti]);
+        if (strcmp(m, "PUT") == 0) {
+            body = req->json ? json_incref(req->json)
+                             : json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
+            json_t *id = json_object_get(body, "@odata.id");
+            if (!json_is_string(id)) {
+                free(bind);
+                emu_err_set(&err, 400, "0x80048d19",
+                            "A reference needs a body {\"@odata.id\": ...} naming the row.");
+                goto fail_seg;
+            }
+            change = json_pack("{s:O}", bind, id);
+        } else if (strcmp(m, "DELETE") == 0) {
+            change = json_pack("{s:n}", bind);
+        }
+        free(bind);
+        if (change) {
+            if (update_only(emu, req, t, key, change, resp, &err) != DW_OK)
+                goto fail_seg;
+            goto done;
+        }
+    } else if (coll) {
+        char *parent = dw_asprintf("%s(%s)", t->set, r->id);
+        char *bind = dw_asprintf("%s@odata.bind", coll->navs[cti]);
+        struct emu_table *ct = child;
+        bool handled = false;
+        if (strcmp(m, "GET") == 0 && *after == '\0') {
+            json_t *rows = json_array();
+            for (struct emu_row *cr = child->rows; cr; cr = cr->hh.next) {
+                const char *pv = json_string_value(json_object_get(cr->data, coll->prop));
+                if (pv && strcmp(pv, r->id) == 0)
+                    json_array_append_new(rows, emu_row_public(child, cr->data));
+            }
+            collection_answer(emu, req, child->set, rows, query, child, resp);
+            handled = true;
+        } else if (strcmp(m, "POST") == 0 && ref) {
+            body = req->json ? json_incref(req->json)
+                             : json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
+            const char *id = json_string_value(json_object_get(body, "@odata.id"));
+            if (id == NULL || parse_ref(emu, id, req->content_ids, &ct, &ckey) != DW_OK ||
+                ct != child) {
+                emu_err_set(&err, 400, "0x80048d19",
+                            "A reference needs a body {\"@odata.id\": ...} naming a row of '%s'.",
+                            child->set);
+            } else {
+                change = json_pack("{s:s}", bind, parent);
+                (void)update_only(emu, req, child, &ckey, change, resp, &err);
+            }
+            handled = true;
+        } else if (strcmp(m, "DELETE") == 0 && *after == '(') {
+            size_t close = key_end(after);
+            if (close > 0 && strcmp(after + close + 1, "/$ref") == 0 &&
+                dw_dvemu_key_parse(after + 1, close - 1, &ckey) == DW_OK) {
+                struct emu_err nf = {0};
+                struct emu_row *cr = emu_row_find(child, &ckey, &by_alt, &nf);
+                const char *pv =
+                    cr ? json_string_value(json_object_get(cr->data, coll->prop)) : NULL;
+                if (cr == NULL) {
+                    err = nf;
+                } else if (pv == NULL || strcmp(pv, r->id) != 0) {
+                    emu_err_clear(&nf);
+                    emu_err_set(&err, 404, "0x80040217",
+                                "The row %s is not associated with %s through '%s'.", cr->id,
+                                parent, coll->rnavs[cti]);
+                } else {
+                    change = json_pack("{s:n}", bind);
+                    (void)update_only(emu, req, child, &ckey, change, resp, &err);
+                }
+                handled = true;
+            }
+        }
+        free(parent);
+        free(bind);
+        if (handled) {
+            if (err.status)
+                goto fail_seg;
+            goto done;
+        }
+    }
+    if (prop == NULL && single == NULL && coll == NULL)
+        emu_err_set(&err, 400, "0x0",
+                    "Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.%s'.",
+                    seg, t->logical);
+    else
+        emu_err_set(&err, 405, "0x80060888",
+                    "The requested resource does not support http method '%s'.", m);
+fail_seg:
+    free(seg);
+fail:
+    emu_resp_error(resp, &err);
+    goto out;
+done:
+    free(seg);
+out:
+    emu_err_clear(&err);
+    dw_dvemu_key_cleanup(&ckey);
+    json_decref(body);
+    json_decref(change);
+}
+
 /* --- routing --------------------------------------------------------------------------- */
 
 static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
@@ -1416,6 +1642,15 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
         goto fail;
     }
     size_t rlen = strlen(rest);
+    size_t kend = *rest == '(' ? key_end(rest) : 0;
+    if (kend > 0 && kend + 1 < rlen && rest[kend + 1] == '/') {
+        if (dw_dvemu_key_parse(rest + 1, kend - 1, &key) != DW_OK) {
+            emu_err_set(&err, 400, "0x80060888", "Bad Request - Error in query syntax.");
+            goto fail;
+        }
+        nav_or_property(emu, req, t, &key, rest + kend + 2, query, resp);
+        goto out;
+    }
     if (*rest != '(' || rest[rlen - 1] != ')' ||
         dw_dvemu_key_parse(rest + 1, rlen - 2, &key) != DW_OK) {
         emu_err_set(&err, 400, "0x80060888", "Bad Request - Error in query syntax.");

@@ -436,7 +436,7 @@ static dw_rc export_table(struct dw_sink *sink, const char *logical_name, json_t
     /* Navigation properties: written where they differ from dvemu's default names. */
     if ((rc = get(sink, p,
                   "/ManyToOneRelationships?$select=ReferencingAttribute,ReferencedEntity,"
-                  "ReferencingEntityNavigationPropertyName",
+                  "ReferencingEntityNavigationPropertyName,ReferencedEntityNavigationPropertyName",
                   &doc)) != DW_OK)
         goto out;
     json_array_foreach(json_object_get(doc, "value"), i, v)
@@ -457,6 +457,17 @@ static dw_rc export_table(struct dw_sink *sink, const char *logical_name, json_t
             json_object_set_new(json_object_get(a, "navigation"), target, json_string(nav));
         }
         free(def);
+        /* The collection-valued property on the target's side of the relationship. */
+        const char *rnav =
+            json_string_value(json_object_get(v, "ReferencedEntityNavigationPropertyName"));
+        char *rdef = dw_asprintf("%s_%s_%s", logical_name, an, target);
+        if (rnav && strcmp(rdef, rnav) != 0) {
+            if (!json_is_object(json_object_get(a, "referenced_navigation")))
+                json_object_set_new(a, "referenced_navigation", json_object());
+            json_object_set_new(json_object_get(a, "referenced_navigation"), target,
+                                json_string(rnav));
+        }
+        free(rdef);
     }
     json_decref(doc);
     doc = NULL;

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # dvemu answers common Web API requests as Microsoft documents them: $filter functions and
 # precedence, conditional operations by ETag, $select with return=representation on create
-# and update, and $batch's Location header and undeclared Content-ID. Table-driven; each case
+# and update, property paths, navigation references ($ref), and $batch's Location header,
+# property paths after a Content-ID and undeclared Content-IDs. Table-driven; each case
 # cites the Microsoft Learn page (Power Apps > Developer > Dataverse > Web API) it follows:
 #   [filter] "Filter rows using OData" (webapi/query/filter-rows)
 #   [cond]   "Perform conditional operations using the Web API"
 #   [create] "Create a table row using the Web API" (create with data returned, $select)
 #   [update] "Update and delete table rows using the Web API" (update with data returned)
 #   [batch]  "Execute batch operations using the Web API" (Reference URIs; Content-ID)
+#   [assoc]  "Associate and disassociate table rows using the Web API" ($ref, single- and
+#            collection-valued navigation properties)
+#   [prop]   "Update and delete table rows using the Web API" (update / delete a single
+#            property value) and "Retrieve a table row using the Web API" (a single property)
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 dvemu_start
 j() { printf '%s' "$DV_BODY" | jq -r "$1"; }
@@ -123,5 +128,60 @@ cs=$(
 dvemu_batch "$(changeset "$cs")"
 check_eq "[batch] an undeclared Content-ID in a URL: 400 with the message" "400 1" \
     "$DV_STATUS $(printf '%s' "$DV_BODY" | grep -c "Content-ID Reference: '\$7' does not exist in the batch context.")"
+
+# --- [prop] property paths ---------------------------------------------------------------------------------
+while IFS='|' read -r label method path body want_status want_value; do
+    dvemu_call "$method" "$path" "$body"
+    check_eq "$label: status" "$want_status" "$DV_STATUS"
+    if [ -n "$want_value" ]; then
+        check_eq "$label: value" "$want_value" "$(j .value)"
+    fi
+done <<EOF
+[prop] PUT one column|PUT|$a1/telephone1|{"value":"555-0199"}|204|
+[prop] GET one column|GET|$a1/telephone1||200|555-0199
+[prop] DELETE one column|DELETE|$a1/telephone1||204|
+[prop] it is null now|GET|$a1/telephone1||200|null
+[prop] PUT without {"value"}|PUT|$a1/telephone1|{"v":1}|400|
+[prop] a property the table lacks|PUT|$a1/nosuch|{"value":1}|400|
+[prop] PUT is validated like any write|PUT|$a1/numberofemployees|{"value":"many"}|400|
+EOF
+
+# --- [assoc] navigation references ---------------------------------------------------------------------------
+a2="accounts(accountnumber='A2',_msdyn_company_value=$c1)"
+id_of() { dvemu_admin GET "tables/$1" | jq -r --arg k "$2" --arg v "$3" ".value[] | select(.[\$k] == \$v) | .$4"; }
+a1id=$(id_of accounts accountnumber A1 accountid)
+dvemu_call POST contacts "{\"lastname\":\"Doe\",\"msdyn_contactpersonid\":\"K1\",\"msdyn_company@odata.bind\":\"cdm_companies($c1)\"}"
+k1=$(dvemu_header OData-EntityId | sed 's/.*(\(.*\))/\1/')
+coll=contact_parentcustomerid_account
+dvemu_call PUT "$a2/msdyn_billingaccount/\$ref" "{\"@odata.id\":\"accounts($a1id)\"}"
+check_eq "[assoc] PUT a single-valued \$ref: 204" 204 "$DV_STATUS"
+check_eq "[assoc] the lookup now names the row" "$a1id" "$(id_of accounts accountnumber A2 _msdyn_billingaccount_value)"
+dvemu_call DELETE "$a2/msdyn_billingaccount/\$ref"
+check_eq "[assoc] DELETE a single-valued \$ref: 204" 204 "$DV_STATUS"
+check_eq "[assoc] the lookup is cleared" null "$(id_of accounts accountnumber A2 _msdyn_billingaccount_value)"
+dvemu_call POST "accounts($a1id)/$coll/\$ref" "{\"@odata.id\":\"$DVEMU_URL/api/data/v9.2/contacts($k1)\"}"
+check_eq "[assoc] POST to a collection-valued \$ref: 204" 204 "$DV_STATUS"
+check_eq "[assoc] the child's lookup names the parent" "$a1id" "$(id_of contacts msdyn_contactpersonid K1 _parentcustomerid_value)"
+dvemu_call GET "accounts($a1id)/$coll?\$select=lastname"
+check_eq "[assoc] GET the collection-valued navigation property lists the child" "Doe" "$(j '[.value[].lastname] | join(",")')"
+dvemu_call DELETE "accounts($a1id)/$coll($k1)/\$ref"
+check_eq "[assoc] DELETE one row of a collection-valued \$ref: 204" 204 "$DV_STATUS"
+dvemu_call GET "accounts($a1id)/$coll"
+check_eq "[assoc] and the collection is empty" 0 "$(j '.value | length')"
+check_eq "[assoc] the relationship is in the metadata with its navigation names" \
+    "parentcustomerid_account $coll" \
+    "$(dvemu_api GET "EntityDefinitions(LogicalName='contact')/ManyToOneRelationships" |
+        jq -r '.value[] | select(.ReferencedEntity == "account") | "\(.ReferencingEntityNavigationPropertyName) \(.ReferencedEntityNavigationPropertyName)"')"
+
+# [batch] a property path after a Content-ID: "PUT $1/lastname".
+cs=$(
+    part changeset_BBB "POST /api/data/v9.2/contacts" \
+        "{\"lastname\":\"First\",\"msdyn_contactpersonid\":\"K2\",\"msdyn_company@odata.bind\":\"cdm_companies($c1)\"}" "Content-ID: 1"
+    part changeset_BBB 'PUT $1/lastname' '{"value":"BBBBB"}' "Content-ID: 2"
+    printf -- '--changeset_BBB--\r\n'
+)
+dvemu_batch "$(changeset "$cs")"
+check_eq "[batch] PUT \$1/lastname in a changeset: 200" 200 "$DV_STATUS"
+check_eq "[batch] the property was set on the row \$1 created" BBBBB "$(id_of contacts msdyn_contactpersonid K2 lastname)"
 
 finish
