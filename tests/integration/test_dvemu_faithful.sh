@@ -13,6 +13,7 @@
 #            collection-valued navigation properties)
 #   [prop]   "Update and delete table rows using the Web API" (update / delete a single
 #            property value) and "Retrieve a table row using the Web API" (a single property)
+#   [expand] "Join tables using OData" ($expand of single- and collection-valued properties)
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 dvemu_start
 j() { printf '%s' "$DV_BODY" | jq -r "$1"; }
@@ -183,5 +184,24 @@ cs=$(
 dvemu_batch "$(changeset "$cs")"
 check_eq "[batch] PUT \$1/lastname in a changeset: 200" 200 "$DV_STATUS"
 check_eq "[batch] the property was set on the row \$1 created" BBBBB "$(id_of contacts msdyn_contactpersonid K2 lastname)"
+
+# --- [expand] "Join tables using OData" (webapi/query/join-tables) ---------------------------------------------
+dvemu_call PUT "$a2/msdyn_billingaccount/\$ref" "{\"@odata.id\":\"accounts($a1id)\"}"
+k2=$(id_of contacts msdyn_contactpersonid K2 contactid)
+dvemu_call POST "accounts($a1id)/$coll/\$ref" "{\"@odata.id\":\"contacts($k2)\"}"
+dvemu_call GET "$a2?\$select=name&\$expand=msdyn_billingaccount(\$select=name)"
+check_eq "[expand] a single-valued navigation property of a row" "Contoso Pharmaceuticals" "$(j .msdyn_billingaccount.name)"
+check_eq "[expand] with its nested \$select (plus id and etag)" '["@odata.etag","accountid","name"]' \
+    "$(printf '%s' "$DV_BODY" | jq -c '.msdyn_billingaccount | keys | sort')"
+dvemu_call GET "accounts?\$select=name&\$filter=accountnumber%20eq%20'A1'&\$expand=msdyn_company(\$select=cdm_name)"
+check_eq "[expand] in a collection" "Company one" "$(j '.value[0].msdyn_company.cdm_name')"
+dvemu_call GET "accounts?\$select=name&\$filter=accountnumber%20eq%20'A3'&\$expand=msdyn_billingaccount"
+check_eq "[expand] an empty lookup expands to null" null "$(j '.value[0].msdyn_billingaccount')"
+dvemu_call GET "accounts($a1id)?\$select=name&\$expand=$coll(\$select=lastname)"
+check_eq "[expand] a collection-valued navigation property, one level" BBBBB "$(j "[.$coll[].lastname] | join(\",\")")"
+dvemu_call GET "accounts?\$expand=nosuchnav"
+check_eq "[expand] an unknown navigation property: 400" 400 "$DV_STATUS"
+dvemu_call GET "accounts?\$expand=msdyn_company(\$filter=cdm_name%20eq%20'x')"
+check_eq "[expand] nested options other than \$select: 501, never ignored" "501 0x80060888" "$DV_STATUS $(j .error.code)"
 
 finish
