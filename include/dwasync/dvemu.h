@@ -144,6 +144,11 @@ struct dw_dvemu_options {
     int limit_window_s;
     int limit_concurrent;
     int dop_hint;
+    /* server cost: time a request spends on the server, counted as execution time */
+    int cost_request_ms;     /* every Web API request */
+    int cost_row_ms;         /* each row a request writes one at a time */
+    int cost_bulk_row_ms;    /* each row of a CreateMultiple/UpdateMultiple/UpsertMultiple */
+    int cost_bypass_percent; /* row cost when custom logic is bypassed, in % (default 50) */
     size_t history_max;
     /* faults: a JSON object as the admin endpoint takes it (NULL: none) */
     json_t *faults;

@@ -140,6 +140,7 @@ struct emu {
     pthread_mutex_t store_lock;
     uint64_t seq;
     uint64_t version;
+    uint64_t rows_put; /* rows written (or deleted) so far: a request's share is its cost */
     struct emu_hist *hist;
     size_t nhist, hist_cap;
     uint64_t hist_dropped;
@@ -189,6 +190,7 @@ struct emu_resp {
     char *hvalue[EMU_MAX_HEADERS];
     size_t nheaders;
     char *entity_ref; /* "set(guid)" of the row written, for Content-ID references */
+    size_t rows;      /* rows the request wrote, for its server cost */
 };
 
 /* meta.c */

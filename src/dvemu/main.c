@@ -43,6 +43,10 @@ static void usage(FILE *f)
                "  --limit-window SECONDS    window length (300)\n"
                "  --limit-concurrent N      concurrent requests (52)\n"
                "  --dop-hint N              x-ms-dop-hint value (8)\n"
+               "  --cost-request-ms N       server time of every Web API request (0)\n"
+               "  --cost-row-ms N           server time of each row written singly (0)\n"
+               "  --cost-bulk-row-ms N      ... of each row of a *Multiple action (0)\n"
+               "  --cost-bypass-percent P   row time when custom logic is bypassed (50)\n"
                "  --history-max N           write history entries kept (250000; 0 disables)\n"
                "  --faults JSON             faults as POST /_dvemu/faults takes them\n"
                "  --privileges JSON         privileges revoked from the application user, as\n"
@@ -126,6 +130,10 @@ int main(int argc, char **argv)
         O_LIMIT_WINDOW,
         O_LIMIT_CONCURRENT,
         O_DOP_HINT,
+        O_COST_REQUEST,
+        O_COST_ROW,
+        O_COST_BULK_ROW,
+        O_COST_BYPASS,
         O_HISTORY_MAX,
         O_FAULTS,
         O_PRIVILEGES,
@@ -154,6 +162,10 @@ int main(int argc, char **argv)
         {"limit-window", required_argument, NULL, O_LIMIT_WINDOW},
         {"limit-concurrent", required_argument, NULL, O_LIMIT_CONCURRENT},
         {"dop-hint", required_argument, NULL, O_DOP_HINT},
+        {"cost-request-ms", required_argument, NULL, O_COST_REQUEST},
+        {"cost-row-ms", required_argument, NULL, O_COST_ROW},
+        {"cost-bulk-row-ms", required_argument, NULL, O_COST_BULK_ROW},
+        {"cost-bypass-percent", required_argument, NULL, O_COST_BYPASS},
         {"history-max", required_argument, NULL, O_HISTORY_MAX},
         {"faults", required_argument, NULL, O_FAULTS},
         {"privileges", required_argument, NULL, O_PRIVILEGES},
@@ -259,6 +271,22 @@ int main(int argc, char **argv)
         case O_DOP_HINT:
             rc = parse_int("--dop-hint", optarg, 1, 10000, &v);
             o.dop_hint = (int)v;
+            break;
+        case O_COST_REQUEST:
+            rc = parse_int("--cost-request-ms", optarg, 0, 600000, &v);
+            o.cost_request_ms = (int)v;
+            break;
+        case O_COST_ROW:
+            rc = parse_int("--cost-row-ms", optarg, 0, 600000, &v);
+            o.cost_row_ms = (int)v;
+            break;
+        case O_COST_BULK_ROW:
+            rc = parse_int("--cost-bulk-row-ms", optarg, 0, 600000, &v);
+            o.cost_bulk_row_ms = (int)v;
+            break;
+        case O_COST_BYPASS:
+            rc = parse_int("--cost-bypass-percent", optarg, 0, 100, &v);
+            o.cost_bypass_percent = (int)v;
             break;
         case O_HISTORY_MAX:
             rc = parse_int("--history-max", optarg, 0, LONG_MAX, &v);

@@ -1883,7 +1883,9 @@ void emu_api_handle(struct emu *emu, const struct emu_req *req, struct emu_resp 
     pthread_mutex_lock(&emu->store_lock);
     set_now(emu);
     emu->caller = req->user;
+    uint64_t rows0 = emu->rows_put;
     handle_locked(emu, &pre, resp);
+    resp->rows = (size_t)(emu->rows_put - rows0);
     emu->caller = NULL;
     pthread_mutex_unlock(&emu->store_lock);
     if (pre.json != req->json)
@@ -2073,6 +2075,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
     pthread_mutex_lock(&emu->store_lock);
     set_now(emu);
     emu->caller = req->user;
+    uint64_t rows0 = emu->rows_put;
     for (size_t i = 0; i < nparts && !(failed && !continue_on_error); i++) {
         char *ct = NULL, *cb = NULL;
         (void)dw_dvemu_header_get(parts[i].headers, parts[i].headers_len, "Content-Type", &ct);
@@ -2158,6 +2161,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
         }
     }
     emu->caller = NULL;
+    resp->rows = (size_t)(emu->rows_put - rows0);
     pthread_mutex_unlock(&emu->store_lock);
     (void)dw_buf_printf(&out, "--%s--\r\n", rb);
     resp->status = failed && !continue_on_error ? 400 : 200;
