@@ -56,7 +56,8 @@ bool dw_dvemu_is_guid(const char *s, size_t len);
 struct dw_dvemu_filter;
 
 /* Parses an OData $filter (eq ne gt ge lt le, and, or, not, parentheses, null, property
- * paths "a/b"). On failure *errmsg (heap, caller frees) says why. */
+ * paths "a/b", contains/startswith/endswith). On failure *errmsg (heap, caller frees) says
+ * why: a syntax error at a position, or Dataverse's message for an unknown function. */
 dw_rc dw_dvemu_filter_parse(const char *text, struct dw_dvemu_filter **out, char **errmsg);
 
 /* Whether a row (a JSON object; nested objects for paths) satisfies the filter. Strings
@@ -136,12 +137,18 @@ struct dw_dvemu_options {
     bool admin;
     bool lenient_keys; /* accept key values Dataverse refuses in URLs (/ < > * % & : \ ? +) */
     int threads;       /* 0: a thread per connection; N: a pool of N epoll threads */
+    int page_size;     /* rows per page of a collection (Dataverse: 5000) */
     /* service protection limits, per user */
     int limit_requests;
     int limit_exec_ms;
     int limit_window_s;
     int limit_concurrent;
     int dop_hint;
+    /* server cost: time a request spends on the server, counted as execution time */
+    int cost_request_ms;     /* every Web API request */
+    int cost_row_ms;         /* each row a request writes one at a time */
+    int cost_bulk_row_ms;    /* each row of a CreateMultiple/UpdateMultiple/UpsertMultiple */
+    int cost_bypass_percent; /* row cost when custom logic is bypassed, in % (default 50) */
     size_t history_max;
     /* faults: a JSON object as the admin endpoint takes it (NULL: none) */
     json_t *faults;

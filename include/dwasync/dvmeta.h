@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "dwasync/rc.h"
 
 struct dw_sink;
@@ -79,5 +81,15 @@ bool dw_attr_type_range(enum dw_attr_type t, double *min, double *max, int *prec
 const char *dw_attr_type_name(enum dw_attr_type t);
 
 void dw_entity_meta_free(struct dw_entity_meta *m);
+
+/*
+ * Reads the EntityDefinitions of tables[0..ntables) (logical names) and builds a dvemu
+ * metadata file for them: attributes of the types dvemu emulates (with lengths, ranges,
+ * precision, date formats, required levels, option sets with labels, lookup targets and
+ * navigation property names), alternate keys, and the bulk messages each table supports.
+ * Columns dvemu adds itself (primary id, createdon, modifiedon, versionnumber) and companion
+ * columns (AttributeOf) are left out. *out is a new reference: {"tables": [...]}.
+ */
+dw_rc dw_dvmeta_export(struct dw_sink *sink, char *const *tables, size_t ntables, json_t **out);
 
 #endif

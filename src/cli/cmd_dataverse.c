@@ -1,6 +1,7 @@
 /*
- * `dwasync dataverse whoami | get PATH | apply [FILE]`: talks to Dataverse through the sink,
- * for operators checking connectivity and for tests driving the sink end to end.
+ * `dwasync dataverse whoami | get PATH | apply [FILE] | metadata TABLE...`: talks to Dataverse
+ * through the sink, for operators checking connectivity, for tests driving the sink end to
+ * end, and for teams that want dvemu to emulate their own environment's schema.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 
 #include "dwasync/alloc.h"
 #include "dwasync/cli.h"
+#include "dwasync/dvmeta.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/sink.h"
@@ -257,7 +259,8 @@ int dw_cmd_dataverse(struct dw_cli *cli, int argc, char **argv)
     bool whoami = strcmp(sub, "whoami") == 0 && argc == 2;
     bool get = strcmp(sub, "get") == 0 && argc == 3;
     bool apply = strcmp(sub, "apply") == 0 && (argc == 2 || argc == 3);
-    if (!whoami && !get && !apply)
+    bool metadata = strcmp(sub, "metadata") == 0 && argc >= 3;
+    if (!whoami && !get && !apply && !metadata)
         return dw_cli_usage("dataverse");
     const struct dw_config *cfg = dw_cli_config(cli);
     if (cfg == NULL)
@@ -271,6 +274,15 @@ int dw_cmd_dataverse(struct dw_cli *cli, int argc, char **argv)
         if ((rc = dw_sink_whoami(sink, &id)) == DW_OK)
             printf("%s\n", id);
         free(id);
+    } else if (rc == DW_OK && metadata) {
+        json_t *doc = NULL;
+        if ((rc = dw_dvmeta_export(sink, argv + 2, (size_t)(argc - 2), &doc)) == DW_OK) {
+            char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            if (s == NULL || printf("%s\n", s) < 0)
+                rc = DW_ERR_IO;
+            free(s);
+        }
+        json_decref(doc);
     } else if (rc == DW_OK) {
         json_t *doc = NULL;
         const char *p = argv[2][0] == '/' ? argv[2] + 1 : argv[2];

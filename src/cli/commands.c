@@ -33,8 +33,9 @@ const struct dw_cli_command dw_cli_commands[] = {
      "--yes)"},
     {"map", dw_cmd_map, "import FILE | export JOB [FILE] | list [JOB] | validate JOB",
      "load, write back, list and check table maps"},
-    {"dataverse", dw_cmd_dataverse, "whoami | get PATH | apply [FILE]",
-     "check the connection to Dataverse, GET a Web API path, or apply JSON-line writes"},
+    {"dataverse", dw_cmd_dataverse, "whoami | get PATH | apply [FILE] | metadata TABLE...",
+     "check the connection to Dataverse, GET a Web API path, apply JSON-line writes, or write "
+     "tables' metadata as a dvemu metadata file"},
     {"run", dw_cmd_run, "[--job NAME] [--until-caught-up]",
      "the daemon: apply the job's changes to Dataverse until stopped"},
     {"version", dw_cmd_version, "", "print the version"},

@@ -44,6 +44,7 @@ struct emu_attr {
     size_t noptions;
     char **targets; /* lookup targets (logical names) */
     char **navs;    /* navigation property for each target */
+    char **rnavs;   /* the target's collection-valued navigation property back to this table */
     size_t ntargets;
 };
 
@@ -139,6 +140,7 @@ struct emu {
     pthread_mutex_t store_lock;
     uint64_t seq;
     uint64_t version;
+    uint64_t rows_put; /* rows written (or deleted) so far: a request's share is its cost */
     struct emu_hist *hist;
     size_t nhist, hist_cap;
     uint64_t hist_dropped;
@@ -169,9 +171,11 @@ struct emu_req {
     const char *body;
     size_t body_len;
     bool prefer_representation;
+    int max_page_size; /* Prefer: odata.maxpagesize=N, 0 when not asked */
     const char *if_match;
     const char *if_none_match;
     json_t *content_ids; /* $batch: Content-ID -> "set(guid)"; borrowed, may be NULL */
+    bool in_batch;       /* a part of a $batch (its writes answer with Location too) */
     const char *user;    /* who the token says is calling */
     json_t *json;        /* the body already parsed (borrowed), or NULL */
 };
@@ -186,6 +190,7 @@ struct emu_resp {
     char *hvalue[EMU_MAX_HEADERS];
     size_t nheaders;
     char *entity_ref; /* "set(guid)" of the row written, for Content-ID references */
+    size_t rows;      /* rows the request wrote, for its server cost */
 };
 
 /* meta.c */
@@ -269,6 +274,8 @@ void emu_token_endpoint(struct emu *emu, const char *tenant, const char *form, s
 dw_rc emu_token_check(struct emu *emu, const char *authorization, char **user);
 
 /* webapi.c */
+/* N of "odata.maxpagesize=N" in a Prefer header, 0 when absent or not a positive number. */
+int emu_prefer_max_page_size(const char *prefer);
 void emu_resp_init(struct emu_resp *r);
 void emu_resp_cleanup(struct emu_resp *r);
 void emu_resp_header(struct emu_resp *r, const char *name, const char *value);

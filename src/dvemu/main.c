@@ -36,11 +36,17 @@ static void usage(FILE *f)
                "                            (Dataverse refuses them with 400)\n"
                "  --threads N               0: a thread per connection (default); N: N epoll "
                "threads\n"
+               "  --page-size N             rows per page of a collection (5000, as Dataverse;\n"
+               "                            Prefer: odata.maxpagesize asks for fewer)\n"
                "  --limit-requests N        service protection: requests per window (6000)\n"
                "  --limit-exec-ms N         execution time per window (1200000)\n"
                "  --limit-window SECONDS    window length (300)\n"
                "  --limit-concurrent N      concurrent requests (52)\n"
                "  --dop-hint N              x-ms-dop-hint value (8)\n"
+               "  --cost-request-ms N       server time of every Web API request (0)\n"
+               "  --cost-row-ms N           server time of each row written singly (0)\n"
+               "  --cost-bulk-row-ms N      ... of each row of a *Multiple action (0)\n"
+               "  --cost-bypass-percent P   row time when custom logic is bypassed (50)\n"
                "  --history-max N           write history entries kept (250000; 0 disables)\n"
                "  --faults JSON             faults as POST /_dvemu/faults takes them\n"
                "  --privileges JSON         privileges revoked from the application user, as\n"
@@ -118,11 +124,16 @@ int main(int argc, char **argv)
         O_ADMIN,
         O_LENIENT_KEYS,
         O_THREADS,
+        O_PAGE_SIZE,
         O_LIMIT_REQUESTS,
         O_LIMIT_EXEC,
         O_LIMIT_WINDOW,
         O_LIMIT_CONCURRENT,
         O_DOP_HINT,
+        O_COST_REQUEST,
+        O_COST_ROW,
+        O_COST_BULK_ROW,
+        O_COST_BYPASS,
         O_HISTORY_MAX,
         O_FAULTS,
         O_PRIVILEGES,
@@ -145,11 +156,16 @@ int main(int argc, char **argv)
         {"admin", no_argument, NULL, O_ADMIN},
         {"lenient-keys", no_argument, NULL, O_LENIENT_KEYS},
         {"threads", required_argument, NULL, O_THREADS},
+        {"page-size", required_argument, NULL, O_PAGE_SIZE},
         {"limit-requests", required_argument, NULL, O_LIMIT_REQUESTS},
         {"limit-exec-ms", required_argument, NULL, O_LIMIT_EXEC},
         {"limit-window", required_argument, NULL, O_LIMIT_WINDOW},
         {"limit-concurrent", required_argument, NULL, O_LIMIT_CONCURRENT},
         {"dop-hint", required_argument, NULL, O_DOP_HINT},
+        {"cost-request-ms", required_argument, NULL, O_COST_REQUEST},
+        {"cost-row-ms", required_argument, NULL, O_COST_ROW},
+        {"cost-bulk-row-ms", required_argument, NULL, O_COST_BULK_ROW},
+        {"cost-bypass-percent", required_argument, NULL, O_COST_BYPASS},
         {"history-max", required_argument, NULL, O_HISTORY_MAX},
         {"faults", required_argument, NULL, O_FAULTS},
         {"privileges", required_argument, NULL, O_PRIVILEGES},
@@ -232,6 +248,10 @@ int main(int argc, char **argv)
             rc = parse_int("--threads", optarg, 0, 256, &v);
             o.threads = (int)v;
             break;
+        case O_PAGE_SIZE:
+            rc = parse_int("--page-size", optarg, 1, 5000, &v);
+            o.page_size = (int)v;
+            break;
         case O_LIMIT_REQUESTS:
             rc = parse_int("--limit-requests", optarg, 1, INT_MAX, &v);
             o.limit_requests = (int)v;
@@ -251,6 +271,22 @@ int main(int argc, char **argv)
         case O_DOP_HINT:
             rc = parse_int("--dop-hint", optarg, 1, 10000, &v);
             o.dop_hint = (int)v;
+            break;
+        case O_COST_REQUEST:
+            rc = parse_int("--cost-request-ms", optarg, 0, 600000, &v);
+            o.cost_request_ms = (int)v;
+            break;
+        case O_COST_ROW:
+            rc = parse_int("--cost-row-ms", optarg, 0, 600000, &v);
+            o.cost_row_ms = (int)v;
+            break;
+        case O_COST_BULK_ROW:
+            rc = parse_int("--cost-bulk-row-ms", optarg, 0, 600000, &v);
+            o.cost_bulk_row_ms = (int)v;
+            break;
+        case O_COST_BYPASS:
+            rc = parse_int("--cost-bypass-percent", optarg, 0, 100, &v);
+            o.cost_bypass_percent = (int)v;
             break;
         case O_HISTORY_MAX:
             rc = parse_int("--history-max", optarg, 0, LONG_MAX, &v);

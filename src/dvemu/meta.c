@@ -169,6 +169,8 @@ static dw_rc load_attr(const char *table, json_t *ja, struct emu_attr *a)
         a->ntargets = json_array_size(targets);
         a->targets = dw_calloc(a->ntargets, sizeof *a->targets);
         a->navs = dw_calloc(a->ntargets, sizeof *a->navs);
+        a->rnavs = dw_calloc(a->ntargets, sizeof *a->rnavs);
+        json_t *rnav = json_object_get(ja, "referenced_navigation");
         for (size_t i = 0; i < a->ntargets; i++) {
             const char *tn = json_string_value(json_array_get(targets, i));
             a->targets[i] = dw_strdup(tn ? tn : "");
@@ -181,6 +183,14 @@ static dw_rc load_attr(const char *table, json_t *ja, struct emu_attr *a)
             a->navs[i] = nv                ? dw_strdup(nv)
                          : a->ntargets > 1 ? dw_asprintf("%s_%s", name, a->targets[i])
                                            : dw_strdup(name);
+            /* The one-to-many relationship seen from the target: a collection-valued
+             * navigation property, named by the file or <table>_<lookup>_<target>. */
+            const char *rv = NULL;
+            if (json_is_string(rnav) && a->ntargets == 1)
+                rv = json_string_value(rnav);
+            else if (json_is_object(rnav))
+                rv = json_string_value(json_object_get(rnav, a->targets[i]));
+            a->rnavs[i] = rv ? dw_strdup(rv) : dw_asprintf("%s_%s_%s", table, name, a->targets[i]);
         }
     }
     return DW_OK;
@@ -318,9 +328,12 @@ void emu_meta_free(struct emu *emu)
             for (size_t k = 0; k < a->ntargets; k++) {
                 free(a->targets[k]);
                 free(a->navs[k]);
+                if (a->rnavs)
+                    free(a->rnavs[k]);
             }
             free(a->targets);
             free(a->navs);
+            free(a->rnavs);
         }
         for (size_t j = 0; j < t->nkeys; j++) {
             for (size_t k = 0; k < t->keys[j].nattrs; k++)

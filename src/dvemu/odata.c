@@ -226,13 +226,16 @@ out:
 
 /* --- $filter --------------------------------------------------------------------------- */
 
-enum fnode_kind { FN_AND, FN_OR, FN_NOT, FN_CMP };
+enum fnode_kind { FN_AND, FN_OR, FN_NOT, FN_CMP, FN_FUNC };
 enum fcmp { FC_EQ, FC_NE, FC_GT, FC_GE, FC_LT, FC_LE };
+/* The string functions Dataverse's $filter takes ("Filter rows using OData"). */
+enum ffunc { FF_CONTAINS, FF_STARTSWITH, FF_ENDSWITH };
 
 struct dw_dvemu_filter {
     enum fnode_kind kind;
     enum fcmp op;
-    char *path; /* FN_CMP: property path, '/' separated */
+    enum ffunc func;
+    char *path; /* FN_CMP, FN_FUNC: property path, '/' separated */
     json_t *value;
     struct dw_dvemu_filter *left, *right;
 };
@@ -240,6 +243,7 @@ struct dw_dvemu_filter {
 struct fparser {
     const char *p;
     char *err;
+    bool final; /* err is the whole message (not a syntax error at a position) */
 };
 
 void dw_dvemu_filter_free(struct dw_dvemu_filter *f)
@@ -281,6 +285,65 @@ static struct dw_dvemu_filter *fail(struct fparser *fp, const char *what)
     return NULL;
 }
 
+/* name(property,'text') for contains, startswith and endswith; takes ownership of name. Any
+ * other function is refused with the OData library's message, as Dataverse answers it. */
+static struct dw_dvemu_filter *parse_function(struct fparser *fp, char *name)
+{
+    static const struct {
+        const char *name;
+        enum ffunc func;
+    } funcs[] = {
+        {"contains", FF_CONTAINS}, {"startswith", FF_STARTSWITH}, {"endswith", FF_ENDSWITH}};
+    struct dw_dvemu_filter *n = NULL;
+    size_t i;
+    for (i = 0; i < sizeof funcs / sizeof funcs[0]; i++)
+        if (strcmp(name, funcs[i].name) == 0)
+            break;
+    if (i == sizeof funcs / sizeof funcs[0]) {
+        free(fp->err);
+        fp->err = dw_asprintf("An unknown function with name '%s' was found. This may also be a "
+                              "function import or a key lookup on a navigation property, which "
+                              "is not allowed.",
+                              name);
+        fp->final = true;
+        goto out;
+    }
+    fp->p++; /* '(' */
+    skip_ws(fp);
+    const char *start = fp->p;
+    while (is_name_char((unsigned char)*fp->p) || *fp->p == '/' || *fp->p == '.')
+        fp->p++;
+    if (fp->p == start) {
+        fail(fp, "expected a property name");
+        goto out;
+    }
+    n = dw_calloc(1, sizeof *n);
+    n->kind = FN_FUNC;
+    n->func = funcs[i].func;
+    n->path = dw_strndup(start, (size_t)(fp->p - start));
+    skip_ws(fp);
+    const char *end;
+    if (*fp->p != ',' || (fp->p++, skip_ws(fp), *fp->p != '\'') ||
+        parse_literal(fp->p, &end, &n->value) != DW_OK) {
+        dw_dvemu_filter_free(n);
+        n = NULL;
+        fail(fp, "expected a string literal");
+        goto out;
+    }
+    fp->p = end;
+    skip_ws(fp);
+    if (*fp->p != ')') {
+        dw_dvemu_filter_free(n);
+        n = NULL;
+        fail(fp, "expected ')'");
+        goto out;
+    }
+    fp->p++;
+out:
+    free(name);
+    return n;
+}
+
 static struct dw_dvemu_filter *parse_primary(struct fparser *fp)
 {
     skip_ws(fp);
@@ -312,6 +375,9 @@ static struct dw_dvemu_filter *parse_primary(struct fparser *fp)
     if (fp->p == start)
         return fail(fp, "expected a property name");
     char *path = dw_strndup(start, (size_t)(fp->p - start));
+    skip_ws(fp);
+    if (*fp->p == '(')
+        return parse_function(fp, path);
     static const struct {
         const char *w;
         enum fcmp op;
@@ -389,6 +455,10 @@ dw_rc dw_dvemu_filter_parse(const char *text, struct dw_dvemu_filter **out, char
             fail(&fp, "unexpected text after the expression");
         }
     }
+    if (f == NULL && fp.final) {
+        *errmsg = fp.err;
+        return DW_ERR_INVALID;
+    }
     if (f == NULL) {
         /* Say where, as the OData library does ("at position N"). */
         free(fp.err);
@@ -461,6 +531,21 @@ bool dw_dvemu_filter_match(const struct dw_dvemu_filter *f, const json_t *row)
         return dw_dvemu_filter_match(f->left, row) || dw_dvemu_filter_match(f->right, row);
     case FN_NOT:
         return !dw_dvemu_filter_match(f->left, row);
+    case FN_FUNC: {
+        const char *have = json_string_value(lookup_path(row, f->path));
+        const char *want = json_string_value(f->value);
+        size_t nh = have ? strlen(have) : 0, nw = want ? strlen(want) : 0;
+        if (have == NULL || want == NULL || nw > nh)
+            return false;
+        if (f->func == FF_STARTSWITH)
+            return strncasecmp(have, want, nw) == 0;
+        if (f->func == FF_ENDSWITH)
+            return strncasecmp(have + nh - nw, want, nw) == 0;
+        for (size_t i = 0; i + nw <= nh; i++)
+            if (strncasecmp(have + i, want, nw) == 0)
+                return true;
+        return false;
+    }
     case FN_CMP:
         break;
     }

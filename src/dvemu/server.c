@@ -540,6 +540,26 @@ static bool inject_fault(struct server *s, int kind, struct emu_resp *resp)
     return true;
 }
 
+/*
+ * The server time a request costs (--cost-*): a fixed part and a part per row written, less
+ * per row in a bulk action, and less again when the client bypasses custom synchronous
+ * logic (MSCRM.BypassBusinessLogicExecution, or the older MSCRM.BypassCustomPluginExecution).
+ */
+static int64_t server_cost_ms(const struct dw_dvemu_options *o, struct MHD_Connection *con,
+                              const char *path, size_t rows)
+{
+    bool bulk = strstr(path, "/Microsoft.Dynamics.CRM.") != NULL && strstr(path, "Multiple");
+    const char *bypass =
+        MHD_lookup_connection_value(con, MHD_HEADER_KIND, "MSCRM.BypassBusinessLogicExecution");
+    const char *plugins =
+        MHD_lookup_connection_value(con, MHD_HEADER_KIND, "MSCRM.BypassCustomPluginExecution");
+    int64_t per_row = bulk ? o->cost_bulk_row_ms : o->cost_row_ms;
+    int64_t row_part = (int64_t)rows * per_row;
+    if ((bypass && strstr(bypass, "CustomSync")) || (plugins && strcasecmp(plugins, "true") == 0))
+        row_part = row_part * o->cost_bypass_percent / 100;
+    return o->cost_request_ms + row_part;
+}
+
 static void api(struct server *s, struct MHD_Connection *con, const char *method, const char *path,
                 const char *query, struct conn *c, struct emu_resp *resp, bool *drop)
 {
@@ -579,6 +599,7 @@ static void api(struct server *s, struct MHD_Connection *con, const char *method
         .body = c->body.data,
         .body_len = c->body.len,
         .prefer_representation = prefer && strstr(prefer, "return=representation"),
+        .max_page_size = emu_prefer_max_page_size(prefer),
         .if_match = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "If-Match"),
         .if_none_match = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "If-None-Match"),
         .user = user,
@@ -589,6 +610,7 @@ static void api(struct server *s, struct MHD_Connection *con, const char *method
                          prefer && strstr(prefer, "odata.continue-on-error"), resp);
     else
         emu_api_handle(emu, &req, resp);
+    emu_clock_sleep(&emu->clock, server_cost_ms(emu->opt, con, path, resp->rows));
     limits_done(s, user, ticket, emu_clock_ms(&emu->clock) - t0);
     char num[24];
     snprintf(num, sizeof num, "%ld", remaining);
@@ -722,6 +744,8 @@ void dw_dvemu_options_init(struct dw_dvemu_options *o)
     o->dop_hint = 8;
     o->history_max = 250000;
     o->threads = 0;
+    o->page_size = 5000;
+    o->cost_bypass_percent = 50;
 }
 
 void dw_dvemu_options_cleanup(struct dw_dvemu_options *o)

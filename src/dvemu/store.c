@@ -291,6 +291,7 @@ static void row_set(struct emu_table *t, const char *id, json_t *data)
 void emu_row_put(struct emu *emu, struct emu_table *t, const char *id, json_t *data, const char *op)
 {
     struct emu_row *old = NULL;
+    emu->rows_put++;
     HASH_FIND_STR(t->rows, id, old);
     if (emu->in_txn) {
         if (emu->nundo == emu->undo_cap) {

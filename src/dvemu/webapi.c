@@ -2,6 +2,7 @@
  * caller (server.c or the $batch code) holds no lock; emu_api_handle takes store_lock for
  * the whole operation. */
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,16 +231,208 @@ static json_t *table_matches(struct emu_table *t, const struct dw_dvemu_filter *
     return out;
 }
 
+/* --- $expand ---------------------------------------------------------------------------- */
+
+static const struct emu_attr *collection_nav(struct emu *emu, const struct emu_table *t,
+                                             const char *nav, size_t navlen,
+                                             struct emu_table **child, size_t *ti);
+
+/* One item of $expand: a navigation property and the $select inside its parentheses. */
+struct expand_item {
+    char *nav;
+    const struct emu_attr *single; /* a lookup of the table, or */
+    const struct emu_attr *coll;   /* another table's lookup back to it (collection) */
+    struct emu_table *child;
+    json_t *select; /* NULL: every column */
+};
+
+static void expand_free(struct expand_item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(items[i].nav);
+        json_decref(items[i].select);
+    }
+    free(items);
+}
+
+/*
+ * Parses "$expand=nav1($select=a,b),nav2" for rows of t ("Join tables using OData":
+ * single-valued navigation properties with a nested $select, collection-valued ones one
+ * level deep). Other nested options answer 501; an unknown property 400.
+ */
+static dw_rc parse_expand(struct emu *emu, const char *text, struct emu_table *t,
+                          struct expand_item **out, size_t *nout, struct emu_err *err)
+{
+    struct expand_item *items = NULL;
+    size_t n = 0;
+    const char *p = text;
+    while (*p) {
+        size_t len = strcspn(p, "(,");
+        int depth = 0;
+        size_t end = len;
+        if (p[len] == '(')
+            for (end = len; p[end]; end++) {
+                depth += p[end] == '(' ? 1 : p[end] == ')' ? -1 : 0;
+                if (depth == 0) {
+                    end++;
+                    break;
+                }
+            }
+        items = dw_realloc(items, (n + 1) * sizeof *items);
+        struct expand_item *it = &items[n++];
+        memset(it, 0, sizeof *it);
+        it->nav = dw_strndup(p, len);
+        for (size_t i = 0; i < t->nattrs && !it->single; i++)
+            for (size_t j = 0; j < t->attrs[i].ntargets; j++)
+                if (strcmp(t->attrs[i].navs[j], it->nav) == 0)
+                    it->single = &t->attrs[i];
+        size_t ti;
+        if (!it->single)
+            it->coll = collection_nav(emu, t, it->nav, strlen(it->nav), &it->child, &ti);
+        if (!it->single && !it->coll) {
+            err_no_property(err, t->logical, it->nav);
+            goto fail;
+        }
+        if (end > len) { /* "(...)": only $select */
+            char *inner = dw_strndup(p + len + 1, end - len - 2);
+            dw_rc rc = DW_OK;
+            if (strncmp(inner, "$select=", 8) != 0 || strchr(inner, ';')) {
+                emu_err_set(err, 501, "0x80060888",
+                            "dvemu does not emulate the options '%s' of an expanded property; "
+                            "see dvemu(1).",
+                            inner);
+                rc = DW_ERR_UNSUPPORTED;
+            } else {
+                struct emu_table *target = it->child;
+                if (it->single && it->single->ntargets == 1)
+                    target = emu_table_by_logical(emu, it->single->targets[0]);
+                rc = parse_select(inner + 8, target, &it->select, err);
+            }
+            free(inner);
+            if (rc != DW_OK)
+                goto fail;
+        }
+        p += end;
+        if (*p == ',')
+            p++;
+    }
+    *out = items;
+    *nout = n;
+    return DW_OK;
+fail:
+    expand_free(items, n);
+    return DW_ERR_INVALID;
+}
+
+/* Adds the expanded navigation properties to row (its public form, lookups included). */
+static void apply_expand(struct emu *emu, json_t *row, const struct emu_table *t,
+                         const struct expand_item *items, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        const struct expand_item *it = &items[k];
+        if (it->single) {
+            const char *id = json_string_value(json_object_get(row, it->single->prop));
+            json_t *v = json_null();
+            for (size_t j = 0; id && j < it->single->ntargets; j++) {
+                struct emu_table *tt = emu_table_by_logical(emu, it->single->targets[j]);
+                struct emu_row *r = tt ? emu_row_find_id(tt, id) : NULL;
+                if (r && strcmp(it->single->navs[j], it->nav) == 0) {
+                    json_decref(v);
+                    v = emu_row_public(tt, r->data);
+                    apply_select(v, it->select, tt->primary_id);
+                }
+            }
+            json_object_set_new(row, it->nav, v);
+        } else {
+            const char *id = json_string_value(json_object_get(row, t->primary_id));
+            json_t *arr = json_array();
+            for (struct emu_row *r = it->child->rows; id && r; r = r->hh.next) {
+                const char *pv = json_string_value(json_object_get(r->data, it->coll->prop));
+                if (pv && strcmp(pv, id) == 0) {
+                    json_t *c = emu_row_public(it->child, r->data);
+                    apply_select(c, it->select, it->child->primary_id);
+                    json_array_append_new(arr, c);
+                }
+            }
+            json_object_set_new(row, it->nav, arr);
+        }
+    }
+}
+
+/* Keeps the expanded properties through $select. */
+static void select_keep_expanded(json_t *select, const struct expand_item *items, size_t n)
+{
+    for (size_t k = 0; select && k < n; k++)
+        json_array_append_new(select, json_string(items[k].nav));
+}
+
+/* The largest page and the largest @odata.count Dataverse answers ("Page results using
+ * OData", "Count rows using OData"). */
+#define EMU_PAGE_MAX 5000
+
+int emu_prefer_max_page_size(const char *prefer)
+{
+    const char *p = prefer ? strstr(prefer, "odata.maxpagesize=") : NULL;
+    if (p == NULL)
+        return 0;
+    char *end;
+    long n = strtol(p + strlen("odata.maxpagesize="), &end, 10);
+    return n > 0 && n <= INT_MAX ? (int)n : 0;
+}
+
+/* The rows a $skiptoken says were answered already: dvemu's tokens are Dataverse-shaped
+ * cookies carrying the offset ("<cookie pagenumber="2" dvemu-skip="5000" />"). */
+static dw_rc skiptoken_offset(const char *token, size_t *out)
+{
+    const char *p = strstr(token, "dvemu-skip=\"");
+    if (p == NULL)
+        return DW_ERR_INVALID;
+    char *end;
+    unsigned long long n = strtoull(p + strlen("dvemu-skip=\""), &end, 10);
+    if (*end != '"' || end == p + strlen("dvemu-skip=\""))
+        return DW_ERR_INVALID;
+    *out = (size_t)n;
+    return DW_OK;
+}
+
+/* The absolute URL of the next page: the request's own path and query (without its
+ * $skiptoken) and a $skiptoken for the rows after skip; a new heap string. */
+static char *next_link(struct emu *emu, const struct emu_req *req, size_t skip, size_t page)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    (void)dw_buf_printf(&b, "%s" EMU_API_PREFIX "%s?", emu->base_url, req->path);
+    const char *q = req->query ? req->query : "";
+    while (*q) {
+        size_t n = strcspn(q, "&");
+        if (n > 0 && strncmp(q, "$skiptoken=", 11) != 0 && strncmp(q, "%24skiptoken=", 13) != 0) {
+            (void)dw_buf_append(&b, q, n);
+            (void)dw_buf_putc(&b, '&');
+        }
+        q += n;
+        if (*q == '&')
+            q++;
+    }
+    (void)dw_buf_printf(&b,
+                        "$skiptoken=%%3Ccookie%%20pagenumber=%%22%zu%%22%%20dvemu-skip=%%22%zu%%22"
+                        "%%20/%%3E",
+                        page, skip);
+    return dw_buf_steal(&b);
+}
+
 /* Answers a GET on a collection: $filter, $orderby, $count, $top, then $select. Takes
  * ownership of rows (an array of objects); rows NULL: table t's rows. t may be NULL for
  * virtual collections. */
-static void collection_answer(struct emu *emu, const char *context, json_t *rows, json_t *query,
-                              struct emu_table *t, struct emu_resp *resp)
+static void collection_answer(struct emu *emu, const struct emu_req *req, const char *context,
+                              json_t *rows, json_t *query, struct emu_table *t,
+                              struct emu_resp *resp)
 {
     struct emu_err err = {0};
     json_t *select = NULL;
     struct dw_dvemu_filter *filter = NULL;
     struct order_ctx oc = {0};
+    struct expand_item *xitems = NULL;
+    size_t nx = 0;
     const char *fs = json_string_value(json_object_get(query, "$filter"));
     if (fs) {
         char *msg = NULL;
@@ -255,10 +448,13 @@ static void collection_answer(struct emu *emu, const char *context, json_t *rows
     /* Expanded properties ($expand=OptionSet) are answered whatever $select says. */
     const char *es = json_string_value(json_object_get(query, "$expand"));
     json_t *expand = NULL;
-    if (select && es && parse_select(es, NULL, &expand, &err) == DW_OK) {
+    if (t == NULL && select && es && parse_select(es, NULL, &expand, &err) == DW_OK) {
         json_array_extend(select, expand);
         json_decref(expand);
     }
+    if (t && es && parse_expand(emu, es, t, &xitems, &nx, &err) != DW_OK)
+        goto fail;
+    select_keep_expanded(select, xitems, nx);
     json_t *out;
     size_t i;
     json_t *row;
@@ -310,10 +506,35 @@ static void collection_answer(struct emu *emu, const char *context, json_t *rows
         while (json_array_size(out) > (size_t)n)
             json_array_remove(out, json_array_size(out) - 1);
     }
+    /* Server-driven paging: at most a page of rows, and a next link for the rest. */
+    size_t skip = 0, page = (size_t)emu->opt->page_size;
+    const char *st = json_string_value(json_object_get(query, "$skiptoken"));
+    if (st && skiptoken_offset(st, &skip) != DW_OK) {
+        json_decref(out);
+        emu_err_set(&err, 400, "0x80060888", "Invalid value '%s' for $skiptoken query option.", st);
+        goto fail;
+    }
+    /* A preference above the server's page (5,000, or --page-size) is not applied. */
+    if (req && req->max_page_size > 0 && (size_t)req->max_page_size <= page) {
+        page = (size_t)req->max_page_size;
+        char applied[48];
+        snprintf(applied, sizeof applied, "odata.maxpagesize=%d", req->max_page_size);
+        emu_resp_header(resp, "Preference-Applied", applied);
+    }
+    for (size_t k = 0; k < skip && json_array_size(out) > 0; k++)
+        json_array_remove(out, 0);
+    char *next = NULL;
+    if (json_array_size(out) > page && req != NULL) {
+        next = next_link(emu, req, skip + page, (skip + page) / page + 1);
+        while (json_array_size(out) > page)
+            json_array_remove(out, json_array_size(out) - 1);
+    }
     json_t *final = json_array();
     json_array_foreach(out, i, row)
     {
         json_t *copy = json_deep_copy(row);
+        if (nx)
+            apply_expand(emu, copy, t, xitems, nx);
         apply_select(copy, select, t ? t->primary_id : NULL);
         json_array_append_new(final, copy);
     }
@@ -323,8 +544,13 @@ static void collection_answer(struct emu *emu, const char *context, json_t *rows
     free(ctx);
     const char *count = json_string_value(json_object_get(query, "$count"));
     if (count && strcmp(count, "true") == 0)
-        json_object_set_new(body, "@odata.count", json_integer((json_int_t)total));
+        json_object_set_new(
+            body, "@odata.count",
+            json_integer((json_int_t)(total > EMU_PAGE_MAX ? EMU_PAGE_MAX : total)));
     json_object_set_new(body, "value", final);
+    if (next)
+        json_object_set_new(body, "@odata.nextLink", json_string(next));
+    free(next);
     emu_resp_json(resp, 200, body);
     goto out;
 fail:
@@ -337,6 +563,7 @@ out:
     dw_dvemu_filter_free(filter);
     json_decref(select);
     json_decref(rows);
+    expand_free(xitems, nx);
 }
 
 /* --- values ---------------------------------------------------------------------------- */
@@ -482,15 +709,49 @@ static json_t *check_value(const struct emu_table *t, const struct emu_attr *a, 
     return NULL;
 }
 
+/* "Execute batch operations using the Web API": a Content-ID referenced before it is
+ * declared (ref is "$n", possibly followed by a path). */
+static void err_content_id(struct emu_err *err, const char *ref)
+{
+    size_t n = 1 + strspn(ref + 1, "0123456789");
+    emu_err_set(err, 400, "0x0",
+                "Content-ID Reference: '%.*s' does not exist in the batch context.", (int)n, ref);
+}
+
+/* W/"<versionnumber>", the row's @odata.etag; a new heap string. */
+static char *row_etag(const json_t *row)
+{
+    return dw_asprintf("W/\"%lld\"",
+                       (long long)json_integer_value(json_object_get(row, "versionnumber")));
+}
+
+/* "Perform conditional operations using the Web API": If-Match with an etag that is not
+ * the row's current one refuses an update or a delete with 412. */
+static dw_rc check_if_match(const struct emu_req *req, const json_t *row, struct emu_err *err)
+{
+    if (req->if_match == NULL || strcmp(req->if_match, "*") == 0)
+        return DW_OK;
+    char *etag = row_etag(row);
+    bool same = strcmp(etag, req->if_match) == 0;
+    free(etag);
+    if (same)
+        return DW_OK;
+    emu_err_set(err, 412, "0x80060882",
+                "The version of the existing record doesn't match the RowVersion property "
+                "provided.");
+    return DW_ERR_STATE;
+}
+
 /* Splits an entity reference ("/accounts(...)", "accounts(...)", an absolute URL or a
  * Content-ID "$1") into its table and parsed key. */
 static dw_rc parse_ref(struct emu *emu, const char *ref, json_t *content_ids,
                        struct emu_table **table, struct dw_dvemu_key *key)
 {
-    if (ref[0] == '$' && content_ids) {
+    if (ref[0] == '$' && isdigit((unsigned char)ref[1])) {
         const char *sub = json_string_value(json_object_get(content_ids, ref + 1));
-        if (sub)
-            ref = sub;
+        if (sub == NULL)
+            return DW_ERR_NOT_FOUND;
+        ref = sub;
     }
     const char *p = strstr(ref, EMU_API_PREFIX);
     if (p)
@@ -543,6 +804,10 @@ static dw_rc resolve_bind(struct emu *emu, const struct emu_table *t, const char
     }
     struct dw_dvemu_key key = {0};
     dw_rc rc = ref ? parse_ref(emu, ref, content_ids, &target, &key) : DW_ERR_INVALID;
+    if (rc != DW_OK && ref[0] == '$' && isdigit((unsigned char)ref[1])) {
+        err_content_id(err, ref);
+        return DW_ERR_INVALID;
+    }
     if (rc != DW_OK || strcmp(target->logical, a->targets[ti]) != 0) {
         if (rc == DW_OK)
             dw_dvemu_key_cleanup(&key);
@@ -677,6 +942,16 @@ static void answer_written(struct emu *emu, const struct emu_req *req, struct em
     char *url = dw_asprintf("%s" EMU_API_PREFIX "%s", emu->base_url, ref);
     if (req->prefer_representation) {
         json_t *body = emu_row_public(t, row);
+        /* "Create a table row" / "Update and delete table rows": $select limits the
+         * representation returned (the names were checked before the write). */
+        json_t *query = parse_query(req->query), *select = NULL;
+        const char *ss = json_string_value(json_object_get(query, "$select"));
+        struct emu_err ignored = {0};
+        if (ss && parse_select(ss, t, &select, &ignored) == DW_OK)
+            apply_select(body, select, t->primary_id);
+        emu_err_clear(&ignored);
+        json_decref(select);
+        json_decref(query);
         char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s/$entity", emu->base_url, t->set);
         json_object_set_new(body, "@odata.context", json_string(ctx));
         free(ctx);
@@ -685,9 +960,11 @@ static void answer_written(struct emu *emu, const struct emu_req *req, struct em
     } else {
         resp->status = 204;
     }
-    emu_resp_header(resp, "OData-EntityId", url);
-    if (created && req->prefer_representation)
+    /* In $batch answers every written part carries both, Location first ("Execute batch
+     * operations using the Web API"). */
+    if ((created && req->prefer_representation) || req->in_batch)
         emu_resp_header(resp, "Location", url);
+    emu_resp_header(resp, "OData-EntityId", url);
     free(url);
     free(resp->entity_ref);
     resp->entity_ref = ref;
@@ -797,6 +1074,10 @@ static dw_rc do_upsert(struct emu *emu, const struct emu_req *req, struct emu_ta
                         "A record with matching key values already exists.");
             return DW_ERR_EXISTS;
         }
+        if (check_if_match(req, r->data, err) != DW_OK) {
+            emu_err_clear(&nf);
+            return DW_ERR_STATE;
+        }
         memcpy(id, r->id, 37);
         row = json_copy(r->data); /* rows are immutable snapshots: write a new version */
         rc = body_changes(emu, t, body, req->content_ids, row, err);
@@ -813,7 +1094,7 @@ static dw_rc do_upsert(struct emu *emu, const struct emu_req *req, struct emu_ta
         json_decref(row);
         return rc;
     }
-    if (req->if_match && strcmp(req->if_match, "*") == 0) {
+    if (req->if_match) { /* "*" or an etag: update only, never create */
         *err = nf;
         return DW_ERR_NOT_FOUND;
     }
@@ -998,15 +1279,15 @@ out:
 
 /* --- metadata and virtual collections -------------------------------------------------- */
 
-static void entity_definitions(struct emu *emu, const char *rest, json_t *query,
-                               struct emu_resp *resp)
+static void entity_definitions(struct emu *emu, const struct emu_req *req, const char *rest,
+                               json_t *query, struct emu_resp *resp)
 {
     struct emu_err err = {0};
     if (*rest == '\0' || *rest == '?') {
         json_t *rows = json_array();
         for (size_t i = 0; i < emu->ntables; i++)
             json_array_append_new(rows, emu_meta_entity_json(&emu->tables[i]));
-        collection_answer(emu, "EntityDefinitions", rows, query, NULL, resp);
+        collection_answer(emu, req, "EntityDefinitions", rows, query, NULL, resp);
         return;
     }
     char *decoded = NULL;
@@ -1048,7 +1329,33 @@ static void entity_definitions(struct emu *emu, const char *rest, json_t *query,
         json_t *rows = json_array();
         for (size_t i = 0; i < t->nkeys; i++)
             json_array_append_new(rows, emu_meta_key_json(t, &t->keys[i]));
-        collection_answer(emu, "EntityDefinitions(...)/Keys", rows, query, NULL, resp);
+        collection_answer(emu, req, "EntityDefinitions(...)/Keys", rows, query, NULL, resp);
+        goto out;
+    }
+    if (strcmp(sub, "/ManyToOneRelationships") == 0) {
+        /* One relationship per lookup target, named as Dataverse names them. */
+        json_t *rows = json_array();
+        for (size_t i = 0; i < t->nattrs; i++) {
+            const struct emu_attr *a = &t->attrs[i];
+            for (size_t j = 0; j < a->ntargets; j++) {
+                struct emu_table *target = emu_table_by_logical(emu, a->targets[j]);
+                char *schema = dw_asprintf("%s_%s_%s", t->logical, a->name, a->targets[j]);
+                char *mid = emu_stable_guid(schema, "relationship");
+                json_array_append_new(
+                    rows,
+                    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "SchemaName", schema,
+                              "MetadataId", mid, "RelationshipType", "OneToManyRelationship",
+                              "ReferencingEntity", t->logical, "ReferencingAttribute", a->name,
+                              "ReferencedEntity", a->targets[j], "ReferencedAttribute",
+                              target ? target->primary_id : "",
+                              "ReferencingEntityNavigationPropertyName", a->navs[j],
+                              "ReferencedEntityNavigationPropertyName", schema));
+                free(schema);
+                free(mid);
+            }
+        }
+        collection_answer(emu, req, "EntityDefinitions(...)/ManyToOneRelationships", rows, query,
+                          NULL, resp);
         goto out;
     }
     if (strncmp(sub, "/Attributes", 11) == 0) {
@@ -1073,7 +1380,7 @@ static void entity_definitions(struct emu *emu, const char *rest, json_t *query,
             }
             json_array_append_new(rows, a);
         }
-        collection_answer(emu, "EntityDefinitions(...)/Attributes", rows, query, NULL, resp);
+        collection_answer(emu, req, "EntityDefinitions(...)/Attributes", rows, query, NULL, resp);
         goto out;
     }
     emu_err_set(&err, 404, "0x8006088a", "Resource not found for the segment '%s'.", sub + 1);
@@ -1084,7 +1391,8 @@ out:
     emu_err_clear(&err);
 }
 
-static void sdk_message_filters(struct emu *emu, json_t *query, struct emu_resp *resp)
+static void sdk_message_filters(struct emu *emu, const struct emu_req *req, json_t *query,
+                                struct emu_resp *resp)
 {
     static const char *const messages[] = {"Create",         "Update",         "Delete",
                                            "CreateMultiple", "UpdateMultiple", "UpsertMultiple"};
@@ -1106,7 +1414,291 @@ static void sdk_message_filters(struct emu *emu, json_t *query, struct emu_resp 
             free(mid);
         }
     }
-    collection_answer(emu, "sdkmessagefilters", rows, query, NULL, resp);
+    collection_answer(emu, req, "sdkmessagefilters", rows, query, NULL, resp);
+}
+
+/* System query options dvemu answers. Any other "$..." option, and the fetchXml parameter,
+ * is refused with an error in Dataverse's shape: nothing is silently ignored. */
+static bool query_refused(json_t *query, const char *seg, size_t seglen, struct emu_err *err)
+{
+    static const char *const known[] = {"$select", "$filter",    "$orderby", "$top",
+                                        "$count",  "$skiptoken", "$expand"};
+    static const char *const not_emulated[] = {"$apply", "fetchXml"};
+    const char *k;
+    json_t *v;
+    json_object_foreach(query, k, v)
+    {
+        for (size_t i = 0; i < sizeof not_emulated / sizeof not_emulated[0]; i++)
+            if (strcmp(k, not_emulated[i]) == 0) {
+                emu_err_set(err, 501, "0x80060888",
+                            "dvemu does not emulate the '%s' query option; see dvemu(1), "
+                            "\"What dvemu does not emulate\".",
+                            k);
+                return true;
+            }
+        if (k[0] != '$')
+            continue; /* custom query options and parameter aliases (@p1) */
+        bool ok = false;
+        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+            ok |= strcmp(k, known[i]) == 0;
+        if (!ok) {
+            emu_err_set(err, 400, "0x80060888", "The query parameter %s is not supported", k);
+            return true;
+        }
+    }
+    (void)seg;
+    (void)seglen;
+    return false;
+}
+
+/* GET <set>/$count: the number of rows (that match $filter), as text, at most 5,000
+ * ("Count rows using OData"). */
+static void count_answer(struct emu_table *t, json_t *query, struct emu_resp *resp)
+{
+    struct emu_err err = {0};
+    struct dw_dvemu_filter *filter = NULL;
+    const char *fs = json_string_value(json_object_get(query, "$filter"));
+    char *msg = NULL;
+    if (fs && dw_dvemu_filter_parse(fs, &filter, &msg) != DW_OK) {
+        emu_err_set(&err, 400, "0x80060888", "%s", msg);
+        free(msg);
+        emu_resp_error(resp, &err);
+        emu_err_clear(&err);
+        return;
+    }
+    size_t n = 0;
+    for (struct emu_row *r = t->rows; r; r = r->hh.next)
+        n += filter == NULL || dw_dvemu_filter_match(filter, r->data);
+    dw_dvemu_filter_free(filter);
+    resp->status = 200;
+    (void)dw_buf_printf(&resp->body, "%zu", n > EMU_PAGE_MAX ? (size_t)EMU_PAGE_MAX : n);
+    resp->content_type = "text/plain; charset=utf-8";
+}
+
+/* --- navigation properties and property paths ----------------------------------------- */
+
+/* Where the key of "(<key>)<tail>" ends: the ')' outside quotes; 0 when there is none. */
+static size_t key_end(const char *rest)
+{
+    bool quoted = false;
+    for (size_t i = 1; rest[i]; i++) {
+        if (rest[i] == '\'')
+            quoted = !quoted; /* a doubled quote toggles twice */
+        else if (rest[i] == ')' && !quoted)
+            return i;
+    }
+    return 0;
+}
+
+/* The lookup of another table whose collection-valued navigation property back to t is
+ * nav; *child is that table, *ti the target's index. NULL when there is none. */
+static const struct emu_attr *collection_nav(struct emu *emu, const struct emu_table *t,
+                                             const char *nav, size_t navlen,
+                                             struct emu_table **child, size_t *ti)
+{
+    for (size_t c = 0; c < emu->ntables; c++)
+        for (size_t i = 0; i < emu->tables[c].nattrs; i++) {
+            const struct emu_attr *a = &emu->tables[c].attrs[i];
+            for (size_t j = 0; j < a->ntargets; j++)
+                if (strcmp(a->targets[j], t->logical) == 0 && strlen(a->rnavs[j]) == navlen &&
+                    strncmp(a->rnavs[j], nav, navlen) == 0) {
+                    *child = &emu->tables[c];
+                    *ti = j;
+                    return a;
+                }
+        }
+    return NULL;
+}
+
+/* Updates one row (never creates it) with body, as a PATCH with If-Match: * would. */
+static dw_rc update_only(struct emu *emu, const struct emu_req *req, struct emu_table *t,
+                         const struct dw_dvemu_key *key, json_t *body, struct emu_resp *resp,
+                         struct emu_err *err)
+{
+    struct emu_req sub = *req;
+    sub.if_match = "*";
+    sub.if_none_match = NULL;
+    sub.prefer_representation = false;
+    sub.in_batch = false;
+    dw_rc rc = do_upsert(emu, &sub, t, key, body, resp, err);
+    if (rc == DW_OK) { /* 204 and nothing else, as Dataverse answers these */
+        for (size_t i = 0; i < resp->nheaders; i++) {
+            free(resp->hname[i]);
+            free(resp->hvalue[i]);
+        }
+        resp->nheaders = 0;
+        resp->status = 204;
+    }
+    return rc;
+}
+
+/*
+ * "<set>(<key>)/<tail>": a property path ("Update and delete table rows using the Web API":
+ * GET, PUT {"value": v} and DELETE of one column) or a navigation property ("Associate and
+ * disassociate table rows using the Web API": PUT/DELETE <single>/$ref, POST <collection>/$ref,
+ * DELETE <collection>(<id>)/$ref; GET <collection> lists the related rows).
+ */
+static void nav_or_property(struct emu *emu, const struct emu_req *req, struct emu_table *t,
+                            const struct dw_dvemu_key *key, const char *tail, json_t *query,
+                            struct emu_resp *resp)
+{
+    struct emu_err err = {0};
+    json_t *body = NULL, *change = NULL;
+    struct dw_dvemu_key ckey = {0};
+    bool by_alt;
+    size_t seglen = strcspn(tail, "(/");
+    const char *after = tail + seglen;
+    bool ref = strcmp(after, "/$ref") == 0;
+    struct emu_row *r = emu_row_find(t, key, &by_alt, &err);
+    if (r == NULL)
+        goto fail;
+    char *seg = dw_strndup(tail, seglen);
+    const struct emu_attr *prop = NULL, *single = NULL;
+    size_t ti = 0;
+    for (size_t i = 0; i < t->nattrs; i++) {
+        const struct emu_attr *a = &t->attrs[i];
+        if (a->type != DW_ATTR_LOOKUP && strcmp(a->name, seg) == 0)
+            prop = a;
+        for (size_t j = 0; j < a->ntargets; j++)
+            if (strcmp(a->navs[j], seg) == 0) {
+                single = a;
+                ti = j;
+            }
+    }
+    struct emu_table *child = NULL;
+    size_t cti = 0;
+    const struct emu_attr *coll =
+        prop || single ? NULL : collection_nav(emu, t, tail, seglen, &child, &cti);
+    const char *m = req->method;
+    if (prop && *after == '\0') {
+        if (strcmp(m, "GET") == 0) {
+            json_t *v = json_object_get(r->data, prop->prop);
+            char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s(%s)/%s", emu->base_url,
+                                    t->set, r->id, prop->name);
+            emu_resp_json(
+                resp, 200,
+                json_pack("{s:s, s:O}", "@odata.context", ctx, "value", v ? v : json_null()));
+            free(ctx);
+            goto done;
+        }
+        if (strcmp(m, "PUT") == 0 || strcmp(m, "DELETE") == 0) {
+            json_t *v = NULL;
+            if (strcmp(m, "PUT") == 0) {
+                body = req->json ? json_incref(req->json)
+                                 : json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
+                v = json_object_get(body, "value");
+                if (v == NULL) {
+                    emu_err_set(&err, 400, "0x80048d19",
+                                "A property update needs a body {\"value\": ...} naming the "
+                                "new value of '%s'.",
+                                prop->name);
+                    goto fail_seg;
+                }
+            }
+            change = json_pack("{s:O}", prop->name, v ? v : json_null());
+            if (update_only(emu, req, t, key, change, resp, &err) != DW_OK)
+                goto fail_seg;
+            goto done;
+        }
+    } else if (single && ref) {
+        char *bind = dw_asprintf("%s@odata.bind", single->navs[ti]);
+        if (strcmp(m, "PUT") == 0) {
+            body = req->json ? json_incref(req->json)
+                             : json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
+            json_t *id = json_object_get(body, "@odata.id");
+            if (!json_is_string(id)) {
+                free(bind);
+                emu_err_set(&err, 400, "0x80048d19",
+                            "A reference needs a body {\"@odata.id\": ...} naming the row.");
+                goto fail_seg;
+            }
+            change = json_pack("{s:O}", bind, id);
+        } else if (strcmp(m, "DELETE") == 0) {
+            change = json_pack("{s:n}", bind);
+        }
+        free(bind);
+        if (change) {
+            if (update_only(emu, req, t, key, change, resp, &err) != DW_OK)
+                goto fail_seg;
+            goto done;
+        }
+    } else if (coll) {
+        char *parent = dw_asprintf("%s(%s)", t->set, r->id);
+        char *bind = dw_asprintf("%s@odata.bind", coll->navs[cti]);
+        struct emu_table *ct = child;
+        bool handled = false;
+        if (strcmp(m, "GET") == 0 && *after == '\0') {
+            json_t *rows = json_array();
+            for (struct emu_row *cr = child->rows; cr; cr = cr->hh.next) {
+                const char *pv = json_string_value(json_object_get(cr->data, coll->prop));
+                if (pv && strcmp(pv, r->id) == 0)
+                    json_array_append_new(rows, emu_row_public(child, cr->data));
+            }
+            collection_answer(emu, req, child->set, rows, query, child, resp);
+            handled = true;
+        } else if (strcmp(m, "POST") == 0 && ref) {
+            body = req->json ? json_incref(req->json)
+                             : json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
+            const char *id = json_string_value(json_object_get(body, "@odata.id"));
+            if (id == NULL || parse_ref(emu, id, req->content_ids, &ct, &ckey) != DW_OK ||
+                ct != child) {
+                emu_err_set(&err, 400, "0x80048d19",
+                            "A reference needs a body {\"@odata.id\": ...} naming a row of '%s'.",
+                            child->set);
+            } else {
+                change = json_pack("{s:s}", bind, parent);
+                (void)update_only(emu, req, child, &ckey, change, resp, &err);
+            }
+            handled = true;
+        } else if (strcmp(m, "DELETE") == 0 && *after == '(') {
+            size_t close = key_end(after);
+            if (close > 0 && strcmp(after + close + 1, "/$ref") == 0 &&
+                dw_dvemu_key_parse(after + 1, close - 1, &ckey) == DW_OK) {
+                struct emu_err nf = {0};
+                struct emu_row *cr = emu_row_find(child, &ckey, &by_alt, &nf);
+                const char *pv =
+                    cr ? json_string_value(json_object_get(cr->data, coll->prop)) : NULL;
+                if (cr == NULL) {
+                    err = nf;
+                } else if (pv == NULL || strcmp(pv, r->id) != 0) {
+                    emu_err_clear(&nf);
+                    emu_err_set(&err, 404, "0x80040217",
+                                "The row %s is not associated with %s through '%s'.", cr->id,
+                                parent, coll->rnavs[cti]);
+                } else {
+                    change = json_pack("{s:n}", bind);
+                    (void)update_only(emu, req, child, &ckey, change, resp, &err);
+                }
+                handled = true;
+            }
+        }
+        free(parent);
+        free(bind);
+        if (handled) {
+            if (err.status)
+                goto fail_seg;
+            goto done;
+        }
+    }
+    if (prop == NULL && single == NULL && coll == NULL)
+        emu_err_set(&err, 400, "0x0",
+                    "Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.%s'.",
+                    seg, t->logical);
+    else
+        emu_err_set(&err, 405, "0x80060888",
+                    "The requested resource does not support http method '%s'.", m);
+fail_seg:
+    free(seg);
+fail:
+    emu_resp_error(resp, &err);
+    goto out;
+done:
+    free(seg);
+out:
+    emu_err_clear(&err);
+    dw_dvemu_key_cleanup(&ckey);
+    json_decref(body);
+    json_decref(change);
 }
 
 /* --- routing --------------------------------------------------------------------------- */
@@ -1120,6 +1712,8 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
     const char *path = req->path;
     size_t seg = strcspn(path, "(/");
     const char *rest = path + seg;
+    if (query_refused(query, path, seg, &err))
+        goto fail;
 
     if ((seg == 6 && strncmp(path, "WhoAmI", 6) == 0) &&
         (strcmp(rest, "") == 0 || strcmp(rest, "()") == 0)) {
@@ -1139,12 +1733,12 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
     }
     if (seg == 17 && strncmp(path, "EntityDefinitions", 17) == 0 &&
         strcmp(req->method, "GET") == 0) {
-        entity_definitions(emu, rest, query, resp);
+        entity_definitions(emu, req, rest, query, resp);
         goto out;
     }
     if (seg == 17 && strncmp(path, "sdkmessagefilters", 17) == 0 && *rest == '\0' &&
         strcmp(req->method, "GET") == 0) {
-        sdk_message_filters(emu, query, resp);
+        sdk_message_filters(emu, req, query, resp);
         goto out;
     }
     struct emu_table *t = emu_table_by_set(emu, path, seg);
@@ -1154,13 +1748,24 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
         free(name);
         goto fail;
     }
+    const char *wsel = json_string_value(json_object_get(query, "$select"));
+    json_t *wselect = NULL;
+    if (wsel && strcmp(req->method, "GET") != 0) { /* returned by return=representation */
+        if (parse_select(wsel, t, &wselect, &err) != DW_OK)
+            goto fail;
+        json_decref(wselect);
+    }
+    if (strcmp(rest, "/$count") == 0 && strcmp(req->method, "GET") == 0) {
+        count_answer(t, query, resp);
+        goto out;
+    }
     if (*rest == '/' && strncmp(rest + 1, "Microsoft.Dynamics.CRM.", 23) == 0) {
         bulk_action(emu, req, t, rest + 24, resp);
         goto out;
     }
     if (*rest == '\0') {
         if (strcmp(req->method, "GET") == 0) {
-            collection_answer(emu, t->set, NULL, query, t, resp);
+            collection_answer(emu, req, t->set, NULL, query, t, resp);
             goto out;
         }
         if (strcmp(req->method, "POST") == 0) {
@@ -1175,6 +1780,15 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
         goto fail;
     }
     size_t rlen = strlen(rest);
+    size_t kend = *rest == '(' ? key_end(rest) : 0;
+    if (kend > 0 && kend + 1 < rlen && rest[kend + 1] == '/') {
+        if (dw_dvemu_key_parse(rest + 1, kend - 1, &key) != DW_OK) {
+            emu_err_set(&err, 400, "0x80060888", "Bad Request - Error in query syntax.");
+            goto fail;
+        }
+        nav_or_property(emu, req, t, &key, rest + kend + 2, query, resp);
+        goto out;
+    }
     if (*rest != '(' || rest[rlen - 1] != ')' ||
         dw_dvemu_key_parse(rest + 1, rlen - 2, &key) != DW_OK) {
         emu_err_set(&err, 400, "0x80060888", "Bad Request - Error in query syntax.");
@@ -1198,11 +1812,29 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
         struct emu_row *r = emu_row_find(t, &key, &by_alt, &err);
         if (r == NULL)
             goto fail;
+        /* "Perform conditional operations": unchanged since the etag the client holds. */
+        char *etag = row_etag(r->data);
+        bool unchanged = req->if_none_match && strcmp(req->if_none_match, etag) == 0;
+        free(etag);
+        if (unchanged) {
+            resp->status = 304;
+            goto out;
+        }
         json_t *select = NULL;
         const char *ss = json_string_value(json_object_get(query, "$select"));
         if (ss && parse_select(ss, t, &select, &err) != DW_OK)
             goto fail;
+        struct expand_item *xitems = NULL;
+        size_t nx = 0;
+        const char *es = json_string_value(json_object_get(query, "$expand"));
+        if (es && parse_expand(emu, es, t, &xitems, &nx, &err) != DW_OK) {
+            json_decref(select);
+            goto fail;
+        }
+        select_keep_expanded(select, xitems, nx);
         json_t *row = emu_row_public(t, r->data);
+        apply_expand(emu, row, t, xitems, nx);
+        expand_free(xitems, nx);
         apply_select(row, select, t->primary_id);
         json_decref(select);
         char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s/$entity", emu->base_url, t->set);
@@ -1217,7 +1849,8 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
             goto fail;
         char id[37];
         memcpy(id, r->id, 37);
-        if (emu_privilege_check(emu, t, EMU_PRIV_DELETE, r->data, NULL, id, &err) != DW_OK)
+        if (check_if_match(req, r->data, &err) != DW_OK ||
+            emu_privilege_check(emu, t, EMU_PRIV_DELETE, r->data, NULL, id, &err) != DW_OK)
             goto fail;
         emu_row_put(emu, t, id, NULL, "delete");
         resp->status = 204;
@@ -1250,7 +1883,9 @@ void emu_api_handle(struct emu *emu, const struct emu_req *req, struct emu_resp 
     pthread_mutex_lock(&emu->store_lock);
     set_now(emu);
     emu->caller = req->user;
+    uint64_t rows0 = emu->rows_put;
     handle_locked(emu, &pre, resp);
+    resp->rows = (size_t)(emu->rows_put - rows0);
     emu->caller = NULL;
     pthread_mutex_unlock(&emu->store_lock);
     if (pre.json != req->json)
@@ -1349,6 +1984,13 @@ static void run_inner(struct emu *emu, const struct emu_req *outer,
             target = resolved;
         }
     }
+    if (target[0] == '$' && isdigit((unsigned char)target[1]) && resolved == NULL) {
+        err_content_id(&err, target);
+        emu_resp_error(r, &err);
+        emu_err_clear(&err);
+        free(url);
+        return;
+    }
     char *query = strchr(target, '?');
     if (query)
         *query++ = '\0';
@@ -1363,9 +2005,11 @@ static void run_inner(struct emu *emu, const struct emu_req *outer,
         .body = in.body,
         .body_len = in.body_len,
         .prefer_representation = prefer && strstr(prefer, "return=representation"),
+        .max_page_size = emu_prefer_max_page_size(prefer),
         .if_match = if_match,
         .if_none_match = if_none,
         .content_ids = content_ids,
+        .in_batch = true,
         .user = outer->user,
     };
     handle_locked(emu, &sub, r);
@@ -1431,6 +2075,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
     pthread_mutex_lock(&emu->store_lock);
     set_now(emu);
     emu->caller = req->user;
+    uint64_t rows0 = emu->rows_put;
     for (size_t i = 0; i < nparts && !(failed && !continue_on_error); i++) {
         char *ct = NULL, *cb = NULL;
         (void)dw_dvemu_header_get(parts[i].headers, parts[i].headers_len, "Content-Type", &ct);
@@ -1516,6 +2161,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
         }
     }
     emu->caller = NULL;
+    resp->rows = (size_t)(emu->rows_put - rows0);
     pthread_mutex_unlock(&emu->store_lock);
     (void)dw_buf_printf(&out, "--%s--\r\n", rb);
     resp->status = failed && !continue_on_error ? 400 : 200;

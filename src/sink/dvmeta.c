@@ -295,6 +295,254 @@ out:
     return DW_OK;
 }
 
+/* --- export as a dvemu metadata file ----------------------------------------------------- */
+
+/* Attributes dvemu adds to every table itself, so an export leaves them out. */
+static bool implicit_attr(const char *name, const char *primary_id)
+{
+    return strcmp(name, primary_id) == 0 || strcmp(name, "createdon") == 0 ||
+           strcmp(name, "modifiedon") == 0 || strcmp(name, "versionnumber") == 0;
+}
+
+/* The attribute types dvemu emulates (its metadata file's "type"); others are left out. */
+static bool exported_type(const char *type)
+{
+    static const char *const types[] = {"String",   "Memo",     "Integer", "BigInt",
+                                        "Decimal",  "Money",    "Double",  "Boolean",
+                                        "DateTime", "Picklist", "Lookup",  "Customer"};
+    for (size_t i = 0; type && i < sizeof types / sizeof types[0]; i++)
+        if (strcmp(type, types[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Copies what one typed cast says of each listed attribute into the export's attribute
+ * objects (attrs: logical name -> object). */
+static void export_cast(json_t *attrs, json_t *doc)
+{
+    size_t i;
+    json_t *v, *x;
+    json_array_foreach(json_object_get(doc, "value"), i, v)
+    {
+        json_t *a = json_object_get(attrs, json_string_value(json_object_get(v, "LogicalName")));
+        if (a == NULL)
+            continue;
+        if (json_is_integer(x = json_object_get(v, "MaxLength")))
+            json_object_set(a, "max_length", x);
+        if (json_is_number(x = json_object_get(v, "MinValue")))
+            json_object_set(a, "min", x);
+        if (json_is_number(x = json_object_get(v, "MaxValue")))
+            json_object_set(a, "max", x);
+        if (json_is_integer(x = json_object_get(v, "Precision")))
+            json_object_set(a, "precision", x);
+        if (json_is_string(x = json_object_get(v, "Format")))
+            json_object_set(a, "format", x);
+        if (json_is_array(x = json_object_get(v, "Targets")))
+            json_object_set(a, "targets", x);
+        json_t *os = json_object_get(v, "OptionSet");
+        if (!json_is_array(json_object_get(os, "Options")))
+            os = json_object_get(v, "GlobalOptionSet");
+        if (json_is_array(json_object_get(os, "Options"))) {
+            json_t *opts = json_array(), *o;
+            size_t k;
+            json_array_foreach(json_object_get(os, "Options"), k, o)
+            {
+                json_t *label = json_object_get(
+                    json_object_get(json_object_get(o, "Label"), "UserLocalizedLabel"), "Label");
+                json_array_append_new(
+                    opts, json_pack("{s:O, s:s}", "value", json_object_get(o, "Value"), "label",
+                                    json_is_string(label) ? json_string_value(label) : ""));
+            }
+            json_object_set_new(a, "options", opts);
+        }
+    }
+}
+
+/* One table of the export; *out a new reference. */
+static dw_rc export_table(struct dw_sink *sink, const char *logical_name, json_t **out)
+{
+    json_t *doc = NULL, *t = NULL, *attrs = json_object(), *order = json_array();
+    struct dw_buf url, lit;
+    dw_buf_init(&url, 0);
+    dw_buf_init(&lit, 0);
+    dw_rc rc;
+    json_t *name_json = json_string(logical_name);
+    if (name_json == NULL || dw_dvkey_literal(&lit, name_json, false) != DW_OK) {
+        DW_ERROR("table name \"%s\" is not valid UTF-8", logical_name);
+        json_decref(name_json);
+        rc = DW_ERR_INVALID;
+        goto out;
+    }
+    json_decref(name_json);
+    (void)dw_buf_puts(&url, "EntityDefinitions(LogicalName=");
+    (void)dw_dvkey_encode(&url, lit.data, lit.len);
+    (void)dw_buf_putc(&url, ')');
+    const char *p = dw_buf_str(&url);
+    if ((rc = get(sink, p,
+                  "?$select=LogicalName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute",
+                  &doc)) != DW_OK)
+        goto out;
+    const char *set = json_string_value(json_object_get(doc, "EntitySetName"));
+    const char *pk = json_string_value(json_object_get(doc, "PrimaryIdAttribute"));
+    const char *pn = json_string_value(json_object_get(doc, "PrimaryNameAttribute"));
+    if (set == NULL || pk == NULL) {
+        DW_ERROR("metadata of table \"%s\" lacks EntitySetName or PrimaryIdAttribute",
+                 logical_name);
+        rc = DW_ERR_PROTOCOL;
+        goto out;
+    }
+    t = json_pack("{s:s, s:s, s:s, s:s}", "logical_name", logical_name, "entity_set", set,
+                  "primary_id", pk, "primary_name", pn ? pn : "");
+    char *primary_id = dw_strdup(pk);
+    json_decref(doc);
+    doc = NULL;
+
+    rc = get(sink, p, "/Attributes?$select=LogicalName,AttributeType,RequiredLevel,AttributeOf",
+             &doc);
+    size_t i;
+    json_t *v;
+    json_array_foreach(rc == DW_OK ? json_object_get(doc, "value") : NULL, i, v)
+    {
+        const char *name = json_string_value(json_object_get(v, "LogicalName"));
+        const char *type = json_string_value(json_object_get(v, "AttributeType"));
+        const char *req =
+            json_string_value(json_object_get(json_object_get(v, "RequiredLevel"), "Value"));
+        /* AttributeOf: a companion column (a lookup's name, a yomi name) Dataverse fills. */
+        if (name == NULL || !exported_type(type) || implicit_attr(name, primary_id) ||
+            json_is_string(json_object_get(v, "AttributeOf")))
+            continue;
+        json_t *a = json_pack("{s:s, s:s, s:s}", "name", name, "type", type, "required",
+                              req ? req : "None");
+        json_object_set_new(attrs, name, a);
+        json_array_append(order, a);
+    }
+    free(primary_id);
+    json_decref(doc);
+    doc = NULL;
+    if (rc != DW_OK)
+        goto out;
+    for (size_t c = 0; c <= sizeof casts / sizeof *casts + 1; c++) {
+        char *suffix =
+            c < sizeof casts / sizeof *casts
+                ? dw_asprintf("/Attributes/Microsoft.Dynamics.CRM.%s?$select=LogicalName,%s",
+                              casts[c].cast, casts[c].select)
+            : c == sizeof casts / sizeof *casts
+                ? dw_strdup("/Attributes/Microsoft.Dynamics.CRM.DateTimeAttributeMetadata"
+                            "?$select=LogicalName,Format")
+                : dw_strdup("/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
+                            "?$select=LogicalName&$expand=OptionSet,GlobalOptionSet");
+        rc = get(sink, p, suffix, &doc);
+        free(suffix);
+        if (rc != DW_OK)
+            goto out;
+        export_cast(attrs, doc);
+        json_decref(doc);
+        doc = NULL;
+    }
+    /* Navigation properties: written where they differ from dvemu's default names. */
+    if ((rc = get(sink, p,
+                  "/ManyToOneRelationships?$select=ReferencingAttribute,ReferencedEntity,"
+                  "ReferencingEntityNavigationPropertyName,ReferencedEntityNavigationPropertyName",
+                  &doc)) != DW_OK)
+        goto out;
+    json_array_foreach(json_object_get(doc, "value"), i, v)
+    {
+        json_t *a =
+            json_object_get(attrs, json_string_value(json_object_get(v, "ReferencingAttribute")));
+        const char *target = json_string_value(json_object_get(v, "ReferencedEntity"));
+        const char *nav =
+            json_string_value(json_object_get(v, "ReferencingEntityNavigationPropertyName"));
+        const char *an = json_string_value(json_object_get(a, "name"));
+        if (a == NULL || target == NULL || nav == NULL)
+            continue;
+        size_t ntargets = json_array_size(json_object_get(a, "targets"));
+        char *def = ntargets > 1 ? dw_asprintf("%s_%s", an, target) : dw_strdup(an);
+        if (strcmp(def, nav) != 0) {
+            if (!json_is_object(json_object_get(a, "navigation")))
+                json_object_set_new(a, "navigation", json_object());
+            json_object_set_new(json_object_get(a, "navigation"), target, json_string(nav));
+        }
+        free(def);
+        /* The collection-valued property on the target's side of the relationship. */
+        const char *rnav =
+            json_string_value(json_object_get(v, "ReferencedEntityNavigationPropertyName"));
+        char *rdef = dw_asprintf("%s_%s_%s", logical_name, an, target);
+        if (rnav && strcmp(rdef, rnav) != 0) {
+            if (!json_is_object(json_object_get(a, "referenced_navigation")))
+                json_object_set_new(a, "referenced_navigation", json_object());
+            json_object_set_new(json_object_get(a, "referenced_navigation"), target,
+                                json_string(rnav));
+        }
+        free(rdef);
+    }
+    json_decref(doc);
+    doc = NULL;
+    json_object_set(t, "attributes", order);
+
+    if ((rc = get(sink, p, "/Keys?$select=LogicalName,KeyAttributes", &doc)) != DW_OK)
+        goto out;
+    json_t *keys = json_array();
+    json_array_foreach(json_object_get(doc, "value"), i, v) json_array_append_new(
+        keys, json_pack("{s:O, s:O}", "name", json_object_get(v, "LogicalName"), "attributes",
+                        json_object_get(v, "KeyAttributes")));
+    json_object_set_new(t, "keys", keys);
+    json_decref(doc);
+    doc = NULL;
+
+    /* The bulk messages the table supports, asked as the sink asks for UpsertMultiple. */
+    static const char *const bulk[] = {"CreateMultiple", "UpdateMultiple", "UpsertMultiple"};
+    json_t *msgs = json_array();
+    json_object_set_new(t, "bulk_messages", msgs);
+    for (size_t b = 0; b < sizeof bulk / sizeof bulk[0]; b++) {
+        struct dw_buf q;
+        dw_buf_init(&q, 0);
+        (void)dw_buf_printf(&q, "sdkmessageid/name eq '%s' and primaryobjecttypecode eq ", bulk[b]);
+        (void)dw_buf_append(&q, lit.data, lit.len);
+        struct dw_buf path;
+        dw_buf_init(&path, 0);
+        (void)dw_buf_puts(&path, "sdkmessagefilters?$select=sdkmessagefilterid&$filter=");
+        (void)dw_dvkey_encode(&path, q.data, q.len);
+        rc = dw_sink_get_json(sink, dw_buf_str(&path), &doc);
+        dw_buf_cleanup(&q);
+        dw_buf_cleanup(&path);
+        if (rc != DW_OK)
+            goto out;
+        if (json_array_size(json_object_get(doc, "value")) > 0)
+            json_array_append_new(msgs, json_string(bulk[b]));
+        json_decref(doc);
+        doc = NULL;
+    }
+out:
+    json_decref(doc);
+    json_decref(attrs);
+    json_decref(order);
+    dw_buf_cleanup(&lit);
+    dw_buf_cleanup(&url);
+    if (rc != DW_OK) {
+        json_decref(t);
+        return rc;
+    }
+    *out = t;
+    return DW_OK;
+}
+
+dw_rc dw_dvmeta_export(struct dw_sink *sink, char *const *tables, size_t ntables, json_t **out)
+{
+    json_t *arr = json_array();
+    dw_rc rc = DW_OK;
+    for (size_t i = 0; i < ntables && rc == DW_OK; i++) {
+        json_t *t = NULL;
+        if ((rc = export_table(sink, tables[i], &t)) == DW_OK)
+            json_array_append_new(arr, t);
+    }
+    if (rc != DW_OK) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = json_pack("{s:o}", "tables", arr);
+    return DW_OK;
+}
+
 void dw_entity_meta_free(struct dw_entity_meta *m)
 {
     if (m == NULL)

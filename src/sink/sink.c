@@ -175,6 +175,7 @@ struct req {
     char *retry_after;
     int dop_hint;
     char errbuf[CURL_ERROR_SIZE];
+    json_t *pages; /* a paged collection: the rows of the pages before this one */
     /* blocking GET result */
     bool done;
     dw_rc rc;
@@ -845,6 +846,7 @@ static void req_free(struct req *q)
     dw_buf_cleanup(&q->resp);
     free(q->rows);
     free(q->entries);
+    json_decref(q->pages);
     free(q->url);
     free(q->body);
     free(q->content_type);
@@ -1950,6 +1952,42 @@ static void settle_lookup(struct dw_sink *s, struct req *q, const json_t *values
     free(unmatched);
 }
 
+/*
+ * A collection answered in pages ("Page results using OData": at most 5,000 rows, or the
+ * server's page size, and an @odata.nextLink): keeps this page's rows and sends the request
+ * again to the next link; true when it did. On the last page, *values becomes every page's
+ * rows (held by q). A next link outside the configured environment is not followed (the
+ * token would go with it): *bad is set.
+ */
+static bool follow_next_page(struct dw_sink *s, struct req *q, json_t *doc, json_t **values,
+                             bool *bad)
+{
+    const char *next = json_string_value(json_object_get(doc, "@odata.nextLink"));
+    size_t alen = strlen(s->api);
+    *bad = false;
+    if (next == NULL || !json_is_array(*values)) {
+        if (q->pages && json_is_array(*values)) {
+            json_array_extend(q->pages, *values);
+            json_object_set(doc, "value", q->pages);
+            *values = q->pages;
+        }
+        return false;
+    }
+    if (strncmp(next, s->api, alen) != 0 || next[alen] != '/') {
+        DW_ERROR("GET \"%s\" answered a next page outside \"%s\": not followed", q->url, s->api);
+        *bad = true;
+        return false;
+    }
+    if (q->pages == NULL)
+        q->pages = json_array();
+    json_array_extend(q->pages, *values);
+    free(q->url);
+    q->url = dw_strdup(next);
+    req_reset_transfer(q);
+    enqueue(s, q);
+    return true;
+}
+
 static void complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long http)
 {
     char *code = NULL, *msg = NULL;
@@ -1971,6 +2009,16 @@ static void complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long 
     }
     json_t *doc = c.verdict == DW_VERDICT_OK ? json_loads(dw_buf_str(&q->resp), 0, NULL) : NULL;
     json_t *values = json_object_get(doc, "value");
+    bool bad_link = false;
+    if (c.verdict == DW_VERDICT_OK && follow_next_page(s, q, doc, &values, &bad_link)) {
+        json_decref(doc);
+        goto out;
+    }
+    if (bad_link) { /* a GET fails; a lookup is asked again, as for a malformed answer */
+        values = NULL;
+        if (q->kind == REQ_GET)
+            c.verdict = DW_VERDICT_PERMANENT;
+    }
     if (c.verdict == DW_VERDICT_OK && q->kind != REQ_GET && !json_is_array(values)) {
         /* A 200 whose body is not a collection says nothing: "not found" read from it
          * could create a duplicate row, so it is asked again. */
@@ -1984,6 +2032,13 @@ static void complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long 
         q->done = true;
         q->http = http;
         q->rc = c.verdict == DW_VERDICT_OK ? DW_OK : http == 404 ? DW_ERR_NOT_FOUND : DW_ERR_HTTP;
+        if (q->rc == DW_OK && q->pages) { /* the caller reads every page's rows as one */
+            char *all = dw_json_dumps(doc);
+            dw_buf_reset(&q->resp);
+            if (dw_buf_puts(&q->resp, all) != DW_OK)
+                q->rc = DW_ERR_RANGE;
+            free(all);
+        }
         if (q->rc != DW_OK)
             DW_ERROR("GET \"%s\" failed: HTTP %ld %s %s", q->url, http, code, msg);
         json_decref(doc);

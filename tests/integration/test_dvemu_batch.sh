@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dvemu: $batch multipart requests and the exact shape of their answers (success with a
 # changeset and Content-ID references, stop on the first error, continue-on-error, changeset
-# rollback, the 1000-request limit).
+# rollback, the 1000-request limit). Written parts carry Location and OData-EntityId, as in
+# "Execute batch operations using the Web API".
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 dvemu_start
 
@@ -59,6 +60,7 @@ Content-ID: 1
 
 HTTP/1.1 204 No Content
 OData-Version: 4.0
+Location: URL/api/data/v9.2/accounts(GUID)
 OData-EntityId: URL/api/data/v9.2/accounts(GUID)
 
 
@@ -69,6 +71,7 @@ Content-ID: 2
 
 HTTP/1.1 204 No Content
 OData-Version: 4.0
+Location: URL/api/data/v9.2/accounts(GUID)
 OData-EntityId: URL/api/data/v9.2/accounts(GUID)
 
 
@@ -79,6 +82,7 @@ Content-ID: 3
 
 HTTP/1.1 204 No Content
 OData-Version: 4.0
+Location: URL/api/data/v9.2/contacts(GUID)
 OData-EntityId: URL/api/data/v9.2/contacts(GUID)
 
 
@@ -144,6 +148,7 @@ Content-Transfer-Encoding: binary
 
 HTTP/1.1 204 No Content
 OData-Version: 4.0
+Location: URL/api/data/v9.2/accounts(GUID)
 OData-EntityId: URL/api/data/v9.2/accounts(GUID)
 
 
@@ -171,6 +176,7 @@ Content-Transfer-Encoding: binary
 
 HTTP/1.1 204 No Content
 OData-Version: 4.0
+Location: URL/api/data/v9.2/accounts(GUID)
 OData-EntityId: URL/api/data/v9.2/accounts(GUID)
 
 

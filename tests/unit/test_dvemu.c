@@ -96,6 +96,48 @@ START_TEST(filter_operators)
 }
 END_TEST
 
+/* "Filter rows using OData" (Microsoft Learn, Dataverse Web API): contains, startswith and
+ * endswith; not, parentheses and "and" binding tighter than "or"; null comparisons; lookups
+ * by their _x_value property. */
+START_TEST(filter_functions_and_precedence)
+{
+    const char *row = "{\"name\":\"Contoso Pharmaceuticals\",\"n\":5,\"city\":null,"
+                      "\"_parentaccountid_value\":\"9b4c2c4e-1111-4222-8333-444455556666\","
+                      "\"createdon\":\"2026-11-22T10:00:00Z\"}";
+    ck_assert(filter_matches("contains(name,'pharma')", row));
+    ck_assert(filter_matches("startswith(name, 'CONTOSO')", row));
+    ck_assert(filter_matches("endswith(name,'ceuticals')", row));
+    ck_assert(!filter_matches("startswith(name,'Pharma')", row));
+    ck_assert(!filter_matches("contains(city,'x')", row)); /* null contains nothing */
+    ck_assert(filter_matches("not contains(name,'Fabrikam')", row));
+    ck_assert(filter_matches("not startswith(name,'x') and n eq 5", row));
+    /* and binds tighter than or: true or (false and false) */
+    ck_assert(filter_matches("n eq 5 or n eq 1 and n eq 2", row));
+    ck_assert(!filter_matches("(n eq 5 or n eq 1) and n eq 2", row));
+    ck_assert(filter_matches("city eq null and name ne null", row));
+    ck_assert(
+        filter_matches("_parentaccountid_value eq 9B4C2C4E-1111-4222-8333-444455556666", row));
+    ck_assert(filter_matches("createdon ge 2026-11-22 and createdon lt 2026-11-23", row));
+    ck_assert(filter_matches("n ne 4 and (contains(name,'x') or n gt 4)", row));
+}
+END_TEST
+
+START_TEST(filter_unknown_function)
+{
+    struct dw_dvemu_filter *f = NULL;
+    char *err = NULL;
+    ck_assert_int_ne(dw_dvemu_filter_parse("substringof('x',name)", &f, &err), DW_OK);
+    ck_assert_str_eq(err, "An unknown function with name 'substringof' was found. This may also "
+                          "be a function import or a key lookup on a navigation property, which "
+                          "is not allowed.");
+    free(err);
+    err = NULL;
+    ck_assert_int_ne(dw_dvemu_filter_parse("contains(name)", &f, &err), DW_OK);
+    ck_assert_ptr_nonnull(strstr(err, "Syntax error at position"));
+    free(err);
+}
+END_TEST
+
 START_TEST(filter_collation_ignores_trailing_spaces)
 {
     const char *row = "{\"code\":\"SO-7\"}";
@@ -257,6 +299,8 @@ int main(void)
     tcase_add_test(tc, key_malformed);
     tcase_add_test(tc, filter_operators);
     tcase_add_test(tc, filter_syntax_errors);
+    tcase_add_test(tc, filter_functions_and_precedence);
+    tcase_add_test(tc, filter_unknown_function);
     tcase_add_test(tc, filter_collation_ignores_trailing_spaces);
     tcase_add_test(tc, filter_key_terms);
     tcase_add_test(tc, multipart_batch_with_changeset);
