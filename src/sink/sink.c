@@ -2517,13 +2517,14 @@ dw_rc dw_sink_new(const struct dw_config *cfg, dw_write_done_fn done, void *user
     s->done_user = user;
     dw_buf_init(&s->scratch, 0);
     const char *url = cfg->dataverse.url;
-    if (url == NULL || (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)) {
-        DW_ERROR("[dataverse] url \"%s\" is not an http(s) URL. Set it to the environment URL, "
-                 "e.g. https://contoso.crm.dynamics.com.",
-                 url ? url : "");
-        rc = DW_ERR_CONFIG;
+    char why[512];
+    if ((rc = dw_config_check_transport(cfg, why, sizeof why)) != DW_OK) {
+        DW_ERROR("%s", why);
         goto out;
     }
+    if (strncasecmp(url, "https://", 8) != 0 ||
+        strncasecmp(cfg->dataverse.authority, "https://", 8) != 0)
+        DW_WARN("allow_insecure_http: talking to Dataverse without TLS (a local emulator only)");
     char *base = dw_strdup(url);
     size_t n = strlen(base);
     while (n > 0 && base[n - 1] == '/')
@@ -2630,14 +2631,14 @@ static bool write_valid(const struct dw_write *w, const char **why)
 {
     if ((unsigned)w->op > DW_WRITE_DELETE)
         *why = "unknown operation";
-    else if (w->entity_set == NULL || *w->entity_set == '\0' || strpbrk(w->entity_set, "/()?#% '"))
-        *why = "entity set missing or not a plain name";
-    else if (w->logical_name && strspn(w->logical_name, "abcdefghijklmnopqrstuvwxyz"
-                                                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
-                                    strlen(w->logical_name))
-        *why = "logical name not a plain name";
+    else if (!dw_dvkey_identifier_ok(w->entity_set))
+        *why = "entity set missing or not an identifier";
+    else if (w->logical_name && !dw_dvkey_identifier_ok(w->logical_name))
+        *why = "logical name not an identifier";
     else if (!json_is_object(w->key) || json_object_size(w->key) == 0)
         *why = "key missing or not a non-empty object";
+    else if (!dw_dvkey_names_ok(w->key) || !dw_dvkey_names_ok(w->body))
+        *why = "a key attribute or a referenced entity set is not an identifier";
     else if (w->op != DW_WRITE_DELETE && !json_is_object(w->body))
         *why = "body missing or not an object";
     else

@@ -18,7 +18,7 @@ secret=$work/client-secret
 printf 's3cr3t-value\n' >"$secret"
 chmod 600 "$secret"
 write_conf() {   # write_conf CONNINFO [SECRET [DATAVERSE]]
-    printf '[source]\nconninfo = %s\n[dataverse]\nurl = %s\nauthority = %s\n' "$1" "${3:-$dv}" "${3:-$dv}" >"$work/c.conf"
+    printf '[source]\nconninfo = %s\n[dataverse]\nallow_insecure_http = true\nurl = %s\nauthority = %s\n' "$1" "${3:-$dv}" "${3:-$dv}" >"$work/c.conf"
     printf 'tenant_id = t\nclient_id = c\nclient_secret_file = %s\n' "${2:-$secret}" >>"$work/c.conf"
 }
 chk() { "$DWASYNC_BIN" --config "$work/c.conf" check "$@" 2>"$work/stderr"; }
@@ -54,7 +54,7 @@ out=$(chk); status=$?
 check_eq "missing secret: exit 1" 1 "$status"
 check_contains "missing secret: SEC001" "SEC001  [dataverse] client_secret_file: \"$work/absent\" cannot be read" "$out"
 
-printf '[source]\nconninfo = %s\n[dataverse]\nurl = %s\nauthority = %s\ntenant_id = t\nclient_id = c\n' "$good_conninfo" "$dv" "$dv" >"$work/c.conf"
+printf '[source]\nconninfo = %s\n[dataverse]\nallow_insecure_http = true\nurl = %s\nauthority = %s\ntenant_id = t\nclient_id = c\n' "$good_conninfo" "$dv" "$dv" >"$work/c.conf"
 printf 'certificate_file = %s/absent.pem\nprivate_key_file = %s\n' "$work" "$secret" >>"$work/c.conf"
 out=$(chk); status=$?
 check_eq "missing certificate: exit 1" 1 "$status"

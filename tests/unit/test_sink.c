@@ -100,6 +100,7 @@ static void make_config(struct dw_config *cfg)
     cfg->dataverse.tenant_id = strdup("tenant-1");
     cfg->dataverse.client_id = strdup("client-1");
     cfg->dataverse.client_secret_file = strdup(secret);
+    cfg->dataverse.allow_insecure_http = true; /* dvemu on 127.0.0.1 */
 }
 
 struct seen {
