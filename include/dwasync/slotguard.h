@@ -11,11 +11,20 @@
 
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "dwasync/rc.h"
 
 /* The prefix of every slot and publication name: "dwasync_" followed by the job name. */
 #define DW_SLOT_PREFIX "dwasync_"
+
+/*
+ * The rule itself, without logging (for `check`, which reports findings): DW_ERR_STATE with
+ * why filled ("replication slot ... is not job ...'s: <what it is>") when slot is not job's
+ * own; DW_ERR_PG (logged) when the query fails; *exists (may be NULL) set on success.
+ */
+dw_rc dw_slotguard_judge(PGconn *conn, const char *job, const char *slot, bool *exists, char *why,
+                         size_t why_size);
 
 /*
  * Checks that slot is job's own and, when it exists on conn's server, that it is a logical

@@ -34,6 +34,7 @@
 #include "dwasync/paths.h"
 #include "dwasync/pg.h"
 #include "dwasync/secret.h"
+#include "dwasync/slotguard.h"
 #include "dwasync/sink.h"
 
 enum severity { SEV_OK, SEV_NOTE, SEV_WARN, SEV_ERROR };
@@ -386,11 +387,12 @@ static void check_slots(struct ctx *c)
             continue;
         }
         const char *wal_status = PQgetvalue(r, 0, 2);
-        if (strcmp(PQgetvalue(r, 0, 0), "pgoutput") != 0 || PQgetvalue(r, 0, 1)[0] != 't')
+        char why[512];
+        dw_rc rc = dw_slotguard_judge(c->source, j->name, j->slot, NULL, why, sizeof why);
+        if (rc != DW_OK)
             add(c, SEV_ERROR, "SLOT003", j->name,
-                "Drop the slot or rename the job's slot; dwasync needs a pgoutput slot here.",
-                "slot \"%s\" uses plugin \"%s\" or belongs to another database", j->slot,
-                PQgetvalue(r, 0, 0));
+                "Another consumer owns this slot: dwasync neither streams from it nor drops it.",
+                "%s", rc == DW_ERR_STATE ? why : "the slot could not be checked");
         else if (strcmp(wal_status, "lost") == 0)
             add(c, SEV_ERROR, "SLOT002", j->name,
                 "The slot lost WAL it needed: recreate it with dwasync job start --initial-sync.",

@@ -9,7 +9,8 @@
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
 
-dw_rc dw_slotguard_check(PGconn *conn, const char *job, const char *slot, bool *exists)
+dw_rc dw_slotguard_judge(PGconn *conn, const char *job, const char *slot, bool *exists, char *why,
+                         size_t why_size)
 {
     PGresult *res = NULL;
     char *sql = NULL, *lit = NULL;
@@ -17,14 +18,14 @@ dw_rc dw_slotguard_check(PGconn *conn, const char *job, const char *slot, bool *
     char own[128];
     snprintf(own, sizeof own, "%s%s", DW_SLOT_PREFIX, job);
     if (strcmp(slot, own) != 0) {
-        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", job}, {"slot", slot}),
-                "replication slot \"%s\" is not job \"%s\"'s own (\"%s\"): refusing to use it",
-                slot, job, own);
+        snprintf(why, why_size, "replication slot \"%s\" is not job \"%s\"'s own (\"%s\")", slot,
+                 job, own);
         goto out;
     }
     /* A replication connection takes only simple queries: the name goes in as a literal. */
     lit = PQescapeLiteral(conn, slot, strlen(slot));
     if (lit == NULL) {
+        rc = DW_ERR_PG;
         DW_ERROR("cannot quote replication slot name \"%s\": %s", slot, PQerrorMessage(conn));
         goto out;
     }
@@ -45,24 +46,20 @@ dw_rc dw_slotguard_check(PGconn *conn, const char *job, const char *slot, bool *
     }
     const char *type = PQgetvalue(res, 0, 0), *plugin = PQgetvalue(res, 0, 1),
                *db = PQgetvalue(res, 0, 2), *current = PQgetvalue(res, 0, 3);
-    char why[200];
+    char what[200];
     if (strcmp(type, "logical") != 0)
-        snprintf(why, sizeof why, "it is a %s slot", type);
+        snprintf(what, sizeof what, "it is a %s slot", type);
     else if (strcmp(plugin, "pgoutput") != 0)
-        snprintf(why, sizeof why, "it decodes with plugin \"%s\"", plugin);
+        snprintf(what, sizeof what, "it decodes with plugin \"%s\"", plugin);
     else if (strcmp(db, current) != 0)
-        snprintf(why, sizeof why, "it belongs to database \"%s\"", db);
+        snprintf(what, sizeof what, "it belongs to database \"%s\"", db);
     else
-        why[0] = '\0';
-    if (why[0] != '\0') {
-        DW_LOGF(
-            DW_LOG_ERROR,
-            DW_FIELDS({"job", job}, {"slot", slot},
-                      {"hint", "Another consumer owns this slot; it was left untouched. Drop or "
-                               "rename it yourself if it is no longer needed."}),
-            "replication slot \"%s\" is not job \"%s\"'s: %s, dwasync uses only a logical "
-            "pgoutput slot of database \"%s\"",
-            slot, job, why, current);
+        what[0] = '\0';
+    if (what[0] != '\0') {
+        snprintf(why, why_size,
+                 "replication slot \"%s\" is not job \"%s\"'s: %s, dwasync uses only a logical "
+                 "pgoutput slot of database \"%s\"",
+                 slot, job, what, current);
         goto out;
     }
     if (exists)
@@ -72,6 +69,19 @@ out:
     PQclear(res);
     PQfreemem(lit);
     free(sql);
+    return rc;
+}
+
+dw_rc dw_slotguard_check(PGconn *conn, const char *job, const char *slot, bool *exists)
+{
+    char why[512];
+    dw_rc rc = dw_slotguard_judge(conn, job, slot, exists, why, sizeof why);
+    if (rc == DW_ERR_STATE)
+        DW_LOGF(DW_LOG_ERROR,
+                DW_FIELDS({"job", job}, {"slot", slot},
+                          {"hint", "Another consumer owns this slot; it was left untouched. Drop "
+                                   "or rename it yourself if it is no longer needed."}),
+                "%s", why);
     return rc;
 }
 

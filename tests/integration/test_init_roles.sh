@@ -65,6 +65,9 @@ out=$(dw job drop sales --yes 2>&1); status=$?
 check_eq "drop refuses a physical slot" 1 "$status"
 check_contains "the refusal names the slot and its kind" \
     'is not job \"sales\"'"'"'s: it is a physical slot' "$out"
+out=$(dw check 2>&1)
+check_contains "check reports the squatted slot with the same rule" \
+    'SLOT003 job "sales": replication slot "dwasync_sales" is not job "sales"'"'"'s: it is a physical slot' "$out"
 out=$(dw job drop hr --yes 2>&1); status=$?
 check_eq "drop refuses a slot of another plugin" 1 "$status"
 check_contains "the refusal names the plugin" 'it decodes with plugin \"test_decoding\"' "$out"
