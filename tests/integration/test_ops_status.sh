@@ -18,7 +18,7 @@ check_eq "no jobs: empty list" '{"version":1,"jobs":[]}' "$(st --json | jq -c 'd
 check_contains "no jobs: table says so" "no jobs" "$(st)"
 
 psql_q "insert into dwasync.job (name, state, slot_name, publication_name) values
-        ('crm', 'active', 'dw_crm', 'dw_crm'), ('fin', 'stopped', 'dw_fin', 'dw_fin')"
+        ('crm', 'active', 'dwasync_crm', 'dwasync_crm'), ('fin', 'stopped', 'dwasync_fin', 'dwasync_fin')"
 psql_q "insert into dwasync.checkpoint (job_id, confirmed_lsn, last_commit_time, last_applied_at)
         select id, '0/0', now() - interval '30 seconds', now() - interval '5 seconds'
         from dwasync.job where name = 'crm'"
@@ -29,7 +29,7 @@ psql_q "insert into dwasync.apply_stat (job_id, minute, rows_applied, rows_faile
 psql_q "insert into dwasync.runner (job_id, host, pid, version, status, throttled_until, throttled_total)
         select id, 'host-a', 4242, '0.1.0', 'streaming', now() + interval '60 seconds', 17
         from dwasync.job where name = 'crm'"
-psql_q "select pg_create_logical_replication_slot('dw_crm', 'pgoutput')" >/dev/null
+psql_q "select pg_create_logical_replication_slot('dwasync_crm', 'pgoutput')" >/dev/null
 psql_q "create table filler as select g from generate_series(1, 20000) g"
 
 doc=$(st --json)
@@ -56,7 +56,7 @@ check_eq "second job: no slot, no lag, no runner" '[false,null,null,"unknown"]' 
 check_eq "second job: zero throughput" 0 "$(j '.jobs[1].throughput_last_minute.rows_applied')"
 
 # Caught up: the slot's confirmed position at the server's: zero lag, whatever the commit age.
-psql_q "select pg_replication_slot_advance('dw_crm', pg_current_wal_lsn())" >/dev/null
+psql_q "select pg_replication_slot_advance('dwasync_crm', pg_current_wal_lsn())" >/dev/null
 doc=$(st --json)
 check_eq "caught up: lag 0 bytes, 0 s" '[0,0]' "$(j '[.jobs[0].lag_bytes, .jobs[0].lag_seconds]')"
 
