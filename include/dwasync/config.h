@@ -57,6 +57,8 @@ struct dw_config {
         int64_t retry_limit; /* 0 = retry transient failures for ever */
         int64_t retry_max_backoff_ms;
         bool debug_payloads;
+        bool allow_insecure_http;   /* http:// to a loopback address (an emulator) */
+        int64_t max_response_bytes; /* largest response body kept */
     } dataverse;
     struct {
         int64_t window_rows;
@@ -76,6 +78,13 @@ struct dw_config {
 
 /* Fills every key with its default. */
 void dw_config_init(struct dw_config *cfg);
+
+/*
+ * The transport rule for [dataverse] url and authority: https://, or http:// to a loopback
+ * address when allow_insecure_http is set. Anything else is DW_ERR_CONFIG with why filled
+ * (which key, what is wrong, what to do). Used by the Dataverse client and by `check`.
+ */
+dw_rc dw_config_check_transport(const struct dw_config *cfg, char *why, size_t why_size);
 
 /* Frees the strings the struct holds; it may be initialised again afterwards. */
 void dw_config_cleanup(struct dw_config *cfg);

@@ -38,9 +38,14 @@ const char *dw_auth_token_url(const struct dw_auth *a);
 /* Composes the form body of a token request (a fresh assertion each time) into out. */
 dw_rc dw_auth_request_body(struct dw_auth *a, int64_t now_s, struct dw_buf *out);
 
+/* The token lifetimes believed: an expires_in outside these bounds is clamped to them. */
+#define DW_AUTH_LIFETIME_MIN_S 60
+#define DW_AUTH_LIFETIME_MAX_S 86400
+
 /*
  * Takes a token endpoint answer. On 200 with an access_token, caches it with its expiry
- * (now_ms + expires_in) and bumps the generation. Otherwise logs the endpoint's error
+ * (now_ms + expires_in, expires_in clamped to DW_AUTH_LIFETIME_MIN_S..MAX_S) and bumps the
+ * generation. Otherwise logs the endpoint's error
  * (never the secret) and returns DW_ERR_AUTH.
  */
 dw_rc dw_auth_accept(struct dw_auth *a, long http_status, const char *body, int64_t now_ms);

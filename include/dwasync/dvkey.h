@@ -20,6 +20,20 @@
 /* Characters Dataverse cannot take in a key segment, even percent-encoded. */
 #define DW_DVKEY_UNADDRESSABLE "/<>*%&:\\?+"
 
+/*
+ * True when s is a Dataverse identifier (entity set, logical name, attribute, navigation
+ * property): ^[A-Za-z_][A-Za-z0-9_]*$, at most 128 characters. Checked when a map is
+ * imported or loaded and again before a request is built, so no name can carry a CR/LF, a
+ * slash or a quote into a URL or a $batch part.
+ */
+bool dw_dvkey_identifier_ok(const char *s);
+
+/*
+ * True when every attribute name in key, and the "$ref" set of every reference object in v
+ * (nested to any depth), is an identifier (dw_dvkey_identifier_ok). NULL is fine.
+ */
+bool dw_dvkey_names_ok(const json_t *v);
+
 /* True when s is a GUID in the 8-4-4-4-12 hex form. */
 bool dw_dvkey_is_guid(const char *s);
 

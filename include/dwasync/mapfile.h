@@ -168,7 +168,11 @@ struct dw_jobdef {
  */
 dw_rc dw_jobdef_parse(const json_t *doc, struct dw_buf *errors, struct dw_jobdef **out);
 
-/* Reads and parses a map file (duplicate object keys are errors). */
+/* Largest map file read: a job of hundreds of maps is well under a megabyte. */
+#define DW_MAPFILE_MAX_SIZE ((size_t)16 << 20)
+
+/* Reads and parses a map file (duplicate object keys are errors; a file that is not a
+ * regular file, or is larger than DW_MAPFILE_MAX_SIZE, is refused before it is parsed). */
 dw_rc dw_jobdef_load_file(const char *path, struct dw_buf *errors, struct dw_jobdef **out);
 
 /* The normal form of the definition as a map-file document (new reference). */

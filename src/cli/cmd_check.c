@@ -34,6 +34,7 @@
 #include "dwasync/paths.h"
 #include "dwasync/pg.h"
 #include "dwasync/secret.h"
+#include "dwasync/slotguard.h"
 #include "dwasync/sink.h"
 
 enum severity { SEV_OK, SEV_NOTE, SEV_WARN, SEV_ERROR };
@@ -145,30 +146,25 @@ static void check_config(struct ctx *c)
     dw_buf_cleanup(&errors);
 }
 
-/* One secret file: present, a regular file, no group or other access. */
+/* One secret file, judged by the daemon's own rule (dw_secret_check). */
 static void check_one_secret(struct ctx *c, const char *key, const char *name)
 {
-    char *path = dw_secret_resolve(name);
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        add(c, SEV_ERROR, "SEC001", NULL,
-            "Create the file (mode 0600, owned by the dwasync user) or fix the path.",
-            "[dataverse] %s: \"%s\" cannot be read: %s", key, path, strerror(errno));
-    } else if (!S_ISREG(st.st_mode)) {
-        add(c, SEV_ERROR, "SEC001", NULL, "Point the key at a regular file.",
-            "[dataverse] %s: \"%s\" is not a regular file", key, path);
-    } else if (st.st_mode & 077) {
-        add(c, SEV_ERROR, "SEC002", NULL, "Run chmod 600 on the file; dwasync refuses to read it.",
-            "[dataverse] %s: \"%s\" has mode %04o: group or others can access it", key, path,
-            (unsigned)(st.st_mode & 07777));
-    } else if (access(path, R_OK) != 0) {
-        add(c, SEV_ERROR, "SEC001", NULL, "Make the file readable by the user dwasync runs as.",
-            "[dataverse] %s: \"%s\" is not readable by this user", key, path);
-    } else {
+    char why[512];
+    dw_rc rc = dw_secret_check(name, why, sizeof why);
+    if (rc == DW_OK) {
+        char *path = dw_secret_resolve(name);
         add(c, SEV_OK, "SEC000", NULL, "", "[dataverse] %s: \"%s\" is present and private", key,
             path);
+        free(path);
+    } else if (rc == DW_ERR_SECRET) {
+        add(c, SEV_ERROR, "SEC002", NULL, "dwasync refuses to read it.", "[dataverse] %s: %s", key,
+            why);
+    } else {
+        add(c, SEV_ERROR, "SEC001", NULL,
+            "Create the file (a regular file, mode 0600, owned by the dwasync user) or fix the "
+            "path.",
+            "[dataverse] %s: %s", key, why);
     }
-    free(path);
 }
 
 static void check_secrets(struct ctx *c)
@@ -180,6 +176,14 @@ static void check_secrets(struct ctx *c)
         add(c, SEV_ERROR, "DV001", NULL,
             "Set [dataverse] url, e.g. https://contoso.crm.dynamics.com.",
             "[dataverse] url is not set");
+    } else {
+        char why[512];
+        if (dw_config_check_transport(cfg, why, sizeof why) != DW_OK)
+            add(c, SEV_ERROR, "DV007", NULL,
+                "dwasync talks to Dataverse and the authority over https only.", "%s", why);
+        else if (cfg->dataverse.allow_insecure_http)
+            add(c, SEV_WARN, "DV007", NULL, "Remove allow_insecure_http outside a test setup.",
+                "allow_insecure_http is set: http is accepted to loopback addresses");
     }
     bool secret = *cfg->dataverse.client_secret_file != '\0';
     bool cert = *cfg->dataverse.certificate_file != '\0' || *cfg->dataverse.private_key_file;
@@ -383,11 +387,12 @@ static void check_slots(struct ctx *c)
             continue;
         }
         const char *wal_status = PQgetvalue(r, 0, 2);
-        if (strcmp(PQgetvalue(r, 0, 0), "pgoutput") != 0 || PQgetvalue(r, 0, 1)[0] != 't')
+        char why[512];
+        dw_rc rc = dw_slotguard_judge(c->source, j->name, j->slot, NULL, why, sizeof why);
+        if (rc != DW_OK)
             add(c, SEV_ERROR, "SLOT003", j->name,
-                "Drop the slot or rename the job's slot; dwasync needs a pgoutput slot here.",
-                "slot \"%s\" uses plugin \"%s\" or belongs to another database", j->slot,
-                PQgetvalue(r, 0, 0));
+                "Another consumer owns this slot: dwasync neither streams from it nor drops it.",
+                "%s", rc == DW_ERR_STATE ? why : "the slot could not be checked");
         else if (strcmp(wal_status, "lost") == 0)
             add(c, SEV_ERROR, "SLOT002", j->name,
                 "The slot lost WAL it needed: recreate it with dwasync job start --initial-sync.",
@@ -497,7 +502,7 @@ static bool reachable(const struct dw_config *cfg, const char *url, char *why, s
 /* Token and WhoAmI: the sink fetches a token on the first request. */
 static void check_dataverse(struct ctx *c)
 {
-    if (!c->config_ok || !*c->cfg.dataverse.url || failed(c, "SEC"))
+    if (!c->config_ok || !*c->cfg.dataverse.url || failed(c, "SEC") || failed(c, "DV007"))
         return;
     /* A health check must answer, not retry for ever: bound retries and timeouts. */
     struct dw_config *cfg = &c->cfg;

@@ -9,6 +9,7 @@
 #include "dwasync/mapfile.h"
 #include "dwasync/mapstore.h"
 #include "dwasync/pg.h"
+#include "dwasync/slotguard.h"
 
 struct jobrow {
     char state[16];
@@ -38,18 +39,16 @@ static dw_rc read_job(PGconn *ctl, const char *name, struct jobrow *j)
     return DW_OK;
 }
 
-/* Moves a job between states; refuses (DW_ERR_STATE) when it is not in one of from. */
-static dw_rc set_state(PGconn *ctl, const char *name, const char *from_list, const char *to,
-                       const char *extra_set)
+/* Moves a job between states through dwasync.set_job_state (the only way the admin role may):
+ * verb is start, stop, pause or resume; DW_ERR_STATE when the job is not in a state it
+ * applies to. */
+static dw_rc set_state(PGconn *ctl, const char *name, const char *verb, bool initial_sync)
 {
     PGresult *r = NULL;
-    char *sql = dw_asprintf("UPDATE dwasync.job SET state = $2, state_reason = NULL,"
-                            " updated_at = now()%s WHERE name = $1 AND state = ANY ($3::text[])",
-                            extra_set);
-    const char *p[3] = {name, to, from_list};
-    dw_rc rc = dw_pg_query(ctl, "changing the job state", sql, 3, p, &r);
-    free(sql);
-    if (rc == DW_OK && strtol(PQcmdTuples(r), NULL, 10) != 1)
+    const char *p[3] = {name, verb, initial_sync ? "true" : "false"};
+    dw_rc rc = dw_pg_query(ctl, "changing the job state",
+                           "SELECT dwasync.set_job_state($1, $2, $3::boolean)", 3, p, &r);
+    if (rc == DW_OK && PQgetisnull(r, 0, 0))
         rc = DW_ERR_STATE;
     PQclear(r);
     return rc;
@@ -65,8 +64,6 @@ static bool source_has(PGconn *src, const char *what, const char *sql, const cha
     return yes;
 }
 
-static const char *const slot_exists_sql =
-    "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1";
 static const char *const pub_exists_sql = "SELECT 1 FROM pg_publication WHERE pubname = $1";
 
 static int job_create(struct dw_cli *cli, const char *name, const char *url)
@@ -242,8 +239,8 @@ static int job_start(struct dw_cli *cli, const char *name, bool initial_sync)
     }
     if (dw_cli_connect_source(cli, "dwasync job start", &src) != DW_OK)
         goto out;
-    bool slot = source_has(src, "looking for the slot", slot_exists_sql, j.slot, &rc);
-    if (rc != DW_OK)
+    bool slot = false;
+    if (dw_slotguard_check(src, name, j.slot, &slot) != DW_OK)
         goto out;
     if (initial_sync && slot) {
         DW_LOGF(DW_LOG_ERROR,
@@ -274,9 +271,7 @@ static int job_start(struct dw_cli *cli, const char *name, bool initial_sync)
                     " WHERE name = $1 ON CONFLICT DO NOTHING",
                     1, cp, &r) != DW_OK)
         goto out;
-    rc = set_state(ctl, name, "{stopped,failed}", "active",
-                   initial_sync ? ", started_at = now(), initial_sync = 'pending'"
-                                : ", started_at = now()");
+    rc = set_state(ctl, name, "start", initial_sync);
     if (rc != DW_OK) {
         if (rc == DW_ERR_STATE)
             DW_ERROR("job \"%s\" changed state meanwhile: not started", name);
@@ -302,24 +297,15 @@ static int job_transition(struct dw_cli *cli, const char *verb, const char *name
     if (dw_cli_connect_control(cli, "dwasync job", &ctl) != DW_OK ||
         read_job(ctl, name, &j) != DW_OK)
         goto out;
-    const char *from, *to, *extra = "";
-    if (strcmp(verb, "stop") == 0) {
-        from = "{active,paused,starting,failed}";
-        to = "stopped";
-        extra = ", stopped_at = now()";
-    } else if (strcmp(verb, "pause") == 0) {
-        from = "{active}";
-        to = "paused";
-    } else {
-        from = "{paused}";
-        to = "active";
-    }
+    const char *to = strcmp(verb, "stop") == 0    ? "stopped"
+                     : strcmp(verb, "pause") == 0 ? "paused"
+                                                  : "active";
     if (strcmp(j.state, to) == 0) {
         printf("job \"%s\" is already %s\n", name, to);
         status = DW_EXIT_OK;
         goto out;
     }
-    dw_rc rc = set_state(ctl, name, from, to, extra);
+    dw_rc rc = set_state(ctl, name, verb, false);
     if (rc == DW_ERR_STATE) {
         DW_ERROR("job \"%s\" is %s: cannot %s it", name, j.state, verb);
         goto out;
@@ -367,15 +353,16 @@ static int job_drop(struct dw_cli *cli, const char *name, bool yes)
     }
     if (dw_cli_connect_source(cli, "dwasync job drop", &src) != DW_OK)
         goto out;
-    if (source_has(src, "looking for the slot", slot_exists_sql, j.slot, &rc)) {
+    bool slot = false;
+    if (dw_slotguard_check(src, name, j.slot, &slot) != DW_OK)
+        goto out;
+    if (slot) {
         const char *sp[1] = {j.slot};
         if (dw_pg_query(src, "dropping the replication slot", "SELECT pg_drop_replication_slot($1)",
                         1, sp, &r) != DW_OK)
             goto out;
         PQclear(r);
         r = NULL;
-    } else if (rc != DW_OK) {
-        goto out;
     }
     char *q = dw_pg_quote_ident(src, j.publication);
     char *sql = dw_asprintf("DROP PUBLICATION IF EXISTS %s", q);

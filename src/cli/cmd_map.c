@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "dwasync/alloc.h"
 #include "dwasync/cli.h"
@@ -190,16 +192,27 @@ static int map_export(struct dw_cli *cli, const char *job, const char *path)
         status = DW_EXIT_OK;
         goto out;
     }
-    /* Written beside the target and renamed: a failed export never leaves half a file. */
-    char *tmp = dw_asprintf("%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
+    /* Written beside the target and renamed: a failed export never leaves half a file. The
+     * temporary name is mkstemp's (created O_EXCL, never a file or link planted there). */
+    char *tmp = dw_asprintf("%s.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    FILE *f = NULL;
+    if (fd >= 0) {
+        mode_t mask = umask(0);
+        umask(mask);
+        (void)fchmod(fd, 0666 & ~mask);
+        f = fdopen(fd, "w");
+        if (f == NULL)
+            close(fd);
+    }
     bool ok = f && fputs(text, f) >= 0;
     ok = (f && fclose(f) == 0) && ok;
     if (ok && rename(tmp, path) == 0) {
         status = DW_EXIT_OK;
     } else {
         DW_ERROR("cannot write \"%s\": %m", path);
-        remove(tmp);
+        if (fd >= 0)
+            remove(tmp);
     }
     free(tmp);
 out:

@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "dwasync/cli.h"
 
@@ -25,6 +26,9 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
+    /* No core file, and no ptrace by other processes of the same user: memory holds the
+     * client secret, the private key and bearer tokens. */
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     struct dw_cli cli = {0};
     int opt;
     /* "+": stop at the command name; its options belong to the command. */

@@ -6,12 +6,14 @@
  */
 #include "dwasync/config.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <ini.h>
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "dwasync/alloc.h"
 #include "dwasync/log.h"
@@ -96,6 +98,11 @@ static const struct config_key keys[] = {
         "ceiling of the exponential backoff between retries"),
     BOOL("dataverse", "debug_payloads", dataverse.debug_payloads, "false",
          "log request and response bodies at debug level (secrets redacted)"),
+    BOOL("dataverse", "allow_insecure_http", dataverse.allow_insecure_http, "false",
+         "accept http:// (no TLS) for url and authority, to a loopback address only "
+         "(a local emulator); never in production"),
+    INT("dataverse", "max_response_bytes", dataverse.max_response_bytes, "8388608", 65536,
+        268435456, "largest response body accepted; a larger answer fails (and is retried)"),
     INT("apply", "window_rows", apply.window_rows, "3000", 1, 1000000,
         "most row changes gathered into one apply window"),
     INT("apply", "window_bytes", apply.window_bytes, "16777216", 65536, 1073741824,
@@ -224,7 +231,13 @@ struct parse_state {
     const char *text; /* reader position */
     int line;
     int nerrors;
+    char *long_value; /* the value of the line being parsed, when longer than inih's buffer */
 };
+
+/* Longest line accepted: a conninfo with certificates paths and options takes several kB. */
+#define CONFIG_LINE_MAX 65536
+/* What inih sees in place of a value too long for its line buffer (see read_line). */
+#define LONG_VALUE_MARK "\x1f"
 
 static void add_error(struct parse_state *st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -242,7 +255,28 @@ static void add_error(struct parse_state *st, const char *fmt, ...)
     (void)dw_buf_putc(st->errors, '\n');
 }
 
-/* inih reader that counts lines, so handler errors can name theirs. */
+/* inih's own whitespace rule (isspace), for the values read_line keeps aside. */
+static char *strip_value(char *v)
+{
+    while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n' || *v == '\f' || *v == '\v')
+        v++;
+    /* An inline comment starts at a ';' after whitespace, as inih has it. */
+    for (char *c = v; *c; c++)
+        if (*c == ';' && c > v && (c[-1] == ' ' || c[-1] == '\t')) {
+            *c = '\0';
+            break;
+        }
+    size_t n = strlen(v);
+    while (n > 0 && strchr(" \t\r\n\f\v", v[n - 1]))
+        v[--n] = '\0';
+    return v;
+}
+
+/*
+ * inih reader that counts lines, so handler errors can name theirs. The system's inih reads
+ * lines of at most 200 bytes; a longer "key = value" line reaches inih as "key = <mark>" and
+ * its value is kept in st->long_value for on_key (inih calls the handler before it reads on).
+ */
 static char *read_line(char *str, int num, void *stream)
 {
     struct parse_state *st = stream;
@@ -251,13 +285,26 @@ static char *read_line(char *str, int num, void *stream)
     const char *nl = strchr(st->text, '\n');
     size_t len = nl ? (size_t)(nl - st->text) + 1 : strlen(st->text);
     st->line++;
-    if (len >= (size_t)num) {
-        add_error(st, "line is longer than %d characters", num - 2);
-        str[0] = '\n';
-        str[1] = '\0';
-    } else {
+    free(st->long_value);
+    st->long_value = NULL;
+    if (len < (size_t)num) {
         memcpy(str, st->text, len);
         str[len] = '\0';
+        st->text += len;
+        return str;
+    }
+    size_t lead = strspn(st->text, " \t");
+    const char *sep = memchr(st->text, '=', len);
+    if (st->text[lead] == ';' || st->text[lead] == '#') {
+        snprintf(str, (size_t)num, "#\n");
+    } else if (len > CONFIG_LINE_MAX || sep == NULL ||
+               (size_t)(sep - st->text) + sizeof " " LONG_VALUE_MARK "\n" >= (size_t)num) {
+        add_error(st, "line is longer than %d characters",
+                  len > CONFIG_LINE_MAX ? CONFIG_LINE_MAX : num - 2);
+        snprintf(str, (size_t)num, "\n");
+    } else {
+        st->long_value = dw_strndup(sep + 1, len - (size_t)(sep + 1 - st->text));
+        snprintf(str, (size_t)num, "%.*s= " LONG_VALUE_MARK "\n", (int)(sep - st->text), st->text);
     }
     st->text += len;
     return str;
@@ -268,6 +315,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
     struct parse_state *st = user;
     if (name == NULL)
         return 1; /* a bare [section] line */
+    if (st->long_value && strcmp(value, LONG_VALUE_MARK) == 0)
+        value = strip_value(st->long_value);
     const struct config_key *k = NULL;
     bool section_known = false;
     for (size_t i = 0; i < NKEYS; i++) {
@@ -318,6 +367,7 @@ dw_rc dw_config_load_string(struct dw_config *cfg, const char *text, const char 
 {
     struct parse_state st = {.cfg = cfg, .path = path, .errors = errors, .text = text};
     int r = ini_parse_stream(read_line, &st, on_key, &st);
+    free(st.long_value);
     if (r > 0) {
         st.line = r;
         add_error(&st, "syntax error (expected [section], key = value, or a comment)");
@@ -407,4 +457,66 @@ void dw_config_write_sample(FILE *out)
         }
         fprintf(out, "# %s\n#%s = %s\n", k->description, k->name, k->default_value);
     }
+}
+
+/* Whether host names this machine: localhost, 127.0.0.0/8 or ::1. */
+static bool is_loopback(const char *host)
+{
+    if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0 ||
+        strcmp(host, "::1") == 0)
+        return true;
+    unsigned a, b, c, d;
+    char tail;
+    return sscanf(host, "%u.%u.%u.%u%c", &a, &b, &c, &d, &tail) == 4 && a == 127 && b < 256 &&
+           c < 256 && d < 256;
+}
+
+/* The rule for one URL key; fills why and returns DW_ERR_CONFIG when it is broken. */
+static dw_rc transport_ok(const struct dw_config *cfg, const char *key, const char *url, char *why,
+                          size_t why_size)
+{
+    dw_rc rc = DW_ERR_CONFIG;
+    char *scheme = NULL, *host = NULL;
+    CURLU *u = curl_url();
+    if (u == NULL)
+        dw_oom(0);
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        snprintf(why, why_size, "[dataverse] %s \"%s\" is not a URL. Set it to an https:// URL.",
+                 key, url);
+        goto out;
+    }
+    if (strcasecmp(scheme, "https") == 0) {
+        rc = DW_OK;
+    } else if (strcasecmp(scheme, "http") != 0) {
+        snprintf(why, why_size, "[dataverse] %s \"%s\" is not an https:// URL", key, url);
+    } else if (!cfg->dataverse.allow_insecure_http) {
+        snprintf(why, why_size,
+                 "[dataverse] %s \"%s\" is not https: the client secret and tokens would travel "
+                 "unencrypted. Use https:// (a local emulator on a loopback address may be "
+                 "allowed with allow_insecure_http = true).",
+                 key, url);
+    } else if (!is_loopback(host)) {
+        snprintf(why, why_size,
+                 "[dataverse] %s \"%s\" uses http to \"%s\", which is not a loopback address: "
+                 "allow_insecure_http allows http to localhost, 127.0.0.0/8 and ::1 only. Use "
+                 "https://.",
+                 key, url, host);
+    } else {
+        rc = DW_OK;
+    }
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+dw_rc dw_config_check_transport(const struct dw_config *cfg, char *why, size_t why_size)
+{
+    dw_rc rc = transport_ok(cfg, "url", cfg->dataverse.url, why, why_size);
+    if (rc == DW_OK)
+        rc = transport_ok(cfg, "authority", cfg->dataverse.authority, why, why_size);
+    return rc;
 }

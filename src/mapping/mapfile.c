@@ -1,12 +1,17 @@
 /* Map files: parsing with JSON paths in every error, and the one normal form export writes. */
 #include "dwasync/mapfile.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/dvkey.h"
 #include "dwasync/json.h"
 
 struct pctx {
@@ -114,6 +119,21 @@ static char *req_string(struct pctx *c, const char *path, const json_t *obj, con
     return dw_strdup(json_string_value(v));
 }
 
+/* A required Dataverse identifier (entity set, logical name, attribute, navigation property). */
+static char *req_dvident(struct pctx *c, const char *path, const json_t *obj, const char *key)
+{
+    char *s = req_string(c, path, obj, key);
+    if (s && !dw_dvkey_identifier_ok(s)) {
+        perr(c, path,
+             "\"%s\" must be a Dataverse name: a letter or _ followed by letters, digits or _ "
+             "(^[A-Za-z_][A-Za-z0-9_]*$)",
+             key);
+        free(s);
+        s = NULL;
+    }
+    return s;
+}
+
 static char *opt_string(struct pctx *c, const char *path, const json_t *obj, const char *key)
 {
     if (json_object_get(obj, key) == NULL)
@@ -191,7 +211,7 @@ static struct dw_keypart *parse_key(struct pctx *c, const char *path, const json
             continue;
         }
         check_keys(c, p, o, allowed);
-        kp->target = req_string(c, p, o, "target");
+        kp->target = req_dvident(c, p, o, "target");
         int kinds = (json_object_get(o, "source") != NULL) +
                     (json_object_get(o, "company") != NULL) +
                     (json_object_get(o, "lookup") != NULL);
@@ -238,8 +258,8 @@ static struct dw_lookup *parse_lookup(struct pctx *c, const char *path, const js
     }
     check_keys(c, path, v, allowed);
     struct dw_lookup *l = dw_calloc(1, sizeof *l);
-    l->entity_set = req_string(c, path, v, "entity_set");
-    l->logical_name = req_string(c, path, v, "logical_name");
+    l->entity_set = req_dvident(c, path, v, "entity_set");
+    l->logical_name = req_dvident(c, path, v, "logical_name");
     char *kp = dw_asprintf("%s.key", path);
     if (json_object_get(v, "key") == NULL)
         perr(c, path, "\"key\" is required");
@@ -273,7 +293,7 @@ static void parse_column(struct pctx *c, const char *p, const json_t *o, struct 
         return;
     }
     check_keys(c, p, o, allowed);
-    m->target = req_string(c, p, o, "target");
+    m->target = req_dvident(c, p, o, "target");
     m->direction = DW_DIR_TO_DV;
     json_t *d = json_object_get(o, "direction");
     if (d) {
@@ -306,7 +326,8 @@ static void parse_column(struct pctx *c, const char *p, const json_t *o, struct 
         char *lp = dw_asprintf("%s.lookup", p);
         m->lookup = parse_lookup(c, lp, lk, 1);
         free(lp);
-        m->navigation = opt_string(c, p, o, "navigation");
+        if (json_object_get(o, "navigation"))
+            m->navigation = req_dvident(c, p, o, "navigation");
         if (m->navigation || m->target)
             m->bind = dw_asprintf("%s@odata.bind", m->navigation ? m->navigation : m->target);
     } else if (json_object_get(o, "navigation")) {
@@ -547,8 +568,8 @@ static void parse_map(struct pctx *c, const char *p, const json_t *o, struct dw_
         perr(c, tp, "must be an object with \"entity_set\" and \"logical_name\"");
     } else {
         check_keys(c, tp, tgt, tgt_allowed);
-        m->entity_set = req_string(c, tp, tgt, "entity_set");
-        m->logical_name = req_string(c, tp, tgt, "logical_name");
+        m->entity_set = req_dvident(c, tp, tgt, "entity_set");
+        m->logical_name = req_dvident(c, tp, tgt, "logical_name");
     }
     free(tp);
     char *kp = dw_asprintf("%s.key", p);
@@ -811,14 +832,47 @@ out:
 
 dw_rc dw_jobdef_load_file(const char *path, struct dw_buf *errors, struct dw_jobdef **out)
 {
+    struct dw_buf text;
+    json_t *doc = NULL;
+    dw_rc rc = DW_ERR_INVALID;
+    dw_buf_init(&text, DW_MAPFILE_MAX_SIZE);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        (void)dw_buf_printf(errors, "%s: cannot open: %s\n", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        (void)dw_buf_printf(errors, "%s: not a regular file\n", path);
+        goto out;
+    }
+    char chunk[65536];
+    ssize_t n;
+    while ((n = read(fd, chunk, sizeof chunk)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            (void)dw_buf_printf(errors, "%s: cannot read: %s\n", path, strerror(errno));
+            goto out;
+        }
+        if (dw_buf_append(&text, chunk, (size_t)n) != DW_OK) {
+            (void)dw_buf_printf(errors, "%s: larger than %zu MiB: not a map file\n", path,
+                                DW_MAPFILE_MAX_SIZE >> 20);
+            goto out;
+        }
+    }
     json_error_t jerr;
-    json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    doc = json_loadb(text.data ? text.data : "", text.len, JSON_REJECT_DUPLICATES, &jerr);
     if (doc == NULL) {
         (void)dw_buf_printf(errors, "%s:%d:%d: %s\n", path, jerr.line, jerr.column, jerr.text);
-        return DW_ERR_INVALID;
+        goto out;
     }
-    dw_rc rc = dw_jobdef_parse(doc, errors, out);
+    rc = dw_jobdef_parse(doc, errors, out);
+out:
+    if (fd >= 0)
+        close(fd);
     json_decref(doc);
+    dw_buf_cleanup(&text);
     return rc;
 }
 

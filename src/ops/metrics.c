@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/clock.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/sink.h"
@@ -379,13 +380,77 @@ dw_rc dw_metrics_render(struct dw_metrics *m, struct dw_buf *out)
 
 /* --- HTTP listener ---------------------------------------------------------------------- */
 
+/* Connections held at once, from one client address, and how long one may last in all: a
+ * slow client (one byte at a time, never idle long enough for the idle timeout) is cut at
+ * the deadline, and many of them from one address cannot take every slot from /healthz. */
+#define CONN_LIMIT       32
+#define CONN_PER_CLIENT  4
+#define CONN_DEADLINE_MS 10000
+
+struct conn_slot {
+    struct MHD_Connection *conn; /* NULL: free */
+    int64_t started_ms;
+};
+
 struct dw_metrics_server {
     struct MHD_Daemon *mhd;
     struct dw_metrics *metrics;
     dw_health_fn health;
     void *health_ud;
     unsigned port;
+    struct conn_slot conns[CONN_LIMIT];
 };
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct dw_metrics_server *s = cls;
+    (void)socket_context;
+    for (size_t i = 0; i < CONN_LIMIT; i++) {
+        struct conn_slot *c = &s->conns[i];
+        if (code == MHD_CONNECTION_NOTIFY_STARTED && c->conn == NULL) {
+            c->conn = conn;
+            c->started_ms = dw_clock_ms();
+            return;
+        }
+        if (code == MHD_CONNECTION_NOTIFY_CLOSED && c->conn == conn) {
+            c->conn = NULL;
+            return;
+        }
+    }
+}
+
+/* Milliseconds until the first connection reaches its deadline (0: one has; -1: none). */
+static int64_t next_deadline_ms(const struct dw_metrics_server *s, int64_t now)
+{
+    int64_t next = -1;
+    for (size_t i = 0; i < CONN_LIMIT; i++) {
+        const struct conn_slot *c = &s->conns[i];
+        if (c->conn == NULL)
+            continue;
+        int64_t left = c->started_ms + CONN_DEADLINE_MS - now;
+        left = left < 0 ? 0 : left;
+        if (next < 0 || left < next)
+            next = left;
+    }
+    return next;
+}
+
+/* Shuts down the sockets of connections past the deadline; MHD sees the end of the stream
+ * and closes them in the same MHD_run. */
+static void cut_slow_connections(struct dw_metrics_server *s)
+{
+    int64_t now = dw_clock_ms();
+    for (size_t i = 0; i < CONN_LIMIT; i++) {
+        struct conn_slot *c = &s->conns[i];
+        if (c->conn == NULL || c->started_ms + CONN_DEADLINE_MS > now)
+            continue;
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (info)
+            (void)shutdown(info->connect_fd, SHUT_RDWR);
+    }
+}
 
 dw_rc dw_metrics_parse_listen(const char *listen, void *sockaddr_out, unsigned *len_out)
 {
@@ -561,8 +626,10 @@ dw_rc dw_metrics_server_start(const char *listen, struct dw_metrics *m, dw_healt
                                                      : ((struct sockaddr_in *)&addr)->sin_port);
     s->mhd = MHD_start_daemon(flags, port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
                               (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)32, MHD_OPTION_EXTERNAL_LOGGER,
-                              mhd_log, NULL, MHD_OPTION_END);
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_LIMIT,
+                              MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)CONN_PER_CLIENT,
+                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                              MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (s->mhd == NULL) {
         DW_ERROR("cannot listen for metrics on \"%s\" (address in use, or not permitted)", listen);
         free(s);
@@ -584,13 +651,19 @@ int dw_metrics_server_fd(const struct dw_metrics_server *s)
 int dw_metrics_server_timeout_ms(const struct dw_metrics_server *s)
 {
     MHD_UNSIGNED_LONG_LONG t;
+    int64_t cut = next_deadline_ms(s, dw_clock_ms());
+    if (cut == 0)
+        cut = 100; /* cut already: wait for MHD to notice the closed socket */
     if (MHD_get_timeout(s->mhd, &t) != MHD_YES)
-        return -1;
+        return cut < 0 ? -1 : (int)cut;
+    if (cut >= 0 && (MHD_UNSIGNED_LONG_LONG)cut < t)
+        t = (MHD_UNSIGNED_LONG_LONG)cut;
     return t > 0x7fffffff ? 0x7fffffff : (int)t;
 }
 
 dw_rc dw_metrics_server_run(struct dw_metrics_server *s)
 {
+    cut_slow_connections(s);
     return MHD_run(s->mhd) == MHD_YES ? DW_OK : DW_ERR_IO;
 }
 

@@ -26,6 +26,7 @@
 #include "dwasync/pg.h"
 #include "dwasync/pipeline.h"
 #include "dwasync/sink.h"
+#include "dwasync/slotguard.h"
 #include "dwasync/snapshot.h"
 #include "dwasync/stream.h"
 #include "dwasync/values.h"
@@ -429,7 +430,8 @@ static dw_rc open_stream(struct runner *r)
         .reconnect_max_ms = r->config.source.reconnect_max_ms,
         .types = r->types,
     };
-    return dw_stream_open(&so, &handler, &r->stream);
+    dw_rc rc = dw_slotguard_verify(r->config.source.conninfo, r->job.name, r->job.slot);
+    return rc != DW_OK ? rc : dw_stream_open(&so, &handler, &r->stream);
 }
 
 /* A replay write in flight: the sink answers through the ticket. */

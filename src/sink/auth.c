@@ -313,6 +313,15 @@ dw_rc dw_auth_accept(struct dw_auth *a, long http_status, const char *body, int6
         rc = DW_ERR_AUTH;
         goto out;
     }
+    /* A lifetime outside 60 s .. 24 h is a broken or hostile authority: a huge one would
+     * overflow below, a tiny one would have every request ask for a new token. */
+    if (expires_in < DW_AUTH_LIFETIME_MIN_S || expires_in > DW_AUTH_LIFETIME_MAX_S) {
+        int64_t clamped =
+            expires_in < DW_AUTH_LIFETIME_MIN_S ? DW_AUTH_LIFETIME_MIN_S : DW_AUTH_LIFETIME_MAX_S;
+        DW_WARN("the authority gave a token lifetime of %" PRId64 " s: taken as %" PRId64 " s",
+                expires_in, clamped);
+        expires_in = clamped;
+    }
     dw_secret_free(a->token, a->token_len);
     a->token_len = strlen(token);
     a->token = dw_strdup(token);

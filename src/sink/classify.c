@@ -107,6 +107,13 @@ struct dw_classification dw_classify(enum dw_write_op op, CURLcode transport, in
     }
     if (http_status == 401)
         return verdict(DW_VERDICT_RENEW_AUTH, DW_ERRCLASS_PRIVILEGE);
+    if (http_status >= 300 && http_status < 400) {
+        /* A redirect is never followed (it could lead the bearer token anywhere): the URL is
+         * wrong, which the operator fixes; the change waits, it is not the row's fault. */
+        struct dw_classification r = verdict(DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT);
+        r.config_error = true;
+        return r;
+    }
     if (transient_code(code) || http_status == 408 || http_status == 502 || http_status == 503 ||
         http_status == 504)
         return verdict(DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT);

@@ -12,6 +12,47 @@
 #include "dwasync/alloc.h"
 #include "dwasync/json.h"
 
+bool dw_dvkey_identifier_ok(const char *s)
+{
+    if (s == NULL || !(isalpha((unsigned char)*s) || *s == '_'))
+        return false;
+    size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+    return s[n] == '\0' && n <= 128;
+}
+
+bool dw_dvkey_names_ok(const json_t *v)
+{
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (!dw_dvkey_names_ok(json_array_get(v, i)))
+                return false;
+        return true;
+    }
+    if (!json_is_object(v))
+        return true;
+    if (dw_dvkey_is_ref(v)) {
+        const json_t *key = json_object_get(v, "key");
+        const char *attr;
+        const json_t *part;
+        if (!dw_dvkey_identifier_ok(json_string_value(json_object_get(v, "$ref"))))
+            return false;
+        json_object_foreach((json_t *)key, attr, part)
+        {
+            if (!dw_dvkey_identifier_ok(attr) || !dw_dvkey_names_ok(part))
+                return false;
+        }
+        return true;
+    }
+    const char *name;
+    const json_t *m;
+    json_object_foreach((json_t *)v, name, m)
+    {
+        if (!dw_dvkey_names_ok(m))
+            return false;
+    }
+    return true;
+}
+
 bool dw_dvkey_is_guid(const char *s)
 {
     static const int groups[] = {8, 4, 4, 4, 12};
@@ -127,7 +168,7 @@ static dw_rc key_pairs(struct dw_buf *b, const json_t *key, const char *sep, con
     }
     json_object_foreach((json_t *)key, name, v)
     {
-        if (*name == '\0') {
+        if (!dw_dvkey_identifier_ok(name)) {
             rc = DW_ERR_INVALID;
             goto out;
         }

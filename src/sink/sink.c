@@ -173,6 +173,8 @@ struct req {
     struct dw_buf resp;
     char *resp_type;
     char *retry_after;
+    char *location; /* Location of a 3xx answer */
+    bool too_big;   /* the body passed [dataverse] max_response_bytes */
     int dop_hint;
     char errbuf[CURL_ERROR_SIZE];
     json_t *pages; /* a paged collection: the rows of the pages before this one */
@@ -632,7 +634,7 @@ static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
                 (void)dw_buf_putc(&b, '/');
                 (void)dw_buf_puts(&b, set);
                 (void)dw_buf_putc(&b, '(');
-                (void)dw_dvkey_segment(&b, pkey, false);
+                (void)dw_dvkey_segment(&b, pkey, true);
                 (void)dw_buf_putc(&b, ')');
             } else {
                 char *guid = NULL;
@@ -833,7 +835,9 @@ static void req_reset_transfer(struct req *q)
     dw_buf_reset(&q->resp);
     free(q->resp_type);
     free(q->retry_after);
-    q->resp_type = q->retry_after = NULL;
+    free(q->location);
+    q->resp_type = q->retry_after = q->location = NULL;
+    q->too_big = false;
     q->dop_hint = 0;
     q->errbuf[0] = '\0';
 }
@@ -1004,7 +1008,7 @@ static void queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
         (void)dw_buf_puts(&body, i ? ",{\"@odata.type\":" : "{\"@odata.type\":");
         (void)dw_buf_put_json_string(&body, address.data, address.len);
         dw_buf_reset(&address);
-        row_address(&address, r, false);
+        row_address(&address, r, true);
         (void)dw_buf_puts(&body, ",\"@odata.id\":");
         (void)dw_buf_put_json_string(&body, address.data, address.len);
         if (json_object_size(r->body) || json_object_size(r->rbody)) {
@@ -1383,7 +1387,10 @@ static void plan(struct dw_sink *s)
 static size_t on_body(char *data, size_t size, size_t nmemb, void *user)
 {
     struct req *q = user;
-    return dw_buf_append(&q->resp, data, size * nmemb) == DW_OK ? size * nmemb : 0;
+    if (dw_buf_append(&q->resp, data, size * nmemb) == DW_OK)
+        return size * nmemb;
+    q->too_big = true; /* curl then fails the transfer with CURLE_WRITE_ERROR */
+    return 0;
 }
 
 static char *header_value(const char *line, size_t len, const char *name)
@@ -1408,7 +1415,11 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *user)
         /* A new response (after a 100 Continue or a redirect) starts its headers afresh. */
         free(q->resp_type);
         free(q->retry_after);
-        q->resp_type = q->retry_after = NULL;
+        free(q->location);
+        q->resp_type = q->retry_after = q->location = NULL;
+    } else if ((v = header_value(data, len, "Location"))) {
+        free(q->location);
+        q->location = v;
     } else if ((v = header_value(data, len, "Content-Type"))) {
         free(q->resp_type);
         q->resp_type = v;
@@ -1486,6 +1497,7 @@ static dw_rc start_transfer(struct dw_sink *s, struct req *q, const char *token)
     } else if (strcmp(q->method, "GET") == 0) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     }
+    q->resp.max_len = (size_t)c->dataverse.max_response_bytes;
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -1602,9 +1614,20 @@ static void parse_error(const char *body, char **code, char **message)
  * (whose body may be large, and is no error), or the error Dataverse answered. */
 static void transfer_error(const struct req *q, CURLcode cc, long http, char **code, char **message)
 {
-    if (cc != CURLE_OK) {
+    if (cc == CURLE_WRITE_ERROR && q->too_big) {
+        *code = dw_strdup("");
+        *message = dw_asprintf("the response is larger than [dataverse] max_response_bytes "
+                               "(%zu bytes): not read",
+                               q->resp.max_len);
+    } else if (cc != CURLE_OK) {
         *code = dw_strdup("");
         *message = dw_strdup(q->errbuf[0] ? q->errbuf : curl_easy_strerror(cc));
+    } else if (http >= 300 && http < 400) {
+        *code = dw_strdup("");
+        *message = dw_asprintf("configuration error: redirected to \"%s\", which dwasync "
+                               "does not follow. Set [dataverse] url (or authority) to the "
+                               "address that answers itself.",
+                               q->location ? q->location : "(no Location header)");
     } else if (http >= 200 && http < 300) {
         *code = dw_strdup("");
         *message = dw_strdup("");
@@ -2089,11 +2112,14 @@ static void complete_token(struct dw_sink *s, struct req *q, CURLcode cc, long h
         s->stats.token_renewals++;
         s->token_config_error = false;
     } else {
-        if (cc != CURLE_OK) {
-            struct dw_classification c = dw_classify(DW_WRITE_UPSERT, cc, 0, "");
-            DW_ERROR("token request to \"%s\" failed: %s", q->url,
-                     q->errbuf[0] ? q->errbuf : curl_easy_strerror(cc));
+        if (cc != CURLE_OK || (http >= 300 && http < 400)) {
+            struct dw_classification c = dw_classify(DW_WRITE_UPSERT, cc, (int)http, "");
+            char *code = NULL, *msg = NULL;
+            transfer_error(q, cc, http, &code, &msg);
+            DW_ERROR("token request to \"%s\" failed: %s", q->url, msg);
             s->token_config_error = c.config_error;
+            free(code);
+            free(msg);
         } else {
             s->token_config_error = http >= 400 && http < 500 && http != 429;
         }
@@ -2572,13 +2598,14 @@ dw_rc dw_sink_new(const struct dw_config *cfg, dw_write_done_fn done, void *user
     s->done_user = user;
     dw_buf_init(&s->scratch, 0);
     const char *url = cfg->dataverse.url;
-    if (url == NULL || (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)) {
-        DW_ERROR("[dataverse] url \"%s\" is not an http(s) URL. Set it to the environment URL, "
-                 "e.g. https://contoso.crm.dynamics.com.",
-                 url ? url : "");
-        rc = DW_ERR_CONFIG;
+    char why[512];
+    if ((rc = dw_config_check_transport(cfg, why, sizeof why)) != DW_OK) {
+        DW_ERROR("%s", why);
         goto out;
     }
+    if (strncasecmp(url, "https://", 8) != 0 ||
+        strncasecmp(cfg->dataverse.authority, "https://", 8) != 0)
+        DW_WARN("allow_insecure_http: talking to Dataverse without TLS (a local emulator only)");
     char *base = dw_strdup(url);
     size_t n = strlen(base);
     while (n > 0 && base[n - 1] == '/')
@@ -2685,14 +2712,14 @@ static bool write_valid(const struct dw_write *w, const char **why)
 {
     if ((unsigned)w->op > DW_WRITE_DELETE)
         *why = "unknown operation";
-    else if (w->entity_set == NULL || *w->entity_set == '\0' || strpbrk(w->entity_set, "/()?#% '"))
-        *why = "entity set missing or not a plain name";
-    else if (w->logical_name && strspn(w->logical_name, "abcdefghijklmnopqrstuvwxyz"
-                                                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
-                                    strlen(w->logical_name))
-        *why = "logical name not a plain name";
+    else if (!dw_dvkey_identifier_ok(w->entity_set))
+        *why = "entity set missing or not an identifier";
+    else if (w->logical_name && !dw_dvkey_identifier_ok(w->logical_name))
+        *why = "logical name not an identifier";
     else if (!json_is_object(w->key) || json_object_size(w->key) == 0)
         *why = "key missing or not a non-empty object";
+    else if (!dw_dvkey_names_ok(w->key) || !dw_dvkey_names_ok(w->body))
+        *why = "a key attribute or a referenced entity set is not an identifier";
     else if (w->op != DW_WRITE_DELETE && !json_is_object(w->body))
         *why = "body missing or not an object";
     else

@@ -77,6 +77,8 @@ authority = $DVEMU_URL
 tenant_id = $DVEMU_TENANT
 client_id = $DVEMU_CLIENT_ID
 client_secret_file = $DVEMU_SECRET_FILE
+# dvemu listens on 127.0.0.1, over http unless a test asks for TLS.
+allow_insecure_http = true
 
 [apply]
 window_ms = 50

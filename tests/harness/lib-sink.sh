@@ -14,6 +14,7 @@ sink_conf() {
         printf '[dataverse]\nurl = %s\nauthority = %s\ntenant_id = %s\nclient_id = %s\n' \
             "$DVEMU_URL" "$DVEMU_URL" "$DVEMU_TENANT" "$DVEMU_CLIENT_ID"
         printf 'client_secret_file = %s\n' "$DVEMU_SECRET_FILE"
+        printf 'allow_insecure_http = true\n' # dvemu on 127.0.0.1
         [ -n "${DVEMU_CA_FILE:-}" ] && printf 'ca_file = %s\n' "$DVEMU_CA_FILE"
         for line in "$@"; do printf '%s\n' "$line"; done
     } >"$f"

@@ -14,7 +14,7 @@ dw() { "$DWASYNC_BIN" --config "$conf" "$@"; }
 dw init >/dev/null 2>&1 || die "dwasync init failed"
 
 psql_q "
-INSERT INTO dwasync.job (name, slot_name, publication_name) VALUES ('sales', 'sales_slot', 'sales_pub');
+INSERT INTO dwasync.job (name, slot_name, publication_name) VALUES ('sales', 'dwasync_sales', 'dwasync_sales');
 INSERT INTO dwasync.table_group (job_id, name) VALUES (1, 'customers');
 INSERT INTO dwasync.table_map (job_id, group_id, sequence, name, source_table, target_entity_set,
                                target_logical_name, key_mapping)
@@ -49,7 +49,7 @@ check_eq "error_detail names the head a row waits behind" 1 \
 check_contains "error_detail pretty-prints the payload" '    "creditlimit": 100' \
     "$(psql_q "SELECT payload FROM dwasync.error_detail WHERE id = 1")"
 
-psql_q "SELECT pg_create_logical_replication_slot('sales_slot', 'pgoutput')" >/dev/null
+psql_q "SELECT pg_create_logical_replication_slot('dwasync_sales', 'pgoutput')" >/dev/null
 psql_q "CREATE TABLE public.wal_filler AS SELECT g FROM generate_series(1, 20000) g"
 psql_q "INSERT INTO dwasync.checkpoint (job_id, confirmed_lsn, last_commit_time, last_applied_at)
         VALUES (1, '0/1', now() - interval '120 seconds', now() - interval '100 seconds');
@@ -160,8 +160,8 @@ done
 check_eq "every SECURITY DEFINER function pins its search_path" 0 \
     "$(psql_q "SELECT count(*) FROM pg_proc WHERE pronamespace = 'dwasync'::regnamespace AND prosecdef
                AND NOT coalesce(proconfig::text LIKE '%search_path=pg_catalog, pg_temp%', false)")"
-check_eq "four SECURITY DEFINER functions, all for operators" \
-    "purge_errors replay_error replay_errors replay_listeners skip_error" \
+check_eq "five SECURITY DEFINER functions, all for operators" \
+    "purge_errors replay_error replay_errors replay_listeners set_job_state skip_error" \
     "$(psql_q "SELECT string_agg(proname, ' ' ORDER BY proname) FROM pg_proc WHERE pronamespace = 'dwasync'::regnamespace AND prosecdef")"
 check_eq "no dwasync function is executable by PUBLIC" 0 \
     "$(psql_q "SELECT count(*) FROM pg_proc p WHERE pronamespace = 'dwasync'::regnamespace

@@ -10,7 +10,7 @@ dvemu_start
 
 dw_mktemp work maps
 conf=$work/dwasync.conf
-printf '[source]\nconninfo = %s\n[dataverse]\nurl = %s\nauthority = %s\ntenant_id = %s\nclient_id = %s\nclient_secret_file = %s\n' \
+printf '[source]\nconninfo = %s\n[dataverse]\nallow_insecure_http = true\nurl = %s\nauthority = %s\ntenant_id = %s\nclient_id = %s\nclient_secret_file = %s\n' \
     "$DW_PG_CONNINFO" "$DVEMU_URL" "$DVEMU_URL" "$DVEMU_TENANT" "$DVEMU_CLIENT_ID" "$DVEMU_SECRET_FILE" >"$conf"
 dw() { "$DWASYNC_BIN" --config "$conf" "$@"; }
 sample=$DWASYNC_SOURCE_DIR/packaging/sample

@@ -18,7 +18,7 @@ secret=$work/client-secret
 printf 's3cr3t-value\n' >"$secret"
 chmod 600 "$secret"
 write_conf() {   # write_conf CONNINFO [SECRET [DATAVERSE]]
-    printf '[source]\nconninfo = %s\n[dataverse]\nurl = %s\nauthority = %s\n' "$1" "${3:-$dv}" "${3:-$dv}" >"$work/c.conf"
+    printf '[source]\nconninfo = %s\n[dataverse]\nallow_insecure_http = true\nurl = %s\nauthority = %s\n' "$1" "${3:-$dv}" "${3:-$dv}" >"$work/c.conf"
     printf 'tenant_id = t\nclient_id = c\nclient_secret_file = %s\n' "${2:-$secret}" >>"$work/c.conf"
 }
 chk() { "$DWASYNC_BIN" --config "$work/c.conf" check "$@" 2>"$work/stderr"; }
@@ -54,7 +54,7 @@ out=$(chk); status=$?
 check_eq "missing secret: exit 1" 1 "$status"
 check_contains "missing secret: SEC001" "SEC001  [dataverse] client_secret_file: \"$work/absent\" cannot be read" "$out"
 
-printf '[source]\nconninfo = %s\n[dataverse]\nurl = %s\nauthority = %s\ntenant_id = t\nclient_id = c\n' "$good_conninfo" "$dv" "$dv" >"$work/c.conf"
+printf '[source]\nconninfo = %s\n[dataverse]\nallow_insecure_http = true\nurl = %s\nauthority = %s\ntenant_id = t\nclient_id = c\n' "$good_conninfo" "$dv" "$dv" >"$work/c.conf"
 printf 'certificate_file = %s/absent.pem\nprivate_key_file = %s\n' "$work" "$secret" >>"$work/c.conf"
 out=$(chk); status=$?
 check_eq "missing certificate: exit 1" 1 "$status"
@@ -98,7 +98,7 @@ check_contains "unknown job: JOB001" 'JOB001  job "nope": job "nope" does not ex
 # A stopped job without slot and publication is fine (job start creates them) ...
 psql_q "create table custtable (id int primary key, name text)"
 psql_q "create table other (id int primary key)"
-psql_q "insert into dwasync.job (name, slot_name, publication_name) values ('crm', 'dw_crm', 'dw_crm')"
+psql_q "insert into dwasync.job (name, slot_name, publication_name) values ('crm', 'dwasync_crm', 'dwasync_crm')"
 psql_q "insert into dwasync.table_group (job_id, name) select id, 'g' from dwasync.job"
 psql_q "$(cat <<'SQL'
 insert into dwasync.table_map (job_id, group_id, sequence, name, source_table, target_entity_set,
@@ -111,25 +111,25 @@ SQL
 out=$(chk --job crm); status=$?
 check_eq "stopped job without slot: no slot or publication error" 0 \
     "$(grep -cE '^error +(SLOT|PUB)' <<<"$out")"
-check_contains "stopped job: slot noted" 'note    SLOT001 job "crm": replication slot "dw_crm" does not exist' "$out"
+check_contains "stopped job: slot noted" 'note    SLOT001 job "crm": replication slot "dwasync_crm" does not exist' "$out"
 # ... a running one is not.
 psql_q "update dwasync.job set state = 'active'"
 out=$(chk --job crm); status=$?
 check_eq "active job without slot: exit 1" 1 "$status"
 check_contains "active job: SLOT001 error" 'error   SLOT001 job "crm"' "$out"
-check_contains "active job: PUB001 error" 'error   PUB001  job "crm": publication "dw_crm" does not exist' "$out"
-psql_q "select pg_create_logical_replication_slot('dw_crm', 'pgoutput')" >/dev/null
-psql_q "create publication dw_crm for table other"
+check_contains "active job: PUB001 error" 'error   PUB001  job "crm": publication "dwasync_crm" does not exist' "$out"
+psql_q "select pg_create_logical_replication_slot('dwasync_crm', 'pgoutput')" >/dev/null
+psql_q "create publication dwasync_crm for table other"
 out=$(chk --job crm); status=$?
 check_eq "mapped table not published: exit 1" 1 "$status"
-check_contains "PUB003 names the table" 'PUB003  job "crm": mapped table "public.custtable" is not in publication "dw_crm"' "$out"
-psql_q "alter publication dw_crm add table custtable"
+check_contains "PUB003 names the table" 'PUB003  job "crm": mapped table "public.custtable" is not in publication "dwasync_crm"' "$out"
+psql_q "alter publication dwasync_crm add table custtable"
 out=$(chk --job crm); status=$?
 check_eq "mapped Dataverse table missing: exit 1" 1 "$status"
 check_contains "DV004 names map and table" 'error   DV004   job "crm": map "customers": Dataverse table "account" does not exist' "$out"
 check_eq "Postgres prerequisites met" 1 "$(grep -c '^error' <<<"$out")"
 out=$("$DWASYNC_BIN" --verbose --config "$work/c.conf" check --job crm 2>/dev/null)
-check_contains "slot reported healthy" 'SLOT000 job "crm": slot "dw_crm" is healthy (wal_status reserved)' "$out"
+check_contains "slot reported healthy" 'SLOT000 job "crm": slot "dwasync_crm" is healthy (wal_status reserved)' "$out"
 
 # wal_level replica: a second cluster.
 first_pgdata=$PGDATA first_bin=$(pg_bindir)

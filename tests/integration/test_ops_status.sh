@@ -21,7 +21,7 @@ check_eq "no jobs: empty list" '{"version":1,"jobs":[]}' "$(st --json | jq -c 'd
 check_contains "no jobs: table says so" "no jobs" "$(st)"
 
 psql_q "insert into dwasync.job (name, state, slot_name, publication_name) values
-        ('crm', 'active', 'dw_crm', 'dw_crm'), ('fin', 'stopped', 'dw_fin', 'dw_fin')"
+        ('crm', 'active', 'dwasync_crm', 'dwasync_crm'), ('fin', 'stopped', 'dwasync_fin', 'dwasync_fin')"
 psql_q "insert into dwasync.checkpoint (job_id, confirmed_lsn, last_commit_time, last_applied_at)
         select id, '0/0', '$at'::timestamptz - interval '30 seconds', '$at'::timestamptz - interval '5 seconds'
         from dwasync.job where name = 'crm'"
@@ -32,7 +32,7 @@ psql_q "insert into dwasync.apply_stat (job_id, minute, rows_applied, rows_faile
 psql_q "insert into dwasync.runner (job_id, host, pid, version, status, throttled_until, throttled_total, heartbeat_at)
         select id, 'host-a', 4242, '0.1.0', 'streaming', '$at'::timestamptz + interval '60 seconds', 17, '$at'
         from dwasync.job where name = 'crm'"
-psql_q "select pg_create_logical_replication_slot('dw_crm', 'pgoutput')" >/dev/null
+psql_q "select pg_create_logical_replication_slot('dwasync_crm', 'pgoutput')" >/dev/null
 psql_q "create table filler as select g from generate_series(1, 20000) g"
 
 doc=$(st --json)
@@ -71,7 +71,7 @@ check_eq "--at moves the ages too" true \
     "$(jq -c '((.jobs[0].runner.heartbeat_age_seconds - ('"$(j '.jobs[0].runner.heartbeat_age_seconds')"')) * 1000 | round) == 60000' <<<"$later")"
 
 # Caught up: the slot's confirmed position at the server's: zero lag, whatever the commit age.
-psql_q "select pg_replication_slot_advance('dw_crm', pg_current_wal_lsn())" >/dev/null
+psql_q "select pg_replication_slot_advance('dwasync_crm', pg_current_wal_lsn())" >/dev/null
 doc=$(st --json)
 check_eq "caught up: lag 0 bytes, 0 s" '[0,0]' "$(j '[.jobs[0].lag_bytes, .jobs[0].lag_seconds]')"
 

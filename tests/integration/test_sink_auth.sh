@@ -20,7 +20,7 @@ check_eq "whoami with a client secret exits 0" 0 $?
     pass "whoami prints the user id" || fail "whoami prints the user id" "$out"
 
 cert_conf() { # FILE CERT KEY ALG
-    printf '[dataverse]\nurl = %s\nauthority = %s\ntenant_id = %s\nclient_id = cert-client\n' \
+    printf '[dataverse]\nallow_insecure_http = true\nurl = %s\nauthority = %s\ntenant_id = %s\nclient_id = cert-client\n' \
         "$DVEMU_URL" "$DVEMU_URL" "$DVEMU_TENANT" >"$1"
     printf 'certificate_file = %s\nprivate_key_file = %s\nassertion_alg = %s\n' "$2" "$3" "$4" >>"$1"
 }

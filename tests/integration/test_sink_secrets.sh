@@ -38,7 +38,7 @@ sink_conf "$work/wrong.conf" "client_secret_file = $work/wrong" "debug_payloads 
 run "$work/wrong.conf" dataverse whoami
 
 # Certificate credentials with payload dumps.
-printf '[dataverse]\nurl = %s\nauthority = %s\ntenant_id = %s\nclient_id = cert-client\n' \
+printf '[dataverse]\nallow_insecure_http = true\nurl = %s\nauthority = %s\ntenant_id = %s\nclient_id = cert-client\n' \
     "$DVEMU_URL" "$DVEMU_URL" "$DVEMU_TENANT" >"$work/cert.conf"
 printf 'certificate_file = %s\nprivate_key_file = %s\ndebug_payloads = true\n' \
     "$work/client.pem" "$work/client.key" >>"$work/cert.conf"

@@ -214,17 +214,26 @@ START_TEST(secret_request_body_and_token_cache)
     ck_assert_int_eq(dw_auth_renew_at(a), 1000000 + 3599000 - 300000);
     ck_assert_ptr_nonnull(dw_auth_token(a, 1000000 + 3599000 - 1001));
     ck_assert_ptr_null(dw_auth_token(a, 1000000 + 3599000 - 999));
-    /* A short-lived token is renewed at three quarters of its life. */
+    /* A lifetime under a minute is taken as a minute (renewed at three quarters of it): a
+     * one-second lifetime would have every request ask for a token. */
     ck_assert_int_eq(dw_auth_accept(a, 200, "{\"expires_in\":\"8\",\"access_token\":\"tok-2\"}", 0),
                      DW_OK);
-    ck_assert_int_eq(dw_auth_renew_at(a), 6000);
-    ck_assert_ptr_nonnull(dw_auth_token(a, 7199));
-    ck_assert_ptr_null(dw_auth_token(a, 7200));
-    /* A one-second token is still usable (not expired by the margin). */
+    ck_assert_int_eq(dw_auth_renew_at(a), 45000);
+    ck_assert_ptr_nonnull(dw_auth_token(a, 58999));
+    ck_assert_ptr_null(dw_auth_token(a, 59000));
     ck_assert_int_eq(dw_auth_accept(a, 200, "{\"expires_in\":1,\"access_token\":\"tok-3\"}", 0),
                      DW_OK);
     ck_assert_ptr_nonnull(dw_auth_token(a, 800));
-    ck_assert_int_eq(dw_auth_renew_at(a), 750);
+    ck_assert_int_eq(dw_auth_renew_at(a), 45000);
+    /* A huge lifetime (it overflowed the milliseconds) is taken as 24 hours. */
+    ck_assert_int_eq(dw_auth_accept(a, 200,
+                                    "{\"expires_in\":9223372036854775807,"
+                                    "\"access_token\":\"tok-4\"}",
+                                    1000),
+                     DW_OK);
+    ck_assert_int_eq(dw_auth_renew_at(a), 1000 + 86400000 - 300000);
+    ck_assert_ptr_nonnull(dw_auth_token(a, 1000 + 86400000 - 1001));
+    ck_assert_ptr_null(dw_auth_token(a, 1000 + 86400000 - 999));
     dw_auth_invalidate(a);
     ck_assert_ptr_null(dw_auth_token(a, 0));
     dw_auth_free(a);

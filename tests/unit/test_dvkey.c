@@ -37,6 +37,44 @@ static void check_literal(json_t *v, bool bare, const char *expected)
     json_decref(v);
 }
 
+/* Dataverse names: ^[A-Za-z_][A-Za-z0-9_]*$, checked in keys and in reference sets; a key
+ * segment with a name that is not one is refused (it would carry CR/LF into a request). */
+START_TEST(identifiers)
+{
+    static const char *const good[] = {"accounts", "_msdyn_company_value", "A1", "x"};
+    static const char *const bad[] = {
+        "", "1abc", "acc ounts", "accounts\r\nX: y", "a/b", "a'b", "a#b", "a(b)", "naïve", NULL};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+        ck_assert_msg(dw_dvkey_identifier_ok(good[i]), "refused %s", good[i]);
+    for (size_t i = 0; bad[i]; i++)
+        ck_assert_msg(!dw_dvkey_identifier_ok(bad[i]), "accepted %s", bad[i]);
+    ck_assert(!dw_dvkey_identifier_ok(NULL));
+
+    json_t *ok = json_loads("{\"k\": 1, \"_p_value\": {\"$ref\": \"cdm_companies\", \"key\": "
+                            "{\"cdm_companycode\": \"A#1\"}}}",
+                            0, NULL);
+    ck_assert(dw_dvkey_names_ok(ok));
+    json_decref(ok);
+    static const char *const bad_json[] = {
+        "{\"p\": {\"$ref\": \"cdm_companies\\r\\nX: y\", \"key\": {\"c\": 1}}}",
+        "{\"p\": {\"$ref\": \"cdm_companies\", \"key\": {\"c d\": 1}}}",
+        "{\"p\": [{\"$ref\": \"a\", \"key\": {\"b\": {\"$ref\": \"c/d\", \"key\": {\"e\": 1}}}}]}",
+    };
+    for (size_t i = 0; i < sizeof bad_json / sizeof *bad_json; i++) {
+        json_t *v = json_loads(bad_json[i], 0, NULL);
+        ck_assert_ptr_nonnull(v);
+        ck_assert_msg(!dw_dvkey_names_ok(v), "accepted %s", bad_json[i]);
+        json_decref(v);
+    }
+    json_t *key = json_loads("{\"acc\\r\\nX\": \"v\"}", 0, NULL);
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    ck_assert_int_eq(dw_dvkey_segment(&b, key, true), DW_ERR_INVALID);
+    dw_buf_cleanup(&b);
+    json_decref(key);
+}
+END_TEST
+
 START_TEST(literals)
 {
     check_literal(json_string("ABC123"), false, "'ABC123'");
@@ -196,6 +234,7 @@ static Suite *dvkey_suite(void)
 {
     Suite *s = suite_create("dvkey");
     TCase *tc = tcase_create("dvkey");
+    tcase_add_test(tc, identifiers);
     tcase_add_test(tc, literals);
     tcase_add_test(tc, segments_are_quoted_and_encoded);
     tcase_add_test(tc, unaddressable_characters);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dwasync/alloc.h"
@@ -700,6 +701,76 @@ START_TEST(map_file_errors_carry_json_paths)
 }
 END_TEST
 
+/* Every Dataverse name of a map is an identifier: a CR/LF in an entity set, a slash in an
+ * attribute or a quote in a navigation property would reach a URL or a $batch part. A map
+ * file that is not a regular file, or is larger than 16 MiB, is refused before parsing. */
+START_TEST(map_file_names_are_identifiers_and_files_are_bounded)
+{
+    static const char *const bad[] = {
+        "\"target\": {\"entity_set\": \"accounts HTTP/1.1\\r\\nX-Evil: 1\", \"logical_name\": "
+        "\"account\"}, \"key\": [{\"target\": \"k\", \"source\": \"k\"}]",
+        "\"target\": {\"entity_set\": \"accounts\", \"logical_name\": \"acc/ount\"}, \"key\": "
+        "[{\"target\": \"k\", \"source\": \"k\"}]",
+        "\"target\": {\"entity_set\": \"accounts\", \"logical_name\": \"account\"}, \"key\": "
+        "[{\"target\": \"k'\", \"source\": \"k\"}]",
+        "\"target\": {\"entity_set\": \"accounts\", \"logical_name\": \"account\"}, \"key\": "
+        "[{\"target\": \"k\", \"source\": \"k\"}], \"columns\": [{\"target\": \"9name\", "
+        "\"source\": \"n\"}]",
+        "\"target\": {\"entity_set\": \"accounts\", \"logical_name\": \"account\"}, \"key\": "
+        "[{\"target\": \"k\", \"source\": \"k\"}], \"columns\": [{\"target\": \"p\", "
+        "\"navigation\": \"p\\nq\", \"lookup\": {\"entity_set\": \"accounts\", \"logical_name\": "
+        "\"account\", \"key\": [{\"target\": \"k\", \"source\": \"p\"}]}}]",
+        "\"target\": {\"entity_set\": \"accounts\", \"logical_name\": \"account\"}, \"key\": "
+        "[{\"target\": \"k\", \"source\": \"k\"}], \"columns\": [{\"target\": \"p\", "
+        "\"lookup\": {\"entity_set\": \"acc#ounts\", \"logical_name\": \"account\", \"key\": "
+        "[{\"target\": \"k\", \"source\": \"p\"}]}}]",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *text = dw_asprintf("{\"format\": 1, \"job\": {\"name\": \"j\"}, \"groups\": "
+                                 "[{\"name\": \"g\", \"maps\": [{\"name\": \"m\", \"sequence\": "
+                                 "1, \"source\": {\"table\": \"t\"}, %s}]}]}",
+                                 bad[i]);
+        struct dw_buf errors;
+        dw_buf_init(&errors, 0);
+        dw_rc rc;
+        struct dw_jobdef *def = parse_text(text, &errors, &rc);
+        ck_assert_msg(rc == DW_ERR_INVALID, "accepted: %s", bad[i]);
+        ck_assert_ptr_null(def);
+        ck_assert_msg(strstr(dw_buf_str(&errors), "must be a Dataverse name") != NULL, "%s",
+                      dw_buf_str(&errors));
+        dw_buf_cleanup(&errors);
+        free(text);
+    }
+
+    char dir[] = "/tmp/dwmapdirXXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char *fifo = dw_asprintf("%s/fifo", dir), *big = dw_asprintf("%s/big.json", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    struct dw_buf errors;
+    struct dw_jobdef *def = NULL;
+    dw_buf_init(&errors, 0);
+    ck_assert_int_eq(dw_jobdef_load_file(fifo, &errors, &def), DW_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(dw_buf_str(&errors), "not a regular file"));
+    dw_buf_reset(&errors);
+    FILE *f = fopen(big, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"format\": 1, \"pad\": \"", f);
+    for (int i = 0; i < 17 * 1024; i++)
+        fprintf(f, "%01024d", 0);
+    fputs("\"}", f);
+    fclose(f);
+    ck_assert_int_eq(dw_jobdef_load_file(big, &errors, &def), DW_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(dw_buf_str(&errors), "larger than 16 MiB"));
+    ck_assert_ptr_null(def);
+    dw_buf_cleanup(&errors);
+    unlink(fifo);
+    unlink(big);
+    rmdir(dir);
+    free(fifo);
+    free(big);
+}
+END_TEST
+
 /* options.atomic: a boolean, kept through export, and agreed on by the maps of one table. */
 START_TEST(atomic_option_is_validated_and_exported)
 {
@@ -1029,6 +1100,7 @@ static Suite *mapping_suite(void)
     tcase_add_test(tc, target_id_is_canonical);
     tcase_add_test(tc, replay_through_one_map_by_id);
     tcase_add_test(tc, map_file_errors_carry_json_paths);
+    tcase_add_test(tc, map_file_names_are_identifiers_and_files_are_bounded);
     tcase_add_test(tc, normal_form_is_a_fixed_point);
     tcase_add_test(tc, atomic_option_is_validated_and_exported);
     tcase_add_test(tc, filters_compile_to_publication_sql);

@@ -100,6 +100,7 @@ static void make_config(struct dw_config *cfg)
     cfg->dataverse.tenant_id = strdup("tenant-1");
     cfg->dataverse.client_id = strdup("client-1");
     cfg->dataverse.client_secret_file = strdup(secret);
+    cfg->dataverse.allow_insecure_http = true; /* dvemu on 127.0.0.1 */
 }
 
 struct seen {
@@ -317,6 +318,19 @@ START_TEST(atomic_group_all_or_nothing)
     ck_assert_ptr_nonnull(bad[0].entity_set);
     dw_write_cleanup(&bad[0]);
     dw_write_cleanup(&bad[1]);
+    /* A name that is not a Dataverse identifier never reaches a request (CR/LF would add
+     * headers to a $batch part). */
+    struct dw_write crlf[1] = {company("G9", "g")};
+    free(crlf[0].entity_set);
+    crlf[0].entity_set = strdup("cdm_companies HTTP/1.1\r\nX-Injected: 1");
+    ck_assert_int_eq(dw_sink_submit(sink, crlf, users, 1), DW_ERR_INVALID);
+    dw_write_cleanup(&crlf[0]);
+    struct dw_write badref[1] = {company("G9", "g")};
+    json_object_set_new(badref[0].body, "parent@odata.bind",
+                        json_pack("{s:s, s:{s:s}}", "$ref", "cdm_companies\r\nX: 1", "key",
+                                  "cdm_companycode", "P"));
+    ck_assert_int_eq(dw_sink_submit(sink, badref, users, 1), DW_ERR_INVALID);
+    dw_write_cleanup(&badref[0]);
     ck_assert_uint_eq(dw_sink_pending(sink), 0);
 
     /* One bad write: none applies; it carries Dataverse's error, the others are rolled
