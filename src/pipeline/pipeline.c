@@ -8,6 +8,7 @@
 #include "dwasync/alloc.h"
 #include "dwasync/clock.h"
 #include "dwasync/errtable.h"
+#include "dwasync/failpoint.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/mapfile.h"
@@ -317,7 +318,7 @@ static char *old_image_text(const json_t *new_row, const json_t *old_row, bool *
     return text;
 }
 
-/* A change that never reached a map (TRUNCATE, unconvertible values): it blocks no key. */
+/* A change that never reached a map (TRUNCATE): it blocks no key. */
 static void push_unmapped_error(struct dw_pipeline *p, const struct dw_change *c,
                                 const struct dw_relation *rel, json_t *new_row, json_t *old_row,
                                 char *message)
@@ -371,20 +372,27 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         return DW_OK;
     }
 
+    /* A value that cannot be converted (or is over max_value_bytes) does not stop the row
+     * from being mapped: its map, key and target are known, so it is parked as an open
+     * error that blocks exactly its key, and a replay after a fix of the map or data works. */
     struct dw_row_json row = {0};
-    char *error = NULL;
-    dw_rc rc = dw_change_row_json(c, p->opts.values, &row, &error);
+    char *problem = NULL;
+    dw_rc rc = dw_change_row_json_lenient(c, p->opts.values, &row, &problem);
     if (rc != DW_OK) {
-        char lsn[DW_LSN_STRLEN];
-        DW_LOGF(DW_LOG_WARN,
-                DW_FIELDS({"job", p->opts.job_name}, {"table", rel->name},
-                          {"lsn", dw_lsn_format(c->lsn, lsn)}),
-                "change cannot be converted: %s", error ? error : dw_rc_str(rc));
         push_unmapped_error(p, c, rel,
                             c->new_tuple.ncols ? raw_tuple_json(rel, &c->new_tuple) : NULL,
                             c->old_tuple.ncols ? raw_tuple_json(rel, &c->old_tuple) : NULL,
-                            error ? error : dw_strdup(dw_rc_str(rc)));
+                            problem ? problem : dw_strdup(dw_rc_str(rc)));
         return DW_OK;
+    }
+    if (problem) {
+        char lsn[DW_LSN_STRLEN];
+        char *key = row.key ? dw_json_canonical(row.key) : dw_strdup("{}");
+        DW_LOGF(DW_LOG_WARN,
+                DW_FIELDS({"job", p->opts.job_name}, {"table", rel->name}, {"key", key},
+                          {"lsn", dw_lsn_format(c->lsn, lsn)}),
+                "change cannot be converted, parked: %s", problem);
+        free(key);
     }
 
     struct dw_source_row src = {
@@ -399,8 +407,18 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
     rc = dw_mapping_map_row(p->maps, &src, &p->mapped);
     if (rc != DW_OK) {
         dw_row_json_cleanup(&row);
+        free(problem);
         return rc;
     }
+    for (size_t i = 0; problem && i < p->mapped.len; i++) {
+        struct dw_mapped *m = &p->mapped.items[i];
+        dw_write_cleanup(&m->write);
+        free(m->error);
+        m->ok = false;
+        m->error_class = DW_ERRCLASS_MAPPING;
+        m->error = dw_strdup(problem);
+    }
+    free(problem);
     if (p->mapped.len == 0)
         p->stats.changes_ignored++;
 
@@ -479,11 +497,14 @@ void dw_pipeline_reset(struct dw_pipeline *p)
 /*
  * Whether the filling window must stay open for the rest of the open transaction: one with
  * atomic changes goes whole into one window, so its unit is whole, unless it is larger
- * than a changeset can be (then memory stays bounded and it is applied in parts).
+ * than a changeset can be (then memory stays bounded and it is applied in parts). Such a
+ * transaction's window may close only after a whole multiple of DW_SINK_ATOMIC_MAX of its
+ * changes, so its changesets are 1,000 each (the last one the remainder) whatever the
+ * clock does: a window closed by window_ms in between would cut one more, smaller part.
  */
 static bool holding_txn(const struct dw_pipeline *p)
 {
-    return p->in_txn && !p->skipping_txn && p->txn_atomic && p->txn_items < DW_SINK_ATOMIC_MAX;
+    return p->in_txn && !p->skipping_txn && p->txn_atomic && p->txn_items % DW_SINK_ATOMIC_MAX;
 }
 
 size_t dw_pipeline_room(const struct dw_pipeline *p)
@@ -678,8 +699,9 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
     p->cur.groups[c->group].unresolved--;
 }
 
-/* Warns, once per transaction, that it is applied in parts rather than all or nothing. */
-static void warn_split(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn, const char *why)
+/* Warns, once per transaction, that it is applied in parts rather than all or nothing (the
+ * README quotes this text). */
+static void warn_split(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn)
 {
     if (p->warned_lsn == commit_lsn)
         return;
@@ -687,9 +709,9 @@ static void warn_split(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn, c
     char lsn[DW_LSN_STRLEN];
     DW_LOGF(DW_LOG_WARN,
             DW_FIELDS({"job", p->opts.job_name}, {"lsn", dw_lsn_format(commit_lsn, lsn)}),
-            "transaction %u %s: it is applied in changesets of at most %d rows, each atomic on its "
-            "own, not as one",
-            xid, why, DW_SINK_ATOMIC_MAX);
+            "transaction %u has more than 1,000 rows for atomic maps: it is applied in changesets "
+            "of at most %d rows, each atomic on its own, not as one",
+            xid, DW_SINK_ATOMIC_MAX);
 }
 
 /* The window neither filling, applying nor waiting to be persisted. */
@@ -706,16 +728,14 @@ static void start_apply(struct dw_pipeline *p)
 {
     struct dw_window *w = p->filling;
     if (p->in_txn && !p->skipping_txn && p->txn_atomic)
-        warn_split(p, p->txn_xid, p->txn_commit_lsn,
-                   "has more rows for atomic maps than one window holds whole");
+        warn_split(p, p->txn_xid, p->txn_commit_lsn);
     p->filling = spare_window(p);
     p->cur.window = w;
     p->txn_items = 0;
     dw_plan_build(w, p->blocked, &p->cur.plan);
     for (size_t u = 0; u < p->cur.plan.nunits; u++)
         if (p->cur.plan.units[u].nparts > 1)
-            warn_split(p, p->cur.plan.units[u].xid, p->cur.plan.units[u].commit_lsn,
-                       "has more than 1,000 rows for the atomic maps of one group");
+            warn_split(p, p->cur.plan.units[u].xid, p->cur.plan.units[u].commit_lsn);
     p->cur.chains = dw_calloc(p->cur.plan.nchains ? p->cur.plan.nchains : 1, sizeof *p->cur.chains);
     p->cur.groups = dw_calloc(p->cur.plan.ngroups ? p->cur.plan.ngroups : 1, sizeof *p->cur.groups);
     for (size_t i = 0; i < p->cur.plan.nchains; i++) {
@@ -832,14 +852,23 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
     }
 
     /* Error rows first (their own transaction), then the checkpoint: a crash in between
-     * replays the window, and the inserts are idempotent. */
-    dw_rc rc = n ? dw_errtable_insert(p->control, rows, n, p->blocked, NULL) : DW_OK;
+     * replays the window, and the inserts are idempotent. (The window's writes are applied
+     * here and nothing of it is durable yet: the first crash point.) */
+    dw_rc rc = DW_OK;
+    if (DW_FAILPOINT("apply_before_error_rows"))
+        rc = DW_ERR_PG;
+    else if (n)
+        rc = dw_errtable_insert(p->control, rows, n, p->blocked, NULL);
     for (size_t i = 0; i < 3 * n; i++)
         json_decref(images[i]);
     free(images);
     free(rows);
     if (rc != DW_OK)
         goto out;
+    if (DW_FAILPOINT("error_rows_before_checkpoint")) {
+        rc = DW_ERR_PG;
+        goto out;
+    }
     char lsn[DW_LSN_STRLEN], job[32], nap[32], nfail[32], ctime[40];
     dw_lsn_format(w->commits ? w->commit_end_lsn : p->stats.confirmed_lsn, lsn);
     snprintf(job, sizeof job, "%" PRId64, p->opts.job_id);
@@ -863,6 +892,9 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         "rows_failed = s.rows_failed + excluded.rows_failed",
         5, params, &res);
     PQclear(res);
+    /* The checkpoint is durable, the slot not yet told (the caller confirms from the stats). */
+    if (rc == DW_OK && DW_FAILPOINT("checkpoint_before_confirm"))
+        rc = DW_ERR_PG;
     if (rc == DW_OK) {
         p->stats.rows_failed += open;
         p->stats.rows_parked += waiting;
