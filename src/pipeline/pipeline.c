@@ -434,6 +434,8 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         source_key = dw_strdup("{}");
     else if (p->mapped.len && !same_members(row.key, image))
         source_key = dw_json_dumps(row.key);
+    char *unchanged_text =
+        p->mapped.len && json_array_size(row.unchanged) ? dw_json_dumps(row.unchanged) : NULL;
     for (size_t i = 0; i < p->mapped.len; i++) {
         struct dw_item *it = push_item(p, c, rel);
         it->mapped = p->mapped.items[i];
@@ -454,7 +456,9 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         it->new_row = i == 0 ? new_text : (new_text ? dw_strdup(new_text) : NULL);
         it->old_row = i == 0 ? old_text : (old_text ? dw_strdup(old_text) : NULL);
         it->old_row_delta = old_delta;
+        it->unchanged = unchanged_text ? dw_strdup(unchanged_text) : NULL;
     }
+    free(unchanged_text);
     dw_row_json_cleanup(&row);
     return DW_OK;
 }
@@ -811,7 +815,7 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         waiting += s == DW_ITEM_WAITING;
     }
     struct dw_errrow *rows = dw_calloc(nerr ? nerr : 1, sizeof *rows);
-    json_t **images = dw_calloc(3 * (nerr ? nerr : 1), sizeof *images);
+    json_t **images = dw_calloc(4 * (nerr ? nerr : 1), sizeof *images);
     size_t n = 0;
     for (size_t i = 0; i < w->len; i++) {
         struct dw_item *it = &w->items[i];
@@ -825,11 +829,12 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         row->source_schema = it->source_schema;
         row->source_table = it->source_table;
         row->op = it->op;
-        row->source_key = images[3 * (n - 1) + 2] = load_image(item_source_key(it));
+        row->source_key = images[4 * (n - 1) + 2] = load_image(item_source_key(it));
         row->key_text = it->key_text;
         row->target_id = it->mapped.target_id;
-        row->new_row = images[3 * (n - 1)] = load_image(it->new_row);
-        row->old_row = images[3 * (n - 1) + 1] = load_old_image(it, row->new_row);
+        row->new_row = images[4 * (n - 1)] = load_image(it->new_row);
+        row->old_row = images[4 * (n - 1) + 1] = load_old_image(it, row->new_row);
+        row->unchanged = images[4 * (n - 1) + 3] = load_image(it->unchanged);
         row->commit_lsn = it->commit_lsn;
         row->xid = it->xid;
         row->commit_time_us = it->commit_time_us;
@@ -859,7 +864,7 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         rc = DW_ERR_PG;
     else if (n)
         rc = dw_errtable_insert(p->control, rows, n, p->blocked, NULL);
-    for (size_t i = 0; i < 3 * n; i++)
+    for (size_t i = 0; i < 4 * n; i++)
         json_decref(images[i]);
     free(images);
     free(rows);

@@ -26,6 +26,7 @@ static void item_cleanup(struct dw_item *it)
     free(it->key_text);
     free(it->new_row);
     free(it->old_row);
+    free(it->unchanged);
 }
 
 void dw_window_reset(struct dw_window *w)
