@@ -112,8 +112,8 @@ dw_rc dw_change_row_json(const struct dw_change *c, const struct dw_values_optio
 
 /*
  * dw_change_row_json() that converts what it can: a value that cannot be converted is kept
- * as its text (a JSON string), one over max_value_bytes is left out of the image and listed
- * in out->unchanged (as a column not sent), and *problem (heap, caller frees) names the first
+ * as its text (a JSON string), one over max_value_bytes is left out of the image (so mapping
+ * it again fails: the column is not in the row), and *problem (heap, caller frees) names the first
  * such value, or is NULL when every value converted. Only a TRUNCATE fails (DW_ERR_INVALID,
  * *problem set, out untouched). So a change that cannot be applied still has its key.
  */

@@ -73,9 +73,9 @@ struct dw_item {
     char *new_row;
     char *old_row;
     bool old_row_delta; /* old_row holds only how it differs from new_row (pipeline.c) */
-    char *unchanged;    /* JSON array of the columns not sent (unchanged TOAST, or over
-                         * max_value_bytes), NULL when none; owned. A replay needs it: such a
-                         * column is left as it is, not missing. */
+    char *unchanged;    /* JSON array of the columns not sent (unchanged TOAST), NULL when
+                         * none; owned. A replay needs it: such a column is left as it is in
+                         * Dataverse, not missing from the row. */
     char *key_text;     /* the blocking key (with the map id): the target id, or the
                          * canonical source key of a change that never reached a map */
     size_t bytes;       /* memory estimate, for the window's byte bound */

@@ -332,6 +332,14 @@ out:
 dw_rc dw_replay_remap_with_maps(const struct dw_job_maps *maps, const struct dw_errstored *row,
                                 struct dw_remap *out)
 {
+    if (row->op == DW_CHANGE_TRUNCATE) {
+        /* Never replicated, so never replayable: it fails again with its own message (skip it
+         * once Dataverse is dealt with). */
+        out->status = DW_REMAP_FAILED;
+        out->error_class = DW_ERRCLASS_MAPPING;
+        out->message = dw_mapping_truncate_message(row->source_schema, row->source_table);
+        return DW_OK;
+    }
     struct dw_source_row src = {
         .schema = row->source_schema,
         .table = row->source_table,

@@ -318,7 +318,8 @@ static char *old_image_text(const json_t *new_row, const json_t *old_row, bool *
     return text;
 }
 
-/* A change that never reached a map (TRUNCATE): it blocks no key. */
+/* A change whose row could not be read at all (defensive: only a TRUNCATE has none, and it
+ * goes through dw_mapping_truncate()): it blocks no key. */
 static void push_unmapped_error(struct dw_pipeline *p, const struct dw_change *c,
                                 const struct dw_relation *rel, json_t *new_row, json_t *old_row,
                                 char *message)
@@ -340,17 +341,22 @@ static bool map_is_atomic(const struct dw_pipeline *p, int64_t map_id)
     return false;
 }
 
+/* A TRUNCATE is not replicated: an open error per map of each table, blocking no row. */
 static dw_rc take_truncate(struct dw_pipeline *p, const struct dw_change *c)
 {
+    int part = 0; /* one change, many rows: told apart by part (the error table's identity) */
     for (int i = 0; i < c->ntruncated; i++) {
         const struct dw_relation *rel = c->truncated[i];
-        if (!dw_job_maps_has_table(p->maps, rel->schema, rel->name))
-            continue;
-        char *msg = dw_asprintf(
-            "TRUNCATE of \"%s.%s\" is not replicated: Dataverse rows of this table were not "
-            "deleted. Delete them in Dataverse, or skip this error if they should stay.",
-            rel->schema, rel->name);
-        push_unmapped_error(p, c, rel, NULL, NULL, msg);
+        dw_mapped_vec_reset(&p->mapped);
+        dw_mapping_truncate(p->maps, rel->schema, rel->name, &p->mapped);
+        for (size_t k = 0; k < p->mapped.len; k++) {
+            struct dw_item *it = push_item(p, c, rel);
+            it->part = part++;
+            it->mapped = p->mapped.items[k];
+            memset(&p->mapped.items[k], 0, sizeof p->mapped.items[k]);
+            it->source_key = dw_strdup("{}");
+            it->key_text = dw_strdup(it->mapped.target_id);
+        }
     }
     return DW_OK;
 }

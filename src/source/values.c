@@ -1217,7 +1217,7 @@ void dw_row_json_cleanup(struct dw_row_json *r)
 /*
  * Converts a tuple's columns into obj. Strict (first_error NULL), the first value that
  * cannot be converted fails it. Lenient, such a value is kept as its text (a JSON string),
- * a value over o->max_value_bytes is left out and listed in unchanged as if not sent, and
+ * a value over o->max_value_bytes is left out of the image, and
  * the first such problem is set in *first_error (heap).
  */
 static dw_rc tuple_json(const struct dw_relation *rel, const struct dw_tuple *t, bool key_only,
@@ -1255,13 +1255,10 @@ static dw_rc tuple_json(const struct dw_relation *rel, const struct dw_tuple *t,
                 *first_error = why;
             else
                 free(why);
-            bool too_large =
-                v == NULL && o && o->max_value_bytes > 0 && (int64_t)d->len > o->max_value_bytes;
-            if (too_large) {
-                if (unchanged)
-                    json_array_append_new(unchanged, json_string(col->name));
+            /* Left out, and not listed as unchanged: a replay of this change must not
+             * succeed without the value (the mapping says the column is not in the row). */
+            if (v == NULL && o && o->max_value_bytes > 0 && (int64_t)d->len > o->max_value_bytes)
                 continue;
-            }
             v = json_stringn_nocheck(d->data, d->len);
         }
         json_object_set_new(obj, col->name, v);

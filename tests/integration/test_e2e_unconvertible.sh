@@ -6,6 +6,7 @@
 #  2. A 50 MB value, over [apply] max_value_bytes (here 1 MB): parked with
 #     `value too large (N bytes)`, its key blocked; the daemon stays up, the error row holds
 #     no excerpt of the value, and its memory peak stays bounded (VmHWM under 8x the value).
+#  3. A TRUNCATE: parked with its map and target; a replay fails again with the same message.
 # Each part ends with the error table's exact rows and Dataverse equal to the source.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 
@@ -87,6 +88,19 @@ check_eq "Dataverse equals the source" 0 "$(e2e_mismatches)"
 rewinds=$(e2e_history_rewinds accounts telephone1)
 check_eq "the history is complete" 0 $?
 check_eq "no account went back" 0 "$rewinds"
+
+# --- 3. a TRUNCATE (the same path): parked with its map and target, replay keeps its message --
+psql_q "TRUNCATE fno.vendorsv2" >/dev/null
+check_status "the truncate is parked" 0 e2e_wait_applied
+msg='TRUNCATE of "fno.vendorsv2" is not replicated: Dataverse rows of this table were not deleted. Delete them in Dataverse, or skip this error if they should stay.'
+truncate_row() {
+    psql_q "SELECT status, class, map_name, target_id, key_text, message FROM dwasync.error WHERE operation = 'truncate'"
+}
+check_eq "one open error naming the map and the table's target" "open|mapping|vendors|msdyn_vendors(TRUNCATE)|msdyn_vendors(TRUNCATE)|$msg" "$(truncate_row)"
+dw errors replay --all --job fno_sample >/dev/null 2>&1
+check_status "replayed" 0 e2e_wait_replayed
+check_eq "the replay fails again with the same message" "open|mapping|vendors|msdyn_vendors(TRUNCATE)|msdyn_vendors(TRUNCATE)|$msg" "$(truncate_row)"
+check_eq "the vendors are still in Dataverse" 1 "$([ "$(e2e_rows msdyn_vendors)" -gt 0 ] && echo 1)"
 kill -TERM "$daemon"
 wait "$daemon"
 check_eq "the daemon stops cleanly" 0 $?
