@@ -18,6 +18,10 @@
  * The next window is planned and sent before that write, so its requests are on their way
  * while it is made; windows are still persisted, and confirmed, one by one in order.
  *
+ * A chain that meets a missing parent (retries left) does not hold its window: it is carried
+ * to the front of the filling window and sent again with it, after the parents it holds; the
+ * windows it left behind are persisted without moving the checkpoint past it.
+ *
  * Memory is bounded by three windows: while one applies, the next fills and the one before
  * waits for its error rows and checkpoint, and the caller stops reading the stream when
  * dw_pipeline_accepting() says the filling one is full. A

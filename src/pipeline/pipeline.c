@@ -29,7 +29,7 @@ struct chain_state {
     struct dw_pipeline *pipeline;
     size_t chain;
     bool resolved;
-    int64_t retry_at_ms;        /* > 0: resubmit at this time (missing parent) */
+    bool deferred;              /* missing parent, retries left: carried into the next window */
     struct dw_write retry_copy; /* what to send again; empty unless the write has lookups */
     /* failure details, for the error row */
     int http_status;
@@ -67,6 +67,13 @@ struct dw_pipeline {
     struct round cur;  /* the round applying; window NULL when none is */
     struct round done; /* the round applied, to persist; window NULL when there is none */
     int64_t persist_retry_at_ms;
+    /* Chains carried into the filling window (a missing parent) are sent no earlier than
+     * this (0: none carried). Windows they left behind are persisted without moving the
+     * checkpoint; the furthest commit they hold back waits here for the next window that
+     * holds back none. */
+    int64_t carry_due_ms;
+    dw_lsn held_lsn;
+    int64_t held_time_us;
 
     struct dw_blocked_keys *blocked;
     struct dw_mapped_vec mapped; /* reused per change */
@@ -491,8 +498,10 @@ dw_rc dw_pipeline_commit(struct dw_pipeline *p, dw_lsn commit_lsn, dw_lsn end_ls
 
 void dw_pipeline_reset(struct dw_pipeline *p)
 {
-    size_t dropped = p->filling->len;
-    dw_window_reset(p->filling);
+    size_t before = p->filling->len;
+    /* Carried chains were taken from windows already applied: they are not received again. */
+    dw_window_keep_carried(p->filling);
+    size_t dropped = before - p->filling->len;
     p->in_txn = false;
     p->skipping_txn = false;
     /* What the applying (and the applied) window holds will be resent too; it must not be
@@ -536,6 +545,10 @@ static bool filling_due(const struct dw_pipeline *p, bool flush, int64_t now)
 {
     const struct dw_window *w = p->filling;
     if (dw_window_empty(w) || holding_txn(p))
+        return false;
+    /* A carried chain waits for its retry time, even on a flush (else an idle stream would
+     * spend its retries at once), unless the window is full. */
+    if (p->carry_due_ms > now && dw_pipeline_accepting(p))
         return false;
     return flush || !dw_pipeline_accepting(p) || now - w->opened_ms >= p->opts.window_ms;
 }
@@ -650,26 +663,6 @@ static void submit_level(struct dw_pipeline *p, size_t g)
     free(users);
 }
 
-static void resubmit(struct dw_pipeline *p, struct chain_state *cs)
-{
-    struct dw_chain *c = &p->cur.plan.chains[cs->chain];
-    struct dw_write w = cs->retry_copy;
-    memset(&cs->retry_copy, 0, sizeof cs->retry_copy);
-    c->attempts++;
-    if (c->attempts <= p->opts.missing_parent_retries)
-        write_copy(&cs->retry_copy, &w);
-    void *user = &cs->ticket;
-    cs->retry_at_ms = 0;
-    if (dw_sink_submit(p->sink, &w, &user, 1) != DW_OK) {
-        dw_write_cleanup(&w);
-        struct dw_write_result res = {.status = DW_WRITE_REJECTED,
-                                      .error_class = DW_ERRCLASS_UNKNOWN,
-                                      .code = "",
-                                      .message = "the write was refused as malformed"};
-        chain_done(&cs->ticket, &res);
-    }
-}
-
 static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *r)
 {
     struct chain_state *cs = (struct chain_state *)t;
@@ -680,9 +673,19 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
         p->stats.rows_applied += c->nitems;
     } else if (r->error_class == DW_ERRCLASS_MISSING_PARENT && c->unit < 0 &&
                c->attempts <= p->opts.missing_parent_retries && cs->retry_copy.entity_set) {
-        /* The parent may be in flight in another group or window: try again shortly. */
-        cs->retry_at_ms = dw_clock_ms() + ((int64_t)MISSING_PARENT_DELAY_MS << (c->attempts - 1));
-        return;
+        /* The parent may come in a later transaction: the chain is carried into the next
+         * window (carry_deferred()), which sees it, and meanwhile other rows go on. */
+        cs->deferred = true;
+        for (size_t i = 0; i < c->nitems; i++)
+            p->cur.window->items[c->items[i]].state = DW_ITEM_DEFERRED;
+        const struct dw_item *head = &p->cur.window->items[c->items[0]];
+        char attempt[16];
+        snprintf(attempt, sizeof attempt, "%d", c->attempts);
+        DW_LOGF(c->attempts == 1 ? DW_LOG_INFO : DW_LOG_DEBUG,
+                DW_FIELDS({"job", p->opts.job_name}, {"target", head->mapped.target_id},
+                          {"parent", r->missing_parent ? r->missing_parent : ""},
+                          {"attempt", attempt}),
+                "change waits for its parent; other rows go on");
     } else {
         cs->http_status = r->http_status;
         cs->error_class = r->error_class;
@@ -742,6 +745,7 @@ static void start_apply(struct dw_pipeline *p)
     p->filling = spare_window(p);
     p->cur.window = w;
     p->txn_items = 0;
+    p->carry_due_ms = 0;
     dw_plan_build(w, p->blocked, &p->cur.plan);
     for (size_t u = 0; u < p->cur.plan.nunits; u++)
         if (p->cur.plan.units[u].nparts > 1)
@@ -762,12 +766,8 @@ static void start_apply(struct dw_pipeline *p)
 /* Moves groups whose level is resolved to their next level; true when all are finished. */
 static bool advance_groups(struct dw_pipeline *p, int64_t now)
 {
+    (void)now;
     bool finished = true;
-    for (size_t i = 0; i < p->cur.plan.nchains; i++) {
-        struct chain_state *cs = &p->cur.chains[i];
-        if (!cs->resolved && cs->retry_at_ms && cs->retry_at_ms <= now)
-            resubmit(p, cs);
-    }
     for (size_t g = 0; g < p->cur.plan.ngroups; g++) {
         struct group_cursor *gc = &p->cur.groups[g];
         while (gc->unresolved == 0 && gc->level + 1 < p->cur.plan.groups[g].nlevels) {
@@ -812,9 +812,10 @@ static const char *item_source_key(const struct dw_item *it)
 static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
 {
     struct dw_window *w = r->window;
-    size_t nerr = 0, applied = 0, open = 0, waiting = 0;
+    size_t nerr = 0, applied = 0, open = 0, waiting = 0, deferred = 0;
     for (size_t i = 0; i < w->len; i++) {
         enum dw_item_state s = w->items[i].state;
+        deferred += s == DW_ITEM_DEFERRED;
         nerr += s == DW_ITEM_OPEN || s == DW_ITEM_WAITING;
         applied += s == DW_ITEM_APPLIED;
         open += s == DW_ITEM_OPEN;
@@ -881,12 +882,23 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         goto out;
     }
     char lsn[DW_LSN_STRLEN], job[32], nap[32], nfail[32], ctime[40];
-    dw_lsn_format(w->commits ? w->commit_end_lsn : p->stats.confirmed_lsn, lsn);
+    /* What this window lets the checkpoint pass: its last commit, and what earlier windows
+     * held back; nothing while a change of it waits in a later window (carry_deferred()). */
+    dw_lsn upto = p->stats.confirmed_lsn, held = p->held_lsn;
+    int64_t upto_time = p->stats.last_commit_time_us, held_time = p->held_time_us;
+    if (w->commits && w->commit_end_lsn > held) {
+        held = w->commit_end_lsn;
+        held_time = w->commit_time_us;
+    }
+    if (deferred == 0 && held > upto) {
+        upto = held;
+        upto_time = held_time;
+    }
+    dw_lsn_format(upto, lsn);
     snprintf(job, sizeof job, "%" PRId64, p->opts.job_id);
     snprintf(nap, sizeof nap, "%zu", applied);
     snprintf(nfail, sizeof nfail, "%zu", nerr);
-    snprintf(ctime, sizeof ctime, "%" PRId64,
-             w->commits ? w->commit_time_us : p->stats.last_commit_time_us);
+    snprintf(ctime, sizeof ctime, "%" PRId64, upto_time);
     const char *params[] = {job, lsn, ctime, nap, nfail};
     PGresult *res = NULL;
     rc = dw_pg_query(
@@ -909,10 +921,10 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
     if (rc == DW_OK) {
         p->stats.rows_failed += open;
         p->stats.rows_parked += waiting;
-        if (w->commits) {
-            p->stats.confirmed_lsn = w->commit_end_lsn;
-            p->stats.last_commit_time_us = w->commit_time_us;
-        }
+        p->stats.confirmed_lsn = upto;
+        p->stats.last_commit_time_us = upto_time;
+        p->held_lsn = deferred ? held : DW_LSN_INVALID;
+        p->held_time_us = deferred ? held_time : 0;
         p->stats.windows++;
         p->stats.last_window_rows = w->len;
     }
@@ -922,6 +934,61 @@ out:
         PQreset(p->control);
     }
     return rc;
+}
+
+/*
+ * Moves the chains of an applied round that wait for a missing parent to the front of the
+ * filling window (they are older than everything in it), so the next window sends them
+ * again after the parents it holds: a parent committed later is seen. Their items keep
+ * their identity (commit LSN, position) for the error row they get once retries run out.
+ */
+static void carry_deferred(struct dw_pipeline *p, struct round *r)
+{
+    size_t at = 0;
+    int64_t now = dw_clock_ms();
+    for (size_t i = 0; i < r->plan.nchains; i++) {
+        struct chain_state *cs = &r->chains[i];
+        const struct dw_chain *c = &r->plan.chains[i];
+        if (!cs->deferred)
+            continue;
+        for (size_t k = 0; k < c->nitems; k++) {
+            const struct dw_item *src = &r->window->items[c->items[k]];
+            struct dw_item *it = dw_window_insert(p->filling, at++);
+            it->mapped.map_id = src->mapped.map_id;
+            it->mapped.map_name = src->mapped.map_name;
+            it->mapped.group_name = src->mapped.group_name;
+            it->mapped.sequence = src->mapped.sequence;
+            it->mapped.target_id = dw_strdup(src->mapped.target_id);
+            it->mapped.ok = true;
+            if (k == 0) {
+                it->mapped.write = cs->retry_copy;
+                memset(&cs->retry_copy, 0, sizeof cs->retry_copy);
+            }
+            it->commit_lsn = src->commit_lsn;
+            it->xid = src->xid;
+            it->commit_time_us = src->commit_time_us;
+            it->position = src->position;
+            it->op = src->op;
+            it->part = src->part;
+            it->source_schema = dw_strdup(src->source_schema);
+            it->source_table = dw_strdup(src->source_table);
+            it->source_key = src->source_key ? dw_strdup(src->source_key) : NULL;
+            it->new_row = src->new_row ? dw_strdup(src->new_row) : NULL;
+            it->old_row = src->old_row ? dw_strdup(src->old_row) : NULL;
+            it->old_row_delta = src->old_row_delta;
+            it->unchanged = src->unchanged ? dw_strdup(src->unchanged) : NULL;
+            it->key_text = dw_strdup(src->key_text);
+            it->bytes = src->bytes;
+            it->carried = true;
+            it->attempts = c->attempts;
+            p->filling->bytes += it->bytes;
+        }
+        int64_t due = now + ((int64_t)MISSING_PARENT_DELAY_MS << (c->attempts - 1));
+        if (due > p->carry_due_ms)
+            p->carry_due_ms = due;
+    }
+    if (at && p->filling->opened_ms == 0)
+        p->filling->opened_ms = now;
 }
 
 dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
@@ -950,6 +1017,7 @@ dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
         p->done = p->cur;
         p->cur = (struct round){0};
         p->persist_retry_at_ms = 0;
+        carry_deferred(p, &p->done);
     }
 }
 
@@ -964,13 +1032,11 @@ int dw_pipeline_timeout_ms(const struct dw_pipeline *p)
     } while (0)
     /* (While an atomic transaction is held open, only its next change can make it due.) */
     if (p->cur.window == NULL && !dw_window_empty(p->filling) && !holding_txn(p))
-        CONSIDER(p->filling->opened_ms + p->opts.window_ms);
+        CONSIDER(p->filling->opened_ms + p->opts.window_ms > p->carry_due_ms
+                     ? p->filling->opened_ms + p->opts.window_ms
+                     : p->carry_due_ms);
     if (p->done.window)
         CONSIDER(p->persist_retry_at_ms);
-    if (p->cur.window)
-        for (size_t i = 0; i < p->cur.plan.nchains; i++)
-            if (!p->cur.chains[i].resolved && p->cur.chains[i].retry_at_ms)
-                CONSIDER(p->cur.chains[i].retry_at_ms);
 #undef CONSIDER
     if (due < 0)
         return -1;
