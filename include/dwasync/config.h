@@ -65,6 +65,7 @@ struct dw_config {
         int64_t window_bytes;
         int64_t window_ms;
         int64_t missing_parent_retries;
+        int64_t max_value_bytes; /* a larger single value is parked, never converted */
         int64_t error_retention_days;
     } apply;
     struct {

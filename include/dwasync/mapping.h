@@ -77,6 +77,18 @@ void dw_job_maps_set_max_length(struct dw_job_maps *maps, const char *logical_na
 bool dw_job_maps_has_table(const struct dw_job_maps *maps, const char *schema, const char *table);
 
 /*
+ * A TRUNCATE of a source table, which is not replicated: appends one failed result per map
+ * reading the table (none when no map does), each with its map, the message saying what to
+ * do, and as target (and so as the key it blocks) "<entity set>(TRUNCATE)", which no row's
+ * target equals. Replays of it give the same result (replay.c).
+ */
+void dw_mapping_truncate(const struct dw_job_maps *maps, const char *schema, const char *table,
+                         struct dw_mapped_vec *out);
+
+/* The message of a TRUNCATE's error row (heap, caller frees). */
+char *dw_mapping_truncate_message(const char *schema, const char *table);
+
+/*
  * Maps a row through every map of its table and appends 0..n results: none when no map
  * takes the row (its filter excludes it), one per map that does. An UPDATE whose new image
  * leaves a map's filter while the old one matched yields a DELETE; an UPDATE that changes

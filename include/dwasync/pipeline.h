@@ -7,8 +7,9 @@
  * becomes the *applying* window: it is planned (window.h), its levels are submitted to the
  * sink one after another per table group, groups in parallel, and every chain ends applied
  * or failed. The atomic units of a level (changes of one transaction through atomic maps)
- * go to the sink as atomic groups (dw_sink_submit_atomic()); a window is not cut inside a
- * transaction with atomic changes until it holds DW_SINK_ATOMIC_MAX of its changes.
+ * go to the sink as atomic groups (dw_sink_submit_atomic()); a window is cut inside a
+ * transaction with atomic changes only after a whole multiple of DW_SINK_ATOMIC_MAX of its
+ * changes, so its changesets are of that size whatever window_ms does.
  * Failed chains and unmappable changes become error rows; changes whose key is blocked are
  * parked behind them. The error rows, the job's checkpoint row and its apply
  * statistics are written in ONE control-database transaction, and only after it commits
@@ -16,6 +17,10 @@
  * acknowledged to the slot before it is applied or durably parked (DESIGN invariant 1).
  * The next window is planned and sent before that write, so its requests are on their way
  * while it is made; windows are still persisted, and confirmed, one by one in order.
+ *
+ * A chain that meets a missing parent (retries left) does not hold its window: it is carried
+ * to the front of the filling window and sent again with it, after the parents it holds; the
+ * windows it left behind are persisted without moving the checkpoint past it.
  *
  * Memory is bounded by three windows: while one applies, the next fills and the one before
  * waits for its error rows and checkpoint, and the caller stops reading the stream when

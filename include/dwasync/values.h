@@ -47,6 +47,7 @@ struct dw_types;
 struct dw_values_options {
     bool tz_utc;                  /* timestamp without time zone is UTC */
     const struct dw_types *types; /* borrowed; NULL = built-in types only */
+    int64_t max_value_bytes;      /* a larger value is refused unread ([apply]); 0: no bound */
 };
 
 /*
@@ -108,6 +109,16 @@ struct dw_row_json {
  */
 dw_rc dw_change_row_json(const struct dw_change *c, const struct dw_values_options *opts,
                          struct dw_row_json *out, char **error);
+
+/*
+ * dw_change_row_json() that converts what it can: a value that cannot be converted is kept
+ * as its text (a JSON string), one over max_value_bytes is left out of the image (so mapping
+ * it again fails: the column is not in the row), and *problem (heap, caller frees) names the first
+ * such value, or is NULL when every value converted. Only a TRUNCATE fails (DW_ERR_INVALID,
+ * *problem set, out untouched). So a change that cannot be applied still has its key.
+ */
+dw_rc dw_change_row_json_lenient(const struct dw_change *c, const struct dw_values_options *opts,
+                                 struct dw_row_json *out, char **problem);
 
 /* Releases the references in r and sets them to NULL. */
 void dw_row_json_cleanup(struct dw_row_json *r);

@@ -48,10 +48,11 @@
 
 /* What happened to one item. */
 enum dw_item_state {
-    DW_ITEM_PENDING, /* not resolved yet */
-    DW_ITEM_APPLIED, /* sent and acknowledged (alone or inside its chain) */
-    DW_ITEM_OPEN,    /* failed: an open error row */
-    DW_ITEM_WAITING, /* parked behind an open error of its key */
+    DW_ITEM_PENDING,  /* not resolved yet */
+    DW_ITEM_APPLIED,  /* sent and acknowledged (alone or inside its chain) */
+    DW_ITEM_OPEN,     /* failed: an open error row */
+    DW_ITEM_WAITING,  /* parked behind an open error of its key */
+    DW_ITEM_DEFERRED, /* its parent is missing, retries are left: carried into the next window */
 };
 
 /* One mapped change in a window. */
@@ -73,12 +74,20 @@ struct dw_item {
     char *new_row;
     char *old_row;
     bool old_row_delta; /* old_row holds only how it differs from new_row (pipeline.c) */
+    char *unchanged;    /* JSON array of the columns not sent (unchanged TOAST), NULL when
+                         * none; owned. A replay needs it: such a column is left as it is in
+                         * Dataverse, not missing from the row. */
     char *key_text;     /* the blocking key (with the map id): the target id, or the
                          * canonical source key of a change that never reached a map */
     size_t bytes;       /* memory estimate, for the window's byte bound */
     enum dw_item_state state;
     int chain;   /* index of its chain in the plan, -1 if none */
     bool atomic; /* through an atomic map: applied all-or-nothing with its transaction */
+    /* Carried from an earlier window whose chain met a missing parent (pipeline.c): it was
+     * sent attempts times already. The first item of a carried chain holds the chain's
+     * coalesced write; the others hold none (mapped.write empty) and add nothing to it. */
+    bool carried;
+    int attempts;
 };
 
 struct dw_window {
@@ -99,6 +108,14 @@ void dw_window_reset(struct dw_window *w);
 
 /* Appends an item (zeroed, state pending) and returns it; the caller fills it. */
 struct dw_item *dw_window_push(struct dw_window *w);
+
+/* Inserts an item (zeroed, state pending) at index at (<= len) and returns it; the items
+ * after it move up by one. For items older than every item in the window (carried ones). */
+struct dw_item *dw_window_insert(struct dw_window *w, size_t at);
+
+/* Drops every item but the carried ones and forgets the commits received (they will be
+ * received again after a reconnect); carried items stay, in order. */
+void dw_window_keep_carried(struct dw_window *w);
 
 /* Whether the window has nothing to apply or confirm. */
 bool dw_window_empty(const struct dw_window *w);

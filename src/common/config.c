@@ -111,6 +111,8 @@ static const struct config_key keys[] = {
         "longest time a change waits for its window to fill"),
     INT("apply", "missing_parent_retries", apply.missing_parent_retries, "3", 0, 100,
         "retries of a change whose lookup parent is missing before it is parked"),
+    INT("apply", "max_value_bytes", apply.max_value_bytes, "16777216", 1024, 1073741824,
+        "largest single column value applied; a change with a larger one is parked"),
     INT("apply", "error_retention_days", apply.error_retention_days, "30", 1, 36500,
         "age after which resolved and skipped error rows are purged"),
     ENUM("log", "level", log.level, "info", log_levels, "least severe level written"),

@@ -5,7 +5,8 @@
  * next row becomes the head only when dwasync.replay_succeeded() resolves the current one
  * (or an operator skips it), and a key with a write in flight is excluded from the claim. Sequence
  * order across keys: of the heads claimed and in flight, only the lowest sequence level of each
- * table group is sent, so a parent's replay lands before its children's.
+ * table group's upserts is sent, so a parent's replay lands before its children's, and of its
+ * deletes only the highest, so a child's delete lands before its parent's.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include "dwasync/alloc.h"
 #include "dwasync/errtable.h"
+#include "dwasync/failpoint.h"
 #include "dwasync/log.h"
 #include "dwasync/mapping.h"
 #include "dwasync/pg.h"
@@ -248,21 +250,27 @@ static dw_rc dispatch(struct dw_replay *r, struct dw_errstored *row)
     return DW_OK;
 }
 
-/* Lowest sequence among in-flight writes and claimed heads of the same table group. */
-static int level_of_group(const struct dw_replay *r, const struct dw_errstored *claimed, size_t n,
-                          int64_t group)
+/*
+ * Whether a claimed head is at its group's level now, among in-flight writes and claimed
+ * heads of the same group and kind: upserts go by ascending sequence (parents first),
+ * deletes by descending sequence (children first, as the apply path sends them: Dataverse
+ * may cascade a parent's delete).
+ */
+static bool at_level(const struct dw_replay *r, const struct dw_errstored *claimed, size_t n,
+                     const struct dw_errstored *c)
 {
-    int level = -1;
-    for (int i = 0; i < r->max; i++) {
-        const struct slot *s = &r->slots[i];
-        if (s->used && s->row.group_id == group && (level < 0 || s->row.sequence < level))
-            level = s->row.sequence;
-    }
+    bool del = c->op == DW_CHANGE_DELETE;
+#define BEFORE(o)                                                                                  \
+    ((o)->group_id == c->group_id && ((o)->op == DW_CHANGE_DELETE) == del &&                       \
+     (del ? (o)->sequence > c->sequence : (o)->sequence < c->sequence))
+    for (int i = 0; i < r->max; i++)
+        if (r->slots[i].used && BEFORE(&r->slots[i].row))
+            return false;
     for (size_t i = 0; i < n; i++)
-        if (claimed[i].id != 0 && claimed[i].group_id == group &&
-            (level < 0 || claimed[i].sequence < level))
-            level = claimed[i].sequence;
-    return level;
+        if (claimed[i].id != 0 && BEFORE(&claimed[i]))
+            return false;
+#undef BEFORE
+    return true;
 }
 
 dw_rc dw_replay_pump(struct dw_replay *r, bool *idle)
@@ -273,6 +281,11 @@ dw_rc dw_replay_pump(struct dw_replay *r, bool *idle)
         bool progress = false;
         for (int i = 0; i < r->max; i++) {
             if (r->slots[i].used && r->slots[i].done) {
+                /* Sent and answered, its row not yet resolved: a crash replays it again. */
+                if (DW_FAILPOINT("replay_before_resolve")) {
+                    rc = DW_ERR_PG;
+                    goto out;
+                }
                 if ((rc = finish_slot(r, &r->slots[i])) != DW_OK)
                     goto out;
                 progress = true;
@@ -294,11 +307,11 @@ dw_rc dw_replay_pump(struct dw_replay *r, bool *idle)
             goto out;
         nothing_queued = room > 0 && n == 0;
         /* Decide the levels before dispatching: dispatch moves rows out of claimed. */
-        int *levels = dw_calloc(n + 1, sizeof *levels);
+        bool *now = dw_calloc(n + 1, sizeof *now);
         for (size_t i = 0; i < n; i++)
-            levels[i] = level_of_group(r, claimed, n, claimed[i].group_id);
+            now[i] = at_level(r, claimed, n, &claimed[i]);
         for (size_t i = 0; i < n && rc == DW_OK; i++) {
-            if (claimed[i].sequence != levels[i])
+            if (!now[i])
                 continue;
             rc = dispatch(r, &claimed[i]);
             progress = true;
@@ -306,7 +319,7 @@ dw_rc dw_replay_pump(struct dw_replay *r, bool *idle)
         for (size_t i = 0; i < n; i++)
             dw_errstored_cleanup(&claimed[i]);
         free(claimed);
-        free(levels);
+        free(now);
         if (rc != DW_OK || !progress)
             break;
     }
@@ -319,6 +332,14 @@ out:
 dw_rc dw_replay_remap_with_maps(const struct dw_job_maps *maps, const struct dw_errstored *row,
                                 struct dw_remap *out)
 {
+    if (row->op == DW_CHANGE_TRUNCATE) {
+        /* Never replicated, so never replayable: it fails again with its own message (skip it
+         * once Dataverse is dealt with). */
+        out->status = DW_REMAP_FAILED;
+        out->error_class = DW_ERRCLASS_MAPPING;
+        out->message = dw_mapping_truncate_message(row->source_schema, row->source_table);
+        return DW_OK;
+    }
     struct dw_source_row src = {
         .schema = row->source_schema,
         .table = row->source_table,

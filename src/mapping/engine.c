@@ -804,6 +804,32 @@ static void finish_failed(struct dw_mapped *r, const struct dw_tablemap *m, stru
     json_decref(key);
 }
 
+char *dw_mapping_truncate_message(const char *schema, const char *table)
+{
+    return dw_asprintf("TRUNCATE of \"%s.%s\" is not replicated: Dataverse rows of this table "
+                       "were not deleted. Delete them in Dataverse, or skip this error if they "
+                       "should stay.",
+                       schema, table);
+}
+
+void dw_mapping_truncate(const struct dw_job_maps *maps, const char *schema, const char *table,
+                         struct dw_mapped_vec *out)
+{
+    const struct dw_jobdef *def = maps->def;
+    for (size_t g = 0; g < def->ngroups; g++) {
+        for (size_t i = 0; i < def->groups[g].nmaps; i++) {
+            const struct dw_tablemap *m = &def->groups[g].maps[i];
+            if (!map_reads(m, schema, table))
+                continue;
+            struct dw_mapped *r = start_result(out, m);
+            r->ok = false;
+            r->error_class = DW_ERRCLASS_MAPPING;
+            r->error = dw_mapping_truncate_message(schema, table);
+            r->target_id = dw_asprintf("%s(TRUNCATE)", m->entity_set);
+        }
+    }
+}
+
 static void emit_delete(struct dw_mapped_vec *out, const struct dw_tablemap *m, json_t *key)
 {
     struct dw_mapped *r = start_result(out, m);

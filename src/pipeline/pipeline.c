@@ -15,6 +15,7 @@
 #include "dwasync/alloc.h"
 #include "dwasync/clock.h"
 #include "dwasync/errtable.h"
+#include "dwasync/failpoint.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/mapfile.h"
@@ -35,7 +36,7 @@ struct chain_state {
     struct dw_pipeline *pipeline;
     size_t chain;
     bool resolved;
-    int64_t retry_at_ms;        /* > 0: resubmit at this time (missing parent) */
+    bool deferred;              /* missing parent, retries left: carried into the next window */
     struct dw_write retry_copy; /* what to send again; empty unless the write has lookups */
     /* failure details, for the error row */
     int http_status;
@@ -73,6 +74,13 @@ struct dw_pipeline {
     struct round cur;  /* the round applying; window NULL when none is */
     struct round done; /* the round applied, to persist; window NULL when there is none */
     int64_t persist_retry_at_ms;
+    /* Chains carried into the filling window (a missing parent) are sent no earlier than
+     * this (0: none carried). Windows they left behind are persisted without moving the
+     * checkpoint; the furthest commit they hold back waits here for the next window that
+     * holds back none. */
+    int64_t carry_due_ms;
+    dw_lsn held_lsn;
+    int64_t held_time_us;
 
     struct dw_blocked_keys *blocked;
     struct dw_mapped_vec mapped; /* reused per change */
@@ -324,7 +332,8 @@ static char *old_image_text(const json_t *new_row, const json_t *old_row, bool *
     return text;
 }
 
-/* A change that never reached a map (TRUNCATE, unconvertible values): it blocks no key. */
+/* A change whose row could not be read at all (defensive: only a TRUNCATE has none, and it
+ * goes through dw_mapping_truncate()): it blocks no key. */
 static void push_unmapped_error(struct dw_pipeline *p, const struct dw_change *c,
                                 const struct dw_relation *rel, json_t *new_row, json_t *old_row,
                                 char *message)
@@ -346,17 +355,22 @@ static bool map_is_atomic(const struct dw_pipeline *p, int64_t map_id)
     return false;
 }
 
+/* A TRUNCATE is not replicated: an open error per map of each table, blocking no row. */
 static dw_rc take_truncate(struct dw_pipeline *p, const struct dw_change *c)
 {
+    int part = 0; /* one change, many rows: told apart by part (the error table's identity) */
     for (int i = 0; i < c->ntruncated; i++) {
         const struct dw_relation *rel = c->truncated[i];
-        if (!dw_job_maps_has_table(p->maps, rel->schema, rel->name))
-            continue;
-        char *msg = dw_asprintf(
-            "TRUNCATE of \"%s.%s\" is not replicated: Dataverse rows of this table were not "
-            "deleted. Delete them in Dataverse, or skip this error if they should stay.",
-            rel->schema, rel->name);
-        push_unmapped_error(p, c, rel, NULL, NULL, msg);
+        dw_mapped_vec_reset(&p->mapped);
+        dw_mapping_truncate(p->maps, rel->schema, rel->name, &p->mapped);
+        for (size_t k = 0; k < p->mapped.len; k++) {
+            struct dw_item *it = push_item(p, c, rel);
+            it->part = part++;
+            it->mapped = p->mapped.items[k];
+            memset(&p->mapped.items[k], 0, sizeof p->mapped.items[k]);
+            it->source_key = dw_strdup("{}");
+            it->key_text = dw_strdup(it->mapped.target_id);
+        }
     }
     return DW_OK;
 }
@@ -378,20 +392,27 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         return DW_OK;
     }
 
+    /* A value that cannot be converted (or is over max_value_bytes) does not stop the row
+     * from being mapped: its map, key and target are known, so it is parked as an open
+     * error that blocks exactly its key, and a replay after a fix of the map or data works. */
     struct dw_row_json row = {0};
-    char *error = NULL;
-    dw_rc rc = dw_change_row_json(c, p->opts.values, &row, &error);
+    char *problem = NULL;
+    dw_rc rc = dw_change_row_json_lenient(c, p->opts.values, &row, &problem);
     if (rc != DW_OK) {
-        char lsn[DW_LSN_STRLEN];
-        DW_LOGF(DW_LOG_WARN,
-                DW_FIELDS({"job", p->opts.job_name}, {"table", rel->name},
-                          {"lsn", dw_lsn_format(c->lsn, lsn)}),
-                "change cannot be converted: %s", error ? error : dw_rc_str(rc));
         push_unmapped_error(p, c, rel,
                             c->new_tuple.ncols ? raw_tuple_json(rel, &c->new_tuple) : NULL,
                             c->old_tuple.ncols ? raw_tuple_json(rel, &c->old_tuple) : NULL,
-                            error ? error : dw_strdup(dw_rc_str(rc)));
+                            problem ? problem : dw_strdup(dw_rc_str(rc)));
         return DW_OK;
+    }
+    if (problem) {
+        char lsn[DW_LSN_STRLEN];
+        char *key = row.key ? dw_json_canonical(row.key) : dw_strdup("{}");
+        DW_LOGF(DW_LOG_WARN,
+                DW_FIELDS({"job", p->opts.job_name}, {"table", rel->name}, {"key", key},
+                          {"lsn", dw_lsn_format(c->lsn, lsn)}),
+                "change cannot be converted, parked: %s", problem);
+        free(key);
     }
 
     struct dw_source_row src = {
@@ -406,8 +427,18 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
     rc = dw_mapping_map_row(p->maps, &src, &p->mapped);
     if (rc != DW_OK) {
         dw_row_json_cleanup(&row);
+        free(problem);
         return rc;
     }
+    for (size_t i = 0; problem && i < p->mapped.len; i++) {
+        struct dw_mapped *m = &p->mapped.items[i];
+        dw_write_cleanup(&m->write);
+        free(m->error);
+        m->ok = false;
+        m->error_class = DW_ERRCLASS_MAPPING;
+        m->error = dw_strdup(problem);
+    }
+    free(problem);
     if (p->mapped.len == 0)
         p->stats.changes_ignored++;
 
@@ -423,6 +454,8 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         source_key = dw_strdup("{}");
     else if (p->mapped.len && !same_members(row.key, image))
         source_key = dw_json_dumps(row.key);
+    char *unchanged_text =
+        p->mapped.len && json_array_size(row.unchanged) ? dw_json_dumps(row.unchanged) : NULL;
     for (size_t i = 0; i < p->mapped.len; i++) {
         struct dw_item *it = push_item(p, c, rel);
         it->mapped = p->mapped.items[i];
@@ -443,7 +476,9 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         it->new_row = i == 0 ? new_text : (new_text ? dw_strdup(new_text) : NULL);
         it->old_row = i == 0 ? old_text : (old_text ? dw_strdup(old_text) : NULL);
         it->old_row_delta = old_delta;
+        it->unchanged = unchanged_text ? dw_strdup(unchanged_text) : NULL;
     }
+    free(unchanged_text);
     dw_row_json_cleanup(&row);
     return DW_OK;
 }
@@ -470,8 +505,10 @@ dw_rc dw_pipeline_commit(struct dw_pipeline *p, dw_lsn commit_lsn, dw_lsn end_ls
 
 void dw_pipeline_reset(struct dw_pipeline *p)
 {
-    size_t dropped = p->filling->len;
-    dw_window_reset(p->filling);
+    size_t before = p->filling->len;
+    /* Carried chains were taken from windows already applied: they are not received again. */
+    dw_window_keep_carried(p->filling);
+    size_t dropped = before - p->filling->len;
     p->in_txn = false;
     p->skipping_txn = false;
     /* What the applying (and the applied) window holds will be resent too; it must not be
@@ -486,11 +523,14 @@ void dw_pipeline_reset(struct dw_pipeline *p)
 /*
  * Whether the filling window must stay open for the rest of the open transaction: one with
  * atomic changes goes whole into one window, so its unit is whole, unless it is larger
- * than a changeset can be (then memory stays bounded and it is applied in parts).
+ * than a changeset can be (then memory stays bounded and it is applied in parts). Such a
+ * transaction's window may close only after a whole multiple of DW_SINK_ATOMIC_MAX of its
+ * changes, so its changesets are 1,000 each (the last one the remainder) whatever the
+ * clock does: a window closed by window_ms in between would cut one more, smaller part.
  */
 static bool holding_txn(const struct dw_pipeline *p)
 {
-    return p->in_txn && !p->skipping_txn && p->txn_atomic && p->txn_items < DW_SINK_ATOMIC_MAX;
+    return p->in_txn && !p->skipping_txn && p->txn_atomic && p->txn_items % DW_SINK_ATOMIC_MAX;
 }
 
 size_t dw_pipeline_room(const struct dw_pipeline *p)
@@ -512,6 +552,10 @@ static bool filling_due(const struct dw_pipeline *p, bool flush, int64_t now)
 {
     const struct dw_window *w = p->filling;
     if (dw_window_empty(w) || holding_txn(p))
+        return false;
+    /* A carried chain waits for its retry time, even on a flush (else an idle stream would
+     * spend its retries at once), unless the window is full. */
+    if (p->carry_due_ms > now && dw_pipeline_accepting(p))
         return false;
     return flush || !dw_pipeline_accepting(p) || now - w->opened_ms >= p->opts.window_ms;
 }
@@ -626,26 +670,6 @@ static void submit_level(struct dw_pipeline *p, size_t g)
     free(users);
 }
 
-static void resubmit(struct dw_pipeline *p, struct chain_state *cs)
-{
-    struct dw_chain *c = &p->cur.plan.chains[cs->chain];
-    struct dw_write w = cs->retry_copy;
-    memset(&cs->retry_copy, 0, sizeof cs->retry_copy);
-    c->attempts++;
-    if (c->attempts <= p->opts.missing_parent_retries)
-        write_copy(&cs->retry_copy, &w);
-    void *user = &cs->ticket;
-    cs->retry_at_ms = 0;
-    if (dw_sink_submit(p->sink, &w, &user, 1) != DW_OK) {
-        dw_write_cleanup(&w);
-        struct dw_write_result res = {.status = DW_WRITE_REJECTED,
-                                      .error_class = DW_ERRCLASS_UNKNOWN,
-                                      .code = "",
-                                      .message = "the write was refused as malformed"};
-        chain_done(&cs->ticket, &res);
-    }
-}
-
 static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *r)
 {
     struct chain_state *cs = (struct chain_state *)t;
@@ -656,9 +680,19 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
         p->stats.rows_applied += c->nitems;
     } else if (r->error_class == DW_ERRCLASS_MISSING_PARENT && c->unit < 0 &&
                c->attempts <= p->opts.missing_parent_retries && cs->retry_copy.entity_set) {
-        /* The parent may be in flight in another group or window: try again shortly. */
-        cs->retry_at_ms = dw_clock_ms() + ((int64_t)MISSING_PARENT_DELAY_MS << (c->attempts - 1));
-        return;
+        /* The parent may come in a later transaction: the chain is carried into the next
+         * window (carry_deferred()), which sees it, and meanwhile other rows go on. */
+        cs->deferred = true;
+        for (size_t i = 0; i < c->nitems; i++)
+            p->cur.window->items[c->items[i]].state = DW_ITEM_DEFERRED;
+        const struct dw_item *head = &p->cur.window->items[c->items[0]];
+        char attempt[16];
+        snprintf(attempt, sizeof attempt, "%d", c->attempts);
+        DW_LOGF(c->attempts == 1 ? DW_LOG_INFO : DW_LOG_DEBUG,
+                DW_FIELDS({"job", p->opts.job_name}, {"target", head->mapped.target_id},
+                          {"parent", r->missing_parent ? r->missing_parent : ""},
+                          {"attempt", attempt}),
+                "change waits for its parent; other rows go on");
     } else {
         cs->http_status = r->http_status;
         cs->error_class = r->error_class;
@@ -685,8 +719,9 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
     p->cur.groups[c->group].unresolved--;
 }
 
-/* Warns, once per transaction, that it is applied in parts rather than all or nothing. */
-static void warn_split(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn, const char *why)
+/* Warns, once per transaction, that it is applied in parts rather than all or nothing (the
+ * README quotes this text). */
+static void warn_split(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn)
 {
     if (p->warned_lsn == commit_lsn)
         return;
@@ -694,9 +729,9 @@ static void warn_split(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn, c
     char lsn[DW_LSN_STRLEN];
     DW_LOGF(DW_LOG_WARN,
             DW_FIELDS({"job", p->opts.job_name}, {"lsn", dw_lsn_format(commit_lsn, lsn)}),
-            "transaction %u %s: it is applied in changesets of at most %d rows, each atomic on its "
-            "own, not as one",
-            xid, why, DW_SINK_ATOMIC_MAX);
+            "transaction %u has more than 1,000 rows for atomic maps: it is applied in changesets "
+            "of at most %d rows, each atomic on its own, not as one",
+            xid, DW_SINK_ATOMIC_MAX);
 }
 
 /* The window neither filling, applying nor waiting to be persisted. */
@@ -713,16 +748,15 @@ static void start_apply(struct dw_pipeline *p)
 {
     struct dw_window *w = p->filling;
     if (p->in_txn && !p->skipping_txn && p->txn_atomic)
-        warn_split(p, p->txn_xid, p->txn_commit_lsn,
-                   "has more rows for atomic maps than one window holds whole");
+        warn_split(p, p->txn_xid, p->txn_commit_lsn);
     p->filling = spare_window(p);
     p->cur.window = w;
     p->txn_items = 0;
+    p->carry_due_ms = 0;
     dw_plan_build(w, p->blocked, &p->cur.plan);
     for (size_t u = 0; u < p->cur.plan.nunits; u++)
         if (p->cur.plan.units[u].nparts > 1)
-            warn_split(p, p->cur.plan.units[u].xid, p->cur.plan.units[u].commit_lsn,
-                       "has more than 1,000 rows for the atomic maps of one group");
+            warn_split(p, p->cur.plan.units[u].xid, p->cur.plan.units[u].commit_lsn);
     p->cur.chains = dw_calloc(p->cur.plan.nchains ? p->cur.plan.nchains : 1, sizeof *p->cur.chains);
     p->cur.groups = dw_calloc(p->cur.plan.ngroups ? p->cur.plan.ngroups : 1, sizeof *p->cur.groups);
     for (size_t i = 0; i < p->cur.plan.nchains; i++) {
@@ -739,12 +773,8 @@ static void start_apply(struct dw_pipeline *p)
 /* Moves groups whose level is resolved to their next level; true when all are finished. */
 static bool advance_groups(struct dw_pipeline *p, int64_t now)
 {
+    (void)now;
     bool finished = true;
-    for (size_t i = 0; i < p->cur.plan.nchains; i++) {
-        struct chain_state *cs = &p->cur.chains[i];
-        if (!cs->resolved && cs->retry_at_ms && cs->retry_at_ms <= now)
-            resubmit(p, cs);
-    }
     for (size_t g = 0; g < p->cur.plan.ngroups; g++) {
         struct group_cursor *gc = &p->cur.groups[g];
         while (gc->unresolved == 0 && gc->level + 1 < p->cur.plan.groups[g].nlevels) {
@@ -789,16 +819,17 @@ static const char *item_source_key(const struct dw_item *it)
 static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
 {
     struct dw_window *w = r->window;
-    size_t nerr = 0, applied = 0, open = 0, waiting = 0;
+    size_t nerr = 0, applied = 0, open = 0, waiting = 0, deferred = 0;
     for (size_t i = 0; i < w->len; i++) {
         enum dw_item_state s = w->items[i].state;
+        deferred += s == DW_ITEM_DEFERRED;
         nerr += s == DW_ITEM_OPEN || s == DW_ITEM_WAITING;
         applied += s == DW_ITEM_APPLIED;
         open += s == DW_ITEM_OPEN;
         waiting += s == DW_ITEM_WAITING;
     }
     struct dw_errrow *rows = dw_calloc(nerr ? nerr : 1, sizeof *rows);
-    json_t **images = dw_calloc(3 * (nerr ? nerr : 1), sizeof *images);
+    json_t **images = dw_calloc(4 * (nerr ? nerr : 1), sizeof *images);
     size_t n = 0;
     for (size_t i = 0; i < w->len; i++) {
         struct dw_item *it = &w->items[i];
@@ -812,11 +843,12 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         row->source_schema = it->source_schema;
         row->source_table = it->source_table;
         row->op = it->op;
-        row->source_key = images[3 * (n - 1) + 2] = load_image(item_source_key(it));
+        row->source_key = images[4 * (n - 1) + 2] = load_image(item_source_key(it));
         row->key_text = it->key_text;
         row->target_id = it->mapped.target_id;
-        row->new_row = images[3 * (n - 1)] = load_image(it->new_row);
-        row->old_row = images[3 * (n - 1) + 1] = load_old_image(it, row->new_row);
+        row->new_row = images[4 * (n - 1)] = load_image(it->new_row);
+        row->old_row = images[4 * (n - 1) + 1] = load_old_image(it, row->new_row);
+        row->unchanged = images[4 * (n - 1) + 3] = load_image(it->unchanged);
         row->commit_lsn = it->commit_lsn;
         row->xid = it->xid;
         row->commit_time_us = it->commit_time_us;
@@ -839,21 +871,41 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
     }
 
     /* Error rows first (their own transaction), then the checkpoint: a crash in between
-     * replays the window, and the inserts are idempotent. */
-    dw_rc rc = n ? dw_errtable_insert(p->control, rows, n, p->blocked, NULL) : DW_OK;
-    for (size_t i = 0; i < 3 * n; i++)
+     * replays the window, and the inserts are idempotent. (The window's writes are applied
+     * here and nothing of it is durable yet: the first crash point.) */
+    dw_rc rc = DW_OK;
+    if (DW_FAILPOINT("apply_before_error_rows"))
+        rc = DW_ERR_PG;
+    else if (n)
+        rc = dw_errtable_insert(p->control, rows, n, p->blocked, NULL);
+    for (size_t i = 0; i < 4 * n; i++)
         json_decref(images[i]);
     free(images);
     free(rows);
     if (rc != DW_OK)
         goto out;
+    if (DW_FAILPOINT("error_rows_before_checkpoint")) {
+        rc = DW_ERR_PG;
+        goto out;
+    }
     char lsn[DW_LSN_STRLEN], job[32], nap[32], nfail[32], ctime[40];
-    dw_lsn_format(w->commits ? w->commit_end_lsn : p->stats.confirmed_lsn, lsn);
+    /* What this window lets the checkpoint pass: its last commit, and what earlier windows
+     * held back; nothing while a change of it waits in a later window (carry_deferred()). */
+    dw_lsn upto = p->stats.confirmed_lsn, held = p->held_lsn;
+    int64_t upto_time = p->stats.last_commit_time_us, held_time = p->held_time_us;
+    if (w->commits && w->commit_end_lsn > held) {
+        held = w->commit_end_lsn;
+        held_time = w->commit_time_us;
+    }
+    if (deferred == 0 && held > upto) {
+        upto = held;
+        upto_time = held_time;
+    }
+    dw_lsn_format(upto, lsn);
     snprintf(job, sizeof job, "%" PRId64, p->opts.job_id);
     snprintf(nap, sizeof nap, "%zu", applied);
     snprintf(nfail, sizeof nfail, "%zu", nerr);
-    snprintf(ctime, sizeof ctime, "%" PRId64,
-             w->commits ? w->commit_time_us : p->stats.last_commit_time_us);
+    snprintf(ctime, sizeof ctime, "%" PRId64, upto_time);
     const char *params[] = {job, lsn, ctime, nap, nfail};
     PGresult *res = NULL;
     rc = dw_pg_query(
@@ -870,13 +922,16 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         "rows_failed = s.rows_failed + excluded.rows_failed",
         5, params, &res);
     PQclear(res);
+    /* The checkpoint is durable, the slot not yet told (the caller confirms from the stats). */
+    if (rc == DW_OK && DW_FAILPOINT("checkpoint_before_confirm"))
+        rc = DW_ERR_PG;
     if (rc == DW_OK) {
         p->stats.rows_failed += open;
         p->stats.rows_parked += waiting;
-        if (w->commits) {
-            p->stats.confirmed_lsn = w->commit_end_lsn;
-            p->stats.last_commit_time_us = w->commit_time_us;
-        }
+        p->stats.confirmed_lsn = upto;
+        p->stats.last_commit_time_us = upto_time;
+        p->held_lsn = deferred ? held : DW_LSN_INVALID;
+        p->held_time_us = deferred ? held_time : 0;
         p->stats.windows++;
         p->stats.last_window_rows = w->len;
     }
@@ -886,6 +941,61 @@ out:
         PQreset(p->control);
     }
     return rc;
+}
+
+/*
+ * Moves the chains of an applied round that wait for a missing parent to the front of the
+ * filling window (they are older than everything in it), so the next window sends them
+ * again after the parents it holds: a parent committed later is seen. Their items keep
+ * their identity (commit LSN, position) for the error row they get once retries run out.
+ */
+static void carry_deferred(struct dw_pipeline *p, struct round *r)
+{
+    size_t at = 0;
+    int64_t now = dw_clock_ms();
+    for (size_t i = 0; i < r->plan.nchains; i++) {
+        struct chain_state *cs = &r->chains[i];
+        const struct dw_chain *c = &r->plan.chains[i];
+        if (!cs->deferred)
+            continue;
+        for (size_t k = 0; k < c->nitems; k++) {
+            const struct dw_item *src = &r->window->items[c->items[k]];
+            struct dw_item *it = dw_window_insert(p->filling, at++);
+            it->mapped.map_id = src->mapped.map_id;
+            it->mapped.map_name = src->mapped.map_name;
+            it->mapped.group_name = src->mapped.group_name;
+            it->mapped.sequence = src->mapped.sequence;
+            it->mapped.target_id = dw_strdup(src->mapped.target_id);
+            it->mapped.ok = true;
+            if (k == 0) {
+                it->mapped.write = cs->retry_copy;
+                memset(&cs->retry_copy, 0, sizeof cs->retry_copy);
+            }
+            it->commit_lsn = src->commit_lsn;
+            it->xid = src->xid;
+            it->commit_time_us = src->commit_time_us;
+            it->position = src->position;
+            it->op = src->op;
+            it->part = src->part;
+            it->source_schema = dw_strdup(src->source_schema);
+            it->source_table = dw_strdup(src->source_table);
+            it->source_key = src->source_key ? dw_strdup(src->source_key) : NULL;
+            it->new_row = src->new_row ? dw_strdup(src->new_row) : NULL;
+            it->old_row = src->old_row ? dw_strdup(src->old_row) : NULL;
+            it->old_row_delta = src->old_row_delta;
+            it->unchanged = src->unchanged ? dw_strdup(src->unchanged) : NULL;
+            it->key_text = dw_strdup(src->key_text);
+            it->bytes = src->bytes;
+            it->carried = true;
+            it->attempts = c->attempts;
+            p->filling->bytes += it->bytes;
+        }
+        int64_t due = now + ((int64_t)MISSING_PARENT_DELAY_MS << (c->attempts - 1));
+        if (due > p->carry_due_ms)
+            p->carry_due_ms = due;
+    }
+    if (at && p->filling->opened_ms == 0)
+        p->filling->opened_ms = now;
 }
 
 dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
@@ -914,6 +1024,7 @@ dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
         p->done = p->cur;
         p->cur = (struct round){0};
         p->persist_retry_at_ms = 0;
+        carry_deferred(p, &p->done);
     }
 }
 
@@ -928,13 +1039,11 @@ int dw_pipeline_timeout_ms(const struct dw_pipeline *p)
     } while (0)
     /* (While an atomic transaction is held open, only its next change can make it due.) */
     if (p->cur.window == NULL && !dw_window_empty(p->filling) && !holding_txn(p))
-        CONSIDER(p->filling->opened_ms + p->opts.window_ms);
+        CONSIDER(p->filling->opened_ms + p->opts.window_ms > p->carry_due_ms
+                     ? p->filling->opened_ms + p->opts.window_ms
+                     : p->carry_due_ms);
     if (p->done.window)
         CONSIDER(p->persist_retry_at_ms);
-    if (p->cur.window)
-        for (size_t i = 0; i < p->cur.plan.nchains; i++)
-            if (!p->cur.chains[i].resolved && p->cur.chains[i].retry_at_ms)
-                CONSIDER(p->cur.chains[i].retry_at_ms);
 #undef CONSIDER
     if (due < 0)
         return -1;

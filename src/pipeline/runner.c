@@ -521,6 +521,7 @@ static dw_rc start_job(struct runner *r)
     /* Filled from the source's pg_type by the stream (and snapshot) when they connect. */
     r->types = dw_types_new();
     r->values.types = r->types;
+    r->values.max_value_bytes = r->config.apply.max_value_bytes;
     if ((rc = dw_sink_new(&r->config, dw_write_ticket_dispatch, NULL, &r->sink)) != DW_OK)
         return rc;
     struct dw_pipeline_options po = {

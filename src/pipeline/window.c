@@ -32,6 +32,7 @@ static void item_cleanup(struct dw_item *it)
     free(it->key_text);
     free(it->new_row);
     free(it->old_row);
+    free(it->unchanged);
 }
 
 void dw_window_reset(struct dw_window *w)
@@ -63,6 +64,36 @@ struct dw_item *dw_window_push(struct dw_window *w)
     memset(it, 0, sizeof *it);
     it->chain = -1;
     return it;
+}
+
+struct dw_item *dw_window_insert(struct dw_window *w, size_t at)
+{
+    dw_window_push(w);
+    memmove(&w->items[at + 1], &w->items[at], (w->len - 1 - at) * sizeof *w->items);
+    struct dw_item *it = &w->items[at];
+    memset(it, 0, sizeof *it);
+    it->chain = -1;
+    return it;
+}
+
+void dw_window_keep_carried(struct dw_window *w)
+{
+    size_t keep = 0, bytes = 0;
+    for (size_t i = 0; i < w->len; i++) {
+        if (!w->items[i].carried) {
+            item_cleanup(&w->items[i]);
+            continue;
+        }
+        bytes += w->items[i].bytes;
+        w->items[keep++] = w->items[i];
+    }
+    w->len = keep;
+    w->bytes = bytes;
+    w->commit_end_lsn = DW_LSN_INVALID;
+    w->commit_time_us = 0;
+    w->commits = 0;
+    if (keep == 0)
+        w->opened_ms = 0;
 }
 
 bool dw_window_empty(const struct dw_window *w)
@@ -386,6 +417,7 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
             struct dw_chain *c = &p.chains[p.nchains];
             memset(c, 0, sizeof *c);
             c->unit = -1;
+            c->attempts = it->attempts;
             c->write = it->mapped.write;
             memset(&it->mapped.write, 0, sizeof it->mapped.write);
             size_t len = strlen(target);
@@ -393,9 +425,9 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
             memcpy(e->target, target, len + 1);
             e->chain = p.nchains++;
             HASH_ADD(hh, index, target[0], len, e);
-        } else {
+        } else if (it->mapped.write.entity_set) {
             write_coalesce(&p.chains[e->chain].write, &it->mapped.write);
-        }
+        } /* (else a carried item whose write the chain's first item holds) */
         struct dw_chain *c = &p.chains[e->chain];
         c->items = dw_realloc(c->items, (c->nitems + 1) * sizeof *c->items);
         c->items[c->nitems++] = i;

@@ -487,6 +487,12 @@ static enum res ref_guid(struct dw_sink *s, struct row *r, const char *set, cons
             *guid = NULL;
             return RES_READY;
         }
+        if (r->op == DW_WRITE_DELETE) {
+            /* A row keyed by a parent that is gone is gone too (or cascaded with it): a
+             * redelivered child delete is done, not a missing parent (DESIGN invariant 9). */
+            finish_row(s, r, DW_WRITE_APPLIED, DW_ERRCLASS_NONE, 404, "", "");
+            return RES_FAIL;
+        }
         free(r->missing);
         r->missing = ref_display(set, rkey);
         {

@@ -224,6 +224,7 @@ dw_rc dw_values_options_init(struct dw_values_options *o, const char *zone)
 {
     o->types = NULL;
     o->tz_utc = true;
+    o->max_value_bytes = 0;
     if (zone == NULL || zone[0] == '\0' || strcmp(zone, "UTC") == 0 ||
         strcmp(zone, "Etc/UTC") == 0 || strcmp(zone, "GMT") == 0)
         return DW_OK;
@@ -1213,30 +1214,60 @@ void dw_row_json_cleanup(struct dw_row_json *r)
 }
 
 /* Fills obj from a tuple; key_only keeps replica-identity columns ('K' old images). */
+/*
+ * Converts a tuple's columns into obj. Strict (first_error NULL), the first value that
+ * cannot be converted fails it. Lenient, such a value is kept as its text (a JSON string),
+ * a value over o->max_value_bytes is left out of the image, and
+ * the first such problem is set in *first_error (heap).
+ */
 static dw_rc tuple_json(const struct dw_relation *rel, const struct dw_tuple *t, bool key_only,
                         const struct dw_values_options *o, struct dw_buf *scratch, json_t *obj,
-                        json_t *unchanged, char **error)
+                        json_t *unchanged, char **error, char **first_error)
 {
     for (int i = 0; i < t->ncols && i < rel->ncols; i++) {
         const struct dw_rel_column *col = &rel->cols[i];
+        const struct dw_datum *d = &t->cols[i];
         if (key_only && !col->key)
             continue;
-        if (t->cols[i].kind == DW_DATUM_UNCHANGED) {
+        if (d->kind == DW_DATUM_UNCHANGED) {
             if (unchanged)
                 json_array_append_new(unchanged, json_string(col->name));
             continue;
         }
-        json_t *v;
-        dw_rc rc = datum_json(col, &t->cols[i], o, scratch, &v, error);
-        if (rc != DW_OK)
+        char *why = NULL;
+        json_t *v = NULL;
+        dw_rc rc = DW_OK;
+        /* Checked before anything is copied: the value is never converted nor quoted. */
+        if (o && o->max_value_bytes > 0 && d->kind != DW_DATUM_NULL &&
+            (int64_t)d->len > o->max_value_bytes) {
+            why = dw_asprintf("column \"%s\": value too large (%zu bytes)", col->name,
+                              (size_t)d->len);
+            rc = DW_ERR_RANGE;
+        } else {
+            rc = datum_json(col, d, o, scratch, &v, &why);
+        }
+        if (rc != DW_OK && first_error == NULL) {
+            *error = why;
             return rc;
+        }
+        if (rc != DW_OK) {
+            if (*first_error == NULL)
+                *first_error = why;
+            else
+                free(why);
+            /* Left out, and not listed as unchanged: a replay of this change must not
+             * succeed without the value (the mapping says the column is not in the row). */
+            if (v == NULL && o && o->max_value_bytes > 0 && (int64_t)d->len > o->max_value_bytes)
+                continue;
+            v = json_stringn_nocheck(d->data, d->len);
+        }
         json_object_set_new(obj, col->name, v);
     }
     return DW_OK;
 }
 
-dw_rc dw_change_row_json(const struct dw_change *c, const struct dw_values_options *opts,
-                         struct dw_row_json *out, char **error)
+static dw_rc row_json(const struct dw_change *c, const struct dw_values_options *opts,
+                      struct dw_row_json *out, char **error, char **first_error)
 {
     struct dw_row_json r = {NULL, NULL, json_array(), json_object()};
     struct dw_buf scratch;
@@ -1251,13 +1282,13 @@ dw_rc dw_change_row_json(const struct dw_change *c, const struct dw_values_optio
     if (c->op != DW_CHANGE_DELETE) {
         r.new_row = json_object();
         if ((rc = tuple_json(rel, &c->new_tuple, false, opts, &scratch, r.new_row, r.unchanged,
-                             error)) != DW_OK)
+                             error, first_error)) != DW_OK)
             goto out;
     }
     if (c->old_kind) {
         r.old_row = json_object();
         if ((rc = tuple_json(rel, &c->old_tuple, c->old_kind == 'K', opts, &scratch, r.old_row,
-                             NULL, error)) != DW_OK)
+                             NULL, error, first_error)) != DW_OK)
             goto out;
     }
     for (int i = 0; i < rel->ncols; i++) {
@@ -1276,6 +1307,26 @@ out:
         return rc;
     }
     *out = r;
+    return DW_OK;
+}
+
+dw_rc dw_change_row_json(const struct dw_change *c, const struct dw_values_options *opts,
+                         struct dw_row_json *out, char **error)
+{
+    return row_json(c, opts, out, error, NULL);
+}
+
+dw_rc dw_change_row_json_lenient(const struct dw_change *c, const struct dw_values_options *opts,
+                                 struct dw_row_json *out, char **problem)
+{
+    char *first = NULL, *error = NULL;
+    dw_rc rc = row_json(c, opts, out, &error, &first);
+    if (rc != DW_OK) {
+        free(first);
+        *problem = error;
+        return rc;
+    }
+    *problem = first;
     return DW_OK;
 }
 

@@ -107,6 +107,8 @@ dv_load() {
             COPY raw FROM STDIN WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02'); \
             INSERT INTO dv.$1 SELECT jsonb_array_elements(t::jsonb->'value') FROM raw" ||
         die "loading dvemu table $1 failed"
+    # Statistics: without them the oracle's joins are planned as nested loops (12 s, not 0.5).
+    psql_q "ANALYZE dv.$1" || die "cannot analyze dv.$1"
 }
 
 DW_SAMPLE_SETS="cdm_companies transactioncurrencies msdyn_paymentterms msdyn_customergroups accounts contacts msdyn_vendors salesorders salesorderdetails"

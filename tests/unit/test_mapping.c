@@ -134,6 +134,34 @@ static void map_rows(struct dw_job_maps *maps, enum dw_change_op op, const char 
 
 #define COMPANY(c) "{\"$ref\": \"cdm_companies\", \"key\": {\"cdm_companycode\": \"" c "\"}}"
 
+/* A TRUNCATE gives one failed result per map of its table, each with its map and a target
+ * no row has; a table no map reads gives none. */
+START_TEST(truncate_fails_through_each_map_of_its_table)
+{
+    struct dw_job_maps *maps = load_maps();
+    struct dw_mapped_vec v = {0};
+    dw_mapping_truncate(maps, "fno", "cust", &v);
+    ck_assert_uint_eq(v.len, 2);
+    for (size_t i = 0; i < v.len; i++) {
+        ck_assert(!v.items[i].ok);
+        ck_assert_int_eq(v.items[i].error_class, DW_ERRCLASS_MAPPING);
+        ck_assert_str_eq(v.items[i].error,
+                         "TRUNCATE of \"fno.cust\" is not replicated: Dataverse rows of this table "
+                         "were not deleted. Delete them in Dataverse, or skip this error if they "
+                         "should stay.");
+    }
+    ck_assert_str_eq(v.items[0].map_name, "orgs"); /* (maps go by sequence) */
+    ck_assert_str_eq(v.items[0].target_id, "accounts(TRUNCATE)");
+    ck_assert_str_eq(v.items[1].map_name, "persons");
+    ck_assert_str_eq(v.items[1].target_id, "contacts(TRUNCATE)");
+    dw_mapped_vec_reset(&v);
+    dw_mapping_truncate(maps, "fno", "unmapped", &v);
+    ck_assert_uint_eq(v.len, 0);
+    dw_mapped_vec_cleanup(&v);
+    dw_job_maps_free(maps);
+}
+END_TEST
+
 START_TEST(insert_maps_keys_value_maps_lookups_constants)
 {
     struct dw_job_maps *maps = load_maps();
@@ -1106,6 +1134,7 @@ static Suite *mapping_suite(void)
     tcase_add_test(tc, filters_compile_to_publication_sql);
     tcase_add_test(tc, filter_literals_and_three_valued_logic);
     tcase_add_test(tc, validate_finds_metadata_and_source_problems);
+    tcase_add_test(tc, truncate_fails_through_each_map_of_its_table);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -318,6 +318,65 @@ START_TEST(row_json_numeric_arrays)
 }
 END_TEST
 
+/* Lenient conversion keeps the key: an unconvertible value as its text, a value over
+ * max_value_bytes left out unread (and named with its size); strict conversion refuses both. */
+START_TEST(row_json_lenient_and_bounded)
+{
+    struct dw_rel_column cols[3] = {{(char *)"id", 23, -1, true},
+                                    {(char *)"x", 1700, -1, false},
+                                    {(char *)"big", 25, -1, false}};
+    struct dw_relation rel = {1, (char *)"public", (char *)"t", 'd', 3, cols};
+    struct dw_values_options o = utc;
+    o.max_value_bytes = 18;
+    struct dw_datum d[3] = {{DW_DATUM_TEXT, "7", 1},
+                            {DW_DATUM_TEXT, "123456789012345.6", 17},
+                            {DW_DATUM_TEXT, "1234567890123456789", 19}};
+    struct dw_change c = {.op = DW_CHANGE_INSERT, .rel = &rel, .new_tuple = {3, d}};
+    struct dw_row_json row = {0};
+    char *problem = NULL;
+    ck_assert_int_eq(dw_change_row_json(&c, &o, &row, &problem), DW_ERR_RANGE);
+    ck_assert_ptr_nonnull(strstr(problem, "column \"x\": numeric has more significant digits"));
+    free(problem);
+    problem = NULL;
+    ck_assert_int_eq(dw_change_row_json_lenient(&c, &o, &row, &problem), DW_OK);
+    ck_assert_ptr_nonnull(strstr(problem, "column \"x\": numeric has more significant digits"));
+    free(problem);
+    char *s = dw_json_dumps(row.new_row);
+    ck_assert_str_eq(s, "{\"id\":7,\"x\":\"123456789012345.6\"}");
+    free(s);
+    s = dw_json_dumps(row.key);
+    ck_assert_str_eq(s, "{\"id\":7}");
+    free(s);
+    ck_assert_uint_eq(json_array_size(row.unchanged), 0);
+    dw_row_json_cleanup(&row);
+
+    /* Only the value too large: its size is the problem. */
+    d[1] = (struct dw_datum){DW_DATUM_TEXT, "1.5", 3};
+    problem = NULL;
+    ck_assert_int_eq(dw_change_row_json(&c, &o, &row, &problem), DW_ERR_RANGE);
+    ck_assert_str_eq(problem, "column \"big\": value too large (19 bytes)");
+    free(problem);
+    problem = NULL;
+    ck_assert_int_eq(dw_change_row_json_lenient(&c, &o, &row, &problem), DW_OK);
+    ck_assert_str_eq(problem, "column \"big\": value too large (19 bytes)");
+    free(problem);
+    s = dw_json_dumps(row.new_row);
+    ck_assert_str_eq(s, "{\"id\":7,\"x\":1.5}");
+    free(s);
+    dw_row_json_cleanup(&row);
+
+    /* Within the bound, or with no bound: converted, no problem. */
+    o.max_value_bytes = 0;
+    problem = NULL;
+    ck_assert_int_eq(dw_change_row_json_lenient(&c, &o, &row, &problem), DW_OK);
+    ck_assert_ptr_null(problem);
+    s = dw_json_dumps(row.new_row);
+    ck_assert_str_eq(s, "{\"id\":7,\"x\":1.5,\"big\":\"1234567890123456789\"}");
+    free(s);
+    dw_row_json_cleanup(&row);
+}
+END_TEST
+
 START_TEST(decode_line_reports_bad_values)
 {
     struct dw_rel_column cols[2] = {{(char *)"id", 23, -1, true}, {(char *)"t", 25, -1, false}};
@@ -368,6 +427,7 @@ int main(void)
     tcase_add_test(tc, domains_and_enums);
     tcase_add_test(tc, row_json_numbers);
     tcase_add_test(tc, row_json_numeric_arrays);
+    tcase_add_test(tc, row_json_lenient_and_bounded);
     tcase_add_test(tc, decode_line_reports_bad_values);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
