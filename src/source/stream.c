@@ -547,6 +547,12 @@ static dw_rc on_commit(void *user, const struct dw_txn *t)
     return s->handler_rc = (s->h.commit ? s->h.commit(s->h.user, t) : DW_OK);
 }
 
+static dw_rc on_message(void *user, const struct dw_logical_message *m)
+{
+    struct dw_stream *s = user;
+    return s->handler_rc = (s->h.message ? s->h.message(s->h.user, m) : DW_OK);
+}
+
 static void record_frame(struct dw_stream *s, const char *buf, int len);
 
 static void record_type(void *user, uint32_t oid, char kind, uint32_t base)
@@ -594,7 +600,8 @@ static dw_rc handle_message(struct dw_stream *s, const char *buf, int len)
     const uint8_t *p = (const uint8_t *)buf;
     s->last_recv_ms = s->now_ms;
     if (len >= 25 && p[0] == 'w') {
-        static const struct dw_pgoutput_handler fwd = {NULL, on_begin, on_change, on_commit};
+        static const struct dw_pgoutput_handler fwd = {NULL, on_begin, on_change, on_commit,
+                                                       on_message};
         struct dw_pgoutput_handler h = fwd;
         h.user = s;
         s->data_seq++;
