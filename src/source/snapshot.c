@@ -6,9 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <jansson.h>
+#include <uthash.h>
 
 #include "dwasync/alloc.h"
 #include "dwasync/buf.h"
+#include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
 #include "dwasync/pgoutput.h"
@@ -201,4 +204,325 @@ out:
     PQfinish(conn);
     PQfinish(repl);
     return rc;
+}
+
+/* ---- the chunked copy (watermarks), see snapshot.h ---- */
+
+/* A buffered row, found by the text of its key. */
+struct chunk_row {
+    UT_hash_handle hh;
+    int row;
+    char key[]; /* hash key, NUL-terminated */
+};
+
+struct dw_snapshot_chunk {
+    struct dw_relation rel;
+    PGresult *rows;
+    bool *dropped;
+    struct chunk_row *index; /* uthash by key text */
+    char *low, *high;        /* the watermarks' contents */
+    bool window_open;
+    bool final;
+    char *last_key; /* JSON array of the last row's key texts; NULL when no row */
+};
+
+/* Appends one value as "length:bytes;" so that no two keys share a text. */
+static void key_part(struct dw_buf *b, const char *data, size_t len)
+{
+    dw_buf_printf(b, "%zu:", len);
+    dw_buf_append(b, data, len);
+    dw_buf_putc(b, ';');
+}
+
+/* The key text of a stream tuple, from the key columns of its relation. */
+static bool tuple_key(const struct dw_relation *rel, const struct dw_tuple *t, struct dw_buf *b)
+{
+    dw_buf_reset(b);
+    if (t->cols == NULL || t->ncols != rel->ncols)
+        return false;
+    for (int i = 0; i < rel->ncols; i++) {
+        if (!rel->cols[i].key)
+            continue;
+        if (t->cols[i].kind != DW_DATUM_TEXT)
+            return false;
+        key_part(b, t->cols[i].data, t->cols[i].len);
+    }
+    return true;
+}
+
+static void drop_key(struct dw_snapshot_chunk *c, const char *key)
+{
+    struct chunk_row *e = NULL;
+    HASH_FIND_STR(c->index, key, e);
+    if (e)
+        c->dropped[e->row] = true;
+}
+
+/* Emits a watermark: a transactional logical message with prefix "dwasync". */
+static dw_rc emit_watermark(PGconn *conn, const char *content)
+{
+    const char *params[] = {content};
+    PGresult *res = NULL;
+    dw_rc rc =
+        dw_pg_query(conn, "writing an initial sync watermark",
+                    "SELECT pg_logical_emit_message(true, '" DW_SNAPSHOT_WATERMARK_PREFIX "', $1)",
+                    1, params, &res);
+    PQclear(res);
+    return rc;
+}
+
+/* The SELECT of one chunk: rows after last_key in key order, LIMIT rows. */
+static dw_rc chunk_select(PGconn *conn, const struct dw_snapshot_chunk *c, const char *condition,
+                          json_t *last, int64_t rows, PGresult **out)
+{
+    struct dw_buf sql;
+    dw_buf_init(&sql, 0);
+    const char *params[64];
+    Oid types[64];
+    int np = 0;
+    dw_rc rc = DW_OK;
+    PGresult *res = NULL;
+    char *qs = dw_pg_quote_ident(conn, c->rel.schema), *qt = dw_pg_quote_ident(conn, c->rel.name);
+    struct dw_buf keys;
+    dw_buf_init(&keys, 0);
+    for (int i = 0; i < c->rel.ncols; i++) {
+        if (!c->rel.cols[i].key)
+            continue;
+        char *qc = dw_pg_quote_ident(conn, c->rel.cols[i].name);
+        dw_buf_printf(&keys, "%s%s", keys.len ? ", " : "", qc ? qc : "NULL");
+        PQfreemem(qc);
+        if (last) {
+            if (np == 64 || !json_is_string(json_array_get(last, (size_t)np))) {
+                DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", c->rel.name}),
+                        "the recorded position of the initial sync does not match the table's "
+                        "key");
+                rc = DW_ERR_INVALID;
+                goto out;
+            }
+            params[np] = json_string_value(json_array_get(last, (size_t)np));
+            types[np] = c->rel.cols[i].type_oid;
+            np++;
+        }
+    }
+    if (last && (size_t)np != json_array_size(last)) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", c->rel.name}),
+                "the recorded position of the initial sync does not match the table's key");
+        rc = DW_ERR_INVALID;
+        goto out;
+    }
+    dw_buf_puts(&sql, "SELECT ");
+    for (int i = 0; i < c->rel.ncols; i++) {
+        char *qc = dw_pg_quote_ident(conn, c->rel.cols[i].name);
+        dw_buf_printf(&sql, "%s%s", i ? ", " : "", qc ? qc : "NULL");
+        PQfreemem(qc);
+    }
+    if (c->rel.ncols == 0)
+        dw_buf_puts(&sql, "NULL");
+    dw_buf_printf(&sql, " FROM ONLY %s.%s WHERE true", qs ? qs : "", qt ? qt : "");
+    if (np) {
+        dw_buf_printf(&sql, " AND (%s) > (", dw_buf_str(&keys));
+        for (int i = 0; i < np; i++)
+            dw_buf_printf(&sql, "%s$%d", i ? ", " : "", i + 1);
+        dw_buf_puts(&sql, ")");
+    }
+    if (condition && *condition)
+        dw_buf_printf(&sql, " AND (%s)", condition);
+    dw_buf_printf(&sql, " ORDER BY %s LIMIT %" PRId64, dw_buf_str(&keys), rows);
+    res = PQexecParams(conn, dw_buf_str(&sql), np, types, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = dw_pg_fail(conn, res, "reading a chunk for the initial sync");
+        PQclear(res);
+        goto out;
+    }
+    *out = res;
+out:
+    PQfreemem(qs);
+    PQfreemem(qt);
+    dw_buf_cleanup(&keys);
+    dw_buf_cleanup(&sql);
+    return rc;
+}
+
+dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req, int64_t rows,
+                             const char *tag, struct dw_snapshot_chunk **out)
+{
+    struct dw_snapshot_chunk *c = dw_calloc(1, sizeof *c);
+    json_t *last = NULL;
+    struct dw_buf key;
+    dw_buf_init(&key, 0);
+    dw_rc rc = describe_table(conn, req->table, &c->rel);
+    if (rc != DW_OK)
+        goto out;
+    bool has_key = false;
+    for (int i = 0; i < c->rel.ncols; i++)
+        has_key |= c->rel.cols[i].key;
+    if (!has_key) {
+        DW_LOGF(DW_LOG_ERROR,
+                DW_FIELDS({"table", req->table},
+                          {"hint", "Give the table a primary key (or a replica identity index)."}),
+                "table has no replica identity key: the initial sync copies it in key order");
+        rc = DW_ERR_UNSUPPORTED;
+        goto out;
+    }
+    if (req->last_key && *req->last_key) {
+        last = json_loads(req->last_key, 0, NULL);
+        if (!json_is_array(last)) {
+            DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", req->table}),
+                    "the recorded position of the initial sync is not a JSON array");
+            rc = DW_ERR_INVALID;
+            goto out;
+        }
+    }
+    c->low = dw_asprintf("%s low", tag);
+    c->high = dw_asprintf("%s high", tag);
+    /* DBLog's order: low watermark, read, high watermark, each committed on its own. A
+     * change the stream shows between the two may or may not be in what was read; the
+     * stream's version wins for those keys (dw_snapshot_chunk_observe). */
+    if ((rc = emit_watermark(conn, c->low)) != DW_OK)
+        goto out;
+    if ((rc = chunk_select(conn, c, req->condition, last, rows > 0 ? rows : 10000, &c->rows)) !=
+        DW_OK)
+        goto out;
+    if ((rc = emit_watermark(conn, c->high)) != DW_OK)
+        goto out;
+    int n = PQntuples(c->rows);
+    c->final = n < (rows > 0 ? rows : 10000);
+    c->dropped = dw_calloc((size_t)n + 1, sizeof *c->dropped);
+    for (int r = 0; r < n; r++) {
+        dw_buf_reset(&key);
+        for (int i = 0; i < c->rel.ncols; i++)
+            if (c->rel.cols[i].key)
+                key_part(&key, PQgetvalue(c->rows, r, i), (size_t)PQgetlength(c->rows, r, i));
+        size_t klen = key.len;
+        struct chunk_row *e = dw_malloc(sizeof *e + klen + 1);
+        memset(e, 0, sizeof *e);
+        e->row = r;
+        memcpy(e->key, dw_buf_str(&key), klen + 1);
+        struct chunk_row *dup = NULL;
+        HASH_FIND_STR(c->index, e->key, dup);
+        if (dup)
+            free(e);
+        else
+            HASH_ADD_STR(c->index, key, e);
+    }
+    if (n > 0) {
+        json_t *k = json_array();
+        for (int i = 0; i < c->rel.ncols; i++)
+            if (c->rel.cols[i].key)
+                json_array_append_new(k, json_stringn(PQgetvalue(c->rows, n - 1, i),
+                                                      (size_t)PQgetlength(c->rows, n - 1, i)));
+        c->last_key = dw_json_dumps(k);
+        json_decref(k);
+    }
+out:
+    json_decref(last);
+    dw_buf_cleanup(&key);
+    if (rc != DW_OK) {
+        dw_snapshot_chunk_free(c);
+        return rc;
+    }
+    *out = c;
+    return DW_OK;
+}
+
+int dw_snapshot_chunk_watermark(struct dw_snapshot_chunk *c, const struct dw_logical_message *m)
+{
+    if (c == NULL || strcmp(m->prefix, DW_SNAPSHOT_WATERMARK_PREFIX) != 0)
+        return 0;
+    if (m->len == strlen(c->low) && memcmp(m->content, c->low, m->len) == 0) {
+        c->window_open = true;
+        return DW_SNAPSHOT_LOW;
+    }
+    if (m->len == strlen(c->high) && memcmp(m->content, c->high, m->len) == 0) {
+        c->window_open = false;
+        return DW_SNAPSHOT_HIGH;
+    }
+    return 0;
+}
+
+void dw_snapshot_chunk_observe(struct dw_snapshot_chunk *c, const struct dw_change *ch)
+{
+    if (c == NULL || !c->window_open)
+        return;
+    int n = PQntuples(c->rows);
+    if (ch->op == DW_CHANGE_TRUNCATE) {
+        for (int i = 0; i < ch->ntruncated; i++)
+            if (ch->truncated[i] && ch->truncated[i]->oid == c->rel.oid)
+                memset(c->dropped, 1, (size_t)n * sizeof *c->dropped);
+        return;
+    }
+    if (ch->rel == NULL || ch->rel->oid != c->rel.oid)
+        return;
+    struct dw_buf key;
+    dw_buf_init(&key, 0);
+    if (ch->op != DW_CHANGE_DELETE && tuple_key(ch->rel, &ch->new_tuple, &key))
+        drop_key(c, dw_buf_str(&key));
+    if (ch->old_kind && tuple_key(ch->rel, &ch->old_tuple, &key))
+        drop_key(c, dw_buf_str(&key));
+    dw_buf_cleanup(&key);
+}
+
+dw_rc dw_snapshot_chunk_emit(struct dw_snapshot_chunk *c, const struct dw_txn *txn, uint32_t *index,
+                             const struct dw_stream_handler *h, int64_t *emitted)
+{
+    int n = PQntuples(c->rows);
+    struct dw_datum *cols = dw_calloc((size_t)c->rel.ncols + 1, sizeof *cols);
+    dw_rc rc = DW_OK;
+    *emitted = 0;
+    for (int r = 0; r < n && rc == DW_OK; r++) {
+        if (c->dropped[r])
+            continue;
+        for (int i = 0; i < c->rel.ncols; i++)
+            cols[i] = PQgetisnull(c->rows, r, i)
+                          ? (struct dw_datum){DW_DATUM_NULL, NULL, 0}
+                          : (struct dw_datum){DW_DATUM_TEXT, PQgetvalue(c->rows, r, i),
+                                              (uint32_t)PQgetlength(c->rows, r, i)};
+        struct dw_change ch = {.op = DW_CHANGE_INSERT,
+                               .lsn = txn->commit_lsn,
+                               .commit_lsn = txn->commit_lsn,
+                               .xid = txn->xid,
+                               .commit_time_us = txn->commit_time_us,
+                               .index = (*index)++,
+                               .rel = &c->rel,
+                               .new_tuple = {c->rel.ncols, cols}};
+        if (h->change)
+            rc = h->change(h->user, &ch);
+        (*emitted)++;
+    }
+    free(cols);
+    return rc;
+}
+
+const char *dw_snapshot_chunk_last_key(const struct dw_snapshot_chunk *c)
+{
+    return c->last_key;
+}
+
+bool dw_snapshot_chunk_final(const struct dw_snapshot_chunk *c)
+{
+    return c->final;
+}
+
+int64_t dw_snapshot_chunk_rows(const struct dw_snapshot_chunk *c)
+{
+    return c->rows ? PQntuples(c->rows) : 0;
+}
+
+void dw_snapshot_chunk_free(struct dw_snapshot_chunk *c)
+{
+    if (c == NULL)
+        return;
+    struct chunk_row *e, *tmp;
+    HASH_ITER(hh, c->index, e, tmp)
+    {
+        HASH_DEL(c->index, e);
+        free(e);
+    }
+    PQclear(c->rows);
+    free(c->dropped);
+    free(c->low);
+    free(c->high);
+    free(c->last_key);
+    dw_relation_cleanup(&c->rel);
+    free(c);
 }
