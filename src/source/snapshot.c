@@ -217,6 +217,8 @@ struct chunk_row {
 
 struct dw_snapshot_chunk {
     struct dw_relation rel;
+    int nkeys;
+    int *keycol; /* the copy's key: columns of rel, in the key index's order */
     PGresult *rows;
     bool *dropped;
     struct chunk_row *index; /* uthash by key text */
@@ -234,20 +236,59 @@ static void key_part(struct dw_buf *b, const char *data, size_t len)
     dw_buf_putc(b, ';');
 }
 
-/* The key text of a stream tuple, from the key columns of its relation. */
-static bool tuple_key(const struct dw_relation *rel, const struct dw_tuple *t, struct dw_buf *b)
+/*
+ * The key text of a stream tuple: the chunk's key columns, found by name in the stream's
+ * relation (whose own key flags follow the replica identity, which may be FULL).
+ */
+static bool tuple_key(const struct dw_snapshot_chunk *c, const struct dw_relation *rel,
+                      const struct dw_tuple *t, struct dw_buf *b)
 {
     dw_buf_reset(b);
     if (t->cols == NULL || t->ncols != rel->ncols)
         return false;
-    for (int i = 0; i < rel->ncols; i++) {
-        if (!rel->cols[i].key)
-            continue;
-        if (t->cols[i].kind != DW_DATUM_TEXT)
+    for (int k = 0; k < c->nkeys; k++) {
+        const char *name = c->rel.cols[c->keycol[k]].name;
+        int i = 0;
+        while (i < rel->ncols && strcmp(rel->cols[i].name, name) != 0)
+            i++;
+        if (i == rel->ncols || t->cols[i].kind != DW_DATUM_TEXT)
             return false;
         key_part(b, t->cols[i].data, t->cols[i].len);
     }
     return true;
+}
+
+/* The copy's key: the replica identity index, else the primary key (also under FULL). */
+static dw_rc find_key(PGconn *conn, struct dw_snapshot_chunk *c)
+{
+    char oid[16];
+    snprintf(oid, sizeof oid, "%" PRIu32, c->rel.oid);
+    const char *params[] = {oid};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(
+        conn, "reading a table's key for the initial sync",
+        "WITH ix AS (SELECT indkey FROM pg_index WHERE indrelid = $1::oid"
+        "  AND (indisreplident OR indisprimary) ORDER BY indisreplident DESC LIMIT 1)"
+        " SELECT a.attname FROM ix, unnest(ix.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)"
+        " JOIN pg_attribute a ON a.attrelid = $1::oid AND a.attnum = k.attnum ORDER BY k.pos",
+        1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    int n = PQntuples(res);
+    c->keycol = dw_calloc((size_t)n + 1, sizeof *c->keycol);
+    for (int k = 0; k < n; k++) {
+        int i = 0;
+        while (i < c->rel.ncols && strcmp(c->rel.cols[i].name, PQgetvalue(res, k, 0)) != 0)
+            i++;
+        if (i == c->rel.ncols) { /* an expression index or a generated column */
+            n = 0;
+            break;
+        }
+        c->keycol[k] = i;
+    }
+    c->nkeys = n;
+    PQclear(res);
+    return DW_OK;
 }
 
 static void drop_key(struct dw_snapshot_chunk *c, const char *key)
@@ -285,9 +326,8 @@ static dw_rc chunk_select(PGconn *conn, const struct dw_snapshot_chunk *c, const
     char *qs = dw_pg_quote_ident(conn, c->rel.schema), *qt = dw_pg_quote_ident(conn, c->rel.name);
     struct dw_buf keys;
     dw_buf_init(&keys, 0);
-    for (int i = 0; i < c->rel.ncols; i++) {
-        if (!c->rel.cols[i].key)
-            continue;
+    for (int k = 0; k < c->nkeys; k++) {
+        int i = c->keycol[k];
         char *qc = dw_pg_quote_ident(conn, c->rel.cols[i].name);
         dw_buf_printf(&keys, "%s%s", keys.len ? ", " : "", qc ? qc : "NULL");
         PQfreemem(qc);
@@ -353,14 +393,14 @@ dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req
     dw_rc rc = describe_table(conn, req->table, &c->rel);
     if (rc != DW_OK)
         goto out;
-    bool has_key = false;
-    for (int i = 0; i < c->rel.ncols; i++)
-        has_key |= c->rel.cols[i].key;
-    if (!has_key) {
+    if ((rc = find_key(conn, c)) != DW_OK)
+        goto out;
+    if (c->nkeys == 0) {
         DW_LOGF(DW_LOG_ERROR,
                 DW_FIELDS({"table", req->table},
                           {"hint", "Give the table a primary key (or a replica identity index)."}),
-                "table has no replica identity key: the initial sync copies it in key order");
+                "table has no primary key or replica identity index: the initial sync copies "
+                "it in key order");
         rc = DW_ERR_UNSUPPORTED;
         goto out;
     }
@@ -390,9 +430,9 @@ dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req
     c->dropped = dw_calloc((size_t)n + 1, sizeof *c->dropped);
     for (int r = 0; r < n; r++) {
         dw_buf_reset(&key);
-        for (int i = 0; i < c->rel.ncols; i++)
-            if (c->rel.cols[i].key)
-                key_part(&key, PQgetvalue(c->rows, r, i), (size_t)PQgetlength(c->rows, r, i));
+        for (int k = 0; k < c->nkeys; k++)
+            key_part(&key, PQgetvalue(c->rows, r, c->keycol[k]),
+                     (size_t)PQgetlength(c->rows, r, c->keycol[k]));
         size_t klen = key.len;
         struct chunk_row *e = dw_malloc(sizeof *e + klen + 1);
         memset(e, 0, sizeof *e);
@@ -407,10 +447,10 @@ dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req
     }
     if (n > 0) {
         json_t *k = json_array();
-        for (int i = 0; i < c->rel.ncols; i++)
-            if (c->rel.cols[i].key)
-                json_array_append_new(k, json_stringn(PQgetvalue(c->rows, n - 1, i),
-                                                      (size_t)PQgetlength(c->rows, n - 1, i)));
+        for (int j = 0; j < c->nkeys; j++)
+            json_array_append_new(k,
+                                  json_stringn(PQgetvalue(c->rows, n - 1, c->keycol[j]),
+                                               (size_t)PQgetlength(c->rows, n - 1, c->keycol[j])));
         c->last_key = dw_json_dumps(k);
         json_decref(k);
     }
@@ -455,9 +495,9 @@ void dw_snapshot_chunk_observe(struct dw_snapshot_chunk *c, const struct dw_chan
         return;
     struct dw_buf key;
     dw_buf_init(&key, 0);
-    if (ch->op != DW_CHANGE_DELETE && tuple_key(ch->rel, &ch->new_tuple, &key))
+    if (ch->op != DW_CHANGE_DELETE && tuple_key(c, ch->rel, &ch->new_tuple, &key))
         drop_key(c, dw_buf_str(&key));
-    if (ch->old_kind && tuple_key(ch->rel, &ch->old_tuple, &key))
+    if (ch->old_kind && tuple_key(c, ch->rel, &ch->old_tuple, &key))
         drop_key(c, dw_buf_str(&key));
     dw_buf_cleanup(&key);
 }
@@ -523,6 +563,7 @@ void dw_snapshot_chunk_free(struct dw_snapshot_chunk *c)
     free(c->low);
     free(c->high);
     free(c->last_key);
+    free(c->keycol);
     dw_relation_cleanup(&c->rel);
     free(c);
 }
