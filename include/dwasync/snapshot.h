@@ -56,6 +56,10 @@ struct dw_snapshot_options {
  *                              left to the handler as INSERTs of the high watermark's
  *                              transaction, so they are applied and checkpointed with it.
  *
+ * Changes to rows the copy has not reached yet are skipped (dw_snapshot_chunk_beyond(), and
+ * every change to a table whose copy has not started): the copy reads them later as they are
+ * then, so a change never names a parent row the copy has not written yet.
+ *
  * Per key the order holds: a row goes out at the high watermark with a value no older than
  * any change the stream delivered before it. The caller records last_key (durably, once the
  * high watermark's transaction is checkpointed) and reads the next chunk from there; after a
@@ -97,6 +101,18 @@ void dw_snapshot_chunk_observe(struct dw_snapshot_chunk *c, const struct dw_chan
  */
 dw_rc dw_snapshot_chunk_emit(struct dw_snapshot_chunk *c, const struct dw_txn *txn, uint32_t *index,
                              const struct dw_stream_handler *h, int64_t *emitted);
+
+/* Frees the buffered rows once emitted; the key description and last key stay (frontier). */
+void dw_snapshot_chunk_trim(struct dw_snapshot_chunk *c);
+
+/*
+ * *beyond: every key the change touches (new, and old if sent) sorts after the chunk's last
+ * key, compared by the server (collations, types). Such a change to the table being copied
+ * can be skipped: a later chunk reads the row as it is then, after the change (which keeps
+ * a stream change from naming a parent the copy has not reached). False for the final chunk.
+ */
+dw_rc dw_snapshot_chunk_beyond(PGconn *conn, const struct dw_snapshot_chunk *c,
+                               const struct dw_change *ch, bool *beyond);
 
 /* The key of the chunk's last row read (JSON array text, borrowed), NULL for an empty chunk. */
 const char *dw_snapshot_chunk_last_key(const struct dw_snapshot_chunk *c);

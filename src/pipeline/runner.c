@@ -72,9 +72,10 @@ struct copy {
     PGconn *conn; /* source session for watermarks and chunk reads */
     struct copy_req *reqs;
     size_t nreqs, cur; /* cur: the table being copied; nreqs when every chunk was read */
-    struct dw_snapshot_chunk *chunk; /* read, not yet committed with its high watermark */
-    bool emitted;                    /* its rows went into the open transaction */
-    uint64_t seq;                    /* chunks read by this process (watermark tags) */
+    struct dw_snapshot_chunk *chunk;    /* read, not yet committed with its high watermark */
+    struct dw_snapshot_chunk *frontier; /* the last chunk committed of the table being copied */
+    bool emitted;                       /* its rows went into the open transaction */
+    uint64_t seq;                       /* chunks read by this process (watermark tags) */
     struct copy_step *steps;
     size_t nsteps, capsteps;
     int64_t retry_at_ms; /* after a failed read: when to try again */
@@ -121,6 +122,8 @@ struct runner {
 
 static dw_rc on_snapshot_change(void *user, const struct dw_change *c);
 static void copy_committed(struct runner *r, dw_lsn end_lsn);
+static bool copy_skips(struct runner *r, const struct dw_change *c);
+static dw_rc copy_tend(struct runner *r);
 
 static void job_cleanup(struct job *j)
 {
@@ -221,6 +224,8 @@ static dw_rc on_begin(void *user, const struct dw_txn *t)
 static dw_rc on_change(void *user, const struct dw_change *c)
 {
     struct runner *r = user;
+    if (copy_skips(r, c))
+        return DW_OK;
     dw_snapshot_chunk_observe(r->copy.chunk, c);
     return dw_pipeline_change(r->pipeline, c);
 }
@@ -422,14 +427,51 @@ static void copy_committed(struct runner *r, dw_lsn end_lsn)
         free(q->last_key);
         q->last_key = dw_strdup(last);
     }
+    dw_snapshot_chunk_free(cp->frontier);
+    cp->frontier = NULL;
     if (final) {
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"table", q->table}),
                 "initial sync read the last chunk of the table");
         cp->cur++;
+        dw_snapshot_chunk_free(cp->chunk);
+    } else {
+        dw_snapshot_chunk_trim(cp->chunk);
+        cp->frontier = cp->chunk;
     }
-    dw_snapshot_chunk_free(cp->chunk);
     cp->chunk = NULL;
     cp->emitted = false;
+}
+
+/*
+ * True when a stream change touches only rows the copy has not reached: a table whose copy
+ * has not started, or keys after the last chunk read of the table being copied. The copy
+ * reads those rows later, as they are then; applying the change now could name a parent
+ * row the copy has not written yet (a missing parent that is no error).
+ */
+static bool copy_skips(struct runner *r, const struct dw_change *c)
+{
+    struct copy *cp = &r->copy;
+    if (!cp->active || c->rel == NULL || cp->cur == cp->nreqs)
+        return false;
+    size_t i = cp->cur;
+    size_t ls = strlen(c->rel->schema);
+    for (; i < cp->nreqs; i++) {
+        const char *t = cp->reqs[i].table;
+        if (strncmp(t, c->rel->schema, ls) == 0 && t[ls] == '.' &&
+            strcmp(t + ls + 1, c->rel->name) == 0)
+            break;
+    }
+    if (i == cp->nreqs)
+        return false; /* copied already, or not copied at all */
+    if (i > cp->cur)
+        return true;
+    const struct dw_snapshot_chunk *f = cp->chunk ? cp->chunk : cp->frontier;
+    if (f == NULL)
+        return cp->reqs[i].last_key == NULL;
+    bool beyond = false;
+    if (cp->conn == NULL || dw_snapshot_chunk_beyond(cp->conn, f, c, &beyond) != DW_OK)
+        return false; /* when in doubt, apply: a missing parent is retried, then parked */
+    return beyond;
 }
 
 static void copy_cleanup(struct copy *cp)
@@ -444,6 +486,7 @@ static void copy_cleanup(struct copy *cp)
         free(cp->steps[i].last_key);
     free(cp->steps);
     dw_snapshot_chunk_free(cp->chunk);
+    dw_snapshot_chunk_free(cp->frontier);
     PQfinish(cp->conn);
     memset(cp, 0, sizeof *cp);
 }
@@ -525,7 +568,10 @@ static dw_rc copy_start(struct runner *r)
     else
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
                 "initial sync of %d table(s) starting, interleaved with the stream", n);
-    return dw_stream_connect(r->config.source.conninfo, false, "dwasync initial sync", &cp->conn);
+    rc = dw_stream_connect(r->config.source.conninfo, false, "dwasync initial sync", &cp->conn);
+    /* The first chunk now, before the stream delivers anything: it sets the position that
+     * tells the changes to skip (copy_skips) from those to apply. */
+    return rc == DW_OK ? copy_tend(r) : rc;
 }
 
 /*

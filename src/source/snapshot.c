@@ -482,7 +482,7 @@ int dw_snapshot_chunk_watermark(struct dw_snapshot_chunk *c, const struct dw_log
 
 void dw_snapshot_chunk_observe(struct dw_snapshot_chunk *c, const struct dw_change *ch)
 {
-    if (c == NULL || !c->window_open)
+    if (c == NULL || !c->window_open || c->rows == NULL)
         return;
     int n = PQntuples(c->rows);
     if (ch->op == DW_CHANGE_TRUNCATE) {
@@ -533,6 +533,101 @@ dw_rc dw_snapshot_chunk_emit(struct dw_snapshot_chunk *c, const struct dw_txn *t
     return rc;
 }
 
+void dw_snapshot_chunk_trim(struct dw_snapshot_chunk *c)
+{
+    struct chunk_row *e, *tmp;
+    HASH_ITER(hh, c->index, e, tmp)
+    {
+        HASH_DEL(c->index, e);
+        free(e);
+    }
+    PQclear(c->rows);
+    c->rows = NULL;
+    free(c->dropped);
+    c->dropped = NULL;
+    c->window_open = false;
+}
+
+/* Collects the values of the chunk's key columns from a stream tuple (NUL-terminated copies). */
+static bool tuple_key_values(const struct dw_snapshot_chunk *c, const struct dw_relation *rel,
+                             const struct dw_tuple *t, char **out)
+{
+    if (t->cols == NULL || t->ncols != rel->ncols)
+        return false;
+    for (int k = 0; k < c->nkeys; k++) {
+        const char *name = c->rel.cols[c->keycol[k]].name;
+        int i = 0;
+        while (i < rel->ncols && strcmp(rel->cols[i].name, name) != 0)
+            i++;
+        if (i == rel->ncols || t->cols[i].kind != DW_DATUM_TEXT)
+            return false;
+        out[k] = dw_strndup(t->cols[i].data, t->cols[i].len);
+    }
+    return true;
+}
+
+/* Whether one key (values of the chunk's key columns) sorts after the chunk's last key. */
+static dw_rc key_beyond(PGconn *conn, const struct dw_snapshot_chunk *c, char *const *key,
+                        json_t *last, bool *beyond)
+{
+    const char *params[128];
+    Oid types[128];
+    struct dw_buf sql;
+    dw_buf_init(&sql, 0);
+    dw_buf_puts(&sql, "SELECT ROW(");
+    for (int k = 0; k < c->nkeys; k++) {
+        params[k] = key[k];
+        params[c->nkeys + k] = json_string_value(json_array_get(last, (size_t)k));
+        types[k] = types[c->nkeys + k] = c->rel.cols[c->keycol[k]].type_oid;
+        dw_buf_printf(&sql, "%s$%d", k ? ", " : "", k + 1);
+    }
+    dw_buf_puts(&sql, ") > ROW(");
+    for (int k = 0; k < c->nkeys; k++)
+        dw_buf_printf(&sql, "%s$%d", k ? ", " : "", c->nkeys + k + 1);
+    dw_buf_puts(&sql, ")");
+    dw_rc rc = DW_OK;
+    PGresult *res =
+        PQexecParams(conn, dw_buf_str(&sql), 2 * c->nkeys, types, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        rc = dw_pg_fail(conn, res, "comparing a key with the initial sync's position");
+    else
+        *beyond = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    dw_buf_cleanup(&sql);
+    return rc;
+}
+
+dw_rc dw_snapshot_chunk_beyond(PGconn *conn, const struct dw_snapshot_chunk *c,
+                               const struct dw_change *ch, bool *beyond)
+{
+    *beyond = false;
+    if (c->final || c->last_key == NULL || ch->rel == NULL || c->nkeys > 64)
+        return DW_OK;
+    json_t *last = json_loads(c->last_key, 0, NULL);
+    char *key[64] = {NULL};
+    dw_rc rc = DW_OK;
+    bool all = true;
+    const struct dw_tuple *tuples[2] = {ch->op != DW_CHANGE_DELETE ? &ch->new_tuple : NULL,
+                                        ch->old_kind ? &ch->old_tuple : NULL};
+    for (int t = 0; t < 2 && all && rc == DW_OK; t++) {
+        if (tuples[t] == NULL)
+            continue;
+        bool b = false;
+        if (!tuple_key_values(c, ch->rel, tuples[t], key))
+            all = false;
+        else if ((rc = key_beyond(conn, c, key, last, &b)) == DW_OK)
+            all = b;
+        for (int k = 0; k < c->nkeys; k++) {
+            free(key[k]);
+            key[k] = NULL;
+        }
+    }
+    json_decref(last);
+    if (rc == DW_OK)
+        *beyond = all && (tuples[0] || tuples[1]);
+    return rc;
+}
+
 const char *dw_snapshot_chunk_last_key(const struct dw_snapshot_chunk *c)
 {
     return c->last_key;
@@ -552,14 +647,7 @@ void dw_snapshot_chunk_free(struct dw_snapshot_chunk *c)
 {
     if (c == NULL)
         return;
-    struct chunk_row *e, *tmp;
-    HASH_ITER(hh, c->index, e, tmp)
-    {
-        HASH_DEL(c->index, e);
-        free(e);
-    }
-    PQclear(c->rows);
-    free(c->dropped);
+    dw_snapshot_chunk_trim(c);
     free(c->low);
     free(c->high);
     free(c->last_key);

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/failpoint.h"
 #include "dwasync/buf.h"
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
@@ -508,6 +509,10 @@ static dw_rc send_status(struct dw_stream *s, bool reply)
     uint8_t msg[34];
     dw_lsn flush = flush_position(s);
     dw_lsn written = s->received > flush ? s->received : flush;
+    /* A crash here: the checkpoint is durable, the slot still at the older position; the
+     * server redelivers what the checkpoint covers and the pipeline must take it again. */
+    if (s->flushed > s->reported && DW_FAILPOINT("checkpoint_before_slot_confirm"))
+        return DW_ERR_IO;
     msg[0] = 'r';
     put_u64(msg + 1, written);
     put_u64(msg + 9, flush);

@@ -66,5 +66,17 @@ check_eq "the history is complete" 0 $?
 check_eq "no account went back more than once (one crash; got $rewinds)" 1 "$([ "$rewinds" -le 1 ] && echo 1)"
 kill -TERM "$daemon"; wait "$daemon"
 check_eq "the daemon stops cleanly" 0 $?
+
+# A crash between a checkpoint and the slot's confirmation: the change is redelivered and
+# applied again, harmlessly.
+DWASYNC_FAILPOINTS=checkpoint_before_slot_confirm:crash e2e_start_daemon
+psql_q "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1000" >/dev/null
+wait "$daemon"
+check_eq "the daemon died between checkpoint and slot confirmation" 137 $?
+e2e_start_daemon
+check_status "the redelivered change is applied" 0 e2e_wait_applied
+check_eq "Dataverse still equals the source" 0 "$(e2e_mismatches)"
+check_eq "still no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
+kill -TERM "$daemon"; wait "$daemon"
 daemon=
 finish
