@@ -22,9 +22,11 @@ COMMENT ON TABLE dwasync.copy_request IS
     'initial sync progress per job and source table: resumes at last_key after a crash';
 
 REVOKE ALL ON dwasync.copy_request FROM PUBLIC;
-GRANT SELECT ON dwasync.copy_request TO dwasync_admin;
 DO $$
 BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'dwasync_admin') THEN
+        GRANT SELECT ON dwasync.copy_request TO dwasync_admin;
+    END IF;
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'dwasync_runner') THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON dwasync.copy_request TO dwasync_runner;
     END IF;
