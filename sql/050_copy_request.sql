@@ -11,6 +11,7 @@ CREATE TABLE dwasync.copy_request (
     source_table  text NOT NULL,
     condition     text,                          -- SQL condition on the rows; NULL: all rows
     last_key      jsonb,                         -- key texts of the last row copied and checkpointed
+    emitted_key   jsonb,                         -- last key handed to the apply path (maybe not applied)
     rows_copied   bigint NOT NULL DEFAULT 0,
     done          boolean NOT NULL DEFAULT false,
     created_at    timestamptz NOT NULL DEFAULT now(),

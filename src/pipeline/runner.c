@@ -56,6 +56,7 @@ struct copy_req {
     char *table; /* "schema.table" */
     char *condition;
     char *last_key; /* where the next chunk starts (in memory: may run ahead of the record) */
+    bool no_skip;   /* rows past last_key may be in Dataverse already (an earlier process) */
 };
 
 /* A chunk handed to the pipeline whose progress is recorded once it is checkpointed. */
@@ -254,6 +255,19 @@ static dw_rc on_message(void *user, const struct dw_logical_message *m)
     struct runner *r = user;
     if (dw_snapshot_chunk_watermark(r->copy.chunk, m) != DW_SNAPSHOT_HIGH)
         return DW_OK;
+    /* Durably, before any row can reach Dataverse: after a crash, rows past the recorded
+     * progress may be there, so changes to them must not be skipped (copy_skips). */
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->copy.reqs[r->copy.cur].id);
+    const char *params[] = {id, dw_snapshot_chunk_last_key(r->copy.chunk)};
+    PGresult *res = NULL;
+    dw_rc wrc = dw_pg_query(r->control, "recording the initial sync's position",
+                            "UPDATE dwasync.copy_request SET emitted_key = "
+                            "coalesce($2::jsonb, emitted_key) WHERE id = $1",
+                            2, params, &res);
+    PQclear(res);
+    if (wrc != DW_OK)
+        return wrc;
     struct dw_stream_handler h = {.user = r, .change = on_snapshot_change};
     uint32_t index = 0;
     int64_t emitted = 0;
@@ -461,8 +475,8 @@ static bool copy_skips(struct runner *r, const struct dw_change *c)
             strcmp(t + ls + 1, c->rel->name) == 0)
             break;
     }
-    if (i == cp->nreqs)
-        return false; /* copied already, or not copied at all */
+    if (i == cp->nreqs || cp->reqs[i].no_skip)
+        return false; /* copied already, not copied at all, or partly applied earlier */
     if (i > cp->cur)
         return true;
     const struct dw_snapshot_chunk *f = cp->chunk ? cp->chunk : cp->frontier;
@@ -539,8 +553,8 @@ static dw_rc copy_start(struct runner *r)
     PGresult *res = NULL;
     dw_rc rc = dw_pg_query(r->control, "reading the initial sync's progress",
                            "SELECT id, source_schema || '.' || source_table, condition, "
-                           "last_key::text, done FROM dwasync.copy_request WHERE job_id = $1 "
-                           "ORDER BY ord",
+                           "last_key::text, done, emitted_key IS DISTINCT FROM last_key "
+                           "FROM dwasync.copy_request WHERE job_id = $1 ORDER BY ord",
                            1, params, &res);
     if (rc != DW_OK)
         return rc;
@@ -554,6 +568,7 @@ static dw_rc copy_start(struct runner *r)
         q->table = dw_strdup(PQgetvalue(res, i, 1));
         q->condition = PQgetisnull(res, i, 2) ? NULL : dw_strdup(PQgetvalue(res, i, 2));
         q->last_key = PQgetisnull(res, i, 3) ? NULL : dw_strdup(PQgetvalue(res, i, 3));
+        q->no_skip = PQgetvalue(res, i, 5)[0] == 't';
         left++;
         started += q->last_key != NULL;
     }
