@@ -14,11 +14,15 @@ DECLARE
     rel text := format('dwasync.%I', 'job_lock_' || p_job_id);
 BEGIN
     IF to_regclass(rel) IS NULL THEN
-        EXECUTE format('CREATE TABLE IF NOT EXISTS %s ()', rel);
-        EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', rel);
-        IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'dwasync_runner') THEN
-            EXECUTE format('GRANT UPDATE ON %s TO dwasync_runner', rel);
-        END IF;
+        BEGIN
+            EXECUTE format('CREATE TABLE %s ()', rel);
+            EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', rel);
+            IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'dwasync_runner') THEN
+                EXECUTE format('GRANT UPDATE ON %s TO dwasync_runner', rel);
+            END IF;
+        EXCEPTION WHEN duplicate_table OR unique_violation THEN
+            NULL; -- two runners started together: the other one created it
+        END;
     END IF;
     RETURN rel::regclass;
 END $$;
