@@ -24,11 +24,12 @@ on_exit "kill -9 $a"
 runner b; b=$!
 on_exit "kill -9 $b"
 # Whichever got the lock first is "first"; the other waits as a standby.
-first=
-for ((i = 0; i < 1200 && -z "$first"; i++)); do
+first= i=0
+while [ -z "$first" ] && [ $i -lt 1200 ]; do
     grep -qsF "acquired the job lock" "$DW_E2E_DIR/a.log" && first=a
     grep -qsF "acquired the job lock" "$DW_E2E_DIR/b.log" && first=b
     [ -n "$first" ] || sleep 0.1
+    i=$((i + 1))
 done
 [ $first = a ] && { active=$a standby=$b sname=b; } || { active=$b standby=$a sname=a; }
 wait_log "$DW_E2E_DIR/$sname.log" "waiting as a standby" && pass "second runner is a standby" ||
