@@ -183,7 +183,7 @@ dw_rc dw_errtable_alert_enforce(PGconn *conn, int64_t job_id, bool *paused);
 /*
  * For the active runner: LISTENs on DW_REPLAY_CHANNEL on this connection. What tells
  * `dwasync errors replay` that a daemon will act is the job lock the active runner holds
- * (ha.h, DW_HA_LOCK_CLASS): dw_errtable_listeners() counts its holders.
+ * (ha.h, dwasync.job_lock): dw_errtable_listeners() counts its holders.
  */
 dw_rc dw_errtable_listen(PGconn *conn);
 

@@ -1,14 +1,21 @@
 /*
  * ha.h - one active `dwasync run` per job, any number of standbys.
  *
- * The active runner holds a Postgres session-level advisory lock on the control database,
- * keyed by (DW_HA_LOCK_CLASS, job id). A standby tries the lock without blocking every
- * poll interval (pg_try_advisory_lock never waits, so the event loop keeps turning and
- * the standby's /healthz keeps answering). When the active process dies, its session
- * ends and the server releases the lock: at once when the process is killed (the kernel
- * closes the socket), within the TCP keepalive time when its host vanishes (use
- * keepalives_idle=5 keepalives_interval=2 keepalives_count=3 in the control conninfo),
- * so a standby takes over within one poll interval after that.
+ * The active runner holds an EXCLUSIVE lock on its job's empty table dwasync.job_lock_<id>
+ * (sql/051, created by dwasync.job_lock_relation()), taken with LOCK TABLE ... NOWAIT in a
+ * transaction kept open on a dedicated session that this module opens itself
+ * (application_name DW_HA_LOCK_APPNAME), with the same connection parameters as the
+ * borrowed control connection. Only roles with UPDATE on that table (its owner, the runner
+ * role) can take the lock, so a role with mere CONNECT cannot squat it and stall
+ * replication (any role can take any advisory lock). A table lock takes no transaction id:
+ * the open transaction holds back neither vacuum nor the creation of a logical slot.
+ * A standby tries the lock without blocking every poll interval (NOWAIT never waits,
+ * so the event loop keeps turning and the standby's /healthz keeps answering). When the
+ * active process dies, its session ends and the server releases the lock: at once when
+ * the process is killed (the kernel closes the socket), within the TCP keepalive time when
+ * its host vanishes (use keepalives_idle=5 keepalives_interval=2 keepalives_count=3 in the
+ * control conninfo), so a standby takes over within one poll interval after that.
+ * dwasync.job_lock_holder(job_id) names the session holding a job's lock (status, check).
  *
  * Double-apply out of order cannot happen: the new active runner starts from the slot's
  * confirmed position (only ever advanced after durable apply, the checkpoint rule), and
@@ -16,8 +23,9 @@
  * session cannot stream alongside its successor. A runner must call dw_ha_check() before
  * each checkpoint and stop applying when it reports the lock lost.
  *
- * A struct dw_ha is caller-owned (init/cleanup); the connection is borrowed and must be a
- * dedicated control connection that outlives it (the lock lives in its session).
+ * A struct dw_ha is caller-owned (init/cleanup); the connection is borrowed (heartbeats are
+ * written on it, and the lock session copies its parameters) and must outlive it; the lock
+ * session is owned and closed by dw_ha_cleanup().
  */
 #ifndef DWASYNC_HA_H
 #define DWASYNC_HA_H
@@ -28,14 +36,15 @@
 
 #include "dwasync/rc.h"
 
-/* First key of every dwasync job lock ("dwas" in ASCII): keeps clear of others' locks. */
-#define DW_HA_LOCK_CLASS 0x64776173
+/* application_name of the session that holds a job lock. */
+#define DW_HA_LOCK_APPNAME "dwasync job lock"
 
 /* Default interval between lock attempts of a standby. */
 #define DW_HA_DEFAULT_POLL_MS 2000
 
 struct dw_ha {
     PGconn *conn; /* borrowed */
+    PGconn *lock; /* owned: the session whose open transaction holds the row lock */
     int64_t job_id;
     uint64_t poll_ms;
     uint64_t next_try_ms; /* monotonic time of the next attempt */
@@ -57,8 +66,9 @@ dw_rc dw_ha_try(struct dw_ha *ha, uint64_t now_ms, bool *active);
 int dw_ha_timeout_ms(const struct dw_ha *ha, uint64_t now_ms);
 
 /*
- * Confirms the lock is still held by this session (pg_locks). DW_ERR_STATE when it is not
- * (or the session is gone): the caller must stop applying at once.
+ * Confirms the lock is still held by this process's lock session (its transaction still
+ * locks the row). DW_ERR_STATE when it is not (or the session is gone): the caller must
+ * stop applying at once.
  */
 dw_rc dw_ha_check(struct dw_ha *ha);
 

@@ -2,8 +2,9 @@
  * pgoutput.h - decoder of pgoutput protocol version 1 messages, and the relation cache.
  *
  * The decoder turns the payload of each XLogData ('w') message into calls on a handler:
- * begin for B, change for I/U/D/T, commit for C. O (origin), Y (type) and M (logical
- * message) are checked and otherwise ignored. Every read is bounds-checked: a malformed or
+ * begin for B, change for I/U/D/T, commit for C, message for M (a logical decoding message,
+ * pg_logical_emit_message: the initial sync's watermarks). O (origin) and Y (type) are
+ * checked and otherwise ignored. Every read is bounds-checked: a malformed or
  * truncated message, a change for a relation never described by R, a change outside a
  * transaction or a tuple whose column count disagrees with its relation is DW_ERR_PROTOCOL
  * (logged once with the message tag and LSN), never a crash or an out-of-bounds read.
@@ -33,12 +34,23 @@ struct dw_txn {
     int64_t commit_time_us; /* microseconds since the Unix epoch */
 };
 
-/* Callbacks of the decoder; a non-DW_OK return stops decoding and is passed on. */
+/* A logical decoding message (M). Borrowed for the callback, like a change. */
+struct dw_logical_message {
+    dw_lsn lsn;
+    bool transactional;     /* inside the open transaction (B ... C), else on its own */
+    const char *prefix;     /* NUL-terminated */
+    const uint8_t *content; /* not NUL-terminated */
+    uint32_t len;
+};
+
+/* Callbacks of the decoder; a non-DW_OK return stops decoding and is passed on. Any of them
+ * may be NULL (message last, so positional initialisers of the first four still work). */
 struct dw_pgoutput_handler {
     void *user;
     dw_rc (*begin)(void *user, const struct dw_txn *t);
     dw_rc (*change)(void *user, const struct dw_change *c);
     dw_rc (*commit)(void *user, const struct dw_txn *t);
+    dw_rc (*message)(void *user, const struct dw_logical_message *m);
 };
 
 struct dw_pgoutput;

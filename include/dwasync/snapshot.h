@@ -1,7 +1,9 @@
 /*
  * snapshot.h - the initial sync: a table's existing rows, consistent with the slot.
  *
- * dw_snapshot_run() drops the slot if it exists (an earlier, interrupted sync left it),
+ * Two ways. The daemon uses the chunked copy below (the slot is created once and kept, the
+ * copy is interleaved with the stream and resumable). `dwasync decode --initial-sync` uses
+ * dw_snapshot_run(): it drops the slot if it exists (an earlier, interrupted sync left it),
  * creates it again with an exported snapshot on a replication connection, and reads the
  * given tables inside that snapshot on a second connection with a cursor (FETCH fetch_rows
  * at a time: memory is bounded by one batch, whatever the table size). Every row goes to the
@@ -20,6 +22,8 @@
 #ifndef DWASYNC_SNAPSHOT_H
 #define DWASYNC_SNAPSHOT_H
 
+#include <libpq-fe.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +38,92 @@ struct dw_snapshot_options {
     size_t ntables;
     int64_t fetch_rows; /* rows per FETCH; 0 = 10000 */
 };
+
+/*
+ * The chunked copy: what `dwasync run` does for an initial sync (and, with a condition, what an
+ * online resync can reuse). The slot exists and stays; the stream runs; a table is copied in
+ * chunks in key order, each chunk read between two watermarks written into the WAL (DBLog):
+ *
+ *   dw_snapshot_chunk_read()   emits the low watermark (pg_logical_emit_message, prefix
+ *                              "dwasync", transactional), reads up to rows rows after
+ *                              last_key ordered by the replica identity key, emits the high
+ *                              watermark; the rows are buffered (memory: one chunk).
+ *   the stream then delivers   low: dw_snapshot_chunk_watermark() opens the window; every
+ *                              change is passed to dw_snapshot_chunk_observe(), which drops
+ *                              buffered rows whose key the stream changed (insert, update,
+ *                              delete; a TRUNCATE drops them all): the stream's later
+ *                              version wins. high: dw_snapshot_chunk_emit() hands the rows
+ *                              left to the handler as INSERTs of the high watermark's
+ *                              transaction, so they are applied and checkpointed with it.
+ *
+ * Changes to rows the copy has not reached yet are skipped (dw_snapshot_chunk_beyond(), and
+ * every change to a table whose copy has not started): the copy reads them later as they are
+ * then, so a change never names a parent row the copy has not written yet.
+ *
+ * Per key the order holds: a row goes out at the high watermark with a value no older than
+ * any change the stream delivered before it. The caller records last_key (durably, once the
+ * high watermark's transaction is checkpointed) and reads the next chunk from there; after a
+ * crash it resumes at the recorded key (a chunk whose progress was not recorded is read
+ * again: harmless, upserts). Deletes committed meanwhile arrive through the stream.
+ *
+ * Ownership: a chunk is created by dw_snapshot_chunk_read() and freed by
+ * dw_snapshot_chunk_free() (NULL accepted); the request and connection are borrowed for
+ * the call. The connection is a normal source session opened by dw_stream_connect().
+ */
+#define DW_SNAPSHOT_WATERMARK_PREFIX "dwasync"
+enum { DW_SNAPSHOT_LOW = 1, DW_SNAPSHOT_HIGH = 2 };
+
+/* One table to copy, from after last_key (a JSON array of key texts; NULL: from the start). */
+struct dw_snapshot_request {
+    const char *table;     /* "schema.table" */
+    const char *condition; /* an SQL condition on the table's rows, or NULL for all rows */
+    const char *last_key;
+};
+
+struct dw_snapshot_chunk;
+
+/*
+ * Reads the next chunk of rows rows (0 = 10000); tag makes the watermarks unique (job,
+ * process, chunk number). DW_ERR_UNSUPPORTED for a table without a replica identity key.
+ */
+dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req, int64_t rows,
+                             const char *tag, struct dw_snapshot_chunk **out);
+
+/* DW_SNAPSHOT_LOW or DW_SNAPSHOT_HIGH when m is one of this chunk's watermarks, else 0. */
+int dw_snapshot_chunk_watermark(struct dw_snapshot_chunk *c, const struct dw_logical_message *m);
+
+/* Drops buffered rows whose key the stream's change touches (only between the watermarks). */
+void dw_snapshot_chunk_observe(struct dw_snapshot_chunk *c, const struct dw_change *ch);
+
+/*
+ * Passes the rows not dropped to h->change as INSERTs of txn, numbering them from *index;
+ * *emitted counts them. The handler's error is returned.
+ */
+dw_rc dw_snapshot_chunk_emit(struct dw_snapshot_chunk *c, const struct dw_txn *txn, uint32_t *index,
+                             const struct dw_stream_handler *h, int64_t *emitted);
+
+/* Frees the buffered rows once emitted; the key description and last key stay (frontier). */
+void dw_snapshot_chunk_trim(struct dw_snapshot_chunk *c);
+
+/*
+ * *beyond: every key the change touches (new, and old if sent) sorts after the chunk's last
+ * key, compared by the server (collations, types). Such a change to the table being copied
+ * can be skipped: a later chunk reads the row as it is then, after the change (which keeps
+ * a stream change from naming a parent the copy has not reached). False for the final chunk.
+ */
+dw_rc dw_snapshot_chunk_beyond(PGconn *conn, const struct dw_snapshot_chunk *c,
+                               const struct dw_change *ch, bool *beyond);
+
+/* The key of the chunk's last row read (JSON array text, borrowed), NULL for an empty chunk. */
+const char *dw_snapshot_chunk_last_key(const struct dw_snapshot_chunk *c);
+
+/* True when the chunk reached the end of the table (fewer rows than asked for). */
+bool dw_snapshot_chunk_final(const struct dw_snapshot_chunk *c);
+
+/* Rows read (dropped ones included). */
+int64_t dw_snapshot_chunk_rows(const struct dw_snapshot_chunk *c);
+
+void dw_snapshot_chunk_free(struct dw_snapshot_chunk *c);
 
 /*
  * Runs the initial sync described above; *consistent_point is where streaming continues.

@@ -57,6 +57,8 @@ struct dw_stream_handler {
     dw_rc (*change)(void *user, const struct dw_change *c);
     dw_rc (*commit)(void *user, const struct dw_txn *t);
     void (*reset)(void *user); /* after a reconnect: drop any partially received transaction */
+    /* A logical decoding message (the initial sync's watermarks); may be NULL. */
+    dw_rc (*message)(void *user, const struct dw_logical_message *m);
 };
 
 struct dw_stream_options {

@@ -26,6 +26,7 @@
 #include "dwasync/alloc.h"
 #include "dwasync/cli.h"
 #include "dwasync/dvmeta.h"
+#include "dwasync/ha.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/mapfile.h"
@@ -620,6 +621,30 @@ static void check_dataverse_maps(struct ctx *c)
     }
 }
 
+/* A session other than a dwasync runner's holding a job's lock stalls the job (ha.h). */
+static void check_job_lock(struct ctx *c)
+{
+    for (int i = 0; i < c->njobs; i++) {
+        const struct job_row *j = &c->jobs[i];
+        const char *params[] = {j->id};
+        PGresult *r = one_row(c->control,
+                              "SELECT pid, role, application_name"
+                              " FROM dwasync.job_lock_holder($1::bigint)",
+                              1, params);
+        if (r != NULL && strcmp(PQgetvalue(r, 0, 2), DW_HA_LOCK_APPNAME) != 0)
+            add(c, SEV_ERROR, "LOCK001", j->name,
+                "End that session (pg_terminate_backend) or its transaction; only dwasync runs "
+                "hold job locks.",
+                "the job's lock is held by a foreign session (pid %s, role \"%s\", application "
+                "\"%s\"): no runner can apply",
+                PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+        else if (r != NULL)
+            add(c, SEV_OK, "LOCK000", j->name, "", "the job's lock is held by a runner (pid %s)",
+                PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+}
+
 static const struct {
     const char *name;
     void (*run)(struct ctx *c);
@@ -630,6 +655,7 @@ static const struct {
     {"replication", check_replication},
     {"control schema", check_control_schema},
     {"jobs", load_jobs},
+    {"job lock", check_job_lock},
     {"slots", check_slots},
     {"publications", check_publications},
     {"dataverse", check_dataverse},

@@ -183,7 +183,7 @@ int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv)
         .types = types,
         .record_path = record,
     };
-    struct dw_stream_handler h = {&d, on_begin, on_change, on_commit, on_reset};
+    struct dw_stream_handler h = {&d, on_begin, on_change, on_commit, on_reset, NULL};
     struct dw_stream *s = NULL;
     int status = DW_EXIT_FAILURE;
     struct sigaction sa = {.sa_handler = on_signal};
@@ -192,7 +192,7 @@ int dw_cmd_decode(struct dw_cli *cli, int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     if (replay) {
-        struct dw_pgoutput_handler ph = {&d, on_begin, on_change, on_commit};
+        struct dw_pgoutput_handler ph = {&d, on_begin, on_change, on_commit, NULL};
         if (dw_stream_replay(replay, types, &ph) == DW_OK && flush_out(&d))
             status = DW_EXIT_OK;
         goto out;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "dwasync/cli.h"
+#include "dwasync/ha.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
@@ -140,6 +141,31 @@ static void add_slot(const PGresult *slots, const char *slot_name, const char *l
         json_object_set_new(job, "lag_seconds", json_null());
 }
 
+/*
+ * "lock": who holds the job's lock (ha.h), null when nobody does. A holder that is not a
+ * dwasync lock session is "foreign": the job's runners wait as standbys until it lets go.
+ * Quietly null on a schema without dwasync.job_lock_holder().
+ */
+static void add_lock(PGconn *conn, const char *job_id, json_t *job)
+{
+    const char *params[] = {job_id};
+    PGresult *res = PQexecParams(conn,
+                                 "SELECT pid, role, application_name"
+                                 " FROM dwasync.job_lock_holder($1::bigint)",
+                                 1, NULL, params, NULL, NULL, 0);
+    json_t *lock = json_null();
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        lock = json_object();
+        json_object_set_new(lock, "pid", int_or_null(res, 0, 0));
+        json_object_set_new(lock, "role", text_or_null(res, 0, 1));
+        json_object_set_new(lock, "application_name", text_or_null(res, 0, 2));
+        json_object_set_new(lock, "foreign",
+                            json_boolean(strcmp(PQgetvalue(res, 0, 2), DW_HA_LOCK_APPNAME) != 0));
+    }
+    PQclear(res);
+    json_object_set_new(job, "lock", lock);
+}
+
 /* Builds the whole status document as of `at` (a timestamp text; NULL: the server's now). */
 static dw_rc build(const struct dw_config *cfg, const char *at, json_t **out)
 {
@@ -222,6 +248,7 @@ static dw_rc build(const struct dw_config *cfg, const char *at, json_t **out)
                                                                  : "none"));
         json_object_set_new(thr, "until", throttled ? text_or_null(jobs, i, 18) : json_null());
         json_object_set_new(thr, "responses_429", int_or_null(jobs, i, 20));
+        add_lock(control, PQgetvalue(jobs, i, 0), job);
         if ((rc = add_errors(control, have_errors, PQgetvalue(jobs, i, 0), job)) != DW_OK)
             goto out;
     }
@@ -290,6 +317,17 @@ static void print_table(json_t *doc)
                open, waiting,
                json_string_value(json_object_get(json_object_get(job, "throttling"), "state")),
                msg ? msg : "-");
+    }
+    json_array_foreach(json_object_get(doc, "jobs"), i, job)
+    {
+        json_t *lock = json_object_get(job, "lock");
+        if (json_is_true(json_object_get(lock, "foreign")))
+            printf("job \"%s\": its lock is held by a foreign session (pid %" JSON_INTEGER_FORMAT
+                   ", role \"%s\", application \"%s\"): no runner applies until it ends\n",
+                   json_string_value(json_object_get(job, "name")),
+                   json_integer_value(json_object_get(lock, "pid")),
+                   json_string_value(json_object_get(lock, "role")),
+                   json_string_value(json_object_get(lock, "application_name")));
     }
     if (json_array_size(json_object_get(doc, "jobs")) == 0)
         printf("(no jobs: create one with dwasync job create NAME)\n");

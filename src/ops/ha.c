@@ -8,9 +8,11 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "dwasync/alloc.h"
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
 
@@ -22,33 +24,92 @@ void dw_ha_init(struct dw_ha *ha, PGconn *conn, int64_t job_id, uint64_t poll_ms
     ha->poll_ms = poll_ms ? poll_ms : DW_HA_DEFAULT_POLL_MS;
 }
 
-/* The lock's two int4 keys as text parameters. The job id fits: ids are small identities. */
-static void lock_params(const struct dw_ha *ha, char cls[16], char obj[24])
+/* Closes the lock session: ending it ends the transaction and releases the row lock. */
+static void close_lock(struct dw_ha *ha)
 {
-    snprintf(cls, 16, "%d", DW_HA_LOCK_CLASS);
-    snprintf(obj, 24, "%" PRId64, ha->job_id);
+    PQfinish(ha->lock);
+    ha->lock = NULL;
+    ha->active = false;
+}
+
+/* Opens the lock session with the control connection's parameters and our own name. */
+static dw_rc open_lock(struct dw_ha *ha)
+{
+    PQconninfoOption *opts = PQconninfo(ha->conn);
+    if (opts == NULL)
+        return DW_ERR_PG;
+    size_t n = 0;
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        n++;
+    const char **keys = dw_calloc(n + 2, sizeof *keys);
+    const char **vals = dw_calloc(n + 2, sizeof *vals);
+    size_t k = 0;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (o->val == NULL || strcmp(o->keyword, "application_name") == 0)
+            continue;
+        keys[k] = o->keyword;
+        vals[k++] = o->val;
+    }
+    keys[k] = "application_name";
+    vals[k++] = DW_HA_LOCK_APPNAME;
+    PGconn *conn = PQconnectdbParams(keys, vals, 0);
+    free(keys);
+    free(vals);
+    PQconninfoFree(opts);
+    dw_rc rc = DW_OK;
+    if (PQstatus(conn) != CONNECTION_OK) {
+        rc = dw_pg_fail(conn, NULL, "connecting the job lock session");
+        PQfinish(conn);
+        return rc;
+    }
+    /* The transaction stays open for as long as this runner is active: no timeout may end it. */
+    if ((rc = dw_pg_exec(conn, "preparing the job lock session",
+                         "SET idle_in_transaction_session_timeout = 0")) != DW_OK) {
+        PQfinish(conn);
+        return rc;
+    }
+    ha->lock = conn;
+    return DW_OK;
 }
 
 dw_rc dw_ha_try(struct dw_ha *ha, uint64_t now_ms, bool *active)
 {
-    char cls[16], obj[24];
+    char job[24];
     PGresult *res = NULL;
     dw_rc rc = DW_OK;
     if (ha->active || now_ms < ha->next_try_ms)
         goto out;
-    lock_params(ha, cls, obj);
-    const char *params[] = {cls, obj};
-    rc = dw_pg_query(ha->conn, "job lock attempt",
-                     "SELECT pg_try_advisory_lock($1::int4, $2::int4)", 2, params, &res);
-    if (rc != DW_OK)
-        goto out;
     ha->next_try_ms = now_ms + ha->poll_ms;
-    if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
-        char job[24];
-        snprintf(job, sizeof job, "%" PRId64, ha->job_id);
+    if (ha->lock == NULL && (rc = open_lock(ha)) != DW_OK)
+        goto out;
+    snprintf(job, sizeof job, "%" PRId64, ha->job_id);
+    const char *params[] = {job};
+    if ((rc = dw_pg_query(ha->lock, "job lock attempt",
+                          "SELECT dwasync.job_lock_relation($1::bigint)::text", 1, params, &res)) !=
+        DW_OK)
+        goto fail;
+    char *sql = dw_asprintf("LOCK TABLE %s IN EXCLUSIVE MODE NOWAIT", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    res = NULL;
+    if ((rc = dw_pg_exec(ha->lock, "job lock attempt", "BEGIN")) != DW_OK) {
+        free(sql);
+        goto fail;
+    }
+    /* NOWAIT: a held lock is an answer (standby), not an error to log. */
+    res = PQexec(ha->lock, sql);
+    free(sql);
+    if (PQresultStatus(res) == PGRES_COMMAND_OK) {
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job_id", job}), "acquired the job lock: now active");
         ha->active = true;
+    } else if (strcmp(dw_pg_sqlstate(res), "55P03") != 0) {
+        rc = dw_pg_fail(ha->lock, res, "job lock attempt");
+        goto fail;
+    } else if ((rc = dw_pg_exec(ha->lock, "job lock attempt", "ROLLBACK")) != DW_OK) {
+        goto fail;
     }
+    goto out;
+fail:
+    close_lock(ha); /* a new session next time */
 out:
     PQclear(res);
     if (rc == DW_OK)
@@ -66,28 +127,25 @@ int dw_ha_timeout_ms(const struct dw_ha *ha, uint64_t now_ms)
 
 dw_rc dw_ha_check(struct dw_ha *ha)
 {
-    char cls[16], obj[24];
+    char job[24];
     PGresult *res = NULL;
     dw_rc rc;
-    if (!ha->active)
+    if (!ha->active || ha->lock == NULL)
         return DW_ERR_STATE;
-    lock_params(ha, cls, obj);
-    const char *params[] = {cls, obj};
-    /* objsubid 2 marks the two-int4-key form of advisory locks. */
-    rc = dw_pg_query(ha->conn, "job lock check",
-                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                     " AND pid = pg_backend_pid() AND classid = $1::int4::oid"
-                     " AND objid = $2::int4::oid AND objsubid = 2",
-                     2, params, &res);
+    snprintf(job, sizeof job, "%" PRId64, ha->job_id);
+    const char *params[] = {job};
+    rc = dw_pg_query(ha->lock, "job lock check",
+                     "SELECT count(*) FROM dwasync.job_lock_holder($1::bigint)"
+                     " WHERE pid = pg_backend_pid()",
+                     1, params, &res);
     if (rc == DW_OK && strcmp(PQgetvalue(res, 0, 0), "1") != 0)
         rc = DW_ERR_STATE;
+    PQclear(res);
     if (rc != DW_OK) {
         DW_ERROR("lost the job lock: stopping work as active runner");
-        ha->active = false;
-        if (rc != DW_ERR_STATE)
-            rc = DW_ERR_STATE;
+        close_lock(ha);
+        rc = DW_ERR_STATE;
     }
-    PQclear(res);
     return rc;
 }
 
@@ -126,14 +184,5 @@ dw_rc dw_ha_heartbeat(struct dw_ha *ha, const struct dw_ha_report *report)
 
 void dw_ha_cleanup(struct dw_ha *ha)
 {
-    if (ha->active && ha->conn && PQstatus(ha->conn) == CONNECTION_OK) {
-        char cls[16], obj[24];
-        PGresult *res = NULL;
-        lock_params(ha, cls, obj);
-        const char *params[] = {cls, obj};
-        if (dw_pg_query(ha->conn, "job lock release",
-                        "SELECT pg_advisory_unlock($1::int4, $2::int4)", 2, params, &res) == DW_OK)
-            PQclear(res);
-    }
-    ha->active = false;
+    close_lock(ha);
 }

@@ -12,11 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dwasync/alloc.h"
 #include "dwasync/clock.h"
 #include "dwasync/daemon.h"
 #include "dwasync/errtable.h"
+#include "dwasync/failpoint.h"
 #include "dwasync/ha.h"
 #include "dwasync/log.h"
 #include "dwasync/mapping.h"
@@ -56,6 +58,38 @@ struct job {
     char *initial_sync;
 };
 
+/* One table of the initial sync, as dwasync.copy_request (sql/050) records it. */
+struct copy_req {
+    int64_t id;
+    char *table; /* "schema.table" */
+    char *condition;
+    char *last_key; /* where the next chunk starts (in memory: may run ahead of the record) */
+    bool no_skip;   /* rows past last_key may be in Dataverse already (an earlier process) */
+};
+
+/* A chunk handed to the pipeline whose progress is recorded once it is checkpointed. */
+struct copy_step {
+    dw_lsn end_lsn; /* of the high watermark's transaction */
+    int64_t req_id;
+    char *last_key;
+    bool final;
+    int64_t rows;
+};
+
+struct copy {
+    bool active;  /* an initial sync is running */
+    PGconn *conn; /* source session for watermarks and chunk reads */
+    struct copy_req *reqs;
+    size_t nreqs, cur; /* cur: the table being copied; nreqs when every chunk was read */
+    struct dw_snapshot_chunk *chunk;    /* read, not yet committed with its high watermark */
+    struct dw_snapshot_chunk *frontier; /* the last chunk committed of the table being copied */
+    bool emitted;                       /* its rows went into the open transaction */
+    uint64_t seq;                       /* chunks read by this process (watermark tags) */
+    struct copy_step *steps;
+    size_t nsteps, capsteps;
+    int64_t retry_at_ms; /* after a failed read: when to try again */
+};
+
 struct runner {
     const struct dw_runner_options *opts;
     struct dw_config config; /* our copy, replaced on SIGHUP */
@@ -81,16 +115,24 @@ struct runner {
     struct dw_sink_stats sink_seen; /* the sink's counters at the last status tick */
     struct dw_progress progress;    /* of an initial sync */
     uint64_t snapshot_rows;
+    struct copy copy;  /* the initial sync's chunked copy (snapshot.h) */
+    struct dw_txn txn; /* the transaction the stream has open */
     int64_t next_job_check_ms;
     int64_t next_ha_check_ms;
     int64_t next_status_ms;
     int64_t next_errors_check_ms;
     int64_t next_purge_ms;
+    int64_t started_ms; /* wall clock: tells this process's watermarks from an earlier one's */
     uint64_t metrics_seen_applied; /* pipeline counters already added to the metrics */
     uint64_t metrics_seen_received;
     uint64_t metrics_seen_parked;
     struct dw_sink_stats metrics_seen_sink; /* sink counters already added to the metrics */
 };
+
+static dw_rc on_snapshot_change(void *user, const struct dw_change *c);
+static void copy_committed(struct runner *r, dw_lsn end_lsn);
+static bool copy_skips(struct runner *r, const struct dw_change *c);
+static dw_rc copy_tend(struct runner *r);
 
 static void job_cleanup(struct job *j)
 {
@@ -149,6 +191,19 @@ out:
     return rc;
 }
 
+/* Reads the job again, now that this process holds its lock; it must still be the same job. */
+static dw_rc reload_job(struct runner *r)
+{
+    int64_t id = r->job.id;
+    dw_rc rc = load_job(r);
+    if (rc == DW_OK && r->job.id != id) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", r->job.name}),
+                "the job changed while this runner waited for its lock; start it again");
+        rc = DW_ERR_STATE;
+    }
+    return rc;
+}
+
 static dw_rc set_initial_sync(struct runner *r, const char *value)
 {
     char id[32];
@@ -167,29 +222,66 @@ static dw_rc set_initial_sync(struct runner *r, const char *value)
     return rc;
 }
 
-/* Stream events go straight to the pipeline. */
+/* Stream events go straight to the pipeline; a chunk of the initial sync watches them. */
 static dw_rc on_begin(void *user, const struct dw_txn *t)
 {
     struct runner *r = user;
+    r->txn = *t;
     return dw_pipeline_begin(r->pipeline, t->xid, t->commit_lsn, t->commit_time_us);
 }
 
 static dw_rc on_change(void *user, const struct dw_change *c)
 {
     struct runner *r = user;
+    if (copy_skips(r, c))
+        return DW_OK;
+    dw_snapshot_chunk_observe(r->copy.chunk, c);
     return dw_pipeline_change(r->pipeline, c);
 }
 
 static dw_rc on_commit(void *user, const struct dw_txn *t)
 {
     struct runner *r = user;
-    return dw_pipeline_commit(r->pipeline, t->commit_lsn, t->end_lsn, t->commit_time_us);
+    dw_rc rc = dw_pipeline_commit(r->pipeline, t->commit_lsn, t->end_lsn, t->commit_time_us);
+    if (rc == DW_OK && r->copy.emitted)
+        copy_committed(r, t->end_lsn);
+    return rc;
 }
 
 static void on_reset(void *user)
 {
     struct runner *r = user;
     dw_pipeline_reset(r->pipeline);
+    /* The chunk's rows (if handed over) went with the partial transaction: read it again. */
+    dw_snapshot_chunk_free(r->copy.chunk);
+    r->copy.chunk = NULL;
+    r->copy.emitted = false;
+}
+
+static dw_rc on_message(void *user, const struct dw_logical_message *m)
+{
+    struct runner *r = user;
+    if (dw_snapshot_chunk_watermark(r->copy.chunk, m) != DW_SNAPSHOT_HIGH)
+        return DW_OK;
+    /* Durably, before any row can reach Dataverse: after a crash, rows past the recorded
+     * progress may be there, so changes to them must not be skipped (copy_skips). */
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->copy.reqs[r->copy.cur].id);
+    const char *params[] = {id, dw_snapshot_chunk_last_key(r->copy.chunk)};
+    PGresult *res = NULL;
+    dw_rc wrc = dw_pg_query(r->control, "recording the initial sync's position",
+                            "UPDATE dwasync.copy_request SET emitted_key = "
+                            "coalesce($2::jsonb, emitted_key) WHERE id = $1",
+                            2, params, &res);
+    PQclear(res);
+    if (wrc != DW_OK)
+        return wrc;
+    struct dw_stream_handler h = {.user = r, .change = on_snapshot_change};
+    uint32_t index = 0;
+    int64_t emitted = 0;
+    dw_rc rc = dw_snapshot_chunk_emit(r->copy.chunk, &r->txn, &index, &h, &emitted);
+    r->copy.emitted = true;
+    return rc;
 }
 
 static void health(void *ud, struct dw_health *out)
@@ -335,85 +427,256 @@ static dw_rc on_snapshot_change(void *user, const struct dw_change *c)
     return rc;
 }
 
-/* Copies the job's tables in sequence order (parents first) and creates its slot. */
-static dw_rc initial_sync(struct runner *r)
+/* The high watermark's transaction is in the pipeline: its chunk waits for the checkpoint. */
+static void copy_committed(struct runner *r, dw_lsn end_lsn)
+{
+    struct copy *cp = &r->copy;
+    struct copy_req *q = &cp->reqs[cp->cur];
+    const char *last = dw_snapshot_chunk_last_key(cp->chunk);
+    bool final = dw_snapshot_chunk_final(cp->chunk);
+    if (cp->nsteps == cp->capsteps) {
+        cp->capsteps = cp->capsteps ? cp->capsteps * 2 : 8;
+        cp->steps = dw_realloc(cp->steps, cp->capsteps * sizeof *cp->steps);
+    }
+    cp->steps[cp->nsteps++] = (struct copy_step){
+        .end_lsn = end_lsn,
+        .req_id = q->id,
+        .last_key = last ? dw_strdup(last) : NULL,
+        .final = final,
+        .rows = dw_snapshot_chunk_rows(cp->chunk),
+    };
+    if (last) {
+        free(q->last_key);
+        q->last_key = dw_strdup(last);
+    }
+    dw_snapshot_chunk_free(cp->frontier);
+    cp->frontier = NULL;
+    if (final) {
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"table", q->table}),
+                "initial sync read the last chunk of the table");
+        cp->cur++;
+        dw_snapshot_chunk_free(cp->chunk);
+    } else {
+        dw_snapshot_chunk_trim(cp->chunk);
+        cp->frontier = cp->chunk;
+    }
+    cp->chunk = NULL;
+    cp->emitted = false;
+}
+
+/*
+ * True when a stream change touches only rows the copy has not reached: a table whose copy
+ * has not started, or keys after the last chunk read of the table being copied. The copy
+ * reads those rows later, as they are then; applying the change now could name a parent
+ * row the copy has not written yet (a missing parent that is no error).
+ */
+static bool copy_skips(struct runner *r, const struct dw_change *c)
+{
+    struct copy *cp = &r->copy;
+    if (!cp->active || c->rel == NULL || cp->cur == cp->nreqs)
+        return false;
+    size_t i = cp->cur;
+    size_t ls = strlen(c->rel->schema);
+    for (; i < cp->nreqs; i++) {
+        const char *t = cp->reqs[i].table;
+        if (strncmp(t, c->rel->schema, ls) == 0 && t[ls] == '.' &&
+            strcmp(t + ls + 1, c->rel->name) == 0)
+            break;
+    }
+    if (i == cp->nreqs || cp->reqs[i].no_skip)
+        return false; /* copied already, not copied at all, or partly applied earlier */
+    if (i > cp->cur)
+        return true;
+    const struct dw_snapshot_chunk *f = cp->chunk ? cp->chunk : cp->frontier;
+    if (f == NULL)
+        return cp->reqs[i].last_key == NULL;
+    bool beyond = false;
+    if (cp->conn == NULL || dw_snapshot_chunk_beyond(cp->conn, f, c, &beyond) != DW_OK)
+        return false; /* when in doubt, apply: a missing parent is retried, then parked */
+    return beyond;
+}
+
+static void copy_cleanup(struct copy *cp)
+{
+    for (size_t i = 0; i < cp->nreqs; i++) {
+        free(cp->reqs[i].table);
+        free(cp->reqs[i].condition);
+        free(cp->reqs[i].last_key);
+    }
+    free(cp->reqs);
+    for (size_t i = 0; i < cp->nsteps; i++)
+        free(cp->steps[i].last_key);
+    free(cp->steps);
+    dw_snapshot_chunk_free(cp->chunk);
+    dw_snapshot_chunk_free(cp->frontier);
+    PQfinish(cp->conn);
+    memset(cp, 0, sizeof *cp);
+}
+
+/*
+ * Plans the initial sync of a job whose sync is pending: one copy request per source table,
+ * in sequence order (parents first), and the state "running", in one transaction.
+ */
+static dw_rc copy_plan(struct runner *r)
 {
     char id[32];
     snprintf(id, sizeof id, "%" PRId64, r->job.id);
     const char *params[] = {id};
     PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(r->control, "listing the job's tables",
-                           "SELECT m.source_schema, m.source_table FROM dwasync.table_map m "
-                           "JOIN dwasync.table_group g ON g.id = m.group_id WHERE m.job_id = $1 "
-                           "GROUP BY 1, 2 ORDER BY min(m.sequence), 1, 2",
-                           1, params, &res);
+    dw_rc rc = dw_pg_exec(r->control, "planning the initial sync", "BEGIN");
     if (rc != DW_OK)
         return rc;
-    int n = PQntuples(res);
-    char **tables = dw_calloc((size_t)(n ? n : 1), sizeof *tables);
-    for (int i = 0; i < n; i++)
-        tables[i] = dw_asprintf("%s.%s", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
-    /* Enum and domain columns need the source's types before the first row is typed. */
-    PGconn *source = NULL;
-    if ((rc = dw_pg_connect(r->config.source.conninfo, "dwasync run (types)", &source)) != DW_OK)
+    if ((rc = dw_pg_query(r->control, "planning the initial sync",
+                          "DELETE FROM dwasync.copy_request WHERE job_id = $1", 1, params, &res)) !=
+        DW_OK)
         goto out;
-    rc = dw_types_load(source, r->types);
-    /* An estimate (pg_class.reltuples) is enough for a progress line and an ETA. */
-    uint64_t estimate = 0;
-    for (int i = 0; rc == DW_OK && i < n; i++) {
-        const char *tp[] = {tables[i]};
-        PGresult *er = NULL;
-        if (dw_pg_query(source, "estimating a table's rows",
-                        "SELECT greatest(reltuples, 0)::bigint FROM pg_class "
-                        "WHERE oid = $1::regclass",
-                        1, tp, &er) == DW_OK &&
-            PQntuples(er) == 1)
-            estimate += strtoull(PQgetvalue(er, 0, 0), NULL, 10);
-        PQclear(er);
-    }
-    PQfinish(source);
-    if (rc != DW_OK)
+    PQclear(res);
+    if ((rc = dw_pg_query(r->control, "planning the initial sync",
+                          "INSERT INTO dwasync.copy_request (job_id, ord, source_schema, "
+                          "source_table) SELECT $1, row_number() OVER (ORDER BY min(m.sequence), "
+                          "m.source_schema, m.source_table), m.source_schema, m.source_table "
+                          "FROM dwasync.table_map m WHERE m.job_id = $1 "
+                          "GROUP BY m.source_schema, m.source_table",
+                          1, params, &res)) != DW_OK)
         goto out;
-    r->snapshot_rows = 0;
-    dw_progress_init(&r->progress, "initial sync", estimate, stderr, 0, (uint64_t)dw_clock_ms());
+    PQclear(res);
+    res = NULL;
     if ((rc = set_initial_sync(r, "running")) != DW_OK)
         goto out;
-    DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
-            "initial sync of %d table(s) starting", n);
-    struct dw_stream_handler handler = {
-        .user = r,
-        .begin = on_begin,
-        .change = on_snapshot_change,
-        .commit = on_commit,
-        .reset = on_reset,
-    };
-    struct dw_snapshot_options so = {
-        .conninfo = r->config.source.conninfo,
-        .slot = r->job.slot,
-        .tables = (const char *const *)tables,
-        .ntables = (size_t)n,
-        .fetch_rows = r->config.source.snapshot_fetch_rows,
-    };
-    dw_lsn consistent = DW_LSN_INVALID;
-    if ((rc = dw_snapshot_run(&so, &handler, &consistent)) != DW_OK)
-        goto out;
-    if ((rc = drain(r, pipeline_idle, 0)) != DW_OK)
-        goto out;
-    r->progress.total = r->snapshot_rows;
-    dw_progress_finish(&r->progress, (uint64_t)dw_clock_ms());
-    rc = set_initial_sync(r, "done");
-    if (rc == DW_OK)
-        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
-                "initial sync done; streaming from %X/%X", DW_LSN_ARGS(consistent));
+    rc = dw_pg_exec(r->control, "planning the initial sync", "COMMIT");
 out:
-    for (int i = 0; i < n; i++)
-        free(tables[i]);
-    free(tables);
     PQclear(res);
+    if (rc != DW_OK)
+        (void)dw_pg_exec(r->control, "planning the initial sync", "ROLLBACK");
     return rc;
 }
 
-static dw_rc open_stream(struct runner *r)
+/* Loads what is left of a running initial sync and opens the copy session. */
+static dw_rc copy_start(struct runner *r)
+{
+    struct copy *cp = &r->copy;
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->job.id);
+    const char *params[] = {id};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(r->control, "reading the initial sync's progress",
+                           "SELECT id, source_schema || '.' || source_table, condition, "
+                           "last_key::text, done, emitted_key IS DISTINCT FROM last_key "
+                           "FROM dwasync.copy_request WHERE job_id = $1 ORDER BY ord",
+                           1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    int n = PQntuples(res), left = 0, started = 0;
+    cp->reqs = dw_calloc((size_t)n + 1, sizeof *cp->reqs);
+    for (int i = 0; i < n; i++) {
+        if (PQgetvalue(res, i, 4)[0] == 't')
+            continue;
+        struct copy_req *q = &cp->reqs[cp->nreqs++];
+        q->id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        q->table = dw_strdup(PQgetvalue(res, i, 1));
+        q->condition = PQgetisnull(res, i, 2) ? NULL : dw_strdup(PQgetvalue(res, i, 2));
+        q->last_key = PQgetisnull(res, i, 3) ? NULL : dw_strdup(PQgetvalue(res, i, 3));
+        q->no_skip = PQgetvalue(res, i, 5)[0] == 't';
+        left++;
+        started += q->last_key != NULL;
+    }
+    PQclear(res);
+    cp->active = true;
+    r->snapshot_rows = 0;
+    dw_progress_init(&r->progress, "initial sync", 0, stderr, 0, (uint64_t)dw_clock_ms());
+    if (left < n || started)
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
+                "initial sync resumes: %d of %d table(s) done, %d in progress", n - left, n,
+                started);
+    else
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
+                "initial sync of %d table(s) starting, interleaved with the stream", n);
+    rc = dw_stream_connect(r->config.source.conninfo, false, "dwasync initial sync", &cp->conn);
+    /* The first chunk now, before the stream delivers anything: it sets the position that
+     * tells the changes to skip (copy_skips) from those to apply. */
+    return rc == DW_OK ? copy_tend(r) : rc;
+}
+
+/*
+ * Moves the initial sync on: records the progress of chunks the checkpoint has passed,
+ * reads the next chunk when none is in flight, and marks the sync done at the end.
+ */
+static dw_rc copy_tend(struct runner *r)
+{
+    struct copy *cp = &r->copy;
+    dw_rc rc = DW_OK;
+    if (!cp->active)
+        return DW_OK;
+    dw_lsn confirmed = dw_pipeline_confirmed(r->pipeline);
+    size_t done = 0;
+    while (done < cp->nsteps && cp->steps[done].end_lsn <= confirmed) {
+        struct copy_step *st = &cp->steps[done];
+        char id[32], rows[32];
+        snprintf(id, sizeof id, "%" PRId64, st->req_id);
+        snprintf(rows, sizeof rows, "%" PRId64, st->rows);
+        const char *params[] = {id, st->last_key, st->final ? "t" : "f", rows};
+        PGresult *res = NULL;
+        /* A crash here leaves the chunk applied and checkpointed but not recorded: it is read
+         * and applied again after the restart (harmless: upserts, and the same watermarks). */
+        if (DW_FAILPOINT("initial_sync_chunk_applied_before_progress")) {
+            rc = DW_ERR_IO;
+            break;
+        }
+        rc = dw_pg_query(r->control, "recording the initial sync's progress",
+                         "UPDATE dwasync.copy_request SET last_key = coalesce($2::jsonb, "
+                         "last_key), done = $3, rows_copied = rows_copied + $4, "
+                         "updated_at = now() WHERE id = $1",
+                         4, params, &res);
+        PQclear(res);
+        if (rc != DW_OK)
+            break;
+        free(st->last_key);
+        done++;
+    }
+    if (done) {
+        memmove(cp->steps, cp->steps + done, (cp->nsteps - done) * sizeof *cp->steps);
+        cp->nsteps -= done;
+    }
+    if (rc != DW_OK)
+        return rc;
+    if (cp->cur == cp->nreqs && cp->nsteps == 0 && cp->chunk == NULL) {
+        if ((rc = set_initial_sync(r, "done")) != DW_OK)
+            return rc;
+        r->progress.total = r->snapshot_rows;
+        dw_progress_finish(&r->progress, (uint64_t)dw_clock_ms());
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
+                "initial sync done: %" PRIu64 " row(s) copied by this process", r->snapshot_rows);
+        copy_cleanup(cp);
+        return DW_OK;
+    }
+    if (cp->chunk || cp->cur == cp->nreqs || r->paused || !dw_pipeline_accepting(r->pipeline) ||
+        dw_clock_ms() < cp->retry_at_ms)
+        return DW_OK;
+    if (cp->conn == NULL || PQstatus(cp->conn) != CONNECTION_OK) {
+        PQfinish(cp->conn);
+        cp->conn = NULL;
+        if (dw_stream_connect(r->config.source.conninfo, false, "dwasync initial sync",
+                              &cp->conn) != DW_OK) {
+            cp->retry_at_ms = dw_clock_ms() + 1000;
+            return DW_OK;
+        }
+    }
+    struct copy_req *q = &cp->reqs[cp->cur];
+    char tag[96];
+    snprintf(tag, sizeof tag, "job %" PRId64 " pid %d start %" PRId64 " chunk %" PRIu64, r->job.id,
+             (int)getpid(), r->started_ms, ++cp->seq);
+    struct dw_snapshot_request req = {q->table, q->condition, q->last_key};
+    rc = dw_snapshot_chunk_read(cp->conn, &req, r->config.source.snapshot_fetch_rows, tag,
+                                &cp->chunk);
+    if (rc == DW_ERR_PG) {
+        /* The source went away: the stream reconnects by itself, so does the copy. */
+        cp->retry_at_ms = dw_clock_ms() + 1000;
+        return DW_OK;
+    }
+    return rc;
+}
+
+static dw_rc open_stream(struct runner *r, bool create_slot)
 {
     struct dw_stream_handler handler = {
         .user = r,
@@ -421,6 +684,7 @@ static dw_rc open_stream(struct runner *r)
         .change = on_change,
         .commit = on_commit,
         .reset = on_reset,
+        .message = on_message,
     };
     struct dw_stream_options so = {
         .conninfo = r->config.source.conninfo,
@@ -428,6 +692,7 @@ static dw_rc open_stream(struct runner *r)
         .publication = r->job.publication,
         .status_interval_ms = r->config.source.status_interval_ms,
         .reconnect_max_ms = r->config.source.reconnect_max_ms,
+        .create_slot = create_slot,
         .types = r->types,
     };
     dw_rc rc = dw_slotguard_verify(r->config.source.conninfo, r->job.name, r->job.slot);
@@ -540,10 +805,16 @@ static dw_rc start_job(struct runner *r)
         (rc = dw_replay_new(r->control, r->job.id, &replay_ops, r, REPLAY_IN_FLIGHT, &r->replay)) !=
             DW_OK)
         return rc;
-    if (strcmp(r->job.initial_sync, "pending") == 0 || strcmp(r->job.initial_sync, "running") == 0)
-        if ((rc = initial_sync(r)) != DW_OK)
-            return rc;
-    return open_stream(r);
+    /* The slot is created once, when the sync starts, and kept: an interrupted sync resumes
+     * on it at its next chunk, and deletes committed meanwhile arrive through it. */
+    bool pending = strcmp(r->job.initial_sync, "pending") == 0;
+    if ((rc = open_stream(r, pending)) != DW_OK)
+        return rc;
+    if (pending && (rc = copy_plan(r)) != DW_OK)
+        return rc;
+    if (strcmp(r->job.initial_sync, "running") == 0)
+        rc = copy_start(r);
+    return rc;
 }
 
 /* Tears down what start_job built, after the pipeline drained or gave up. */
@@ -566,6 +837,7 @@ static void stop_job(struct runner *r)
     r->maps = NULL;
     dw_types_free(r->types);
     r->types = NULL;
+    copy_cleanup(&r->copy);
 }
 
 /*
@@ -630,7 +902,7 @@ static bool caught_up(struct runner *r)
 {
     return r->stream && dw_stream_start_lsn(r->stream) != DW_LSN_INVALID &&
            dw_stream_received_lsn(r->stream) >= dw_stream_start_lsn(r->stream) &&
-           dw_pipeline_idle(r->pipeline);
+           dw_pipeline_idle(r->pipeline) && !r->copy.active;
 }
 
 /* The event loop of an active job. */
@@ -685,6 +957,8 @@ static dw_rc stream_loop(struct runner *r)
          * keepalives, so an idle publication pins no WAL from the first minute on. */
         dw_stream_confirm(r->stream, dw_pipeline_confirmed(r->pipeline),
                           dw_pipeline_idle(r->pipeline));
+        if ((rc = copy_tend(r)) != DW_OK && rc != DW_ERR_PG)
+            return rc;
 
         if (r->opts->until_caught_up && caught_up(r)) {
             DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
@@ -817,7 +1091,10 @@ static dw_rc copy_config(struct dw_config *dst, const char *path)
 
 dw_rc dw_runner_run(const struct dw_runner_options *opts)
 {
-    struct runner r = {.opts = opts, .signal_fd = -1, .dataverse_ok = true};
+    struct runner r = {.opts = opts,
+                       .signal_fd = -1,
+                       .dataverse_ok = true,
+                       .started_ms = dw_clock_wall_us() / 1000};
     dw_rc rc = copy_config(&r.config, opts->config_path);
     if (rc != DW_OK)
         return rc;
@@ -848,6 +1125,14 @@ dw_rc dw_runner_run(const struct dw_runner_options *opts)
     }
     dw_ha_init(&r.ha, r.lock_conn, r.job.id, 0);
     if ((rc = wait_for_lock(&r)) != DW_OK || r.stopping)
+        goto out;
+    /* Everything read before the lock may be stale: a standby that waited while another
+     * runner finished the initial sync must see "done", not the "pending" it read first. */
+    if (DW_FAILPOINT("failover_after_lock_before_job_read")) {
+        rc = DW_ERR_IO;
+        goto out;
+    }
+    if ((rc = reload_job(&r)) != DW_OK)
         goto out;
     if (!wait_until_active(&r)) {
         rc = r.stopping ? DW_OK : DW_ERR_STATE;

@@ -360,10 +360,11 @@ static dw_rc decode_message(struct dw_pgoutput *d, uint8_t tag, struct reader *r
         uint64_t mlsn;
         const char *prefix;
         uint32_t len;
-        return rd_u8(r, &flags) && rd_u64(r, &mlsn) && rd_str(r, &prefix) && rd_u32(r, &len) &&
-                       len == r->left
-                   ? DW_OK
-                   : DW_ERR_PROTOCOL;
+        if (!rd_u8(r, &flags) || !rd_u64(r, &mlsn) || !rd_str(r, &prefix) || !rd_u32(r, &len) ||
+            len != r->left || ((flags & 1) && !d->in_txn))
+            return DW_ERR_PROTOCOL;
+        struct dw_logical_message m = {mlsn, (flags & 1) != 0, prefix, r->p, len};
+        return h->message ? h->message(h->user, &m) : DW_OK;
     }
     case 'R':
         return decode_relation(d, r);

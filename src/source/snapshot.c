@@ -6,9 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <jansson.h>
+#include <uthash.h>
 
 #include "dwasync/alloc.h"
 #include "dwasync/buf.h"
+#include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
 #include "dwasync/pgoutput.h"
@@ -201,4 +204,454 @@ out:
     PQfinish(conn);
     PQfinish(repl);
     return rc;
+}
+
+/* ---- the chunked copy (watermarks), see snapshot.h ---- */
+
+/* A buffered row, found by the text of its key. */
+struct chunk_row {
+    UT_hash_handle hh;
+    int row;
+    char key[]; /* hash key, NUL-terminated */
+};
+
+struct dw_snapshot_chunk {
+    struct dw_relation rel;
+    int nkeys;
+    int *keycol; /* the copy's key: columns of rel, in the key index's order */
+    PGresult *rows;
+    bool *dropped;
+    struct chunk_row *index; /* uthash by key text */
+    char *low, *high;        /* the watermarks' contents */
+    bool window_open;
+    bool final;
+    char *last_key; /* JSON array of the last row's key texts; NULL when no row */
+};
+
+/* Appends one value as "length:bytes;" so that no two keys share a text. */
+static void key_part(struct dw_buf *b, const char *data, size_t len)
+{
+    dw_buf_printf(b, "%zu:", len);
+    dw_buf_append(b, data, len);
+    dw_buf_putc(b, ';');
+}
+
+/*
+ * The key text of a stream tuple: the chunk's key columns, found by name in the stream's
+ * relation (whose own key flags follow the replica identity, which may be FULL).
+ */
+static bool tuple_key(const struct dw_snapshot_chunk *c, const struct dw_relation *rel,
+                      const struct dw_tuple *t, struct dw_buf *b)
+{
+    dw_buf_reset(b);
+    if (t->cols == NULL || t->ncols != rel->ncols)
+        return false;
+    for (int k = 0; k < c->nkeys; k++) {
+        const char *name = c->rel.cols[c->keycol[k]].name;
+        int i = 0;
+        while (i < rel->ncols && strcmp(rel->cols[i].name, name) != 0)
+            i++;
+        if (i == rel->ncols || t->cols[i].kind != DW_DATUM_TEXT)
+            return false;
+        key_part(b, t->cols[i].data, t->cols[i].len);
+    }
+    return true;
+}
+
+/* The copy's key: the replica identity index, else the primary key (also under FULL). */
+static dw_rc find_key(PGconn *conn, struct dw_snapshot_chunk *c)
+{
+    char oid[16];
+    snprintf(oid, sizeof oid, "%" PRIu32, c->rel.oid);
+    const char *params[] = {oid};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(
+        conn, "reading a table's key for the initial sync",
+        "WITH ix AS (SELECT indkey FROM pg_index WHERE indrelid = $1::oid"
+        "  AND (indisreplident OR indisprimary) ORDER BY indisreplident DESC LIMIT 1)"
+        " SELECT a.attname FROM ix, unnest(ix.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)"
+        " JOIN pg_attribute a ON a.attrelid = $1::oid AND a.attnum = k.attnum ORDER BY k.pos",
+        1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    int n = PQntuples(res);
+    c->keycol = dw_calloc((size_t)n + 1, sizeof *c->keycol);
+    for (int k = 0; k < n; k++) {
+        int i = 0;
+        while (i < c->rel.ncols && strcmp(c->rel.cols[i].name, PQgetvalue(res, k, 0)) != 0)
+            i++;
+        if (i == c->rel.ncols) { /* an expression index or a generated column */
+            n = 0;
+            break;
+        }
+        c->keycol[k] = i;
+    }
+    c->nkeys = n;
+    PQclear(res);
+    return DW_OK;
+}
+
+static void drop_key(struct dw_snapshot_chunk *c, const char *key)
+{
+    struct chunk_row *e = NULL;
+    HASH_FIND_STR(c->index, key, e);
+    if (e)
+        c->dropped[e->row] = true;
+}
+
+/* Emits a watermark: a transactional logical message with prefix "dwasync". */
+static dw_rc emit_watermark(PGconn *conn, const char *content)
+{
+    const char *params[] = {content};
+    PGresult *res = NULL;
+    dw_rc rc =
+        dw_pg_query(conn, "writing an initial sync watermark",
+                    "SELECT pg_logical_emit_message(true, '" DW_SNAPSHOT_WATERMARK_PREFIX "', $1)",
+                    1, params, &res);
+    PQclear(res);
+    return rc;
+}
+
+/* The SELECT of one chunk: rows after last_key in key order, LIMIT rows. */
+static dw_rc chunk_select(PGconn *conn, const struct dw_snapshot_chunk *c, const char *condition,
+                          json_t *last, int64_t rows, PGresult **out)
+{
+    struct dw_buf sql;
+    dw_buf_init(&sql, 0);
+    const char *params[64];
+    Oid types[64];
+    int np = 0;
+    dw_rc rc = DW_OK;
+    PGresult *res = NULL;
+    char *qs = dw_pg_quote_ident(conn, c->rel.schema), *qt = dw_pg_quote_ident(conn, c->rel.name);
+    struct dw_buf keys;
+    dw_buf_init(&keys, 0);
+    for (int k = 0; k < c->nkeys; k++) {
+        int i = c->keycol[k];
+        char *qc = dw_pg_quote_ident(conn, c->rel.cols[i].name);
+        dw_buf_printf(&keys, "%s%s", keys.len ? ", " : "", qc ? qc : "NULL");
+        PQfreemem(qc);
+        if (last) {
+            if (np == 64 || !json_is_string(json_array_get(last, (size_t)np))) {
+                DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", c->rel.name}),
+                        "the recorded position of the initial sync does not match the table's "
+                        "key");
+                rc = DW_ERR_INVALID;
+                goto out;
+            }
+            params[np] = json_string_value(json_array_get(last, (size_t)np));
+            types[np] = c->rel.cols[i].type_oid;
+            np++;
+        }
+    }
+    if (last && (size_t)np != json_array_size(last)) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", c->rel.name}),
+                "the recorded position of the initial sync does not match the table's key");
+        rc = DW_ERR_INVALID;
+        goto out;
+    }
+    dw_buf_puts(&sql, "SELECT ");
+    for (int i = 0; i < c->rel.ncols; i++) {
+        char *qc = dw_pg_quote_ident(conn, c->rel.cols[i].name);
+        dw_buf_printf(&sql, "%s%s", i ? ", " : "", qc ? qc : "NULL");
+        PQfreemem(qc);
+    }
+    if (c->rel.ncols == 0)
+        dw_buf_puts(&sql, "NULL");
+    dw_buf_printf(&sql, " FROM ONLY %s.%s WHERE true", qs ? qs : "", qt ? qt : "");
+    if (np) {
+        dw_buf_printf(&sql, " AND (%s) > (", dw_buf_str(&keys));
+        for (int i = 0; i < np; i++)
+            dw_buf_printf(&sql, "%s$%d", i ? ", " : "", i + 1);
+        dw_buf_puts(&sql, ")");
+    }
+    if (condition && *condition)
+        dw_buf_printf(&sql, " AND (%s)", condition);
+    dw_buf_printf(&sql, " ORDER BY %s LIMIT %" PRId64, dw_buf_str(&keys), rows);
+    res = PQexecParams(conn, dw_buf_str(&sql), np, types, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = dw_pg_fail(conn, res, "reading a chunk for the initial sync");
+        PQclear(res);
+        goto out;
+    }
+    *out = res;
+out:
+    PQfreemem(qs);
+    PQfreemem(qt);
+    dw_buf_cleanup(&keys);
+    dw_buf_cleanup(&sql);
+    return rc;
+}
+
+dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req, int64_t rows,
+                             const char *tag, struct dw_snapshot_chunk **out)
+{
+    struct dw_snapshot_chunk *c = dw_calloc(1, sizeof *c);
+    json_t *last = NULL;
+    struct dw_buf key;
+    dw_buf_init(&key, 0);
+    dw_rc rc = describe_table(conn, req->table, &c->rel);
+    if (rc != DW_OK)
+        goto out;
+    if ((rc = find_key(conn, c)) != DW_OK)
+        goto out;
+    if (c->nkeys == 0) {
+        DW_LOGF(DW_LOG_ERROR,
+                DW_FIELDS({"table", req->table},
+                          {"hint", "Give the table a primary key (or a replica identity index)."}),
+                "table has no primary key or replica identity index: the initial sync copies "
+                "it in key order");
+        rc = DW_ERR_UNSUPPORTED;
+        goto out;
+    }
+    if (req->last_key && *req->last_key) {
+        last = json_loads(req->last_key, 0, NULL);
+        if (!json_is_array(last)) {
+            DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", req->table}),
+                    "the recorded position of the initial sync is not a JSON array");
+            rc = DW_ERR_INVALID;
+            goto out;
+        }
+    }
+    c->low = dw_asprintf("%s low", tag);
+    c->high = dw_asprintf("%s high", tag);
+    /* DBLog's order: low watermark, read, high watermark, each committed on its own. A
+     * change the stream shows between the two may or may not be in what was read; the
+     * stream's version wins for those keys (dw_snapshot_chunk_observe). */
+    if ((rc = emit_watermark(conn, c->low)) != DW_OK)
+        goto out;
+    if ((rc = chunk_select(conn, c, req->condition, last, rows > 0 ? rows : 10000, &c->rows)) !=
+        DW_OK)
+        goto out;
+    if ((rc = emit_watermark(conn, c->high)) != DW_OK)
+        goto out;
+    int n = PQntuples(c->rows);
+    c->final = n < (rows > 0 ? rows : 10000);
+    c->dropped = dw_calloc((size_t)n + 1, sizeof *c->dropped);
+    for (int r = 0; r < n; r++) {
+        dw_buf_reset(&key);
+        for (int k = 0; k < c->nkeys; k++)
+            key_part(&key, PQgetvalue(c->rows, r, c->keycol[k]),
+                     (size_t)PQgetlength(c->rows, r, c->keycol[k]));
+        size_t klen = key.len;
+        struct chunk_row *e = dw_malloc(sizeof *e + klen + 1);
+        memset(e, 0, sizeof *e);
+        e->row = r;
+        memcpy(e->key, dw_buf_str(&key), klen + 1);
+        struct chunk_row *dup = NULL;
+        HASH_FIND_STR(c->index, e->key, dup);
+        if (dup)
+            free(e);
+        else
+            HASH_ADD_STR(c->index, key, e);
+    }
+    if (n > 0) {
+        json_t *k = json_array();
+        for (int j = 0; j < c->nkeys; j++)
+            json_array_append_new(k,
+                                  json_stringn(PQgetvalue(c->rows, n - 1, c->keycol[j]),
+                                               (size_t)PQgetlength(c->rows, n - 1, c->keycol[j])));
+        c->last_key = dw_json_dumps(k);
+        json_decref(k);
+    }
+out:
+    json_decref(last);
+    dw_buf_cleanup(&key);
+    if (rc != DW_OK) {
+        dw_snapshot_chunk_free(c);
+        return rc;
+    }
+    *out = c;
+    return DW_OK;
+}
+
+int dw_snapshot_chunk_watermark(struct dw_snapshot_chunk *c, const struct dw_logical_message *m)
+{
+    if (c == NULL || strcmp(m->prefix, DW_SNAPSHOT_WATERMARK_PREFIX) != 0)
+        return 0;
+    if (m->len == strlen(c->low) && memcmp(m->content, c->low, m->len) == 0) {
+        c->window_open = true;
+        return DW_SNAPSHOT_LOW;
+    }
+    if (m->len == strlen(c->high) && memcmp(m->content, c->high, m->len) == 0) {
+        c->window_open = false;
+        return DW_SNAPSHOT_HIGH;
+    }
+    return 0;
+}
+
+void dw_snapshot_chunk_observe(struct dw_snapshot_chunk *c, const struct dw_change *ch)
+{
+    if (c == NULL || !c->window_open || c->rows == NULL)
+        return;
+    int n = PQntuples(c->rows);
+    if (ch->op == DW_CHANGE_TRUNCATE) {
+        for (int i = 0; i < ch->ntruncated; i++)
+            if (ch->truncated[i] && ch->truncated[i]->oid == c->rel.oid)
+                memset(c->dropped, 1, (size_t)n * sizeof *c->dropped);
+        return;
+    }
+    if (ch->rel == NULL || ch->rel->oid != c->rel.oid)
+        return;
+    struct dw_buf key;
+    dw_buf_init(&key, 0);
+    if (ch->op != DW_CHANGE_DELETE && tuple_key(c, ch->rel, &ch->new_tuple, &key))
+        drop_key(c, dw_buf_str(&key));
+    if (ch->old_kind && tuple_key(c, ch->rel, &ch->old_tuple, &key))
+        drop_key(c, dw_buf_str(&key));
+    dw_buf_cleanup(&key);
+}
+
+dw_rc dw_snapshot_chunk_emit(struct dw_snapshot_chunk *c, const struct dw_txn *txn, uint32_t *index,
+                             const struct dw_stream_handler *h, int64_t *emitted)
+{
+    int n = PQntuples(c->rows);
+    struct dw_datum *cols = dw_calloc((size_t)c->rel.ncols + 1, sizeof *cols);
+    dw_rc rc = DW_OK;
+    *emitted = 0;
+    for (int r = 0; r < n && rc == DW_OK; r++) {
+        if (c->dropped[r])
+            continue;
+        for (int i = 0; i < c->rel.ncols; i++)
+            cols[i] = PQgetisnull(c->rows, r, i)
+                          ? (struct dw_datum){DW_DATUM_NULL, NULL, 0}
+                          : (struct dw_datum){DW_DATUM_TEXT, PQgetvalue(c->rows, r, i),
+                                              (uint32_t)PQgetlength(c->rows, r, i)};
+        struct dw_change ch = {.op = DW_CHANGE_INSERT,
+                               .lsn = txn->commit_lsn,
+                               .commit_lsn = txn->commit_lsn,
+                               .xid = txn->xid,
+                               .commit_time_us = txn->commit_time_us,
+                               .index = (*index)++,
+                               .rel = &c->rel,
+                               .new_tuple = {c->rel.ncols, cols}};
+        if (h->change)
+            rc = h->change(h->user, &ch);
+        (*emitted)++;
+    }
+    free(cols);
+    return rc;
+}
+
+void dw_snapshot_chunk_trim(struct dw_snapshot_chunk *c)
+{
+    struct chunk_row *e, *tmp;
+    HASH_ITER(hh, c->index, e, tmp)
+    {
+        HASH_DEL(c->index, e);
+        free(e);
+    }
+    PQclear(c->rows);
+    c->rows = NULL;
+    free(c->dropped);
+    c->dropped = NULL;
+    c->window_open = false;
+}
+
+/* Collects the values of the chunk's key columns from a stream tuple (NUL-terminated copies). */
+static bool tuple_key_values(const struct dw_snapshot_chunk *c, const struct dw_relation *rel,
+                             const struct dw_tuple *t, char **out)
+{
+    if (t->cols == NULL || t->ncols != rel->ncols)
+        return false;
+    for (int k = 0; k < c->nkeys; k++) {
+        const char *name = c->rel.cols[c->keycol[k]].name;
+        int i = 0;
+        while (i < rel->ncols && strcmp(rel->cols[i].name, name) != 0)
+            i++;
+        if (i == rel->ncols || t->cols[i].kind != DW_DATUM_TEXT)
+            return false;
+        out[k] = dw_strndup(t->cols[i].data, t->cols[i].len);
+    }
+    return true;
+}
+
+/* Whether one key (values of the chunk's key columns) sorts after the chunk's last key. */
+static dw_rc key_beyond(PGconn *conn, const struct dw_snapshot_chunk *c, char *const *key,
+                        json_t *last, bool *beyond)
+{
+    const char *params[128];
+    Oid types[128];
+    struct dw_buf sql;
+    dw_buf_init(&sql, 0);
+    dw_buf_puts(&sql, "SELECT ROW(");
+    for (int k = 0; k < c->nkeys; k++) {
+        params[k] = key[k];
+        params[c->nkeys + k] = json_string_value(json_array_get(last, (size_t)k));
+        types[k] = types[c->nkeys + k] = c->rel.cols[c->keycol[k]].type_oid;
+        dw_buf_printf(&sql, "%s$%d", k ? ", " : "", k + 1);
+    }
+    dw_buf_puts(&sql, ") > ROW(");
+    for (int k = 0; k < c->nkeys; k++)
+        dw_buf_printf(&sql, "%s$%d", k ? ", " : "", c->nkeys + k + 1);
+    dw_buf_puts(&sql, ")");
+    dw_rc rc = DW_OK;
+    PGresult *res =
+        PQexecParams(conn, dw_buf_str(&sql), 2 * c->nkeys, types, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        rc = dw_pg_fail(conn, res, "comparing a key with the initial sync's position");
+    else
+        *beyond = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    dw_buf_cleanup(&sql);
+    return rc;
+}
+
+dw_rc dw_snapshot_chunk_beyond(PGconn *conn, const struct dw_snapshot_chunk *c,
+                               const struct dw_change *ch, bool *beyond)
+{
+    *beyond = false;
+    if (c->final || c->last_key == NULL || ch->rel == NULL || c->nkeys > 64)
+        return DW_OK;
+    json_t *last = json_loads(c->last_key, 0, NULL);
+    char *key[64] = {NULL};
+    dw_rc rc = DW_OK;
+    bool all = true;
+    const struct dw_tuple *tuples[2] = {ch->op != DW_CHANGE_DELETE ? &ch->new_tuple : NULL,
+                                        ch->old_kind ? &ch->old_tuple : NULL};
+    for (int t = 0; t < 2 && all && rc == DW_OK; t++) {
+        if (tuples[t] == NULL)
+            continue;
+        bool b = false;
+        if (!tuple_key_values(c, ch->rel, tuples[t], key))
+            all = false;
+        else if ((rc = key_beyond(conn, c, key, last, &b)) == DW_OK)
+            all = b;
+        for (int k = 0; k < c->nkeys; k++) {
+            free(key[k]);
+            key[k] = NULL;
+        }
+    }
+    json_decref(last);
+    if (rc == DW_OK)
+        *beyond = all && (tuples[0] || tuples[1]);
+    return rc;
+}
+
+const char *dw_snapshot_chunk_last_key(const struct dw_snapshot_chunk *c)
+{
+    return c->last_key;
+}
+
+bool dw_snapshot_chunk_final(const struct dw_snapshot_chunk *c)
+{
+    return c->final;
+}
+
+int64_t dw_snapshot_chunk_rows(const struct dw_snapshot_chunk *c)
+{
+    return c->rows ? PQntuples(c->rows) : 0;
+}
+
+void dw_snapshot_chunk_free(struct dw_snapshot_chunk *c)
+{
+    if (c == NULL)
+        return;
+    dw_snapshot_chunk_trim(c);
+    free(c->low);
+    free(c->high);
+    free(c->last_key);
+    free(c->keycol);
+    dw_relation_cleanup(&c->rel);
+    free(c);
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/failpoint.h"
 #include "dwasync/buf.h"
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
@@ -508,6 +509,10 @@ static dw_rc send_status(struct dw_stream *s, bool reply)
     uint8_t msg[34];
     dw_lsn flush = flush_position(s);
     dw_lsn written = s->received > flush ? s->received : flush;
+    /* A crash here: the checkpoint is durable, the slot still at the older position; the
+     * server redelivers what the checkpoint covers and the pipeline must take it again. */
+    if (s->flushed > s->reported && DW_FAILPOINT("checkpoint_before_slot_confirm"))
+        return DW_ERR_IO;
     msg[0] = 'r';
     put_u64(msg + 1, written);
     put_u64(msg + 9, flush);
@@ -545,6 +550,12 @@ static dw_rc on_commit(void *user, const struct dw_txn *t)
     if (t->end_lsn > s->received)
         s->received = t->end_lsn;
     return s->handler_rc = (s->h.commit ? s->h.commit(s->h.user, t) : DW_OK);
+}
+
+static dw_rc on_message(void *user, const struct dw_logical_message *m)
+{
+    struct dw_stream *s = user;
+    return s->handler_rc = (s->h.message ? s->h.message(s->h.user, m) : DW_OK);
 }
 
 static void record_frame(struct dw_stream *s, const char *buf, int len);
@@ -594,7 +605,8 @@ static dw_rc handle_message(struct dw_stream *s, const char *buf, int len)
     const uint8_t *p = (const uint8_t *)buf;
     s->last_recv_ms = s->now_ms;
     if (len >= 25 && p[0] == 'w') {
-        static const struct dw_pgoutput_handler fwd = {NULL, on_begin, on_change, on_commit};
+        static const struct dw_pgoutput_handler fwd = {NULL, on_begin, on_change, on_commit,
+                                                       on_message};
         struct dw_pgoutput_handler h = fwd;
         h.user = s;
         s->data_seq++;

@@ -92,7 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (size < 1)
         return 0;
-    struct dw_pgoutput_handler h = {NULL, NULL, on_change, NULL};
+    struct dw_pgoutput_handler h = {NULL, NULL, on_change, NULL, NULL};
     struct dw_pgoutput *d = dw_pgoutput_new();
     const uint8_t *p = data + 1;
     size_t left = size - 1;

@@ -144,7 +144,7 @@ e2e_wait_applied() {
             return 2
         fi
         [ "$(psql_q "SELECT bool_and(confirmed_flush_lsn >= '$target') FROM pg_replication_slots
-                      WHERE slot_name LIKE 'dwasync_%'")" = t ] && return 0
+                      WHERE slot_name LIKE 'dwasync_%'") $(e2e_copying)" = "t 0" ] && return 0
         sleep 0.5
     done
     return 1
@@ -168,12 +168,21 @@ e2e_wait_checkpoint() {
     return 1
 }
 
+# e2e_copying: the number of jobs whose initial sync is still pending or running (the copy
+# runs interleaved with the stream, so a checkpoint past an LSN does not mean it is done).
+e2e_copying() {
+    psql_q "SELECT count(*) FROM dwasync.job WHERE initial_sync IN ('pending', 'running')"
+}
+
 # e2e_wait_synced [SECONDS]: waits until the initial sync of a job started with
-# --initial-sync is applied: through a change committed now, which is applied only after it.
-# (e2e_wait_applied cannot tell: the slot is created at a position past what it waits for,
-# while the copy still runs.)
+# --initial-sync is applied (recorded done) and a change committed now is checkpointed.
 e2e_wait_synced() {
-    local lsn
+    local lsn i
+    for i in $(seq 1 $((${1:-120} * 4))); do
+        [ "$(e2e_copying)" = 0 ] && break
+        sleep 0.25
+    done
+    [ "$(e2e_copying)" = 0 ] || return 1
     lsn=$(e2e_commit_lsn "UPDATE fno.currencies SET symbol = symbol WHERE currencycode = 'USD'")
     e2e_wait_checkpoint "$lsn" "${1:-120}"
 }

@@ -108,7 +108,8 @@ check_eq "an unknown id fails the whole call" 1 "$status"
 check_contains "naming it" "error 999 does not exist" "$out"
 
 # An active runner holds the job lock (ha.h): the CLI tells the operator it acts now.
-psql -X -qAt -c "SELECT pg_advisory_lock(1685545331, 1)" -c "SELECT pg_sleep(5)" >/dev/null 2>&1 &
+psql -X -qAt -c "SELECT dwasync.job_lock_relation(1)" -c "BEGIN" \
+    -c "LOCK TABLE dwasync.job_lock_1 IN EXCLUSIVE MODE" -c "SELECT pg_sleep(5)" >/dev/null 2>&1 &
 daemon=$!
 for _ in $(seq 1 100); do
     [ "$(psql_q "SELECT dwasync.replay_listeners('sales')")" = 1 ] && break
@@ -160,8 +161,8 @@ done
 check_eq "every SECURITY DEFINER function pins its search_path" 0 \
     "$(psql_q "SELECT count(*) FROM pg_proc WHERE pronamespace = 'dwasync'::regnamespace AND prosecdef
                AND NOT coalesce(proconfig::text LIKE '%search_path=pg_catalog, pg_temp%', false)")"
-check_eq "five SECURITY DEFINER functions, all for operators" \
-    "purge_errors replay_error replay_errors replay_listeners set_job_state skip_error" \
+check_eq "the SECURITY DEFINER functions, all for operators" \
+    "job_lock_holder job_lock_relation purge_errors replay_error replay_errors replay_listeners set_job_state skip_error" \
     "$(psql_q "SELECT string_agg(proname, ' ' ORDER BY proname) FROM pg_proc WHERE pronamespace = 'dwasync'::regnamespace AND prosecdef")"
 check_eq "no dwasync function is executable by PUBLIC" 0 \
     "$(psql_q "SELECT count(*) FROM pg_proc p WHERE pronamespace = 'dwasync'::regnamespace

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# High availability: two runners compete for one job's advisory lock; one is active, the
+# High availability: two runners compete for one job's lock (a row lock, sql/051); one is active, the
 # other a standby; kill -9 of the active one hands the job to the standby; the work log
 # shows the two were never active at the same time and each one's sequence is unbroken.
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
@@ -42,12 +42,12 @@ check_eq "B's sequence is unbroken" t \
     "$(psql_q "select count(*) = max(n) from ha_log where pid = $b")"
 check_eq "runner row names the new active process" "$b harness" \
     "$(psql_q "select pid || ' ' || status from dwasync.runner where job_id = 42")"
-check_eq "B holds the lock in pg_locks" 1 \
-    "$(psql_q "select count(*) from pg_locks where locktype = 'advisory' and classid = 1685545331 and objid = 42 and granted")"
+check_eq "B's lock session holds the job lock" "dwasync job lock" \
+    "$(psql_q "select application_name from dwasync.job_lock_holder(42)")"
 
 # A clean stop releases the lock at once: a new runner becomes active.
 kill -TERM "$b"; wait "$b"
 check_eq "clean stop exits 0" 0 $?
 check_eq "clean stop released the lock" 0 \
-    "$(psql_q "select count(*) from pg_locks where locktype = 'advisory' and objid = 42")"
+    "$(psql_q "select count(*) from dwasync.job_lock_holder(42)")"
 finish

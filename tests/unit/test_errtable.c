@@ -636,6 +636,7 @@ START_TEST(notify_reaches_the_listening_daemon)
     /* Every notification was read: nothing is left over. */
     ck_assert_int_eq(dw_errtable_poll_requests(daemon, NULL, &requested), DW_OK);
     ck_assert(!requested);
+    dw_ha_cleanup(&ha); /* closes the lock's own session */
     PQfinish(daemon);
     /* The backend releases the lock as it exits, a moment after the connection closes. */
     for (int i = 0; i < 100; i++) {

@@ -104,7 +104,7 @@ START_TEST(golden_stream_decodes_to_expected_json)
     ck_assert_int_eq(dw_values_options_init(&c.vo, "UTC"), DW_OK);
     c.vo.types = types;
     dw_buf_init(&c.out, 0);
-    struct dw_pgoutput_handler h = {&c, c_begin, c_change, c_commit};
+    struct dw_pgoutput_handler h = {&c, c_begin, c_change, c_commit, NULL};
     ck_assert_int_eq(dw_stream_replay(GOLDEN, types, &h), DW_OK);
     size_t len;
     char *expected = read_file(EXPECTED, &len);
@@ -138,7 +138,7 @@ START_TEST(every_truncation_is_a_protocol_error)
 {
     struct frames *fr = dw_calloc(1, sizeof *fr);
     load_frames(fr);
-    struct dw_pgoutput_handler h = {NULL, NULL, NULL, NULL};
+    struct dw_pgoutput_handler h = {NULL, NULL, NULL, NULL, NULL};
     size_t checked = 0;
     for (size_t k = 0; k < fr->n; k++) {
         if (fr->frame[k][0] != 'w')
@@ -269,11 +269,76 @@ static dw_rc l_change(void *user, const struct dw_change *c)
     return DW_OK;
 }
 
+/* M: a logical message (the initial sync's watermarks), inside a transaction or not. */
+static void msg_message(struct dw_buf *b, bool transactional, const char *prefix,
+                        const char *content)
+{
+    dw_buf_reset(b);
+    dw_buf_putc(b, 'M');
+    dw_buf_putc(b, transactional ? 1 : 0);
+    put64(b, 0x2000);
+    putstr(b, prefix);
+    put32(b, (uint32_t)strlen(content));
+    dw_buf_append(b, content, strlen(content));
+}
+
+struct seen_message {
+    int n;
+    bool transactional;
+    char prefix[32], content[64];
+    dw_lsn lsn;
+};
+
+static dw_rc m_message(void *user, const struct dw_logical_message *m)
+{
+    struct seen_message *s = user;
+    s->n++;
+    s->transactional = m->transactional;
+    s->lsn = m->lsn;
+    snprintf(s->prefix, sizeof s->prefix, "%s", m->prefix);
+    snprintf(s->content, sizeof s->content, "%.*s", (int)m->len, (const char *)m->content);
+    return DW_OK;
+}
+
+START_TEST(logical_messages_reach_the_message_callback)
+{
+    struct dw_pgoutput *d = dw_pgoutput_new();
+    struct seen_message s = {0};
+    struct dw_pgoutput_handler h = {&s, NULL, NULL, NULL, m_message};
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    msg_message(&b, false, "dwasync", "job 1 chunk 2 low");
+    ck_assert_int_eq(feed(d, &b, &h), DW_OK);
+    ck_assert_int_eq(s.n, 1);
+    ck_assert(!s.transactional);
+    ck_assert_str_eq(s.prefix, "dwasync");
+    ck_assert_str_eq(s.content, "job 1 chunk 2 low");
+    ck_assert_uint_eq(s.lsn, 0x2000);
+    /* A transactional message outside a transaction is malformed. */
+    msg_message(&b, true, "dwasync", "x");
+    ck_assert_int_eq(feed(d, &b, &h), DW_ERR_PROTOCOL);
+    ck_assert_int_eq(s.n, 1);
+    msg_begin(&b);
+    ck_assert_int_eq(feed(d, &b, &h), DW_OK);
+    msg_message(&b, true, "other", "");
+    ck_assert_int_eq(feed(d, &b, &h), DW_OK);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert(s.transactional);
+    ck_assert_str_eq(s.content, "");
+    /* Without a callback a message is checked and skipped. */
+    h.message = NULL;
+    ck_assert_int_eq(feed(d, &b, &h), DW_OK);
+    ck_assert_int_eq(s.n, 2);
+    dw_buf_cleanup(&b);
+    dw_pgoutput_free(d);
+}
+END_TEST
+
 START_TEST(relation_cache_is_replaced_on_each_relation_message)
 {
     struct dw_pgoutput *d = dw_pgoutput_new();
     struct last l = {0};
-    struct dw_pgoutput_handler h = {&l, NULL, l_change, NULL};
+    struct dw_pgoutput_handler h = {&l, NULL, l_change, NULL, NULL};
     struct dw_buf b;
     dw_buf_init(&b, 0);
     const char *two[] = {"id", "b"}, *three[] = {"id", "c", "d"};
@@ -320,7 +385,7 @@ START_TEST(commit_times_convert_and_saturate_at_the_end_of_the_range)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct dw_pgoutput *d = dw_pgoutput_new();
         struct last l = {0};
-        struct dw_pgoutput_handler h = {&l, NULL, l_change, NULL};
+        struct dw_pgoutput_handler h = {&l, NULL, l_change, NULL, NULL};
         struct dw_buf b;
         dw_buf_init(&b, 0);
         const char *one[] = {"id"};
@@ -343,7 +408,7 @@ START_TEST(malformed_messages_are_protocol_errors)
 {
     struct dw_pgoutput *d = dw_pgoutput_new();
     struct last l = {0};
-    struct dw_pgoutput_handler h = {&l, NULL, l_change, NULL};
+    struct dw_pgoutput_handler h = {&l, NULL, l_change, NULL, NULL};
     struct dw_buf b;
     dw_buf_init(&b, 0);
     const char *two[] = {"id", "b"};
@@ -470,7 +535,7 @@ START_TEST(row_json_of_recorded_changes)
     struct dw_types *types = dw_types_new();
     dw_values_options_init(&r->vo, NULL);
     r->vo.types = types;
-    struct dw_pgoutput_handler h = {r, NULL, r_change, NULL};
+    struct dw_pgoutput_handler h = {r, NULL, r_change, NULL, NULL};
     ck_assert_int_eq(dw_stream_replay(GOLDEN, types, &h), DW_OK);
     ck_assert_int_eq(r->n, 38);
     /* Row 1 holds a numeric array with NaN: the error names column and value. */
@@ -527,6 +592,7 @@ int main(void)
     tcase_add_test(tc, golden_stream_covers_every_message_type);
     tcase_add_test(tc, every_truncation_is_a_protocol_error);
     tcase_add_test(tc, relation_cache_is_replaced_on_each_relation_message);
+    tcase_add_test(tc, logical_messages_reach_the_message_callback);
     tcase_add_test(tc, commit_times_convert_and_saturate_at_the_end_of_the_range);
     tcase_add_test(tc, malformed_messages_are_protocol_errors);
     tcase_add_test(tc, row_json_of_recorded_changes);
