@@ -8,7 +8,7 @@ man_dir=$DWASYNC_BUILD_DIR/packaging/man
 render() { MANWIDTH=200 man -E UTF-8 -l "$1" 2>/dev/null | col -b | sed 's/‐/-/g'; }
 page=$(render "$man_dir/dwasync.1")
 help=$("$DWASYNC_BIN" --help)
-commands=$(sed -n '/^commands:/,/^$/p' <<<"$help" | awk 'NR > 1 && NF {print $1}')
+commands=$(sed -n '/^commands:/,/^$/p' <<<"$help" | awk '/^  [a-z]/ {print $1}')
 [ -n "$commands" ] || die "no commands parsed from dwasync --help"
 for c in $commands; do
     grep -qE "^ {7}$c( |$)" <<<"$page" && pass "dwasync(1) documents \"$c\"" || fail "dwasync(1) documents \"$c\""
