@@ -86,6 +86,9 @@ struct dw_jobdef;
 int dw_cli_map_validate(struct dw_cli *cli, const struct dw_jobdef *def, bool dataverse,
                         PGconn *record);
 
+/* `map scaffold` (src/cli/cmd_scaffold.c); argv[0] is "scaffold". */
+int dw_cli_map_scaffold(struct dw_cli *cli, int argc, char **argv);
+
 /* Command implementations, one per family (src/cli/cmd_*.c). */
 int dw_cmd_init(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_config(struct dw_cli *cli, int argc, char **argv);
