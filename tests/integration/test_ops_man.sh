@@ -27,7 +27,7 @@ while IFS= read -r line; do
             || fail "dwasync.conf(5) documents $section $key" ;;
     esac
 done < <("$DWASYNC_BIN" config describe)
-for p in dwasync.1 dvemu.1 dwasync.conf.5; do
+for p in dwasync.1 dvemu.1 dwasync.conf.5 dwasync-internals.7; do
     warnings=$(LC_ALL=C.UTF-8 man --warnings -E UTF-8 -l -Tutf8 -Z "$man_dir/$p" 2>&1 >/dev/null)
     check_eq "$p renders without warnings" "" "$warnings"
 done
