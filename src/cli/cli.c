@@ -1,6 +1,8 @@
 /*
- * cli.c - shared helpers of the command line: the lazily loaded config and the global
- * options that may follow a command.
+ * The command line's lazily loaded configuration (see cli.h). dw_cli_config() reads the file
+ * named by --config, else $DWASYNC_CONFIG, else the default path (whose absence means the
+ * built-in defaults), prints the file's errors to stderr and configures the logger. The
+ * struct dw_cli owns the loaded config from then on.
  */
 #include "dwasync/cli.h"
 
@@ -38,6 +40,7 @@ const struct dw_config *dw_cli_config(struct dw_cli *cli)
     return &cli->config;
 }
 
+/* Global options may also follow the command (`dwasync check --verbose`): see cli.h. */
 int dw_cli_take_global_options(struct dw_cli *cli, int argc, char **argv, bool *help)
 {
     int n = 1;

@@ -1,16 +1,19 @@
 /*
- * commands.c - the one table of dwasync commands and the help printed from it.
- *
- * Each command's usage is a list of forms, one per line ("create NAME [...]\nlist"): a form
- * that starts with a lowercase word is a subcommand. `dwasync --help` lists every command
- * once with its forms under it; `dwasync COMMAND --help` prints the command's forms and
- * `dwasync COMMAND SUB --help` the forms of one subcommand, all from this table.
+ * The dwasync command table, the usage lines and the `--help` text (see cli.h). A command
+ * is added here and nowhere else: main() dispatches through the table and help prints it.
  */
 #include "dwasync/cli.h"
 
 #include <ctype.h>
 #include <string.h>
 
+/*
+ * Each command's usage is a list of forms, one per line ("create NAME [...]\nlist"); a form
+ * that starts with a lowercase word is a subcommand, a line that starts with spaces continues
+ * the form above it. `dwasync --help` lists every command once with its forms under it;
+ * `dwasync COMMAND --help` prints the command's forms, `dwasync COMMAND SUB --help` the forms
+ * of one subcommand.
+ */
 const struct dw_cli_command dw_cli_commands[] = {
     {"init", dw_cmd_init, "", "install or upgrade the control schema (idempotent)"},
     {"config", dw_cmd_config, "describe\nsample\nvalidate [FILE]",

@@ -59,6 +59,7 @@ placeholder() {
     SCHEMA*) echo fno.custtable ;;
     T,...) echo fno.t ;;
     N) echo 5 ;;
+    TIMESTAMP) echo 2026-12-04T10:00:00Z ;;
     *) echo x ;;
     esac
 }
