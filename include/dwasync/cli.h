@@ -48,11 +48,27 @@ extern const struct dw_cli_command dw_cli_commands[];
  */
 const struct dw_config *dw_cli_config(struct dw_cli *cli);
 
-/* Prints "usage: dwasync NAME USAGE" for a command to stderr and returns DW_EXIT_USAGE. */
+/* Prints "usage: dwasync NAME FORM" for each form of a command to stderr; returns
+ * DW_EXIT_USAGE. */
 int dw_cli_usage(const char *name);
 
-/* Prints the list of commands to out. */
+/* Prints the list of commands, each with its forms, to out. */
 void dw_cli_print_help(FILE *out);
+
+/* True when word is a subcommand of c (the first word of one of its forms). */
+bool dw_cli_is_subcommand(const struct dw_cli_command *c, const char *word);
+
+/* Prints the forms of c, or of its subcommand sub (NULL or not a subcommand: all), and its
+ * summary to out: the answer to `dwasync COMMAND [SUB] --help`. */
+void dw_cli_command_help(FILE *out, const struct dw_cli_command *c, const char *sub);
+
+/*
+ * Prepares a command's arguments (argv[0] is the command name): takes the global options
+ * that follow the command (--verbose, --config FILE, --config=FILE) into cli and removes
+ * them from argv, up to a "--". Sets *help when --help or -h is among the arguments.
+ * Returns the new argc; the pointers stay borrowed from the caller's argv.
+ */
+int dw_cli_take_global_options(struct dw_cli *cli, int argc, char **argv, bool *help);
 
 /* Connects to the control database / the source database of the config (logged on failure). */
 dw_rc dw_cli_connect_control(struct dw_cli *cli, const char *purpose, PGconn **out);
@@ -69,6 +85,9 @@ struct dw_jobdef;
  */
 int dw_cli_map_validate(struct dw_cli *cli, const struct dw_jobdef *def, bool dataverse,
                         PGconn *record);
+
+/* `map scaffold` (src/cli/cmd_scaffold.c); argv[0] is "scaffold". */
+int dw_cli_map_scaffold(struct dw_cli *cli, int argc, char **argv);
 
 /* Command implementations, one per family (src/cli/cmd_*.c). */
 int dw_cmd_init(struct dw_cli *cli, int argc, char **argv);

@@ -60,6 +60,14 @@ dw_rc dw_dvkey_literal(struct dw_buf *b, const json_t *v, bool bare_guid);
 dw_rc dw_dvkey_encode(struct dw_buf *b, const char *s, size_t len);
 
 /*
+ * Appends a Web API path and query as a person types it (`dwasync dataverse get
+ * "accounts?$filter=name eq 'x'"`) made fit for a URL: spaces, control and non-ASCII bytes,
+ * the characters " # < > \ ^ ` { | } and a '%' not followed by two hex digits become %XX;
+ * the URL's own syntax (/ ? & = $ ' ( ) , ...) and escapes already present are kept.
+ */
+dw_rc dw_dvkey_encode_path(struct dw_buf *b, const char *s);
+
+/*
  * Appends the key segment "k1='v1',k2=5" (without parentheses) of a key whose lookup parts
  * hold GUID strings, percent-encoded for a URL when encode is set (JSON values such as
  * @odata.id and @odata.bind take it as is). DW_ERR_INVALID for an empty key, a reference

@@ -39,3 +39,32 @@ const struct dw_config *dw_cli_config(struct dw_cli *cli)
     cli->config_loaded = true;
     return &cli->config;
 }
+
+/* Global options may also follow the command (`dwasync check --verbose`): see cli.h. */
+int dw_cli_take_global_options(struct dw_cli *cli, int argc, char **argv, bool *help)
+{
+    int n = 1;
+    bool options_end = false;
+    *help = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!options_end && strcmp(a, "--") == 0) {
+            options_end = true;
+        } else if (!options_end && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
+            *help = true;
+            continue;
+        } else if (!options_end && strcmp(a, "--verbose") == 0) {
+            cli->verbose = true;
+            continue;
+        } else if (!options_end && strcmp(a, "--config") == 0 && i + 1 < argc) {
+            cli->config_path = argv[++i];
+            continue;
+        } else if (!options_end && strncmp(a, "--config=", 9) == 0) {
+            cli->config_path = a + 9;
+            continue;
+        }
+        argv[n++] = argv[i];
+    }
+    argv[n] = NULL;
+    return n;
+}

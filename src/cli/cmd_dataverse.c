@@ -10,6 +10,7 @@
 
 #include "dwasync/alloc.h"
 #include "dwasync/cli.h"
+#include "dwasync/dvkey.h"
 #include "dwasync/dvmeta.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
@@ -285,13 +286,16 @@ int dw_cmd_dataverse(struct dw_cli *cli, int argc, char **argv)
         json_decref(doc);
     } else if (rc == DW_OK) {
         json_t *doc = NULL;
-        const char *p = argv[2][0] == '/' ? argv[2] + 1 : argv[2];
-        if ((rc = dw_sink_get_json(sink, p, &doc)) == DW_OK) {
+        struct dw_buf path;
+        dw_buf_init(&path, 0);
+        rc = dw_dvkey_encode_path(&path, argv[2][0] == '/' ? argv[2] + 1 : argv[2]);
+        if (rc == DW_OK && (rc = dw_sink_get_json(sink, dw_buf_str(&path), &doc)) == DW_OK) {
             char *s = dw_json_dumps(doc);
             printf("%s\n", s);
             free(s);
         }
         json_decref(doc);
+        dw_buf_cleanup(&path);
     }
     dw_sink_free(sink);
     return rc == DW_OK ? DW_EXIT_OK : DW_EXIT_FAILURE;

@@ -39,10 +39,15 @@ struct errors_opts {
 static int parse_opts(const char *sub, int argc, char **argv, struct errors_opts *o)
 {
     static const struct option options[] = {
-        {"job", required_argument, NULL, 'j'},    {"status", required_argument, NULL, 's'},
-        {"table", required_argument, NULL, 't'},  {"code", required_argument, NULL, 'c'},
-        {"reason", required_argument, NULL, 'r'}, {"limit", required_argument, NULL, 'l'},
-        {"all", no_argument, NULL, 'a'},          {NULL, 0, NULL, 0},
+        {"job", required_argument, NULL, 'j'},
+        {"status", required_argument, NULL, 's'},
+        {"table", required_argument, NULL, 't'},
+        {"code", required_argument, NULL, 'c'},
+        {"reason", required_argument, NULL, 'r'},
+        {"limit", required_argument, NULL, 'l'},
+        {"all", no_argument, NULL, 'a'},
+        {"queue-only", no_argument, NULL, 'q'},
+        {NULL, 0, NULL, 0},
     };
     int opt;
     memset(o, 0, sizeof *o);

@@ -285,5 +285,7 @@ int dw_cmd_map(struct dw_cli *cli, int argc, char **argv)
         return map_list(cli, argc == 3 ? argv[2] : NULL);
     if (argc == 3 && strcmp(argv[1], "validate") == 0)
         return map_validate(cli, argv[2]);
+    if (argc >= 2 && strcmp(argv[1], "scaffold") == 0)
+        return dw_cli_map_scaffold(cli, argc - 1, argv + 1);
     return dw_cli_usage("map");
 }

@@ -59,8 +59,13 @@ int main(int argc, char **argv)
     for (const struct dw_cli_command *c = dw_cli_commands; c->name; c++) {
         if (strcmp(c->name, name) == 0) {
             /* Commands parse their own options with getopt from a fresh start. */
-            int sub_argc = argc - optind;
             char **sub_argv = argv + optind;
+            bool help;
+            int sub_argc = dw_cli_take_global_options(&cli, argc - optind, sub_argv, &help);
+            if (help) {
+                dw_cli_command_help(stdout, c, sub_argc > 1 ? sub_argv[1] : NULL);
+                return DW_EXIT_OK;
+            }
             optind = 0;
             int status = c->run(&cli, sub_argc, sub_argv);
             if (cli.config_loaded)

@@ -7,6 +7,7 @@
 #include "dwasync/alloc.h"
 #include "dwasync/json.h"
 #include "dwasync/mapfile.h"
+#include "dwasync/scaffold.h"
 
 void dw_findings_init(struct dw_findings *f)
 {
@@ -100,12 +101,30 @@ static bool convertible(const char *pgtype, enum dw_attr_type t, bool *maybe)
     }
 }
 
+/* The table's column nearest to a missing one, for a "did you mean" hint; NULL if none. */
+static const char *nearest_column(const struct dw_src_table *t, const char *column)
+{
+    const char **names = dw_calloc(t->ncols + 1, sizeof *names);
+    for (size_t i = 0; i < t->ncols; i++)
+        names[i] = t->cols[i].name;
+    const char *found = dw_scaffold_nearest(column, names, t->ncols);
+    free(names);
+    return found;
+}
+
+static void missing_column(struct vctx *v, const struct dw_src_table *t, const char *path,
+                           const char *column)
+{
+    const char *near = nearest_column(t, column);
+    finding(v->f, true, path, "column \"%s\" does not exist in \"%s.%s\"%s%s%s", column, t->schema,
+            t->name, near ? "; did you mean \"" : "", near ? near : "", near ? "\"?" : "");
+}
+
 static void check_source_col(struct vctx *v, const struct dw_src_table *t, const char *path,
                              const char *column)
 {
     if (t && dw_src_table_column(t, column) == NULL)
-        finding(v->f, true, path, "column \"%s\" does not exist in \"%s.%s\"", column, t->schema,
-                t->name);
+        missing_column(v, t, path, column);
 }
 
 static void check_key_sources(struct vctx *v, const struct dw_src_table *t, const char *path,
@@ -131,8 +150,7 @@ static void filter_columns_check(struct vctx *v, const struct dw_src_table *t, c
     if (fl->column) {
         const struct dw_src_column *c = dw_src_table_column(t, fl->column);
         if (c == NULL)
-            finding(v->f, true, path, "column \"%s\" does not exist in \"%s.%s\"", fl->column,
-                    t->schema, t->name);
+            missing_column(v, t, path, fl->column);
         else if (!c->identity && !*outside_identity) {
             *outside_identity = true;
             *which = c->name;

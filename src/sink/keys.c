@@ -147,6 +147,20 @@ dw_rc dw_dvkey_encode(struct dw_buf *b, const char *s, size_t len)
     return rc;
 }
 
+dw_rc dw_dvkey_encode_path(struct dw_buf *b, const char *s)
+{
+    dw_rc rc = DW_OK;
+    for (const char *p = s; *p && rc == DW_OK; p++) {
+        unsigned char c = (unsigned char)*p;
+        bool escape = c == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2]);
+        if (escape || (c > ' ' && c < 0x7f && strchr("\"#<>\\^`{|}%", c) == NULL))
+            rc = dw_buf_putc(b, (char)c);
+        else
+            rc = dw_dvkey_encode(b, p, 1);
+    }
+    return rc;
+}
+
 static dw_rc put(struct dw_buf *b, const char *s, size_t len, bool encode)
 {
     return encode ? dw_dvkey_encode(b, s, len) : dw_buf_append(b, s, len);

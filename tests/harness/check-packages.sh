@@ -23,7 +23,8 @@ for f in /usr/bin/dwasync /usr/bin/dvemu /usr/share/dwasync/sql/001_control_sche
     /usr/share/dwasync/sql/030_runner.sql /etc/dwasync/dwasync.conf \
     /usr/lib/systemd/system/dwasync.service /usr/lib/systemd/system/dwasync@.service \
     /usr/share/man/man1/dwasync.1.gz /usr/share/man/man1/dvemu.1.gz \
-    /usr/share/man/man5/dwasync.conf.5.gz /usr/share/doc/dwasync/copyright \
+    /usr/share/man/man5/dwasync.conf.5.gz /usr/share/man/man7/dwasync-internals.7.gz \
+    /usr/share/dwasync/maps/customers-v3.map.json /usr/share/doc/dwasync/copyright \
     /usr/share/dwasync/monitoring/dwasync-alerts.yml \
     /usr/share/dwasync/monitoring/dwasync-dashboard.json; do
     expect "$deb" "$deb_files" "$f"

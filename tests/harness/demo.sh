@@ -69,8 +69,9 @@ if [ "$keep" = 1 ]; then
     echo
     echo "everything is still running. config: $DW_E2E_CONF"
     echo "try: $DWASYNC_BIN --config $DW_E2E_CONF status"
-    echo "press Ctrl-C to stop and remove everything"
-    while sleep 3600; do :; done
+    echo "press Ctrl-C to stop and remove everything (or, from another terminal: kill $$)"
+    # sleep in the background: a TERM to this shell runs its cleanup at once
+    while :; do sleep 3600 & wait $!; done
 fi
 echo
 echo "demo finished; everything it started has been removed"

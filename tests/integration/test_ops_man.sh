@@ -8,7 +8,7 @@ man_dir=$DWASYNC_BUILD_DIR/packaging/man
 render() { MANWIDTH=200 man -E UTF-8 -l "$1" 2>/dev/null | col -b | sed 's/‐/-/g'; }
 page=$(render "$man_dir/dwasync.1")
 help=$("$DWASYNC_BIN" --help)
-commands=$(sed -n '/^commands:/,/^$/p' <<<"$help" | awk 'NR > 1 && NF {print $1}')
+commands=$(sed -n '/^commands:/,/^$/p' <<<"$help" | awk '/^  [a-z]/ {print $1}')
 [ -n "$commands" ] || die "no commands parsed from dwasync --help"
 for c in $commands; do
     grep -qE "^ {7}$c( |$)" <<<"$page" && pass "dwasync(1) documents \"$c\"" || fail "dwasync(1) documents \"$c\""
@@ -27,7 +27,7 @@ while IFS= read -r line; do
             || fail "dwasync.conf(5) documents $section $key" ;;
     esac
 done < <("$DWASYNC_BIN" config describe)
-for p in dwasync.1 dvemu.1 dwasync.conf.5; do
+for p in dwasync.1 dvemu.1 dwasync.conf.5 dwasync-internals.7; do
     warnings=$(LC_ALL=C.UTF-8 man --warnings -E UTF-8 -l -Tutf8 -Z "$man_dir/$p" 2>&1 >/dev/null)
     check_eq "$p renders without warnings" "" "$warnings"
 done

@@ -230,6 +230,27 @@ START_TEST(target_ids_are_canonical)
 }
 END_TEST
 
+/* What a person types after `dataverse get` becomes a URL without losing its syntax. */
+START_TEST(typed_paths_are_made_fit_for_a_url)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    ck_assert_int_eq(dw_dvkey_encode_path(&b, "accounts?$filter=name eq 'A&B'&$top=2"), DW_OK);
+    ck_assert_str_eq(dw_buf_str(&b), "accounts?$filter=name%20eq%20'A&B'&$top=2");
+    dw_buf_reset(&b);
+    /* Escapes already present are kept; a bare '%' and URL-hostile bytes are encoded. */
+    ck_assert_int_eq(
+        dw_dvkey_encode_path(&b, "x?$filter=a eq '50%25' or a eq '5% \"#{|}'\t\xc3\xa9"), DW_OK);
+    ck_assert_str_eq(
+        dw_buf_str(&b),
+        "x?$filter=a%20eq%20'50%25'%20or%20a%20eq%20'5%25%20%22%23%7B%7C%7D'%09%C3%A9");
+    dw_buf_reset(&b);
+    ck_assert_int_eq(dw_dvkey_encode_path(&b, "accounts(name='a',num=1)/primarycontactid"), DW_OK);
+    ck_assert_str_eq(dw_buf_str(&b), "accounts(name='a',num=1)/primarycontactid");
+    dw_buf_cleanup(&b);
+}
+END_TEST
+
 static Suite *dvkey_suite(void)
 {
     Suite *s = suite_create("dvkey");
@@ -240,6 +261,7 @@ static Suite *dvkey_suite(void)
     tcase_add_test(tc, unaddressable_characters);
     tcase_add_test(tc, guids_refs_and_lookup_parts);
     tcase_add_test(tc, target_ids_are_canonical);
+    tcase_add_test(tc, typed_paths_are_made_fit_for_a_url);
     suite_add_tcase(s, tc);
     return s;
 }

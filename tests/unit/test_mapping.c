@@ -10,6 +10,7 @@
 #include "dwasync/json.h"
 #include "dwasync/mapfile.h"
 #include "dwasync/mapping.h"
+#include "dwasync/scaffold.h"
 
 /* A job with the shapes that matter: company-striped keys, value maps, lookups (one nested
  * through the parent's company), constants, two filtered maps of one table, a child keyed
@@ -1110,6 +1111,19 @@ START_TEST(validate_finds_metadata_and_source_problems)
 }
 END_TEST
 
+/* "did you mean": a typo finds its column, a different name finds none. */
+START_TEST(nearest_column_names)
+{
+    const char *cols[] = {"customeraccount", "organizationname", "personlastname", "dataareaid"};
+    ck_assert_str_eq(dw_scaffold_nearest("ORGANISATIONNAME", cols, 4), "organizationname");
+    ck_assert_str_eq(dw_scaffold_nearest("CUSTOMERACOUNT", cols, 4), "customeraccount");
+    ck_assert_str_eq(dw_scaffold_nearest("dataareid", cols, 4), "dataareaid");
+    ck_assert_ptr_null(dw_scaffold_nearest("PERSONMIDDLENAME", cols, 4));
+    ck_assert_ptr_null(dw_scaffold_nearest("vendorid", cols, 4));
+    ck_assert_ptr_null(dw_scaffold_nearest("x", cols, 0));
+}
+END_TEST
+
 static Suite *mapping_suite(void)
 {
     Suite *s = suite_create("mapping");
@@ -1135,6 +1149,7 @@ static Suite *mapping_suite(void)
     tcase_add_test(tc, filter_literals_and_three_valued_logic);
     tcase_add_test(tc, validate_finds_metadata_and_source_problems);
     tcase_add_test(tc, truncate_fails_through_each_map_of_its_table);
+    tcase_add_test(tc, nearest_column_names);
     suite_add_tcase(s, tc);
     return s;
 }
