@@ -36,8 +36,7 @@ const struct dw_cli_command dw_cli_commands[] = {
      "skip ID... --reason TEXT",
      "triage the error table: list, show, replay or skip failed changes"},
     {"dataverse", dw_cmd_dataverse, "whoami\nget PATH\napply [FILE]\nmetadata TABLE...",
-     "check the connection to Dataverse, GET a Web API path, apply JSON-line writes, or write "
-     "tables' metadata as a dvemu metadata file"},
+     "check the connection, GET a Web API path, apply JSON-line writes, export metadata"},
     {"decode", dw_cmd_decode,
      "--publication P [--slot S] [--create-slot] [--initial-sync T,...]\n"
      "    [--until-caught-up] [--limit N]",

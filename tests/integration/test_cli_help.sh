@@ -94,7 +94,7 @@ check_status "an undocumented option is a usage error" 2 "$DWASYNC_BIN" --config
 
 # --config and --verbose after the command; `dataverse get` encodes a typed $filter.
 dvemu_start
-printf '[dataverse]\nurl = %s\nauthority = %s\ntenant_id = %s\nclient_id = %s\nclient_secret_file = %s\n' \
+printf '[dataverse]\nurl = %s\nauthority = %s\ntenant_id = %s\nclient_id = %s\nclient_secret_file = %s\nallow_insecure_http = true\n' \
     "$DVEMU_URL" "$DVEMU_URL" "$DVEMU_TENANT" "$DVEMU_CLIENT_ID" "$DVEMU_SECRET_FILE" >"$work/dv.conf"
 dvemu_api POST transactioncurrencies \
     '{"isocurrencycode":"XBT","currencyname":"Test coin one","currencysymbol":"T","exchangerate":1}' >/dev/null

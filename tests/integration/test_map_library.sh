@@ -12,7 +12,7 @@ DVEMU_METADATA=$lib/dataverse-metadata.json dvemu_start
 
 dw_mktemp work maplib
 conf=$work/dwasync.conf
-printf '[source]\nconninfo = %s\n[dataverse]\nurl = %s\nauthority = %s\ntenant_id = %s\nclient_id = %s\nclient_secret_file = %s\n[apply]\nwindow_ms = 50\n' \
+printf '[source]\nconninfo = %s\n[dataverse]\nurl = %s\nauthority = %s\ntenant_id = %s\nclient_id = %s\nclient_secret_file = %s\nallow_insecure_http = true\n[apply]\nwindow_ms = 50\n' \
     "$DW_PG_CONNINFO" "$DVEMU_URL" "$DVEMU_URL" "$DVEMU_TENANT" "$DVEMU_CLIENT_ID" "$DVEMU_SECRET_FILE" >"$conf"
 dw() { "$DWASYNC_BIN" --config "$conf" "$@"; }
 dw init >/dev/null 2>&1 || die "init failed"
