@@ -80,6 +80,10 @@ bool dw_attr_type_range(enum dw_attr_type t, double *min, double *max, int *prec
 /* "String", "Picklist", ... as Dataverse spells AttributeType. */
 const char *dw_attr_type_name(enum dw_attr_type t);
 
+/* The type an AttributeType name (or a dvemu metadata file's "type") names; NULL or an unknown
+ * name: DW_ATTR_OTHER. */
+enum dw_attr_type dw_attr_type_parse(const char *s);
+
 void dw_entity_meta_free(struct dw_entity_meta *m);
 
 /*

@@ -91,26 +91,6 @@ void dw_scaffold_source_cleanup(struct dw_scaffold_source *s)
 
 /* --- targets --------------------------------------------------------------------------- */
 
-static enum dw_attr_type file_type(const char *s)
-{
-    static const struct {
-        const char *name;
-        enum dw_attr_type type;
-    } names[] = {
-        {"String", DW_ATTR_STRING},     {"Memo", DW_ATTR_MEMO},
-        {"Integer", DW_ATTR_INTEGER},   {"BigInt", DW_ATTR_BIGINT},
-        {"Decimal", DW_ATTR_DECIMAL},   {"Money", DW_ATTR_MONEY},
-        {"Double", DW_ATTR_DOUBLE},     {"Boolean", DW_ATTR_BOOLEAN},
-        {"DateTime", DW_ATTR_DATETIME}, {"Picklist", DW_ATTR_PICKLIST},
-        {"Lookup", DW_ATTR_LOOKUP},     {"Customer", DW_ATTR_LOOKUP},
-        {"Owner", DW_ATTR_LOOKUP},      {"Uniqueidentifier", DW_ATTR_UNIQUEIDENTIFIER},
-    };
-    for (size_t i = 0; s && i < sizeof names / sizeof *names; i++)
-        if (strcmp(names[i].name, s) == 0)
-            return names[i].type;
-    return DW_ATTR_OTHER;
-}
-
 static char *str_dup_or_null(const json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
@@ -162,7 +142,7 @@ static struct dw_entity_meta *load_table(const json_t *jt, size_t index, struct 
         struct dw_attr_meta *a = &m->attrs[m->nattrs++];
         const char *req = json_string_value(json_object_get(ja, "required"));
         a->logical_name = dw_strdup(name);
-        a->type = file_type(json_string_value(json_object_get(ja, "type")));
+        a->type = dw_attr_type_parse(json_string_value(json_object_get(ja, "type")));
         a->required = req && strcmp(req, "None") != 0 && strcmp(req, "Recommended") != 0;
         a->max_length = (int)json_integer_value(json_object_get(ja, "max_length"));
         const json_t *targets = json_object_get(ja, "targets");

@@ -39,7 +39,7 @@ const char *dw_attr_type_name(enum dw_attr_type t)
     return "Other";
 }
 
-static enum dw_attr_type parse_type(const char *s)
+enum dw_attr_type dw_attr_type_parse(const char *s)
 {
     for (size_t i = 0; s && i < sizeof type_names / sizeof *type_names; i++)
         if (strcmp(type_names[i].name, s) == 0)
@@ -228,7 +228,7 @@ dw_rc dw_dvmeta_fetch(struct dw_sink *sink, const char *logical_name, struct dw_
             continue;
         struct dw_attr_meta *a = &m->attrs[m->nattrs++];
         a->logical_name = dw_strdup(name);
-        a->type = parse_type(json_string_value(json_object_get(v, "AttributeType")));
+        a->type = dw_attr_type_parse(json_string_value(json_object_get(v, "AttributeType")));
         const char *req =
             json_string_value(json_object_get(json_object_get(v, "RequiredLevel"), "Value"));
         a->required =
