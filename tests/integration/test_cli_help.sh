@@ -5,7 +5,7 @@
 # option a form documents is accepted where it is documented (a bad config then fails with 1,
 # never a usage error 2); --config and --verbose work after the command (`check --verbose`
 # lists what passed); `dataverse get` percent-encodes a typed $filter.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 
 dw_mktemp work help
 export DWASYNC_CONFIG=$work/absent.conf   # never read by --help

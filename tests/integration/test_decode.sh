@@ -3,7 +3,7 @@
 # rebuilt from the decoded changes equal to_jsonb of the table), a run stopped in the middle
 # and restarted loses nothing, bad names and missing objects give clear errors, and the
 # initial sync copies a table consistently with the slot and restarts cleanly.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 pg_start
 export PGTZ=UTC
 dw_mktemp work decode

@@ -3,7 +3,7 @@
 # (the keepalive's WAL end is confirmed), an immediate server restart mid-stream is survived
 # without losing changes, types created mid-stream are resolved, and an invalidated slot or
 # a wal_level below logical stops with advice.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 pg_start "max_slot_wal_keep_size = 64MB" "wal_keep_size = 0" "max_wal_size = 64MB"
 dw_mktemp work faults
 conf=$work/dwasync.conf

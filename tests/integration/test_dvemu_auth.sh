@@ -3,7 +3,7 @@
 # PS256/x5t#S256), 401 on missing/wrong/expired tokens, HTTPS against a test CA. dvemu runs
 # on its manual clock: tokens expire and assertions age when the test moves it, not when the
 # machine gets round to it.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work
 
 # A client certificate and key made with the openssl CLI.

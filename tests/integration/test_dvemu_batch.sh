@@ -3,7 +3,7 @@
 # changeset and Content-ID references, stop on the first error, continue-on-error, changeset
 # rollback, the 1000-request limit). Written parts carry Location and OData-EntityId, as in
 # "Execute batch operations using the Web API".
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dvemu_start
 
 j() { printf '%s' "$DV_BODY" | jq -r "$1"; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dvemu: CreateMultiple, UpdateMultiple and UpsertMultiple (all-or-nothing, @odata.type on
 # every target, @odata.id for upsert targets, tables that do not support the messages).
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dvemu_start
 
 j() { printf '%s' "$DV_BODY" | jq -r "$1"; }

@@ -4,7 +4,7 @@
 # answers only once the time has passed) and counted against the execution-time limit. On the
 # manual clock the test says when the time passes, so nothing depends on the machine's speed:
 # a request still waits a millisecond before its cost and answers at it.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dvemu_start --clock manual --cost-request-ms 100 --cost-row-ms 10 --cost-bulk-row-ms 2 \
     --limit-exec-ms 440 --limit-window 60
 DVEMU_TOKEN=$(dvemu_token)

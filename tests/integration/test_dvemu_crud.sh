@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dvemu: rows by id and alternate key (composite, lookup parts, quotes, percent-encoding),
 # upsert semantics, @odata.bind, validation errors, queries, metadata, state across restarts.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work
 dvemu_start --state "$work/state.json"
 

@@ -14,7 +14,7 @@
 #   [prop]   "Update and delete table rows using the Web API" (update / delete a single
 #            property value) and "Retrieve a table row using the Web API" (a single property)
 #   [expand] "Join tables using OData" ($expand of single- and collection-valued properties)
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dvemu_start
 j() { printf '%s' "$DV_BODY" | jq -r "$1"; }
 

@@ -2,7 +2,7 @@
 # dvemu: faults on demand (outage switch, scheduled and seeded random 503/500/429/slow/drop/
 # malformed JSON/HTML), the admin endpoints (off unless --admin, reset, counters, per-key
 # write history with a global sequence), and clean shutdown on SIGTERM.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dvemu_start
 
 j() { printf '%s' "$DV_BODY" | jq -r "$1"; }

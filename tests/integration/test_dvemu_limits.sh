@@ -3,7 +3,7 @@
 # configured numbers, answer 429 with Retry-After and the documented codes, and recover
 # after the window; x-ms-dop-hint is sent. dvemu runs on its manual clock: the test says
 # when time passes, so nothing here depends on how fast the machine is.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dvemu_start --clock manual --limit-requests 50 --limit-window 5 --dop-hint 3
 
 j() { printf '%s' "$DV_BODY" | jq -r "$1"; }

@@ -5,7 +5,7 @@
 # job exactly: maps validate, the initial sync lands every row, Dataverse equals the staging
 # tables. Pages followed: "Query table definitions using the Web API", "Web API EntityMetadata"
 # (Microsoft Learn), read through the same paged reads as every other GET.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work dvemu-export
 
 dvemu_start --page-size 3 # attribute lists come in pages: the export follows them

@@ -7,7 +7,7 @@
 #   [page]  "Page results using OData" (webapi/query/page-results)
 #   [count] "Count rows using OData" (webapi/query/count-rows)
 #   [query] "Query data using the Web API" (webapi/query-data-web-api): $skip is not supported
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work dvemu-paging
 dvemu_start --page-size 5
 j() { printf '%s' "$DV_BODY" | jq -r "$1"; }

@@ -5,7 +5,7 @@
 # business unit out of reach) answers 403 0x80048306 naming the record. Inside $batch the
 # refusal is that part's answer, an UpsertMultiple with one refused target fails whole, bad
 # rules are refused and leave the previous ones, and lifting a rule lets the write through.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 
 # Bad rules stop dvemu at start, with the reason.
 dw_mktemp tmp

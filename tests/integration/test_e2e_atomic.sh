@@ -8,7 +8,7 @@
 # follows) applies everything. Last, a transaction of more than 1,000 rows is split into
 # changesets of at most 1,000 with a warning. Also: the option is validated at import, and
 # export -> import -> export is a fixed point.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 
 e2e_setup
 e2e_load_sample

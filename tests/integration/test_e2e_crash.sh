@@ -6,7 +6,7 @@
 # rewound it: after a kill -9 the slot redelivers from the last checkpoint, so a key may go
 # back once per crash (to a version at or after the checkpoint) and then forward again; it
 # never goes back without a crash, and never more often than there were crashes.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log"

@@ -11,7 +11,7 @@
 # error rows (no duplicate), all resolved. A replay point is walked a second time through the
 # CLI replay (`dwasync errors replay --all` with no daemon). In the end each account's history
 # went back at most once per crash.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 t_start=$SECONDS
 
 points=$(grep -rhoE 'DW_FAILPOINT\("[a-z0-9_]+"\)' "$DWASYNC_SOURCE_DIR/src" |

@@ -15,7 +15,7 @@
 # Afterwards: every error row resolved, exactly as many as before, the final Dataverse state
 # equals the staging tables (nothing lost), and each account's history went back at most
 # once per kill (a redelivery after a crash), never otherwise.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 t_start=$SECONDS
 
 e2e_metadata '

@@ -8,7 +8,7 @@
 # skipped (its waiting fix follows), the missing parent created and the rows replayed
 # through the running daemon (NOTIFY). The final Dataverse state equals the staging tables;
 # replaying again changes nothing.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 
 # A Dataverse whose account names are shorter than the mirror's: the classic length mismatch.
 e2e_metadata 'attr(tables["account"], "name")["max_length"] = 30'

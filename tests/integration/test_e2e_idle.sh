@@ -2,7 +2,7 @@
 # An idle job pins no WAL: with the daemon running and nothing published changing (only
 # other tables of the database are written), the slot's confirmed position follows the
 # server's WAL, from the very start of the daemon (before any change was ever applied).
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log"

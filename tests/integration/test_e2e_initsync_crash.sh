@@ -7,7 +7,7 @@
 # customers are updated. The restarted daemon resumes at the next chunk on the same slot
 # (never dropped or created again): Dataverse ends equal to the oracle, no error rows, and
 # no account's history goes back more than once (the one crash).
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log"

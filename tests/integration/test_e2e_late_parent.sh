@@ -7,7 +7,7 @@
 # meanwhile, then the order is committed and the job catches up. Also: with the retries spent
 # (the order never comes) the line is an open missing_parent error naming the order, and a
 # kill -9 while a line waits loses nothing (the checkpoint does not pass it).
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 
 e2e_setup
 sed -i 's/^\[apply\]$/[apply]\nmissing_parent_retries = 10/' "$DW_E2E_CONF"

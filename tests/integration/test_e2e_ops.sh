@@ -3,7 +3,7 @@
 # dvemu says it wrote; /healthz answers 200 while the stream and Dataverse work, 503 with
 # a JSON reason while Dataverse is down, and 200 again after it recovers, with nothing lost;
 # `status --json` reports the job.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 printf '\n[metrics]\nlisten = 127.0.0.1:0\n' >>"$DW_E2E_CONF"

@@ -22,7 +22,7 @@
 # dvemu rules lifted, and the rest replayed by `dwasync errors replay --all` without a
 # daemon. The final Dataverse state equals the staging tables, every key's write history
 # moves forward in commit order, and replaying again writes nothing.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 t_start=$SECONDS
 
 # Dataverse as this test needs it: a second alternate key on accounts (their e-mail, so a

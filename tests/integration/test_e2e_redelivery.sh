@@ -11,7 +11,7 @@
 #     with window_ms = 1, with the README's warning once.
 #  4. A rolled-back atomic delete (the order's delete refused) replays children first.
 # Each part ends with Dataverse equal to the source (the oracle) and the error table's exact rows.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 
 e2e_setup
 e2e_load_sample

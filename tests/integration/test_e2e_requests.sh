@@ -9,7 +9,7 @@
 # catches a window running past its bound: they stream in while the previous window
 # applies, and a reader taking more than the room left gave bigger windows (four requests,
 # not five); the vendors' windows happened to fill in small reads either way.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup >/dev/null
 # Rows close the windows here; time only closes the last one of a workload (its rows arrive
 # in milliseconds, far within the 3 seconds).

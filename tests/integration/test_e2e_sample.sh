@@ -5,7 +5,7 @@
 # first (dvemu's write history); a legal entity outside the job's list never arrives; a
 # customer leaving a map's filter is deleted from that table; pause holds changes back and
 # resume applies them; SIGTERM stops cleanly.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 show_log_on_failure "$DW_E2E_DIR/run1.log" "$DW_E2E_DIR/run2.log" "$DW_E2E_DIR/run3.log"

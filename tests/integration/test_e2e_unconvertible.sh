@@ -8,7 +8,7 @@
 #     no excerpt of the value, and its memory peak stays bounded (VmHWM under 8x the value).
 #  3. A TRUNCATE: parked with its map and target; a replay fails again with the same message.
 # Each part ends with the error table's exact rows and Dataverse equal to the source.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 
 e2e_setup
 sed -i 's/^\[apply\]$/[apply]\nmax_value_bytes = 1048576/' "$DW_E2E_CONF"

@@ -4,7 +4,7 @@
 # next change to the same customer waits behind it, other customers keep flowing; the map
 # is fixed, `dwasync errors replay` (no daemon running) applies both in commit order, a
 # second replay writes nothing, and after a restart the key flows again.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 DW_E2E_LOG_LEVEL=warn e2e_setup
 dw job start fno_sample >/dev/null 2>&1 || die "job start failed"
 e2e_load_sample

@@ -3,7 +3,7 @@
 # (error_summary, error_detail, job_status with slot lag and throughput), NOTIFY to a
 # listening session, and the roles: dwasync_triage reads the views and replays/skips but
 # changes nothing else; dwasync_admin manages jobs and maps.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 pg_start
 
 dw_mktemp work errors

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The harness itself: clusters are private and concurrent, removed on success, on failure
 # and when the test shell is killed outright.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 
 dw_mktemp work harness
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dwasync init: installs the control schema on a private cluster, twice is a no-op, a newer
 # schema is refused; the harness removes the cluster afterwards; .pgpass passwords work.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 pg_start
 
 dw_mktemp work init

@@ -4,7 +4,7 @@
 # through dwasync.set_job_state (what the CLI calls); `job drop` refuses a slot that is not a
 # logical pgoutput slot of this database; an upgrade resets names written before; and
 # dwasync_runner holds what the daemon needs.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 pg_start
 
 dw_mktemp work roles

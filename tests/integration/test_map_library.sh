@@ -4,7 +4,7 @@
 # together, as one job, sync the sample staging tables (plus fno-library.sql) exactly, first
 # by the initial sync and again after live inserts, updates and deletes, as an independent
 # oracle (tests/harness/map_oracle.py) reads the map files.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 lib=$DWASYNC_SOURCE_DIR/packaging/sample/maps
 sample=$DWASYNC_SOURCE_DIR/packaging/sample
 pg_start

@@ -5,7 +5,7 @@
 # equals the sample map; what it cannot match is listed on stderr and in the map's options,
 # never guessed; a table paired by column names alone is refused when two tables tie; `map
 # import` suggests the nearest column name for a missing one.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 pg_start
 dvemu_start
 

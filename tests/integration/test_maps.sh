@@ -4,7 +4,7 @@
 # check, `map validate` against source and Dataverse metadata, refusal while active, the job
 # lifecycle with its slot and publication (row filters in pg_publication_tables), and a legal
 # entity excluded from what the slot decodes.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 pg_start
 dvemu_start
 

@@ -4,7 +4,7 @@
 # the daemon loads it, and nothing is sent; the daemon refuses to stream from a slot that is
 # not its own; the daemon runs as a member of dwasync_runner (least privilege) and applies
 # everything; `map export` never writes through a planted link; CLI runs are not dumpable.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 dw_mktemp work maps-hostile
 show_log_on_failure "$work/run1.log" "$work/run2.log" "$work/run3.log"

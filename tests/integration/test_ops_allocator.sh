@@ -3,7 +3,7 @@
 # hand freed pages back within a second, which keeps the daemon's peak RSS steady; an
 # operator's MALLOC_CONF still overrides it. jemalloc prints its options at exit when asked
 # (stats_print). A sanitizer build brings the sanitizer's allocator and has no jemalloc.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 if ! ldd "$DWASYNC_BIN" | grep -q libjemalloc; then
     check_contains "a build without jemalloc is a sanitizer build" "DWASYNC_SANITIZE:BOOL=ON" \
         "$(cat "$DWASYNC_BUILD_DIR/CMakeCache.txt")"

@@ -5,7 +5,7 @@
 # unknown job, a running job without slot or publication, a mapped table not published,
 # unreachable authority, wrong client secret, a mapped Dataverse table that does not exist.
 # Dataverse is a minimal stand-in (dw_ops_harness fakedv): token endpoint and WhoAmI.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 pg_start "max_slot_wal_keep_size = 1GB"
 dw_mktemp work check
 "$DWASYNC_BUILD_DIR/bin/dw_ops_harness" fakedv 127.0.0.1:0 s3cr3t-value >"$work/fakedv.out" 2>/dev/null &

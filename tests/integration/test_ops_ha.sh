@@ -2,7 +2,7 @@
 # High availability: two runners compete for one job's lock (a row lock, sql/051); one is active, the
 # other a standby; kill -9 of the active one hands the job to the standby; the work log
 # shows the two were never active at the same time and each one's sequence is unbroken.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 harness=$DWASYNC_BUILD_DIR/bin/dw_ops_harness
 pg_start
 printf '[source]\nconninfo = %s\n' "$DW_PG_CONNINFO" >"$DW_PG_DIR/dw.conf"

@@ -5,7 +5,7 @@
 # standby takes over and finishes it: Dataverse (dvemu) ends exactly as the source, and
 # each key's history in dvemu only moves forward, apart from the one replay of the suffix
 # the killed runner had applied but not yet confirmed.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"

@@ -6,7 +6,7 @@
 # the slot, lose what was committed meanwhile and leave ghost rows). Deletes and a row
 # moved out of the legal-entity filter, committed while no runner is active, must reach
 # Dataverse: it ends equal to the oracle with no ghost rows.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"

@@ -5,7 +5,7 @@
 # active and replicates (Dataverse equals the oracle). A privileged session that does hold
 # the lock by hand is named by `status` (text and JSON) and `check` (LOCK001) as a foreign
 # holder; the daemon waits as a standby meanwhile and takes over when that session ends.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log"

@@ -2,7 +2,7 @@
 # Man pages stay in step with the binary: every command and option that `dwasync --help`
 # lists is in dwasync(1); every key of `dwasync config describe` is in the generated
 # dwasync.conf(5); all pages render without groff warnings.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 man_dir=$DWASYNC_BUILD_DIR/packaging/man
 [ -f "$man_dir/dwasync.conf.5" ] || die "no generated $man_dir/dwasync.conf.5 (build the manpages target)"
 render() { MANWIDTH=200 man -E UTF-8 -l "$1" 2>/dev/null | col -b | sed 's/‐/-/g'; }

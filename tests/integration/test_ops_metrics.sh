@@ -2,7 +2,7 @@
 # /metrics and /healthz served by the listener inside a poll loop (dw_ops_harness): counters
 # move as updates arrive, /healthz flips to 503 with a JSON reason and back, unknown paths
 # are 404, a busy port is a clear error.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 harness=$DWASYNC_BUILD_DIR/bin/dw_ops_harness
 [ -x "$harness" ] || die "no $harness"
 dw_mktemp work metrics

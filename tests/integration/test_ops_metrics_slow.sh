@@ -3,7 +3,7 @@
 # every half second from one address do not starve /healthz (at most 4 per client address),
 # and a connection that never finishes its request is cut at the whole-request deadline
 # (10 s), however often it sends.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 harness=$DWASYNC_BUILD_DIR/bin/dw_ops_harness
 [ -x "$harness" ] || die "no $harness"
 

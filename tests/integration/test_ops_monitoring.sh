@@ -6,7 +6,7 @@
 # (check_monitoring.py, shown to catch a renamed metric, a renamed label and a gauge under
 # rate()); and a real daemon's /metrics exposes every family they use, with the labels
 # they use on it.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 mon=$DWASYNC_SOURCE_DIR/packaging/monitoring
 rules=$mon/dwasync-alerts.yml
 dash=$mon/dwasync-dashboard.json

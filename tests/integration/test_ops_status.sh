@@ -2,7 +2,7 @@
 # dwasync status [--json]: fields present and correct against a control schema populated by
 # hand (jobs, checkpoint, apply_stat, runner, error rows, a slot with WAL behind it), and
 # with the error table hidden (an older control schema).
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 pg_start
 dw_mktemp work status
 conf=$work/dwasync.conf

@@ -2,7 +2,7 @@
 # The systemd units: `systemd-analyze verify` passes for dwasync.service and an instance of
 # dwasync@.service, the settings the issue requires are there, and the offline
 # `systemd-analyze security` exposure stays low (at most 2.0, "OK").
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 command -v systemd-analyze >/dev/null || die "systemd-analyze missing (tests/harness/deps.sh installs systemd)"
 dw_mktemp work units
 # verify insists that ExecStart exists: point the copies at the binary just built.

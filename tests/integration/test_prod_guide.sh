@@ -17,7 +17,7 @@
 #              default privileges; the status poll is bounded.
 # Then: the job is active and Dataverse holds what the maps say; whoami answers; the final
 # check is clean; the role the guide creates is not a superuser and owns no staging table.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 pg_start
 dw_mktemp work guide
 mkdir -p "$work/etc/dwasync" "$work/var/lib"

@@ -4,7 +4,7 @@
 # map lacks, the daemon parks it, and the five queries, run one by one as a member of
 # dwasync_triage, show the job with one open error, the cause grouped, its details, queue a
 # replay that fails again (the map still lacks 6), and skip it with a reason.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log"

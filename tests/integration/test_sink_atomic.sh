@@ -5,7 +5,7 @@
 # group back (the failing row named, the others "rolled back"), a row whose parent cannot be
 # found that stops its group before anything is sent, a whole changeset retried through 503s,
 # and a group larger than 1000 refused.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-atomic
 dvemu_start
 sink_conf "$work/dw.conf" "retry_max_backoff_ms = 200"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sink auth against dvemu: client secret, certificate assertions (PS256 + x5t#S256 and
 # RS256 + x5t), wrong credentials refused with a clear error, tokens renewed mid-run.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-auth
 
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=dwasync test client" \

@@ -2,7 +2,7 @@
 # A bulk request of 1000 rows with 3 bad ones: UpsertMultiple fails as a whole, the sink
 # isolates the bad rows through $batch, 997 rows are applied and the 3 are reported with
 # their own Dataverse codes.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-bulk
 dvemu_start
 sink_conf "$work/dw.conf"

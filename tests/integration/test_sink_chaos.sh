@@ -3,7 +3,7 @@
 # error), 503, 429, a dropped connection, a truncated JSON body or an HTML gateway page.
 # Bulk requests, $batch requests and $filter lookups (keys a URL cannot carry) all go
 # through it; every row lands exactly once and nothing is reported as refused.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-chaos
 dvemu_start
 sink_conf "$work/dw.conf" "batch_size = 50" "retry_max_backoff_ms = 200"

@@ -5,7 +5,7 @@
 # max_response_bytes fails with an error naming the cap; a huge expires_in is clamped; key
 # values with '#' are percent-encoded in @odata.bind and @odata.id. Peers are a small
 # Python server (tests/data/peers/hostile_peer.py) and dvemu.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-hostile
 echo "peer-secret-value" >"$work/secret"
 chmod 600 "$work/secret"

@@ -4,7 +4,7 @@
 # hundred parents, each answer row matched back to its parent as Dataverse's collation
 # compares (no case, trailing spaces ignored); a parent whose key is not ASCII is asked
 # alone; absent parents are named.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-lookups
 dvemu_start
 sink_conf "$work/dw.conf"

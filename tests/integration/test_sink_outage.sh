@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # 503 outage then recovery: the sink retries with backoff for as long as the outage lasts
 # and loses nothing. With [dataverse] retry_limit set, rows give up as "transient" instead.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-outage
 dvemu_start
 sink_conf "$work/dw.conf" "batch_size = 20" "retry_max_backoff_ms = 400"

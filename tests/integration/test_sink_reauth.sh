@@ -2,7 +2,7 @@
 # A 401 mid-run: dvemu is restarted (same port, same data, a new token signing key), so
 # the sink's cached token is suddenly refused. The sink renews it once and retries; the
 # outage of the restart itself is retried too; every row lands exactly once.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-reauth
 slow='{"rates":{"slow":1.0},"slow_ms":150}'
 dvemu_start --state "$work/state.json" --faults "$slow"

@@ -2,7 +2,7 @@
 # Secrets stay secret: with debug logging and payload dumps on, in success and in failure
 # (refused secret, throttling, outage, bad input), no output of dwasync carries the client
 # secret, the private key, the client assertion or an access token.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-secrets
 
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=dwasync test client" \

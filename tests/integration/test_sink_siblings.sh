@@ -6,7 +6,7 @@
 # and the only requests are the three UpsertMultiple calls. A parent earlier in the same
 # request needs no second try: rows keep their order. dvemu gives each row its own version 4
 # id.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-siblings
 dvemu_start
 sink_conf "$work/dw.conf" "max_concurrency = 1"

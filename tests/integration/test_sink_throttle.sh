@@ -4,7 +4,7 @@
 # sink sends nothing at all to the environment (counted from dvemu's request log).
 # dvemu's window runs on its manual clock, moved on by the test each time dvemu throttles:
 # every window ends in a 429 however fast or slow the machine is.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-throttle
 dvemu_start --clock manual --limit-requests 15 --limit-window 2
 sink_conf "$work/dw.conf" "batch_size = 10" "max_concurrency = 8"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # TLS: dvemu over HTTPS with a throwaway CA. Trusting that CA ([dataverse] ca_file) works;
 # another CA, or the system store, is refused with a clear error and nothing is sent.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-tls
 dvemu_start_tls
 sink_conf "$work/dw.conf"

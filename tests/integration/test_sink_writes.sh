@@ -3,7 +3,7 @@
 # update-only and delete by a composite alternate key with a lookup part, lookups bound by
 # the parent's key, UpsertMultiple where the table supports it and $batch where it does not,
 # the $filter fallback for keys a URL cannot carry, missing parents, bad input lines.
-source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-writes
 dvemu_start
 sink_conf "$work/dw.conf"
