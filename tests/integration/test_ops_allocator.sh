@@ -4,7 +4,10 @@
 # operator's MALLOC_CONF still overrides it. jemalloc prints its options at exit when asked
 # (stats_print). A sanitizer build brings the sanitizer's allocator and has no jemalloc.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
-if ! ldd "$DWASYNC_BIN" | grep -q libjemalloc; then
+# ldd's output is read whole first: `ldd | grep -q` under pipefail failed whenever grep quit
+# before ldd had written its last line (SIGPIPE), and a jemalloc build looked like one without.
+libs=$(ldd "$DWASYNC_BIN")
+if ! grep -q libjemalloc <<<"$libs"; then
     check_contains "a build without jemalloc is a sanitizer build" "DWASYNC_SANITIZE:BOOL=ON" \
         "$(cat "$DWASYNC_BUILD_DIR/CMakeCache.txt")"
     finish
