@@ -507,7 +507,7 @@ bad:
 }
 
 /* MHD's own messages go through our logger (redacted, one line each) instead of stderr. */
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char msg[512];
