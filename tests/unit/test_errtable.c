@@ -37,8 +37,7 @@ static void cluster_start(void)
     ck_assert_ptr_nonnull(mkdtemp(cluster_dir));
     /* The server may run as another user (initdb refuses root): it must reach its dir. */
     ck_assert_int_eq(chmod(cluster_dir, 0755), 0);
-    snprintf(cmd, sizeof cmd, "bash '%s' start '%s/c' >/dev/null", harness_script(),
-             cluster_dir);
+    snprintf(cmd, sizeof cmd, "bash '%s' start '%s/c' >/dev/null", harness_script(), cluster_dir);
     ck_assert_int_eq(system(cmd), 0);
     snprintf(cmd, sizeof cmd, "%s/c/env", cluster_dir);
     FILE *f = fopen(cmd, "r");
