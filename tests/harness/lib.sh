@@ -126,13 +126,17 @@ HBA
     on_exit "pg_stop"
     # If this shell dies without running its traps (kill -9), still stop the server.
     # (pgcluster sets DW_PG_KEEP: there the cluster outlives the shell on purpose.)
-    [ -n "${DW_PG_KEEP:-}" ] || (
-        trap '' INT TERM
-        while kill -0 $$ 2>/dev/null; do sleep 1; done
-        as_pg_user "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate stop
-        rm -rf "$DW_PG_DIR"
-    ) </dev/null >/dev/null 2>&1 &
-    disown
+    # (The watcher is a job of its own only when started: an "a || (...) &" list that
+    # ends at once could be reaped before disown, which then fails the script.)
+    if [ -z "${DW_PG_KEEP:-}" ]; then
+        (
+            trap '' INT TERM
+            while kill -0 $$ 2>/dev/null; do sleep 1; done
+            as_pg_user "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate stop
+            rm -rf "$DW_PG_DIR"
+        ) </dev/null >/dev/null 2>&1 &
+        disown
+    fi
     export DW_PG_CONNINFO="host=$PGHOST port=$PGPORT user=postgres dbname=postgres"
     export DW_PG_PASSWORD_ROLE=dw_password DW_PG_PASSWORD="pw-$RANDOM$RANDOM"
     psql_q "CREATE ROLE dw_password LOGIN REPLICATION PASSWORD '$DW_PG_PASSWORD'" >/dev/null
