@@ -12,7 +12,7 @@
 #include <curl/curl.h>
 #include <stdbool.h>
 
-#include "dwasync/sink.h"
+#include "dwasync/write.h"
 
 enum dw_verdict {
     DW_VERDICT_OK,         /* applied */

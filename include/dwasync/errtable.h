@@ -46,7 +46,7 @@
 #include "dwasync/change.h"
 #include "dwasync/lsn.h"
 #include "dwasync/rc.h"
-#include "dwasync/sink.h"
+#include "dwasync/write.h"
 
 /* The NOTIFY channel replay and skip functions signal; the payload is the job name. */
 #define DW_REPLAY_CHANNEL "dwasync_replay"

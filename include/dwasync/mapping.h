@@ -21,7 +21,7 @@
 
 #include "dwasync/change.h"
 #include "dwasync/rc.h"
-#include "dwasync/sink.h"
+#include "dwasync/write.h"
 
 struct dw_job_maps;
 struct dw_jobdef;

@@ -49,8 +49,10 @@
 #include "dwasync/lsn.h"
 #include "dwasync/mapping.h"
 #include "dwasync/rc.h"
-#include "dwasync/sink.h"
 #include "dwasync/values.h"
+#include "dwasync/write.h"
+
+struct dw_sink; /* sink.h */
 
 /* What a sink write carries back to whoever submitted it. */
 struct dw_write_ticket {

@@ -8,6 +8,9 @@
  * request. It is single-threaded and non-blocking: the daemon's event loop calls
  * dw_sink_run(), which polls curl's sockets together with the caller's descriptors.
  *
+ * What a write and its result are (struct dw_write, struct dw_write_result, the error
+ * classes) is the contract in write.h, shared with mapping, pipeline and control.
+ *
  * Ownership: dw_sink_submit() takes the contents of each struct dw_write (strings and JSON
  * references) and returns the array to the caller empty. The sink never modifies the key
  * and body objects it is given, so a caller may keep (and later resubmit) references. The done
@@ -30,74 +33,9 @@
 
 #include "dwasync/config.h"
 #include "dwasync/rc.h"
+#include "dwasync/write.h"
 
 struct dw_sink;
-
-enum dw_write_op {
-    DW_WRITE_UPSERT, /* PATCH by key, creates or updates */
-    DW_WRITE_CREATE, /* PATCH with If-None-Match: * (create only) */
-    DW_WRITE_UPDATE, /* PATCH with If-Match: * (update only) */
-    DW_WRITE_DELETE, /* DELETE by key; 404 counts as done */
-};
-
-/*
- * One row write.
- *
- * key: JSON object of alternate-key attribute -> scalar (string, integer, number, boolean).
- *   A key part that is a lookup is named as the URL names it, "_<lookup>_value", and its
- *   value is either a GUID string or a reference object
- *       {"$ref": "<parent entity set>", "key": {<the parent's key, same rules>}}
- *   which the sink resolves to the parent's GUID (cached; invalidated on 404).
- * body: JSON object of attribute -> value, without the key attributes. A lookup is
- *   "<navigation property>@odata.bind": a reference object as above (the sink writes
- *   "/<set>(<key>)"), or null to clear it. NULL for DW_WRITE_DELETE.
- */
-struct dw_write {
-    enum dw_write_op op;
-    char *entity_set;   /* e.g. "accounts" */
-    char *logical_name; /* e.g. "account" (for @odata.type in bulk actions) */
-    json_t *key;
-    json_t *body;
-};
-
-/* Frees what a write holds and empties it; an empty write is fine. */
-void dw_write_cleanup(struct dw_write *w);
-
-/* Why a row was refused; the error table's "class" column uses these names. */
-enum dw_error_class {
-    DW_ERRCLASS_NONE = 0,
-    DW_ERRCLASS_MAPPING,        /* could not be mapped; no request was sent */
-    DW_ERRCLASS_VALIDATION,     /* 400: length, type, option value, unknown property */
-    DW_ERRCLASS_MISSING_PARENT, /* 404 on a lookup bind or key reference */
-    DW_ERRCLASS_DUPLICATE,      /* 412 / duplicate key */
-    DW_ERRCLASS_PRIVILEGE,      /* 403 */
-    DW_ERRCLASS_CONFLICT,       /* 409, concurrency */
-    DW_ERRCLASS_TRANSIENT,      /* retryable failures past the retry limit */
-    DW_ERRCLASS_UNKNOWN,
-};
-
-/* "mapping", "validation", "missing_parent", ...; never NULL. */
-const char *dw_error_class_name(enum dw_error_class c);
-
-enum dw_write_status {
-    DW_WRITE_APPLIED,  /* 2xx, or 404 for a delete */
-    DW_WRITE_REJECTED, /* a permanent failure of this row */
-    DW_WRITE_GAVE_UP,  /* transient failures outlasted [dataverse] retry_limit */
-};
-
-struct dw_write_result {
-    enum dw_write_status status;
-    enum dw_error_class error_class; /* DW_ERRCLASS_NONE when applied */
-    int http_status;                 /* 0 when no response was received */
-    const char *code;                /* Dataverse error code, e.g. "0x80044331"; "" if none */
-    const char *message;             /* Dataverse or transport message, redacted; "" if none */
-    const json_t *payload;           /* the body last sent, for a row that failed; NULL
-                                      * for an applied row, a delete or a row never sent */
-    const char *missing_parent;      /* "<set>(<key>)" of a missing parent, or NULL */
-};
-
-/* Called once per write; write_user is what was passed to dw_sink_submit() for it. */
-typedef void (*dw_write_done_fn)(void *user, void *write_user, const struct dw_write_result *r);
 
 /* Throttling and traffic counters for status and metrics. */
 struct dw_sink_stats {
@@ -127,10 +65,6 @@ void dw_sink_free(struct dw_sink *sink);
  */
 dw_rc dw_sink_submit(struct dw_sink *sink, struct dw_write *writes, void *const *write_users,
                      size_t n);
-
-/* Most writes in one atomic group: Dataverse's limit of requests in one $batch, and
- * dual-write's of records in one transaction. */
-#define DW_SINK_ATOMIC_MAX 1000
 
 /*
  * Queues n writes (1..DW_SINK_ATOMIC_MAX, each to a different row) as one atomic group: one

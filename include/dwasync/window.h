@@ -44,7 +44,7 @@
 #include "dwasync/errtable.h"
 #include "dwasync/lsn.h"
 #include "dwasync/mapping.h"
-#include "dwasync/sink.h"
+#include "dwasync/write.h"
 
 /* What happened to one item. */
 enum dw_item_state {

@@ -20,6 +20,7 @@
 #include "dwasync/log.h"
 #include "dwasync/mapfile.h"
 #include "dwasync/pg.h"
+#include "dwasync/sink.h"
 #include "dwasync/values.h"
 #include "dwasync/window.h"
 

@@ -7,31 +7,6 @@
 
 #include <string.h>
 
-const char *dw_error_class_name(enum dw_error_class c)
-{
-    switch (c) {
-    case DW_ERRCLASS_NONE:
-        return "none";
-    case DW_ERRCLASS_MAPPING:
-        return "mapping";
-    case DW_ERRCLASS_VALIDATION:
-        return "validation";
-    case DW_ERRCLASS_MISSING_PARENT:
-        return "missing_parent";
-    case DW_ERRCLASS_DUPLICATE:
-        return "duplicate";
-    case DW_ERRCLASS_PRIVILEGE:
-        return "privilege";
-    case DW_ERRCLASS_CONFLICT:
-        return "conflict";
-    case DW_ERRCLASS_TRANSIENT:
-        return "transient";
-    case DW_ERRCLASS_UNKNOWN:
-        return "unknown";
-    }
-    return "unknown";
-}
-
 const char *dw_verdict_name(enum dw_verdict v)
 {
     switch (v) {

@@ -1,0 +1,91 @@
+/*
+ * write.h - the write vocabulary: the contract between mapping, pipeline, control and sink.
+ *
+ * The mapping engine turns a row change into a struct dw_write; the pipeline and error
+ * replay hand writes to the sink (sink.h) and get each one back as a struct
+ * dw_write_result through a dw_write_done_fn; the error table stores a refused row under
+ * its enum dw_error_class name. None of this needs the HTTP client, so this header pulls
+ * in nothing but jansson.
+ *
+ * Ownership: a struct dw_write owns its strings and its JSON references (new references,
+ * released by dw_write_cleanup()); whoever it is handed to takes them (see
+ * dw_sink_submit()). A struct dw_write_result is borrowed: its pointers are valid only
+ * during the callback that receives it.
+ */
+#ifndef DWASYNC_WRITE_H
+#define DWASYNC_WRITE_H
+
+#include <jansson.h>
+
+enum dw_write_op {
+    DW_WRITE_UPSERT, /* PATCH by key, creates or updates */
+    DW_WRITE_CREATE, /* PATCH with If-None-Match: * (create only) */
+    DW_WRITE_UPDATE, /* PATCH with If-Match: * (update only) */
+    DW_WRITE_DELETE, /* DELETE by key; 404 counts as done */
+};
+
+/*
+ * One row write.
+ *
+ * key: JSON object of alternate-key attribute -> scalar (string, integer, number, boolean).
+ *   A key part that is a lookup is named as the URL names it, "_<lookup>_value", and its
+ *   value is either a GUID string or a reference object
+ *       {"$ref": "<parent entity set>", "key": {<the parent's key, same rules>}}
+ *   which the sink resolves to the parent's GUID (cached; invalidated on 404).
+ * body: JSON object of attribute -> value, without the key attributes. A lookup is
+ *   "<navigation property>@odata.bind": a reference object as above (the sink writes
+ *   "/<set>(<key>)"), or null to clear it. NULL for DW_WRITE_DELETE.
+ */
+struct dw_write {
+    enum dw_write_op op;
+    char *entity_set;   /* e.g. "accounts" */
+    char *logical_name; /* e.g. "account" (for @odata.type in bulk actions) */
+    json_t *key;
+    json_t *body;
+};
+
+/* Frees what a write holds and empties it; an empty write is fine. */
+void dw_write_cleanup(struct dw_write *w);
+
+/* Why a row was refused; the error table's "class" column uses these names. */
+enum dw_error_class {
+    DW_ERRCLASS_NONE = 0,
+    DW_ERRCLASS_MAPPING,        /* could not be mapped; no request was sent */
+    DW_ERRCLASS_VALIDATION,     /* 400: length, type, option value, unknown property */
+    DW_ERRCLASS_MISSING_PARENT, /* 404 on a lookup bind or key reference */
+    DW_ERRCLASS_DUPLICATE,      /* 412 / duplicate key */
+    DW_ERRCLASS_PRIVILEGE,      /* 403 */
+    DW_ERRCLASS_CONFLICT,       /* 409, concurrency */
+    DW_ERRCLASS_TRANSIENT,      /* retryable failures past the retry limit */
+    DW_ERRCLASS_UNKNOWN,
+};
+
+/* "mapping", "validation", "missing_parent", ...; never NULL. */
+const char *dw_error_class_name(enum dw_error_class c);
+
+enum dw_write_status {
+    DW_WRITE_APPLIED,  /* 2xx, or 404 for a delete */
+    DW_WRITE_REJECTED, /* a permanent failure of this row */
+    DW_WRITE_GAVE_UP,  /* transient failures outlasted [dataverse] retry_limit */
+};
+
+struct dw_write_result {
+    enum dw_write_status status;
+    enum dw_error_class error_class; /* DW_ERRCLASS_NONE when applied */
+    int http_status;                 /* 0 when no response was received */
+    const char *code;                /* Dataverse error code, e.g. "0x80044331"; "" if none */
+    const char *message;             /* Dataverse or transport message, redacted; "" if none */
+    const json_t *payload;           /* the body last sent, for a row that failed; NULL
+                                      * for an applied row, a delete or a row never sent */
+    const char *missing_parent;      /* "<set>(<key>)" of a missing parent, or NULL */
+};
+
+/* Called once per write; write_user is what was passed to dw_sink_submit() for it. */
+typedef void (*dw_write_done_fn)(void *user, void *write_user, const struct dw_write_result *r);
+
+/* Most writes in one atomic group (dw_sink_submit_atomic()): Dataverse's limit of requests
+ * in one $batch, and dual-write's of records in one transaction. The window cuts its atomic
+ * units to it. */
+#define DW_SINK_ATOMIC_MAX 1000
+
+#endif
