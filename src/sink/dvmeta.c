@@ -124,6 +124,43 @@ static dw_rc get(struct dw_sink *sink, const char *prefix, const char *suffix, j
     return rc;
 }
 
+/*
+ * GETs a table's definition, EntityDefinitions(LogicalName='<name>')?$select=<select>, into
+ * *doc (a new reference), which must name the table's entity set and primary id. url gets
+ * the definition's address (the literal percent-encoded), the prefix of the attribute
+ * queries that follow; lit the literal itself ('<name>'), for a $filter.
+ */
+static dw_rc get_definition(struct dw_sink *sink, const char *logical_name, const char *select,
+                            struct dw_buf *url, struct dw_buf *lit, json_t **doc)
+{
+    json_t *name_json = json_string(logical_name);
+    dw_rc rc = DW_OK;
+    if (name_json == NULL || dw_dvkey_literal(lit, name_json, false) != DW_OK) {
+        DW_ERROR("table name \"%s\" is not valid UTF-8", logical_name);
+        rc = DW_ERR_INVALID;
+        goto out;
+    }
+    (void)dw_buf_puts(url, "EntityDefinitions(LogicalName=");
+    (void)dw_dvkey_encode(url, lit->data, lit->len);
+    (void)dw_buf_putc(url, ')');
+    char *query = dw_asprintf("?$select=%s", select);
+    rc = get(sink, dw_buf_str(url), query, doc);
+    free(query);
+    if (rc != DW_OK)
+        goto out;
+    if (!json_is_string(json_object_get(*doc, "EntitySetName")) ||
+        !json_is_string(json_object_get(*doc, "PrimaryIdAttribute"))) {
+        DW_ERROR("metadata of table \"%s\" lacks EntitySetName or PrimaryIdAttribute",
+                 logical_name);
+        json_decref(*doc);
+        *doc = NULL;
+        rc = DW_ERR_PROTOCOL;
+    }
+out:
+    json_decref(name_json);
+    return rc;
+}
+
 static void add_options(struct dw_attr_meta *a, json_t *optionset)
 {
     json_t *opts = json_object_get(optionset, "Options"), *o;
@@ -181,34 +218,16 @@ dw_rc dw_dvmeta_fetch(struct dw_sink *sink, const char *logical_name, struct dw_
     struct dw_entity_meta *m = dw_calloc(1, sizeof *m);
     json_t *doc = NULL;
     dw_rc rc;
-    /* EntityDefinitions(LogicalName='<name>'), the literal percent-encoded. */
     struct dw_buf url, lit;
     dw_buf_init(&url, 0);
     dw_buf_init(&lit, 0);
-    json_t *name_json = json_string(logical_name);
-    if (name_json == NULL || dw_dvkey_literal(&lit, name_json, false) != DW_OK) {
-        DW_ERROR("table name \"%s\" is not valid UTF-8", logical_name);
-        json_decref(name_json);
-        rc = DW_ERR_INVALID;
+    if ((rc = get_definition(sink, logical_name, "LogicalName,EntitySetName,PrimaryIdAttribute",
+                             &url, &lit, &doc)) != DW_OK)
         goto out;
-    }
-    json_decref(name_json);
-    (void)dw_buf_puts(&url, "EntityDefinitions(LogicalName=");
-    (void)dw_dvkey_encode(&url, lit.data, lit.len);
-    (void)dw_buf_putc(&url, ')');
     const char *p = dw_buf_str(&url);
-
-    if ((rc = get(sink, p, "?$select=LogicalName,EntitySetName,PrimaryIdAttribute", &doc)) != DW_OK)
-        goto out;
     const char *set = json_string_value(json_object_get(doc, "EntitySetName"));
     const char *pk = json_string_value(json_object_get(doc, "PrimaryIdAttribute"));
     const char *lname = json_string_value(json_object_get(doc, "LogicalName"));
-    if (set == NULL || pk == NULL) {
-        DW_ERROR("metadata of table \"%s\" lacks EntitySetName or PrimaryIdAttribute",
-                 logical_name);
-        rc = DW_ERR_PROTOCOL;
-        goto out;
-    }
     m->logical_name = dw_strdup(lname ? lname : logical_name);
     m->entity_set = dw_strdup(set);
     m->primary_id = dw_strdup(pk);
@@ -365,32 +384,15 @@ static dw_rc export_table(struct dw_sink *sink, const char *logical_name, json_t
     struct dw_buf url, lit;
     dw_buf_init(&url, 0);
     dw_buf_init(&lit, 0);
-    dw_rc rc;
-    json_t *name_json = json_string(logical_name);
-    if (name_json == NULL || dw_dvkey_literal(&lit, name_json, false) != DW_OK) {
-        DW_ERROR("table name \"%s\" is not valid UTF-8", logical_name);
-        json_decref(name_json);
-        rc = DW_ERR_INVALID;
+    dw_rc rc = get_definition(sink, logical_name,
+                              "LogicalName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute",
+                              &url, &lit, &doc);
+    if (rc != DW_OK)
         goto out;
-    }
-    json_decref(name_json);
-    (void)dw_buf_puts(&url, "EntityDefinitions(LogicalName=");
-    (void)dw_dvkey_encode(&url, lit.data, lit.len);
-    (void)dw_buf_putc(&url, ')');
     const char *p = dw_buf_str(&url);
-    if ((rc = get(sink, p,
-                  "?$select=LogicalName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute",
-                  &doc)) != DW_OK)
-        goto out;
     const char *set = json_string_value(json_object_get(doc, "EntitySetName"));
     const char *pk = json_string_value(json_object_get(doc, "PrimaryIdAttribute"));
     const char *pn = json_string_value(json_object_get(doc, "PrimaryNameAttribute"));
-    if (set == NULL || pk == NULL) {
-        DW_ERROR("metadata of table \"%s\" lacks EntitySetName or PrimaryIdAttribute",
-                 logical_name);
-        rc = DW_ERR_PROTOCOL;
-        goto out;
-    }
     t = json_pack("{s:s, s:s, s:s, s:s}", "logical_name", logical_name, "entity_set", set,
                   "primary_id", pk, "primary_name", pn ? pn : "");
     char *primary_id = dw_strdup(pk);
