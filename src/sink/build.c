@@ -1,0 +1,245 @@
+/*
+ * Request building: the body of a row as sent, a row's address, the UpsertMultiple body of
+ * a bulk request, the multipart body of a $batch (or of one changeset), the metadata GETs
+ * (whether a table supports UpsertMultiple) and the URLs of the Web API.
+ */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dwasync/alloc.h"
+#include "dwasync/dvbatch.h"
+#include "dwasync/dvkey.h"
+#include "dwasync/json.h"
+
+/* The body sent when it is an object as it stands (a POST's, or one without references);
+ * NULL when its references are to be replaced by rbinds (sent_value()). */
+static const json_t *body_as_is(const struct row *r)
+{
+    return r->rbody ? r->rbody : r->rbinds == NULL ? r->body : NULL;
+}
+
+/* What is sent for body member name: v, or for a bind reference the next of rbinds (*k
+ * counts them; members are visited in body order). */
+static json_t *sent_value(const struct row *r, const char *name, json_t *v, size_t *k)
+{
+    return dw_sink_is_bind_ref(name, v) ? json_array_get(r->rbinds, (*k)++) : v;
+}
+
+/* Appends the members of the body as sent (no braces): the body with its bind references
+ * written out, or the whole body of a POST. */
+void dw_sink_put_body_members(struct dw_buf *b, const struct row *r)
+{
+    if (body_as_is(r)) {
+        (void)dw_json_append_members(b, body_as_is(r));
+        return;
+    }
+    const char *name;
+    json_t *v;
+    size_t k = 0;
+    bool first = true;
+    json_object_foreach(r->body, name, v)
+    {
+        if (!first)
+            (void)dw_buf_putc(b, ',');
+        first = false;
+        (void)dw_buf_put_json_string(b, name, strlen(name));
+        (void)dw_buf_putc(b, ':');
+        (void)dw_json_append(b, sent_value(r, name, v, &k));
+    }
+}
+
+/* The body as sent, as a new reference: a failure's payload, and the start of a POST's body. */
+json_t *dw_sink_body_as_sent(const struct row *r)
+{
+    if (body_as_is(r))
+        return json_incref((json_t *)body_as_is(r));
+    json_t *whole = json_object();
+    const char *name;
+    json_t *v;
+    size_t k = 0;
+    json_object_foreach(r->body, name, v)
+    {
+        json_object_set(whole, name, sent_value(r, name, v, &k));
+    }
+    return whole;
+}
+
+char *dw_sink_api_url(struct dw_sink *s, const char *fmt, ...)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    (void)dw_buf_printf(&b, "%s/", s->api);
+    va_list ap;
+    va_start(ap, fmt);
+    (void)dw_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    return dw_buf_steal(&b);
+}
+
+/* The address of a row: "<set>(<key segment>)" or "<set>(<guid>)", URL-encoded. */
+static void row_address(struct dw_buf *b, const struct row *r, bool encode)
+{
+    (void)dw_buf_puts(b, r->entity_set);
+    (void)dw_buf_putc(b, '(');
+    if (r->guid)
+        (void)dw_buf_puts(b, r->guid);
+    else
+        (void)dw_dvkey_segment(b, r->rkey, encode);
+    (void)dw_buf_putc(b, ')');
+}
+
+/* "<before><value as an OData string literal><after>", a new heap string. */
+char *dw_sink_filter_eq(const char *before, const char *value, const char *after)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    json_t *v = json_string(value);
+    (void)dw_buf_puts(&b, before);
+    if (v == NULL || dw_dvkey_literal(&b, v, false) != DW_OK)
+        (void)dw_buf_puts(&b, "''");
+    (void)dw_buf_puts(&b, after);
+    json_decref(v);
+    return dw_buf_steal(&b);
+}
+
+void dw_sink_queue_bulkinfo(struct dw_sink *s, struct bulk_entry *e)
+{
+    struct dw_buf b;
+    char *filter = dw_sink_filter_eq(
+        "sdkmessageid/name eq 'UpsertMultiple' and primaryobjecttypecode eq ", e->name, "");
+    dw_buf_init(&b, 0);
+    (void)dw_dvkey_encode(&b, filter, strlen(filter));
+    struct req *q = dw_sink_req_new(
+        REQ_BULKINFO, "GET",
+        dw_sink_api_url(s, "sdkmessagefilters?$select=sdkmessagefilterid&$filter=%s",
+                        dw_buf_str(&b)));
+    free(filter);
+    dw_buf_cleanup(&b);
+    q->bulk_entry = e;
+    e->state = ST_INFLIGHT;
+    dw_sink_enqueue(s, q);
+}
+
+void dw_sink_queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
+{
+    /* Written straight into the body: each target is the row's body with its type and
+     * address in front, {"Targets":[{"@odata.type":..,"@odata.id":..,<body>},..]}. */
+    struct dw_buf body, address;
+    dw_buf_init(&body, 0);
+    dw_buf_init(&address, 0);
+    (void)dw_buf_puts(&body, "{\"Targets\":[");
+    for (size_t i = 0; i < n; i++) {
+        struct row *r = rows[i];
+        dw_buf_reset(&address);
+        (void)dw_buf_puts(&address, "Microsoft.Dynamics.CRM.");
+        (void)dw_buf_puts(&address, r->logical_name);
+        (void)dw_buf_puts(&body, i ? ",{\"@odata.type\":" : "{\"@odata.type\":");
+        (void)dw_buf_put_json_string(&body, address.data, address.len);
+        dw_buf_reset(&address);
+        row_address(&address, r, true);
+        (void)dw_buf_puts(&body, ",\"@odata.id\":");
+        (void)dw_buf_put_json_string(&body, address.data, address.len);
+        if (json_object_size(r->body) || json_object_size(r->rbody)) {
+            (void)dw_buf_putc(&body, ',');
+            dw_sink_put_body_members(&body, r);
+        }
+        (void)dw_buf_putc(&body, '}');
+        r->sent = true;
+        dw_sink_row_move(s, r, ROW_SENT);
+    }
+    (void)dw_buf_puts(&body, "]}");
+    dw_buf_cleanup(&address);
+    struct req *q = dw_sink_req_new(
+        REQ_BULK, "POST",
+        dw_sink_api_url(s, "%s/Microsoft.Dynamics.CRM.UpsertMultiple", rows[0]->entity_set));
+    q->body_len = body.len;
+    q->body = dw_buf_steal(&body);
+    q->content_type = dw_strdup("application/json");
+    q->rows = dw_malloc(n * sizeof *q->rows);
+    memcpy(q->rows, rows, n * sizeof *rows);
+    q->nrows = n;
+    dw_sink_enqueue(s, q);
+}
+
+/*
+ * Builds a $batch request of rows (moved to ROW_SENT); the caller queues it. With
+ * content_ids the rows go as one changeset (REQ_CHANGESET) under those Content-IDs.
+ */
+struct req *dw_sink_build_batch(struct dw_sink *s, struct row **rows, size_t n,
+                                const size_t *content_ids)
+{
+    struct dw_batch_request *parts = dw_calloc(n, sizeof *parts);
+    char **urls = dw_calloc(n, sizeof *urls);
+    char **bodies = dw_calloc(n, sizeof *bodies);
+    char boundary[48];
+    snprintf(boundary, sizeof boundary, "batch_%08x%08x", dw_sink_random32(), dw_sink_random32());
+    for (size_t i = 0; i < n; i++) {
+        struct row *r = rows[i];
+        struct dw_buf b;
+        dw_buf_init(&b, 0);
+        (void)dw_buf_printf(&b, "%s/", s->api_path);
+        if (r->post)
+            (void)dw_buf_puts(&b, r->entity_set);
+        else
+            row_address(&b, r, true);
+        urls[i] = dw_buf_steal(&b);
+        parts[i].url = urls[i];
+        parts[i].content_id = content_ids ? content_ids[i] : 0;
+        r->sent = true;
+        if (r->op == DW_WRITE_DELETE) {
+            parts[i].method = "DELETE";
+        } else {
+            parts[i].method = r->post ? "POST" : "PATCH";
+            if (!r->post && r->op == DW_WRITE_CREATE)
+                parts[i].headers = "If-None-Match: *\r\n";
+            else if (!r->post && r->op == DW_WRITE_UPDATE)
+                parts[i].headers = "If-Match: *\r\n";
+            struct dw_buf one;
+            dw_buf_init(&one, 0);
+            (void)dw_buf_putc(&one, '{');
+            dw_sink_put_body_members(&one, r);
+            (void)dw_buf_putc(&one, '}');
+            parts[i].body_len = one.len;
+            bodies[i] = dw_buf_steal(&one);
+            parts[i].body = bodies[i];
+        }
+        dw_sink_row_move(s, r, ROW_SENT);
+    }
+    struct dw_buf body;
+    dw_buf_init(&body, 0);
+    char changeset[48];
+    snprintf(changeset, sizeof changeset, "changeset_%08x%08x", dw_sink_random32(),
+             dw_sink_random32());
+    (void)dw_batch_build(&body, boundary, content_ids ? changeset : NULL, parts, n);
+    struct req *q = dw_sink_req_new(content_ids ? REQ_CHANGESET : REQ_BATCH, "POST",
+                                    dw_sink_api_url(s, "$batch"));
+    q->body_len = body.len;
+    q->body = dw_buf_steal(&body);
+    q->content_type = dw_asprintf("multipart/mixed; boundary=\"%s\"", boundary);
+    q->continue_on_error = content_ids == NULL;
+    q->rows = dw_malloc(n * sizeof *q->rows);
+    memcpy(q->rows, rows, n * sizeof *rows);
+    q->nrows = n;
+    for (size_t i = 0; i < n; i++) {
+        free(urls[i]);
+        free(bodies[i]);
+    }
+    free(urls);
+    free(bodies);
+    free(parts);
+    return q;
+}
+
+struct req *dw_sink_make_batch(struct dw_sink *s, struct row **rows, size_t n)
+{
+    return dw_sink_build_batch(s, rows, n, NULL);
+}
+
+void dw_sink_queue_batch(struct dw_sink *s, struct row **rows, size_t n)
+{
+    dw_sink_enqueue(s, dw_sink_make_batch(s, rows, n));
+}

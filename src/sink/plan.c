@@ -1,0 +1,118 @@
+/*
+ * Planning, once per turn of the engine: rows whose parents are known become ready, ready
+ * rows are grouped into requests (UpsertMultiple per table where supported, else $batch,
+ * atomic groups as changesets), and the parent-id cache is advanced and trimmed.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "dwasync/alloc.h"
+
+/* A ready row and its place in the ready list, for a stable sort. */
+struct ready_row {
+    struct row *row;
+    size_t place;
+};
+
+/* By entity set, keeping submission order within one: a row bound to a parent earlier in
+ * the same bulk request finds it created (UpsertMultiple applies its targets in order). */
+static int cmp_rows_by_set(const void *a, const void *b)
+{
+    const struct ready_row *x = a, *y = b;
+    int c = strcmp(x->row->entity_set, y->row->entity_set);
+    return c ? c : (x->place > y->place) - (x->place < y->place);
+}
+
+static void group_ready(struct dw_sink *s)
+{
+    size_t n = 0, nbulk = 0, nbatch = 0;
+    struct row *r, *tmp;
+    DL_COUNT(s->ready, r, n);
+    if (n == 0)
+        return;
+    /* While parents are still being resolved, more rows become ready with each answer:
+     * only whole requests go out meanwhile, and the rest waits to be joined by them, so a
+     * few large requests are sent instead of many small ones. Resolution always ends
+     * (found, missing, or given up), so nothing waits for ever. */
+    size_t size = (size_t)s->cfg->dataverse.batch_size;
+    bool whole_only = s->resolving != NULL;
+    if (whole_only && n < size)
+        return;
+    struct ready_row *bulk = dw_malloc(n * sizeof *bulk);
+    struct row **batch = dw_malloc(n * sizeof *batch);
+    struct row **group = dw_malloc(n * sizeof *group);
+    DL_FOREACH_SAFE(s->ready, r, tmp)
+    {
+        if (r->atomic)
+            continue; /* sent with its group by dw_sink_plan_atomic() */
+        if (r->single) {
+            dw_sink_queue_batch(s, &r, 1);
+            continue;
+        }
+        if (r->op == DW_WRITE_UPSERT && !r->no_bulk && !r->post && r->logical_name &&
+            *r->logical_name) {
+            struct bulk_entry *e = NULL;
+            HASH_FIND_STR(s->bulks, r->logical_name, e);
+            if (e == NULL) {
+                e = dw_calloc(1, sizeof *e);
+                e->name = dw_strdup(r->logical_name);
+                HASH_ADD_KEYPTR(hh, s->bulks, e->name, strlen(e->name), e);
+                dw_sink_queue_bulkinfo(s, e);
+            }
+            if (e->state != ST_OK)
+                continue; /* waits for the answer */
+            if (e->supported) {
+                bulk[nbulk] = (struct ready_row){r, nbulk};
+                nbulk++;
+                continue;
+            }
+        }
+        batch[nbatch++] = r;
+    }
+    qsort(bulk, nbulk, sizeof *bulk, cmp_rows_by_set);
+    for (size_t i = 0; i < nbulk;) {
+        size_t j = i;
+        while (j < nbulk && j - i < size &&
+               strcmp(bulk[j].row->entity_set, bulk[i].row->entity_set) == 0) {
+            group[j - i] = bulk[j].row;
+            j++;
+        }
+        if (j - i == size || !whole_only)
+            dw_sink_queue_bulk(s, group, j - i);
+        i = j;
+    }
+    for (size_t i = 0; i < nbatch; i += size)
+        if (nbatch - i >= size || !whole_only)
+            dw_sink_queue_batch(s, batch + i, nbatch - i < size ? nbatch - i : size);
+    free(bulk);
+    free(batch);
+    free(group);
+}
+
+/* True while the cache entry a row last waited for is still being looked up. */
+static bool still_waiting(struct dw_sink *s, const struct row *r)
+{
+    struct guid_entry *g = NULL;
+    if (r->wait_id)
+        HASH_FIND_STR(s->guids, r->wait_id, g);
+    return g && (g->state == ST_PENDING || g->state == ST_INFLIGHT);
+}
+
+void dw_sink_plan(struct dw_sink *s)
+{
+    s->pass++;
+    dw_sink_advance_entries(s);
+    struct row *r, *tmp;
+    DL_FOREACH_SAFE(s->resolving, r, tmp)
+    {
+        if (!still_waiting(s, r) && dw_sink_resolve_row(s, r) == RES_READY)
+            dw_sink_row_move(s, r, ROW_READY);
+    }
+    dw_sink_advance_entries(s);
+    dw_sink_drop_negative_entries(s);
+    dw_sink_trim_cache(s);
+    dw_sink_plan_atomic(s);
+    group_ready(s);
+}
