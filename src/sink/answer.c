@@ -59,35 +59,36 @@ void dw_sink_transfer_error(const struct req *q, CURLcode cc, long http, char **
     }
 }
 
+/* Finishes every row of a write request with f (and the rest of its atomic group). */
+static void give_up_write(struct dw_sink *s, struct write_req *w, const struct failure *f)
+{
+    for (size_t i = 0; i < w->nrows; i++)
+        dw_sink_finish_row(s, w->rows[i], f->status, f->cls, f->http, f->code, f->message);
+    if (w->req.kind == REQ_CHANGESET)
+        dw_sink_atomic_fail(s, as_changeset(&w->req)->atomic, NULL, f);
+}
+
 void dw_sink_give_up(struct dw_sink *s, struct req *q, const struct failure *f)
 {
     switch (q->kind) {
     case REQ_BULK:
     case REQ_BATCH:
     case REQ_CHANGESET:
-        for (size_t i = 0; i < q->nrows; i++)
-            dw_sink_finish_row(s, q->rows[i], f->status, f->cls, f->http, f->code, f->message);
-        if (q->atomic)
-            dw_sink_atomic_fail(s, q->atomic, NULL, f);
+        give_up_write(s, as_write(q), f);
         break;
     case REQ_LOOKUP:
-        for (size_t i = 0; i < q->nentries; i++)
-            dw_sink_fail_entry(s, q->entries[i], f);
-        break;
     case REQ_SETINFO:
-        q->set_entry->state = ST_FAILED;
-        dw_sink_failure_set(&q->set_entry->fail, f->status, f->cls, f->http, f->code, f->message);
-        break;
     case REQ_BULKINFO:
-        q->bulk_entry->state = ST_OK;
-        q->bulk_entry->supported = false;
+        dw_sink_fail_read(s, as_read(q), f);
         break;
-    case REQ_GET:
-        q->done = true;
-        q->http = f->http;
-        q->rc = DW_ERR_HTTP;
+    case REQ_GET: {
+        struct get_req *g = as_get(q);
+        g->done = true;
+        g->http = f->http;
+        g->rc = DW_ERR_HTTP;
         DW_ERROR("GET \"%s\" failed: %s", q->url, f->message);
         return; /* the caller frees it */
+    }
     case REQ_TOKEN:
         break;
     }
@@ -96,14 +97,14 @@ void dw_sink_give_up(struct dw_sink *s, struct req *q, const struct failure *f)
 
 /* Sends every row of q again as its own $batch (isolates the bad rows of a bulk request
  * or of a batch refused as a whole). */
-static void isolate(struct dw_sink *s, struct req *q, bool singles)
+static void isolate(struct dw_sink *s, struct write_req *w, bool singles)
 {
-    for (size_t i = 0; i < q->nrows; i++) {
-        q->rows[i]->no_bulk = true;
-        q->rows[i]->single = singles;
-        dw_sink_row_move(s, q->rows[i], ROW_READY);
+    for (size_t i = 0; i < w->nrows; i++) {
+        w->rows[i]->no_bulk = true;
+        w->rows[i]->single = singles;
+        dw_sink_row_move(s, w->rows[i], ROW_READY);
     }
-    dw_sink_req_free(q);
+    dw_sink_req_free(&w->req);
 }
 
 /*
@@ -112,35 +113,37 @@ static void isolate(struct dw_sink *s, struct req *q, bool singles)
  * instead (the $filter lookup then finds the row and the write becomes a PATCH by id).
  * Returns the request holding the other rows, or NULL when none are left (q is consumed).
  */
-static struct req *reresolve_posts(struct dw_sink *s, struct req *q)
+static struct write_req *reresolve_posts(struct dw_sink *s, struct write_req *w)
 {
+    struct req *q = &w->req;
     size_t keep = 0;
-    for (size_t i = 0; i < q->nrows; i++) {
-        if (q->rows[i]->post) {
-            q->rows[i]->post_lost = true;
-            dw_sink_row_move(s, q->rows[i], ROW_RESOLVING);
+    for (size_t i = 0; i < w->nrows; i++) {
+        if (w->rows[i]->post) {
+            w->rows[i]->post_lost = true;
+            dw_sink_row_move(s, w->rows[i], ROW_RESOLVING);
         } else {
-            q->rows[keep++] = q->rows[i];
+            w->rows[keep++] = w->rows[i];
         }
     }
-    if (keep == q->nrows)
-        return q;
+    if (keep == w->nrows)
+        return w;
     DW_WARN("the answer to a $batch with %zu row(s) created by POST was lost: looking them up "
             "again rather than risk a duplicate",
-            q->nrows - keep);
-    struct req *nq = keep ? dw_sink_make_batch(s, q->rows, keep) : NULL;
-    if (nq) {
-        nq->attempts = q->attempts;
-        nq->token_gen = q->token_gen;
-        nq->auth_retried = q->auth_retried;
-        nq->retry_after = q->retry_after ? dw_strdup(q->retry_after) : NULL;
+            w->nrows - keep);
+    struct write_req *nw = keep ? dw_sink_make_batch(s, w->rows, keep) : NULL;
+    if (nw) {
+        nw->req.attempts = q->attempts;
+        nw->req.token_gen = q->token_gen;
+        nw->req.auth_retried = q->auth_retried;
+        nw->req.retry_after = q->retry_after ? dw_strdup(q->retry_after) : NULL;
     }
     dw_sink_req_free(q);
-    return nq;
+    return nw;
 }
 
-static void complete_batch(struct dw_sink *s, struct req *q)
+static void complete_batch(struct dw_sink *s, struct write_req *w)
 {
+    struct req *q = &w->req;
     struct dw_batch_response br = {NULL, 0};
     if (dw_batch_parse(q->resp_type, q->resp.data ? q->resp.data : "", q->resp.len, &br) != DW_OK) {
         struct dw_classification c = {DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT, false, false};
@@ -149,15 +152,15 @@ static void complete_batch(struct dw_sink *s, struct req *q)
         dw_sink_retry(s, q, &c, 200, "", "malformed $batch response");
         return;
     }
-    struct row **again = dw_malloc(q->nrows * sizeof *again);
+    struct row **again = dw_malloc(w->nrows * sizeof *again);
     size_t nagain = 0, nunanswered = 0;
     bool throttled = false, renew = false;
     int64_t pause = -1;
     struct dw_classification last = {DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT, false, false};
     char *last_msg = NULL;
     int last_http = 0;
-    for (size_t i = 0; i < q->nrows; i++) {
-        struct row *r = q->rows[i];
+    for (size_t i = 0; i < w->nrows; i++) {
+        struct row *r = w->rows[i];
         if (i >= br.nparts) {
             /* The batch stopped early: never attempted, so resolved and grouped again. */
             dw_sink_row_move(s, r, ROW_READY);
@@ -199,11 +202,11 @@ static void complete_batch(struct dw_sink *s, struct req *q)
         free(msg);
     }
     if (nunanswered)
-        DW_WARN("$batch answered %zu of %zu requests; sending the rest again", br.nparts, q->nrows);
+        DW_WARN("$batch answered %zu of %zu requests; sending the rest again", br.nparts, w->nrows);
     if (nagain) {
         /* The rows that failed transiently are retried together as a new batch that keeps
          * the attempt count. */
-        struct req *nq = dw_sink_make_batch(s, again, nagain);
+        struct req *nq = &dw_sink_make_batch(s, again, nagain)->req;
         nq->attempts = q->attempts;
         nq->token_gen = q->token_gen;
         if (renew && nq->token_gen == dw_auth_generation(s->auth))
@@ -232,14 +235,15 @@ static bool bulk_answer_ok(const struct req *q)
     return ok;
 }
 
-void dw_sink_complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long http)
+void dw_sink_complete_write(struct dw_sink *s, struct write_req *w, CURLcode cc, long http)
 {
+    struct req *q = &w->req;
     char *code = NULL, *msg = NULL;
-    enum dw_write_op op = q->nrows ? q->rows[0]->op : DW_WRITE_UPSERT;
+    enum dw_write_op op = w->nrows ? w->rows[0]->op : DW_WRITE_UPSERT;
     dw_sink_transfer_error(q, cc, http, &code, &msg);
     struct dw_classification c = dw_classify(op, cc, (int)http, code);
     if (c.verdict == DW_VERDICT_OK && q->kind == REQ_BATCH) {
-        complete_batch(s, q);
+        complete_batch(s, w);
     } else if (c.verdict == DW_VERDICT_OK && !bulk_answer_ok(q)) {
         /* Upserts are idempotent: an answer that cannot be read is safest sent again. */
         struct dw_classification bad = {DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT, false, false};
@@ -247,8 +251,8 @@ void dw_sink_complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long 
                 http);
         dw_sink_retry(s, q, &bad, (int)http, "", "malformed response");
     } else if (c.verdict == DW_VERDICT_OK) {
-        for (size_t i = 0; i < q->nrows; i++)
-            dw_sink_finish_row(s, q->rows[i], DW_WRITE_APPLIED, DW_ERRCLASS_NONE, (int)http, "",
+        for (size_t i = 0; i < w->nrows; i++)
+            dw_sink_finish_row(s, w->rows[i], DW_WRITE_APPLIED, DW_ERRCLASS_NONE, (int)http, "",
                                "");
         dw_sink_req_free(q);
     } else if (c.verdict == DW_VERDICT_RENEW_AUTH && !q->auth_retried) {
@@ -263,34 +267,34 @@ void dw_sink_complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long 
         if (c.config_error)
             DW_ERROR("cannot reach Dataverse at \"%s\": %s", q->url, msg);
         if (q->kind == REQ_BATCH)
-            q = reresolve_posts(s, q);
-        if (q)
-            dw_sink_retry(s, q, &c, (int)http, code, m);
+            w = reresolve_posts(s, w);
+        if (w)
+            dw_sink_retry(s, &w->req, &c, (int)http, code, m);
         free(m);
-    } else if (q->kind == REQ_BULK && http == 404 && !q->after_siblings) {
+    } else if (q->kind == REQ_BULK && http == 404 && !as_bulk(q)->after_siblings) {
         /* A table whose rows refer to each other: the parent may be in another request of
          * the same level, applied after this one. Sent once more when those are answered
          * (at once if they are), before isolating its rows one by one. */
         DW_DEBUG("UpsertMultiple of %zu rows to \"%s\" met a missing parent: sending it again "
                  "after the other requests to its table",
-                 q->nrows, q->rows[0]->entity_set);
-        q->after_siblings = true;
+                 w->nrows, w->rows[0]->entity_set);
+        as_bulk(q)->after_siblings = true;
         dw_sink_req_reset_transfer(q);
         dw_sink_enqueue(s, q);
     } else if (q->kind == REQ_BULK) {
         DW_WARN("UpsertMultiple of %zu rows to \"%s\" failed (HTTP %ld %s %s): sending them "
                 "as $batch to isolate the bad rows",
-                q->nrows, q->rows[0]->entity_set, http, code, msg);
-        isolate(s, q, false);
-    } else if (q->nrows > 1) {
+                w->nrows, w->rows[0]->entity_set, http, code, msg);
+        isolate(s, w, false);
+    } else if (w->nrows > 1) {
         DW_WARN("$batch of %zu rows refused as a whole (HTTP %ld %s %s): sending each row "
                 "alone",
-                q->nrows, http, code, msg);
-        isolate(s, q, true);
+                w->nrows, http, code, msg);
+        isolate(s, w, true);
     } else {
-        for (size_t i = 0; i < q->nrows; i++)
-            if (http != 404 || !dw_sink_refresh_ids(s, q->rows[i]))
-                dw_sink_finish_row(s, q->rows[i], DW_WRITE_REJECTED, c.error_class, (int)http, code,
+        for (size_t i = 0; i < w->nrows; i++)
+            if (http != 404 || !dw_sink_refresh_ids(s, w->rows[i]))
+                dw_sink_finish_row(s, w->rows[i], DW_WRITE_REJECTED, c.error_class, (int)http, code,
                                    msg);
         dw_sink_req_free(q);
     }

@@ -105,6 +105,8 @@ void dw_sink_atomic_fail(struct dw_sink *s, struct atomic *a, struct row *culpri
     dw_sink_atomic_free(s, a);
 }
 
+static void changeset_again(struct dw_sink *s, struct changeset_req *cs, enum row_where to);
+
 /* Sends a group whose rows are all ready as one changeset, Content-IDs by place in it. */
 static void queue_changeset(struct dw_sink *s, struct atomic *a)
 {
@@ -119,8 +121,8 @@ static void queue_changeset(struct dw_sink *s, struct atomic *a)
     if (n == 0) {
         dw_sink_atomic_free(s, a);
     } else {
-        struct req *q = dw_sink_build_batch(s, rows, n, ids);
-        q->atomic = a;
+        struct req *q = &dw_sink_build_batch(s, rows, n, ids)->req;
+        as_changeset(q)->atomic = a;
         q->attempts = a->attempts;
         a->sent = true;
         dw_sink_enqueue(s, q);
@@ -140,15 +142,11 @@ void dw_sink_plan_atomic(struct dw_sink *s)
     struct req *q, *qt;
     DL_FOREACH_SAFE(s->queue, q, qt)
     {
-        if (q->kind != REQ_CHANGESET || !q->atomic->reresolve || q->not_before > now)
+        if (q->kind != REQ_CHANGESET || !as_changeset(q)->atomic->reresolve || q->not_before > now)
             continue;
         DL_DELETE(s->queue, q);
-        q->atomic->reresolve = false;
-        q->atomic->sent = false;
-        q->atomic->attempts = q->attempts;
-        for (size_t i = 0; i < q->nrows; i++)
-            dw_sink_row_move(s, q->rows[i], ROW_RESOLVING);
-        dw_sink_req_free(q);
+        as_changeset(q)->atomic->reresolve = false;
+        changeset_again(s, as_changeset(q), ROW_RESOLVING);
     }
     struct atomic *a, *at;
     DL_FOREACH_SAFE(s->atomics, a, at)
@@ -179,34 +177,35 @@ void dw_sink_plan_atomic(struct dw_sink *s)
 }
 
 /* The row of a changeset that a failed part's Content-ID names, or NULL. */
-static struct row *changeset_culprit(const struct req *q, const char *content_id)
+static struct row *changeset_culprit(const struct changeset_req *cs, const char *content_id)
 {
     char *end = NULL;
     unsigned long id = content_id ? strtoul(content_id, &end, 10) : 0;
-    if (id == 0 || end == content_id || *end != '\0' || id > q->atomic->n)
+    if (id == 0 || end == content_id || *end != '\0' || id > cs->atomic->n)
         return NULL;
-    for (size_t i = 0; i < q->nrows; i++)
-        if (q->rows[i]->atomic_index == id - 1)
-            return q->rows[i];
+    for (size_t i = 0; i < cs->w.nrows; i++)
+        if (cs->w.rows[i]->atomic_index == id - 1)
+            return cs->w.rows[i];
     return NULL;
 }
 
 /* Puts a sent group's rows back to be sent again as a new changeset. */
-static void changeset_again(struct dw_sink *s, struct req *q, enum row_where to)
+static void changeset_again(struct dw_sink *s, struct changeset_req *cs, enum row_where to)
 {
-    q->atomic->sent = false;
-    q->atomic->attempts = q->attempts;
-    for (size_t i = 0; i < q->nrows; i++)
-        dw_sink_row_move(s, q->rows[i], to);
-    dw_sink_req_free(q);
+    cs->atomic->sent = false;
+    cs->atomic->attempts = cs->w.req.attempts;
+    for (size_t i = 0; i < cs->w.nrows; i++)
+        dw_sink_row_move(s, cs->w.rows[i], to);
+    dw_sink_req_free(&cs->w.req);
 }
 
 /*
  * The answer to a changeset: every part 2xx applies every row; otherwise Dataverse rolled
  * all back and answered with the failed part alone, which names its row by Content-ID.
  */
-void dw_sink_complete_changeset(struct dw_sink *s, struct req *q, CURLcode cc, long http)
+void dw_sink_complete_changeset(struct dw_sink *s, struct changeset_req *cs, CURLcode cc, long http)
 {
+    struct req *q = &cs->w.req;
     struct dw_batch_response br = {NULL, 0};
     const struct dw_batch_part *bad = NULL;
     struct row *culprit = NULL;
@@ -218,17 +217,17 @@ void dw_sink_complete_changeset(struct dw_sink *s, struct req *q, CURLcode cc, l
     for (size_t i = 0; parsed && i < br.nparts && bad == NULL; i++)
         if (br.parts[i].status < 200 || br.parts[i].status > 299)
             bad = &br.parts[i];
-    if (parsed && bad == NULL && status >= 200 && status <= 299 && br.nparts == q->nrows) {
-        for (size_t i = 0; i < q->nrows; i++)
-            dw_sink_finish_row(s, q->rows[i], DW_WRITE_APPLIED, DW_ERRCLASS_NONE,
+    if (parsed && bad == NULL && status >= 200 && status <= 299 && br.nparts == cs->w.nrows) {
+        for (size_t i = 0; i < cs->w.nrows; i++)
+            dw_sink_finish_row(s, cs->w.rows[i], DW_WRITE_APPLIED, DW_ERRCLASS_NONE,
                                br.parts[i].status, "", "");
-        dw_sink_atomic_free(s, q->atomic);
+        dw_sink_atomic_free(s, cs->atomic);
         dw_sink_req_free(q);
         goto out;
     }
     if (bad) { /* (only from a parsed answer, so the transfer itself succeeded) */
         status = bad->status;
-        culprit = changeset_culprit(q, bad->content_id);
+        culprit = changeset_culprit(cs, bad->content_id);
         dw_sink_parse_error(bad->body, &code, &msg);
         if (bad->retry_after && q->retry_after == NULL)
             q->retry_after = dw_strdup(bad->retry_after);
@@ -240,22 +239,22 @@ void dw_sink_complete_changeset(struct dw_sink *s, struct req *q, CURLcode cc, l
     if (c.verdict == DW_VERDICT_OK && culprit) {
         /* A delete of a row that is not there is done, but it failed the changeset: send
          * the others again without it. */
-        struct atomic *a = q->atomic;
+        struct atomic *a = cs->atomic;
         a->rows[culprit->atomic_index] = NULL;
         culprit->atomic = NULL;
         dw_sink_finish_row(s, culprit, DW_WRITE_APPLIED, DW_ERRCLASS_NONE, status, "", "");
         size_t keep = 0;
-        for (size_t i = 0; i < q->nrows; i++)
-            if (q->rows[i] != culprit)
-                q->rows[keep++] = q->rows[i];
-        q->nrows = keep;
-        changeset_again(s, q, ROW_READY);
+        for (size_t i = 0; i < cs->w.nrows; i++)
+            if (cs->w.rows[i] != culprit)
+                cs->w.rows[keep++] = cs->w.rows[i];
+        cs->w.nrows = keep;
+        changeset_again(s, cs, ROW_READY);
     } else if (c.verdict == DW_VERDICT_OK) {
         /* A 2xx whose parts do not add up: nothing can be assumed, so it is sent again. */
         struct dw_classification bad_answer = {DW_VERDICT_RETRY, DW_ERRCLASS_TRANSIENT, false,
                                                false};
         DW_WARN("changeset of %zu rows answered HTTP %ld with %zu parts: sending it again",
-                q->nrows, http, br.nparts);
+                cs->w.nrows, http, br.nparts);
         dw_sink_retry(s, q, &bad_answer, status, "", "malformed changeset response");
     } else if (c.verdict == DW_VERDICT_RENEW_AUTH && !q->auth_retried) {
         q->auth_retried = true;
@@ -266,16 +265,16 @@ void dw_sink_complete_changeset(struct dw_sink *s, struct req *q, CURLcode cc, l
     } else if (c.verdict == DW_VERDICT_RETRY || c.verdict == DW_VERDICT_RENEW_AUTH) {
         /* A lost answer may hide a commit: rows created by POST are looked up again
          * before the changeset goes again (they are then updated by key). */
-        for (size_t i = 0; i < q->nrows; i++)
-            q->atomic->reresolve |= q->rows[i]->post;
+        for (size_t i = 0; i < cs->w.nrows; i++)
+            cs->atomic->reresolve |= cs->w.rows[i]->post;
         char *m = cc != CURLE_OK ? dw_strdup(msg) : dw_asprintf("HTTP %d %s", status, msg);
         dw_sink_retry(s, q, &c, status, code, m);
         free(m);
-    } else if (status == 404 && culprit && !q->atomic->refreshed &&
+    } else if (status == 404 && culprit && !cs->atomic->refreshed &&
                dw_sink_forget_cache(s, culprit)) {
         /* A parent's cached id may be stale (deleted and created again): once more. */
-        q->atomic->refreshed = true;
-        changeset_again(s, q, ROW_RESOLVING);
+        cs->atomic->refreshed = true;
+        changeset_again(s, cs, ROW_RESOLVING);
     } else {
         struct failure f = {DW_WRITE_REJECTED, c.error_class, status, code, msg};
         char *unnamed = NULL;
@@ -284,10 +283,10 @@ void dw_sink_complete_changeset(struct dw_sink *s, struct req *q, CURLcode cc, l
                                   "(Dataverse did not say which): %s",
                                   msg);
             f.message = unnamed;
-            DW_WARN("atomic group of %zu writes not applied: HTTP %d %s %s", q->nrows, status, code,
-                    msg);
+            DW_WARN("atomic group of %zu writes not applied: HTTP %d %s %s", cs->w.nrows, status,
+                    code, msg);
         }
-        struct atomic *a = q->atomic;
+        struct atomic *a = cs->atomic;
         dw_sink_req_free(q);
         dw_sink_atomic_fail(s, a, culprit, &f);
         free(unnamed);

@@ -119,9 +119,17 @@ void dw_sink_queue_bulkinfo(struct dw_sink *s, struct bulk_entry *e)
                         dw_buf_str(&b)));
     free(filter);
     dw_buf_cleanup(&b);
-    q->bulk_entry = e;
+    as_bulkinfo(q)->entry = e;
     e->state = ST_INFLIGHT;
     dw_sink_enqueue(s, q);
+}
+
+/* Gives a write request its rows (a copy of the array; the rows themselves are sent). */
+static void carry_rows(struct write_req *w, struct row **rows, size_t n)
+{
+    w->rows = dw_malloc(n * sizeof *w->rows);
+    memcpy(w->rows, rows, n * sizeof *rows);
+    w->nrows = n;
 }
 
 void dw_sink_queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
@@ -159,9 +167,7 @@ void dw_sink_queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
     q->body_len = body.len;
     q->body = dw_buf_steal(&body);
     q->content_type = dw_strdup("application/json");
-    q->rows = dw_malloc(n * sizeof *q->rows);
-    memcpy(q->rows, rows, n * sizeof *rows);
-    q->nrows = n;
+    carry_rows(as_write(q), rows, n);
     dw_sink_enqueue(s, q);
 }
 
@@ -169,8 +175,8 @@ void dw_sink_queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
  * Builds a $batch request of rows (moved to ROW_SENT); the caller queues it. With
  * content_ids the rows go as one changeset (REQ_CHANGESET) under those Content-IDs.
  */
-struct req *dw_sink_build_batch(struct dw_sink *s, struct row **rows, size_t n,
-                                const size_t *content_ids)
+struct write_req *dw_sink_build_batch(struct dw_sink *s, struct row **rows, size_t n,
+                                      const size_t *content_ids)
 {
     struct dw_batch_request *parts = dw_calloc(n, sizeof *parts);
     char **urls = dw_calloc(n, sizeof *urls);
@@ -220,10 +226,7 @@ struct req *dw_sink_build_batch(struct dw_sink *s, struct row **rows, size_t n,
     q->body_len = body.len;
     q->body = dw_buf_steal(&body);
     q->content_type = dw_asprintf("multipart/mixed; boundary=\"%s\"", boundary);
-    q->continue_on_error = content_ids == NULL;
-    q->rows = dw_malloc(n * sizeof *q->rows);
-    memcpy(q->rows, rows, n * sizeof *rows);
-    q->nrows = n;
+    carry_rows(as_write(q), rows, n);
     for (size_t i = 0; i < n; i++) {
         free(urls[i]);
         free(bodies[i]);
@@ -231,15 +234,15 @@ struct req *dw_sink_build_batch(struct dw_sink *s, struct row **rows, size_t n,
     free(urls);
     free(bodies);
     free(parts);
-    return q;
+    return as_write(q);
 }
 
-struct req *dw_sink_make_batch(struct dw_sink *s, struct row **rows, size_t n)
+struct write_req *dw_sink_make_batch(struct dw_sink *s, struct row **rows, size_t n)
 {
     return dw_sink_build_batch(s, rows, n, NULL);
 }
 
 void dw_sink_queue_batch(struct dw_sink *s, struct row **rows, size_t n)
 {
-    dw_sink_enqueue(s, dw_sink_make_batch(s, rows, n));
+    dw_sink_enqueue(s, &dw_sink_make_batch(s, rows, n)->req);
 }

@@ -262,10 +262,11 @@ static size_t queue_lookup(struct dw_sink *s, struct guid_entry **entries, size_
     }
     (void)dw_buf_printf(&url, "&$top=%zu&$filter=%s", 2 * taken, dw_buf_str(&filter));
     struct req *q = dw_sink_req_new(REQ_LOOKUP, "GET", dw_sink_api_url(s, "%s", dw_buf_str(&url)));
-    q->entries = dw_malloc(taken * sizeof *q->entries);
-    q->nentries = taken;
+    struct lookup_req *l = as_lookup(q);
+    l->entries = dw_malloc(taken * sizeof *l->entries);
+    l->nentries = taken;
     for (size_t i = 0; i < taken; i++) {
-        q->entries[i] = entries[i];
+        l->entries[i] = entries[i];
         entries[i]->state = ST_INFLIGHT;
     }
     dw_sink_enqueue(s, q);
@@ -289,7 +290,7 @@ static void queue_setinfo(struct dw_sink *s, struct set_entry *e)
             dw_buf_str(&b)));
     free(filter);
     dw_buf_cleanup(&b);
-    q->set_entry = e;
+    as_setinfo(q)->entry = e;
     e->state = ST_INFLIGHT;
     dw_sink_enqueue(s, q);
 }
@@ -380,21 +381,21 @@ void dw_sink_drop_negative_entries(struct dw_sink *s)
  * unless some row matched no entry either (Dataverse compared in a way key_matches() did
  * not foresee), in which case it is asked again alone rather than reported missing.
  */
-void dw_sink_settle_lookup(struct dw_sink *s, struct req *q, const json_t *values)
+void dw_sink_settle_lookup(struct dw_sink *s, struct lookup_req *l, const json_t *values)
 {
     struct set_entry *e = NULL;
-    HASH_FIND_STR(s->sets, q->entries[0]->set, e);
+    HASH_FIND_STR(s->sets, l->entries[0]->set, e);
     const char *pk = e ? e->pk : NULL;
     size_t nrows = json_array_size(values);
     bool *claimed = dw_calloc(nrows ? nrows : 1, sizeof *claimed);
-    struct guid_entry **unmatched = dw_malloc(q->nentries * sizeof *unmatched);
+    struct guid_entry **unmatched = dw_malloc(l->nentries * sizeof *unmatched);
     size_t nunmatched = 0;
-    for (size_t i = 0; i < q->nentries; i++) {
-        struct guid_entry *g = q->entries[i];
+    for (size_t i = 0; i < l->nentries; i++) {
+        struct guid_entry *g = l->entries[i];
         const char *guid = NULL;
         for (size_t j = 0; pk && j < nrows; j++) {
             const json_t *row = json_array_get(values, j);
-            if (q->nentries > 1 && !key_matches(g->rkey, row))
+            if (l->nentries > 1 && !key_matches(g->rkey, row))
                 continue;
             claimed[j] = true;
             if (guid == NULL)
@@ -409,7 +410,7 @@ void dw_sink_settle_lookup(struct dw_sink *s, struct req *q, const json_t *value
     for (size_t j = 0; j < nrows; j++)
         stray |= !claimed[j];
     for (size_t i = 0; i < nunmatched; i++) {
-        if (stray && q->nentries > 1) {
+        if (stray && l->nentries > 1) {
             unmatched[i]->alone = true;
             unmatched[i]->state = ST_PENDING;
             entry_list_push(&s->to_lookup, unmatched[i]);

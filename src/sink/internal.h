@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <uthash.h>
 #include <utlist.h>
 
@@ -118,37 +119,33 @@ struct row {
 };
 
 enum req_kind {
-    REQ_TOKEN,
-    REQ_BULK,
-    REQ_BATCH,
-    REQ_LOOKUP,
-    REQ_SETINFO,
-    REQ_BULKINFO,
-    REQ_GET,
-    REQ_CHANGESET, /* one atomic group as one changeset */
+    REQ_TOKEN,     /* struct req: the OAuth2 token request */
+    REQ_BULK,      /* struct bulk_req: UpsertMultiple of rows of one table */
+    REQ_BATCH,     /* struct write_req: a $batch of independent rows (continue on error) */
+    REQ_CHANGESET, /* struct changeset_req: one atomic group as one changeset */
+    REQ_LOOKUP,    /* struct lookup_req: GUIDs of parents by their keys */
+    REQ_SETINFO,   /* struct setinfo_req: the primary id attribute of an entity set */
+    REQ_BULKINFO,  /* struct bulkinfo_req: whether a table supports UpsertMultiple */
+    REQ_GET,       /* struct get_req: a blocking GET (dw_sink_get_json(), WhoAmI) */
 };
 
+/*
+ * What every request has: the HTTP exchange and its retry state. Each kind is a type of its
+ * own that holds this as its first member (kind says which); dw_sink_req_new() allocates
+ * the right one and dw_sink_req_free() frees it, and the as_*() helpers below convert.
+ */
 struct req {
     struct req *prev, *next;
     enum req_kind kind;
-    struct row **rows;
-    size_t nrows;
     const char *method;
     char *url;
     char *body;
     size_t body_len;
     char *content_type;
-    bool continue_on_error;
     int attempts;
     bool auth_retried;
-    bool after_siblings; /* REQ_BULK sent again after a 404: waits for the others to its set */
     int64_t not_before;
     unsigned token_gen;
-    struct guid_entry **entries; /* REQ_LOOKUP: the cache entries it answers */
-    size_t nentries;
-    struct set_entry *set_entry;
-    struct bulk_entry *bulk_entry;
-    struct atomic *atomic; /* REQ_CHANGESET */
     /* transfer */
     CURL *easy;
     struct curl_slist *headers;
@@ -159,12 +156,114 @@ struct req {
     bool too_big;   /* the body passed [dataverse] max_response_bytes */
     int dop_hint;
     char errbuf[CURL_ERROR_SIZE];
+};
+
+/* Rows written by one request (REQ_BATCH; the first member of the other write kinds). The
+ * request owns the array, and the rows while they are in ROW_SENT. */
+struct write_req {
+    struct req req;
+    struct row **rows;
+    size_t nrows;
+};
+
+/* REQ_BULK. */
+struct bulk_req {
+    struct write_req w;
+    bool after_siblings; /* sent again after a 404: waits for the others to its set */
+};
+
+/* REQ_CHANGESET. */
+struct changeset_req {
+    struct write_req w;
+    struct atomic *atomic; /* the group it sends; borrowed (freed by atomic.c) */
+};
+
+/* A GET of a document or a collection (the first member of the read kinds). */
+struct read_req {
+    struct req req;
     json_t *pages; /* a paged collection: the rows of the pages before this one */
-    /* blocking GET result */
+};
+
+/* REQ_LOOKUP. */
+struct lookup_req {
+    struct read_req rd;
+    struct guid_entry **entries; /* the cache entries it answers (borrowed), all of one set */
+    size_t nentries;
+};
+
+/* REQ_SETINFO. */
+struct setinfo_req {
+    struct read_req rd;
+    struct set_entry *entry; /* borrowed */
+};
+
+/* REQ_BULKINFO. */
+struct bulkinfo_req {
+    struct read_req rd;
+    struct bulk_entry *entry; /* borrowed */
+};
+
+/* REQ_GET: its caller (blocking_get() in sink.c) waits for done and frees it. */
+struct get_req {
+    struct read_req rd;
     bool done;
     dw_rc rc;
     long http;
 };
+
+static inline bool is_write_req(const struct req *q)
+{
+    return q->kind == REQ_BULK || q->kind == REQ_BATCH || q->kind == REQ_CHANGESET;
+}
+
+static inline bool is_read_req(const struct req *q)
+{
+    return q->kind == REQ_LOOKUP || q->kind == REQ_SETINFO || q->kind == REQ_BULKINFO ||
+           q->kind == REQ_GET;
+}
+
+/* The conversions check the kind: a wrong one is a bug, stopped here rather than later. */
+#define DW_SINK_AS(type, q, ok) ((ok) ? (type *)(void *)(q) : (abort(), (type *)NULL))
+
+static inline struct write_req *as_write(struct req *q)
+{
+    return DW_SINK_AS(struct write_req, q, is_write_req(q));
+}
+
+static inline struct bulk_req *as_bulk(struct req *q)
+{
+    return DW_SINK_AS(struct bulk_req, q, q->kind == REQ_BULK);
+}
+
+static inline struct changeset_req *as_changeset(struct req *q)
+{
+    return DW_SINK_AS(struct changeset_req, q, q->kind == REQ_CHANGESET);
+}
+
+static inline struct read_req *as_read(struct req *q)
+{
+    return DW_SINK_AS(struct read_req, q, is_read_req(q));
+}
+
+static inline struct lookup_req *as_lookup(struct req *q)
+{
+    return DW_SINK_AS(struct lookup_req, q, q->kind == REQ_LOOKUP);
+}
+
+static inline struct setinfo_req *as_setinfo(struct req *q)
+{
+    return DW_SINK_AS(struct setinfo_req, q, q->kind == REQ_SETINFO);
+}
+
+static inline struct bulkinfo_req *as_bulkinfo(struct req *q)
+{
+    return DW_SINK_AS(struct bulkinfo_req, q, q->kind == REQ_BULKINFO);
+}
+
+static inline struct get_req *as_get(struct req *q)
+{
+    return DW_SINK_AS(struct get_req, q, q->kind == REQ_GET);
+}
 
 struct dw_sink {
     const struct dw_config *cfg;
@@ -240,7 +339,7 @@ struct guid_entry *dw_sink_guid_get(struct dw_sink *s, const char *set, const js
 void dw_sink_fail_entry(struct dw_sink *s, struct guid_entry *g, const struct failure *f);
 void dw_sink_advance_entries(struct dw_sink *s);
 void dw_sink_drop_negative_entries(struct dw_sink *s);
-void dw_sink_settle_lookup(struct dw_sink *s, struct req *q, const json_t *values);
+void dw_sink_settle_lookup(struct dw_sink *s, struct lookup_req *l, const json_t *values);
 
 /* resolve.c */
 enum res dw_sink_ref_guid(struct dw_sink *s, struct row *r, const char *set, const json_t *rkey,
@@ -256,9 +355,9 @@ char *dw_sink_api_url(struct dw_sink *s, const char *fmt, ...)
 char *dw_sink_filter_eq(const char *before, const char *value, const char *after);
 void dw_sink_queue_bulkinfo(struct dw_sink *s, struct bulk_entry *e);
 void dw_sink_queue_bulk(struct dw_sink *s, struct row **rows, size_t n);
-struct req *dw_sink_build_batch(struct dw_sink *s, struct row **rows, size_t n,
-                                const size_t *content_ids);
-struct req *dw_sink_make_batch(struct dw_sink *s, struct row **rows, size_t n);
+struct write_req *dw_sink_build_batch(struct dw_sink *s, struct row **rows, size_t n,
+                                      const size_t *content_ids);
+struct write_req *dw_sink_make_batch(struct dw_sink *s, struct row **rows, size_t n);
 void dw_sink_queue_batch(struct dw_sink *s, struct row **rows, size_t n);
 
 /* plan.c */
@@ -280,10 +379,11 @@ void dw_sink_parse_error(const char *body, char **code, char **message);
 void dw_sink_transfer_error(const struct req *q, CURLcode cc, long http, char **code,
                             char **message);
 void dw_sink_give_up(struct dw_sink *s, struct req *q, const struct failure *f);
-void dw_sink_complete_write(struct dw_sink *s, struct req *q, CURLcode cc, long http);
+void dw_sink_complete_write(struct dw_sink *s, struct write_req *w, CURLcode cc, long http);
 
 /* read.c */
-void dw_sink_complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long http);
+void dw_sink_complete_read(struct dw_sink *s, struct read_req *rd, CURLcode cc, long http);
+void dw_sink_fail_read(struct dw_sink *s, struct read_req *rd, const struct failure *f);
 
 /* atomic.c */
 enum res dw_sink_atomic_ref_guid(struct dw_sink *s, struct row *r, const json_t *ref,
@@ -293,7 +393,8 @@ void dw_sink_atomic_free(struct dw_sink *s, struct atomic *a);
 void dw_sink_atomic_fail(struct dw_sink *s, struct atomic *a, struct row *culprit,
                          const struct failure *f);
 void dw_sink_plan_atomic(struct dw_sink *s);
-void dw_sink_complete_changeset(struct dw_sink *s, struct req *q, CURLcode cc, long http);
+void dw_sink_complete_changeset(struct dw_sink *s, struct changeset_req *cs, CURLcode cc,
+                                long http);
 
 /* sink.c */
 void dw_sink_deliver(struct dw_sink *s);

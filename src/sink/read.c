@@ -20,17 +20,18 @@
  * rows (held by q). A next link outside the configured environment is not followed (the
  * token would go with it): *bad is set.
  */
-static bool follow_next_page(struct dw_sink *s, struct req *q, json_t *doc, json_t **values,
+static bool follow_next_page(struct dw_sink *s, struct read_req *rd, json_t *doc, json_t **values,
                              bool *bad)
 {
+    struct req *q = &rd->req;
     const char *next = json_string_value(json_object_get(doc, "@odata.nextLink"));
     size_t alen = strlen(s->api);
     *bad = false;
     if (next == NULL || !json_is_array(*values)) {
-        if (q->pages && json_is_array(*values)) {
-            json_array_extend(q->pages, *values);
-            json_object_set(doc, "value", q->pages);
-            *values = q->pages;
+        if (rd->pages && json_is_array(*values)) {
+            json_array_extend(rd->pages, *values);
+            json_object_set(doc, "value", rd->pages);
+            *values = rd->pages;
         }
         return false;
     }
@@ -39,9 +40,9 @@ static bool follow_next_page(struct dw_sink *s, struct req *q, json_t *doc, json
         *bad = true;
         return false;
     }
-    if (q->pages == NULL)
-        q->pages = json_array();
-    json_array_extend(q->pages, *values);
+    if (rd->pages == NULL)
+        rd->pages = json_array();
+    json_array_extend(rd->pages, *values);
     free(q->url);
     q->url = dw_strdup(next);
     dw_sink_req_reset_transfer(q);
@@ -49,8 +50,75 @@ static bool follow_next_page(struct dw_sink *s, struct req *q, json_t *doc, json
     return true;
 }
 
-void dw_sink_complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long http)
+/* A blocking GET is done: its caller reads the document (every page's rows as one) from
+ * the response buffer, and frees it. */
+static void settle_get(struct get_req *g, const json_t *doc, bool ok, long http, const char *code,
+                       const char *msg)
 {
+    struct req *q = &g->rd.req;
+    g->done = true;
+    g->http = http;
+    g->rc = ok ? DW_OK : http == 404 ? DW_ERR_NOT_FOUND : DW_ERR_HTTP;
+    if (g->rc == DW_OK && g->rd.pages) {
+        char *all = dw_json_dumps(doc);
+        dw_buf_reset(&q->resp);
+        if (dw_buf_puts(&q->resp, all) != DW_OK)
+            g->rc = DW_ERR_RANGE;
+        free(all);
+    }
+    if (g->rc != DW_OK)
+        DW_ERROR("GET \"%s\" failed: HTTP %ld %s %s", q->url, http, code, msg);
+}
+
+/* Whether the table supports UpsertMultiple: it does when a message filter was found. A
+ * failed question counts as no (the rows go as $batch, which every table takes). */
+static void settle_bulkinfo(struct bulkinfo_req *b, const json_t *values)
+{
+    b->entry->state = ST_OK;
+    b->entry->supported = json_array_size(values) > 0;
+    DW_INFO("table \"%s\" %s UpsertMultiple", b->entry->name,
+            b->entry->supported ? "supports" : "does not support");
+}
+
+/* The primary id attribute of an entity set, or why it could not be found. */
+static void settle_setinfo(struct setinfo_req *e, const json_t *values, long http, const char *code,
+                           const char *msg)
+{
+    const char *pk =
+        json_string_value(json_object_get(json_array_get(values, 0), "PrimaryIdAttribute"));
+    if (pk) {
+        e->entry->state = ST_OK;
+        e->entry->pk = dw_strdup(pk);
+        return;
+    }
+    char *m = dw_asprintf("cannot find the primary id of entity set \"%s\": %s", e->entry->set,
+                          *msg ? msg : "no such entity set");
+    e->entry->state = ST_FAILED;
+    dw_sink_failure_set(&e->entry->fail, DW_WRITE_REJECTED, DW_ERRCLASS_VALIDATION, (int)http, code,
+                        m);
+    free(m);
+}
+
+void dw_sink_fail_read(struct dw_sink *s, struct read_req *rd, const struct failure *f)
+{
+    struct req *q = &rd->req;
+    if (q->kind == REQ_LOOKUP) {
+        struct lookup_req *l = as_lookup(q);
+        for (size_t i = 0; i < l->nentries; i++)
+            dw_sink_fail_entry(s, l->entries[i], f);
+    } else if (q->kind == REQ_SETINFO) {
+        struct set_entry *e = as_setinfo(q)->entry;
+        e->state = ST_FAILED;
+        dw_sink_failure_set(&e->fail, f->status, f->cls, f->http, f->code, f->message);
+    } else if (q->kind == REQ_BULKINFO) {
+        as_bulkinfo(q)->entry->state = ST_OK;
+        as_bulkinfo(q)->entry->supported = false;
+    }
+}
+
+void dw_sink_complete_read(struct dw_sink *s, struct read_req *rd, CURLcode cc, long http)
+{
+    struct req *q = &rd->req;
     char *code = NULL, *msg = NULL;
     dw_sink_transfer_error(q, cc, http, &code, &msg);
     struct dw_classification c = dw_classify(DW_WRITE_UPSERT, cc, (int)http, code);
@@ -71,7 +139,7 @@ void dw_sink_complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long
     json_t *doc = c.verdict == DW_VERDICT_OK ? json_loads(dw_buf_str(&q->resp), 0, NULL) : NULL;
     json_t *values = json_object_get(doc, "value");
     bool bad_link = false;
-    if (c.verdict == DW_VERDICT_OK && follow_next_page(s, q, doc, &values, &bad_link)) {
+    if (c.verdict == DW_VERDICT_OK && follow_next_page(s, rd, doc, &values, &bad_link)) {
         json_decref(doc);
         goto out;
     }
@@ -89,49 +157,26 @@ void dw_sink_complete_lookup(struct dw_sink *s, struct req *q, CURLcode cc, long
         dw_sink_retry(s, q, &bad, (int)http, "", "malformed response");
         goto out;
     }
-    if (q->kind == REQ_GET) {
-        q->done = true;
-        q->http = http;
-        q->rc = c.verdict == DW_VERDICT_OK ? DW_OK : http == 404 ? DW_ERR_NOT_FOUND : DW_ERR_HTTP;
-        if (q->rc == DW_OK && q->pages) { /* the caller reads every page's rows as one */
-            char *all = dw_json_dumps(doc);
-            dw_buf_reset(&q->resp);
-            if (dw_buf_puts(&q->resp, all) != DW_OK)
-                q->rc = DW_ERR_RANGE;
-            free(all);
-        }
-        if (q->rc != DW_OK)
-            DW_ERROR("GET \"%s\" failed: HTTP %ld %s %s", q->url, http, code, msg);
+    struct failure f = {DW_WRITE_REJECTED, c.error_class, (int)http, code, msg};
+    switch (q->kind) {
+    case REQ_GET:
+        settle_get(as_get(q), doc, c.verdict == DW_VERDICT_OK, http, code, msg);
         json_decref(doc);
-        goto out; /* the caller reads q->resp and frees it */
-    }
-    if (q->kind == REQ_BULKINFO) {
-        q->bulk_entry->state = ST_OK;
-        q->bulk_entry->supported = json_array_size(values) > 0;
-        DW_INFO("table \"%s\" %s UpsertMultiple", q->bulk_entry->name,
-                q->bulk_entry->supported ? "supports" : "does not support");
-    } else if (q->kind == REQ_SETINFO) {
-        const char *pk =
-            json_string_value(json_object_get(json_array_get(values, 0), "PrimaryIdAttribute"));
-        if (pk) {
-            q->set_entry->state = ST_OK;
-            q->set_entry->pk = dw_strdup(pk);
-        } else {
-            char *m = dw_asprintf("cannot find the primary id of entity set \"%s\": %s",
-                                  q->set_entry->set, *msg ? msg : "no such entity set");
-            q->set_entry->state = ST_FAILED;
-            dw_sink_failure_set(&q->set_entry->fail, DW_WRITE_REJECTED, DW_ERRCLASS_VALIDATION,
-                                (int)http, code, m);
-            free(m);
-        }
-    } else if (q->kind == REQ_LOOKUP) {
-        if (c.verdict == DW_VERDICT_OK) {
-            dw_sink_settle_lookup(s, q, values);
-        } else {
-            struct failure f = {DW_WRITE_REJECTED, c.error_class, (int)http, code, msg};
-            for (size_t i = 0; i < q->nentries; i++)
-                dw_sink_fail_entry(s, q->entries[i], &f);
-        }
+        goto out; /* the caller reads the response and frees the request */
+    case REQ_BULKINFO:
+        settle_bulkinfo(as_bulkinfo(q), values);
+        break;
+    case REQ_SETINFO:
+        settle_setinfo(as_setinfo(q), values, http, code, msg);
+        break;
+    case REQ_LOOKUP:
+        if (c.verdict == DW_VERDICT_OK)
+            dw_sink_settle_lookup(s, as_lookup(q), values);
+        else
+            dw_sink_fail_read(s, rd, &f);
+        break;
+    default:
+        break;
     }
     json_decref(doc);
     dw_sink_req_free(q);

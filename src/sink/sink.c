@@ -77,10 +77,13 @@ static void free_rows(struct row **list)
     }
 }
 
+/* Frees a request with the rows it carries (a blocking GET belongs to its caller). */
 static void free_req_and_rows(struct req *q)
 {
-    for (size_t i = 0; i < q->nrows; i++)
-        dw_sink_row_free(q->rows[i]);
+    if (q->kind == REQ_GET)
+        return;
+    for (size_t i = 0; is_write_req(q) && i < as_write(q)->nrows; i++)
+        dw_sink_row_free(as_write(q)->rows[i]);
     dw_sink_req_free(q);
 }
 
@@ -96,14 +99,12 @@ void dw_sink_free(struct dw_sink *s)
     {
         DL_DELETE(s->transfers, q);
         curl_multi_remove_handle(s->multi, q->easy);
-        if (q->kind != REQ_GET)
-            free_req_and_rows(q);
+        free_req_and_rows(q);
     }
     DL_FOREACH_SAFE(s->queue, q, qt)
     {
         DL_DELETE(s->queue, q);
-        if (q->kind != REQ_GET)
-            free_req_and_rows(q);
+        free_req_and_rows(q);
     }
     free_rows(&s->resolving);
     free_rows(&s->ready);
@@ -240,9 +241,10 @@ void dw_sink_get_stats(const struct dw_sink *s, struct dw_sink_stats *out)
 static dw_rc blocking_get(struct dw_sink *s, char *url, json_t **out)
 {
     struct req *q = dw_sink_req_new(REQ_GET, "GET", url);
+    struct get_req *g = as_get(q);
     dw_rc rc = DW_OK;
     dw_sink_enqueue(s, q);
-    while (!q->done) {
+    while (!g->done) {
         if (s->token_config_error && !s->token_in_flight && q->easy == NULL &&
             dw_auth_token(s->auth, dw_clock_ms()) == NULL) {
             DW_ERROR("cannot obtain an access token from \"%s\" (see the error above)",
@@ -254,7 +256,7 @@ static dw_rc blocking_get(struct dw_sink *s, char *url, json_t **out)
         if ((rc = dw_sink_drive(s, NULL, 0, 1000, false)) != DW_OK)
             goto out;
     }
-    if ((rc = q->rc) != DW_OK)
+    if ((rc = g->rc) != DW_OK)
         goto out;
     json_error_t jerr;
     json_t *doc = json_loads(dw_buf_str(&q->resp), 0, &jerr);

@@ -37,9 +37,33 @@ uint32_t dw_sink_random32(void)
     return r;
 }
 
+/* The size of the type that a request of this kind is. */
+static size_t req_size(enum req_kind kind)
+{
+    switch (kind) {
+    case REQ_TOKEN:
+        break;
+    case REQ_BULK:
+        return sizeof(struct bulk_req);
+    case REQ_BATCH:
+        return sizeof(struct write_req);
+    case REQ_CHANGESET:
+        return sizeof(struct changeset_req);
+    case REQ_LOOKUP:
+        return sizeof(struct lookup_req);
+    case REQ_SETINFO:
+        return sizeof(struct setinfo_req);
+    case REQ_BULKINFO:
+        return sizeof(struct bulkinfo_req);
+    case REQ_GET:
+        return sizeof(struct get_req);
+    }
+    return sizeof(struct req);
+}
+
 struct req *dw_sink_req_new(enum req_kind kind, const char *method, char *url)
 {
-    struct req *q = dw_calloc(1, sizeof *q);
+    struct req *q = dw_calloc(1, req_size(kind));
     q->kind = kind;
     q->method = method;
     q->url = url;
@@ -70,9 +94,12 @@ void dw_sink_req_free(struct req *q)
         return;
     dw_sink_req_reset_transfer(q);
     dw_buf_cleanup(&q->resp);
-    free(q->rows);
-    free(q->entries);
-    json_decref(q->pages);
+    if (is_write_req(q))
+        free(as_write(q)->rows);
+    if (is_read_req(q))
+        json_decref(as_read(q)->pages);
+    if (q->kind == REQ_LOOKUP)
+        free(as_lookup(q)->entries);
     free(q->url);
     free(q->body);
     free(q->content_type);
@@ -182,7 +209,7 @@ static dw_rc start_transfer(struct dw_sink *s, struct req *q, const char *token)
             q->headers = curl_slist_append(q->headers, ct);
             free(ct);
         }
-        if (q->continue_on_error)
+        if (q->kind == REQ_BATCH)
             q->headers = curl_slist_append(q->headers, "Prefer: odata.continue-on-error");
         q->token_gen = dw_auth_generation(s->auth);
     }
@@ -217,7 +244,8 @@ static dw_rc start_transfer(struct dw_sink *s, struct req *q, const char *token)
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "dwasync/" DW_VERSION);
     debug_request(s, q);
-    DW_DEBUG("sending %s %s (attempt %d, %zu rows)", q->method, q->url, q->attempts + 1, q->nrows);
+    DW_DEBUG("sending %s %s (attempt %d, %zu rows)", q->method, q->url, q->attempts + 1,
+             is_write_req(q) ? as_write(q)->nrows : 0);
     if (curl_multi_add_handle(s->multi, e) != CURLM_OK) {
         dw_sink_req_reset_transfer(q);
         return DW_ERR_HTTP;
@@ -279,7 +307,8 @@ static void start_requests(struct dw_sink *s)
     {
         if (s->in_flight >= limit)
             break;
-        if (q->not_before > now || (q->after_siblings && sibling_in_flight(s, q)))
+        if (q->not_before > now ||
+            (q->kind == REQ_BULK && as_bulk(q)->after_siblings && sibling_in_flight(s, q)))
             continue;
         DL_DELETE(s->queue, q);
         if (start_transfer(s, q, token) != DW_OK) {
@@ -420,12 +449,12 @@ static int process_done(struct dw_sink *s)
             if (http >= 200 && http < 300)
                 dw_aimd_success(&s->aimd);
         }
-        if (q->kind == REQ_BULK || q->kind == REQ_BATCH)
-            dw_sink_complete_write(s, q, cc, http);
-        else if (q->kind == REQ_CHANGESET)
-            dw_sink_complete_changeset(s, q, cc, http);
+        if (q->kind == REQ_CHANGESET)
+            dw_sink_complete_changeset(s, as_changeset(q), cc, http);
+        else if (is_write_req(q))
+            dw_sink_complete_write(s, as_write(q), cc, http);
         else
-            dw_sink_complete_lookup(s, q, cc, http);
+            dw_sink_complete_read(s, as_read(q), cc, http);
     }
     return n;
 }
