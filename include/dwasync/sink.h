@@ -44,6 +44,7 @@ struct dw_sink_stats {
     uint64_t throttled;      /* 429 responses */
     uint64_t retries;        /* requests retried after a transient failure */
     uint64_t retry_sleep_ms; /* total time spent backing off */
+    uint64_t probes;         /* WhoAmI requests asking whether an outage is over */
     uint64_t token_renewals;
     uint64_t rows_applied, rows_rejected;
     int concurrency;            /* current concurrency limit */

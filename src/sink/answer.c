@@ -90,6 +90,7 @@ void dw_sink_give_up(struct dw_sink *s, struct req *q, const struct failure *f)
         return; /* the caller frees it */
     }
     case REQ_TOKEN:
+    case REQ_PROBE:
         break;
     }
     dw_sink_req_free(q);

@@ -111,7 +111,7 @@ static void entry_found(struct dw_sink *s, struct guid_entry *g, const char *gui
     g->rkey = NULL;
 }
 
-/* NOTFOUND or FAILED: kept for the rest of this dw_sink_plan pass (every row waiting for it sees
+/* NOTFOUND or FAILED: kept for the rest of this plan pass (every row waiting for it sees
  * the outcome), then dropped so that the next rows ask again. */
 static void entry_negative(struct dw_sink *s, struct guid_entry *g, enum state state)
 {

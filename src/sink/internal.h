@@ -48,7 +48,7 @@ struct guid_entry {
     char *set;
     json_t *rkey; /* the key, while it is being looked up */
     enum state state;
-    uint64_t neg_pass; /* dw_sink_plan pass in which it became NOTFOUND/FAILED */
+    uint64_t neg_pass; /* plan pass in which it became NOTFOUND/FAILED */
     bool alone;        /* a shared lookup could not tell its answer apart: ask alone */
     char *guid;
     struct failure fail;
@@ -127,6 +127,7 @@ enum req_kind {
     REQ_SETINFO,   /* struct setinfo_req: the primary id attribute of an entity set */
     REQ_BULKINFO,  /* struct bulkinfo_req: whether a table supports UpsertMultiple */
     REQ_GET,       /* struct get_req: a blocking GET (dw_sink_get_json(), WhoAmI) */
+    REQ_PROBE,     /* struct req: WhoAmI, asking whether Dataverse answers again */
 };
 
 /*
@@ -283,6 +284,13 @@ struct dw_sink {
     int64_t token_not_before;
     bool token_config_error;
     int64_t paused_until;
+    /* An outage: requests went unanswered or drew 5xx. Meanwhile a probe asks on a capped
+     * interval whether Dataverse answers again, so that recovery is noticed within seconds
+     * rather than after the longest backoff of the requests that wait. */
+    bool outage;
+    bool probe_in_flight;
+    int probes_failed;
+    int64_t probe_at;
     struct dw_aimd aimd;
     struct guid_entry *guids;
     size_t guids_ok;             /* entries in state ST_OK */

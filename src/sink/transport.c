@@ -28,6 +28,11 @@
 #define DEFAULT_RETRY_AFTER_MS 5000
 /* Attempts of a blocking call (whoami, get) when retry_limit is 0 (forever). */
 #define BLOCKING_ATTEMPTS 5
+/* The recovery probe's interval: from PROBE_BASE_MS, doubling, never above PROBE_MAX_MS. With
+ * [dataverse] retry_max_backoff_ms at or below PROBE_MAX_MS the requests' own retries come as
+ * often, and no probe is sent. */
+#define PROBE_BASE_MS 500
+#define PROBE_MAX_MS  2000
 
 uint32_t dw_sink_random32(void)
 {
@@ -42,6 +47,7 @@ static size_t req_size(enum req_kind kind)
 {
     switch (kind) {
     case REQ_TOKEN:
+    case REQ_PROBE:
         break;
     case REQ_BULK:
         return sizeof(struct bulk_req);
@@ -243,6 +249,9 @@ static dw_rc start_transfer(struct dw_sink *s, struct req *q, const char *token)
         curl_easy_setopt(e, CURLOPT_CAINFO, c->dataverse.ca_file);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "dwasync/" DW_VERSION);
+    /* No cookie engine (no CURLOPT_COOKIEFILE/COOKIEJAR, no shared cookies): Azure's
+     * ARRAffinity cookie would pin every request to one web server of the environment, and
+     * Microsoft advises spreading them (test_sink: no_affinity_cookie_is_kept). */
     debug_request(s, q);
     DW_DEBUG("sending %s %s (attempt %d, %zu rows)", q->method, q->url, q->attempts + 1,
              is_write_req(q) ? as_write(q)->nrows : 0);
@@ -279,6 +288,82 @@ static void start_token_request(struct dw_sink *s, int64_t now)
     }
 }
 
+/* When to probe next, after probes_failed probes went unanswered. */
+static int64_t probe_delay_ms(const struct dw_sink *s)
+{
+    return dw_backoff_ms(s->probes_failed + 1, PROBE_BASE_MS, PROBE_MAX_MS, dw_sink_random32());
+}
+
+/* A request failed for want of an answer (or with 5xx): from now on, probe. */
+static void outage_begin(struct dw_sink *s, int64_t now)
+{
+    if (s->outage || s->cfg->dataverse.retry_max_backoff_ms <= PROBE_MAX_MS)
+        return;
+    s->outage = true;
+    s->probes_failed = 0;
+    s->probe_at = now + probe_delay_ms(s);
+    DW_WARN("Dataverse does not answer: asking WhoAmI at most every %d ms until it does",
+            PROBE_MAX_MS);
+}
+
+/* Dataverse answered: the requests backing off meanwhile go at once. */
+static void outage_end(struct dw_sink *s, int64_t now)
+{
+    if (!s->outage)
+        return;
+    s->outage = false;
+    size_t released = 0;
+    struct req *q;
+    DL_FOREACH(s->queue, q)
+    {
+        if (q->not_before > now) {
+            q->not_before = now;
+            released++;
+        }
+    }
+    DW_INFO("Dataverse answers again: resuming %zu waiting request%s at once", released,
+            released == 1 ? "" : "s");
+}
+
+/* Whether an answer shows Dataverse is there: anything but no answer, 5xx or 429. */
+static bool answered(CURLcode cc, long http)
+{
+    return cc == CURLE_OK && http > 0 && http < 500 && http != 429;
+}
+
+/* Whether a probe can go now: an outage, requests waiting for its end, a free slot. */
+static bool probe_due(const struct dw_sink *s, int64_t now, int limit)
+{
+    return s->outage && !s->probe_in_flight && s->queue && now >= s->probe_at &&
+           s->in_flight < limit;
+}
+
+static void start_probe(struct dw_sink *s, const char *token, int64_t now)
+{
+    struct req *q = dw_sink_req_new(REQ_PROBE, "GET", dw_sink_api_url(s, "WhoAmI"));
+    if (start_transfer(s, q, token) != DW_OK) {
+        dw_sink_req_free(q);
+        s->probe_at = now + probe_delay_ms(s);
+        return;
+    }
+    s->probe_in_flight = true;
+    s->stats.probes++;
+}
+
+static void complete_probe(struct dw_sink *s, struct req *q, CURLcode cc, long http)
+{
+    int64_t now = dw_clock_ms();
+    s->probe_in_flight = false;
+    if (answered(cc, http)) {
+        outage_end(s, now);
+    } else {
+        s->probes_failed++;
+        s->probe_at = now + probe_delay_ms(s);
+        DW_DEBUG("probe %d: Dataverse still does not answer (HTTP %ld)", s->probes_failed, http);
+    }
+    dw_sink_req_free(q);
+}
+
 /* Whether another bulk request to the same table as q is in flight. */
 static bool sibling_in_flight(const struct dw_sink *s, const struct req *q)
 {
@@ -302,6 +387,8 @@ static void start_requests(struct dw_sink *s)
     if (token == NULL || now < s->paused_until)
         return;
     int limit = dw_aimd_limit(&s->aimd);
+    if (probe_due(s, now, limit))
+        start_probe(s, token, now);
     struct req *q, *tmp;
     DL_FOREACH_SAFE(s->queue, q, tmp)
     {
@@ -329,7 +416,7 @@ static int retry_limit(const struct dw_sink *s, const struct req *q)
 }
 
 /*
- * Puts a request back in the queue after a transient failure, or gives up past the dw_sink_retry
+ * Puts a request back in the queue after a transient failure, or gives up past the retry
  * limit. A 429 pauses the whole environment; anything else backs off this request alone.
  */
 void dw_sink_retry(struct dw_sink *s, struct req *q, const struct dw_classification *c, int http,
@@ -358,6 +445,8 @@ void dw_sink_retry(struct dw_sink *s, struct req *q, const struct dw_classificat
         DW_WARN("Dataverse throttled a request (HTTP 429): pausing all requests for %" PRId64 " ms",
                 delay);
     } else {
+        if (http == 0 || http >= 500)
+            outage_begin(s, now);
         delay = dw_backoff_ms(q->attempts, BACKOFF_BASE_MS, s->cfg->dataverse.retry_max_backoff_ms,
                               dw_sink_random32());
         DW_WARN("transient failure (%s): retrying in %" PRId64 " ms (attempt %d)", message, delay,
@@ -395,7 +484,7 @@ static void complete_token(struct dw_sink *s, struct req *q, CURLcode cc, long h
         int64_t d = dw_backoff_ms(s->token_failures, 1000, s->cfg->dataverse.retry_max_backoff_ms,
                                   dw_sink_random32());
         s->token_not_before = now + d;
-        /* Rows waiting for a token give up with everything else past the dw_sink_retry limit. */
+        /* Rows waiting for a token give up with everything else past the retry limit. */
         int limit = (int)s->cfg->dataverse.retry_limit;
         if (limit > 0 && s->token_failures >= limit) {
             struct req *w, *tmp;
@@ -437,6 +526,12 @@ static int process_done(struct dw_sink *s)
             continue;
         }
         s->in_flight--;
+        if (q->kind == REQ_PROBE) {
+            complete_probe(s, q, cc, http);
+            continue;
+        }
+        if (answered(cc, http))
+            outage_end(s, dw_clock_ms());
         if (cc == CURLE_OK) {
             if (http >= 200 && http < 300)
                 s->stats.responses_2xx++;
@@ -485,10 +580,13 @@ static int64_t next_timer(struct dw_sink *s, int64_t now)
         if (q->not_before > now && q->not_before < t)
             t = q->not_before;
     }
+    int64_t probe = s->probe_at > now ? s->probe_at : now;
+    if (probe < t && probe_due(s, probe, dw_aimd_limit(&s->aimd)))
+        t = probe;
     return t;
 }
 
-/* One turn of the engine; results are delivered only when dw_sink_deliver is set. */
+/* One turn of the engine; results are delivered only when do_deliver is set. */
 dw_rc dw_sink_drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra, int timeout_ms,
                     bool do_deliver)
 {

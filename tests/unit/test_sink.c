@@ -1,7 +1,8 @@
 /*
  * Unit tests of the sink's API and of dw_dvmeta_fetch against a dvemu started here
  * ($DVEMU_BIN, the sample metadata): config errors, submit validation and ownership,
- * callbacks exactly once from dw_sink_run, freeing with writes in flight, table metadata.
+ * callbacks exactly once from dw_sink_run, freeing with writes in flight, table metadata,
+ * and, against a peer forked here, that no cookie (Azure's ARRAffinity) is ever sent back.
  */
 #include <check.h>
 #include <fcntl.h>
@@ -11,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -555,6 +558,105 @@ START_TEST(metadata_of_a_table)
 }
 END_TEST
 
+/*
+ * A peer that answers every request as an Azure front end does: 200 with Set-Cookie
+ * ARRAffinity, which pins a client to one web server. For each request it writes one byte to
+ * report: 'C' when the request carried a Cookie header, '.' when not. A POST gets a token,
+ * anything else a WhoAmI answer. Runs in a forked child until killed.
+ */
+static _Noreturn void cookie_peer(int lfd, int report)
+{
+    static const char token[] = "{\"access_token\":\"t0k3n\",\"expires_in\":3600,"
+                                "\"token_type\":\"Bearer\"}";
+    static const char whoami[] = "{\"UserId\":\"00000000-0000-0000-0000-000000000001\"}";
+    for (;;) {
+        int c = accept(lfd, NULL, NULL);
+        if (c < 0)
+            _exit(0);
+        char buf[16384];
+        size_t len = 0;
+        ssize_t n;
+        while ((n = read(c, buf + len, sizeof buf - 1 - len)) > 0) {
+            len += (size_t)n;
+            buf[len] = '\0';
+            char *end;
+            while ((end = strstr(buf, "\r\n\r\n")) != NULL) {
+                size_t head = (size_t)(end + 4 - buf), body = 0;
+                char *cl = strcasestr(buf, "\r\ncontent-length:");
+                if (cl && cl < end)
+                    body = strtoul(cl + 17, NULL, 10);
+                if (len < head + body)
+                    break;
+                char *cookie = strcasestr(buf, "\r\ncookie:");
+                if (write(report, cookie && cookie < end ? "C" : ".", 1) != 1)
+                    _exit(1);
+                const char *answer = strncmp(buf, "POST", 4) == 0 ? token : whoami;
+                dprintf(c,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        "Set-Cookie: ARRAffinity=5e1f00d; Path=/; HttpOnly; Domain=127.0.0.1\r\n"
+                        "Set-Cookie: ARRAffinitySameSite=5e1f00d; Path=/; SameSite=None\r\n"
+                        "Content-Length: %zu\r\n\r\n%s",
+                        strlen(answer), answer);
+                memmove(buf, buf + head + body, len - head - body);
+                len -= head + body;
+                buf[len] = '\0';
+            }
+        }
+        close(c);
+    }
+}
+
+/* Requests spread over the environment's web servers as Microsoft advises: the sink keeps
+ * no affinity cookie (no cookie engine), so none is ever sent back. */
+START_TEST(no_affinity_cookie_is_kept)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), report[2];
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(lfd, 16), 0);
+    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    ck_assert_int_eq(pipe(report), 0);
+    pid_t peer = fork();
+    ck_assert_int_ge(peer, 0);
+    if (peer == 0) {
+        signal(SIGTERM, SIG_DFL); /* not Check's handler, which signals the whole group */
+        close(report[0]);
+        cookie_peer(lfd, report[1]);
+    }
+    close(lfd);
+    close(report[1]);
+
+    struct dw_config cfg;
+    struct dw_sink *sink = NULL;
+    make_config(&cfg);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", ntohs(a.sin_port));
+    free(cfg.dataverse.url);
+    free(cfg.dataverse.authority);
+    cfg.dataverse.url = strdup(url);
+    cfg.dataverse.authority = strdup(url);
+    ck_assert_int_eq(dw_sink_new(&cfg, NULL, NULL, &sink), DW_OK);
+    for (int i = 0; i < 3; i++) {
+        char *user = NULL;
+        ck_assert_int_eq(dw_sink_whoami(sink, &user), DW_OK);
+        ck_assert_str_eq(user, "00000000-0000-0000-0000-000000000001");
+        free(user);
+    }
+    dw_sink_free(sink);
+    dw_config_cleanup(&cfg);
+    kill(peer, SIGKILL);
+    waitpid(peer, NULL, 0);
+
+    char seen[64];
+    ssize_t n = read(report[0], seen, sizeof seen - 1);
+    close(report[0]);
+    ck_assert_int_eq(n, 4); /* the token, then three WhoAmI, each answered with cookies */
+    seen[n] = '\0';
+    ck_assert_str_eq(seen, "....");
+}
+END_TEST
+
 static Suite *sink_suite(void)
 {
     Suite *s = suite_create("sink");
@@ -566,6 +668,7 @@ static Suite *sink_suite(void)
     tcase_add_test(tc, shared_references_follow_a_parent_that_comes_back);
     tcase_add_test(tc, run_returns_for_the_callers_descriptors);
     tcase_add_test(tc, metadata_of_a_table);
+    tcase_add_test(tc, no_affinity_cookie_is_kept);
     suite_add_tcase(s, tc);
     return s;
 }
