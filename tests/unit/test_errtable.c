@@ -13,6 +13,7 @@
 #include <sys/select.h>
 #include <sys/stat.h>
 
+#include "check_main.h"
 #include "dwasync/alloc.h"
 #include "dwasync/errtable.h"
 #include "dwasync/ha.h"
@@ -952,9 +953,8 @@ START_TEST(random_operations_keep_per_key_order)
 }
 END_TEST
 
-int main(void)
+static Suite *errtable_suite(void)
 {
-    dw_log_configure(DW_LOG_WARN, DW_LOG_LOGFMT);
     Suite *s = suite_create("errtable");
     TCase *tc = tcase_create("errtable");
     tcase_add_unchecked_fixture(tc, cluster_start, cluster_stop);
@@ -973,9 +973,13 @@ int main(void)
     tcase_add_test(tc, alert_rule_pauses_the_job);
     tcase_add_test(tc, retention_never_purges_unresolved_rows);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return s;
 }
+
+/* Only what the suite is about reaches the log. */
+static void quiet_logs(void)
+{
+    dw_log_configure(DW_LOG_WARN, DW_LOG_LOGFMT);
+}
+
+const struct dw_check_suite dw_check_suite = {.make = errtable_suite, .before = quiet_logs};
