@@ -94,9 +94,12 @@ struct dw_pipeline_persist {
 /*
  * Where the pipeline keeps what must survive a crash. persist writes a window's error rows
  * (rows already stored are skipped, and blocked gets the key of every row stored, as
- * dw_errtable_insert() does), then its checkpoint and statistics; it returns DW_OK only
- * when all of it is durable, and the pipeline moves dw_pipeline_confirmed() only then.
- * Persisting the same window again after a failure must be harmless.
+ * dw_errtable_insert() does), its checkpoint and its statistics, all or nothing: it
+ * returns DW_OK only when all of it is durable, and the pipeline moves
+ * dw_pipeline_confirmed() only then. (Error rows durable without their checkpoint could be
+ * replayed before a crash's redelivery resends their changes, and a resent change that
+ * failed again would find its row resolved.) Persisting a window again after a failure
+ * must be harmless.
  */
 struct dw_pipeline_store {
     /* Replaces set's contents with the job's keys blocked behind open errors. */
@@ -179,7 +182,11 @@ dw_lsn dw_pipeline_confirmed(const struct dw_pipeline *p);
 /* True when nothing received is pending: no window, no open transaction. */
 bool dw_pipeline_idle(const struct dw_pipeline *p);
 
-/* A key's error queue emptied (replayed or skipped): its changes may flow again. */
+/*
+ * A key's error queue emptied (replayed or skipped): its changes may flow again. A key with
+ * a change parked in a window whose error rows are not written yet stays blocked: that row,
+ * once written, heads the key's queue again (errtable.h), and its replay unblocks the key.
+ */
 void dw_pipeline_unblock(struct dw_pipeline *p, int64_t map_id, const char *key_text);
 
 /* Copies the counters. */

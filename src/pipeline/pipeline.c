@@ -1040,8 +1040,26 @@ bool dw_pipeline_idle(const struct dw_pipeline *p)
            !p->in_txn;
 }
 
+/* Whether a round holds a change of the key that failed or was parked: until the round is
+ * persisted, its error row exists only here. */
+static bool round_parks_key(const struct round *r, int64_t map_id, const char *key_text)
+{
+    for (size_t i = 0; r->window && i < r->window->len; i++) {
+        const struct dw_item *it = &r->window->items[i];
+        if ((it->state == DW_ITEM_OPEN || it->state == DW_ITEM_WAITING) &&
+            it->mapped.map_id == map_id && strcmp(it->key_text, key_text) == 0)
+            return true;
+    }
+    return false;
+}
+
 void dw_pipeline_unblock(struct dw_pipeline *p, int64_t map_id, const char *key_text)
 {
+    /* A change of the key parked in a round not yet persisted must stay ahead of the key's
+     * newer changes: the key stays blocked, and its row, once written, is queued for replay
+     * as a new head (errtable.h), whose replay unblocks the key again. */
+    if (round_parks_key(&p->cur, map_id, key_text) || round_parks_key(&p->done, map_id, key_text))
+        return;
     dw_blocked_keys_remove(p->blocked, map_id, key_text);
 }
 
