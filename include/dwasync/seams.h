@@ -20,9 +20,8 @@ void dw_seams_sink_writer(struct dw_sink *sink, struct dw_pipeline_writer *out);
 
 /*
  * A store on the control database: blocked keys from the error table, and a window's error
- * rows (dw_errtable_insert()) then its checkpoint row and apply statistics (one statement).
- * A crash between the two replays the window, whose error rows are then skipped as already
- * stored. A failure that broke the connection resets it for the next attempt.
+ * rows (dw_errtable_insert()), its checkpoint row and its apply statistics in one
+ * transaction. A failure that broke the connection resets it for the next attempt.
  */
 void dw_seams_control_store(PGconn *control, struct dw_pipeline_store *out);
 
