@@ -1179,7 +1179,7 @@ END_TEST
 /* --- random runs ------------------------------------------------------------------------ */
 
 #define RANDOM_TXNS  40
-#define RANDOM_STEPS 300
+#define RANDOM_STEPS 240
 
 /* One run of a seed; crash_at < 0: no crash. */
 static void random_run(uint32_t seed, int crash_at, int64_t window_rows)
