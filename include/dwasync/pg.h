@@ -11,6 +11,7 @@
 
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "dwasync/rc.h"
 
@@ -26,6 +27,21 @@ dw_rc dw_pg_exec(PGconn *conn, const char *what, const char *sql);
  */
 dw_rc dw_pg_query(PGconn *conn, const char *what, const char *sql, int nparams,
                   const char *const *params, PGresult **out);
+
+/*
+ * dw_pg_query() for a query that returns exactly one row; any other number of rows is
+ * logged with what and returns DW_ERR_PG (*out untouched). On success *out holds the result
+ * (caller PQclear()s it).
+ */
+dw_rc dw_pg_query_row(PGconn *conn, const char *what, const char *sql, int nparams,
+                      const char *const *params, PGresult **out);
+
+/*
+ * dw_pg_query_row() for a query whose one row's first column is an integer (a count, a
+ * version, what a function returns): *out gets it, 0 for NULL. The result is cleared.
+ */
+dw_rc dw_pg_query_int(PGconn *conn, const char *what, const char *sql, int nparams,
+                      const char *const *params, int64_t *out);
 
 /* Logs a failed result with what, the message and SQLSTATE; returns DW_ERR_PG. */
 dw_rc dw_pg_fail(PGconn *conn, const PGresult *res, const char *what);

@@ -12,8 +12,8 @@
  * changes, so its changesets are of that size whatever window_ms does.
  * Failed chains and unmappable changes become error rows; changes whose key is blocked are
  * parked behind them. The error rows, the job's checkpoint row and its apply
- * statistics are written in ONE control-database transaction, and only after it commits
- * does dw_pipeline_confirmed() move to the window's last commit end LSN: nothing is
+ * statistics go to the checkpoint store together, and only after it says all of it is
+ * durable does dw_pipeline_confirmed() move to the window's last commit end LSN: nothing is
  * acknowledged to the slot before it is applied or durably parked (DESIGN invariant 1).
  * The next window is planned and sent before that write, so its requests are on their way
  * while it is made; windows are still persisted, and confirmed, one by one in order.
@@ -32,20 +32,24 @@
  * transactions already taken into a window are recognised by their commit LSN and dropped,
  * so a key never sees an older version after a newer one within one process.
  *
- * Ownership: the pipeline borrows the sink, the control connection and the maps (which
- * must outlive it: a job's maps cannot change while it runs). Writes reach
- * the sink through tickets (struct dw_write_ticket), so several users (the pipeline, error
- * replay) can share one sink: create the sink with dw_write_ticket_dispatch as its done
- * callback.
+ * Seams: the pipeline reaches Dataverse through a writer (struct dw_pipeline_writer) and
+ * the control database through a checkpoint store (struct dw_pipeline_store), small
+ * interfaces as struct dw_replay_ops is for replay. The daemon passes the sink and the
+ * control connection (seams.h); tests/unit/test_pipeline.c passes in-memory fakes.
+ *
+ * Ownership: the pipeline borrows the writer, the store and the maps (which must outlive
+ * it: a job's maps cannot change while it runs). Writes reach the writer through tickets
+ * (struct dw_write_ticket), so several users (the pipeline, error replay) can share one
+ * sink: create the sink with dw_write_ticket_dispatch as its done callback.
  */
 #ifndef DWASYNC_PIPELINE_H
 #define DWASYNC_PIPELINE_H
 
-#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "dwasync/change.h"
+#include "dwasync/errtable.h"
 #include "dwasync/lsn.h"
 #include "dwasync/mapping.h"
 #include "dwasync/rc.h"
@@ -62,6 +66,51 @@ struct dw_write_ticket {
 /* Done callback for dw_sink_new(): forwards each result to its ticket's done(). */
 void dw_write_ticket_dispatch(void *user, void *write_user, const struct dw_write_result *r);
 
+/*
+ * Where the pipeline's writes go. submit and submit_atomic have dw_sink_submit()'s and
+ * dw_sink_submit_atomic()'s contract: they take the writes' contents, and each write's
+ * ticket (tickets[i], a struct dw_write_ticket *) gets exactly one done() call later, never
+ * from inside submit; DW_ERR_INVALID (nothing queued) for a malformed write.
+ */
+struct dw_pipeline_writer {
+    dw_rc (*submit)(void *user, struct dw_write *writes, void *const *tickets, size_t n);
+    dw_rc (*submit_atomic)(void *user, struct dw_write *writes, void *const *tickets, size_t n);
+    /* Writes submitted whose ticket has not been answered yet. */
+    size_t (*pending)(void *user);
+    /* Starts sending what was submitted, without waiting for answers. */
+    void (*send)(void *user);
+    void *user; /* passed to every call; borrowed */
+};
+
+/* What one window leaves in the control database; everything is borrowed for the call. */
+struct dw_pipeline_persist {
+    int64_t job_id;
+    const struct dw_errrow *rows; /* its error rows (open and waiting) */
+    size_t nrows;
+    dw_lsn confirmed_lsn;        /* the checkpoint it moves to (never backwards) */
+    int64_t last_commit_time_us; /* commit time at confirmed_lsn; 0 if unknown */
+    size_t rows_applied;         /* statistics of the window */
+    size_t rows_failed;
+};
+
+/*
+ * Where the pipeline keeps what must survive a crash. persist writes a window's error rows
+ * (rows already stored are skipped, and blocked gets the key of every row stored, as
+ * dw_errtable_insert() does), its checkpoint and its statistics, all or nothing: it
+ * returns DW_OK only when all of it is durable, and the pipeline moves
+ * dw_pipeline_confirmed() only then. (Error rows durable without their checkpoint could be
+ * replayed before a crash's redelivery resends their changes, and a resent change that
+ * failed again would find its row resolved.) Persisting a window again after a failure
+ * must be harmless.
+ */
+struct dw_pipeline_store {
+    /* Replaces set's contents with the job's keys blocked behind open errors. */
+    dw_rc (*load_blocked)(void *user, int64_t job_id, struct dw_blocked_keys *set);
+    dw_rc (*persist)(void *user, const struct dw_pipeline_persist *window,
+                     struct dw_blocked_keys *blocked);
+    void *user; /* passed to every call; borrowed */
+};
+
 struct dw_pipeline_options {
     int64_t job_id;
     const char *job_name;
@@ -70,6 +119,8 @@ struct dw_pipeline_options {
     int64_t window_ms;
     int64_t missing_parent_retries;
     const struct dw_values_options *values; /* how source values become JSON (borrowed) */
+    /* Monotonic milliseconds for windows and retries; NULL: dw_clock_ms (tests set theirs). */
+    int64_t (*clock_ms)(void);
 };
 
 struct dw_pipeline_stats {
@@ -87,13 +138,15 @@ struct dw_pipeline_stats {
 struct dw_pipeline;
 
 /*
- * Creates a pipeline and loads the job's blocked keys from the error table. All pointers
- * are borrowed (options strings included) and must outlive the pipeline.
+ * Creates a pipeline and loads the job's blocked keys from the store. All pointers are
+ * borrowed (options strings, writer and store included) and must outlive the pipeline.
  */
-dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts, struct dw_sink *sink, PGconn *control,
-                      const struct dw_job_maps *maps, struct dw_pipeline **out);
+dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts,
+                      const struct dw_pipeline_writer *writer,
+                      const struct dw_pipeline_store *store, const struct dw_job_maps *maps,
+                      struct dw_pipeline **out);
 
-/* Frees the pipeline; writes still in the sink must have completed (or the sink freed). */
+/* Frees the pipeline; writes still in the writer must have completed (or the writer freed). */
 void dw_pipeline_free(struct dw_pipeline *p);
 
 /* Stream events. Errors are fatal for the stream (DW_ERR_PROTOCOL on an event out of order). */
@@ -131,7 +184,11 @@ dw_lsn dw_pipeline_confirmed(const struct dw_pipeline *p);
 /* True when nothing received is pending: no window, no open transaction. */
 bool dw_pipeline_idle(const struct dw_pipeline *p);
 
-/* A key's error queue emptied (replayed or skipped): its changes may flow again. */
+/*
+ * A key's error queue emptied (replayed or skipped): its changes may flow again. A key with
+ * a change parked in a window whose error rows are not written yet stays blocked: that row,
+ * once written, heads the key's queue again (errtable.h), and its replay unblocks the key.
+ */
 void dw_pipeline_unblock(struct dw_pipeline *p, int64_t map_id, const char *key_text);
 
 /* Copies the counters. */

@@ -1,9 +1,11 @@
 /*
- * The libpq helpers (see pg.h): connect, run a statement or a parameterized query, and log a
+ * The libpq helpers (see pg.h): connect, run a statement, a parameterized query or one that
+ * returns one row (or one integer), and log a
  * failure once with the server's primary message, SQLSTATE and hint, never the conninfo.
  */
 #include "dwasync/pg.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "dwasync/log.h"
@@ -65,6 +67,34 @@ dw_rc dw_pg_query(PGconn *conn, const char *what, const char *sql, int nparams,
         return rc;
     }
     *out = res;
+    return DW_OK;
+}
+
+dw_rc dw_pg_query_row(PGconn *conn, const char *what, const char *sql, int nparams,
+                      const char *const *params, PGresult **out)
+{
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(conn, what, sql, nparams, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    if (PQntuples(res) != 1) {
+        DW_ERROR("%s failed: %d rows where one was expected", what, PQntuples(res));
+        PQclear(res);
+        return DW_ERR_PG;
+    }
+    *out = res;
+    return DW_OK;
+}
+
+dw_rc dw_pg_query_int(PGconn *conn, const char *what, const char *sql, int nparams,
+                      const char *const *params, int64_t *out)
+{
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query_row(conn, what, sql, nparams, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    *out = PQgetisnull(res, 0, 0) ? 0 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
     return DW_OK;
 }
 

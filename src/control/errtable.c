@@ -384,15 +384,12 @@ dw_rc dw_errtable_mark_resolved(PGconn *conn, int64_t id, int *remaining)
     char idtext[24];
     snprintf(idtext, sizeof idtext, "%" PRId64, id);
     const char *params[] = {idtext};
-    PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(conn, "marking a replayed error resolved",
-                           "SELECT dwasync.replay_succeeded($1)", 1, params, &res);
-    if (rc != DW_OK)
-        return rc;
-    if (remaining)
-        *remaining = (int)col_i64(res, 0, 0);
-    PQclear(res);
-    return DW_OK;
+    int64_t left = 0;
+    dw_rc rc = dw_pg_query_int(conn, "marking a replayed error resolved",
+                               "SELECT dwasync.replay_succeeded($1)", 1, params, &left);
+    if (rc == DW_OK && remaining)
+        *remaining = (int)left;
+    return rc;
 }
 
 dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_result *r,
@@ -431,13 +428,11 @@ dw_rc dw_errtable_purge(PGconn *conn, int64_t job_id, int days, int64_t *purged)
     snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
     snprintf(daystext, sizeof daystext, "%d", days);
     const char *params[] = {daystext, job_id ? jobtext : NULL};
-    PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(conn, "purging old error rows", "SELECT dwasync.purge_errors($1, $2)", 2,
-                           params, &res);
+    int64_t n = 0;
+    dw_rc rc = dw_pg_query_int(conn, "purging old error rows",
+                               "SELECT dwasync.purge_errors($1, $2)", 2, params, &n);
     if (rc != DW_OK)
         return rc;
-    int64_t n = col_i64(res, 0, 0);
-    PQclear(res);
     if (n > 0)
         DW_INFO("purged %" PRId64 " resolved or skipped error rows older than %d days", n, days);
     if (purged)
@@ -453,11 +448,11 @@ dw_rc dw_errtable_alert_check(PGconn *conn, int64_t job_id, struct dw_alert_stat
     snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
     const char *params[] = {jobtext};
     PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(conn, "evaluating the alert rule",
-                           "SELECT enabled, coalesce(max_errors, 0), coalesce(minutes, 0), "
-                           "coalesce(errors_in_window, 0), tripped "
-                           "FROM dwasync.alert_state($1)",
-                           1, params, &res);
+    dw_rc rc = dw_pg_query_row(conn, "evaluating the alert rule",
+                               "SELECT enabled, coalesce(max_errors, 0), coalesce(minutes, 0), "
+                               "coalesce(errors_in_window, 0), tripped "
+                               "FROM dwasync.alert_state($1)",
+                               1, params, &res);
     if (rc != DW_OK)
         return rc;
     struct dw_alert_state a = {
@@ -504,14 +499,12 @@ dw_rc dw_errtable_listen(PGconn *conn)
 dw_rc dw_errtable_listeners(PGconn *conn, const char *job_name, int *out)
 {
     const char *params[] = {job_name};
-    PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(conn, "looking for a running daemon",
-                           "SELECT dwasync.replay_listeners($1)", 1, params, &res);
-    if (rc != DW_OK)
-        return rc;
-    *out = (int)col_i64(res, 0, 0);
-    PQclear(res);
-    return DW_OK;
+    int64_t n = 0;
+    dw_rc rc = dw_pg_query_int(conn, "looking for a running daemon",
+                               "SELECT dwasync.replay_listeners($1)", 1, params, &n);
+    if (rc == DW_OK)
+        *out = (int)n;
+    return rc;
 }
 
 dw_rc dw_errtable_poll_requests(PGconn *conn, const char *job_name, bool *requested)

@@ -121,26 +121,18 @@ dw_rc dw_migrate_latest(const char *sqldir, int *out)
 
 dw_rc dw_migrate_current(PGconn *conn, int *out)
 {
-    PGresult *res;
-    dw_rc rc = dw_pg_query(conn, "reading the schema version",
-                           "SELECT CASE WHEN to_regclass('dwasync.schema_version') IS NULL "
-                           "THEN NULL ELSE 1 END",
-                           0, NULL, &res);
-    if (rc != DW_OK)
-        return rc;
-    int installed = !PQgetisnull(res, 0, 0);
-    PQclear(res);
-    if (!installed) {
-        *out = 0;
-        return DW_OK;
-    }
-    rc = dw_pg_query(conn, "reading the schema version",
-                     "SELECT coalesce(max(version), 0) FROM dwasync.schema_version", 0, NULL, &res);
-    if (rc != DW_OK)
-        return rc;
-    *out = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10); /* an int4 column: always a number */
-    PQclear(res);
-    return DW_OK;
+    int64_t installed = 0, version = 0;
+    dw_rc rc = dw_pg_query_int(conn, "reading the schema version",
+                               "SELECT CASE WHEN to_regclass('dwasync.schema_version') IS NULL "
+                               "THEN 0 ELSE 1 END",
+                               0, NULL, &installed);
+    if (rc == DW_OK && installed)
+        rc = dw_pg_query_int(conn, "reading the schema version",
+                             "SELECT coalesce(max(version), 0) FROM dwasync.schema_version", 0,
+                             NULL, &version);
+    if (rc == DW_OK)
+        *out = (int)version; /* an int4 column */
+    return rc;
 }
 
 static dw_rc apply_one(PGconn *conn, const char *sqldir, const struct migration *m)

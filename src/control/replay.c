@@ -67,15 +67,15 @@ dw_rc dw_replay_new(PGconn *conn, int64_t job_id, const struct dw_replay_ops *op
     char jobtext[24];
     snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
     const char *params[] = {jobtext};
-    PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(conn, "queueing error queues left without a head",
-                           "SELECT dwasync.promote_orphans($1)", 1, params, &res);
+    int64_t healed = 0;
+    dw_rc rc = dw_pg_query_int(conn, "queueing error queues left without a head",
+                               "SELECT dwasync.promote_orphans($1)", 1, params, &healed);
     if (rc != DW_OK)
         return rc;
-    if (strcmp(PQgetvalue(res, 0, 0), "0") != 0)
-        DW_WARN("queued %s error queues left without a head by an earlier crash (job id %s)",
-                PQgetvalue(res, 0, 0), jobtext);
-    PQclear(res);
+    if (healed)
+        DW_WARN("queued %" PRId64
+                " error queues left without a head by an earlier crash (job id %s)",
+                healed, jobtext);
     struct dw_replay *r = dw_calloc(1, sizeof *r);
     r->conn = conn;
     r->job_id = job_id;

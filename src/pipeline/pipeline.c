@@ -7,7 +7,6 @@
  */
 #include "dwasync/pipeline.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +18,6 @@
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/mapfile.h"
-#include "dwasync/pg.h"
-#include "dwasync/sink.h"
 #include "dwasync/values.h"
 #include "dwasync/window.h"
 
@@ -64,8 +61,8 @@ struct round {
 
 struct dw_pipeline {
     struct dw_pipeline_options opts;
-    struct dw_sink *sink;
-    PGconn *control;
+    const struct dw_pipeline_writer *writer;
+    const struct dw_pipeline_store *store;
     const struct dw_job_maps *maps;
 
     /* A window fills, then applies (cur), then waits for its error rows and checkpoint to
@@ -101,6 +98,12 @@ struct dw_pipeline {
 
     struct dw_pipeline_stats stats;
 };
+
+/* The pipeline's monotonic clock (pipeline.h: the options may name the test's). */
+static int64_t now_ms(const struct dw_pipeline *p)
+{
+    return p->opts.clock_ms ? p->opts.clock_ms() : dw_clock_ms();
+}
 
 void dw_write_ticket_dispatch(void *user, void *write_user, const struct dw_write_result *r)
 {
@@ -140,13 +143,15 @@ static void write_copy(struct dw_write *dst, const struct dw_write *src)
     dst->body = json_incref(src->body);
 }
 
-dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts, struct dw_sink *sink, PGconn *control,
-                      const struct dw_job_maps *maps, struct dw_pipeline **out)
+dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts,
+                      const struct dw_pipeline_writer *writer,
+                      const struct dw_pipeline_store *store, const struct dw_job_maps *maps,
+                      struct dw_pipeline **out)
 {
     struct dw_pipeline *p = dw_calloc(1, sizeof *p);
     p->opts = *opts;
-    p->sink = sink;
-    p->control = control;
+    p->writer = writer;
+    p->store = store;
     p->maps = maps;
     for (size_t i = 0; i < 3; i++)
         dw_window_init(&p->windows[i]);
@@ -162,7 +167,7 @@ dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts, struct dw_sink *si
             p->atomic_maps[p->natomic_maps++] = def->groups[g].maps[i].id;
         }
     }
-    dw_rc rc = dw_errtable_load_blocked(control, opts->job_id, p->blocked);
+    dw_rc rc = store->load_blocked(store->user, opts->job_id, p->blocked);
     if (rc != DW_OK) {
         dw_pipeline_free(p);
         return rc;
@@ -255,7 +260,7 @@ static struct dw_item *push_item(struct dw_pipeline *p, const struct dw_change *
     w->bytes += it->bytes;
     p->txn_items++;
     if (w->opened_ms == 0)
-        w->opened_ms = dw_clock_ms();
+        w->opened_ms = now_ms(p);
     return it;
 }
 
@@ -499,7 +504,7 @@ dw_rc dw_pipeline_commit(struct dw_pipeline *p, dw_lsn commit_lsn, dw_lsn end_ls
     w->commit_time_us = commit_time_us;
     w->commits++;
     if (w->opened_ms == 0)
-        w->opened_ms = dw_clock_ms();
+        w->opened_ms = now_ms(p);
     p->taken_end_lsn = end_lsn;
     return DW_OK;
 }
@@ -617,7 +622,7 @@ static void submit_unit(struct dw_pipeline *p, size_t u)
         memset(&c->write, 0, sizeof c->write);
         users[k] = &p->cur.chains[unit->chains[k]].ticket;
     }
-    if (dw_sink_submit_atomic(p->sink, writes, users, unit->nchains) != DW_OK) {
+    if (p->writer->submit_atomic(p->writer->user, writes, users, unit->nchains) != DW_OK) {
         for (size_t k = 0; k < unit->nchains; k++) {
             dw_write_cleanup(&writes[k]);
             dw_plan_fail_chain(&p->cur.plan, p->cur.window, unit->chains[k], p->blocked);
@@ -655,7 +660,7 @@ static void submit_level(struct dw_pipeline *p, size_t g)
         memset(&c->write, 0, sizeof c->write);
         users[k] = &cs->ticket;
     }
-    dw_rc rc = dw_sink_submit(p->sink, writes, users, lv->nchains);
+    dw_rc rc = p->writer->submit(p->writer->user, writes, users, lv->nchains);
     if (rc != DW_OK) {
         /* A malformed write is a bug in a map or the mapping; fail just that level's rows. */
         for (size_t k = 0; k < lv->nchains; k++) {
@@ -871,25 +876,6 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         }
     }
 
-    /* Error rows first (their own transaction), then the checkpoint: a crash in between
-     * replays the window, and the inserts are idempotent. (The window's writes are applied
-     * here and nothing of it is durable yet: the first crash point.) */
-    dw_rc rc = DW_OK;
-    if (DW_FAILPOINT("apply_before_error_rows"))
-        rc = DW_ERR_PG;
-    else if (n)
-        rc = dw_errtable_insert(p->control, rows, n, p->blocked, NULL);
-    for (size_t i = 0; i < 4 * n; i++)
-        json_decref(images[i]);
-    free(images);
-    free(rows);
-    if (rc != DW_OK)
-        goto out;
-    if (DW_FAILPOINT("error_rows_before_checkpoint")) {
-        rc = DW_ERR_PG;
-        goto out;
-    }
-    char lsn[DW_LSN_STRLEN], job[32], nap[32], nfail[32], ctime[40];
     /* What this window lets the checkpoint pass: its last commit, and what earlier windows
      * held back; nothing while a change of it waits in a later window (carry_deferred()). */
     dw_lsn upto = p->stats.confirmed_lsn, held = p->held_lsn;
@@ -902,27 +888,24 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         upto = held;
         upto_time = held_time;
     }
-    dw_lsn_format(upto, lsn);
-    snprintf(job, sizeof job, "%" PRId64, p->opts.job_id);
-    snprintf(nap, sizeof nap, "%zu", applied);
-    snprintf(nfail, sizeof nfail, "%zu", nerr);
-    snprintf(ctime, sizeof ctime, "%" PRId64, upto_time);
-    const char *params[] = {job, lsn, ctime, nap, nfail};
-    PGresult *res = NULL;
-    rc = dw_pg_query(
-        p->control, "writing the checkpoint",
-        "WITH cp AS (INSERT INTO dwasync.checkpoint AS c (job_id, confirmed_lsn, "
-        "last_commit_time, last_applied_at, updated_at) VALUES ($1, $2::pg_lsn, "
-        "CASE WHEN $3::bigint > 0 THEN to_timestamp($3::bigint / 1000000.0) END, now(), now()) "
-        "ON CONFLICT (job_id) DO UPDATE SET confirmed_lsn = greatest(c.confirmed_lsn, "
-        "excluded.confirmed_lsn), last_commit_time = coalesce(excluded.last_commit_time, "
-        "c.last_commit_time), last_applied_at = now(), updated_at = now()) "
-        "INSERT INTO dwasync.apply_stat AS s (job_id, minute, rows_applied, rows_failed) "
-        "VALUES ($1, date_trunc('minute', now()), $4, $5) ON CONFLICT (job_id, minute) DO "
-        "UPDATE SET rows_applied = s.rows_applied + excluded.rows_applied, "
-        "rows_failed = s.rows_failed + excluded.rows_failed",
-        5, params, &res);
-    PQclear(res);
+    const struct dw_pipeline_persist persist = {
+        .job_id = p->opts.job_id,
+        .rows = rows,
+        .nrows = n,
+        .confirmed_lsn = upto,
+        .last_commit_time_us = upto_time,
+        .rows_applied = applied,
+        .rows_failed = nerr,
+    };
+    /* The window's writes are applied here and nothing of it is durable yet: the first
+     * crash point. */
+    dw_rc rc = DW_ERR_PG;
+    if (!DW_FAILPOINT("apply_before_error_rows"))
+        rc = p->store->persist(p->store->user, &persist, p->blocked);
+    for (size_t i = 0; i < 4 * n; i++)
+        json_decref(images[i]);
+    free(images);
+    free(rows);
     /* The checkpoint is durable, the slot not yet told (the caller confirms from the stats). */
     if (rc == DW_OK && DW_FAILPOINT("checkpoint_before_confirm"))
         rc = DW_ERR_PG;
@@ -936,11 +919,6 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         p->stats.windows++;
         p->stats.last_window_rows = w->len;
     }
-out:
-    if (rc != DW_OK && PQstatus(p->control) != CONNECTION_OK) {
-        DW_WARN("control database connection lost; reconnecting");
-        PQreset(p->control);
-    }
     return rc;
 }
 
@@ -953,7 +931,7 @@ out:
 static void carry_deferred(struct dw_pipeline *p, struct round *r)
 {
     size_t at = 0;
-    int64_t now = dw_clock_ms();
+    int64_t now = now_ms(p);
     for (size_t i = 0; i < r->plan.nchains; i++) {
         struct chain_state *cs = &r->chains[i];
         const struct dw_chain *c = &r->plan.chains[i];
@@ -1002,13 +980,13 @@ static void carry_deferred(struct dw_pipeline *p, struct round *r)
 dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
 {
     for (;;) {
-        int64_t now = dw_clock_ms();
+        int64_t now = now_ms(p);
         if (p->cur.window == NULL && filling_due(p, flush, now)) {
             start_apply(p);
             /* Its requests go out now, and travel while the previous round's error rows and
              * checkpoint are written. */
             if (p->done.window)
-                (void)dw_sink_run(p->sink, NULL, 0, 0);
+                p->writer->send(p->writer->user);
         }
         if (p->done.window) {
             if (p->persist_retry_at_ms > now)
@@ -1031,7 +1009,7 @@ dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
 
 int dw_pipeline_timeout_ms(const struct dw_pipeline *p)
 {
-    int64_t now = dw_clock_ms(), due = -1;
+    int64_t now = now_ms(p), due = -1;
 #define CONSIDER(t)                                                                                \
     do {                                                                                           \
         int64_t t_ = (t);                                                                          \
@@ -1062,8 +1040,26 @@ bool dw_pipeline_idle(const struct dw_pipeline *p)
            !p->in_txn;
 }
 
+/* Whether a round holds a change of the key that failed or was parked: until the round is
+ * persisted, its error row exists only here. */
+static bool round_parks_key(const struct round *r, int64_t map_id, const char *key_text)
+{
+    for (size_t i = 0; r->window && i < r->window->len; i++) {
+        const struct dw_item *it = &r->window->items[i];
+        if ((it->state == DW_ITEM_OPEN || it->state == DW_ITEM_WAITING) &&
+            it->mapped.map_id == map_id && strcmp(it->key_text, key_text) == 0)
+            return true;
+    }
+    return false;
+}
+
 void dw_pipeline_unblock(struct dw_pipeline *p, int64_t map_id, const char *key_text)
 {
+    /* A change of the key parked in a round not yet persisted must stay ahead of the key's
+     * newer changes: the key stays blocked, and its row, once written, is queued for replay
+     * as a new head (errtable.h), whose replay unblocks the key again. */
+    if (round_parks_key(&p->cur, map_id, key_text) || round_parks_key(&p->done, map_id, key_text))
+        return;
     dw_blocked_keys_remove(p->blocked, map_id, key_text);
 }
 

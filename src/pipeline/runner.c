@@ -27,6 +27,7 @@
 #include "dwasync/paths.h"
 #include "dwasync/pg.h"
 #include "dwasync/pipeline.h"
+#include "dwasync/seams.h"
 #include "dwasync/sink.h"
 #include "dwasync/slotguard.h"
 #include "dwasync/snapshot.h"
@@ -103,6 +104,8 @@ struct runner {
     struct dw_types *types;
     struct dw_values_options values;
     struct dw_sink *sink;
+    struct dw_pipeline_writer writer; /* the pipeline's seams: the sink ... */
+    struct dw_pipeline_store store;   /* ... and the control connection */
     struct dw_pipeline *pipeline;
     struct dw_stream *stream;
     struct dw_replay *replay;
@@ -798,7 +801,9 @@ static dw_rc start_job(struct runner *r)
         .missing_parent_retries = r->config.apply.missing_parent_retries,
         .values = &r->values,
     };
-    if ((rc = dw_pipeline_new(&po, r->sink, r->control, r->maps, &r->pipeline)) != DW_OK)
+    dw_seams_sink_writer(r->sink, &r->writer);
+    dw_seams_control_store(r->control, &r->store);
+    if ((rc = dw_pipeline_new(&po, &r->writer, &r->store, r->maps, &r->pipeline)) != DW_OK)
         return rc;
     static const struct dw_replay_ops replay_ops = {replay_remap, replay_submit, replay_unblocked};
     if ((rc = dw_errtable_listen(r->control)) != DW_OK ||

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "dwasync/alloc.h"
 #include "dwasync/buf.h"
 #include "dwasync/json.h"
@@ -264,7 +265,7 @@ START_TEST(rc_names)
 }
 END_TEST
 
-int main(void)
+static Suite *common_suite(void)
 {
     Suite *s = suite_create("common");
     TCase *tc = tcase_create("common");
@@ -279,9 +280,7 @@ int main(void)
     tcase_add_test(tc, jansson_allocates_through_dw_malloc);
     tcase_add_test(tc, rc_names);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }
+
+const struct dw_check_suite dw_check_suite = {.make = common_suite};

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "dwasync/dvauth.h"
 #include "dwasync/redact.h"
 
@@ -301,14 +302,12 @@ static Suite *auth_suite(void)
     return s;
 }
 
-int main(void)
+/* Frees the test key and certificate make_cert() made. */
+static void free_test_keys(void)
 {
-    SRunner *sr = srunner_create(auth_suite());
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
     X509_free(cert);
     EVP_PKEY_free(key);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
+
+const struct dw_check_suite dw_check_suite = {
+    .make = auth_suite, .nofork = true, .after = free_test_keys};

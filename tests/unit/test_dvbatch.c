@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "dwasync/dvbatch.h"
 
 #define B "batchresponse_9c2b0c5e-1d2f-4b51-8a3c-5d6e7f809a1b"
@@ -213,11 +214,4 @@ static Suite *dvbatch_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(dvbatch_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const struct dw_check_suite dw_check_suite = {.make = dvbatch_suite};

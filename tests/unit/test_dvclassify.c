@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "dwasync/dvclassify.h"
 #include "dwasync/dvthrottle.h"
 
@@ -162,11 +163,4 @@ static Suite *classify_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(classify_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const struct dw_check_suite dw_check_suite = {.make = classify_suite};

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "dwasync/buf.h"
 #include "dwasync/dvemu.h"
 
@@ -289,7 +290,7 @@ START_TEST(multipart_malformed)
 }
 END_TEST
 
-int main(void)
+static Suite *dvemu_suite(void)
 {
     Suite *s = suite_create("dvemu");
     TCase *tc = tcase_create("parsers");
@@ -306,9 +307,7 @@ int main(void)
     tcase_add_test(tc, multipart_batch_with_changeset);
     tcase_add_test(tc, multipart_malformed);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return s;
 }
+
+const struct dw_check_suite dw_check_suite = {.make = dvemu_suite};

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "dwasync/dvkey.h"
 
 static char *segment(const char *key_json, bool encode)
@@ -266,11 +267,4 @@ static Suite *dvkey_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(dvkey_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const struct dw_check_suite dw_check_suite = {.make = dvkey_suite};

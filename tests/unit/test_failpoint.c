@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "dwasync/failpoint.h"
 
 START_TEST(unarmed_points_never_fire)
@@ -74,7 +75,7 @@ START_TEST(crash_kills_the_process_as_kill_9_does)
 }
 END_TEST
 
-int main(void)
+static Suite *failpoint_suite(void)
 {
     Suite *s = suite_create("failpoint");
     TCase *tc = tcase_create("failpoint");
@@ -83,10 +84,7 @@ int main(void)
     tcase_add_test(tc, malformed_texts_are_refused_and_arm_nothing);
     tcase_add_test(tc, crash_kills_the_process_as_kill_9_does);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }
+
+const struct dw_check_suite dw_check_suite = {.make = failpoint_suite, .nofork = true};

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "dwasync/alloc.h"
 #include "dwasync/json.h"
 #include "dwasync/mapfile.h"
@@ -1154,11 +1155,4 @@ static Suite *mapping_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(mapping_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+const struct dw_check_suite dw_check_suite = {.make = mapping_suite};

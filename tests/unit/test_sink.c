@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "dwasync/dvmeta.h"
 #include "dwasync/sink.h"
 
@@ -673,15 +674,5 @@ static Suite *sink_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(sink_suite());
-    /* One dvemu for the whole suite: no fork, so the tests share it. */
-    srunner_set_fork_status(sr, CK_NOFORK);
-    start_dvemu();
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    stop_dvemu();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+const struct dw_check_suite dw_check_suite = {
+    .make = sink_suite, .nofork = true, .before = start_dvemu, .after = stop_dvemu};

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "dwasync/alloc.h"
 #include "dwasync/json.h"
 #include "dwasync/window.h"
@@ -339,7 +340,7 @@ START_TEST(atomic_units_stop_whole_and_cut_at_the_limit)
 }
 END_TEST
 
-int main(void)
+static Suite *window_suite(void)
 {
     Suite *s = suite_create("window");
     TCase *tc = tcase_create("window");
@@ -347,9 +348,7 @@ int main(void)
     tcase_add_test(tc, failed_chain_opens_head_and_parks_followers);
     tcase_add_test(tc, atomic_units_stop_whole_and_cut_at_the_limit);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }
+
+const struct dw_check_suite dw_check_suite = {.make = window_suite};

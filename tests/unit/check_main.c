@@ -1,0 +1,22 @@
+/*
+ * The main() every unit suite binary shares (check_main.h): builds the suite its file
+ * declares in dw_check_suite, runs it, and exits with EXIT_FAILURE when a test failed.
+ */
+#include <stdlib.h>
+
+#include "check_main.h"
+
+int main(void)
+{
+    if (dw_check_suite.before)
+        dw_check_suite.before();
+    SRunner *sr = srunner_create(dw_check_suite.make());
+    if (dw_check_suite.nofork)
+        srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    if (dw_check_suite.after)
+        dw_check_suite.after();
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,25 @@
+/*
+ * check_main.h - the one main() of the unit suites (check_main.c, linked into each of them).
+ *
+ * A suite file defines dw_check_suite: the function that builds its Check suite and what
+ * its run needs around it (whether tests share one process, what to start before the run
+ * and stop after it). main() runs it with CK_NORMAL output and exits non-zero when a test
+ * failed. The struct is the suite file's; main() only reads it.
+ */
+#ifndef DW_TESTS_CHECK_MAIN_H
+#define DW_TESTS_CHECK_MAIN_H
+
+#include <check.h>
+#include <stdbool.h>
+
+struct dw_check_suite {
+    Suite *(*make)(void); /* builds the suite (called once, after before()) */
+    bool nofork;          /* run every test in this process (they share what before() made) */
+    void (*before)(void); /* optional: log level, a shared emulator, test keys */
+    void (*after)(void);  /* optional: frees what before() made */
+};
+
+/* Defined by each suite file. */
+extern const struct dw_check_suite dw_check_suite;
+
+#endif
