@@ -92,11 +92,20 @@ struct emu_hist {
     json_t *row;    /* the row after the write (before it, for a delete) */
 };
 
-enum emu_priv { EMU_PRIV_CREATE, EMU_PRIV_WRITE, EMU_PRIV_DELETE, EMU_PRIV_COUNT };
+/* Table privileges, then the global ones the bypass parameters need ("Bypass custom
+ * Dataverse logic": prvBypassCustomBusinessLogic, prvBypassCustomPlugins). */
+enum emu_priv {
+    EMU_PRIV_CREATE,
+    EMU_PRIV_WRITE,
+    EMU_PRIV_DELETE,
+    EMU_PRIV_BYPASS_LOGIC,
+    EMU_PRIV_BYPASS_PLUGINS,
+    EMU_PRIV_COUNT
+};
 
 /* A privilege revoked from the application user (privileges.c). */
 struct emu_priv_rule {
-    struct emu_table *table;
+    struct emu_table *table; /* NULL for a global privilege */
     enum emu_priv priv;
     const struct emu_attr *attr; /* NULL: every row; else rows where attr = value */
     json_t *value;               /* owned */
@@ -154,7 +163,20 @@ struct emu {
     size_t nprivs;
     const char *caller; /* the current operation's user (client id), under store_lock */
     struct emu_bind_memo *bind_memo; /* binds that found their row (webapi.c), under store_lock */
+    uint64_t rows_bypassed;    /* of rows_put, those written with custom sync logic bypassed */
+    struct emu_reqlog *reqlog; /* the last requests and their optional parameters (options.c) */
 };
+
+/* The optional parameters of a write that are request headers ("Use optional parameters"):
+ * recorded per request, checked against privileges, and bypassing logic lowers the cost. */
+enum emu_opt {
+    EMU_OPT_BYPASS_LOGIC,        /* MSCRM.BypassBusinessLogicExecution: CustomSync,CustomAsync */
+    EMU_OPT_BYPASS_PLUGINS,      /* MSCRM.BypassCustomPluginExecution: true (the older form) */
+    EMU_OPT_SUPPRESS_DUPLICATES, /* MSCRM.SuppressDuplicateDetection: true|false */
+    EMU_OPT_SUPPRESS_FLOWS,      /* MSCRM.SuppressCallbackRegistrationExpanderJob: true */
+    EMU_OPT_COUNT
+};
+extern const char *const emu_opt_headers[EMU_OPT_COUNT];
 
 /* An error answer in Dataverse's shape. */
 struct emu_err {
@@ -174,10 +196,11 @@ struct emu_req {
     int max_page_size; /* Prefer: odata.maxpagesize=N, 0 when not asked */
     const char *if_match;
     const char *if_none_match;
-    json_t *content_ids; /* $batch: Content-ID -> "set(guid)"; borrowed, may be NULL */
-    bool in_batch;       /* a part of a $batch (its writes answer with Location too) */
-    const char *user;    /* who the token says is calling */
-    json_t *json;        /* the body already parsed (borrowed), or NULL */
+    json_t *content_ids;             /* $batch: Content-ID -> "set(guid)"; borrowed, may be NULL */
+    bool in_batch;                   /* a part of a $batch (its writes answer with Location too) */
+    const char *user;                /* who the token says is calling */
+    json_t *json;                    /* the body already parsed (borrowed), or NULL */
+    const char *opts[EMU_OPT_COUNT]; /* optional parameter headers as sent, NULL when absent */
 };
 
 #define EMU_MAX_HEADERS 8
@@ -189,8 +212,9 @@ struct emu_resp {
     char *hname[EMU_MAX_HEADERS];
     char *hvalue[EMU_MAX_HEADERS];
     size_t nheaders;
-    char *entity_ref; /* "set(guid)" of the row written, for Content-ID references */
-    size_t rows;      /* rows the request wrote, for its server cost */
+    char *entity_ref;     /* "set(guid)" of the row written, for Content-ID references */
+    size_t rows;          /* rows the request wrote, for its server cost */
+    size_t rows_bypassed; /* of those, rows written with custom synchronous logic bypassed */
 };
 
 /* meta.c */
@@ -247,6 +271,24 @@ void emu_privileges_free(struct emu *emu);
 dw_rc emu_privilege_check(struct emu *emu, const struct emu_table *t, enum emu_priv priv,
                           const json_t *before, const json_t *after, const char *id,
                           struct emu_err *err);
+
+/* Refuses the request (403, Dataverse's message) when the user lacks a global privilege. */
+dw_rc emu_privilege_check_global(struct emu *emu, enum emu_priv priv, struct emu_err *err);
+
+/* options.c (emu_opts_check and the request log under store_lock) */
+/* DW_OK, or a 400 for a value Dataverse does not take, or the 403 of a missing bypass
+ * privilege. */
+dw_rc emu_opts_check(struct emu *emu, const struct emu_req *req, struct emu_err *err);
+/* Whether the request bypasses custom synchronous logic (its rows cost less). */
+bool emu_opts_bypass_sync(const struct emu_req *req);
+/* Records a request (a $batch part too): method, path, its optional parameters and the tag
+ * query option (tag: borrowed, may be NULL), its status. */
+void emu_reqlog_add(struct emu *emu, const struct emu_req *req, const char *tag, int status);
+/* {"value": [{seq, method, path, status, batch, options}...], "dropped"}, the entries whose
+ * path contains path_filter (NULL: all): a new reference. */
+json_t *emu_reqlog_json(struct emu *emu, const char *path_filter);
+void emu_reqlog_clear(struct emu *emu);
+void emu_reqlog_free(struct emu *emu);
 
 /* clock.c */
 void emu_clock_init(struct emu_clock *c, bool manual);

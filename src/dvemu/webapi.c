@@ -1703,7 +1703,7 @@ out:
 
 /* --- routing --------------------------------------------------------------------------- */
 
-static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
+static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
 {
     struct emu_err err = {0};
     json_t *query = parse_query(req->query);
@@ -1873,6 +1873,24 @@ out:
     json_decref(query);
 }
 
+/* One request under store_lock: its optional parameters are checked before anything is
+ * done, and the request is recorded with them whatever it answers. */
+static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
+{
+    uint64_t rows0 = emu->rows_put;
+    struct emu_err err = {0};
+    if (emu_opts_check(emu, req, &err) != DW_OK)
+        emu_resp_error(resp, &err);
+    else
+        route_locked(emu, req, resp);
+    emu_err_clear(&err);
+    if (emu_opts_bypass_sync(req))
+        emu->rows_bypassed += emu->rows_put - rows0;
+    json_t *query = parse_query(req->query);
+    emu_reqlog_add(emu, req, json_string_value(json_object_get(query, "tag")), resp->status);
+    json_decref(query);
+}
+
 void emu_api_handle(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
 {
     /* Parse the body before taking the lock: with many clients, parsing large bulk
@@ -1883,9 +1901,10 @@ void emu_api_handle(struct emu *emu, const struct emu_req *req, struct emu_resp 
     pthread_mutex_lock(&emu->store_lock);
     set_now(emu);
     emu->caller = req->user;
-    uint64_t rows0 = emu->rows_put;
+    uint64_t rows0 = emu->rows_put, bypassed0 = emu->rows_bypassed;
     handle_locked(emu, &pre, resp);
     resp->rows = (size_t)(emu->rows_put - rows0);
+    resp->rows_bypassed = (size_t)(emu->rows_bypassed - bypassed0);
     emu->caller = NULL;
     pthread_mutex_unlock(&emu->store_lock);
     if (pre.json != req->json)
@@ -1998,6 +2017,11 @@ static void run_inner(struct emu *emu, const struct emu_req *outer,
     (void)dw_dvemu_header_get(in.headers, in.headers_len, "Prefer", &prefer);
     (void)dw_dvemu_header_get(in.headers, in.headers_len, "If-Match", &if_match);
     (void)dw_dvemu_header_get(in.headers, in.headers_len, "If-None-Match", &if_none);
+    /* A part's optional parameters are its own headers; those of the $batch request apply
+     * to parts that do not set them. */
+    char *opts[EMU_OPT_COUNT] = {0};
+    for (int i = 0; i < EMU_OPT_COUNT; i++)
+        (void)dw_dvemu_header_get(in.headers, in.headers_len, emu_opt_headers[i], &opts[i]);
     struct emu_req sub = {
         .method = in.method,
         .path = target,
@@ -2012,7 +2036,11 @@ static void run_inner(struct emu *emu, const struct emu_req *outer,
         .in_batch = true,
         .user = outer->user,
     };
+    for (int i = 0; i < EMU_OPT_COUNT; i++)
+        sub.opts[i] = opts[i] ? opts[i] : outer->opts[i];
     handle_locked(emu, &sub, r);
+    for (int i = 0; i < EMU_OPT_COUNT; i++)
+        free(opts[i]);
     free(prefer);
     free(if_match);
     free(if_none);
@@ -2075,7 +2103,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
     pthread_mutex_lock(&emu->store_lock);
     set_now(emu);
     emu->caller = req->user;
-    uint64_t rows0 = emu->rows_put;
+    uint64_t rows0 = emu->rows_put, bypassed0 = emu->rows_bypassed;
     for (size_t i = 0; i < nparts && !(failed && !continue_on_error); i++) {
         char *ct = NULL, *cb = NULL;
         (void)dw_dvemu_header_get(parts[i].headers, parts[i].headers_len, "Content-Type", &ct);
@@ -2162,6 +2190,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
     }
     emu->caller = NULL;
     resp->rows = (size_t)(emu->rows_put - rows0);
+    resp->rows_bypassed = (size_t)(emu->rows_bypassed - bypassed0);
     pthread_mutex_unlock(&emu->store_lock);
     (void)dw_buf_printf(&out, "--%s--\r\n", rb);
     resp->status = failed && !continue_on_error ? 400 : 200;
