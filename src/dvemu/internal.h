@@ -81,7 +81,18 @@ struct emu_table {
     struct emu_row *rows;
     struct emu_kidx **kidx; /* one hash per key */
     uint64_t rows_written;
-    uint64_t gen; /* moves when a row goes or a key value changes (stale remembered binds) */
+    uint64_t gen;   /* moves when a row goes or a key value changes (stale remembered binds) */
+    bool intersect; /* a many-to-many relationship's rows: written by associating only */
+};
+
+/* A many-to-many relationship ("Associate and disassociate table rows using the Web API"):
+ * rows of t[0] and t[1] are related by rows of the intersect table, each holding the two
+ * primary ids under the tables' primary id names. Immutable after loading (meta.c). */
+struct emu_m2m {
+    char *name;             /* SchemaName */
+    struct emu_table *t[2]; /* entity1, entity2 (distinct tables) */
+    char *nav[2];           /* t[i]'s collection-valued navigation property to t[1 - i] */
+    struct emu_table *intersect;
 };
 
 struct emu_hist {
@@ -143,8 +154,10 @@ struct emu {
     unsigned char token_key[32]; /* signs the access tokens dvemu issues */
     struct emu_certclient *certs;
     size_t ncerts;
-    struct emu_table *tables;
+    struct emu_table *tables; /* the metadata's tables, then the intersect tables */
     size_t ntables;
+    struct emu_m2m *m2m;
+    size_t nm2m;
     char *base_url; /* http(s)://host:port */
     pthread_mutex_t store_lock;
     uint64_t seq;
@@ -229,7 +242,25 @@ json_t *emu_meta_entity_json(const struct emu_table *t);
 json_t *emu_meta_attr_json(const struct emu_attr *a, bool with_options);
 json_t *emu_meta_key_json(const struct emu_table *t, const struct emu_key *k);
 
+/* m2m.c (under store_lock) */
+/* The relationship whose navigation property on t is nav[0..len); *side is t's index. */
+const struct emu_m2m *emu_m2m_find(const struct emu *emu, const struct emu_table *t,
+                                   const char *nav, size_t len, int *side);
+/* The public rows of m->t[1 - side] related to row id of m->t[side]: a new array. */
+json_t *emu_m2m_related(const struct emu_m2m *m, int side, const char *id);
+/* Relates id (of t[side]) and other_id (of t[1 - side]); 412 0x80040237 when they are. */
+dw_rc emu_m2m_associate(struct emu *emu, const struct emu_m2m *m, int side, const char *id,
+                        const char *other_id, struct emu_err *err);
+/* Removes the relation; 404 when there is none. */
+dw_rc emu_m2m_disassociate(struct emu *emu, const struct emu_m2m *m, int side, const char *id,
+                           const char *other_id, struct emu_err *err);
+/* Removes every relation of a row of t that is being deleted. */
+void emu_m2m_forget(struct emu *emu, const struct emu_table *t, const char *id);
+
 /* store.c */
+/* Sets what Dataverse maintains on a row being written: id, timestamps, version. */
+void emu_row_finish(struct emu *emu, const struct emu_table *t, json_t *row, const char *id,
+                    bool created);
 void emu_err_set(struct emu_err *e, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void emu_err_clear(struct emu_err *e);

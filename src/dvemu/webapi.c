@@ -242,6 +242,8 @@ struct expand_item {
     char *nav;
     const struct emu_attr *single; /* a lookup of the table, or */
     const struct emu_attr *coll;   /* another table's lookup back to it (collection) */
+    const struct emu_m2m *m2m;     /* a many-to-many relationship (collection) */
+    int side;                      /* the table's side of m2m */
     struct emu_table *child;
     json_t *select; /* NULL: every column */
 };
@@ -289,7 +291,10 @@ static dw_rc parse_expand(struct emu *emu, const char *text, struct emu_table *t
         size_t ti;
         if (!it->single)
             it->coll = collection_nav(emu, t, it->nav, strlen(it->nav), &it->child, &ti);
-        if (!it->single && !it->coll) {
+        if (!it->single && !it->coll &&
+            (it->m2m = emu_m2m_find(emu, t, it->nav, strlen(it->nav), &it->side)) != NULL)
+            it->child = it->m2m->t[1 - it->side];
+        if (!it->single && !it->coll && !it->m2m) {
             err_no_property(err, t->logical, it->nav);
             goto fail;
         }
@@ -343,6 +348,13 @@ static void apply_expand(struct emu *emu, json_t *row, const struct emu_table *t
                 }
             }
             json_object_set_new(row, it->nav, v);
+        } else if (it->m2m) {
+            const char *id = json_string_value(json_object_get(row, t->primary_id));
+            json_t *arr = id ? emu_m2m_related(it->m2m, it->side, id) : json_array();
+            size_t i;
+            json_t *c;
+            json_array_foreach(arr, i, c) apply_select(c, it->select, it->child->primary_id);
+            json_object_set_new(row, it->nav, arr);
         } else {
             const char *id = json_string_value(json_object_get(row, t->primary_id));
             json_t *arr = json_array();
@@ -922,17 +934,6 @@ static dw_rc check_unique(struct emu_table *t, const json_t *row, const char *id
     return DW_ERR_EXISTS;
 }
 
-/* Sets what Dataverse maintains on a row being written: id, timestamps, version. */
-static void finish_row(struct emu *emu, const struct emu_table *t, json_t *row, const char *id,
-                       bool created)
-{
-    json_object_set_new(row, t->primary_id, json_string(id));
-    if (created)
-        json_object_set(row, "createdon", emu->now_json);
-    json_object_set(row, "modifiedon", emu->now_json);
-    json_object_set_new(row, "versionnumber", json_integer((json_int_t)++emu->version));
-}
-
 static void answer_written(struct emu *emu, const struct emu_req *req, struct emu_table *t,
                            const char *id, json_t *row, bool created, struct emu_resp *resp)
 {
@@ -988,7 +989,7 @@ static dw_rc do_create(struct emu *emu, struct emu_table *t, json_t *row, const 
     } else {
         emu_new_guid(id);
     }
-    finish_row(emu, t, row, id, true);
+    emu_row_finish(emu, t, row, id, true);
     dw_rc rc = emu_privilege_check(emu, t, EMU_PRIV_CREATE, NULL, row, id, err);
     if (rc == DW_OK)
         rc = check_required(t, row, err);
@@ -1082,7 +1083,7 @@ static dw_rc do_upsert(struct emu *emu, const struct emu_req *req, struct emu_ta
         row = json_copy(r->data); /* rows are immutable snapshots: write a new version */
         rc = body_changes(emu, t, body, req->content_ids, row, err);
         if (rc == DW_OK) {
-            finish_row(emu, t, row, id, false);
+            emu_row_finish(emu, t, row, id, false);
             rc = emu_privilege_check(emu, t, EMU_PRIV_WRITE, r->data, row, id, err);
         }
         if (rc == DW_OK)
@@ -1533,6 +1534,52 @@ static dw_rc update_only(struct emu *emu, const struct emu_req *req, struct emu_
 }
 
 /*
+ * A many-to-many relationship's navigation property m->nav[side] of row id ("Associate and
+ * disassociate table rows using the Web API"): GET lists the related rows, POST .../$ref
+ * with {"@odata.id": ...} associates one (204; 412 0x80040237 when it is already), DELETE
+ * .../<nav>(<key>)/$ref disassociates one (204). after is what follows the property. False
+ * when the method and path name no such operation; else the answer is in resp or err.
+ */
+static bool many_to_many(struct emu *emu, const struct emu_req *req, const struct emu_m2m *m,
+                         int side, const char *id, const char *after, json_t *query,
+                         struct emu_resp *resp, struct emu_err *err)
+{
+    struct emu_table *other = m->t[1 - side], *ct = NULL;
+    struct dw_dvemu_key ckey = {0};
+    bool by_alt, handled = true;
+    struct emu_row *o = NULL;
+    if (strcmp(req->method, "GET") == 0 && *after == '\0') {
+        collection_answer(emu, req, other->set, emu_m2m_related(m, side, id), query, other, resp);
+        return true;
+    }
+    if (strcmp(req->method, "POST") == 0 && strcmp(after, "/$ref") == 0) {
+        json_t *body = req->json ? json_incref(req->json)
+                                 : json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
+        const char *ref = json_string_value(json_object_get(body, "@odata.id"));
+        if (ref == NULL || parse_ref(emu, ref, req->content_ids, &ct, &ckey) != DW_OK ||
+            ct != other)
+            emu_err_set(err, 400, "0x80048d19",
+                        "A reference needs a body {\"@odata.id\": ...} naming a row of '%s'.",
+                        other->set);
+        else if ((o = emu_row_find(other, &ckey, &by_alt, err)) != NULL &&
+                 emu_m2m_associate(emu, m, side, id, o->id, err) == DW_OK)
+            resp->status = 204;
+        json_decref(body);
+    } else if (strcmp(req->method, "DELETE") == 0 && *after == '(') {
+        size_t close = key_end(after);
+        handled = close > 0 && strcmp(after + close + 1, "/$ref") == 0 &&
+                  dw_dvemu_key_parse(after + 1, close - 1, &ckey) == DW_OK;
+        if (handled && (o = emu_row_find(other, &ckey, &by_alt, err)) != NULL &&
+            emu_m2m_disassociate(emu, m, side, id, o->id, err) == DW_OK)
+            resp->status = 204;
+    } else {
+        handled = false;
+    }
+    dw_dvemu_key_cleanup(&ckey);
+    return handled;
+}
+
+/*
  * "<set>(<key>)/<tail>": a property path ("Update and delete table rows using the Web API":
  * GET, PUT {"value": v} and DELETE of one column) or a navigation property ("Associate and
  * disassociate table rows using the Web API": PUT/DELETE <single>/$ref, POST <collection>/$ref,
@@ -1569,6 +1616,9 @@ static void nav_or_property(struct emu *emu, const struct emu_req *req, struct e
     size_t cti = 0;
     const struct emu_attr *coll =
         prop || single ? NULL : collection_nav(emu, t, tail, seglen, &child, &cti);
+    int side = 0;
+    const struct emu_m2m *mm =
+        prop || single || coll ? NULL : emu_m2m_find(emu, t, tail, seglen, &side);
     const char *m = req->method;
     if (prop && *after == '\0') {
         if (strcmp(m, "GET") == 0) {
@@ -1680,13 +1730,19 @@ static void nav_or_property(struct emu *emu, const struct emu_req *req, struct e
             goto done;
         }
     }
-    if (prop == NULL && single == NULL && coll == NULL)
+    if (mm && many_to_many(emu, req, mm, side, r->id, after, query, resp, &err))
+        goto done_or_fail;
+    if (prop == NULL && single == NULL && coll == NULL && mm == NULL)
         emu_err_set(&err, 400, "0x0",
                     "Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.%s'.",
                     seg, t->logical);
     else
         emu_err_set(&err, 405, "0x80060888",
                     "The requested resource does not support http method '%s'.", m);
+    goto fail_seg;
+done_or_fail:
+    if (err.status == 0)
+        goto done;
 fail_seg:
     free(seg);
 fail:
@@ -1746,6 +1802,11 @@ static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_
         char *name = dw_strndup(path, seg);
         emu_err_set(&err, 404, "0x8006088a", "Resource not found for the segment '%s'.", name);
         free(name);
+        goto fail;
+    }
+    if (t->intersect && strcmp(req->method, "GET") != 0) { /* written by associating only */
+        emu_err_set(&err, 405, "0x80060888",
+                    "The requested resource does not support http method '%s'.", req->method);
         goto fail;
     }
     const char *wsel = json_string_value(json_object_get(query, "$select"));
@@ -1853,6 +1914,7 @@ static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_
             emu_privilege_check(emu, t, EMU_PRIV_DELETE, r->data, NULL, id, &err) != DW_OK)
             goto fail;
         emu_row_put(emu, t, id, NULL, "delete");
+        emu_m2m_forget(emu, t, id);
         resp->status = 204;
         goto out;
     }
