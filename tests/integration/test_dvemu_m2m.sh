@@ -62,7 +62,7 @@ check_eq "from the other side too" "Account A1,Account A2" "$(j '[.value[].name]
 dvemu_call GET "accounts($a1)?\$select=name&\$expand=$nav(\$select=lastname)"
 check_eq "\$expand with a nested \$select" '[{"lastname":"Last K1"},{"lastname":"Last K2"}]' \
     "$(j "[.$nav[] | {lastname}] | sort_by(.lastname)" | jq -c .)"
-check_eq "the expanded rows carry their id" "$(printf '%s\n' "$k1" "$k2" | sort | paste -sd' ')" \
+check_eq "the expanded rows carry their id" "$(jq -rn --arg a "$k1" --arg b "$k2" '[$a, $b] | sort | join(" ")')" \
     "$(j "[.$nav[].contactid] | sort | join(\" \")")"
 dvemu_call GET "accounts?\$select=accountnumber&\$expand=$nav(\$select=lastname)&\$orderby=accountnumber"
 check_eq "\$expand on a collection" "A1:2 A2:1" "$(j "[.value[] | \"\(.accountnumber):\(.$nav | length)\"] | join(\" \")")"
