@@ -242,6 +242,11 @@ json_t *emu_meta_entity_json(const struct emu_table *t);
 json_t *emu_meta_attr_json(const struct emu_attr *a, bool with_options);
 json_t *emu_meta_key_json(const struct emu_table *t, const struct emu_key *k);
 
+/* fetchxml.c (under store_lock) */
+/* Answers GET <set>?fetchXml=<xml> for table t (xml decoded): rows, or Dataverse's error. */
+void emu_fetchxml_answer(struct emu *emu, struct emu_table *t, const char *xml,
+                         struct emu_resp *resp);
+
 /* m2m.c (under store_lock) */
 /* The relationship whose navigation property on t is nav[0..len); *side is t's index. */
 const struct emu_m2m *emu_m2m_find(const struct emu *emu, const struct emu_table *t,
@@ -347,6 +352,9 @@ void emu_token_endpoint(struct emu *emu, const char *tenant, const char *form, s
 dw_rc emu_token_check(struct emu *emu, const char *authorization, char **user);
 
 /* webapi.c */
+/* Orders two property values as Dataverse compares them (nulls first, numbers by value,
+ * strings case-insensitively, false before true). */
+int emu_value_cmp(const json_t *a, const json_t *b);
 /* N of "odata.maxpagesize=N" in a Prefer header, 0 when absent or not a positive number. */
 int emu_prefer_max_page_size(const char *prefer);
 void emu_resp_init(struct emu_resp *r);

@@ -163,7 +163,7 @@ struct order_ctx {
     size_t nkeys;
 };
 
-static int cmp_values(const json_t *a, const json_t *b)
+int emu_value_cmp(const json_t *a, const json_t *b)
 {
     bool an = a == NULL || json_is_null(a), bn = b == NULL || json_is_null(b);
     if (an || bn)
@@ -185,7 +185,7 @@ static int order_cmp(const void *pa, const void *pb, void *arg)
     const json_t *a = *(json_t *const *)pa, *b = *(json_t *const *)pb;
     for (size_t i = 0; i < c->nkeys; i++) {
         int r =
-            cmp_values(json_object_get(a, c->keys[i].prop), json_object_get(b, c->keys[i].prop));
+            emu_value_cmp(json_object_get(a, c->keys[i].prop), json_object_get(b, c->keys[i].prop));
         if (r != 0)
             return c->keys[i].desc ? -r : r;
     }
@@ -1418,13 +1418,13 @@ static void sdk_message_filters(struct emu *emu, const struct emu_req *req, json
     collection_answer(emu, req, "sdkmessagefilters", rows, query, NULL, resp);
 }
 
-/* System query options dvemu answers. Any other "$..." option, and the fetchXml parameter,
- * is refused with an error in Dataverse's shape: nothing is silently ignored. */
+/* System query options dvemu answers (and fetchXml, on a collection). Any other "$..."
+ * option is refused with an error in Dataverse's shape: nothing is silently ignored. */
 static bool query_refused(json_t *query, const char *seg, size_t seglen, struct emu_err *err)
 {
     static const char *const known[] = {"$select", "$filter",    "$orderby", "$top",
                                         "$count",  "$skiptoken", "$expand"};
-    static const char *const not_emulated[] = {"$apply", "fetchXml"};
+    static const char *const not_emulated[] = {"$apply"};
     const char *k;
     json_t *v;
     json_object_foreach(query, k, v)
@@ -1824,7 +1824,17 @@ static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_
         bulk_action(emu, req, t, rest + 24, resp);
         goto out;
     }
+    const char *fetch = json_string_value(json_object_get(query, "fetchXml"));
+    if (fetch && (*rest != '\0' || strcmp(req->method, "GET") != 0)) {
+        emu_err_set(&err, 400, "0x80060888",
+                    "The query parameter fetchXml is only valid on a GET of an entity set.");
+        goto fail;
+    }
     if (*rest == '\0') {
+        if (fetch) {
+            emu_fetchxml_answer(emu, t, fetch, resp);
+            goto out;
+        }
         if (strcmp(req->method, "GET") == 0) {
             collection_answer(emu, req, t->set, NULL, query, t, resp);
             goto out;
