@@ -1420,8 +1420,12 @@ static void sdk_message_filters(struct emu *emu, const struct emu_req *req, json
 
 /* System query options dvemu answers (and fetchXml, on a collection). Any other "$..."
  * option is refused with an error in Dataverse's shape: nothing is silently ignored. */
-static bool query_refused(json_t *query, const char *seg, size_t seglen, struct emu_err *err)
+static bool query_refused(const struct emu_req *req, json_t *query, struct emu_err *err)
 {
+    /* $id names the row of a DELETE <set>(<id>)/<nav>/$ref ("Associate and disassociate"). */
+    size_t plen = strlen(req->path);
+    bool ref_delete = strcmp(req->method, "DELETE") == 0 && plen > 5 &&
+                      strcmp(req->path + plen - 5, "/$ref") == 0;
     static const char *const known[] = {"$select", "$filter",    "$orderby", "$top",
                                         "$count",  "$skiptoken", "$expand"};
     static const char *const not_emulated[] = {"$apply"};
@@ -1439,7 +1443,7 @@ static bool query_refused(json_t *query, const char *seg, size_t seglen, struct 
             }
         if (k[0] != '$')
             continue; /* custom query options and parameter aliases (@p1) */
-        bool ok = false;
+        bool ok = ref_delete && strcmp(k, "$id") == 0;
         for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
             ok |= strcmp(k, known[i]) == 0;
         if (!ok) {
@@ -1447,8 +1451,6 @@ static bool query_refused(json_t *query, const char *seg, size_t seglen, struct 
             return true;
         }
     }
-    (void)seg;
-    (void)seglen;
     return false;
 }
 
@@ -1537,7 +1539,8 @@ static dw_rc update_only(struct emu *emu, const struct emu_req *req, struct emu_
  * A many-to-many relationship's navigation property m->nav[side] of row id ("Associate and
  * disassociate table rows using the Web API"): GET lists the related rows, POST .../$ref
  * with {"@odata.id": ...} associates one (204; 412 0x80040237 when it is already), DELETE
- * .../<nav>(<key>)/$ref disassociates one (204). after is what follows the property. False
+ * .../<nav>(<key>)/$ref or .../<nav>/$ref?$id=<url> disassociates one (204). after is what
+ * follows the property. False
  * when the method and path name no such operation; else the answer is in resp or err.
  */
 static bool many_to_many(struct emu *emu, const struct emu_req *req, const struct emu_m2m *m,
@@ -1565,6 +1568,16 @@ static bool many_to_many(struct emu *emu, const struct emu_req *req, const struc
                  emu_m2m_associate(emu, m, side, id, o->id, err) == DW_OK)
             resp->status = 204;
         json_decref(body);
+    } else if (strcmp(req->method, "DELETE") == 0 && strcmp(after, "/$ref") == 0) {
+        const char *ref = json_string_value(json_object_get(query, "$id"));
+        if (ref == NULL || parse_ref(emu, ref, req->content_ids, &ct, &ckey) != DW_OK ||
+            ct != other)
+            emu_err_set(err, 400, "0x80048d19",
+                        "A disassociation names the row with $id=<url of a row of '%s'>.",
+                        other->set);
+        else if ((o = emu_row_find(other, &ckey, &by_alt, err)) != NULL &&
+                 emu_m2m_disassociate(emu, m, side, id, o->id, err) == DW_OK)
+            resp->status = 204;
     } else if (strcmp(req->method, "DELETE") == 0 && *after == '(') {
         size_t close = key_end(after);
         handled = close > 0 && strcmp(after + close + 1, "/$ref") == 0 &&
@@ -1768,7 +1781,7 @@ static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_
     const char *path = req->path;
     size_t seg = strcspn(path, "(/");
     const char *rest = path + seg;
-    if (query_refused(query, path, seg, &err))
+    if (query_refused(req, query, &err))
         goto fail;
 
     if ((seg == 6 && strncmp(path, "WhoAmI", 6) == 0) &&

@@ -4,7 +4,8 @@
 # POST <set>(<id>)/<nav>/$ref with {"@odata.id"} associates (204; the same pair again answers
 # 412 0x80040237 "Cannot insert duplicate key."), from either side and by alternate key; GET
 # <set>(<id>)/<nav> and $expand=<nav>($select=...) list the related rows; DELETE
-# <set>(<id>)/<nav>(<id>)/$ref disassociates (404 when not associated); a changeset that
+# <set>(<id>)/<nav>(<id>)/$ref or <set>(<id>)/<nav>/$ref?$id=<url> disassociates (404 when
+# not associated); a changeset that
 # fails rolls its associations back; deleting a row removes its associations; the intersect
 # table is readable and not writable; bad relationships stop dvemu at start.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
@@ -73,6 +74,13 @@ dvemu_call DELETE "accounts($a1)/$nav($k2)/\$ref"
 check_eq "disassociate what is not associated: 404" 404 "$DV_STATUS"
 dvemu_call GET "accounts($a1)/$nav"
 check_eq "one related row left" "Last K1" "$(j '[.value[].lastname] | join(",")')"
+dvemu_call POST "accounts($a1)/$nav/\$ref" "{\"@odata.id\":\"contacts($k2)\"}"
+dvemu_call DELETE "accounts($a1)/$nav/\$ref?\$id=$DVEMU_URL/api/data/v9.2/contacts($k2)"
+check_eq "disassociate with \$id=<url>: 204" 204 "$DV_STATUS"
+dvemu_call GET "accounts($a1)/$nav"
+check_eq "and K2 is no longer related" "Last K1" "$(j '[.value[].lastname] | join(",")')"
+dvemu_call GET "accounts($a1)?\$id=contacts($k2)"
+check_eq "\$id anywhere else is refused, not ignored: 400" 400 "$DV_STATUS"
 
 # A changeset that fails rolls its association back.
 B=batch_AAA
