@@ -1535,6 +1535,24 @@ static dw_rc update_only(struct emu *emu, const struct emu_req *req, struct emu_
     return rc;
 }
 
+/* The row of table want that a reference (an "@odata.id" or a $id) names; NULL with err set:
+ * 400 "<usage> naming a row of '<set>'." when it names none of want's, 404 when it is absent. */
+static struct emu_row *referenced_row(struct emu *emu, const struct emu_req *req, const char *ref,
+                                      struct emu_table *want, const char *usage,
+                                      struct emu_err *err)
+{
+    struct emu_table *t = NULL;
+    struct dw_dvemu_key key = {0};
+    struct emu_row *r = NULL;
+    bool by_alt;
+    if (ref == NULL || parse_ref(emu, ref, req->content_ids, &t, &key) != DW_OK || t != want)
+        emu_err_set(err, 400, "0x80048d19", "%s naming a row of '%s'.", usage, want->set);
+    else
+        r = emu_row_find(want, &key, &by_alt, err);
+    dw_dvemu_key_cleanup(&key);
+    return r;
+}
+
 /*
  * A many-to-many relationship's navigation property m->nav[side] of row id ("Associate and
  * disassociate table rows using the Web API"): GET lists the related rows, POST .../$ref
@@ -1547,7 +1565,7 @@ static bool many_to_many(struct emu *emu, const struct emu_req *req, const struc
                          int side, const char *id, const char *after, json_t *query,
                          struct emu_resp *resp, struct emu_err *err)
 {
-    struct emu_table *other = m->t[1 - side], *ct = NULL;
+    struct emu_table *other = m->t[1 - side];
     struct dw_dvemu_key ckey = {0};
     bool by_alt, handled = true;
     struct emu_row *o = NULL;
@@ -1558,25 +1576,15 @@ static bool many_to_many(struct emu *emu, const struct emu_req *req, const struc
     if (strcmp(req->method, "POST") == 0 && strcmp(after, "/$ref") == 0) {
         json_t *body = req->json ? json_incref(req->json)
                                  : json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
-        const char *ref = json_string_value(json_object_get(body, "@odata.id"));
-        if (ref == NULL || parse_ref(emu, ref, req->content_ids, &ct, &ckey) != DW_OK ||
-            ct != other)
-            emu_err_set(err, 400, "0x80048d19",
-                        "A reference needs a body {\"@odata.id\": ...} naming a row of '%s'.",
-                        other->set);
-        else if ((o = emu_row_find(other, &ckey, &by_alt, err)) != NULL &&
-                 emu_m2m_associate(emu, m, side, id, o->id, err) == DW_OK)
+        o = referenced_row(emu, req, json_string_value(json_object_get(body, "@odata.id")), other,
+                           "A reference needs a body {\"@odata.id\": ...}", err);
+        if (o && emu_m2m_associate(emu, m, side, id, o->id, err) == DW_OK)
             resp->status = 204;
         json_decref(body);
     } else if (strcmp(req->method, "DELETE") == 0 && strcmp(after, "/$ref") == 0) {
-        const char *ref = json_string_value(json_object_get(query, "$id"));
-        if (ref == NULL || parse_ref(emu, ref, req->content_ids, &ct, &ckey) != DW_OK ||
-            ct != other)
-            emu_err_set(err, 400, "0x80048d19",
-                        "A disassociation names the row with $id=<url of a row of '%s'>.",
-                        other->set);
-        else if ((o = emu_row_find(other, &ckey, &by_alt, err)) != NULL &&
-                 emu_m2m_disassociate(emu, m, side, id, o->id, err) == DW_OK)
+        o = referenced_row(emu, req, json_string_value(json_object_get(query, "$id")), other,
+                           "A disassociation needs $id=<url>", err);
+        if (o && emu_m2m_disassociate(emu, m, side, id, o->id, err) == DW_OK)
             resp->status = 204;
     } else if (strcmp(req->method, "DELETE") == 0 && *after == '(') {
         size_t close = key_end(after);
