@@ -65,7 +65,9 @@ struct fx_parser {
 
 static void perr(struct fx_parser *ps, const char *what)
 {
-    if (ps->err == NULL)
+    if (ps->err == NULL && *ps->p == '\0')
+        ps->err = dw_asprintf("%s at the end", what);
+    else if (ps->err == NULL)
         ps->err = dw_asprintf("%s near '%.20s'", what, ps->p);
 }
 
@@ -300,26 +302,29 @@ static json_t *typed_value(const struct emu_attr *a, const char *s)
     }
 }
 
-/* SQL LIKE with % and _, case-insensitive (Dataverse's collation). */
+/* SQL LIKE with % and _, case-insensitive (Dataverse's collation). Backtracks to the last %
+ * only, so a hostile pattern costs at most length(s) x length(pat) steps. */
 static bool like(const char *s, const char *pat)
 {
-    if (*pat == '\0')
-        return *s == '\0';
-    if (*pat == '%') {
-        while (pat[1] == '%')
+    const char *star = NULL, *resume = s;
+    while (*s) {
+        if (*pat == '_' ||
+            (*pat && *pat != '%' && tolower((unsigned char)*pat) == tolower((unsigned char)*s))) {
+            s++;
             pat++;
-        for (const char *p = s;; p++) {
-            if (like(p, pat + 1))
-                return true;
-            if (*p == '\0')
-                return false;
+        } else if (*pat == '%') {
+            star = pat++;
+            resume = s;
+        } else if (star) {
+            pat = star + 1;
+            s = ++resume;
+        } else {
+            return false;
         }
     }
-    if (*s == '\0')
-        return false;
-    if (*pat != '_' && tolower((unsigned char)*pat) != tolower((unsigned char)*s))
-        return false;
-    return like(s + 1, pat + 1);
+    while (*pat == '%')
+        pat++;
+    return *pat == '\0';
 }
 
 static const char *const fx_ops[] = {"eq",   "ne",       "neq", "gt",     "ge",   "lt",      "le",
@@ -357,6 +362,16 @@ static dw_rc check_filter(const struct fx_query *q, const struct fx_node *f, str
             err_unsupported(err, what);
             free(what);
             return DW_ERR_UNSUPPORTED;
+        }
+        bool valueless = strcmp(op, "null") == 0 || strcmp(op, "not-null") == 0;
+        bool listed = strcmp(op, "in") == 0 || strcmp(op, "not-in") == 0;
+        bool has_value = listed ? c->nkids > 0 : attr_of(c, "value") || c->nkids == 1;
+        if (!valueless && !has_value) {
+            emu_err_set(err, 400, "0x80040203",
+                        "Condition for attribute '%s.%s': null is not a valid value for an "
+                        "operator. Use the 'Null' or 'NotNull' operators instead.",
+                        q->t->logical, attr_of(c, "attribute"));
+            return DW_ERR_INVALID;
         }
     }
     return DW_OK;

@@ -37,6 +37,8 @@ done <<'EOF'
 eq (strings case-insensitive)|<filter><condition attribute="address1_city" operator="eq" value="REDMOND"/></filter>|(.address1_city // "" | ascii_downcase) == "redmond"
 ne and neq|<filter><condition attribute="numberofemployees" operator="ne" value="50"/><condition attribute="numberofemployees" operator="neq" value="10"/></filter>|.numberofemployees != null and .numberofemployees != 50 and .numberofemployees != 10
 like with %|<filter><condition attribute="name" operator="like" value="contoso%"/></filter>|.name | startswith("Contoso")
+like: a suffix, _ and inner %|<filter type="or"><condition attribute="name" operator="like" value="%BIKES"/><condition attribute="name" operator="like" value="_abrikam"/><condition attribute="name" operator="like" value="a%v%works"/></filter>|.name == "Contoso Bikes" or .name == "Fabrikam" or .name == "Adventure Works"
+like: no match without a wildcard|<filter><condition attribute="name" operator="like" value="Contoso"/></filter>|false
 not-like|<filter><condition attribute="name" operator="not-like" value="%o%"/></filter>|(.name | test("o"; "i")) | not
 in with values|<filter><condition attribute="accountnumber" operator="in"><value>A2</value><value>A5</value><value>A9</value></condition></filter>|.accountnumber == "A2" or .accountnumber == "A5"
 not-in|<filter><condition attribute="accountnumber" operator="not-in"><value>A2</value></condition></filter>|.accountnumber != "A2"
@@ -96,6 +98,10 @@ another table than the set's|<fetch><entity name="contact"><all-attributes/></en
 malformed XML|<fetch><entity name="account"></fetch>|400|0x80040203|not well formed
 an unquoted attribute|<fetch top=2><entity name="account"/></fetch>|400|0x80040203|not well formed
 top with paging|<fetch top="2" count="2"><entity name="account"/></fetch>|400|0x80040203|top attribute
+in without values|<fetch><entity name="account"><filter><condition attribute="name" operator="in"/></filter></entity></fetch>|400|0x80040203|null is not a valid value
+eq without a value|<fetch><entity name="account"><filter><condition attribute="name" operator="eq"/></filter></entity></fetch>|400|0x80040203|Condition for attribute 'account.name'
+unterminated|<fetch><entity name="account">|400|0x80040203|unterminated element at the end
+nested too deep|<fetch><entity name="account"><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter><filter>|400|0x80040203|nested too deep
 a count of 0|<fetch count="0"><entity name="account"/></fetch>|400|0x80040203|from 1 to 5000
 EOF
 dvemu_call GET "accounts(accountnumber='A1',_msdyn_company_value=$c1)?fetchXml=%3Cfetch%2F%3E"
