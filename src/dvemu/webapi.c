@@ -1359,6 +1359,29 @@ static void entity_definitions(struct emu *emu, const struct emu_req *req, const
                           NULL, resp);
         goto out;
     }
+    if (strcmp(sub, "/ManyToManyRelationships") == 0) {
+        /* ManyToManyRelationshipMetadata of the relationships t takes part in. */
+        json_t *rows = json_array();
+        for (size_t i = 0; i < emu->nm2m; i++) {
+            const struct emu_m2m *m = &emu->m2m[i];
+            if (m->t[0] != t && m->t[1] != t)
+                continue;
+            char *mid = emu_stable_guid(m->name, "relationship");
+            json_array_append_new(
+                rows, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "SchemaName",
+                                m->name, "MetadataId", mid, "RelationshipType",
+                                "ManyToManyRelationship", "Entity1LogicalName", m->t[0]->logical,
+                                "Entity2LogicalName", m->t[1]->logical, "IntersectEntityName",
+                                m->intersect->logical, "Entity1IntersectAttribute",
+                                m->t[0]->primary_id, "Entity2IntersectAttribute",
+                                m->t[1]->primary_id, "Entity1NavigationPropertyName", m->nav[0],
+                                "Entity2NavigationPropertyName", m->nav[1]));
+            free(mid);
+        }
+        collection_answer(emu, req, "EntityDefinitions(...)/ManyToManyRelationships", rows, query,
+                          NULL, resp);
+        goto out;
+    }
     if (strncmp(sub, "/Attributes", 11) == 0) {
         const char *cast = sub + 11;
         const char *want = NULL;

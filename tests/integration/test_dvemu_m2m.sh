@@ -7,7 +7,8 @@
 # <set>(<id>)/<nav>(<id>)/$ref or <set>(<id>)/<nav>/$ref?$id=<url> disassociates (404 when
 # not associated); a changeset that
 # fails rolls its associations back; deleting a row removes its associations; the intersect
-# table is readable and not writable; bad relationships stop dvemu at start.
+# table is readable and not writable; EntityDefinitions(...)/ManyToManyRelationships describes
+# them; bad relationships stop dvemu at start.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work m2m
 meta=$work/metadata.json
@@ -105,6 +106,12 @@ check_eq "delete a related row: 204" 204 "$DV_STATUS"
 check_eq "its associations go with it" 1 "$(pairs)"
 dvemu_call GET "contacts($k1)/dwasync_contact_accounts?\$select=name"
 check_eq "and the other side no longer lists it" "Account A1" "$(j '[.value[].name] | join(",")')"
+check_eq "EntityDefinitions/ManyToManyRelationships describes it, from either table" \
+    "dwasync_account_contact account contact dwasync_account_contact accountid contactid dwasync_account_contact dwasync_contact_accounts" \
+    "$(dvemu_api GET "EntityDefinitions(LogicalName='contact')/ManyToManyRelationships" | jq -r '.value[] |
+        "\(.SchemaName) \(.Entity1LogicalName) \(.Entity2LogicalName) \(.IntersectEntityName) \(.Entity1IntersectAttribute) \(.Entity2IntersectAttribute) \(.Entity1NavigationPropertyName) \(.Entity2NavigationPropertyName)"')"
+check_eq "a table without one lists none" 0 \
+    "$(dvemu_api GET "EntityDefinitions(LogicalName='cdm_company')/ManyToManyRelationships" | jq '.value | length')"
 dvemu_call GET "accounts($a1)/nosuchnav"
 check_eq "an unknown navigation property: 400" 400 "$DV_STATUS"
 finish
