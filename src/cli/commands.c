@@ -24,7 +24,9 @@ const struct dw_cli_command dw_cli_commands[] = {
      "create NAME [--environment-url URL]\nlist\nshow NAME\nstart NAME [--initial-sync]\n"
      "stop NAME\npause NAME\nresume NAME\ndrop NAME [--yes]",
      "manage integration jobs"},
-    {"map", dw_cmd_map, "import FILE\nexport JOB [FILE]\nlist [JOB]\nvalidate JOB",
+    {"map", dw_cmd_map,
+     "import FILE\nexport JOB [FILE]\nlist [JOB]\nvalidate JOB\n"
+     "scaffold --source SCHEMA[.TABLE] --target NAME[,NAME...] [--metadata FILE]",
      "load, write back, list and check table maps"},
     {"run", dw_cmd_run, "[--job NAME] [--until-caught-up]",
      "the daemon: apply the job's changes to Dataverse until stopped"},

@@ -81,7 +81,18 @@ struct emu_table {
     struct emu_row *rows;
     struct emu_kidx **kidx; /* one hash per key */
     uint64_t rows_written;
-    uint64_t gen; /* moves when a row goes or a key value changes (stale remembered binds) */
+    uint64_t gen;   /* moves when a row goes or a key value changes (stale remembered binds) */
+    bool intersect; /* a many-to-many relationship's rows: written by associating only */
+};
+
+/* A many-to-many relationship ("Associate and disassociate table rows using the Web API"):
+ * rows of t[0] and t[1] are related by rows of the intersect table, each holding the two
+ * primary ids under the tables' primary id names. Immutable after loading (meta.c). */
+struct emu_m2m {
+    char *name;             /* SchemaName */
+    struct emu_table *t[2]; /* entity1, entity2 (distinct tables) */
+    char *nav[2];           /* t[i]'s collection-valued navigation property to t[1 - i] */
+    struct emu_table *intersect;
 };
 
 struct emu_hist {
@@ -92,11 +103,20 @@ struct emu_hist {
     json_t *row;    /* the row after the write (before it, for a delete) */
 };
 
-enum emu_priv { EMU_PRIV_CREATE, EMU_PRIV_WRITE, EMU_PRIV_DELETE, EMU_PRIV_COUNT };
+/* Table privileges, then the global ones the bypass parameters need ("Bypass custom
+ * Dataverse logic": prvBypassCustomBusinessLogic, prvBypassCustomPlugins). */
+enum emu_priv {
+    EMU_PRIV_CREATE,
+    EMU_PRIV_WRITE,
+    EMU_PRIV_DELETE,
+    EMU_PRIV_BYPASS_LOGIC,
+    EMU_PRIV_BYPASS_PLUGINS,
+    EMU_PRIV_COUNT
+};
 
 /* A privilege revoked from the application user (privileges.c). */
 struct emu_priv_rule {
-    struct emu_table *table;
+    struct emu_table *table; /* NULL for a global privilege */
     enum emu_priv priv;
     const struct emu_attr *attr; /* NULL: every row; else rows where attr = value */
     json_t *value;               /* owned */
@@ -134,8 +154,10 @@ struct emu {
     unsigned char token_key[32]; /* signs the access tokens dvemu issues */
     struct emu_certclient *certs;
     size_t ncerts;
-    struct emu_table *tables;
+    struct emu_table *tables; /* the metadata's tables, then the intersect tables */
     size_t ntables;
+    struct emu_m2m *m2m;
+    size_t nm2m;
     char *base_url; /* http(s)://host:port */
     pthread_mutex_t store_lock;
     uint64_t seq;
@@ -154,7 +176,20 @@ struct emu {
     size_t nprivs;
     const char *caller; /* the current operation's user (client id), under store_lock */
     struct emu_bind_memo *bind_memo; /* binds that found their row (webapi.c), under store_lock */
+    uint64_t rows_bypassed;    /* of rows_put, those written with custom sync logic bypassed */
+    struct emu_reqlog *reqlog; /* the last requests and their optional parameters (options.c) */
 };
+
+/* The optional parameters of a write that are request headers ("Use optional parameters"):
+ * recorded per request, checked against privileges, and bypassing logic lowers the cost. */
+enum emu_opt {
+    EMU_OPT_BYPASS_LOGIC,        /* MSCRM.BypassBusinessLogicExecution: CustomSync,CustomAsync */
+    EMU_OPT_BYPASS_PLUGINS,      /* MSCRM.BypassCustomPluginExecution: true (the older form) */
+    EMU_OPT_SUPPRESS_DUPLICATES, /* MSCRM.SuppressDuplicateDetection: true|false */
+    EMU_OPT_SUPPRESS_FLOWS,      /* MSCRM.SuppressCallbackRegistrationExpanderJob: true */
+    EMU_OPT_COUNT
+};
+extern const char *const emu_opt_headers[EMU_OPT_COUNT];
 
 /* An error answer in Dataverse's shape. */
 struct emu_err {
@@ -174,10 +209,11 @@ struct emu_req {
     int max_page_size; /* Prefer: odata.maxpagesize=N, 0 when not asked */
     const char *if_match;
     const char *if_none_match;
-    json_t *content_ids; /* $batch: Content-ID -> "set(guid)"; borrowed, may be NULL */
-    bool in_batch;       /* a part of a $batch (its writes answer with Location too) */
-    const char *user;    /* who the token says is calling */
-    json_t *json;        /* the body already parsed (borrowed), or NULL */
+    json_t *content_ids;             /* $batch: Content-ID -> "set(guid)"; borrowed, may be NULL */
+    bool in_batch;                   /* a part of a $batch (its writes answer with Location too) */
+    const char *user;                /* who the token says is calling */
+    json_t *json;                    /* the body already parsed (borrowed), or NULL */
+    const char *opts[EMU_OPT_COUNT]; /* optional parameter headers as sent, NULL when absent */
 };
 
 #define EMU_MAX_HEADERS 8
@@ -189,8 +225,9 @@ struct emu_resp {
     char *hname[EMU_MAX_HEADERS];
     char *hvalue[EMU_MAX_HEADERS];
     size_t nheaders;
-    char *entity_ref; /* "set(guid)" of the row written, for Content-ID references */
-    size_t rows;      /* rows the request wrote, for its server cost */
+    char *entity_ref;     /* "set(guid)" of the row written, for Content-ID references */
+    size_t rows;          /* rows the request wrote, for its server cost */
+    size_t rows_bypassed; /* of those, rows written with custom synchronous logic bypassed */
 };
 
 /* meta.c */
@@ -205,7 +242,30 @@ json_t *emu_meta_entity_json(const struct emu_table *t);
 json_t *emu_meta_attr_json(const struct emu_attr *a, bool with_options);
 json_t *emu_meta_key_json(const struct emu_table *t, const struct emu_key *k);
 
+/* fetchxml.c (under store_lock) */
+/* Answers GET <set>?fetchXml=<xml> for table t (xml decoded): rows, or Dataverse's error. */
+void emu_fetchxml_answer(struct emu *emu, struct emu_table *t, const char *xml,
+                         struct emu_resp *resp);
+
+/* m2m.c (under store_lock) */
+/* The relationship whose navigation property on t is nav[0..len); *side is t's index. */
+const struct emu_m2m *emu_m2m_find(const struct emu *emu, const struct emu_table *t,
+                                   const char *nav, size_t len, int *side);
+/* The public rows of m->t[1 - side] related to row id of m->t[side]: a new array. */
+json_t *emu_m2m_related(const struct emu_m2m *m, int side, const char *id);
+/* Relates id (of t[side]) and other_id (of t[1 - side]); 412 0x80040237 when they are. */
+dw_rc emu_m2m_associate(struct emu *emu, const struct emu_m2m *m, int side, const char *id,
+                        const char *other_id, struct emu_err *err);
+/* Removes the relation; 404 when there is none. */
+dw_rc emu_m2m_disassociate(struct emu *emu, const struct emu_m2m *m, int side, const char *id,
+                           const char *other_id, struct emu_err *err);
+/* Removes every relation of a row of t that is being deleted. */
+void emu_m2m_forget(struct emu *emu, const struct emu_table *t, const char *id);
+
 /* store.c */
+/* Sets what Dataverse maintains on a row being written: id, timestamps, version. */
+void emu_row_finish(struct emu *emu, const struct emu_table *t, json_t *row, const char *id,
+                    bool created);
 void emu_err_set(struct emu_err *e, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void emu_err_clear(struct emu_err *e);
@@ -248,6 +308,24 @@ dw_rc emu_privilege_check(struct emu *emu, const struct emu_table *t, enum emu_p
                           const json_t *before, const json_t *after, const char *id,
                           struct emu_err *err);
 
+/* Refuses the request (403, Dataverse's message) when the user lacks a global privilege. */
+dw_rc emu_privilege_check_global(struct emu *emu, enum emu_priv priv, struct emu_err *err);
+
+/* options.c (emu_opts_check and the request log under store_lock) */
+/* DW_OK, or a 400 for a value Dataverse does not take, or the 403 of a missing bypass
+ * privilege. */
+dw_rc emu_opts_check(struct emu *emu, const struct emu_req *req, struct emu_err *err);
+/* Whether the request bypasses custom synchronous logic (its rows cost less). */
+bool emu_opts_bypass_sync(const struct emu_req *req);
+/* Records a request (a $batch part too): method, path, its optional parameters and the tag
+ * query option (tag: borrowed, may be NULL), its status. */
+void emu_reqlog_add(struct emu *emu, const struct emu_req *req, const char *tag, int status);
+/* {"value": [{seq, method, path, status, batch, options}...], "dropped"}, the entries whose
+ * path contains path_filter (NULL: all): a new reference. */
+json_t *emu_reqlog_json(struct emu *emu, const char *path_filter);
+void emu_reqlog_clear(struct emu *emu);
+void emu_reqlog_free(struct emu *emu);
+
 /* clock.c */
 void emu_clock_init(struct emu_clock *c, bool manual);
 void emu_clock_cleanup(struct emu_clock *c);
@@ -274,6 +352,9 @@ void emu_token_endpoint(struct emu *emu, const char *tenant, const char *form, s
 dw_rc emu_token_check(struct emu *emu, const char *authorization, char **user);
 
 /* webapi.c */
+/* Orders two property values as Dataverse compares them (nulls first, numbers by value,
+ * strings case-insensitively, false before true). */
+int emu_value_cmp(const json_t *a, const json_t *b);
 /* N of "odata.maxpagesize=N" in a Prefer header, 0 when absent or not a positive number. */
 int emu_prefer_max_page_size(const char *prefer);
 void emu_resp_init(struct emu_resp *r);

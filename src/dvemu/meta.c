@@ -273,6 +273,72 @@ static dw_rc load_table(json_t *jt, struct emu_table *t)
     return DW_OK;
 }
 
+/* The table a relationship names as entity1 or entity2 (key), or NULL after an error. */
+static struct emu_table *m2m_table(struct emu *emu, const json_t *jr, const char *name,
+                                   const char *key)
+{
+    const char *logical = json_string_value(json_object_get(jr, key));
+    struct emu_table *t = logical ? emu_table_by_logical(emu, logical) : NULL;
+    if (t == NULL)
+        DW_ERROR("metadata: many-to-many relationship \"%s\": \"%s\" names no table (\"%s\")", name,
+                 key, logical ? logical : "");
+    return t;
+}
+
+/*
+ * Loads "many_to_many": [{"name", "entity1", "entity2", "intersect", "navigation1",
+ * "navigation2"}] (intersect and navigation properties default to the name, as Dataverse
+ * names them for a relationship between two tables). Each intersect table is added after the
+ * metadata's tables, with the two primary ids as its columns and "<intersect>collection" as
+ * its entity set; the tables array is reallocated once, before any pointer into it is kept.
+ */
+static dw_rc load_many_to_many(struct emu *emu, json_t *rels)
+{
+    size_t n = json_array_size(rels), base = emu->ntables;
+    if (n == 0)
+        return DW_OK;
+    emu->tables = dw_realloc(emu->tables, (base + n) * sizeof *emu->tables);
+    memset(emu->tables + base, 0, n * sizeof *emu->tables);
+    emu->m2m = dw_calloc(n, sizeof *emu->m2m);
+    for (size_t i = 0; i < n; i++) {
+        json_t *jr = json_array_get(rels, i);
+        const char *name = json_string_value(json_object_get(jr, "name"));
+        if (name == NULL) {
+            DW_ERROR("metadata: many-to-many relationship %zu needs a \"name\"", i);
+            return DW_ERR_CONFIG;
+        }
+        struct emu_m2m *m = &emu->m2m[emu->nm2m++];
+        m->name = dw_strdup(name);
+        m->nav[0] = dw_strdup(str_or(jr, "navigation1", name));
+        m->nav[1] = dw_strdup(str_or(jr, "navigation2", name));
+        if ((m->t[0] = m2m_table(emu, jr, name, "entity1")) == NULL ||
+            (m->t[1] = m2m_table(emu, jr, name, "entity2")) == NULL)
+            return DW_ERR_CONFIG;
+        if (m->t[0] == m->t[1]) {
+            DW_ERROR("metadata: many-to-many relationship \"%s\" relates \"%s\" to itself, "
+                     "which dvemu does not emulate",
+                     name, m->t[0]->logical);
+            return DW_ERR_CONFIG;
+        }
+        const char *intersect = str_or(jr, "intersect", name);
+        char *set = dw_asprintf("%scollection", intersect);
+        json_t *jt =
+            json_pack("{s:s, s:s, s:s, s:[{s:s, s:s, s:s}, {s:s, s:s, s:s}], s:[]}", "logical_name",
+                      intersect, "entity_set", set, "primary_name", m->t[0]->primary_id,
+                      "attributes", "name", m->t[0]->primary_id, "type", "Uniqueidentifier",
+                      "required", "SystemRequired", "name", m->t[1]->primary_id, "type",
+                      "Uniqueidentifier", "required", "SystemRequired", "bulk_messages");
+        free(set);
+        m->intersect = &emu->tables[emu->ntables++];
+        dw_rc rc = load_table(jt, m->intersect);
+        json_decref(jt);
+        if (rc != DW_OK)
+            return rc;
+        m->intersect->intersect = true;
+    }
+    return DW_OK;
+}
+
 dw_rc emu_meta_load(struct emu *emu, const char *file)
 {
     json_error_t jerr;
@@ -305,7 +371,7 @@ dw_rc emu_meta_load(struct emu *emu, const char *file)
                     goto out;
                 }
         }
-    rc = DW_OK;
+    rc = load_many_to_many(emu, json_object_get(root, "many_to_many"));
 out:
     json_decref(root);
     return rc;
@@ -313,6 +379,14 @@ out:
 
 void emu_meta_free(struct emu *emu)
 {
+    for (size_t i = 0; i < emu->nm2m; i++) {
+        free(emu->m2m[i].name);
+        free(emu->m2m[i].nav[0]);
+        free(emu->m2m[i].nav[1]);
+    }
+    free(emu->m2m);
+    emu->m2m = NULL;
+    emu->nm2m = 0;
     for (size_t i = 0; i < emu->ntables; i++) {
         struct emu_table *t = &emu->tables[i];
         for (size_t j = 0; j < t->nattrs; j++) {

@@ -1,5 +1,7 @@
 /* dvemu's security roles in miniature: privileges revoked from the application user, so
- * that tests see Dataverse's authorization errors. A rule revokes create, write or delete
+ * that tests see Dataverse's authorization errors. A rule revokes a global privilege
+ * (prvBypassCustomBusinessLogic or prvBypassCustomPlugins, which the bypass parameters need:
+ * 403 0x80040220, "is missing prvBypass... privilege"), or create, write or delete
  * on a table, for every row (the role lacks the privilege: 403 0x80040220, "is missing
  * prv<Create|Write|Delete><table> privilege") or only for rows whose attribute holds a
  * value, standing in for rows owned by a business unit the user's role does not reach (the
@@ -14,8 +16,15 @@
 #include "dwasync/alloc.h"
 #include "internal.h"
 
-static const char *const priv_names[] = {"create", "write", "delete"};
+static const char *const priv_names[EMU_PRIV_COUNT] = {
+    "create", "write", "delete", "bypasscustombusinesslogic", "bypasscustomplugins"};
 static const char *const priv_verbs[] = {"Create", "Write", "Delete"};
+/* The global privileges by name and by the id that is "the same for all Dataverse
+ * environments" ("Bypass custom Dataverse logic"). */
+static const char *const global_privs[][2] = {
+    {"prvBypassCustomBusinessLogic", "0ea552b0-a491-4470-9a1b-82068deccf66"},
+    {"prvBypassCustomPlugins", "148a9eaf-d0c4-4196-9852-c3a38e35f6a1"},
+};
 
 void emu_privileges_free(struct emu *emu)
 {
@@ -39,23 +48,34 @@ static dw_rc parse_rule(struct emu *emu, json_t *j, size_t i, struct emu_priv_ru
     const char *priv = json_string_value(json_object_get(j, "privilege"));
     json_t *where = json_object_get(j, "where");
     memset(r, 0, sizeof *r);
-    if (!json_is_object(j) || table == NULL || priv == NULL) {
+    size_t p = EMU_PRIV_COUNT;
+    for (size_t k = 0; priv && k < EMU_PRIV_COUNT; k++)
+        if (strcmp(priv, priv_names[k]) == 0)
+            p = k;
+    bool global = p >= EMU_PRIV_BYPASS_LOGIC && p < EMU_PRIV_COUNT;
+    if (!json_is_object(j) || priv == NULL || (table == NULL && !global)) {
         *why = dw_asprintf("revoke[%zu] needs \"table\" and \"privilege\"", i);
         return DW_ERR_INVALID;
+    }
+    if (p == EMU_PRIV_COUNT) {
+        *why = dw_asprintf("revoke[%zu]: privilege \"%s\" is not create, write, delete, "
+                           "bypasscustombusinesslogic or bypasscustomplugins",
+                           i, priv);
+        return DW_ERR_INVALID;
+    }
+    r->priv = (enum emu_priv)p;
+    if (global) {
+        if (table != NULL || where != NULL) {
+            *why = dw_asprintf("revoke[%zu]: \"%s\" is a global privilege (no table, no where)", i,
+                               priv);
+            return DW_ERR_INVALID;
+        }
+        return DW_OK;
     }
     if ((r->table = table_named(emu, table)) == NULL) {
         *why = dw_asprintf("revoke[%zu]: no table \"%s\"", i, table);
         return DW_ERR_INVALID;
     }
-    size_t p;
-    for (p = 0; p < EMU_PRIV_COUNT; p++)
-        if (strcmp(priv, priv_names[p]) == 0)
-            break;
-    if (p == EMU_PRIV_COUNT) {
-        *why = dw_asprintf("revoke[%zu]: privilege \"%s\" is not create, write or delete", i, priv);
-        return DW_ERR_INVALID;
-    }
-    r->priv = (enum emu_priv)p;
     if (where == NULL || json_is_null(where))
         return DW_OK;
     const char *attr;
@@ -106,8 +126,10 @@ json_t *emu_privileges_json(const struct emu *emu)
     json_t *revoke = json_array();
     for (size_t i = 0; i < emu->nprivs; i++) {
         const struct emu_priv_rule *r = &emu->privs[i];
-        json_t *j =
-            json_pack("{s:s, s:s}", "table", r->table->set, "privilege", priv_names[r->priv]);
+        json_t *j = json_object();
+        if (r->table)
+            json_object_set_new(j, "table", json_string(r->table->set));
+        json_object_set_new(j, "privilege", json_string(priv_names[r->priv]));
         if (r->attr)
             json_object_set_new(j, "where", json_pack("{s:O}", r->attr->name, r->value));
         json_array_append_new(revoke, j);
@@ -143,6 +165,34 @@ static int object_type_code(const struct emu *emu, const struct emu_table *t)
     return 10000 + (int)(t - emu->tables);
 }
 
+/* 403 0x80040220: the user's roles lack privilege prv (id prv_id); where says on what. */
+static void err_missing(const struct emu *emu, const char *user, const char *prv,
+                        const char *prv_id, const char *where, struct emu_err *err)
+{
+    char *bu = emu_stable_guid("businessunit", "root");
+    int all = 8 * (int)emu->ntables;
+    emu_err_set(err, 403, "0x80040220",
+                "Principal user (Id=%s, type=8, roleCount=1, privilegeCount=%d, accessMode=4, "
+                "MetadataCachePrivilegesCount=%d, BusinessUnitId=%s), is missing %s "
+                "privilege (Id=%s)%s. context.Caller=%s",
+                user, all - (int)emu->nprivs, all, bu, prv, prv_id, where, user);
+    free(bu);
+}
+
+dw_rc emu_privilege_check_global(struct emu *emu, enum emu_priv priv, struct emu_err *err)
+{
+    bool revoked = false;
+    for (size_t i = 0; i < emu->nprivs; i++)
+        revoked |= emu->privs[i].table == NULL && emu->privs[i].priv == priv;
+    if (!revoked)
+        return DW_OK;
+    const char *const *g = global_privs[priv - EMU_PRIV_BYPASS_LOGIC];
+    char *user = emu_stable_guid("user", emu->caller ? emu->caller : "");
+    err_missing(emu, user, g[0], g[1], "", err);
+    free(user);
+    return DW_ERR_AUTH;
+}
+
 dw_rc emu_privilege_check(struct emu *emu, const struct emu_table *t, enum emu_priv priv,
                           const json_t *before, const json_t *after, const char *id,
                           struct emu_err *err)
@@ -162,17 +212,12 @@ dw_rc emu_privilege_check(struct emu *emu, const struct emu_table *t, enum emu_p
     if (hit->attr == NULL) {
         char *prv = dw_asprintf("prv%s%s", priv_verbs[priv], t->logical);
         char *prv_id = emu_stable_guid("privilege", prv);
-        char *bu = emu_stable_guid("businessunit", "root");
-        int all = 8 * (int)emu->ntables;
-        emu_err_set(err, 403, "0x80040220",
-                    "Principal user (Id=%s, type=8, roleCount=1, privilegeCount=%d, accessMode=4, "
-                    "MetadataCachePrivilegesCount=%d, BusinessUnitId=%s), is missing %s "
-                    "privilege (Id=%s) on OTC=%d for entity '%s'. context.Caller=%s",
-                    user, all - (int)emu->nprivs, all, bu, prv, prv_id, object_type_code(emu, t),
-                    t->logical, user);
+        char *where =
+            dw_asprintf(" on OTC=%d for entity '%s'", object_type_code(emu, t), t->logical);
+        err_missing(emu, user, prv, prv_id, where, err);
         free(prv);
         free(prv_id);
-        free(bu);
+        free(where);
     } else {
         emu_err_set(err, 403, "0x80048306",
                     "Principal with ID %s does not have %sAccess right(s) for record with ID %s "

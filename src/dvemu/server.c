@@ -368,6 +368,7 @@ static void admin(struct server *s, const char *method, const char *path, const 
     if (strcmp(path, "reset") == 0 && strcmp(method, "POST") == 0) {
         pthread_mutex_lock(&emu->store_lock);
         emu_store_reset(emu);
+        emu_reqlog_clear(emu);
         pthread_mutex_unlock(&emu->store_lock);
         limits_reset(s);
         pthread_mutex_lock(&s->counter_lock);
@@ -424,6 +425,18 @@ static void admin(struct server *s, const char *method, const char *path, const 
             json_pack("{s:o, s:I}", "value", value, "dropped", (json_int_t)emu->hist_dropped);
         pthread_mutex_unlock(&emu->store_lock);
         free(table);
+        emu_resp_json(resp, 200, body);
+        return;
+    }
+    if (strcmp(path, "requests") == 0 && strcmp(method, "GET") == 0) {
+        char *filter = NULL;
+        if (query && strncmp(query, "path=", 5) == 0 &&
+            dw_dvemu_pct_decode(query + 5, strcspn(query + 5, "&"), &filter) != DW_OK)
+            filter = NULL;
+        pthread_mutex_lock(&emu->store_lock);
+        json_t *body = emu_reqlog_json(emu, filter);
+        pthread_mutex_unlock(&emu->store_lock);
+        free(filter);
         emu_resp_json(resp, 200, body);
         return;
     }
@@ -542,22 +555,18 @@ static bool inject_fault(struct server *s, int kind, struct emu_resp *resp)
 
 /*
  * The server time a request costs (--cost-*): a fixed part and a part per row written, less
- * per row in a bulk action, and less again when the client bypasses custom synchronous
- * logic (MSCRM.BypassBusinessLogicExecution, or the older MSCRM.BypassCustomPluginExecution).
+ * per row in a bulk action, and less again for the rows written with custom synchronous
+ * logic bypassed (MSCRM.BypassBusinessLogicExecution: CustomSync, or the older
+ * MSCRM.BypassCustomPluginExecution: true; a $batch part's own header counts for its rows).
  */
-static int64_t server_cost_ms(const struct dw_dvemu_options *o, struct MHD_Connection *con,
-                              const char *path, size_t rows)
+static int64_t server_cost_ms(const struct dw_dvemu_options *o, const char *path,
+                              const struct emu_resp *resp)
 {
     bool bulk = strstr(path, "/Microsoft.Dynamics.CRM.") != NULL && strstr(path, "Multiple");
-    const char *bypass =
-        MHD_lookup_connection_value(con, MHD_HEADER_KIND, "MSCRM.BypassBusinessLogicExecution");
-    const char *plugins =
-        MHD_lookup_connection_value(con, MHD_HEADER_KIND, "MSCRM.BypassCustomPluginExecution");
     int64_t per_row = bulk ? o->cost_bulk_row_ms : o->cost_row_ms;
-    int64_t row_part = (int64_t)rows * per_row;
-    if ((bypass && strstr(bypass, "CustomSync")) || (plugins && strcasecmp(plugins, "true") == 0))
-        row_part = row_part * o->cost_bypass_percent / 100;
-    return o->cost_request_ms + row_part;
+    int64_t full = (int64_t)(resp->rows - resp->rows_bypassed) * per_row;
+    int64_t bypassed = (int64_t)resp->rows_bypassed * per_row * o->cost_bypass_percent / 100;
+    return o->cost_request_ms + full + bypassed;
 }
 
 static void api(struct server *s, struct MHD_Connection *con, const char *method, const char *path,
@@ -604,13 +613,15 @@ static void api(struct server *s, struct MHD_Connection *con, const char *method
         .if_none_match = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "If-None-Match"),
         .user = user,
     };
+    for (int i = 0; i < EMU_OPT_COUNT; i++)
+        req.opts[i] = MHD_lookup_connection_value(con, MHD_HEADER_KIND, emu_opt_headers[i]);
     if (strcmp(path, "$batch") == 0 && strcmp(method, "POST") == 0)
         emu_batch_handle(emu, &req,
                          MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Type"),
                          prefer && strstr(prefer, "odata.continue-on-error"), resp);
     else
         emu_api_handle(emu, &req, resp);
-    emu_clock_sleep(&emu->clock, server_cost_ms(emu->opt, con, path, resp->rows));
+    emu_clock_sleep(&emu->clock, server_cost_ms(emu->opt, path, resp));
     limits_done(s, user, ticket, emu_clock_ms(&emu->clock) - t0);
     char num[24];
     snprintf(num, sizeof num, "%ld", remaining);
@@ -927,6 +938,7 @@ out:
     emu_auth_free(&s->emu);
     emu_store_free(&s->emu);
     emu_privileges_free(&s->emu);
+    emu_reqlog_free(&s->emu);
     emu_meta_free(&s->emu);
     free(s->emu.base_url);
     json_decref(s->counters);

@@ -288,6 +288,16 @@ static void row_set(struct emu_table *t, const char *id, json_t *data)
         index_add(t, ki, r);
 }
 
+void emu_row_finish(struct emu *emu, const struct emu_table *t, json_t *row, const char *id,
+                    bool created)
+{
+    json_object_set_new(row, t->primary_id, json_string(id));
+    if (created)
+        json_object_set(row, "createdon", emu->now_json);
+    json_object_set(row, "modifiedon", emu->now_json);
+    json_object_set_new(row, "versionnumber", json_integer((json_int_t)++emu->version));
+}
+
 void emu_row_put(struct emu *emu, struct emu_table *t, const char *id, json_t *data, const char *op)
 {
     struct emu_row *old = NULL;

@@ -163,7 +163,7 @@ struct order_ctx {
     size_t nkeys;
 };
 
-static int cmp_values(const json_t *a, const json_t *b)
+int emu_value_cmp(const json_t *a, const json_t *b)
 {
     bool an = a == NULL || json_is_null(a), bn = b == NULL || json_is_null(b);
     if (an || bn)
@@ -185,7 +185,7 @@ static int order_cmp(const void *pa, const void *pb, void *arg)
     const json_t *a = *(json_t *const *)pa, *b = *(json_t *const *)pb;
     for (size_t i = 0; i < c->nkeys; i++) {
         int r =
-            cmp_values(json_object_get(a, c->keys[i].prop), json_object_get(b, c->keys[i].prop));
+            emu_value_cmp(json_object_get(a, c->keys[i].prop), json_object_get(b, c->keys[i].prop));
         if (r != 0)
             return c->keys[i].desc ? -r : r;
     }
@@ -242,6 +242,8 @@ struct expand_item {
     char *nav;
     const struct emu_attr *single; /* a lookup of the table, or */
     const struct emu_attr *coll;   /* another table's lookup back to it (collection) */
+    const struct emu_m2m *m2m;     /* a many-to-many relationship (collection) */
+    int side;                      /* the table's side of m2m */
     struct emu_table *child;
     json_t *select; /* NULL: every column */
 };
@@ -289,7 +291,10 @@ static dw_rc parse_expand(struct emu *emu, const char *text, struct emu_table *t
         size_t ti;
         if (!it->single)
             it->coll = collection_nav(emu, t, it->nav, strlen(it->nav), &it->child, &ti);
-        if (!it->single && !it->coll) {
+        if (!it->single && !it->coll &&
+            (it->m2m = emu_m2m_find(emu, t, it->nav, strlen(it->nav), &it->side)) != NULL)
+            it->child = it->m2m->t[1 - it->side];
+        if (!it->single && !it->coll && !it->m2m) {
             err_no_property(err, t->logical, it->nav);
             goto fail;
         }
@@ -343,6 +348,13 @@ static void apply_expand(struct emu *emu, json_t *row, const struct emu_table *t
                 }
             }
             json_object_set_new(row, it->nav, v);
+        } else if (it->m2m) {
+            const char *id = json_string_value(json_object_get(row, t->primary_id));
+            json_t *arr = id ? emu_m2m_related(it->m2m, it->side, id) : json_array();
+            size_t i;
+            json_t *c;
+            json_array_foreach(arr, i, c) apply_select(c, it->select, it->child->primary_id);
+            json_object_set_new(row, it->nav, arr);
         } else {
             const char *id = json_string_value(json_object_get(row, t->primary_id));
             json_t *arr = json_array();
@@ -922,17 +934,6 @@ static dw_rc check_unique(struct emu_table *t, const json_t *row, const char *id
     return DW_ERR_EXISTS;
 }
 
-/* Sets what Dataverse maintains on a row being written: id, timestamps, version. */
-static void finish_row(struct emu *emu, const struct emu_table *t, json_t *row, const char *id,
-                       bool created)
-{
-    json_object_set_new(row, t->primary_id, json_string(id));
-    if (created)
-        json_object_set(row, "createdon", emu->now_json);
-    json_object_set(row, "modifiedon", emu->now_json);
-    json_object_set_new(row, "versionnumber", json_integer((json_int_t)++emu->version));
-}
-
 static void answer_written(struct emu *emu, const struct emu_req *req, struct emu_table *t,
                            const char *id, json_t *row, bool created, struct emu_resp *resp)
 {
@@ -988,7 +989,7 @@ static dw_rc do_create(struct emu *emu, struct emu_table *t, json_t *row, const 
     } else {
         emu_new_guid(id);
     }
-    finish_row(emu, t, row, id, true);
+    emu_row_finish(emu, t, row, id, true);
     dw_rc rc = emu_privilege_check(emu, t, EMU_PRIV_CREATE, NULL, row, id, err);
     if (rc == DW_OK)
         rc = check_required(t, row, err);
@@ -1082,7 +1083,7 @@ static dw_rc do_upsert(struct emu *emu, const struct emu_req *req, struct emu_ta
         row = json_copy(r->data); /* rows are immutable snapshots: write a new version */
         rc = body_changes(emu, t, body, req->content_ids, row, err);
         if (rc == DW_OK) {
-            finish_row(emu, t, row, id, false);
+            emu_row_finish(emu, t, row, id, false);
             rc = emu_privilege_check(emu, t, EMU_PRIV_WRITE, r->data, row, id, err);
         }
         if (rc == DW_OK)
@@ -1358,6 +1359,29 @@ static void entity_definitions(struct emu *emu, const struct emu_req *req, const
                           NULL, resp);
         goto out;
     }
+    if (strcmp(sub, "/ManyToManyRelationships") == 0) {
+        /* ManyToManyRelationshipMetadata of the relationships t takes part in. */
+        json_t *rows = json_array();
+        for (size_t i = 0; i < emu->nm2m; i++) {
+            const struct emu_m2m *m = &emu->m2m[i];
+            if (m->t[0] != t && m->t[1] != t)
+                continue;
+            char *mid = emu_stable_guid(m->name, "relationship");
+            json_array_append_new(
+                rows, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "SchemaName",
+                                m->name, "MetadataId", mid, "RelationshipType",
+                                "ManyToManyRelationship", "Entity1LogicalName", m->t[0]->logical,
+                                "Entity2LogicalName", m->t[1]->logical, "IntersectEntityName",
+                                m->intersect->logical, "Entity1IntersectAttribute",
+                                m->t[0]->primary_id, "Entity2IntersectAttribute",
+                                m->t[1]->primary_id, "Entity1NavigationPropertyName", m->nav[0],
+                                "Entity2NavigationPropertyName", m->nav[1]));
+            free(mid);
+        }
+        collection_answer(emu, req, "EntityDefinitions(...)/ManyToManyRelationships", rows, query,
+                          NULL, resp);
+        goto out;
+    }
     if (strncmp(sub, "/Attributes", 11) == 0) {
         const char *cast = sub + 11;
         const char *want = NULL;
@@ -1417,13 +1441,17 @@ static void sdk_message_filters(struct emu *emu, const struct emu_req *req, json
     collection_answer(emu, req, "sdkmessagefilters", rows, query, NULL, resp);
 }
 
-/* System query options dvemu answers. Any other "$..." option, and the fetchXml parameter,
- * is refused with an error in Dataverse's shape: nothing is silently ignored. */
-static bool query_refused(json_t *query, const char *seg, size_t seglen, struct emu_err *err)
+/* System query options dvemu answers (and fetchXml, on a collection). Any other "$..."
+ * option is refused with an error in Dataverse's shape: nothing is silently ignored. */
+static bool query_refused(const struct emu_req *req, json_t *query, struct emu_err *err)
 {
+    /* $id names the row of a DELETE <set>(<id>)/<nav>/$ref ("Associate and disassociate"). */
+    size_t plen = strlen(req->path);
+    bool ref_delete = strcmp(req->method, "DELETE") == 0 && plen > 5 &&
+                      strcmp(req->path + plen - 5, "/$ref") == 0;
     static const char *const known[] = {"$select", "$filter",    "$orderby", "$top",
                                         "$count",  "$skiptoken", "$expand"};
-    static const char *const not_emulated[] = {"$apply", "fetchXml"};
+    static const char *const not_emulated[] = {"$apply"};
     const char *k;
     json_t *v;
     json_object_foreach(query, k, v)
@@ -1438,7 +1466,7 @@ static bool query_refused(json_t *query, const char *seg, size_t seglen, struct 
             }
         if (k[0] != '$')
             continue; /* custom query options and parameter aliases (@p1) */
-        bool ok = false;
+        bool ok = ref_delete && strcmp(k, "$id") == 0;
         for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
             ok |= strcmp(k, known[i]) == 0;
         if (!ok) {
@@ -1446,8 +1474,6 @@ static bool query_refused(json_t *query, const char *seg, size_t seglen, struct 
             return true;
         }
     }
-    (void)seg;
-    (void)seglen;
     return false;
 }
 
@@ -1532,6 +1558,71 @@ static dw_rc update_only(struct emu *emu, const struct emu_req *req, struct emu_
     return rc;
 }
 
+/* The row of table want that a reference (an "@odata.id" or a $id) names; NULL with err set:
+ * 400 "<usage> naming a row of '<set>'." when it names none of want's, 404 when it is absent. */
+static struct emu_row *referenced_row(struct emu *emu, const struct emu_req *req, const char *ref,
+                                      struct emu_table *want, const char *usage,
+                                      struct emu_err *err)
+{
+    struct emu_table *t = NULL;
+    struct dw_dvemu_key key = {0};
+    struct emu_row *r = NULL;
+    bool by_alt;
+    if (ref == NULL || parse_ref(emu, ref, req->content_ids, &t, &key) != DW_OK || t != want)
+        emu_err_set(err, 400, "0x80048d19", "%s naming a row of '%s'.", usage, want->set);
+    else
+        r = emu_row_find(want, &key, &by_alt, err);
+    dw_dvemu_key_cleanup(&key);
+    return r;
+}
+
+/*
+ * A many-to-many relationship's navigation property m->nav[side] of row id ("Associate and
+ * disassociate table rows using the Web API"): GET lists the related rows, POST .../$ref
+ * with {"@odata.id": ...} associates one (204; 412 0x80040237 when it is already), DELETE
+ * .../<nav>(<key>)/$ref or .../<nav>/$ref?$id=<url> disassociates one (204). after is what
+ * follows the property. False
+ * when the method and path name no such operation; else the answer is in resp or err.
+ */
+static bool many_to_many(struct emu *emu, const struct emu_req *req, const struct emu_m2m *m,
+                         int side, const char *id, const char *after, json_t *query,
+                         struct emu_resp *resp, struct emu_err *err)
+{
+    struct emu_table *other = m->t[1 - side];
+    struct dw_dvemu_key ckey = {0};
+    bool by_alt, handled = true;
+    struct emu_row *o = NULL;
+    if (strcmp(req->method, "GET") == 0 && *after == '\0') {
+        collection_answer(emu, req, other->set, emu_m2m_related(m, side, id), query, other, resp);
+        return true;
+    }
+    if (strcmp(req->method, "POST") == 0 && strcmp(after, "/$ref") == 0) {
+        json_t *body = req->json ? json_incref(req->json)
+                                 : json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
+        o = referenced_row(emu, req, json_string_value(json_object_get(body, "@odata.id")), other,
+                           "A reference needs a body {\"@odata.id\": ...}", err);
+        if (o && emu_m2m_associate(emu, m, side, id, o->id, err) == DW_OK)
+            resp->status = 204;
+        json_decref(body);
+    } else if (strcmp(req->method, "DELETE") == 0 && strcmp(after, "/$ref") == 0) {
+        o = referenced_row(emu, req, json_string_value(json_object_get(query, "$id")), other,
+                           "A disassociation needs $id=<url>", err);
+        if (o && emu_m2m_disassociate(emu, m, side, id, o->id, err) == DW_OK)
+            resp->status = 204;
+    } else if (strcmp(req->method, "DELETE") == 0 && *after == '(') {
+        size_t close = key_end(after);
+        handled = close > 0 && strcmp(after + close + 1, "/$ref") == 0 &&
+                  dw_dvemu_key_parse(after + 1, close - 1, &ckey) == DW_OK;
+        if (handled && (o = emu_row_find(other, &ckey, &by_alt, err)) != NULL &&
+            emu_m2m_disassociate(emu, m, side, id, o->id, err) == DW_OK)
+            resp->status = 204;
+    } else {
+        handled = false;
+    }
+    dw_dvemu_key_cleanup(&ckey);
+    return handled;
+}
+
 /*
  * "<set>(<key>)/<tail>": a property path ("Update and delete table rows using the Web API":
  * GET, PUT {"value": v} and DELETE of one column) or a navigation property ("Associate and
@@ -1569,6 +1660,9 @@ static void nav_or_property(struct emu *emu, const struct emu_req *req, struct e
     size_t cti = 0;
     const struct emu_attr *coll =
         prop || single ? NULL : collection_nav(emu, t, tail, seglen, &child, &cti);
+    int side = 0;
+    const struct emu_m2m *mm =
+        prop || single || coll ? NULL : emu_m2m_find(emu, t, tail, seglen, &side);
     const char *m = req->method;
     if (prop && *after == '\0') {
         if (strcmp(m, "GET") == 0) {
@@ -1680,13 +1774,19 @@ static void nav_or_property(struct emu *emu, const struct emu_req *req, struct e
             goto done;
         }
     }
-    if (prop == NULL && single == NULL && coll == NULL)
+    if (mm && many_to_many(emu, req, mm, side, r->id, after, query, resp, &err))
+        goto done_or_fail;
+    if (prop == NULL && single == NULL && coll == NULL && mm == NULL)
         emu_err_set(&err, 400, "0x0",
                     "Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.%s'.",
                     seg, t->logical);
     else
         emu_err_set(&err, 405, "0x80060888",
                     "The requested resource does not support http method '%s'.", m);
+    goto fail_seg;
+done_or_fail:
+    if (err.status == 0)
+        goto done;
 fail_seg:
     free(seg);
 fail:
@@ -1703,7 +1803,7 @@ out:
 
 /* --- routing --------------------------------------------------------------------------- */
 
-static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
+static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
 {
     struct emu_err err = {0};
     json_t *query = parse_query(req->query);
@@ -1712,7 +1812,7 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
     const char *path = req->path;
     size_t seg = strcspn(path, "(/");
     const char *rest = path + seg;
-    if (query_refused(query, path, seg, &err))
+    if (query_refused(req, query, &err))
         goto fail;
 
     if ((seg == 6 && strncmp(path, "WhoAmI", 6) == 0) &&
@@ -1748,6 +1848,11 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
         free(name);
         goto fail;
     }
+    if (t->intersect && strcmp(req->method, "GET") != 0) { /* written by associating only */
+        emu_err_set(&err, 405, "0x80060888",
+                    "The requested resource does not support http method '%s'.", req->method);
+        goto fail;
+    }
     const char *wsel = json_string_value(json_object_get(query, "$select"));
     json_t *wselect = NULL;
     if (wsel && strcmp(req->method, "GET") != 0) { /* returned by return=representation */
@@ -1763,7 +1868,17 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
         bulk_action(emu, req, t, rest + 24, resp);
         goto out;
     }
+    const char *fetch = json_string_value(json_object_get(query, "fetchXml"));
+    if (fetch && (*rest != '\0' || strcmp(req->method, "GET") != 0)) {
+        emu_err_set(&err, 400, "0x80060888",
+                    "The query parameter fetchXml is only valid on a GET of an entity set.");
+        goto fail;
+    }
     if (*rest == '\0') {
+        if (fetch) {
+            emu_fetchxml_answer(emu, t, fetch, resp);
+            goto out;
+        }
         if (strcmp(req->method, "GET") == 0) {
             collection_answer(emu, req, t->set, NULL, query, t, resp);
             goto out;
@@ -1853,6 +1968,7 @@ static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu
             emu_privilege_check(emu, t, EMU_PRIV_DELETE, r->data, NULL, id, &err) != DW_OK)
             goto fail;
         emu_row_put(emu, t, id, NULL, "delete");
+        emu_m2m_forget(emu, t, id);
         resp->status = 204;
         goto out;
     }
@@ -1873,6 +1989,24 @@ out:
     json_decref(query);
 }
 
+/* One request under store_lock: its optional parameters are checked before anything is
+ * done, and the request is recorded with them whatever it answers. */
+static void handle_locked(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
+{
+    uint64_t rows0 = emu->rows_put;
+    struct emu_err err = {0};
+    if (emu_opts_check(emu, req, &err) != DW_OK)
+        emu_resp_error(resp, &err);
+    else
+        route_locked(emu, req, resp);
+    emu_err_clear(&err);
+    if (emu_opts_bypass_sync(req))
+        emu->rows_bypassed += emu->rows_put - rows0;
+    json_t *query = parse_query(req->query);
+    emu_reqlog_add(emu, req, json_string_value(json_object_get(query, "tag")), resp->status);
+    json_decref(query);
+}
+
 void emu_api_handle(struct emu *emu, const struct emu_req *req, struct emu_resp *resp)
 {
     /* Parse the body before taking the lock: with many clients, parsing large bulk
@@ -1883,9 +2017,10 @@ void emu_api_handle(struct emu *emu, const struct emu_req *req, struct emu_resp 
     pthread_mutex_lock(&emu->store_lock);
     set_now(emu);
     emu->caller = req->user;
-    uint64_t rows0 = emu->rows_put;
+    uint64_t rows0 = emu->rows_put, bypassed0 = emu->rows_bypassed;
     handle_locked(emu, &pre, resp);
     resp->rows = (size_t)(emu->rows_put - rows0);
+    resp->rows_bypassed = (size_t)(emu->rows_bypassed - bypassed0);
     emu->caller = NULL;
     pthread_mutex_unlock(&emu->store_lock);
     if (pre.json != req->json)
@@ -1998,6 +2133,11 @@ static void run_inner(struct emu *emu, const struct emu_req *outer,
     (void)dw_dvemu_header_get(in.headers, in.headers_len, "Prefer", &prefer);
     (void)dw_dvemu_header_get(in.headers, in.headers_len, "If-Match", &if_match);
     (void)dw_dvemu_header_get(in.headers, in.headers_len, "If-None-Match", &if_none);
+    /* A part's optional parameters are its own headers; those of the $batch request apply
+     * to parts that do not set them. */
+    char *opts[EMU_OPT_COUNT] = {0};
+    for (int i = 0; i < EMU_OPT_COUNT; i++)
+        (void)dw_dvemu_header_get(in.headers, in.headers_len, emu_opt_headers[i], &opts[i]);
     struct emu_req sub = {
         .method = in.method,
         .path = target,
@@ -2012,7 +2152,11 @@ static void run_inner(struct emu *emu, const struct emu_req *outer,
         .in_batch = true,
         .user = outer->user,
     };
+    for (int i = 0; i < EMU_OPT_COUNT; i++)
+        sub.opts[i] = opts[i] ? opts[i] : outer->opts[i];
     handle_locked(emu, &sub, r);
+    for (int i = 0; i < EMU_OPT_COUNT; i++)
+        free(opts[i]);
     free(prefer);
     free(if_match);
     free(if_none);
@@ -2075,7 +2219,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
     pthread_mutex_lock(&emu->store_lock);
     set_now(emu);
     emu->caller = req->user;
-    uint64_t rows0 = emu->rows_put;
+    uint64_t rows0 = emu->rows_put, bypassed0 = emu->rows_bypassed;
     for (size_t i = 0; i < nparts && !(failed && !continue_on_error); i++) {
         char *ct = NULL, *cb = NULL;
         (void)dw_dvemu_header_get(parts[i].headers, parts[i].headers_len, "Content-Type", &ct);
@@ -2162,6 +2306,7 @@ void emu_batch_handle(struct emu *emu, const struct emu_req *req, const char *co
     }
     emu->caller = NULL;
     resp->rows = (size_t)(emu->rows_put - rows0);
+    resp->rows_bypassed = (size_t)(emu->rows_bypassed - bypassed0);
     pthread_mutex_unlock(&emu->store_lock);
     (void)dw_buf_printf(&out, "--%s--\r\n", rb);
     resp->status = failed && !continue_on_error ? 400 : 200;

@@ -93,7 +93,7 @@ done <<'EOF'
 [query] $skip is not supported|cdm_companies?$skip=2|400|0x80060888
 [query] an unknown system query option|cdm_companies?$frobnicate=1|400|0x80060888
 [page] a skip token dvemu did not write|cdm_companies?$skiptoken=abc|400|0x80060888
-[query] fetchXml is not emulated|cdm_companies?fetchXml=%3Cfetch%2F%3E|501|0x80060888
+[query] a fetchXml without one entity is not emulated|cdm_companies?fetchXml=%3Cfetch%2F%3E|501|0x80060888
 [query] $apply is not emulated|cdm_companies?$apply=aggregate($count%20as%20n)|501|0x80060888
 EOF
 

@@ -21,7 +21,7 @@ psql -X -qAt -v ON_ERROR_STOP=1 -v customers=20 -f "$sample/fno-sample-data.sql"
 psql -X -q -v ON_ERROR_STOP=1 -f "$lib/fno-library.sql" >/dev/null || die "library staging failed"
 
 files=$(ls "$lib"/*.map.json)
-[ "$(wc -w <<<"$files")" -ge 8 ] || die "the library has fewer than 8 map files"
+[ "$(wc -w <<<"$files")" -ge 9 ] || die "the library has fewer than 9 map files"
 for f in $files; do
     name=$(basename "$f" .map.json)
     job=$(jq -r .job.name "$f")
@@ -39,7 +39,7 @@ jq -s '{format: 1, job: {name: "dual_write", environment_url: "", legal_entities
         options: {}}, groups: [{name: "dual_write", maps: ([.[].groups[0].maps[]] | sort_by(.sequence))}]}' \
     $files >"$work/all.json"
 out=$(dw map import "$work/all.json" 2>&1)
-check_contains "the whole library imports as one job" 'created job "dual_write": 10 maps' "$out"
+check_contains "the whole library imports as one job" 'created job "dual_write": 11 maps' "$out"
 check_contains "and validates" 'are valid' "$(dw map validate dual_write 2>&1)"
 dw job start dual_write --initial-sync >/dev/null 2>&1 || die "job start failed"
 timeout 300 "$DWASYNC_BIN" --config "$conf" run --job dual_write --until-caught-up >"$work/run1.log" 2>&1
@@ -49,6 +49,9 @@ check_contains "initial sync: Dataverse equals the staging tables (oracle)" "exa
 [[ $out == exact* ]] || log "$out"
 check_eq "initial sync: no error rows" 0 "$(psql_q 'select count(*) from dwasync.error')"
 check_eq "vendor groups arrived" 4 "$(curl -sf "$DVEMU_URL/_dvemu/tables/msdyn_vendorgroups" | jq '.value | length')"
+check_eq "released products arrived, one per item and legal entity" \
+    "$(psql_q "select count(*) from fno.releasedproductsv2 where dataareaid in ('usmf', 'demf')")" \
+    "$(curl -sf "$DVEMU_URL/_dvemu/tables/msdyn_sharedproductdetails" | jq '.value | length')"
 
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
 INSERT INTO fno.vendorgroups VALUES ('usmf', '30', 'Freight carriers', 'Net30');
@@ -59,6 +62,11 @@ DELETE FROM fno.vendorgroups WHERE vendorgroupid = '90' AND dataareaid = 'demf';
 UPDATE fno.customersv3 SET organizationname = organizationname || ' (renamed)', onholdstatus = 2
  WHERE customeraccount IN (SELECT min(customeraccount) FROM fno.customersv3 WHERE partytype = 'Organization');
 UPDATE fno.paymentterms SET numberofdays = numberofdays + 1;
+INSERT INTO fno.releasedproductsv2 (dataareaid, itemnumber, productnumber, producttype, salesprice, isphantom)
+VALUES ('demf', 'NEW-ITEM', 'NEW-ITEM', 2, 9.99, 1);
+UPDATE fno.releasedproductsv2 SET salesprice = salesprice + 1, primaryvendoraccountnumber = NULL
+ WHERE itemnumber = (SELECT min(itemnumber) FROM fno.releasedproductsv2 WHERE producttype = 1);
+DELETE FROM fno.releasedproductsv2 WHERE itemnumber = 'SRV-INSTALL' AND dataareaid = 'usmf';
 SQL
 timeout 300 "$DWASYNC_BIN" --config "$conf" run --job dual_write --until-caught-up >"$work/run2.log" 2>&1
 check_eq "live run exits 0" 0 "$?"
