@@ -50,6 +50,9 @@
 #define REPLAY_IN_FLIGHT 16
 /* How often the publication is checked to still hold every mapped table (and on SIGHUP). */
 #define PUBLICATION_CHECK_MS 60000
+/* Starts in a row that may fail on Postgres, with the source reachable, before the error
+ * counts as permanent (a restart can end a session between two steps of the start). */
+#define START_ATTEMPTS 5
 /* First and longest delay between attempts to reconnect a control session or retake the
  * lock (the stream's ceiling is [source] reconnect_max_ms). */
 #define RECONNECT_MIN_MS 200
@@ -135,6 +138,7 @@ struct runner {
     int control_pid;                   /* the control session's backend when LISTEN was issued */
     bool lock_lost;             /* the lock session broke: start again once the lock is retaken */
     uint64_t restarts;          /* times the job started again after a broken connection */
+    unsigned failed_starts;     /* in a row, since the job last streamed */
     uint64_t stream_reconnects; /* of the streams already closed */
     int64_t started_ms; /* wall clock: tells this process's watermarks from an earlier one's */
     uint64_t metrics_seen_applied; /* pipeline counters already added to the metrics */
@@ -1249,6 +1253,7 @@ static dw_rc wait_for_lock(struct runner *r)
                 r->lock_lost = false;
                 return DW_OK;
             }
+            r->lock_lost = false; /* not ours to take again: a standby now */
             if (!said) {
                 DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
                         "another runner holds the job: waiting as a standby");
@@ -1293,9 +1298,9 @@ static dw_rc wait_until_active(struct runner *r)
 }
 
 /*
- * After a step failed on Postgres: true when a connection is broken (the control or
- * heartbeat session, or the source cannot be reached), a fault that heals; false for an
- * error a live server gave (permissions, a bad object), which ends the run.
+ * After a step failed on Postgres again and again: true when a connection is broken (the
+ * control or heartbeat session, or the source cannot be reached), a fault that heals; false
+ * for an error a live server keeps giving (permissions, a bad object), which ends the run.
  */
 static bool connection_fault(struct runner *r)
 {
@@ -1350,6 +1355,7 @@ static dw_rc run_once(struct runner *r)
     dw_daemon_notify_ready("streaming");
     DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
             "streaming changes to Dataverse");
+    r->failed_starts = 0;
     return stream_loop(r);
 }
 
@@ -1364,7 +1370,9 @@ static dw_rc run_job(struct runner *r)
         dw_rc rc = run_once(r);
         if (r->stopping || rc == DW_OK)
             return rc;
-        bool again = rc == DW_ERR_RETRY || (rc == DW_ERR_PG && connection_fault(r));
+        bool again =
+            rc == DW_ERR_RETRY ||
+            (rc == DW_ERR_PG && (++r->failed_starts < START_ATTEMPTS || connection_fault(r)));
         if (!again)
             return rc;
         /* Nothing is drained: in-flight writes are abandoned (the slot redelivers them). */
