@@ -416,7 +416,8 @@ static void report_status(struct runner *r)
         .throttled_for_seconds = throttled_ms > 0 ? (double)throttled_ms / 1000.0 : 0.0,
         .throttled_total = (int64_t)ss.throttled,
     };
-    (void)dw_ha_heartbeat(&r->ha, &report);
+    if (PQstatus(r->lock_conn) == CONNECTION_OK) /* else tend_control() reconnects it */
+        (void)dw_ha_heartbeat(&r->ha, &report);
 }
 
 /* Runs the sink (and its callbacks) and the pipeline until done() or the deadline. */
