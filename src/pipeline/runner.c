@@ -1001,7 +1001,10 @@ static dw_rc tend_control(struct runner *r)
     return DW_OK;
 }
 
-/* Marks the job failed with a reason (status, /healthz, dwasync.job_status show it). */
+/*
+ * Marks the job failed with a reason (status, /healthz, dwasync.job_status show it) and holds
+ * the stream at once, as check_job() would on reading the new state.
+ */
 static dw_rc fail_job(struct runner *r, const char *reason)
 {
     char id[32];
@@ -1012,8 +1015,14 @@ static dw_rc fail_job(struct runner *r, const char *reason)
                            "UPDATE dwasync.job SET state = 'failed', state_reason = $2, "
                            "updated_at = now() WHERE id = $1 AND state IN ('active', 'paused')",
                            2, params, &res);
+    if (rc == DW_OK && strcmp(PQcmdTuples(res), "1") == 0) {
+        free(r->job.state);
+        r->job.state = dw_strdup("failed");
+        free(r->job.state_reason);
+        r->job.state_reason = dw_strdup(reason);
+        r->paused = true;
+    }
     PQclear(res);
-    r->next_job_check_ms = 0; /* notice the new state at once: the stream is held */
     return rc;
 }
 
@@ -1127,6 +1136,13 @@ static dw_rc stream_loop(struct runner *r)
         if (control_ok && !r->paused && now >= r->next_publication_check_ms) {
             r->next_publication_check_ms = now + PUBLICATION_CHECK_MS;
             (void)check_publication(r); /* a failure to ask is retried at the next check */
+        }
+        /* Held, a failed job would never catch up. */
+        if (r->opts->until_caught_up && strcmp(r->job.state, "failed") == 0) {
+            DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", r->job.name}),
+                    "job failed (%s); nothing more can be caught up with",
+                    r->job.state_reason ? r->job.state_reason : "no reason recorded");
+            return DW_ERR_STATE;
         }
 
         /* Read while the pipeline has room; a full budget means more may be buffered. */

@@ -5,8 +5,9 @@
 # at once; the daemon also checks every minute) the job is `failed` with a reason naming
 # the table, shown by `dwasync status`, dwasync.job_status and /healthz (503), and the
 # daemon holds its stream but keeps running. Started again with the table still missing,
-# the check at start fails the job again. Once the table is back in the publication and
-# the job is active, changes flow again and the job stays active.
+# the check at start fails the job again (and `run --until-caught-up` exits 1). Once the
+# table is back in the publication and the job is active, changes flow again and the job
+# stays active.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
@@ -50,9 +51,14 @@ check_contains "the error is logged" "level=error msg=\"mapped tables not in pub
     "$(cat "$DW_E2E_DIR/daemon.log")"
 check_status "the daemon keeps running" 0 kill -0 "$daemon"
 
-# Started again (by a restart of the daemon) with the table still missing: failed again.
+# Started again with the table still missing: the check at start fails the job again, and
+# a run --until-caught-up ends (a held job would never catch up).
 kill -TERM "$daemon"; wait "$daemon"
 check_eq "daemon stops cleanly" 0 $?
+daemon=
+psql_q "UPDATE dwasync.job SET state = 'active', state_reason = NULL WHERE name = 'fno_sample'"
+check_status "run --until-caught-up exits 1" 1 dw run --job fno_sample --until-caught-up
+check_eq "and leaves the job failed" failed "$(psql_q "$state")"
 psql_q "UPDATE dwasync.job SET state = 'active', state_reason = NULL WHERE name = 'fno_sample'"
 e2e_start_daemon
 check_status "the check at start fails the job again" 0 wait_sql "$state" failed
