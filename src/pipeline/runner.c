@@ -163,23 +163,36 @@ static void job_cleanup(struct job *j)
     memset(j, 0, sizeof *j);
 }
 
-/* Reads the job row: by name, or the one job that is not stopped. */
+#define JOB_SELECT                                                                                 \
+    "SELECT id, name, state, slot_name, publication_name, initial_sync FROM dwasync.job"
+
+/* Reads the job row: by name, or the one job that is not stopped; by id on a restart. */
 static dw_rc load_job(struct runner *r)
 {
     const char *name = r->opts->job_name;
-    const char *params[] = {name};
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->job.id);
+    /* Started again after a broken connection: the same job, found by its id (even if it
+     * was stopped meanwhile: it then waits, as a stopped job does at start). */
+    bool again = r->restarts > 0;
+    const char *sql = JOB_SELECT " WHERE state <> 'stopped' ORDER BY name";
+    const char *params[] = {NULL};
+    if (again) {
+        sql = JOB_SELECT " WHERE id = $1";
+        params[0] = id;
+    } else if (name) {
+        sql = JOB_SELECT " WHERE name = $1";
+        params[0] = name;
+    }
     PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(r->control, "reading the job",
-                           name ? "SELECT id, name, state, slot_name, publication_name, "
-                                  "initial_sync FROM dwasync.job WHERE name = $1"
-                                : "SELECT id, name, state, slot_name, publication_name, "
-                                  "initial_sync FROM dwasync.job WHERE state <> 'stopped' "
-                                  "ORDER BY name",
-                           name ? 1 : 0, name ? params : NULL, &res);
+    dw_rc rc = dw_pg_query(r->control, "reading the job", sql, params[0] ? 1 : 0,
+                           params[0] ? params : NULL, &res);
     if (rc != DW_OK)
         return rc;
     if (PQntuples(res) == 0) {
-        if (name)
+        if (again)
+            DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", r->job.name}), "job was dropped");
+        else if (name)
             DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"hint", "Create it with dwasync job create."}),
                     "job \"%s\" does not exist", name);
         else

@@ -11,6 +11,8 @@
 #   fault_backend_pid NAME        # pid of the daemon's session with application_name NAME
 #                                 # ("dwasync": the walsender), empty when there is none
 #   fault_wait_new_backend NAME OLD_PID   # waits until NAME's session is another than OLD_PID
+#   fault_final_checks FAULTS     # stops the daemon cleanly, then: Dataverse equals the source,
+#                                 # no error rows, each account went back at most FAULTS times
 
 # fault_tx SQL: runs SQL in one transaction, again while the server is unreachable (bounded:
 # two minutes, far beyond a restart; the pause paces retries, it stands in for no event).
@@ -97,4 +99,17 @@ fault_wait_new_backend() {
         sleep 0.1
     done
     return 1
+}
+
+fault_final_checks() {
+    local rewinds
+    kill -TERM "$daemon"
+    wait "$daemon"
+    check_eq "daemon stops cleanly" 0 $?
+    daemon=
+    check_eq "final Dataverse state equals the staging tables" 0 "$(e2e_mismatches)"
+    check_eq "no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
+    rewinds=$(e2e_history_rewinds accounts creditlimit numeric)
+    check_eq "the history is complete" 0 $?
+    check_eq "each account went back at most once per fault ($1)" 1 "$([ "$rewinds" -le "$1" ] && echo 1)"
 }

@@ -33,12 +33,5 @@ status=$(dw status --json 2>&1)
 check_contains "status counts the reconnects" "reconnects" "$status"
 log_text=$(cat "$DW_E2E_DIR/daemon.log")
 check_contains "the lost lock session is reported" "job lock session was lost" "$log_text"
-kill -TERM "$daemon"; wait "$daemon"
-check_eq "daemon stops cleanly" 0 $?
-daemon=
-check_eq "final Dataverse state equals the staging tables" 0 "$(e2e_mismatches)"
-check_eq "no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
-rewinds=$(e2e_history_rewinds accounts creditlimit numeric)
-check_eq "the history is complete" 0 $?
-check_eq "each account went back at most once per restart" 1 "$([ "$rewinds" -le "$restarts" ] && echo 1)"
+fault_final_checks "$restarts"
 finish

@@ -75,12 +75,5 @@ check_eq "the daemon started once is still running" "$first" "$(kill -0 "$daemon
 log_text=$(cat "$DW_E2E_DIR/daemon.log")
 check_contains "the lost lock session is reported" "job lock session was lost" "$log_text"
 check_contains "the lost control session is reported" "control database connection" "$log_text"
-kill -TERM "$daemon"; wait "$daemon"
-check_eq "daemon stops cleanly" 0 $?
-daemon=
-check_eq "final Dataverse state equals the staging tables" 0 "$(e2e_mismatches)"
-check_eq "no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
-rewinds=$(e2e_history_rewinds accounts creditlimit numeric)
-check_eq "the history is complete" 0 $?
-check_eq "each account went back at most once per killed session" 1 "$([ "$rewinds" -le "$kills" ] && echo 1)"
+fault_final_checks "$kills"
 finish
