@@ -17,6 +17,10 @@
  * Progress: a caller-owned struct dw_progress, no heap. On a terminal it redraws one live
  * line on stderr (at most 4 times a second); elsewhere (systemd, pipes) it writes a log
  * line every report_interval_ms. The math (rate, ETA) is exposed for tests.
+ *
+ * Backoff: a caller-owned struct dw_backoff, no heap, paces the retries of a broken
+ * connection: capped exponential delays with jitter (half fixed, half random), so runners
+ * that lost the same server do not all knock at the same moment when it comes back.
  */
 #ifndef DWASYNC_DAEMON_H
 #define DWASYNC_DAEMON_H
@@ -78,6 +82,35 @@ int dw_watchdog_timeout_ms(const struct dw_watchdog *w, uint64_t now_ms);
 
 /* Sends WATCHDOG=1 when a ping is due. Call from every loop turn, never from a timer. */
 void dw_watchdog_tick(struct dw_watchdog *w, uint64_t now_ms);
+
+/* Reconnect pacing of one connection; caller-owned, filled by dw_backoff_init. */
+struct dw_backoff {
+    uint64_t min_ms;     /* the first delay (before jitter) */
+    uint64_t max_ms;     /* the cap */
+    uint64_t next_ms;    /* the next delay before jitter */
+    uint64_t due_ms;     /* monotonic time of the next attempt; 0 when none is scheduled */
+    uint64_t failures;   /* attempts that failed since the last success */
+    uint64_t reconnects; /* successful reconnects since init (for status and metrics) */
+};
+
+/* Delays start at min_ms and double up to max_ms (max_ms < min_ms is raised to min_ms). */
+void dw_backoff_init(struct dw_backoff *b, uint64_t min_ms, uint64_t max_ms);
+
+/*
+ * Records a failure at now_ms and schedules the next attempt after a delay d/2 + rand(d/2),
+ * d the current step (which then doubles, capped). Returns the delay chosen.
+ */
+uint64_t dw_backoff_failed(struct dw_backoff *b, uint64_t now_ms);
+
+/* True when no attempt is scheduled or its time has come. */
+bool dw_backoff_due(const struct dw_backoff *b, uint64_t now_ms);
+
+/* Milliseconds until the next attempt (0 when due or none is scheduled). */
+int dw_backoff_timeout_ms(const struct dw_backoff *b, uint64_t now_ms);
+
+/* Records a success: the next failure starts again from min_ms; counts a reconnect when
+ * failures preceded it. */
+void dw_backoff_succeeded(struct dw_backoff *b);
 
 /* Progress of a long piece of work (rows done out of a known or unknown total). */
 struct dw_progress {

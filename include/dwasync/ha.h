@@ -67,8 +67,10 @@ int dw_ha_timeout_ms(const struct dw_ha *ha, uint64_t now_ms);
 
 /*
  * Confirms the lock is still held by this process's lock session (its transaction still
- * locks the row). DW_ERR_STATE when it is not (or the session is gone): the caller must
- * stop applying at once.
+ * locks the row). DW_ERR_STATE when the session lives but does not hold it; DW_ERR_PG when
+ * the session is gone (the server released the lock with it). Either way this process is no
+ * longer active: the caller stops reading new changes and calls dw_ha_try() (with backoff)
+ * to take the lock again, and becomes a standby when dw_ha_try() finds it held elsewhere.
  */
 dw_rc dw_ha_check(struct dw_ha *ha);
 

@@ -11,8 +11,22 @@
  * standby), wait while the job is paused or stopped, load the maps, run a pending initial
  * sync through the snapshot path, stream until stopped. SIGTERM/SIGINT finish what is in
  * flight (bounded by DW_RUNNER_DRAIN_MS), confirm what is safe and return DW_OK; SIGHUP
- * reloads the config's log settings (maps cannot change while a job runs). Lost Postgres or
- * Dataverse connections are retried with backoff while the job stays active.
+ * reloads the config's log settings (maps cannot change while a job runs) and checks the
+ * publication at once.
+ *
+ * Faults: a broken connection is retried with capped, jittered backoff (dw_backoff), one
+ * warning per attempt: the stream reconnects by itself, the control and heartbeat sessions
+ * are reset (LISTEN is issued again), and a lost lock session (a restarted server, a
+ * terminated backend) starts the job again: in-flight writes are abandoned, the lock is
+ * taken again, the job is read again (after the lock, never before) and streaming resumes
+ * from the slot's confirmed position, which redelivers what was not confirmed (the apply
+ * is idempotent). Only another runner holding the lock makes this one a standby; only a
+ * permanent error (configuration, a check the server answered) ends the run.
+ *
+ * Publication: at start, every minute and on SIGHUP the runner checks that every mapped
+ * table is still in the job's publication; a missing one fails the job (state `failed`
+ * with the reason, shown by status, /healthz and dwasync.job_status) and the stream is
+ * held until the job is started again.
  */
 #ifndef DWASYNC_RUNNER_H
 #define DWASYNC_RUNNER_H

@@ -10,9 +10,9 @@
  * fd does not signal it, so call step again without waiting; with max_changes 0 nothing is
  * read and only the timers are served), answers keepalives that ask for a reply at once,
  * sends standby status updates when due and, after the connection dropped, reconnects with
- * exponential backoff when due. A reconnect calls handler->reset first: the consumer
- * discards a partially received transaction, which the server sends again from the
- * confirmed position.
+ * capped exponential backoff and jitter (dw_backoff) when due. A reconnect calls handler->reset
+ * first: the consumer discards a partially received transaction, which the server sends again from
+ * the confirmed position.
  *
  * Checkpoint rule: the flush position reported to the server is only what the caller
  * confirmed with dw_stream_confirm() (what it made durable). When the caller says it is
@@ -139,6 +139,9 @@ dw_lsn dw_stream_start_lsn(const struct dw_stream *s);
 
 /* The flush position last sent to the server. */
 dw_lsn dw_stream_reported_lsn(const struct dw_stream *s);
+
+/* Times the stream started streaming again after its connection was lost. */
+uint64_t dw_stream_reconnects(const struct dw_stream *s);
 
 /* True while connected and streaming. */
 bool dw_stream_connected(const struct dw_stream *s);

@@ -273,3 +273,46 @@ void dw_progress_finish(struct dw_progress *p, uint64_t now_ms)
 {
     report(p, now_ms, true);
 }
+
+/* --- reconnect backoff ------------------------------------------------------------------ */
+
+void dw_backoff_init(struct dw_backoff *b, uint64_t min_ms, uint64_t max_ms)
+{
+    memset(b, 0, sizeof *b);
+    b->min_ms = min_ms ? min_ms : 1;
+    b->max_ms = max_ms < b->min_ms ? b->min_ms : max_ms;
+    b->next_ms = b->min_ms;
+}
+
+uint64_t dw_backoff_failed(struct dw_backoff *b, uint64_t now_ms)
+{
+    uint64_t step = b->next_ms;
+    /* Jitter only spreads retries out; it needs no cryptographic randomness. */
+    uint64_t delay = step / 2 + (uint64_t)random() % (step / 2 + 1);
+    b->next_ms = step * 2 > b->max_ms ? b->max_ms : step * 2;
+    b->due_ms = now_ms + delay;
+    b->failures++;
+    return delay;
+}
+
+bool dw_backoff_due(const struct dw_backoff *b, uint64_t now_ms)
+{
+    return now_ms >= b->due_ms;
+}
+
+int dw_backoff_timeout_ms(const struct dw_backoff *b, uint64_t now_ms)
+{
+    if (now_ms >= b->due_ms)
+        return 0;
+    uint64_t left = b->due_ms - now_ms;
+    return left > 0x7fffffff ? 0x7fffffff : (int)left;
+}
+
+void dw_backoff_succeeded(struct dw_backoff *b)
+{
+    if (b->failures)
+        b->reconnects++;
+    b->failures = 0;
+    b->due_ms = 0;
+    b->next_ms = b->min_ms;
+}

@@ -1,6 +1,7 @@
 /*
- * The job lock (see ha.h): pg_try_advisory_lock() on the dedicated lock connection, tried at
- * most once per poll interval by a standby and verified in pg_locks by the active runner.
+ * The job lock (see ha.h): LOCK TABLE ... NOWAIT on the dedicated lock session, tried at most
+ * once per poll interval by a standby and verified through dwasync.job_lock_holder() by the
+ * active runner, which tells a lost session (take the lock again) from a lost lock.
  * dw_ha_heartbeat() keeps the job's dwasync.runner row (host, pid, version, status,
  * throttling) current for `dwasync status`.
  */
@@ -138,14 +139,20 @@ dw_rc dw_ha_check(struct dw_ha *ha)
                      "SELECT count(*) FROM dwasync.job_lock_holder($1::bigint)"
                      " WHERE pid = pg_backend_pid()",
                      1, params, &res);
-    if (rc == DW_OK && strcmp(PQgetvalue(res, 0, 0), "1") != 0)
-        rc = DW_ERR_STATE;
-    PQclear(res);
     if (rc != DW_OK) {
+        /* The session is gone (a restart, a terminated backend): the server released the
+         * lock with it. Nobody is known to hold it; the caller takes it again. */
+        DW_LOGF(DW_LOG_WARN, DW_FIELDS({"job_id", job}),
+                "the job lock session was lost; taking the lock again");
+        close_lock(ha);
+        return DW_ERR_PG;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "1") != 0) {
         DW_ERROR("lost the job lock: stopping work as active runner");
         close_lock(ha);
         rc = DW_ERR_STATE;
     }
+    PQclear(res);
     return rc;
 }
 

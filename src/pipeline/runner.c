@@ -49,6 +49,15 @@
 #define PURGE_MS (3600 * 1000)
 /* Replay writes in flight at once. */
 #define REPLAY_IN_FLIGHT 16
+/* How often the publication is checked to still hold every mapped table (and on SIGHUP). */
+#define PUBLICATION_CHECK_MS 60000
+/* Starts in a row that may fail on Postgres, with the source reachable, before the error
+ * counts as permanent (a restart can end a session between two steps of the start). */
+#define START_ATTEMPTS 5
+/* First and longest delay between attempts to reconnect a control session or retake the
+ * lock (the stream's ceiling is [source] reconnect_max_ms). */
+#define RECONNECT_MIN_MS 200
+#define RECONNECT_MAX_MS 30000
 
 struct job {
     int64_t id;
@@ -57,6 +66,7 @@ struct job {
     char *slot;
     char *publication;
     char *initial_sync;
+    char *state_reason; /* why the job failed; NULL otherwise */
 };
 
 /* One table of the initial sync, as dwasync.copy_request (sql/050) records it. */
@@ -125,6 +135,14 @@ struct runner {
     int64_t next_status_ms;
     int64_t next_errors_check_ms;
     int64_t next_purge_ms;
+    int64_t next_publication_check_ms;
+    struct dw_backoff control_backoff; /* reconnects of the control and heartbeat sessions */
+    struct dw_backoff lock_backoff;    /* attempts to take the lock again, or to start again */
+    int control_pid;                   /* the control session's backend when LISTEN was issued */
+    bool lock_lost;             /* the lock session broke: start again once the lock is retaken */
+    uint64_t restarts;          /* times the job started again after a broken connection */
+    unsigned failed_starts;     /* in a row, since the job last streamed */
+    uint64_t stream_reconnects; /* of the streams already closed */
     int64_t started_ms; /* wall clock: tells this process's watermarks from an earlier one's */
     uint64_t metrics_seen_applied; /* pipeline counters already added to the metrics */
     uint64_t metrics_seen_received;
@@ -144,26 +162,40 @@ static void job_cleanup(struct job *j)
     free(j->slot);
     free(j->publication);
     free(j->initial_sync);
+    free(j->state_reason);
     memset(j, 0, sizeof *j);
 }
 
-/* Reads the job row: by name, or the one job that is not stopped. */
+#define JOB_SELECT                                                                                 \
+    "SELECT id, name, state, slot_name, publication_name, initial_sync FROM dwasync.job"
+
+/* Reads the job row: by name, or the one job that is not stopped; by id on a restart. */
 static dw_rc load_job(struct runner *r)
 {
     const char *name = r->opts->job_name;
-    const char *params[] = {name};
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->job.id);
+    /* Started again after a broken connection: the same job, found by its id (even if it
+     * was stopped meanwhile: it then waits, as a stopped job does at start). */
+    bool again = r->restarts > 0;
+    const char *sql = JOB_SELECT " WHERE state <> 'stopped' ORDER BY name";
+    const char *params[] = {NULL};
+    if (again) {
+        sql = JOB_SELECT " WHERE id = $1";
+        params[0] = id;
+    } else if (name) {
+        sql = JOB_SELECT " WHERE name = $1";
+        params[0] = name;
+    }
     PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(r->control, "reading the job",
-                           name ? "SELECT id, name, state, slot_name, publication_name, "
-                                  "initial_sync FROM dwasync.job WHERE name = $1"
-                                : "SELECT id, name, state, slot_name, publication_name, "
-                                  "initial_sync FROM dwasync.job WHERE state <> 'stopped' "
-                                  "ORDER BY name",
-                           name ? 1 : 0, name ? params : NULL, &res);
+    dw_rc rc = dw_pg_query(r->control, "reading the job", sql, params[0] ? 1 : 0,
+                           params[0] ? params : NULL, &res);
     if (rc != DW_OK)
         return rc;
     if (PQntuples(res) == 0) {
-        if (name)
+        if (again)
+            DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", r->job.name}), "job was dropped");
+        else if (name)
             DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"hint", "Create it with dwasync job create."}),
                     "job \"%s\" does not exist", name);
         else
@@ -297,7 +329,12 @@ static void health(void *ud, struct dw_health *out)
         dw_sink_get_stats(r->sink, &st);
     out->dataverse_ok = r->sink != NULL && r->dataverse_ok && st.throttled_until_ms == 0;
     snprintf(out->job, sizeof out->job, "%s", r->job.name ? r->job.name : "");
-    if (r->paused)
+    if (r->job.state && strcmp(r->job.state, "failed") == 0)
+        snprintf(out->detail, sizeof out->detail, "job failed: %s",
+                 r->job.state_reason ? r->job.state_reason : "(no reason recorded)");
+    else if (r->lock_lost)
+        snprintf(out->detail, sizeof out->detail, "taking the job lock again");
+    else if (r->paused)
         snprintf(out->detail, sizeof out->detail, "job is paused");
     else if (!r->ha.active)
         snprintf(out->detail, sizeof out->detail, "standby: another runner holds the job");
@@ -362,6 +399,14 @@ static void update_metrics(struct runner *r)
     }
 }
 
+/* Connections this process restored: the stream's, the control sessions', and the job's
+ * restarts after its lock session broke (or starting it failed on a broken connection). */
+static uint64_t reconnect_count(const struct runner *r)
+{
+    return r->control_backoff.reconnects + r->restarts + r->stream_reconnects +
+           (r->stream ? dw_stream_reconnects(r->stream) : 0);
+}
+
 static void report_status(struct runner *r)
 {
     if (r->pipeline == NULL)
@@ -369,9 +414,13 @@ static void report_status(struct runner *r)
     struct dw_pipeline_stats st;
     dw_pipeline_get_stats(r->pipeline, &st);
     char lsn[DW_LSN_STRLEN], line[256];
-    snprintf(line, sizeof line, "job %s %s: %" PRIu64 " applied, %" PRIu64 " parked, confirmed %s",
-             r->job.name, r->paused ? "paused" : "active", st.rows_applied,
-             st.rows_failed + st.rows_parked, dw_lsn_format(st.confirmed_lsn, lsn));
+    int n = snprintf(line, sizeof line,
+                     "job %s %s: %" PRIu64 " applied, %" PRIu64 " parked, confirmed %s",
+                     r->job.name, r->paused ? r->job.state : "active", st.rows_applied,
+                     st.rows_failed + st.rows_parked, dw_lsn_format(st.confirmed_lsn, lsn));
+    uint64_t reconnects = reconnect_count(r);
+    if (reconnects && n > 0 && (size_t)n < sizeof line)
+        snprintf(line + n, sizeof line - (size_t)n, ", %" PRIu64 " reconnects", reconnects);
     dw_daemon_notify_status("%s", line);
     /* The runner row (sql/030) is what `dwasync status` shows: heartbeat, line, throttling. */
     struct dw_sink_stats ss = {0};
@@ -383,7 +432,8 @@ static void report_status(struct runner *r)
         .throttled_for_seconds = throttled_ms > 0 ? (double)throttled_ms / 1000.0 : 0.0,
         .throttled_total = (int64_t)ss.throttled,
     };
-    (void)dw_ha_heartbeat(&r->ha, &report);
+    if (PQstatus(r->lock_conn) == CONNECTION_OK) /* else tend_control() reconnects it */
+        (void)dw_ha_heartbeat(&r->ha, &report);
 }
 
 /* Runs the sink (and its callbacks) and the pipeline until done() or the deadline. */
@@ -829,6 +879,7 @@ static void stop_job(struct runner *r)
         if (r->pipeline && dw_pipeline_confirmed(r->pipeline))
             dw_stream_confirm(r->stream, dw_pipeline_confirmed(r->pipeline),
                               dw_pipeline_idle(r->pipeline));
+        r->stream_reconnects += dw_stream_reconnects(r->stream);
         dw_stream_close(r->stream);
         r->stream = NULL;
     }
@@ -843,6 +894,10 @@ static void stop_job(struct runner *r)
     dw_types_free(r->types);
     r->types = NULL;
     copy_cleanup(&r->copy);
+    /* A job started again counts from zero: the metrics take deltas from these. */
+    r->metrics_seen_applied = r->metrics_seen_received = r->metrics_seen_parked = 0;
+    memset(&r->metrics_seen_sink, 0, sizeof r->metrics_seen_sink);
+    memset(&r->sink_seen, 0, sizeof r->sink_seen);
 }
 
 /*
@@ -868,6 +923,7 @@ static void reload(struct runner *r)
         }
         dw_buf_cleanup(&errors);
     }
+    r->next_publication_check_ms = 0; /* SIGHUP also checks the publication at once */
     dw_daemon_notify_ready("reloaded");
 }
 
@@ -881,8 +937,9 @@ static dw_rc check_job(struct runner *r)
     snprintf(id, sizeof id, "%" PRId64, r->job.id);
     const char *params[] = {id};
     PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(r->control, "reading the job's state",
-                           "SELECT state FROM dwasync.job WHERE id = $1", 1, params, &res);
+    dw_rc rc =
+        dw_pg_query(r->control, "reading the job's state",
+                    "SELECT state, state_reason FROM dwasync.job WHERE id = $1", 1, params, &res);
     if (rc != DW_OK)
         return rc;
     if (PQntuples(res) == 0) {
@@ -892,8 +949,12 @@ static dw_rc check_job(struct runner *r)
     }
     free(r->job.state);
     r->job.state = dw_strdup(PQgetvalue(res, 0, 0));
+    free(r->job.state_reason);
+    r->job.state_reason = PQgetisnull(res, 0, 1) ? NULL : dw_strdup(PQgetvalue(res, 0, 1));
     PQclear(res);
     bool paused = strcmp(r->job.state, "active") != 0;
+    if (!paused && r->paused)
+        r->next_publication_check_ms = 0; /* started again: is the cause of a failure gone? */
     if (paused != r->paused)
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"state", r->job.state}),
                 paused ? "job is %s: applying what was received, then holding the stream"
@@ -901,6 +962,158 @@ static dw_rc check_job(struct runner *r)
                 r->job.state);
     r->paused = paused;
     return DW_OK;
+}
+
+/* libpq's message for a log line: its last line, without the final newline. */
+static void pg_reason(PGconn *conn, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s", conn ? PQerrorMessage(conn) : "no connection");
+    size_t n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    if (n == 0)
+        snprintf(buf, size, "connection lost");
+}
+
+/*
+ * Keeps the control session (checkpoints, errors, job state, LISTEN) and the heartbeat
+ * session up: a broken one is reset when its backoff allows, one warning per attempt. A
+ * reset session gets its LISTEN again (whoever reset it: the pipeline resets the control
+ * session when a checkpoint fails), and the lock is verified at once, since whatever broke
+ * the control session may have ended the lock session too. DW_OK when both are up.
+ */
+static dw_rc tend_control(struct runner *r)
+{
+    bool broken = PQstatus(r->control) != CONNECTION_OK || PQstatus(r->lock_conn) != CONNECTION_OK;
+    uint64_t now = (uint64_t)dw_clock_ms();
+    if (broken && dw_backoff_due(&r->control_backoff, now)) {
+        if (PQstatus(r->control) != CONNECTION_OK)
+            PQreset(r->control);
+        if (PQstatus(r->lock_conn) != CONNECTION_OK)
+            PQreset(r->lock_conn);
+        broken = PQstatus(r->control) != CONNECTION_OK || PQstatus(r->lock_conn) != CONNECTION_OK;
+        if (broken) {
+            char why[512];
+            pg_reason(PQstatus(r->control) != CONNECTION_OK ? r->control : r->lock_conn, why,
+                      sizeof why);
+            uint64_t delay = dw_backoff_failed(&r->control_backoff, now);
+            DW_LOGF(DW_LOG_WARN, DW_FIELDS({"job", r->job.name}),
+                    "control database connection lost (%s); reconnecting in %" PRIu64
+                    " ms (attempt %" PRIu64 ")",
+                    why, delay, r->control_backoff.failures);
+        }
+    }
+    if (broken)
+        return DW_ERR_PG;
+    if (PQbackendPID(r->control) != r->control_pid) {
+        if (r->control_pid != 0)
+            DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
+                    "control database connection restored");
+        if (r->replay && dw_errtable_listen(r->control) != DW_OK)
+            return DW_ERR_PG;
+        r->control_pid = PQbackendPID(r->control);
+        r->replay_wanted = true; /* requests made while nobody listened */
+        r->next_ha_check_ms = 0;
+        dw_backoff_succeeded(&r->control_backoff);
+    }
+    return DW_OK;
+}
+
+/*
+ * Marks the job failed with a reason (status, /healthz, dwasync.job_status show it) and holds
+ * the stream at once, as check_job() would on reading the new state.
+ */
+static dw_rc fail_job(struct runner *r, const char *reason)
+{
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->job.id);
+    const char *params[] = {id, reason};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(r->control, "marking the job failed",
+                           "UPDATE dwasync.job SET state = 'failed', state_reason = $2, "
+                           "updated_at = now() WHERE id = $1 AND state IN ('active', 'paused')",
+                           2, params, &res);
+    if (rc == DW_OK && strcmp(PQcmdTuples(res), "1") == 0) {
+        free(r->job.state);
+        r->job.state = dw_strdup("failed");
+        free(r->job.state_reason);
+        r->job.state_reason = dw_strdup(reason);
+        r->paused = true;
+    }
+    PQclear(res);
+    return rc;
+}
+
+/*
+ * A mapped table that left the publication (ALTER TABLE ... DROP COLUMN ... CASCADE drops a
+ * table whose row filter names the column) sends no changes any more, silently. The mapped
+ * tables are read from the control schema; membership is asked of the source, on the control
+ * session when both are one database. A missing table fails the job.
+ */
+static dw_rc check_publication(struct runner *r)
+{
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->job.id);
+    const char *params[] = {id};
+    PGresult *res = NULL;
+    PGconn *source = NULL;
+    dw_rc rc = dw_pg_query(r->control, "reading the mapped tables",
+                           "SELECT coalesce(json_agg(DISTINCT jsonb_build_array(source_schema, "
+                           "source_table)), '[]')::text FROM dwasync.table_map WHERE job_id = $1",
+                           1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    char *tables = dw_strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    res = NULL;
+    bool same_db = strcmp(dw_config_control_conninfo(&r->config), r->config.source.conninfo) == 0;
+    if (!same_db && (rc = dw_pg_connect(r->config.source.conninfo, "dwasync run (publication)",
+                                        &source)) != DW_OK)
+        goto out;
+    const char *p2[] = {r->job.publication, tables};
+    if ((rc = dw_pg_query(same_db ? r->control : source, "checking the publication",
+                          "SELECT string_agg(format('%I.%I', t->>0, t->>1), ', ' ORDER BY 1) "
+                          "FROM json_array_elements($2::json) t WHERE NOT EXISTS (SELECT 1 "
+                          "FROM pg_publication_tables p WHERE p.pubname = $1 "
+                          "AND p.schemaname = t->>0 AND p.tablename = t->>1)",
+                          2, p2, &res)) != DW_OK)
+        goto out;
+    if (!PQgetisnull(res, 0, 0)) {
+        char *reason = dw_asprintf("mapped tables not in publication \"%s\": %s",
+                                   r->job.publication, PQgetvalue(res, 0, 0));
+        DW_LOGF(DW_LOG_ERROR,
+                DW_FIELDS({"job", r->job.name},
+                          {"hint", "Their changes no longer arrive. Add them to the publication "
+                                   "again (ALTER PUBLICATION ... ADD TABLE), resynchronise them "
+                                   "(dwasync job resync --map), then dwasync job start."}),
+                "%s; the job is marked failed and holds its stream", reason);
+        rc = fail_job(r, reason);
+        free(reason);
+    }
+out:
+    PQclear(res);
+    PQfinish(source);
+    free(tables);
+    return rc;
+}
+
+/*
+ * Waits up to timeout_ms for a signal while nothing else runs (a standby, a paused job, a
+ * backoff): /healthz and /metrics keep answering, the watchdog keeps being fed.
+ */
+static void idle_wait(struct runner *r, int timeout_ms)
+{
+    struct pollfd pfd[2] = {{.fd = r->signal_fd, .events = POLLIN}};
+    int n = 1;
+    if (r->metrics_server)
+        pfd[n++] = (struct pollfd){.fd = dw_metrics_server_fd(r->metrics_server), .events = POLLIN};
+    poll(pfd, (nfds_t)n, timeout_ms < 0 || timeout_ms > 1000 ? 1000 : timeout_ms);
+    update_metrics(r);
+    if (r->metrics_server)
+        dw_metrics_server_run(r->metrics_server);
+    if (dw_daemon_signals_take() & DW_SIGNAL_STOP)
+        r->stopping = true;
+    dw_watchdog_tick(&r->watchdog, (uint64_t)dw_clock_ms());
 }
 
 static bool caught_up(struct runner *r)
@@ -921,19 +1134,33 @@ static dw_rc stream_loop(struct runner *r)
             break;
         if (sig & DW_SIGNAL_RELOAD)
             reload(r);
-        if (now >= r->next_job_check_ms) {
+        bool control_ok = tend_control(r) == DW_OK;
+        if (now >= r->next_ha_check_ms) {
+            r->next_ha_check_ms = now + HA_CHECK_MS;
+            if ((rc = dw_ha_check(&r->ha)) != DW_OK) {
+                /* Start again: retake the lock (or become a standby if another runner took
+                 * it), then read the job and resume from the slot's confirmed position. */
+                r->lock_lost = true;
+                return DW_ERR_RETRY;
+            }
+        }
+        if (control_ok && now >= r->next_job_check_ms) {
             r->next_job_check_ms = now + JOB_CHECK_MS;
             if (check_job(r) == DW_OK && strcmp(r->job.state, "stopped") == 0) {
                 DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}), "job was stopped");
                 break;
             }
         }
-        if (now >= r->next_ha_check_ms) {
-            r->next_ha_check_ms = now + HA_CHECK_MS;
-            if (dw_ha_check(&r->ha) != DW_OK) {
-                DW_ERROR("this runner lost the job's lock; stopping so the new holder applies");
-                return DW_ERR_STATE;
-            }
+        if (control_ok && !r->paused && now >= r->next_publication_check_ms) {
+            r->next_publication_check_ms = now + PUBLICATION_CHECK_MS;
+            (void)check_publication(r); /* a failure to ask is retried at the next check */
+        }
+        /* Held, a failed job would never catch up. */
+        if (r->opts->until_caught_up && strcmp(r->job.state, "failed") == 0) {
+            DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", r->job.name}),
+                    "job failed (%s); nothing more can be caught up with",
+                    r->job.state_reason ? r->job.state_reason : "no reason recorded");
+            return DW_ERR_STATE;
         }
 
         /* Read while the pipeline has room; a full budget means more may be buffered. */
@@ -943,7 +1170,10 @@ static dw_rc stream_loop(struct runner *r)
             size_t budget = room < STEP_BUDGET ? room : STEP_BUDGET;
             struct dw_pipeline_stats before, after;
             dw_pipeline_get_stats(r->pipeline, &before);
+            uint64_t reconnects = dw_stream_reconnects(r->stream);
             rc = dw_stream_step(r->stream, budget);
+            if (dw_stream_reconnects(r->stream) != reconnects)
+                r->next_ha_check_ms = 0; /* the source came back: is the lock still ours? */
             if (rc != DW_OK && rc != DW_ERR_RETRY)
                 return rc;
             dw_pipeline_get_stats(r->pipeline, &after);
@@ -988,7 +1218,9 @@ static dw_rc stream_loop(struct runner *r)
         if (metrics_fd >= 0)
             fds[nfds++] = (struct curl_waitfd){.fd = metrics_fd, .events = CURL_WAIT_POLLIN};
         unsigned control_slot = nfds;
-        fds[nfds++] = (struct curl_waitfd){.fd = PQsocket(r->control), .events = CURL_WAIT_POLLIN};
+        if (PQsocket(r->control) >= 0)
+            fds[nfds++] =
+                (struct curl_waitfd){.fd = PQsocket(r->control), .events = CURL_WAIT_POLLIN};
 
         int timeout = more ? 0 : STATUS_MS;
         int t = dw_stream_timeout_ms(r->stream);
@@ -1007,76 +1239,193 @@ static dw_rc stream_loop(struct runner *r)
         }
         if (r->replay_wanted)
             timeout = 0;
+        if (!control_ok) {
+            t = dw_backoff_timeout_ms(&r->control_backoff, (uint64_t)dw_clock_ms());
+            if (t < timeout)
+                timeout = t;
+        }
         if ((rc = dw_sink_run(r->sink, fds, nfds, timeout)) != DW_OK)
             return rc;
         if (r->metrics_server)
             dw_metrics_server_run(r->metrics_server);
-        /* A broken control connection is reset by the pipeline's next checkpoint. */
-        (void)tend_errors(r, dw_clock_ms(), fds[control_slot].revents != 0);
+        /* A broken control connection is reset by tend_control() (or the pipeline's next
+         * checkpoint). */
+        if (control_ok)
+            (void)tend_errors(r, dw_clock_ms(),
+                              control_slot < nfds && fds[control_slot].revents != 0);
     }
     return DW_OK;
 }
 
-/* Waits as a standby until this process holds the job's lock (or a stop is requested). */
+/*
+ * Waits as a standby until this process holds the job's lock (or a stop is requested). A
+ * lock still held from before is verified first. A lock session that cannot be opened (the
+ * server is down or restarting) is retried with backoff: only a lock held by another runner
+ * makes this process a standby.
+ */
 static dw_rc wait_for_lock(struct runner *r)
 {
     bool active = false;
     bool said = false;
+    if (r->ha.active && dw_ha_check(&r->ha) == DW_OK)
+        return DW_OK;
     while (!r->stopping) {
-        dw_rc rc = dw_ha_try(&r->ha, (uint64_t)dw_clock_ms(), &active);
-        if (rc != DW_OK)
+        uint64_t now = (uint64_t)dw_clock_ms();
+        dw_rc rc =
+            dw_backoff_due(&r->lock_backoff, now) ? dw_ha_try(&r->ha, now, &active) : DW_ERR_RETRY;
+        if (rc == DW_ERR_PG) {
+            uint64_t delay = dw_backoff_failed(&r->lock_backoff, now);
+            r->ha.next_try_ms = 0; /* the backoff paces the next attempt */
+            DW_LOGF(DW_LOG_WARN, DW_FIELDS({"job", r->job.name}),
+                    "cannot take the job lock; trying again in %" PRIu64 " ms (attempt %" PRIu64
+                    ")",
+                    delay, r->lock_backoff.failures);
+        } else if (rc != DW_OK && rc != DW_ERR_RETRY) {
             return rc;
-        if (active)
-            return DW_OK;
-        if (!said) {
-            DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
-                    "another runner holds the job: waiting as a standby");
-            dw_daemon_notify_ready("standby");
-            said = true;
+        } else if (rc == DW_OK) {
+            dw_backoff_succeeded(&r->lock_backoff);
+            if (active) {
+                r->lock_lost = false;
+                return DW_OK;
+            }
+            r->lock_lost = false; /* not ours to take again: a standby now */
+            if (!said) {
+                DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
+                        "another runner holds the job: waiting as a standby");
+                dw_daemon_notify_ready("standby");
+                said = true;
+            }
         }
-        struct pollfd pfd[2] = {{.fd = r->signal_fd, .events = POLLIN}};
-        int n = 1;
-        if (r->metrics_server)
-            pfd[n++] =
-                (struct pollfd){.fd = dw_metrics_server_fd(r->metrics_server), .events = POLLIN};
         int timeout = dw_ha_timeout_ms(&r->ha, (uint64_t)dw_clock_ms());
-        poll(pfd, (nfds_t)n, timeout < 0 || timeout > 1000 ? 1000 : timeout);
-        update_metrics(r); /* a standby says so: dwasync_job_active 0 */
-        if (r->metrics_server)
-            dw_metrics_server_run(r->metrics_server);
-        if (dw_daemon_signals_take() & DW_SIGNAL_STOP)
-            r->stopping = true;
-        dw_watchdog_tick(&r->watchdog, (uint64_t)dw_clock_ms());
+        int backoff = dw_backoff_timeout_ms(&r->lock_backoff, (uint64_t)dw_clock_ms());
+        idle_wait(r, backoff > timeout ? backoff : timeout);
     }
     return DW_OK;
 }
 
-/* Waits while the job is paused or stopped; false when the run should end instead. */
-static bool wait_until_active(struct runner *r)
+/*
+ * Waits while the job is paused, stopped or failed. DW_OK once it is active, DW_ERR_STATE
+ * when it is not and the run should end (--until-caught-up), DW_ERR_INTERRUPTED on a stop,
+ * or the error of reading the job (DW_ERR_PG: the caller reconnects and starts again).
+ */
+static dw_rc wait_until_active(struct runner *r)
 {
     bool said = false;
     while (!r->stopping) {
-        if (check_job(r) != DW_OK)
-            return false;
+        dw_rc rc = check_job(r);
+        if (rc != DW_OK)
+            return rc;
         if (strcmp(r->job.state, "active") == 0)
-            return true;
+            return DW_OK;
         if (r->opts->until_caught_up) {
             DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", r->job.name}, {"state", r->job.state}),
                     "job is not active; nothing to catch up with");
-            return false;
+            return DW_ERR_STATE;
         }
         if (!said) {
             DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"state", r->job.state}),
                     "job is not active: waiting");
             said = true;
         }
-        struct pollfd pfd = {.fd = r->signal_fd, .events = POLLIN};
-        poll(&pfd, 1, JOB_CHECK_MS);
-        if (dw_daemon_signals_take() & DW_SIGNAL_STOP)
-            r->stopping = true;
-        dw_watchdog_tick(&r->watchdog, (uint64_t)dw_clock_ms());
+        idle_wait(r, JOB_CHECK_MS);
     }
+    return DW_ERR_INTERRUPTED;
+}
+
+/*
+ * After a step failed on Postgres again and again: true when a connection is broken (the
+ * control or heartbeat session, or the source cannot be reached), a fault that heals; false
+ * for an error a live server keeps giving (permissions, a bad object), which ends the run.
+ */
+static bool connection_fault(struct runner *r)
+{
+    if (PQstatus(r->control) != CONNECTION_OK || PQstatus(r->lock_conn) != CONNECTION_OK)
+        return true;
+    PGconn *probe = NULL;
+    if (dw_pg_connect(r->config.source.conninfo, "dwasync run (probe)", &probe) != DW_OK)
+        return true;
+    PQfinish(probe);
     return false;
+}
+
+/* A round trip that tells libpq whether the session still lives (CONNECTION_BAD if not). */
+static void ping(PGconn *conn)
+{
+    if (PQstatus(conn) == CONNECTION_OK)
+        PQclear(PQexec(conn, "SELECT 1"));
+}
+
+/*
+ * Waits until the control sessions are up again (or a stop), with backoff. Both are pinged
+ * first: whatever broke one connection (a restart) likely broke the idle ones too.
+ */
+static void reconnect_control(struct runner *r)
+{
+    ping(r->control);
+    ping(r->lock_conn);
+    while (!r->stopping && tend_control(r) != DW_OK)
+        idle_wait(r, dw_backoff_timeout_ms(&r->control_backoff, (uint64_t)dw_clock_ms()));
+}
+
+/*
+ * One life of the active job: take the lock, read the job (after the lock, never before),
+ * start it, stream. DW_ERR_RETRY when it should start again: the lock session or another
+ * connection broke (the slot redelivers what was not confirmed; the apply is idempotent).
+ */
+static dw_rc run_once(struct runner *r)
+{
+    dw_rc rc = wait_for_lock(r);
+    if (rc != DW_OK || r->stopping)
+        return rc;
+    /* Everything read before the lock may be stale: a standby that waited while another
+     * runner finished the initial sync must see "done", not the "pending" it read first. */
+    if (DW_FAILPOINT("failover_after_lock_before_job_read"))
+        return DW_ERR_IO;
+    if ((rc = reload_job(r)) != DW_OK)
+        return rc;
+    if ((rc = wait_until_active(r)) != DW_OK)
+        return rc == DW_ERR_INTERRUPTED ? DW_OK : rc;
+    if ((rc = start_job(r)) != DW_OK)
+        return rc;
+    dw_daemon_notify_ready("streaming");
+    DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
+            "streaming changes to Dataverse");
+    r->failed_starts = 0;
+    return stream_loop(r);
+}
+
+/*
+ * Runs the job until a stop, a permanent error, or (--until-caught-up) the end. A broken
+ * connection starts it again after a backoff; another runner holding the lock makes this
+ * one a standby (in wait_for_lock) rather than ending it.
+ */
+static dw_rc run_job(struct runner *r)
+{
+    for (;;) {
+        dw_rc rc = run_once(r);
+        if (r->stopping || rc == DW_OK)
+            return rc;
+        bool again =
+            rc == DW_ERR_RETRY ||
+            (rc == DW_ERR_PG && (++r->failed_starts < START_ATTEMPTS || connection_fault(r)));
+        if (!again)
+            return rc;
+        /* Nothing is drained: in-flight writes are abandoned (the slot redelivers them). */
+        stop_job(r);
+        r->restarts++;
+        r->control_pid = 0;
+        reconnect_control(r);
+        if (rc != DW_ERR_RETRY) {
+            uint64_t delay = dw_backoff_failed(&r->lock_backoff, (uint64_t)dw_clock_ms());
+            DW_LOGF(DW_LOG_WARN, DW_FIELDS({"job", r->job.name}),
+                    "starting the job failed on a broken connection; again in %" PRIu64 " ms",
+                    delay);
+        } else {
+            DW_LOGF(DW_LOG_WARN, DW_FIELDS({"job", r->job.name}),
+                    "the job lock session was lost: taking the lock again, then resuming from "
+                    "the slot's confirmed position");
+        }
+    }
 }
 
 /* The runner keeps its own copy of the config, read from the same file as the CLI's. */
@@ -1129,26 +1478,9 @@ dw_rc dw_runner_run(const struct dw_runner_options *opts)
                 dw_metrics_server_port(r.metrics_server));
     }
     dw_ha_init(&r.ha, r.lock_conn, r.job.id, 0);
-    if ((rc = wait_for_lock(&r)) != DW_OK || r.stopping)
-        goto out;
-    /* Everything read before the lock may be stale: a standby that waited while another
-     * runner finished the initial sync must see "done", not the "pending" it read first. */
-    if (DW_FAILPOINT("failover_after_lock_before_job_read")) {
-        rc = DW_ERR_IO;
-        goto out;
-    }
-    if ((rc = reload_job(&r)) != DW_OK)
-        goto out;
-    if (!wait_until_active(&r)) {
-        rc = r.stopping ? DW_OK : DW_ERR_STATE;
-        goto out;
-    }
-    if ((rc = start_job(&r)) != DW_OK)
-        goto out;
-    dw_daemon_notify_ready("streaming");
-    DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r.job.name}, {"slot", r.job.slot}),
-            "streaming changes to Dataverse");
-    rc = stream_loop(&r);
+    dw_backoff_init(&r.control_backoff, RECONNECT_MIN_MS, RECONNECT_MAX_MS);
+    dw_backoff_init(&r.lock_backoff, RECONNECT_MIN_MS, RECONNECT_MAX_MS);
+    rc = run_job(&r);
 
     /* Stop: finish what is in flight (bounded), confirm what is safe. */
     dw_daemon_notify_stopping();

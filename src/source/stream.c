@@ -12,6 +12,7 @@
 #include "dwasync/alloc.h"
 #include "dwasync/failpoint.h"
 #include "dwasync/buf.h"
+#include "dwasync/daemon.h"
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
 
@@ -44,9 +45,10 @@ struct dw_stream {
     uint64_t idle_seq;    /* data_seq when the caller last said it was idle */
     bool idle;
 
-    int64_t now_ms, last_status_ms, last_recv_ms, next_connect_ms, backoff_ms;
-    dw_rc handler_rc; /* the consumer's failure, passed on as it is (not a reconnect) */
-    PGconn *pending;  /* a reconnect in progress (PQconnectPoll) */
+    int64_t now_ms, last_status_ms, last_recv_ms;
+    struct dw_backoff backoff; /* paces reconnects; counts them */
+    dw_rc handler_rc;          /* the consumer's failure, passed on as it is (not a reconnect) */
+    PGconn *pending;           /* a reconnect in progress (PQconnectPoll) */
     int64_t connect_deadline_ms;
     size_t changes; /* changes dispatched in the current step */
 };
@@ -266,7 +268,11 @@ static void record_type(void *user, uint32_t oid, char kind, uint32_t base);
 
 /* --- connecting ------------------------------------------------------------------------- */
 
-/* The checks of stream.h; a permanent problem returns its code with *permanent set. */
+/*
+ * The checks of stream.h; a permanent problem returns its code with *permanent set. A query
+ * that fails is not one: the walsender may have been killed or the server restarted while
+ * the checks ran, and the next attempt asks again.
+ */
 static dw_rc check_server(struct dw_stream *s, PGconn *conn, bool *permanent)
 {
     PGresult *res = NULL;
@@ -294,10 +300,10 @@ static dw_rc check_server(struct dw_stream *s, PGconn *conn, bool *permanent)
     if (s->start_lsn == 0)
         s->start_lsn = xlogpos;
 
-    *permanent = true;
     if ((rc = simple_query(conn, "reading wal_level", "SELECT current_setting('wal_level')",
                            &res)) != DW_OK)
         goto out;
+    *permanent = true;
     if (strcmp(PQgetvalue(res, 0, 0), "logical") != 0) {
         DW_LOGF(DW_LOG_ERROR,
                 DW_FIELDS({"hint", "Set wal_level = logical in postgresql.conf (or ALTER SYSTEM "
@@ -309,9 +315,11 @@ static dw_rc check_server(struct dw_stream *s, PGconn *conn, bool *permanent)
     }
     PQclear(res);
 
+    *permanent = false;
     snprintf(sql, sizeof sql, "SELECT 1 FROM pg_publication WHERE pubname = '%s'", s->publication);
     if ((rc = simple_query(conn, "looking up the publication", sql, &res)) != DW_OK)
         goto out;
+    *permanent = true;
     if (PQntuples(res) == 0) {
         DW_LOGF(DW_LOG_ERROR,
                 DW_FIELDS({"hint", "Create it, e.g. CREATE PUBLICATION name FOR TABLE ..., in "
@@ -322,12 +330,14 @@ static dw_rc check_server(struct dw_stream *s, PGconn *conn, bool *permanent)
     }
     PQclear(res);
 
+    *permanent = false;
     snprintf(sql, sizeof sql,
              "SELECT plugin, slot_type, database, wal_status FROM pg_replication_slots"
              " WHERE slot_name = '%s'",
              s->slot);
     if ((rc = simple_query(conn, "looking up the replication slot", sql, &res)) != DW_OK)
         goto out;
+    *permanent = true;
     if (PQntuples(res) == 0) {
         PQclear(res);
         res = NULL;
@@ -369,16 +379,24 @@ out:
     return rc;
 }
 
+/* Drops the connection and schedules the next attempt (capped, jittered backoff). */
 static void disconnect(struct dw_stream *s)
 {
     PQfinish(s->conn);
     s->conn = NULL;
-    s->next_connect_ms = s->now_ms + s->backoff_ms;
-    s->backoff_ms =
-        s->backoff_ms * 2 > s->reconnect_max_ms ? s->reconnect_max_ms : s->backoff_ms * 2;
+    dw_backoff_failed(&s->backoff, (uint64_t)s->now_ms);
     if (s->h.reset)
         s->h.reset(s->h.user);
     dw_pgoutput_reset(s->dec);
+}
+
+/* After a failed attempt: drops it and says when the next one comes (one line an attempt). */
+static void retry_later(struct dw_stream *s)
+{
+    disconnect(s);
+    DW_LOGF(DW_LOG_INFO, DW_FIELDS({"slot", s->slot}),
+            "reconnecting the replication stream in %d ms (attempt %" PRIu64 ")",
+            dw_backoff_timeout_ms(&s->backoff, (uint64_t)s->now_ms), s->backoff.failures + 1);
 }
 
 /*
@@ -415,7 +433,7 @@ static dw_rc start_stream(struct dw_stream *s, PGconn *conn, bool *permanent)
             "streaming from %X/%X", DW_LSN_ARGS(flush_position(s)));
     s->conn = conn;
     conn = NULL;
-    s->backoff_ms = BACKOFF_MIN_MS;
+    dw_backoff_succeeded(&s->backoff);
     s->last_status_ms = s->now_ms;
     s->last_recv_ms = s->now_ms;
 out:
@@ -447,7 +465,7 @@ static dw_rc reconnect_step(struct dw_stream *s)
     bool permanent = false;
     dw_rc rc;
     if (s->pending == NULL) {
-        if (s->now_ms < s->next_connect_ms)
+        if (!dw_backoff_due(&s->backoff, (uint64_t)s->now_ms))
             return DW_OK;
         rc = open_conn(s->conninfo, true, "dwasync", true, &s->pending);
         if (rc == DW_ERR_CONFIG)
@@ -474,8 +492,7 @@ static dw_rc reconnect_step(struct dw_stream *s)
     if (rc == DW_OK || permanent)
         return rc;
 retry:
-    disconnect(s);
-    DW_INFO("reconnecting in %" PRId64 " ms", s->next_connect_ms - s->now_ms);
+    retry_later(s);
     return DW_OK;
 }
 
@@ -697,7 +714,7 @@ dw_rc dw_stream_open(const struct dw_stream_options *o, const struct dw_stream_h
     s->types = o->types;
     s->h = *h;
     s->dec = dw_pgoutput_new();
-    s->backoff_ms = BACKOFF_MIN_MS;
+    dw_backoff_init(&s->backoff, BACKOFF_MIN_MS, (uint64_t)s->reconnect_max_ms);
     s->now_ms = dw_clock_ms();
     if (o->record_path) {
         s->record_path = dw_strdup(o->record_path);
@@ -714,7 +731,7 @@ dw_rc dw_stream_open(const struct dw_stream_options *o, const struct dw_stream_h
         return rc;
     }
     if (rc != DW_OK)
-        disconnect(s);
+        retry_later(s);
     *out = s;
     return DW_OK;
 }
@@ -768,7 +785,7 @@ int dw_stream_timeout_ms(const struct dw_stream *s)
     if (s->pending)
         return CONNECT_POLL_MS; /* libpq may be waiting to write: no fd to offer for that */
     if (s->conn == NULL)
-        return s->next_connect_ms > now ? (int)(s->next_connect_ms - now) : 0;
+        return dw_backoff_timeout_ms(&s->backoff, (uint64_t)now);
     int64_t until = s->last_status_ms + s->status_interval_ms - now;
     if (s->received < s->start_lsn) {
         int64_t ping = s->last_status_ms + PING_AFTER_MS - now;
@@ -799,6 +816,11 @@ dw_lsn dw_stream_start_lsn(const struct dw_stream *s)
 dw_lsn dw_stream_reported_lsn(const struct dw_stream *s)
 {
     return s->reported;
+}
+
+uint64_t dw_stream_reconnects(const struct dw_stream *s)
+{
+    return s->backoff.reconnects;
 }
 
 bool dw_stream_connected(const struct dw_stream *s)

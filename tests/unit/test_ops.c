@@ -298,6 +298,32 @@ START_TEST(listener_serves_metrics_and_health)
 }
 END_TEST
 
+START_TEST(backoff_is_capped_exponential_with_jitter)
+{
+    struct dw_backoff b;
+    dw_backoff_init(&b, 200, 1000);
+    ck_assert(dw_backoff_due(&b, 0));
+    uint64_t steps[] = {200, 400, 800, 1000, 1000};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        uint64_t d = dw_backoff_failed(&b, 10000);
+        ck_assert_uint_ge(d, steps[i] / 2); /* half fixed, half random: never below */
+        ck_assert_uint_le(d, steps[i]);     /* and never past the step (the cap) */
+        ck_assert(!dw_backoff_due(&b, 10000 + d - 1));
+        ck_assert(dw_backoff_due(&b, 10000 + d));
+        ck_assert_int_eq(dw_backoff_timeout_ms(&b, 10000), (int)d);
+    }
+    ck_assert_uint_eq(b.failures, 5);
+    ck_assert_uint_eq(b.reconnects, 0);
+    dw_backoff_succeeded(&b);
+    ck_assert_uint_eq(b.reconnects, 1);
+    ck_assert(dw_backoff_due(&b, 0));
+    ck_assert_uint_le(dw_backoff_failed(&b, 0), 200); /* a success starts over */
+    dw_backoff_succeeded(&b);
+    dw_backoff_succeeded(&b); /* a success without failures is no reconnect */
+    ck_assert_uint_eq(b.reconnects, 2);
+}
+END_TEST
+
 START_TEST(progress_math)
 {
     struct dw_progress p;
@@ -413,6 +439,7 @@ static Suite *ops_suite(void)
     Suite *s = suite_create("ops");
     TCase *tc = tcase_create("ops");
     tcase_add_test(tc, names_follow_conventions);
+    tcase_add_test(tc, backoff_is_capped_exponential_with_jitter);
     tcase_add_test(tc, series_by_label_set);
     tcase_add_test(tc, series_count_is_capped);
     tcase_add_test(tc, exposition_format);
