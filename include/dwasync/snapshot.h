@@ -80,6 +80,20 @@ struct dw_snapshot_request {
     const char *last_key;
 };
 
+/* Longest condition a copy accepts. */
+#define DW_SNAPSHOT_CONDITION_MAX 16384
+
+/*
+ * Whether an SQL condition may be run by a copy (an operator's `--where` goes through here
+ * when queued, and again before each chunk is read). It must stay one expression inside the
+ * parentheses the copy puts around it: parentheses balanced outside literals and quoted
+ * identifiers, no ';', no comment, no '$' (dollar quotes, parameters), no backslash outside
+ * an E'' literal, not empty, at most DW_SNAPSHOT_CONDITION_MAX bytes. The server parses it;
+ * the chunk's SELECT runs in a READ ONLY transaction with standard_conforming_strings on (the
+ * string rules assumed here), as the daemon's role. *why is a static reason when false.
+ */
+bool dw_snapshot_condition_ok(const char *condition, const char **why);
+
 struct dw_snapshot_chunk;
 
 /*
