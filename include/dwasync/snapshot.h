@@ -22,6 +22,7 @@
 #ifndef DWASYNC_SNAPSHOT_H
 #define DWASYNC_SNAPSHOT_H
 
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -138,6 +139,21 @@ bool dw_snapshot_chunk_final(const struct dw_snapshot_chunk *c);
 int64_t dw_snapshot_chunk_rows(const struct dw_snapshot_chunk *c);
 
 void dw_snapshot_chunk_free(struct dw_snapshot_chunk *c);
+
+/*
+ * Reads the table's rows matching req->condition (checked as above) in key order, rows at a
+ * time (0 = 10000; memory: one such page), each in a READ ONLY transaction, and passes each
+ * to h->change as an INSERT (the relation described from the catalog as the copy does);
+ * no watermark is written. For `dwasync verify`. The handler's error stops the scan.
+ */
+dw_rc dw_snapshot_scan(PGconn *conn, const struct dw_snapshot_request *req, int64_t rows,
+                       const struct dw_stream_handler *h);
+
+/*
+ * The columns a copy orders a table by and names its rows with (the replica identity index,
+ * else the primary key): *out is a new JSON array of names, empty when there is none.
+ */
+dw_rc dw_snapshot_key_columns(PGconn *conn, const char *table, json_t **out);
 
 /*
  * Runs the initial sync described above; *consistent_point is where streaming continues.

@@ -27,6 +27,8 @@ const struct dw_cli_command dw_cli_commands[] = {
      "manage integration jobs"},
     {"map", dw_cmd_map, "import FILE\nexport JOB [FILE]\nlist [JOB]\nvalidate JOB",
      "load, write back, list and check table maps"},
+    {"verify", dw_cmd_verify, "JOB [--map M]... [--repair]",
+     "compare Dataverse with the source through the maps; --repair queues the fixes"},
     {"run", dw_cmd_run, "[--job NAME] [--until-caught-up]",
      "the daemon: apply the job's changes to Dataverse until stopped"},
     {"status", dw_cmd_status, "[--json] [--at TIMESTAMP]",

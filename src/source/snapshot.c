@@ -484,6 +484,78 @@ out:
     return DW_OK;
 }
 
+/* The JSON array of the key texts of a result's row r. */
+static json_t *row_key_json(const struct dw_snapshot_chunk *c, const PGresult *res, int r)
+{
+    json_t *k = json_array();
+    for (int j = 0; j < c->nkeys; j++)
+        json_array_append_new(k, json_stringn(PQgetvalue(res, r, c->keycol[j]),
+                                              (size_t)PQgetlength(res, r, c->keycol[j])));
+    return k;
+}
+
+dw_rc dw_snapshot_scan(PGconn *conn, const struct dw_snapshot_request *req, int64_t rows,
+                       const struct dw_stream_handler *h)
+{
+    struct dw_snapshot_chunk *c = dw_calloc(1, sizeof *c);
+    json_t *last = NULL;
+    const char *why = NULL;
+    struct dw_txn txn = {0};
+    uint32_t index = 0;
+    dw_rc rc = DW_OK;
+    rows = rows > 0 ? rows : 10000;
+    if (req->condition && *req->condition && !dw_snapshot_condition_ok(req->condition, &why)) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", req->table}), "the condition is refused: %s",
+                why);
+        rc = DW_ERR_INVALID;
+        goto out;
+    }
+    if ((rc = describe_table(conn, req->table, &c->rel)) != DW_OK ||
+        (rc = find_key(conn, c)) != DW_OK)
+        goto out;
+    if (c->nkeys == 0) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", req->table}),
+                "table has no primary key or replica identity index: it is read in key order");
+        rc = DW_ERR_UNSUPPORTED;
+        goto out;
+    }
+    for (;;) {
+        if ((rc = chunk_select(conn, c, req->condition, last, rows, &c->rows)) != DW_OK)
+            break;
+        int n = PQntuples(c->rows);
+        int64_t emitted = 0;
+        c->dropped = dw_calloc((size_t)n + 1, sizeof *c->dropped);
+        rc = dw_snapshot_chunk_emit(c, &txn, &index, h, &emitted);
+        if (n > 0) {
+            json_decref(last);
+            last = row_key_json(c, c->rows, n - 1);
+        }
+        dw_snapshot_chunk_trim(c);
+        if (rc != DW_OK || n < rows)
+            break;
+    }
+out:
+    json_decref(last);
+    dw_snapshot_chunk_free(c);
+    return rc;
+}
+
+dw_rc dw_snapshot_key_columns(PGconn *conn, const char *table, json_t **out)
+{
+    struct dw_snapshot_chunk *c = dw_calloc(1, sizeof *c);
+    dw_rc rc = describe_table(conn, table, &c->rel);
+    if (rc == DW_OK)
+        rc = find_key(conn, c);
+    if (rc == DW_OK) {
+        json_t *names = json_array();
+        for (int k = 0; k < c->nkeys; k++)
+            json_array_append_new(names, json_string(c->rel.cols[c->keycol[k]].name));
+        *out = names;
+    }
+    dw_snapshot_chunk_free(c);
+    return rc;
+}
+
 int dw_snapshot_chunk_watermark(struct dw_snapshot_chunk *c, const struct dw_logical_message *m)
 {
     if (c == NULL || strcmp(m->prefix, DW_SNAPSHOT_WATERMARK_PREFIX) != 0)
