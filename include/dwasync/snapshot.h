@@ -14,7 +14,8 @@
  *
  * Restartable: when anything fails midway the caller simply runs it again; the slot is
  * dropped and recreated and the copy starts over (upserts make repeated rows harmless).
- * Row filters and column lists of the publication are not applied to the copy.
+ * Row filters and column lists of the publication are not applied to this copy (the
+ * daemon's chunked copy below reads under the maps' filters: its request's condition).
  *
  * Ownership: options and the handler are borrowed for the call; the relation and datums
  * passed to the handler are borrowed for each callback.
@@ -47,7 +48,10 @@ struct dw_snapshot_options {
  *
  *   dw_snapshot_chunk_read()   emits the low watermark (pg_logical_emit_message, prefix
  *                              "dwasync", transactional), reads up to rows rows after
- *                              last_key ordered by the replica identity key, emits the high
+ *                              last_key matching the request's condition (the maps'
+ *                              filters, an operator's predicate; read-only, see
+ *                              dw_snapshot_condition_ok()) ordered by the replica identity
+ *                              key, emits the high
  *                              watermark; the rows are buffered (memory: one chunk).
  *   the stream then delivers   low: dw_snapshot_chunk_watermark() opens the window; every
  *                              change is passed to dw_snapshot_chunk_observe(), which drops

@@ -146,7 +146,7 @@ static const struct {
     {DW_M_COPY_TABLES, DW_METRIC_GAUGE,
      "Tables left to copy (initial sync, resync, repair) interleaved with the stream."},
     {DW_M_COPY_ROWS, DW_METRIC_GAUGE, "Rows copied so far of the tables left to copy."},
-    {DW_M_COPY_ROWS_TOTAL, DW_METRIC_GAUGE,
+    {DW_M_COPY_ROWS_PLANNED, DW_METRIC_GAUGE,
      "Rows the tables left to copy matched when queued (0: not counted)."},
 };
 

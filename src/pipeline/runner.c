@@ -683,7 +683,7 @@ static dw_rc copy_poll(struct runner *r)
         const char *job_label[] = {"job", r->job.name, NULL};
         dw_metrics_set(r->metrics, DW_M_COPY_TABLES, job_label, (double)pending);
         dw_metrics_set(r->metrics, DW_M_COPY_ROWS, job_label, strtod(PQgetvalue(res, 0, 1), NULL));
-        dw_metrics_set(r->metrics, DW_M_COPY_ROWS_TOTAL, job_label,
+        dw_metrics_set(r->metrics, DW_M_COPY_ROWS_PLANNED, job_label,
                        strtod(PQgetvalue(res, 0, 2), NULL));
     }
     PQclear(res);

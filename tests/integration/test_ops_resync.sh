@@ -9,7 +9,7 @@
 # `status` shows the progress, and rows the selection excludes are never read: a legal
 # entity the job does not sync (frrt) is not read by the initial sync, nor usmf by a resync
 # of demf (the rows read are counted in dwasync.copy_request). Bad --where predicates are
-# refused and queue nothing.
+# refused and queue nothing. status's rate and ETA are checked at a set instant (--at).
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
@@ -95,6 +95,12 @@ daemon=
 status=$(dw status --json)
 check_eq "status shows the resync's progress" "resync 1 50 $orgs" \
     "$(jq -r '.jobs[0].copy | "\(.kind) \(.tables_left) \(.rows_copied) \(.rows_total)"' <<<"$status")"
+at=$(psql_q "SELECT started_at + interval '10 s' FROM dwasync.copy_request WHERE kind = 'resync'")
+check_eq "rate and ETA at a given instant (50 rows in 10 s; $orgs to copy)" \
+    "5 $(( (orgs - 50) / 5 ))" \
+    "$(dw status --json --at "$at" | jq -r '.jobs[0].copy | "\(.rows_per_second) \(.eta_seconds)"')"
+check_contains "the table form says so" "copying (resync): 1 table(s) left, 50 of $orgs rows, 5 rows/s" \
+    "$(dw status --at "$at")"
 e2e_start_daemon
 wait "$wl"; check_eq "the workload ran" 0 $?
 check_status "the resync finished" 0 e2e_wait_resynced
@@ -118,6 +124,7 @@ dw job resync fno_sample --legal-entity demf >"$DW_E2E_DIR/resync.out" ||
     die "job resync --legal-entity failed"
 check_eq "every demf customer and none other is to be read" "$demf" \
     "$(psql_q "SELECT rows_total FROM dwasync.copy_request WHERE kind = 'resync' AND NOT done AND source_table = 'customersv3'")"
+printf '\n[metrics]\nlisten = 127.0.0.1:0\n' >>"$DW_E2E_CONF"
 DWASYNC_FAILPOINTS=$FP:crash@4 e2e_start_daemon
 workload 150 demf & wl=$!
 wait "$daemon"
@@ -125,6 +132,11 @@ check_eq "the daemon died in the middle of the legal entity's resync" 137 $?
 e2e_start_daemon
 wait "$wl"; check_eq "the workload ran" 0 $?
 check_status "the legal entity's resync finished" 0 e2e_wait_resynced
+port=$(sed -n 's/.*serving \/metrics and \/healthz on port \([0-9]*\).*/\1/p' "$DW_E2E_DIR/daemon.log" | tail -1)
+gauge() { curl -sf "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 ~ "^"m"{" {print $2}'; }
+for i in $(seq 1 40); do [ "$(gauge dwasync_copy_tables_pending)" = 0 ] && break; sleep 0.25; done
+check_eq "/metrics: no table left to copy, no rows under way" "0 0 0" \
+    "$(gauge dwasync_copy_tables_pending) $(gauge dwasync_copy_rows_copied) $(gauge dwasync_copy_rows_planned)"
 check_eq "its customers' copy read the demf rows, none other" "$demf $demf" \
     "$(psql_q "SELECT rows_total || ' ' || rows_copied FROM dwasync.copy_request
                 WHERE kind = 'resync' AND source_table = 'customersv3' ORDER BY id DESC LIMIT 1")"
