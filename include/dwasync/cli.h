@@ -101,5 +101,6 @@ int dw_cmd_errors(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_map(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_job(struct dw_cli *cli, int argc, char **argv);
 int dw_cmd_dataverse(struct dw_cli *cli, int argc, char **argv);
+int dw_cmd_verify(struct dw_cli *cli, int argc, char **argv);
 
 #endif

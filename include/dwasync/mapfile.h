@@ -261,6 +261,27 @@ dw_rc dw_publication_tables_sql(const struct dw_jobdef *def, const struct dw_src
 dw_rc dw_publication_table_filter(const struct dw_jobdef *def, const struct dw_src_catalog *cat,
                                   const char *schema, const char *table, struct dw_buf *sql);
 
+/* What a copy (initial sync, resync) selects of a job: maps by name and legal entities. */
+struct dw_copy_selection {
+    const char *const *maps; /* map names; nmaps == 0: every map */
+    size_t nmaps;
+    const char *const *les; /* legal entities (among the job's); nles == 0: the job's */
+    size_t nles;
+};
+
+/*
+ * The rows a copy of one table reads, on the server: the OR over the table's selected maps
+ * (sel NULL: all) of each map's filter and legal entities (the publication's row filter,
+ * dw_publication_table_filter(), is this with every map), narrowed to sel's legal entities
+ * on each map's company column; with legal entities selected, a map without a company
+ * column is left out. Appends the expression (parenthesized parts, no WHERE), or nothing when
+ * every row qualifies; *any is false when no map of the table is selected (copy nothing).
+ * Translated exactly: the engine's filter (dw_tablemap_match) still runs on every row.
+ */
+dw_rc dw_copy_table_filter(const struct dw_jobdef *def, const struct dw_src_catalog *cat,
+                           const char *schema, const char *table,
+                           const struct dw_copy_selection *sel, struct dw_buf *sql, bool *any);
+
 /* --- validation ------------------------------------------------------------------------ */
 
 /* Findings of `map validate`: text lines "error: PATH: message" / "warning: ...". */

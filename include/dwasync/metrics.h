@@ -54,6 +54,10 @@
 #define DW_M_WINDOW_BYTES     "dwasync_apply_window_bytes" /* job */
 #define DW_M_JOB_ACTIVE       "dwasync_job_active"         /* job: 1 active, 0 standby */
 #define DW_M_RSS              "dwasync_process_resident_memory_bytes"
+/* Copies under way (initial sync, `job resync`, `verify --repair`), all labelled job: */
+#define DW_M_COPY_TABLES       "dwasync_copy_tables_pending" /* tables left to copy */
+#define DW_M_COPY_ROWS         "dwasync_copy_rows_copied"    /* rows copied of those tables */
+#define DW_M_COPY_ROWS_PLANNED "dwasync_copy_rows_planned"   /* rows they matched when queued */
 
 /* The "class" label: for received and applied changes the operation (insert, update,
  * delete, truncate); for parked changes the error class (e.g. "validation",

@@ -14,7 +14,8 @@
  *
  * Restartable: when anything fails midway the caller simply runs it again; the slot is
  * dropped and recreated and the copy starts over (upserts make repeated rows harmless).
- * Row filters and column lists of the publication are not applied to the copy.
+ * Row filters and column lists of the publication are not applied to this copy (the
+ * daemon's chunked copy below reads under the maps' filters: its request's condition).
  *
  * Ownership: options and the handler are borrowed for the call; the relation and datums
  * passed to the handler are borrowed for each callback.
@@ -22,6 +23,7 @@
 #ifndef DWASYNC_SNAPSHOT_H
 #define DWASYNC_SNAPSHOT_H
 
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -46,7 +48,10 @@ struct dw_snapshot_options {
  *
  *   dw_snapshot_chunk_read()   emits the low watermark (pg_logical_emit_message, prefix
  *                              "dwasync", transactional), reads up to rows rows after
- *                              last_key ordered by the replica identity key, emits the high
+ *                              last_key matching the request's condition (the maps'
+ *                              filters, an operator's predicate; read-only, see
+ *                              dw_snapshot_condition_ok()) ordered by the replica identity
+ *                              key, emits the high
  *                              watermark; the rows are buffered (memory: one chunk).
  *   the stream then delivers   low: dw_snapshot_chunk_watermark() opens the window; every
  *                              change is passed to dw_snapshot_chunk_observe(), which drops
@@ -79,6 +84,20 @@ struct dw_snapshot_request {
     const char *condition; /* an SQL condition on the table's rows, or NULL for all rows */
     const char *last_key;
 };
+
+/* Longest condition a copy accepts. */
+#define DW_SNAPSHOT_CONDITION_MAX 16384
+
+/*
+ * Whether an SQL condition may be run by a copy (an operator's `--where` goes through here
+ * when queued, and again before each chunk is read). It must stay one expression inside the
+ * parentheses the copy puts around it: parentheses balanced outside literals and quoted
+ * identifiers, no ';', no comment, no '$' (dollar quotes, parameters), no backslash outside
+ * an E'' literal, not empty, at most DW_SNAPSHOT_CONDITION_MAX bytes. The server parses it;
+ * the chunk's SELECT runs in a READ ONLY transaction with standard_conforming_strings on (the
+ * string rules assumed here), as the daemon's role. *why is a static reason when false.
+ */
+bool dw_snapshot_condition_ok(const char *condition, const char **why);
 
 struct dw_snapshot_chunk;
 
@@ -124,6 +143,21 @@ bool dw_snapshot_chunk_final(const struct dw_snapshot_chunk *c);
 int64_t dw_snapshot_chunk_rows(const struct dw_snapshot_chunk *c);
 
 void dw_snapshot_chunk_free(struct dw_snapshot_chunk *c);
+
+/*
+ * Reads the table's rows matching req->condition (checked as above) in key order, rows at a
+ * time (0 = 10000; memory: one such page), each in a READ ONLY transaction, and passes each
+ * to h->change as an INSERT (the relation described from the catalog as the copy does);
+ * no watermark is written. For `dwasync verify`. The handler's error stops the scan.
+ */
+dw_rc dw_snapshot_scan(PGconn *conn, const struct dw_snapshot_request *req, int64_t rows,
+                       const struct dw_stream_handler *h);
+
+/*
+ * The columns a copy orders a table by and names its rows with (the replica identity index,
+ * else the primary key): *out is a new JSON array of names, empty when there is none.
+ */
+dw_rc dw_snapshot_key_columns(PGconn *conn, const char *table, json_t **out);
 
 /*
  * Runs the initial sync described above; *consistent_point is where streaming continues.

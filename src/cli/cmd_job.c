@@ -1,10 +1,11 @@
-/* `dwasync job create|list|show|start|stop|pause|resume|drop`: integration job lifecycle. */
+/* `dwasync job create|list|show|start|stop|pause|resume|drop|resync`: integration job lifecycle. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dwasync/alloc.h"
 #include "dwasync/cli.h"
+#include "dwasync/copyreq.h"
 #include "dwasync/log.h"
 #include "dwasync/mapfile.h"
 #include "dwasync/mapstore.h"
@@ -385,6 +386,53 @@ out:
     return status;
 }
 
+/* `job resync NAME [--map M]... [--legal-entity LE]... [--where SQL]`: see copyreq.h. */
+static int job_resync(struct dw_cli *cli, int argc, char **argv)
+{
+    const char *name = argv[2];
+    const char **maps = dw_calloc((size_t)argc, sizeof *maps);
+    const char **les = dw_calloc((size_t)argc, sizeof *les);
+    struct dw_copyreq_spec spec = {.kind = "resync", .sel = {maps, 0, les, 0}};
+    PGconn *ctl = NULL, *src = NULL;
+    struct dw_jobdef *def = NULL;
+    struct jobrow j;
+    int status = DW_EXIT_FAILURE, tables = 0;
+    for (int i = 3; i < argc; i += 2) {
+        if (i + 1 == argc || (spec.where && strcmp(argv[i], "--where") == 0)) {
+            status = dw_cli_usage("job");
+            goto out;
+        }
+        if (strcmp(argv[i], "--map") == 0)
+            maps[spec.sel.nmaps++] = argv[i + 1];
+        else if (strcmp(argv[i], "--legal-entity") == 0)
+            les[spec.sel.nles++] = argv[i + 1];
+        else if (strcmp(argv[i], "--where") == 0)
+            spec.where = argv[i + 1];
+        else {
+            status = dw_cli_usage("job");
+            goto out;
+        }
+    }
+    if (dw_cli_connect_control(cli, "dwasync job resync", &ctl) != DW_OK ||
+        read_job(ctl, name, &j) != DW_OK || dw_mapstore_load(ctl, name, &def) != DW_OK ||
+        dw_cli_connect_source(cli, "dwasync job resync", &src) != DW_OK ||
+        dw_copyreq_queue(ctl, src, def, &spec, stdout, &tables) != DW_OK)
+        goto out;
+    printf(
+        "job \"%s\": %d table%s queued for resync; %s\n", name, tables, tables == 1 ? "" : "s",
+        strcmp(j.state, "active") == 0
+            ? "the daemon copies them interleaved with the stream (dwasync status shows progress)"
+            : "the daemon copies them once the job is active");
+    status = DW_EXIT_OK;
+out:
+    dw_jobdef_free(def);
+    PQfinish(src);
+    PQfinish(ctl);
+    free(maps);
+    free(les);
+    return status;
+}
+
 int dw_cmd_job(struct dw_cli *cli, int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "list") == 0 && argc == 2)
@@ -406,6 +454,8 @@ int dw_cmd_job(struct dw_cli *cli, int argc, char **argv)
             return job_start(cli, name, true);
         return dw_cli_usage("job");
     }
+    if (strcmp(verb, "resync") == 0)
+        return job_resync(cli, argc, argv);
     if (strcmp(verb, "drop") == 0) {
         if (argc == 3)
             return job_drop(cli, name, false);

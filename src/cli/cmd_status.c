@@ -110,6 +110,45 @@ static dw_rc add_errors(PGconn *conn, bool have_table, const char *job_id, json_
     return DW_OK;
 }
 
+/*
+ * The copies under way (initial sync, resync, repair; sql/060): the requests queued with the
+ * oldest one not done, their rows copied of the rows they matched when queued, the rate since
+ * they started and the time left at that rate; null when nothing is being copied.
+ */
+static const char copy_sql[] =
+    "SELECT count(*) FILTER (WHERE NOT done), string_agg(DISTINCT kind, ','),"
+    " coalesce(sum(rows_copied), 0), CASE WHEN count(rows_total) = count(*) THEN sum(rows_total)"
+    " END, extract(epoch FROM $2::timestamptz - min(started_at))::float8"
+    " FROM dwasync.copy_request WHERE job_id = $1 AND created_at >= (SELECT min(created_at)"
+    " FROM dwasync.copy_request WHERE job_id = $1 AND NOT done)";
+
+static dw_rc add_copy(PGconn *conn, const char *job_id, const char *now, json_t *job)
+{
+    PGresult *res = NULL;
+    const char *params[] = {job_id, now};
+    dw_rc rc = dw_pg_query(conn, "copy progress", copy_sql, 2, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    json_t *copy = json_null();
+    if (strtoll(PQgetvalue(res, 0, 0), NULL, 10) > 0) {
+        copy = json_object();
+        double done = strtod(PQgetvalue(res, 0, 2), NULL);
+        double secs = PQgetisnull(res, 0, 4) ? 0 : strtod(PQgetvalue(res, 0, 4), NULL);
+        double rate = secs > 0 ? done / secs : 0;
+        json_object_set_new(copy, "tables_left", int_or_null(res, 0, 0));
+        json_object_set_new(copy, "kind", text_or_null(res, 0, 1));
+        json_object_set_new(copy, "rows_copied", int_or_null(res, 0, 2));
+        json_object_set_new(copy, "rows_total", int_or_null(res, 0, 3));
+        json_object_set_new(copy, "rows_per_second", secs > 0 ? json_real(rate) : json_null());
+        double left = PQgetisnull(res, 0, 3) ? -1 : strtod(PQgetvalue(res, 0, 3), NULL) - done;
+        json_object_set_new(copy, "eta_seconds",
+                            rate > 0 && left >= 0 ? json_real(left / rate) : json_null());
+    }
+    json_object_set_new(job, "copy", copy);
+    PQclear(res);
+    return DW_OK;
+}
+
 /* Fills slot fields from the source database's logical slots (NULL res: unknown). */
 static void add_slot(const PGresult *slots, const char *slot_name, const char *last_commit_age,
                      json_t *job)
@@ -249,7 +288,8 @@ static dw_rc build(const struct dw_config *cfg, const char *at, json_t **out)
         json_object_set_new(thr, "until", throttled ? text_or_null(jobs, i, 18) : json_null());
         json_object_set_new(thr, "responses_429", int_or_null(jobs, i, 20));
         add_lock(control, PQgetvalue(jobs, i, 0), job);
-        if ((rc = add_errors(control, have_errors, PQgetvalue(jobs, i, 0), job)) != DW_OK)
+        if ((rc = add_errors(control, have_errors, PQgetvalue(jobs, i, 0), job)) != DW_OK ||
+            (rc = add_copy(control, PQgetvalue(jobs, i, 0), now_param[0], job)) != DW_OK)
             goto out;
     }
     *out = json_incref(doc);
@@ -286,6 +326,25 @@ static void count_text(json_t *v, char *buf, size_t size)
         snprintf(buf, size, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
     else
         snprintf(buf, size, "-");
+}
+
+/* "job "x": copying (resync): 3 tables left, 120 of 400 rows, 40 rows/s, ETA 7 s". */
+static void print_copy(json_t *job)
+{
+    json_t *copy = json_object_get(job, "copy");
+    if (!json_is_object(copy))
+        return;
+    char total[32], rate[32], eta[32];
+    count_text(json_object_get(copy, "rows_total"), total, sizeof total);
+    json_t *r = json_object_get(copy, "rows_per_second"), *e = json_object_get(copy, "eta_seconds");
+    snprintf(rate, sizeof rate, json_is_number(r) ? "%.0f" : "-", json_number_value(r));
+    snprintf(eta, sizeof eta, json_is_number(e) ? "%.0f s" : "-", json_number_value(e));
+    printf("job \"%s\": copying (%s): %" JSON_INTEGER_FORMAT " table(s) left, %" JSON_INTEGER_FORMAT
+           " of %s rows, %s rows/s, ETA %s\n",
+           json_string_value(json_object_get(job, "name")),
+           json_string_value(json_object_get(copy, "kind")),
+           json_integer_value(json_object_get(copy, "tables_left")),
+           json_integer_value(json_object_get(copy, "rows_copied")), total, rate, eta);
 }
 
 static void print_table(json_t *doc)
@@ -331,6 +390,7 @@ static void print_table(json_t *doc)
     }
     if (json_array_size(json_object_get(doc, "jobs")) == 0)
         printf("(no jobs: create one with dwasync job create NAME)\n");
+    json_array_foreach(json_object_get(doc, "jobs"), i, job) print_copy(job);
     json_array_foreach(json_object_get(doc, "jobs"), i, job)
     {
         const char *state = json_string_value(json_object_get(job, "state"));

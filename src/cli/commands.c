@@ -22,12 +22,15 @@ const struct dw_cli_command dw_cli_commands[] = {
      "health check of config, secrets, Postgres, replication and Dataverse"},
     {"job", dw_cmd_job,
      "create NAME [--environment-url URL]\nlist\nshow NAME\nstart NAME [--initial-sync]\n"
-     "stop NAME\npause NAME\nresume NAME\ndrop NAME [--yes]",
+     "stop NAME\npause NAME\nresume NAME\ndrop NAME [--yes]\n"
+     "resync NAME [--map M]... [--legal-entity LE]... [--where SQL]",
      "manage integration jobs"},
     {"map", dw_cmd_map,
      "import FILE\nexport JOB [FILE]\nlist [JOB]\nvalidate JOB\n"
      "scaffold --source SCHEMA[.TABLE] --target NAME[,NAME...] [--metadata FILE]",
      "load, write back, list and check table maps"},
+    {"verify", dw_cmd_verify, "JOB [--map M]... [--repair]",
+     "compare Dataverse with the source through the maps; --repair queues the fixes"},
     {"run", dw_cmd_run, "[--job NAME] [--until-caught-up]",
      "the daemon: apply the job's changes to Dataverse until stopped"},
     {"status", dw_cmd_status, "[--json] [--at TIMESTAMP]",

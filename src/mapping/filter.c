@@ -339,18 +339,27 @@ static void filter_sql(struct dw_buf *b, const struct dw_filter *f, const struct
     }
 }
 
-/* The row filter of one map, or false (nothing appended) when it takes every row. */
+/*
+ * The row filter of one map, or false (nothing appended) when it takes every row. With
+ * les[0..nles), the legal entities compared with the company column are those instead of
+ * the job's (the caller checked they are among the job's).
+ */
 static bool map_filter_sql(struct dw_buf *b, const struct dw_jobdef *def,
-                           const struct dw_tablemap *m, const struct dw_src_table *t)
+                           const struct dw_tablemap *m, const struct dw_src_table *t,
+                           const char *const *les, size_t nles)
 {
-    bool le = m->company_source && def->nlegal_entities > 0;
+    if (nles == 0) {
+        les = (const char *const *)def->legal_entities;
+        nles = def->nlegal_entities;
+    }
+    bool le = m->company_source && nles > 0;
     if (!le && m->filter == NULL)
         return false;
     (void)dw_buf_putc(b, '(');
     if (le) {
         (void)dw_buf_putc(b, '(');
-        for (size_t i = 0; i < def->nlegal_entities; i++) {
-            json_t *s = json_string(def->legal_entities[i]);
+        for (size_t i = 0; i < nles; i++) {
+            json_t *s = json_string(les[i]);
             if (i > 0)
                 (void)dw_buf_puts(b, " OR ");
             put_ident(b, resolve(t, m->company_source));
@@ -369,23 +378,39 @@ static bool map_filter_sql(struct dw_buf *b, const struct dw_jobdef *def,
     return true;
 }
 
-dw_rc dw_publication_table_filter(const struct dw_jobdef *def, const struct dw_src_catalog *cat,
-                                  const char *schema, const char *table, struct dw_buf *sql)
+static bool name_listed(const char *name, const char *const *list, size_t n)
 {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], name) == 0)
+            return true;
+    return false;
+}
+
+dw_rc dw_copy_table_filter(const struct dw_jobdef *def, const struct dw_src_catalog *cat,
+                           const char *schema, const char *table,
+                           const struct dw_copy_selection *sel, struct dw_buf *sql, bool *any)
+{
+    static const struct dw_copy_selection everything = {NULL, 0, NULL, 0};
     const struct dw_src_table *t = dw_src_catalog_table(cat, schema, table);
     struct dw_buf one;
     dw_buf_init(&one, 0);
     size_t nmaps = 0, nfiltered = 0;
+    if (sel == NULL)
+        sel = &everything;
     for (size_t g = 0; g < def->ngroups; g++) {
         for (size_t i = 0; i < def->groups[g].nmaps; i++) {
             const struct dw_tablemap *m = &def->groups[g].maps[i];
             if (strcmp(m->source_schema, schema) != 0 || strcmp(m->source_table, table) != 0)
                 continue;
+            if (sel->nmaps > 0 && !name_listed(m->name, sel->maps, sel->nmaps))
+                continue;
+            if (sel->nles > 0 && m->company_source == NULL)
+                continue; /* not striped by legal entity: not part of one */
             nmaps++;
             size_t mark = one.len;
             if (nfiltered > 0)
                 (void)dw_buf_puts(&one, " OR ");
-            if (map_filter_sql(&one, def, m, t)) {
+            if (map_filter_sql(&one, def, m, t, sel->les, sel->nles)) {
                 nfiltered++;
             } else {
                 one.len = mark;
@@ -399,7 +424,15 @@ dw_rc dw_publication_table_filter(const struct dw_jobdef *def, const struct dw_s
     if (nmaps > 0 && nfiltered == nmaps)
         rc = dw_buf_puts(sql, dw_buf_str(&one));
     dw_buf_cleanup(&one);
+    *any = nmaps > 0;
     return rc;
+}
+
+dw_rc dw_publication_table_filter(const struct dw_jobdef *def, const struct dw_src_catalog *cat,
+                                  const char *schema, const char *table, struct dw_buf *sql)
+{
+    bool any = false;
+    return dw_copy_table_filter(def, cat, schema, table, NULL, sql, &any);
 }
 
 /* Adds a column name to a list once (case-insensitively, resolved through the table). */

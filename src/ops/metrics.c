@@ -143,6 +143,11 @@ static const struct {
     {DW_M_WINDOW_BYTES, DW_METRIC_GAUGE, "Bytes of row data in the last apply window."},
     {DW_M_JOB_ACTIVE, DW_METRIC_GAUGE, "1 when this process runs the job, 0 when it is a standby."},
     {DW_M_RSS, DW_METRIC_GAUGE, "Resident set size of the dwasync process in bytes."},
+    {DW_M_COPY_TABLES, DW_METRIC_GAUGE,
+     "Tables left to copy (initial sync, resync, repair) interleaved with the stream."},
+    {DW_M_COPY_ROWS, DW_METRIC_GAUGE, "Rows copied so far of the tables left to copy."},
+    {DW_M_COPY_ROWS_PLANNED, DW_METRIC_GAUGE,
+     "Rows the tables left to copy matched when queued (0: not counted)."},
 };
 
 dw_rc dw_metrics_define_standard(struct dw_metrics *m)

@@ -21,6 +21,7 @@
 #include "dwasync/failpoint.h"
 #include "dwasync/ha.h"
 #include "dwasync/log.h"
+#include "dwasync/mapfile.h"
 #include "dwasync/mapping.h"
 #include "dwasync/metrics.h"
 #include "dwasync/migrate.h"
@@ -69,13 +70,15 @@ struct job {
     char *state_reason; /* why the job failed; NULL otherwise */
 };
 
-/* One table of the initial sync, as dwasync.copy_request (sql/050) records it. */
+/* One table to copy, as dwasync.copy_request (sql/050, 060) records it. */
 struct copy_req {
     int64_t id;
     char *table; /* "schema.table" */
+    char *kind;  /* "initial", "resync" or "repair" */
     char *condition;
     char *last_key; /* where the next chunk starts (in memory: may run ahead of the record) */
-    bool no_skip;   /* rows past last_key may be in Dataverse already (an earlier process) */
+    bool no_skip;   /* rows past last_key may be in Dataverse already (an earlier process, or
+                     * a resync or repair: those rows were synced before) */
 };
 
 /* A chunk handed to the pipeline whose progress is recorded once it is checkpointed. */
@@ -88,7 +91,8 @@ struct copy_step {
 };
 
 struct copy {
-    bool active;  /* an initial sync is running */
+    bool active;  /* a copy (initial sync, resync, repair) is running */
+    bool initial; /* the job's initial sync is among the requests */
     PGconn *conn; /* source session for watermarks and chunk reads */
     struct copy_req *reqs;
     size_t nreqs, cur; /* cur: the table being copied; nreqs when every chunk was read */
@@ -98,7 +102,8 @@ struct copy {
     uint64_t seq;                       /* chunks read by this process (watermark tags) */
     struct copy_step *steps;
     size_t nsteps, capsteps;
-    int64_t retry_at_ms; /* after a failed read: when to try again */
+    int64_t retry_at_ms;  /* after a failed read: when to try again */
+    int64_t next_poll_ms; /* when to look for queued requests (resync, repair) and progress */
 };
 
 struct runner {
@@ -154,6 +159,7 @@ static dw_rc on_snapshot_change(void *user, const struct dw_change *c);
 static void copy_committed(struct runner *r, dw_lsn end_lsn);
 static bool copy_skips(struct runner *r, const struct dw_change *c);
 static dw_rc copy_tend(struct runner *r);
+static dw_rc copy_start(struct runner *r);
 
 static void job_cleanup(struct job *j)
 {
@@ -505,8 +511,9 @@ static void copy_committed(struct runner *r, dw_lsn end_lsn)
     dw_snapshot_chunk_free(cp->frontier);
     cp->frontier = NULL;
     if (final) {
-        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"table", q->table}),
-                "initial sync read the last chunk of the table");
+        DW_LOGF(DW_LOG_INFO,
+                DW_FIELDS({"job", r->job.name}, {"table", q->table}, {"kind", q->kind}),
+                "copy read the last chunk of the table");
         cp->cur++;
         dw_snapshot_chunk_free(cp->chunk);
     } else {
@@ -553,6 +560,7 @@ static void copy_cleanup(struct copy *cp)
 {
     for (size_t i = 0; i < cp->nreqs; i++) {
         free(cp->reqs[i].table);
+        free(cp->reqs[i].kind);
         free(cp->reqs[i].condition);
         free(cp->reqs[i].last_key);
     }
@@ -564,6 +572,48 @@ static void copy_cleanup(struct copy *cp)
     dw_snapshot_chunk_free(cp->frontier);
     PQfinish(cp->conn);
     memset(cp, 0, sizeof *cp);
+}
+
+/*
+ * Gives each table of a planned initial sync its maps' row filter (the publication's), so
+ * rows no map takes (other legal entities, filtered rows) never leave the server.
+ */
+static dw_rc copy_plan_filters(struct runner *r)
+{
+    const struct dw_jobdef *def = dw_job_maps_def(r->maps);
+    struct dw_src_catalog cat = {NULL, 0};
+    PGconn *src = NULL;
+    PGresult *res = NULL;
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->job.id);
+    const char *params[] = {id};
+    dw_rc rc = dw_pg_connect(r->config.source.conninfo, "dwasync initial sync", &src);
+    if (rc != DW_OK || (rc = dw_src_catalog_fetch(src, def, &cat)) != DW_OK ||
+        (rc = dw_pg_query(r->control, "planning the initial sync",
+                          "SELECT id, source_schema, source_table FROM dwasync.copy_request "
+                          "WHERE job_id = $1",
+                          1, params, &res)) != DW_OK)
+        goto out;
+    for (int i = 0; i < PQntuples(res) && rc == DW_OK; i++) {
+        struct dw_buf where;
+        dw_buf_init(&where, 0);
+        rc = dw_publication_table_filter(def, &cat, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+                                         &where);
+        if (rc == DW_OK && where.len > 0) {
+            const char *p[] = {PQgetvalue(res, i, 0), dw_buf_str(&where)};
+            PGresult *u = NULL;
+            rc = dw_pg_query(r->control, "planning the initial sync",
+                             "UPDATE dwasync.copy_request SET condition = $2 WHERE id = $1", 2, p,
+                             &u);
+            PQclear(u);
+        }
+        dw_buf_cleanup(&where);
+    }
+out:
+    PQclear(res);
+    PQfinish(src);
+    dw_src_catalog_cleanup(&cat);
+    return rc;
 }
 
 /*
@@ -594,6 +644,8 @@ static dw_rc copy_plan(struct runner *r)
         goto out;
     PQclear(res);
     res = NULL;
+    if ((rc = copy_plan_filters(r)) != DW_OK)
+        goto out;
     if ((rc = set_initial_sync(r, "running")) != DW_OK)
         goto out;
     rc = dw_pg_exec(r->control, "planning the initial sync", "COMMIT");
@@ -604,7 +656,10 @@ out:
     return rc;
 }
 
-/* Loads what is left of a running initial sync and opens the copy session. */
+/*
+ * Loads the copy requests not done yet (the initial sync's, resyncs and repairs, in the order
+ * queued), marks them started and opens the copy session.
+ */
 static dw_rc copy_start(struct runner *r)
 {
     struct copy *cp = &r->copy;
@@ -612,38 +667,41 @@ static dw_rc copy_start(struct runner *r)
     snprintf(id, sizeof id, "%" PRId64, r->job.id);
     const char *params[] = {id};
     PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(r->control, "reading the initial sync's progress",
-                           "SELECT id, source_schema || '.' || source_table, condition, "
-                           "last_key::text, done, emitted_key IS DISTINCT FROM last_key "
-                           "FROM dwasync.copy_request WHERE job_id = $1 ORDER BY ord",
+    dw_rc rc = dw_pg_query(r->control, "reading the copy's progress",
+                           "WITH s AS (UPDATE dwasync.copy_request SET started_at = "
+                           "coalesce(started_at, now()) WHERE job_id = $1 AND NOT done RETURNING "
+                           "id, source_schema || '.' || source_table, condition, last_key::text, "
+                           "kind, emitted_key IS DISTINCT FROM last_key OR kind <> 'initial', ord) "
+                           "SELECT s.*, (SELECT count(*) FROM dwasync.copy_request d WHERE "
+                           "d.job_id = $1 AND d.done AND d.kind = 'initial') FROM s ORDER BY ord",
                            1, params, &res);
     if (rc != DW_OK)
         return rc;
-    int n = PQntuples(res), left = 0, started = 0;
+    int n = PQntuples(res), started = 0;
+    bool some_done = n > 0 && strtoll(PQgetvalue(res, 0, 7), NULL, 10) > 0;
     cp->reqs = dw_calloc((size_t)n + 1, sizeof *cp->reqs);
     for (int i = 0; i < n; i++) {
-        if (PQgetvalue(res, i, 4)[0] == 't')
-            continue;
         struct copy_req *q = &cp->reqs[cp->nreqs++];
         q->id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
         q->table = dw_strdup(PQgetvalue(res, i, 1));
         q->condition = PQgetisnull(res, i, 2) ? NULL : dw_strdup(PQgetvalue(res, i, 2));
         q->last_key = PQgetisnull(res, i, 3) ? NULL : dw_strdup(PQgetvalue(res, i, 3));
+        q->kind = dw_strdup(PQgetvalue(res, i, 4));
         q->no_skip = PQgetvalue(res, i, 5)[0] == 't';
-        left++;
+        cp->initial |= strcmp(q->kind, "initial") == 0;
         started += q->last_key != NULL;
     }
     PQclear(res);
     cp->active = true;
     r->snapshot_rows = 0;
-    dw_progress_init(&r->progress, "initial sync", 0, stderr, 0, (uint64_t)dw_clock_ms());
-    if (left < n || started)
+    const char *what = cp->initial ? "initial sync" : "copy";
+    dw_progress_init(&r->progress, what, 0, stderr, 0, (uint64_t)dw_clock_ms());
+    if (started || (cp->initial && some_done))
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
-                "initial sync resumes: %d of %d table(s) done, %d in progress", n - left, n,
-                started);
+                "%s resumes: %d table(s) left, %d in progress", what, n, started);
     else
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
-                "initial sync of %d table(s) starting, interleaved with the stream", n);
+                "%s of %d table(s) starting, interleaved with the stream", what, n);
     rc = dw_stream_connect(r->config.source.conninfo, false, "dwasync initial sync", &cp->conn);
     /* The first chunk now, before the stream delivers anything: it sets the position that
      * tells the changes to skip (copy_skips) from those to apply. */
@@ -651,15 +709,52 @@ static dw_rc copy_start(struct runner *r)
 }
 
 /*
- * Moves the initial sync on: records the progress of chunks the checkpoint has passed,
+ * Every JOB_CHECK_MS: publishes the progress of the copies not done as gauges and, when no
+ * copy runs, starts those queued meanwhile (`job resync`, `verify --repair`). A pending
+ * initial sync is planned by start_job() first.
+ */
+static dw_rc copy_poll(struct runner *r)
+{
+    struct copy *cp = &r->copy;
+    int64_t now = dw_clock_ms();
+    if (now < cp->next_poll_ms || r->paused)
+        return DW_OK;
+    cp->next_poll_ms = now + JOB_CHECK_MS;
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->job.id);
+    const char *params[] = {id};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(r->control, "reading the copy's progress",
+                           "SELECT count(*), coalesce(sum(rows_copied), 0), "
+                           "coalesce(sum(rows_total), 0) FROM dwasync.copy_request "
+                           "WHERE job_id = $1 AND NOT done",
+                           1, params, &res);
+    if (rc != DW_OK)
+        return rc;
+    int64_t pending = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    if (r->metrics) {
+        const char *job_label[] = {"job", r->job.name, NULL};
+        dw_metrics_set(r->metrics, DW_M_COPY_TABLES, job_label, (double)pending);
+        dw_metrics_set(r->metrics, DW_M_COPY_ROWS, job_label, strtod(PQgetvalue(res, 0, 1), NULL));
+        dw_metrics_set(r->metrics, DW_M_COPY_ROWS_PLANNED, job_label,
+                       strtod(PQgetvalue(res, 0, 2), NULL));
+    }
+    PQclear(res);
+    if (cp->active || pending == 0 || strcmp(r->job.initial_sync, "pending") == 0)
+        return DW_OK;
+    return copy_start(r);
+}
+
+/*
+ * Moves the copy on: records the progress of chunks the checkpoint has passed,
  * reads the next chunk when none is in flight, and marks the sync done at the end.
  */
 static dw_rc copy_tend(struct runner *r)
 {
     struct copy *cp = &r->copy;
-    dw_rc rc = DW_OK;
-    if (!cp->active)
-        return DW_OK;
+    dw_rc rc = copy_poll(r);
+    if (rc != DW_OK || !cp->active)
+        return rc;
     dw_lsn confirmed = dw_pipeline_confirmed(r->pipeline);
     size_t done = 0;
     while (done < cp->nsteps && cp->steps[done].end_lsn <= confirmed) {
@@ -693,12 +788,13 @@ static dw_rc copy_tend(struct runner *r)
     if (rc != DW_OK)
         return rc;
     if (cp->cur == cp->nreqs && cp->nsteps == 0 && cp->chunk == NULL) {
-        if ((rc = set_initial_sync(r, "done")) != DW_OK)
+        if (cp->initial && (rc = set_initial_sync(r, "done")) != DW_OK)
             return rc;
         r->progress.total = r->snapshot_rows;
         dw_progress_finish(&r->progress, (uint64_t)dw_clock_ms());
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
-                "initial sync done: %" PRIu64 " row(s) copied by this process", r->snapshot_rows);
+                "%s done: %" PRIu64 " row(s) copied by this process",
+                cp->initial ? "initial sync" : "copy", r->snapshot_rows);
         copy_cleanup(cp);
         return DW_OK;
     }

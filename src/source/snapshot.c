@@ -1,6 +1,7 @@
 /* Initial sync in the slot's exported snapshot (see snapshot.h). */
 #include "dwasync/snapshot.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -368,9 +369,20 @@ static dw_rc chunk_select(PGconn *conn, const struct dw_snapshot_chunk *c, const
     if (condition && *condition)
         dw_buf_printf(&sql, " AND (%s)", condition);
     dw_buf_printf(&sql, " ORDER BY %s LIMIT %" PRId64, dw_buf_str(&keys), rows);
+    /* The condition may hold an operator's predicate: it runs where it can change nothing,
+     * and with the string syntax dw_snapshot_condition_ok() assumed. */
+    if ((rc = dw_pg_exec(
+             conn, "reading a chunk of a copy",
+             "BEGIN TRANSACTION READ ONLY; SET LOCAL standard_conforming_strings = on")) != DW_OK)
+        goto out;
     res = PQexecParams(conn, dw_buf_str(&sql), np, types, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = dw_pg_fail(conn, res, "reading a chunk for the initial sync");
+        rc = dw_pg_fail(conn, res, "reading a chunk of a copy");
+        PQclear(res);
+        (void)dw_pg_exec(conn, "reading a chunk of a copy", "ROLLBACK");
+        goto out;
+    }
+    if ((rc = dw_pg_exec(conn, "reading a chunk of a copy", "COMMIT")) != DW_OK) {
         PQclear(res);
         goto out;
     }
@@ -402,6 +414,13 @@ dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req
                 "table has no primary key or replica identity index: the initial sync copies "
                 "it in key order");
         rc = DW_ERR_UNSUPPORTED;
+        goto out;
+    }
+    const char *why = NULL;
+    if (req->condition && *req->condition && !dw_snapshot_condition_ok(req->condition, &why)) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", req->table}),
+                "the copy's condition is refused: %s", why);
+        rc = DW_ERR_INVALID;
         goto out;
     }
     if (req->last_key && *req->last_key) {
@@ -463,6 +482,78 @@ out:
     }
     *out = c;
     return DW_OK;
+}
+
+/* The JSON array of the key texts of a result's row r. */
+static json_t *row_key_json(const struct dw_snapshot_chunk *c, const PGresult *res, int r)
+{
+    json_t *k = json_array();
+    for (int j = 0; j < c->nkeys; j++)
+        json_array_append_new(k, json_stringn(PQgetvalue(res, r, c->keycol[j]),
+                                              (size_t)PQgetlength(res, r, c->keycol[j])));
+    return k;
+}
+
+dw_rc dw_snapshot_scan(PGconn *conn, const struct dw_snapshot_request *req, int64_t rows,
+                       const struct dw_stream_handler *h)
+{
+    struct dw_snapshot_chunk *c = dw_calloc(1, sizeof *c);
+    json_t *last = NULL;
+    const char *why = NULL;
+    struct dw_txn txn = {0};
+    uint32_t index = 0;
+    dw_rc rc = DW_OK;
+    rows = rows > 0 ? rows : 10000;
+    if (req->condition && *req->condition && !dw_snapshot_condition_ok(req->condition, &why)) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", req->table}), "the condition is refused: %s",
+                why);
+        rc = DW_ERR_INVALID;
+        goto out;
+    }
+    if ((rc = describe_table(conn, req->table, &c->rel)) != DW_OK ||
+        (rc = find_key(conn, c)) != DW_OK)
+        goto out;
+    if (c->nkeys == 0) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", req->table}),
+                "table has no primary key or replica identity index: it is read in key order");
+        rc = DW_ERR_UNSUPPORTED;
+        goto out;
+    }
+    for (;;) {
+        if ((rc = chunk_select(conn, c, req->condition, last, rows, &c->rows)) != DW_OK)
+            break;
+        int n = PQntuples(c->rows);
+        int64_t emitted = 0;
+        c->dropped = dw_calloc((size_t)n + 1, sizeof *c->dropped);
+        rc = dw_snapshot_chunk_emit(c, &txn, &index, h, &emitted);
+        if (n > 0) {
+            json_decref(last);
+            last = row_key_json(c, c->rows, n - 1);
+        }
+        dw_snapshot_chunk_trim(c);
+        if (rc != DW_OK || n < rows)
+            break;
+    }
+out:
+    json_decref(last);
+    dw_snapshot_chunk_free(c);
+    return rc;
+}
+
+dw_rc dw_snapshot_key_columns(PGconn *conn, const char *table, json_t **out)
+{
+    struct dw_snapshot_chunk *c = dw_calloc(1, sizeof *c);
+    dw_rc rc = describe_table(conn, table, &c->rel);
+    if (rc == DW_OK)
+        rc = find_key(conn, c);
+    if (rc == DW_OK) {
+        json_t *names = json_array();
+        for (int k = 0; k < c->nkeys; k++)
+            json_array_append_new(names, json_string(c->rel.cols[c->keycol[k]].name));
+        *out = names;
+    }
+    dw_snapshot_chunk_free(c);
+    return rc;
 }
 
 int dw_snapshot_chunk_watermark(struct dw_snapshot_chunk *c, const struct dw_logical_message *m)
@@ -654,4 +745,81 @@ void dw_snapshot_chunk_free(struct dw_snapshot_chunk *c)
     free(c->keycol);
     dw_relation_cleanup(&c->rel);
     free(c);
+}
+
+static bool ident_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_' || c == '$' || (unsigned char)c >= 0x80;
+}
+
+/* Skips a quoted literal or identifier starting at s[*i] (the quote); false if unclosed. */
+static bool skip_quoted(const char *s, size_t n, size_t *i, char quote, bool backslash_escapes)
+{
+    for (size_t j = *i + 1; j < n; j++) {
+        if (backslash_escapes && s[j] == '\\') {
+            j++;
+            continue;
+        }
+        if (s[j] != quote)
+            continue;
+        if (j + 1 < n && s[j + 1] == quote) {
+            j++;
+            continue;
+        }
+        *i = j;
+        return true;
+    }
+    return false;
+}
+
+/*
+ * A lexer of just what it takes to know where literals, quoted identifiers and parentheses
+ * are (PostgreSQL's rules under standard_conforming_strings = on, which the copy sets), not a
+ * parser: the server parses the condition, this only keeps it inside its parentheses.
+ */
+bool dw_snapshot_condition_ok(const char *s, const char **why)
+{
+    size_t n = strlen(s);
+    int depth = 0;
+    bool blank = true;
+    if (n > DW_SNAPSHOT_CONDITION_MAX) {
+        *why = "longer than 16384 bytes";
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        blank = blank && isspace((unsigned char)c);
+        if (c == '\'' || c == '"') {
+            bool e = c == '\'' && i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
+                     (i < 2 || !ident_char(s[i - 2]));
+            if (!skip_quoted(s, n, &i, c, e)) {
+                *why = c == '"' ? "a quoted identifier is not closed" : "a literal is not closed";
+                return false;
+            }
+        } else if (c == ';') {
+            *why = "it contains ';' (one condition, not statements)";
+            return false;
+        } else if ((c == '-' && s[i + 1] == '-') || (c == '/' && s[i + 1] == '*')) {
+            *why = "it contains a comment";
+            return false;
+        } else if (c == '$' || c == '\\') {
+            *why = c == '$' ? "it contains '$' (dollar quotes and parameters are not accepted)"
+                            : "it contains a backslash outside an E'' literal";
+            return false;
+        } else if (c == '(') {
+            depth++;
+        } else if (c == ')' && --depth < 0) {
+            *why = "a ')' closes more than it opened";
+            return false;
+        }
+    }
+    if (depth != 0) {
+        *why = "a '(' is not closed";
+        return false;
+    }
+    if (blank) {
+        *why = "it is empty";
+        return false;
+    }
+    return true;
 }

@@ -17,6 +17,7 @@
 #   lsn=$(e2e_commit_lsn SQL)   # runs SQL in one transaction; prints an LSN its commit ends
 #                               # after (for e2e_wait_checkpoint)
 #   e2e_wait_synced [SECONDS]   # waits until the job's initial sync is applied
+#   e2e_wait_resynced [SECONDS] # waits until every copy request (resync, repair) is applied
 
 DW_SAMPLE_DIR=${DW_SAMPLE_DIR:-$DWASYNC_SOURCE_DIR/packaging/sample}
 
@@ -183,6 +184,24 @@ e2e_wait_synced() {
         sleep 0.25
     done
     [ "$(e2e_copying)" = 0 ] || return 1
+    lsn=$(e2e_commit_lsn "UPDATE fno.currencies SET symbol = symbol WHERE currencycode = 'USD'")
+    e2e_wait_checkpoint "$lsn" "${1:-120}"
+}
+
+# e2e_wait_resynced [SECONDS]: waits until every copy request (initial sync, `job resync`,
+# `verify --repair`) is recorded done and a change committed now is checkpointed. Fails on
+# timeout, or at once when the daemon whose pid is in $daemon has died.
+e2e_wait_resynced() {
+    local lsn i
+    for i in $(seq 1 $((${1:-120} * 4))); do
+        if [ -n "${daemon:-}" ] && ! kill -0 "$daemon" 2>/dev/null; then
+            log "the daemon (pid $daemon) is gone"
+            return 2
+        fi
+        [ "$(psql_q "SELECT count(*) FROM dwasync.copy_request WHERE NOT done")" = 0 ] && break
+        sleep 0.25
+    done
+    [ "$(psql_q "SELECT count(*) FROM dwasync.copy_request WHERE NOT done")" = 0 ] || return 1
     lsn=$(e2e_commit_lsn "UPDATE fno.currencies SET symbol = symbol WHERE currencycode = 'USD'")
     e2e_wait_checkpoint "$lsn" "${1:-120}"
 }

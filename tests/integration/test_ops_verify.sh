@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# `dwasync verify` finds each class of drift made behind dwasync's back (through dvemu's Web
+# API directly: a contact deleted, an account's column changed, a contact created), records
+# each in dwasync.verify_result exactly, and `--repair` fixes them through the daemon (the
+# extra deleted, the missing and different rows copied interleaved with the stream): then
+# verify is clean and Dataverse equals the independent oracle. dvemu serves pages of 25 rows,
+# so every read follows @odata.nextLink.
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
+e2e_setup --page-size 25
+e2e_load_sample
+show_log_on_failure "$DW_E2E_DIR/daemon.log"
+dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
+e2e_start_daemon
+check_status "the initial sync finished" 0 e2e_wait_synced
+
+out=$(dw verify fno_sample 2>"$DW_E2E_DIR/verify.err")
+check_eq "verify of a synced job exits 0" 0 $?
+check_contains "and finds no drift" "0 missing, 0 extra, 0 different" "$out"
+check_contains "it read every source row" "$(psql_q "SELECT (SELECT count(*) FROM fno.legalentities) +
+    (SELECT count(*) FROM fno.currencies WHERE currencycode <> '999') +
+    (SELECT count(*) FROM fno.paymentterms) + (SELECT count(*) FROM fno.customergroups) +
+    (SELECT count(*) FROM fno.customersv3) + (SELECT count(*) FROM fno.vendorsv2) +
+    (SELECT count(*) FROM fno.salesorderheaders) + (SELECT count(*) FROM fno.salesorderlines)") source rows" "$out"
+check_contains "it printed progress per entity set" "verify: accounts: 0 missing" "$(cat "$DW_E2E_DIR/verify.err")"
+
+# Drift behind dwasync's back.
+row() { curl -sf "$DVEMU_URL/_dvemu/tables/$1" | jq -r "$2"; }
+usmf=$(row cdm_companies '.value[] | select(.cdm_companycode == "usmf") | .cdm_companyid')
+gone=$(row contacts "[.value[] | select(._msdyn_company_value == \"$usmf\")][0].contactid")
+gone_person=$(row contacts ".value[] | select(.contactid == \"$gone\") | .msdyn_contactpersonid")
+dvemu_api DELETE "contacts($gone)" >/dev/null || die "deleting a contact failed"
+changed=$(row accounts '.value[3].accountid')
+dvemu_api PATCH "accounts($changed)" '{"name": "changed behind dwasync", "telephone1": "000"}' >/dev/null ||
+    die "changing an account failed"
+dvemu_api POST contacts '{"msdyn_contactpersonid": "X0000001", "firstname": "Extra", "lastname": "Row",
+    "msdyn_company@odata.bind": "/cdm_companies('"$usmf"')"}' >/dev/null || die "creating a contact failed"
+
+out=$(dw verify fno_sample 2>/dev/null)
+check_eq "verify exits 3 when it finds drift" 3 $?
+check_contains "its summary" "1 missing, 1 extra, 1 different" "$out"
+run=$(psql_q "SELECT max(id) FROM dwasync.verify_run")
+check_eq "each class recorded exactly" "different accounts name,telephone1
+extra contacts
+missing contacts" "$(psql_q "SELECT concat_ws(' ', class, entity_set, array_to_string(columns, ','))
+    FROM dwasync.verify_result WHERE run_id = $run ORDER BY class")"
+check_contains "the missing row names its source key" "\"customeraccount\": \"$gone_person\"" \
+    "$(psql_q "SELECT source_key FROM dwasync.verify_result WHERE run_id = $run AND class = 'missing'")"
+check_contains "the extra row names its key" "X0000001" \
+    "$(psql_q "SELECT target_id FROM dwasync.verify_result WHERE run_id = $run AND class = 'extra'")"
+check_eq "the run's totals" "1 1 1" "$(psql_q "SELECT missing || ' ' || extra || ' ' || different FROM dwasync.verify_run WHERE id = $run")"
+out=$(dw verify fno_sample --map customers_persons 2>/dev/null)
+check_contains "--map verifies that map's entity set only" "1 missing, 1 extra, 0 different" "$out"
+out=$(dw verify fno_sample --map nosuchmap 2>&1)
+check_eq "an unknown map is refused" 1 $?
+
+out=$(dw verify fno_sample --repair 2>/dev/null)
+check_eq "verify --repair reports the drift it found" 3 $?
+check_contains "it deleted the extra and queued the copies" "1 extra row deleted, 2 keyed copies queued" "$out"
+check_status "the daemon applied the repair" 0 e2e_wait_resynced
+out=$(dw verify fno_sample 2>/dev/null)
+check_eq "after the repair verify is clean" 0 $?
+check_contains "(summary)" "0 missing, 0 extra, 0 different" "$out"
+check_eq "Dataverse equals the source (independent oracle)" 0 "$(e2e_mismatches)"
+check_eq "no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
+kill -TERM "$daemon"; wait "$daemon"
+check_eq "the daemon stops cleanly" 0 $?
+daemon=
+finish
