@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
+
 #include "dwasync/mapfile.h"
 #include "dwasync/snapshot.h"
 
@@ -137,11 +139,4 @@ static Suite *copy_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(copy_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+const struct dw_check_suite dw_check_suite = {.make = copy_suite};
