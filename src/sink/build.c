@@ -92,33 +92,34 @@ static void row_address(struct dw_buf *b, const struct row *r, bool encode)
     (void)dw_buf_putc(b, ')');
 }
 
-/* "<before><value as an OData string literal><after>", a new heap string. */
-char *dw_sink_filter_eq(const char *before, const char *value, const char *after)
+/*
+ * A new GET request of kind to "<api>/<path>&$filter=<condition><value>", the value an OData
+ * string literal and the filter percent-encoded (path carries the "?$select=...").
+ */
+struct req *dw_sink_filter_get(struct dw_sink *s, enum req_kind kind, const char *path,
+                               const char *condition, const char *value)
 {
-    struct dw_buf b;
-    dw_buf_init(&b, 0);
+    struct dw_buf filter, url;
+    dw_buf_init(&filter, 0);
+    dw_buf_init(&url, 0);
     json_t *v = json_string(value);
-    (void)dw_buf_puts(&b, before);
-    if (v == NULL || dw_dvkey_literal(&b, v, false) != DW_OK)
-        (void)dw_buf_puts(&b, "''");
-    (void)dw_buf_puts(&b, after);
+    (void)dw_buf_puts(&filter, condition);
+    if (v == NULL || dw_dvkey_literal(&filter, v, false) != DW_OK)
+        (void)dw_buf_puts(&filter, "''");
     json_decref(v);
-    return dw_buf_steal(&b);
+    (void)dw_dvkey_encode(&url, filter.data, filter.len);
+    struct req *q =
+        dw_sink_req_new(kind, "GET", dw_sink_api_url(s, "%s&$filter=%s", path, dw_buf_str(&url)));
+    dw_buf_cleanup(&filter);
+    dw_buf_cleanup(&url);
+    return q;
 }
 
 void dw_sink_queue_bulkinfo(struct dw_sink *s, struct bulk_entry *e)
 {
-    struct dw_buf b;
-    char *filter = dw_sink_filter_eq(
-        "sdkmessageid/name eq 'UpsertMultiple' and primaryobjecttypecode eq ", e->name, "");
-    dw_buf_init(&b, 0);
-    (void)dw_dvkey_encode(&b, filter, strlen(filter));
-    struct req *q = dw_sink_req_new(
-        REQ_BULKINFO, "GET",
-        dw_sink_api_url(s, "sdkmessagefilters?$select=sdkmessagefilterid&$filter=%s",
-                        dw_buf_str(&b)));
-    free(filter);
-    dw_buf_cleanup(&b);
+    struct req *q = dw_sink_filter_get(
+        s, REQ_BULKINFO, "sdkmessagefilters?$select=sdkmessagefilterid",
+        "sdkmessageid/name eq 'UpsertMultiple' and primaryobjecttypecode eq ", e->name);
     as_bulkinfo(q)->entry = e;
     e->state = ST_INFLIGHT;
     dw_sink_enqueue(s, q);

@@ -33,6 +33,16 @@ void dw_sink_guid_entry_free(struct guid_entry *g)
     free(g);
 }
 
+/* Forgets what is known of an entity set (a failure, asked again next time; or all at the end). */
+void dw_sink_set_entry_drop(struct dw_sink *s, struct set_entry *e)
+{
+    HASH_DEL(s->sets, e);
+    free(e->set);
+    free(e->pk);
+    dw_sink_failure_cleanup(&e->fail);
+    free(e);
+}
+
 /* Drops a found (ST_OK) entry from the cache. */
 static void entry_forget(struct dw_sink *s, struct guid_entry *g)
 {
@@ -279,17 +289,9 @@ static size_t queue_lookup(struct dw_sink *s, struct guid_entry **entries, size_
 
 static void queue_setinfo(struct dw_sink *s, struct set_entry *e)
 {
-    struct dw_buf b;
-    char *filter = dw_sink_filter_eq("EntitySetName eq ", e->set, "");
-    dw_buf_init(&b, 0);
-    (void)dw_dvkey_encode(&b, filter, strlen(filter));
-    struct req *q = dw_sink_req_new(
-        REQ_SETINFO, "GET",
-        dw_sink_api_url(
-            s, "EntityDefinitions?$select=LogicalName,EntitySetName,PrimaryIdAttribute&$filter=%s",
-            dw_buf_str(&b)));
-    free(filter);
-    dw_buf_cleanup(&b);
+    struct req *q = dw_sink_filter_get(
+        s, REQ_SETINFO, "EntityDefinitions?$select=LogicalName,EntitySetName,PrimaryIdAttribute",
+        "EntitySetName eq ", e->set);
     as_setinfo(q)->entry = e;
     e->state = ST_INFLIGHT;
     dw_sink_enqueue(s, q);
@@ -365,13 +367,8 @@ void dw_sink_drop_negative_entries(struct dw_sink *s)
     struct set_entry *e, *etmp;
     HASH_ITER(hh, s->sets, e, etmp)
     {
-        if (e->state == ST_FAILED) {
-            HASH_DEL(s->sets, e);
-            free(e->set);
-            free(e->pk);
-            dw_sink_failure_cleanup(&e->fail);
-            free(e);
-        }
+        if (e->state == ST_FAILED)
+            dw_sink_set_entry_drop(s, e);
     }
 }
 

@@ -4,9 +4,10 @@
  * The public face is sink.h. Inside, a row goes from submitted (sink.c) to resolved
  * (resolve.c: references turned into GUIDs through the parent-id cache of guids.c), to
  * grouped (plan.c: UpsertMultiple per table, else $batch; atomic.c: one changeset per
- * atomic group), to a request (build.c), to sent (transport.c: curl multi, tokens, retries
- * and backoff), to answered (answer.c for writes, read.c for GETs and lookups), to done
- * (rows.c keeps each row's state and result; sink.c delivers it to the callback).
+ * atomic group), to a request (build.c), to sent (transport.c: curl multi, tokens,
+ * retries and backoff; probe.c: noticing that an outage is over), to answered (answer.c
+ * for writes, read.c for GETs and lookups), to done (rows.c keeps each row's state and
+ * result; sink.c delivers it to the callback).
  *
  * Everything runs on one thread inside dw_sink_run(). Ownership: the sink owns its rows,
  * requests, cache entries and atomic groups; a request borrows the rows it carries (they
@@ -340,6 +341,7 @@ char *dw_sink_ref_display(const char *set, const json_t *rkey);
 
 /* guids.c */
 void dw_sink_guid_entry_free(struct guid_entry *g);
+void dw_sink_set_entry_drop(struct dw_sink *s, struct set_entry *e);
 size_t dw_sink_forget_cache(struct dw_sink *s, struct row *r);
 void dw_sink_trim_cache(struct dw_sink *s);
 bool dw_sink_refresh_ids(struct dw_sink *s, struct row *r);
@@ -360,7 +362,8 @@ void dw_sink_put_body_members(struct dw_buf *b, const struct row *r);
 json_t *dw_sink_body_as_sent(const struct row *r);
 char *dw_sink_api_url(struct dw_sink *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-char *dw_sink_filter_eq(const char *before, const char *value, const char *after);
+struct req *dw_sink_filter_get(struct dw_sink *s, enum req_kind kind, const char *path,
+                               const char *condition, const char *value);
 void dw_sink_queue_bulkinfo(struct dw_sink *s, struct bulk_entry *e);
 void dw_sink_queue_bulk(struct dw_sink *s, struct row **rows, size_t n);
 struct write_req *dw_sink_build_batch(struct dw_sink *s, struct row **rows, size_t n,
@@ -377,10 +380,19 @@ struct req *dw_sink_req_new(enum req_kind kind, const char *method, char *url);
 void dw_sink_req_reset_transfer(struct req *q);
 void dw_sink_req_free(struct req *q);
 void dw_sink_enqueue(struct dw_sink *s, struct req *q);
+dw_rc dw_sink_start_transfer(struct dw_sink *s, struct req *q, const char *token);
 void dw_sink_retry(struct dw_sink *s, struct req *q, const struct dw_classification *c, int http,
                    const char *code, const char *message);
 dw_rc dw_sink_drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra, int timeout_ms,
                     bool do_deliver);
+
+/* probe.c */
+void dw_sink_outage_begin(struct dw_sink *s, int64_t now);
+void dw_sink_outage_end(struct dw_sink *s, int64_t now);
+bool dw_sink_answered(CURLcode cc, long http);
+bool dw_sink_probe_due(const struct dw_sink *s, int64_t now, int limit);
+void dw_sink_start_probe(struct dw_sink *s, const char *token, int64_t now);
+void dw_sink_complete_probe(struct dw_sink *s, struct req *q, CURLcode cc, long http);
 
 /* answer.c */
 void dw_sink_parse_error(const char *body, char **code, char **message);

@@ -120,11 +120,7 @@ void dw_sink_free(struct dw_sink *s)
     struct set_entry *e, *et;
     HASH_ITER(hh, s->sets, e, et)
     {
-        HASH_DEL(s->sets, e);
-        free(e->set);
-        free(e->pk);
-        dw_sink_failure_cleanup(&e->fail);
-        free(e);
+        dw_sink_set_entry_drop(s, e);
     }
     struct bulk_entry *b, *bt;
     HASH_ITER(hh, s->bulks, b, bt)

@@ -28,11 +28,6 @@
 #define DEFAULT_RETRY_AFTER_MS 5000
 /* Attempts of a blocking call (whoami, get) when retry_limit is 0 (forever). */
 #define BLOCKING_ATTEMPTS 5
-/* The recovery probe's interval: from PROBE_BASE_MS, doubling, never above PROBE_MAX_MS. With
- * [dataverse] retry_max_backoff_ms at or below PROBE_MAX_MS the requests' own retries come as
- * often, and no probe is sent. */
-#define PROBE_BASE_MS 500
-#define PROBE_MAX_MS  2000
 
 uint32_t dw_sink_random32(void)
 {
@@ -190,7 +185,7 @@ static void debug_response(struct dw_sink *s, const struct req *q, long http)
             q->kind == REQ_TOKEN ? "(token response withheld)" : dw_buf_str(&q->resp));
 }
 
-static dw_rc start_transfer(struct dw_sink *s, struct req *q, const char *token)
+dw_rc dw_sink_start_transfer(struct dw_sink *s, struct req *q, const char *token)
 {
     dw_sink_req_reset_transfer(q);
     CURL *e = curl_easy_init();
@@ -281,87 +276,11 @@ static void start_token_request(struct dw_sink *s, int64_t now)
     struct req *q = dw_sink_req_new(REQ_TOKEN, "POST", dw_strdup(dw_auth_token_url(s->auth)));
     q->body_len = body.len;
     q->body = dw_buf_steal(&body);
-    if (start_transfer(s, q, NULL) != DW_OK) {
+    if (dw_sink_start_transfer(s, q, NULL) != DW_OK) {
         explicit_bzero(q->body, q->body_len);
         dw_sink_req_free(q);
         s->token_not_before = now + 1000;
     }
-}
-
-/* When to probe next, after probes_failed probes went unanswered. */
-static int64_t probe_delay_ms(const struct dw_sink *s)
-{
-    return dw_backoff_ms(s->probes_failed + 1, PROBE_BASE_MS, PROBE_MAX_MS, dw_sink_random32());
-}
-
-/* A request failed for want of an answer (or with 5xx): from now on, probe. */
-static void outage_begin(struct dw_sink *s, int64_t now)
-{
-    if (s->outage || s->cfg->dataverse.retry_max_backoff_ms <= PROBE_MAX_MS)
-        return;
-    s->outage = true;
-    s->probes_failed = 0;
-    s->probe_at = now + probe_delay_ms(s);
-    DW_WARN("Dataverse does not answer: asking WhoAmI at most every %d ms until it does",
-            PROBE_MAX_MS);
-}
-
-/* Dataverse answered: the requests backing off meanwhile go at once. */
-static void outage_end(struct dw_sink *s, int64_t now)
-{
-    if (!s->outage)
-        return;
-    s->outage = false;
-    size_t released = 0;
-    struct req *q;
-    DL_FOREACH(s->queue, q)
-    {
-        if (q->not_before > now) {
-            q->not_before = now;
-            released++;
-        }
-    }
-    DW_INFO("Dataverse answers again: resuming %zu waiting request%s at once", released,
-            released == 1 ? "" : "s");
-}
-
-/* Whether an answer shows Dataverse is there: anything but no answer, 5xx or 429. */
-static bool answered(CURLcode cc, long http)
-{
-    return cc == CURLE_OK && http > 0 && http < 500 && http != 429;
-}
-
-/* Whether a probe can go now: an outage, requests waiting for its end, a free slot. */
-static bool probe_due(const struct dw_sink *s, int64_t now, int limit)
-{
-    return s->outage && !s->probe_in_flight && s->queue && now >= s->probe_at &&
-           s->in_flight < limit;
-}
-
-static void start_probe(struct dw_sink *s, const char *token, int64_t now)
-{
-    struct req *q = dw_sink_req_new(REQ_PROBE, "GET", dw_sink_api_url(s, "WhoAmI"));
-    if (start_transfer(s, q, token) != DW_OK) {
-        dw_sink_req_free(q);
-        s->probe_at = now + probe_delay_ms(s);
-        return;
-    }
-    s->probe_in_flight = true;
-    s->stats.probes++;
-}
-
-static void complete_probe(struct dw_sink *s, struct req *q, CURLcode cc, long http)
-{
-    int64_t now = dw_clock_ms();
-    s->probe_in_flight = false;
-    if (answered(cc, http)) {
-        outage_end(s, now);
-    } else {
-        s->probes_failed++;
-        s->probe_at = now + probe_delay_ms(s);
-        DW_DEBUG("probe %d: Dataverse still does not answer (HTTP %ld)", s->probes_failed, http);
-    }
-    dw_sink_req_free(q);
 }
 
 /* Whether another bulk request to the same table as q is in flight. */
@@ -387,8 +306,8 @@ static void start_requests(struct dw_sink *s)
     if (token == NULL || now < s->paused_until)
         return;
     int limit = dw_aimd_limit(&s->aimd);
-    if (probe_due(s, now, limit))
-        start_probe(s, token, now);
+    if (dw_sink_probe_due(s, now, limit))
+        dw_sink_start_probe(s, token, now);
     struct req *q, *tmp;
     DL_FOREACH_SAFE(s->queue, q, tmp)
     {
@@ -398,7 +317,7 @@ static void start_requests(struct dw_sink *s)
             (q->kind == REQ_BULK && as_bulk(q)->after_siblings && sibling_in_flight(s, q)))
             continue;
         DL_DELETE(s->queue, q);
-        if (start_transfer(s, q, token) != DW_OK) {
+        if (dw_sink_start_transfer(s, q, token) != DW_OK) {
             q->not_before = now + 1000;
             DL_APPEND(s->queue, q);
         }
@@ -446,7 +365,7 @@ void dw_sink_retry(struct dw_sink *s, struct req *q, const struct dw_classificat
                 delay);
     } else {
         if (http == 0 || http >= 500)
-            outage_begin(s, now);
+            dw_sink_outage_begin(s, now);
         delay = dw_backoff_ms(q->attempts, BACKOFF_BASE_MS, s->cfg->dataverse.retry_max_backoff_ms,
                               dw_sink_random32());
         DW_WARN("transient failure (%s): retrying in %" PRId64 " ms (attempt %d)", message, delay,
@@ -527,11 +446,11 @@ static int process_done(struct dw_sink *s)
         }
         s->in_flight--;
         if (q->kind == REQ_PROBE) {
-            complete_probe(s, q, cc, http);
+            dw_sink_complete_probe(s, q, cc, http);
             continue;
         }
-        if (answered(cc, http))
-            outage_end(s, dw_clock_ms());
+        if (dw_sink_answered(cc, http))
+            dw_sink_outage_end(s, dw_clock_ms());
         if (cc == CURLE_OK) {
             if (http >= 200 && http < 300)
                 s->stats.responses_2xx++;
@@ -581,7 +500,7 @@ static int64_t next_timer(struct dw_sink *s, int64_t now)
             t = q->not_before;
     }
     int64_t probe = s->probe_at > now ? s->probe_at : now;
-    if (probe < t && probe_due(s, probe, dw_aimd_limit(&s->aimd)))
+    if (probe < t && dw_sink_probe_due(s, probe, dw_aimd_limit(&s->aimd)))
         t = probe;
     return t;
 }
