@@ -141,6 +141,15 @@ struct dw_errkey {
  * Claims up to max heads queued for replay (status replaying) of a job, skipping the keys
  * busy[0..nbusy) (writes in flight), ordered by table group, sequence, commit LSN and
  * position. *out is a new array of *n rows (caller cleans each and frees it).
+ *
+ * Only heads below the job's *replay horizon* are claimed: its checkpoint (the confirmed
+ * LSN in dwasync.checkpoint), or its slot's confirmed position when the control database
+ * sees the slot and it is behind (a crash between the two leaves it so). The stream resends
+ * every transaction from there on, so a row above it may see its change again; replayed,
+ * its row would be resolved, and the resent change, failing again, would be skipped as
+ * already stored while an older version of its key is applied (invariant 1). A head above
+ * the horizon stays queued, its key blocked, until a checkpoint passes it (rows stored
+ * while a missing-parent retry holds the checkpoint back); no checkpoint: nothing.
  */
 dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *busy, size_t nbusy,
                         size_t max, struct dw_errstored **out, size_t *n);

@@ -344,7 +344,10 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
     snprintf(limit, sizeof limit, "%zu", max);
     const char *params[] = {job, keytext, limit};
     /* Busy keys, not just busy rows: a head skipped while its write is in flight already
-     * has a successor, which must wait for that write to finish. */
+     * has a successor, which must wait for that write to finish. Only heads below the
+     * replay horizon (errtable.h): a change the stream may still resend must not find its
+     * row resolved. The slot counts where the control database can see it (the source
+     * database by default), since its confirmed position may trail the checkpoint. */
     rc = dw_pg_query(conn, "claiming errors to replay",
                      "SELECT e.id, e.job_id, e.map_id, e.map_name, e.source_schema, "
                      "e.source_table, e.operation, e.key_text, e.source_key::text, "
@@ -352,6 +355,10 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
                      "e.attempts, coalesce(m.group_id, 0), coalesce(m.sequence, 0) "
                      "FROM dwasync.error e LEFT JOIN dwasync.table_map m ON m.id = e.map_id "
                      "WHERE e.job_id = $1 AND e.status = 'replaying' "
+                     "AND e.commit_lsn < (SELECT least(c.confirmed_lsn, coalesce("
+                     "s.confirmed_flush_lsn, c.confirmed_lsn)) FROM dwasync.checkpoint c "
+                     "JOIN dwasync.job j ON j.id = c.job_id LEFT JOIN pg_replication_slots s "
+                     "ON s.slot_name = j.slot_name WHERE c.job_id = $1) "
                      "AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements($2::jsonb) b "
                      "WHERE (b->>0)::bigint = e.map_id AND b->>1 = e.key_text) "
                      "ORDER BY 16, 17, e.commit_lsn, e.position, e.part LIMIT $3",

@@ -97,7 +97,8 @@ static void exec_ok(PGconn *conn, const char *sql)
     ck_assert_int_eq(dw_pg_exec(conn, "test statement", sql), DW_OK);
 }
 
-/* A job named name with one table group and two maps: parent (seq 1) and child (seq 2). */
+/* A job named name with one table group and two maps: parent (seq 1) and child (seq 2),
+ * and a checkpoint past every row the tests store (replays claim only rows below it). */
 static int64_t make_job(PGconn *conn, const char *name)
 {
     char *sql = dw_asprintf(
@@ -109,7 +110,9 @@ static int64_t make_job(PGconn *conn, const char *name)
         "target_entity_set, target_logical_name, key_mapping) "
         "SELECT job_id, id, 1, 'parent', 'custgroup', 'groups', 'group', '{}'::jsonb FROM g UNION "
         "ALL "
-        "SELECT job_id, id, 2, 'child', 'custtable', 'accounts', 'account', '{}'::jsonb FROM g) "
+        "SELECT job_id, id, 2, 'child', 'custtable', 'accounts', 'account', '{}'::jsonb FROM g), "
+        "c AS (INSERT INTO dwasync.checkpoint (job_id, confirmed_lsn) "
+        "SELECT id, 'FFFFFFFF/0' FROM j) "
         "SELECT id FROM j",
         name, name, name);
     char *id = q(conn, sql);
@@ -809,6 +812,65 @@ START_TEST(a_crash_mid_replay_resends_once_in_order)
 }
 END_TEST
 
+/* Sets the job's checkpoint (it may move back here: the test plays the stream). */
+static void set_checkpoint(PGconn *conn, int64_t job, const char *lsn)
+{
+    char *sql = dw_asprintf("UPDATE dwasync.checkpoint SET confirmed_lsn = '%s' "
+                            "WHERE job_id = %" PRId64,
+                            lsn, job);
+    exec_ok(conn, sql);
+    free(sql);
+}
+
+/* Rows the checkpoint has not passed (stored while a missing-parent retry held it back)
+ * are queued but not replayed: a crash would resend their changes, and one failing again
+ * would find its row resolved and be skipped. Once the checkpoint passes a row it is
+ * replayed; a queue goes as far as the checkpoint, its next row waits queued. */
+START_TEST(replays_wait_for_the_checkpoint_to_pass_a_row)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "horizon");
+    int64_t map = map_id(conn, job, "child");
+    insert_rows(conn, job, map, basic, 4, NULL);
+    set_checkpoint(conn, job, "0/100"); /* the row at 0/100 is resent after a crash */
+    q_eq(conn, "SELECT dwasync.replay_errors('horizon')", "4");
+    struct fake f = {0};
+    struct dw_replay *r = engine_for(conn, job, &f, 8);
+    ck_assert(pump(r)); /* nothing claimable: idle */
+    ck_assert_str_eq(f.sent, "");
+    const char *statuses = "SELECT string_agg(status, ',' ORDER BY commit_lsn, position) FROM "
+                           "dwasync.error WHERE job_id = (SELECT id FROM dwasync.job WHERE "
+                           "name = 'horizon')";
+    q_eq(conn, statuses, "replaying,waiting,replaying,waiting");
+
+    set_checkpoint(conn, job, "0/101"); /* past 0/100 (an end LSN), not past 0/200 */
+    ck_assert(pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;");
+    ck_assert_str_eq(f.unblocked, "");
+    q_eq(conn, statuses, "resolved,replaying,replaying,waiting");
+
+    /* The job's slot (dwasync_<job>), where the control database sees it, holds replays past its
+     * confirmed position even when the checkpoint is ahead (a crash between the two). */
+    set_checkpoint(conn, job, "FFFFFFFF/0");
+    exec_ok(conn, "SELECT pg_create_logical_replication_slot('dwasync_horizon', 'pgoutput')");
+    char *past = q(conn, "SELECT (confirmed_flush_lsn - '0/0' + 4096)::bigint "
+                         "FROM pg_replication_slots WHERE slot_name = 'dwasync_horizon'");
+    const struct row_spec late = {"C",   strtoull(past, NULL, 10), 0, "c1",
+                                  false, DW_ERRCLASS_VALIDATION};
+    free(past);
+    ck_assert_uint_eq(insert_rows(conn, job, map, &late, 1, NULL), 1);
+    q_eq(conn, "SELECT dwasync.replay_errors('horizon')", "1");
+    ck_assert(pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;A=a2;B=b1;A=a3;");
+    exec_ok(conn, "SELECT pg_drop_replication_slot('dwasync_horizon')");
+    ck_assert(pump(r));
+    ck_assert_str_eq(f.sent, "A=a1;A=a2;B=b1;A=a3;C=c1;");
+    ck_assert_str_eq(f.unblocked, "{\"k\":\"B\"};{\"k\":\"A\"};{\"k\":\"C\"};");
+    dw_replay_free(r);
+    PQfinish(conn);
+}
+END_TEST
+
 START_TEST(skipping_a_head_in_flight_keeps_one_write_per_key)
 {
     PGconn *conn = connect_db();
@@ -993,6 +1055,7 @@ static Suite *errtable_suite(void)
     tcase_add_test(tc, queues_left_without_a_head_are_healed);
     tcase_add_test(tc, skipping_a_head_in_flight_keeps_one_write_per_key);
     tcase_add_test(tc, a_crash_mid_replay_resends_once_in_order);
+    tcase_add_test(tc, replays_wait_for_the_checkpoint_to_pass_a_row);
     tcase_add_test(tc, random_operations_keep_per_key_order);
     tcase_add_test(tc, notify_reaches_the_listening_daemon);
     tcase_add_test(tc, alert_rule_pauses_the_job);

@@ -6,8 +6,9 @@
  * target and checks, as writes land, per-key order (a row's versions only grow within one
  * process), sequence order (no write starts while one of an earlier level is in flight) and
  * that two writes to one row are never in flight at once. The fake store keeps error rows
- * the way dwasync.insert_errors decides them (open, waiting, queued behind a replayed key)
- * and the checkpoint (it only moves forward).
+ * the way dwasync.insert_errors decides them (open, waiting, queued behind a replayed key),
+ * replays them as dw_errtable_claim lets it (only rows the checkpoint has passed) and keeps
+ * the checkpoint (it only moves forward).
  *
  * The source is two tables, parents and children (each child's lookup names a parent), and
  * the oracle is its history: every change with its commit LSN, position and version. The
@@ -573,6 +574,30 @@ static void store_insert(struct fake_store *fs, const struct dw_errrow *r,
     dw_blocked_keys_add(blocked, r->map_id, r->key_text);
 }
 
+/* The head of a key's queue: its earliest unresolved row; NULL when it has none. */
+static struct stored_row *queue_head(struct fake_store *fs, int64_t map_id, const char *key_text)
+{
+    struct stored_row *head = NULL;
+    for (size_t i = 0; i < fs->n; i++) {
+        struct stored_row *r = &fs->rows[i];
+        if (r->status == ROW_RESOLVED || r->map_id != map_id || strcmp(r->key_text, key_text))
+            continue;
+        if (head == NULL || r->commit_lsn < head->commit_lsn ||
+            (r->commit_lsn == head->commit_lsn &&
+             (r->position < head->position ||
+              (r->position == head->position && r->part < head->part))))
+            head = r;
+    }
+    return head;
+}
+
+/* As dw_errtable_claim: a row is replayed only once the checkpoint has passed it, since a
+ * crash resends its transaction until then (here the stream resends from the checkpoint). */
+static bool store_claimable(const struct fake_store *fs, const struct stored_row *r)
+{
+    return r->commit_lsn < fs->checkpoint;
+}
+
 static dw_rc store_persist(void *user, const struct dw_pipeline_persist *w,
                            struct dw_blocked_keys *blocked)
 {
@@ -623,11 +648,6 @@ struct world {
     struct dw_pipeline *p;
     size_t next_txn; /* the next transaction the stream delivers */
     uint32_t seed;
-    /* Replays take only keys whose rows the checkpoint passed. A row stored while a chain
-     * carried for a missing parent holds the checkpoint back is resent after a crash; had it
-     * been replayed, its change, failing again, would meet its row resolved and be skipped
-     * as stored: a gap the error table's unique rows leave open (see the README). */
-    bool replay_confirmed_only;
 };
 
 static struct dw_job_maps *load_maps(void)
@@ -748,40 +768,28 @@ static bool world_deliver(struct world *w)
 }
 
 /* The operator replays a parked key, and the replay succeeds: its queue is applied in
- * order (the last row's version is what stays) and emptied, and the pipeline is told. */
+ * order as far as the store lets it (the last row applied is the version that stays), and
+ * the pipeline is told when it emptied. A row the checkpoint has not passed stays queued,
+ * its key blocked (store_claimable()). */
 static void world_replay_key(struct world *w, int64_t map_id, const char *key_text)
 {
     const struct stored_row *last = NULL;
-    for (size_t i = 0; i < w->store.n; i++) {
-        struct stored_row *r = &w->store.rows[i];
-        if (r->status == ROW_RESOLVED || r->map_id != map_id || strcmp(r->key_text, key_text))
-            continue;
-        if (last == NULL || r->commit_lsn > last->commit_lsn ||
-            (r->commit_lsn == last->commit_lsn && r->position > last->position))
-            last = r;
+    struct stored_row *r;
+    while ((r = queue_head(&w->store, map_id, key_text)) != NULL) {
+        if (!store_claimable(&w->store, r)) {
+            r->status = ROW_QUEUED;
+            break;
+        }
         r->status = ROW_RESOLVED;
+        last = r;
     }
-    ck_assert_ptr_nonnull(last);
-    const struct change_rec *c =
-        source_find(&w->src, last->table, last->id, last->commit_lsn, last->position);
-    dv_set(&w->dv, c->table, c->id, &c->after);
-    dw_pipeline_unblock(w->p, map_id, key_text);
-}
-
-/* Whether a row may be replayed now (see world.replay_confirmed_only). */
-static bool replayable(const struct world *w, const struct stored_row *r)
-{
-    if (r->status == ROW_RESOLVED)
-        return false;
-    if (!w->replay_confirmed_only)
-        return true;
-    for (size_t i = 0; i < w->store.n; i++) {
-        const struct stored_row *o = &w->store.rows[i];
-        if (o->status != ROW_RESOLVED && o->map_id == r->map_id &&
-            strcmp(o->key_text, r->key_text) == 0 && o->commit_lsn >= w->store.checkpoint)
-            return false;
+    if (last) {
+        const struct change_rec *c =
+            source_find(&w->src, last->table, last->id, last->commit_lsn, last->position);
+        dv_set(&w->dv, c->table, c->id, &c->after);
     }
-    return true;
+    if (r == NULL)
+        dw_pipeline_unblock(w->p, map_id, key_text);
 }
 
 /* Replays a random parked key, if there is one. */
@@ -789,13 +797,13 @@ static void world_replay_random(struct world *w)
 {
     size_t n = 0;
     for (size_t i = 0; i < w->store.n; i++)
-        n += replayable(w, &w->store.rows[i]);
+        n += w->store.rows[i].status != ROW_RESOLVED;
     if (n == 0)
         return;
     size_t pick = below(&w->seed, (uint32_t)n);
     for (size_t i = 0; i < w->store.n; i++) {
         const struct stored_row *r = &w->store.rows[i];
-        if (replayable(w, r) && pick-- == 0) {
+        if (r->status != ROW_RESOLVED && pick-- == 0) {
             char *key = dw_strdup(r->key_text);
             world_replay_key(w, r->map_id, key);
             free(key);
@@ -1176,6 +1184,39 @@ START_TEST(a_missing_parent_is_waited_for_without_passing_the_checkpoint)
 }
 END_TEST
 
+/* An error row stored while a missing parent holds the checkpoint back is not replayed
+ * until the checkpoint passes it: a crash would resend its change, which, failing again,
+ * would find its row resolved. Until then a replay leaves it queued and its key blocked. */
+START_TEST(a_row_the_checkpoint_has_not_passed_waits_to_be_replayed)
+{
+    struct world w;
+    world_init(&w, 1, 100);
+    source_begin(&w.src);
+    source_change(&w.src, PARENT, 0, DW_CHANGE_INSERT, 0);
+    source_change(&w.src, CHILD, 0, DW_CHANGE_INSERT, 2); /* p2 does not exist yet */
+    deliver_txn(w.p, &w.src, w.next_txn++);
+    world_poll(&w, true);
+    fake_answer(&w.writer, in_flight_to(&w.writer, PARENT, 0), ANSWER_BAD);
+    world_poll(&w, false);
+    fake_answer(&w.writer, in_flight_to(&w.writer, CHILD, 0), ANSWER_OK); /* missing parent */
+    world_poll(&w, true);
+    ck_assert_uint_eq(w.store.n, 1);          /* p0's row is stored, */
+    ck_assert_uint_eq(w.store.checkpoint, 0); /* the checkpoint held back by c0 */
+    world_replay_key(&w, PARENT_MAP_ID, w.store.rows[0].key_text);
+    ck_assert_int_eq(w.store.rows[0].status, ROW_QUEUED);
+    ck_assert(!w.dv.rows[PARENT][0].exists);
+
+    source_begin(&w.src);
+    source_change(&w.src, PARENT, 2, DW_CHANGE_INSERT, 0);
+    world_drain(&w);
+    ck_assert_int_eq(w.store.rows[0].status, ROW_QUEUED);
+    world_replay_key(&w, PARENT_MAP_ID, w.store.rows[0].key_text);
+    ck_assert_int_eq(w.store.rows[0].status, ROW_RESOLVED);
+    assert_oracle(&w, false);
+    world_cleanup(&w);
+}
+END_TEST
+
 /* --- random runs ------------------------------------------------------------------------ */
 
 #define RANDOM_TXNS  40
@@ -1187,7 +1228,6 @@ static void random_run(uint32_t seed, int crash_at, int64_t window_rows)
     struct world w;
     world_init(&w, seed, window_rows);
     source_random(&w.src, &w.seed, RANDOM_TXNS);
-    w.replay_confirmed_only = crash_at >= 0;
     for (int step = 0; step < RANDOM_STEPS; step++) {
         if (step == crash_at)
             world_crash(&w);
@@ -1231,6 +1271,7 @@ static Suite *pipeline_suite(void)
     tcase_add_test(tc, a_parked_key_blocks_its_followers_until_unblocked);
     tcase_add_test(tc, the_checkpoint_waits_for_answers_and_the_store);
     tcase_add_test(tc, a_missing_parent_is_waited_for_without_passing_the_checkpoint);
+    tcase_add_test(tc, a_row_the_checkpoint_has_not_passed_waits_to_be_replayed);
     suite_add_tcase(s, tc);
     TCase *tr = tcase_create("random");
     tcase_set_timeout(tr, 240);
