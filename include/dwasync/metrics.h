@@ -131,7 +131,7 @@ struct dw_health {
     bool stream_ok;    /* the replication stream is connected */
     bool dataverse_ok; /* the last Dataverse exchange succeeded (or a retry is pending) */
     char job[64];
-    char detail[256]; /* optional free text, e.g. the last error; no secrets */
+    char detail[512]; /* optional free text, e.g. why the job is paused; no secrets */
 };
 
 /* Fills *out (zeroed by the caller's server before the call). ud is borrowed. */

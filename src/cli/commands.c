@@ -22,7 +22,7 @@ const struct dw_cli_command dw_cli_commands[] = {
      "health check of config, secrets, Postgres, replication and Dataverse"},
     {"job", dw_cmd_job,
      "create NAME [--environment-url URL]\nlist\nshow NAME\nstart NAME [--initial-sync]\n"
-     "stop NAME\npause NAME\nresume NAME\ndrop NAME [--yes]",
+     "stop NAME\npause NAME\nresume NAME\ndrop NAME [--yes]\nrelink NAME [--resync|--verify]",
      "manage integration jobs"},
     {"map", dw_cmd_map, "import FILE\nexport JOB [FILE]\nlist [JOB]\nvalidate JOB",
      "load, write back, list and check table maps"},

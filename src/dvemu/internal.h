@@ -154,6 +154,9 @@ struct emu {
     size_t nprivs;
     const char *caller; /* the current operation's user (client id), under store_lock */
     struct emu_bind_memo *bind_memo; /* binds that found their row (webapi.c), under store_lock */
+    /* WhoAmI's OrganizationId when set by POST /_dvemu/organization (a refreshed or copied
+     * environment); empty: derived from the tenant. Under store_lock. */
+    char organization_id[40];
 };
 
 /* An error answer in Dataverse's shape. */

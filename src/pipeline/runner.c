@@ -19,6 +19,7 @@
 #include "dwasync/daemon.h"
 #include "dwasync/errtable.h"
 #include "dwasync/failpoint.h"
+#include "dwasync/guard.h"
 #include "dwasync/ha.h"
 #include "dwasync/log.h"
 #include "dwasync/mapping.h"
@@ -56,6 +57,7 @@ struct job {
     char *slot;
     char *publication;
     char *initial_sync;
+    char *state_reason; /* why it is not active ("" when nobody said), for /healthz */
 };
 
 /* One table of the initial sync, as dwasync.copy_request (sql/050) records it. */
@@ -141,6 +143,7 @@ static void job_cleanup(struct job *j)
     free(j->slot);
     free(j->publication);
     free(j->initial_sync);
+    free(j->state_reason);
     memset(j, 0, sizeof *j);
 }
 
@@ -295,7 +298,9 @@ static void health(void *ud, struct dw_health *out)
     out->dataverse_ok = r->sink != NULL && r->dataverse_ok && st.throttled_until_ms == 0;
     snprintf(out->job, sizeof out->job, "%s", r->job.name ? r->job.name : "");
     if (r->paused)
-        snprintf(out->detail, sizeof out->detail, "job is paused");
+        snprintf(out->detail, sizeof out->detail, "job is paused%s%s",
+                 r->job.state_reason && *r->job.state_reason ? ": " : "",
+                 r->job.state_reason ? r->job.state_reason : "");
     else if (!r->ha.active)
         snprintf(out->detail, sizeof out->detail, "standby: another runner holds the job");
 }
@@ -877,7 +882,9 @@ static dw_rc check_job(struct runner *r)
     const char *params[] = {id};
     PGresult *res = NULL;
     dw_rc rc = dw_pg_query(r->control, "reading the job's state",
-                           "SELECT state FROM dwasync.job WHERE id = $1", 1, params, &res);
+                           "SELECT state, coalesce(state_reason, '') FROM dwasync.job "
+                           "WHERE id = $1",
+                           1, params, &res);
     if (rc != DW_OK)
         return rc;
     if (PQntuples(res) == 0) {
@@ -887,6 +894,8 @@ static dw_rc check_job(struct runner *r)
     }
     free(r->job.state);
     r->job.state = dw_strdup(PQgetvalue(res, 0, 0));
+    free(r->job.state_reason);
+    r->job.state_reason = dw_strdup(PQgetvalue(res, 0, 1));
     PQclear(res);
     bool paused = strcmp(r->job.state, "active") != 0;
     if (paused != r->paused)
@@ -1065,11 +1074,41 @@ static bool wait_until_active(struct runner *r)
                     "job is not active: waiting");
             said = true;
         }
-        struct pollfd pfd = {.fd = r->signal_fd, .events = POLLIN};
-        poll(&pfd, 1, JOB_CHECK_MS);
+        /* /healthz answers meanwhile: a paused job says why. */
+        struct pollfd pfd[2] = {{.fd = r->signal_fd, .events = POLLIN}};
+        int n = 1;
+        if (r->metrics_server)
+            pfd[n++] =
+                (struct pollfd){.fd = dw_metrics_server_fd(r->metrics_server), .events = POLLIN};
+        poll(pfd, (nfds_t)n, JOB_CHECK_MS);
+        if (r->metrics_server)
+            dw_metrics_server_run(r->metrics_server);
         if (dw_daemon_signals_take() & DW_SIGNAL_STOP)
             r->stopping = true;
         dw_watchdog_tick(&r->watchdog, (uint64_t)dw_clock_ms());
+    }
+    return false;
+}
+
+/*
+ * Waits until the job is active and the environment guard (guard.h) trusts its source and
+ * Dataverse environment: a changed one pauses the job before anything is read or written.
+ * A failure to read either identity is retried (the source or Dataverse may be coming up).
+ * False when the run should end instead.
+ */
+static bool wait_until_trusted(struct runner *r)
+{
+    while (wait_until_active(r)) {
+        bool trusted = false;
+        dw_rc rc = dw_guard_verify(r->control, &r->config, r->job.id, r->job.name, &trusted);
+        if (rc == DW_OK && trusted)
+            return true;
+        if (rc != DW_OK) {
+            struct pollfd pfd = {.fd = r->signal_fd, .events = POLLIN};
+            poll(&pfd, 1, JOB_CHECK_MS);
+            if (dw_daemon_signals_take() & DW_SIGNAL_STOP)
+                r->stopping = true;
+        }
     }
     return false;
 }
@@ -1134,7 +1173,7 @@ dw_rc dw_runner_run(const struct dw_runner_options *opts)
     }
     if ((rc = reload_job(&r)) != DW_OK)
         goto out;
-    if (!wait_until_active(&r)) {
+    if (!wait_until_trusted(&r)) {
         rc = r.stopping ? DW_OK : DW_ERR_STATE;
         goto out;
     }
