@@ -45,7 +45,7 @@
 #define DW_M_THROTTLED        "dwasync_dataverse_throttled_total"           /* job (HTTP 429s) */
 #define DW_M_RETRY_SLEEPS     "dwasync_dataverse_retry_sleeps_total"        /* job */
 #define DW_M_RETRY_SLEEP_SECS "dwasync_dataverse_retry_sleep_seconds_total" /* job */
-#define DW_M_TOKEN_RENEWALS   "dwasync_dataverse_token_renewals_total"      /* result */
+#define DW_M_TOKEN_RENEWALS   "dwasync_dataverse_token_renewals_total"      /* job */
 /* gauges */
 #define DW_M_SLOT_LAG_BYTES   "dwasync_slot_lag_bytes"                        /* job */
 #define DW_M_SLOT_LAG_SECONDS "dwasync_slot_lag_seconds"                      /* job */

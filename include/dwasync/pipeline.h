@@ -78,6 +78,7 @@ struct dw_pipeline_stats {
     uint64_t rows_parked;      /* waiting error rows written */
     uint64_t windows;          /* windows completed */
     uint64_t last_window_rows;
+    uint64_t last_window_bytes; /* source bytes of its changes (before coalescing) */
     dw_lsn confirmed_lsn;
     int64_t last_commit_time_us; /* commit time of the last confirmed transaction */
 };

@@ -934,6 +934,7 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         p->held_time_us = deferred ? held_time : 0;
         p->stats.windows++;
         p->stats.last_window_rows = w->len;
+        p->stats.last_window_bytes = w->bytes;
     }
 out:
     if (rc != DW_OK && PQstatus(p->control) != CONNECTION_OK) {

@@ -129,6 +129,8 @@ struct runner {
     uint64_t metrics_seen_received;
     uint64_t metrics_seen_parked;
     struct dw_sink_stats metrics_seen_sink; /* sink counters already added to the metrics */
+    bool slot_start_read;                   /* see slot_confirmed_at_start() */
+    dw_lsn slot_start_lsn;
 };
 
 static dw_rc on_snapshot_change(void *user, const struct dw_change *c);
@@ -321,6 +323,42 @@ static void track_dataverse(struct runner *r)
     r->sink_seen = st;
 }
 
+/*
+ * The slot's confirmed position when this process started: what lag counts from until the
+ * pipeline or the stream confirms something itself (else a restarted runner would report
+ * the absolute WAL position as its lag). Read once, on a connection of its own.
+ */
+static dw_lsn slot_confirmed_at_start(struct runner *r)
+{
+    if (r->slot_start_read)
+        return r->slot_start_lsn;
+    r->slot_start_read = true;
+    PGconn *src = NULL;
+    PGresult *res = NULL;
+    const char *params[] = {r->job.slot};
+    if (dw_pg_connect(r->config.source.conninfo, "dwasync run (metrics)", &src) == DW_OK &&
+        dw_pg_query(src, "reading the slot's confirmed position",
+                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                    "WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL",
+                    1, params, &res) == DW_OK &&
+        PQntuples(res) == 1)
+        (void)dw_lsn_parse(PQgetvalue(res, 0, 0), &r->slot_start_lsn);
+    PQclear(res);
+    PQfinish(src);
+    return r->slot_start_lsn;
+}
+
+/* Bytes of WAL received but not yet confirmed (applied or parked, or idle). */
+static double slot_lag_bytes(struct runner *r, dw_lsn pipeline_confirmed)
+{
+    dw_lsn base = slot_confirmed_at_start(r), received = dw_stream_received_lsn(r->stream);
+    if (pipeline_confirmed > base)
+        base = pipeline_confirmed;
+    if (dw_stream_reported_lsn(r->stream) > base)
+        base = dw_stream_reported_lsn(r->stream);
+    return received > base ? (double)(received - base) : 0;
+}
+
 /* Copies the pipeline and sink counters into the metrics registry. */
 static void update_metrics(struct runner *r)
 {
@@ -352,11 +390,10 @@ static void update_metrics(struct runner *r)
     if (st.last_commit_time_us)
         dw_metrics_set(r->metrics, DW_M_LAST_COMMIT_TIME, job_label,
                        (double)st.last_commit_time_us / 1e6);
-    if (r->stream) {
-        dw_lsn received = dw_stream_received_lsn(r->stream);
-        double lag = received > st.confirmed_lsn ? (double)(received - st.confirmed_lsn) : 0;
-        dw_metrics_set(r->metrics, DW_M_SLOT_LAG_BYTES, job_label, lag);
-    }
+    dw_metrics_set(r->metrics, DW_M_WINDOW_BYTES, job_label, (double)st.last_window_bytes);
+    if (r->stream)
+        dw_metrics_set(r->metrics, DW_M_SLOT_LAG_BYTES, job_label,
+                       slot_lag_bytes(r, st.confirmed_lsn));
     if (st.last_commit_time_us) {
         double lag_s = (double)(dw_clock_wall_us() - st.last_commit_time_us) / 1e6;
         dw_metrics_set(r->metrics, DW_M_SLOT_LAG_SECONDS, job_label,

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# /metrics against ground truth after a restart: a restarted runner that received a backlog
+# it cannot apply yet (Dataverse is down) reports as slot lag the WAL between the slot's
+# confirmed position and what it received, bounded by what Postgres says the slot retains,
+# not the absolute WAL position (what it reported until the first window was confirmed);
+# dwasync_apply_window_bytes is set.
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
+e2e_setup
+e2e_load_sample
+printf '\n[metrics]\nlisten = 127.0.0.1:0\n' >>"$DW_E2E_CONF"
+show_log_on_failure "$DW_E2E_DIR/daemon.log"
+dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
+e2e_start_daemon
+e2e_wait_synced || die "the sample was not applied"
+
+port() { sed -n 's/.*serving \/metrics and \/healthz on port \([0-9]*\).*/\1/p' "$DW_E2E_DIR/daemon.log" | tail -1; }
+metric() { # metric NAME: the job's series of a gauge ("" when absent)
+    local body
+    body=$(curl -sf "http://127.0.0.1:$(port)/metrics")
+    awk -v m="$1{job=\"fno_sample\"}" '$1 == m {print $2}' <<<"$body"
+}
+wait_metric_at_least() { # wait_metric_at_least NAME MIN: the registry refreshes once a second
+    local i v
+    for i in $(seq 1 300); do
+        v=$(metric "$1")
+        [ -n "$v" ] && [ "${v%.*}" -ge "$2" ] && return 0
+        sleep 0.2
+    done
+    return 1
+}
+check_status "the last window's bytes are reported" 0 wait_metric_at_least dwasync_apply_window_bytes 1
+
+kill -TERM "$daemon" && wait "$daemon"
+e2e_start_daemon
+for _ in $(seq 1 300); do
+    [ "$(psql_q "SELECT active FROM pg_replication_slots WHERE slot_name = 'dwasync_fno_sample'")" = t ] && break
+    sleep 0.2
+done
+curl -sf -X POST "$DVEMU_URL/_dvemu/outage?on=1" >/dev/null || die "outage failed"
+lsn=$(e2e_commit_lsn "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1")
+slot_lag() { psql_q "SELECT pg_wal_lsn_diff($1, confirmed_flush_lsn)::bigint FROM pg_replication_slots
+                     WHERE slot_name = 'dwasync_fno_sample'"; }
+least=$(slot_lag "'$lsn'")
+check_status "the backlog shows as lag" 0 wait_metric_at_least dwasync_slot_lag_bytes "$least"
+lag=$(metric dwasync_slot_lag_bytes)
+most=$(slot_lag "pg_current_wal_lsn()")
+absolute=$(psql_q "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+check_status "lag ($lag) is at most what the slot retains ($most), not the WAL position ($absolute)" \
+    0 test "${lag%.*}" -le "$most"
+curl -sf -X POST "$DVEMU_URL/_dvemu/outage?on=0" >/dev/null
+check_status "the backlog is applied after the outage" 0 e2e_wait_applied 120
+check_eq "Dataverse equals the source (oracle)" 0 "$(e2e_mismatches)"
+finish
