@@ -33,8 +33,8 @@ const struct dw_cli_command dw_cli_commands[] = {
     {"errors", dw_cmd_errors,
      "list [--job J] [--status S] [--table T] [--code C] [--limit N]\nshow ID\n"
      "replay ID...|--all [--job J] [--table T] [--code C] [--queue-only]\n"
-     "skip ID... --reason TEXT",
-     "triage the error table: list, show, replay or skip failed changes"},
+     "skip ID... --reason TEXT\nresolve-from-source ID...",
+     "triage the error table: list, show, replay, skip or resolve from the source"},
     {"dataverse", dw_cmd_dataverse, "whoami\nget PATH\napply [FILE]\nmetadata TABLE...",
      "check the connection, GET a Web API path, apply JSON-line writes, export metadata"},
     {"decode", dw_cmd_decode,
