@@ -46,6 +46,7 @@
 #define DW_M_RETRY_SLEEPS     "dwasync_dataverse_retry_sleeps_total"        /* job */
 #define DW_M_RETRY_SLEEP_SECS "dwasync_dataverse_retry_sleep_seconds_total" /* job */
 #define DW_M_TOKEN_RENEWALS   "dwasync_dataverse_token_renewals_total"      /* job */
+#define DW_M_ERRORS           "dwasync_errors_total" /* job, table, class: error rows written */
 /* gauges */
 #define DW_M_SLOT_LAG_BYTES   "dwasync_slot_lag_bytes"                        /* job */
 #define DW_M_SLOT_LAG_SECONDS "dwasync_slot_lag_seconds"                      /* job */
@@ -54,12 +55,21 @@
 #define DW_M_WINDOW_BYTES     "dwasync_apply_window_bytes" /* job */
 #define DW_M_JOB_ACTIVE       "dwasync_job_active"         /* job: 1 active, 0 standby */
 #define DW_M_RSS              "dwasync_process_resident_memory_bytes"
+/* histograms (buckets DW_METRICS_SECONDS_BOUNDS) */
+#define DW_M_APPLY_LATENCY "dwasync_commit_to_applied_seconds" /* job, map: commit to applied */
 
 /* The "class" label: for received and applied changes the operation (insert, update,
  * delete, truncate); for parked changes the error class (e.g. "validation",
- * "missing_parent", "waiting"). */
+ * "missing_parent", "waiting"), and for errors the error class alone (parked rows that
+ * failed, not those merely waiting behind one). The "table" label is "schema.table". */
 
-enum dw_metric_type { DW_METRIC_COUNTER, DW_METRIC_GAUGE };
+/* The upper bounds of every histogram's buckets, in seconds (+Inf is implied). */
+#define DW_METRICS_SECONDS_BOUNDS                                                                  \
+    {                                                                                              \
+        0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900                                      \
+    }
+
+enum dw_metric_type { DW_METRIC_COUNTER, DW_METRIC_GAUGE, DW_METRIC_HISTOGRAM };
 
 struct dw_metrics;
 
@@ -92,6 +102,10 @@ dw_rc dw_metrics_inc(struct dw_metrics *m, const char *name, const char *const *
 /* Sets a gauge series. */
 dw_rc dw_metrics_set(struct dw_metrics *m, const char *name, const char *const *labels,
                      double value);
+
+/* Adds one observation to a histogram series (its bucket, _sum and _count). */
+dw_rc dw_metrics_observe(struct dw_metrics *m, const char *name, const char *const *labels,
+                         double value);
 
 /* Reads a series (tests, status); DW_ERR_NOT_FOUND when it does not exist. */
 dw_rc dw_metrics_get(const struct dw_metrics *m, const char *name, const char *const *labels,

@@ -60,6 +60,21 @@ struct dw_write_ticket {
 /* Done callback for dw_sink_new(): forwards each result to its ticket's done(). */
 void dw_write_ticket_dispatch(void *user, void *write_user, const struct dw_write_result *r);
 
+/* What an observer is told about one change (metrics by table, class and map). */
+enum dw_observed {
+    DW_OBSERVED_RECEIVED, /* decoded (class: the operation) */
+    DW_OBSERVED_APPLIED,  /* applied and checkpointed (class: the operation) */
+    DW_OBSERVED_PARKED,   /* in the error table, checkpointed (class: the error class or
+                           * "waiting") */
+};
+
+/* Optional: called once per change and event; strings are borrowed for the call. */
+struct dw_pipeline_observer {
+    void (*changed)(void *user, enum dw_observed what, const char *schema, const char *table,
+                    const char *map, const char *class_name, int64_t commit_time_us);
+    void *user;
+};
+
 struct dw_pipeline_options {
     int64_t job_id;
     const char *job_name;
@@ -67,7 +82,8 @@ struct dw_pipeline_options {
     int64_t window_bytes;
     int64_t window_ms;
     int64_t missing_parent_retries;
-    const struct dw_values_options *values; /* how source values become JSON (borrowed) */
+    const struct dw_values_options *values;      /* how source values become JSON (borrowed) */
+    const struct dw_pipeline_observer *observer; /* NULL: none (borrowed) */
 };
 
 struct dw_pipeline_stats {

@@ -125,10 +125,8 @@ struct runner {
     int64_t next_errors_check_ms;
     int64_t next_purge_ms;
     int64_t started_ms; /* wall clock: tells this process's watermarks from an earlier one's */
-    uint64_t metrics_seen_applied; /* pipeline counters already added to the metrics */
-    uint64_t metrics_seen_received;
-    uint64_t metrics_seen_parked;
     struct dw_sink_stats metrics_seen_sink; /* sink counters already added to the metrics */
+    struct dw_pipeline_observer observer;   /* per table, class and map: see observed() */
     bool slot_start_read;                   /* see slot_confirmed_at_start() */
     dw_lsn slot_start_lsn;
 };
@@ -359,6 +357,32 @@ static double slot_lag_bytes(struct runner *r, dw_lsn pipeline_confirmed)
     return received > base ? (double)(received - base) : 0;
 }
 
+/* The pipeline's observer: counters by table and class, errors by class, latency per map. */
+static void observed(void *user, enum dw_observed what, const char *schema, const char *table,
+                     const char *map, const char *class_name, int64_t commit_time_us)
+{
+    struct runner *r = user;
+    if (r->metrics == NULL)
+        return;
+    char qualified[256];
+    snprintf(qualified, sizeof qualified, "%s.%s", schema, table);
+    const char *labels[] = {"job", r->job.name, "table", qualified, "class", class_name, NULL};
+    if (what == DW_OBSERVED_RECEIVED) {
+        dw_metrics_inc(r->metrics, DW_M_CHANGES_RECEIVED, labels, 1);
+    } else if (what == DW_OBSERVED_APPLIED) {
+        dw_metrics_inc(r->metrics, DW_M_CHANGES_APPLIED, labels, 1);
+        const char *by_map[] = {"job", r->job.name, "map", map, NULL};
+        int64_t latency_us = dw_clock_wall_us() - commit_time_us;
+        if (commit_time_us > 0)
+            dw_metrics_observe(r->metrics, DW_M_APPLY_LATENCY, by_map,
+                               latency_us > 0 ? (double)latency_us / 1e6 : 0);
+    } else {
+        dw_metrics_inc(r->metrics, DW_M_CHANGES_PARKED, labels, 1);
+        if (strcmp(class_name, "waiting") != 0)
+            dw_metrics_inc(r->metrics, DW_M_ERRORS, labels, 1);
+    }
+}
+
 /* Copies the pipeline and sink counters into the metrics registry. */
 static void update_metrics(struct runner *r)
 {
@@ -371,16 +395,6 @@ static void update_metrics(struct runner *r)
         return;
     struct dw_pipeline_stats st;
     dw_pipeline_get_stats(r->pipeline, &st);
-    const char *all[] = {"job", r->job.name, "table", "", "class", "", NULL};
-    dw_metrics_inc(r->metrics, DW_M_CHANGES_RECEIVED, all,
-                   (double)(st.changes_received - r->metrics_seen_received));
-    dw_metrics_inc(r->metrics, DW_M_CHANGES_APPLIED, all,
-                   (double)(st.rows_applied - r->metrics_seen_applied));
-    dw_metrics_inc(r->metrics, DW_M_CHANGES_PARKED, all,
-                   (double)(st.rows_failed + st.rows_parked - r->metrics_seen_parked));
-    r->metrics_seen_received = st.changes_received;
-    r->metrics_seen_applied = st.rows_applied;
-    r->metrics_seen_parked = st.rows_failed + st.rows_parked;
     dw_metrics_set(r->metrics, DW_M_WINDOW_ROWS, job_label, (double)st.last_window_rows);
     if (r->sink) {
         struct dw_sink_stats ss;
@@ -839,6 +853,7 @@ static dw_rc start_job(struct runner *r)
         .window_ms = r->config.apply.window_ms,
         .missing_parent_retries = r->config.apply.missing_parent_retries,
         .values = &r->values,
+        .observer = &r->observer,
     };
     if ((rc = dw_pipeline_new(&po, r->sink, r->control, r->maps, &r->pipeline)) != DW_OK)
         return rc;
@@ -1168,9 +1183,11 @@ static dw_rc copy_config(struct dw_config *dst, const char *path)
 dw_rc dw_runner_run(const struct dw_runner_options *opts)
 {
     struct runner r = {.opts = opts,
+                       .observer = {.changed = observed},
                        .signal_fd = -1,
                        .dataverse_ok = true,
                        .started_ms = dw_clock_wall_us() / 1000};
+    r.observer.user = &r;
     dw_rc rc = copy_config(&r.config, opts->config_path);
     if (rc != DW_OK)
         return rc;

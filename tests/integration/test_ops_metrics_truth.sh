@@ -3,7 +3,8 @@
 # it cannot apply yet (Dataverse is down) reports as slot lag the WAL between the slot's
 # confirmed position and what it received, bounded by what Postgres says the slot retains,
 # not the absolute WAL position (what it reported until the first window was confirmed);
-# dwasync_apply_window_bytes is set.
+# dwasync_apply_window_bytes is set; changes received and applied by table and class, and
+# the commit-to-applied histogram per map, count exactly the backlog.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
@@ -50,4 +51,27 @@ check_status "lag ($lag) is at most what the slot retains ($most), not the WAL p
 curl -sf -X POST "$DVEMU_URL/_dvemu/outage?on=0" >/dev/null
 check_status "the backlog is applied after the outage" 0 e2e_wait_applied 120
 check_eq "Dataverse equals the source (oracle)" 0 "$(e2e_mismatches)"
+
+# Counters by table and class, and the latency histogram per map, against the source: the
+# restarted runner received exactly one update per customer, applied each (no error).
+series_sum() { # series_sum REGEX: the sum of the series whose line matches
+    local body
+    body=$(curl -sf "http://127.0.0.1:$(port)/metrics")
+    awk -v re="$1" '$0 ~ re {s += $NF} END {print s + 0}' <<<"$body"
+}
+customers=$(psql_q "SELECT count(*) FROM fno.customersv3")
+t='table="fno.customersv3"'
+for _ in $(seq 1 50); do # the registry is refreshed once a second
+    [ "$(series_sum "^dwasync_changes_applied_total[{].*class=\"update\".*$t")" = "$customers" ] && break
+    sleep 0.2
+done
+check_eq "received: one update per customer" "$customers" \
+    "$(series_sum "^dwasync_changes_received_total[{]class=\"update\",job=\"fno_sample\",$t")"
+check_eq "applied: one update per customer" "$customers" \
+    "$(series_sum "^dwasync_changes_applied_total[{]class=\"update\",job=\"fno_sample\",$t")"
+check_eq "the latency histograms of the customer maps count them" "$customers" \
+    "$(series_sum '^dwasync_commit_to_applied_seconds_count[{]job="fno_sample",map="customers_')"
+check_eq "and every observation is under +Inf" "$customers" \
+    "$(series_sum '^dwasync_commit_to_applied_seconds_bucket[{]job="fno_sample",map="customers_[a-z]*",le="[+]Inf"')"
+check_eq "no error was counted" 0 "$(series_sum '^dwasync_errors_total[{]')"
 finish
