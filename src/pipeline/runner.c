@@ -699,6 +699,7 @@ static dw_rc copy_tend(struct runner *r)
         if ((rc = set_initial_sync(r, "done")) != DW_OK)
             return rc;
         r->progress.total = r->snapshot_rows;
+        r->progress.done = r->snapshot_rows; /* updates come every 1000 rows: the exact count */
         dw_progress_finish(&r->progress, (uint64_t)dw_clock_ms());
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
                 "initial sync done: %" PRIu64 " row(s) copied by this process", r->snapshot_rows);

@@ -4,7 +4,8 @@
 # confirmed position and what it received, bounded by what Postgres says the slot retains,
 # not the absolute WAL position (what it reported until the first window was confirmed);
 # dwasync_apply_window_bytes is set; changes received and applied by table and class, and
-# the commit-to-applied histogram per map, count exactly the backlog.
+# the commit-to-applied histogram per map, count exactly the backlog; the initial sync's
+# final progress line reports the exact totals.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
@@ -30,6 +31,9 @@ wait_metric_at_least() { # wait_metric_at_least NAME MIN: the registry refreshes
     return 1
 }
 check_status "the last window's bytes are reported" 0 wait_metric_at_least dwasync_apply_window_bytes 1
+copied=$(sed -n 's/.*initial sync done: \([0-9]*\) row(s) copied.*/\1/p' "$DW_E2E_DIR/daemon.log")
+check_contains "the initial sync's final progress line has the exact totals" \
+    "initial sync: $copied/$copied rows (100.0%)" "$(cat "$DW_E2E_DIR/daemon.log")"
 
 kill -TERM "$daemon" && wait "$daemon"
 e2e_start_daemon
