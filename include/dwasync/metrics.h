@@ -45,7 +45,8 @@
 #define DW_M_THROTTLED        "dwasync_dataverse_throttled_total"           /* job (HTTP 429s) */
 #define DW_M_RETRY_SLEEPS     "dwasync_dataverse_retry_sleeps_total"        /* job */
 #define DW_M_RETRY_SLEEP_SECS "dwasync_dataverse_retry_sleep_seconds_total" /* job */
-#define DW_M_TOKEN_RENEWALS   "dwasync_dataverse_token_renewals_total"      /* result */
+#define DW_M_TOKEN_RENEWALS   "dwasync_dataverse_token_renewals_total"      /* job */
+#define DW_M_ERRORS           "dwasync_errors_total" /* job, table, class: error rows written */
 /* gauges */
 #define DW_M_SLOT_LAG_BYTES   "dwasync_slot_lag_bytes"                        /* job */
 #define DW_M_SLOT_LAG_SECONDS "dwasync_slot_lag_seconds"                      /* job */
@@ -58,12 +59,21 @@
 #define DW_M_COPY_TABLES       "dwasync_copy_tables_pending" /* tables left to copy */
 #define DW_M_COPY_ROWS         "dwasync_copy_rows_copied"    /* rows copied of those tables */
 #define DW_M_COPY_ROWS_PLANNED "dwasync_copy_rows_planned"   /* rows they matched when queued */
+/* histograms (buckets DW_METRICS_SECONDS_BOUNDS) */
+#define DW_M_APPLY_LATENCY "dwasync_commit_to_applied_seconds" /* job, map: commit to applied */
 
 /* The "class" label: for received and applied changes the operation (insert, update,
  * delete, truncate); for parked changes the error class (e.g. "validation",
- * "missing_parent", "waiting"). */
+ * "missing_parent", "waiting"), and for errors the error class alone (parked rows that
+ * failed, not those merely waiting behind one). The "table" label is "schema.table". */
 
-enum dw_metric_type { DW_METRIC_COUNTER, DW_METRIC_GAUGE };
+/* The upper bounds of every histogram's buckets, in seconds (+Inf is implied). */
+#define DW_METRICS_SECONDS_BOUNDS                                                                  \
+    {                                                                                              \
+        0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900                                      \
+    }
+
+enum dw_metric_type { DW_METRIC_COUNTER, DW_METRIC_GAUGE, DW_METRIC_HISTOGRAM };
 
 struct dw_metrics;
 
@@ -96,6 +106,10 @@ dw_rc dw_metrics_inc(struct dw_metrics *m, const char *name, const char *const *
 /* Sets a gauge series. */
 dw_rc dw_metrics_set(struct dw_metrics *m, const char *name, const char *const *labels,
                      double value);
+
+/* Adds one observation to a histogram series (its bucket, _sum and _count). */
+dw_rc dw_metrics_observe(struct dw_metrics *m, const char *name, const char *const *labels,
+                         double value);
 
 /* Reads a series (tests, status); DW_ERR_NOT_FOUND when it does not exist. */
 dw_rc dw_metrics_get(const struct dw_metrics *m, const char *name, const char *const *labels,
@@ -135,7 +149,7 @@ struct dw_health {
     bool stream_ok;    /* the replication stream is connected */
     bool dataverse_ok; /* the last Dataverse exchange succeeded (or a retry is pending) */
     char job[64];
-    char detail[256]; /* optional free text, e.g. the last error; no secrets */
+    char detail[512]; /* optional free text, e.g. why the job is paused; no secrets */
 };
 
 /* Fills *out (zeroed by the caller's server before the call). ud is borrowed. */

@@ -111,6 +111,21 @@ struct dw_pipeline_store {
     void *user; /* passed to every call; borrowed */
 };
 
+/* What an observer is told about one change (metrics by table, class and map). */
+enum dw_observed {
+    DW_OBSERVED_RECEIVED, /* decoded (class: the operation) */
+    DW_OBSERVED_APPLIED,  /* applied and checkpointed (class: the operation) */
+    DW_OBSERVED_PARKED,   /* in the error table, checkpointed (class: the error class or
+                           * "waiting") */
+};
+
+/* Optional: called once per change and event; strings are borrowed for the call. */
+struct dw_pipeline_observer {
+    void (*changed)(void *user, enum dw_observed what, const char *schema, const char *table,
+                    const char *map, const char *class_name, int64_t commit_time_us);
+    void *user;
+};
+
 struct dw_pipeline_options {
     int64_t job_id;
     const char *job_name;
@@ -121,6 +136,7 @@ struct dw_pipeline_options {
     const struct dw_values_options *values; /* how source values become JSON (borrowed) */
     /* Monotonic milliseconds for windows and retries; NULL: dw_clock_ms (tests set theirs). */
     int64_t (*clock_ms)(void);
+    const struct dw_pipeline_observer *observer; /* NULL: none (borrowed) */
 };
 
 struct dw_pipeline_stats {
@@ -131,6 +147,7 @@ struct dw_pipeline_stats {
     uint64_t rows_parked;      /* waiting error rows written */
     uint64_t windows;          /* windows completed */
     uint64_t last_window_rows;
+    uint64_t last_window_bytes; /* source bytes of its changes (before coalescing) */
     dw_lsn confirmed_lsn;
     int64_t last_commit_time_us; /* commit time of the last confirmed transaction */
 };

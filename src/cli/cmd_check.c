@@ -26,6 +26,7 @@
 #include "dwasync/alloc.h"
 #include "dwasync/cli.h"
 #include "dwasync/dvmeta.h"
+#include "dwasync/guard.h"
 #include "dwasync/ha.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
@@ -51,7 +52,7 @@ struct finding {
 };
 
 struct job_row {
-    char *id, *name, *state, *slot, *publication;
+    char *id, *name, *state, *slot, *publication, *state_reason;
 };
 
 struct ctx {
@@ -333,11 +334,12 @@ static void load_jobs(struct ctx *c)
     if (!c->schema_ok)
         return;
     const char *params[] = {c->only_job};
-    PGresult *res = PQexecParams(c->control,
-                                 "SELECT id, name, state, slot_name, publication_name"
-                                 " FROM dwasync.job WHERE $1::text IS NULL OR name = $1"
-                                 " ORDER BY name",
-                                 1, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(
+        c->control,
+        "SELECT id, name, state, slot_name, publication_name,"
+        " coalesce(state_reason, '') FROM dwasync.job WHERE $1::text IS NULL OR name = $1"
+        " ORDER BY name",
+        1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         add(c, SEV_ERROR, "JOB002", NULL, "Check the role's privileges on schema dwasync.",
             "cannot read the jobs: %s", PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
@@ -352,6 +354,7 @@ static void load_jobs(struct ctx *c)
         c->jobs[i].state = dw_strdup(PQgetvalue(res, i, 2));
         c->jobs[i].slot = dw_strdup(PQgetvalue(res, i, 3));
         c->jobs[i].publication = dw_strdup(PQgetvalue(res, i, 4));
+        c->jobs[i].state_reason = dw_strdup(PQgetvalue(res, i, 5));
     }
     PQclear(res);
     if (c->only_job && c->njobs == 0)
@@ -645,6 +648,99 @@ static void check_job_lock(struct ctx *c)
     }
 }
 
+/* An active job needs a runner: a dwasync session holding its lock (ha.h). */
+static void check_runner(struct ctx *c)
+{
+    for (int i = 0; i < c->njobs; i++) {
+        const struct job_row *j = &c->jobs[i];
+        if (strcmp(j->state, "active") != 0)
+            continue;
+        const char *params[] = {j->id, DW_HA_LOCK_APPNAME};
+        PGresult *r = one_row(c->control,
+                              "SELECT EXISTS (SELECT 1 FROM dwasync.job_lock_holder($1::bigint)"
+                              "   WHERE application_name = $2),"
+                              " (SELECT extract(epoch FROM now() - heartbeat_at)::bigint"
+                              "   FROM dwasync.runner WHERE job_id = $1::bigint)",
+                              2, params);
+        if (r == NULL)
+            continue; /* a schema without the lock: check_control_schema said so */
+        if (PQgetvalue(r, 0, 0)[0] == 't')
+            add(c, SEV_OK, "RUN000", j->name, "", "a runner is applying the job");
+        else if (PQgetisnull(r, 0, 1))
+            add(c, SEV_ERROR, "RUN001", j->name,
+                "Start the daemon: systemctl start dwasync@NAME, or dwasync run --job NAME.",
+                "the job is active but no runner has ever run it");
+        else
+            add(c, SEV_ERROR, "RUN001", j->name,
+                "Start the daemon: systemctl start dwasync@NAME, or dwasync run --job NAME.",
+                "the job is active but no runner is alive (last heartbeat %s s ago)",
+                PQgetvalue(r, 0, 1));
+        PQclear(r);
+    }
+}
+
+/* A job the environment guard paused waits for an operator's decision (guard.h). */
+static void check_guard(struct ctx *c)
+{
+    for (int i = 0; i < c->njobs; i++) {
+        const struct job_row *j = &c->jobs[i];
+        const char *prefix = DW_GUARD_REASON_PREFIX;
+        if (strncmp(j->state_reason, prefix, strlen(prefix)) == 0)
+            add(c, SEV_ERROR, "ENV001", j->name,
+                "If the new source or environment is the right one, run dwasync job relink; "
+                "else correct the configuration.",
+                "%s by the environment guard: %s", j->state, j->state_reason + strlen(prefix));
+    }
+}
+
+/* The job named by slot's owner, borrowed from c->jobs; NULL when no listed job owns it. */
+static const struct job_row *slot_owner(const struct ctx *c, const char *slot)
+{
+    for (int i = 0; i < c->njobs; i++)
+        if (strcmp(c->jobs[i].slot, slot) == 0)
+            return &c->jobs[i];
+    return NULL;
+}
+
+/*
+ * dwasync's slots (named "dwasync_...", a job's or one `decode` created) that nobody streams
+ * from hold WAL back on the source until they are used or dropped.
+ */
+static void check_idle_slots(struct ctx *c)
+{
+    if (c->source == NULL || !c->schema_ok)
+        return;
+    PGresult *r =
+        PQexec(c->source, "SELECT slot_name, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(),"
+                          " restart_lsn)) FROM pg_replication_slots"
+                          " WHERE slot_name LIKE 'dwasync\\_%' AND NOT active"
+                          " AND database = current_database() AND restart_lsn IS NOT NULL"
+                          " AND pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) > 0"
+                          " ORDER BY 1");
+    for (int k = 0; PQresultStatus(r) == PGRES_TUPLES_OK && k < PQntuples(r); k++) {
+        const char *slot = PQgetvalue(r, k, 0), *size = PQgetvalue(r, k, 1);
+        const struct job_row *j = slot_owner(c, slot);
+        const char *params[] = {slot};
+        PGresult *owner =
+            j ? NULL
+              : one_row(c->control, "SELECT name FROM dwasync.job WHERE slot_name = $1", 1, params);
+        if (j)
+            add(c, SEV_WARN, "SLOT004", j->name,
+                strcmp(j->state, "stopped") == 0
+                    ? "Start the job again, or drop it with dwasync job drop if it is not coming "
+                      "back."
+                    : "Start the job's daemon so it consumes the slot.",
+                "slot \"%s\" is inactive and retains %s of WAL (job %s)", slot, size, j->state);
+        else if (owner == NULL && c->only_job == NULL)
+            add(c, SEV_WARN, "SLOT004", NULL,
+                "No job owns it (a dwasync decode slot, or a dropped job's): drop it with "
+                "SELECT pg_drop_replication_slot('<slot>') once nobody needs it.",
+                "slot \"%s\" is inactive, belongs to no job and retains %s of WAL", slot, size);
+        PQclear(owner);
+    }
+    PQclear(r);
+}
+
 static const struct {
     const char *name;
     void (*run)(struct ctx *c);
@@ -656,7 +752,10 @@ static const struct {
     {"control schema", check_control_schema},
     {"jobs", load_jobs},
     {"job lock", check_job_lock},
+    {"runner", check_runner},
+    {"environment guard", check_guard},
     {"slots", check_slots},
+    {"idle slots", check_idle_slots},
     {"publications", check_publications},
     {"dataverse", check_dataverse},
     {"dataverse maps", check_dataverse_maps},
@@ -737,6 +836,7 @@ int dw_cmd_check(struct dw_cli *cli, int argc, char **argv)
         free(c.jobs[i].state);
         free(c.jobs[i].slot);
         free(c.jobs[i].publication);
+        free(c.jobs[i].state_reason);
     }
     free(c.jobs);
     if (c.control != c.source)

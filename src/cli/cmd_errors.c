@@ -1,5 +1,6 @@
 /*
- * `dwasync errors list | show | replay | skip`: triage of the error table from the shell.
+ * `dwasync errors list | show | replay | skip | resolve-from-source`: triage of the error table
+ * from the shell.
  * Everything goes through the same SQL the operator would use from psql (the views and
  * dwasync.replay_error / replay_errors / skip_error), so the two paths cannot disagree.
  */
@@ -432,6 +433,26 @@ static int errors_skip(PGconn *conn, const struct errors_opts *o)
     return DW_EXIT_OK;
 }
 
+/*
+ * Applies each key's current source row instead of its queued changes (sql/066): the key's
+ * earlier rows are resolved at once, the latest carries the source row, queued for replay.
+ */
+static int errors_resolve_from_source(struct dw_cli *cli, PGconn *conn, const struct errors_opts *o)
+{
+    if (o->nids == 0 || o->all || o->reason) {
+        fprintf(stderr, "dwasync errors resolve-from-source: give error ids\n");
+        return dw_cli_usage("errors");
+    }
+    long long rows = 0;
+    if (call_each(conn, "resolving an error from the source row",
+                  "SELECT dwasync.resolve_from_source($1)", o, false, &rows, false) != DW_OK)
+        return DW_EXIT_FAILURE;
+    printf("resolved %lld row%s from the current source rows; the rows' current state is "
+           "queued for replay\n",
+           rows, rows == 1 ? "" : "s");
+    return replay_queued(cli, conn, o);
+}
+
 int dw_cmd_errors(struct dw_cli *cli, int argc, char **argv)
 {
     if (argc < 2)
@@ -442,7 +463,8 @@ int dw_cmd_errors(struct dw_cli *cli, int argc, char **argv)
     if (status != DW_EXIT_OK)
         return status;
     bool known = strcmp(sub, "list") == 0 || strcmp(sub, "show") == 0 ||
-                 strcmp(sub, "replay") == 0 || strcmp(sub, "skip") == 0;
+                 strcmp(sub, "replay") == 0 || strcmp(sub, "skip") == 0 ||
+                 strcmp(sub, "resolve-from-source") == 0;
     if (!known) {
         fprintf(stderr, "dwasync errors: unknown subcommand \"%s\"\n", sub);
         return dw_cli_usage("errors");
@@ -458,8 +480,10 @@ int dw_cmd_errors(struct dw_cli *cli, int argc, char **argv)
         status = errors_show(conn, &o);
     else if (strcmp(sub, "replay") == 0)
         status = errors_replay(cli, conn, &o);
-    else
+    else if (strcmp(sub, "skip") == 0)
         status = errors_skip(conn, &o);
+    else
+        status = errors_resolve_from_source(cli, conn, &o);
     PQfinish(conn);
     return status;
 }

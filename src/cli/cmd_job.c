@@ -1,4 +1,5 @@
-/* `dwasync job create|list|show|start|stop|pause|resume|drop|resync`: integration job lifecycle. */
+/* `dwasync job create|list|show|start|stop|pause|resume|drop|resync|relink`: integration job
+ * lifecycle. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -433,6 +434,76 @@ out:
     return status;
 }
 
+/* After a relink: a source that is another cluster has no slot of the job's yet. */
+static void relink_slot_hint(struct dw_cli *cli, const char *name, const char *slot_name)
+{
+    PGconn *src = NULL;
+    bool slot = true;
+    if (dw_cli_connect_source(cli, "dwasync job relink", &src) == DW_OK &&
+        dw_slotguard_check(src, name, slot_name, &slot) == DW_OK && !slot)
+        printf("replication slot \"%s\" does not exist on this source: the job cannot stream "
+               "until it has one; to copy the source again, run \"dwasync job stop %s\" and "
+               "\"dwasync job start %s --initial-sync\"\n",
+               slot_name, name, name);
+    PQfinish(src);
+}
+
+/* The step an operator asked for after a relink: a resync of the whole job, or a verify. */
+static int relink_next_step(struct dw_cli *cli, const char *name, const char *step)
+{
+    if (step == NULL) {
+        printf("changes made in the old source or environment since the last checkpoint are not "
+               "in the new one: compare the data (\"dwasync verify %s\") before relying on it\n",
+               name);
+        return DW_EXIT_OK;
+    }
+    char job[] = "job", resync[] = "resync", verify[] = "verify";
+    char *args[] = {job, resync, (char *)name, NULL};
+    if (strcmp(step, "--resync") == 0)
+        return job_resync(cli, 3, args);
+    args[0] = verify;
+    args[1] = (char *)name;
+    args[2] = NULL;
+    return dw_cmd_verify(cli, 2, args);
+}
+
+/* Accepts the source and environment identity the environment guard saw (sql/065). */
+static int job_relink(struct dw_cli *cli, const char *name, const char *step)
+{
+    PGconn *ctl = NULL;
+    PGresult *r = NULL;
+    struct jobrow j;
+    int status = DW_EXIT_FAILURE;
+    const char *p[1] = {name};
+    if (dw_cli_connect_control(cli, "dwasync job relink", &ctl) != DW_OK ||
+        read_job(ctl, name, &j) != DW_OK ||
+        dw_pg_query(ctl, "relinking the job",
+                    "SELECT s.seen ->> 'source_system_id', s.seen ->> 'source_timeline',"
+                    " s.seen ->> 'source_database', s.seen ->> 'organization_id',"
+                    " s.seen ->> 'dataverse_url', dwasync.relink_job($1)"
+                    " FROM dwasync.job j JOIN dwasync.job_identity s ON s.job_id = j.id"
+                    " WHERE j.name = $1",
+                    1, p, &r) != DW_OK)
+        goto out;
+    if (PQntuples(r) == 0) {
+        DW_LOGF(
+            DW_LOG_ERROR,
+            DW_FIELDS({"hint", "The identity is recorded when the daemon first starts the job."}),
+            "job \"%s\" has no recorded source or environment to relink", name);
+        goto out;
+    }
+    printf("job \"%s\" relinked to source system %s (timeline %s, database \"%s\") and "
+           "organization %s at %s; it is %s\n",
+           name, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3),
+           PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5));
+    relink_slot_hint(cli, name, j.slot);
+    status = relink_next_step(cli, name, step);
+out:
+    PQclear(r);
+    PQfinish(ctl);
+    return status;
+}
+
 int dw_cmd_job(struct dw_cli *cli, int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "list") == 0 && argc == 2)
@@ -461,6 +532,13 @@ int dw_cmd_job(struct dw_cli *cli, int argc, char **argv)
             return job_drop(cli, name, false);
         if (argc == 4 && strcmp(argv[3], "--yes") == 0)
             return job_drop(cli, name, true);
+        return dw_cli_usage("job");
+    }
+    if (strcmp(verb, "relink") == 0) {
+        if (argc == 3)
+            return job_relink(cli, name, NULL);
+        if (argc == 4 && (strcmp(argv[3], "--resync") == 0 || strcmp(argv[3], "--verify") == 0))
+            return job_relink(cli, name, argv[3]);
         return dw_cli_usage("job");
     }
     if (argc != 3)

@@ -347,6 +347,20 @@ static void print_copy(json_t *job)
            json_integer_value(json_object_get(copy, "rows_copied")), total, rate, eta);
 }
 
+/* Why a job is not active, when something recorded why (the alert rule, the guard). */
+static void print_reasons(json_t *doc)
+{
+    size_t i;
+    json_t *job;
+    json_array_foreach(json_object_get(doc, "jobs"), i, job)
+    {
+        const char *reason = json_string_value(json_object_get(job, "state_reason"));
+        if (reason && *reason)
+            printf("job \"%s\" is %s: %s\n", json_string_value(json_object_get(job, "name")),
+                   json_string_value(json_object_get(job, "state")), reason);
+    }
+}
+
 static void print_table(json_t *doc)
 {
     printf("%-16s %-8s %10s %8s %9s %6s %8s %-10s %s\n", "JOB", "STATE", "LAG", "LAG(S)",
@@ -388,6 +402,7 @@ static void print_table(json_t *doc)
                    json_string_value(json_object_get(lock, "role")),
                    json_string_value(json_object_get(lock, "application_name")));
     }
+    print_reasons(doc);
     if (json_array_size(json_object_get(doc, "jobs")) == 0)
         printf("(no jobs: create one with dwasync job create NAME)\n");
     json_array_foreach(json_object_get(doc, "jobs"), i, job) print_copy(job);

@@ -23,7 +23,8 @@ const struct dw_cli_command dw_cli_commands[] = {
     {"job", dw_cmd_job,
      "create NAME [--environment-url URL]\nlist\nshow NAME\nstart NAME [--initial-sync]\n"
      "stop NAME\npause NAME\nresume NAME\ndrop NAME [--yes]\n"
-     "resync NAME [--map M]... [--legal-entity LE]... [--where SQL]",
+     "resync NAME [--map M]... [--legal-entity LE]... [--where SQL]\n"
+     "relink NAME [--resync|--verify]",
      "manage integration jobs"},
     {"map", dw_cmd_map,
      "import FILE\nexport JOB [FILE]\nlist [JOB]\nvalidate JOB\n"
@@ -38,8 +39,8 @@ const struct dw_cli_command dw_cli_commands[] = {
     {"errors", dw_cmd_errors,
      "list [--job J] [--status S] [--table T] [--code C] [--limit N]\nshow ID\n"
      "replay ID...|--all [--job J] [--table T] [--code C] [--queue-only]\n"
-     "skip ID... --reason TEXT",
-     "triage the error table: list, show, replay or skip failed changes"},
+     "skip ID... --reason TEXT\nresolve-from-source ID...",
+     "triage the error table: list, show, replay, skip or resolve from the source"},
     {"dataverse", dw_cmd_dataverse, "whoami\nget PATH\napply [FILE]\nmetadata TABLE...",
      "check the connection, GET a Web API path, apply JSON-line writes, export metadata"},
     {"decode", dw_cmd_decode,

@@ -178,6 +178,9 @@ struct emu {
     struct emu_bind_memo *bind_memo; /* binds that found their row (webapi.c), under store_lock */
     uint64_t rows_bypassed;    /* of rows_put, those written with custom sync logic bypassed */
     struct emu_reqlog *reqlog; /* the last requests and their optional parameters (options.c) */
+    /* WhoAmI's OrganizationId when set by POST /_dvemu/organization (a refreshed or copied
+     * environment); empty: derived from the tenant. Under store_lock. */
+    char organization_id[40];
 };
 
 /* The optional parameters of a write that are request headers ("Use optional parameters"):

@@ -361,6 +361,23 @@ static enum MHD_Result send_resp(struct MHD_Connection *con, struct emu_resp *r)
 
 /* --- admin ----------------------------------------------------------------------------- */
 
+/* POST /_dvemu/organization {"OrganizationId": GUID}: what WhoAmI answers from now on, as
+ * after a refresh or copy of the environment (the environment guard's tests). */
+static void set_organization(struct emu *emu, struct conn *c, struct emu_resp *resp)
+{
+    json_t *body = json_loadb(c->body.data ? c->body.data : "", c->body.len, 0, NULL);
+    const char *org = json_string_value(json_object_get(body, "OrganizationId"));
+    if (org == NULL || !dw_dvemu_is_guid(org, strlen(org))) {
+        emu_resp_json(resp, 400, json_pack("{s:s}", "error", "OrganizationId must be a GUID"));
+    } else {
+        pthread_mutex_lock(&emu->store_lock);
+        snprintf(emu->organization_id, sizeof emu->organization_id, "%s", org);
+        pthread_mutex_unlock(&emu->store_lock);
+        resp->status = 204;
+    }
+    json_decref(body);
+}
+
 static void admin(struct server *s, const char *method, const char *path, const char *query,
                   struct conn *c, struct emu_resp *resp)
 {
@@ -438,6 +455,10 @@ static void admin(struct server *s, const char *method, const char *path, const 
         pthread_mutex_unlock(&emu->store_lock);
         free(filter);
         emu_resp_json(resp, 200, body);
+        return;
+    }
+    if (strcmp(path, "organization") == 0 && strcmp(method, "POST") == 0) {
+        set_organization(emu, c, resp);
         return;
     }
     if (strcmp(path, "faults") == 0 && strcmp(method, "GET") == 0) {

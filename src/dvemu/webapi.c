@@ -1821,7 +1821,9 @@ static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_
             "%s" EMU_API_PREFIX "$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", emu->base_url);
         char *uid = emu_stable_guid("user", req->user ? req->user : "");
         char *bu = emu_stable_guid("businessunit", "root");
-        char *org = emu_stable_guid("organization", emu->opt->tenant ? emu->opt->tenant : "");
+        char *org = emu->organization_id[0]
+                        ? dw_strdup(emu->organization_id)
+                        : emu_stable_guid("organization", emu->opt->tenant ? emu->opt->tenant : "");
         emu_resp_json(resp, 200,
                       json_pack("{s:s, s:s, s:s, s:s}", "@odata.context", ctx, "BusinessUnitId", bu,
                                 "UserId", uid, "OrganizationId", org));

@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,9 +27,14 @@
 #include "dwasync/log.h"
 #include "dwasync/sink.h"
 
+static const double seconds_bounds[] = DW_METRICS_SECONDS_BOUNDS;
+#define NBOUNDS (sizeof seconds_bounds / sizeof *seconds_bounds)
+
 struct series {
-    char *labels; /* rendered, sorted label set: job="a",table="b" ("" when none); hash key */
-    double value;
+    char *labels;      /* rendered, sorted label set: job="a",table="b" ("" when none); hash key */
+    double value;      /* a histogram's: the sum of its observations */
+    uint64_t *buckets; /* histograms: observations per bound (not cumulative), NBOUNDS + 1 */
+    uint64_t count;    /* histograms: observations */
     UT_hash_handle hh;
 };
 
@@ -63,6 +69,7 @@ void dw_metrics_free(struct dw_metrics *m)
         {
             HASH_DEL(f->series, s);
             free(s->labels);
+            free(s->buckets);
             free(s);
         }
         HASH_DEL(m->families, f);
@@ -104,6 +111,11 @@ dw_rc dw_metrics_define(struct dw_metrics *m, const char *name, enum dw_metric_t
         DW_ERROR("metric \"%s\": counters, and only counters, end in \"_total\"", name);
         return DW_ERR_INVALID;
     }
+    if (type == DW_METRIC_HISTOGRAM && !ends_with(name, "_seconds")) {
+        DW_ERROR("histogram \"%s\": its buckets are seconds, so its name ends in \"_seconds\"",
+                 name);
+        return DW_ERR_INVALID;
+    }
     struct family *f;
     HASH_FIND_STR(m->families, name, f);
     if (f != NULL) {
@@ -134,7 +146,8 @@ static const struct {
      "Dataverse responses with status 429 (service protection)."},
     {DW_M_RETRY_SLEEPS, DW_METRIC_COUNTER, "Backoff sleeps before retrying a Dataverse request."},
     {DW_M_RETRY_SLEEP_SECS, DW_METRIC_COUNTER, "Seconds spent in backoff before retries."},
-    {DW_M_TOKEN_RENEWALS, DW_METRIC_COUNTER, "OAuth2 access token acquisitions by result."},
+    {DW_M_TOKEN_RENEWALS, DW_METRIC_COUNTER, "OAuth2 access token acquisitions."},
+    {DW_M_ERRORS, DW_METRIC_COUNTER, "Row changes that failed, by error class."},
     {DW_M_SLOT_LAG_BYTES, DW_METRIC_GAUGE,
      "WAL bytes between the server and the applied position."},
     {DW_M_SLOT_LAG_SECONDS, DW_METRIC_GAUGE, "Age of the oldest unapplied commit in seconds."},
@@ -148,7 +161,14 @@ static const struct {
     {DW_M_COPY_ROWS, DW_METRIC_GAUGE, "Rows copied so far of the tables left to copy."},
     {DW_M_COPY_ROWS_PLANNED, DW_METRIC_GAUGE,
      "Rows the tables left to copy matched when queued (0: not counted)."},
+    {DW_M_APPLY_LATENCY, DW_METRIC_HISTOGRAM,
+     "Seconds from a change's commit in the source to its apply in Dataverse, per map."},
 };
+
+static const char *type_name(enum dw_metric_type t)
+{
+    return t == DW_METRIC_COUNTER ? "counter" : t == DW_METRIC_GAUGE ? "gauge" : "histogram";
+}
 
 dw_rc dw_metrics_define_standard(struct dw_metrics *m)
 {
@@ -222,8 +242,7 @@ static dw_rc find_series(const struct dw_metrics *m, const char *name, const cha
     HASH_FIND_STR(m->families, name, f);
     if (f == NULL || (create && f->type != want)) {
         if (create)
-            DW_ERROR("metric \"%s\" is not defined as a %s", name,
-                     want == DW_METRIC_COUNTER ? "counter" : "gauge");
+            DW_ERROR("metric \"%s\" is not defined as a %s", name, type_name(want));
         rc = DW_ERR_NOT_FOUND;
         goto out;
     }
@@ -278,6 +297,24 @@ dw_rc dw_metrics_set(struct dw_metrics *m, const char *name, const char *const *
     if (rc == DW_OK)
         s->value = value;
     return rc;
+}
+
+dw_rc dw_metrics_observe(struct dw_metrics *m, const char *name, const char *const *labels,
+                         double value)
+{
+    struct series *s;
+    dw_rc rc = find_series(m, name, labels, true, DW_METRIC_HISTOGRAM, &s);
+    if (rc != DW_OK)
+        return rc;
+    if (s->buckets == NULL)
+        s->buckets = dw_calloc(NBOUNDS + 1, sizeof *s->buckets);
+    size_t b = 0;
+    while (b < NBOUNDS && value > seconds_bounds[b])
+        b++;
+    s->buckets[b]++;
+    s->count++;
+    s->value += value;
+    return DW_OK;
 }
 
 dw_rc dw_metrics_get(const struct dw_metrics *m, const char *name, const char *const *labels,
@@ -353,6 +390,27 @@ static int cmp_series(struct series *a, struct series *b)
     return strcmp(a->labels, b->labels);
 }
 
+/* One histogram series: cumulative _bucket lines up to +Inf, then _sum and _count. */
+static dw_rc render_histogram(const char *name, const struct series *s, struct dw_buf *out)
+{
+    const char *sep = *s->labels ? "," : "";
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b <= NBOUNDS; b++) {
+        cumulative += s->buckets ? s->buckets[b] : 0;
+        (void)dw_buf_printf(out, "%s_bucket{%s%sle=\"", name, s->labels, sep);
+        if (b < NBOUNDS) /* %g: the bounds as written, not their nearest doubles */
+            (void)dw_buf_printf(out, "%g", seconds_bounds[b]);
+        else
+            (void)dw_buf_puts(out, "+Inf");
+        (void)dw_buf_printf(out, "\"} %" PRIu64 "\n", cumulative);
+    }
+    (void)dw_buf_printf(out, *s->labels ? "%s_sum{%s} " : "%s_sum%s ", name, s->labels);
+    dw_metrics_format_value(s->value, out);
+    return dw_buf_printf(out,
+                         *s->labels ? "\n%s_count{%s} %" PRIu64 "\n" : "\n%s_count%s %" PRIu64 "\n",
+                         name, s->labels, s->count);
+}
+
 dw_rc dw_metrics_render(struct dw_metrics *m, struct dw_buf *out)
 {
     dw_metrics_update_process(m);
@@ -367,10 +425,14 @@ dw_rc dw_metrics_render(struct dw_metrics *m, struct dw_buf *out)
             else
                 (void)dw_buf_putc(out, *c);
         }
-        (void)dw_buf_printf(out, "\n# TYPE %s %s\n", f->name,
-                            f->type == DW_METRIC_COUNTER ? "counter" : "gauge");
+        (void)dw_buf_printf(out, "\n# TYPE %s %s\n", f->name, type_name(f->type));
         HASH_SRT(hh, f->series, cmp_series);
         for (struct series *s = f->series; s; s = s->hh.next) {
+            if (f->type == DW_METRIC_HISTOGRAM) {
+                if (render_histogram(f->name, s, out) != DW_OK)
+                    return DW_ERR_RANGE;
+                continue;
+            }
             if (*s->labels)
                 (void)dw_buf_printf(out, "%s{%s} ", f->name, s->labels);
             else

@@ -390,6 +390,9 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
     if (p->skipping_txn)
         return DW_OK;
     p->stats.changes_received++;
+    if (p->opts.observer && c->rel)
+        p->opts.observer->changed(p->opts.observer->user, DW_OBSERVED_RECEIVED, c->rel->schema,
+                                  c->rel->name, "", dw_change_op_name(c->op), p->txn_time_us);
     if (c->op == DW_CHANGE_TRUNCATE)
         return take_truncate(p, c);
     const struct dw_relation *rel = c->rel;
@@ -821,6 +824,27 @@ static const char *item_source_key(const struct dw_item *it)
     return it->source_key ? it->source_key : it->new_row ? it->new_row : it->old_row;
 }
 
+/* Tells the observer (pipeline.h) what became of each change of a checkpointed round. */
+static void observe_window(struct dw_pipeline *p, const struct round *r)
+{
+    const struct dw_pipeline_observer *o = p->opts.observer;
+    const struct dw_window *w = r->window;
+    for (size_t i = 0; o && i < w->len; i++) {
+        const struct dw_item *it = &w->items[i];
+        const struct chain_state *cs = it->chain >= 0 ? &r->chains[it->chain] : NULL;
+        const char *map = it->mapped.map_name ? it->mapped.map_name : "";
+        if (it->state == DW_ITEM_APPLIED)
+            o->changed(o->user, DW_OBSERVED_APPLIED, it->source_schema, it->source_table, map,
+                       dw_change_op_name(it->op), it->commit_time_us);
+        else if (it->state == DW_ITEM_OPEN || it->state == DW_ITEM_WAITING)
+            o->changed(o->user, DW_OBSERVED_PARKED, it->source_schema, it->source_table, map,
+                       it->state == DW_ITEM_WAITING
+                           ? "waiting"
+                           : dw_error_class_name(cs ? cs->error_class : it->mapped.error_class),
+                       it->commit_time_us);
+    }
+}
+
 /* Writes the error rows of an applied round, then its checkpoint and statistics. */
 static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
 {
@@ -918,6 +942,8 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         p->held_time_us = deferred ? held_time : 0;
         p->stats.windows++;
         p->stats.last_window_rows = w->len;
+        p->stats.last_window_bytes = w->bytes;
+        observe_window(p, r);
     }
     return rc;
 }

@@ -19,6 +19,7 @@
 #include "dwasync/daemon.h"
 #include "dwasync/errtable.h"
 #include "dwasync/failpoint.h"
+#include "dwasync/guard.h"
 #include "dwasync/ha.h"
 #include "dwasync/log.h"
 #include "dwasync/mapfile.h"
@@ -67,7 +68,7 @@ struct job {
     char *slot;
     char *publication;
     char *initial_sync;
-    char *state_reason; /* why the job failed; NULL otherwise */
+    char *state_reason; /* why it is not active (failed, paused by the guard); "" if unsaid */
 };
 
 /* One table to copy, as dwasync.copy_request (sql/050, 060) records it. */
@@ -149,10 +150,10 @@ struct runner {
     unsigned failed_starts;     /* in a row, since the job last streamed */
     uint64_t stream_reconnects; /* of the streams already closed */
     int64_t started_ms; /* wall clock: tells this process's watermarks from an earlier one's */
-    uint64_t metrics_seen_applied; /* pipeline counters already added to the metrics */
-    uint64_t metrics_seen_received;
-    uint64_t metrics_seen_parked;
     struct dw_sink_stats metrics_seen_sink; /* sink counters already added to the metrics */
+    struct dw_pipeline_observer observer;   /* per table, class and map: see observed() */
+    bool slot_start_read;                   /* see slot_confirmed_at_start() */
+    dw_lsn slot_start_lsn;
 };
 
 static dw_rc on_snapshot_change(void *user, const struct dw_change *c);
@@ -337,11 +338,14 @@ static void health(void *ud, struct dw_health *out)
     snprintf(out->job, sizeof out->job, "%s", r->job.name ? r->job.name : "");
     if (r->job.state && strcmp(r->job.state, "failed") == 0)
         snprintf(out->detail, sizeof out->detail, "job failed: %s",
-                 r->job.state_reason ? r->job.state_reason : "(no reason recorded)");
+                 r->job.state_reason && *r->job.state_reason ? r->job.state_reason
+                                                             : "(no reason recorded)");
     else if (r->lock_lost)
         snprintf(out->detail, sizeof out->detail, "taking the job lock again");
     else if (r->paused)
-        snprintf(out->detail, sizeof out->detail, "job is paused");
+        snprintf(out->detail, sizeof out->detail, "job is paused%s%s",
+                 r->job.state_reason && *r->job.state_reason ? ": " : "",
+                 r->job.state_reason ? r->job.state_reason : "");
     else if (!r->ha.active)
         snprintf(out->detail, sizeof out->detail, "standby: another runner holds the job");
 }
@@ -362,6 +366,68 @@ static void track_dataverse(struct runner *r)
     r->sink_seen = st;
 }
 
+/*
+ * The slot's confirmed position when this process started: what lag counts from until the
+ * pipeline or the stream confirms something itself (else a restarted runner would report
+ * the absolute WAL position as its lag). Read once, on a connection of its own.
+ */
+static dw_lsn slot_confirmed_at_start(struct runner *r)
+{
+    if (r->slot_start_read)
+        return r->slot_start_lsn;
+    r->slot_start_read = true;
+    PGconn *src = NULL;
+    PGresult *res = NULL;
+    const char *params[] = {r->job.slot};
+    if (dw_pg_connect(r->config.source.conninfo, "dwasync run (metrics)", &src) == DW_OK &&
+        dw_pg_query(src, "reading the slot's confirmed position",
+                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                    "WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL",
+                    1, params, &res) == DW_OK &&
+        PQntuples(res) == 1)
+        (void)dw_lsn_parse(PQgetvalue(res, 0, 0), &r->slot_start_lsn);
+    PQclear(res);
+    PQfinish(src);
+    return r->slot_start_lsn;
+}
+
+/* Bytes of WAL received but not yet confirmed (applied or parked, or idle). */
+static double slot_lag_bytes(struct runner *r, dw_lsn pipeline_confirmed)
+{
+    dw_lsn base = slot_confirmed_at_start(r), received = dw_stream_received_lsn(r->stream);
+    if (pipeline_confirmed > base)
+        base = pipeline_confirmed;
+    if (dw_stream_reported_lsn(r->stream) > base)
+        base = dw_stream_reported_lsn(r->stream);
+    return received > base ? (double)(received - base) : 0;
+}
+
+/* The pipeline's observer: counters by table and class, errors by class, latency per map. */
+static void observed(void *user, enum dw_observed what, const char *schema, const char *table,
+                     const char *map, const char *class_name, int64_t commit_time_us)
+{
+    struct runner *r = user;
+    if (r->metrics == NULL)
+        return;
+    char qualified[256];
+    snprintf(qualified, sizeof qualified, "%s.%s", schema, table);
+    const char *labels[] = {"job", r->job.name, "table", qualified, "class", class_name, NULL};
+    if (what == DW_OBSERVED_RECEIVED) {
+        dw_metrics_inc(r->metrics, DW_M_CHANGES_RECEIVED, labels, 1);
+    } else if (what == DW_OBSERVED_APPLIED) {
+        dw_metrics_inc(r->metrics, DW_M_CHANGES_APPLIED, labels, 1);
+        const char *by_map[] = {"job", r->job.name, "map", map, NULL};
+        int64_t latency_us = dw_clock_wall_us() - commit_time_us;
+        if (commit_time_us > 0)
+            dw_metrics_observe(r->metrics, DW_M_APPLY_LATENCY, by_map,
+                               latency_us > 0 ? (double)latency_us / 1e6 : 0);
+    } else {
+        dw_metrics_inc(r->metrics, DW_M_CHANGES_PARKED, labels, 1);
+        if (strcmp(class_name, "waiting") != 0)
+            dw_metrics_inc(r->metrics, DW_M_ERRORS, labels, 1);
+    }
+}
+
 /* Copies the pipeline and sink counters into the metrics registry. */
 static void update_metrics(struct runner *r)
 {
@@ -374,16 +440,6 @@ static void update_metrics(struct runner *r)
         return;
     struct dw_pipeline_stats st;
     dw_pipeline_get_stats(r->pipeline, &st);
-    const char *all[] = {"job", r->job.name, "table", "", "class", "", NULL};
-    dw_metrics_inc(r->metrics, DW_M_CHANGES_RECEIVED, all,
-                   (double)(st.changes_received - r->metrics_seen_received));
-    dw_metrics_inc(r->metrics, DW_M_CHANGES_APPLIED, all,
-                   (double)(st.rows_applied - r->metrics_seen_applied));
-    dw_metrics_inc(r->metrics, DW_M_CHANGES_PARKED, all,
-                   (double)(st.rows_failed + st.rows_parked - r->metrics_seen_parked));
-    r->metrics_seen_received = st.changes_received;
-    r->metrics_seen_applied = st.rows_applied;
-    r->metrics_seen_parked = st.rows_failed + st.rows_parked;
     dw_metrics_set(r->metrics, DW_M_WINDOW_ROWS, job_label, (double)st.last_window_rows);
     if (r->sink) {
         struct dw_sink_stats ss;
@@ -393,11 +449,10 @@ static void update_metrics(struct runner *r)
     if (st.last_commit_time_us)
         dw_metrics_set(r->metrics, DW_M_LAST_COMMIT_TIME, job_label,
                        (double)st.last_commit_time_us / 1e6);
-    if (r->stream) {
-        dw_lsn received = dw_stream_received_lsn(r->stream);
-        double lag = received > st.confirmed_lsn ? (double)(received - st.confirmed_lsn) : 0;
-        dw_metrics_set(r->metrics, DW_M_SLOT_LAG_BYTES, job_label, lag);
-    }
+    dw_metrics_set(r->metrics, DW_M_WINDOW_BYTES, job_label, (double)st.last_window_bytes);
+    if (r->stream)
+        dw_metrics_set(r->metrics, DW_M_SLOT_LAG_BYTES, job_label,
+                       slot_lag_bytes(r, st.confirmed_lsn));
     if (st.last_commit_time_us) {
         double lag_s = (double)(dw_clock_wall_us() - st.last_commit_time_us) / 1e6;
         dw_metrics_set(r->metrics, DW_M_SLOT_LAG_SECONDS, job_label,
@@ -791,6 +846,7 @@ static dw_rc copy_tend(struct runner *r)
         if (cp->initial && (rc = set_initial_sync(r, "done")) != DW_OK)
             return rc;
         r->progress.total = r->snapshot_rows;
+        r->progress.done = r->snapshot_rows; /* updates come every 1000 rows: the exact count */
         dw_progress_finish(&r->progress, (uint64_t)dw_clock_ms());
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
                 "%s done: %" PRIu64 " row(s) copied by this process",
@@ -946,6 +1002,7 @@ static dw_rc start_job(struct runner *r)
         .window_ms = r->config.apply.window_ms,
         .missing_parent_retries = r->config.apply.missing_parent_retries,
         .values = &r->values,
+        .observer = &r->observer,
     };
     dw_seams_sink_writer(r->sink, &r->writer);
     dw_seams_control_store(r->control, &r->store);
@@ -991,7 +1048,6 @@ static void stop_job(struct runner *r)
     r->types = NULL;
     copy_cleanup(&r->copy);
     /* A job started again counts from zero: the metrics take deltas from these. */
-    r->metrics_seen_applied = r->metrics_seen_received = r->metrics_seen_parked = 0;
     memset(&r->metrics_seen_sink, 0, sizeof r->metrics_seen_sink);
     memset(&r->sink_seen, 0, sizeof r->sink_seen);
 }
@@ -1033,9 +1089,10 @@ static dw_rc check_job(struct runner *r)
     snprintf(id, sizeof id, "%" PRId64, r->job.id);
     const char *params[] = {id};
     PGresult *res = NULL;
-    dw_rc rc =
-        dw_pg_query(r->control, "reading the job's state",
-                    "SELECT state, state_reason FROM dwasync.job WHERE id = $1", 1, params, &res);
+    dw_rc rc = dw_pg_query(r->control, "reading the job's state",
+                           "SELECT state, coalesce(state_reason, '') FROM dwasync.job "
+                           "WHERE id = $1",
+                           1, params, &res);
     if (rc != DW_OK)
         return rc;
     if (PQntuples(res) == 0) {
@@ -1046,7 +1103,7 @@ static dw_rc check_job(struct runner *r)
     free(r->job.state);
     r->job.state = dw_strdup(PQgetvalue(res, 0, 0));
     free(r->job.state_reason);
-    r->job.state_reason = PQgetisnull(res, 0, 1) ? NULL : dw_strdup(PQgetvalue(res, 0, 1));
+    r->job.state_reason = dw_strdup(PQgetvalue(res, 0, 1));
     PQclear(res);
     bool paused = strcmp(r->job.state, "active") != 0;
     if (!paused && r->paused)
@@ -1255,7 +1312,8 @@ static dw_rc stream_loop(struct runner *r)
         if (r->opts->until_caught_up && strcmp(r->job.state, "failed") == 0) {
             DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", r->job.name}),
                     "job failed (%s); nothing more can be caught up with",
-                    r->job.state_reason ? r->job.state_reason : "no reason recorded");
+                    r->job.state_reason && *r->job.state_reason ? r->job.state_reason
+                                                                : "no reason recorded");
             return DW_ERR_STATE;
         }
 
@@ -1464,6 +1522,29 @@ static void reconnect_control(struct runner *r)
 }
 
 /*
+ * Waits until the job is active and the environment guard (guard.h) trusts its source and
+ * Dataverse environment: a changed one pauses the job before anything is read or written.
+ * A failure to read either identity is retried (the source or Dataverse may be coming up).
+ * Returns as wait_until_active() does.
+ */
+static dw_rc wait_until_trusted(struct runner *r)
+{
+    for (;;) {
+        dw_rc rc = wait_until_active(r);
+        if (rc != DW_OK)
+            return rc;
+        bool trusted = false;
+        rc = dw_guard_verify(r->control, &r->config, r->job.id, r->job.name, &trusted);
+        if (rc == DW_OK && trusted)
+            return DW_OK;
+        if (rc != DW_OK)
+            idle_wait(r, JOB_CHECK_MS);
+        if (r->stopping)
+            return DW_ERR_INTERRUPTED;
+    }
+}
+
+/*
  * One life of the active job: take the lock, read the job (after the lock, never before),
  * start it, stream. DW_ERR_RETRY when it should start again: the lock session or another
  * connection broke (the slot redelivers what was not confirmed; the apply is idempotent).
@@ -1479,7 +1560,7 @@ static dw_rc run_once(struct runner *r)
         return DW_ERR_IO;
     if ((rc = reload_job(r)) != DW_OK)
         return rc;
-    if ((rc = wait_until_active(r)) != DW_OK)
+    if ((rc = wait_until_trusted(r)) != DW_OK)
         return rc == DW_ERR_INTERRUPTED ? DW_OK : rc;
     if ((rc = start_job(r)) != DW_OK)
         return rc;
@@ -1542,9 +1623,11 @@ static dw_rc copy_config(struct dw_config *dst, const char *path)
 dw_rc dw_runner_run(const struct dw_runner_options *opts)
 {
     struct runner r = {.opts = opts,
+                       .observer = {.changed = observed},
                        .signal_fd = -1,
                        .dataverse_ok = true,
                        .started_ms = dw_clock_wall_us() / 1000};
+    r.observer.user = &r;
     dw_rc rc = copy_config(&r.config, opts->config_path);
     if (rc != DW_OK)
         return rc;

@@ -3,7 +3,8 @@
 # its code and makes the exit status 1: invalid config, missing and world-readable secret,
 # unreachable Postgres, wal_level replica, role without REPLICATION, schema not installed,
 # unknown job, a running job without slot or publication, a mapped table not published,
-# unreachable authority, wrong client secret, a mapped Dataverse table that does not exist.
+# an active job without a live runner, idle dwasync slots retaining WAL (a job's and one
+# `decode` created), unreachable authority, wrong client secret, a mapped Dataverse table that does not exist.
 # Dataverse is a minimal stand-in (dw_ops_harness fakedv): token endpoint and WhoAmI.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 pg_start "max_slot_wal_keep_size = 1GB"
@@ -127,9 +128,29 @@ psql_q "alter publication dwasync_crm add table custtable"
 out=$(chk --job crm); status=$?
 check_eq "mapped Dataverse table missing: exit 1" 1 "$status"
 check_contains "DV004 names map and table" 'error   DV004   job "crm": map "customers": Dataverse table "account" does not exist' "$out"
-check_eq "Postgres prerequisites met" 1 "$(grep -c '^error' <<<"$out")"
+check_contains "an active job without a runner: RUN001" \
+    'error   RUN001  job "crm": the job is active but no runner has ever run it' "$out"
+check_eq "Postgres prerequisites met (DV004 and RUN001 only)" 2 "$(grep -c '^error' <<<"$out")"
 out=$("$DWASYNC_BIN" --verbose --config "$work/c.conf" check --job crm 2>/dev/null)
 check_contains "slot reported healthy" 'SLOT000 job "crm": slot "dwasync_crm" is healthy (wal_status reserved)' "$out"
+
+# Slots nobody consumes hold WAL back: the job's own (its runner is not running) and one
+# that `dwasync decode` created, which belongs to no job.
+"$DWASYNC_BIN" --config "$work/c.conf" decode --publication dwasync_crm --create-slot \
+    --until-caught-up >/dev/null 2>"$work/decode.err" || die "decode failed: $(cat "$work/decode.err")"
+psql_q "insert into other select generate_series(1, 1000)"
+out=$(chk); status=$?
+check_contains "idle job slot: SLOT004" \
+    'warning SLOT004 job "crm": slot "dwasync_crm" is inactive and retains' "$out"
+check_contains "idle decode slot: SLOT004" \
+    'warning SLOT004 slot "dwasync_decode" is inactive, belongs to no job and retains' "$out"
+psql_q "select pg_drop_replication_slot('dwasync_decode')" >/dev/null
+# A runner that died: its heartbeat is in the runner row, nobody holds the lock.
+psql_q "insert into dwasync.runner (job_id, host, pid, version, heartbeat_at)
+        select id, 'h', 1, 'v', now() - interval '300 seconds' from dwasync.job"
+out=$(chk --job crm); status=$?
+check_contains "a dead runner: RUN001 with its last heartbeat" \
+    'error   RUN001  job "crm": the job is active but no runner is alive (last heartbeat ' "$out"
 
 # wal_level replica: a second cluster.
 first_pgdata=$PGDATA first_bin=$(pg_bindir)

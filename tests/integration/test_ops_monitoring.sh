@@ -89,6 +89,9 @@ show_log_on_failure "$DW_E2E_DIR/daemon.log"
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 e2e_start_daemon
 check_status "initial sync applied" 0 e2e_wait_synced
+# A change the map cannot take (an unknown on-hold status): parked and error series exist
+# only once something was parked.
+psql_q "UPDATE fno.customersv3 SET onholdstatus = 9 WHERE dataareaid = 'usmf' AND customeraccount = 'C0000001'"
 port=
 for _ in $(seq 1 240); do
     port=$(sed -n 's/.*serving \/metrics and \/healthz on port \([0-9]*\).*/\1/p' "$DW_E2E_DIR/daemon.log")

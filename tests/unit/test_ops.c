@@ -134,6 +134,43 @@ START_TEST(exposition_format)
 }
 END_TEST
 
+START_TEST(histogram_exposition)
+{
+    struct dw_metrics *m = dw_metrics_new();
+    ck_assert_int_eq(dw_metrics_define(m, "dwasync_x_bytes", DW_METRIC_HISTOGRAM, "Wrong unit."),
+                     DW_ERR_INVALID);
+    ck_assert_int_eq(dw_metrics_define(m, "dwasync_x_seconds", DW_METRIC_HISTOGRAM, "Latency."),
+                     DW_OK);
+    const char *labels[] = {"job", "j", NULL};
+    ck_assert_int_eq(dw_metrics_observe(m, "dwasync_x_seconds", labels, 0.0625), DW_OK);
+    ck_assert_int_eq(dw_metrics_observe(m, "dwasync_x_seconds", labels, 0.03125), DW_OK);
+    ck_assert_int_eq(dw_metrics_observe(m, "dwasync_x_seconds", labels, 1000), DW_OK);
+    ck_assert_int_eq(dw_metrics_inc(m, "dwasync_x_seconds", labels, 1), DW_ERR_NOT_FOUND);
+    struct dw_buf out;
+    dw_buf_init(&out, 0);
+    ck_assert_int_eq(dw_metrics_render(m, &out), DW_OK);
+    ck_assert_str_eq(dw_buf_str(&out), "# HELP dwasync_x_seconds Latency.\n"
+                                       "# TYPE dwasync_x_seconds histogram\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"0.05\"} 1\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"0.1\"} 2\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"0.25\"} 2\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"0.5\"} 2\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"1\"} 2\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"2.5\"} 2\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"5\"} 2\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"10\"} 2\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"30\"} 2\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"60\"} 2\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"300\"} 2\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"900\"} 2\n"
+                                       "dwasync_x_seconds_bucket{job=\"j\",le=\"+Inf\"} 3\n"
+                                       "dwasync_x_seconds_sum{job=\"j\"} 1000.09375\n"
+                                       "dwasync_x_seconds_count{job=\"j\"} 3\n");
+    dw_buf_cleanup(&out);
+    dw_metrics_free(m);
+}
+END_TEST
+
 START_TEST(sink_stats_become_counters)
 {
     struct dw_metrics *m = dw_metrics_new();
@@ -443,6 +480,7 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, series_by_label_set);
     tcase_add_test(tc, series_count_is_capped);
     tcase_add_test(tc, exposition_format);
+    tcase_add_test(tc, histogram_exposition);
     tcase_add_test(tc, sink_stats_become_counters);
     tcase_add_test(tc, rss_is_reported);
     tcase_add_test(tc, listen_address_parsing);
