@@ -43,6 +43,14 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'The environment guard records a change when the runner starts the job.';
     END IF;
+    -- Another source cluster or timeline numbers its WAL anew: the old checkpoint would make
+    -- the runner pass over the new history's transactions below it (pipeline.h).
+    IF (SELECT source_system_id IS DISTINCT FROM s ->> 'source_system_id'
+               OR source_timeline IS DISTINCT FROM (s ->> 'source_timeline')::integer
+          FROM dwasync.job_identity WHERE job_id = j.id) THEN
+        UPDATE dwasync.checkpoint SET confirmed_lsn = '0/0', updated_at = now()
+         WHERE job_id = j.id;
+    END IF;
     UPDATE dwasync.job_identity
        SET source_system_id = s ->> 'source_system_id',
            source_timeline = (s ->> 'source_timeline')::integer,

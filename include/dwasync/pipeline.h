@@ -106,6 +106,11 @@ struct dw_pipeline_persist {
 struct dw_pipeline_store {
     /* Replaces set's contents with the job's keys blocked behind open errors. */
     dw_rc (*load_blocked)(void *user, int64_t job_id, struct dw_blocked_keys *set);
+    /* The job's checkpoint (0 when it has none). The stream starts from the slot, which may
+     * be behind it (the slot is confirmed after the checkpoint is written, and a server
+     * crash can move a slot back): transactions the checkpoint passed are not taken again,
+     * so a resent change can never be applied, or parked, after what followed it. */
+    dw_rc (*load_checkpoint)(void *user, int64_t job_id, dw_lsn *confirmed);
     dw_rc (*persist)(void *user, const struct dw_pipeline_persist *window,
                      struct dw_blocked_keys *blocked);
     void *user; /* passed to every call; borrowed */

@@ -434,8 +434,9 @@ out:
     return status;
 }
 
-/* After a relink: a source that is another cluster has no slot of the job's yet. */
-static void relink_slot_hint(struct dw_cli *cli, const char *name, const char *slot_name)
+/* After a relink: a source that is another cluster has no slot of the job's yet. False
+ * then (the operator was told what to do), true when the slot exists or cannot be seen. */
+static bool relink_slot_exists(struct dw_cli *cli, const char *name, const char *slot_name)
 {
     PGconn *src = NULL;
     bool slot = true;
@@ -446,6 +447,7 @@ static void relink_slot_hint(struct dw_cli *cli, const char *name, const char *s
                "\"dwasync job start %s --initial-sync\"\n",
                slot_name, name, name);
     PQfinish(src);
+    return slot;
 }
 
 /* The step an operator asked for after a relink: a resync of the whole job, or a verify. */
@@ -496,8 +498,7 @@ static int job_relink(struct dw_cli *cli, const char *name, const char *step)
            "organization %s at %s; it is %s\n",
            name, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3),
            PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5));
-    relink_slot_hint(cli, name, j.slot);
-    status = relink_next_step(cli, name, step);
+    status = relink_slot_exists(cli, name, j.slot) ? relink_next_step(cli, name, step) : DW_EXIT_OK;
 out:
     PQclear(r);
     PQfinish(ctl);

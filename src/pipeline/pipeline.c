@@ -168,10 +168,13 @@ dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts,
         }
     }
     dw_rc rc = store->load_blocked(store->user, opts->job_id, p->blocked);
+    if (rc == DW_OK)
+        rc = store->load_checkpoint(store->user, opts->job_id, &p->stats.confirmed_lsn);
     if (rc != DW_OK) {
         dw_pipeline_free(p);
         return rc;
     }
+    p->taken_end_lsn = p->stats.confirmed_lsn; /* what the checkpoint passed is not taken again */
     if (dw_blocked_keys_count(p->blocked))
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", opts->job_name}),
                 "%zu source keys are blocked behind open errors; their changes will wait",

@@ -51,6 +51,23 @@ static dw_rc control_load_blocked(void *user, int64_t job_id, struct dw_blocked_
     return dw_errtable_load_blocked(user, job_id, set);
 }
 
+static dw_rc control_load_checkpoint(void *user, int64_t job_id, dw_lsn *confirmed)
+{
+    char job[32];
+    snprintf(job, sizeof job, "%" PRId64, job_id);
+    const char *params[1] = {job};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(user, "reading the job's checkpoint",
+                           "SELECT confirmed_lsn FROM dwasync.checkpoint WHERE job_id = $1", 1,
+                           params, &res);
+    *confirmed = 0;
+    if (rc == DW_OK && PQntuples(res) == 1 &&
+        dw_lsn_parse(PQgetvalue(res, 0, 0), confirmed) != DW_OK)
+        rc = DW_ERR_PG;
+    PQclear(res);
+    return rc;
+}
+
 /* The checkpoint moves forward only (greatest()), and the minute's counters add up. */
 static dw_rc write_checkpoint(PGconn *control, const struct dw_pipeline_persist *w)
 {
@@ -116,6 +133,7 @@ void dw_seams_control_store(PGconn *control, struct dw_pipeline_store *out)
 {
     *out = (struct dw_pipeline_store){
         .load_blocked = control_load_blocked,
+        .load_checkpoint = control_load_checkpoint,
         .persist = control_persist,
         .user = control,
     };

@@ -72,6 +72,8 @@ relink_out=$(dw job relink fno_sample 2>&1)
 check_contains "relink accepts the new organization" "organization $org_after" "$relink_out"
 check_eq "relink records the new organization" "$org_after" "$(identity organization_id)"
 check_eq "relink resumes the job" "active" "$(psql_q "SELECT state FROM dwasync.job")"
+check_eq "relink to another environment keeps the checkpoint" 0 \
+    "$(psql_q "SELECT count(*) FROM dwasync.checkpoint WHERE confirmed_lsn = '0/0'")"
 check_status "the change made meanwhile is applied" 0 e2e_wait_applied 60
 check_eq "Dataverse equals the source (oracle)" 0 "$(e2e_mismatches)"
 check_eq "relink with nothing to accept fails" 1 "$(dw job relink fno_sample >/dev/null 2>&1; echo $?)"
@@ -112,7 +114,10 @@ stop_daemon
 relink_out=$(dw job relink fno_sample --resync 2>&1)
 check_contains "relink accepts the new source" "source system $sysid_after" "$relink_out"
 check_contains "relink says the new source has no slot" "does not exist on this source" "$relink_out"
-check_contains "relink --resync says what it cannot do yet" "is not available" "$relink_out"
+check_eq "relink --resync queues nothing without a slot" 0 \
+    "$(psql_q "SELECT count(*) FROM dwasync.copy_request WHERE kind = 'resync'")"
+check_eq "relink to another cluster resets the checkpoint (its WAL is numbered anew)" "0/0" \
+    "$(psql_q "SELECT confirmed_lsn FROM dwasync.checkpoint")"
 dw job stop fno_sample >/dev/null 2>&1 || die "job stop failed"
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start --initial-sync failed"
 e2e_start_daemon
