@@ -94,14 +94,6 @@ static json_t *ref_text(const json_t *ref)
     return s;
 }
 
-/* The Web API path after "<url>/api/data/<version>/" of an absolute @odata.nextLink. */
-static const char *next_path(const char *link)
-{
-    const char *p = link ? strstr(link, "/api/data/") : NULL;
-    p = p ? strchr(p + strlen("/api/data/"), '/') : NULL;
-    return p ? p + 1 : NULL;
-}
-
 static json_t *parent_key(struct verifier *v, const struct dw_lookup *l, const char *guid);
 
 /* A row's key object as the engine builds it (lookup parts as references); NULL if the row
@@ -131,17 +123,19 @@ fail:
     return NULL;
 }
 
-/* Pages through an entity set (path: "<set>?$select=..."), calling fn on each row. */
+/* Pages through an entity set (path: "<set>?$select=..."), calling fn on each row: one page
+ * in memory at a time, and a progress line per page. */
 static dw_rc read_pages(struct verifier *v, const char *path,
                         dw_rc (*fn)(struct verifier *, const json_t *, void *), void *user)
 {
     char *next = dw_strdup(path);
     dw_rc rc = DW_OK;
-    int64_t rows = 0;
+    int64_t rows = 0, pages = 0;
     while (next && rc == DW_OK) {
         json_t *page = NULL;
-        if ((rc = dw_sink_get_json(v->sink, next, &page)) != DW_OK)
-            break;
+        char *link = next;
+        rc = dw_sink_get_page(v->sink, link, &page, &next);
+        free(link);
         size_t i;
         json_t *row;
         json_array_foreach(json_object_get(page, "value"), i, row)
@@ -150,12 +144,11 @@ static dw_rc read_pages(struct verifier *v, const char *path,
                 rc = fn(v, row, user);
             rows++;
         }
-        free(next);
-        const char *np = next_path(json_string_value(json_object_get(page, "@odata.nextLink")));
-        next = np ? dw_strdup(np) : NULL;
-        if (v->o->progress && next)
-            fprintf(v->o->progress, "verify: %s: %" PRId64 " rows read\n", path, rows);
         json_decref(page);
+        pages++;
+        if (v->o->progress && rc == DW_OK)
+            fprintf(v->o->progress, "verify: %.*s: page %" PRId64 ", %" PRId64 " rows read%s\n",
+                    (int)strcspn(path, "?"), path, pages, rows, next ? "" : " (last)");
     }
     free(next);
     return rc;

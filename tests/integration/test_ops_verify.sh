@@ -4,7 +4,8 @@
 # each in dwasync.verify_result exactly, and `--repair` fixes them through the daemon (the
 # extra deleted, the missing and different rows copied interleaved with the stream): then
 # verify is clean and Dataverse equals the independent oracle. dvemu serves pages of 25 rows,
-# so every read follows @odata.nextLink.
+# so every read follows @odata.nextLink: verify's own loop reads them one page at a time
+# (dvemu's request log counts the GETs, verify's progress counts the pages it saw).
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup --page-size 25
 e2e_load_sample
@@ -13,15 +14,28 @@ dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 e2e_start_daemon
 check_status "the initial sync finished" 0 e2e_wait_synced
 
+seq0=$(dvemu_admin GET 'requests?path=accounts' | jq '[.value[].seq] | max // 0')
 out=$(dw verify fno_sample 2>"$DW_E2E_DIR/verify.err")
 check_eq "verify of a synced job exits 0" 0 $?
+progress=$(cat "$DW_E2E_DIR/verify.err")
+log=$(dvemu_admin GET 'requests?path=accounts')
+gets=$(jq --argjson s "$seq0" '[.value[] | select(.seq > $s and .method == "GET")] | length' <<<"$log")
+accounts=$(curl -sf "$DVEMU_URL/_dvemu/tables/accounts" | jq '.value | length')
+pages=$(((accounts + 24) / 25))
+# accounts are read once as the set verified and once as the parent of the invoice account.
+passes=$(grep -c '^verify: accounts: page .* (last)$' <<<"$progress")
+check_status "several pages" 0 test "$pages" -ge 3
+check_eq "verify read accounts in pages of 25, one GET each" "$((passes * pages))" "$gets"
+check_eq "verify's own loop saw every page (a progress line each)" "$gets" \
+    "$(grep -c '^verify: accounts: page ' <<<"$progress")"
+check_contains "the last page says so" "verify: accounts: page $pages, $accounts rows read (last)" "$progress"
 check_contains "and finds no drift" "0 missing, 0 extra, 0 different" "$out"
 check_contains "it read every source row" "$(psql_q "SELECT (SELECT count(*) FROM fno.legalentities) +
     (SELECT count(*) FROM fno.currencies WHERE currencycode <> '999') +
     (SELECT count(*) FROM fno.paymentterms) + (SELECT count(*) FROM fno.customergroups) +
     (SELECT count(*) FROM fno.customersv3) + (SELECT count(*) FROM fno.vendorsv2) +
     (SELECT count(*) FROM fno.salesorderheaders) + (SELECT count(*) FROM fno.salesorderlines)") source rows" "$out"
-check_contains "it printed progress per entity set" "verify: accounts: 0 missing" "$(cat "$DW_E2E_DIR/verify.err")"
+check_contains "it printed progress per entity set" "verify: accounts: 0 missing" "$progress"
 
 # Drift behind dwasync's back.
 row() { curl -sf "$DVEMU_URL/_dvemu/tables/$1" | jq -r "$2"; }
