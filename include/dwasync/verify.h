@@ -20,8 +20,9 @@
  * then the source rows of every missing, different and extra key are queued as a keyed
  * copy (copyreq.h, kind "repair"), which the daemon applies between watermarks interleaved
  * with the stream, so a source change made meanwhile is applied after, in key order, and a
- * row created in the source for an extra key comes back. Keys the source cannot be asked
- * for (a key part that is a lookup to a parent other than the company) are only deleted.
+ * row created in the source for an extra key comes back. An extra's source key is read
+ * from its Dataverse key, a lookup part's from the key of the parent it points to (the
+ * source row holds those columns, as the mapping reads them).
  *
  * Ownership: the options and everything they point to are borrowed for the call.
  */

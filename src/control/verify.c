@@ -476,25 +476,40 @@ static dw_rc delete_extras(struct verifier *v, const struct dw_tablemap *m)
     return rc;
 }
 
-/* The source key of an extra from its Dataverse key: column and company parts only, named
- * as the source table spells its columns. */
+/* Adds to skey the source columns of key parts, read from their values in a Dataverse key
+ * (a lookup part's from the key of the row it points to, which the source row holds as its
+ * own columns), named as the source table spells them; false when one is absent. */
+static bool add_source_parts(const struct dw_keypart *parts, size_t n, const struct dw_src_table *t,
+                             const json_t *dv_key, json_t *skey)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct dw_keypart *p = &parts[i];
+        json_t *x = json_object_get(dv_key, p->attr);
+        if (p->kind == DW_KEYPART_LOOKUP) {
+            if (!add_source_parts(p->lookup->key, p->lookup->nkey, t, json_object_get(x, "key"),
+                                  skey))
+                return false;
+            continue;
+        }
+        if (p->kind == DW_KEYPART_COMPANY)
+            x = json_object_get(json_object_get(x, "key"), DW_COMPANY_KEY);
+        if (x == NULL || p->source == NULL)
+            return false;
+        const struct dw_src_column *col = t ? dw_src_table_column(t, p->source) : NULL;
+        json_object_set(skey, col ? col->name : p->source, x);
+    }
+    return true;
+}
+
+/* The source key of an extra from its Dataverse key; NULL if it cannot be read from it. */
 static json_t *extra_source_key(const struct dw_tablemap *m, const struct dw_src_table *t,
                                 const json_t *dv_key)
 {
     json_t *skey = json_object();
-    for (size_t i = 0; i < m->nkey; i++) {
-        const struct dw_keypart *p = &m->key[i];
-        json_t *x = json_object_get(dv_key, p->attr);
-        if (p->kind == DW_KEYPART_COMPANY)
-            x = json_object_get(json_object_get(x, "key"), DW_COMPANY_KEY);
-        if (p->kind == DW_KEYPART_LOOKUP || x == NULL || p->source == NULL) {
-            json_decref(skey);
-            return NULL;
-        }
-        const struct dw_src_column *col = t ? dw_src_table_column(t, p->source) : NULL;
-        json_object_set(skey, col ? col->name : p->source, x);
-    }
-    return skey;
+    if (add_source_parts(m->key, m->nkey, t, dv_key, skey))
+        return skey;
+    json_decref(skey);
+    return NULL;
 }
 
 static void append_literal(PGconn *conn, struct dw_buf *b, const json_t *x)

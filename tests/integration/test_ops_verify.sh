@@ -76,6 +76,27 @@ check_eq "after the repair verify is clean" 0 $?
 check_contains "(summary)" "0 missing, 0 extra, 0 different" "$out"
 check_eq "Dataverse equals the source (independent oracle)" 0 "$(e2e_mismatches)"
 check_eq "no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
+
+# An extra whose key holds a lookup to a parent other than the company (a sales order line):
+# its source key is read through the order's key, so the repair queues its copy too (a line
+# created in the source meanwhile would come back).
+order=$(row salesorders '.value[0]')
+order_no=$(jq -r .msdyn_salesordernumber <<<"$order")
+dvemu_api POST salesorderdetails '{"sequencenumber": 999, "productdescription": "Extra line",
+    "salesorderid@odata.bind": "/salesorders('"$(jq -r .salesorderid <<<"$order")"')"}' >/dev/null ||
+    die "creating a sales order line failed"
+out=$(dw verify fno_sample --map sales_order_lines --repair 2>/dev/null)
+check_eq "a line created behind dwasync's back is drift" 3 $?
+check_contains "found as an extra" "0 missing, 1 extra, 0 different" "$out"
+check_contains "deleted, and its source key queued as a copy" "1 extra row deleted, 1 keyed copy queued" "$out"
+cond=$(psql_q "SELECT condition FROM dwasync.copy_request ORDER BY id DESC LIMIT 1")
+check_contains "the copy asks the source for the line by its order's number" "'$order_no'" "$cond"
+check_contains "and its own sequence number" "'999'" "$cond"
+check_status "the daemon applied the repair" 0 e2e_wait_resynced
+check_eq "the line is gone" 0 "$(row salesorderdetails '[.value[] | select(.sequencenumber == 999)] | length')"
+out=$(dw verify fno_sample 2>/dev/null)
+check_eq "verify is clean again" 0 $?
+check_eq "Dataverse equals the source (independent oracle, again)" 0 "$(e2e_mismatches)"
 kill -TERM "$daemon"; wait "$daemon"
 check_eq "the daemon stops cleanly" 0 $?
 daemon=
