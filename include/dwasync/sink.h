@@ -103,9 +103,23 @@ void dw_sink_get_stats(const struct dw_sink *sink, struct dw_sink_stats *out);
 dw_rc dw_sink_whoami(struct dw_sink *sink, char **user_id);
 
 /*
+ * Blocking: one page of GET <api base>/<path> (e.g. "accounts?$select=name"), or of an
+ * absolute next link a previous page gave, with auth and retries. On 200 *page is a new
+ * reference to the answer (a collection's rows in "value", at most the server's page:
+ * 5,000 rows in Dataverse) and *next_link (caller frees) the next page's link, NULL on the
+ * last page; the link is removed from *page. A next link outside the configured
+ * environment is never followed: DW_ERR_INVALID when given, DW_ERR_PROTOCOL when answered.
+ * On 4xx returns DW_ERR_NOT_FOUND (404) or DW_ERR_HTTP, logged. Memory: one page.
+ */
+dw_rc dw_sink_get_page(struct dw_sink *sink, const char *path_or_next_link, json_t **page,
+                       char **next_link);
+
+/*
  * Blocking: GET <api base>/<path_and_query> (e.g. "EntityDefinitions(LogicalName='account')")
- * with auth and retries. *out is a new reference on 200; on 4xx returns DW_ERR_NOT_FOUND
- * (404) or DW_ERR_HTTP, logged.
+ * with auth and retries, a collection's pages joined into one "value" (dw_sink_get_page()
+ * followed to the last page: for small sets such as metadata; read large ones a page at a
+ * time). *out is a new reference on 200; on 4xx returns DW_ERR_NOT_FOUND (404) or
+ * DW_ERR_HTTP, logged.
  */
 dw_rc dw_sink_get_json(struct dw_sink *sink, const char *path_and_query, json_t **out);
 

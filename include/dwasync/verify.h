@@ -7,21 +7,22 @@
  * so one map's rows are not another's extras): the source tables are read in key order, a
  * page at a time, read-only, under the maps' filters (snapshot.h, dw_snapshot_scan()), each
  * row converted and mapped exactly as the daemon does (values.h, mapping.h); Dataverse is
- * read through the sink's dw_sink_get_json() with $select, following @odata.nextLink.
- * Both sides go into temporary tables on the control connection, FLUSH_ROWS rows a
- * statement, and the server compares them. Memory: a page of source rows; on the Dataverse
- * side one entity set's answer, because dw_sink_get_json() itself follows the next links
- * and returns every page at once (a page-at-a-time read in the sink would bound it to a
- * page); plus, for each parent table a key or lookup points to, its rows' GUIDs and keys
- * (reference tables: companies, groups, terms). Every key and every mapped attribute is
+ * read a page at a time through the sink's dw_sink_get_page() with $select, verify's own
+ * loop following each @odata.nextLink (a progress line per page). Both sides go into
+ * temporary tables on the control connection, FLUSH_ROWS rows a statement, and the server
+ * compares them. Memory: a page of source rows and one Dataverse page (at most 5,000 rows),
+ * plus, for each parent table a key or lookup points to, its rows' GUIDs and keys (held
+ * for the run: reference tables such as companies, groups, terms are small; a lookup to a
+ * large table costs that table's keys). Every key and every mapped attribute is
  * compared; lookups as the "<set>(<key>)" they point to.
  *
  * Repair never races the stream: extras are deleted by alternate key first (404 is done);
  * then the source rows of every missing, different and extra key are queued as a keyed
  * copy (copyreq.h, kind "repair"), which the daemon applies between watermarks interleaved
  * with the stream, so a source change made meanwhile is applied after, in key order, and a
- * row created in the source for an extra key comes back. Keys the source cannot be asked
- * for (a key part that is a lookup to a parent other than the company) are only deleted.
+ * row created in the source for an extra key comes back. An extra's source key is read
+ * from its Dataverse key, a lookup part's from the key of the parent it points to (the
+ * source row holds those columns, as the mapping reads them).
  *
  * Ownership: the options and everything they point to are borrowed for the call.
  */

@@ -94,14 +94,6 @@ static json_t *ref_text(const json_t *ref)
     return s;
 }
 
-/* The Web API path after "<url>/api/data/<version>/" of an absolute @odata.nextLink. */
-static const char *next_path(const char *link)
-{
-    const char *p = link ? strstr(link, "/api/data/") : NULL;
-    p = p ? strchr(p + strlen("/api/data/"), '/') : NULL;
-    return p ? p + 1 : NULL;
-}
-
 static json_t *parent_key(struct verifier *v, const struct dw_lookup *l, const char *guid);
 
 /* A row's key object as the engine builds it (lookup parts as references); NULL if the row
@@ -131,17 +123,19 @@ fail:
     return NULL;
 }
 
-/* Pages through an entity set (path: "<set>?$select=..."), calling fn on each row. */
+/* Pages through an entity set (path: "<set>?$select=..."), calling fn on each row: one page
+ * in memory at a time, and a progress line per page. */
 static dw_rc read_pages(struct verifier *v, const char *path,
                         dw_rc (*fn)(struct verifier *, const json_t *, void *), void *user)
 {
     char *next = dw_strdup(path);
     dw_rc rc = DW_OK;
-    int64_t rows = 0;
+    int64_t rows = 0, pages = 0;
     while (next && rc == DW_OK) {
         json_t *page = NULL;
-        if ((rc = dw_sink_get_json(v->sink, next, &page)) != DW_OK)
-            break;
+        char *link = next;
+        rc = dw_sink_get_page(v->sink, link, &page, &next);
+        free(link);
         size_t i;
         json_t *row;
         json_array_foreach(json_object_get(page, "value"), i, row)
@@ -150,12 +144,11 @@ static dw_rc read_pages(struct verifier *v, const char *path,
                 rc = fn(v, row, user);
             rows++;
         }
-        free(next);
-        const char *np = next_path(json_string_value(json_object_get(page, "@odata.nextLink")));
-        next = np ? dw_strdup(np) : NULL;
-        if (v->o->progress && next)
-            fprintf(v->o->progress, "verify: %s: %" PRId64 " rows read\n", path, rows);
         json_decref(page);
+        pages++;
+        if (v->o->progress && rc == DW_OK)
+            fprintf(v->o->progress, "verify: %.*s: page %" PRId64 ", %" PRId64 " rows read%s\n",
+                    (int)strcspn(path, "?"), path, pages, rows, next ? "" : " (last)");
     }
     free(next);
     return rc;
@@ -483,25 +476,40 @@ static dw_rc delete_extras(struct verifier *v, const struct dw_tablemap *m)
     return rc;
 }
 
-/* The source key of an extra from its Dataverse key: column and company parts only, named
- * as the source table spells its columns. */
+/* Adds to skey the source columns of key parts, read from their values in a Dataverse key
+ * (a lookup part's from the key of the row it points to, which the source row holds as its
+ * own columns), named as the source table spells them; false when one is absent. */
+static bool add_source_parts(const struct dw_keypart *parts, size_t n, const struct dw_src_table *t,
+                             const json_t *dv_key, json_t *skey)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct dw_keypart *p = &parts[i];
+        json_t *x = json_object_get(dv_key, p->attr);
+        if (p->kind == DW_KEYPART_LOOKUP) {
+            if (!add_source_parts(p->lookup->key, p->lookup->nkey, t, json_object_get(x, "key"),
+                                  skey))
+                return false;
+            continue;
+        }
+        if (p->kind == DW_KEYPART_COMPANY)
+            x = json_object_get(json_object_get(x, "key"), DW_COMPANY_KEY);
+        if (x == NULL || p->source == NULL)
+            return false;
+        const struct dw_src_column *col = t ? dw_src_table_column(t, p->source) : NULL;
+        json_object_set(skey, col ? col->name : p->source, x);
+    }
+    return true;
+}
+
+/* The source key of an extra from its Dataverse key; NULL if it cannot be read from it. */
 static json_t *extra_source_key(const struct dw_tablemap *m, const struct dw_src_table *t,
                                 const json_t *dv_key)
 {
     json_t *skey = json_object();
-    for (size_t i = 0; i < m->nkey; i++) {
-        const struct dw_keypart *p = &m->key[i];
-        json_t *x = json_object_get(dv_key, p->attr);
-        if (p->kind == DW_KEYPART_COMPANY)
-            x = json_object_get(json_object_get(x, "key"), DW_COMPANY_KEY);
-        if (p->kind == DW_KEYPART_LOOKUP || x == NULL || p->source == NULL) {
-            json_decref(skey);
-            return NULL;
-        }
-        const struct dw_src_column *col = t ? dw_src_table_column(t, p->source) : NULL;
-        json_object_set(skey, col ? col->name : p->source, x);
-    }
-    return skey;
+    if (add_source_parts(m->key, m->nkey, t, dv_key, skey))
+        return skey;
+    json_decref(skey);
+    return NULL;
 }
 
 static void append_literal(PGconn *conn, struct dw_buf *b, const json_t *x)

@@ -205,7 +205,7 @@ struct bulkinfo_req {
     struct bulk_entry *entry; /* borrowed */
 };
 
-/* REQ_GET: its caller (blocking_get() in sink.c) waits for done and frees it. */
+/* REQ_GET: its caller (dw_sink_blocking_get() in sink.c) waits for done and frees it. */
 struct get_req {
     struct read_req rd;
     bool done;
@@ -418,5 +418,8 @@ void dw_sink_complete_changeset(struct dw_sink *s, struct changeset_req *cs, CUR
 
 /* sink.c */
 void dw_sink_deliver(struct dw_sink *s);
+/* Runs one GET of url (taken) to completion without delivering write results; *out is the
+ * answer's document. */
+dw_rc dw_sink_blocking_get(struct dw_sink *s, char *url, json_t **out);
 
 #endif

@@ -1,7 +1,8 @@
 /*
- * Answers to GETs: parent-id lookups, entity-set metadata, UpsertMultiple support and the
- * blocking GETs of dw_sink_get_json(), with paged collections followed (within the
- * configured environment only) and a 200 that is not a collection asked again.
+ * Answers to GETs: parent-id lookups, entity-set metadata and UpsertMultiple support (paged
+ * collections followed within the configured environment only, a 200 that is not a
+ * collection asked again), and the blocking reads: dw_sink_get_page(), one page and its next
+ * link, and dw_sink_get_json(), the pages of a collection joined, built on it.
  */
 #include "internal.h"
 
@@ -12,6 +13,14 @@
 #include "dwasync/dvauth.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
+
+/* Whether url is inside the configured environment: a next link elsewhere is not followed
+ * (the token would go with it). */
+static bool in_environment(const struct dw_sink *s, const char *url)
+{
+    size_t alen = strlen(s->api);
+    return strncmp(url, s->api, alen) == 0 && url[alen] == '/';
+}
 
 /*
  * A collection answered in pages ("Page results using OData": at most 5,000 rows, or the
@@ -25,7 +34,6 @@ static bool follow_next_page(struct dw_sink *s, struct read_req *rd, json_t *doc
 {
     struct req *q = &rd->req;
     const char *next = json_string_value(json_object_get(doc, "@odata.nextLink"));
-    size_t alen = strlen(s->api);
     *bad = false;
     if (next == NULL || !json_is_array(*values)) {
         if (rd->pages && json_is_array(*values)) {
@@ -35,7 +43,7 @@ static bool follow_next_page(struct dw_sink *s, struct read_req *rd, json_t *doc
         }
         return false;
     }
-    if (strncmp(next, s->api, alen) != 0 || next[alen] != '/') {
+    if (!in_environment(s, next)) {
         DW_ERROR("GET \"%s\" answered a next page outside \"%s\": not followed", q->url, s->api);
         *bad = true;
         return false;
@@ -50,22 +58,14 @@ static bool follow_next_page(struct dw_sink *s, struct read_req *rd, json_t *doc
     return true;
 }
 
-/* A blocking GET is done: its caller reads the document (every page's rows as one) from
- * the response buffer, and frees it. */
-static void settle_get(struct get_req *g, const json_t *doc, bool ok, long http, const char *code,
-                       const char *msg)
+/* A blocking GET is done: its caller reads the document (one page) from the response
+ * buffer, and frees it. */
+static void settle_get(struct get_req *g, bool ok, long http, const char *code, const char *msg)
 {
     struct req *q = &g->rd.req;
     g->done = true;
     g->http = http;
     g->rc = ok ? DW_OK : http == 404 ? DW_ERR_NOT_FOUND : DW_ERR_HTTP;
-    if (g->rc == DW_OK && g->rd.pages) {
-        char *all = dw_json_dumps(doc);
-        dw_buf_reset(&q->resp);
-        if (dw_buf_puts(&q->resp, all) != DW_OK)
-            g->rc = DW_ERR_RANGE;
-        free(all);
-    }
     if (g->rc != DW_OK)
         DW_ERROR("GET \"%s\" failed: HTTP %ld %s %s", q->url, http, code, msg);
 }
@@ -139,15 +139,14 @@ void dw_sink_complete_read(struct dw_sink *s, struct read_req *rd, CURLcode cc, 
     json_t *doc = c.verdict == DW_VERDICT_OK ? json_loads(dw_buf_str(&q->resp), 0, NULL) : NULL;
     json_t *values = json_object_get(doc, "value");
     bool bad_link = false;
-    if (c.verdict == DW_VERDICT_OK && follow_next_page(s, rd, doc, &values, &bad_link)) {
+    /* A blocking GET answers one page: its caller follows the next link (dw_sink_get_page()). */
+    if (c.verdict == DW_VERDICT_OK && q->kind != REQ_GET &&
+        follow_next_page(s, rd, doc, &values, &bad_link)) {
         json_decref(doc);
         goto out;
     }
-    if (bad_link) { /* a GET fails; a lookup is asked again, as for a malformed answer */
+    if (bad_link) /* asked again, as for a malformed answer */
         values = NULL;
-        if (q->kind == REQ_GET)
-            c.verdict = DW_VERDICT_PERMANENT;
-    }
     if (c.verdict == DW_VERDICT_OK && q->kind != REQ_GET && !json_is_array(values)) {
         /* A 200 whose body is not a collection says nothing: "not found" read from it
          * could create a duplicate row, so it is asked again. */
@@ -160,7 +159,7 @@ void dw_sink_complete_read(struct dw_sink *s, struct read_req *rd, CURLcode cc, 
     struct failure f = {DW_WRITE_REJECTED, c.error_class, (int)http, code, msg};
     switch (q->kind) {
     case REQ_GET:
-        settle_get(as_get(q), doc, c.verdict == DW_VERDICT_OK, http, code, msg);
+        settle_get(as_get(q), c.verdict == DW_VERDICT_OK, http, code, msg);
         json_decref(doc);
         goto out; /* the caller reads the response and frees the request */
     case REQ_BULKINFO:
@@ -183,4 +182,59 @@ void dw_sink_complete_read(struct dw_sink *s, struct read_req *rd, CURLcode cc, 
 out:
     free(code);
     free(msg);
+}
+
+dw_rc dw_sink_get_page(struct dw_sink *s, const char *path_or_next_link, json_t **page,
+                       char **next_link)
+{
+    *page = NULL;
+    *next_link = NULL;
+    bool absolute = strncmp(path_or_next_link, "https://", 8) == 0 ||
+                    strncmp(path_or_next_link, "http://", 7) == 0;
+    if (absolute && !in_environment(s, path_or_next_link)) {
+        DW_ERROR("next link \"%s\" is outside \"%s\": not followed", path_or_next_link, s->api);
+        return DW_ERR_INVALID;
+    }
+    char *url =
+        absolute ? dw_strdup(path_or_next_link) : dw_sink_api_url(s, "%s", path_or_next_link);
+    json_t *doc = NULL;
+    dw_rc rc = dw_sink_blocking_get(s, url, &doc);
+    if (rc != DW_OK)
+        return rc;
+    const char *next = json_string_value(json_object_get(doc, "@odata.nextLink"));
+    if (next && !in_environment(s, next)) {
+        DW_ERROR("GET \"%s\" answered a next page outside \"%s\": not followed", path_or_next_link,
+                 s->api);
+        json_decref(doc);
+        return DW_ERR_PROTOCOL;
+    }
+    if (next) {
+        *next_link = dw_strdup(next);
+        json_object_del(doc, "@odata.nextLink");
+    }
+    *page = doc;
+    return DW_OK;
+}
+
+dw_rc dw_sink_get_json(struct dw_sink *s, const char *path_and_query, json_t **out)
+{
+    json_t *doc = NULL;
+    char *next = NULL;
+    dw_rc rc = dw_sink_get_page(s, path_and_query, &doc, &next);
+    json_t *rows = json_object_get(doc, "value");
+    while (rc == DW_OK && next && json_is_array(rows)) {
+        char *link = next;
+        json_t *page = NULL;
+        if ((rc = dw_sink_get_page(s, link, &page, &next)) == DW_OK)
+            json_array_extend(rows, json_object_get(page, "value"));
+        json_decref(page);
+        free(link);
+    }
+    free(next);
+    if (rc != DW_OK) {
+        json_decref(doc);
+        return rc;
+    }
+    *out = doc;
+    return DW_OK;
 }

@@ -233,8 +233,7 @@ void dw_sink_get_stats(const struct dw_sink *s, struct dw_sink_stats *out)
     *out = s->stats;
 }
 
-/* Runs one GET to completion without delivering write results. */
-static dw_rc blocking_get(struct dw_sink *s, char *url, json_t **out)
+dw_rc dw_sink_blocking_get(struct dw_sink *s, char *url, json_t **out)
 {
     struct req *q = dw_sink_req_new(REQ_GET, "GET", url);
     struct get_req *g = as_get(q);
@@ -270,7 +269,7 @@ out:
 dw_rc dw_sink_whoami(struct dw_sink *s, char **user_id)
 {
     json_t *doc = NULL;
-    dw_rc rc = blocking_get(s, dw_sink_api_url(s, "WhoAmI"), &doc);
+    dw_rc rc = dw_sink_blocking_get(s, dw_sink_api_url(s, "WhoAmI"), &doc);
     if (rc != DW_OK)
         return rc;
     const char *id = json_string_value(json_object_get(doc, "UserId"));
@@ -282,11 +281,6 @@ dw_rc dw_sink_whoami(struct dw_sink *s, char **user_id)
     }
     json_decref(doc);
     return rc;
-}
-
-dw_rc dw_sink_get_json(struct dw_sink *s, const char *path_and_query, json_t **out)
-{
-    return blocking_get(s, dw_sink_api_url(s, "%s", path_and_query), out);
 }
 
 void dw_sink_deliver(struct dw_sink *s)

@@ -4,7 +4,8 @@
 # each in dwasync.verify_result exactly, and `--repair` fixes them through the daemon (the
 # extra deleted, the missing and different rows copied interleaved with the stream): then
 # verify is clean and Dataverse equals the independent oracle. dvemu serves pages of 25 rows,
-# so every read follows @odata.nextLink.
+# so every read follows @odata.nextLink: verify's own loop reads them one page at a time
+# (dvemu's request log counts the GETs, verify's progress counts the pages it saw).
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup --page-size 25
 e2e_load_sample
@@ -13,15 +14,28 @@ dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 e2e_start_daemon
 check_status "the initial sync finished" 0 e2e_wait_synced
 
+seq0=$(dvemu_admin GET 'requests?path=accounts' | jq '[.value[].seq] | max // 0')
 out=$(dw verify fno_sample 2>"$DW_E2E_DIR/verify.err")
 check_eq "verify of a synced job exits 0" 0 $?
+progress=$(cat "$DW_E2E_DIR/verify.err")
+log=$(dvemu_admin GET 'requests?path=accounts')
+gets=$(jq --argjson s "$seq0" '[.value[] | select(.seq > $s and .method == "GET")] | length' <<<"$log")
+accounts=$(curl -sf "$DVEMU_URL/_dvemu/tables/accounts" | jq '.value | length')
+pages=$(((accounts + 24) / 25))
+# accounts are read once as the set verified and once as the parent of the invoice account.
+passes=$(grep -c '^verify: accounts: page .* (last)$' <<<"$progress")
+check_status "several pages" 0 test "$pages" -ge 3
+check_eq "verify read accounts in pages of 25, one GET each" "$((passes * pages))" "$gets"
+check_eq "verify's own loop saw every page (a progress line each)" "$gets" \
+    "$(grep -c '^verify: accounts: page ' <<<"$progress")"
+check_contains "the last page says so" "verify: accounts: page $pages, $accounts rows read (last)" "$progress"
 check_contains "and finds no drift" "0 missing, 0 extra, 0 different" "$out"
 check_contains "it read every source row" "$(psql_q "SELECT (SELECT count(*) FROM fno.legalentities) +
     (SELECT count(*) FROM fno.currencies WHERE currencycode <> '999') +
     (SELECT count(*) FROM fno.paymentterms) + (SELECT count(*) FROM fno.customergroups) +
     (SELECT count(*) FROM fno.customersv3) + (SELECT count(*) FROM fno.vendorsv2) +
     (SELECT count(*) FROM fno.salesorderheaders) + (SELECT count(*) FROM fno.salesorderlines)") source rows" "$out"
-check_contains "it printed progress per entity set" "verify: accounts: 0 missing" "$(cat "$DW_E2E_DIR/verify.err")"
+check_contains "it printed progress per entity set" "verify: accounts: 0 missing" "$progress"
 
 # Drift behind dwasync's back.
 row() { curl -sf "$DVEMU_URL/_dvemu/tables/$1" | jq -r "$2"; }
@@ -62,6 +76,27 @@ check_eq "after the repair verify is clean" 0 $?
 check_contains "(summary)" "0 missing, 0 extra, 0 different" "$out"
 check_eq "Dataverse equals the source (independent oracle)" 0 "$(e2e_mismatches)"
 check_eq "no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
+
+# An extra whose key holds a lookup to a parent other than the company (a sales order line):
+# its source key is read through the order's key, so the repair queues its copy too (a line
+# created in the source meanwhile would come back).
+order=$(row salesorders '.value[0]')
+order_no=$(jq -r .msdyn_salesordernumber <<<"$order")
+dvemu_api POST salesorderdetails '{"sequencenumber": 999, "productdescription": "Extra line",
+    "salesorderid@odata.bind": "/salesorders('"$(jq -r .salesorderid <<<"$order")"')"}' >/dev/null ||
+    die "creating a sales order line failed"
+out=$(dw verify fno_sample --map sales_order_lines --repair 2>/dev/null)
+check_eq "a line created behind dwasync's back is drift" 3 $?
+check_contains "found as an extra" "0 missing, 1 extra, 0 different" "$out"
+check_contains "deleted, and its source key queued as a copy" "1 extra row deleted, 1 keyed copy queued" "$out"
+cond=$(psql_q "SELECT condition FROM dwasync.copy_request ORDER BY id DESC LIMIT 1")
+check_contains "the copy asks the source for the line by its order's number" "'$order_no'" "$cond"
+check_contains "and its own sequence number" "'999'" "$cond"
+check_status "the daemon applied the repair" 0 e2e_wait_resynced
+check_eq "the line is gone" 0 "$(row salesorderdetails '[.value[] | select(.sequencenumber == 999)] | length')"
+out=$(dw verify fno_sample 2>/dev/null)
+check_eq "verify is clean again" 0 $?
+check_eq "Dataverse equals the source (independent oracle, again)" 0 "$(e2e_mismatches)"
 kill -TERM "$daemon"; wait "$daemon"
 check_eq "the daemon stops cleanly" 0 $?
 daemon=
