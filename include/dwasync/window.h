@@ -24,9 +24,17 @@
  *     its highest delete sequence). A unit with a parked or unmappable change is not sent at
  *     all: its other changes become open errors naming it. A unit of more than
  *     DW_SINK_ATOMIC_MAX chains is cut into parts of that size, one wave each.
+ * A change whose mapping found nothing new to send (dw_mapped.unchanged) starts no chain: it
+ * is applied as it stands, unless its key is blocked (then it is parked like any other) or
+ * an earlier change of the window writes the same row (then it joins that chain, so it
+ * shares that write's fate).
  * The checkpoint rule lives above this (pipeline.h): a window knows the end LSN of the last
  * transaction whose commit it received, and that is what may be confirmed once every item
  * is applied or durably in the error table.
+ *
+ * How many rows the filling window takes is the sizing's (struct dw_window_sizing): the
+ * configured bound while the stream is caught up, larger while it is behind, so that bulk
+ * requests go out (nearly) full.
  *
  * Ownership: a window owns its items (and everything inside them). A plan borrows the
  * window's items by index and owns the coalesced writes of its chains; free the plan
@@ -167,6 +175,7 @@ struct dw_plan {
     size_t nunits;
     struct dw_group *groups;
     size_t ngroups;
+    size_t unchanged; /* items applied without a write: nothing new to send (no-op updates) */
 };
 
 /*
@@ -191,5 +200,39 @@ void dw_plan_park_chain(struct dw_plan *p, struct dw_window *w, size_t chain,
 
 /* Marks every item of a chain applied. */
 void dw_plan_apply_chain(struct dw_plan *p, struct dw_window *w, size_t chain);
+
+/*
+ * The average fill of the bulk requests a plan makes, as a fraction of batch_size: the
+ * chains outside atomic units of each (group, level, entity set, upsert or not) go out in
+ * requests of at most batch_size rows (sink.h), so n of them take ceil(n / batch_size)
+ * requests. 1.0 for a plan without such chains.
+ */
+double dw_plan_request_fill(const struct dw_plan *p, int64_t batch_size);
+
+/*
+ * The row bound of the filling window. While the stream is behind (a window closed full,
+ * or the stream had more to read when it closed), a window whose bulk requests would be
+ * less than DW_WINDOW_FILL_TARGET full doubles the bound for the next ones, up to
+ * DW_WINDOW_GROWTH_MAX times the configured bound (the byte bound, [apply] window_bytes,
+ * holds whatever the rows: memory stays bounded). Once the stream is caught up (it had
+ * nothing more to read), the bound returns to the configured one, so windows stay small.
+ * Caller-owned; no resources.
+ */
+struct dw_window_sizing {
+    int64_t base_rows;  /* [apply] window_rows */
+    int64_t batch_size; /* [dataverse] batch_size: rows per bulk request */
+    int64_t rows;       /* the bound now */
+};
+
+#define DW_WINDOW_FILL_TARGET 0.9
+#define DW_WINDOW_GROWTH_MAX  8
+
+void dw_window_sizing_init(struct dw_window_sizing *s, int64_t base_rows, int64_t batch_size);
+
+/*
+ * Learns from a window that is about to be applied and its plan: behind tells whether the
+ * stream was behind when it closed (see the struct). Returns the new bound.
+ */
+int64_t dw_window_sizing_learn(struct dw_window_sizing *s, const struct dw_plan *p, bool behind);
 
 #endif

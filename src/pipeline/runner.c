@@ -126,6 +126,7 @@ struct runner {
     uint64_t metrics_seen_applied; /* pipeline counters already added to the metrics */
     uint64_t metrics_seen_received;
     uint64_t metrics_seen_parked;
+    uint64_t metrics_seen_unchanged;
     struct dw_sink_stats metrics_seen_sink; /* sink counters already added to the metrics */
 };
 
@@ -338,6 +339,9 @@ static void update_metrics(struct runner *r)
     r->metrics_seen_received = st.changes_received;
     r->metrics_seen_applied = st.rows_applied;
     r->metrics_seen_parked = st.rows_failed + st.rows_parked;
+    dw_metrics_inc(r->metrics, DW_M_CHANGES_UNCHANGED, job_label,
+                   (double)(st.rows_unchanged - r->metrics_seen_unchanged));
+    r->metrics_seen_unchanged = st.rows_unchanged;
     dw_metrics_set(r->metrics, DW_M_WINDOW_ROWS, job_label, (double)st.last_window_rows);
     if (r->sink) {
         struct dw_sink_stats ss;
@@ -796,6 +800,7 @@ static dw_rc start_job(struct runner *r)
         .window_bytes = r->config.apply.window_bytes,
         .window_ms = r->config.apply.window_ms,
         .missing_parent_retries = r->config.apply.missing_parent_retries,
+        .batch_size = r->config.dataverse.batch_size,
         .values = &r->values,
     };
     if ((rc = dw_pipeline_new(&po, r->sink, r->control, r->maps, &r->pipeline)) != DW_OK)
@@ -949,6 +954,7 @@ static dw_rc stream_loop(struct runner *r)
             if (rc != DW_OK && rc != DW_ERR_RETRY)
                 return rc;
         }
+        dw_pipeline_stream_drained(r->pipeline, room > 0 && !more);
         bool flush = r->opts->until_caught_up || r->paused;
         rc = dw_pipeline_poll(r->pipeline, flush);
         if (rc != DW_OK && rc != DW_ERR_PG)

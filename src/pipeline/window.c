@@ -412,6 +412,13 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
                                       : NULL;
         const char *target = txn_target ? txn_target : it->mapped.target_id;
         HASH_FIND_STR(index, target, e);
+        if (e == NULL && it->mapped.unchanged) {
+            /* Nothing new for the row, and no write of this window to wait for. */
+            it->state = DW_ITEM_APPLIED;
+            p.unchanged++;
+            free(txn_target);
+            continue;
+        }
         if (e == NULL) {
             p.chains = dw_realloc(p.chains, (p.nchains + 1) * sizeof *p.chains);
             struct dw_chain *c = &p.chains[p.nchains];
@@ -523,4 +530,65 @@ void dw_plan_apply_chain(struct dw_plan *p, struct dw_window *w, size_t chain)
     struct dw_chain *c = &p->chains[chain];
     for (size_t i = 0; i < c->nitems; i++)
         w->items[c->items[i]].state = DW_ITEM_APPLIED;
+}
+
+/* Rows of one kind of request: a (group, level, entity set, bulk or $batch) while planning. */
+struct request_kind {
+    UT_hash_handle hh;
+    size_t rows;
+    char name[];
+};
+
+static void count_request_rows(struct request_kind **kinds, size_t g, size_t l,
+                               const struct dw_chain *c)
+{
+    /* Only upserts go in bulk actions; the other writes go in $batch requests (sink.h). */
+    char *name = dw_asprintf("%zu\x1f%zu\x1f%s\x1f%d", g, l, c->write.entity_set,
+                             c->write.op == DW_WRITE_UPSERT);
+    struct request_kind *k;
+    HASH_FIND_STR(*kinds, name, k);
+    if (k == NULL) {
+        size_t len = strlen(name);
+        k = dw_calloc(1, sizeof *k + len + 1);
+        memcpy(k->name, name, len + 1);
+        HASH_ADD(hh, *kinds, name[0], len, k);
+    }
+    k->rows++;
+    free(name);
+}
+
+double dw_plan_request_fill(const struct dw_plan *p, int64_t batch_size)
+{
+    struct request_kind *kinds = NULL, *k, *tmp;
+    for (size_t g = 0; g < p->ngroups; g++)
+        for (size_t l = 0; l < p->groups[g].nlevels; l++)
+            for (size_t i = 0; i < p->groups[g].levels[l].nchains; i++)
+                count_request_rows(&kinds, g, l, &p->chains[p->groups[g].levels[l].chains[i]]);
+    size_t rows = 0, requests = 0, size = batch_size > 0 ? (size_t)batch_size : 1;
+    HASH_ITER(hh, kinds, k, tmp)
+    {
+        rows += k->rows;
+        requests += (k->rows + size - 1) / size;
+        HASH_DEL(kinds, k);
+        free(k);
+    }
+    return requests ? (double)rows / (double)(requests * size) : 1.0;
+}
+
+void dw_window_sizing_init(struct dw_window_sizing *s, int64_t base_rows, int64_t batch_size)
+{
+    *s = (struct dw_window_sizing){
+        .base_rows = base_rows, .batch_size = batch_size, .rows = base_rows};
+}
+
+int64_t dw_window_sizing_learn(struct dw_window_sizing *s, const struct dw_plan *p, bool behind)
+{
+    if (!behind)
+        s->rows = s->base_rows;
+    else if (dw_plan_request_fill(p, s->batch_size) < DW_WINDOW_FILL_TARGET &&
+             s->rows < s->base_rows * DW_WINDOW_GROWTH_MAX)
+        s->rows = s->rows * 2 < s->base_rows * DW_WINDOW_GROWTH_MAX
+                      ? s->rows * 2
+                      : s->base_rows * DW_WINDOW_GROWTH_MAX;
+    return s->rows;
 }
