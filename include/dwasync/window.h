@@ -224,8 +224,10 @@ struct dw_window_sizing {
     int64_t rows;       /* the bound now */
 };
 
-#define DW_WINDOW_FILL_TARGET 0.9
-#define DW_WINDOW_GROWTH_MAX  8
+/* Above the 90% that issue 20 asks of a backlog's requests: the first windows of a backlog,
+ * before the bound has grown, and its last one are less full. */
+#define DW_WINDOW_FILL_TARGET 0.95
+#define DW_WINDOW_GROWTH_MAX  16
 
 void dw_window_sizing_init(struct dw_window_sizing *s, int64_t base_rows, int64_t batch_size);
 

@@ -408,7 +408,7 @@ START_TEST(request_fill_counts_requests_per_level_and_table)
 }
 END_TEST
 
-/* Behind, windows double until bulk requests are at least 90% full, and no further; caught
+/* Behind, windows double until bulk requests are at least 95% full, and no further; caught
  * up, they are window_rows again. */
 START_TEST(windows_grow_under_a_backlog_until_requests_are_full)
 {
@@ -429,8 +429,9 @@ START_TEST(windows_grow_under_a_backlog_until_requests_are_full)
     }
     ck_assert_int_eq(sizes[0], 3000);
     ck_assert_int_eq(sizes[1], 6000);
-    ck_assert_int_eq(sizes[2], 12000);
-    ck_assert_int_eq(sizes[5], 12000); /* 4,800 + 2,400 + 4,800 rows in 13 requests */
+    ck_assert_int_eq(sizes[2], 12000); /* 4,800 + 2,400 + 4,800 rows in 13 requests: 92% */
+    ck_assert_int_eq(sizes[3], 24000);
+    ck_assert_int_eq(sizes[5], 24000); /* 9,600 + 4,800 + 9,600 rows in 25 requests: 96% */
     ck_assert(fill >= DW_WINDOW_FILL_TARGET);
 
     /* Caught up: back to window_rows at once. */
