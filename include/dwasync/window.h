@@ -211,11 +211,12 @@ double dw_plan_request_fill(const struct dw_plan *p, int64_t batch_size);
 
 /*
  * The row bound of the filling window. While the stream is behind (a window closed full,
- * or the stream had more to read when it closed), a window whose bulk requests would be
- * less than DW_WINDOW_FILL_TARGET full doubles the bound for the next ones, up to
- * DW_WINDOW_GROWTH_MAX times the configured bound (the byte bound, [apply] window_bytes,
- * holds whatever the rows: memory stays bounded). Once the stream is caught up (it had
- * nothing more to read), the bound returns to the configured one, so windows stay small.
+ * the stream had more to read when it closed, or its last commit is not recent), a window
+ * whose bulk requests would be less than DW_WINDOW_FILL_TARGET full doubles the bound for
+ * the next ones, up to DW_WINDOW_GROWTH_MAX times the configured bound (the byte bound,
+ * [apply] window_bytes, holds whatever the rows: memory stays bounded). Once the stream is
+ * caught up (nothing more to read, and recent commits), the bound returns to the configured
+ * one: windows stay small.
  * Caller-owned; no resources.
  */
 struct dw_window_sizing {
@@ -228,6 +229,17 @@ struct dw_window_sizing {
  * before the bound has grown, and its last one are less full. */
 #define DW_WINDOW_FILL_TARGET 0.95
 #define DW_WINDOW_GROWTH_MAX  16
+
+/* A commit read later than this after it was made means the stream is behind. */
+#define DW_WINDOW_CAUGHT_UP_MS 1000
+
+/*
+ * Whether the window's last commit was made less than DW_WINDOW_CAUGHT_UP_MS before now_us
+ * (wall clock, µs; commit times are the source server's): the stream is caught up, unless
+ * the reader still has more to read (pipeline.h). A source clock far ahead looks caught up,
+ * one far behind looks behind: windows then close by window_ms, as without this rule.
+ */
+bool dw_window_recent(const struct dw_window *w, int64_t now_us);
 
 void dw_window_sizing_init(struct dw_window_sizing *s, int64_t base_rows, int64_t batch_size);
 

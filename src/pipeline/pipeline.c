@@ -552,6 +552,13 @@ bool dw_pipeline_accepting(const struct dw_pipeline *p)
     return dw_pipeline_room(p) > 0;
 }
 
+/* Caught up (nothing more to read, the last commit recent), a commit closes the window: a
+ * change waits for no timer. Behind, the window fills. */
+static bool caught_up(const struct dw_pipeline *p)
+{
+    return p->drained && !p->in_txn && dw_window_recent(p->filling, dw_clock_wall_us());
+}
+
 static bool filling_due(const struct dw_pipeline *p, bool flush, int64_t now)
 {
     const struct dw_window *w = p->filling;
@@ -561,8 +568,7 @@ static bool filling_due(const struct dw_pipeline *p, bool flush, int64_t now)
      * spend its retries at once), unless the window is full. */
     if (p->carry_due_ms > now && dw_pipeline_accepting(p))
         return false;
-    /* Caught up, a commit closes the window: a change waits for no timer. */
-    return flush || !dw_pipeline_accepting(p) || (p->drained && !p->in_txn) ||
+    return flush || !dw_pipeline_accepting(p) || caught_up(p) ||
            now - w->opened_ms >= p->opts.window_ms;
 }
 
@@ -758,7 +764,7 @@ static struct dw_window *spare_window(struct dw_pipeline *p)
 static void start_apply(struct dw_pipeline *p)
 {
     struct dw_window *w = p->filling;
-    bool behind = !dw_pipeline_accepting(p) || !p->drained;
+    bool behind = !dw_pipeline_accepting(p) || !caught_up(p);
     if (p->in_txn && !p->skipping_txn && p->txn_atomic)
         warn_split(p, p->txn_xid, p->txn_commit_lsn);
     p->filling = spare_window(p);
@@ -767,7 +773,12 @@ static void start_apply(struct dw_pipeline *p)
     p->carry_due_ms = 0;
     dw_plan_build(w, p->blocked, &p->cur.plan);
     p->stats.rows_unchanged += p->cur.plan.unchanged;
-    dw_window_sizing_learn(&p->sizing, &p->cur.plan, behind);
+    int64_t bound = p->sizing.rows;
+    if (dw_window_sizing_learn(&p->sizing, &p->cur.plan, behind) != bound)
+        DW_DEBUG("window of %zu rows (%s): bulk requests %.0f%% full; windows now take %" PRId64
+                 " rows",
+                 w->len, behind ? "behind" : "caught up",
+                 100 * dw_plan_request_fill(&p->cur.plan, p->opts.batch_size), p->sizing.rows);
     for (size_t u = 0; u < p->cur.plan.nunits; u++)
         if (p->cur.plan.units[u].nparts > 1)
             warn_split(p, p->cur.plan.units[u].xid, p->cur.plan.units[u].commit_lsn);

@@ -46,8 +46,6 @@
 #define ERRORS_CHECK_MS 10000
 /* How often resolved and skipped error rows past their retention are purged. */
 #define PURGE_MS (3600 * 1000)
-/* Replay writes in flight at once. */
-#define REPLAY_IN_FLIGHT 16
 
 struct job {
     int64_t id;
@@ -807,8 +805,8 @@ static dw_rc start_job(struct runner *r)
         return rc;
     static const struct dw_replay_ops replay_ops = {replay_remap, replay_submit, replay_unblocked};
     if ((rc = dw_errtable_listen(r->control)) != DW_OK ||
-        (rc = dw_replay_new(r->control, r->job.id, &replay_ops, r, REPLAY_IN_FLIGHT, &r->replay)) !=
-            DW_OK)
+        (rc = dw_replay_new(r->control, r->job.id, &replay_ops, r,
+                            dw_replay_in_flight_for(&r->config), &r->replay)) != DW_OK)
         return rc;
     /* The slot is created once, when the sync starts, and kept: an interrupted sync resumes
      * on it at its next chunk, and deletes committed meanwhile arrive through it. */

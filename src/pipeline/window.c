@@ -575,6 +575,11 @@ double dw_plan_request_fill(const struct dw_plan *p, int64_t batch_size)
     return requests ? (double)rows / (double)(requests * size) : 1.0;
 }
 
+bool dw_window_recent(const struct dw_window *w, int64_t now_us)
+{
+    return w->commits > 0 && now_us - w->commit_time_us < (int64_t)DW_WINDOW_CAUGHT_UP_MS * 1000;
+}
+
 void dw_window_sizing_init(struct dw_window_sizing *s, int64_t base_rows, int64_t batch_size)
 {
     *s = (struct dw_window_sizing){

@@ -455,6 +455,22 @@ START_TEST(windows_grow_under_a_backlog_until_requests_are_full)
 }
 END_TEST
 
+/* A window is recent while its last commit is younger than DW_WINDOW_CAUGHT_UP_MS. */
+START_TEST(recent_commits_mean_caught_up)
+{
+    struct dw_window w;
+    dw_window_init(&w);
+    int64_t now = 1800000000000000;
+    ck_assert(!dw_window_recent(&w, now)); /* no commit received */
+    w.commits = 1;
+    w.commit_time_us = now - (DW_WINDOW_CAUGHT_UP_MS - 1) * 1000;
+    ck_assert(dw_window_recent(&w, now));
+    w.commit_time_us = now - DW_WINDOW_CAUGHT_UP_MS * 1000;
+    ck_assert(!dw_window_recent(&w, now));
+    dw_window_cleanup(&w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("window");
@@ -465,6 +481,7 @@ int main(void)
     tcase_add_test(tc, unchanged_updates_are_applied_without_a_write);
     tcase_add_test(tc, request_fill_counts_requests_per_level_and_table);
     tcase_add_test(tc, windows_grow_under_a_backlog_until_requests_are_full);
+    tcase_add_test(tc, recent_commits_mean_caught_up);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
