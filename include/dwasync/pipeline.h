@@ -117,11 +117,11 @@ bool dw_pipeline_accepting(const struct dw_pipeline *p);
 size_t dw_pipeline_room(const struct dw_pipeline *p);
 
 /*
- * Tells whether the stream had nothing more to read at the runner's last read. Then, if
- * the last commit received is recent (dw_window_recent()), the stream is caught up: a
- * filling window closes at the end of a transaction without waiting for window_ms, and the
- * row bound returns to window_rows (window.h); while it is behind, windows grow until bulk
- * requests are full.
+ * Tells whether the stream had nothing more to read at the runner's last read. Then a
+ * filling window closes at the end of a transaction without waiting for window_ms; and if
+ * its last commit is recent (dw_window_recent()), the stream is caught up: the row bound
+ * returns to window_rows (window.h). While it is behind, windows grow until bulk requests
+ * are full.
  */
 void dw_pipeline_stream_drained(struct dw_pipeline *p, bool drained);
 

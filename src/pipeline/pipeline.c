@@ -552,11 +552,12 @@ bool dw_pipeline_accepting(const struct dw_pipeline *p)
     return dw_pipeline_room(p) > 0;
 }
 
-/* Caught up (nothing more to read, the last commit recent), a commit closes the window: a
- * change waits for no timer. Behind, the window fills. */
-static bool caught_up(const struct dw_pipeline *p)
+/* Nothing more to read, at the end of a transaction: the window closes without waiting
+ * for window_ms (a change waits for no timer; when the reader is ahead, the window is full
+ * before the previous one is applied, and this rule never comes into play). */
+static bool drained_at_commit(const struct dw_pipeline *p)
 {
-    return p->drained && !p->in_txn && dw_window_recent(p->filling, dw_clock_wall_us());
+    return p->drained && !p->in_txn;
 }
 
 static bool filling_due(const struct dw_pipeline *p, bool flush, int64_t now)
@@ -568,7 +569,7 @@ static bool filling_due(const struct dw_pipeline *p, bool flush, int64_t now)
      * spend its retries at once), unless the window is full. */
     if (p->carry_due_ms > now && dw_pipeline_accepting(p))
         return false;
-    return flush || !dw_pipeline_accepting(p) || caught_up(p) ||
+    return flush || !dw_pipeline_accepting(p) || drained_at_commit(p) ||
            now - w->opened_ms >= p->opts.window_ms;
 }
 
@@ -764,7 +765,10 @@ static struct dw_window *spare_window(struct dw_pipeline *p)
 static void start_apply(struct dw_pipeline *p)
 {
     struct dw_window *w = p->filling;
-    bool behind = !dw_pipeline_accepting(p) || !caught_up(p);
+    /* Caught up: drained, and the last commit is recent (a momentary pause of the server's
+     * sending during a backlog is not catching up). */
+    bool behind = !dw_pipeline_accepting(p) || !drained_at_commit(p) ||
+                  !dw_window_recent(w, dw_clock_wall_us());
     if (p->in_txn && !p->skipping_txn && p->txn_atomic)
         warn_split(p, p->txn_xid, p->txn_commit_lsn);
     p->filling = spare_window(p);
