@@ -212,8 +212,9 @@ double dw_plan_request_fill(const struct dw_plan *p, int64_t batch_size);
 /*
  * The row bound of the filling window. While the stream is behind (a window closed full,
  * the stream had more to read when it closed, or its last commit is not recent), a window
- * whose bulk requests would be less than DW_WINDOW_FILL_TARGET full doubles the bound for
- * the next ones, up to DW_WINDOW_GROWTH_MAX times the configured bound (the byte bound,
+ * whose bulk requests would be less than DW_WINDOW_FILL_TARGET full raises the bound for the
+ * next ones to the smallest multiple of the configured bound whose requests would be, were
+ * they of the same mix; at most DW_WINDOW_GROWTH_MAX times the configured bound (the byte bound,
  * [apply] window_bytes, holds whatever the rows: memory stays bounded). Once the stream is
  * caught up (nothing more to read, and recent commits), the bound returns to the configured
  * one: windows stay small.

@@ -557,22 +557,49 @@ static void count_request_rows(struct request_kind **kinds, size_t g, size_t l,
     free(name);
 }
 
-double dw_plan_request_fill(const struct dw_plan *p, int64_t batch_size)
+/* The rows of each kind of request of a plan (see dw_plan_request_fill()); caller frees. */
+static size_t *request_kinds(const struct dw_plan *p, size_t *n)
 {
     struct request_kind *kinds = NULL, *k, *tmp;
     for (size_t g = 0; g < p->ngroups; g++)
         for (size_t l = 0; l < p->groups[g].nlevels; l++)
             for (size_t i = 0; i < p->groups[g].levels[l].nchains; i++)
                 count_request_rows(&kinds, g, l, &p->chains[p->groups[g].levels[l].chains[i]]);
-    size_t rows = 0, requests = 0, size = batch_size > 0 ? (size_t)batch_size : 1;
+    size_t *rows = dw_malloc((HASH_COUNT(kinds) + 1) * sizeof *rows);
+    *n = 0;
     HASH_ITER(hh, kinds, k, tmp)
     {
-        rows += k->rows;
-        requests += (k->rows + size - 1) / size;
+        rows[(*n)++] = k->rows;
         HASH_DEL(kinds, k);
         free(k);
     }
-    return requests ? (double)rows / (double)(requests * size) : 1.0;
+    return rows;
+}
+
+/* The fill of requests of size rows carrying rows[k] * scale rows of each kind k. */
+static double fill_scaled(const size_t *rows, size_t n, double scale, size_t size)
+{
+    double total = 0, requests = 0;
+    for (size_t k = 0; k < n; k++) {
+        double r = (double)rows[k] * scale;
+        total += r;
+        requests += (double)(((size_t)(r + 0.5) + size - 1) / size);
+    }
+    return requests > 0 ? total / (requests * (double)size) : 1.0;
+}
+
+static size_t batch_rows(int64_t batch_size)
+{
+    return batch_size > 0 ? (size_t)batch_size : 1;
+}
+
+double dw_plan_request_fill(const struct dw_plan *p, int64_t batch_size)
+{
+    size_t n;
+    size_t *rows = request_kinds(p, &n);
+    double fill = fill_scaled(rows, n, 1.0, batch_rows(batch_size));
+    free(rows);
+    return fill;
 }
 
 bool dw_window_recent(const struct dw_window *w, int64_t now_us)
@@ -588,12 +615,29 @@ void dw_window_sizing_init(struct dw_window_sizing *s, int64_t base_rows, int64_
 
 int64_t dw_window_sizing_learn(struct dw_window_sizing *s, const struct dw_plan *p, bool behind)
 {
-    if (!behind)
+    if (!behind) {
         s->rows = s->base_rows;
-    else if (dw_plan_request_fill(p, s->batch_size) < DW_WINDOW_FILL_TARGET &&
-             s->rows < s->base_rows * DW_WINDOW_GROWTH_MAX)
-        s->rows = s->rows * 2 < s->base_rows * DW_WINDOW_GROWTH_MAX
-                      ? s->rows * 2
-                      : s->base_rows * DW_WINDOW_GROWTH_MAX;
+        return s->rows;
+    }
+    size_t n, total = 0, size = batch_rows(s->batch_size);
+    size_t *rows = request_kinds(p, &n);
+    for (size_t k = 0; k < n; k++)
+        total += rows[k];
+    /* The smallest multiple of window_rows whose requests would be full enough, were the
+     * next windows made of the same mix as this one; the largest allowed if none is. */
+    if (total > 0 && s->batch_size > 0 && fill_scaled(rows, n, 1.0, size) < DW_WINDOW_FILL_TARGET) {
+        int64_t want = s->base_rows * DW_WINDOW_GROWTH_MAX;
+        for (int m = 1; m < DW_WINDOW_GROWTH_MAX; m++) {
+            int64_t candidate = s->base_rows * m;
+            if (candidate > s->rows && fill_scaled(rows, n, (double)candidate / (double)total,
+                                                   size) >= DW_WINDOW_FILL_TARGET) {
+                want = candidate;
+                break;
+            }
+        }
+        if (want > s->rows)
+            s->rows = want;
+    }
+    free(rows);
     return s->rows;
 }

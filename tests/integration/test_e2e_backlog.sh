@@ -4,9 +4,10 @@
 #     window_ms at ten minutes, a single update is applied (its checkpoint passes) long
 #     before any timer could close its window.
 #  2. Behind: a backlog of small transactions, each touching one customer's account or
-#     contact, order and three lines (four levels, four tables: a window of window_rows
-#     holds a few hundred rows per table), is applied with bulk requests that carry at least
-#     90% of batch_size rows on average, counted in dvemu's write requests and rows written.
+#     contact, order and three lines (four levels, four tables: a window of 750 rows, the
+#     window_rows here, holds 429 order lines but 36 contacts, in 10 requests of 100: 75%
+#     full), is applied with bulk requests that carry at least 90% of batch_size rows on
+#     average, counted in dvemu's write requests and rows written.
 # Both end with Dataverse equal to the source (the oracle).
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 BATCH=100 CUSTOMERS=4000
@@ -15,7 +16,7 @@ BATCH=100 CUSTOMERS=4000
 # is what the backlog waits for: the reader is ahead, as with a real backlog.
 e2e_setup --cost-row-ms 1 --cost-bulk-row-ms 1 >/dev/null
 # Only events close windows here: nothing the test waits for may come from window_ms.
-sed -i "s/^window_ms = 50\$/window_ms = 600000\nwindow_rows = 1000/" "$DW_E2E_CONF"
+sed -i "s/^window_ms = 50\$/window_ms = 600000\nwindow_rows = 750/" "$DW_E2E_CONF"
 sed -i "s/^\[dataverse\]\$/&\nbatch_size = $BATCH/" "$DW_E2E_CONF"
 e2e_load_sample
 psql_q "SELECT fno.sample_generate($CUSTOMERS, 1001)" >/dev/null
