@@ -6,8 +6,9 @@
 #   initial     the job's initial sync of every row (chunked copy with watermarks)
 #   streaming   the same rows again through the stream: an update of every row of the four
 #               sample tables, one transaction each, applied by the daemon
-#   replay      every organization given an on-hold status the map lacks (parked as open
-#               mapping errors), the map fixed, `errors replay --all` applied by the daemon
+#   replay      every organization's update refused by dvemu (the write privilege on
+#               accounts revoked: parked as open errors), the privilege given back, and
+#               `errors replay --all` applied by the running daemon
 # Printed: rows/s of each, initial / streaming and replay / initial (issue 20's targets:
 # at least 1 and at least 0.5), dwasync's peak RSS; medians of RUNS runs (default 3).
 set -uo pipefail
@@ -49,14 +50,13 @@ lsn=$(e2e_commit_lsn "UPDATE fno.salesorderlines SET salesprice = salesprice + 1
 e2e_wait_checkpoint "$lsn" 1800 || die "the updates were not applied"
 t_stream=$(python3 -c "print($(now) - $t0)")
 
-# Replay: every organization parked, the map fixed, all replayed.
-lsn=$(e2e_commit_lsn "UPDATE fno.customersv3 SET onholdstatus = 6 WHERE partytype = 'Organization'")
-e2e_wait_checkpoint "$lsn" 1800 || die "the poison update was not applied"
+# Replay: every organization's update refused (the write privilege on accounts revoked in
+# dvemu: parked as open errors), the privilege given back, all replayed by the daemon.
+dvemu_admin POST privileges '{"revoke": [{"table": "accounts", "privilege": "write"}]}' >/dev/null
+lsn=$(e2e_commit_lsn "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE partytype = 'Organization'")
+e2e_wait_checkpoint "$lsn" 1800 || die "the refused update was not parked"
 parked=$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'open'")
-e2e_map_onhold_6
-wait "$daemon"
-e2e_start_daemon
-e2e_wait_synced 600 || die "the daemon did not start again"
+dvemu_admin POST privileges '{"revoke": []}' >/dev/null
 t0=$(now)
 dw errors replay --all --job fno_sample >/dev/null || die "errors replay failed"
 e2e_wait_replayed 1800 || die "the replay did not finish"
