@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Bulk requests come out whole. A window closes at exactly its row bound (the stream reads no
-# more than the room left), and under a backlog the bound doubles while requests are less
-# than 90% full (window.h): 2,800 vendors in requests of 500 go as windows of 700 (500 +
-# 200), 1,400 (500 + 500 + 400, 93% full: it grows no more) and the last 700 (500 + 200):
+# more than the room left), and under a backlog a window whose requests are less than 95%
+# full raises the bound (window.h: to twice window_rows at most): 2,800 vendors in requests
+# of 500 go as windows of 700 (500 + 200), 1,400 (500 + 500 + 400) and 700 (500 + 200):
 # seven UpsertMultiple calls (a window closed early, or past its bound, would send another
-# number). And while parents are still being looked up, only whole requests leave: 1,500
-# order lines (windows of 700 and 800) whose orders' ids arrive a hundred at a time (one
-# request at a time here) go as four $batch requests, not one more for the few rows an
-# answer made ready beyond the first 500.
+# number). And while parents are still being looked
+# up, only whole requests leave: 1,500 order lines (windows of 700 and 800) whose orders'
+# ids arrive a hundred at a time (one request at a time here) go as four $batch requests,
+# not one more for the few rows an answer made ready beyond the first 500.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup >/dev/null
 # Rows close the windows here; time only closes the last one of a workload (its rows arrive

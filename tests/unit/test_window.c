@@ -418,7 +418,7 @@ START_TEST(windows_grow_under_a_backlog_until_requests_are_full)
     int next = 0;
     double fill = 0;
     dw_window_init(&w);
-    dw_window_sizing_init(&sizing, 3000, 1000);
+    dw_window_sizing_init(&sizing, 6000, 1000);
     int64_t sizes[6];
     for (int i = 0; i < 6; i++) {
         sizes[i] = sizing.rows;
@@ -427,16 +427,16 @@ START_TEST(windows_grow_under_a_backlog_until_requests_are_full)
         dw_window_sizing_learn(&sizing, &plan, true);
         dw_plan_cleanup(&plan);
     }
-    ck_assert_int_eq(sizes[0], 3000);
-    /* 1,200 + 600 + 1,200 rows in 5 requests (60%); the same mix would fill 75% at 6,000,
-     * 90% at 9,000 and 92% at 12,000 rows, the largest allowed: straight there. */
-    ck_assert_int_eq(sizes[1], 3000 * DW_WINDOW_GROWTH_MAX);
-    ck_assert_int_eq(sizes[5], 3000 * DW_WINDOW_GROWTH_MAX);
+    ck_assert_int_eq(sizes[0], 6000);
+    /* 2,400 + 1,200 + 2,400 rows in 8 requests (75%); at 12,000 rows, the largest allowed,
+     * the same mix fills 13 requests (92%): straight there, and no further. */
+    ck_assert_int_eq(sizes[1], 6000 * DW_WINDOW_GROWTH_MAX);
+    ck_assert_int_eq(sizes[5], 6000 * DW_WINDOW_GROWTH_MAX);
     ck_assert(fill >= 0.9);
 
     /* Caught up: back to window_rows at once. */
     plan_mix(&w, 10, &next, &plan);
-    ck_assert_int_eq(dw_window_sizing_learn(&sizing, &plan, false), 3000);
+    ck_assert_int_eq(dw_window_sizing_learn(&sizing, &plan, false), 6000);
     dw_plan_cleanup(&plan);
 
     /* Requests that never fill (one row per table) stop growing at the bound. */
@@ -445,7 +445,7 @@ START_TEST(windows_grow_under_a_backlog_until_requests_are_full)
         dw_window_sizing_learn(&sizing, &plan, true);
         dw_plan_cleanup(&plan);
     }
-    ck_assert_int_eq(sizing.rows, 3000 * DW_WINDOW_GROWTH_MAX);
+    ck_assert_int_eq(sizing.rows, 6000 * DW_WINDOW_GROWTH_MAX);
     /* Without a batch size (0), windows never grow. */
     dw_window_sizing_init(&sizing, 3000, 0);
     plan_mix(&w, 5, &next, &plan);
