@@ -246,6 +246,13 @@ struct dw_replay_stats {
 };
 
 /*
+ * How many writes a replay keeps in flight under a config: [dataverse] batch_size. The sink
+ * gathers the writes handed to it together into bulk requests (sink.h), so a replay of many
+ * rows goes in full bulk requests, with their bad rows isolated as the apply path's are.
+ */
+int dw_replay_in_flight_for(const struct dw_config *cfg);
+
+/*
  * Creates an engine for a job with at most max_in_flight writes at once (>= 1). Heals
  * queues left without a head by a crash (their first waiting row is queued).
  */

@@ -45,7 +45,11 @@ struct dw_mapped {
     int sequence;           /* order within the group: lower first */
     char *target_id;        /* canonical "<entity set>(<key>)": equal iff same Dataverse row */
     bool ok;
-    struct dw_write write;           /* ok: what to send */
+    struct dw_write write; /* ok: what to send */
+    /* ok: an UPDATE that sets every mapped column to the value it had (its old image, under
+     * REPLICA IDENTITY FULL, maps to the same write): nothing new for Dataverse, so the
+     * window applies it without sending it (window.h) */
+    bool unchanged;
     enum dw_error_class error_class; /* !ok: why it cannot be mapped */
     char *error;                     /* !ok: message naming the column and value */
 };
@@ -93,12 +97,16 @@ char *dw_mapping_truncate_message(const char *schema, const char *table);
  * takes the row (its filter excludes it), one per map that does. An UPDATE whose new image
  * leaves a map's filter while the old one matched yields a DELETE; an UPDATE that changes
  * the target key yields a DELETE of the old row and an UPSERT of the new. A row that cannot
- * be mapped yields a result with ok = false. Fails only on a broken row object.
+ * be mapped yields a result with ok = false. An UPDATE whose old image maps to the same
+ * write as its new one (REPLICA IDENTITY FULL, key unchanged) is flagged unchanged. Fails
+ * only on a broken row object.
  */
 dw_rc dw_mapping_map_row(const struct dw_job_maps *maps, const struct dw_source_row *row,
                          struct dw_mapped_vec *out);
 
-/* Same, through the one map with this id (replay of a stored error row). */
+/* Same, through the one map with this id (replay of a stored error row), and never flagged
+ * unchanged: a replayed change follows one that failed, so the row may not hold the old
+ * image's values. */
 dw_rc dw_mapping_map_row_with(const struct dw_job_maps *maps, int64_t map_id,
                               const struct dw_source_row *row, struct dw_mapped_vec *out);
 

@@ -47,6 +47,10 @@
 #define DW_M_RETRY_SLEEP_SECS "dwasync_dataverse_retry_sleep_seconds_total" /* job */
 #define DW_M_TOKEN_RENEWALS   "dwasync_dataverse_token_renewals_total"      /* job */
 #define DW_M_ERRORS           "dwasync_errors_total" /* job, table, class: error rows written */
+
+/* updates not sent: every mapped column kept its value */
+#define DW_M_CHANGES_UNCHANGED "dwasync_changes_unchanged_total" /* job */
+
 /* gauges */
 #define DW_M_SLOT_LAG_BYTES   "dwasync_slot_lag_bytes"                        /* job */
 #define DW_M_SLOT_LAG_SECONDS "dwasync_slot_lag_seconds"                      /* job */

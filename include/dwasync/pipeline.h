@@ -138,6 +138,8 @@ struct dw_pipeline_options {
     int64_t window_bytes;
     int64_t window_ms;
     int64_t missing_parent_retries;
+    int64_t batch_size; /* rows per bulk request; windows grow under a backlog to fill them
+                         * (window.h); 0: they never grow */
     const struct dw_values_options *values; /* how source values become JSON (borrowed) */
     /* Monotonic milliseconds for windows and retries; NULL: dw_clock_ms (tests set theirs). */
     int64_t (*clock_ms)(void);
@@ -150,6 +152,7 @@ struct dw_pipeline_stats {
     uint64_t rows_applied;     /* source changes applied (before coalescing) */
     uint64_t rows_failed;      /* open error rows written */
     uint64_t rows_parked;      /* waiting error rows written */
+    uint64_t rows_unchanged;   /* updates applied without a request: nothing mapped changed */
     uint64_t windows;          /* windows completed */
     uint64_t last_window_rows;
     uint64_t last_window_bytes; /* source bytes of its changes (before coalescing) */
@@ -189,6 +192,15 @@ bool dw_pipeline_accepting(const struct dw_pipeline *p);
  * (2,000 rows: two requests of 1,000, not a third one of the few rows past the bound).
  */
 size_t dw_pipeline_room(const struct dw_pipeline *p);
+
+/*
+ * Tells whether the stream had nothing more to read at the runner's last read. Then a
+ * filling window closes at the end of a transaction without waiting for window_ms; and if
+ * its last commit is recent (dw_window_recent()), the stream is caught up: the row bound
+ * returns to window_rows (window.h). While it is behind, windows grow until bulk requests
+ * are full.
+ */
+void dw_pipeline_stream_drained(struct dw_pipeline *p, bool drained);
 
 /*
  * Advances the pipeline: persists a finished window, starts the next one when it is due

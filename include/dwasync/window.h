@@ -24,9 +24,17 @@
  *     its highest delete sequence). A unit with a parked or unmappable change is not sent at
  *     all: its other changes become open errors naming it. A unit of more than
  *     DW_SINK_ATOMIC_MAX chains is cut into parts of that size, one wave each.
+ * A change whose mapping found nothing new to send (dw_mapped.unchanged) starts no chain: it
+ * is applied as it stands, unless its key is blocked (then it is parked like any other) or
+ * an earlier change of the window writes the same row (then it joins that chain, so it
+ * shares that write's fate).
  * The checkpoint rule lives above this (pipeline.h): a window knows the end LSN of the last
  * transaction whose commit it received, and that is what may be confirmed once every item
  * is applied or durably in the error table.
+ *
+ * How many rows the filling window takes is the sizing's (struct dw_window_sizing): the
+ * configured bound while the stream is caught up, larger while it is behind, so that bulk
+ * requests go out (nearly) full.
  *
  * Ownership: a window owns its items (and everything inside them). A plan borrows the
  * window's items by index and owns the coalesced writes of its chains; free the plan
@@ -167,6 +175,7 @@ struct dw_plan {
     size_t nunits;
     struct dw_group *groups;
     size_t ngroups;
+    size_t unchanged; /* items applied without a write: nothing new to send (no-op updates) */
 };
 
 /*
@@ -191,5 +200,57 @@ void dw_plan_park_chain(struct dw_plan *p, struct dw_window *w, size_t chain,
 
 /* Marks every item of a chain applied. */
 void dw_plan_apply_chain(struct dw_plan *p, struct dw_window *w, size_t chain);
+
+/*
+ * The average fill of the bulk requests a plan makes, as a fraction of batch_size: the
+ * chains outside atomic units of each (group, level, entity set, upsert or not) go out in
+ * requests of at most batch_size rows (sink.h), so n of them take ceil(n / batch_size)
+ * requests. 1.0 for a plan without such chains.
+ */
+double dw_plan_request_fill(const struct dw_plan *p, int64_t batch_size);
+
+/*
+ * The row bound of the filling window. While the stream is behind (a window closed full,
+ * the stream had more to read when it closed, or its last commit is not recent), a window
+ * whose bulk requests would be less than DW_WINDOW_FILL_TARGET full raises the bound for the
+ * next ones to the smallest multiple of the configured bound whose requests would be, were
+ * they of the same mix; at most DW_WINDOW_GROWTH_MAX times the configured bound (the byte bound,
+ * [apply] window_bytes, holds whatever the rows: memory stays bounded). Once the stream is
+ * caught up (nothing more to read, and recent commits), the bound returns to the configured
+ * one: windows stay small.
+ * Caller-owned; no resources.
+ */
+struct dw_window_sizing {
+    int64_t base_rows;  /* [apply] window_rows */
+    int64_t batch_size; /* [dataverse] batch_size: rows per bulk request */
+    int64_t rows;       /* the bound now */
+};
+
+/* Above the 90% that issue 20 asks of a backlog's requests: the first windows of a backlog,
+ * before the bound has grown, and its last one are less full. Growth stops at twice
+ * window_rows: a row costs some 2 KB in a window (its JSON trees), three windows are alive,
+ * and the daemon should stay near 64 MB (bench_limits.sh peaked at 223 MB when windows grew
+ * to 16 times, 105 MB at 4 times). */
+#define DW_WINDOW_FILL_TARGET 0.95
+#define DW_WINDOW_GROWTH_MAX  2
+
+/* A commit read later than this after it was made means the stream is behind. */
+#define DW_WINDOW_CAUGHT_UP_MS 1000
+
+/*
+ * Whether the window's last commit was made less than DW_WINDOW_CAUGHT_UP_MS before now_us
+ * (wall clock, µs; commit times are the source server's): the stream is caught up, unless
+ * the reader still has more to read (pipeline.h). A source clock far ahead looks caught up,
+ * one far behind looks behind: windows then close by window_ms, as without this rule.
+ */
+bool dw_window_recent(const struct dw_window *w, int64_t now_us);
+
+void dw_window_sizing_init(struct dw_window_sizing *s, int64_t base_rows, int64_t batch_size);
+
+/*
+ * Learns from a window that is about to be applied and its plan: behind tells whether the
+ * stream was behind when it closed (see the struct). Returns the new bound.
+ */
+int64_t dw_window_sizing_learn(struct dw_window_sizing *s, const struct dw_plan *p, bool behind);
 
 #endif

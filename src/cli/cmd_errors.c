@@ -309,7 +309,8 @@ static dw_rc replay_directly(const struct dw_config *cfg, int64_t job_id, const 
         goto out;
     if ((rc = dw_sink_new(cfg, direct_done, &d, &d.sink)) != DW_OK)
         goto out;
-    if ((rc = dw_replay_new(conn, job_id, &ops, &d, 16, &d.engine)) != DW_OK)
+    if ((rc = dw_replay_new(conn, job_id, &ops, &d, dw_replay_in_flight_for(cfg), &d.engine)) !=
+        DW_OK)
         goto out;
     /* A bulk replay can be long: rows done, rate and ETA, live on a terminal. */
     struct dw_progress progress;

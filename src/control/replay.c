@@ -57,6 +57,11 @@ static void slot_release(struct slot *s)
     memset(s, 0, sizeof *s);
 }
 
+int dw_replay_in_flight_for(const struct dw_config *cfg)
+{
+    return cfg->dataverse.batch_size > 0 ? (int)cfg->dataverse.batch_size : 1;
+}
+
 dw_rc dw_replay_new(PGconn *conn, int64_t job_id, const struct dw_replay_ops *ops, void *user,
                     int max_in_flight, struct dw_replay **out)
 {

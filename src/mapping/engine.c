@@ -841,22 +841,30 @@ static void emit_delete(struct dw_mapped_vec *out, const struct dw_tablemap *m, 
     r->write.key = key;
 }
 
-static void emit_upsert(struct dw_mapped_vec *out, const struct dw_tablemap *m, json_t *key,
-                        const struct image *img)
+/* The body of an upsert of an image through a map (new reference), or NULL with f set. */
+static json_t *upsert_body(const struct dw_tablemap *m, const struct image *img, struct failure *f)
 {
-    struct dw_mapped *r = start_result(out, m);
-    struct failure f = {NULL};
     json_t *body = json_object();
     for (size_t i = 0; i < m->ncols; i++) {
         if (!direction_to_dv(m->cols[i].direction))
             continue;
-        if (!map_column(&m->cols[i], img, body, &f))
-            break;
+        if (!map_column(&m->cols[i], img, body, f)) {
+            json_decref(body);
+            return NULL;
+        }
     }
-    if (f.msg) {
-        json_decref(body);
+    return body;
+}
+
+static struct dw_mapped *emit_upsert(struct dw_mapped_vec *out, const struct dw_tablemap *m,
+                                     json_t *key, const struct image *img)
+{
+    struct dw_mapped *r = start_result(out, m);
+    struct failure f = {NULL};
+    json_t *body = upsert_body(m, img, &f);
+    if (body == NULL) {
         finish_failed(r, m, &f, key);
-        return;
+        return r;
     }
     r->ok = true;
     r->target_id = dw_dvkey_target_id(m->entity_set, key);
@@ -865,6 +873,24 @@ static void emit_upsert(struct dw_mapped_vec *out, const struct dw_tablemap *m, 
     r->write.logical_name = dw_strdup(m->logical_name);
     r->write.key = key;
     r->write.body = body;
+    return r;
+}
+
+/*
+ * Whether an upsert (mapped, ok) of an UPDATE writes what the row held before: the old image
+ * (whole under REPLICA IDENTITY FULL) maps to the same body, the columns not sent left out
+ * of both. A key-only old image cannot be mapped, and then the answer is no.
+ */
+static bool same_as_before(const struct dw_tablemap *m, const struct dw_mapped *r,
+                           const struct dw_source_row *row, struct ref_memo *memo)
+{
+    const struct image before = {row->old_row, row->unchanged, memo};
+    struct failure ignore = {NULL};
+    json_t *body = upsert_body(m, &before, &ignore);
+    free(ignore.msg);
+    bool same = body && json_equal(body, r->write.body);
+    json_decref(body);
+    return same;
 }
 
 /* A key from an image: the old one when it carries the key columns, else the new one. */
@@ -891,8 +917,10 @@ static json_t *filter_image(const json_t *new_row, const json_t *old_row, const 
     return img;
 }
 
+/* Maps a row through one map; with skip_unchanged, an UPDATE that changes no mapped value
+ * is flagged (dw_mapped.unchanged). */
 static void map_one(const struct dw_job_maps *maps, const struct dw_tablemap *m,
-                    const struct dw_source_row *row, struct dw_mapped_vec *out)
+                    const struct dw_source_row *row, bool skip_unchanged, struct dw_mapped_vec *out)
 {
     const struct dw_jobdef *def = maps->def;
     struct ref_memo *memo = maps->memo;
@@ -967,8 +995,12 @@ static void map_one(const struct dw_job_maps *maps, const struct dw_tablemap *m,
                 old_key = NULL;
             }
         }
+        bool stayed = old_key != NULL && before == DW_TRUE;
         json_decref(old_key);
-        emit_upsert(out, m, key, &sent);
+        struct dw_mapped *r = emit_upsert(out, m, key, &sent);
+        /* Dual-write fires only when a mapped column changes: nor does this. */
+        if (skip_unchanged && stayed && r->ok)
+            r->unchanged = same_as_before(m, r, row, memo);
         return;
     }
     if (before == DW_FALSE) {
@@ -1016,7 +1048,7 @@ dw_rc dw_mapping_map_row(const struct dw_job_maps *maps, const struct dw_source_
     for (size_t g = 0; g < def->ngroups; g++)
         for (size_t i = 0; i < def->groups[g].nmaps; i++)
             if (map_reads(&def->groups[g].maps[i], row->schema, row->table))
-                map_one(maps, &def->groups[g].maps[i], row, out);
+                map_one(maps, &def->groups[g].maps[i], row, true, out);
     return DW_OK;
 }
 
@@ -1031,7 +1063,7 @@ dw_rc dw_mapping_map_row_with(const struct dw_job_maps *maps, int64_t map_id,
     for (size_t g = 0; g < def->ngroups; g++) {
         for (size_t i = 0; i < def->groups[g].nmaps; i++) {
             if (def->groups[g].maps[i].id == map_id) {
-                map_one(maps, &def->groups[g].maps[i], row, out);
+                map_one(maps, &def->groups[g].maps[i], row, false, out);
                 return DW_OK;
             }
         }

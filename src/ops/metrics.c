@@ -148,6 +148,8 @@ static const struct {
     {DW_M_RETRY_SLEEP_SECS, DW_METRIC_COUNTER, "Seconds spent in backoff before retries."},
     {DW_M_TOKEN_RENEWALS, DW_METRIC_COUNTER, "OAuth2 access token acquisitions."},
     {DW_M_ERRORS, DW_METRIC_COUNTER, "Row changes that failed, by error class."},
+    {DW_M_CHANGES_UNCHANGED, DW_METRIC_COUNTER,
+     "Updates not sent to Dataverse: every mapped column kept its value."},
     {DW_M_SLOT_LAG_BYTES, DW_METRIC_GAUGE,
      "WAL bytes between the server and the applied position."},
     {DW_M_SLOT_LAG_SECONDS, DW_METRIC_GAUGE, "Age of the oldest unapplied commit in seconds."},

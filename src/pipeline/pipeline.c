@@ -83,6 +83,9 @@ struct dw_pipeline {
     struct dw_blocked_keys *blocked;
     struct dw_mapped_vec mapped; /* reused per change */
 
+    struct dw_window_sizing sizing; /* the filling window's row bound (window.h) */
+    bool drained;                   /* the stream had nothing more to read (runner) */
+
     int64_t *atomic_maps; /* ids of the maps with options.atomic */
     size_t natomic_maps;
 
@@ -157,6 +160,7 @@ dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts,
         dw_window_init(&p->windows[i]);
     p->filling = &p->windows[0];
     p->blocked = dw_blocked_keys_new();
+    dw_window_sizing_init(&p->sizing, opts->window_rows, opts->batch_size);
     const struct dw_jobdef *def = dw_job_maps_def(maps);
     for (size_t g = 0; def && g < def->ngroups; g++) {
         for (size_t i = 0; i < def->groups[g].nmaps; i++) {
@@ -550,14 +554,22 @@ size_t dw_pipeline_room(const struct dw_pipeline *p)
     const struct dw_window *w = p->filling;
     if (holding_txn(p))
         return SIZE_MAX;
-    if ((int64_t)w->len >= p->opts.window_rows || (int64_t)w->bytes >= p->opts.window_bytes)
+    if ((int64_t)w->len >= p->sizing.rows || (int64_t)w->bytes >= p->opts.window_bytes)
         return 0;
-    return (size_t)(p->opts.window_rows - (int64_t)w->len);
+    return (size_t)(p->sizing.rows - (int64_t)w->len);
 }
 
 bool dw_pipeline_accepting(const struct dw_pipeline *p)
 {
     return dw_pipeline_room(p) > 0;
+}
+
+/* Nothing more to read, at the end of a transaction: the window closes without waiting
+ * for window_ms (a change waits for no timer; when the reader is ahead, the window is full
+ * before the previous one is applied, and this rule never comes into play). */
+static bool drained_at_commit(const struct dw_pipeline *p)
+{
+    return p->drained && !p->in_txn;
 }
 
 static bool filling_due(const struct dw_pipeline *p, bool flush, int64_t now)
@@ -569,7 +581,13 @@ static bool filling_due(const struct dw_pipeline *p, bool flush, int64_t now)
      * spend its retries at once), unless the window is full. */
     if (p->carry_due_ms > now && dw_pipeline_accepting(p))
         return false;
-    return flush || !dw_pipeline_accepting(p) || now - w->opened_ms >= p->opts.window_ms;
+    return flush || !dw_pipeline_accepting(p) || drained_at_commit(p) ||
+           now - w->opened_ms >= p->opts.window_ms;
+}
+
+void dw_pipeline_stream_drained(struct dw_pipeline *p, bool drained)
+{
+    p->drained = drained;
 }
 
 static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *r);
@@ -759,6 +777,10 @@ static struct dw_window *spare_window(struct dw_pipeline *p)
 static void start_apply(struct dw_pipeline *p)
 {
     struct dw_window *w = p->filling;
+    /* Caught up: drained, and the last commit is recent (a momentary pause of the server's
+     * sending during a backlog is not catching up). */
+    bool behind = !dw_pipeline_accepting(p) || !drained_at_commit(p) ||
+                  !dw_window_recent(w, dw_clock_wall_us());
     if (p->in_txn && !p->skipping_txn && p->txn_atomic)
         warn_split(p, p->txn_xid, p->txn_commit_lsn);
     p->filling = spare_window(p);
@@ -766,6 +788,13 @@ static void start_apply(struct dw_pipeline *p)
     p->txn_items = 0;
     p->carry_due_ms = 0;
     dw_plan_build(w, p->blocked, &p->cur.plan);
+    p->stats.rows_unchanged += p->cur.plan.unchanged;
+    int64_t bound = p->sizing.rows;
+    if (dw_window_sizing_learn(&p->sizing, &p->cur.plan, behind) != bound)
+        DW_DEBUG("window of %zu rows (%s): bulk requests %.0f%% full; windows now take %" PRId64
+                 " rows",
+                 w->len, behind ? "behind" : "caught up",
+                 100 * dw_plan_request_fill(&p->cur.plan, p->opts.batch_size), p->sizing.rows);
     for (size_t u = 0; u < p->cur.plan.nunits; u++)
         if (p->cur.plan.units[u].nparts > 1)
             warn_split(p, p->cur.plan.units[u].xid, p->cur.plan.units[u].commit_lsn);

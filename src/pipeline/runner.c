@@ -49,8 +49,6 @@
 #define ERRORS_CHECK_MS 10000
 /* How often resolved and skipped error rows past their retention are purged. */
 #define PURGE_MS (3600 * 1000)
-/* Replay writes in flight at once. */
-#define REPLAY_IN_FLIGHT 16
 /* How often the publication is checked to still hold every mapped table (and on SIGHUP). */
 #define PUBLICATION_CHECK_MS 60000
 /* Starts in a row that may fail on Postgres, with the source reachable, before the error
@@ -150,6 +148,7 @@ struct runner {
     unsigned failed_starts;     /* in a row, since the job last streamed */
     uint64_t stream_reconnects; /* of the streams already closed */
     int64_t started_ms; /* wall clock: tells this process's watermarks from an earlier one's */
+    uint64_t metrics_seen_unchanged;        /* pipeline counter already added to the metrics */
     struct dw_sink_stats metrics_seen_sink; /* sink counters already added to the metrics */
     struct dw_pipeline_observer observer;   /* per table, class and map: see observed() */
     bool slot_start_read;                   /* see slot_confirmed_at_start() */
@@ -440,6 +439,9 @@ static void update_metrics(struct runner *r)
         return;
     struct dw_pipeline_stats st;
     dw_pipeline_get_stats(r->pipeline, &st);
+    dw_metrics_inc(r->metrics, DW_M_CHANGES_UNCHANGED, job_label,
+                   (double)(st.rows_unchanged - r->metrics_seen_unchanged));
+    r->metrics_seen_unchanged = st.rows_unchanged;
     dw_metrics_set(r->metrics, DW_M_WINDOW_ROWS, job_label, (double)st.last_window_rows);
     if (r->sink) {
         struct dw_sink_stats ss;
@@ -1001,6 +1003,7 @@ static dw_rc start_job(struct runner *r)
         .window_bytes = r->config.apply.window_bytes,
         .window_ms = r->config.apply.window_ms,
         .missing_parent_retries = r->config.apply.missing_parent_retries,
+        .batch_size = r->config.dataverse.batch_size,
         .values = &r->values,
         .observer = &r->observer,
     };
@@ -1010,8 +1013,8 @@ static dw_rc start_job(struct runner *r)
         return rc;
     static const struct dw_replay_ops replay_ops = {replay_remap, replay_submit, replay_unblocked};
     if ((rc = dw_errtable_listen(r->control)) != DW_OK ||
-        (rc = dw_replay_new(r->control, r->job.id, &replay_ops, r, REPLAY_IN_FLIGHT, &r->replay)) !=
-            DW_OK)
+        (rc = dw_replay_new(r->control, r->job.id, &replay_ops, r,
+                            dw_replay_in_flight_for(&r->config), &r->replay)) != DW_OK)
         return rc;
     /* The slot is created once, when the sync starts, and kept: an interrupted sync resumes
      * on it at its next chunk, and deletes committed meanwhile arrive through it. */
@@ -1048,6 +1051,7 @@ static void stop_job(struct runner *r)
     r->types = NULL;
     copy_cleanup(&r->copy);
     /* A job started again counts from zero: the metrics take deltas from these. */
+    r->metrics_seen_unchanged = 0;
     memset(&r->metrics_seen_sink, 0, sizeof r->metrics_seen_sink);
     memset(&r->sink_seen, 0, sizeof r->sink_seen);
 }
@@ -1338,6 +1342,7 @@ static dw_rc stream_loop(struct runner *r)
             if (rc != DW_OK && rc != DW_ERR_RETRY)
                 return rc;
         }
+        dw_pipeline_stream_drained(r->pipeline, room > 0 && !more);
         bool flush = r->opts->until_caught_up || r->paused;
         rc = dw_pipeline_poll(r->pipeline, flush);
         if (rc != DW_OK && rc != DW_ERR_PG)

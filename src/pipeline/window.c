@@ -412,6 +412,13 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
                                       : NULL;
         const char *target = txn_target ? txn_target : it->mapped.target_id;
         HASH_FIND_STR(index, target, e);
+        if (e == NULL && it->mapped.unchanged) {
+            /* Nothing new for the row, and no write of this window to wait for. */
+            it->state = DW_ITEM_APPLIED;
+            p.unchanged++;
+            free(txn_target);
+            continue;
+        }
         if (e == NULL) {
             p.chains = dw_realloc(p.chains, (p.nchains + 1) * sizeof *p.chains);
             struct dw_chain *c = &p.chains[p.nchains];
@@ -523,4 +530,114 @@ void dw_plan_apply_chain(struct dw_plan *p, struct dw_window *w, size_t chain)
     struct dw_chain *c = &p->chains[chain];
     for (size_t i = 0; i < c->nitems; i++)
         w->items[c->items[i]].state = DW_ITEM_APPLIED;
+}
+
+/* Rows of one kind of request: a (group, level, entity set, bulk or $batch) while planning. */
+struct request_kind {
+    UT_hash_handle hh;
+    size_t rows;
+    char name[];
+};
+
+static void count_request_rows(struct request_kind **kinds, size_t g, size_t l,
+                               const struct dw_chain *c)
+{
+    /* Only upserts go in bulk actions; the other writes go in $batch requests (sink.h). */
+    char *name = dw_asprintf("%zu\x1f%zu\x1f%s\x1f%d", g, l, c->write.entity_set,
+                             c->write.op == DW_WRITE_UPSERT);
+    struct request_kind *k;
+    HASH_FIND_STR(*kinds, name, k);
+    if (k == NULL) {
+        size_t len = strlen(name);
+        k = dw_calloc(1, sizeof *k + len + 1);
+        memcpy(k->name, name, len + 1);
+        HASH_ADD(hh, *kinds, name[0], len, k);
+    }
+    k->rows++;
+    free(name);
+}
+
+/* The rows of each kind of request of a plan (see dw_plan_request_fill()); caller frees. */
+static size_t *request_kinds(const struct dw_plan *p, size_t *n)
+{
+    struct request_kind *kinds = NULL, *k, *tmp;
+    for (size_t g = 0; g < p->ngroups; g++)
+        for (size_t l = 0; l < p->groups[g].nlevels; l++)
+            for (size_t i = 0; i < p->groups[g].levels[l].nchains; i++)
+                count_request_rows(&kinds, g, l, &p->chains[p->groups[g].levels[l].chains[i]]);
+    size_t *rows = dw_malloc((HASH_COUNT(kinds) + 1) * sizeof *rows);
+    *n = 0;
+    HASH_ITER(hh, kinds, k, tmp)
+    {
+        rows[(*n)++] = k->rows;
+        HASH_DEL(kinds, k);
+        free(k);
+    }
+    return rows;
+}
+
+/* The fill of requests of size rows carrying rows[k] * scale rows of each kind k. */
+static double fill_scaled(const size_t *rows, size_t n, double scale, size_t size)
+{
+    double total = 0, requests = 0;
+    for (size_t k = 0; k < n; k++) {
+        double r = (double)rows[k] * scale;
+        total += r;
+        requests += (double)(((size_t)(r + 0.5) + size - 1) / size);
+    }
+    return requests > 0 ? total / (requests * (double)size) : 1.0;
+}
+
+static size_t batch_rows(int64_t batch_size)
+{
+    return batch_size > 0 ? (size_t)batch_size : 1;
+}
+
+double dw_plan_request_fill(const struct dw_plan *p, int64_t batch_size)
+{
+    size_t n;
+    size_t *rows = request_kinds(p, &n);
+    double fill = fill_scaled(rows, n, 1.0, batch_rows(batch_size));
+    free(rows);
+    return fill;
+}
+
+bool dw_window_recent(const struct dw_window *w, int64_t now_us)
+{
+    return w->commits > 0 && now_us - w->commit_time_us < (int64_t)DW_WINDOW_CAUGHT_UP_MS * 1000;
+}
+
+void dw_window_sizing_init(struct dw_window_sizing *s, int64_t base_rows, int64_t batch_size)
+{
+    *s = (struct dw_window_sizing){
+        .base_rows = base_rows, .batch_size = batch_size, .rows = base_rows};
+}
+
+int64_t dw_window_sizing_learn(struct dw_window_sizing *s, const struct dw_plan *p, bool behind)
+{
+    if (!behind) {
+        s->rows = s->base_rows;
+        return s->rows;
+    }
+    size_t n, total = 0, size = batch_rows(s->batch_size);
+    size_t *rows = request_kinds(p, &n);
+    for (size_t k = 0; k < n; k++)
+        total += rows[k];
+    /* The smallest multiple of window_rows whose requests would be full enough, were the
+     * next windows made of the same mix as this one; the largest allowed if none is. */
+    if (total > 0 && s->batch_size > 0 && fill_scaled(rows, n, 1.0, size) < DW_WINDOW_FILL_TARGET) {
+        int64_t want = s->base_rows * DW_WINDOW_GROWTH_MAX;
+        for (int m = 1; m < DW_WINDOW_GROWTH_MAX; m++) {
+            int64_t candidate = s->base_rows * m;
+            if (candidate > s->rows && fill_scaled(rows, n, (double)candidate / (double)total,
+                                                   size) >= DW_WINDOW_FILL_TARGET) {
+                want = candidate;
+                break;
+            }
+        }
+        if (want > s->rows)
+            s->rows = want;
+    }
+    free(rows);
+    return s->rows;
 }

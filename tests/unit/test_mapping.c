@@ -467,6 +467,60 @@ START_TEST(update_changing_key_deletes_old_row)
 }
 END_TEST
 
+/* An UPDATE whose old image (REPLICA IDENTITY FULL) maps to the same write changes nothing
+ * mapped: flagged unchanged, so it is not sent. Anything less certain is sent. */
+START_TEST(update_of_unmapped_columns_is_flagged_unchanged)
+{
+    struct dw_job_maps *maps = load_maps();
+    struct dw_mapped_vec v = {0};
+    json_t *row = J(org_row);
+    json_object_set_new(row, "phone", json_string("+1 555 0100")); /* no map reads it */
+    char *text = dw_json_dumps(row);
+    map_rows(maps, DW_CHANGE_UPDATE, "cust", text, org_row, NULL, &v);
+    ck_assert_uint_eq(v.len, 1);
+    ck_assert(v.items[0].ok && v.items[0].unchanged);
+    /* A mapped column that changed is sent. */
+    dw_mapped_vec_reset(&v);
+    json_object_set_new(row, "creditlimit", json_real(2000.5));
+    free(text);
+    text = dw_json_dumps(row);
+    map_rows(maps, DW_CHANGE_UPDATE, "cust", text, org_row, NULL, &v);
+    ck_assert(v.items[0].ok && !v.items[0].unchanged);
+    /* Without an old image, or with the key columns only, the previous state is unknown. */
+    dw_mapped_vec_reset(&v);
+    map_rows(maps, DW_CHANGE_UPDATE, "cust", org_row, NULL, NULL, &v);
+    ck_assert(v.items[0].ok && !v.items[0].unchanged);
+    dw_mapped_vec_reset(&v);
+    map_rows(maps, DW_CHANGE_UPDATE, "cust", org_row,
+             "{\"dataareaid\": \"usmf\", \"account\": \"C1\"}", NULL, &v);
+    ck_assert(v.items[0].ok && !v.items[0].unchanged);
+    /* A column not sent (unchanged TOAST) is left out of both images. */
+    dw_mapped_vec_reset(&v);
+    json_decref(row);
+    row = J(org_row);
+    json_object_del(row, "name");
+    free(text);
+    text = dw_json_dumps(row);
+    map_rows(maps, DW_CHANGE_UPDATE, "cust", text, org_row, "[\"NAME\"]", &v);
+    ck_assert(v.items[0].ok && v.items[0].unchanged);
+    /* A replay is always sent: the change before it failed. */
+    dw_mapped_vec_reset(&v);
+    struct dw_jobdef *def = (struct dw_jobdef *)dw_job_maps_def(maps);
+    for (size_t i = 0; i < def->groups[0].nmaps; i++)
+        def->groups[0].maps[i].id = (int64_t)(100 + i); /* as dw_mapstore_load() would */
+    json_t *n = J(org_row), *o = J(org_row);
+    struct dw_source_row r = {"fno", "cust", DW_CHANGE_UPDATE, n, o, NULL};
+    ck_assert_int_eq(dw_mapping_map_row_with(maps, 100, &r, &v), DW_OK);
+    ck_assert(v.items[0].ok && !v.items[0].unchanged);
+    json_decref(n);
+    json_decref(o);
+    free(text);
+    json_decref(row);
+    dw_mapped_vec_cleanup(&v);
+    dw_job_maps_free(maps);
+}
+END_TEST
+
 START_TEST(unchanged_toast_and_null_rules)
 {
     struct dw_job_maps *maps = load_maps();
@@ -1138,6 +1192,7 @@ static Suite *mapping_suite(void)
     tcase_add_test(tc, update_leaving_filter_deletes_and_enters_other_map);
     tcase_add_test(tc, update_changing_key_deletes_old_row);
     tcase_add_test(tc, unchanged_toast_and_null_rules);
+    tcase_add_test(tc, update_of_unmapped_columns_is_flagged_unchanged);
     tcase_add_test(tc, legal_entity_filter_and_delete);
     tcase_add_test(tc, coercions_to_dataverse_types);
     tcase_add_test(tc, target_id_is_canonical);

@@ -340,13 +340,149 @@ START_TEST(atomic_units_stop_whole_and_cut_at_the_limit)
 }
 END_TEST
 
-static Suite *window_suite(void)
+/* Unchanged updates start no chain; blocked ones park; one after a write joins its chain. */
+START_TEST(unchanged_updates_are_applied_without_a_write)
+{
+    static const struct change_spec changes[] = {
+        {'U', "accounts", "A1", "g", 20, "{\"n\":1}", 0}, /* unchanged: applied, not sent */
+        {'U', "accounts", "A2", "g", 20, "{\"n\":2}", 0},
+        {'U', "accounts", "A2", "g", 20, "{\"n\":2}", 0}, /* unchanged, joins A2's write */
+        {'U', "accounts", "B1", "g", 20, "{\"n\":3}", 0}, /* unchanged, but blocked */
+        {'U', "accounts", "A1", "g", 20, "{\"n\":4}", 0}, /* a change after it is sent */
+    };
+    static const bool unchanged[] = {true, false, true, true, false};
+    struct dw_window w;
+    struct dw_blocked_keys *blocked = dw_blocked_keys_new();
+    struct dw_plan plan;
+    dw_window_init(&w);
+    dw_blocked_keys_add(blocked, 8, "B1");
+    for (int i = 0; i < 5; i++) {
+        push(&w, &changes[i], i);
+        w.items[i].mapped.unchanged = unchanged[i];
+    }
+    dw_plan_build(&w, blocked, &plan);
+    char *st = states(&w);
+    ck_assert_str_eq(st, "appwp");
+    free(st);
+    ck_assert_uint_eq(plan.unchanged, 1);
+    ck_assert_int_eq(w.items[0].chain, -1);
+    ck_assert_int_eq(w.items[2].chain, w.items[1].chain);
+    char *d = describe(&plan);
+    ck_assert_str_eq(
+        d, "g:20:U[accounts{\"k\":\"A2\"}ups{\"n\":2} accounts{\"k\":\"A1\"}ups{\"n\":4}]");
+    free(d);
+    dw_plan_cleanup(&plan);
+    dw_window_cleanup(&w);
+    dw_blocked_keys_free(blocked);
+}
+END_TEST
+
+/* Pushes rows changes into w cycling over three tables of one level: 40% accounts, 20%
+ * contacts, 40% vendors (keys unique from *next on), and plans it. */
+static void plan_mix(struct dw_window *w, int64_t rows, int *next, struct dw_plan *plan)
+{
+    static const char *const sets[] = {"accounts", "accounts", "contacts", "vendors", "vendors"};
+    struct dw_blocked_keys *blocked = dw_blocked_keys_new();
+    dw_window_reset(w);
+    for (int64_t i = 0; i < rows; i++, (*next)++) {
+        char key[16];
+        snprintf(key, sizeof key, "K%d", *next);
+        struct change_spec s = {'U', sets[*next % 5], key, "g", 50, "{}", 0};
+        push(w, &s, (int)i);
+    }
+    dw_plan_build(w, blocked, plan);
+    dw_blocked_keys_free(blocked);
+}
+
+START_TEST(request_fill_counts_requests_per_level_and_table)
+{
+    struct dw_window w;
+    struct dw_plan plan;
+    int next = 0;
+    dw_window_init(&w);
+    /* 1,200 + 600 + 1,200 rows: 2 + 1 + 2 requests of 1,000 */
+    plan_mix(&w, 3000, &next, &plan);
+    ck_assert_double_eq_tol(dw_plan_request_fill(&plan, 1000), 3000.0 / 5000.0, 1e-9);
+    ck_assert_double_eq_tol(dw_plan_request_fill(&plan, 600), 1.0, 1e-9);
+    dw_plan_cleanup(&plan);
+    dw_window_cleanup(&w);
+}
+END_TEST
+
+/* Behind, windows grow at once to the multiple of window_rows that fills requests (or the
+ * largest allowed), and no further; caught up, they are window_rows again. */
+START_TEST(windows_grow_under_a_backlog_until_requests_are_full)
+{
+    struct dw_window w;
+    struct dw_plan plan;
+    struct dw_window_sizing sizing;
+    int next = 0;
+    double fill = 0;
+    dw_window_init(&w);
+    dw_window_sizing_init(&sizing, 6000, 1000);
+    int64_t sizes[6];
+    for (int i = 0; i < 6; i++) {
+        sizes[i] = sizing.rows;
+        plan_mix(&w, sizing.rows, &next, &plan);
+        fill = dw_plan_request_fill(&plan, 1000);
+        dw_window_sizing_learn(&sizing, &plan, true);
+        dw_plan_cleanup(&plan);
+    }
+    ck_assert_int_eq(sizes[0], 6000);
+    /* 2,400 + 1,200 + 2,400 rows in 8 requests (75%); at 12,000 rows, the largest allowed,
+     * the same mix fills 13 requests (92%): straight there, and no further. */
+    ck_assert_int_eq(sizes[1], 6000 * DW_WINDOW_GROWTH_MAX);
+    ck_assert_int_eq(sizes[5], 6000 * DW_WINDOW_GROWTH_MAX);
+    ck_assert(fill >= 0.9);
+
+    /* Caught up: back to window_rows at once. */
+    plan_mix(&w, 10, &next, &plan);
+    ck_assert_int_eq(dw_window_sizing_learn(&sizing, &plan, false), 6000);
+    dw_plan_cleanup(&plan);
+
+    /* Requests that never fill (one row per table) stop growing at the bound. */
+    for (int i = 0; i < 6; i++) {
+        plan_mix(&w, 5, &next, &plan);
+        dw_window_sizing_learn(&sizing, &plan, true);
+        dw_plan_cleanup(&plan);
+    }
+    ck_assert_int_eq(sizing.rows, 6000 * DW_WINDOW_GROWTH_MAX);
+    /* Without a batch size (0), windows never grow. */
+    dw_window_sizing_init(&sizing, 3000, 0);
+    plan_mix(&w, 5, &next, &plan);
+    ck_assert_int_eq(dw_window_sizing_learn(&sizing, &plan, true), 3000);
+    dw_plan_cleanup(&plan);
+    dw_window_cleanup(&w);
+}
+END_TEST
+
+/* A window is recent while its last commit is younger than DW_WINDOW_CAUGHT_UP_MS. */
+START_TEST(recent_commits_mean_caught_up)
+{
+    struct dw_window w;
+    dw_window_init(&w);
+    int64_t now = 1800000000000000;
+    ck_assert(!dw_window_recent(&w, now)); /* no commit received */
+    w.commits = 1;
+    w.commit_time_us = now - (DW_WINDOW_CAUGHT_UP_MS - 1) * 1000;
+    ck_assert(dw_window_recent(&w, now));
+    w.commit_time_us = now - DW_WINDOW_CAUGHT_UP_MS * 1000;
+    ck_assert(!dw_window_recent(&w, now));
+    dw_window_cleanup(&w);
+}
+END_TEST
+
+int main(void) static Suite *window_suite(void)
 {
     Suite *s = suite_create("window");
     TCase *tc = tcase_create("window");
     tcase_add_loop_test(tc, plan_cases, 0, (int)(sizeof cases / sizeof *cases));
     tcase_add_test(tc, failed_chain_opens_head_and_parks_followers);
     tcase_add_test(tc, atomic_units_stop_whole_and_cut_at_the_limit);
+    tcase_add_test(tc, unchanged_updates_are_applied_without_a_write);
+    tcase_add_test(tc, request_fill_counts_requests_per_level_and_table);
+    tcase_add_test(tc, windows_grow_under_a_backlog_until_requests_are_full);
+    tcase_add_test(tc, recent_commits_mean_caught_up);
     suite_add_tcase(s, tc);
     return s;
 }
