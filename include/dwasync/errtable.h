@@ -48,6 +48,8 @@
 #include "dwasync/rc.h"
 #include "dwasync/write.h"
 
+struct dw_config; /* config.h */
+
 /* The NOTIFY channel replay and skip functions signal; the payload is the job name. */
 #define DW_REPLAY_CHANNEL "dwasync_replay"
 

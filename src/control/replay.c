@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/config.h"
 #include "dwasync/errtable.h"
 #include "dwasync/failpoint.h"
 #include "dwasync/log.h"
