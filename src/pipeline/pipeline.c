@@ -7,6 +7,7 @@
  */
 #include "dwasync/pipeline.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
