@@ -472,7 +472,7 @@ START_TEST(recent_commits_mean_caught_up)
 }
 END_TEST
 
-int main(void) static Suite *window_suite(void)
+static Suite *window_suite(void)
 {
     Suite *s = suite_create("window");
     TCase *tc = tcase_create("window");
