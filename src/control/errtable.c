@@ -347,7 +347,8 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
      * has a successor, which must wait for that write to finish. Only heads below the
      * replay horizon (errtable.h): a change the stream may still resend must not find its
      * row resolved. The slot counts where the control database can see it (the source
-     * database by default), since its confirmed position may trail the checkpoint. */
+     * database by default), since its confirmed position may trail the checkpoint. (NOT IN
+     * of a small list is a hashed anti-join: a batch of busy keys costs one probe a row.) */
     rc = dw_pg_query(conn, "claiming errors to replay",
                      "SELECT e.id, e.job_id, e.map_id, e.map_name, e.source_schema, "
                      "e.source_table, e.operation, e.key_text, e.source_key::text, "
@@ -359,8 +360,8 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
                      "s.confirmed_flush_lsn, c.confirmed_lsn)) FROM dwasync.checkpoint c "
                      "JOIN dwasync.job j ON j.id = c.job_id LEFT JOIN pg_replication_slots s "
                      "ON s.slot_name = j.slot_name WHERE c.job_id = $1) "
-                     "AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements($2::jsonb) b "
-                     "WHERE (b->>0)::bigint = e.map_id AND b->>1 = e.key_text) "
+                     "AND (e.map_id, e.key_text) NOT IN (SELECT (b->>0)::bigint, b->>1 "
+                     "FROM jsonb_array_elements($2::jsonb) b) "
                      "ORDER BY 16, 17, e.commit_lsn, e.position, e.part LIMIT $3",
                      3, params, &res);
     if (rc != DW_OK)

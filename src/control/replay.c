@@ -306,7 +306,8 @@ dw_rc dw_replay_pump(struct dw_replay *r, bool *idle)
         size_t room = (size_t)r->max - nbusy;
         struct dw_errstored *claimed = NULL;
         size_t n = 0;
-        if (room > 0)
+        /* Claimed in batches: each claim reads the queue, so not one for every row freed. */
+        if (room > 0 && (nbusy == 0 || room * 4 >= (size_t)r->max))
             rc = dw_errtable_claim(r->conn, r->job_id, busy, nbusy, room, &claimed, &n);
         free(busy);
         if (rc != DW_OK)
