@@ -13,6 +13,7 @@ void dw_write_cleanup(struct dw_write *w)
     free(w->logical_name);
     json_decref(w->key);
     json_decref(w->body);
+    json_decref(w->options);
     memset(w, 0, sizeof *w);
 }
 

@@ -126,9 +126,12 @@ static void on_done(void *user, void *write_user, const struct dw_write_result *
 
 static struct dw_write company(const char *code, const char *name)
 {
-    struct dw_write w = {DW_WRITE_UPSERT, strdup("cdm_companies"), strdup("cdm_company"),
+    struct dw_write w = {DW_WRITE_UPSERT,
+                         strdup("cdm_companies"),
+                         strdup("cdm_company"),
                          json_pack("{s:s}", "cdm_companycode", code),
-                         json_pack("{s:s}", "cdm_name", name)};
+                         json_pack("{s:s}", "cdm_name", name),
+                         NULL};
     return w;
 }
 
@@ -198,7 +201,7 @@ START_TEST(submit_run_callbacks_once)
                             company("B", "Beta"),
                             company("C", "x"),
                             {DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
-                             json_pack("{s:s}", "cdm_companycode", "NONE"), NULL}};
+                             json_pack("{s:s}", "cdm_companycode", "NONE"), NULL, NULL}};
     /* Too long for cdm_name (100): rejected alone, the others apply. */
     json_object_set_new(
         w[2].body, "cdm_name",
@@ -298,8 +301,12 @@ static struct dw_write account_r1(enum dw_write_op op)
     json_t *key =
         json_pack("{s:s, s:{s:s, s:{s:s}}}", "accountnumber", "R1", "_msdyn_company_value", "$ref",
                   "cdm_companies", "key", "cdm_companycode", "P2");
-    struct dw_write w = {op, strdup("accounts"), strdup("account"), key,
-                         op == DW_WRITE_DELETE ? NULL : json_pack("{s:s}", "name", "R one")};
+    struct dw_write w = {op,
+                         strdup("accounts"),
+                         strdup("account"),
+                         key,
+                         op == DW_WRITE_DELETE ? NULL : json_pack("{s:s}", "name", "R one"),
+                         NULL};
     return w;
 }
 
@@ -392,8 +399,12 @@ START_TEST(stale_cached_parent_id_is_refreshed)
     ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_UPSERT)), DW_WRITE_APPLIED);
     ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_DELETE)), DW_WRITE_APPLIED);
     /* The company is deleted and created again: same code, new id. */
-    struct dw_write del = {DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
-                           json_pack("{s:s}", "cdm_companycode", "P2"), NULL};
+    struct dw_write del = {DW_WRITE_DELETE,
+                           strdup("cdm_companies"),
+                           NULL,
+                           json_pack("{s:s}", "cdm_companycode", "P2"),
+                           NULL,
+                           NULL};
     ck_assert_int_eq(apply_one(sink, &seen, del), DW_WRITE_APPLIED);
     ck_assert_int_eq(apply_one(sink, &seen, company("P2", "second")), DW_WRITE_APPLIED);
     char *second = company_id(sink, "P2");
@@ -425,7 +436,7 @@ static void accounts_of(json_t *company_ref, enum dw_write_op op, struct dw_writ
         json_t *body = op == DW_WRITE_DELETE ? NULL
                                              : json_pack("{s:s, s:O}", "name", number,
                                                          "msdyn_company@odata.bind", company_ref);
-        w[i] = (struct dw_write){op, strdup("accounts"), strdup("account"), key, body};
+        w[i] = (struct dw_write){op, strdup("accounts"), strdup("account"), key, body, NULL};
     }
 }
 
@@ -461,8 +472,12 @@ START_TEST(shared_references_follow_a_parent_that_comes_back)
         /* The accounts go, then the company: created again, it has a new id. */
         accounts_of(p3, DW_WRITE_DELETE, w, 8);
         ck_assert_int_eq(apply_all(sink, &seen, w, 8), 8);
-        struct dw_write del = {DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
-                               json_pack("{s:s}", "cdm_companycode", "P3"), NULL};
+        struct dw_write del = {DW_WRITE_DELETE,
+                               strdup("cdm_companies"),
+                               NULL,
+                               json_pack("{s:s}", "cdm_companycode", "P3"),
+                               NULL,
+                               NULL};
         ck_assert_int_eq(apply_one(sink, &seen, del), DW_WRITE_APPLIED);
         free(id);
     }
