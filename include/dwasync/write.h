@@ -16,6 +16,7 @@
 #define DWASYNC_WRITE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 enum dw_write_op {
     DW_WRITE_UPSERT, /* PATCH by key, creates or updates */
@@ -54,6 +55,13 @@ struct dw_write {
 
 /* Longest write-options tag: letters, digits, '_', '.', '-' (sent unescaped in a URL). */
 #define DW_WRITE_TAG_MAX 64
+
+/* Whether s is a tag write options may carry (1 to DW_WRITE_TAG_MAX safe characters). */
+bool dw_write_tag_ok(const char *s);
+
+/* Whether options (NULL: none) has the shape above, so that it cannot add a header or a
+ * query option of its own: the sink refuses a write whose options do not. */
+bool dw_write_options_ok(const json_t *options);
 
 /* Frees what a write holds and empties it; an empty write is fine. */
 void dw_write_cleanup(struct dw_write *w);

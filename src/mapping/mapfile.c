@@ -517,13 +517,6 @@ static void tablemap_clear(struct dw_tablemap *m)
     json_decref(m->options);
 }
 
-/* A tag is passed to plug-ins as the `tag` query option: a token that needs no escaping. */
-static bool is_tag_ok(const char *s)
-{
-    size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
-    return n > 0 && n <= DW_WRITE_TAG_MAX && s[n] == '\0';
-}
-
 /* options.write's "bypass_logic": a non-empty array of distinct CustomSync, CustomAsync. */
 static void check_bypass_logic(struct pctx *c, const char *path, const json_t *v)
 {
@@ -574,7 +567,7 @@ static json_t *parse_write_options(struct pctx *c, const char *path, json_t *v)
             perr(c, path, "\"%s\" must be true or false", allowed[i]);
     }
     json_t *tag = json_object_get(v, "tag");
-    if (tag && !(json_is_string(tag) && is_tag_ok(json_string_value(tag))))
+    if (tag && !(json_is_string(tag) && dw_write_tag_ok(json_string_value(tag))))
         perr(c, path,
              "\"tag\" must be 1 to %d letters, digits, '_', '.' or '-' (it is sent as a query "
              "option)",

@@ -152,8 +152,8 @@ static bool write_valid(const struct dw_write *w, const char **why)
         *why = "a key attribute or a referenced entity set is not an identifier";
     else if (w->op != DW_WRITE_DELETE && !json_is_object(w->body))
         *why = "body missing or not an object";
-    else if (w->options && !json_is_object(w->options))
-        *why = "options not an object";
+    else if (!dw_write_options_ok(w->options))
+        *why = "write options not of the documented shape (write.h)";
     else
         return true;
     return false;
