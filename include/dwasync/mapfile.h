@@ -143,6 +143,8 @@ struct dw_tablemap {
     json_t *options;            /* object, free-form (kept for the pipeline) */
     const char *company_source; /* borrowed: source of the key's company part, or NULL */
     bool atomic;                /* options.atomic: a transaction's rows go all-or-nothing */
+    json_t *write_options;      /* borrowed from options: options.write (struct dw_write's
+                                 * options), validated; NULL when absent or empty */
 };
 
 struct dw_mapgroup {

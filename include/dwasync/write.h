@@ -16,6 +16,7 @@
 #define DWASYNC_WRITE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 enum dw_write_op {
     DW_WRITE_UPSERT, /* PATCH by key, creates or updates */
@@ -35,6 +36,13 @@ enum dw_write_op {
  * body: JSON object of attribute -> value, without the key attributes. A lookup is
  *   "<navigation property>@odata.bind": a reference object as above (the sink writes
  *   "/<set>(<key>)"), or null to clear it. NULL for DW_WRITE_DELETE.
+ * options: the map's write options (a map file's "options": {"write": ...}, validated by
+ *   dw_jobdef_parse()), sent with every request that carries the write, or NULL for none:
+ *       {"bypass_logic": ["CustomSync", "CustomAsync"],  MSCRM.BypassBusinessLogicExecution
+ *        "suppress_duplicate_detection": true,           MSCRM.SuppressDuplicateDetection
+ *        "suppress_flows": true,              MSCRM.SuppressCallbackRegistrationExpanderJob
+ *        "tag": "<token>"}                                the `tag` query option
+ *   Writes share it (a new reference each); nobody modifies it.
  */
 struct dw_write {
     enum dw_write_op op;
@@ -42,7 +50,18 @@ struct dw_write {
     char *logical_name; /* e.g. "account" (for @odata.type in bulk actions) */
     json_t *key;
     json_t *body;
+    json_t *options;
 };
+
+/* Longest write-options tag: letters, digits, '_', '.', '-' (sent unescaped in a URL). */
+#define DW_WRITE_TAG_MAX 64
+
+/* Whether s is a tag write options may carry (1 to DW_WRITE_TAG_MAX safe characters). */
+bool dw_write_tag_ok(const char *s);
+
+/* Whether options (NULL: none) has the shape above, so that it cannot add a header or a
+ * query option of its own: the sink refuses a write whose options do not. */
+bool dw_write_options_ok(const json_t *options);
 
 /* Frees what a write holds and empties it; an empty write is fine. */
 void dw_write_cleanup(struct dw_write *w);

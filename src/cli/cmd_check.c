@@ -64,6 +64,7 @@ struct ctx {
     PGconn *control; /* may equal source */
     bool schema_ok;
     bool dataverse_ok; /* WhoAmI answered */
+    char *user_id;     /* the application user's systemuserid, once WhoAmI answered */
     struct dw_sink *sink;
     struct job_row *jobs;
     int njobs;
@@ -550,6 +551,8 @@ static void check_dataverse(struct ctx *c)
     } else {
         add(c, SEV_OK, "DV003", NULL, "", "WhoAmI answers (user %s)", user_id);
         c->dataverse_ok = true;
+        c->user_id = user_id;
+        return;
     }
     free(user_id);
 }
@@ -620,6 +623,69 @@ static void check_dataverse_maps(struct ctx *c)
         for (size_t x = 0; x < nmetas; x++)
             dw_entity_meta_free(metas[x]);
         free(metas);
+        dw_jobdef_free(def);
+    }
+}
+
+/* The first map of def whose write options bypass custom logic, or NULL. */
+static const struct dw_tablemap *first_bypassing_map(const struct dw_jobdef *def)
+{
+    for (size_t g = 0; g < def->ngroups; g++)
+        for (size_t k = 0; k < def->groups[g].nmaps; k++)
+            if (json_object_get(def->groups[g].maps[k].write_options, "bypass_logic"))
+                return &def->groups[g].maps[k];
+    return NULL;
+}
+
+/* Whether the application user holds a privilege, asked as "Bypass custom Dataverse logic"
+ * advises (RetrieveUserPrivilegeByPrivilegeName): a write that bypasses custom logic without
+ * it is refused (403), every row of the map would go to the error table. */
+static dw_rc user_has_privilege(struct ctx *c, const char *privilege, bool *held)
+{
+    char *path = dw_asprintf("systemusers(%s)/Microsoft.Dynamics.CRM."
+                             "RetrieveUserPrivilegeByPrivilegeName(PrivilegeName='%s')",
+                             c->user_id, privilege);
+    json_t *doc = NULL;
+    dw_rc rc = dw_sink_get_json(c->sink, path, &doc);
+    free(path);
+    if (rc == DW_OK)
+        *held = json_array_size(json_object_get(doc, "RolePrivileges")) > 0;
+    json_decref(doc);
+    return rc;
+}
+
+/* A map whose write options bypass custom logic needs prvBypassCustomBusinessLogic. */
+static void check_write_options(struct ctx *c)
+{
+    static const char privilege[] = "prvBypassCustomBusinessLogic";
+    if (!c->dataverse_ok || c->control == NULL)
+        return;
+    for (int i = 0; i < c->njobs; i++) {
+        const struct job_row *j = &c->jobs[i];
+        struct dw_jobdef *def = NULL;
+        if (dw_mapstore_load(c->control, j->name, &def) != DW_OK)
+            continue; /* DV006 said so */
+        const struct dw_tablemap *m = first_bypassing_map(def);
+        bool held = false;
+        if (m == NULL) {
+            dw_jobdef_free(def);
+            continue;
+        }
+        if (user_has_privilege(c, privilege, &held) != DW_OK)
+            add(c, SEV_ERROR, "DV008", j->name, "See the log line above.",
+                "map \"%s\" bypasses custom logic: cannot read whether the application user "
+                "holds %s",
+                m->name, privilege);
+        else if (!held)
+            add(c, SEV_ERROR, "DV008", j->name,
+                "Give the application user's security role the privilege, or remove "
+                "bypass_logic from the map's options.write.",
+                "map \"%s\" bypasses custom logic, but the application user lacks %s: its "
+                "writes would be refused (403)",
+                m->name, privilege);
+        else
+            add(c, SEV_OK, "DV008", j->name, "", "the application user holds %s (map \"%s\")",
+                privilege, m->name);
         dw_jobdef_free(def);
     }
 }
@@ -759,6 +825,7 @@ static const struct {
     {"publications", check_publications},
     {"dataverse", check_dataverse},
     {"dataverse maps", check_dataverse_maps},
+    {"write options", check_write_options},
 };
 
 static void print_findings(const struct ctx *c, bool as_json, bool verbose)
@@ -843,6 +910,7 @@ int dw_cmd_check(struct dw_cli *cli, int argc, char **argv)
         PQfinish(c.control);
     PQfinish(c.source);
     dw_sink_free(c.sink);
+    free(c.user_id);
     dw_config_cleanup(&c.cfg);
     return failed ? DW_EXIT_FAILURE : DW_EXIT_OK;
 }

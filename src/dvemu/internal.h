@@ -314,6 +314,9 @@ dw_rc emu_privilege_check(struct emu *emu, const struct emu_table *t, enum emu_p
 /* Refuses the request (403, Dataverse's message) when the user lacks a global privilege. */
 dw_rc emu_privilege_check_global(struct emu *emu, enum emu_priv priv, struct emu_err *err);
 
+/* Answers RetrieveUserPrivilegeByPrivilegeName for privilege name (prv...). */
+void emu_user_privilege_by_name(struct emu *emu, const char *name, struct emu_resp *resp);
+
 /* options.c (emu_opts_check and the request log under store_lock) */
 /* DW_OK, or a 400 for a value Dataverse does not take, or the 403 of a missing bypass
  * privilege. */

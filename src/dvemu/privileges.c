@@ -227,3 +227,31 @@ dw_rc emu_privilege_check(struct emu *emu, const struct emu_table *t, enum emu_p
     free(user);
     return DW_ERR_AUTH;
 }
+
+/* RetrieveUserPrivilegeByPrivilegeName, bound to the caller's systemuser: the user holds
+ * every privilege but the revoked global ones (a table privilege revoked for some rows
+ * only is still held). RolePrivileges is empty for a privilege the user lacks. */
+void emu_user_privilege_by_name(struct emu *emu, const char *name, struct emu_resp *resp)
+{
+    bool held = true;
+    const char *id = NULL;
+    for (size_t g = 0; g < sizeof global_privs / sizeof *global_privs; g++) {
+        if (strcasecmp(name, global_privs[g][0]) != 0)
+            continue;
+        id = global_privs[g][1];
+        struct emu_err none = {0};
+        held = emu_privilege_check_global(emu, (enum emu_priv)(EMU_PRIV_BYPASS_LOGIC + g), &none) ==
+               DW_OK;
+        emu_err_clear(&none);
+    }
+    char *bu = emu_stable_guid("businessunit", "root");
+    char *pid = id ? dw_strdup(id) : emu_stable_guid("privilege", name);
+    json_t *list = json_array();
+    if (held)
+        json_array_append_new(list,
+                              json_pack("{s:s, s:s, s:s, s:s}", "Depth", "Global", "PrivilegeId",
+                                        pid, "BusinessUnitId", bu, "PrivilegeName", name));
+    emu_resp_json(resp, 200, json_pack("{s:o}", "RolePrivileges", list));
+    free(bu);
+    free(pid);
+}

@@ -1833,6 +1833,16 @@ static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_
         free(org);
         goto out;
     }
+    static const char by_name[] =
+        "/Microsoft.Dynamics.CRM.RetrieveUserPrivilegeByPrivilegeName(PrivilegeName='";
+    const char *fn = strstr(rest, by_name);
+    if (seg == 11 && strncmp(path, "systemusers", 11) == 0 && fn && rest[0] == '(' &&
+        strcmp(req->method, "GET") == 0) {
+        char *name = dw_strndup(fn + strlen(by_name), strcspn(fn + strlen(by_name), "'"));
+        emu_user_privilege_by_name(emu, name, resp);
+        free(name);
+        goto out;
+    }
     if (seg == 17 && strncmp(path, "EntityDefinitions", 17) == 0 &&
         strcmp(req->method, "GET") == 0) {
         entity_definitions(emu, req, rest, query, resp);

@@ -839,6 +839,7 @@ static void emit_delete(struct dw_mapped_vec *out, const struct dw_tablemap *m, 
     r->write.entity_set = dw_strdup(m->entity_set);
     r->write.logical_name = dw_strdup(m->logical_name);
     r->write.key = key;
+    r->write.options = json_incref(m->write_options);
 }
 
 /* The body of an upsert of an image through a map (new reference), or NULL with f set. */
@@ -872,6 +873,7 @@ static struct dw_mapped *emit_upsert(struct dw_mapped_vec *out, const struct dw_
     r->write.entity_set = dw_strdup(m->entity_set);
     r->write.logical_name = dw_strdup(m->logical_name);
     r->write.key = key;
+    r->write.options = json_incref(m->write_options);
     r->write.body = body;
     return r;
 }

@@ -517,6 +517,64 @@ static void tablemap_clear(struct dw_tablemap *m)
     json_decref(m->options);
 }
 
+/* options.write's "bypass_logic": a non-empty array of distinct CustomSync, CustomAsync. */
+static void check_bypass_logic(struct pctx *c, const char *path, const json_t *v)
+{
+    static const char *const allowed[] = {"CustomSync", "CustomAsync"};
+    bool seen[2] = {false, false};
+    size_t i;
+    json_t *item;
+    if (!json_is_array(v) || json_array_size(v) == 0) {
+        perr(c, path, "must be a non-empty array of \"CustomSync\" and \"CustomAsync\"");
+        return;
+    }
+    json_array_foreach(v, i, item)
+    {
+        int k = json_is_string(item) ? name_index(allowed, 2, json_string_value(item)) : -1;
+        if (k < 0)
+            perr(c, path, "item %zu must be \"CustomSync\" or \"CustomAsync\"", i);
+        else if (seen[k])
+            perr(c, path, "\"%s\" is listed twice", allowed[k]);
+        else
+            seen[k] = true;
+    }
+}
+
+/*
+ * Validates options.write (v may be NULL: no options) and returns it, borrowed from the
+ * map's options, or NULL when absent or empty.
+ */
+static json_t *parse_write_options(struct pctx *c, const char *path, json_t *v)
+{
+    static const char *const allowed[] = {"bypass_logic", "suppress_duplicate_detection",
+                                          "suppress_flows", "tag", NULL};
+    if (v == NULL)
+        return NULL;
+    if (!json_is_object(v)) {
+        perr(c, path, "must be an object");
+        return NULL;
+    }
+    check_keys(c, path, v, allowed);
+    json_t *logic = json_object_get(v, "bypass_logic");
+    if (logic) {
+        char *lp = dw_asprintf("%s.bypass_logic", path);
+        check_bypass_logic(c, lp, logic);
+        free(lp);
+    }
+    for (size_t i = 1; i <= 2; i++) {
+        json_t *flag = json_object_get(v, allowed[i]);
+        if (flag && !json_is_boolean(flag))
+            perr(c, path, "\"%s\" must be true or false", allowed[i]);
+    }
+    json_t *tag = json_object_get(v, "tag");
+    if (tag && !(json_is_string(tag) && dw_write_tag_ok(json_string_value(tag))))
+        perr(c, path,
+             "\"tag\" must be 1 to %d letters, digits, '_', '.' or '-' (it is sent as a query "
+             "option)",
+             DW_WRITE_TAG_MAX);
+    return json_object_size(v) ? v : NULL;
+}
+
 /* The source of the first company part inside the lookups of a key, or NULL. */
 static const char *nested_company(const struct dw_keypart *parts, size_t n)
 {
@@ -635,6 +693,9 @@ static void parse_map(struct pctx *c, const char *p, const json_t *o, struct dw_
         free(ap);
     }
     m->atomic = json_is_true(atomic);
+    char *wp = dw_asprintf("%s.options.write", p);
+    m->write_options = parse_write_options(c, wp, json_object_get(m->options, "write"));
+    free(wp);
 }
 
 /*

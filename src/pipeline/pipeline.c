@@ -145,6 +145,7 @@ static void write_copy(struct dw_write *dst, const struct dw_write *src)
     dst->logical_name = dw_strdup(src->logical_name ? src->logical_name : "");
     dst->key = json_incref(src->key);
     dst->body = json_incref(src->body);
+    dst->options = json_incref(src->options);
 }
 
 dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts,

@@ -80,6 +80,54 @@ char *dw_sink_api_url(struct dw_sink *s, const char *fmt, ...)
     return dw_buf_steal(&b);
 }
 
+/* One header line "Name: true|false\r\n" for a boolean write option that is set. */
+static void put_flag_header(struct dw_buf *b, const json_t *options, const char *option,
+                            const char *header)
+{
+    const json_t *v = json_object_get(options, option);
+    if (json_is_boolean(v))
+        (void)dw_buf_printf(b, "%s: %s\r\n", header, json_is_true(v) ? "true" : "false");
+}
+
+/* The MSCRM.* headers of a write's options (write.h), each line ending in CRLF; none for
+ * NULL. "Use optional parameters" and "Bypass custom Dataverse logic" name them. */
+void dw_sink_put_option_headers(struct dw_buf *b, const json_t *options)
+{
+    const json_t *logic = json_object_get(options, "bypass_logic");
+    for (size_t i = 0; i < json_array_size(logic); i++) {
+        (void)dw_buf_puts(b, i ? "," : "MSCRM.BypassBusinessLogicExecution: ");
+        (void)dw_buf_puts(b, json_string_value(json_array_get(logic, i)));
+    }
+    if (json_array_size(logic))
+        (void)dw_buf_puts(b, "\r\n");
+    put_flag_header(b, options, "suppress_duplicate_detection", "MSCRM.SuppressDuplicateDetection");
+    put_flag_header(b, options, "suppress_flows", "MSCRM.SuppressCallbackRegistrationExpanderJob");
+}
+
+/* Appends "?tag=<tag>" for a write whose options have a tag (a token: no escaping needed). */
+static void put_tag_query(struct dw_buf *b, const json_t *options)
+{
+    const char *tag = json_string_value(json_object_get(options, "tag"));
+    if (tag)
+        (void)dw_buf_printf(b, "?tag=%s", tag);
+}
+
+struct curl_slist *dw_sink_add_option_headers(struct curl_slist *list, struct req *q)
+{
+    if (q->kind != REQ_BULK)
+        return list; /* a $batch carries them in each part */
+    struct dw_buf lines;
+    dw_buf_init(&lines, 0);
+    dw_sink_put_option_headers(&lines, as_write(q)->rows[0]->options);
+    for (char *line = lines.data, *end; line && (end = strstr(line, "\r\n")) != NULL;
+         line = end + 2) {
+        *end = '\0';
+        list = curl_slist_append(list, line);
+    }
+    dw_buf_cleanup(&lines);
+    return list;
+}
+
 /* The address of a row: "<set>(<key segment>)" or "<set>(<guid>)", URL-encoded. */
 static void row_address(struct dw_buf *b, const struct row *r, bool encode)
 {
@@ -162,9 +210,13 @@ void dw_sink_queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
     }
     (void)dw_buf_puts(&body, "]}");
     dw_buf_cleanup(&address);
-    struct req *q = dw_sink_req_new(
-        REQ_BULK, "POST",
-        dw_sink_api_url(s, "%s/Microsoft.Dynamics.CRM.UpsertMultiple", rows[0]->entity_set));
+    /* The rows share their options (dw_sink_plan() groups them so). */
+    struct dw_buf path;
+    dw_buf_init(&path, 0);
+    (void)dw_buf_printf(&path, "%s/Microsoft.Dynamics.CRM.UpsertMultiple", rows[0]->entity_set);
+    put_tag_query(&path, rows[0]->options);
+    struct req *q = dw_sink_req_new(REQ_BULK, "POST", dw_sink_api_url(s, "%s", dw_buf_str(&path)));
+    dw_buf_cleanup(&path);
     q->body_len = body.len;
     q->body = dw_buf_steal(&body);
     q->content_type = dw_strdup("application/json");
@@ -182,6 +234,7 @@ struct write_req *dw_sink_build_batch(struct dw_sink *s, struct row **rows, size
     struct dw_batch_request *parts = dw_calloc(n, sizeof *parts);
     char **urls = dw_calloc(n, sizeof *urls);
     char **bodies = dw_calloc(n, sizeof *bodies);
+    char **heads = dw_calloc(n, sizeof *heads);
     char boundary[48];
     snprintf(boundary, sizeof boundary, "batch_%08x%08x", dw_sink_random32(), dw_sink_random32());
     for (size_t i = 0; i < n; i++) {
@@ -193,18 +246,26 @@ struct write_req *dw_sink_build_batch(struct dw_sink *s, struct row **rows, size
             (void)dw_buf_puts(&b, r->entity_set);
         else
             row_address(&b, r, true);
+        put_tag_query(&b, r->options);
         urls[i] = dw_buf_steal(&b);
         parts[i].url = urls[i];
         parts[i].content_id = content_ids ? content_ids[i] : 0;
         r->sent = true;
+        /* Each part carries its own row's options: a $batch may mix maps. */
+        struct dw_buf h;
+        dw_buf_init(&h, 0);
+        if (r->op == DW_WRITE_CREATE && !r->post)
+            (void)dw_buf_puts(&h, "If-None-Match: *\r\n");
+        else if (r->op == DW_WRITE_UPDATE && !r->post)
+            (void)dw_buf_puts(&h, "If-Match: *\r\n");
+        dw_sink_put_option_headers(&h, r->options);
+        heads[i] = h.len ? dw_buf_steal(&h) : NULL;
+        dw_buf_cleanup(&h);
+        parts[i].headers = heads[i];
         if (r->op == DW_WRITE_DELETE) {
             parts[i].method = "DELETE";
         } else {
             parts[i].method = r->post ? "POST" : "PATCH";
-            if (!r->post && r->op == DW_WRITE_CREATE)
-                parts[i].headers = "If-None-Match: *\r\n";
-            else if (!r->post && r->op == DW_WRITE_UPDATE)
-                parts[i].headers = "If-Match: *\r\n";
             struct dw_buf one;
             dw_buf_init(&one, 0);
             (void)dw_buf_putc(&one, '{');
@@ -231,9 +292,11 @@ struct write_req *dw_sink_build_batch(struct dw_sink *s, struct row **rows, size
     for (size_t i = 0; i < n; i++) {
         free(urls[i]);
         free(bodies[i]);
+        free(heads[i]);
     }
     free(urls);
     free(bodies);
+    free(heads);
     free(parts);
     return as_write(q);
 }

@@ -97,6 +97,7 @@ struct row {
     enum dw_write_op op;
     char *entity_set, *logical_name;
     json_t *key, *body;
+    json_t *options; /* the write's options (write.h), or NULL; sent with the row */
     void *user;
     json_t *rkey;           /* key with references replaced by GUIDs */
     json_t *rbinds;         /* each bind reference of body written out ("/<set>(<key>)"), in
@@ -359,6 +360,8 @@ enum res dw_sink_resolve_row(struct dw_sink *s, struct row *r);
 
 /* build.c */
 void dw_sink_put_body_members(struct dw_buf *b, const struct row *r);
+void dw_sink_put_option_headers(struct dw_buf *b, const json_t *options);
+struct curl_slist *dw_sink_add_option_headers(struct curl_slist *list, struct req *q);
 json_t *dw_sink_body_as_sent(const struct row *r);
 char *dw_sink_api_url(struct dw_sink *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -1,7 +1,7 @@
 /*
  * Planning, once per turn of the engine: rows whose parents are known become ready, ready
- * rows are grouped into requests (UpsertMultiple per table where supported, else $batch,
- * atomic groups as changesets), and the parent-id cache is advanced and trimmed.
+ * rows are grouped into requests (UpsertMultiple per table and write options where supported,
+ * else $batch, atomic groups as changesets), and the parent-id cache is advanced and trimmed.
  */
 #include "internal.h"
 
@@ -23,6 +23,13 @@ static int cmp_rows_by_set(const void *a, const void *b)
     const struct ready_row *x = a, *y = b;
     int c = strcmp(x->row->entity_set, y->row->entity_set);
     return c ? c : (x->place > y->place) - (x->place < y->place);
+}
+
+/* Whether two rows go with the same write options (those of one map share the object). */
+static bool same_options(const struct row *a, const struct row *b)
+{
+    return a->options == b->options ||
+           (a->options && b->options && json_equal(a->options, b->options));
 }
 
 static void group_ready(struct dw_sink *s)
@@ -75,7 +82,8 @@ static void group_ready(struct dw_sink *s)
     for (size_t i = 0; i < nbulk;) {
         size_t j = i;
         while (j < nbulk && j - i < size &&
-               strcmp(bulk[j].row->entity_set, bulk[i].row->entity_set) == 0) {
+               strcmp(bulk[j].row->entity_set, bulk[i].row->entity_set) == 0 &&
+               same_options(bulk[j].row, bulk[i].row)) {
             group[j - i] = bulk[j].row;
             j++;
         }

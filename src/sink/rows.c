@@ -77,6 +77,7 @@ void dw_sink_row_free(struct row *r)
     free(r->logical_name);
     json_decref(r->key);
     json_decref(r->body);
+    json_decref(r->options);
     json_decref(r->rkey);
     json_decref(r->rbinds);
     json_decref(r->rbody);

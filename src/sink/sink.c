@@ -152,6 +152,8 @@ static bool write_valid(const struct dw_write *w, const char **why)
         *why = "a key attribute or a referenced entity set is not an identifier";
     else if (w->op != DW_WRITE_DELETE && !json_is_object(w->body))
         *why = "body missing or not an object";
+    else if (!dw_write_options_ok(w->options))
+        *why = "write options not of the documented shape (write.h)";
     else
         return true;
     return false;
@@ -173,6 +175,7 @@ dw_rc dw_sink_submit(struct dw_sink *s, struct dw_write *writes, void *const *wr
         r->entity_set = w->entity_set;
         r->logical_name = w->logical_name;
         r->key = w->key;
+        r->options = w->options;
         r->body = w->op == DW_WRITE_DELETE ? NULL : w->body;
         if (w->op == DW_WRITE_DELETE)
             json_decref(w->body);

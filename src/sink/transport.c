@@ -212,6 +212,7 @@ dw_rc dw_sink_start_transfer(struct dw_sink *s, struct req *q, const char *token
         }
         if (q->kind == REQ_BATCH)
             q->headers = curl_slist_append(q->headers, "Prefer: odata.continue-on-error");
+        q->headers = dw_sink_add_option_headers(q->headers, q);
         q->token_gen = dw_auth_generation(s->auth);
     }
     q->headers = curl_slist_append(q->headers, "Expect:");

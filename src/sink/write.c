@@ -1,11 +1,50 @@
 /*
- * The write vocabulary's few functions (see write.h): releasing what a write holds, and
- * the names the error table gives to error classes.
+ * The write vocabulary's few functions (see write.h): releasing what a write holds, the
+ * shape of write options, and the names the error table gives to error classes.
  */
 #include "dwasync/write.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+bool dw_write_tag_ok(const char *s)
+{
+    size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+    return n > 0 && n <= DW_WRITE_TAG_MAX && s[n] == '\0';
+}
+
+static bool bypass_value_ok(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s && (strcmp(s, "CustomSync") == 0 || strcmp(s, "CustomAsync") == 0);
+}
+
+bool dw_write_options_ok(const json_t *options)
+{
+    const char *name;
+    json_t *v;
+    if (options == NULL)
+        return true;
+    if (!json_is_object(options))
+        return false;
+    json_object_foreach((json_t *)options, name, v)
+    {
+        bool ok = false;
+        if (strcmp(name, "bypass_logic") == 0) {
+            ok = json_array_size(v) > 0 && json_array_size(v) <= 2;
+            for (size_t i = 0; ok && i < json_array_size(v); i++)
+                ok = bypass_value_ok(json_array_get(v, i));
+        } else if (strcmp(name, "suppress_duplicate_detection") == 0 ||
+                   strcmp(name, "suppress_flows") == 0) {
+            ok = json_is_boolean(v);
+        } else if (strcmp(name, "tag") == 0) {
+            ok = json_is_string(v) && dw_write_tag_ok(json_string_value(v));
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
+}
 
 void dw_write_cleanup(struct dw_write *w)
 {
@@ -13,6 +52,7 @@ void dw_write_cleanup(struct dw_write *w)
     free(w->logical_name);
     json_decref(w->key);
     json_decref(w->body);
+    json_decref(w->options);
     memset(w, 0, sizeof *w);
 }
 

@@ -855,6 +855,101 @@ START_TEST(map_file_names_are_identifiers_and_files_are_bounded)
 }
 END_TEST
 
+/* options.write: validated with JSON paths, kept through export, and carried on every write
+ * of its map (upserts and deletes), never on another map's. */
+START_TEST(write_options_are_validated_exported_and_carried)
+{
+#define WOPT_MAP(name, seq, table, write)                                                          \
+    "{\"name\": \"" name "\", \"sequence\": " seq                                                  \
+    ", \"source\": {\"schema\": \"fno\", \"table\": \"" table "\"}, "                              \
+    "\"target\": {\"entity_set\": \"" name "s\", \"logical_name\": \"" name "\"}, "                \
+    "\"key\": [{\"target\": \"k\", \"source\": \"k\"}], "                                          \
+    "\"columns\": [{\"target\": \"v\", \"source\": \"v\"}], \"options\": {\"write\": " write "}}"
+#define WOPT_JOB(maps)                                                                             \
+    "{\"format\": 1, \"job\": {\"name\": \"w\"}, \"groups\": [{\"name\": \"g\", \"maps\": [" maps  \
+    "]}]}"
+    const char *good = WOPT_JOB(
+        WOPT_MAP("fast", "1", "t",
+                 "{\"bypass_logic\": [\"CustomSync\", \"CustomAsync\"], "
+                 "\"suppress_duplicate_detection\": true, \"suppress_flows\": "
+                 "true, \"tag\": \"dwasync-load_1.0\"}") ", " WOPT_MAP("plain", "2", "t", "{}"));
+    struct dw_buf errors;
+    dw_buf_init(&errors, 0);
+    dw_rc rc;
+    struct dw_jobdef *def = parse_text(good, &errors, &rc);
+    ck_assert_msg(rc == DW_OK, "%s", dw_buf_str(&errors));
+    assert_json(dw_jobdef_find_map(def, "fast")->write_options,
+                "{\"bypass_logic\": [\"CustomSync\", \"CustomAsync\"], "
+                "\"suppress_duplicate_detection\": true, \"suppress_flows\": true, "
+                "\"tag\": \"dwasync-load_1.0\"}");
+    ck_assert_ptr_null(dw_jobdef_find_map(def, "plain")->write_options);
+    char *one = dw_jobdef_dump(def);
+    struct dw_jobdef *again = parse_text(one, &errors, &rc);
+    ck_assert_int_eq(rc, DW_OK);
+    char *two = dw_jobdef_dump(again);
+    ck_assert_str_eq(one, two);
+    ck_assert_ptr_nonnull(strstr(one, "\"suppress_flows\": true"));
+    free(one);
+    free(two);
+    dw_jobdef_free(again);
+    dw_jobdef_free(def);
+
+    /* Both maps read table t: each write carries its own map's options. */
+    struct dw_job_maps *maps = maps_from_text(good);
+    for (int op = 0; op < 2; op++) {
+        struct dw_mapped_vec v = {0};
+        map_rows(maps, op ? DW_CHANGE_DELETE : DW_CHANGE_INSERT, "t",
+                 op ? NULL : "{\"k\": 1, \"v\": 2}", op ? "{\"k\": 1, \"v\": 2}" : NULL, NULL, &v);
+        ck_assert_int_eq(v.len, 2);
+        for (size_t i = 0; i < v.len; i++) {
+            const struct dw_mapped *m = &v.items[i];
+            ck_assert(m->ok);
+            if (strcmp(m->write.entity_set, "fasts") == 0)
+                ck_assert_str_eq(json_string_value(json_object_get(m->write.options, "tag")),
+                                 "dwasync-load_1.0");
+            else
+                ck_assert_ptr_null(m->write.options);
+        }
+        dw_mapped_vec_cleanup(&v);
+    }
+    dw_job_maps_free(maps);
+
+    /* Bad values: each named with its path, the file refused. */
+    def =
+        parse_text(
+            WOPT_JOB(WOPT_MAP("a", "1", "t", "{\"bypass_logic\": [\"CustomSync\", \"Plugins\"]}") ", " WOPT_MAP("b", "2", "t", "{\"bypass_logic\": \"CustomSync\", \"suppress_flows\": \"yes\"}") ", " WOPT_MAP(
+                "c", "3", "t",
+                "{\"tag\": \"a b&c=d\"}") ", " WOPT_MAP("d", "4", "t",
+                                                        "{\"bypass\": true}") ", " WOPT_MAP("e",
+                                                                                            "5",
+                                                                                            "t",
+                                                                                            "[]") ", " WOPT_MAP("f",
+                                                                                                                "6",
+                                                                                                                "t",
+                                                                                                                "{\"bypass_logic\": [\"CustomSync\", \"CustomSync\"], \"tag\": \"\"}")),
+            &errors, &rc);
+    ck_assert_int_eq(rc, DW_ERR_INVALID);
+    ck_assert_ptr_null(def);
+    const char *text = dw_buf_str(&errors);
+    static const char *const expected[] = {
+        "$.groups[0].maps[0].options.write.bypass_logic: item 1 must be \"CustomSync\" or "
+        "\"CustomAsync\"",
+        "$.groups[0].maps[1].options.write.bypass_logic: must be a non-empty array",
+        "$.groups[0].maps[1].options.write: \"suppress_flows\" must be true or false",
+        "$.groups[0].maps[2].options.write: \"tag\" must be 1 to 64 letters",
+        "$.groups[0].maps[3].options.write: unknown member \"bypass\"",
+        "$.groups[0].maps[4].options.write: must be an object",
+        "$.groups[0].maps[5].options.write.bypass_logic: \"CustomSync\" is listed twice",
+        "$.groups[0].maps[5].options.write: \"tag\" must be 1 to 64",
+    };
+    for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
+        ck_assert_msg(strstr(text, expected[i]), "missing \"%s\" in:\n%s", expected[i], text);
+    dw_buf_cleanup(&errors);
+#undef WOPT_JOB
+#undef WOPT_MAP
+}
+END_TEST
+
 /* options.atomic: a boolean, kept through export, and agreed on by the maps of one table. */
 START_TEST(atomic_option_is_validated_and_exported)
 {
@@ -1201,6 +1296,7 @@ static Suite *mapping_suite(void)
     tcase_add_test(tc, map_file_names_are_identifiers_and_files_are_bounded);
     tcase_add_test(tc, normal_form_is_a_fixed_point);
     tcase_add_test(tc, atomic_option_is_validated_and_exported);
+    tcase_add_test(tc, write_options_are_validated_exported_and_carried);
     tcase_add_test(tc, filters_compile_to_publication_sql);
     tcase_add_test(tc, filter_literals_and_three_valued_logic);
     tcase_add_test(tc, validate_finds_metadata_and_source_problems);

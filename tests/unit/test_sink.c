@@ -2,7 +2,8 @@
  * Unit tests of the sink's API and of dw_dvmeta_fetch against a dvemu started here
  * ($DVEMU_BIN, the sample metadata): config errors, submit validation and ownership,
  * callbacks exactly once from dw_sink_run, freeing with writes in flight, table metadata,
- * and, against a peer forked here, that no cookie (Azure's ARRAffinity) is ever sent back.
+ * write options on every request (dvemu's request log, /_dvemu/requests), and, against a
+ * peer forked here, that no cookie (Azure's ARRAffinity) is ever sent back.
  */
 #include <check.h>
 #include <fcntl.h>
@@ -53,9 +54,10 @@ static void start_dvemu(void)
     chmod(secret, 0600);
     char a_listen[] = "--listen", a_addr[] = "127.0.0.1:0", a_port[] = "--port-file",
          a_meta[] = "--metadata", a_tenant[] = "--tenant", a_tid[] = "tenant-1",
-         a_client[] = "--client", a_level[] = "--log-level", a_warn[] = "warn";
-    char *argv[] = {(char *)bin, a_listen, a_addr,   a_port, port,    a_meta, meta,
-                    a_tenant,    a_tid,    a_client, client, a_level, a_warn, NULL};
+         a_client[] = "--client", a_level[] = "--log-level", a_warn[] = "warn",
+         a_admin[] = "--admin";
+    char *argv[] = {(char *)bin, a_listen, a_addr, a_port,  port,   a_meta,  meta, a_tenant,
+                    a_tid,       a_client, client, a_level, a_warn, a_admin, NULL};
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -126,9 +128,12 @@ static void on_done(void *user, void *write_user, const struct dw_write_result *
 
 static struct dw_write company(const char *code, const char *name)
 {
-    struct dw_write w = {DW_WRITE_UPSERT, strdup("cdm_companies"), strdup("cdm_company"),
+    struct dw_write w = {DW_WRITE_UPSERT,
+                         strdup("cdm_companies"),
+                         strdup("cdm_company"),
                          json_pack("{s:s}", "cdm_companycode", code),
-                         json_pack("{s:s}", "cdm_name", name)};
+                         json_pack("{s:s}", "cdm_name", name),
+                         NULL};
     return w;
 }
 
@@ -198,7 +203,7 @@ START_TEST(submit_run_callbacks_once)
                             company("B", "Beta"),
                             company("C", "x"),
                             {DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
-                             json_pack("{s:s}", "cdm_companycode", "NONE"), NULL}};
+                             json_pack("{s:s}", "cdm_companycode", "NONE"), NULL, NULL}};
     /* Too long for cdm_name (100): rejected alone, the others apply. */
     json_object_set_new(
         w[2].body, "cdm_name",
@@ -298,10 +303,103 @@ static struct dw_write account_r1(enum dw_write_op op)
     json_t *key =
         json_pack("{s:s, s:{s:s, s:{s:s}}}", "accountnumber", "R1", "_msdyn_company_value", "$ref",
                   "cdm_companies", "key", "cdm_companycode", "P2");
-    struct dw_write w = {op, strdup("accounts"), strdup("account"), key,
-                         op == DW_WRITE_DELETE ? NULL : json_pack("{s:s}", "name", "R one")};
+    struct dw_write w = {op,
+                         strdup("accounts"),
+                         strdup("account"),
+                         key,
+                         op == DW_WRITE_DELETE ? NULL : json_pack("{s:s}", "name", "R one"),
+                         NULL};
     return w;
 }
+
+/* dvemu's request log of write requests (not GETs) as one JSON array text; caller frees. */
+static char *logged_writes(void)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd,
+             "curl -sf http://127.0.0.1:%d/_dvemu/requests | jq -c '[.value[] | "
+             "select(.method != \"GET\") | {path, batch, options}]'",
+             dvemu_port);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    static char text[1 << 16];
+    size_t n = fread(text, 1, sizeof text - 1, p);
+    text[n] = '\0';
+    ck_assert_int_eq(pclose(p), 0);
+    return strdup(text);
+}
+
+/* A write's options go on every request that carries it: the headers of a bulk request
+ * (which holds rows of equal options only), of each $batch part (mixed in one $batch), of
+ * each changeset part; and a write whose options could add a header is refused. */
+START_TEST(write_options_reach_every_request)
+{
+    struct dw_config cfg;
+    struct dw_sink *sink = NULL;
+    struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    make_config(&cfg);
+    ck_assert_int_eq(dw_sink_new(&cfg, on_done, &seen, &sink), DW_OK);
+    json_t *opts =
+        json_pack("{s:[s,s], s:b, s:b, s:s}", "bypass_logic", "CustomSync", "CustomAsync",
+                  "suppress_duplicate_detection", 1, "suppress_flows", 1, "tag", "wo-1");
+    void *users[4] = {(void *)0, (void *)1, (void *)2, (void *)3};
+
+    struct dw_write bad[1] = {company("WX", "x")};
+    bad[0].options = json_pack("{s:s}", "tag", "a\r\nX-Injected: 1");
+    ck_assert_int_eq(dw_sink_submit(sink, bad, users, 1), DW_ERR_INVALID);
+    dw_write_cleanup(&bad[0]);
+
+    /* Two rows with options, two without, of one table: two bulk requests. A delete with
+     * options: a $batch part. */
+    struct dw_write w[4] = {company("WA", "a"), company("WB", "b"), company("WC", "c"),
+                            company("WD", "d")};
+    w[0].options = json_incref(opts);
+    w[2].options = json_incref(opts);
+    ck_assert_int_eq(dw_sink_submit(sink, w, users, 4), DW_OK);
+    for (int i = 0; i < 200 && dw_sink_pending(sink) > 0; i++)
+        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
+    struct dw_write del[1] = {{DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
+                               json_pack("{s:s}", "cdm_companycode", "WA"), NULL,
+                               json_incref(opts)}};
+    ck_assert_int_eq(dw_sink_submit(sink, del, users, 1), DW_OK);
+    struct dw_write grp[2] = {company("WE", "e"), company("WF", "f")};
+    grp[1].options = json_incref(opts);
+    ck_assert_int_eq(dw_sink_submit_atomic(sink, grp, users, 2), DW_OK);
+    for (int i = 0; i < 200 && dw_sink_pending(sink) > 0; i++)
+        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
+    ck_assert_uint_eq(dw_sink_pending(sink), 0);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(seen.status[i], DW_WRITE_APPLIED);
+
+    char *log = logged_writes();
+    const char *with = "\"options\":{\"MSCRM.BypassBusinessLogicExecution\":\"CustomSync,"
+                       "CustomAsync\",\"MSCRM.SuppressDuplicateDetection\":\"true\",\"MSCRM."
+                       "SuppressCallbackRegistrationExpanderJob\":\"true\",\"tag\":\"wo-1\"}";
+    char want[1024];
+    snprintf(
+        want, sizeof want,
+        "{\"path\":\"cdm_companies/Microsoft.Dynamics.CRM.UpsertMultiple\",\"batch\":false,%s}",
+        with);
+    ck_assert_msg(strstr(log, want), "no bulk request with the options in %s", log);
+    ck_assert_msg(strstr(log, "{\"path\":\"cdm_companies/Microsoft.Dynamics.CRM.UpsertMultiple\","
+                              "\"batch\":false,\"options\":{}}"),
+                  "no bulk request without options in %s", log);
+    snprintf(want, sizeof want,
+             "{\"path\":\"cdm_companies(cdm_companycode='WA')\",\"batch\":true,%s}", with);
+    ck_assert_msg(strstr(log, want), "no delete part with the options in %s", log);
+    snprintf(want, sizeof want,
+             "{\"path\":\"cdm_companies(cdm_companycode='WF')\",\"batch\":true,%s}", with);
+    ck_assert_msg(strstr(log, want), "no changeset part with the options in %s", log);
+    ck_assert_msg(strstr(log, "{\"path\":\"cdm_companies(cdm_companycode='WE')\",\"batch\":true,"
+                              "\"options\":{}}"),
+                  "the part without options carries some in %s", log);
+    free(log);
+    json_decref(opts);
+    dw_sink_free(sink);
+    dw_config_cleanup(&cfg);
+}
+END_TEST
 
 START_TEST(atomic_group_all_or_nothing)
 {
@@ -392,8 +490,12 @@ START_TEST(stale_cached_parent_id_is_refreshed)
     ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_UPSERT)), DW_WRITE_APPLIED);
     ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_DELETE)), DW_WRITE_APPLIED);
     /* The company is deleted and created again: same code, new id. */
-    struct dw_write del = {DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
-                           json_pack("{s:s}", "cdm_companycode", "P2"), NULL};
+    struct dw_write del = {DW_WRITE_DELETE,
+                           strdup("cdm_companies"),
+                           NULL,
+                           json_pack("{s:s}", "cdm_companycode", "P2"),
+                           NULL,
+                           NULL};
     ck_assert_int_eq(apply_one(sink, &seen, del), DW_WRITE_APPLIED);
     ck_assert_int_eq(apply_one(sink, &seen, company("P2", "second")), DW_WRITE_APPLIED);
     char *second = company_id(sink, "P2");
@@ -425,7 +527,7 @@ static void accounts_of(json_t *company_ref, enum dw_write_op op, struct dw_writ
         json_t *body = op == DW_WRITE_DELETE ? NULL
                                              : json_pack("{s:s, s:O}", "name", number,
                                                          "msdyn_company@odata.bind", company_ref);
-        w[i] = (struct dw_write){op, strdup("accounts"), strdup("account"), key, body};
+        w[i] = (struct dw_write){op, strdup("accounts"), strdup("account"), key, body, NULL};
     }
 }
 
@@ -461,8 +563,12 @@ START_TEST(shared_references_follow_a_parent_that_comes_back)
         /* The accounts go, then the company: created again, it has a new id. */
         accounts_of(p3, DW_WRITE_DELETE, w, 8);
         ck_assert_int_eq(apply_all(sink, &seen, w, 8), 8);
-        struct dw_write del = {DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
-                               json_pack("{s:s}", "cdm_companycode", "P3"), NULL};
+        struct dw_write del = {DW_WRITE_DELETE,
+                               strdup("cdm_companies"),
+                               NULL,
+                               json_pack("{s:s}", "cdm_companycode", "P3"),
+                               NULL,
+                               NULL};
         ck_assert_int_eq(apply_one(sink, &seen, del), DW_WRITE_APPLIED);
         free(id);
     }
@@ -670,6 +776,7 @@ static Suite *sink_suite(void)
     tcase_add_test(tc, run_returns_for_the_callers_descriptors);
     tcase_add_test(tc, metadata_of_a_table);
     tcase_add_test(tc, no_affinity_cookie_is_kept);
+    tcase_add_test(tc, write_options_reach_every_request);
     suite_add_tcase(s, tc);
     return s;
 }
