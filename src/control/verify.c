@@ -466,7 +466,8 @@ static dw_rc delete_extras(struct verifier *v, const struct dw_tablemap *m)
         struct dw_write w = {.op = DW_WRITE_DELETE,
                              .entity_set = dw_strdup(m->entity_set),
                              .logical_name = dw_strdup(m->logical_name),
-                             .key = json_loads(PQgetvalue(res, i, 0), 0, NULL)};
+                             .key = json_loads(PQgetvalue(res, i, 0), 0, NULL),
+                             .options = json_incref(m->write_options)};
         rc = dw_sink_submit(v->sink, &w, NULL, 1);
         dw_write_cleanup(&w);
         while (rc == DW_OK && dw_sink_pending(v->sink) > 0)
