@@ -17,6 +17,14 @@ t_start=$SECONDS
 points=$(grep -rhoE 'DW_FAILPOINT\("[a-z0-9_]+"\)' "$DWASYNC_SOURCE_DIR/src" |
     sed -E 's/DW_FAILPOINT\("([a-z0-9_]+)"\)/\1/' | sort -u)
 [ -n "$points" ] || die "no crash point found in src/"
+# DW_CRASHPOINTS="name..." walks only those points, in that order, a name given twice twice
+# (to chase one round again and again).
+if [ -n "${DW_CRASHPOINTS:-}" ]; then
+    for p in $DW_CRASHPOINTS; do
+        grep -qx "$p" <<<"$points" || die "DW_CRASHPOINTS: no crash point \"$p\" in src/"
+    done
+    points=$DW_CRASHPOINTS
+fi
 rounds=()
 for p in $points; do
     rounds+=("daemon:$p")
