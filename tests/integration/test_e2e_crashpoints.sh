@@ -17,6 +17,14 @@ t_start=$SECONDS
 points=$(grep -rhoE 'DW_FAILPOINT\("[a-z0-9_]+"\)' "$DWASYNC_SOURCE_DIR/src" |
     sed -E 's/DW_FAILPOINT\("([a-z0-9_]+)"\)/\1/' | sort -u)
 [ -n "$points" ] || die "no crash point found in src/"
+# DW_CRASHPOINTS="name..." walks only those points, in that order, a name given twice twice
+# (to chase one round again and again).
+if [ -n "${DW_CRASHPOINTS:-}" ]; then
+    for p in $DW_CRASHPOINTS; do
+        grep -qx "$p" <<<"$points" || die "DW_CRASHPOINTS: no crash point \"$p\" in src/"
+    done
+    points=$DW_CRASHPOINTS
+fi
 rounds=()
 for p in $points; do
     rounds+=("daemon:$p")
@@ -148,7 +156,8 @@ for round in "${rounds[@]}"; do
         check_status "round $r: the workload applied" 0 e2e_wait_applied
     fi
     lift
-    dw errors replay --all --job fno_sample >/dev/null 2>&1
+    # Into the daemon's log (shown on failure): how many rows it queued, and who replays them.
+    dw errors replay --all --job fno_sample >>"$DW_E2E_DIR/daemon.log" 2>&1
     check_status "round $r: replayed" 0 e2e_wait_replayed
     psql_q "UPDATE fno.customersv3 SET deliveryaddressstateid = '$state'
              WHERE dataareaid = 'usmf' AND customeraccount = '$x'" >/dev/null
@@ -156,9 +165,13 @@ for round in "${rounds[@]}"; do
     kill -TERM "$daemon"
     wait "$daemon"
     daemon=
-    check_eq "round $r: the round's two error rows, once each, resolved" "2|2" "$(psql_q "
-        SELECT count(*) || '|' || count(*) FILTER (WHERE status = 'resolved') FROM dwasync.error
-         WHERE source_row::text LIKE '%$tag-%'")"
+    rows=$(psql_q "SELECT count(*) || '|' || count(*) FILTER (WHERE status = 'resolved')
+                     FROM dwasync.error WHERE source_row::text LIKE '%$tag-%'")
+    check_eq "round $r: the round's two error rows, once each, resolved" "2|2" "$rows"
+    # A flake must be diagnosable from its one failing run: the rows and the replay's log.
+    [ "$rows" = "2|2" ] || psql_q "SELECT id, status, class, http_status, dv_code, commit_lsn,
+            position, attempts, replay_requested_by, resolved_by, left(message, 120)
+            FROM dwasync.error WHERE source_row::text LIKE '%$tag-%' ORDER BY id" >&2
     check_eq "round $r: no change stored twice" 0 \
         "$(psql_q "SELECT count(*) - count(DISTINCT (key_text, source_row)) FROM dwasync.error")"
     check_eq "round $r: Dataverse equals the source" 0 "$(e2e_mismatches)"

@@ -38,7 +38,7 @@ lsn=$(e2e_commit_lsn "UPDATE fno.vendorsv2 SET onholdstatus = 6 WHERE $vwhere")
 e2e_wait_checkpoint "$lsn" || die "the poison change was not checkpointed"
 lsn=$(e2e_commit_lsn "UPDATE fno.vendorsv2 SET onholdstatus = $hold WHERE $vwhere")
 e2e_wait_checkpoint "$lsn" || die "the poison change was not checkpointed"
-errors() { psql_q "SELECT string_agg(id || ' ' || status || ' ' || class, ', ' ORDER BY id) FROM dwasync.error"; }
+errors() { psql_q "SELECT string_agg(id || ' ' || status || ' ' || coalesce(class, '-'), ', ' ORDER BY id) FROM dwasync.error"; }
 error=$(errors)
 check_contains "an open mapping error before the resync" "open mapping" "$error"
 kill -TERM "$daemon"; wait "$daemon"; daemon=
