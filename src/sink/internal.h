@@ -276,6 +276,7 @@ struct dw_sink {
     /* The loop curl's sockets and timer live on (the sink's own: transport.c), the timer
      * that wakes it for the engine's own deadlines, and the eventfd dw_sink_wakeup writes. */
     struct dw_loop *loop;
+    bool own_loop; /* made by the sink, freed with it (else the daemon's: dw_sink_use_loop) */
     struct dw_loop_timer *curl_timer, *engine_timer;
     int wake_fd;
     struct dw_auth *auth;

@@ -578,18 +578,50 @@ static void on_wakeup(void *user, int fd, unsigned revents)
     (void)got;
 }
 
+/* Registers the sink's own timers and wake-up descriptor on s->loop. */
+static void register_tenants(struct dw_sink *s)
+{
+    s->curl_timer = dw_loop_timer_new(s->loop, on_curl_timeout, s);
+    s->engine_timer = dw_loop_timer_new(s->loop, on_engine_timer, s);
+    if (s->wake_fd >= 0 && dw_loop_add_fd(s->loop, s->wake_fd, DW_LOOP_IN, on_wakeup, s) != DW_OK)
+        DW_WARN("the sink's wake-up descriptor is not watched: dw_sink_wakeup() cannot end a wait");
+}
+
+static void unregister_tenants(struct dw_sink *s)
+{
+    dw_loop_timer_free(s->curl_timer);
+    dw_loop_timer_free(s->engine_timer);
+    s->curl_timer = s->engine_timer = NULL;
+    if (s->wake_fd >= 0)
+        dw_loop_del_fd(s->loop, s->wake_fd);
+}
+
 void dw_sink_transport_init(struct dw_sink *s)
 {
     s->loop = dw_loop_new(NULL);
-    s->curl_timer = dw_loop_timer_new(s->loop, on_curl_timeout, s);
-    s->engine_timer = dw_loop_timer_new(s->loop, on_engine_timer, s);
+    s->own_loop = true;
     s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (s->wake_fd < 0 || dw_loop_add_fd(s->loop, s->wake_fd, DW_LOOP_IN, on_wakeup, s) != DW_OK)
+    if (s->wake_fd < 0)
         DW_WARN("no wake-up descriptor for the sink: %s", strerror(errno));
+    register_tenants(s);
     curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
     curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
+}
+
+/* Before any request: curl has no socket yet, and its timer is restarted on the new loop. */
+void dw_sink_use_loop(struct dw_sink *s, struct dw_loop *loop)
+{
+    bool curl_timer_on = dw_loop_timer_active(s->curl_timer);
+    unregister_tenants(s);
+    if (s->own_loop)
+        dw_loop_free(s->loop);
+    s->loop = loop;
+    s->own_loop = false;
+    register_tenants(s);
+    if (curl_timer_on)
+        dw_loop_timer_start(s->curl_timer, 0, 0);
 }
 
 void dw_sink_transport_cleanup(struct dw_sink *s)
@@ -600,13 +632,11 @@ void dw_sink_transport_cleanup(struct dw_sink *s)
     s->multi = NULL;
     if (s->loop == NULL)
         return;
-    dw_loop_timer_free(s->curl_timer);
-    dw_loop_timer_free(s->engine_timer);
-    if (s->wake_fd >= 0) {
-        dw_loop_del_fd(s->loop, s->wake_fd);
+    unregister_tenants(s);
+    if (s->wake_fd >= 0)
         close(s->wake_fd);
-    }
-    dw_loop_free(s->loop);
+    if (s->own_loop)
+        dw_loop_free(s->loop);
     s->loop = NULL;
 }
 
