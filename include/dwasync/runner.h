@@ -4,9 +4,9 @@
  * One process, one thread, one event loop (loop.h), which the run owns. Its tenants are
  * curl's sockets and timer (the sink, dw_sink_use_loop), the signal self-pipe and the
  * metrics listener; the replication stream and the control connection (LISTEN for replay
- * requests) are watched turn by turn, as their sockets change with reconnects. Per turn it reads changes while the
- * pipeline has room, advances the pipeline, confirms to the slot what the pipeline has made
- * durable, and keeps systemd and the metrics informed.
+ * requests) are watched turn by turn, as their sockets change with reconnects. Per turn
+ * it reads changes while the pipeline has room, advances the pipeline, confirms to the slot
+ * what the pipeline has made durable, and keeps systemd and the metrics informed.
  *
  * Life of a run: connect to the control database, take the job's HA lock (or wait as a
  * standby), wait while the job is paused or stopped, load the maps, run a pending initial
