@@ -1,11 +1,12 @@
 /*
  * runner.h - `dwasync run`: the daemon that keeps one integration job flowing.
  *
- * One process, one thread, one event loop. The loop polls the replication stream, curl's
- * sockets (through dw_sink_run), the signal self-pipe, the control connection (LISTEN for
- * replay requests) and the metrics listener together. Per turn it reads changes while the
- * pipeline has room, advances the pipeline, confirms to the slot what the pipeline has made
- * durable, and keeps systemd and the metrics informed.
+ * One process, one thread, one event loop (loop.h), which the run owns. Its tenants are
+ * curl's sockets and timer (the sink, dw_sink_use_loop), the signal self-pipe and the
+ * metrics listener; the replication stream and the control connection (LISTEN for replay
+ * requests) are watched turn by turn, as their sockets change with reconnects. Per turn
+ * it reads changes while the pipeline has room, advances the pipeline, confirms to the slot
+ * what the pipeline has made durable, and keeps systemd and the metrics informed.
  *
  * Life of a run: connect to the control database, take the job's HA lock (or wait as a
  * standby), wait while the job is paused or stopped, load the maps, run a pending initial

@@ -5,8 +5,9 @@
  * its connections, throttling (429 Retry-After pauses the whole environment, AIMD
  * concurrency under x-ms-dop-hint), retries with backoff, bulk requests (UpsertMultiple
  * where the table supports it, else $batch) and isolation of the bad rows of a failed bulk
- * request. It is single-threaded and non-blocking: the daemon's event loop calls
- * dw_sink_run(), which polls curl's sockets together with the caller's descriptors.
+ * request. It is single-threaded and non-blocking: curl's sockets and timer are tenants of
+ * an event loop (loop.h), the sink's own or the daemon's (dw_sink_use_loop()), and
+ * dw_sink_run() runs one turn of it, watching the caller's descriptors too.
  *
  * What a write and its result are (struct dw_write, struct dw_write_result, the error
  * classes) is the contract in write.h, shared with mapping, pipeline and control.
@@ -36,6 +37,7 @@
 #include "dwasync/write.h"
 
 struct dw_sink;
+struct dw_loop;
 
 /* Throttling and traffic counters for status and metrics. */
 struct dw_sink_stats {
@@ -92,6 +94,14 @@ size_t dw_sink_pending(const struct dw_sink *sink);
  * the done callbacks of finished writes. Returns early when an extra fd is ready.
  */
 dw_rc dw_sink_run(struct dw_sink *sink, struct curl_waitfd *extra, unsigned nextra, int timeout_ms);
+
+/*
+ * Moves the sink's tenants (curl's sockets and timer, its own deadlines, its wake-up
+ * descriptor) from its private loop onto loop, which the caller owns and must keep until
+ * after dw_sink_free(). Call it right after dw_sink_new(), before any write. From then on
+ * dw_sink_run() runs turns of that loop, calling back whatever else is registered on it.
+ */
+void dw_sink_use_loop(struct dw_sink *sink, struct dw_loop *loop);
 
 /* Wakes a dw_sink_run() that is waiting (for signal handlers: async-signal-safe). */
 void dw_sink_wakeup(struct dw_sink *sink);

@@ -9,9 +9,9 @@
  * for writes, read.c for GETs and lookups), to done (rows.c keeps each row's state and
  * result; sink.c delivers it to the callback).
  *
- * Everything runs on one thread inside dw_sink_run(). Ownership: the sink owns its rows,
- * requests, cache entries and atomic groups; a request borrows the rows it carries (they
- * are owned by whichever list or request holds them: exactly one at a time), a row's
+ * Everything runs on one thread inside dw_sink_run(), on the sink's event loop (loop.h). Ownership:
+ * the sink owns its rows, requests, cache entries and atomic groups; a request borrows the rows it
+ * carries (they are owned by whichever list or request holds them: exactly one at a time), a row's
  * borrowed pointers (struct parents' set) point into its own key or body.
  */
 #ifndef DWASYNC_SINK_INTERNAL_H
@@ -29,6 +29,7 @@
 #include "dwasync/buf.h"
 #include "dwasync/dvclassify.h"
 #include "dwasync/dvthrottle.h"
+#include "dwasync/loop.h"
 #include "dwasync/rc.h"
 #include "dwasync/sink.h"
 
@@ -273,6 +274,12 @@ struct dw_sink {
     dw_write_done_fn done_fn;
     void *done_user;
     CURLM *multi;
+    /* The loop curl's sockets and timer live on (the sink's own: transport.c), the timer
+     * that wakes it for the engine's own deadlines, and the eventfd dw_sink_wakeup writes. */
+    struct dw_loop *loop;
+    bool own_loop; /* made by the sink, freed with it (else the daemon's: dw_sink_use_loop) */
+    struct dw_loop_timer *curl_timer, *engine_timer;
+    int wake_fd;
     struct dw_auth *auth;
     char *api;      /* <url>/api/data/<version> */
     char *api_path; /* its path, for the request lines of $batch parts */
@@ -378,6 +385,9 @@ void dw_sink_queue_batch(struct dw_sink *s, struct row **rows, size_t n);
 void dw_sink_plan(struct dw_sink *s);
 
 /* transport.c */
+void dw_sink_transport_init(struct dw_sink *s);
+void dw_sink_transport_cleanup(struct dw_sink *s);
+void dw_sink_transport_wakeup(struct dw_sink *s);
 uint32_t dw_sink_random32(void);
 struct req *dw_sink_req_new(enum req_kind kind, const char *method, char *url);
 void dw_sink_req_reset_transfer(struct req *q);

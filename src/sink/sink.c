@@ -32,6 +32,7 @@ dw_rc dw_sink_new(const struct dw_config *cfg, dw_write_done_fn done, void *user
     s->done_fn = done;
     s->done_user = user;
     dw_buf_init(&s->scratch, 0);
+    s->wake_fd = -1;
     const char *url = cfg->dataverse.url;
     char why[512];
     if ((rc = dw_config_check_transport(cfg, why, sizeof why)) != DW_OK) {
@@ -57,6 +58,7 @@ dw_rc dw_sink_new(const struct dw_config *cfg, dw_write_done_fn done, void *user
     curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
     curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
                       (long)cfg->dataverse.max_concurrency);
+    dw_sink_transport_init(s);
     dw_aimd_init(&s->aimd, (int)cfg->dataverse.max_concurrency);
 out:
     if (rc != DW_OK) {
@@ -129,8 +131,7 @@ void dw_sink_free(struct dw_sink *s)
         free(b->name);
         free(b);
     }
-    if (s->multi)
-        curl_multi_cleanup(s->multi);
+    dw_sink_transport_cleanup(s);
     dw_auth_free(s->auth);
     free(s->api);
     free(s->api_path);
@@ -224,11 +225,9 @@ dw_rc dw_sink_run(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra,
     return dw_sink_drive(s, extra, nextra, timeout_ms, true);
 }
 
-/* curl_multi_wakeup() only write()s to curl's wake-up socket pair, which a signal handler
- * may do. */
 void dw_sink_wakeup(struct dw_sink *s)
 {
-    curl_multi_wakeup(s->multi);
+    dw_sink_transport_wakeup(s);
 }
 
 void dw_sink_get_stats(const struct dw_sink *s, struct dw_sink_stats *out)

@@ -2,22 +2,29 @@
  * Transport: requests handed to curl multi within the throttle's limits (AIMD concurrency
  * under x-ms-dop-hint, a pause after 429), response headers and bodies read with a size cap,
  * access tokens asked for and renewed, retries with backoff, and the engine's turn
- * (dw_sink_drive()) that polls curl's sockets with the caller's descriptors.
+ * (dw_sink_drive()). curl is driven through CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION and
+ * curl_multi_socket_action() (the pattern of curl's docs/examples/ephiperfifo.c): its
+ * sockets and its one timeout are tenants of an event loop (loop.h), with the caller's
+ * descriptors, the engine's own deadlines (backoff, pauses, tokens) and a wake-up eventfd.
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dwasync/alloc.h"
 #include "dwasync/clock.h"
 #include "dwasync/dvauth.h"
 #include "dwasync/log.h"
+#include "dwasync/loop.h"
 #include "dwasync/redact.h"
 
 /* Largest response body kept: a full $batch answer of 1000 parts fits easily. */
@@ -28,6 +35,8 @@
 #define DEFAULT_RETRY_AFTER_MS 5000
 /* Attempts of a blocking call (whoami, get) when retry_limit is 0 (forever). */
 #define BLOCKING_ATTEMPTS 5
+/* Caller's descriptors one dw_sink_run() watches at most (the runner passes four). */
+#define MAX_EXTRA_FDS 16
 
 uint32_t dw_sink_random32(void)
 {
@@ -506,6 +515,180 @@ static int64_t next_timer(struct dw_sink *s, int64_t now)
     return t;
 }
 
+/* A socket curl asked about is ready: let curl act on it. */
+static void on_socket_ready(void *user, int fd, unsigned revents)
+{
+    struct dw_sink *s = user;
+    int flags = (revents & DW_LOOP_IN ? CURL_CSELECT_IN : 0) |
+                (revents & DW_LOOP_OUT ? CURL_CSELECT_OUT : 0) |
+                (revents & DW_LOOP_ERR ? CURL_CSELECT_ERR : 0);
+    int running = 0;
+    curl_multi_socket_action(s->multi, fd, flags, &running);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: curl says which events it wants on a socket, or that it is done. */
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *user, void *socketp)
+{
+    (void)easy;
+    (void)socketp;
+    struct dw_sink *s = user;
+    if (what == CURL_POLL_REMOVE) {
+        dw_loop_del_fd(s->loop, fd);
+        return 0;
+    }
+    unsigned events =
+        (what & CURL_POLL_IN ? DW_LOOP_IN : 0) | (what & CURL_POLL_OUT ? DW_LOOP_OUT : 0);
+    dw_rc rc = dw_loop_has_fd(s->loop, fd)
+                   ? dw_loop_mod_fd(s->loop, fd, events)
+                   : dw_loop_add_fd(s->loop, fd, events, on_socket_ready, s);
+    return rc == DW_OK ? 0 : -1;
+}
+
+static void on_curl_timeout(void *user)
+{
+    struct dw_sink *s = user;
+    int running = 0;
+    curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+}
+
+/* CURLMOPT_TIMERFUNCTION: curl's one timeout (-1: none), acted on from the loop, never
+ * from inside this callback (curl forbids it). */
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *user)
+{
+    (void)multi;
+    struct dw_sink *s = user;
+    if (timeout_ms < 0)
+        dw_loop_timer_stop(s->curl_timer);
+    else
+        dw_loop_timer_start(s->curl_timer, timeout_ms, 0);
+    return 0;
+}
+
+/* The engine's deadline came: the turn that follows starts what it allows. */
+static void on_engine_timer(void *user)
+{
+    (void)user;
+}
+
+static void on_wakeup(void *user, int fd, unsigned revents)
+{
+    (void)user;
+    (void)revents;
+    uint64_t n;
+    ssize_t got = read(fd, &n, sizeof n);
+    (void)got;
+}
+
+/* Registers the sink's own timers and wake-up descriptor on s->loop. */
+static void register_tenants(struct dw_sink *s)
+{
+    s->curl_timer = dw_loop_timer_new(s->loop, on_curl_timeout, s);
+    s->engine_timer = dw_loop_timer_new(s->loop, on_engine_timer, s);
+    if (s->wake_fd >= 0 && dw_loop_add_fd(s->loop, s->wake_fd, DW_LOOP_IN, on_wakeup, s) != DW_OK)
+        DW_WARN("the sink's wake-up descriptor is not watched: dw_sink_wakeup() cannot end a wait");
+}
+
+static void unregister_tenants(struct dw_sink *s)
+{
+    dw_loop_timer_free(s->curl_timer);
+    dw_loop_timer_free(s->engine_timer);
+    s->curl_timer = s->engine_timer = NULL;
+    if (s->wake_fd >= 0)
+        dw_loop_del_fd(s->loop, s->wake_fd);
+}
+
+void dw_sink_transport_init(struct dw_sink *s)
+{
+    s->loop = dw_loop_new(NULL);
+    s->own_loop = true;
+    s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->wake_fd < 0)
+        DW_WARN("no wake-up descriptor for the sink: %s", strerror(errno));
+    register_tenants(s);
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+    curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
+}
+
+/* Before any request: curl has no socket yet, and its timer is restarted on the new loop. */
+void dw_sink_use_loop(struct dw_sink *s, struct dw_loop *loop)
+{
+    bool curl_timer_on = dw_loop_timer_active(s->curl_timer);
+    unregister_tenants(s);
+    if (s->own_loop)
+        dw_loop_free(s->loop);
+    s->loop = loop;
+    s->own_loop = false;
+    register_tenants(s);
+    if (curl_timer_on)
+        dw_loop_timer_start(s->curl_timer, 0, 0);
+}
+
+void dw_sink_transport_cleanup(struct dw_sink *s)
+{
+    /* curl says goodbye to its sockets while it cleans up: the loop goes last. */
+    if (s->multi)
+        curl_multi_cleanup(s->multi);
+    s->multi = NULL;
+    if (s->loop == NULL)
+        return;
+    unregister_tenants(s);
+    if (s->wake_fd >= 0)
+        close(s->wake_fd);
+    if (s->own_loop)
+        dw_loop_free(s->loop);
+    s->loop = NULL;
+}
+
+/* write() to an eventfd is async-signal-safe: a signal handler may call this. */
+void dw_sink_transport_wakeup(struct dw_sink *s)
+{
+    uint64_t one = 1;
+    if (s->wake_fd >= 0) {
+        ssize_t put = write(s->wake_fd, &one, sizeof one);
+        (void)put;
+    }
+}
+
+/* A caller's descriptor, watched for one turn: its revents are filled as poll() would. */
+static void on_extra_ready(void *user, int fd, unsigned revents)
+{
+    (void)fd;
+    struct curl_waitfd *w = user;
+    w->revents = (short)((revents & DW_LOOP_IN ? CURL_WAIT_POLLIN : 0) |
+                         (revents & DW_LOOP_OUT ? CURL_WAIT_POLLOUT : 0) |
+                         (revents & DW_LOOP_ERR ? CURL_WAIT_POLLIN : 0));
+}
+
+/* Waits one turn of the loop on curl's sockets, the engine's deadline and extra[]. */
+static dw_rc wait_turn(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra,
+                       int timeout_ms)
+{
+    int64_t now = dw_clock_ms();
+    int64_t t = next_timer(s, now);
+    if (t == INT64_MAX)
+        dw_loop_timer_stop(s->engine_timer);
+    else
+        dw_loop_timer_start(s->engine_timer, t - now, 0);
+    bool added[MAX_EXTRA_FDS];
+    if (nextra > MAX_EXTRA_FDS) {
+        DW_ERROR("dw_sink_run: %u extra descriptors, at most %d", nextra, MAX_EXTRA_FDS);
+        return DW_ERR_INVALID;
+    }
+    for (unsigned i = 0; i < nextra; i++) {
+        unsigned ev = (extra[i].events & CURL_WAIT_POLLIN ? DW_LOOP_IN : 0) |
+                      (extra[i].events & CURL_WAIT_POLLOUT ? DW_LOOP_OUT : 0);
+        extra[i].revents = 0;
+        added[i] = dw_loop_add_fd(s->loop, extra[i].fd, ev, on_extra_ready, &extra[i]) == DW_OK;
+    }
+    dw_rc rc = dw_loop_run_once(s->loop, timeout_ms);
+    for (unsigned i = 0; i < nextra; i++)
+        if (added[i])
+            dw_loop_del_fd(s->loop, extra[i].fd);
+    return rc;
+}
+
 /* One turn of the engine; results are delivered only when do_deliver is set. */
 dw_rc dw_sink_drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra, int timeout_ms,
                     bool do_deliver)
@@ -513,20 +696,13 @@ dw_rc dw_sink_drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextr
     int running = 0;
     dw_sink_plan(s);
     start_requests(s);
-    curl_multi_perform(s->multi, &running);
+    /* Lets curl start what was just added (the kick ephiperfifo.c gives a new handle). */
+    curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     /* Something finished already: hand it on rather than wait for more. */
     if (process_done(s) == 0 && !(do_deliver && s->done)) {
-        int64_t now = dw_clock_ms();
-        int64_t t = next_timer(s, now);
-        int wait = timeout_ms;
-        if (t != INT64_MAX && t - now < wait)
-            wait = t - now < 0 ? 0 : (int)(t - now);
-        CURLMcode mc = curl_multi_poll(s->multi, extra, nextra, wait, NULL);
-        if (mc != CURLM_OK && mc != CURLM_UNRECOVERABLE_POLL) {
-            DW_ERROR("curl_multi_poll failed: %s", curl_multi_strerror(mc));
-            return DW_ERR_IO;
-        }
-        curl_multi_perform(s->multi, &running);
+        dw_rc rc = wait_turn(s, extra, nextra, timeout_ms);
+        if (rc != DW_OK)
+            return rc;
         process_done(s);
     }
     dw_sink_plan(s);

@@ -1,9 +1,11 @@
 /*
  * `dwasync run` (see runner.h): finds the job, waits as a standby for its lock, runs a pending
  * initial sync, then loops in stream_loop(): read the stream while the pipeline has room,
- * poll the pipeline, confirm to the slot, tend error replays, and wait in dw_sink_run() on
- * curl's sockets and the stream, signal, metrics and control descriptors. A run owns what it
- * builds (connections, sink, pipeline, stream) and tears it down before it returns.
+ * poll the pipeline, confirm to the slot, tend error replays, and wait one turn of the run's
+ * event loop (loop.h), whose tenants are curl's sockets and timer (the sink), the signal fd
+ * and the metrics listener, with the stream and control descriptors watched for the turn.
+ * A run owns what it builds (loop, connections, sink, pipeline, stream) and tears it down
+ * before it returns.
  */
 #include "dwasync/runner.h"
 
@@ -22,6 +24,7 @@
 #include "dwasync/guard.h"
 #include "dwasync/ha.h"
 #include "dwasync/log.h"
+#include "dwasync/loop.h"
 #include "dwasync/mapfile.h"
 #include "dwasync/mapping.h"
 #include "dwasync/metrics.h"
@@ -113,6 +116,7 @@ struct runner {
     PGconn *lock_conn; /* the HA lock's session */
     struct dw_ha ha;
     struct dw_watchdog watchdog;
+    struct dw_loop *loop; /* the one wait of the process */
     int signal_fd;
     struct dw_job_maps *maps;
     struct dw_types *types;
@@ -996,6 +1000,7 @@ static dw_rc start_job(struct runner *r)
     r->values.max_value_bytes = r->config.apply.max_value_bytes;
     if ((rc = dw_sink_new(&r->config, dw_write_ticket_dispatch, NULL, &r->sink)) != DW_OK)
         return rc;
+    dw_sink_use_loop(r->sink, r->loop);
     struct dw_pipeline_options po = {
         .job_id = r->job.id,
         .job_name = r->job.name,
@@ -1255,16 +1260,23 @@ out:
 }
 
 /*
+ * The signal fd or the metrics listener is ready: the turn ends, and the loop's caller takes
+ * the signals (dw_daemon_signals_take) and serves the listener (dw_metrics_server_run).
+ */
+static void on_wakeup_fd(void *user, int fd, unsigned revents)
+{
+    (void)user;
+    (void)fd;
+    (void)revents;
+}
+
+/*
  * Waits up to timeout_ms for a signal while nothing else runs (a standby, a paused job, a
  * backoff): /healthz and /metrics keep answering, the watchdog keeps being fed.
  */
 static void idle_wait(struct runner *r, int timeout_ms)
 {
-    struct pollfd pfd[2] = {{.fd = r->signal_fd, .events = POLLIN}};
-    int n = 1;
-    if (r->metrics_server)
-        pfd[n++] = (struct pollfd){.fd = dw_metrics_server_fd(r->metrics_server), .events = POLLIN};
-    poll(pfd, (nfds_t)n, timeout_ms < 0 || timeout_ms > 1000 ? 1000 : timeout_ms);
+    (void)dw_loop_run_once(r->loop, timeout_ms < 0 || timeout_ms > 1000 ? 1000 : timeout_ms);
     update_metrics(r);
     if (r->metrics_server)
         dw_metrics_server_run(r->metrics_server);
@@ -1367,15 +1379,14 @@ static dw_rc stream_loop(struct runner *r)
         }
         dw_watchdog_tick(&r->watchdog, (uint64_t)dw_clock_ms());
 
-        struct curl_waitfd fds[4];
+        /* The signal fd and the metrics listener are the loop's tenants for the whole run;
+         * the stream's and control's sockets change with their reconnects, so they are
+         * watched for this turn only. */
+        struct curl_waitfd fds[2];
         unsigned nfds = 0;
         int stream_fd = dw_stream_fd(r->stream);
         if (stream_fd >= 0 && !r->paused && dw_pipeline_accepting(r->pipeline))
             fds[nfds++] = (struct curl_waitfd){.fd = stream_fd, .events = CURL_WAIT_POLLIN};
-        fds[nfds++] = (struct curl_waitfd){.fd = r->signal_fd, .events = CURL_WAIT_POLLIN};
-        int metrics_fd = r->metrics_server ? dw_metrics_server_fd(r->metrics_server) : -1;
-        if (metrics_fd >= 0)
-            fds[nfds++] = (struct curl_waitfd){.fd = metrics_fd, .events = CURL_WAIT_POLLIN};
         unsigned control_slot = nfds;
         if (PQsocket(r->control) >= 0)
             fds[nfds++] =
@@ -1638,7 +1649,9 @@ dw_rc dw_runner_run(const struct dw_runner_options *opts)
         return rc;
     const char *conninfo = dw_config_control_conninfo(&r.config);
     const char *sqldir = dw_paths_sqldir();
-    if ((rc = dw_daemon_signals_install(&r.signal_fd)) != DW_OK)
+    r.loop = dw_loop_new(NULL);
+    if ((rc = dw_daemon_signals_install(&r.signal_fd)) != DW_OK ||
+        (rc = dw_loop_add_fd(r.loop, r.signal_fd, DW_LOOP_IN, on_wakeup_fd, &r)) != DW_OK)
         goto out;
     dw_watchdog_init(&r.watchdog, (uint64_t)dw_clock_ms());
     if ((rc = dw_pg_connect(conninfo, "dwasync run", &r.control)) != DW_OK)
@@ -1660,6 +1673,10 @@ dw_rc dw_runner_run(const struct dw_runner_options *opts)
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"listen", r.config.metrics.listen}),
                 "serving /metrics and /healthz on port %u",
                 dw_metrics_server_port(r.metrics_server));
+        rc = dw_loop_add_fd(r.loop, dw_metrics_server_fd(r.metrics_server), DW_LOOP_IN,
+                            on_wakeup_fd, &r);
+        if (rc != DW_OK)
+            goto out;
     }
     dw_ha_init(&r.ha, r.lock_conn, r.job.id, 0);
     dw_backoff_init(&r.control_backoff, RECONNECT_MIN_MS, RECONNECT_MAX_MS);
@@ -1677,6 +1694,7 @@ dw_rc dw_runner_run(const struct dw_runner_options *opts)
 out:
     update_metrics(&r);
     stop_job(&r);
+    dw_loop_free(r.loop); /* after the sink, its tenant; it closes none of the descriptors */
     dw_ha_cleanup(&r.ha);
     dw_metrics_server_free(r.metrics_server);
     dw_metrics_free(r.metrics);
