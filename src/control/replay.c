@@ -149,8 +149,9 @@ static dw_rc row_resolved(struct dw_replay *r, const struct dw_errstored *row)
     if (rc != DW_OK)
         return rc;
     r->stats.resolved++;
-    DW_DEBUG("replayed error %" PRId64 " (%s.%s), %d row(s) left in its key's queue", row->id,
-             row->source_schema, row->source_table, remaining);
+    DW_LOGF(DW_LOG_INFO, DW_FIELDS({"table", row->source_table}, {"key", row->key_text}),
+            "replayed error %" PRId64 ": applied, %d row(s) left in its key's queue", row->id,
+            remaining);
     if (remaining == 0) {
         r->stats.unblocked++;
         if (r->ops->unblocked)

@@ -35,14 +35,15 @@ struct dw_stream {
     struct dw_pgoutput *dec;
     FILE *record;
 
-    dw_lsn start_lsn;     /* server WAL end at the first connect */
-    dw_lsn flushed;       /* what the caller made durable */
-    dw_lsn reported;      /* flush position last sent */
-    dw_lsn received;      /* see dw_stream_received_lsn() */
-    dw_lsn last_data;     /* start of the latest XLogData message */
-    dw_lsn keepalive_end; /* WAL end of the latest keepalive */
-    uint64_t data_seq;    /* XLogData messages received */
-    uint64_t idle_seq;    /* data_seq when the caller last said it was idle */
+    dw_lsn start_lsn;      /* server WAL end at the first connect */
+    dw_lsn slot_confirmed; /* the slot's confirmed position at the last connect */
+    dw_lsn flushed;        /* what the caller made durable */
+    dw_lsn reported;       /* flush position last sent */
+    dw_lsn received;       /* see dw_stream_received_lsn() */
+    dw_lsn last_data;      /* start of the latest XLogData message */
+    dw_lsn keepalive_end;  /* WAL end of the latest keepalive */
+    uint64_t data_seq;     /* XLogData messages received */
+    uint64_t idle_seq;     /* data_seq when the caller last said it was idle */
     bool idle;
 
     int64_t now_ms, last_status_ms, last_recv_ms;
@@ -332,7 +333,8 @@ static dw_rc check_server(struct dw_stream *s, PGconn *conn, bool *permanent)
 
     *permanent = false;
     snprintf(sql, sizeof sql,
-             "SELECT plugin, slot_type, database, wal_status FROM pg_replication_slots"
+             "SELECT plugin, slot_type, database, wal_status, confirmed_flush_lsn"
+             " FROM pg_replication_slots"
              " WHERE slot_name = '%s'",
              s->slot);
     if ((rc = simple_query(conn, "looking up the replication slot", sql, &res)) != DW_OK)
@@ -348,13 +350,14 @@ static dw_rc check_server(struct dw_stream *s, PGconn *conn, bool *permanent)
             rc = DW_ERR_NOT_FOUND;
             goto out;
         }
-        dw_lsn cp;
         *permanent = false;
-        rc = dw_stream_create_slot(conn, s->slot, false, &cp, NULL);
+        rc = dw_stream_create_slot(conn, s->slot, false, &s->slot_confirmed, NULL);
         goto out;
     }
     const char *plugin = PQgetvalue(res, 0, 0), *type = PQgetvalue(res, 0, 1);
     const char *db = PQgetvalue(res, 0, 2), *wal_status = PQgetvalue(res, 0, 3);
+    if (dw_lsn_parse(PQgetvalue(res, 0, 4), &s->slot_confirmed) != DW_OK)
+        s->slot_confirmed = 0;
     if (strcmp(type, "logical") != 0 || strcmp(plugin, "pgoutput") != 0) {
         DW_ERROR("replication slot \"%s\" is a %s slot with plugin \"%s\"; dwasync needs a "
                  "logical slot using pgoutput",
@@ -429,8 +432,10 @@ static dw_rc start_stream(struct dw_stream *s, PGconn *conn, bool *permanent)
         rc = DW_ERR_PG;
         goto out;
     }
+    /* Asked from 0/0, the server starts at the slot's confirmed position: say which. */
+    dw_lsn from = flush_position(s) ? flush_position(s) : s->slot_confirmed;
     DW_LOGF(DW_LOG_INFO, DW_FIELDS({"slot", s->slot}, {"publication", s->publication}),
-            "streaming from %X/%X", DW_LSN_ARGS(flush_position(s)));
+            "streaming from %X/%X", DW_LSN_ARGS(from));
     s->conn = conn;
     conn = NULL;
     dw_backoff_succeeded(&s->backoff);

@@ -54,4 +54,7 @@ check_eq "the history is complete" 0 $?
 check_eq "the history holds many versions per account" 1 "$(psql_q "
     SELECT (count(*) > 5000)::int FROM dv.history WHERE doc->>'op' <> 'delete'")"
 check_eq "each account went back at most once per crash" 1 "$([ "$rewinds" -le "$kills" ] && echo 1)"
+starts=$(grep -c "streaming from" "$DW_E2E_DIR/daemon.log")
+check_eq "each restart says where it streams from, never 0/0" "$((kills + 1)) 0" \
+    "$starts $(grep -c "streaming from 0/0" "$DW_E2E_DIR/daemon.log")"
 finish
