@@ -162,7 +162,7 @@ check_eq "every SECURITY DEFINER function pins its search_path" 0 \
     "$(psql_q "SELECT count(*) FROM pg_proc WHERE pronamespace = 'dwasync'::regnamespace AND prosecdef
                AND NOT coalesce(proconfig::text LIKE '%search_path=pg_catalog, pg_temp%', false)")"
 check_eq "the SECURITY DEFINER functions, all for operators" \
-    "job_lock_holder job_lock_relation purge_errors replay_error replay_errors replay_listeners set_job_state skip_error" \
+    "job_lock_holder job_lock_relation purge_errors relink_job replay_error replay_errors replay_listeners resolve_from_source set_job_state skip_error" \
     "$(psql_q "SELECT string_agg(proname, ' ' ORDER BY proname) FROM pg_proc WHERE pronamespace = 'dwasync'::regnamespace AND prosecdef")"
 check_eq "no dwasync function is executable by PUBLIC" 0 \
     "$(psql_q "SELECT count(*) FROM pg_proc p WHERE pronamespace = 'dwasync'::regnamespace
