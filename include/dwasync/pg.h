@@ -23,15 +23,16 @@ dw_rc dw_pg_exec(PGconn *conn, const char *what, const char *sql);
 
 /*
  * Runs a parameterised query (text parameters, NULL allowed). On success *out holds the
- * result (caller PQclear()s it); PGRES_COMMAND_OK and PGRES_TUPLES_OK count as success.
+ * result (caller PQclear()s it); PGRES_COMMAND_OK and PGRES_TUPLES_OK count as success. On
+ * failure *out is NULL, so one PQclear() on every path is right whatever came before.
  */
 dw_rc dw_pg_query(PGconn *conn, const char *what, const char *sql, int nparams,
                   const char *const *params, PGresult **out);
 
 /*
  * dw_pg_query() for a query that returns exactly one row; any other number of rows is
- * logged with what and returns DW_ERR_PG (*out untouched). On success *out holds the result
- * (caller PQclear()s it).
+ * logged with what and returns DW_ERR_PG (*out NULL, as on any failure). On success *out holds the
+ * result (caller PQclear()s it).
  */
 dw_rc dw_pg_query_row(PGconn *conn, const char *what, const char *sql, int nparams,
                       const char *const *params, PGresult **out);

@@ -59,6 +59,7 @@ dw_rc dw_pg_fail(PGconn *conn, const PGresult *res, const char *what)
 dw_rc dw_pg_query(PGconn *conn, const char *what, const char *sql, int nparams,
                   const char *const *params, PGresult **out)
 {
+    *out = NULL;
     PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
@@ -73,6 +74,7 @@ dw_rc dw_pg_query(PGconn *conn, const char *what, const char *sql, int nparams,
 dw_rc dw_pg_query_row(PGconn *conn, const char *what, const char *sql, int nparams,
                       const char *const *params, PGresult **out)
 {
+    *out = NULL;
     PGresult *res = NULL;
     dw_rc rc = dw_pg_query(conn, what, sql, nparams, params, &res);
     if (rc != DW_OK)

@@ -144,9 +144,11 @@ dw_rc dw_stream_connect(const char *conninfo, bool replication, const char *appl
     return open_conn(conninfo, replication, application_name, false, out);
 }
 
-/* Runs a simple query (a walsender accepts no other) expecting tuples. */
+/* Runs a simple query (a walsender accepts no other) expecting tuples. *out is the result,
+ * or NULL on failure (so a caller's cleanup may PQclear it either way). */
 static dw_rc simple_query(PGconn *conn, const char *what, const char *sql, PGresult **out)
 {
+    *out = NULL;
     PGresult *res = PQexec(conn, sql);
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
