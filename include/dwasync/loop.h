@@ -52,6 +52,10 @@ dw_rc dw_loop_mod_fd(struct dw_loop *loop, int fd, unsigned events);
 /* Stops watching fd (nothing if it is not registered). Call it before closing fd. */
 void dw_loop_del_fd(struct dw_loop *loop, int fd);
 
+/* Stops watching every descriptor registered with user: for a tenant that goes away while
+ * descriptors it was told about are closed without a word (curl's connection cache). */
+void dw_loop_del_user(struct dw_loop *loop, const void *user);
+
 /* Whether fd is registered. */
 bool dw_loop_has_fd(const struct dw_loop *loop, int fd);
 

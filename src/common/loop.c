@@ -152,6 +152,13 @@ void dw_loop_del_fd(struct dw_loop *loop, int fd)
     loop->watchers[fd] = NULL;
 }
 
+void dw_loop_del_user(struct dw_loop *loop, const void *user)
+{
+    for (size_t fd = 0; fd < loop->nwatchers; fd++)
+        if (loop->watchers[fd] && loop->watchers[fd]->user == user)
+            dw_loop_del_fd(loop, (int)fd);
+}
+
 struct dw_loop_timer *dw_loop_timer_new(struct dw_loop *loop, dw_loop_timer_fn fn, void *user)
 {
     struct dw_loop_timer *t = dw_calloc(1, sizeof *t);

@@ -538,10 +538,11 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *user, vo
     }
     unsigned events =
         (what & CURL_POLL_IN ? DW_LOOP_IN : 0) | (what & CURL_POLL_OUT ? DW_LOOP_OUT : 0);
-    dw_rc rc = dw_loop_has_fd(s->loop, fd)
-                   ? dw_loop_mod_fd(s->loop, fd, events)
-                   : dw_loop_add_fd(s->loop, fd, events, on_socket_ready, s);
-    return rc == DW_OK ? 0 : -1;
+    if (dw_loop_has_fd(s->loop, fd) && dw_loop_mod_fd(s->loop, fd, events) == DW_OK)
+        return 0;
+    /* New, or a number curl reused after closing a socket without a word: watch it anew. */
+    dw_loop_del_fd(s->loop, fd);
+    return dw_loop_add_fd(s->loop, fd, events, on_socket_ready, s) == DW_OK ? 0 : -1;
 }
 
 static void on_curl_timeout(void *user)
@@ -593,8 +594,10 @@ static void unregister_tenants(struct dw_sink *s)
     dw_loop_timer_free(s->curl_timer);
     dw_loop_timer_free(s->engine_timer);
     s->curl_timer = s->engine_timer = NULL;
-    if (s->wake_fd >= 0)
-        dw_loop_del_fd(s->loop, s->wake_fd);
+    /* Every descriptor curl named is dropped too: the sockets of its connection cache may
+     * close without a CURL_POLL_REMOVE, and a number reused by the next sink on the same
+     * loop must not reach this one's callback. */
+    dw_loop_del_user(s->loop, s);
 }
 
 void dw_sink_transport_init(struct dw_sink *s)

@@ -131,6 +131,33 @@ START_TEST(a_descriptor_unregistered_in_a_turn_is_not_called_back)
 }
 END_TEST
 
+/* A tenant going away drops every descriptor it registered, and only those: a number
+ * reused by the next tenant must not reach the one that left. */
+START_TEST(deleting_a_user_drops_exactly_its_descriptors)
+{
+    struct dw_loop *loop = dw_loop_new(fake_clock);
+    int a[2], b[2], c[2];
+    ck_assert_int_eq(pipe(a), 0);
+    ck_assert_int_eq(pipe(b), 0);
+    ck_assert_int_eq(pipe(c), 0);
+    int gone = 0, stays = 0;
+    ck_assert_int_eq(dw_loop_add_fd(loop, a[0], DW_LOOP_IN, unregister_other, &gone), DW_OK);
+    ck_assert_int_eq(dw_loop_add_fd(loop, b[0], DW_LOOP_IN, unregister_other, &gone), DW_OK);
+    ck_assert_int_eq(dw_loop_add_fd(loop, c[0], DW_LOOP_IN, unregister_other, &stays), DW_OK);
+    dw_loop_del_user(loop, &gone);
+    ck_assert(!dw_loop_has_fd(loop, a[0]));
+    ck_assert(!dw_loop_has_fd(loop, b[0]));
+    ck_assert(dw_loop_has_fd(loop, c[0]));
+    dw_loop_del_fd(loop, c[0]);
+    for (int i = 0; i < 2; i++) {
+        close(a[i]);
+        close(b[i]);
+        close(c[i]);
+    }
+    dw_loop_free(loop);
+}
+END_TEST
+
 START_TEST(a_one_shot_timer_fires_once_when_due)
 {
     fake_now = 1000;
@@ -250,6 +277,7 @@ static Suite *loop_suite(void)
     tcase_add_test(tc, a_readable_pipe_is_called_back_until_drained);
     tcase_add_test(tc, modify_switches_between_read_and_write);
     tcase_add_test(tc, a_descriptor_unregistered_in_a_turn_is_not_called_back);
+    tcase_add_test(tc, deleting_a_user_drops_exactly_its_descriptors);
     tcase_add_test(tc, a_one_shot_timer_fires_once_when_due);
     tcase_add_test(tc, a_repeating_timer_fires_once_per_turn_on_its_period);
     tcase_add_test(tc, a_timer_freed_by_another_in_the_same_turn_does_not_fire);
