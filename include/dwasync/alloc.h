@@ -22,6 +22,13 @@ void *dw_realloc(void *ptr, size_t size);
 char *dw_strdup(const char *s);
 char *dw_strndup(const char *s, size_t n);
 
+/* Returns array, len elements of size bytes, with room for one more (element len). An
+ * array grown by this function alone (NULL when empty; len may drop, never jump up) has a
+ * power-of-two capacity of at least 4 implied by its length, so it is reallocated only at
+ * lengths 0, 4, 8, 16, ...: n appends cost O(n) copying, not O(n^2) as growing by one does
+ * under allocators that move every block (ASan's, musl's). Aborts on overflow. */
+void *dw_array_grow(void *array, size_t len, size_t size);
+
 /* Formats into a new heap string (caller frees). Aborts on allocation failure. */
 char *dw_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

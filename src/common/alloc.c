@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,29 @@ void *dw_realloc(void *ptr, size_t size)
     if (p == NULL)
         dw_oom(size);
     return p;
+}
+
+/* The capacity an array of len elements grown by dw_array_grow has: 0, or the smallest
+ * power of two of at least 4 that holds len. */
+static size_t implied_capacity(size_t len)
+{
+    if (len == 0)
+        return 0;
+    size_t cap = 4;
+    while (cap < len)
+        cap *= 2;
+    return cap;
+}
+
+void *dw_array_grow(void *array, size_t len, size_t size)
+{
+    size_t cap = implied_capacity(len);
+    if (len < cap)
+        return array;
+    size_t grown = cap ? cap * 2 : 4;
+    if (grown < cap || grown > SIZE_MAX / (size ? size : 1))
+        dw_oom(SIZE_MAX);
+    return dw_realloc(array, grown * size);
 }
 
 char *dw_strdup(const char *s)

@@ -124,7 +124,7 @@ dw_rc dw_dvemu_multipart_parse(const char *body, size_t len, const char *boundar
             end--;
         if (end > start && end[-1] == '\r')
             end--;
-        arr = dw_realloc(arr, (n + 1) * sizeof *arr);
+        arr = dw_array_grow(arr, n, sizeof *arr);
         split_headers(start, (size_t)(end - start), &arr[n]);
         n++;
     }

@@ -120,7 +120,7 @@ static size_t group_index(struct dw_plan *p, const char *name)
     for (size_t i = 0; i < p->ngroups; i++)
         if (strcmp(p->groups[i].name, name) == 0)
             return i;
-    p->groups = dw_realloc(p->groups, (p->ngroups + 1) * sizeof *p->groups);
+    p->groups = dw_array_grow(p->groups, p->ngroups, sizeof *p->groups);
     p->groups[p->ngroups] = (struct dw_group){.name = name};
     return p->ngroups++;
 }
@@ -184,15 +184,15 @@ static void add_to_level(struct dw_group *g, int wave, int sequence, bool delete
             g->levels[i].deletes == deletes)
             lv = &g->levels[i];
     if (lv == NULL) {
-        g->levels = dw_realloc(g->levels, (g->nlevels + 1) * sizeof *g->levels);
+        g->levels = dw_array_grow(g->levels, g->nlevels, sizeof *g->levels);
         lv = &g->levels[g->nlevels++];
         *lv = (struct dw_level){.wave = wave, .sequence = sequence, .deletes = deletes};
     }
     if (unit) {
-        lv->units = dw_realloc(lv->units, (lv->nunits + 1) * sizeof *lv->units);
+        lv->units = dw_array_grow(lv->units, lv->nunits, sizeof *lv->units);
         lv->units[lv->nunits++] = index;
     } else {
-        lv->chains = dw_realloc(lv->chains, (lv->nchains + 1) * sizeof *lv->chains);
+        lv->chains = dw_array_grow(lv->chains, lv->nchains, sizeof *lv->chains);
         lv->chains[lv->nchains++] = index;
     }
 }
@@ -231,7 +231,7 @@ static struct whole *whole_of(struct whole **wholes, size_t *n, dw_lsn commit_ls
             return &(*wholes)[i];
     if (!create)
         return NULL;
-    *wholes = dw_realloc(*wholes, (*n + 1) * sizeof **wholes);
+    *wholes = dw_array_grow(*wholes, *n, sizeof **wholes);
     struct whole *h = &(*wholes)[(*n)++];
     *h = (struct whole){.group = group, .commit_lsn = commit_lsn, .xid = xid};
     return h;
@@ -318,7 +318,7 @@ static void place_whole(struct dw_plan *p, struct dw_window *w, const struct who
         size_t first = part * DW_SINK_ATOMIC_MAX;
         size_t n =
             h->nchains - first < DW_SINK_ATOMIC_MAX ? h->nchains - first : DW_SINK_ATOMIC_MAX;
-        p->units = dw_realloc(p->units, (p->nunits + 1) * sizeof *p->units);
+        p->units = dw_array_grow(p->units, p->nunits, sizeof *p->units);
         struct dw_unit *u = &p->units[p->nunits];
         *u = (struct dw_unit){.chains = dw_malloc(n * sizeof *u->chains),
                               .nchains = n,
@@ -360,7 +360,7 @@ static void build_units(struct dw_plan *p, struct dw_window *w, struct dw_blocke
             continue;
         struct whole *h =
             whole_of(&wholes, &nwholes, head->commit_lsn, head->xid, p->chains[c].group, true);
-        h->chains = dw_realloc(h->chains, (h->nchains + 1) * sizeof *h->chains);
+        h->chains = dw_array_grow(h->chains, h->nchains, sizeof *h->chains);
         h->chains[h->nchains++] = c;
     }
     for (size_t i = 0; i < w->len; i++) {
@@ -420,7 +420,7 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
             continue;
         }
         if (e == NULL) {
-            p.chains = dw_realloc(p.chains, (p.nchains + 1) * sizeof *p.chains);
+            p.chains = dw_array_grow(p.chains, p.nchains, sizeof *p.chains);
             struct dw_chain *c = &p.chains[p.nchains];
             memset(c, 0, sizeof *c);
             c->unit = -1;
@@ -436,7 +436,7 @@ void dw_plan_build(struct dw_window *w, struct dw_blocked_keys *blocked, struct 
             write_coalesce(&p.chains[e->chain].write, &it->mapped.write);
         } /* (else a carried item whose write the chain's first item holds) */
         struct dw_chain *c = &p.chains[e->chain];
-        c->items = dw_realloc(c->items, (c->nitems + 1) * sizeof *c->items);
+        c->items = dw_array_grow(c->items, c->nitems, sizeof *c->items);
         c->items[c->nitems++] = i;
         /* The latest change decides where the row sits in the order. */
         c->group = (int)group_index(&p, it->mapped.group_name ? it->mapped.group_name : "");

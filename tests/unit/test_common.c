@@ -1,5 +1,7 @@
 /* Unit tests: logging (formats, escaping, redaction), buffers, LSNs, return codes. */
 #include <check.h>
+#include <malloc.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,6 +257,30 @@ START_TEST(jansson_allocates_through_dw_malloc)
 }
 END_TEST
 
+/* Appends through dw_array_grow keep every element, and the array moves only when its
+ * length reaches 4, 8, 16, ... (between those, the same block comes back untouched). */
+START_TEST(arrays_grow_by_doubling)
+{
+    uint32_t *a = NULL;
+    size_t len = 0;
+    for (; len < 10000; len++) {
+        uint32_t *before = a;
+        a = dw_array_grow(a, len, sizeof *a);
+        bool at_capacity = len == 0 || (len >= 4 && (len & (len - 1)) == 0);
+        if (!at_capacity)
+            ck_assert_ptr_eq(a, before);
+        ck_assert_uint_ge(malloc_usable_size(a), (len + 1) * sizeof *a);
+        a[len] = (uint32_t)len * 7u;
+    }
+    for (size_t i = 0; i < len; i++)
+        ck_assert_uint_eq(a[i], (uint32_t)i * 7u);
+    /* A length that drops (a reset) grows again from the same block. */
+    uint32_t *same = dw_array_grow(a, 5, sizeof *a);
+    ck_assert_ptr_eq(same, a);
+    free(a);
+}
+END_TEST
+
 START_TEST(rc_names)
 {
     ck_assert_str_eq(dw_rc_str(DW_OK), "ok");
@@ -278,6 +304,7 @@ static Suite *common_suite(void)
     tcase_add_test(tc, json_append_shapes);
     tcase_add_test(tc, lsn_parse_and_format);
     tcase_add_test(tc, jansson_allocates_through_dw_malloc);
+    tcase_add_test(tc, arrays_grow_by_doubling);
     tcase_add_test(tc, rc_names);
     suite_add_tcase(s, tc);
     return s;
