@@ -1045,7 +1045,6 @@ static Suite *errtable_suite(void)
     Suite *s = suite_create("errtable");
     TCase *tc = tcase_create("errtable");
     tcase_add_unchecked_fixture(tc, cluster_start, cluster_stop);
-    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, inserts_are_idempotent_and_decide_status);
     tcase_add_test(tc, blocked_keys_survive_a_restart);
     tcase_add_test(tc, replay_applies_head_then_followers_once);

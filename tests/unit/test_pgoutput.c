@@ -587,7 +587,6 @@ static Suite *pgoutput_suite(void)
 {
     Suite *s = suite_create("pgoutput");
     TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, golden_stream_decodes_to_expected_json);
     tcase_add_test(tc, golden_stream_covers_every_message_type);
     tcase_add_test(tc, every_truncation_is_a_protocol_error);

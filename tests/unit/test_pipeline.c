@@ -1287,7 +1287,6 @@ static Suite *pipeline_suite(void)
     tcase_add_test(tc, a_row_the_checkpoint_has_not_passed_waits_to_be_replayed);
     suite_add_tcase(s, tc);
     TCase *tr = tcase_create("random");
-    tcase_set_timeout(tr, 240);
     tcase_add_loop_test(tr, random_interleavings_keep_every_invariant, 0, 5);
     tcase_add_loop_test(tr, a_crash_at_every_step_loses_nothing, 0, 6);
     suite_add_tcase(s, tr);
