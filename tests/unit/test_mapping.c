@@ -932,8 +932,8 @@ START_TEST(write_options_are_validated_exported_and_carried)
     ck_assert_ptr_null(def);
     const char *text = dw_buf_str(&errors);
     static const char *const expected[] = {
-        "$.groups[0].maps[0].options.write.bypass_logic: item 1 must be \"CustomSync\" or "
-        "\"CustomAsync\"",
+        ("$.groups[0].maps[0].options.write.bypass_logic: item 1 must be \"CustomSync\" or "
+         "\"CustomAsync\""),
         "$.groups[0].maps[1].options.write.bypass_logic: must be a non-empty array",
         "$.groups[0].maps[1].options.write: \"suppress_flows\" must be true or false",
         "$.groups[0].maps[2].options.write: \"tag\" must be 1 to 64 letters",
