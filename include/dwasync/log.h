@@ -34,6 +34,11 @@ void dw_log_configure(enum dw_log_level min_level, enum dw_log_format format);
 /* Redirects output (tests); NULL restores stderr. The stream is borrowed. */
 void dw_log_set_stream(FILE *stream);
 
+/* Tells the logger a live terminal line (a progress report redrawn in place) is on screen on
+ * stream, or that none is (NULL). The next log line erases it first, so a log line never
+ * starts in the middle of it; the reporter draws it again at its next redraw. */
+void dw_log_set_live_line(FILE *stream);
+
 /* Whether timestamps are written (off under journald, which stamps lines itself). */
 void dw_log_set_timestamps(bool on);
 

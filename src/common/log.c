@@ -17,6 +17,7 @@
 static enum dw_log_level min_level = DW_LOG_INFO;
 static enum dw_log_format log_format = DW_LOG_LOGFMT;
 static FILE *log_stream;
+static FILE *live_line;     /* a progress line is on screen there (dw_log_set_live_line) */
 static int timestamps = -1; /* -1: decide from the environment on first use */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -30,6 +31,11 @@ void dw_log_configure(enum dw_log_level level, enum dw_log_format format)
 void dw_log_set_stream(FILE *stream)
 {
     log_stream = stream;
+}
+
+void dw_log_set_live_line(FILE *stream)
+{
+    live_line = stream;
 }
 
 void dw_log_set_timestamps(bool on)
@@ -167,6 +173,12 @@ void dw_log_emit(enum dw_log_level level, const struct dw_log_field *fields, siz
         (void)dw_buf_putc(&line, '}');
     (void)dw_buf_putc(&line, '\n');
 
+    if (live_line) {
+        /* Back to the start of the progress line and erase it; it is drawn again later. */
+        fputs("\r\033[K", live_line);
+        fflush(live_line);
+        live_line = NULL;
+    }
     FILE *out = log_stream ? log_stream : stderr;
     fwrite(line.data, 1, line.len, out);
     fflush(out);

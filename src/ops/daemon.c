@@ -254,6 +254,7 @@ static void report(struct dw_progress *p, uint64_t now_ms, bool final)
         fprintf(p->out, "\r%s\033[K%s", dw_buf_str(&line), final ? "\n" : "");
         fflush(p->out);
         p->drawn = !final;
+        dw_log_set_live_line(p->drawn ? p->out : NULL);
     } else {
         DW_INFO("%s", dw_buf_str(&line));
     }

@@ -426,6 +426,40 @@ START_TEST(progress_logs_at_interval)
 }
 END_TEST
 
+/* On a terminal, a log line written while the live progress line is drawn erases that line
+ * first (it starts at the left margin, never after the progress text), and the next redraw
+ * draws the progress line again. */
+START_TEST(log_lines_erase_the_live_progress_line)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *tty = open_memstream(&text, &len);
+    dw_log_set_stream(tty);
+    dw_log_set_timestamps(false);
+    dw_log_configure(DW_LOG_INFO, DW_LOG_LOGFMT);
+    struct dw_progress p;
+    dw_progress_init(&p, "sync", 100, tty, 0, 0);
+    p.live = true; /* as on a terminal */
+    dw_progress_update(&p, 10, 1000);
+    DW_INFO("a table was copied");
+    DW_INFO("and another");
+    dw_progress_update(&p, 20, 2000);
+    dw_progress_finish(&p, 3000);
+    DW_INFO("after the report");
+    fflush(tty);
+    ck_assert_str_eq(text, "\rsync: 10/100 rows (10.0%), 10 rows/s, eta 9s\033[K"
+                           "\r\033[Klevel=info msg=\"a table was copied\"\n"
+                           "level=info msg=\"and another\"\n"
+                           "\rsync: 20/100 rows (20.0%), 10 rows/s, eta 8s\033[K"
+                           "\rsync: 20/100 rows (20.0%), 7 rows/s, eta 12s (done in 3.0s)\033[K\n"
+                           "level=info msg=\"after the report\"\n");
+    dw_log_set_stream(NULL);
+    dw_log_set_timestamps(true);
+    fclose(tty);
+    free(text);
+}
+END_TEST
+
 START_TEST(signals_set_flags_and_wake_the_loop)
 {
     int fd = -1;
@@ -487,6 +521,7 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, listener_serves_metrics_and_health);
     tcase_add_test(tc, progress_math);
     tcase_add_test(tc, progress_logs_at_interval);
+    tcase_add_test(tc, log_lines_erase_the_live_progress_line);
     tcase_add_test(tc, signals_set_flags_and_wake_the_loop);
     tcase_add_test(tc, watchdog_interval);
     suite_add_tcase(s, tc);
