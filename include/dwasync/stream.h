@@ -119,6 +119,10 @@ int dw_stream_fd(const struct dw_stream *s);
 /* Does the work that is due without blocking (see the banner); DW_OK or a permanent error. */
 dw_rc dw_stream_step(struct dw_stream *s, size_t max_changes);
 
+/* Whether the last dw_stream_step() stopped because it had dispatched max_changes: more may
+ * already be buffered, so the caller steps again without waiting for the socket. */
+bool dw_stream_budget_spent(const struct dw_stream *s);
+
 /* Milliseconds until step must be called even if the fd stays quiet (0 = now). */
 int dw_stream_timeout_ms(const struct dw_stream *s);
 

@@ -1338,16 +1338,13 @@ static dw_rc stream_loop(struct runner *r)
         size_t room = r->paused ? 0 : dw_pipeline_room(r->pipeline);
         if (room > 0) {
             size_t budget = room < STEP_BUDGET ? room : STEP_BUDGET;
-            struct dw_pipeline_stats before, after;
-            dw_pipeline_get_stats(r->pipeline, &before);
             uint64_t reconnects = dw_stream_reconnects(r->stream);
             rc = dw_stream_step(r->stream, budget);
             if (dw_stream_reconnects(r->stream) != reconnects)
                 r->next_ha_check_ms = 0; /* the source came back: is the lock still ours? */
             if (rc != DW_OK && rc != DW_ERR_RETRY)
                 return rc;
-            dw_pipeline_get_stats(r->pipeline, &after);
-            more = after.changes_received - before.changes_received >= budget;
+            more = dw_stream_budget_spent(r->stream);
         } else {
             /* Not reading: still keep the walsender's feedback timer satisfied. */
             rc = dw_stream_step(r->stream, 0);

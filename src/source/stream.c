@@ -51,7 +51,8 @@ struct dw_stream {
     dw_rc handler_rc;          /* the consumer's failure, passed on as it is (not a reconnect) */
     PGconn *pending;           /* a reconnect in progress (PQconnectPoll) */
     int64_t connect_deadline_ms;
-    size_t changes; /* changes dispatched in the current step */
+    size_t changes;    /* changes dispatched in the current step */
+    bool budget_spent; /* the last step stopped at its budget: more may be buffered */
 };
 
 /* Microseconds since the PostgreSQL epoch, for status updates. */
@@ -694,7 +695,8 @@ static dw_rc read_messages(struct dw_stream *s, size_t max_changes)
         if (rc != DW_OK)
             return rc;
     }
-    return DW_OK; /* the budget is spent: more may wait in libpq's buffer */
+    s->budget_spent = true; /* more may wait in libpq's buffer */
+    return DW_OK;
 }
 
 dw_rc dw_stream_open(const struct dw_stream_options *o, const struct dw_stream_handler *h,
@@ -751,6 +753,7 @@ int dw_stream_fd(const struct dw_stream *s)
 dw_rc dw_stream_step(struct dw_stream *s, size_t max_changes)
 {
     s->now_ms = dw_clock_ms();
+    s->budget_spent = false;
     if (s->conn == NULL) {
         dw_rc rc = reconnect_step(s);
         if (rc != DW_OK || s->conn == NULL)
@@ -784,6 +787,11 @@ dw_rc dw_stream_step(struct dw_stream *s, size_t max_changes)
     if (PQflush(s->conn) < 0)
         disconnect(s);
     return DW_OK;
+}
+
+bool dw_stream_budget_spent(const struct dw_stream *s)
+{
+    return s->budget_spent;
 }
 
 int dw_stream_timeout_ms(const struct dw_stream *s)
