@@ -39,6 +39,25 @@ PY
     export DVEMU_METADATA=$dir/metadata.json
 }
 
+# e2e_runner NAME [VAR=value...]: starts another `dwasync run` of the sample job (a runner of
+# a high-availability test) with those environment settings, appending to NAME.log in
+# $DW_E2E_DIR; its pid is in $! (the caller kills it).
+e2e_runner() {
+    env "${@:2}" "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample \
+        >>"$DW_E2E_DIR/$1.log" 2>&1 &
+}
+
+# e2e_wait_log NAME TEXT [N]: waits until NAME.log in $DW_E2E_DIR holds TEXT N times (1),
+# for 120 s at most: a bound for a hung test, not a timing assert.
+e2e_wait_log() {
+    local i
+    for ((i = 0; i < 1200; i++)); do
+        [ "$(grep -csF -- "$2" "$DW_E2E_DIR/$1.log")" -ge "${3:-1}" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 daemon=
 e2e_start_daemon() {
     "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample >>"$DW_E2E_DIR/daemon.log" 2>&1 &

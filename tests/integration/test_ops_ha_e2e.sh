@@ -16,20 +16,15 @@ done
 runner() {   # runner NAME: starts `dwasync run` with NAME.conf, logging to NAME.log
     "$DWASYNC_BIN" --config "$DW_E2E_DIR/$1.conf" run --job fno_sample >"$DW_E2E_DIR/$1.log" 2>&1 &
 }
-wait_log() {   # wait_log FILE TEXT: up to 60 s (a bound for a hung test, not a timing assert)
-    local i
-    for ((i = 0; i < 600; i++)); do grep -qsF -- "$2" "$1" && return 0; sleep 0.1; done
-    return 1
-}
 port_of() { grep -o 'port [0-9]*)' "$DW_E2E_DIR/$1.log" | head -1 | tr -dc 0-9; }
 
 runner a; a=$!
 on_exit "kill -9 $a"
-wait_log "$DW_E2E_DIR/a.log" "streaming changes to Dataverse" && pass "first runner is active" ||
+e2e_wait_log a "streaming changes to Dataverse" && pass "first runner is active" ||
     fail "first runner is active"
 runner b; b=$!
 on_exit "kill $b"
-wait_log "$DW_E2E_DIR/b.log" "waiting as a standby" && pass "second runner is a standby" ||
+e2e_wait_log b "waiting as a standby" && pass "second runner is a standby" ||
     fail "second runner is a standby"
 pa=$(port_of a) pb=$(port_of b)
 check_eq "active /healthz 200" 200 "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pa/healthz")"
@@ -60,7 +55,7 @@ done
 pass "killed the active runner at USD = $v"
 wait "$load"
 after=$(psql_q "select pg_current_wal_lsn()")
-wait_log "$DW_E2E_DIR/b.log" "acquired the job lock" && pass "standby took over" || fail "standby took over"
+e2e_wait_log b "acquired the job lock" && pass "standby took over" || fail "standby took over"
 
 # Wait until the standby has applied everything (bounded; the assertion is the state).
 for ((i = 0; i < 600; i++)); do

@@ -12,25 +12,16 @@ e2e_setup
 e2e_load_sample
 sed -i 's/^\[source\]$/[source]\nsnapshot_fetch_rows = 25/' "$DW_E2E_CONF"
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
-runner() {   # runner NAME [env...]: starts `dwasync run`, logging to NAME.log; pid in $!
-    env "${@:2}" "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample \
-        >"$DW_E2E_DIR/$1.log" 2>&1 &
-}
-wait_log() {   # wait_log NAME TEXT: up to 120 s (a bound for a hung test, not a timing assert)
-    local i
-    for ((i = 0; i < 1200; i++)); do grep -qsF -- "$2" "$DW_E2E_DIR/$1.log" && return 0; sleep 0.1; done
-    return 1
-}
 show_log_on_failure "$DW_E2E_DIR/a.log" "$DW_E2E_DIR/b.log" "$DW_E2E_DIR/c.log"
 
 # Chunks: legal entities, currencies, payment terms, customer groups, then customers (200
 # rows, 8 chunks): the 7th recorded chunk is the customers' third.
-runner a DWASYNC_FAILPOINTS=initial_sync_chunk_applied_before_progress:crash@7; a=$!
+e2e_runner a DWASYNC_FAILPOINTS=initial_sync_chunk_applied_before_progress:crash@7; a=$!
 on_exit "kill -9 $a 2>/dev/null"
-check_status "A takes the lock" 0 wait_log a "acquired the job lock"
-runner b; b=$!
+check_status "A takes the lock" 0 e2e_wait_log a "acquired the job lock"
+e2e_runner b; b=$!
 on_exit "kill -9 $b 2>/dev/null"
-check_status "B waits as a standby" 0 wait_log b "waiting as a standby"
+check_status "B waits as a standby" 0 e2e_wait_log b "waiting as a standby"
 kill -STOP "$b"
 wait "$a"
 check_eq "A died at the failpoint inside the sync (SIGKILL)" 137 $?
@@ -50,7 +41,7 @@ psql_q "DELETE FROM fno.customersv3 WHERE customeraccount = ANY (string_to_array
                                      ORDER BY dataareaid, customeraccount LIMIT 30)" >/dev/null ||
     die "changing the source failed"
 kill -CONT "$b"
-check_status "B takes over" 0 wait_log b "streaming changes to Dataverse"
+check_status "B takes over" 0 e2e_wait_log b "streaming changes to Dataverse"
 daemon=$b
 check_status "B finished the sync" 0 e2e_wait_synced
 check_contains "B resumed the sync, not restarted it" "initial sync resumes" "$(cat "$DW_E2E_DIR/b.log")"
@@ -59,11 +50,11 @@ check_eq "the same slot" "${slot%% *}" "$(psql_q "SELECT string_agg(slot_name, '
 check_eq "Dataverse equals the source after the failover: no ghost rows" 0 "$(e2e_mismatches)"
 
 # Right after the sync: C is a standby, B dies, C streams on from the same slot.
-runner c; c=$!
+e2e_runner c; c=$!
 on_exit "kill -9 $c 2>/dev/null"
-check_status "C waits as a standby" 0 wait_log c "waiting as a standby"
+check_status "C waits as a standby" 0 e2e_wait_log c "waiting as a standby"
 { kill -9 "$b"; wait "$b"; } 2>/dev/null
-check_status "C takes over" 0 wait_log c "streaming changes to Dataverse"
+check_status "C takes over" 0 e2e_wait_log c "streaming changes to Dataverse"
 daemon=$c
 psql_q "DELETE FROM fno.customersv3 WHERE (dataareaid, customeraccount) =
           (SELECT dataareaid, customeraccount FROM fno.customersv3 WHERE partytype = 'Person'

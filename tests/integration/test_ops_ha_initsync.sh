@@ -10,18 +10,10 @@ source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
-runner() {   # runner NAME: starts `dwasync run`, logging to NAME.log
-    "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample >"$DW_E2E_DIR/$1.log" 2>&1 &
-}
-wait_log() {   # wait_log FILE TEXT: up to 120 s (a bound for a hung test, not a timing assert)
-    local i
-    for ((i = 0; i < 1200; i++)); do grep -qsF -- "$2" "$1" && return 0; sleep 0.1; done
-    return 1
-}
 show_log_on_failure "$DW_E2E_DIR/a.log" "$DW_E2E_DIR/b.log"
-runner a; a=$!
+e2e_runner a; a=$!
 on_exit "kill -9 $a"
-runner b; b=$!
+e2e_runner b; b=$!
 on_exit "kill -9 $b"
 # Whichever got the lock first is "first"; the other waits as a standby.
 first= i=0
@@ -32,7 +24,7 @@ while [ -z "$first" ] && [ $i -lt 1200 ]; do
     i=$((i + 1))
 done
 [ $first = a ] && { active=$a standby=$b sname=b; } || { active=$b standby=$a sname=a; }
-wait_log "$DW_E2E_DIR/$sname.log" "waiting as a standby" && pass "second runner is a standby" ||
+e2e_wait_log "$sname" "waiting as a standby" && pass "second runner is a standby" ||
     fail "second runner is a standby"
 daemon=$active
 check_status "initial sync applied by the first runner" 0 e2e_wait_synced
@@ -50,7 +42,7 @@ psql_q "DELETE FROM fno.salesorderlines WHERE salesordernumber IN
             ORDER BY customeraccount LIMIT 2)" >/dev/null
 { kill -9 "$active"; wait "$active"; } 2>/dev/null
 kill -CONT "$standby"
-wait_log "$DW_E2E_DIR/$sname.log" "streaming changes to Dataverse" && pass "standby took over" ||
+e2e_wait_log "$sname" "streaming changes to Dataverse" && pass "standby took over" ||
     fail "standby took over"
 daemon=$standby
 check_status "everything applied by the new active runner" 0 e2e_wait_applied

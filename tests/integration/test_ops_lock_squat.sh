@@ -38,15 +38,7 @@ for role in squatter squatting_admin; do
     check_contains "$role cannot take a weaker lock either" "permission denied" "$out"
 done
 e2e_start_daemon
-wait_log() {   # wait_log TEXT [N]: until the daemon log holds TEXT N times (a bound, not a timing)
-    local i
-    for ((i = 0; i < 1200; i++)); do
-        [ "$(grep -cF -- "$1" "$DW_E2E_DIR/daemon.log")" -ge "${2:-1}" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-check_status "the daemon is active despite the squatters" 0 wait_log "acquired the job lock"
+check_status "the daemon is active despite the squatters" 0 e2e_wait_log daemon "acquired the job lock"
 check_status "and replicates" 0 e2e_wait_synced
 check_eq "Dataverse equals the source" 0 "$(e2e_mismatches)"
 check_eq "status: held by the runner, not foreign" "dwasync job lock false" \
@@ -73,12 +65,12 @@ check_eq "check fails" 1 "$([ $status -ne 0 ] && echo 1)"
 check_contains "check names it (LOCK001)" "LOCK001" "$out"
 check_contains "with the application" "by-hand" "$out"
 e2e_start_daemon
-check_status "the daemon waits as a standby" 0 wait_log "waiting as a standby"
+check_status "the daemon waits as a standby" 0 e2e_wait_log daemon "waiting as a standby"
 psql_q "UPDATE fno.customersv3 SET creditlimit = creditlimit + 7" >/dev/null
 # Ended as the check's hint says (killing psql alone leaves its backend in pg_sleep).
 psql_q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'by-hand'" >/dev/null
 wait "$holder" 2>/dev/null
-check_status "it takes over when the holder ends" 0 wait_log "acquired the job lock" 2
+check_status "it takes over when the holder ends" 0 e2e_wait_log daemon "acquired the job lock" 2
 check_status "and applies what was committed meanwhile" 0 e2e_wait_applied
 check_eq "Dataverse equals the source" 0 "$(e2e_mismatches)"
 check_eq "no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"

@@ -13,19 +13,10 @@ source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 sed -i 's/^\[source\]$/[source]\nsnapshot_fetch_rows = 25/' "$DW_E2E_CONF"
-runner() {   # runner NAME [env...]: starts `dwasync run`, logging to NAME.log; pid in $!
-    env "${@:2}" "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample \
-        >>"$DW_E2E_DIR/$1.log" 2>&1 &
-}
-wait_log() {   # wait_log NAME TEXT: up to 120 s (a bound for a hung test, not a timing assert)
-    local i
-    for ((i = 0; i < 1200; i++)); do grep -qsF -- "$2" "$DW_E2E_DIR/$1.log" && return 0; sleep 0.1; done
-    return 1
-}
 show_log_on_failure "$DW_E2E_DIR/sync.log" "$DW_E2E_DIR/a.log" "$DW_E2E_DIR/b.log"
 
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
-runner sync; daemon=$!
+e2e_runner sync; daemon=$!
 on_exit '[ -n "$daemon" ] && kill -9 $daemon 2>/dev/null'
 check_status "the initial sync finished" 0 e2e_wait_synced
 slot=$(psql_q "SELECT slot_name || ' ' || restart_lsn FROM pg_replication_slots")
@@ -42,12 +33,12 @@ dw job resync fno_sample --map customers_organizations --map customers_persons >
 total=$(psql_q "SELECT rows_total FROM dwasync.copy_request WHERE kind = 'resync' AND NOT done")
 
 # A dies after its third chunk of the resync was applied, before it was recorded.
-runner a DWASYNC_FAILPOINTS=initial_sync_chunk_applied_before_progress:crash@3; a=$!
+e2e_runner a DWASYNC_FAILPOINTS=initial_sync_chunk_applied_before_progress:crash@3; a=$!
 on_exit "kill -9 $a 2>/dev/null"
-check_status "A takes the lock" 0 wait_log a "acquired the job lock: now active"
-runner b; b=$!
+check_status "A takes the lock" 0 e2e_wait_log a "acquired the job lock: now active"
+e2e_runner b; b=$!
 on_exit "kill -9 $b 2>/dev/null"
-check_status "B waits as a standby" 0 wait_log b "waiting as a standby"
+check_status "B waits as a standby" 0 e2e_wait_log b "waiting as a standby"
 kill -STOP "$b"
 wait "$a"
 check_eq "A died at the failpoint inside the resync (SIGKILL)" 137 $?
@@ -77,7 +68,7 @@ done
 
 kill -CONT "$b"
 daemon=$b
-check_status "B takes over" 0 wait_log b "streaming changes to Dataverse"
+check_status "B takes over" 0 e2e_wait_log b "streaming changes to Dataverse"
 check_status "B finished the resync" 0 e2e_wait_resynced
 check_contains "B resumed the resync from its last chunk" "copy resumes: 1 table(s) left, 1 in progress" \
     "$(cat "$DW_E2E_DIR/b.log")"
