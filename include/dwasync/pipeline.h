@@ -178,6 +178,10 @@ void dw_pipeline_free(struct dw_pipeline *p);
 dw_rc dw_pipeline_begin(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn,
                         int64_t commit_time_us);
 dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c);
+/* A change to a row a copy has not reached yet: only the deletes it implies are taken (the
+ * row deleted, moved out of a filter, or its old key). The copy writes the row as it is when
+ * read, but never sees a row that is gone, and Dataverse may hold it from an earlier sync. */
+dw_rc dw_pipeline_change_removals(struct dw_pipeline *p, const struct dw_change *c);
 dw_rc dw_pipeline_commit(struct dw_pipeline *p, dw_lsn commit_lsn, dw_lsn end_lsn,
                          int64_t commit_time_us);
 /* The stream reconnected: drop what was received but not yet planned. */

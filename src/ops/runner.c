@@ -279,7 +279,7 @@ static dw_rc on_change(void *user, const struct dw_change *c)
 {
     struct runner *r = user;
     if (copy_skips(r, c))
-        return DW_OK;
+        return dw_pipeline_change_removals(r->pipeline, c);
     dw_snapshot_chunk_observe(r->copy.chunk, c);
     return dw_pipeline_change(r->pipeline, c);
 }
@@ -588,8 +588,10 @@ static void copy_committed(struct runner *r, dw_lsn end_lsn)
 /*
  * True when a stream change touches only rows the copy has not reached: a table whose copy
  * has not started, or keys after the last chunk read of the table being copied. The copy
- * reads those rows later, as they are then; applying the change now could name a parent
- * row the copy has not written yet (a missing parent that is no error).
+ * reads those rows later, as they are then; applying the change's upsert now could name a
+ * parent row the copy has not written yet (a missing parent that is no error). Its deletes
+ * are applied all the same (dw_pipeline_change_removals): a row gone from the source is
+ * never read by the copy, and Dataverse may hold it from an earlier sync.
  */
 static bool copy_skips(struct runner *r, const struct dw_change *c)
 {

@@ -390,7 +390,26 @@ static dw_rc take_truncate(struct dw_pipeline *p, const struct dw_change *c)
     return DW_OK;
 }
 
-dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
+/* Keeps the deletes among the mapped writes of a change and drops the rest (upserts, and
+ * failures: the copy reads the row later and maps it then). */
+static void keep_removals(struct dw_mapped_vec *v)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < v->len; i++) {
+        struct dw_mapped *m = &v->items[i];
+        if (m->ok && m->write.op == DW_WRITE_DELETE) {
+            struct dw_mapped keep = *m;
+            v->items[i] = v->items[kept];
+            v->items[kept++] = keep;
+        }
+    }
+    /* dw_mapped_vec_reset() frees what is past the kept ones. */
+    struct dw_mapped_vec rest = {v->items + kept, v->len - kept, 0};
+    dw_mapped_vec_reset(&rest);
+    v->len = kept;
+}
+
+static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, bool removals_only)
 {
     if (!p->in_txn) {
         DW_ERROR("a change arrived outside a transaction");
@@ -416,6 +435,12 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
     struct dw_row_json row = {0};
     char *problem = NULL;
     dw_rc rc = dw_change_row_json_lenient(c, p->opts.values, &row, &problem);
+    if (removals_only && (rc != DW_OK || problem)) {
+        dw_row_json_cleanup(&row);
+        free(problem);
+        p->stats.changes_ignored++;
+        return DW_OK;
+    }
     if (rc != DW_OK) {
         push_unmapped_error(p, c, rel,
                             c->new_tuple.ncols ? raw_tuple_json(rel, &c->new_tuple) : NULL,
@@ -448,6 +473,8 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
         free(problem);
         return rc;
     }
+    if (removals_only)
+        keep_removals(&p->mapped);
     for (size_t i = 0; problem && i < p->mapped.len; i++) {
         struct dw_mapped *m = &p->mapped.items[i];
         dw_write_cleanup(&m->write);
@@ -499,6 +526,16 @@ dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
     free(unchanged_text);
     dw_row_json_cleanup(&row);
     return DW_OK;
+}
+
+dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
+{
+    return take_change(p, c, false);
+}
+
+dw_rc dw_pipeline_change_removals(struct dw_pipeline *p, const struct dw_change *c)
+{
+    return take_change(p, c, c->op != DW_CHANGE_TRUNCATE);
 }
 
 dw_rc dw_pipeline_commit(struct dw_pipeline *p, dw_lsn commit_lsn, dw_lsn end_lsn,

@@ -79,4 +79,35 @@ check_eq "Dataverse still equals the source" 0 "$(e2e_mismatches)"
 check_eq "still no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
 kill -TERM "$daemon"; wait "$daemon"
 daemon=
+
+# A new initial sync into the populated Dataverse (as `job start --initial-sync` after a drop
+# does), stopped after its first chunk. Meanwhile the source deletes an order with its lines
+# and a person, and moves a person out of the persons' filter: all in tables the copy has not
+# reached when the restarted daemon streams these changes. The copy never sees those rows;
+# their deletes must still reach Dataverse, which holds them from the first sync.
+dw job stop fno_sample >/dev/null 2>&1
+psql_q "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots" >/dev/null
+dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "the second job start failed"
+DWASYNC_FAILPOINTS=initial_sync_chunk_applied_before_progress:crash e2e_start_daemon
+wait "$daemon"
+check_eq "the second sync died after its first chunk (SIGKILL)" 137 $?
+daemon=
+read -r order person moved <<<"$(psql_q "SELECT (SELECT salesordernumber FROM fno.salesorderlines
+        ORDER BY salesordernumber LIMIT 1),
+    (SELECT string_agg(customeraccount, ' ' ORDER BY customeraccount) FROM (SELECT customeraccount
+        FROM fno.customersv3 WHERE partytype = 'Person' ORDER BY customeraccount LIMIT 2) p)" | tr '|' ' ')"
+[ -n "$moved" ] || die "no order with lines or no two persons in the sample"
+psql_q "BEGIN;
+        DELETE FROM fno.salesorderlines WHERE salesordernumber = '$order';
+        DELETE FROM fno.salesorderheaders WHERE salesordernumber = '$order';
+        DELETE FROM fno.customersv3 WHERE customeraccount = '$person';
+        UPDATE fno.customersv3 SET partytype = 'Organization', organizationname = 'Moved ' || customeraccount
+          WHERE customeraccount = '$moved';
+        COMMIT" >/dev/null || die "changing the source failed"
+e2e_start_daemon
+check_status "the second sync finished" 0 e2e_wait_synced
+check_eq "Dataverse equals the source after the second sync: no ghost rows" 0 "$(e2e_mismatches)"
+check_eq "still no error rows after the second sync" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
+kill -TERM "$daemon"; wait "$daemon"
+daemon=
 finish
