@@ -13,6 +13,7 @@
 #                    200 requests and 40,000 ms per 10 s): the same rates, reached within a
 #                    run of a few minutes instead of after the first 5 minutes' burst
 #   RUNS=3           runs, each on a fresh Postgres, dvemu and dwasync; medians are printed
+#   WINDOW_ROWS=     [apply] window_rows for dwasync (default: its own default)
 # The theoretical maximum is computed from those settings, per limit, for full requests of
 # batch_size (1,000) rows:
 #   requests:    requests per window / window * batch_size
@@ -49,6 +50,7 @@ e2e_setup --limit-requests "$LIMIT_REQUESTS" --limit-exec-ms "$LIMIT_EXEC_MS" \
     --limit-window "$WINDOW_S" --limit-concurrent "$CONCURRENT" --cost-request-ms "$REQUEST_MS" \
     --cost-row-ms "$ROW_MS" --cost-bulk-row-ms "$ROW_MS" >/dev/null
 sed -i "s/^\[dataverse\]\$/&\nbatch_size = $BATCH/" "$DW_E2E_CONF"
+[ -z "${WINDOW_ROWS:-}" ] || sed -i "s/^\[apply\]\$/&\nwindow_rows = $WINDOW_ROWS/" "$DW_E2E_CONF"
 e2e_load_sample
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 e2e_start_daemon
