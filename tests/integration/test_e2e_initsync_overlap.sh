@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# An initial sync into a populated Dataverse while the source keeps changing (issue 14): the
+# sample with 300 more customers is synced once; then the job is started again with
+# --initial-sync (a new slot, as after `job drop`), and the copy, in chunks of 20 rows, runs
+# interleaved with a workload that commits all the way through it: credit limits raised,
+# customers with orders added, orders deleted with their lines (rows Dataverse holds from the
+# first sync, in tables the copy has not reached yet). The daemon is killed once mid-copy
+# (after a chunk was applied, before its progress was recorded) and restarted. Whatever the
+# interleaving: Dataverse ends equal to the source, no error rows, and no account's history
+# goes back more than once (the one crash).
+source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
+DW_E2E_LOG_LEVEL=warn e2e_setup
+e2e_load_sample
+psql_q "SELECT fno.sample_generate(300, 5001)" >/dev/null || die "cannot generate customers"
+show_log_on_failure "$DW_E2E_DIR/daemon.log"
+sed -i 's/^\[source\]$/[source]\nsnapshot_fetch_rows = 20/' "$DW_E2E_CONF"
+dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
+e2e_start_daemon
+check_status "the first sync is applied" 0 e2e_wait_synced
+kill -TERM "$daemon"
+wait "$daemon"
+daemon=
+
+dw job stop fno_sample >/dev/null 2>&1
+psql_q "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots" >/dev/null
+dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "the second job start failed"
+fault_workload_start
+check_status "the workload commits" 0 fault_workload_wait_progress
+# The 30th recorded chunk is in the customers' table, well before the orders'.
+DWASYNC_FAILPOINTS=initial_sync_chunk_applied_before_progress:crash@30 e2e_start_daemon
+wait "$daemon"
+check_eq "the daemon died mid-copy (SIGKILL)" 137 $?
+daemon=
+check_eq "the sync is still running" running \
+    "$(psql_q "SELECT initial_sync FROM dwasync.job WHERE name = 'fno_sample'")"
+check_status "the workload goes on" 0 fault_workload_wait_progress
+e2e_start_daemon
+check_status "the second sync is applied" 0 e2e_wait_synced
+check_status "the workload goes on after the sync" 0 fault_workload_wait_progress
+fault_workload_stop
+check_eq "every workload transaction committed" 0 "$workload_rc"
+log "workload: $(cat "$DW_E2E_DIR/workload.tx") transactions"
+check_status "the workload is applied" 0 e2e_wait_applied
+fault_final_checks 1
+finish
