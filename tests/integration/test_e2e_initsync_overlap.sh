@@ -5,9 +5,11 @@
 # interleaved with a workload that commits all the way through it: credit limits raised,
 # customers with orders added, orders deleted with their lines (rows Dataverse holds from the
 # first sync, in tables the copy has not reached yet). The daemon is killed once mid-copy
-# (after a chunk was applied, before its progress was recorded) and restarted. Whatever the
-# interleaving: Dataverse ends equal to the source, no error rows, and no account's history
-# goes back more than once (the one crash).
+# (after a chunk was applied, before its progress was recorded) and restarted. Then, with
+# order lines and persons deleted in dvemu behind dwasync's back, `job resync` of every map
+# runs under the same workload and is killed mid-copy too. Whatever the interleaving:
+# Dataverse ends equal to the source, no error rows, and no account's history goes back more
+# than once per crash.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 DW_E2E_LOG_LEVEL=warn e2e_setup
 e2e_load_sample
@@ -37,9 +39,27 @@ check_status "the workload goes on" 0 fault_workload_wait_progress
 e2e_start_daemon
 check_status "the second sync is applied" 0 e2e_wait_synced
 check_status "the workload goes on after the sync" 0 fault_workload_wait_progress
+# Then a resync of every map under the same workload, with Dataverse drifted behind
+# dwasync's back (order lines and persons deleted in dvemu), killed mid-copy as well.
+kill -TERM "$daemon"
+wait "$daemon"
+daemon=
+for set in salesorderdetails:salesorderdetailid contacts:contactid; do
+    for id in $(curl -sf "$DVEMU_URL/_dvemu/tables/${set%:*}" | jq -r ".value[0:5][].${set#*:}"); do
+        dvemu_api DELETE "${set%:*}($id)" >/dev/null || die "cannot delete ${set%:*}($id) in dvemu"
+    done
+done
+dw job resync fno_sample >/dev/null || die "job resync failed"
+DWASYNC_FAILPOINTS=initial_sync_chunk_applied_before_progress:crash@30 e2e_start_daemon
+wait "$daemon"
+check_eq "the daemon died mid-resync (SIGKILL)" 137 $?
+daemon=
+e2e_start_daemon
+check_status "the resync is applied" 0 e2e_wait_resynced
+check_status "the workload goes on after the resync" 0 fault_workload_wait_progress
 fault_workload_stop
 check_eq "every workload transaction committed" 0 "$workload_rc"
 log "workload: $(cat "$DW_E2E_DIR/workload.tx") transactions"
 check_status "the workload is applied" 0 e2e_wait_applied
-fault_final_checks 1
+fault_final_checks 2
 finish
