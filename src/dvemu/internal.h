@@ -29,6 +29,14 @@ struct emu_option {
     char *label;
 };
 
+/* What deleting a row does to the rows whose lookup names it (CascadeConfiguration.Delete of
+ * the one-to-many relationship, "Configure entity relationship cascading behavior"). */
+enum emu_cascade {
+    EMU_CASCADE_REMOVE_LINK, /* the lookup is cleared (the default of a custom relationship) */
+    EMU_CASCADE_CASCADE,     /* the rows are deleted too (a parental relationship) */
+    EMU_CASCADE_RESTRICT,    /* the delete is refused while such rows exist */
+};
+
 struct emu_attr {
     char *name;      /* logical name */
     char *prop;      /* row property: name, or _name_value for lookups */
@@ -45,6 +53,7 @@ struct emu_attr {
     char **targets; /* lookup targets (logical names) */
     char **navs;    /* navigation property for each target */
     char **rnavs;   /* the target's collection-valued navigation property back to this table */
+    enum emu_cascade *cascade_delete; /* for each target */
     size_t ntargets;
 };
 
@@ -264,6 +273,12 @@ dw_rc emu_m2m_disassociate(struct emu *emu, const struct emu_m2m *m, int side, c
                            const char *other_id, struct emu_err *err);
 /* Removes every relation of a row of t that is being deleted. */
 void emu_m2m_forget(struct emu *emu, const struct emu_table *t, const char *id);
+/* Deletes a row of t as Dataverse does: rows whose lookups name it are deleted with it,
+ * cleared or keep it (Restrict: DW_ERR_INVALID with err set and nothing changed), as each
+ * relationship's cascade says, and its many-to-many associations go. */
+dw_rc emu_row_delete(struct emu *emu, struct emu_table *t, const char *id, struct emu_err *err);
+/* The CascadeType name of a cascade ("Cascade", "RemoveLink", "Restrict"). */
+const char *emu_cascade_name(enum emu_cascade c);
 
 /* store.c */
 /* Sets what Dataverse maintains on a row being written: id, timestamps, version. */

@@ -114,6 +114,27 @@ static void add_implicit(struct emu_table *t, const char *name, const char *type
     }
 }
 
+static const char *const cascade_names[] = {
+    [EMU_CASCADE_REMOVE_LINK] = "RemoveLink",
+    [EMU_CASCADE_CASCADE] = "Cascade",
+    [EMU_CASCADE_RESTRICT] = "Restrict",
+};
+
+const char *emu_cascade_name(enum emu_cascade c)
+{
+    return cascade_names[c];
+}
+
+static dw_rc parse_cascade(const char *name, enum emu_cascade *out)
+{
+    for (size_t i = 0; i < sizeof cascade_names / sizeof *cascade_names; i++)
+        if (strcmp(name, cascade_names[i]) == 0) {
+            *out = (enum emu_cascade)i;
+            return DW_OK;
+        }
+    return DW_ERR_CONFIG;
+}
+
 static dw_rc load_attr(const char *table, json_t *ja, struct emu_attr *a)
 {
     const char *name = json_string_value(json_object_get(ja, "name"));
@@ -171,6 +192,8 @@ static dw_rc load_attr(const char *table, json_t *ja, struct emu_attr *a)
         a->navs = dw_calloc(a->ntargets, sizeof *a->navs);
         a->rnavs = dw_calloc(a->ntargets, sizeof *a->rnavs);
         json_t *rnav = json_object_get(ja, "referenced_navigation");
+        json_t *cascade = json_object_get(ja, "cascade_delete");
+        a->cascade_delete = dw_calloc(a->ntargets, sizeof *a->cascade_delete);
         for (size_t i = 0; i < a->ntargets; i++) {
             const char *tn = json_string_value(json_array_get(targets, i));
             a->targets[i] = dw_strdup(tn ? tn : "");
@@ -191,6 +214,23 @@ static dw_rc load_attr(const char *table, json_t *ja, struct emu_attr *a)
             else if (json_is_object(rnav))
                 rv = json_string_value(json_object_get(rnav, a->targets[i]));
             a->rnavs[i] = rv ? dw_strdup(rv) : dw_asprintf("%s_%s_%s", table, name, a->targets[i]);
+            const char *cv = NULL;
+            if (json_is_string(cascade) && a->ntargets == 1)
+                cv = json_string_value(cascade);
+            else if (json_is_object(cascade))
+                cv = json_string_value(json_object_get(cascade, a->targets[i]));
+            else if (cascade != NULL) {
+                DW_ERROR("metadata: table \"%s\": lookup \"%s\": cascade_delete is a string (one "
+                         "target) or an object of one per target",
+                         table, name);
+                return DW_ERR_CONFIG;
+            }
+            if (cv && parse_cascade(cv, &a->cascade_delete[i]) != DW_OK) {
+                DW_ERROR("metadata: table \"%s\": lookup \"%s\": cascade_delete \"%s\" is not "
+                         "Cascade, RemoveLink or Restrict",
+                         table, name, cv);
+                return DW_ERR_CONFIG;
+            }
         }
     }
     return DW_OK;
@@ -408,6 +448,7 @@ void emu_meta_free(struct emu *emu)
             free(a->targets);
             free(a->navs);
             free(a->rnavs);
+            free(a->cascade_delete);
         }
         for (size_t j = 0; j < t->nkeys; j++) {
             for (size_t k = 0; k < t->keys[j].nattrs; k++)

@@ -534,3 +534,109 @@ dw_rc emu_state_load(struct emu *emu, const char *file)
     json_decref(root);
     return DW_OK;
 }
+
+/* A lookup that can name a row of some table, and what deleting that row does to it. */
+struct lookup_ref {
+    struct emu_table *table;
+    const struct emu_attr *attr;
+    enum emu_cascade cascade;
+};
+
+/* The lookups that can name a row of t (a new array of *n; NULL when none). */
+static struct lookup_ref *lookups_to(struct emu *emu, const struct emu_table *t, size_t *n)
+{
+    struct lookup_ref *refs = NULL;
+    *n = 0;
+    for (size_t i = 0; i < emu->ntables; i++) {
+        struct emu_table *u = &emu->tables[i];
+        for (size_t k = 0; k < u->nattrs; k++) {
+            const struct emu_attr *a = &u->attrs[k];
+            for (size_t j = 0; j < a->ntargets; j++)
+                if (strcmp(a->targets[j], t->logical) == 0) {
+                    refs = dw_array_grow(refs, *n, sizeof *refs);
+                    refs[(*n)++] = (struct lookup_ref){u, a, a->cascade_delete[j]};
+                }
+        }
+    }
+    return refs;
+}
+
+/* The ids of the rows (but id's own) whose lookup ref names id (a new array of *n). */
+static char (*rows_naming(const struct lookup_ref *ref, const char *id, size_t *n))[37]
+{
+    char(*ids)[37] = NULL;
+    *n = 0;
+    for (const struct emu_row *r = ref->table->rows; r != NULL; r = r->hh.next) {
+        const char *v = json_string_value(json_object_get(r->data, ref->attr->prop));
+        if (v == NULL || strcasecmp(v, id) != 0 || strcmp(r->id, id) == 0)
+            continue;
+        ids = dw_array_grow(ids, *n, sizeof *ids);
+        memcpy(ids[(*n)++], r->id, 37);
+    }
+    return ids;
+}
+
+/* Deleting nests no deeper than this (a chain of cascades; a cycle stops here). */
+#define CASCADE_DEPTH_MAX 16
+
+/* True, with err set, when deleting (t, id) would meet a Restrict relationship. */
+static bool delete_restricted(struct emu *emu, const struct emu_table *t, const char *id, int depth,
+                              struct emu_err *err)
+{
+    size_t nrefs;
+    struct lookup_ref *refs = lookups_to(emu, t, &nrefs);
+    bool restricted = false;
+    for (size_t i = 0; i < nrefs && !restricted && depth <= CASCADE_DEPTH_MAX; i++) {
+        if (refs[i].cascade == EMU_CASCADE_REMOVE_LINK)
+            continue;
+        size_t n;
+        char(*ids)[37] = rows_naming(&refs[i], id, &n);
+        restricted = n > 0 && refs[i].cascade == EMU_CASCADE_RESTRICT;
+        for (size_t k = 0; k < n && !restricted; k++)
+            restricted = delete_restricted(emu, refs[i].table, ids[k], depth + 1, err);
+        free(ids);
+    }
+    free(refs);
+    if (restricted && err->status == 0)
+        emu_err_set(err, 400, "0x80040227",
+                    "The object you tried to delete is associated with another object and "
+                    "cannot be deleted.");
+    return restricted;
+}
+
+/* Deletes (t, id) after what names it: deleted too (Cascade) or cleared (RemoveLink). */
+static void delete_cascading(struct emu *emu, struct emu_table *t, const char *id, int depth)
+{
+    size_t nrefs;
+    struct lookup_ref *refs = lookups_to(emu, t, &nrefs);
+    for (size_t i = 0; i < nrefs; i++) {
+        size_t n;
+        char(*ids)[37] = rows_naming(&refs[i], id, &n);
+        for (size_t k = 0; k < n; k++) {
+            struct emu_row *r = emu_row_find_id(refs[i].table, ids[k]);
+            if (r == NULL) /* gone with an earlier cascade */
+                continue;
+            if (refs[i].cascade == EMU_CASCADE_CASCADE && depth < CASCADE_DEPTH_MAX) {
+                delete_cascading(emu, refs[i].table, ids[k], depth + 1);
+                continue;
+            }
+            json_t *row = json_copy(r->data);
+            json_object_set_new(row, refs[i].attr->prop, json_null());
+            emu_row_finish(emu, refs[i].table, row, ids[k], false);
+            emu_row_put(emu, refs[i].table, ids[k], row, "update");
+            json_decref(row);
+        }
+        free(ids);
+    }
+    free(refs);
+    emu_row_put(emu, t, id, NULL, "delete");
+    emu_m2m_forget(emu, t, id);
+}
+
+dw_rc emu_row_delete(struct emu *emu, struct emu_table *t, const char *id, struct emu_err *err)
+{
+    if (delete_restricted(emu, t, id, 0, err))
+        return DW_ERR_INVALID;
+    delete_cascading(emu, t, id, 0);
+    return DW_OK;
+}

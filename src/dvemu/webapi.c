@@ -1344,13 +1344,14 @@ static void entity_definitions(struct emu *emu, const struct emu_req *req, const
                 char *mid = emu_stable_guid(schema, "relationship");
                 json_array_append_new(
                     rows,
-                    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "SchemaName", schema,
-                              "MetadataId", mid, "RelationshipType", "OneToManyRelationship",
-                              "ReferencingEntity", t->logical, "ReferencingAttribute", a->name,
-                              "ReferencedEntity", a->targets[j], "ReferencedAttribute",
-                              target ? target->primary_id : "",
-                              "ReferencingEntityNavigationPropertyName", a->navs[j],
-                              "ReferencedEntityNavigationPropertyName", schema));
+                    json_pack(
+                        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "SchemaName",
+                        schema, "MetadataId", mid, "RelationshipType", "OneToManyRelationship",
+                        "ReferencingEntity", t->logical, "ReferencingAttribute", a->name,
+                        "ReferencedEntity", a->targets[j], "ReferencedAttribute",
+                        target ? target->primary_id : "", "ReferencingEntityNavigationPropertyName",
+                        a->navs[j], "ReferencedEntityNavigationPropertyName", a->rnavs[j],
+                        "CascadeConfiguration", "Delete", emu_cascade_name(a->cascade_delete[j])));
                 free(schema);
                 free(mid);
             }
@@ -1977,10 +1978,9 @@ static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_
         char id[37];
         memcpy(id, r->id, 37);
         if (check_if_match(req, r->data, &err) != DW_OK ||
-            emu_privilege_check(emu, t, EMU_PRIV_DELETE, r->data, NULL, id, &err) != DW_OK)
+            emu_privilege_check(emu, t, EMU_PRIV_DELETE, r->data, NULL, id, &err) != DW_OK ||
+            emu_row_delete(emu, t, id, &err) != DW_OK)
             goto fail;
-        emu_row_put(emu, t, id, NULL, "delete");
-        emu_m2m_forget(emu, t, id);
         resp->status = 204;
         goto out;
     }

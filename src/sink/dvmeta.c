@@ -444,7 +444,8 @@ static dw_rc export_table(struct dw_sink *sink, const char *logical_name, json_t
     /* Navigation properties: written where they differ from dvemu's default names. */
     if ((rc = get(sink, p,
                   "/ManyToOneRelationships?$select=ReferencingAttribute,ReferencedEntity,"
-                  "ReferencingEntityNavigationPropertyName,ReferencedEntityNavigationPropertyName",
+                  "ReferencingEntityNavigationPropertyName,ReferencedEntityNavigationPropertyName,"
+                  "CascadeConfiguration",
                   &doc)) != DW_OK)
         goto out;
     json_array_foreach(json_object_get(doc, "value"), i, v)
@@ -476,6 +477,19 @@ static dw_rc export_table(struct dw_sink *sink, const char *logical_name, json_t
                                 json_string(rnav));
         }
         free(rdef);
+        /* What deleting the target row does here, where it is not dvemu's default. */
+        const char *cascade = json_string_value(
+            json_object_get(json_object_get(v, "CascadeConfiguration"), "Delete"));
+        if (cascade && strcmp(cascade, "RemoveLink") != 0) {
+            if (ntargets == 1) {
+                json_object_set_new(a, "cascade_delete", json_string(cascade));
+            } else {
+                if (!json_is_object(json_object_get(a, "cascade_delete")))
+                    json_object_set_new(a, "cascade_delete", json_object());
+                json_object_set_new(json_object_get(a, "cascade_delete"), target,
+                                    json_string(cascade));
+            }
+        }
     }
     json_decref(doc);
     doc = NULL;
