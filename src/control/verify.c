@@ -42,6 +42,7 @@ struct verifier {
     json_t *key_columns;           /* its table's key column names */
     struct dw_verify_summary sum;
     dw_rc scan_rc;
+    dw_rc parents_rc; /* a parent set that could not be read: the comparison is not trusted */
 };
 
 /* cdm_companies keyed by cdm_companycode: the parent of every company key part. */
@@ -179,7 +180,9 @@ static json_t *parent_key(struct verifier *v, const struct dw_lookup *l, const c
         dw_buf_printf(&path, "%s?$select=%sid", l->entity_set, l->logical_name);
         for (size_t i = 0; i < l->nkey; i++)
             dw_buf_printf(&path, ",%s", l->key[i].attr);
-        (void)read_pages(v, dw_buf_str(&path), add_parent, (void *)l);
+        dw_rc rc = read_pages(v, dw_buf_str(&path), add_parent, (void *)l);
+        if (rc != DW_OK && v->parents_rc == DW_OK)
+            v->parents_rc = rc;
         dw_buf_cleanup(&path);
     }
     return json_object_get(cache, guid);
@@ -432,6 +435,9 @@ static dw_rc verify_set(struct verifier *v, const char *set)
     char *path = select_path(v, set);
     if (rc == DW_OK)
         rc = read_pages(v, path, add_actual, (void *)first);
+    /* Rows whose parents' keys are missing would be reported as drift that is not there. */
+    if (rc == DW_OK)
+        rc = v->parents_rc;
     if (rc == DW_OK)
         rc = flush(v);
     free(path);
