@@ -1278,6 +1278,27 @@ out:
     json_decref(ids);
 }
 
+/* OneToManyRelationshipMetadata of lookup a of table t toward its target j, named as
+ * Dataverse names a relationship ("Web API EntityMetadata"; CascadeConfiguration). */
+static json_t *one_to_many_json(struct emu *emu, const struct emu_table *t,
+                                const struct emu_attr *a, size_t j)
+{
+    struct emu_table *target = emu_table_by_logical(emu, a->targets[j]);
+    char *schema = dw_asprintf("%s_%s_%s", t->logical, a->name, a->targets[j]);
+    char *mid = emu_stable_guid(schema, "relationship");
+    json_t *rel =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "SchemaName", schema,
+                  "MetadataId", mid, "RelationshipType", "OneToManyRelationship",
+                  "ReferencingEntity", t->logical, "ReferencingAttribute", a->name,
+                  "ReferencedEntity", a->targets[j], "ReferencedAttribute",
+                  target ? target->primary_id : "", "ReferencingEntityNavigationPropertyName",
+                  a->navs[j], "ReferencedEntityNavigationPropertyName", a->rnavs[j],
+                  "CascadeConfiguration", "Delete", emu_cascade_name(a->cascade_delete[j]));
+    free(schema);
+    free(mid);
+    return rel;
+}
+
 /* --- metadata and virtual collections -------------------------------------------------- */
 
 static void entity_definitions(struct emu *emu, const struct emu_req *req, const char *rest,
@@ -1334,29 +1355,26 @@ static void entity_definitions(struct emu *emu, const struct emu_req *req, const
         goto out;
     }
     if (strcmp(sub, "/ManyToOneRelationships") == 0) {
-        /* One relationship per lookup target, named as Dataverse names them. */
+        /* One relationship per lookup target of t, named as Dataverse names them. */
         json_t *rows = json_array();
-        for (size_t i = 0; i < t->nattrs; i++) {
-            const struct emu_attr *a = &t->attrs[i];
-            for (size_t j = 0; j < a->ntargets; j++) {
-                struct emu_table *target = emu_table_by_logical(emu, a->targets[j]);
-                char *schema = dw_asprintf("%s_%s_%s", t->logical, a->name, a->targets[j]);
-                char *mid = emu_stable_guid(schema, "relationship");
-                json_array_append_new(
-                    rows,
-                    json_pack(
-                        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "SchemaName",
-                        schema, "MetadataId", mid, "RelationshipType", "OneToManyRelationship",
-                        "ReferencingEntity", t->logical, "ReferencingAttribute", a->name,
-                        "ReferencedEntity", a->targets[j], "ReferencedAttribute",
-                        target ? target->primary_id : "", "ReferencingEntityNavigationPropertyName",
-                        a->navs[j], "ReferencedEntityNavigationPropertyName", a->rnavs[j],
-                        "CascadeConfiguration", "Delete", emu_cascade_name(a->cascade_delete[j])));
-                free(schema);
-                free(mid);
-            }
-        }
+        for (size_t i = 0; i < t->nattrs; i++)
+            for (size_t j = 0; j < t->attrs[i].ntargets; j++)
+                json_array_append_new(rows, one_to_many_json(emu, t, &t->attrs[i], j));
         collection_answer(emu, req, "EntityDefinitions(...)/ManyToOneRelationships", rows, query,
+                          NULL, resp);
+        goto out;
+    }
+    if (strcmp(sub, "/OneToManyRelationships") == 0) {
+        /* The same relationships seen from t: every lookup that can name a row of t. */
+        json_t *rows = json_array();
+        for (size_t k = 0; k < emu->ntables; k++) {
+            const struct emu_table *u = &emu->tables[k];
+            for (size_t i = 0; i < u->nattrs; i++)
+                for (size_t j = 0; j < u->attrs[i].ntargets; j++)
+                    if (strcmp(u->attrs[i].targets[j], t->logical) == 0)
+                        json_array_append_new(rows, one_to_many_json(emu, u, &u->attrs[i], j));
+        }
+        collection_answer(emu, req, "EntityDefinitions(...)/OneToManyRelationships", rows, query,
                           NULL, resp);
         goto out;
     }

@@ -2,13 +2,14 @@
 # Deleting a row does to the rows whose lookups name it what the relationship's
 # CascadeConfiguration.Delete says ("Configure entity relationship cascading behavior",
 # Microsoft Learn; CascadeType EnumType): Cascade deletes them too (an order's lines:
-# salesorderdetail.salesorderid is parental, in the sample as in Dataverse), RemoveLink clears
-# the lookup and the row gets a new version (the default; contact.parentcustomerid here), and
-# Restrict refuses the delete with 0x80040227 and changes nothing (account.transactioncurrencyid
-# made Restrict in a copy of the sample metadata), also when the restricted row would only go
-# by a cascade. A delete inside a $batch changeset that fails later is undone with its
-# cascade. ManyToOneRelationships reports each relationship's CascadeConfiguration, and a
-# metadata file with another value is refused with a message naming the lookup.
+# salesorderdetail.salesorderid is parental, in the sample as in Dataverse; and here an
+# account's orders, two levels down), RemoveLink clears the lookup and the row gets a new
+# version (the default; contact.parentcustomerid here), and Restrict refuses the delete with
+# 0x80040227 and changes nothing (account.transactioncurrencyid made Restrict in a copy of
+# the sample metadata). A delete inside a $batch changeset that fails later is undone with its
+# cascade. ManyToOneRelationships and OneToManyRelationships report each relationship's
+# CascadeConfiguration, and a metadata file with another value is refused with a message
+# naming the lookup.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work dvemu-cascade
 jq '(.tables[] | select(.logical_name == "account") | .attributes[]
@@ -46,6 +47,9 @@ line() { # ORDER SEQUENCE
 dvemu_call GET "EntityDefinitions(LogicalName='salesorderdetail')/ManyToOneRelationships"
 check_eq "ManyToOneRelationships: an order's lines cascade" Cascade \
     "$(j '.value[] | select(.ReferencingAttribute == "salesorderid") | .CascadeConfiguration.Delete')"
+dvemu_call GET "EntityDefinitions(LogicalName='salesorder')/OneToManyRelationships?\$select=ReferencingEntity,ReferencingAttribute,CascadeConfiguration"
+check_eq "OneToManyRelationships: the same seen from the order" "salesorderdetail.salesorderid Cascade" \
+    "$(j '.value[] | "\(.ReferencingEntity).\(.ReferencingAttribute) \(.CascadeConfiguration.Delete)"')"
 dvemu_call GET "EntityDefinitions(LogicalName='contact')/ManyToOneRelationships"
 check_eq "ManyToOneRelationships: RemoveLink by default" "RemoveLink RemoveLink" \
     "$(j '[.value[] | select(.ReferencingAttribute == "parentcustomerid") | .CascadeConfiguration.Delete] | join(" ")')"
