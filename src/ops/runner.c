@@ -101,7 +101,12 @@ struct copy {
     struct dw_snapshot_chunk *chunk;    /* read, not yet committed with its high watermark */
     struct dw_snapshot_chunk *frontier; /* the last chunk committed of the table being copied */
     bool emitted;                       /* its rows went into the open transaction */
-    uint64_t seq;                       /* chunks read by this process (watermark tags) */
+    /* The stream reconnected: chunks handed over but not yet planned were dropped with the
+     * pipeline's filling window, and their high watermarks come again without them. The
+     * copy goes on from what is recorded (copy_tend()), after recording the chunks checkpointed
+     * before (end_lsn <= reset_confirmed). */
+    bool reset;
+    dw_lsn reset_confirmed;
     struct copy_step *steps;
     size_t nsteps, capsteps;
     int64_t retry_at_ms;  /* after a failed read: when to try again */
@@ -152,6 +157,10 @@ struct runner {
     unsigned failed_starts;     /* in a row, since the job last streamed */
     uint64_t stream_reconnects; /* of the streams already closed */
     int64_t started_ms; /* wall clock: tells this process's watermarks from an earlier one's */
+    /* Chunks read by this process, every copy of every start of the job counted: numbers the
+     * watermarks, so that one redelivered from before a restart of the job never matches a
+     * chunk read after it (its rows would go into a transaction already applied). */
+    uint64_t chunks_read;
     uint64_t metrics_seen_unchanged;        /* pipeline counter already added to the metrics */
     struct dw_sink_stats metrics_seen_sink; /* sink counters already added to the metrics */
     struct dw_pipeline_observer observer;   /* per table, class and map: see observed() */
@@ -301,6 +310,10 @@ static void on_reset(void *user)
     dw_snapshot_chunk_free(r->copy.chunk);
     r->copy.chunk = NULL;
     r->copy.emitted = false;
+    if (r->copy.active && !r->copy.reset) {
+        r->copy.reset = true;
+        r->copy.reset_confirmed = dw_pipeline_confirmed(r->pipeline);
+    }
 }
 
 static dw_rc on_message(void *user, const struct dw_logical_message *m)
@@ -565,6 +578,11 @@ static void copy_committed(struct runner *r, dw_lsn end_lsn)
         .final = final,
         .rows = dw_snapshot_chunk_rows(cp->chunk),
     };
+    char lsn[DW_LSN_STRLEN];
+    DW_DEBUG("copy of %s: a chunk of %" PRId64 " row(s) up to %s is in the pipeline (its high "
+             "watermark's transaction ends at %s)",
+             q->table, dw_snapshot_chunk_rows(cp->chunk), last ? last : "(none)",
+             dw_lsn_format(end_lsn, lsn));
     if (last) {
         free(q->last_key);
         q->last_key = dw_strdup(last);
@@ -818,7 +836,7 @@ static dw_rc copy_tend(struct runner *r)
     dw_rc rc = copy_poll(r);
     if (rc != DW_OK || !cp->active)
         return rc;
-    dw_lsn confirmed = dw_pipeline_confirmed(r->pipeline);
+    dw_lsn confirmed = cp->reset ? cp->reset_confirmed : dw_pipeline_confirmed(r->pipeline);
     size_t done = 0;
     while (done < cp->nsteps && cp->steps[done].end_lsn <= confirmed) {
         struct copy_step *st = &cp->steps[done];
@@ -841,6 +859,9 @@ static dw_rc copy_tend(struct runner *r)
         PQclear(res);
         if (rc != DW_OK)
             break;
+        char lsn[DW_LSN_STRLEN];
+        DW_DEBUG("copy progress recorded: request %s up to %s (checkpoint past %s)", id,
+                 st->last_key ? st->last_key : "(none)", dw_lsn_format(st->end_lsn, lsn));
         free(st->last_key);
         done++;
     }
@@ -850,6 +871,12 @@ static dw_rc copy_tend(struct runner *r)
     }
     if (rc != DW_OK)
         return rc;
+    if (cp->reset) {
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
+                "the stream reconnected: the copy goes on from its last recorded chunk");
+        copy_cleanup(cp);
+        return copy_start(r);
+    }
     if (cp->cur == cp->nreqs && cp->nsteps == 0 && cp->chunk == NULL) {
         if (cp->initial && (rc = set_initial_sync(r, "done")) != DW_OK)
             return rc;
@@ -877,7 +904,7 @@ static dw_rc copy_tend(struct runner *r)
     struct copy_req *q = &cp->reqs[cp->cur];
     char tag[96];
     snprintf(tag, sizeof tag, "job %" PRId64 " pid %d start %" PRId64 " chunk %" PRIu64, r->job.id,
-             (int)getpid(), r->started_ms, ++cp->seq);
+             (int)getpid(), r->started_ms, ++r->chunks_read);
     struct dw_snapshot_request req = {q->table, q->condition, q->last_key};
     rc = dw_snapshot_chunk_read(cp->conn, &req, r->config.source.snapshot_fetch_rows, tag,
                                 &cp->chunk);
