@@ -93,7 +93,9 @@ GUIDE_UNIT=$work/dwasync.service
 sed -e "s#/etc/dwasync#$work/etc/dwasync#g" -e "s#/var/lib/dwasync#$work/var/lib/dwasync#g" \
     -e "s#/usr/bin/dwasync#$DWASYNC_BIN#g" "$DWASYNC_SOURCE_DIR/packaging/systemd/dwasync.service" >"$GUIDE_UNIT"
 export GUIDE_UNIT
-on_exit '[ -s "$GUIDE_WORK/daemon.pid" ] && kill -9 $(cat "$GUIDE_WORK/daemon.pid")'
+# (daemon.pid is the stand-in's shell; the daemon is its child, found by its config file.)
+on_exit 'pkill -9 -f -- "--config $GUIDE_WORK/etc/dwasync/" 2>/dev/null;
+         [ -s "$GUIDE_WORK/daemon.pid" ] && kill -9 $(cat "$GUIDE_WORK/daemon.pid")'
 
 # Step 1 makes the certificate; the app registration uploads it: dvemu learns it.
 DVEMU_URL=https://placeholder block 1 >"$work/step1.sh"
