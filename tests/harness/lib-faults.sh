@@ -2,9 +2,11 @@
 # workload that keeps committing through server restarts and killed sessions, and waits on
 # the daemon's connections (its walsender, its control session, its job lock) coming back.
 #
-#   fault_workload_start          # background transactions until fault_workload_stop; each
-#                                 # retried until it commits (idempotent: a retry after an
-#                                 # unseen commit changes nothing)
+#   fault_workload_start [AFTER]  # background transactions until fault_workload_stop,
+#                                 # numbered from AFTER + 1 (default 0: a second workload
+#                                 # goes on raising what the first raised); each retried
+#                                 # until it commits (idempotent: a retry after an unseen
+#                                 # commit changes nothing)
 #   fault_workload_wait_progress  # waits until two more transactions have committed
 #   fault_workload_stop           # ends it; $workload_rc is 0 when every transaction committed
 #   fault_wait_streaming          # waits until the daemon ($daemon) streams and holds its lock
@@ -27,9 +29,9 @@ fault_tx() {
 
 fault_workload_start() {
     rm -f "$DW_E2E_DIR/workload.stop"
-    echo 0 >"$DW_E2E_DIR/workload.tx"
+    echo "${1:-0}" >"$DW_E2E_DIR/workload.tx"
     (
-        tx=0
+        tx=${1:-0}
         while [ ! -e "$DW_E2E_DIR/workload.stop" ]; do
             tx=$((tx + 1))
             # Every customer of the first fifty gets a larger credit limit each transaction;
