@@ -178,6 +178,11 @@ void dw_pipeline_free(struct dw_pipeline *p);
 dw_rc dw_pipeline_begin(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn,
                         int64_t commit_time_us);
 dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c);
+/* A change while a copy runs: an update that changes nothing mapped is sent all the same
+ * (dw_pipeline_change() applies it without a request), since the row it writes may not be
+ * in Dataverse: the copy left it to the stream (a chunk drops the rows the stream changes
+ * while it is read), or a resync is repairing it. */
+dw_rc dw_pipeline_change_sent(struct dw_pipeline *p, const struct dw_change *c);
 /* A change to a row a copy has not reached yet: only the deletes it implies are taken (the
  * row deleted, moved out of a filter, or its old key). The copy writes the row as it is when
  * read, but never sees a row that is gone, and Dataverse may hold it from an earlier sync. */

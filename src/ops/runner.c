@@ -290,7 +290,8 @@ static dw_rc on_change(void *user, const struct dw_change *c)
     if (copy_skips(r, c))
         return dw_pipeline_change_removals(r->pipeline, c);
     dw_snapshot_chunk_observe(r->copy.chunk, c);
-    return dw_pipeline_change(r->pipeline, c);
+    return r->copy.active ? dw_pipeline_change_sent(r->pipeline, c)
+                          : dw_pipeline_change(r->pipeline, c);
 }
 
 static dw_rc on_commit(void *user, const struct dw_txn *t)

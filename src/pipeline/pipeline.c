@@ -409,8 +409,12 @@ static void keep_removals(struct dw_mapped_vec *v)
     v->len = kept;
 }
 
-static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, bool removals_only)
+/* How a change is taken: whole, whole with every write sent, or only its deletes. */
+enum take { TAKE_ALL, TAKE_SENT, TAKE_REMOVALS };
+
+static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum take how)
 {
+    bool removals_only = how == TAKE_REMOVALS;
     if (!p->in_txn) {
         DW_ERROR("a change arrived outside a transaction");
         return DW_ERR_PROTOCOL;
@@ -475,6 +479,8 @@ static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, bool 
     }
     if (removals_only)
         keep_removals(&p->mapped);
+    for (size_t i = 0; how == TAKE_SENT && i < p->mapped.len; i++)
+        p->mapped.items[i].unchanged = false;
     for (size_t i = 0; problem && i < p->mapped.len; i++) {
         struct dw_mapped *m = &p->mapped.items[i];
         dw_write_cleanup(&m->write);
@@ -530,12 +536,17 @@ static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, bool 
 
 dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
 {
-    return take_change(p, c, false);
+    return take_change(p, c, TAKE_ALL);
+}
+
+dw_rc dw_pipeline_change_sent(struct dw_pipeline *p, const struct dw_change *c)
+{
+    return take_change(p, c, TAKE_SENT);
 }
 
 dw_rc dw_pipeline_change_removals(struct dw_pipeline *p, const struct dw_change *c)
 {
-    return take_change(p, c, c->op != DW_CHANGE_TRUNCATE);
+    return take_change(p, c, c->op == DW_CHANGE_TRUNCATE ? TAKE_ALL : TAKE_REMOVALS);
 }
 
 dw_rc dw_pipeline_commit(struct dw_pipeline *p, dw_lsn commit_lsn, dw_lsn end_lsn,
