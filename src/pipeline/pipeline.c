@@ -414,7 +414,6 @@ enum take { TAKE_ALL, TAKE_SENT, TAKE_REMOVALS };
 
 static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum take how)
 {
-    bool removals_only = how == TAKE_REMOVALS;
     if (!p->in_txn) {
         DW_ERROR("a change arrived outside a transaction");
         return DW_ERR_PROTOCOL;
@@ -439,7 +438,7 @@ static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum 
     struct dw_row_json row = {0};
     char *problem = NULL;
     dw_rc rc = dw_change_row_json_lenient(c, p->opts.values, &row, &problem);
-    if (removals_only && (rc != DW_OK || problem)) {
+    if (how == TAKE_REMOVALS && (rc != DW_OK || problem)) {
         dw_row_json_cleanup(&row);
         free(problem);
         p->stats.changes_ignored++;
@@ -477,7 +476,7 @@ static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum 
         free(problem);
         return rc;
     }
-    if (removals_only)
+    if (how == TAKE_REMOVALS)
         keep_removals(&p->mapped);
     for (size_t i = 0; how == TAKE_SENT && i < p->mapped.len; i++)
         p->mapped.items[i].unchanged = false;

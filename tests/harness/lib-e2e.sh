@@ -5,6 +5,8 @@
 #
 #   e2e_setup [dvemu args...]   # pg_start + dvemu_start + schema + config + init + map import
 #   e2e_load_sample             # the sample data for two legal entities
+#   e2e_load_copy_sample        # the same with 300 more customers, copied in chunks of 20
+#                               # rows: a copy long enough for faults to fall inside it
 #   dw ...                      # runs dwasync with the e2e config
 #   dv_load SET                 # loads dvemu's rows of an entity set into table dv.SET (jsonb)
 #   e2e_metadata 'PYTHON'       # dvemu gets the sample metadata as edited by the snippet,
@@ -113,6 +115,12 @@ CONF
 e2e_load_sample() {
     psql -X -q -v ON_ERROR_STOP=1 -f "$DW_SAMPLE_DIR/fno-sample-data.sql" >/dev/null ||
         die "loading the sample data failed"
+}
+
+e2e_load_copy_sample() {
+    e2e_load_sample
+    psql_q "SELECT fno.sample_generate(300, 5001)" >/dev/null || die "cannot generate customers"
+    sed -i 's/^\[source\]$/[source]\nsnapshot_fetch_rows = 20/' "$DW_E2E_CONF"
 }
 
 # dv_load SET: copies dvemu's current rows of SET into dv.SET (one jsonb document a row).

@@ -11,10 +11,8 @@ seed=${DW_KILL_SEED:-$((SECONDS + $$))}
 RANDOM=$seed
 log "kill schedule seed $seed (DW_KILL_SEED=$seed gives the same pauses)"
 e2e_setup --cost-row-ms 2 --cost-bulk-row-ms 2
-e2e_load_sample
-psql_q "SELECT fno.sample_generate(300, 5001)" >/dev/null || die "cannot generate customers"
+e2e_load_copy_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log"
-sed -i 's/^\[source\]$/[source]\nsnapshot_fetch_rows = 20/' "$DW_E2E_CONF"
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 fault_workload_start
 e2e_start_daemon

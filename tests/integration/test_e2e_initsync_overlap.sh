@@ -12,10 +12,8 @@
 # than once per crash.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 DW_E2E_LOG_LEVEL=warn e2e_setup
-e2e_load_sample
-psql_q "SELECT fno.sample_generate(300, 5001)" >/dev/null || die "cannot generate customers"
+e2e_load_copy_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log"
-sed -i 's/^\[source\]$/[source]\nsnapshot_fetch_rows = 20/' "$DW_E2E_CONF"
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 e2e_start_daemon
 check_status "the first sync is applied" 0 e2e_wait_synced

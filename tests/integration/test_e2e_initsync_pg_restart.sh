@@ -14,10 +14,8 @@
 # workload goes on raising the credit limits the first raised).
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup --cost-row-ms 2 --cost-bulk-row-ms 2
-e2e_load_sample
-psql_q "SELECT fno.sample_generate(300, 5001)" >/dev/null || die "cannot generate customers"
+e2e_load_copy_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log" "$DW_PG_DIR/server.log"
-sed -i 's/^\[source\]$/[source]\nsnapshot_fetch_rows = 20/' "$DW_E2E_CONF"
 
 # copy_under_faults FAULT: up to five FAULTs (walsender or restart) while the copy runs;
 # sets $faults.
