@@ -28,11 +28,9 @@ for id in $(curl -sf "$DVEMU_URL/_dvemu/tables/contacts" |
     dvemu_api DELETE "contacts($id)" >/dev/null || die "deleting contacts($id) in dvemu failed"
 done
 check_eq "drift: Dataverse differs from the source" 1 "$([ "$(e2e_mismatches)" -gt 0 ] && echo 1)"
-dw job resync fno_sample --map customers_organizations --map customers_persons >/dev/null ||
-    die "job resync failed"
-total=$(psql_q "SELECT rows_total FROM dwasync.copy_request WHERE kind = 'resync' AND NOT done")
 
-# A dies after its third chunk of the resync was applied, before it was recorded.
+# A dies after its third chunk of the resync was applied, before it was recorded. The resync
+# is queued only once B waits as a standby, so A cannot finish (or die) before B is there.
 e2e_runner a DWASYNC_FAILPOINTS=initial_sync_chunk_applied_before_progress:crash@3; a=$!
 on_exit "kill -9 $a 2>/dev/null"
 check_status "A takes the lock" 0 e2e_wait_log a "acquired the job lock: now active"
@@ -40,6 +38,9 @@ e2e_runner b; b=$!
 on_exit "kill -9 $b 2>/dev/null"
 check_status "B waits as a standby" 0 e2e_wait_log b "waiting as a standby"
 kill -STOP "$b"
+dw job resync fno_sample --map customers_organizations --map customers_persons >/dev/null ||
+    die "job resync failed"
+total=$(psql_q "SELECT rows_total FROM dwasync.copy_request WHERE kind = 'resync' AND NOT done")
 wait "$a"
 check_eq "A died at the failpoint inside the resync (SIGKILL)" 137 $?
 check_eq "the resync is recorded as under way, two chunks done" "false 50" \
