@@ -76,6 +76,23 @@ as_pg_user() {
     if [ "$(id -u)" = 0 ]; then runuser -u "$PG_OS_USER" -- "$@"; else "$@"; fi
 }
 
+# Picks PGPORT and holds it for this shell's lifetime, so that a cluster stopped on purpose
+# finds its port free when it starts again: the port lies below the kernel's ephemeral range
+# (32768 and up on Linux), where no client socket or "listen on port 0" can take it, and a
+# directory made atomically in /tmp keeps every other harness cluster off it.
+pg_reserve_port() {
+    local lock_dir=/tmp/dwasync-ports port
+    mkdir -p "$lock_dir" && chmod 1777 "$lock_dir" 2>/dev/null
+    while :; do
+        port=$((20000 + RANDOM % 12000))
+        mkdir "$lock_dir/$port" 2>/dev/null && break
+    done
+    [ -n "${DW_PG_PORT_LOCK:-}" ] && rmdir "$DW_PG_PORT_LOCK" 2>/dev/null
+    DW_PG_PORT_LOCK=$lock_dir/$port
+    on_exit "rmdir '$DW_PG_PORT_LOCK'"
+    export PGPORT=$port
+}
+
 # Starts a private cluster; exports PGHOST (its socket dir), PGPORT, PGUSER=postgres,
 # PGDATABASE=postgres, PGDATA, DW_PG_DIR, DW_PG_CONNINFO, and the password role's
 # DW_PG_PASSWORD_ROLE / DW_PG_PASSWORD. Extra postgresql.conf lines may be passed as args.
@@ -111,8 +128,7 @@ host    replication  all         127.0.0.1/32 trust
 HBA
     local try
     for try in 1 2 3 4 5 6 7 8 9 10; do
-        PGPORT=$((20000 + RANDOM % 40000))
-        export PGPORT
+        pg_reserve_port
         if as_pg_user "$PG_BIN/pg_ctl" -D "$PGDATA" -o "-p $PGPORT" -l "$DW_PG_DIR/server.log" \
             -w -t 60 start >/dev/null 2>&1; then
             break
@@ -133,7 +149,7 @@ HBA
             trap '' INT TERM
             while kill -0 $$ 2>/dev/null; do sleep 1; done
             as_pg_user "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate stop
-            rm -rf "$DW_PG_DIR"
+            rm -rf "$DW_PG_DIR" "$DW_PG_PORT_LOCK"
         ) </dev/null >/dev/null 2>&1 &
         disown
     fi
@@ -151,7 +167,9 @@ pg_stop() {
 # Restarts the server; "immediate" (the default) simulates a crash.
 pg_restart() {
     as_pg_user "$PG_BIN/pg_ctl" -D "$PGDATA" -m "${1:-immediate}" -l "$DW_PG_DIR/server.log" \
-        -w -t 60 restart >/dev/null
+        -w -t 60 restart >/dev/null && return 0
+    tail -20 "$DW_PG_DIR/server.log" >&2
+    die "postgres did not restart"
 }
 
 psql_q() { psql -X -qAt -v ON_ERROR_STOP=1 -c "$1" "${@:2}"; }
