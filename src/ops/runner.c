@@ -1605,6 +1605,10 @@ static dw_rc run_once(struct runner *r)
         return rc;
     if ((rc = wait_until_trusted(r)) != DW_OK)
         return rc == DW_ERR_INTERRUPTED ? DW_OK : rc;
+    /* Read again once active: a job started while this runner waited was given its initial
+     * sync state (and perhaps a new slot) by "job start". */
+    if ((rc = reload_job(r)) != DW_OK)
+        return rc;
     if ((rc = start_job(r)) != DW_OK)
         return rc;
     dw_daemon_notify_ready("streaming");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# High availability during and right after an initial sync. Runner A takes the lock and
-# syncs in chunks of 25 rows; runner B waits as a standby. A dies inside the customers
+# High availability during and right after an initial sync. Runner A takes the lock of the
+# stopped job, runner B waits as a standby, then "job start --initial-sync" runs: A reads the
+# job again and syncs in chunks of 25 rows. A dies inside the customers
 # table (a failpoint, as kill -9) after a chunk was applied and before its progress was
 # recorded; while B is frozen, persons A already copied are deleted or move out of their
 # filter. B takes over, resumes the sync at the next chunk on the same slot (none created,
@@ -11,7 +12,6 @@ source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 sed -i 's/^\[source\]$/[source]\nsnapshot_fetch_rows = 25/' "$DW_E2E_CONF"
-dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 show_log_on_failure "$DW_E2E_DIR/a.log" "$DW_E2E_DIR/b.log" "$DW_E2E_DIR/c.log"
 
 # Chunks: legal entities, currencies, payment terms, customer groups, then customers (200
@@ -23,6 +23,8 @@ e2e_runner b; b=$!
 on_exit "kill -9 $b 2>/dev/null"
 check_status "B waits as a standby" 0 e2e_wait_log b "waiting as a standby"
 kill -STOP "$b"
+# The job starts only now, so A cannot finish (or die) before B is there.
+dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 wait "$a"
 check_eq "A died at the failpoint inside the sync (SIGKILL)" 137 $?
 check_contains "the failpoint fired" 'failpoint "initial_sync_chunk_applied_before_progress" fired' \
