@@ -1,7 +1,7 @@
 /*
  * errtable.h - the error table (dwasync.error), per-key blocking and the replay engine.
  *
- * Every change that cannot be applied becomes a row of dwasync.error (DESIGN.md invariant
+ * Every change that cannot be applied becomes a row of dwasync.error (README invariant
  * 1: durably written there before the slot moves past it). Rows are unique on (job, commit
  * LSN, position, part), so a stream replayed after a crash inserts nothing twice
  * (invariant 2). Rows of one *key* - (table map id, key text: the Dataverse row's identity,

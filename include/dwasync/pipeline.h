@@ -14,7 +14,7 @@
  * parked behind them. The error rows, the job's checkpoint row and its apply
  * statistics go to the checkpoint store together, and only after it says all of it is
  * durable does dw_pipeline_confirmed() move to the window's last commit end LSN: nothing is
- * acknowledged to the slot before it is applied or durably parked (DESIGN invariant 1).
+ * acknowledged to the slot before it is applied or durably parked (README invariant 1).
  * The next window is planned and sent before that write, so its requests are on their way
  * while it is made; windows are still persisted, and confirmed, one by one in order.
  *

@@ -45,7 +45,8 @@ enum res dw_sink_ref_guid(struct dw_sink *s, struct row *r, const char *set, con
         }
         if (r->op == DW_WRITE_DELETE) {
             /* A row keyed by a parent that is gone is gone too (or cascaded with it): a
-             * redelivered child delete is done, not a missing parent (DESIGN invariant 9). */
+             * redelivered child delete is done, not a missing parent (README invariant 2,
+             * idempotent apply). */
             dw_sink_finish_row(s, r, DW_WRITE_APPLIED, DW_ERRCLASS_NONE, 404, "", "");
             return RES_FAIL;
         }
