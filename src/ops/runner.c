@@ -137,6 +137,8 @@ struct runner {
     struct dw_metrics_server *metrics_server;
     bool stopping;
     bool paused;
+    bool job_stopped;               /* "job stop" while streaming: hold until it is started again */
+    bool held;                      /* holding a stopped job (hold_stopped_job()) */
     bool dataverse_ok;              /* see track_dataverse() */
     struct dw_sink_stats sink_seen; /* the sink's counters at the last status tick */
     struct dw_progress progress;    /* of an initial sync */
@@ -1093,7 +1095,7 @@ static void stop_job(struct runner *r)
 
 /*
  * Reloads the config's log settings (SIGHUP). Table maps are not reloaded: they cannot
- * change while the job is active or paused, and stopping the job ends the run.
+ * change while the job is active or paused, and a stopped job starts again from its maps.
  */
 static void reload(struct runner *r)
 {
@@ -1347,6 +1349,7 @@ static dw_rc stream_loop(struct runner *r)
             r->next_job_check_ms = now + JOB_CHECK_MS;
             if (check_job(r) == DW_OK && strcmp(r->job.state, "stopped") == 0) {
                 DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}), "job was stopped");
+                r->job_stopped = !r->opts->until_caught_up;
                 break;
             }
         }
@@ -1615,7 +1618,28 @@ static dw_rc run_once(struct runner *r)
     DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
             "streaming changes to Dataverse");
     r->failed_starts = 0;
+    r->held = false;
     return stream_loop(r);
+}
+
+/*
+ * "job stop" while streaming: what is in flight is finished (bounded) and confirmed, the
+ * stream and the sink are closed, and the lock is kept. The next run_once() waits until the
+ * job is started again, then reads the job and its maps afresh (they may change while it is
+ * stopped), so an operator's stop, import, start needs no restart of the service.
+ */
+static void hold_stopped_job(struct runner *r)
+{
+    r->job_stopped = false;
+    r->held = true;
+    if (drain(r, pipeline_idle, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK)
+        DW_WARN("holding the stopped job with writes still in flight; they will be applied "
+                "again when it starts");
+    stop_job(r);
+    dw_daemon_notify_status("job stopped: waiting until it is started again");
+    DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
+            "the stopped job holds its lock and slot; it streams again from the slot when "
+            "started");
 }
 
 /*
@@ -1627,6 +1651,15 @@ static dw_rc run_job(struct runner *r)
 {
     for (;;) {
         dw_rc rc = run_once(r);
+        if (rc == DW_OK && r->job_stopped && !r->stopping) {
+            hold_stopped_job(r);
+            continue;
+        }
+        if (rc == DW_ERR_NOT_FOUND && r->held) {
+            DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
+                    "the stopped job was dropped: nothing is left to run");
+            return DW_OK;
+        }
         if (r->stopping || rc == DW_OK)
             return rc;
         bool again =

@@ -14,8 +14,8 @@
 #                               # call before e2e_setup (exports DVEMU_METADATA)
 #   e2e_start_daemon            # `dwasync run --job fno_sample` in the background, appending
 #                               # to $DW_E2E_DIR/daemon.log; $daemon is its pid (killed at exit)
-#   e2e_map_onhold_6            # the poison tests' map fix: stops the job (its daemon ends),
-#                               # gives on-hold status 6 an option, starts the job again
+#   e2e_map_onhold_6            # the poison tests' map fix: stops the daemon (SIGTERM) and the
+#                               # job, gives on-hold status 6 an option, starts the job again
 #   lsn=$(e2e_commit_lsn SQL)   # runs SQL in one transaction; prints an LSN its commit ends
 #                               # after (for e2e_wait_checkpoint)
 #   e2e_wait_synced [SECONDS]   # waits until the job's initial sync is applied
@@ -71,9 +71,9 @@ e2e_start_daemon() {
 }
 
 e2e_map_onhold_6() {
-    dw job stop fno_sample >/dev/null 2>&1 || die "job stop failed"
-    wait "$daemon"
+    [ -n "$daemon" ] && { kill -TERM "$daemon"; wait "$daemon"; }
     daemon=
+    dw job stop fno_sample >/dev/null 2>&1 || die "job stop failed"
     psql_q "UPDATE dwasync.table_map m SET column_mappings = (
               SELECT jsonb_agg(CASE WHEN c ->> 'source' = 'ONHOLDSTATUS'
                                     THEN jsonb_set(c, '{value_map,6}', '806380006') ELSE c END)

@@ -58,6 +58,8 @@ walsender_faults=$faults
 : >"$DW_E2E_DIR/daemon.log"
 
 # --- 2. the server restarted during a new copy ---------------------------------------------------
+kill -TERM "$daemon"
+wait "$daemon"
 dw job stop fno_sample >/dev/null 2>&1
 psql_q "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots" >/dev/null
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "the second job start failed"

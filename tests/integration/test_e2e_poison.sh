@@ -238,8 +238,8 @@ check_eq "poisoned accounts kept their version before the poison" 0 "$(psql_q "
      WHERE a.doc->>'telephone1' LIKE 'T%'")"
 
 # --- the fixes ---------------------------------------------------------------------------------
-# Mapping, by the map: on-hold status 6 gets its option (the job is stopped to change maps;
-# the daemon ends with it). Replayed through the running daemon, from SQL.
+# Mapping, by the map: on-hold status 6 gets its option (the daemon is stopped, then the job,
+# to change maps). Replayed through the running daemon, from SQL.
 e2e_map_onhold_6
 e2e_start_daemon
 check_eq "replay_errors queues the accounts' mapping errors and their followers" $((20 * 41)) \
