@@ -12,7 +12,8 @@
  * standby), wait while the job is paused or stopped, load the maps, run a pending initial
  * sync through the snapshot path, stream. "job stop" holds the job (in-flight writes finished
  * and confirmed, stream closed, lock kept) until it is started again, when the job and its
- * maps are read afresh; a dropped job ends the run. SIGTERM/SIGINT finish what is in
+ * maps are read afresh, as they are for a failed job started again; a dropped job ends the
+ * run. SIGTERM/SIGINT finish what is in
  * flight (bounded by DW_RUNNER_DRAIN_MS), confirm what is safe and return DW_OK; SIGHUP
  * reloads the config's log settings (maps cannot change while a job runs) and checks the
  * publication at once.

@@ -137,9 +137,10 @@ struct runner {
     struct dw_metrics_server *metrics_server;
     bool stopping;
     bool paused;
-    bool job_stopped;               /* "job stop" while streaming: hold until it is started again */
-    bool held;                      /* holding a stopped job (hold_stopped_job()) */
-    bool dataverse_ok;              /* see track_dataverse() */
+    bool start_again;  /* the job and its maps are read again: see must_start_again() */
+    bool failed_seen;  /* the job failed since it last started streaming */
+    bool held;         /* holding a stopped job (start_job_again()) */
+    bool dataverse_ok; /* see track_dataverse() */
     struct dw_sink_stats sink_seen; /* the sink's counters at the last status tick */
     struct dw_progress progress;    /* of an initial sync */
     uint64_t snapshot_rows;
@@ -1146,6 +1147,8 @@ static dw_rc check_job(struct runner *r)
     free(r->job.state_reason);
     r->job.state_reason = dw_strdup(PQgetvalue(res, 0, 1));
     PQclear(res);
+    if (strcmp(r->job.state, "failed") == 0)
+        r->failed_seen = true;
     bool paused = strcmp(r->job.state, "active") != 0;
     if (!paused && r->paused)
         r->next_publication_check_ms = 0; /* started again: is the cause of a failure gone? */
@@ -1156,6 +1159,28 @@ static dw_rc check_job(struct runner *r)
                 r->job.state);
     r->paused = paused;
     return DW_OK;
+}
+
+/*
+ * After check_job(): whether the stream loop ends so that the job starts again from its
+ * record, the job and its maps read afresh (start_job_again()). Maps may change only while
+ * a job is stopped or failed: a stopped job is held until it is started, a failed one that
+ * was started again goes at once. With --until-caught-up a stop ends the run instead.
+ */
+static bool must_start_again(struct runner *r)
+{
+    if (strcmp(r->job.state, "stopped") == 0) {
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}), "job was stopped");
+        r->start_again = !r->opts->until_caught_up;
+        return true;
+    }
+    if (r->failed_seen && strcmp(r->job.state, "active") == 0) {
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
+                "job was started again after it failed: reading it and its maps again");
+        r->start_again = true;
+        return true;
+    }
+    return false;
 }
 
 /* libpq's message for a log line: its last line, without the final newline. */
@@ -1233,6 +1258,7 @@ static dw_rc fail_job(struct runner *r, const char *reason)
         free(r->job.state_reason);
         r->job.state_reason = dw_strdup(reason);
         r->paused = true;
+        r->failed_seen = true;
     }
     PQclear(res);
     return rc;
@@ -1347,11 +1373,8 @@ static dw_rc stream_loop(struct runner *r)
         }
         if (control_ok && now >= r->next_job_check_ms) {
             r->next_job_check_ms = now + JOB_CHECK_MS;
-            if (check_job(r) == DW_OK && strcmp(r->job.state, "stopped") == 0) {
-                DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}), "job was stopped");
-                r->job_stopped = !r->opts->until_caught_up;
+            if (check_job(r) == DW_OK && must_start_again(r))
                 break;
-            }
         }
         if (control_ok && !r->paused && now >= r->next_publication_check_ms) {
             r->next_publication_check_ms = now + PUBLICATION_CHECK_MS;
@@ -1619,23 +1642,26 @@ static dw_rc run_once(struct runner *r)
             "streaming changes to Dataverse");
     r->failed_starts = 0;
     r->held = false;
+    r->failed_seen = strcmp(r->job.state, "failed") == 0;
     return stream_loop(r);
 }
 
 /*
- * "job stop" while streaming: what is in flight is finished (bounded) and confirmed, the
- * stream and the sink are closed, and the lock is kept. The next run_once() waits until the
- * job is started again, then reads the job and its maps afresh (they may change while it is
- * stopped), so an operator's stop, import, start needs no restart of the service.
+ * The job stopped, or started again after it failed (must_start_again()): what is in flight
+ * is finished (bounded) and confirmed, the stream and the sink are closed, and the lock is
+ * kept. The next run_once() waits while the job is stopped, then reads the job and its maps
+ * afresh, so an operator's stop, import, start needs no restart of the service.
  */
-static void hold_stopped_job(struct runner *r)
+static void start_job_again(struct runner *r)
 {
-    r->job_stopped = false;
-    r->held = true;
+    r->start_again = false;
     if (drain(r, pipeline_idle, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK)
-        DW_WARN("holding the stopped job with writes still in flight; they will be applied "
-                "again when it starts");
+        DW_WARN("starting the job again with writes still in flight; they will be applied "
+                "again from the slot");
     stop_job(r);
+    if (strcmp(r->job.state, "stopped") != 0)
+        return;
+    r->held = true;
     dw_daemon_notify_status("job stopped: waiting until it is started again");
     DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
             "the stopped job holds its lock and slot; it streams again from the slot when "
@@ -1651,8 +1677,8 @@ static dw_rc run_job(struct runner *r)
 {
     for (;;) {
         dw_rc rc = run_once(r);
-        if (rc == DW_OK && r->job_stopped && !r->stopping) {
-            hold_stopped_job(r);
+        if (rc == DW_OK && r->start_again && !r->stopping) {
+            start_job_again(r);
             continue;
         }
         if (rc == DW_ERR_NOT_FOUND && r->held) {

@@ -4,12 +4,14 @@
 # holds it) and keeps its lock; a change committed meanwhile waits in the slot; "job start"
 # resumes the same process with the new maps, so the change is applied through them and no
 # restart of the service is needed (under systemd's Restart=on-failure, a daemon that ended
-# on the stop stayed down). A second runner stays a standby throughout. Dropping the stopped
-# job ends the holding daemon with status 0.
+# on the stop stayed down). A second runner stays a standby throughout. The same holds for a
+# failed job whose maps change before it is started again. Dropping the stopped job ends the
+# holding daemon with status 0.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 # Dataverse has an on-hold option the sample's value map does not reach.
 e2e_metadata '
-attr(tables["account"], "msdyn_onholdstatus")["options"].append({"value": 806380006, "label": "Legal hold"})'
+attr(tables["account"], "msdyn_onholdstatus")["options"] += [{"value": 806380006, "label": "Legal hold"},
+                                                           {"value": 806380007, "label": "Audit hold"}]'
 e2e_setup >/dev/null
 e2e_load_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log" "$DW_E2E_DIR/standby.log"
@@ -21,6 +23,8 @@ e2e_runner standby; standby=$!
 on_exit "kill -9 $standby 2>/dev/null"
 check_status "a second runner waits as a standby" 0 e2e_wait_log standby "waiting as a standby"
 
+onhold() { curl -sf "$DVEMU_URL/_dvemu/tables/accounts" |
+    jq --arg a "$1" '[.value[] | select(.accountnumber == $a) | .msdyn_onholdstatus] | max'; }
 slot_held() { psql_q "SELECT active FROM pg_replication_slots WHERE slot_name = 'dwasync_fno_sample'"; }
 wait_slot_free() { # up to 60 s: a bound for a hung test, not a timing assert
     local i
@@ -50,12 +54,32 @@ out=$(dw job start fno_sample 2>&1) || die "job start failed: $out"
 check_status "the same daemon streams again" 0 \
     e2e_wait_log daemon "streaming changes to Dataverse" 2
 check_status "the change committed while stopped is applied" 0 e2e_wait_applied
-check_eq "through the new map" 806380006 "$(curl -sf "$DVEMU_URL/_dvemu/tables/accounts" |
-    jq --arg a "$acct" '[.value[] | select(.accountnumber == $a) | .msdyn_onholdstatus] | max')"
+check_eq "through the new map" 806380006 "$(onhold "$acct")"
 check_eq "no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
 check_eq "Dataverse equals the source" 0 "$(e2e_mismatches)"
 check_eq "the first daemon was never restarted" "$first" "$(kill -0 "$first" 2>/dev/null && echo "$first")"
 check_eq "the standby is still a standby" 0 "$(grep -c "acquired the job lock" "$DW_E2E_DIR/standby.log")"
+
+# A failed job's maps may change too: the customers leave the publication (the check on
+# SIGHUP fails the job), the map sends on-hold 6 to another option, and "job start" (which
+# publishes the table again) makes the same daemon read the job and its maps again.
+psql_q "ALTER PUBLICATION dwasync_fno_sample DROP TABLE fno.customersv3" >/dev/null
+kill -HUP "$first"
+check_status "the job fails" 0 e2e_wait_log daemon "mapped tables not in publication"
+jq '(.groups[].maps[] | select(.name == "customers_organizations") | .columns[]
+       | select(.source == "ONHOLDSTATUS") | .value_map) += {"6": 806380007}' \
+    "$DW_E2E_DIR/maps.json" >"$DW_E2E_DIR/maps7.json" || die "editing the maps failed"
+check_status "the failed job's maps can be imported" 0 dw map import "$DW_E2E_DIR/maps7.json"
+out=$(dw job start fno_sample 2>&1) || die "job start failed: $out"
+check_status "the daemon reads the job and its maps again" 0 \
+    e2e_wait_log daemon "job was started again after it failed"
+read -r le2 acct2 <<<"$(psql_q "SELECT dataareaid, customeraccount FROM fno.customersv3
+    WHERE partytype = 'Organization' ORDER BY dataareaid, customeraccount OFFSET 1 LIMIT 1" | tr '|' ' ')"
+psql_q "UPDATE fno.customersv3 SET onholdstatus = 6 WHERE dataareaid = '$le2' AND customeraccount = '$acct2'"
+check_status "the change is applied" 0 e2e_wait_applied
+check_eq "through the map imported while the job was failed" 806380007 "$(onhold "$acct2")"
+check_eq "the first daemon still runs" "$first" "$(kill -0 "$first" 2>/dev/null && echo "$first")"
+check_eq "still no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
 
 # A dropped job leaves the holding daemon nothing to run: it ends with status 0.
 kill -9 "$standby"; wait "$standby" 2>/dev/null
