@@ -139,7 +139,7 @@ struct runner {
     bool paused;
     bool start_again;  /* the job and its maps are read again: see must_start_again() */
     bool failed_seen;  /* the job failed since it last started streaming */
-    bool held;         /* holding a stopped job (start_job_again()) */
+    bool job_dropped;  /* the job's row is gone: the run ends */
     bool dataverse_ok; /* see track_dataverse() */
     struct dw_sink_stats sink_seen; /* the sink's counters at the last status tick */
     struct dw_progress progress;    /* of an initial sync */
@@ -191,15 +191,15 @@ static void job_cleanup(struct job *j)
 #define JOB_SELECT                                                                                 \
     "SELECT id, name, state, slot_name, publication_name, initial_sync FROM dwasync.job"
 
-/* Reads the job row: by name, or the one job that is not stopped; by id on a restart. */
+/* Reads the job row: by name, or the one job that is not stopped; by id once it is known. */
 static dw_rc load_job(struct runner *r)
 {
     const char *name = r->opts->job_name;
     char id[32];
     snprintf(id, sizeof id, "%" PRId64, r->job.id);
-    /* Started again after a broken connection: the same job, found by its id (even if it
-     * was stopped meanwhile: it then waits, as a stopped job does at start). */
-    bool again = r->restarts > 0;
+    /* Read again (after the lock, after a restart, once active): the same job, found by its
+     * id (even if it is stopped: it then waits, as a stopped job does at start). */
+    bool again = r->job.id != 0;
     const char *sql = JOB_SELECT " WHERE state <> 'stopped' ORDER BY name";
     const char *params[] = {NULL};
     if (again) {
@@ -216,7 +216,7 @@ static dw_rc load_job(struct runner *r)
         return rc;
     if (PQntuples(res) == 0) {
         if (again)
-            DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", r->job.name}), "job was dropped");
+            r->job_dropped = true;
         else if (name)
             DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"hint", "Create it with dwasync job create."}),
                     "job \"%s\" does not exist", name);
@@ -245,19 +245,6 @@ static dw_rc load_job(struct runner *r)
     r->job.initial_sync = dw_strdup(PQgetvalue(res, 0, 5));
 out:
     PQclear(res);
-    return rc;
-}
-
-/* Reads the job again, now that this process holds its lock; it must still be the same job. */
-static dw_rc reload_job(struct runner *r)
-{
-    int64_t id = r->job.id;
-    dw_rc rc = load_job(r);
-    if (rc == DW_OK && r->job.id != id) {
-        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", r->job.name}),
-                "the job changed while this runner waited for its lock; start it again");
-        rc = DW_ERR_STATE;
-    }
     return rc;
 }
 
@@ -1138,7 +1125,7 @@ static dw_rc check_job(struct runner *r)
     if (rc != DW_OK)
         return rc;
     if (PQntuples(res) == 0) {
-        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"job", r->job.name}), "job was dropped");
+        r->job_dropped = true;
         PQclear(res);
         return DW_ERR_NOT_FOUND;
     }
@@ -1627,13 +1614,13 @@ static dw_rc run_once(struct runner *r)
      * runner finished the initial sync must see "done", not the "pending" it read first. */
     if (DW_FAILPOINT("failover_after_lock_before_job_read"))
         return DW_ERR_IO;
-    if ((rc = reload_job(r)) != DW_OK)
+    if ((rc = load_job(r)) != DW_OK)
         return rc;
     if ((rc = wait_until_trusted(r)) != DW_OK)
         return rc == DW_ERR_INTERRUPTED ? DW_OK : rc;
     /* Read again once active: a job started while this runner waited was given its initial
      * sync state (and perhaps a new slot) by "job start". */
-    if ((rc = reload_job(r)) != DW_OK)
+    if ((rc = load_job(r)) != DW_OK)
         return rc;
     if ((rc = start_job(r)) != DW_OK)
         return rc;
@@ -1641,7 +1628,6 @@ static dw_rc run_once(struct runner *r)
     DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
             "streaming changes to Dataverse");
     r->failed_starts = 0;
-    r->held = false;
     r->failed_seen = strcmp(r->job.state, "failed") == 0;
     return stream_loop(r);
 }
@@ -1661,7 +1647,6 @@ static void start_job_again(struct runner *r)
     stop_job(r);
     if (strcmp(r->job.state, "stopped") != 0)
         return;
-    r->held = true;
     dw_daemon_notify_status("job stopped: waiting until it is started again");
     DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}, {"slot", r->job.slot}),
             "the stopped job holds its lock and slot; it streams again from the slot when "
@@ -1681,9 +1666,9 @@ static dw_rc run_job(struct runner *r)
             start_job_again(r);
             continue;
         }
-        if (rc == DW_ERR_NOT_FOUND && r->held) {
+        if (r->job_dropped) {
             DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
-                    "the stopped job was dropped: nothing is left to run");
+                    "the job was dropped: nothing is left to run");
             return DW_OK;
         }
         if (r->stopping || rc == DW_OK)
