@@ -157,10 +157,12 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
                         size_t max, struct dw_errstored **out, size_t *n);
 
 /*
- * Marks a replaying head resolved; its next waiting row becomes the head, queued.
- * *remaining gets the number of rows its key still has queued (0: unblocked).
+ * Marks n replaying heads (of n different keys) resolved in one statement; each one's next
+ * waiting row becomes the head, queued. remaining[i] gets the number of rows ids[i]'s key
+ * still has queued (0: unblocked). All or none: on failure none is resolved (a replay
+ * applied again is harmless).
  */
-dw_rc dw_errtable_mark_resolved(PGconn *conn, int64_t id, int *remaining);
+dw_rc dw_errtable_mark_resolved(PGconn *conn, const int64_t *ids, size_t n, int *remaining);
 
 /*
  * Puts a replaying head back to open with a new error (attempts + 1); its followers wait.

@@ -15,6 +15,7 @@
 #include <uthash.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/buf.h"
 #include "dwasync/json.h"
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
@@ -348,12 +349,12 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
      * replay horizon (errtable.h): a change the stream may still resend must not find its
      * row resolved. The slot counts where the control database can see it (the source
      * database by default), since its confirmed position may trail the checkpoint. (NOT IN
-     * of a small list is a hashed anti-join: a batch of busy keys costs one probe a row.) */
+     * of a small list is a hashed anti-join: a batch of busy keys costs one probe a row.)
+     * The rows are chosen first and read after: the wide columns (source_row::text) are
+     * then converted for the claimed rows only, not for every queued row the sort sees. */
     rc = dw_pg_query(conn, "claiming errors to replay",
-                     "SELECT e.id, e.job_id, e.map_id, e.map_name, e.source_schema, "
-                     "e.source_table, e.operation, e.key_text, e.source_key::text, "
-                     "e.source_row::text, e.commit_lsn::text, e.xid, e.position, e.part, "
-                     "e.attempts, coalesce(m.group_id, 0), coalesce(m.sequence, 0) "
+                     "WITH chosen AS (SELECT e.id, coalesce(m.group_id, 0) AS group_id, "
+                     "coalesce(m.sequence, 0) AS sequence, e.commit_lsn, e.position, e.part "
                      "FROM dwasync.error e LEFT JOIN dwasync.table_map m ON m.id = e.map_id "
                      "WHERE e.job_id = $1 AND e.status = 'replaying' "
                      "AND e.commit_lsn < (SELECT least(c.confirmed_lsn, coalesce("
@@ -362,7 +363,13 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
                      "ON s.slot_name = j.slot_name WHERE c.job_id = $1) "
                      "AND (e.map_id, e.key_text) NOT IN (SELECT (b->>0)::bigint, b->>1 "
                      "FROM jsonb_array_elements($2::jsonb) b) "
-                     "ORDER BY 16, 17, e.commit_lsn, e.position, e.part LIMIT $3",
+                     "ORDER BY 2, 3, e.commit_lsn, e.position, e.part LIMIT $3) "
+                     "SELECT e.id, e.job_id, e.map_id, e.map_name, e.source_schema, "
+                     "e.source_table, e.operation, e.key_text, e.source_key::text, "
+                     "e.source_row::text, e.commit_lsn::text, e.xid, e.position, e.part, "
+                     "e.attempts, c.group_id, c.sequence "
+                     "FROM chosen c JOIN dwasync.error e ON e.id = c.id "
+                     "ORDER BY c.group_id, c.sequence, c.commit_lsn, c.position, c.part",
                      3, params, &res);
     if (rc != DW_OK)
         goto out;
@@ -387,16 +394,30 @@ out:
     return DW_OK;
 }
 
-dw_rc dw_errtable_mark_resolved(PGconn *conn, int64_t id, int *remaining)
+dw_rc dw_errtable_mark_resolved(PGconn *conn, const int64_t *ids, size_t n, int *remaining)
 {
-    char idtext[24];
-    snprintf(idtext, sizeof idtext, "%" PRId64, id);
-    const char *params[] = {idtext};
-    int64_t left = 0;
-    dw_rc rc = dw_pg_query_int(conn, "marking a replayed error resolved",
-                               "SELECT dwasync.replay_succeeded($1)", 1, params, &left);
-    if (rc == DW_OK && remaining)
-        *remaining = (int)left;
+    if (n == 0)
+        return DW_OK;
+    struct dw_buf list;
+    dw_buf_init(&list, 0);
+    (void)dw_buf_putc(&list, '{');
+    for (size_t i = 0; i < n; i++)
+        (void)dw_buf_printf(&list, "%s%" PRId64, i ? "," : "", ids[i]);
+    (void)dw_buf_putc(&list, '}');
+    const char *params[] = {dw_buf_str(&list)};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(conn, "marking replayed errors resolved",
+                           "SELECT dwasync.replay_succeeded(u.id) FROM unnest($1::bigint[]) "
+                           "WITH ORDINALITY AS u(id, i) ORDER BY u.i",
+                           1, params, &res);
+    if (rc == DW_OK && (size_t)PQntuples(res) != n) {
+        DW_ERROR("marking %zu replayed errors resolved answered %d rows", n, PQntuples(res));
+        rc = DW_ERR_PG;
+    }
+    for (size_t i = 0; rc == DW_OK && i < n; i++)
+        remaining[i] = (int)strtol(PQgetvalue(res, (int)i, 0), NULL, 10);
+    PQclear(res);
+    dw_buf_cleanup(&list);
     return rc;
 }
 

@@ -141,23 +141,32 @@ void dw_replay_complete(struct dw_replay *r, void *token, const struct dw_write_
     DW_WARN("replay completion for an unknown write ignored");
 }
 
-/* The row was applied (or has nothing to send): resolve it, report an emptied queue. */
-static dw_rc row_resolved(struct dw_replay *r, const struct dw_errstored *row)
+/*
+ * The rows were applied (or have nothing to send): resolve them in one statement (one round
+ * trip for a whole batch of answers), report each emptied queue.
+ */
+static dw_rc rows_resolved(struct dw_replay *r, const struct dw_errstored *const *rows, size_t n)
 {
-    int remaining = 0;
-    dw_rc rc = dw_errtable_mark_resolved(r->conn, row->id, &remaining);
-    if (rc != DW_OK)
-        return rc;
-    r->stats.resolved++;
-    DW_LOGF(DW_LOG_INFO, DW_FIELDS({"table", row->source_table}, {"key", row->key_text}),
-            "replayed error %" PRId64 ": applied, %d row(s) left in its key's queue", row->id,
-            remaining);
-    if (remaining == 0) {
-        r->stats.unblocked++;
-        if (r->ops->unblocked)
-            r->ops->unblocked(r->user, row->map_id, row->key_text);
+    int64_t *ids = dw_calloc(n + 1, sizeof *ids);
+    int *remaining = dw_calloc(n + 1, sizeof *remaining);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = rows[i]->id;
+    dw_rc rc = dw_errtable_mark_resolved(r->conn, ids, n, remaining);
+    for (size_t i = 0; rc == DW_OK && i < n; i++) {
+        const struct dw_errstored *row = rows[i];
+        r->stats.resolved++;
+        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"table", row->source_table}, {"key", row->key_text}),
+                "replayed error %" PRId64 ": applied, %d row(s) left in its key's queue", row->id,
+                remaining[i]);
+        if (remaining[i] == 0) {
+            r->stats.unblocked++;
+            if (r->ops->unblocked)
+                r->ops->unblocked(r->user, row->map_id, row->key_text);
+        }
     }
-    return DW_OK;
+    free(ids);
+    free(remaining);
+    return rc;
 }
 
 static dw_rc row_failed(struct dw_replay *r, const struct dw_errstored *row,
@@ -176,12 +185,29 @@ static dw_rc row_failed(struct dw_replay *r, const struct dw_errstored *row,
     return DW_OK;
 }
 
-static dw_rc finish_slot(struct dw_replay *r, struct slot *s)
+/*
+ * Records the answers of every answered slot and frees them: the applied ones resolved
+ * together, the failed ones one by one. *any tells whether there was one.
+ */
+static dw_rc finish_slots(struct dw_replay *r, bool *any)
 {
-    dw_rc rc;
-    if (s->status == DW_WRITE_APPLIED) {
-        rc = row_resolved(r, &s->row);
-    } else {
+    *any = false;
+    for (int i = 0; i < r->max; i++)
+        *any = *any || (r->slots[i].used && r->slots[i].done);
+    /* Sent and answered, their rows not yet recorded: a crash replays them again. */
+    if (*any && DW_FAILPOINT("replay_before_resolve"))
+        return DW_ERR_PG;
+    const struct dw_errstored **applied = dw_calloc((size_t)r->max + 1, sizeof *applied);
+    size_t napplied = 0;
+    dw_rc rc = DW_OK;
+    for (int i = 0; i < r->max && rc == DW_OK; i++) {
+        struct slot *s = &r->slots[i];
+        if (!s->used || !s->done)
+            continue;
+        if (s->status == DW_WRITE_APPLIED) {
+            applied[napplied++] = &s->row;
+            continue;
+        }
         struct dw_write_result res = {
             .status = s->status,
             .error_class = s->error_class,
@@ -191,10 +217,14 @@ static dw_rc finish_slot(struct dw_replay *r, struct slot *s)
             .payload = s->payload,
             .missing_parent = s->missing_parent,
         };
-        rc = row_failed(r, &s->row, &res, s->target_id);
+        if ((rc = row_failed(r, &s->row, &res, s->target_id)) == DW_OK)
+            slot_release(s);
     }
-    if (rc == DW_OK)
-        slot_release(s);
+    if (rc == DW_OK && (rc = rows_resolved(r, applied, napplied)) == DW_OK)
+        for (int i = 0; i < r->max; i++)
+            if (r->slots[i].used && r->slots[i].done)
+                slot_release(&r->slots[i]);
+    free(applied);
     return rc;
 }
 
@@ -217,7 +247,8 @@ static dw_rc dispatch(struct dw_replay *r, struct dw_errstored *row)
         return rc;
     }
     if (m.status == DW_REMAP_NOTHING) {
-        rc = row_resolved(r, row);
+        const struct dw_errstored *one[] = {row};
+        rc = rows_resolved(r, one, 1);
         free(m.target_id);
         dw_errstored_cleanup(row);
         return rc;
@@ -286,18 +317,8 @@ dw_rc dw_replay_pump(struct dw_replay *r, bool *idle)
     bool nothing_queued = false;
     for (;;) {
         bool progress = false;
-        for (int i = 0; i < r->max; i++) {
-            if (r->slots[i].used && r->slots[i].done) {
-                /* Sent and answered, its row not yet resolved: a crash replays it again. */
-                if (DW_FAILPOINT("replay_before_resolve")) {
-                    rc = DW_ERR_PG;
-                    goto out;
-                }
-                if ((rc = finish_slot(r, &r->slots[i])) != DW_OK)
-                    goto out;
-                progress = true;
-            }
-        }
+        if ((rc = finish_slots(r, &progress)) != DW_OK)
+            goto out;
         struct dw_errkey *busy = dw_calloc((size_t)r->max + 1, sizeof *busy);
         size_t nbusy = 0;
         for (int i = 0; i < r->max; i++)
