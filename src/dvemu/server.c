@@ -51,6 +51,7 @@ struct server {
     struct user_limits *users;
     pthread_mutex_t fault_lock;
     bool outage;
+    char *outage_except; /* a resource (e.g. WhoAmI) answered as usual during the outage */
     uint64_t rng;
     uint64_t seed;
     double rate[F_COUNT];
@@ -127,8 +128,12 @@ static dw_rc faults_configure(struct server *s, json_t *cfg, char **why)
         }
     }
     pthread_mutex_lock(&s->fault_lock);
-    if (json_object_get(cfg, "outage"))
+    if (json_object_get(cfg, "outage")) {
         s->outage = json_is_true(json_object_get(cfg, "outage"));
+        const char *except = json_string_value(json_object_get(cfg, "outage_except"));
+        free(s->outage_except);
+        s->outage_except = s->outage && except && *except ? dw_strdup(except) : NULL;
+    }
     if (rates) {
         for (int i = 0; i < F_COUNT; i++)
             s->rate[i] = json_number_value(json_object_get(rates, fault_names[i]));
@@ -163,8 +168,18 @@ static json_t *faults_json(struct server *s)
     return j;
 }
 
-/* Decides the fault for the next API request (outage counts as a 503). */
-static int fault_draw(struct server *s, int *slow_ms)
+/* Whether the request path names resource (its last segment, key and query excluded). */
+static bool path_names(const char *path, const char *resource)
+{
+    const char *last = strrchr(path, '/');
+    last = last ? last + 1 : path;
+    size_t n = strcspn(last, "?(");
+    return strlen(resource) == n && strncmp(last, resource, n) == 0;
+}
+
+/* Decides the fault for the next API request (outage counts as a 503, but for the resource
+ * the outage excepts). */
+static int fault_draw(struct server *s, const char *path, int *slow_ms)
 {
     int kind = F_NONE;
     pthread_mutex_lock(&s->fault_lock);
@@ -173,7 +188,7 @@ static int fault_draw(struct server *s, int *slow_ms)
     snprintf(key, sizeof key, "%llu", (unsigned long long)n);
     const char *sched = json_string_value(json_object_get(s->schedule, key));
     double u = next_random(s);
-    if (s->outage) {
+    if (s->outage && !(s->outage_except && path_names(path, s->outage_except))) {
         kind = F_503;
     } else if (sched) {
         for (int i = 0; i < F_COUNT; i++)
@@ -522,7 +537,12 @@ static void admin(struct server *s, const char *method, const char *path, const 
         return;
     }
     if (strcmp(path, "outage") == 0 && strcmp(method, "POST") == 0) {
-        json_t *cfg = json_pack("{s:b}", "outage", query && strstr(query, "on=1") != NULL);
+        /* ?on=1|0, and with on=1 an optional &except=RESOURCE (a name without '&'). */
+        const char *except = query ? strstr(query, "except=") : NULL;
+        char *name = except ? dw_strndup(except + 7, strcspn(except + 7, "&")) : dw_strdup("");
+        json_t *cfg = json_pack("{s:b, s:s}", "outage", query && strstr(query, "on=1") != NULL,
+                                "outage_except", name);
+        free(name);
         char *why = NULL;
         (void)faults_configure(s, cfg, &why);
         json_decref(cfg);
@@ -606,7 +626,7 @@ static void api(struct server *s, struct MHD_Connection *con, const char *method
         return;
     }
     int slow_ms;
-    int kind = fault_draw(s, &slow_ms);
+    int kind = fault_draw(s, path, &slow_ms);
     if (kind == F_DROP) {
         *drop = true;
         goto out;
@@ -964,6 +984,7 @@ out:
     free(s->emu.base_url);
     json_decref(s->counters);
     json_decref(s->schedule);
+    free(s->outage_except);
     emu_clock_cleanup(&s->emu.clock);
     free(s);
     return rc;

@@ -44,6 +44,20 @@ work_refused=$(refused_work)
 [ "$work_refused" -ge 5 ] && pass "the apply's own requests were refused too ($work_refused)" ||
     fail "the apply's own requests were refused too" "$work_refused"
 
+# Only WhoAmI answers for a while: only a probe can see Dataverse answer again (when the
+# whole service comes back, a request's own retry may be the first to: a race, so this step
+# makes the probe's part certain). Its answer releases the requests waiting in their backoff,
+# which meet the outage again.
+dvemu_admin POST "outage?on=1&except=WhoAmI" >/dev/null
+released() { grep -c 'Dataverse answers again: resuming [1-9]' "$work/err"; }
+for ((i = 0; i < 1200; i++)); do
+    [ "$(released)" -ge 1 ] && break
+    sleep 0.1
+done
+[ "$(counter "GET WhoAmI 200")" -ge 1 ] && pass "a probe saw Dataverse answer again" ||
+    fail "a probe saw Dataverse answer again" "$(counter "GET WhoAmI 200")"
+check_status "its answer released the requests waiting in their backoff" 0 test "$(released)" -ge 1
+
 dvemu_admin POST "outage?on=0" >/dev/null
 off_at=$(date +%s%N)
 wait "$apply_pid"
@@ -53,12 +67,8 @@ printf '# %s\n' "measured: the 100 rows were applied ${recovered_ms} ms after th
 check_eq "all 100 rows applied" 100 "$(sink_count "$work/out" applied)"
 check_eq "nothing lost: 100 accounts" 100 \
     "$(dvemu_api GET 'accounts?$count=true&$top=1' | jq '."@odata.count"')"
-[ "$(counter "GET WhoAmI 200")" -ge 1 ] && pass "a probe saw Dataverse answer again" ||
-    fail "a probe saw Dataverse answer again" "$(counter "GET WhoAmI 200")"
 log=$(cat "$work/err")
-check_contains "the outage is logged once" "Dataverse does not answer: asking WhoAmI" "$log"
-check_contains "the end of the outage releases the waiting requests" \
-    "Dataverse answers again: resuming" "$log"
+check_contains "the outage is logged" "Dataverse does not answer: asking WhoAmI" "$log"
 # Which request met the recovered service first (dvemu logs its requests in order).
 first=$(awk '/msg=request/ { line[++n] = $0; if (/ status=503/) last = n }
     END { for (i = last + 1; i <= n; i++) if (line[i] !~ /token|_dvemu/) { print line[i]; exit } }' \
