@@ -29,6 +29,11 @@ check_status "a second runner waits as a standby" 0 e2e_wait_log standby "waitin
 
 onhold() { curl -sf "$DVEMU_URL/_dvemu/tables/accounts" |
     jq --arg a "$1" '[.value[] | select(.accountnumber == $a) | .msdyn_onholdstatus] | max'; }
+import_onhold_6() { # import_onhold_6 OPTION: the exported maps, on-hold 6 sent to OPTION
+    jq --argjson o "$1" '(.groups[].maps[] | select(.name == "customers_organizations")
+        | .columns[] | select(.source == "ONHOLDSTATUS") | .value_map) += {"6": $o}' \
+        "$DW_E2E_DIR/maps.json" >"$DW_E2E_DIR/maps-$1.json" && dw map import "$DW_E2E_DIR/maps-$1.json"
+}
 slot_held() { psql_q "SELECT active FROM pg_replication_slots WHERE slot_name = 'dwasync_fno_sample'"; }
 wait_slot_free() { # up to 60 s: a bound for a hung test, not a timing assert
     local i
@@ -50,10 +55,7 @@ read -r le acct <<<"$(psql_q "SELECT dataareaid, customeraccount FROM fno.custom
     WHERE partytype = 'Organization' ORDER BY dataareaid, customeraccount LIMIT 1" | tr '|' ' ')"
 psql_q "UPDATE fno.customersv3 SET onholdstatus = 6 WHERE dataareaid = '$le' AND customeraccount = '$acct'"
 dw map export fno_sample "$DW_E2E_DIR/maps.json" >/dev/null || die "map export failed"
-jq '(.groups[].maps[] | select(.name == "customers_organizations") | .columns[]
-       | select(.source == "ONHOLDSTATUS") | .value_map) += {"6": 806380006}' \
-    "$DW_E2E_DIR/maps.json" >"$DW_E2E_DIR/maps6.json" || die "editing the maps failed"
-check_status "the stopped job's maps can be imported" 0 dw map import "$DW_E2E_DIR/maps6.json"
+check_status "the stopped job's maps can be imported" 0 import_onhold_6 806380006
 out=$(dw job start fno_sample 2>&1) || die "job start failed: $out"
 check_status "the same daemon streams again" 0 \
     e2e_wait_log daemon "streaming changes to Dataverse" 2
@@ -70,10 +72,7 @@ check_eq "the standby is still a standby" 0 "$(grep -c "acquired the job lock" "
 psql_q "ALTER PUBLICATION dwasync_fno_sample DROP TABLE fno.customersv3" >/dev/null
 kill -HUP "$first"
 check_status "the job fails" 0 e2e_wait_log daemon "mapped tables not in publication"
-jq '(.groups[].maps[] | select(.name == "customers_organizations") | .columns[]
-       | select(.source == "ONHOLDSTATUS") | .value_map) += {"6": 806380007}' \
-    "$DW_E2E_DIR/maps.json" >"$DW_E2E_DIR/maps7.json" || die "editing the maps failed"
-check_status "the failed job's maps can be imported" 0 dw map import "$DW_E2E_DIR/maps7.json"
+check_status "the failed job's maps can be imported" 0 import_onhold_6 806380007
 out=$(dw job start fno_sample 2>&1) || die "job start failed: $out"
 check_status "the daemon reads the job and its maps again" 0 \
     e2e_wait_log daemon "job was started again after it failed"
