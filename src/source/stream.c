@@ -394,6 +394,12 @@ static void disconnect(struct dw_stream *s)
     if (s->h.reset)
         s->h.reset(s->h.user);
     dw_pgoutput_reset(s->dec);
+    /* The caller's reset dropped what was received and not yet applied: neither the old
+     * connection's keepalive (flush_position()) nor what it received says any more what the
+     * caller has seen. The next connection starts from what the caller confirmed. */
+    s->keepalive_end = 0;
+    s->idle = false;
+    s->received = s->flushed > s->reported ? s->flushed : s->reported;
 }
 
 /* After a failed attempt: drops it and says when the next one comes (one line an attempt). */

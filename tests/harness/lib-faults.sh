@@ -104,13 +104,18 @@ fault_wait_new_backend() {
 }
 
 fault_final_checks() {
-    local rewinds
+    local rewinds errors
     kill -TERM "$daemon"
     wait "$daemon"
     check_eq "daemon stops cleanly" 0 $?
     daemon=
     check_eq "final Dataverse state equals the staging tables" 0 "$(e2e_mismatches)"
-    check_eq "no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
+    errors=$(psql_q "SELECT count(*) FROM dwasync.error")
+    check_eq "no error rows" 0 "$errors"
+    [ "$errors" = 0 ] ||
+        psql_q "SELECT id, map_name, operation, status, class, key_text, missing_parent,
+                       commit_lsn, position, left(message, 120)
+                  FROM dwasync.error ORDER BY id LIMIT 20" | sed 's/^/# /'
     rewinds=$(e2e_history_rewinds accounts creditlimit numeric)
     check_eq "the history is complete" 0 $?
     check_eq "each account went back at most once per fault ($1)" 1 "$([ "$rewinds" -le "$1" ] && echo 1)"

@@ -199,7 +199,8 @@ for dw_ext in "$DWASYNC_SOURCE_DIR"/tests/harness/lib-*.sh; do
 done
 unset dw_ext
 
-# Logs whose tails finish() prints when something failed (show_log_on_failure FILE...).
+# Logs whose tails finish() prints when something failed (show_log_on_failure FILE...); with
+# DW_KEEP_FAILURE_LOGS=DIR, finish() also copies them whole into DIR.
 DW_FAILURE_LOGS=()
 show_log_on_failure() { DW_FAILURE_LOGS+=("$@"); }
 
@@ -207,7 +208,11 @@ finish() {
     local f
     if [ "$DW_FAILED" != 0 ]; then
         for f in "${DW_FAILURE_LOGS[@]}"; do
-            [ -f "$f" ] && { printf '# --- last lines of %s\n' "$f"; tail -n 40 "$f" | sed 's/^/#   /'; }
+            [ -f "$f" ] || continue
+            printf '# --- last lines of %s\n' "$f"
+            tail -n 40 "$f" | sed 's/^/#   /'
+            [ -n "${DW_KEEP_FAILURE_LOGS:-}" ] && mkdir -p "$DW_KEEP_FAILURE_LOGS" &&
+                cp "$f" "$DW_KEEP_FAILURE_LOGS/$(basename "$0" .sh).$$.$(basename "$f")"
         done
     fi
     printf '%d passed, %d failed\n' "$DW_PASSED" "$DW_FAILED"

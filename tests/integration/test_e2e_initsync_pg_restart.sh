@@ -15,7 +15,7 @@
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup --cost-row-ms 2 --cost-bulk-row-ms 2
 e2e_load_copy_sample
-show_log_on_failure "$DW_E2E_DIR/daemon.log" "$DW_PG_DIR/server.log"
+show_log_on_failure "$DW_E2E_DIR/daemon-walsender.log" "$DW_E2E_DIR/daemon.log" "$DW_PG_DIR/server.log"
 
 # copy_under_faults FAULT: up to five FAULTs (walsender or restart) while the copy runs;
 # sets $faults.
@@ -55,11 +55,10 @@ check_eq "walsender: the daemon started once is still running" "$first" \
     "$(kill -0 "$daemon" 2>/dev/null && echo "$daemon")"
 fault_final_checks "$faults"
 walsender_faults=$faults
-: >"$DW_E2E_DIR/daemon.log"
+mv "$DW_E2E_DIR/daemon.log" "$DW_E2E_DIR/daemon-walsender.log"
 
 # --- 2. the server restarted during a new copy ---------------------------------------------------
-kill -TERM "$daemon"
-wait "$daemon"
+# (fault_final_checks stopped the daemon.)
 dw job stop fno_sample >/dev/null 2>&1
 psql_q "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots" >/dev/null
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "the second job start failed"
