@@ -26,6 +26,11 @@
 #define FLUSH_ROWS 500
 /* Source keys in one repair copy request's condition. */
 #define REPAIR_KEYS 200
+/* Parent GUIDs asked for in one request ($filter of "or"s: about 60 bytes each in the URL). */
+#define PARENTS_PER_REQUEST 40
+/* Parent keys kept across pages; past this, the cache is emptied before the next page (a page
+ * holds at most 5,000 rows, so memory stays bounded by a page's parents). */
+#define PARENTS_CACHED 20000
 
 struct verifier {
     const struct dw_verify_options *o;
@@ -35,7 +40,8 @@ struct verifier {
     struct dw_types *types;
     struct dw_values_options values;
     struct dw_sink *sink;
-    json_t *parents; /* entity set -> {GUID: key object}, filled on first use */
+    json_t *parents; /* entity set -> {GUID: key object, or null when no such row} */
+    size_t nparents; /* entries in parents, bounded by PARENTS_CACHED */
     json_t *batch;   /* rows waiting for flush() */
     const char *batch_sql;
     const struct dw_tablemap *map; /* the map whose source rows are being read */
@@ -96,6 +102,7 @@ static json_t *ref_text(const json_t *ref)
 }
 
 static json_t *parent_key(struct verifier *v, const struct dw_lookup *l, const char *guid);
+static bool writes_toward_dataverse(const struct dw_colmap *c);
 
 /* A row's key object as the engine builds it (lookup parts as references); NULL if the row
  * lacks a part (new reference). */
@@ -124,10 +131,15 @@ fail:
     return NULL;
 }
 
-/* Pages through an entity set (path: "<set>?$select=..."), calling fn on each row: one page
- * in memory at a time, and a progress line per page. */
+/*
+ * Pages through an entity set (path: "<set>?$select=..."), one page in memory at a time:
+ * page_fn (may be NULL) sees each page's rows first, then row_fn each row. With progress, a
+ * line per page.
+ */
 static dw_rc read_pages(struct verifier *v, const char *path,
-                        dw_rc (*fn)(struct verifier *, const json_t *, void *), void *user)
+                        dw_rc (*page_fn)(struct verifier *, const json_t *, void *),
+                        dw_rc (*row_fn)(struct verifier *, const json_t *, void *), void *user,
+                        bool progress)
 {
     char *next = dw_strdup(path);
     dw_rc rc = DW_OK;
@@ -137,17 +149,20 @@ static dw_rc read_pages(struct verifier *v, const char *path,
         char *link = next;
         rc = dw_sink_get_page(v->sink, link, &page, &next);
         free(link);
+        const json_t *value = json_object_get(page, "value");
+        if (rc == DW_OK && page_fn)
+            rc = page_fn(v, value, user);
         size_t i;
         json_t *row;
-        json_array_foreach(json_object_get(page, "value"), i, row)
+        json_array_foreach(value, i, row)
         {
             if (rc == DW_OK)
-                rc = fn(v, row, user);
+                rc = row_fn(v, row, user);
             rows++;
         }
         json_decref(page);
         pages++;
-        if (v->o->progress && rc == DW_OK)
+        if (progress && v->o->progress && rc == DW_OK)
             fprintf(v->o->progress, "verify: %.*s: page %" PRId64 ", %" PRId64 " rows read%s\n",
                     (int)strcspn(path, "?"), path, pages, rows, next ? "" : " (last)");
     }
@@ -155,37 +170,178 @@ static dw_rc read_pages(struct verifier *v, const char *path,
     return rc;
 }
 
-static dw_rc add_parent(struct verifier *v, const json_t *row, void *user)
-{
-    const struct dw_lookup *l = user;
-    json_t *cache = json_object_get(v->parents, l->entity_set);
-    char *id_attr = dw_asprintf("%sid", l->logical_name);
-    const char *guid = json_string_value(json_object_get(row, id_attr));
-    json_t *key = guid ? row_key(v, l->key, l->nkey, row) : NULL;
-    if (key)
-        json_object_set_new(cache, guid, key);
-    free(id_attr);
-    return DW_OK;
-}
-
-/* The key of a parent row by GUID (borrowed; NULL if unknown); loads its set on first use. */
-static json_t *parent_key(struct verifier *v, const struct dw_lookup *l, const char *guid)
+/* The cache of one parent set's keys by GUID (created empty on first use). */
+static json_t *parent_cache(struct verifier *v, const struct dw_lookup *l)
 {
     json_t *cache = json_object_get(v->parents, l->entity_set);
     if (cache == NULL) {
         cache = json_object();
         json_object_set_new(v->parents, l->entity_set, cache);
-        struct dw_buf path;
-        dw_buf_init(&path, 0);
-        dw_buf_printf(&path, "%s?$select=%sid", l->entity_set, l->logical_name);
-        for (size_t i = 0; i < l->nkey; i++)
-            dw_buf_printf(&path, ",%s", l->key[i].attr);
-        dw_rc rc = read_pages(v, dw_buf_str(&path), add_parent, (void *)l);
-        if (rc != DW_OK && v->parents_rc == DW_OK)
-            v->parents_rc = rc;
-        dw_buf_cleanup(&path);
     }
-    return json_object_get(cache, guid);
+    return cache;
+}
+
+static void cache_parent(struct verifier *v, const struct dw_lookup *l, const char *guid,
+                         json_t *key)
+{
+    json_t *cache = parent_cache(v, l);
+    if (json_object_get(cache, guid) == NULL)
+        v->nparents++;
+    json_object_set_new(cache, guid, key);
+}
+
+static dw_rc add_parent(struct verifier *v, const json_t *row, void *user)
+{
+    const struct dw_lookup *l = user;
+    char *id_attr = dw_asprintf("%sid", l->logical_name);
+    const char *guid = json_string_value(json_object_get(row, id_attr));
+    json_t *key = guid ? row_key(v, l->key, l->nkey, row) : NULL;
+    if (key)
+        cache_parent(v, l, guid, key);
+    free(id_attr);
+    return DW_OK;
+}
+
+/* A GUID as Dataverse writes it: the only text put into a $filter unquoted. */
+static bool guid_ok(const char *s)
+{
+    return s && strlen(s) == 36 && strspn(s, "0123456789abcdefABCDEF-") == 36;
+}
+
+/* One request for the keys of the n parents named in guids. */
+static void fetch_parent_group(struct verifier *v, const struct dw_lookup *l, const char **guids,
+                               size_t n)
+{
+    struct dw_buf path;
+    dw_buf_init(&path, 0);
+    dw_buf_printf(&path, "%s?$select=%sid", l->entity_set, l->logical_name);
+    for (size_t i = 0; i < l->nkey; i++)
+        dw_buf_printf(&path, ",%s", l->key[i].attr);
+    dw_buf_puts(&path, "&$filter=");
+    for (size_t i = 0; i < n; i++)
+        dw_buf_printf(&path, "%s%sid%%20eq%%20%s", i ? "%20or%20" : "", l->logical_name, guids[i]);
+    dw_rc rc = read_pages(v, dw_buf_str(&path), NULL, add_parent, (void *)l, false);
+    dw_buf_cleanup(&path);
+    if (rc != DW_OK) {
+        v->parents_rc = rc;
+        return;
+    }
+    /* A GUID no row answered: a dangling lookup, compared by its GUID. */
+    json_t *cache = parent_cache(v, l);
+    for (size_t i = 0; i < n; i++)
+        if (json_object_get(cache, guids[i]) == NULL)
+            cache_parent(v, l, guids[i], json_null());
+}
+
+/* Reads the keys of the parents named by guids ({GUID: true}, none cached), in requests of
+ * PARENTS_PER_REQUEST. */
+static void fetch_parents(struct verifier *v, const struct dw_lookup *l, json_t *guids)
+{
+    const char *group[PARENTS_PER_REQUEST];
+    size_t n = 0;
+    const char *guid;
+    json_t *x;
+    json_object_foreach(guids, guid, x)
+    {
+        group[n++] = guid;
+        if (n == PARENTS_PER_REQUEST) {
+            fetch_parent_group(v, l, group, n);
+            n = 0;
+        }
+    }
+    if (n)
+        fetch_parent_group(v, l, group, n);
+}
+
+/* The key of a parent row by GUID (borrowed; NULL if unknown), read on a miss. */
+static json_t *parent_key(struct verifier *v, const struct dw_lookup *l, const char *guid)
+{
+    if (!guid_ok(guid))
+        return NULL;
+    json_t *key = json_object_get(parent_cache(v, l), guid);
+    if (key == NULL && v->parents_rc == DW_OK) {
+        json_t *one = json_pack("{s:b}", guid, 1);
+        fetch_parents(v, l, one);
+        json_decref(one);
+        key = json_object_get(parent_cache(v, l), guid);
+    }
+    return json_is_null(key) ? NULL : key;
+}
+
+/* The parents a page names and the cache lacks: per parent set, its lookup and GUIDs. */
+struct wanted {
+    const struct dw_lookup *lookup;
+    json_t *guids; /* {GUID: true} */
+};
+
+struct wanted_list {
+    struct wanted *items;
+    size_t len, cap;
+};
+
+static void want_parent(struct verifier *v, struct wanted_list *w, const struct dw_lookup *l,
+                        const json_t *row, const char *attr)
+{
+    const char *guid = json_string_value(json_object_get(row, attr));
+    if (!guid_ok(guid) || json_object_get(parent_cache(v, l), guid))
+        return;
+    size_t i = 0;
+    while (i < w->len && strcmp(w->items[i].lookup->entity_set, l->entity_set) != 0)
+        i++;
+    if (i == w->len) {
+        if (w->len == w->cap) {
+            w->cap = w->cap ? w->cap * 2 : 4;
+            w->items = dw_realloc(w->items, w->cap * sizeof *w->items);
+        }
+        w->items[w->len++] = (struct wanted){l, json_object()};
+    }
+    json_object_set_new(w->items[i].guids, guid, json_true());
+}
+
+/*
+ * Before a page of a set's rows is compared: the keys of the parents its lookups name, a
+ * request per PARENTS_PER_REQUEST GUIDs, neither one per row nor the parents' whole sets
+ * (memory stays bounded by PARENTS_CACHED and a page's parents).
+ */
+static dw_rc prefetch_parents(struct verifier *v, const json_t *rows, void *user)
+{
+    const struct dw_tablemap *first = user;
+    if (v->nparents > PARENTS_CACHED) {
+        json_object_clear(v->parents);
+        v->nparents = 0;
+    }
+    struct wanted_list w = {0};
+    size_t i;
+    const json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        for (size_t k = 0; k < first->nkey; k++) {
+            const struct dw_keypart *p = &first->key[k];
+            if (p->kind != DW_KEYPART_COLUMN)
+                want_parent(v, &w, p->kind == DW_KEYPART_COMPANY ? &company_lookup : p->lookup, row,
+                            p->attr);
+        }
+        for (size_t g = 0; g < v->def->ngroups; g++) {
+            for (size_t m = 0; m < v->def->groups[g].nmaps; m++) {
+                const struct dw_tablemap *t = &v->def->groups[g].maps[m];
+                for (size_t c = 0; strcmp(t->entity_set, first->entity_set) == 0 && c < t->ncols;
+                     c++) {
+                    const struct dw_colmap *col = &t->cols[c];
+                    if (col->lookup == NULL || !writes_toward_dataverse(col))
+                        continue;
+                    char *attr = dw_asprintf("_%s_value", col->target);
+                    want_parent(v, &w, col->lookup, row, attr);
+                    free(attr);
+                }
+            }
+        }
+    }
+    for (size_t j = 0; j < w.len; j++) {
+        fetch_parents(v, w.items[j].lookup, w.items[j].guids);
+        json_decref(w.items[j].guids);
+    }
+    free(w.items);
+    return DW_OK;
 }
 
 static bool writes_toward_dataverse(const struct dw_colmap *c)
@@ -434,7 +590,7 @@ static dw_rc verify_set(struct verifier *v, const char *set)
     }
     char *path = select_path(v, set);
     if (rc == DW_OK)
-        rc = read_pages(v, path, add_actual, (void *)first);
+        rc = read_pages(v, path, prefetch_parents, add_actual, (void *)first, true);
     /* Rows whose parents' keys are missing would be reported as drift that is not there. */
     if (rc == DW_OK)
         rc = v->parents_rc;

@@ -96,9 +96,9 @@ void emu_reqlog_add(struct emu *emu, const struct emu_req *req, const char *tag,
             json_object_set_new(opts, emu_opt_headers[i], json_string(req->opts[i]));
     if (tag)
         json_object_set_new(opts, "tag", json_string(tag));
-    json_t *e = json_pack("{s:I, s:s, s:s, s:i, s:b, s:o}", "seq", (json_int_t)++l->seq, "method",
-                          req->method, "path", req->path, "status", status, "batch", req->in_batch,
-                          "options", opts);
+    json_t *e = json_pack("{s:I, s:s, s:s, s:s?, s:i, s:b, s:o}", "seq", (json_int_t)++l->seq,
+                          "method", req->method, "path", req->path, "query", req->query, "status",
+                          status, "batch", req->in_batch, "options", opts);
     if (e == NULL) /* a path or value that is not UTF-8: nothing to show */
         return;
     if (l->count == EMU_REQLOG_MAX) {
