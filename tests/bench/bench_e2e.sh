@@ -13,7 +13,9 @@
 # Peer, measured in the same run: `dwasync decode` of the same changes from a second slot
 # (receiving and decoding only). Printed per run and as the median of the runs (the machines
 # are noisy): rows/s, the ratio of dwasync's end-to-end time to the decode peer's, Dataverse
-# requests per 1,000 rows; then p50/p99 commit-to-applied latency and dwasync's peak RSS.
+# requests per 1,000 rows, the CPU time dwasync and dvemu spent per 1,000 rows (dwasync's is
+# the apply path's own cost, whatever the machine shares with dvemu and Postgres); then
+# p50/p99 commit-to-applied latency and dwasync's peak RSS.
 set -uo pipefail
 export DWASYNC_SOURCE_DIR=${DWASYNC_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
@@ -49,6 +51,8 @@ import json, sys
 c = json.load(sys.stdin)["requests"]
 print(sum(n for k, n in c.items() if k.split()[0] in ("POST", "PATCH", "DELETE") and "token" not in k))'; }
 now() { date +%s.%N; }
+# cpu_ms PID: the CPU time (user + system) the process has used, in milliseconds.
+cpu_ms() { awk -v t="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / t)}' "/proc/$1/stat"; }
 
 # One throughput run: CUSTOMERS new customers per legal entity (with their vendors, orders and
 # lines), inserted, then each updated once. Appends "rows/s ratio requests-per-1000" to
@@ -57,8 +61,10 @@ throughput_run() {
     local first=100001 last=$((100001 + CUSTOMERS - 1))
     local range="customeraccount BETWEEN 'C$(printf %07d "$first")' AND 'C$(printf %07d "$last")'"
     psql_q "SELECT pg_create_logical_replication_slot('bench_peer', 'pgoutput')" >/dev/null
-    local req0 t0 inserted lsn updated t_commit t1 req1 d0 d1
+    local req0 t0 inserted lsn updated t_commit t1 req1 d0 d1 cpu0 cpu1 emu0 emu1
     req0=$(requests)
+    cpu0=$(cpu_ms "$daemon")
+    emu0=$(cpu_ms "$DVEMU_PID")
     t0=$(now)
     inserted=$(psql_q "SELECT fno.sample_generate($CUSTOMERS, $first)")
     lsn=$(e2e_commit_lsn "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE $range")
@@ -66,6 +72,8 @@ throughput_run() {
     t_commit=$(now)
     e2e_wait_checkpoint "$lsn" 3600 || die "workload not applied"
     t1=$(now)
+    cpu1=$(cpu_ms "$daemon")
+    emu1=$(cpu_ms "$DVEMU_PID")
     req1=$(requests)
     # The peer: `dwasync decode` of the same changes from the second slot (to /dev/null).
     d0=$(now)
@@ -74,15 +82,17 @@ throughput_run() {
     d1=$(now)
     psql_q "SELECT pg_drop_replication_slot('bench_peer')" >/dev/null
     python3 - "$((inserted + updated))" "$t0" "$t_commit" "$t1" "$req0" "$req1" "$d0" "$d1" \
-        "$BENCH_RUNS_FILE" <<'PY'
+        "$BENCH_RUNS_FILE" "$((cpu1 - cpu0))" "$((emu1 - emu0))" <<'PY'
 import sys
 rows, t0, tc, t1 = int(sys.argv[1]), *map(float, sys.argv[2:5])
 r0, r1, d0, d1 = int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8])
+cpu, emu = 1000 * int(sys.argv[10]) / rows, 1000 * int(sys.argv[11]) / rows
 rate, ratio, per = rows / (t1 - t0), (t1 - t0) / (d1 - d0), 1000 * (r1 - r0) / rows
 print(f"   {rows} row changes committed in {tc - t0:.1f} s, applied {t1 - t0:.1f} s after the first commit")
 print(f"   dwasync end to end: {rate:,.0f} rows/s; decode only: {d1 - d0:.1f} s, end to end / decode = {ratio:.2f}")
 print(f"   Dataverse write requests: {r1 - r0} ({per:.2f} per 1,000 rows)")
-open(sys.argv[9], "a").write(f"{rate} {ratio} {per}\n")
+print(f"   CPU per 1,000 rows: dwasync {cpu:.0f} ms, dvemu {emu:.0f} ms")
+open(sys.argv[9], "a").write(f"{rate} {ratio} {per} {cpu} {emu}\n")
 PY
 }
 
@@ -91,10 +101,11 @@ throughput_run
 python3 - "$BENCH_RUNS_FILE" <<'PY'
 import statistics, sys
 runs = [tuple(map(float, l.split())) for l in open(sys.argv[1])]
-rates, ratios, pers = zip(*runs)
+rates, ratios, pers, cpus, emus = zip(*runs)
 print(f"== median of {len(runs)} runs: {statistics.median(rates):,.0f} rows/s "
       f"({', '.join(f'{r:,.0f}' for r in rates)}); end to end / decode = "
-      f"{statistics.median(ratios):.2f}; {statistics.median(pers):.2f} write requests per 1,000 rows")
+      f"{statistics.median(ratios):.2f}; {statistics.median(pers):.2f} write requests per 1,000 rows; "
+      f"CPU per 1,000 rows: dwasync {statistics.median(cpus):.0f} ms, dvemu {statistics.median(emus):.0f} ms")
 PY
 
 echo "== latency at a steady $RATE rows/s for ${SECONDS_STEADY}s, $PROBES probes"
