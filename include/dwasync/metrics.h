@@ -63,6 +63,10 @@
 #define DW_M_COPY_TABLES       "dwasync_copy_tables_pending" /* tables left to copy */
 #define DW_M_COPY_ROWS         "dwasync_copy_rows_copied"    /* rows copied of those tables */
 #define DW_M_COPY_ROWS_PLANNED "dwasync_copy_rows_planned"   /* rows they matched when queued */
+/* The job's latest `dwasync verify` run (from dwasync.verify_run), all labelled job: */
+#define DW_M_VERIFY_RUNNING "dwasync_verify_running"    /* 1 until it finishes (or dies) */
+#define DW_M_VERIFY_ROWS    "dwasync_verify_rows_read"  /* source and Dataverse rows read */
+#define DW_M_VERIFY_DRIFT   "dwasync_verify_drift_rows" /* missing, extra, different so far */
 /* histograms (buckets DW_METRICS_SECONDS_BOUNDS) */
 #define DW_M_APPLY_LATENCY "dwasync_commit_to_applied_seconds" /* job, map: commit to applied */
 

@@ -103,6 +103,7 @@ static json_t *ref_text(const json_t *ref)
 
 static json_t *parent_key(struct verifier *v, const struct dw_lookup *l, const char *guid);
 static bool writes_toward_dataverse(const struct dw_colmap *c);
+static dw_rc record_run(struct verifier *v, bool finished);
 
 /* A row's key object as the engine builds it (lookup parts as references); NULL if the row
  * lacks a part (new reference). */
@@ -162,6 +163,8 @@ static dw_rc read_pages(struct verifier *v, const char *path,
         }
         json_decref(page);
         pages++;
+        if (progress && rc == DW_OK)
+            rc = record_run(v, false);
         if (progress && v->o->progress && rc == DW_OK)
             fprintf(v->o->progress, "verify: %.*s: page %" PRId64 ", %" PRId64 " rows read%s\n",
                     (int)strcspn(path, "?"), path, pages, rows, next ? "" : " (last)");
@@ -597,7 +600,9 @@ static dw_rc verify_set(struct verifier *v, const char *set)
     if (rc == DW_OK)
         rc = flush(v);
     free(path);
-    return rc == DW_OK ? compare(v, set, first->name) : rc;
+    if (rc == DW_OK)
+        rc = compare(v, set, first->name);
+    return rc == DW_OK ? record_run(v, false) : rc;
 }
 
 /* --- repair ------------------------------------------------------------------------------ */
@@ -806,22 +811,25 @@ static dw_rc start_run(struct verifier *v)
     return rc;
 }
 
-static dw_rc finish_run(struct verifier *v)
+/* Records the run's totals so far (progress, read by the daemon's metrics), and with
+ * finished, its end. */
+static dw_rc record_run(struct verifier *v, bool finished)
 {
     char p[6][32];
     int64_t vals[] = {v->sum.run_id,  v->sum.source_rows, v->sum.target_rows,
                       v->sum.missing, v->sum.extra,       v->sum.different};
-    const char *params[6];
+    const char *params[7];
     for (int i = 0; i < 6; i++) {
         snprintf(p[i], sizeof p[i], "%" PRId64, vals[i]);
         params[i] = p[i];
     }
+    params[6] = finished ? "t" : "f";
     PGresult *res = NULL;
     dw_rc rc = dw_pg_query(v->control, "recording the verify run",
-                           "UPDATE dwasync.verify_run SET finished_at = now(), source_rows = $2,"
-                           " target_rows = $3, missing = $4, extra = $5, different = $6"
-                           " WHERE id = $1",
-                           6, params, &res);
+                           "UPDATE dwasync.verify_run SET finished_at = CASE WHEN $7::boolean"
+                           " THEN now() END, source_rows = $2, target_rows = $3, missing = $4,"
+                           " extra = $5, different = $6 WHERE id = $1",
+                           7, params, &res);
     PQclear(res);
     return rc;
 }
@@ -879,7 +887,7 @@ dw_rc dw_verify_run(const struct dw_verify_options *o, struct dw_verify_summary 
     if (rc == DW_OK)
         rc = verify_sets(&v);
     if (rc == DW_OK)
-        rc = finish_run(&v);
+        rc = record_run(&v, true);
     if (rc == DW_OK && o->repair && v.sum.missing + v.sum.extra + v.sum.different > 0)
         rc = repair(&v);
     if (rc == DW_OK)

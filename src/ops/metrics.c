@@ -163,6 +163,12 @@ static const struct {
     {DW_M_COPY_ROWS, DW_METRIC_GAUGE, "Rows copied so far of the tables left to copy."},
     {DW_M_COPY_ROWS_PLANNED, DW_METRIC_GAUGE,
      "Rows the tables left to copy matched when queued (0: not counted)."},
+    {DW_M_VERIFY_RUNNING, DW_METRIC_GAUGE,
+     "1 while the job's latest verify run has not finished (it may have died: see status)."},
+    {DW_M_VERIFY_ROWS, DW_METRIC_GAUGE,
+     "Source and Dataverse rows the job's latest verify run has read so far."},
+    {DW_M_VERIFY_DRIFT, DW_METRIC_GAUGE,
+     "Drifted rows (missing, extra, different) the job's latest verify run has found so far."},
     {DW_M_APPLY_LATENCY, DW_METRIC_HISTOGRAM,
      "Seconds from a change's commit in the source to its apply in Dataverse, per map."},
 };

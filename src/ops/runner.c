@@ -780,10 +780,36 @@ static dw_rc copy_start(struct runner *r)
     return rc == DW_OK ? copy_tend(r) : rc;
 }
 
+/* Publishes the progress of the job's latest `dwasync verify` run (another process) as
+ * gauges; none until the job has one. */
+static dw_rc publish_verify_progress(struct runner *r)
+{
+    char id[32];
+    snprintf(id, sizeof id, "%" PRId64, r->job.id);
+    const char *params[] = {id};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(r->control, "reading verify's progress",
+                           "SELECT finished_at IS NULL, source_rows + target_rows,"
+                           " missing + extra + different FROM dwasync.verify_run"
+                           " WHERE job_id = $1 ORDER BY id DESC LIMIT 1",
+                           1, params, &res);
+    if (rc == DW_OK && PQntuples(res) == 1) {
+        const char *job_label[] = {"job", r->job.name, NULL};
+        dw_metrics_set(r->metrics, DW_M_VERIFY_RUNNING, job_label,
+                       PQgetvalue(res, 0, 0)[0] == 't' ? 1.0 : 0.0);
+        dw_metrics_set(r->metrics, DW_M_VERIFY_ROWS, job_label,
+                       strtod(PQgetvalue(res, 0, 1), NULL));
+        dw_metrics_set(r->metrics, DW_M_VERIFY_DRIFT, job_label,
+                       strtod(PQgetvalue(res, 0, 2), NULL));
+    }
+    PQclear(res);
+    return rc;
+}
+
 /*
- * Every JOB_CHECK_MS: publishes the progress of the copies not done as gauges and, when no
- * copy runs, starts those queued meanwhile (`job resync`, `verify --repair`). A pending
- * initial sync is planned by start_job() first.
+ * Every JOB_CHECK_MS: publishes the progress of the copies not done and of the latest verify
+ * as gauges and, when no copy runs, starts those queued meanwhile (`job resync`, `verify
+ * --repair`). A pending initial sync is planned by start_job() first.
  */
 static dw_rc copy_poll(struct runner *r)
 {
@@ -812,6 +838,8 @@ static dw_rc copy_poll(struct runner *r)
                        strtod(PQgetvalue(res, 0, 2), NULL));
     }
     PQclear(res);
+    if (r->metrics && (rc = publish_verify_progress(r)) != DW_OK)
+        return rc;
     if (cp->active || pending == 0 || strcmp(r->job.initial_sync, "pending") == 0)
         return DW_OK;
     return copy_start(r);

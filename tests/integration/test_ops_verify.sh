@@ -5,14 +5,25 @@
 # extra deleted, the missing and different rows copied interleaved with the stream): then
 # verify is clean and Dataverse equals the independent oracle. dvemu serves pages of 25 rows,
 # so every read follows @odata.nextLink: verify's own loop reads them one page at a time
-# (dvemu's request log counts the GETs, verify's progress counts the pages it saw).
+# (dvemu's request log counts the GETs, verify's progress counts the pages it saw), and the
+# daemon publishes the latest run's progress in /metrics.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup --page-size 25
 e2e_load_sample
+printf '\n[metrics]\nlisten = 127.0.0.1:0\n' >>"$DW_E2E_CONF"
 show_log_on_failure "$DW_E2E_DIR/daemon.log"
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 e2e_start_daemon
 check_status "the initial sync finished" 0 e2e_wait_synced
+port=$(sed -n 's/.*serving \/metrics and \/healthz on port \([0-9]*\).*/\1/p' "$DW_E2E_DIR/daemon.log")
+# verify_gauges: the daemon's gauges of the latest verify run: "running rows drift".
+verify_gauges() {
+    curl -sf "http://127.0.0.1:$port/metrics" | awk '
+        /^dwasync_verify_running\{job="fno_sample"\}/ {r = $2}
+        /^dwasync_verify_rows_read\{job="fno_sample"\}/ {n = $2}
+        /^dwasync_verify_drift_rows\{job="fno_sample"\}/ {d = $2}
+        END {print r + 0, n + 0, d + 0}'
+}
 
 seq0=$(dvemu_admin GET 'requests?path=accounts' | jq '[.value[].seq] | max // 0')
 out=$(dw verify fno_sample 2>"$DW_E2E_DIR/verify.err")
@@ -69,6 +80,11 @@ check_contains "the missing row names its source key" "\"customeraccount\": \"$g
 check_contains "the extra row names its key" "X0000001" \
     "$(psql_q "SELECT target_id FROM dwasync.verify_result WHERE run_id = $run AND class = 'extra'")"
 check_eq "the run's totals" "1 1 1" "$(psql_q "SELECT missing || ' ' || extra || ' ' || different FROM dwasync.verify_run WHERE id = $run")"
+# The daemon publishes the latest run's progress (it reads dwasync.verify_run every 2 s).
+want="0 $(psql_q "SELECT source_rows + target_rows FROM dwasync.verify_run WHERE id = $run") 3"
+for _ in $(seq 1 600); do [ "$(verify_gauges)" = "$want" ] && break; sleep 0.1; done
+check_eq "/metrics: the run finished, the rows it read and the drift it found" "$want" "$(verify_gauges)"
+check_status "(rows read counted)" 0 test "$(echo "$want" | cut -d' ' -f2)" -gt 100
 out=$(dw verify fno_sample --map customers_persons 2>/dev/null)
 check_contains "--map verifies that map's entity set only" "1 missing, 1 extra, 0 different" "$out"
 out=$(dw verify fno_sample --map nosuchmap 2>&1)
