@@ -12,11 +12,20 @@
 #include "dwasync/alloc.h"
 #include "dwasync/json.h"
 
+static bool identifier_start(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+/* A loop, not strspn(): glibc's builds a table from the set on every call, and this runs
+ * for every name of every write. */
 bool dw_dvkey_identifier_ok(const char *s)
 {
-    if (s == NULL || !(isalpha((unsigned char)*s) || *s == '_'))
+    if (s == NULL || !identifier_start((unsigned char)*s))
         return false;
-    size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+    size_t n = 1;
+    while (identifier_start((unsigned char)s[n]) || (s[n] >= '0' && s[n] <= '9'))
+        n++;
     return s[n] == '\0' && n <= 128;
 }
 

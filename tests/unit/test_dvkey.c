@@ -50,6 +50,12 @@ START_TEST(identifiers)
     for (size_t i = 0; bad[i]; i++)
         ck_assert_msg(!dw_dvkey_identifier_ok(bad[i]), "accepted %s", bad[i]);
     ck_assert(!dw_dvkey_identifier_ok(NULL));
+    char longest[130];
+    memset(longest, 'a', 129);
+    longest[129] = '\0';
+    ck_assert(!dw_dvkey_identifier_ok(longest)); /* 129 characters */
+    longest[128] = '\0';
+    ck_assert(dw_dvkey_identifier_ok(longest)); /* 128 */
 
     json_t *ok = json_loads("{\"k\": 1, \"_p_value\": {\"$ref\": \"cdm_companies\", \"key\": "
                             "{\"cdm_companycode\": \"A#1\"}}}",
