@@ -585,6 +585,51 @@ START_TEST(queues_left_without_a_head_are_healed)
 }
 END_TEST
 
+/* replay_errors() queues each key once: the earliest open row becomes its head, its
+ * followers count, a key already being replayed is left alone, a second call queues
+ * nothing, and the job's runner is notified once. */
+START_TEST(replay_errors_queues_each_key_once)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "bulkq");
+    int64_t map = map_id(conn, job, "child");
+    const struct row_spec rows[] = {
+        {"K", 0x100, 0, "k1", false, DW_ERRCLASS_VALIDATION},
+        {"K", 0x200, 0, "k2", true, DW_ERRCLASS_NONE},
+        {"K", 0x300, 0, "k3", true, DW_ERRCLASS_NONE},
+        {"L", 0x400, 0, "l1", false, DW_ERRCLASS_MAPPING},
+        {"M", 0x500, 0, "m1", false, DW_ERRCLASS_VALIDATION},
+        {"M", 0x600, 0, "m2", true, DW_ERRCLASS_NONE},
+    };
+    insert_rows(conn, job, map, rows, 6, NULL);
+    const char *statuses =
+        "SELECT string_agg(concat(source_row->'new'->>'v', '=', status), ',' ORDER BY "
+        "commit_lsn) FROM dwasync.error WHERE job_id = (SELECT id FROM "
+        "dwasync.job WHERE name = 'bulkq')";
+    /* M is being replayed already (queued by one row's replay). */
+    q_eq(conn,
+         "SELECT dwasync.replay_error(id) FROM dwasync.error WHERE source_row->'new'->>'v' = 'm1' "
+         "AND "
+         "job_id = (SELECT id FROM dwasync.job WHERE name = 'bulkq')",
+         "2");
+    ck_assert_int_eq(dw_errtable_listen(conn), DW_OK);
+    q_eq(conn, "SELECT dwasync.replay_errors('bulkq', NULL, NULL, 'validation')", "3");
+    q_eq(conn, statuses, "k1=replaying,k2=waiting,k3=waiting,l1=open,m1=replaying,m2=waiting");
+    int notes = 0;
+    PGnotify *nf;
+    ck_assert_int_eq(PQconsumeInput(conn), 1);
+    while ((nf = PQnotifies(conn)) != NULL) {
+        notes += strcmp(nf->relname, "dwasync_replay") == 0 && strcmp(nf->extra, "bulkq") == 0;
+        PQfreemem(nf);
+    }
+    ck_assert_int_eq(notes, 1);
+    q_eq(conn, "SELECT dwasync.replay_errors('bulkq')", "1");
+    q_eq(conn, statuses, "k1=replaying,k2=waiting,k3=waiting,l1=replaying,m1=replaying,m2=waiting");
+    q_eq(conn, "SELECT dwasync.replay_errors('bulkq')", "0");
+    PQfinish(conn);
+}
+END_TEST
+
 START_TEST(notify_reaches_the_listening_daemon)
 {
     PGconn *daemon = connect_db();
@@ -1056,6 +1101,7 @@ static Suite *errtable_suite(void)
     tcase_add_test(tc, a_crash_mid_replay_resends_once_in_order);
     tcase_add_test(tc, replays_wait_for_the_checkpoint_to_pass_a_row);
     tcase_add_test(tc, random_operations_keep_per_key_order);
+    tcase_add_test(tc, replay_errors_queues_each_key_once);
     tcase_add_test(tc, notify_reaches_the_listening_daemon);
     tcase_add_test(tc, alert_rule_pauses_the_job);
     tcase_add_test(tc, retention_never_purges_unresolved_rows);
