@@ -49,6 +49,7 @@ struct server {
     struct emu emu;
     pthread_mutex_t limit_lock;
     struct user_limits *users;
+    int concurrent_peak; /* the most requests one user had in flight since counters were reset */
     pthread_mutex_t fault_lock;
     bool outage;
     char *outage_except; /* a resource (e.g. WhoAmI) answered as usual during the outage */
@@ -296,6 +297,8 @@ static bool limits_admit(struct server *s, const char *user, uint64_t *ticket,
         limits_append(u, now);
         *ticket = u->base + u->count - 1;
         u->concurrent++;
+        if (u->concurrent > s->concurrent_peak)
+            s->concurrent_peak = u->concurrent;
         *remaining = o->limit_requests - (long)u->count;
     }
     pthread_mutex_unlock(&s->limit_lock);
@@ -327,6 +330,18 @@ static void limits_done(struct server *s, const char *user, uint64_t ticket, int
         }
     }
     pthread_mutex_unlock(&s->limit_lock);
+}
+
+/* Clears the request counters, the 429 count and the concurrency peak (not the store). */
+static void counters_clear(struct server *s)
+{
+    pthread_mutex_lock(&s->limit_lock);
+    s->concurrent_peak = 0;
+    pthread_mutex_unlock(&s->limit_lock);
+    pthread_mutex_lock(&s->counter_lock);
+    json_object_clear(s->counters);
+    s->throttled = 0;
+    pthread_mutex_unlock(&s->counter_lock);
 }
 
 static void limits_reset(struct server *s)
@@ -403,10 +418,7 @@ static void admin(struct server *s, const char *method, const char *path, const 
         emu_reqlog_clear(emu);
         pthread_mutex_unlock(&emu->store_lock);
         limits_reset(s);
-        pthread_mutex_lock(&s->counter_lock);
-        json_object_clear(s->counters);
-        s->throttled = 0;
-        pthread_mutex_unlock(&s->counter_lock);
+        counters_clear(s);
         resp->status = 204;
         return;
     }
@@ -424,7 +436,15 @@ static void admin(struct server *s, const char *method, const char *path, const 
         emu_resp_json(resp, 200, json_pack("{s:o}", "value", rows));
         return;
     }
+    if (strcmp(path, "counters") == 0 && strcmp(method, "DELETE") == 0) {
+        counters_clear(s);
+        resp->status = 204;
+        return;
+    }
     if (strcmp(path, "counters") == 0 && strcmp(method, "GET") == 0) {
+        pthread_mutex_lock(&s->limit_lock);
+        int peak = s->concurrent_peak;
+        pthread_mutex_unlock(&s->limit_lock);
         json_t *rows = json_object();
         pthread_mutex_lock(&emu->store_lock);
         for (size_t i = 0; i < emu->ntables; i++)
@@ -432,9 +452,10 @@ static void admin(struct server *s, const char *method, const char *path, const 
                                 json_integer((json_int_t)emu->tables[i].rows_written));
         pthread_mutex_unlock(&emu->store_lock);
         pthread_mutex_lock(&s->counter_lock);
-        json_t *body = json_pack("{s:O, s:o, s:I, s:I}", "requests", s->counters, "rows_written",
-                                 rows, "throttled", (json_int_t)s->throttled, "faults_injected",
-                                 (json_int_t)s->faults_injected);
+        json_t *body =
+            json_pack("{s:O, s:o, s:I, s:I, s:i}", "requests", s->counters, "rows_written", rows,
+                      "throttled", (json_int_t)s->throttled, "faults_injected",
+                      (json_int_t)s->faults_injected, "concurrent_peak", peak);
         pthread_mutex_unlock(&s->counter_lock);
         emu_resp_json(resp, 200, body);
         return;
