@@ -250,9 +250,10 @@ struct dw_replay_stats {
 };
 
 /*
- * How many writes a replay keeps in flight under a config: [dataverse] batch_size. The sink
- * gathers the writes handed to it together into bulk requests (sink.h), so a replay of many
- * rows goes in full bulk requests, with their bad rows isolated as the apply path's are.
+ * How many writes a replay keeps in flight under a config: four bulk requests' worth,
+ * [dataverse] batch_size times four (or max_concurrency, when lower). The sink gathers the
+ * writes handed to it together into bulk requests (sink.h), so a replay of many rows goes in
+ * full bulk requests, several at once, with their bad rows isolated as the apply path's are.
  */
 int dw_replay_in_flight_for(const struct dw_config *cfg);
 

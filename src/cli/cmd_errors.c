@@ -389,7 +389,9 @@ static int errors_replay(struct dw_cli *cli, PGconn *conn, const struct errors_o
     long long total = 0;
     dw_rc rc;
     if (o->all == (o->nids > 0)) {
-        fprintf(stderr, "dwasync errors replay: give error ids or --all, not both\n");
+        fprintf(stderr, "dwasync errors replay: give error ids or --all (%s)\n",
+                o->all ? "not both"
+                       : "with --job, --table or --code, --all replays what they match");
         return dw_cli_usage("errors");
     }
     if ((o->table || o->code || o->job) && !o->all) {

@@ -2,7 +2,7 @@
  * The replay engine (errtable.h): applies the heads of queued keys through callbacks.
  *
  * Per-key order needs nothing in memory: the table holds at most one head per key, the
- * next row becomes the head only when dwasync.replay_succeeded() resolves the current one
+ * next row becomes the head only when dw_errtable_mark_resolved() resolves the current one
  * (or an operator skips it), and a key with a write in flight is excluded from the claim. Sequence
  * order across keys: of the heads claimed and in flight, only the lowest sequence level of each
  * table group's upserts is sent, so a parent's replay lands before its children's, and of its
@@ -19,6 +19,11 @@
 #include "dwasync/log.h"
 #include "dwasync/mapping.h"
 #include "dwasync/pg.h"
+
+/* Full bulk requests a replay keeps in flight at most (fewer under a lower max_concurrency). */
+#define REPLAY_REQUESTS 4
+/* A write's token: its slot's index in the low bits, a count above them (never 0). */
+#define TOKEN_SLOT_BITS 20
 
 struct slot {
     bool used;
@@ -43,6 +48,7 @@ struct dw_replay {
     void *user;
     int max;
     struct slot *slots;
+    int free_hint; /* where free_slot() looks first */
     uintptr_t next_token;
     struct dw_replay_stats stats;
 };
@@ -60,14 +66,21 @@ static void slot_release(struct slot *s)
 
 int dw_replay_in_flight_for(const struct dw_config *cfg)
 {
-    return cfg->dataverse.batch_size > 0 ? (int)cfg->dataverse.batch_size : 1;
+    int64_t batch = cfg->dataverse.batch_size > 0 ? cfg->dataverse.batch_size : 1;
+    int64_t requests =
+        cfg->dataverse.max_concurrency < REPLAY_REQUESTS
+            ? (cfg->dataverse.max_concurrency > 0 ? cfg->dataverse.max_concurrency : 1)
+            : REPLAY_REQUESTS;
+    return (int)(batch * requests);
 }
 
 dw_rc dw_replay_new(PGconn *conn, int64_t job_id, const struct dw_replay_ops *ops, void *user,
                     int max_in_flight, struct dw_replay **out)
 {
-    if (max_in_flight < 1 || ops == NULL || ops->remap == NULL || ops->submit == NULL) {
-        DW_ERROR("replay engine needs remap and submit callbacks and max_in_flight >= 1");
+    if (max_in_flight < 1 || max_in_flight >= 1 << TOKEN_SLOT_BITS || ops == NULL ||
+        ops->remap == NULL || ops->submit == NULL) {
+        DW_ERROR("replay engine needs remap and submit callbacks and 1 <= max_in_flight < %d",
+                 1 << TOKEN_SLOT_BITS);
         return DW_ERR_INVALID;
     }
     char jobtext[24];
@@ -124,10 +137,9 @@ static char *dup_or_null(const char *s)
 
 void dw_replay_complete(struct dw_replay *r, void *token, const struct dw_write_result *res)
 {
-    for (int i = 0; i < r->max; i++) {
-        struct slot *s = &r->slots[i];
-        if (!s->used || s->done || s->token != (uintptr_t)token)
-            continue;
+    size_t i = (uintptr_t)token & (((uintptr_t)1 << TOKEN_SLOT_BITS) - 1);
+    struct slot *s = i < (size_t)r->max ? &r->slots[i] : NULL;
+    if (s && s->used && !s->done && s->token == (uintptr_t)token) {
         s->done = true;
         s->status = res->status;
         s->error_class = res->error_class;
@@ -230,9 +242,13 @@ static dw_rc finish_slots(struct dw_replay *r, bool *any)
 
 static struct slot *free_slot(struct dw_replay *r)
 {
-    for (int i = 0; i < r->max; i++)
-        if (!r->slots[i].used)
+    for (int n = 0; n < r->max; n++) {
+        int i = (r->free_hint + n) % r->max;
+        if (!r->slots[i].used) {
+            r->free_hint = (i + 1) % r->max;
             return &r->slots[i];
+        }
+    }
     return NULL;
 }
 
@@ -268,7 +284,7 @@ static dw_rc dispatch(struct dw_replay *r, struct dw_errstored *row)
     }
     struct slot *s = free_slot(r);
     s->used = true;
-    s->token = r->next_token++;
+    s->token = r->next_token++ << TOKEN_SLOT_BITS | (uintptr_t)(s - r->slots);
     s->row = *row;
     s->target_id = m.target_id;
     memset(row, 0, sizeof *row);
@@ -288,26 +304,39 @@ static dw_rc dispatch(struct dw_replay *r, struct dw_errstored *row)
     return DW_OK;
 }
 
+/* The sequence level a group's upserts (or deletes) are at: the lowest sequence among their
+ * writes in flight and heads claimed (the highest, for deletes). */
+struct frontier {
+    int64_t group_id;
+    bool del;
+    int64_t sequence;
+};
+
+static void frontier_add(struct frontier *f, size_t *n, const struct dw_errstored *row)
+{
+    bool del = row->op == DW_CHANGE_DELETE;
+    for (size_t i = 0; i < *n; i++) {
+        if (f[i].group_id == row->group_id && f[i].del == del) {
+            if (del ? row->sequence > f[i].sequence : row->sequence < f[i].sequence)
+                f[i].sequence = row->sequence;
+            return;
+        }
+    }
+    f[(*n)++] = (struct frontier){row->group_id, del, row->sequence};
+}
+
 /*
  * Whether a claimed head is at its group's level now, among in-flight writes and claimed
  * heads of the same group and kind: upserts go by ascending sequence (parents first),
  * deletes by descending sequence (children first, as the apply path sends them: Dataverse
  * may cascade a parent's delete).
  */
-static bool at_level(const struct dw_replay *r, const struct dw_errstored *claimed, size_t n,
-                     const struct dw_errstored *c)
+static bool at_level(const struct frontier *f, size_t n, const struct dw_errstored *c)
 {
     bool del = c->op == DW_CHANGE_DELETE;
-#define BEFORE(o)                                                                                  \
-    ((o)->group_id == c->group_id && ((o)->op == DW_CHANGE_DELETE) == del &&                       \
-     (del ? (o)->sequence > c->sequence : (o)->sequence < c->sequence))
-    for (int i = 0; i < r->max; i++)
-        if (r->slots[i].used && BEFORE(&r->slots[i].row))
-            return false;
     for (size_t i = 0; i < n; i++)
-        if (claimed[i].id != 0 && BEFORE(&claimed[i]))
-            return false;
-#undef BEFORE
+        if (f[i].group_id == c->group_id && f[i].del == del)
+            return f[i].sequence == c->sequence;
     return true;
 }
 
@@ -336,9 +365,17 @@ dw_rc dw_replay_pump(struct dw_replay *r, bool *idle)
             goto out;
         nothing_queued = room > 0 && n == 0;
         /* Decide the levels before dispatching: dispatch moves rows out of claimed. */
+        struct frontier *levels = dw_calloc((size_t)r->max + n + 1, sizeof *levels);
+        size_t nlevels = 0;
+        for (int i = 0; i < r->max; i++)
+            if (r->slots[i].used)
+                frontier_add(levels, &nlevels, &r->slots[i].row);
+        for (size_t i = 0; i < n; i++)
+            frontier_add(levels, &nlevels, &claimed[i]);
         bool *now = dw_calloc(n + 1, sizeof *now);
         for (size_t i = 0; i < n; i++)
-            now[i] = at_level(r, claimed, n, &claimed[i]);
+            now[i] = at_level(levels, nlevels, &claimed[i]);
+        free(levels);
         for (size_t i = 0; i < n && rc == DW_OK; i++) {
             if (!now[i])
                 continue;
