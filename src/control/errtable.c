@@ -406,10 +406,36 @@ dw_rc dw_errtable_mark_resolved(PGconn *conn, const int64_t *ids, size_t n, int 
     (void)dw_buf_putc(&list, '}');
     const char *params[] = {dw_buf_str(&list)};
     PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(conn, "marking replayed errors resolved",
-                           "SELECT dwasync.replay_succeeded(u.id) FROM unnest($1::bigint[]) "
-                           "WITH ORDINALITY AS u(id, i) ORDER BY u.i",
-                           1, params, &res);
+    /* dwasync.replay_succeeded() for the whole batch in one statement: the rows still
+     * replaying are resolved, and each key left with no open or replaying row has its
+     * earliest waiting row queued (promote_next()'s rule; the statement's snapshot still
+     * shows the batch's rows replaying, hence "not in the batch"); then each row's key's
+     * queue is counted. One scan per key instead of a function call per row. (The
+     * updates in WITH run whether or not the final SELECT reads them.) */
+    dw_rc rc = dw_pg_query(
+        conn, "marking replayed errors resolved",
+        "WITH batch AS (SELECT u.id, u.i FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, i)), "
+        "done AS (UPDATE dwasync.error e SET status = 'resolved', resolved_at = now(), "
+        "resolved_by = coalesce(e.replay_requested_by, 'dwasync') FROM batch b "
+        "WHERE e.id = b.id AND e.status = 'replaying' RETURNING e.id), "
+        "keys AS (SELECT DISTINCT ON (r.job_id, r.map_id, r.key_text) r.job_id, r.map_id, "
+        "r.key_text, r.replay_requested_by FROM dwasync.error r JOIN batch b ON b.id = r.id "
+        "ORDER BY r.job_id, r.map_id, r.key_text, b.i), "
+        "heads AS (SELECT k.replay_requested_by, h.id FROM keys k CROSS JOIN LATERAL ("
+        "SELECT q.id, q.status FROM dwasync.error q WHERE q.job_id = k.job_id "
+        "AND q.map_id = k.map_id AND md5(q.key_text) = md5(k.key_text) "
+        "AND q.key_text = k.key_text AND q.status IN ('open', 'waiting', 'replaying') "
+        "AND q.id <> ALL ($1::bigint[]) ORDER BY (q.status = 'waiting'), q.commit_lsn, "
+        "q.position, q.part LIMIT 1) h WHERE h.status = 'waiting'), "
+        "promoted AS (UPDATE dwasync.error e SET status = 'replaying', "
+        "replay_requested_at = now(), replay_requested_by = h.replay_requested_by "
+        "FROM heads h WHERE e.id = h.id AND e.status = 'waiting' RETURNING e.id) "
+        "SELECT (SELECT count(*) FROM dwasync.error q WHERE q.job_id = r.job_id "
+        "AND q.map_id = r.map_id AND md5(q.key_text) = md5(r.key_text) "
+        "AND q.key_text = r.key_text AND q.status IN ('open', 'waiting', 'replaying') "
+        "AND q.id <> ALL ($1::bigint[])) "
+        "FROM batch b LEFT JOIN dwasync.error r ON r.id = b.id ORDER BY b.i",
+        1, params, &res);
     if (rc == DW_OK && (size_t)PQntuples(res) != n) {
         DW_ERROR("marking %zu replayed errors resolved answered %d rows", n, PQntuples(res));
         rc = DW_ERR_PG;
