@@ -99,7 +99,10 @@ size_t dw_blocked_keys_count(const struct dw_blocked_keys *set);
 dw_rc dw_errtable_load_blocked(PGconn *conn, int64_t job_id, struct dw_blocked_keys *set);
 
 /*
- * Inserts n rows in one statement (one transaction); rows already present are skipped.
+ * Inserts n rows, a few hundred to a statement (a window's thousands of refused rows are not
+ * all in memory as one document); call it inside a transaction to make them one write. Rows
+ * already present are skipped; a row's status is decided against the table and the rows
+ * before it, as in one statement.
  * *inserted (may be NULL) gets the number of new rows; blocked (may be NULL) gets the key
  * of every row inserted. Bad rows (no source key) fail the whole call with DW_ERR_INVALID
  * before anything is written. Text is passed through the redactor before it is stored.

@@ -21,6 +21,9 @@
 #include "dwasync/pg.h"
 #include "dwasync/redact.h"
 
+/* Error rows stored per statement (dw_errtable_insert()). */
+#define INSERT_CHUNK_ROWS 256
+
 /* Parses the integer text of a bigint/int column; libpq's text is always well formed. */
 static int64_t col_i64(const PGresult *res, int row, int col)
 {
@@ -170,13 +173,20 @@ static json_t *str_or_null(const char *s)
     return s && *s ? json_string(s) : json_null();
 }
 
-static dw_rc row_json(const struct dw_errrow *r, json_t **out)
+/* Whether a row can be stored (says why not). */
+static bool row_storable(const struct dw_errrow *r)
 {
     if (r->source_key == NULL || r->source_schema == NULL || r->source_table == NULL) {
         DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", r->source_table}),
                 "error row without a source key or table cannot be stored");
-        return DW_ERR_INVALID;
+        return false;
     }
+    return true;
+}
+
+/* A storable row (row_storable()) as insert_errors() reads it; a new reference. */
+static json_t *row_json(const struct dw_errrow *r)
+{
     char lsn[DW_LSN_STRLEN];
     char *canonical = r->key_text ? NULL : dw_json_canonical(r->source_key);
     json_t *o = json_object();
@@ -209,52 +219,59 @@ static dw_rc row_json(const struct dw_errrow *r, json_t **out)
                             : json_string(dw_error_class_name(r->error_class)));
     json_object_set_new(o, "waiting", json_boolean(r->waiting));
     free(canonical);
-    *out = o;
-    return DW_OK;
+    return o;
+}
+
+/* Stores rows[0..n) in one statement; adds their count to *inserted. */
+static dw_rc insert_chunk(PGconn *conn, const struct dw_errrow *rows, size_t n,
+                          struct dw_blocked_keys *blocked, size_t *inserted)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, row_json(&rows[i]));
+    /* Invariant 6: whatever a caller forgot, no registered secret or secret-shaped value
+     * reaches a stored message, row or payload (redaction keeps the JSON well formed). */
+    char *raw = dw_json_dumps(arr);
+    json_decref(arr);
+    char *text = dw_redact_str(raw);
+    free(raw);
+    const char *params[] = {text};
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_query(conn, "storing error rows",
+                           "SELECT error_id, error_status, error_map_id, error_key_text "
+                           "FROM dwasync.insert_errors($1::jsonb)",
+                           1, params, &res);
+    free(text);
+    if (rc == DW_OK) {
+        if (blocked != NULL)
+            for (int i = 0; i < PQntuples(res); i++)
+                dw_blocked_keys_add(blocked, col_i64(res, i, 2), PQgetvalue(res, i, 3));
+        *inserted += (size_t)PQntuples(res);
+    }
+    PQclear(res);
+    return rc;
 }
 
 dw_rc dw_errtable_insert(PGconn *conn, const struct dw_errrow *rows, size_t n,
                          struct dw_blocked_keys *blocked, size_t *inserted)
 {
-    json_t *arr = json_array();
-    char *text = NULL;
-    PGresult *res = NULL;
+    /* In statements of INSERT_CHUNK_ROWS rows: a window's thousands of refused rows are
+     * never all in one JSON document (tree, text and libpq's copy) at once. A later chunk
+     * sees the earlier ones' rows in the table, so a key's status is decided as in one
+     * statement; the caller's transaction makes the chunks one write. */
+    size_t total = 0;
     dw_rc rc = DW_OK;
-    for (size_t i = 0; i < n; i++) {
-        json_t *o;
-        if ((rc = row_json(&rows[i], &o)) != DW_OK)
-            goto out;
-        json_array_append_new(arr, o);
-    }
-    if (n == 0) {
-        if (inserted)
-            *inserted = 0;
-        goto out;
-    }
-    /* Invariant 6: whatever a caller forgot, no registered secret or secret-shaped value
-     * reaches a stored message, row or payload (redaction keeps the JSON well formed). */
-    char *raw = dw_json_dumps(arr);
-    text = dw_redact_str(raw);
-    free(raw);
-    const char *params[] = {text};
-    rc = dw_pg_query(conn, "storing error rows",
-                     "SELECT error_id, error_status, error_map_id, error_key_text "
-                     "FROM dwasync.insert_errors($1::jsonb)",
-                     1, params, &res);
-    if (rc != DW_OK)
-        goto out;
-    if (blocked != NULL)
-        for (int i = 0; i < PQntuples(res); i++)
-            dw_blocked_keys_add(blocked, col_i64(res, i, 2), PQgetvalue(res, i, 3));
+    for (size_t i = 0; i < n; i++)
+        if (!row_storable(&rows[i]))
+            return DW_ERR_INVALID; /* before anything is written */
+    for (size_t i = 0; i < n && rc == DW_OK; i += INSERT_CHUNK_ROWS)
+        rc = insert_chunk(conn, rows + i, n - i < INSERT_CHUNK_ROWS ? n - i : INSERT_CHUNK_ROWS,
+                          blocked, &total);
+    if (rc == DW_OK && total > 0)
+        DW_INFO("stored %zu error row%s (job id %" PRId64 ")", total, total == 1 ? "" : "s",
+                rows[0].job_id);
     if (inserted)
-        *inserted = (size_t)PQntuples(res);
-    if (PQntuples(res) > 0)
-        DW_INFO("stored %d error row%s (job id %" PRId64 ")", PQntuples(res),
-                PQntuples(res) == 1 ? "" : "s", rows[0].job_id);
-out:
-    PQclear(res);
-    free(text);
-    json_decref(arr);
+        *inserted = rc == DW_OK ? total : 0;
     return rc;
 }
 

@@ -305,6 +305,61 @@ static const struct row_spec basic[] = {
     {"A", 0x300, 2, "a3", true, DW_ERRCLASS_NONE},
 };
 
+/* More rows than one statement takes: every row is stored once, a key's later row in a later
+ * statement still waits behind its head, and nothing is written when any row is bad. */
+START_TEST(many_rows_are_stored_in_statements_as_one)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "many");
+    int64_t map = map_id(conn, job, "child");
+    enum { N = 600 };
+    struct row_spec *rows = dw_calloc(N, sizeof *rows);
+    char(*keys)[16] = dw_calloc(N, sizeof *keys);
+    for (size_t i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "K%zu", i);
+        rows[i] = (struct row_spec){keys[i], 0x1000 + i, 0, "v", false, DW_ERRCLASS_VALIDATION};
+    }
+    rows[N - 1].key = keys[0]; /* the last row changes the first row's key again */
+    struct dw_blocked_keys *blocked = dw_blocked_keys_new();
+    ck_assert_uint_eq(insert_rows(conn, job, map, rows, N, blocked), N);
+    ck_assert_uint_eq(insert_rows(conn, job, map, rows, N, blocked), 0);
+    q_eq(conn,
+         "SELECT concat(count(*), '/', count(*) FILTER (WHERE status = 'waiting'), '/', "
+         "max(key_text) FILTER (WHERE status = 'waiting')) FROM dwasync.error WHERE job_id = "
+         "(SELECT id FROM dwasync.job WHERE name = 'many')",
+         "600/1/{\"k\":\"K0\"}");
+    ck_assert(dw_blocked_keys_contains(blocked, map, "{\"k\":\"K598\"}"));
+    dw_blocked_keys_free(blocked);
+
+    /* A bad row at the end: the call fails and stores none of the rows before it. */
+    struct dw_errrow good = {.job_id = job,
+                             .map_id = map,
+                             .source_schema = "public",
+                             .source_table = "custtable",
+                             .op = DW_CHANGE_UPDATE,
+                             .error_class = DW_ERRCLASS_VALIDATION};
+    struct dw_errrow *batch = dw_calloc(N, sizeof *batch);
+    json_t *key = json_pack("{s:s}", "k", "fresh");
+    for (size_t i = 0; i < N; i++) {
+        batch[i] = good;
+        batch[i].source_key = key;
+        batch[i].commit_lsn = 0x900000 + i;
+    }
+    batch[N - 1].source_key = NULL;
+    size_t inserted = 99;
+    ck_assert_int_eq(dw_errtable_insert(conn, batch, N, NULL, &inserted), DW_ERR_INVALID);
+    q_eq(conn,
+         "SELECT count(*) FROM dwasync.error WHERE key_text = '{\"k\":\"fresh\"}' AND job_id = "
+         "(SELECT id FROM dwasync.job WHERE name = 'many')",
+         "0");
+    json_decref(key);
+    free(batch);
+    free(rows);
+    free(keys);
+    PQfinish(conn);
+}
+END_TEST
+
 START_TEST(inserts_are_idempotent_and_decide_status)
 {
     PGconn *conn = connect_db();
@@ -1091,6 +1146,7 @@ static Suite *errtable_suite(void)
     TCase *tc = tcase_create("errtable");
     tcase_add_unchecked_fixture(tc, cluster_start, cluster_stop);
     tcase_add_test(tc, inserts_are_idempotent_and_decide_status);
+    tcase_add_test(tc, many_rows_are_stored_in_statements_as_one);
     tcase_add_test(tc, blocked_keys_survive_a_restart);
     tcase_add_test(tc, replay_applies_head_then_followers_once);
     tcase_add_test(tc, failed_replay_goes_back_to_open_then_fix_and_replay);
