@@ -119,6 +119,23 @@ dw_rc dw_metrics_set(struct dw_metrics *m, const char *name, const char *const *
 dw_rc dw_metrics_observe(struct dw_metrics *m, const char *name, const char *const *labels,
                          double value);
 
+/*
+ * A series kept by the caller, for counting on the hot path: found (or made at 0) once by
+ * dw_metrics_series(), then moved without its label set being rendered, sorted and hashed
+ * again (a change is counted three times). Valid while the registry lives (series are never
+ * removed). NULL, with the reason logged as dw_metrics_inc() would, when the family is not of
+ * that type, the labels are malformed or the family is full.
+ */
+struct dw_metric_series;
+struct dw_metric_series *dw_metrics_series(struct dw_metrics *m, const char *name,
+                                           enum dw_metric_type type, const char *const *labels);
+
+/* Adds delta (>= 0) to a counter's kept series; NULL is ignored. */
+void dw_metric_series_inc(struct dw_metric_series *s, double delta);
+
+/* Adds one observation to a histogram's kept series; NULL is ignored. */
+void dw_metric_series_observe(struct dw_metric_series *s, double value);
+
 /* Reads a series (tests, status); DW_ERR_NOT_FOUND when it does not exist. */
 dw_rc dw_metrics_get(const struct dw_metrics *m, const char *name, const char *const *labels,
                      double *out);

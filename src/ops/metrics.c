@@ -30,7 +30,7 @@
 static const double seconds_bounds[] = DW_METRICS_SECONDS_BOUNDS;
 #define NBOUNDS (sizeof seconds_bounds / sizeof *seconds_bounds)
 
-struct series {
+struct dw_metric_series {
     char *labels;      /* rendered, sorted label set: job="a",table="b" ("" when none); hash key */
     double value;      /* a histogram's: the sum of its observations */
     uint64_t *buckets; /* histograms: observations per bound (not cumulative), NBOUNDS + 1 */
@@ -42,7 +42,7 @@ struct family {
     char *name; /* hash key */
     char *help;
     enum dw_metric_type type;
-    struct series *series;
+    struct dw_metric_series *series;
     unsigned nseries;
     bool overflow_logged;
     UT_hash_handle hh;
@@ -64,7 +64,7 @@ void dw_metrics_free(struct dw_metrics *m)
     struct family *f, *ftmp;
     HASH_ITER(hh, m->families, f, ftmp)
     {
-        struct series *s, *stmp;
+        struct dw_metric_series *s, *stmp;
         HASH_ITER(hh, f->series, s, stmp)
         {
             HASH_DEL(f->series, s);
@@ -240,10 +240,10 @@ out:
 
 /* Finds (or, when create, adds) a series; logs why it cannot. */
 static dw_rc find_series(const struct dw_metrics *m, const char *name, const char *const *labels,
-                         bool create, enum dw_metric_type want, struct series **out)
+                         bool create, enum dw_metric_type want, struct dw_metric_series **out)
 {
     struct family *f;
-    struct series *s = NULL;
+    struct dw_metric_series *s = NULL;
     struct dw_buf key;
     dw_rc rc = DW_OK;
     dw_buf_init(&key, 64 * 1024);
@@ -290,7 +290,7 @@ dw_rc dw_metrics_inc(struct dw_metrics *m, const char *name, const char *const *
         DW_ERROR("counter \"%s\" cannot decrease", name);
         return DW_ERR_INVALID;
     }
-    struct series *s;
+    struct dw_metric_series *s;
     dw_rc rc = find_series(m, name, labels, true, DW_METRIC_COUNTER, &s);
     if (rc == DW_OK)
         s->value += delta;
@@ -300,7 +300,7 @@ dw_rc dw_metrics_inc(struct dw_metrics *m, const char *name, const char *const *
 dw_rc dw_metrics_set(struct dw_metrics *m, const char *name, const char *const *labels,
                      double value)
 {
-    struct series *s;
+    struct dw_metric_series *s;
     dw_rc rc = find_series(m, name, labels, true, DW_METRIC_GAUGE, &s);
     if (rc == DW_OK)
         s->value = value;
@@ -310,10 +310,30 @@ dw_rc dw_metrics_set(struct dw_metrics *m, const char *name, const char *const *
 dw_rc dw_metrics_observe(struct dw_metrics *m, const char *name, const char *const *labels,
                          double value)
 {
-    struct series *s;
+    struct dw_metric_series *s;
     dw_rc rc = find_series(m, name, labels, true, DW_METRIC_HISTOGRAM, &s);
-    if (rc != DW_OK)
-        return rc;
+    if (rc == DW_OK)
+        dw_metric_series_observe(s, value);
+    return rc;
+}
+
+struct dw_metric_series *dw_metrics_series(struct dw_metrics *m, const char *name,
+                                           enum dw_metric_type type, const char *const *labels)
+{
+    struct dw_metric_series *s;
+    return find_series(m, name, labels, true, type, &s) == DW_OK ? s : NULL;
+}
+
+void dw_metric_series_inc(struct dw_metric_series *s, double delta)
+{
+    if (s && delta >= 0)
+        s->value += delta;
+}
+
+void dw_metric_series_observe(struct dw_metric_series *s, double value)
+{
+    if (s == NULL)
+        return;
     if (s->buckets == NULL)
         s->buckets = dw_calloc(NBOUNDS + 1, sizeof *s->buckets);
     size_t b = 0;
@@ -322,13 +342,12 @@ dw_rc dw_metrics_observe(struct dw_metrics *m, const char *name, const char *con
     s->buckets[b]++;
     s->count++;
     s->value += value;
-    return DW_OK;
 }
 
 dw_rc dw_metrics_get(const struct dw_metrics *m, const char *name, const char *const *labels,
                      double *out)
 {
-    struct series *s;
+    struct dw_metric_series *s;
     dw_rc rc = find_series(m, name, labels, false, DW_METRIC_GAUGE, &s);
     if (rc == DW_OK)
         *out = s->value;
@@ -393,13 +412,14 @@ static int cmp_family(struct family *a, struct family *b)
     return strcmp(a->name, b->name);
 }
 
-static int cmp_series(struct series *a, struct series *b)
+static int cmp_series(struct dw_metric_series *a, struct dw_metric_series *b)
 {
     return strcmp(a->labels, b->labels);
 }
 
 /* One histogram series: cumulative _bucket lines up to +Inf, then _sum and _count. */
-static dw_rc render_histogram(const char *name, const struct series *s, struct dw_buf *out)
+static dw_rc render_histogram(const char *name, const struct dw_metric_series *s,
+                              struct dw_buf *out)
 {
     const char *sep = *s->labels ? "," : "";
     uint64_t cumulative = 0;
@@ -435,7 +455,7 @@ dw_rc dw_metrics_render(struct dw_metrics *m, struct dw_buf *out)
         }
         (void)dw_buf_printf(out, "\n# TYPE %s %s\n", f->name, type_name(f->type));
         HASH_SRT(hh, f->series, cmp_series);
-        for (struct series *s = f->series; s; s = s->hh.next) {
+        for (struct dw_metric_series *s = f->series; s; s = s->hh.next) {
             if (f->type == DW_METRIC_HISTOGRAM) {
                 if (render_histogram(f->name, s, out) != DW_OK)
                     return DW_ERR_RANGE;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "dwasync/alloc.h"
+#include "dwasync/changemetrics.h"
 #include "dwasync/clock.h"
 #include "dwasync/daemon.h"
 #include "dwasync/errtable.h"
@@ -134,6 +135,7 @@ struct runner {
     struct dw_replay *replay;
     bool replay_wanted; /* a NOTIFY or a completion: pump the replay engine */
     struct dw_metrics *metrics;
+    struct dw_change_metrics *change_metrics; /* the observer's counts, in metrics */
     struct dw_metrics_server *metrics_server;
     bool stopping;
     bool paused;
@@ -414,25 +416,9 @@ static void observed(void *user, enum dw_observed what, const char *schema, cons
                      const char *map, const char *class_name, int64_t commit_time_us)
 {
     struct runner *r = user;
-    if (r->metrics == NULL)
-        return;
-    char qualified[256];
-    snprintf(qualified, sizeof qualified, "%s.%s", schema, table);
-    const char *labels[] = {"job", r->job.name, "table", qualified, "class", class_name, NULL};
-    if (what == DW_OBSERVED_RECEIVED) {
-        dw_metrics_inc(r->metrics, DW_M_CHANGES_RECEIVED, labels, 1);
-    } else if (what == DW_OBSERVED_APPLIED) {
-        dw_metrics_inc(r->metrics, DW_M_CHANGES_APPLIED, labels, 1);
-        const char *by_map[] = {"job", r->job.name, "map", map, NULL};
-        int64_t latency_us = dw_clock_wall_us() - commit_time_us;
-        if (commit_time_us > 0)
-            dw_metrics_observe(r->metrics, DW_M_APPLY_LATENCY, by_map,
-                               latency_us > 0 ? (double)latency_us / 1e6 : 0);
-    } else {
-        dw_metrics_inc(r->metrics, DW_M_CHANGES_PARKED, labels, 1);
-        if (strcmp(class_name, "waiting") != 0)
-            dw_metrics_inc(r->metrics, DW_M_ERRORS, labels, 1);
-    }
+    if (r->change_metrics)
+        dw_change_metrics_count(r->change_metrics, r->job.name, what, schema, table, map,
+                                class_name, commit_time_us);
 }
 
 /* Copies the pipeline and sink counters into the metrics registry. */
@@ -1770,6 +1756,7 @@ dw_rc dw_runner_run(const struct dw_runner_options *opts)
     if (r.config.metrics.listen && *r.config.metrics.listen) {
         r.metrics = dw_metrics_new();
         dw_metrics_define_standard(r.metrics);
+        r.change_metrics = dw_change_metrics_new(r.metrics);
         if ((rc = dw_metrics_server_start(r.config.metrics.listen, r.metrics, health, &r,
                                           &r.metrics_server)) != DW_OK)
             goto out;
@@ -1800,6 +1787,7 @@ out:
     dw_loop_free(r.loop); /* after the sink, its tenant; it closes none of the descriptors */
     dw_ha_cleanup(&r.ha);
     dw_metrics_server_free(r.metrics_server);
+    dw_change_metrics_free(r.change_metrics);
     dw_metrics_free(r.metrics);
     PQfinish(r.lock_conn);
     PQfinish(r.control);
