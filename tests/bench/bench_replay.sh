@@ -10,7 +10,8 @@
 #               accounts revoked: parked as open errors), the privilege given back, and
 #               `errors replay --all` applied by the running daemon
 # Printed: rows/s of each, initial / streaming and replay / initial (issue 20's targets:
-# at least 1 and at least 0.5), dwasync's peak RSS; medians of RUNS runs (default 3).
+# at least 1 and at least 0.5), dwasync's peak RSS (after each phase, as VmHWM only grows);
+# medians of RUNS runs (default 3).
 set -uo pipefail
 export DWASYNC_SOURCE_DIR=${DWASYNC_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
@@ -40,6 +41,8 @@ t0=$(now)
 e2e_start_daemon
 e2e_wait_synced 1800 || die "the sample was not applied"
 t_sync=$(python3 -c "print($(now) - $t0)")
+peak() { awk '/VmHWM/ {print $2}' "/proc/$daemon/status"; }
+rss_sync=$(peak)
 
 # Streaming the same rows: every row of the four tables updated (mapped columns).
 t0=$(now)
@@ -49,6 +52,7 @@ psql_q "UPDATE fno.salesorderheaders SET ordertotalamount = ordertotalamount + 1
 lsn=$(e2e_commit_lsn "UPDATE fno.salesorderlines SET salesprice = salesprice + 1")
 e2e_wait_checkpoint "$lsn" 1800 || die "the updates were not applied"
 t_stream=$(python3 -c "print($(now) - $t0)")
+rss_stream=$(peak)
 
 # Replay: every organization's update refused (the write privilege on accounts revoked in
 # dvemu: parked as open errors), the privilege given back, all replayed by the daemon.
@@ -56,13 +60,16 @@ dvemu_admin POST privileges '{"revoke": [{"table": "accounts", "privilege": "wri
 lsn=$(e2e_commit_lsn "UPDATE fno.customersv3 SET creditlimit = creditlimit + 1 WHERE partytype = 'Organization'")
 e2e_wait_checkpoint "$lsn" 1800 || die "the refused update was not parked"
 parked=$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'open'")
+rss_parked=$(peak)
 dvemu_admin POST privileges '{"revoke": []}' >/dev/null
 t0=$(now)
 dw errors replay --all --job fno_sample >/dev/null || die "errors replay failed"
 e2e_wait_replayed 1800 || die "the replay did not finish"
 t_replay=$(python3 -c "print($(now) - $t0)")
 resolved=$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'resolved'")
-rss=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
+rss=$(peak)
+echo "   dwasync peak RSS after the initial sync $((rss_sync / 1024)) MB, the streaming" \
+    "$((rss_stream / 1024)) MB, the parking $((rss_parked / 1024)) MB, the replay $((rss / 1024)) MB"
 python3 - "$rows" "$t_stream" "$t_sync" "$parked" "$resolved" "$t_replay" "$rss" "$BENCH_RUNS_FILE" <<'PY'
 import sys
 rows, ts, ti, parked, resolved, tr, rss = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
