@@ -7,8 +7,8 @@
  * Every change is counted two or three times, so the series are kept: the first change of a
  * job, table and class (or job and map) finds its series in the registry, later ones find it
  * here by one hash lookup instead of rendering, sorting and hashing the label set again
- * (about 1.4 µs a count, 4 µs a change). A series is made when first counted, as
- * dw_metrics_inc() makes it, so a scrape shows the same series either way. At most
+ * (tests/bench/bench_metrics.sh: four times cheaper a change). A series is made when first counted,
+ * as dw_metrics_inc() makes it, so a scrape shows the same series either way. At most
  * DW_METRICS_MAX_SERIES entries are kept; past that, counts go to the registry directly.
  *
  * Caller-owned (dw_change_metrics_new / dw_change_metrics_free); the registry is borrowed and

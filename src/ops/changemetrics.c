@@ -92,19 +92,6 @@ static struct dw_metric_series *kept_series(struct dw_change_metrics *cm, struct
     return s;
 }
 
-/* "schema.table" into out (cut at its size, as snprintf would). */
-static void qualify(char *out, size_t size, const char *schema, const char *table)
-{
-    size_t ns = strlen(schema), nt = strlen(table);
-    if (ns + 1 + nt >= size) {
-        snprintf(out, size, "%s.%s", schema, table);
-        return;
-    }
-    memcpy(out, schema, ns);
-    out[ns] = '.';
-    memcpy(out + ns + 1, table, nt + 1);
-}
-
 void dw_change_metrics_count(struct dw_change_metrics *cm, const char *job, enum dw_observed what,
                              const char *schema, const char *table, const char *map,
                              const char *class_name, int64_t commit_time_us)
@@ -118,7 +105,7 @@ void dw_change_metrics_count(struct dw_change_metrics *cm, const char *job, enum
                : what == DW_OBSERVED_APPLIED ? KEPT_APPLIED
                                              : KEPT_PARKED;
     char qualified[256];
-    qualify(qualified, sizeof qualified, schema, table);
+    snprintf(qualified, sizeof qualified, "%s.%s", schema, table);
     const char *labels[] = {"job", job, "table", qualified, "class", class_name, NULL};
     dw_metric_series_inc(
         kept_series(cm, &cm->by_table, kind, families[kind], DW_METRIC_COUNTER, labels), 1);

@@ -293,7 +293,7 @@ dw_rc dw_metrics_inc(struct dw_metrics *m, const char *name, const char *const *
     struct dw_metric_series *s;
     dw_rc rc = find_series(m, name, labels, true, DW_METRIC_COUNTER, &s);
     if (rc == DW_OK)
-        s->value += delta;
+        dw_metric_series_inc(s, delta);
     return rc;
 }
 

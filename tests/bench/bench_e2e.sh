@@ -38,7 +38,7 @@ fi
 # A generous service-protection window: the benchmark measures dwasync, not throttling.
 e2e_setup --limit-requests 100000000 --limit-exec-ms 2000000000 >/dev/null
 sed -i 's/^window_ms = 50$/window_ms = 200/' "$DW_E2E_CONF"
-# /metrics on, as in production: the daemon then counts every change by table, class and map.
+# /metrics on, as a monitored installation runs: the daemon then counts every change by table, class and map.
 printf '\n[metrics]\nlisten = 127.0.0.1:0\n' >>"$DW_E2E_CONF"
 [ -n "${WINDOW_ROWS:-}" ] && sed -i "s/^window_ms = 200\$/&\nwindow_rows = $WINDOW_ROWS/" "$DW_E2E_CONF"
 e2e_load_sample
