@@ -53,7 +53,9 @@ struct dw_config; /* config.h */
 /* The NOTIFY channel replay and skip functions signal; the payload is the job name. */
 #define DW_REPLAY_CHANNEL "dwasync_replay"
 
-/* One change (through one table map) that could not be applied; all borrowed. */
+/* One change (through one table map) that could not be applied; all borrowed. Its row images
+ * and payload are JSON text, compact as dw_json_dumps() writes it (json.h): a window keeps
+ * them as text, and they are stored as they are, never parsed back into trees. */
 struct dw_errrow {
     int64_t job_id;
     int64_t map_id;
@@ -61,13 +63,13 @@ struct dw_errrow {
     const char *source_schema;
     const char *source_table;
     enum dw_change_op op;
-    const json_t *source_key; /* object of source key columns; required */
-    const char *key_text;     /* queue identity (target_id); NULL: canonical source_key */
-    const char *target_id;    /* "<set>(<key>)" if mapped; may be NULL */
-    const json_t *new_row;    /* may be NULL */
-    const json_t *old_row;    /* may be NULL */
-    const json_t *unchanged;  /* array of unchanged-TOAST column names; may be NULL */
-    const json_t *payload;    /* body last sent; NULL if no request was made */
+    const char *source_key; /* JSON object of the source key columns; required */
+    const char *key_text;   /* queue identity (target_id); NULL: canonical source_key */
+    const char *target_id;  /* "<set>(<key>)" if mapped; may be NULL */
+    const char *new_row;    /* JSON object; may be NULL */
+    const char *old_row;    /* JSON object, the whole old image; may be NULL */
+    const char *unchanged;  /* JSON array of unchanged-TOAST column names; may be NULL */
+    const char *payload;    /* JSON, the body last sent; NULL if no request was made */
     dw_lsn commit_lsn;
     uint32_t xid;
     int64_t commit_time_us; /* microseconds since the epoch; 0 if unknown */
@@ -105,7 +107,9 @@ dw_rc dw_errtable_load_blocked(PGconn *conn, int64_t job_id, struct dw_blocked_k
  * before it, as in one statement.
  * *inserted (may be NULL) gets the number of new rows; blocked (may be NULL) gets the key
  * of every row inserted. Bad rows (no source key) fail the whole call with DW_ERR_INVALID
- * before anything is written. Text is passed through the redactor before it is stored.
+ * before anything is written; JSON fields are trusted to be JSON (a text that is not fails the
+ * statement, and the caller's transaction with it). Text is passed through the redactor before it
+ * is stored.
  */
 dw_rc dw_errtable_insert(PGconn *conn, const struct dw_errrow *rows, size_t n,
                          struct dw_blocked_keys *blocked, size_t *inserted);

@@ -21,8 +21,10 @@
 #include "dwasync/pg.h"
 #include "dwasync/redact.h"
 
-/* Error rows stored per statement (dw_errtable_insert()). */
-#define INSERT_CHUNK_ROWS 256
+/* Error rows stored per statement (dw_errtable_insert()): at most this many, and no more
+ * once their JSON text reaches this size (a few rows of large values go alone). */
+#define INSERT_CHUNK_ROWS  256
+#define INSERT_CHUNK_BYTES ((size_t)8 << 20)
 
 /* Parses the integer text of a bigint/int column; libpq's text is always well formed. */
 static int64_t col_i64(const PGresult *res, int row, int col)
@@ -163,11 +165,6 @@ static json_t *timestamp_json(int64_t us)
     return json_string(text);
 }
 
-static json_t *or_null(const json_t *v)
-{
-    return v ? json_deep_copy(v) : json_null();
-}
-
 static json_t *str_or_null(const char *s)
 {
     return s && *s ? json_string(s) : json_null();
@@ -184,11 +181,31 @@ static bool row_storable(const struct dw_errrow *r)
     return true;
 }
 
-/* A storable row (row_storable()) as insert_errors() reads it; a new reference. */
-static json_t *row_json(const struct dw_errrow *r)
+/* The queue identity of a row without a key text: its source key, canonical. */
+static char *canonical_key(const char *source_key)
+{
+    json_t *key = json_loads(source_key, JSON_DECODE_ANY, NULL);
+    char *text = key ? dw_json_canonical(key) : dw_strdup(source_key);
+    json_decref(key);
+    return text;
+}
+
+/* Appends ,"name":text, or null for NULL: a JSON text (errtable.h) spliced in as it is. */
+static dw_rc put_text_member(struct dw_buf *b, const char *name, const char *text)
+{
+    dw_rc rc;
+    if ((rc = dw_buf_printf(b, ",\"%s\":", name)) != DW_OK)
+        return rc;
+    return dw_buf_puts(b, text ? text : "null");
+}
+
+/* Appends a storable row (row_storable()) as one object of insert_errors()'s array: the
+ * scalars through jansson, the JSON texts spliced in without being parsed. DW_ERR_RANGE
+ * past the buffer's cap. */
+static dw_rc put_row(struct dw_buf *b, const struct dw_errrow *r)
 {
     char lsn[DW_LSN_STRLEN];
-    char *canonical = r->key_text ? NULL : dw_json_canonical(r->source_key);
+    char *canonical = r->key_text ? NULL : canonical_key(r->source_key);
     json_t *o = json_object();
     json_object_set_new(o, "job_id", json_integer(r->job_id));
     json_object_set_new(o, "map_id", json_integer(r->map_id));
@@ -196,13 +213,8 @@ static json_t *row_json(const struct dw_errrow *r)
     json_object_set_new(o, "source_schema", json_string(r->source_schema));
     json_object_set_new(o, "source_table", json_string(r->source_table));
     json_object_set_new(o, "operation", json_string(dw_change_op_name(r->op)));
-    json_object_set_new(o, "source_key", json_deep_copy(r->source_key));
     json_object_set_new(o, "key_text", json_string(r->key_text ? r->key_text : canonical));
     json_object_set_new(o, "target_id", str_or_null(r->target_id));
-    json_object_set_new(o, "source_row",
-                        json_pack("{s:o,s:o,s:o}", "new", or_null(r->new_row), "old",
-                                  or_null(r->old_row), "unchanged", or_null(r->unchanged)));
-    json_object_set_new(o, "payload", or_null(r->payload));
     json_object_set_new(o, "commit_lsn", json_string(dw_lsn_format(r->commit_lsn, lsn)));
     json_object_set_new(o, "xid", json_integer(r->xid));
     json_object_set_new(o, "commit_time", timestamp_json(r->commit_time_us));
@@ -218,55 +230,82 @@ static json_t *row_json(const struct dw_errrow *r)
                             ? json_null()
                             : json_string(dw_error_class_name(r->error_class)));
     json_object_set_new(o, "waiting", json_boolean(r->waiting));
+    dw_rc rc;
+    if ((rc = dw_buf_putc(b, '{')) != DW_OK || (rc = dw_json_append_members(b, o)) != DW_OK ||
+        (rc = put_text_member(b, "source_key", r->source_key)) != DW_OK ||
+        (rc = put_text_member(b, "payload", r->payload)) != DW_OK ||
+        (rc = dw_buf_puts(b, ",\"source_row\":{\"new\":")) != DW_OK ||
+        (rc = dw_buf_puts(b, r->new_row ? r->new_row : "null")) != DW_OK ||
+        (rc = put_text_member(b, "old", r->old_row)) != DW_OK ||
+        (rc = put_text_member(b, "unchanged", r->unchanged)) != DW_OK)
+        goto out;
+    rc = dw_buf_puts(b, "}}");
+out:
+    json_decref(o);
     free(canonical);
-    return o;
+    return rc;
 }
 
-/* Stores rows[0..n) in one statement; adds their count to *inserted. */
+/* Stores the first rows of rows[0..n) in one statement: at most INSERT_CHUNK_ROWS of them, and
+ * no more once their text reaches INSERT_CHUNK_BYTES. *taken gets how many; their count is
+ * added to *inserted. */
 static dw_rc insert_chunk(PGconn *conn, const struct dw_errrow *rows, size_t n,
-                          struct dw_blocked_keys *blocked, size_t *inserted)
+                          struct dw_blocked_keys *blocked, size_t *taken, size_t *inserted)
 {
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, row_json(&rows[i]));
+    struct dw_buf arr;
+    dw_buf_init(&arr, 0);
+    dw_rc rc = dw_buf_putc(&arr, '[');
+    size_t i = 0;
+    while (rc == DW_OK && i < n && i < INSERT_CHUNK_ROWS && arr.len < INSERT_CHUNK_BYTES) {
+        if (i > 0)
+            rc = dw_buf_putc(&arr, ',');
+        if (rc == DW_OK)
+            rc = put_row(&arr, &rows[i++]);
+    }
+    if (rc == DW_OK)
+        rc = dw_buf_putc(&arr, ']');
+    if (rc != DW_OK) {
+        DW_LOGF(DW_LOG_ERROR, DW_FIELDS({"table", rows[i - 1].source_table}),
+                "an error row is too large to store (over %zu bytes as JSON)", arr.max_len);
+        dw_buf_cleanup(&arr);
+        return rc;
+    }
     /* Invariant 6: whatever a caller forgot, no registered secret or secret-shaped value
      * reaches a stored message, row or payload (redaction keeps the JSON well formed). */
-    char *raw = dw_json_dumps(arr);
-    json_decref(arr);
-    char *text = dw_redact_str(raw);
-    free(raw);
+    char *text = dw_redact_str(dw_buf_str(&arr));
+    dw_buf_cleanup(&arr);
     const char *params[] = {text};
     PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(conn, "storing error rows",
-                           "SELECT error_id, error_status, error_map_id, error_key_text "
-                           "FROM dwasync.insert_errors($1::jsonb)",
-                           1, params, &res);
+    rc = dw_pg_query(conn, "storing error rows",
+                     "SELECT error_id, error_status, error_map_id, error_key_text "
+                     "FROM dwasync.insert_errors($1::jsonb)",
+                     1, params, &res);
     free(text);
     if (rc == DW_OK) {
         if (blocked != NULL)
-            for (int i = 0; i < PQntuples(res); i++)
-                dw_blocked_keys_add(blocked, col_i64(res, i, 2), PQgetvalue(res, i, 3));
+            for (int r = 0; r < PQntuples(res); r++)
+                dw_blocked_keys_add(blocked, col_i64(res, r, 2), PQgetvalue(res, r, 3));
         *inserted += (size_t)PQntuples(res);
     }
     PQclear(res);
+    *taken = i;
     return rc;
 }
 
 dw_rc dw_errtable_insert(PGconn *conn, const struct dw_errrow *rows, size_t n,
                          struct dw_blocked_keys *blocked, size_t *inserted)
 {
-    /* In statements of INSERT_CHUNK_ROWS rows: a window's thousands of refused rows are
-     * never all in one JSON document (tree, text and libpq's copy) at once. A later chunk
-     * sees the earlier ones' rows in the table, so a key's status is decided as in one
-     * statement; the caller's transaction makes the chunks one write. */
-    size_t total = 0;
+    /* In statements of a few hundred rows: a window's thousands of refused rows are never
+     * all in one JSON document (text and libpq's copy) at once. A later chunk sees the
+     * earlier ones' rows in the table, so a key's status is decided as in one statement;
+     * the caller's transaction makes the chunks one write. */
+    size_t total = 0, taken = 0;
     dw_rc rc = DW_OK;
     for (size_t i = 0; i < n; i++)
         if (!row_storable(&rows[i]))
             return DW_ERR_INVALID; /* before anything is written */
-    for (size_t i = 0; i < n && rc == DW_OK; i += INSERT_CHUNK_ROWS)
-        rc = insert_chunk(conn, rows + i, n - i < INSERT_CHUNK_ROWS ? n - i : INSERT_CHUNK_ROWS,
-                          blocked, &total);
+    for (size_t i = 0; i < n && rc == DW_OK; i += taken)
+        rc = insert_chunk(conn, rows + i, n - i, blocked, &taken, &total);
     if (rc == DW_OK && total > 0)
         DW_INFO("stored %zu error row%s (job id %" PRId64 ")", total, total == 1 ? "" : "s",
                 rows[0].job_id);

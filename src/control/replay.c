@@ -29,7 +29,7 @@ struct slot {
     bool used;
     bool done;
     uintptr_t token;
-    struct dw_errstored row;
+    struct dw_errstored row; /* the claimed row; its images are dropped once it is sent */
     char *target_id;
     /* the recorded result, owned copies */
     enum dw_write_status status;
@@ -285,6 +285,13 @@ static dw_rc dispatch(struct dw_replay *r, struct dw_errstored *row)
     struct slot *s = free_slot(r);
     s->used = true;
     s->token = r->next_token++ << TOKEN_SLOT_BITS | (uintptr_t)(s - r->slots);
+    /* The write holds what is sent: the row's images are not needed while it is in flight
+     * (a replay keeps thousands of rows in flight). */
+    json_decref(row->source_key);
+    json_decref(row->new_row);
+    json_decref(row->old_row);
+    json_decref(row->unchanged);
+    row->source_key = row->new_row = row->old_row = row->unchanged = NULL;
     s->row = *row;
     s->target_id = m.target_id;
     memset(row, 0, sizeof *row);

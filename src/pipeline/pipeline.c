@@ -43,7 +43,7 @@ struct chain_state {
     char *code;
     char *message;
     char *missing_parent; /* "<set>(<key>)" when the sink could name it */
-    json_t *payload;
+    char *payload;        /* the body sent, as JSON text */
 };
 
 struct group_cursor {
@@ -198,7 +198,7 @@ static void release_round(struct round *r)
         free(cs->code);
         free(cs->message);
         free(cs->missing_parent);
-        json_decref(cs->payload);
+        free(cs->payload);
     }
     free(r->chains);
     free(r->groups);
@@ -315,7 +315,7 @@ static char *image_text(json_t *image)
  * The old image of a change, as text. Under REPLICA IDENTITY FULL an update's old image
  * repeats the new one but for the columns the update changed, so it is kept as the
  * difference (*delta set): [{<column>: <old value>, ...}, [<columns only the new image has>]].
- * A key-only old image is short already and kept whole. load_old_image() puts it together.
+ * A key-only old image is short already and kept whole. whole_old_image_text() puts it together.
  */
 static char *old_image_text(const json_t *new_row, const json_t *old_row, bool *delta)
 {
@@ -782,7 +782,7 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
             cs->missing_parent = dw_strdup(r->missing_parent);
         } else
             cs->message = dw_strdup(r->message ? r->message : "");
-        cs->payload = r->payload ? json_deep_copy(r->payload) : NULL;
+        cs->payload = r->payload ? dw_json_dumps(r->payload) : NULL;
         dw_plan_fail_chain(&p->cur.plan, p->cur.window, cs->chain, p->blocked);
         char status[16];
         snprintf(status, sizeof status, "%d", r->http_status);
@@ -877,26 +877,22 @@ static bool advance_groups(struct dw_pipeline *p, int64_t now)
     return finished;
 }
 
-/* A row image back from its text (which this program wrote); NULL stays NULL. */
-static json_t *load_image(const char *text)
+/* An item's whole old image as text, when it holds only the difference from its new image
+ * (old_image_text()); NULL when it holds the whole image already. Caller frees. */
+static char *whole_old_image_text(const struct dw_item *it)
 {
-    return text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
-}
-
-/* An item's old image back from its text: whole, or the difference from new_row (its new
- * image, loaded). */
-static json_t *load_old_image(const struct dw_item *it, const json_t *new_row)
-{
-    json_t *old = load_image(it->old_row);
-    if (!it->old_row_delta || old == NULL || new_row == NULL)
-        return old;
-    json_t *whole = json_copy((json_t *)new_row), *name;
+    if (!it->old_row_delta || it->old_row == NULL || it->new_row == NULL)
+        return NULL;
+    json_t *delta = json_loads(it->old_row, JSON_DECODE_ANY, NULL);
+    json_t *whole = json_loads(it->new_row, JSON_DECODE_ANY, NULL), *name;
     size_t i;
-    json_object_update(whole, json_array_get(old, 0));
-    json_array_foreach(json_array_get(old, 1), i, name)
+    json_object_update(whole, json_array_get(delta, 0));
+    json_array_foreach(json_array_get(delta, 1), i, name)
         json_object_del(whole, json_string_value(name));
-    json_decref(old);
-    return whole;
+    char *text = dw_json_dumps(whole);
+    json_decref(delta);
+    json_decref(whole);
+    return text;
 }
 
 /* An item's source key text: its own, or the row image it equals (window.h). */
@@ -939,8 +935,10 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         open += s == DW_ITEM_OPEN;
         waiting += s == DW_ITEM_WAITING;
     }
+    /* The rows borrow the items' texts as they are; only an old image kept as a difference
+     * is put together (old_images, owned here). */
     struct dw_errrow *rows = dw_calloc(nerr ? nerr : 1, sizeof *rows);
-    json_t **images = dw_calloc(4 * (nerr ? nerr : 1), sizeof *images);
+    char **old_images = dw_calloc(nerr ? nerr : 1, sizeof *old_images);
     size_t n = 0;
     for (size_t i = 0; i < w->len; i++) {
         struct dw_item *it = &w->items[i];
@@ -954,12 +952,13 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         row->source_schema = it->source_schema;
         row->source_table = it->source_table;
         row->op = it->op;
-        row->source_key = images[4 * (n - 1) + 2] = load_image(item_source_key(it));
+        row->source_key = item_source_key(it);
         row->key_text = it->key_text;
         row->target_id = it->mapped.target_id;
-        row->new_row = images[4 * (n - 1)] = load_image(it->new_row);
-        row->old_row = images[4 * (n - 1) + 1] = load_old_image(it, row->new_row);
-        row->unchanged = images[4 * (n - 1) + 3] = load_image(it->unchanged);
+        row->new_row = it->new_row;
+        old_images[n - 1] = whole_old_image_text(it);
+        row->old_row = old_images[n - 1] ? old_images[n - 1] : it->old_row;
+        row->unchanged = it->unchanged;
         row->commit_lsn = it->commit_lsn;
         row->xid = it->xid;
         row->commit_time_us = it->commit_time_us;
@@ -1007,9 +1006,9 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
     dw_rc rc = DW_ERR_PG;
     if (!DW_FAILPOINT("apply_before_error_rows"))
         rc = p->store->persist(p->store->user, &persist, p->blocked);
-    for (size_t i = 0; i < 4 * n; i++)
-        json_decref(images[i]);
-    free(images);
+    for (size_t i = 0; i < n; i++)
+        free(old_images[i]);
+    free(old_images);
     free(rows);
     /* The checkpoint is durable, the slot not yet told (the caller confirms from the stats). */
     if (rc == DW_OK && DW_FAILPOINT("checkpoint_before_confirm"))

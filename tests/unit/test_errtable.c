@@ -143,14 +143,22 @@ struct row_spec {
     enum dw_error_class cls;
 };
 
+/* A JSON value as the compact text an error row carries; takes the reference. */
+static char *json_text(json_t *value)
+{
+    char *text = dw_json_dumps(value);
+    json_decref(value);
+    return text;
+}
+
 static size_t insert_rows(PGconn *conn, int64_t job, int64_t map, const struct row_spec *spec,
                           size_t n, struct dw_blocked_keys *blocked)
 {
     struct dw_errrow *rows = dw_calloc(n, sizeof *rows);
-    json_t **keys = dw_calloc(n, sizeof *keys), **news = dw_calloc(n, sizeof *news);
+    char **keys = dw_calloc(n, sizeof *keys), **news = dw_calloc(n, sizeof *news);
     for (size_t i = 0; i < n; i++) {
-        keys[i] = json_pack("{s:s}", "k", spec[i].key);
-        news[i] = json_pack("{s:s,s:s}", "k", spec[i].key, "v", spec[i].value);
+        keys[i] = json_text(json_pack("{s:s}", "k", spec[i].key));
+        news[i] = json_text(json_pack("{s:s,s:s}", "k", spec[i].key, "v", spec[i].value));
         rows[i] = (struct dw_errrow){
             .job_id = job,
             .map_id = map,
@@ -174,8 +182,8 @@ static size_t insert_rows(PGconn *conn, int64_t job, int64_t map, const struct r
     size_t inserted = 0;
     ck_assert_int_eq(dw_errtable_insert(conn, rows, n, blocked, &inserted), DW_OK);
     for (size_t i = 0; i < n; i++) {
-        json_decref(keys[i]);
-        json_decref(news[i]);
+        free(keys[i]);
+        free(news[i]);
     }
     free(keys);
     free(news);
@@ -339,7 +347,7 @@ START_TEST(many_rows_are_stored_in_statements_as_one)
                              .op = DW_CHANGE_UPDATE,
                              .error_class = DW_ERRCLASS_VALIDATION};
     struct dw_errrow *batch = dw_calloc(N, sizeof *batch);
-    json_t *key = json_pack("{s:s}", "k", "fresh");
+    const char *key = "{\"k\":\"fresh\"}";
     for (size_t i = 0; i < N; i++) {
         batch[i] = good;
         batch[i].source_key = key;
@@ -352,10 +360,60 @@ START_TEST(many_rows_are_stored_in_statements_as_one)
          "SELECT count(*) FROM dwasync.error WHERE key_text = '{\"k\":\"fresh\"}' AND job_id = "
          "(SELECT id FROM dwasync.job WHERE name = 'many')",
          "0");
-    json_decref(key);
     free(batch);
     free(rows);
     free(keys);
+    PQfinish(conn);
+}
+END_TEST
+
+/* Rows of large values go a few to a statement (their JSON text bounds a statement, not only
+ * their count): all five 3 MB rows of one key are stored, the first open and the rest waiting
+ * behind it across statements, and every JSON text field comes back as it was given. */
+START_TEST(large_rows_are_stored_whole_across_statements)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "large");
+    int64_t map = map_id(conn, job, "child");
+    enum { N = 5, VALUE = 3 << 20 };
+    char *value = dw_malloc(VALUE + 1);
+    memset(value, 'x', VALUE);
+    value[VALUE] = '\0';
+    char *new_row = json_text(json_pack("{s:s,s:s}", "k", "big", "v", value));
+    char *old_row = json_text(json_pack("{s:s,s:s}", "k", "big", "v", "before"));
+    struct dw_errrow rows[N];
+    for (size_t i = 0; i < N; i++)
+        rows[i] = (struct dw_errrow){.job_id = job,
+                                     .map_id = map,
+                                     .map_name = "child",
+                                     .source_schema = "public",
+                                     .source_table = "custtable",
+                                     .op = DW_CHANGE_UPDATE,
+                                     .source_key = "{\"k\":\"big\"}",
+                                     .new_row = new_row,
+                                     .old_row = old_row,
+                                     .unchanged = "[\"memo\"]",
+                                     .payload = "{\"name\":\"sent\",\"n\":1.5}",
+                                     .commit_lsn = 0xA000 + i,
+                                     .http_status = 400,
+                                     .message = "too big",
+                                     .error_class = DW_ERRCLASS_VALIDATION};
+    size_t inserted = 0;
+    ck_assert_int_eq(dw_errtable_insert(conn, rows, N, NULL, &inserted), DW_OK);
+    ck_assert_uint_eq(inserted, N);
+    q_eq(conn,
+         "SELECT string_agg(concat_ws('/', status, length(source_row->'new'->>'v'), "
+         "source_row->'old'->>'v', source_row->'unchanged'->>0, payload::text, "
+         "source_key->>'k'), ' ' ORDER BY commit_lsn) FROM dwasync.error "
+         "WHERE job_id = (SELECT id FROM dwasync.job WHERE name = 'large')",
+         "open/3145728/before/memo/{\"n\": 1.5, \"name\": \"sent\"}/big "
+         "waiting/3145728/before/memo/{\"n\": 1.5, \"name\": \"sent\"}/big "
+         "waiting/3145728/before/memo/{\"n\": 1.5, \"name\": \"sent\"}/big "
+         "waiting/3145728/before/memo/{\"n\": 1.5, \"name\": \"sent\"}/big "
+         "waiting/3145728/before/memo/{\"n\": 1.5, \"name\": \"sent\"}/big");
+    free(value);
+    free(new_row);
+    free(old_row);
     PQfinish(conn);
 }
 END_TEST
@@ -395,8 +453,8 @@ START_TEST(inserts_are_idempotent_and_decide_status)
 
     /* Secrets a caller let through never reach the table. */
     dw_redact_register("Tr0ub4dor&3-secret");
-    json_t *key = json_pack("{s:s}", "k", "SECRET");
-    json_t *payload = json_pack("{s:s,s:s}", "name", "has Tr0ub4dor&3-secret", "password", "pw");
+    const char *key = "{\"k\":\"SECRET\"}";
+    const char *payload = "{\"name\":\"has Tr0ub4dor&3-secret\",\"password\":\"pw\"}";
     struct dw_errrow leaky = {.job_id = job,
                               .map_id = map,
                               .source_schema = "public",
@@ -411,8 +469,6 @@ START_TEST(inserts_are_idempotent_and_decide_status)
          "SELECT message || ' ' || payload::text FROM dwasync.error WHERE commit_lsn = '0/800' "
          "AND job_id = (SELECT id FROM dwasync.job WHERE name = 'idem')",
          "rejected [REDACTED] {\"name\": \"has [REDACTED]\", \"password\": \"[REDACTED]\"}");
-    json_decref(key);
-    json_decref(payload);
     dw_redact_clear();
 
     /* A row without a source key is refused before anything is written. */
@@ -1147,6 +1203,7 @@ static Suite *errtable_suite(void)
     tcase_add_unchecked_fixture(tc, cluster_start, cluster_stop);
     tcase_add_test(tc, inserts_are_idempotent_and_decide_status);
     tcase_add_test(tc, many_rows_are_stored_in_statements_as_one);
+    tcase_add_test(tc, large_rows_are_stored_whole_across_statements);
     tcase_add_test(tc, blocked_keys_survive_a_restart);
     tcase_add_test(tc, replay_applies_head_then_followers_once);
     tcase_add_test(tc, failed_replay_goes_back_to_open_then_fix_and_replay);

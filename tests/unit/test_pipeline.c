@@ -572,7 +572,8 @@ static void store_insert(struct fake_store *fs, const struct dw_errrow *r,
     enum row_status st = key_blocked(fs, r->map_id, r->key_text) ? ROW_WAITING
                          : r->waiting                            ? ROW_QUEUED
                                                                  : ROW_OPEN;
-    const char *id = json_string_value(json_object_get(r->source_key, "id"));
+    json_t *key = json_loads(r->source_key, 0, NULL);
+    const char *id = json_string_value(json_object_get(key, "id"));
     ck_assert_ptr_nonnull(id);
     ck_assert_msg(r->waiting || r->error_class != DW_ERRCLASS_NONE, "an open row without a class");
     fs->rows = dw_realloc(fs->rows, (fs->n + 1) * sizeof *fs->rows);
@@ -587,6 +588,7 @@ static void store_insert(struct fake_store *fs, const struct dw_errrow *r,
         .status = st,
         .error_class = r->error_class,
     };
+    json_decref(key);
     dw_blocked_keys_add(blocked, r->map_id, r->key_text);
 }
 
