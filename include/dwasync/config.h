@@ -62,6 +62,7 @@ struct dw_config {
     } dataverse;
     struct {
         int64_t window_rows;
+        int64_t window_growth; /* largest multiple of window_rows while the stream is behind */
         int64_t window_bytes;
         int64_t window_ms;
         int64_t missing_parent_retries;

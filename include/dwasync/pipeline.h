@@ -138,8 +138,9 @@ struct dw_pipeline_options {
     int64_t window_bytes;
     int64_t window_ms;
     int64_t missing_parent_retries;
-    int64_t batch_size; /* rows per bulk request; windows grow under a backlog to fill them
-                         * (window.h); 0: they never grow */
+    int64_t batch_size;    /* rows per bulk request; windows grow under a backlog to fill them
+                            * (window.h); 0: they never grow */
+    int64_t window_growth; /* the most they grow, in window_rows; 0: DW_WINDOW_GROWTH_DEFAULT */
     const struct dw_values_options *values; /* how source values become JSON (borrowed) */
     /* Monotonic milliseconds for windows and retries; NULL: dw_clock_ms (tests set theirs). */
     int64_t (*clock_ms)(void);

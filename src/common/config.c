@@ -105,6 +105,9 @@ static const struct config_key keys[] = {
         268435456, "largest response body accepted; a larger answer fails (and is retried)"),
     INT("apply", "window_rows", apply.window_rows, "3000", 1, 1000000,
         "most row changes gathered into one apply window"),
+    INT("apply", "window_growth", apply.window_growth, "2", 1, 16,
+        "largest multiple of window_rows a window grows to while the stream is behind, so "
+        "that bulk requests go out full (1: never grows; memory grows with it)"),
     INT("apply", "window_bytes", apply.window_bytes, "16777216", 65536, 1073741824,
         "most bytes of row data held by one apply window"),
     INT("apply", "window_ms", apply.window_ms, "200", 1, 600000,

@@ -1039,6 +1039,7 @@ static dw_rc start_job(struct runner *r)
         .job_id = r->job.id,
         .job_name = r->job.name,
         .window_rows = r->config.apply.window_rows,
+        .window_growth = r->config.apply.window_growth,
         .window_bytes = r->config.apply.window_bytes,
         .window_ms = r->config.apply.window_ms,
         .missing_parent_retries = r->config.apply.missing_parent_retries,

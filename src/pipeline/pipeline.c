@@ -162,7 +162,8 @@ dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts,
         dw_window_init(&p->windows[i]);
     p->filling = &p->windows[0];
     p->blocked = dw_blocked_keys_new();
-    dw_window_sizing_init(&p->sizing, opts->window_rows, opts->batch_size);
+    dw_window_sizing_init(&p->sizing, opts->window_rows, opts->batch_size,
+                          opts->window_growth > 0 ? opts->window_growth : DW_WINDOW_GROWTH_DEFAULT);
     const struct dw_jobdef *def = dw_job_maps_def(maps);
     for (size_t g = 0; def && g < def->ngroups; g++) {
         for (size_t i = 0; i < def->groups[g].nmaps; i++) {

@@ -607,10 +607,13 @@ bool dw_window_recent(const struct dw_window *w, int64_t now_us)
     return w->commits > 0 && now_us - w->commit_time_us < (int64_t)DW_WINDOW_CAUGHT_UP_MS * 1000;
 }
 
-void dw_window_sizing_init(struct dw_window_sizing *s, int64_t base_rows, int64_t batch_size)
+void dw_window_sizing_init(struct dw_window_sizing *s, int64_t base_rows, int64_t batch_size,
+                           int64_t growth)
 {
-    *s = (struct dw_window_sizing){
-        .base_rows = base_rows, .batch_size = batch_size, .rows = base_rows};
+    *s = (struct dw_window_sizing){.base_rows = base_rows,
+                                   .batch_size = batch_size,
+                                   .growth = growth > 1 ? growth : 1,
+                                   .rows = base_rows};
 }
 
 int64_t dw_window_sizing_learn(struct dw_window_sizing *s, const struct dw_plan *p, bool behind)
@@ -626,8 +629,8 @@ int64_t dw_window_sizing_learn(struct dw_window_sizing *s, const struct dw_plan 
     /* The smallest multiple of window_rows whose requests would be full enough, were the
      * next windows made of the same mix as this one; the largest allowed if none is. */
     if (total > 0 && s->batch_size > 0 && fill_scaled(rows, n, 1.0, size) < DW_WINDOW_FILL_TARGET) {
-        int64_t want = s->base_rows * DW_WINDOW_GROWTH_MAX;
-        for (int m = 1; m < DW_WINDOW_GROWTH_MAX; m++) {
+        int64_t want = s->base_rows * s->growth;
+        for (int64_t m = 1; m < s->growth; m++) {
             int64_t candidate = s->base_rows * m;
             if (candidate > s->rows && fill_scaled(rows, n, (double)candidate / (double)total,
                                                    size) >= DW_WINDOW_FILL_TARGET) {

@@ -11,7 +11,7 @@
 #               `errors replay --all` applied by the running daemon
 # Printed: rows/s of each, initial / streaming and replay / initial (issue 20's targets:
 # at least 1 and at least 0.5), dwasync's peak RSS (after each phase, as VmHWM only grows);
-# medians of RUNS runs (default 3).
+# medians of RUNS runs (default 3). WINDOW_GROWTH sets [apply] window_growth (empty: the default).
 set -uo pipefail
 export DWASYNC_SOURCE_DIR=${DWASYNC_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
@@ -29,6 +29,7 @@ if [ -z "${BENCH_RUNS_FILE:-}" ]; then
 fi
 
 e2e_setup --limit-requests 100000000 --limit-exec-ms 2000000000 >/dev/null
+[ -n "${WINDOW_GROWTH:-}" ] && sed -i "s/^\[apply\]\$/&\nwindow_growth = $WINDOW_GROWTH/" "$DW_E2E_CONF"
 e2e_load_sample
 psql_q "SELECT fno.sample_generate($CUSTOMERS, 1001)" >/dev/null
 now() { date +%s.%N; }

@@ -8,7 +8,9 @@
 #     window_rows here, holds 429 order lines but 36 contacts, in 10 requests of 100: 75%
 #     full), is applied with bulk requests that carry at least 90% of batch_size rows on
 #     average, counted in dvemu's write requests and rows written.
-# Both end with Dataverse equal to the source (the oracle).
+#  3. The same backlog again with [apply] window_growth = 1: windows stay at window_rows, and
+#     the requests are less full (the knob takes effect).
+# Each ends with Dataverse equal to the source (the oracle).
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 BATCH=100 CUSTOMERS=4000
 
@@ -38,10 +40,14 @@ writes() { # write requests so far (not the token's), and rows written, as "requ
             | ($m == "POST" or $m == "PATCH" or $m == "DELETE") and (.key | test("token") | not))
             | .value] | add // 0) as $r | ([.rows_written[]] | add // 0) as $w | "\($r) \($w)"'
 }
-kill "$daemon" && wait "$daemon" 2>/dev/null
-daemon=
-read -r req0 rows0 <<<"$(writes)"
-psql -X -q -v ON_ERROR_STOP=1 <<SQL || die "the backlog was not committed"
+# backlog: with the daemon stopped, commits the backlog (one transaction per customer), starts
+# the daemon, waits until it is applied; sets changes, requests and rows (written).
+backlog() {
+    kill "$daemon" && wait "$daemon" 2>/dev/null
+    daemon=
+    local req0 rows0 req1 rows1 lsn
+    read -r req0 rows0 <<<"$(writes)"
+    psql -X -q -v ON_ERROR_STOP=1 <<SQL || die "the backlog was not committed"
 DO \$\$
 BEGIN
     FOR i IN 1001..$((1000 + CUSTOMERS)) LOOP
@@ -55,21 +61,31 @@ BEGIN
     END LOOP;
 END \$\$;
 SQL
-changes=$(psql_q "SELECT 2 * $CUSTOMERS + count(*) FROM fno.salesorderheaders h
-                   JOIN fno.salesorderlines l USING (dataareaid, salesordernumber)
-                  WHERE h.salesordernumber >= 'SO00001001'")
-changes=$((changes + $(psql_q "SELECT count(*) FROM fno.salesorderheaders
-                                WHERE salesordernumber >= 'SO00001001'")))
-# The last change, a currency's, marks the end (the checkpoint passes it after the rest).
-lsn=$(e2e_commit_lsn "UPDATE fno.currencies SET symbol = symbol WHERE currencycode = 'USD'")
-changes=$((changes + 1))
-e2e_start_daemon
-e2e_wait_checkpoint "$lsn" 600 || die "the backlog was not applied"
-read -r req1 rows1 <<<"$(writes)"
-requests=$((req1 - req0)) rows=$((rows1 - rows0))
-log "backlog: $changes changes, $rows rows written in $requests write requests"
+    changes=$(psql_q "SELECT 2 * $CUSTOMERS + count(*) FROM fno.salesorderheaders h
+                       JOIN fno.salesorderlines l USING (dataareaid, salesordernumber)
+                      WHERE h.salesordernumber >= 'SO00001001'")
+    changes=$((changes + $(psql_q "SELECT count(*) FROM fno.salesorderheaders
+                                    WHERE salesordernumber >= 'SO00001001'")))
+    # The last change, a currency's, marks the end (the checkpoint passes it after the rest).
+    lsn=$(e2e_commit_lsn "UPDATE fno.currencies SET symbol = symbol WHERE currencycode = 'USD'")
+    changes=$((changes + 1))
+    e2e_start_daemon
+    e2e_wait_checkpoint "$lsn" 600 || die "the backlog was not applied"
+    read -r req1 rows1 <<<"$(writes)"
+    requests=$((req1 - req0)) rows=$((rows1 - rows0))
+    log "backlog: $changes changes, $rows rows written in $requests write requests"
+}
+backlog
 check_eq "every change of the backlog was written once" "$changes" "$rows"
 check_status "requests carry at least 90% of batch_size ($BATCH) rows on average" 0 \
     test $((100 * rows)) -ge $((90 * BATCH * requests))
+check_eq "Dataverse equals the source" 0 "$(e2e_mismatches 2>/dev/null)"
+
+# --- 3. [apply] window_growth = 1: windows never grow ----------------------------------------
+sed -i "s/^window_rows = 750\$/&\nwindow_growth = 1/" "$DW_E2E_CONF"
+backlog
+check_eq "every change of the second backlog was written once" "$changes" "$rows"
+check_status "held to 750 rows, windows leave requests less than 90% full" 0 \
+    test $((100 * rows)) -lt $((90 * BATCH * requests))
 check_eq "Dataverse equals the source" 0 "$(e2e_mismatches 2>/dev/null)"
 finish

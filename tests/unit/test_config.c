@@ -26,6 +26,7 @@ START_TEST(defaults_are_valid)
     ck_assert_str_eq(cfg.source.conninfo, "dbname=postgres");
     ck_assert_int_eq(cfg.dataverse.batch_size, 1000);
     ck_assert_int_eq(cfg.apply.window_rows, 3000);
+    ck_assert_int_eq(cfg.apply.window_growth, 2);
     ck_assert_int_eq(cfg.log.level, DW_LOG_INFO);
     ck_assert(!cfg.dataverse.debug_payloads);
     ck_assert_str_eq(dw_config_control_conninfo(&cfg), "dbname=postgres");

@@ -419,7 +419,7 @@ START_TEST(windows_grow_under_a_backlog_until_requests_are_full)
     int next = 0;
     double fill = 0;
     dw_window_init(&w);
-    dw_window_sizing_init(&sizing, 6000, 1000);
+    dw_window_sizing_init(&sizing, 6000, 1000, 2);
     int64_t sizes[6];
     for (int i = 0; i < 6; i++) {
         sizes[i] = sizing.rows;
@@ -431,8 +431,8 @@ START_TEST(windows_grow_under_a_backlog_until_requests_are_full)
     ck_assert_int_eq(sizes[0], 6000);
     /* 2,400 + 1,200 + 2,400 rows in 8 requests (75%); at 12,000 rows, the largest allowed,
      * the same mix fills 13 requests (92%): straight there, and no further. */
-    ck_assert_int_eq(sizes[1], 6000 * DW_WINDOW_GROWTH_MAX);
-    ck_assert_int_eq(sizes[5], 6000 * DW_WINDOW_GROWTH_MAX);
+    ck_assert_int_eq(sizes[1], 6000 * 2);
+    ck_assert_int_eq(sizes[5], 6000 * 2);
     ck_assert(fill >= 0.9);
 
     /* Caught up: back to window_rows at once. */
@@ -446,12 +446,29 @@ START_TEST(windows_grow_under_a_backlog_until_requests_are_full)
         dw_window_sizing_learn(&sizing, &plan, true);
         dw_plan_cleanup(&plan);
     }
-    ck_assert_int_eq(sizing.rows, 6000 * DW_WINDOW_GROWTH_MAX);
+    ck_assert_int_eq(sizing.rows, 6000 * 2);
     /* Without a batch size (0), windows never grow. */
-    dw_window_sizing_init(&sizing, 3000, 0);
+    dw_window_sizing_init(&sizing, 3000, 0, 2);
     plan_mix(&w, 5, &next, &plan);
     ck_assert_int_eq(dw_window_sizing_learn(&sizing, &plan, true), 3000);
     dw_plan_cleanup(&plan);
+
+    /* [apply] window_growth is the largest multiple: 1 never grows, 3 goes to 3 times for
+     * requests that never fill, and to no more than that for the mix above. */
+    int64_t growths[] = {1, 3};
+    for (size_t g = 0; g < sizeof growths / sizeof *growths; g++) {
+        dw_window_sizing_init(&sizing, 6000, 1000, growths[g]);
+        for (int i = 0; i < 3; i++) {
+            plan_mix(&w, sizing.rows, &next, &plan);
+            dw_window_sizing_learn(&sizing, &plan, true);
+            dw_plan_cleanup(&plan);
+            ck_assert_int_le(sizing.rows, 6000 * growths[g]);
+        }
+        ck_assert_int_eq(sizing.rows > 6000, growths[g] > 1);
+        plan_mix(&w, 5, &next, &plan);
+        ck_assert_int_eq(dw_window_sizing_learn(&sizing, &plan, true), 6000 * growths[g]);
+        dw_plan_cleanup(&plan);
+    }
     dw_window_cleanup(&w);
 }
 END_TEST
