@@ -114,7 +114,9 @@ dw_rc dw_errtable_load_blocked(PGconn *conn, int64_t job_id, struct dw_blocked_k
 dw_rc dw_errtable_insert(PGconn *conn, const struct dw_errrow *rows, size_t n,
                          struct dw_blocked_keys *blocked, size_t *inserted);
 
-/* A row read back from the table for replay; owns everything it points to. */
+/* A row read back from the table for replay; owns everything it points to. Claimed, it holds
+ * its images as the JSON text read (images_text); dw_errstored_load_images() parses them when
+ * the row is sent, so the rows a claim reads cost their text until then, not their trees. */
 struct dw_errstored {
     int64_t id;
     int64_t job_id;
@@ -124,10 +126,12 @@ struct dw_errstored {
     char *source_table;
     char *key_text;
     enum dw_change_op op;
-    json_t *source_key; /* new reference */
-    json_t *new_row;    /* new reference or NULL */
-    json_t *old_row;    /* new reference or NULL */
-    json_t *unchanged;  /* new reference or NULL */
+    char *source_key_text; /* the source key as JSON text, until loaded */
+    char *source_row_text; /* {"new": ..., "old": ..., "unchanged": ...}, until loaded */
+    json_t *source_key;    /* new reference, once loaded */
+    json_t *new_row;       /* new reference or NULL, once loaded */
+    json_t *old_row;       /* new reference or NULL, once loaded */
+    json_t *unchanged;     /* new reference or NULL, once loaded */
     dw_lsn commit_lsn;
     int64_t xid;
     uint32_t position;
@@ -139,6 +143,13 @@ struct dw_errstored {
 
 /* Frees what the row holds. */
 void dw_errstored_cleanup(struct dw_errstored *row);
+
+/* Parses a row's images from their text (and frees the text); nothing if they are loaded.
+ * DW_ERR_PROTOCOL (logged) if the text is not JSON. */
+dw_rc dw_errstored_load_images(struct dw_errstored *row);
+
+/* Frees a row's images, loaded or not (a row in flight needs only its identity). */
+void dw_errstored_drop_images(struct dw_errstored *row);
 
 /* A key: (table map id, canonical source key text); the text is borrowed. */
 struct dw_errkey {

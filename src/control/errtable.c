@@ -324,11 +324,20 @@ void dw_errstored_cleanup(struct dw_errstored *row)
     free(row->source_schema);
     free(row->source_table);
     free(row->key_text);
+    dw_errstored_drop_images(row);
+    memset(row, 0, sizeof *row);
+}
+
+void dw_errstored_drop_images(struct dw_errstored *row)
+{
+    free(row->source_key_text);
+    free(row->source_row_text);
     json_decref(row->source_key);
     json_decref(row->new_row);
     json_decref(row->old_row);
     json_decref(row->unchanged);
-    memset(row, 0, sizeof *row);
+    row->source_key_text = row->source_row_text = NULL;
+    row->source_key = row->new_row = row->old_row = row->unchanged = NULL;
 }
 
 static enum dw_change_op parse_op(const char *s)
@@ -349,9 +358,33 @@ static json_t *member_or_null(const json_t *obj, const char *name)
     return v && !json_is_null(v) ? json_incref(v) : NULL;
 }
 
-static dw_rc stored_from_result(const PGresult *res, int i, struct dw_errstored *row)
+dw_rc dw_errstored_load_images(struct dw_errstored *row)
 {
+    if (row->source_key_text == NULL && row->source_row_text == NULL)
+        return DW_OK;
     json_error_t jerr;
+    json_t *key =
+        json_loads(row->source_key_text ? row->source_key_text : "null", JSON_DECODE_ANY, &jerr);
+    json_t *src =
+        key ? json_loads(row->source_row_text ? row->source_row_text : "{}", JSON_DECODE_ANY, &jerr)
+            : NULL;
+    if (key == NULL || src == NULL) {
+        json_decref(key);
+        DW_ERROR("error row %" PRId64 " holds unreadable JSON: %s", row->id, jerr.text);
+        return DW_ERR_PROTOCOL;
+    }
+    dw_errstored_drop_images(row);
+    row->source_key = key;
+    row->new_row = member_or_null(src, "new");
+    row->old_row = member_or_null(src, "old");
+    row->unchanged = member_or_null(src, "unchanged");
+    json_decref(src);
+    return DW_OK;
+}
+
+/* A claimed row from the claim's result (its images as text: dw_errstored_load_images()). */
+static void stored_from_result(const PGresult *res, int i, struct dw_errstored *row)
+{
     memset(row, 0, sizeof *row);
     row->id = col_i64(res, i, 0);
     row->job_id = col_i64(res, i, 1);
@@ -361,18 +394,8 @@ static dw_rc stored_from_result(const PGresult *res, int i, struct dw_errstored 
     row->source_table = col_strdup(res, i, 5);
     row->op = parse_op(PQgetvalue(res, i, 6));
     row->key_text = col_strdup(res, i, 7);
-    row->source_key = json_loads(PQgetvalue(res, i, 8), JSON_DECODE_ANY, &jerr);
-    json_t *src = json_loads(PQgetvalue(res, i, 9), JSON_DECODE_ANY, &jerr);
-    if (row->source_key == NULL || src == NULL) {
-        json_decref(src);
-        DW_ERROR("error row %" PRId64 " holds unreadable JSON: %s", row->id, jerr.text);
-        dw_errstored_cleanup(row);
-        return DW_ERR_PROTOCOL;
-    }
-    row->new_row = member_or_null(src, "new");
-    row->old_row = member_or_null(src, "old");
-    row->unchanged = member_or_null(src, "unchanged");
-    json_decref(src);
+    row->source_key_text = col_strdup(res, i, 8);
+    row->source_row_text = col_strdup(res, i, 9);
     if (dw_lsn_parse(PQgetvalue(res, i, 10), &row->commit_lsn) != DW_OK)
         row->commit_lsn = DW_LSN_INVALID;
     row->xid = col_i64(res, i, 11);
@@ -381,7 +404,6 @@ static dw_rc stored_from_result(const PGresult *res, int i, struct dw_errstored 
     row->attempts = (int)col_i64(res, i, 14);
     row->group_id = col_i64(res, i, 15);
     row->sequence = (int)col_i64(res, i, 16);
-    return DW_OK;
 }
 
 dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *busy, size_t nbusy,
@@ -430,11 +452,8 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
     if (rc != DW_OK)
         goto out;
     rows = dw_calloc((size_t)PQntuples(res) + 1, sizeof *rows);
-    for (int i = 0; i < PQntuples(res); i++) {
-        if ((rc = stored_from_result(res, i, &rows[count])) != DW_OK)
-            goto out;
-        count++;
-    }
+    for (int i = 0; i < PQntuples(res); i++)
+        stored_from_result(res, i, &rows[count++]);
 out:
     PQclear(res);
     free(keytext);

@@ -257,7 +257,9 @@ static dw_rc dispatch(struct dw_replay *r, struct dw_errstored *row)
 {
     struct dw_remap m;
     memset(&m, 0, sizeof m);
-    dw_rc rc = r->ops->remap(r->user, row, &m);
+    dw_rc rc = dw_errstored_load_images(row);
+    if (rc == DW_OK)
+        rc = r->ops->remap(r->user, row, &m);
     if (rc != DW_OK) {
         dw_errstored_cleanup(row);
         return rc;
@@ -287,11 +289,7 @@ static dw_rc dispatch(struct dw_replay *r, struct dw_errstored *row)
     s->token = r->next_token++ << TOKEN_SLOT_BITS | (uintptr_t)(s - r->slots);
     /* The write holds what is sent: the row's images are not needed while it is in flight
      * (a replay keeps thousands of rows in flight). */
-    json_decref(row->source_key);
-    json_decref(row->new_row);
-    json_decref(row->old_row);
-    json_decref(row->unchanged);
-    row->source_key = row->new_row = row->old_row = row->unchanged = NULL;
+    dw_errstored_drop_images(row);
     s->row = *row;
     s->target_id = m.target_id;
     memset(row, 0, sizeof *row);
