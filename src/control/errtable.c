@@ -411,9 +411,6 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
 {
     char job[24], limit[24];
     PGresult *res = NULL;
-    struct dw_errstored *rows = NULL;
-    size_t count = 0;
-    dw_rc rc = DW_OK;
     json_t *keys = json_array();
     for (size_t i = 0; i < nbusy; i++)
         json_array_append_new(keys,
@@ -430,40 +427,34 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
      * of a small list is a hashed anti-join: a batch of busy keys costs one probe a row.)
      * The rows are chosen first and read after: the wide columns (source_row::text) are
      * then converted for the claimed rows only, not for every queued row the sort sees. */
-    rc = dw_pg_query(conn, "claiming errors to replay",
-                     "WITH chosen AS (SELECT e.id, coalesce(m.group_id, 0) AS group_id, "
-                     "coalesce(m.sequence, 0) AS sequence, e.commit_lsn, e.position, e.part "
-                     "FROM dwasync.error e LEFT JOIN dwasync.table_map m ON m.id = e.map_id "
-                     "WHERE e.job_id = $1 AND e.status = 'replaying' "
-                     "AND e.commit_lsn < (SELECT least(c.confirmed_lsn, coalesce("
-                     "s.confirmed_flush_lsn, c.confirmed_lsn)) FROM dwasync.checkpoint c "
-                     "JOIN dwasync.job j ON j.id = c.job_id LEFT JOIN pg_replication_slots s "
-                     "ON s.slot_name = j.slot_name WHERE c.job_id = $1) "
-                     "AND (e.map_id, e.key_text) NOT IN (SELECT (b->>0)::bigint, b->>1 "
-                     "FROM jsonb_array_elements($2::jsonb) b) "
-                     "ORDER BY 2, 3, e.commit_lsn, e.position, e.part LIMIT $3) "
-                     "SELECT e.id, e.job_id, e.map_id, e.map_name, e.source_schema, "
-                     "e.source_table, e.operation, e.key_text, e.source_key::text, "
-                     "e.source_row::text, e.commit_lsn::text, e.xid, e.position, e.part, "
-                     "e.attempts, c.group_id, c.sequence "
-                     "FROM chosen c JOIN dwasync.error e ON e.id = c.id "
-                     "ORDER BY c.group_id, c.sequence, c.commit_lsn, c.position, c.part",
-                     3, params, &res);
-    if (rc != DW_OK)
-        goto out;
-    rows = dw_calloc((size_t)PQntuples(res) + 1, sizeof *rows);
-    for (int i = 0; i < PQntuples(res); i++)
-        stored_from_result(res, i, &rows[count++]);
-out:
-    PQclear(res);
+    dw_rc rc = dw_pg_query(conn, "claiming errors to replay",
+                           "WITH chosen AS (SELECT e.id, coalesce(m.group_id, 0) AS group_id, "
+                           "coalesce(m.sequence, 0) AS sequence, e.commit_lsn, e.position, e.part "
+                           "FROM dwasync.error e LEFT JOIN dwasync.table_map m ON m.id = e.map_id "
+                           "WHERE e.job_id = $1 AND e.status = 'replaying' "
+                           "AND e.commit_lsn < (SELECT least(c.confirmed_lsn, coalesce("
+                           "s.confirmed_flush_lsn, c.confirmed_lsn)) FROM dwasync.checkpoint c "
+                           "JOIN dwasync.job j ON j.id = c.job_id LEFT JOIN pg_replication_slots s "
+                           "ON s.slot_name = j.slot_name WHERE c.job_id = $1) "
+                           "AND (e.map_id, e.key_text) NOT IN (SELECT (b->>0)::bigint, b->>1 "
+                           "FROM jsonb_array_elements($2::jsonb) b) "
+                           "ORDER BY 2, 3, e.commit_lsn, e.position, e.part LIMIT $3) "
+                           "SELECT e.id, e.job_id, e.map_id, e.map_name, e.source_schema, "
+                           "e.source_table, e.operation, e.key_text, e.source_key::text, "
+                           "e.source_row::text, e.commit_lsn::text, e.xid, e.position, e.part, "
+                           "e.attempts, c.group_id, c.sequence "
+                           "FROM chosen c JOIN dwasync.error e ON e.id = c.id "
+                           "ORDER BY c.group_id, c.sequence, c.commit_lsn, c.position, c.part",
+                           3, params, &res);
     free(keytext);
     json_decref(keys);
-    if (rc != DW_OK) {
-        for (size_t i = 0; i < count; i++)
-            dw_errstored_cleanup(&rows[i]);
-        free(rows);
+    if (rc != DW_OK)
         return rc;
-    }
+    size_t count = (size_t)PQntuples(res);
+    struct dw_errstored *rows = dw_calloc(count + 1, sizeof *rows);
+    for (size_t i = 0; i < count; i++)
+        stored_from_result(res, (int)i, &rows[i]);
+    PQclear(res);
     *out = rows;
     *n = count;
     return DW_OK;
