@@ -3,6 +3,9 @@
  * monotonic clock, run one turn at a time by the daemon (runner.c). Its tenants (the HTTP
  * client's sockets and timer, the replication stream, the control connection, the metrics
  * listener, the signal fd) register themselves and are called back from dw_loop_run_once().
+ * A tenant whose descriptor changes under it (a libpq connection, which PQreset() and
+ * reconnects close and open again) registers a watch instead: the loop asks it before each
+ * turn which descriptor to watch, and watches that one for the turn only.
  *
  * Single-threaded. Ownership: the loop belongs to whoever made it with dw_loop_new() and
  * must outlive every registration and timer made on it. Callbacks may register, modify or
@@ -19,6 +22,7 @@
 
 struct dw_loop;
 struct dw_loop_timer;
+struct dw_loop_watch;
 
 /* Events asked for and reported (DW_LOOP_ERR is only reported: errors and hang-ups). */
 enum {
@@ -38,8 +42,8 @@ typedef int64_t (*dw_loop_clock_fn)(void);
  * if the kernel gives no epoll instance (out of descriptors): nothing could run. */
 struct dw_loop *dw_loop_new(dw_loop_clock_fn now);
 
-/* Frees the loop (NULL is fine). Registered descriptors are not closed; timers must have
- * been freed by their owners. */
+/* Frees the loop (NULL is fine). Registered descriptors are not closed; timers and watches
+ * must have been freed by their owners. */
 void dw_loop_free(struct dw_loop *loop);
 
 /* Watches fd for events (DW_LOOP_IN|DW_LOOP_OUT) and calls fn(user, ...) when some occur.
@@ -58,6 +62,22 @@ void dw_loop_del_user(struct dw_loop *loop, const void *user);
 
 /* Whether fd is registered. */
 bool dw_loop_has_fd(const struct dw_loop *loop, int fd);
+
+/* The descriptor a watch wants watched this turn, or -1 for none. */
+typedef int (*dw_loop_watch_fd_fn)(void *user);
+
+/*
+ * A watch: before each turn, fd_fn(user) names a descriptor (or -1), which is watched for
+ * events during that turn only, calling fn(user, ...) when some occur, and unregistered
+ * when the turn ends. A descriptor closed and opened again between turns (as libpq does)
+ * is never left registered. A descriptor registered already by another tenant is not
+ * watched that turn. fn must not close the descriptor. Caller frees with dw_loop_watch_free.
+ */
+struct dw_loop_watch *dw_loop_watch_new(struct dw_loop *loop, dw_loop_watch_fd_fn fd_fn,
+                                        unsigned events, dw_loop_fd_fn fn, void *user);
+
+/* Stops and frees a watch (NULL is fine); not from inside its own callbacks. */
+void dw_loop_watch_free(struct dw_loop_watch *w);
 
 /* A stopped timer that calls fn(user) when due. Caller frees with dw_loop_timer_free. */
 struct dw_loop_timer *dw_loop_timer_new(struct dw_loop *loop, dw_loop_timer_fn fn, void *user);

@@ -37,12 +37,23 @@ struct dw_loop_timer {
     struct dw_loop_timer *prev, *next;
 };
 
+struct dw_loop_watch {
+    struct dw_loop *loop;
+    dw_loop_watch_fd_fn fd_fn;
+    unsigned events;
+    dw_loop_fd_fn fn;
+    void *user;
+    int fd; /* registered for the turn running, or -1 */
+    struct dw_loop_watch *prev, *next;
+};
+
 struct dw_loop {
     int epfd;
     dw_loop_clock_fn now;
     struct watcher **watchers; /* indexed by fd */
     size_t nwatchers;
     struct dw_loop_timer *timers;
+    struct dw_loop_watch *watches;
     uint64_t turn;
     bool stopped;
 };
@@ -152,6 +163,33 @@ void dw_loop_del_fd(struct dw_loop *loop, int fd)
     loop->watchers[fd] = NULL;
 }
 
+struct dw_loop_watch *dw_loop_watch_new(struct dw_loop *loop, dw_loop_watch_fd_fn fd_fn,
+                                        unsigned events, dw_loop_fd_fn fn, void *user)
+{
+    struct dw_loop_watch *w = dw_calloc(1, sizeof *w);
+    *w = (struct dw_loop_watch){loop, fd_fn, events, fn, user, -1, NULL, NULL};
+    DL_APPEND(loop->watches, w);
+    return w;
+}
+
+/* Unregisters the descriptor a watch registered for this turn, if it is still the watch's. */
+static void watch_release(struct dw_loop_watch *w)
+{
+    struct watcher *held = watcher_of(w->loop, w->fd);
+    if (held && held->fn == w->fn && held->user == w->user)
+        dw_loop_del_fd(w->loop, w->fd);
+    w->fd = -1;
+}
+
+void dw_loop_watch_free(struct dw_loop_watch *w)
+{
+    if (w == NULL)
+        return;
+    watch_release(w);
+    DL_DELETE(w->loop->watches, w);
+    free(w);
+}
+
 void dw_loop_del_user(struct dw_loop *loop, const void *user)
 {
     for (size_t fd = 0; fd < loop->nwatchers; fd++)
@@ -247,7 +285,15 @@ static void fire_timers(struct dw_loop *loop)
 dw_rc dw_loop_run_once(struct dw_loop *loop, int timeout_ms)
 {
     struct epoll_event evs[EVENTS_PER_TURN];
+    struct dw_loop_watch *watch;
     loop->turn++;
+    DL_FOREACH(loop->watches, watch)
+    {
+        int fd = watch->fd_fn(watch->user);
+        bool added =
+            fd >= 0 && dw_loop_add_fd(loop, fd, watch->events, watch->fn, watch->user) == DW_OK;
+        watch->fd = added ? fd : -1;
+    }
     int n = epoll_wait(loop->epfd, evs, EVENTS_PER_TURN, wait_ms(loop, timeout_ms));
     if (n < 0) {
         if (errno != EINTR) {
@@ -261,6 +307,10 @@ dw_rc dw_loop_run_once(struct dw_loop *loop, int timeout_ms)
         struct watcher *w = watcher_of(loop, fd);
         if (w)
             w->fn(w->user, fd, from_epoll(evs[i].events));
+    }
+    DL_FOREACH(loop->watches, watch)
+    {
+        watch_release(watch);
     }
     fire_timers(loop);
     return DW_OK;

@@ -270,6 +270,79 @@ START_TEST(stop_ends_waiting)
 }
 END_TEST
 
+/* A watch's descriptor, as a libpq connection's, which changes under the watch, and what
+ * on_fd() saw (first: on_fd() takes the struct as its struct seen). */
+struct watched {
+    struct seen seen;
+    int fd;
+};
+
+static int watched_fd(void *user)
+{
+    return ((struct watched *)user)->fd;
+}
+
+/* A watch is registered for each turn only, on whatever descriptor it names that turn: a
+ * new descriptor, one closed and opened again under the same number (as PQreset() does),
+ * or none; and it leaves alone a descriptor another tenant registered. */
+START_TEST(a_watch_follows_its_descriptor_turn_by_turn)
+{
+    struct dw_loop *loop = dw_loop_new(fake_clock);
+    int a[2], b[2], c[2];
+    ck_assert_int_eq(pipe(a), 0);
+    ck_assert_int_eq(pipe(b), 0);
+    struct watched w = {{0}, a[0]};
+    struct seen *seen = &w.seen;
+    struct dw_loop_watch *watch = dw_loop_watch_new(loop, watched_fd, DW_LOOP_IN, on_fd, &w);
+    /* Nothing ready: no call, and nothing left registered after the turn. */
+    ck_assert_int_eq(dw_loop_run_once(loop, 0), DW_OK);
+    ck_assert_int_eq(seen->calls, 0);
+    ck_assert(!dw_loop_has_fd(loop, a[0]));
+    ck_assert_int_eq(write(a[1], "x", 1), 1);
+    ck_assert_int_eq(dw_loop_run_once(loop, -1), DW_OK); /* returns: a[0] is readable */
+    ck_assert_int_eq(seen->calls, 1);
+    ck_assert_int_eq(seen->fd, a[0]);
+    /* The descriptor changes: the new one is watched, the old one no more. */
+    w.fd = b[0];
+    ck_assert_int_eq(write(b[1], "x", 1), 1);
+    ck_assert_int_eq(dw_loop_run_once(loop, -1), DW_OK);
+    ck_assert_int_eq(seen->calls, 2);
+    ck_assert_int_eq(seen->fd, b[0]);
+    /* Closed and opened again under the same number: watched still. */
+    int number = b[0];
+    close(b[0]);
+    close(b[1]);
+    ck_assert_int_eq(pipe(c), 0);
+    ck_assert_int_eq(dup2(c[0], number), number); /* (a no-op if pipe() reused it) */
+    ck_assert_int_eq(write(c[1], "x", 1), 1);
+    ck_assert_int_eq(dw_loop_run_once(loop, -1), DW_OK);
+    ck_assert_int_eq(seen->calls, 3);
+    ck_assert_int_eq(seen->fd, number);
+    /* None named: nothing is watched (a[0] is still readable). */
+    w.fd = -1;
+    ck_assert_int_eq(dw_loop_run_once(loop, 0), DW_OK);
+    ck_assert_int_eq(seen->calls, 3);
+    /* A descriptor another tenant holds stays the other tenant's. */
+    struct seen other = {0};
+    w.fd = a[0];
+    ck_assert_int_eq(dw_loop_add_fd(loop, a[0], DW_LOOP_IN, on_fd, &other), DW_OK);
+    ck_assert_int_eq(dw_loop_run_once(loop, 0), DW_OK);
+    ck_assert_int_eq(other.calls, 1);
+    ck_assert_int_eq(seen->calls, 3);
+    ck_assert(dw_loop_has_fd(loop, a[0]));
+    dw_loop_watch_free(watch);
+    ck_assert(dw_loop_has_fd(loop, a[0]));
+    dw_loop_del_fd(loop, a[0]);
+    close(a[0]);
+    close(a[1]);
+    close(c[0]);
+    close(c[1]);
+    if (number != c[0])
+        close(number);
+    dw_loop_free(loop);
+}
+END_TEST
+
 static Suite *loop_suite(void)
 {
     Suite *s = suite_create("loop");
@@ -282,6 +355,7 @@ static Suite *loop_suite(void)
     tcase_add_test(tc, a_repeating_timer_fires_once_per_turn_on_its_period);
     tcase_add_test(tc, a_timer_freed_by_another_in_the_same_turn_does_not_fire);
     tcase_add_test(tc, stop_ends_waiting);
+    tcase_add_test(tc, a_watch_follows_its_descriptor_turn_by_turn);
     suite_add_tcase(s, tc);
     return s;
 }
