@@ -18,6 +18,7 @@
 #define DWASYNC_JSON_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "dwasync/buf.h"
 #include "dwasync/rc.h"
@@ -42,5 +43,8 @@ char *dw_json_canonical(const json_t *value);
 dw_rc dw_json_append(struct dw_buf *b, const json_t *value);
 dw_rc dw_json_append_canonical(struct dw_buf *b, const json_t *value);
 dw_rc dw_json_append_members(struct dw_buf *b, const json_t *object);
+
+/* Appends one member, "name":value compact, after a comma unless it is the first. */
+dw_rc dw_json_append_member(struct dw_buf *b, const char *name, const json_t *value, bool first);
 
 #endif

@@ -7,14 +7,14 @@
  * where the table supports it, else $batch) and isolation of the bad rows of a failed bulk
  * request. It is single-threaded and non-blocking: curl's sockets and timer are tenants of
  * an event loop (loop.h), the sink's own or the daemon's (dw_sink_use_loop()), and
- * dw_sink_run() runs one turn of it, watching the caller's descriptors too.
+ * dw_sink_run() runs one turn of it, calling back the loop's other tenants too.
  *
  * What a write and its result are (struct dw_write, struct dw_write_result, the error
  * classes) is the contract in write.h, shared with mapping, pipeline and control.
  *
  * Ownership: dw_sink_submit() takes the contents of each struct dw_write (strings and JSON
  * references) and returns the array to the caller empty. The sink never modifies the key
- * and body objects it is given, so a caller may keep (and later resubmit) references. The done
+ * and refs objects it is given, so a caller may keep (and later resubmit) references. The done
  * callback is called exactly once per submitted write, from inside dw_sink_run() (never from
  * submit), with a result whose pointers are borrowed for the duration of the callback.
  *
@@ -89,11 +89,11 @@ dw_rc dw_sink_submit_atomic(struct dw_sink *sink, struct dw_write *writes, void 
 size_t dw_sink_pending(const struct dw_sink *sink);
 
 /*
- * Drives transfers: starts queued requests, waits up to timeout_ms for curl's sockets or
- * one of extra[0..nextra) (their revents are filled as curl_multi_poll does), and runs
- * the done callbacks of finished writes. Returns early when an extra fd is ready.
+ * Drives transfers: starts queued requests, runs one turn of the loop (waiting up to
+ * timeout_ms for curl's sockets, the sink's deadlines and the loop's other tenants), and
+ * runs the done callbacks of finished writes.
  */
-dw_rc dw_sink_run(struct dw_sink *sink, struct curl_waitfd *extra, unsigned nextra, int timeout_ms);
+dw_rc dw_sink_run(struct dw_sink *sink, int timeout_ms);
 
 /*
  * Moves the sink's tenants (curl's sockets and timer, its own deadlines, its wake-up

@@ -33,9 +33,16 @@ enum dw_write_op {
  *   value is either a GUID string or a reference object
  *       {"$ref": "<parent entity set>", "key": {<the parent's key, same rules>}}
  *   which the sink resolves to the parent's GUID (cached; invalidated on 404).
- * body: JSON object of attribute -> value, without the key attributes. A lookup is
- *   "<navigation property>@odata.bind": a reference object as above (the sink writes
- *   "/<set>(<key>)"), or null to clear it. NULL for DW_WRITE_DELETE.
+ * body: what is written, an object of attribute -> value without the key attributes, kept
+ *   as the text the sink sends: the object's members written out compactly without the
+ *   braces ("" for none). A lookup is "<navigation property>@odata.bind": null to clear
+ *   it, or a parent's reference object as above, which is not in body but in refs. NULL
+ *   for DW_WRITE_DELETE. Set both with dw_write_set_body(); dw_write_body() gives the whole
+ *   object back. A body lives in a window until it is answered: as text it costs a fifth of
+ *   a tree, and it is written out once, not at every request that carries it.
+ * refs: the lookups bound by a reference object ("<nav>@odata.bind" -> {"$ref": ..}), which
+ *   the sink resolves and writes out as "/<set>(<key>)" after body's members; NULL when
+ *   there are none.
  * options: the map's write options (a map file's "options": {"write": ...}, validated by
  *   dw_jobdef_parse()), sent with every request that carries the write, or NULL for none:
  *       {"bypass_logic": ["CustomSync", "CustomAsync"],  MSCRM.BypassBusinessLogicExecution
@@ -49,9 +56,20 @@ struct dw_write {
     char *entity_set;   /* e.g. "accounts" */
     char *logical_name; /* e.g. "account" (for @odata.type in bulk actions) */
     json_t *key;
-    json_t *body;
+    char *body;
+    json_t *refs;
     json_t *options;
 };
+
+/* Sets a write's body and refs from the object body (stolen; NULL or not an object: none),
+ * freeing what it held. */
+void dw_write_set_body(struct dw_write *w, json_t *body);
+
+/* The whole body of a write, refs included, as a new object; NULL when it has none. */
+json_t *dw_write_body(const struct dw_write *w);
+
+/* Whether body member name binds a lookup by a reference object (one of refs). */
+bool dw_write_is_bind_ref(const char *name, const json_t *v);
 
 /* Longest write-options tag: letters, digits, '_', '.', '-' (sent unescaped in a URL). */
 #define DW_WRITE_TAG_MAX 64
@@ -94,8 +112,9 @@ struct dw_write_result {
     int http_status;                 /* 0 when no response was received */
     const char *code;                /* Dataverse error code, e.g. "0x80044331"; "" if none */
     const char *message;             /* Dataverse or transport message, redacted; "" if none */
-    const json_t *payload;           /* the body last sent, for a row that failed; NULL
-                                      * for an applied row, a delete or a row never sent */
+    const char *payload;             /* the body last sent, as JSON text, for a row that
+                                      * failed; NULL for an applied row, a delete or a row
+                                      * never sent */
     const char *missing_parent;      /* "<set>(<key>)" of a missing parent, or NULL */
 };
 

@@ -96,7 +96,7 @@ static bool parse_line(const char *line, struct dw_write *w, char **group, char 
     w->entity_set = dw_strdup(set);
     w->logical_name = ln ? dw_strdup(ln) : NULL;
     w->key = json_incref(json_object_get(doc, "key"));
-    w->body = json_incref(json_object_get(doc, "body"));
+    dw_write_set_body(w, json_incref(json_object_get(doc, "body")));
     *group = atomic ? dw_strdup(json_string_value(atomic)) : NULL;
     ok = true;
 out:
@@ -171,7 +171,7 @@ static dw_rc apply_chunk(struct dw_sink *sink, struct apply_state *st, struct dw
         }
     }
     while (dw_sink_pending(sink) > 0)
-        if ((rc = dw_sink_run(sink, NULL, 0, 1000)) != DW_OK)
+        if ((rc = dw_sink_run(sink, 1000)) != DW_OK)
             break;
     for (size_t i = 0; i < n; i++) {
         if (st->results[i]) {

@@ -330,7 +330,7 @@ static dw_rc replay_directly(const struct dw_config *cfg, int64_t job_id, const 
         bool idle = false;
         if ((rc = dw_replay_pump(d.engine, &idle)) != DW_OK || idle)
             break;
-        if ((rc = dw_sink_run(d.sink, NULL, 0, 500)) != DW_OK)
+        if ((rc = dw_sink_run(d.sink, 500)) != DW_OK)
             break;
         dw_replay_get_stats(d.engine, &st);
         dw_progress_update(&progress, st.resolved + st.failed, (uint64_t)dw_clock_ms());

@@ -51,6 +51,7 @@ dw_rc dw_buf_reserve(struct dw_buf *b, size_t extra)
     while (cap < need)
         cap = cap > ((size_t)-1) / 2 ? need : cap * 2;
     b->data = dw_realloc(b->data, cap);
+    b->data[b->len] = '\0'; /* a new buffer holds "" at once */
     b->cap = cap;
     return DW_OK;
 }

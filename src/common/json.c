@@ -210,3 +210,13 @@ dw_rc dw_json_append_members(struct dw_buf *b, const json_t *object)
 {
     return append(b, object, SHAPE_MEMBERS);
 }
+
+dw_rc dw_json_append_member(struct dw_buf *b, const char *name, const json_t *value, bool first)
+{
+    size_t mark = b->len;
+    const struct member one = {name, strlen(name), value};
+    dw_rc rc = value ? put_member(b, &one, first, false, 0) : DW_ERR_INVALID;
+    if (rc != DW_OK)
+        dw_buf_truncate(b, mark);
+    return rc;
+}

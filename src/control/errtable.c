@@ -517,10 +517,8 @@ dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_re
                               const char *target_id)
 {
     char idtext[24], http[16];
-    char *raw = r->payload ? dw_json_dumps(r->payload) : NULL;
-    char *payload = raw ? dw_redact_str(raw) : NULL;
+    char *payload = r->payload ? dw_redact_str(r->payload) : NULL;
     char *message = dw_redact_str(r->message ? r->message : "");
-    free(raw);
     enum dw_error_class c =
         r->error_class == DW_ERRCLASS_NONE ? DW_ERRCLASS_UNKNOWN : r->error_class;
     snprintf(idtext, sizeof idtext, "%" PRId64, id);

@@ -38,7 +38,7 @@ struct slot {
     char *code;
     char *message;
     char *missing_parent;
-    json_t *payload;
+    char *payload;
 };
 
 struct dw_replay {
@@ -60,7 +60,7 @@ static void slot_release(struct slot *s)
     free(s->code);
     free(s->message);
     free(s->missing_parent);
-    json_decref(s->payload);
+    free(s->payload);
     memset(s, 0, sizeof *s);
 }
 
@@ -147,7 +147,7 @@ void dw_replay_complete(struct dw_replay *r, void *token, const struct dw_write_
         s->code = dup_or_null(res->code);
         s->message = dup_or_null(res->message);
         s->missing_parent = dup_or_null(res->missing_parent);
-        s->payload = res->payload ? json_deep_copy(res->payload) : NULL;
+        s->payload = dup_or_null(res->payload);
         return;
     }
     DW_WARN("replay completion for an unknown write ignored");

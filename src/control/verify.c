@@ -403,15 +403,16 @@ static dw_rc add_actual(struct verifier *v, const json_t *row, void *user)
 }
 
 /* The expected attributes of a mapped write (lookups as "<set>(<key>)" texts). */
-static json_t *expected_fields(const json_t *body)
+static json_t *expected_fields(const struct dw_write *w)
 {
-    json_t *fields = json_object();
+    json_t *fields = json_object(), *body = dw_write_body(w);
     const char *k;
     json_t *x;
-    json_object_foreach((json_t *)body, k, x)
+    json_object_foreach(body, k, x)
     {
         json_object_set_new(fields, k, dw_dvkey_is_ref(x) ? ref_text(x) : json_incref(x));
     }
+    json_decref(body);
     return fields;
 }
 
@@ -445,7 +446,7 @@ static dw_rc on_source_row(void *user, const struct dw_change *c)
             continue; /* unmappable rows are the error table's business */
         rc = push(v, expected_sql,
                   json_pack("{s:s,s:s,s:O,s:o}", "target_id", m->target_id, "map", v->map->name,
-                            "source_key", skey, "fields", expected_fields(m->write.body)));
+                            "source_key", skey, "fields", expected_fields(&m->write)));
     }
     json_decref(skey);
     dw_mapped_vec_cleanup(&mapped);
@@ -638,7 +639,7 @@ static dw_rc delete_extras(struct verifier *v, const struct dw_tablemap *m)
         rc = dw_sink_submit(v->sink, &w, NULL, 1);
         dw_write_cleanup(&w);
         while (rc == DW_OK && dw_sink_pending(v->sink) > 0)
-            rc = dw_sink_run(v->sink, NULL, 0, 1000);
+            rc = dw_sink_run(v->sink, 1000);
     }
     PQclear(res);
     return rc;

@@ -857,8 +857,10 @@ static json_t *upsert_body(const struct dw_tablemap *m, const struct image *img,
     return body;
 }
 
+/* An upsert of img through m; *body_out (when not NULL) gets its body as an object (a new
+ * reference, NULL if it could not be mapped), for a comparison before it is let go. */
 static struct dw_mapped *emit_upsert(struct dw_mapped_vec *out, const struct dw_tablemap *m,
-                                     json_t *key, const struct image *img)
+                                     json_t *key, const struct image *img, json_t **body_out)
 {
     struct dw_mapped *r = start_result(out, m);
     struct failure f = {NULL};
@@ -874,7 +876,9 @@ static struct dw_mapped *emit_upsert(struct dw_mapped_vec *out, const struct dw_
     r->write.logical_name = dw_strdup(m->logical_name);
     r->write.key = key;
     r->write.options = json_incref(m->write_options);
-    r->write.body = body;
+    if (body_out)
+        *body_out = json_incref(body);
+    dw_write_set_body(&r->write, body);
     return r;
 }
 
@@ -883,14 +887,14 @@ static struct dw_mapped *emit_upsert(struct dw_mapped_vec *out, const struct dw_
  * (whole under REPLICA IDENTITY FULL) maps to the same body, the columns not sent left out
  * of both. A key-only old image cannot be mapped, and then the answer is no.
  */
-static bool same_as_before(const struct dw_tablemap *m, const struct dw_mapped *r,
+static bool same_as_before(const struct dw_tablemap *m, const json_t *body_now,
                            const struct dw_source_row *row, struct ref_memo *memo)
 {
     const struct image before = {row->old_row, row->unchanged, memo};
     struct failure ignore = {NULL};
     json_t *body = upsert_body(m, &before, &ignore);
     free(ignore.msg);
-    bool same = body && json_equal(body, r->write.body);
+    bool same = body && json_equal(body, body_now);
     json_decref(body);
     return same;
 }
@@ -942,7 +946,7 @@ static void map_one(const struct dw_job_maps *maps, const struct dw_tablemap *m,
         }
         if ((key = key_from(m, &new_img, &f)) == NULL)
             goto failed;
-        emit_upsert(out, m, key, &sent);
+        emit_upsert(out, m, key, &sent, NULL);
         return;
     }
     if (row->op == DW_CHANGE_DELETE) {
@@ -988,21 +992,20 @@ static void map_one(const struct dw_job_maps *maps, const struct dw_tablemap *m,
         if ((key = key_from(m, &sent, &f)) == NULL)
             goto failed;
         if (old_key && before != DW_FALSE) {
-            char *a = dw_json_canonical(old_key), *b = dw_json_canonical(key);
-            bool moved = strcmp(a, b) != 0;
-            free(a);
-            free(b);
-            if (moved) {
+            if (!json_equal(old_key, key)) {
                 emit_delete(out, m, old_key);
                 old_key = NULL;
             }
         }
         bool stayed = old_key != NULL && before == DW_TRUE;
         json_decref(old_key);
-        struct dw_mapped *r = emit_upsert(out, m, key, &sent);
+        bool compare = skip_unchanged && stayed;
+        json_t *body = NULL;
+        struct dw_mapped *r = emit_upsert(out, m, key, &sent, compare ? &body : NULL);
         /* Dual-write fires only when a mapped column changes: nor does this. */
-        if (skip_unchanged && stayed && r->ok)
-            r->unchanged = same_as_before(m, r, row, memo);
+        if (compare && r->ok)
+            r->unchanged = same_as_before(m, body, row, memo);
+        json_decref(body);
         return;
     }
     if (before == DW_FALSE) {

@@ -2,15 +2,15 @@
  * `dwasync run` (see runner.h): finds the job, waits as a standby for its lock, runs a pending
  * initial sync, then loops in stream_loop(): read the stream while the pipeline has room,
  * poll the pipeline, confirm to the slot, tend error replays, and wait one turn of the run's
- * event loop (loop.h), whose tenants are curl's sockets and timer (the sink), the signal fd
- * and the metrics listener, with the stream and control descriptors watched for the turn.
+ * event loop (loop.h), whose tenants are curl's sockets and timer (the sink), the signal fd,
+ * the metrics listener, and in that wait the stream's and control connection's sockets
+ * (watches: their descriptors change with reconnects).
  * A run owns what it builds (loop, connections, sink, pipeline, stream) and tears it down
  * before it returns.
  */
 #include "dwasync/runner.h"
 
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +124,8 @@ struct runner {
     struct dw_watchdog watchdog;
     struct dw_loop *loop; /* the one wait of the process */
     int signal_fd;
+    bool waiting;       /* in the stream loop's own wait: its connections are watched */
+    bool control_ready; /* the control connection was readable in that wait */
     struct dw_job_maps *maps;
     struct dw_types *types;
     struct dw_values_options values;
@@ -505,7 +507,7 @@ static dw_rc drain(struct runner *r, bool (*done)(struct runner *), int64_t dead
         if (done(r))
             break;
         int timeout = dw_pipeline_timeout_ms(r->pipeline);
-        dw_sink_run(r->sink, NULL, 0, timeout < 0 || timeout > 200 ? 200 : timeout);
+        dw_sink_run(r->sink, timeout < 0 || timeout > 200 ? 200 : timeout);
         unsigned sig = dw_daemon_signals_take();
         if (sig & DW_SIGNAL_STOP)
             r->stopping = true;
@@ -1352,8 +1354,50 @@ static bool caught_up(struct runner *r)
            dw_pipeline_idle(r->pipeline) && !r->copy.active;
 }
 
-/* The event loop of an active job. */
+/* The stream's socket, watched in the stream loop's wait while the pipeline takes what it
+ * would read (not in a drain or a blocking call: nothing there would read it). */
+static int stream_watch_fd(void *user)
+{
+    struct runner *r = user;
+    if (!r->waiting || r->paused || !dw_pipeline_accepting(r->pipeline))
+        return -1;
+    return dw_stream_fd(r->stream);
+}
+
+/* The control connection's socket (NOTIFYs of replays and skips), in the same wait. */
+static int control_watch_fd(void *user)
+{
+    struct runner *r = user;
+    return r->waiting ? PQsocket(r->control) : -1;
+}
+
+static void on_control_ready(void *user, int fd, unsigned revents)
+{
+    (void)fd;
+    (void)revents;
+    ((struct runner *)user)->control_ready = true;
+}
+
+static dw_rc stream_turns(struct runner *r);
+
+/*
+ * The event loop of an active job: the stream's and the control connection's sockets are
+ * watched on the loop while it runs, each turn on the descriptor its connection has then
+ * (both change with reconnects: loop.h's watches).
+ */
 static dw_rc stream_loop(struct runner *r)
+{
+    struct dw_loop_watch *stream = dw_loop_watch_new(r->loop, stream_watch_fd, DW_LOOP_IN,
+                                                     on_wakeup_fd, r),
+                         *control = dw_loop_watch_new(r->loop, control_watch_fd, DW_LOOP_IN,
+                                                      on_control_ready, r);
+    dw_rc rc = stream_turns(r);
+    dw_loop_watch_free(control);
+    dw_loop_watch_free(stream);
+    return rc;
+}
+
+static dw_rc stream_turns(struct runner *r)
 {
     dw_rc rc = DW_OK;
     while (!r->stopping) {
@@ -1434,19 +1478,6 @@ static dw_rc stream_loop(struct runner *r)
         }
         dw_watchdog_tick(&r->watchdog, (uint64_t)dw_clock_ms());
 
-        /* The signal fd and the metrics listener are the loop's tenants for the whole run;
-         * the stream's and control's sockets change with their reconnects, so they are
-         * watched for this turn only. */
-        struct curl_waitfd fds[2];
-        unsigned nfds = 0;
-        int stream_fd = dw_stream_fd(r->stream);
-        if (stream_fd >= 0 && !r->paused && dw_pipeline_accepting(r->pipeline))
-            fds[nfds++] = (struct curl_waitfd){.fd = stream_fd, .events = CURL_WAIT_POLLIN};
-        unsigned control_slot = nfds;
-        if (PQsocket(r->control) >= 0)
-            fds[nfds++] =
-                (struct curl_waitfd){.fd = PQsocket(r->control), .events = CURL_WAIT_POLLIN};
-
         int timeout = more ? 0 : STATUS_MS;
         int t = dw_stream_timeout_ms(r->stream);
         if (t >= 0 && t < timeout)
@@ -1469,15 +1500,18 @@ static dw_rc stream_loop(struct runner *r)
             if (t < timeout)
                 timeout = t;
         }
-        if ((rc = dw_sink_run(r->sink, fds, nfds, timeout)) != DW_OK)
+        r->control_ready = false;
+        r->waiting = true;
+        rc = dw_sink_run(r->sink, timeout);
+        r->waiting = false;
+        if (rc != DW_OK)
             return rc;
         if (r->metrics_server)
             dw_metrics_server_run(r->metrics_server);
         /* A broken control connection is reset by tend_control() (or the pipeline's next
          * checkpoint). */
         if (control_ok)
-            (void)tend_errors(r, dw_clock_ms(),
-                              control_slot < nfds && fds[control_slot].revents != 0);
+            (void)tend_errors(r, dw_clock_ms(), r->control_ready);
     }
     return DW_OK;
 }

@@ -126,25 +126,18 @@ static bool write_has_references(const struct dw_write *w)
         if (json_is_object(value))
             return true;
     }
-    if (w->body == NULL)
-        return false;
-    json_object_foreach(w->body, name, value)
-    {
-        size_t len = strlen(name);
-        if (len > 11 && strcmp(name + len - 11, "@odata.bind") == 0 && json_is_object(value))
-            return true;
-    }
-    return false;
+    return json_object_size(w->refs) > 0;
 }
 
-/* The sink never modifies a write's key or body (sink.h), so a copy shares them. */
+/* The sink never modifies a write's key or refs (sink.h), so a copy shares them. */
 static void write_copy(struct dw_write *dst, const struct dw_write *src)
 {
     dst->op = src->op;
     dst->entity_set = dw_strdup(src->entity_set);
     dst->logical_name = dw_strdup(src->logical_name ? src->logical_name : "");
     dst->key = json_incref(src->key);
-    dst->body = json_incref(src->body);
+    dst->body = src->body ? dw_strdup(src->body) : NULL;
+    dst->refs = json_incref(src->refs);
     dst->options = json_incref(src->options);
 }
 
@@ -783,7 +776,7 @@ static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *
             cs->missing_parent = dw_strdup(r->missing_parent);
         } else
             cs->message = dw_strdup(r->message ? r->message : "");
-        cs->payload = r->payload ? dw_json_dumps(r->payload) : NULL;
+        cs->payload = r->payload ? dw_strdup(r->payload) : NULL;
         dw_plan_fail_chain(&p->cur.plan, p->cur.window, cs->chain, p->blocked);
         char status[16];
         snprintf(status, sizeof status, "%d", r->http_status);

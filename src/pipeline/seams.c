@@ -32,7 +32,7 @@ static size_t sink_pending(void *user)
 /* A run that waits for nothing: the requests go out and travel while the caller works. */
 static void sink_send(void *user)
 {
-    (void)dw_sink_run(user, NULL, 0, 0);
+    (void)dw_sink_run(user, 0);
 }
 
 void dw_seams_sink_writer(struct dw_sink *sink, struct dw_pipeline_writer *out)

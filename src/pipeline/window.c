@@ -148,7 +148,10 @@ static void write_coalesce(struct dw_write *chain, struct dw_write *next)
         write_replace(chain, next);
         return;
     }
-    json_object_update(chain->body, next->body);
+    json_t *merged = dw_write_body(chain), *later = dw_write_body(next);
+    json_object_update(merged, later);
+    json_decref(later);
+    dw_write_set_body(chain, merged);
     /* An explicit create/update-only after an upsert stays an upsert: the row may exist. */
     if (chain->op != next->op)
         chain->op = DW_WRITE_UPSERT;

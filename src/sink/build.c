@@ -15,57 +15,43 @@
 #include "dwasync/dvkey.h"
 #include "dwasync/json.h"
 
-/* The body sent when it is an object as it stands (a POST's, or one without references);
- * NULL when its references are to be replaced by rbinds (sent_value()). */
-static const json_t *body_as_is(const struct row *r)
-{
-    return r->rbody ? r->rbody : r->rbinds == NULL ? r->body : NULL;
-}
-
-/* What is sent for body member name: v, or for a bind reference the next of rbinds (*k
- * counts them; members are visited in body order). */
-static json_t *sent_value(const struct row *r, const char *name, json_t *v, size_t *k)
-{
-    return dw_sink_is_bind_ref(name, v) ? json_array_get(r->rbinds, (*k)++) : v;
-}
-
-/* Appends the members of the body as sent (no braces): the body with its bind references
- * written out, or the whole body of a POST. */
+/* Appends the members of the body as sent (no braces): a POST's whole body, or the write's
+ * body text followed by its refs, written out (rbinds) once they are resolved. */
 void dw_sink_put_body_members(struct dw_buf *b, const struct row *r)
 {
-    if (body_as_is(r)) {
-        (void)dw_json_append_members(b, body_as_is(r));
+    if (r->rbody) {
+        (void)dw_json_append_members(b, r->rbody);
         return;
     }
+    const char *text = r->body ? r->body : "";
+    (void)dw_buf_puts(b, text);
+    bool first = text[0] == '\0';
     const char *name;
     json_t *v;
     size_t k = 0;
-    bool first = true;
-    json_object_foreach(r->body, name, v)
+    json_object_foreach(r->refs, name, v)
     {
-        if (!first)
-            (void)dw_buf_putc(b, ',');
+        (void)dw_json_append_member(b, name, r->rbinds ? json_array_get(r->rbinds, k++) : v, first);
         first = false;
-        (void)dw_buf_put_json_string(b, name, strlen(name));
-        (void)dw_buf_putc(b, ':');
-        (void)dw_json_append(b, sent_value(r, name, v, &k));
     }
 }
 
-/* The body as sent, as a new reference: a failure's payload, and the start of a POST's body. */
-json_t *dw_sink_body_as_sent(const struct row *r)
+/* Whether the body as sent has no members. */
+static bool body_empty(const struct row *r)
 {
-    if (body_as_is(r))
-        return json_incref((json_t *)body_as_is(r));
-    json_t *whole = json_object();
-    const char *name;
-    json_t *v;
-    size_t k = 0;
-    json_object_foreach(r->body, name, v)
-    {
-        json_object_set(whole, name, sent_value(r, name, v, &k));
-    }
-    return whole;
+    if (r->rbody)
+        return json_object_size(r->rbody) == 0;
+    return (r->body == NULL || r->body[0] == '\0') && json_object_size(r->refs) == 0;
+}
+
+char *dw_sink_body_text(const struct row *r)
+{
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    (void)dw_buf_putc(&b, '{');
+    dw_sink_put_body_members(&b, r);
+    (void)dw_buf_putc(&b, '}');
+    return dw_buf_steal(&b);
 }
 
 char *dw_sink_api_url(struct dw_sink *s, const char *fmt, ...)
@@ -200,7 +186,7 @@ void dw_sink_queue_bulk(struct dw_sink *s, struct row **rows, size_t n)
         row_address(&address, r, true);
         (void)dw_buf_puts(&body, ",\"@odata.id\":");
         (void)dw_buf_put_json_string(&body, address.data, address.len);
-        if (json_object_size(r->body) || json_object_size(r->rbody)) {
+        if (!body_empty(r)) {
             (void)dw_buf_putc(&body, ',');
             dw_sink_put_body_members(&body, r);
         }
@@ -266,13 +252,8 @@ struct write_req *dw_sink_build_batch(struct dw_sink *s, struct row **rows, size
             parts[i].method = "DELETE";
         } else {
             parts[i].method = r->post ? "POST" : "PATCH";
-            struct dw_buf one;
-            dw_buf_init(&one, 0);
-            (void)dw_buf_putc(&one, '{');
-            dw_sink_put_body_members(&one, r);
-            (void)dw_buf_putc(&one, '}');
-            parts[i].body_len = one.len;
-            bodies[i] = dw_buf_steal(&one);
+            bodies[i] = dw_sink_body_text(r);
+            parts[i].body_len = strlen(bodies[i]);
             parts[i].body = bodies[i];
         }
         dw_sink_row_move(s, r, ROW_SENT);

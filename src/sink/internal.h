@@ -88,7 +88,7 @@ struct atomic;
  * Only the first is kept, and its text made only on failure: rows rarely fail. */
 struct parents {
     size_t n;
-    const char *set; /* borrowed from the row's key or body */
+    const char *set; /* borrowed from the row's key or refs */
     json_t *rkey;    /* the first one's resolved key */
 };
 
@@ -97,15 +97,17 @@ struct row {
     enum row_where where;
     enum dw_write_op op;
     char *entity_set, *logical_name;
-    json_t *key, *body;
+    json_t *key;
+    char *body;      /* the write's body and refs (write.h); NULL for a delete */
+    json_t *refs;
     json_t *options; /* the write's options (write.h), or NULL; sent with the row */
     void *user;
     json_t *rkey;           /* key with references replaced by GUIDs */
-    json_t *rbinds;         /* each bind reference of body written out ("/<set>(<key>)"), in
-                             * body order; NULL when it has none */
+    json_t *rbinds;         /* each of refs written out ("/<set>(<key>)"), in refs order;
+                             * NULL when it has none */
     json_t *rbody;          /* the whole body to send when it is not body + rbinds (a POST) */
     json_t *used;           /* ids of GUID cache entries this row relied on, or NULL */
-    struct parents binds;   /* the parents bound by reference in the body */
+    struct parents binds;   /* the parents bound by reference in refs */
     struct parents keyrefs; /* the parents named in the key */
     char *guid;             /* set when the row is addressed by id (unaddressable key) */
     bool post;              /* unaddressable key, no such row: create with POST */
@@ -362,14 +364,14 @@ void dw_sink_settle_lookup(struct dw_sink *s, struct lookup_req *l, const json_t
 /* resolve.c */
 enum res dw_sink_ref_guid(struct dw_sink *s, struct row *r, const char *set, const json_t *rkey,
                           bool not_found_ok, char **guid);
-bool dw_sink_is_bind_ref(const char *name, const json_t *v);
 enum res dw_sink_resolve_row(struct dw_sink *s, struct row *r);
 
 /* build.c */
 void dw_sink_put_body_members(struct dw_buf *b, const struct row *r);
 void dw_sink_put_option_headers(struct dw_buf *b, const json_t *options);
 struct curl_slist *dw_sink_add_option_headers(struct curl_slist *list, struct req *q);
-json_t *dw_sink_body_as_sent(const struct row *r);
+/* The body as sent, as JSON text: a $batch part's, a POST's, a failure's payload. */
+char *dw_sink_body_text(const struct row *r);
 char *dw_sink_api_url(struct dw_sink *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 struct req *dw_sink_filter_get(struct dw_sink *s, enum req_kind kind, const char *path,
@@ -396,8 +398,7 @@ void dw_sink_enqueue(struct dw_sink *s, struct req *q);
 dw_rc dw_sink_start_transfer(struct dw_sink *s, struct req *q, const char *token);
 void dw_sink_retry(struct dw_sink *s, struct req *q, const struct dw_classification *c, int http,
                    const char *code, const char *message);
-dw_rc dw_sink_drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra, int timeout_ms,
-                    bool do_deliver);
+dw_rc dw_sink_drive(struct dw_sink *s, int timeout_ms, bool do_deliver);
 
 /* probe.c */
 void dw_sink_outage_begin(struct dw_sink *s, int64_t now);

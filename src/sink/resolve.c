@@ -146,49 +146,22 @@ static enum res resolve_key(struct dw_sink *s, struct row *r, const json_t *key,
     return RES_READY;
 }
 
-static bool ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-/* Whether a body binds a parent by a reference object (which must be written out). */
-bool dw_sink_is_bind_ref(const char *name, const json_t *v)
-{
-    return ends_with(name, "@odata.bind") && dw_dvkey_is_ref(v);
-}
-
-static bool body_has_refs(const json_t *body)
-{
-    const char *name;
-    json_t *v;
-    json_object_foreach((json_t *)body, name, v)
-    {
-        if (dw_sink_is_bind_ref(name, v))
-            return true;
-    }
-    return false;
-}
-
 /*
- * Writes each "@odata.bind" reference of the body out as "/<set>(<key>)", or "/<set>(<guid>)"
- * when the parent's key cannot be put in a URL (or a Content-ID inside an atomic group),
- * into *out in body order: the body itself is never copied or modified (sink.h), and what
- * is sent is its members with these in place of the references (dw_sink_put_body_members()).
- * *out is NULL for a body without references.
+ * Writes each of the row's refs out as "/<set>(<key>)", or "/<set>(<guid>)" when the
+ * parent's key cannot be put in a URL (or a Content-ID inside an atomic group), into *out in
+ * refs order: the write itself is never modified (sink.h), and what is sent is its body
+ * followed by these (dw_sink_put_body_members()). *out is NULL for a row without refs.
  */
 static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
 {
     const char *name;
     json_t *v;
     *out = NULL;
-    if (!body_has_refs(r->body))
+    if (json_object_size(r->refs) == 0)
         return RES_READY;
     json_t *binds = json_array();
-    json_object_foreach(r->body, name, v)
+    json_object_foreach(r->refs, name, v)
     {
-        if (!dw_sink_is_bind_ref(name, v))
-            continue;
         char *set = NULL;
         json_t *pkey = NULL;
         enum res res = resolve_ref(s, r, v, 0, &set, &pkey, NULL);
@@ -231,11 +204,11 @@ static enum res post_body(struct dw_sink *s, struct row *r)
 {
     const char *name;
     json_t *v;
-    json_t *sent = dw_sink_body_as_sent(r);
-    json_t *own = json_copy(sent); /* the caller's body is never modified */
-    json_decref(sent);
+    char *sent = dw_sink_body_text(r); /* the caller's write is never modified */
+    json_t *own = json_loads(sent, 0, NULL);
+    free(sent);
     json_decref(r->rbody);
-    r->rbody = own;
+    r->rbody = own ? own : json_object();
     json_object_foreach(r->key, name, v)
     {
         if (!dw_dvkey_is_lookup_part(name)) {

@@ -76,7 +76,8 @@ void dw_sink_row_free(struct row *r)
     free(r->entity_set);
     free(r->logical_name);
     json_decref(r->key);
-    json_decref(r->body);
+    free(r->body);
+    json_decref(r->refs);
     json_decref(r->options);
     json_decref(r->rkey);
     json_decref(r->rbinds);

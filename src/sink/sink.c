@@ -139,6 +139,23 @@ void dw_sink_free(struct dw_sink *s)
     free(s);
 }
 
+/* Whether refs (NULL: none) holds only lookups bound by reference objects (write.h). */
+static bool refs_valid(const json_t *refs)
+{
+    const char *name;
+    json_t *v;
+    if (refs == NULL)
+        return true;
+    if (!json_is_object(refs))
+        return false;
+    json_object_foreach((json_t *)refs, name, v)
+    {
+        if (!dw_write_is_bind_ref(name, v))
+            return false;
+    }
+    return true;
+}
+
 static bool write_valid(const struct dw_write *w, const char **why)
 {
     if ((unsigned)w->op > DW_WRITE_DELETE)
@@ -149,10 +166,12 @@ static bool write_valid(const struct dw_write *w, const char **why)
         *why = "logical name not an identifier";
     else if (!json_is_object(w->key) || json_object_size(w->key) == 0)
         *why = "key missing or not a non-empty object";
-    else if (!dw_dvkey_names_ok(w->key) || !dw_dvkey_names_ok(w->body))
+    else if (!dw_dvkey_names_ok(w->key) || !dw_dvkey_names_ok(w->refs))
         *why = "a key attribute or a referenced entity set is not an identifier";
-    else if (w->op != DW_WRITE_DELETE && !json_is_object(w->body))
+    else if (w->op != DW_WRITE_DELETE && w->body == NULL)
         *why = "body missing or not an object";
+    else if (w->op != DW_WRITE_DELETE && !refs_valid(w->refs))
+        *why = "a reference is not a lookup bound to a reference object";
     else if (!dw_write_options_ok(w->options))
         *why = "write options not of the documented shape (write.h)";
     else
@@ -177,9 +196,13 @@ dw_rc dw_sink_submit(struct dw_sink *s, struct dw_write *writes, void *const *wr
         r->logical_name = w->logical_name;
         r->key = w->key;
         r->options = w->options;
-        r->body = w->op == DW_WRITE_DELETE ? NULL : w->body;
-        if (w->op == DW_WRITE_DELETE)
-            json_decref(w->body);
+        if (w->op == DW_WRITE_DELETE) {
+            free(w->body);
+            json_decref(w->refs);
+        } else {
+            r->body = w->body;
+            r->refs = w->refs;
+        }
         r->user = write_users ? write_users[i] : NULL;
         r->where = ROW_RESOLVING;
         DL_APPEND(s->resolving, r);
@@ -220,9 +243,9 @@ size_t dw_sink_pending(const struct dw_sink *s)
     return s->pending;
 }
 
-dw_rc dw_sink_run(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra, int timeout_ms)
+dw_rc dw_sink_run(struct dw_sink *s, int timeout_ms)
 {
-    return dw_sink_drive(s, extra, nextra, timeout_ms, true);
+    return dw_sink_drive(s, timeout_ms, true);
 }
 
 void dw_sink_wakeup(struct dw_sink *s)
@@ -250,7 +273,7 @@ dw_rc dw_sink_blocking_get(struct dw_sink *s, char *url, json_t **out)
             rc = DW_ERR_AUTH;
             goto out;
         }
-        if ((rc = dw_sink_drive(s, NULL, 0, 1000, false)) != DW_OK)
+        if ((rc = dw_sink_drive(s, 1000, false)) != DW_OK)
             goto out;
     }
     if ((rc = g->rc) != DW_OK)
@@ -291,9 +314,8 @@ void dw_sink_deliver(struct dw_sink *s)
     while ((r = s->done)) {
         DL_DELETE(s->done, r);
         /* The body sent, for a row that failed (an applied row needs none). */
-        json_t *payload = r->sent && r->body && r->res.status != DW_WRITE_APPLIED
-                              ? dw_sink_body_as_sent(r)
-                              : NULL;
+        char *payload =
+            r->sent && r->body && r->res.status != DW_WRITE_APPLIED ? dw_sink_body_text(r) : NULL;
         struct dw_write_result res = {
             .status = r->res.status,
             .error_class = r->res.cls,
@@ -305,7 +327,7 @@ void dw_sink_deliver(struct dw_sink *s)
         };
         s->pending--;
         s->done_fn(s->done_user, r->user, &res);
-        json_decref(payload);
+        free(payload);
         dw_sink_row_free(r);
     }
 }

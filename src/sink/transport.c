@@ -35,8 +35,6 @@
 #define DEFAULT_RETRY_AFTER_MS 5000
 /* Attempts of a blocking call (whoami, get) when retry_limit is 0 (forever). */
 #define BLOCKING_ATTEMPTS 5
-/* Caller's descriptors one dw_sink_run() watches at most (the runner passes four). */
-#define MAX_EXTRA_FDS 16
 
 uint32_t dw_sink_random32(void)
 {
@@ -654,19 +652,8 @@ void dw_sink_transport_wakeup(struct dw_sink *s)
     }
 }
 
-/* A caller's descriptor, watched for one turn: its revents are filled as poll() would. */
-static void on_extra_ready(void *user, int fd, unsigned revents)
-{
-    (void)fd;
-    struct curl_waitfd *w = user;
-    w->revents = (short)((revents & DW_LOOP_IN ? CURL_WAIT_POLLIN : 0) |
-                         (revents & DW_LOOP_OUT ? CURL_WAIT_POLLOUT : 0) |
-                         (revents & DW_LOOP_ERR ? CURL_WAIT_POLLIN : 0));
-}
-
-/* Waits one turn of the loop on curl's sockets, the engine's deadline and extra[]. */
-static dw_rc wait_turn(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra,
-                       int timeout_ms)
+/* Waits one turn of the loop: curl's sockets, the engine's deadline, the loop's tenants. */
+static dw_rc wait_turn(struct dw_sink *s, int timeout_ms)
 {
     int64_t now = dw_clock_ms();
     int64_t t = next_timer(s, now);
@@ -674,27 +661,11 @@ static dw_rc wait_turn(struct dw_sink *s, struct curl_waitfd *extra, unsigned ne
         dw_loop_timer_stop(s->engine_timer);
     else
         dw_loop_timer_start(s->engine_timer, t - now, 0);
-    bool added[MAX_EXTRA_FDS];
-    if (nextra > MAX_EXTRA_FDS) {
-        DW_ERROR("dw_sink_run: %u extra descriptors, at most %d", nextra, MAX_EXTRA_FDS);
-        return DW_ERR_INVALID;
-    }
-    for (unsigned i = 0; i < nextra; i++) {
-        unsigned ev = (extra[i].events & CURL_WAIT_POLLIN ? DW_LOOP_IN : 0) |
-                      (extra[i].events & CURL_WAIT_POLLOUT ? DW_LOOP_OUT : 0);
-        extra[i].revents = 0;
-        added[i] = dw_loop_add_fd(s->loop, extra[i].fd, ev, on_extra_ready, &extra[i]) == DW_OK;
-    }
-    dw_rc rc = dw_loop_run_once(s->loop, timeout_ms);
-    for (unsigned i = 0; i < nextra; i++)
-        if (added[i])
-            dw_loop_del_fd(s->loop, extra[i].fd);
-    return rc;
+    return dw_loop_run_once(s->loop, timeout_ms);
 }
 
 /* One turn of the engine; results are delivered only when do_deliver is set. */
-dw_rc dw_sink_drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextra, int timeout_ms,
-                    bool do_deliver)
+dw_rc dw_sink_drive(struct dw_sink *s, int timeout_ms, bool do_deliver)
 {
     int running = 0;
     dw_sink_plan(s);
@@ -703,7 +674,7 @@ dw_rc dw_sink_drive(struct dw_sink *s, struct curl_waitfd *extra, unsigned nextr
     curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     /* Something finished already: hand it on rather than wait for more. */
     if (process_done(s) == 0 && !(do_deliver && s->done)) {
-        dw_rc rc = wait_turn(s, extra, nextra, timeout_ms);
+        dw_rc rc = wait_turn(s, timeout_ms);
         if (rc != DW_OK)
             return rc;
         process_done(s);

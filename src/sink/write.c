@@ -1,11 +1,70 @@
 /*
- * The write vocabulary's few functions (see write.h): releasing what a write holds, the
- * shape of write options, and the names the error table gives to error classes.
+ * The write vocabulary's few functions (see write.h): a body split into its text and its
+ * references and put back together, releasing what a write holds, the shape of write
+ * options, and the names the error table gives to error classes.
  */
 #include "dwasync/write.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#include "dwasync/buf.h"
+#include "dwasync/dvkey.h"
+#include "dwasync/json.h"
+
+/* Room made for a body's text up front: most fit, in one allocation (trimmed when kept). */
+#define BODY_RESERVE 1024
+
+bool dw_write_is_bind_ref(const char *name, const json_t *v)
+{
+    size_t n = strlen(name);
+    return n > 11 && strcmp(name + n - 11, "@odata.bind") == 0 && dw_dvkey_is_ref(v);
+}
+
+void dw_write_set_body(struct dw_write *w, json_t *body)
+{
+    free(w->body);
+    json_decref(w->refs);
+    w->body = NULL;
+    w->refs = NULL;
+    if (!json_is_object(body)) {
+        json_decref(body);
+        return;
+    }
+    const char *name;
+    json_t *v;
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    (void)dw_buf_reserve(&b, BODY_RESERVE);
+    json_object_foreach(body, name, v)
+    {
+        if (!dw_write_is_bind_ref(name, v)) {
+            (void)dw_json_append_member(&b, name, v, b.len == 0);
+            continue;
+        }
+        if (w->refs == NULL)
+            w->refs = json_object();
+        json_object_set(w->refs, name, v);
+    }
+    w->body = dw_buf_steal(&b);
+    json_decref(body);
+}
+
+json_t *dw_write_body(const struct dw_write *w)
+{
+    if (w->body == NULL)
+        return NULL;
+    struct dw_buf b;
+    dw_buf_init(&b, 0);
+    (void)dw_buf_putc(&b, '{');
+    (void)dw_buf_puts(&b, w->body);
+    (void)dw_buf_putc(&b, '}');
+    json_t *body = json_loadb(b.data, b.len, 0, NULL);
+    dw_buf_cleanup(&b);
+    if (body && w->refs)
+        json_object_update(body, w->refs);
+    return body;
+}
 
 bool dw_write_tag_ok(const char *s)
 {
@@ -51,7 +110,8 @@ void dw_write_cleanup(struct dw_write *w)
     free(w->entity_set);
     free(w->logical_name);
     json_decref(w->key);
-    json_decref(w->body);
+    free(w->body);
+    json_decref(w->refs);
     json_decref(w->options);
     memset(w, 0, sizeof *w);
 }

@@ -3,10 +3,32 @@
  * declares in dw_check_suite, runs it, and exits with EXIT_FAILURE when a test failed.
  * Check's per-test timer (4 s by default) is switched off: a wall-clock limit fails slow
  * machines and sanitizer builds, not wrong code. A hung test is ctest's TIMEOUT to catch.
+ * It also keeps the bodies dw_check_body() hands out.
  */
 #include <stdlib.h>
 
 #include "check_main.h"
+
+/* Every body dw_check_body() made, freed when the run ends. */
+static json_t *bodies;
+
+const json_t *dw_check_body(const struct dw_write *w)
+{
+    json_t *body = dw_write_body(w);
+    if (body == NULL)
+        return NULL;
+    if (bodies == NULL)
+        bodies = json_array();
+    json_array_append_new(bodies, body);
+    return body;
+}
+
+void dw_check_body_set(struct dw_write *w, const char *name, json_t *value)
+{
+    json_t *body = dw_write_body(w);
+    json_object_set_new(body ? body : (body = json_object()), name, value);
+    dw_write_set_body(w, body);
+}
 
 int main(void)
 {
@@ -21,5 +43,6 @@ int main(void)
     srunner_free(sr);
     if (dw_check_suite.after)
         dw_check_suite.after();
+    json_decref(bodies);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -10,7 +10,10 @@
 #define DW_TESTS_CHECK_MAIN_H
 
 #include <check.h>
+#include <jansson.h>
 #include <stdbool.h>
+
+#include "dwasync/write.h"
 
 struct dw_check_suite {
     Suite *(*make)(void); /* builds the suite (called once, after before()) */
@@ -21,5 +24,12 @@ struct dw_check_suite {
 
 /* Defined by each suite file. */
 extern const struct dw_check_suite dw_check_suite;
+
+/* The whole body of a write as an object (dw_write_body(); NULL for none), for a test to
+ * read in place: it stays valid until the run ends. */
+const json_t *dw_check_body(const struct dw_write *w);
+
+/* Sets (value stolen) or replaces one member of a write's body. */
+void dw_check_body_set(struct dw_write *w, const char *name, json_t *value);
 
 #endif

@@ -223,7 +223,7 @@ static dw_rc fake_remap(void *user, const struct dw_errstored *row, struct dw_re
     out->write.entity_set = dw_strdup("accounts");
     out->write.logical_name = dw_strdup("account");
     out->write.key = json_deep_copy(row->source_key);
-    out->write.body = json_deep_copy(row->new_row);
+    dw_write_set_body(&out->write, json_deep_copy(row->new_row));
     out->target_id = dw_strdup("accounts(k)");
     return DW_OK;
 }
@@ -244,19 +244,19 @@ static struct dw_write_result outcome(bool refused, enum dw_error_class c, int h
 static void fake_finish(struct fake *f, void *token, const char *value)
 {
     bool bad = f->reject_bad && strcmp(value, "bad") == 0;
-    json_t *payload = json_pack("{s:s}", "v", value);
+    char *payload = dw_asprintf("{\"v\":\"%s\"}", value);
     struct dw_write_result res =
         outcome(bad, DW_ERRCLASS_VALIDATION, 400, "0x80044331", "still too long");
     res.payload = payload;
     dw_replay_complete(f->engine, token, &res);
-    json_decref(payload);
+    free(payload);
 }
 
 static dw_rc fake_submit(void *user, void *token, struct dw_write *w)
 {
     struct fake *f = user;
     const char *key = json_string_value(json_object_get(w->key, "k"));
-    const char *value = json_string_value(json_object_get(w->body, "v"));
+    const char *value = json_string_value(json_object_get(dw_check_body(w), "v"));
     size_t len = strlen(f->sent);
     snprintf(f->sent + len, sizeof f->sent - len, "%s=%s;", key, value);
     if (f->defer) {
@@ -1095,7 +1095,7 @@ static dw_rc model_submit(void *user, void *token, struct dw_write *w)
     m->f.pending[m->f.npending] = token;
     m->f.pending_value[m->f.npending++] =
         dw_asprintf("%s %s", json_string_value(json_object_get(w->key, "k")),
-                    json_string_value(json_object_get(w->body, "v")));
+                    json_string_value(json_object_get(dw_check_body(w), "v")));
     dw_write_cleanup(w); /* takes the contents: the write is left empty */
     return DW_OK;
 }

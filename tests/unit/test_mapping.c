@@ -164,6 +164,45 @@ START_TEST(truncate_fails_through_each_map_of_its_table)
 }
 END_TEST
 
+/* A write keeps its body as the text the sink sends, in the map's column order, with the
+ * lookups bound by reference apart (write.h); put back together, it is the whole body. */
+START_TEST(bodies_are_kept_as_text_with_references_apart)
+{
+    struct dw_job_maps *maps = load_maps();
+    struct dw_mapped_vec v = {0};
+    map_rows(maps, DW_CHANGE_INSERT, "cust", org_row, NULL, NULL, &v);
+    ck_assert_uint_eq(v.len, 1);
+    const struct dw_write *w = &v.items[0].write;
+    ck_assert_str_eq(w->body, "\"name\":\"Contoso\",\"creditlimit\":1000.5,"
+                              "\"msdyn_creditlimitismandatory\":true,"
+                              "\"msdyn_onholdstatus\":806380002,\"customertypecode\":3,"
+                              "\"msdyn_billingaccount@odata.bind\":null");
+    ck_assert_uint_eq(json_object_size(w->refs), 1);
+    ck_assert(dw_write_is_bind_ref("msdyn_customergroupid@odata.bind",
+                                   json_object_get(w->refs, "msdyn_customergroupid@odata.bind")));
+    json_t *whole = dw_write_body(w);
+    ck_assert_uint_eq(json_object_size(whole), 7);
+    ck_assert(json_equal(json_object_get(whole, "msdyn_customergroupid@odata.bind"),
+                         json_object_get(w->refs, "msdyn_customergroupid@odata.bind")));
+    /* Set again from the whole object, it is the same body, the object left as it was. */
+    struct dw_write again = {0};
+    dw_write_set_body(&again, json_incref(whole));
+    ck_assert_str_eq(again.body, w->body);
+    ck_assert(json_equal(again.refs, w->refs));
+    ck_assert_uint_eq(json_object_size(whole), 7);
+    json_decref(whole);
+    /* Not an object: no body, which the sink refuses for an upsert. */
+    dw_write_set_body(&again, json_string("x"));
+    ck_assert_ptr_null(again.body);
+    ck_assert_ptr_null(again.refs);
+    dw_write_set_body(&again, json_object());
+    ck_assert_str_eq(again.body, "");
+    dw_write_cleanup(&again);
+    dw_mapped_vec_cleanup(&v);
+    dw_job_maps_free(maps);
+}
+END_TEST
+
 START_TEST(insert_maps_keys_value_maps_lookups_constants)
 {
     struct dw_job_maps *maps = load_maps();
@@ -180,7 +219,7 @@ START_TEST(insert_maps_keys_value_maps_lookups_constants)
     ck_assert_str_eq(m->write.logical_name, "account");
     assert_json(m->write.key,
                 "{\"accountnumber\": \"C1\", \"_msdyn_company_value\": " COMPANY("usmf") "}");
-    assert_json(m->write.body,
+    assert_json(dw_check_body(&m->write),
                 "{\"name\": \"Contoso\", \"creditlimit\": 1000.5,"
                 " \"msdyn_creditlimitismandatory\": true, \"msdyn_onholdstatus\": 806380002,"
                 " \"customertypecode\": 3,"
@@ -211,7 +250,8 @@ START_TEST(child_key_nests_parent_reference)
                 "{\"_salesorderid_value\": {\"$ref\": \"salesorders\", \"key\":"
                 " {\"msdyn_salesordernumber\": \"SO1\", \"_msdyn_company_value\": " COMPANY(
                     "demf") "}}, \"sequencenumber\": 2}");
-    assert_json(v.items[0].write.body, "{\"quantity\": 2.5, \"ispriceoverridden\": true}");
+    assert_json(dw_check_body(&v.items[0].write),
+                "{\"quantity\": 2.5, \"ispriceoverridden\": true}");
     dw_mapped_vec_cleanup(&v);
     dw_job_maps_free(maps);
 }
@@ -249,12 +289,12 @@ START_TEST(repeated_references_are_shared_and_stay_exact)
                         " \"%s\", \"_msdyn_company_value\": {\"$ref\": \"cdm_companies\","
                         " \"key\": {\"cdm_companycode\": \"%s\"}}}}",
                         groups[i % 4], companies[i % 2]);
-        assert_json(json_object_get(m->write.body, "msdyn_customergroupid@odata.bind"), group);
+        assert_json(json_object_get(m->write.refs, "msdyn_customergroupid@odata.bind"), group);
         char *billing = dw_asprintf("{\"$ref\": \"accounts\", \"key\": {\"accountnumber\": \"I%d\","
                                     " \"_msdyn_company_value\": {\"$ref\": \"cdm_companies\","
                                     " \"key\": {\"cdm_companycode\": \"%s\"}}}}",
                                     i, companies[i % 2]);
-        assert_json(json_object_get(m->write.body, "msdyn_billingaccount@odata.bind"), billing);
+        assert_json(json_object_get(m->write.refs, "msdyn_billingaccount@odata.bind"), billing);
         free(key);
         free(group);
         free(billing);
@@ -264,12 +304,12 @@ START_TEST(repeated_references_are_shared_and_stay_exact)
     size_t groups_seen = 0, companies_seen = 0;
     for (int i = 0; i < ROWS; i++) {
         const json_t *g =
-            json_object_get(v.items[i].write.body, "msdyn_customergroupid@odata.bind");
+            json_object_get(v.items[i].write.refs, "msdyn_customergroupid@odata.bind");
         const json_t *c = json_object_get(v.items[i].write.key, "_msdyn_company_value");
         bool g_seen = false, c_seen = false;
         for (int k = 0; k < i && !(g_seen && c_seen); k++) {
             g_seen |=
-                json_object_get(v.items[k].write.body, "msdyn_customergroupid@odata.bind") == g;
+                json_object_get(v.items[k].write.refs, "msdyn_customergroupid@odata.bind") == g;
             c_seen |= json_object_get(v.items[k].write.key, "_msdyn_company_value") == c;
         }
         groups_seen += !g_seen;
@@ -277,7 +317,7 @@ START_TEST(repeated_references_are_shared_and_stay_exact)
     }
     ck_assert_msg(groups_seen < ROWS / 10, "%zu distinct group references", groups_seen);
     ck_assert_msg(companies_seen < ROWS / 10, "%zu distinct company references", companies_seen);
-    const json_t *a = v.items[0].write.body, *b = v.items[4].write.body;
+    const json_t *a = v.items[0].write.refs, *b = v.items[4].write.refs;
     ck_assert_ptr_ne(json_object_get(a, "msdyn_billingaccount@odata.bind"),
                      json_object_get(b, "msdyn_billingaccount@odata.bind"));
     dw_mapped_vec_cleanup(&v);
@@ -309,13 +349,13 @@ START_TEST(remembered_references_tell_apart_values_with_any_bytes)
     map_rows(maps, DW_CHANGE_INSERT, "p", "{\"id\": \"4\", \"a\": \"x\", \"b\": \"7\"}", NULL, NULL,
              &v);
     ck_assert_uint_eq(v.len, 4);
-    assert_json(json_object_get(v.items[0].write.body, "parent@odata.bind"),
+    assert_json(json_object_get(v.items[0].write.refs, "parent@odata.bind"),
                 "{\"$ref\": \"accounts\", \"key\": {\"a\": \"x\\u001fs\", \"b\": \"y\"}}");
-    assert_json(json_object_get(v.items[1].write.body, "parent@odata.bind"),
+    assert_json(json_object_get(v.items[1].write.refs, "parent@odata.bind"),
                 "{\"$ref\": \"accounts\", \"key\": {\"a\": \"x\", \"b\": \"s\\u001fy\"}}");
-    assert_json(json_object_get(v.items[2].write.body, "parent@odata.bind"),
+    assert_json(json_object_get(v.items[2].write.refs, "parent@odata.bind"),
                 "{\"$ref\": \"accounts\", \"key\": {\"a\": \"x\", \"b\": 7}}");
-    assert_json(json_object_get(v.items[3].write.body, "parent@odata.bind"),
+    assert_json(json_object_get(v.items[3].write.refs, "parent@odata.bind"),
                 "{\"$ref\": \"accounts\", \"key\": {\"a\": \"x\", \"b\": \"7\"}}");
     dw_mapped_vec_cleanup(&v);
     dw_job_maps_free(maps);
@@ -434,7 +474,7 @@ START_TEST(update_leaving_filter_deletes_and_enters_other_map)
                 "{\"accountnumber\": \"C1\", \"_msdyn_company_value\": " COMPANY("usmf") "}");
     ck_assert_str_eq(v.items[1].map_name, "persons");
     ck_assert_int_eq(v.items[1].write.op, DW_WRITE_UPSERT);
-    assert_json(v.items[1].write.body, "{\"lastname\": \"Contoso\"}");
+    assert_json(dw_check_body(&v.items[1].write), "{\"lastname\": \"Contoso\"}");
     /* An update that stays out of a map's filter does nothing there. */
     dw_mapped_vec_reset(&v);
     map_rows(maps, DW_CHANGE_UPDATE, "cust", text, text, NULL, &v);
@@ -532,8 +572,9 @@ START_TEST(unchanged_toast_and_null_rules)
     map_rows(maps, DW_CHANGE_UPDATE, "cust", text, NULL, "[\"NAME\"]", &v);
     ck_assert_uint_eq(v.len, 1);
     ck_assert(v.items[0].ok);
-    ck_assert_ptr_null(json_object_get(v.items[0].write.body, "name"));
-    ck_assert_str_eq(json_string_value(json_object_get(v.items[0].write.body, "description")), "n");
+    ck_assert_ptr_null(json_object_get(dw_check_body(&v.items[0].write), "name"));
+    ck_assert_str_eq(
+        json_string_value(json_object_get(dw_check_body(&v.items[0].write), "description")), "n");
     /* A filter column not sent at all cannot be evaluated: an error, not a guess. */
     dw_mapped_vec_reset(&v);
     json_object_del(row, "partytype");
@@ -552,9 +593,9 @@ START_TEST(unchanged_toast_and_null_rules)
     /* null "omit": a null source leaves the attribute out; "send" (default) sends null */
     dw_mapped_vec_reset(&v);
     map_rows(maps, DW_CHANGE_INSERT, "cust", org_row, NULL, NULL, &v);
-    ck_assert_ptr_null(json_object_get(v.items[0].write.body, "description"));
-    ck_assert(
-        json_is_null(json_object_get(v.items[0].write.body, "msdyn_billingaccount@odata.bind")));
+    ck_assert_ptr_null(json_object_get(dw_check_body(&v.items[0].write), "description"));
+    ck_assert(json_is_null(
+        json_object_get(dw_check_body(&v.items[0].write), "msdyn_billingaccount@odata.bind")));
     free(text);
     json_decref(row);
     dw_mapped_vec_cleanup(&v);
@@ -616,8 +657,9 @@ static char *coerce_one(const char *type, const char *value)
     struct dw_mapped_vec v = {0};
     map_rows(maps, DW_CHANGE_INSERT, "t", row, NULL, NULL, &v);
     ck_assert_uint_eq(v.len, 1);
-    char *out = v.items[0].ok ? dw_json_dumps(json_object_get(v.items[0].write.body, "a"))
-                              : dw_strdup(v.items[0].error);
+    char *out = v.items[0].ok
+                    ? dw_json_dumps(json_object_get(dw_check_body(&v.items[0].write), "a"))
+                    : dw_strdup(v.items[0].error);
     dw_mapped_vec_cleanup(&v);
     dw_job_maps_free(maps);
     dw_buf_cleanup(&errors);
@@ -1279,6 +1321,7 @@ static Suite *mapping_suite(void)
     Suite *s = suite_create("mapping");
     TCase *tc = tcase_create("mapping");
     tcase_add_test(tc, insert_maps_keys_value_maps_lookups_constants);
+    tcase_add_test(tc, bodies_are_kept_as_text_with_references_apart);
     tcase_add_test(tc, child_key_nests_parent_reference);
     tcase_add_test(tc, repeated_references_are_shared_and_stay_exact);
     tcase_add_test(tc, remembered_references_tell_apart_values_with_any_bytes);

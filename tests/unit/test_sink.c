@@ -21,6 +21,7 @@
 
 #include "check_main.h"
 #include "dwasync/dvmeta.h"
+#include "dwasync/loop.h"
 #include "dwasync/sink.h"
 
 extern char **environ;
@@ -128,12 +129,11 @@ static void on_done(void *user, void *write_user, const struct dw_write_result *
 
 static struct dw_write company(const char *code, const char *name)
 {
-    struct dw_write w = {DW_WRITE_UPSERT,
-                         strdup("cdm_companies"),
-                         strdup("cdm_company"),
-                         json_pack("{s:s}", "cdm_companycode", code),
-                         json_pack("{s:s}", "cdm_name", name),
-                         NULL};
+    struct dw_write w = {.op = DW_WRITE_UPSERT,
+                         .entity_set = strdup("cdm_companies"),
+                         .logical_name = strdup("cdm_company"),
+                         .key = json_pack("{s:s}", "cdm_companycode", code)};
+    dw_write_set_body(&w, json_pack("{s:s}", "cdm_name", name));
     return w;
 }
 
@@ -168,7 +168,7 @@ static void free_with_writes_queued(struct dw_sink *sink, struct dw_config *cfg,
     ck_assert_int_eq(atomic ? dw_sink_submit_atomic(sink, more, users, 2)
                             : dw_sink_submit(sink, more, users, 2),
                      DW_OK);
-    ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 0), DW_OK);
+    ck_assert_int_eq(dw_sink_run(sink, 0), DW_OK);
     int calls = seen->calls[0];
     dw_sink_free(sink);
     ck_assert_int_eq(seen->calls[0], calls);
@@ -192,21 +192,18 @@ START_TEST(submit_run_callbacks_once)
     ck_assert_int_eq(dw_sink_submit(sink, bad, users, 2), DW_ERR_INVALID);
     ck_assert_uint_eq(dw_sink_pending(sink), 0);
     ck_assert_ptr_nonnull(bad[0].entity_set); /* still the caller's */
-    for (int i = 0; i < 2; i++) {
-        free(bad[i].entity_set);
-        free(bad[i].logical_name);
-        json_decref(bad[i].key);
-        json_decref(bad[i].body);
-    }
+    for (int i = 0; i < 2; i++)
+        dw_write_cleanup(&bad[i]);
 
     struct dw_write w[4] = {company("A", "Alpha"),
                             company("B", "Beta"),
                             company("C", "x"),
-                            {DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
-                             json_pack("{s:s}", "cdm_companycode", "NONE"), NULL, NULL}};
+                            {.op = DW_WRITE_DELETE,
+                             .entity_set = strdup("cdm_companies"),
+                             .key = json_pack("{s:s}", "cdm_companycode", "NONE")}};
     /* Too long for cdm_name (100): rejected alone, the others apply. */
-    json_object_set_new(
-        w[2].body, "cdm_name",
+    dw_check_body_set(
+        &w[2], "cdm_name",
         json_string("0123456789012345678901234567890123456789012345678901234567890123456789"
                     "0123456789012345678901234567890123456789"));
     ck_assert_int_eq(dw_sink_submit(sink, w, users, 4), DW_OK);
@@ -215,7 +212,7 @@ START_TEST(submit_run_callbacks_once)
     ck_assert_uint_eq(dw_sink_pending(sink), 4);
     ck_assert_int_eq(seen.calls[0], 0); /* never from submit */
     for (int i = 0; i < 200 && dw_sink_pending(sink) > 0; i++)
-        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
+        ck_assert_int_eq(dw_sink_run(sink, 100), DW_OK);
     ck_assert_uint_eq(dw_sink_pending(sink), 0);
     for (int i = 0; i < 4; i++)
         ck_assert_int_eq(seen.calls[i], 1);
@@ -256,7 +253,7 @@ END_TEST
 static void run_until_done(struct dw_sink *sink)
 {
     for (int i = 0; i < 300 && dw_sink_pending(sink) > 0; i++)
-        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
+        ck_assert_int_eq(dw_sink_run(sink, 100), DW_OK);
     ck_assert_uint_eq(dw_sink_pending(sink), 0);
 }
 
@@ -303,12 +300,10 @@ static struct dw_write account_r1(enum dw_write_op op)
     json_t *key =
         json_pack("{s:s, s:{s:s, s:{s:s}}}", "accountnumber", "R1", "_msdyn_company_value", "$ref",
                   "cdm_companies", "key", "cdm_companycode", "P2");
-    struct dw_write w = {op,
-                         strdup("accounts"),
-                         strdup("account"),
-                         key,
-                         op == DW_WRITE_DELETE ? NULL : json_pack("{s:s}", "name", "R one"),
-                         NULL};
+    struct dw_write w = {
+        .op = op, .entity_set = strdup("accounts"), .logical_name = strdup("account"), .key = key};
+    if (op != DW_WRITE_DELETE)
+        dw_write_set_body(&w, json_pack("{s:s}", "name", "R one"));
     return w;
 }
 
@@ -358,16 +353,17 @@ START_TEST(write_options_reach_every_request)
     w[2].options = json_incref(opts);
     ck_assert_int_eq(dw_sink_submit(sink, w, users, 4), DW_OK);
     for (int i = 0; i < 200 && dw_sink_pending(sink) > 0; i++)
-        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
-    struct dw_write del[1] = {{DW_WRITE_DELETE, strdup("cdm_companies"), NULL,
-                               json_pack("{s:s}", "cdm_companycode", "WA"), NULL,
-                               json_incref(opts)}};
+        ck_assert_int_eq(dw_sink_run(sink, 100), DW_OK);
+    struct dw_write del[1] = {{.op = DW_WRITE_DELETE,
+                               .entity_set = strdup("cdm_companies"),
+                               .key = json_pack("{s:s}", "cdm_companycode", "WA"),
+                               .options = json_incref(opts)}};
     ck_assert_int_eq(dw_sink_submit(sink, del, users, 1), DW_OK);
     struct dw_write grp[2] = {company("WE", "e"), company("WF", "f")};
     grp[1].options = json_incref(opts);
     ck_assert_int_eq(dw_sink_submit_atomic(sink, grp, users, 2), DW_OK);
     for (int i = 0; i < 200 && dw_sink_pending(sink) > 0; i++)
-        ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 100), DW_OK);
+        ck_assert_int_eq(dw_sink_run(sink, 100), DW_OK);
     ck_assert_uint_eq(dw_sink_pending(sink), 0);
     for (int i = 0; i < 4; i++)
         ck_assert_int_eq(seen.status[i], DW_WRITE_APPLIED);
@@ -428,9 +424,9 @@ START_TEST(atomic_group_all_or_nothing)
     ck_assert_int_eq(dw_sink_submit(sink, crlf, users, 1), DW_ERR_INVALID);
     dw_write_cleanup(&crlf[0]);
     struct dw_write badref[1] = {company("G9", "g")};
-    json_object_set_new(badref[0].body, "parent@odata.bind",
-                        json_pack("{s:s, s:{s:s}}", "$ref", "cdm_companies\r\nX: 1", "key",
-                                  "cdm_companycode", "P"));
+    dw_check_body_set(&badref[0], "parent@odata.bind",
+                      json_pack("{s:s, s:{s:s}}", "$ref", "cdm_companies\r\nX: 1", "key",
+                                "cdm_companycode", "P"));
     ck_assert_int_eq(dw_sink_submit(sink, badref, users, 1), DW_ERR_INVALID);
     dw_write_cleanup(&badref[0]);
     ck_assert_uint_eq(dw_sink_pending(sink), 0);
@@ -438,8 +434,8 @@ START_TEST(atomic_group_all_or_nothing)
     /* One bad write: none applies; it carries Dataverse's error, the others are rolled
      * back naming it. */
     struct dw_write w[3] = {company("G1", "one"), company("G2", "two"), company("G3", "three")};
-    json_object_set_new(
-        w[1].body, "cdm_name",
+    dw_check_body_set(
+        &w[1], "cdm_name",
         json_string("0123456789012345678901234567890123456789012345678901234567890123456789"
                     "0123456789012345678901234567890123456789"));
     ck_assert_int_eq(dw_sink_submit_atomic(sink, w, users, 3), DW_OK);
@@ -490,12 +486,9 @@ START_TEST(stale_cached_parent_id_is_refreshed)
     ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_UPSERT)), DW_WRITE_APPLIED);
     ck_assert_int_eq(apply_one(sink, &seen, account_r1(DW_WRITE_DELETE)), DW_WRITE_APPLIED);
     /* The company is deleted and created again: same code, new id. */
-    struct dw_write del = {DW_WRITE_DELETE,
-                           strdup("cdm_companies"),
-                           NULL,
-                           json_pack("{s:s}", "cdm_companycode", "P2"),
-                           NULL,
-                           NULL};
+    struct dw_write del = {.op = DW_WRITE_DELETE,
+                           .entity_set = strdup("cdm_companies"),
+                           .key = json_pack("{s:s}", "cdm_companycode", "P2")};
     ck_assert_int_eq(apply_one(sink, &seen, del), DW_WRITE_APPLIED);
     ck_assert_int_eq(apply_one(sink, &seen, company("P2", "second")), DW_WRITE_APPLIED);
     char *second = company_id(sink, "P2");
@@ -527,7 +520,11 @@ static void accounts_of(json_t *company_ref, enum dw_write_op op, struct dw_writ
         json_t *body = op == DW_WRITE_DELETE ? NULL
                                              : json_pack("{s:s, s:O}", "name", number,
                                                          "msdyn_company@odata.bind", company_ref);
-        w[i] = (struct dw_write){op, strdup("accounts"), strdup("account"), key, body, NULL};
+        w[i] = (struct dw_write){.op = op,
+                                 .entity_set = strdup("accounts"),
+                                 .logical_name = strdup("account"),
+                                 .key = key};
+        dw_write_set_body(&w[i], body);
     }
 }
 
@@ -563,12 +560,9 @@ START_TEST(shared_references_follow_a_parent_that_comes_back)
         /* The accounts go, then the company: created again, it has a new id. */
         accounts_of(p3, DW_WRITE_DELETE, w, 8);
         ck_assert_int_eq(apply_all(sink, &seen, w, 8), 8);
-        struct dw_write del = {DW_WRITE_DELETE,
-                               strdup("cdm_companies"),
-                               NULL,
-                               json_pack("{s:s}", "cdm_companycode", "P3"),
-                               NULL,
-                               NULL};
+        struct dw_write del = {.op = DW_WRITE_DELETE,
+                               .entity_set = strdup("cdm_companies"),
+                               .key = json_pack("{s:s}", "cdm_companycode", "P3")};
         ck_assert_int_eq(apply_one(sink, &seen, del), DW_WRITE_APPLIED);
         free(id);
     }
@@ -578,29 +572,52 @@ START_TEST(shared_references_follow_a_parent_that_comes_back)
 }
 END_TEST
 
-START_TEST(run_returns_for_the_callers_descriptors)
+/* A descriptor watched on the sink's loop, and what it was called back with. */
+struct watched {
+    int fd;
+    unsigned revents;
+};
+
+static int watched_fd(void *user)
+{
+    return ((struct watched *)user)->fd;
+}
+
+static void on_watched(void *user, int fd, unsigned revents)
+{
+    (void)fd;
+    ((struct watched *)user)->revents |= revents;
+}
+
+START_TEST(run_returns_for_the_loops_other_tenants)
 {
     struct dw_config cfg;
     struct dw_sink *sink = NULL;
     make_config(&cfg);
     ck_assert_int_eq(dw_sink_new(&cfg, on_done, NULL, &sink), DW_OK);
+    struct dw_loop *loop = dw_loop_new(NULL);
+    dw_sink_use_loop(sink, loop);
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
-    struct curl_waitfd extra = {fds[0], CURL_WAIT_POLLIN, 0};
-    /* Nothing to do and nothing ready: revents stays clear. */
-    ck_assert_int_eq(dw_sink_run(sink, &extra, 1, 0), DW_OK);
-    ck_assert_int_eq(extra.revents, 0);
-    /* A readable descriptor of the caller ends the wait and is reported. The wait asked
-     * for outlasts ctest's timeout for this test, so a missed wake-up fails it. */
+    struct watched w = {fds[0], 0};
+    struct dw_loop_watch *watch = dw_loop_watch_new(loop, watched_fd, DW_LOOP_IN, on_watched, &w);
+    /* Nothing to do and nothing ready: nothing is called back. */
+    ck_assert_int_eq(dw_sink_run(sink, 0), DW_OK);
+    ck_assert_uint_eq(w.revents, 0);
+    /* A readable descriptor watched on the loop (as the runner watches its connections) ends
+     * the wait and is called back. The wait asked for outlasts ctest's timeout for this
+     * test, so a missed wake-up fails it. */
     ck_assert_int_eq(write(fds[1], "x", 1), 1);
-    ck_assert_int_eq(dw_sink_run(sink, &extra, 1, 600000), DW_OK);
-    ck_assert(extra.revents & CURL_WAIT_POLLIN);
+    ck_assert_int_eq(dw_sink_run(sink, 600000), DW_OK);
+    ck_assert(w.revents & DW_LOOP_IN);
+    dw_loop_watch_free(watch);
     close(fds[0]);
     close(fds[1]);
     /* dw_sink_wakeup ends a wait without any descriptor. */
     dw_sink_wakeup(sink);
-    ck_assert_int_eq(dw_sink_run(sink, NULL, 0, 600000), DW_OK);
+    ck_assert_int_eq(dw_sink_run(sink, 600000), DW_OK);
     dw_sink_free(sink);
+    dw_loop_free(loop);
     dw_config_cleanup(&cfg);
 }
 END_TEST
@@ -773,7 +790,7 @@ static Suite *sink_suite(void)
     tcase_add_test(tc, atomic_group_all_or_nothing);
     tcase_add_test(tc, stale_cached_parent_id_is_refreshed);
     tcase_add_test(tc, shared_references_follow_a_parent_that_comes_back);
-    tcase_add_test(tc, run_returns_for_the_callers_descriptors);
+    tcase_add_test(tc, run_returns_for_the_loops_other_tenants);
     tcase_add_test(tc, metadata_of_a_table);
     tcase_add_test(tc, no_affinity_cookie_is_kept);
     tcase_add_test(tc, write_options_reach_every_request);

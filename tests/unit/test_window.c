@@ -49,13 +49,13 @@ static void push(struct dw_window *w, const struct change_spec *s, int position)
     it->mapped.write.logical_name = dw_strdup(s->target);
     it->mapped.write.key = json_pack("{s:s}", "k", s->key);
     if (s->op != 'D')
-        it->mapped.write.body = json_loads(s->body ? s->body : "{}", 0, NULL);
+        dw_write_set_body(&it->mapped.write, json_loads(s->body ? s->body : "{}", 0, NULL));
 }
 
 static void describe_chain(struct dw_buf *b, const struct dw_chain *c, bool first)
 {
     char *key = dw_json_canonical(c->write.key);
-    char *body = c->write.body ? dw_json_canonical(c->write.body) : dw_strdup("-");
+    char *body = c->write.body ? dw_json_canonical(dw_check_body(&c->write)) : dw_strdup("-");
     dw_buf_printf(b, "%s%s%s%s%s", first ? "" : " ", c->write.entity_set, key,
                   c->write.op == DW_WRITE_DELETE ? "del" : "ups", body);
     free(key);
