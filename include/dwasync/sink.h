@@ -13,8 +13,8 @@
  * classes) is the contract in write.h, shared with mapping, pipeline and control.
  *
  * Ownership: dw_sink_submit() takes the contents of each struct dw_write (strings and JSON
- * references) and returns the array to the caller empty. The sink never modifies the key
- * and refs objects it is given, so a caller may keep (and later resubmit) references. The done
+ * references) and returns the array to the caller empty. The sink never modifies the key,
+ * body and refs it is given, so a caller may keep (and later resubmit) references. The done
  * callback is called exactly once per submitted write, from inside dw_sink_run() (never from
  * submit), with a result whose pointers are borrowed for the duration of the callback.
  *

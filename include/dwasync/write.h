@@ -7,8 +7,8 @@
  * its enum dw_error_class name. None of this needs the HTTP client, so this header pulls
  * in nothing but jansson.
  *
- * Ownership: a struct dw_write owns its strings and its JSON references (new references,
- * released by dw_write_cleanup()); whoever it is handed to takes them (see
+ * Ownership: a struct dw_write owns its strings, its body's reference and its JSON references
+ * (new references, released by dw_write_cleanup()); whoever it is handed to takes them (see
  * dw_sink_submit()). A struct dw_write_result is borrowed: its pointers are valid only
  * during the callback that receives it.
  */
@@ -17,6 +17,8 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+
+#include "dwasync/text.h"
 
 enum dw_write_op {
     DW_WRITE_UPSERT, /* PATCH by key, creates or updates */
@@ -35,14 +37,13 @@ enum dw_write_op {
  *   which the sink resolves to the parent's GUID (cached; invalidated on 404).
  * body: what is written, an object of attribute -> value without the key attributes, kept
  *   as the text the sink sends: the object's members written out compactly without the
- *   braces ("" for none). A lookup is "<navigation property>@odata.bind": null to clear
- *   it, or a parent's reference object as above, which is not in body but in refs. NULL
- *   for DW_WRITE_DELETE. Set both with dw_write_set_body(); dw_write_body() gives the whole
- *   object back. A body lives in a window until it is answered: as text it costs a fifth of
- *   a tree, and it is written out once, not at every request that carries it.
- * refs: the lookups bound by a reference object ("<nav>@odata.bind" -> {"$ref": ..}), which
- *   the sink resolves and writes out as "/<set>(<key>)" after body's members; NULL when
- *   there are none.
+ *   braces ("" for none), shared (text.h) with a copy of the write kept to send again. A lookup is
+ * "<navigation property>@odata.bind": null to clear it, or a parent's reference object as above,
+ * which is not in body but in refs. NULL for DW_WRITE_DELETE. Set both with dw_write_set_body();
+ * dw_write_body() gives the whole object back. A body lives in a window until it is answered: as
+ * text it costs a fifth of a tree, and it is written out once, not at every request that carries
+ * it. refs: the lookups bound by a reference object ("<nav>@odata.bind" -> {"$ref": ..}), which the
+ * sink resolves and writes out as "/<set>(<key>)" after body's members; NULL when there are none.
  * options: the map's write options (a map file's "options": {"write": ...}, validated by
  *   dw_jobdef_parse()), sent with every request that carries the write, or NULL for none:
  *       {"bypass_logic": ["CustomSync", "CustomAsync"],  MSCRM.BypassBusinessLogicExecution
@@ -56,7 +57,7 @@ struct dw_write {
     char *entity_set;   /* e.g. "accounts" */
     char *logical_name; /* e.g. "account" (for @odata.type in bulk actions) */
     json_t *key;
-    char *body;
+    struct dw_text *body;
     json_t *refs;
     json_t *options;
 };

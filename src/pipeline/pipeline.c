@@ -129,14 +129,14 @@ static bool write_has_references(const struct dw_write *w)
     return json_object_size(w->refs) > 0;
 }
 
-/* The sink never modifies a write's key or refs (sink.h), so a copy shares them. */
+/* The sink never modifies a write's key, body or refs (sink.h), so a copy shares them. */
 static void write_copy(struct dw_write *dst, const struct dw_write *src)
 {
     dst->op = src->op;
     dst->entity_set = dw_strdup(src->entity_set);
     dst->logical_name = dw_strdup(src->logical_name ? src->logical_name : "");
     dst->key = json_incref(src->key);
-    dst->body = src->body ? dw_strdup(src->body) : NULL;
+    dst->body = dw_text_ref(src->body);
     dst->refs = json_incref(src->refs);
     dst->options = json_incref(src->options);
 }

@@ -23,9 +23,9 @@ void dw_sink_put_body_members(struct dw_buf *b, const struct row *r)
         (void)dw_json_append_members(b, r->rbody);
         return;
     }
-    const char *text = r->body ? r->body : "";
-    (void)dw_buf_puts(b, text);
-    bool first = text[0] == '\0';
+    bool first = r->body == NULL || r->body->len == 0;
+    if (!first)
+        (void)dw_buf_append(b, r->body->data, r->body->len);
     const char *name;
     json_t *v;
     size_t k = 0;
@@ -41,7 +41,7 @@ static bool body_empty(const struct row *r)
 {
     if (r->rbody)
         return json_object_size(r->rbody) == 0;
-    return (r->body == NULL || r->body[0] == '\0') && json_object_size(r->refs) == 0;
+    return (r->body == NULL || r->body->len == 0) && json_object_size(r->refs) == 0;
 }
 
 char *dw_sink_body_text(const struct row *r)

@@ -98,7 +98,7 @@ struct row {
     enum dw_write_op op;
     char *entity_set, *logical_name;
     json_t *key;
-    char *body;      /* the write's body and refs (write.h); NULL for a delete */
+    struct dw_text *body; /* the write's body and refs (write.h); NULL for a delete */
     json_t *refs;
     json_t *options; /* the write's options (write.h), or NULL; sent with the row */
     void *user;

@@ -205,7 +205,7 @@ static enum res post_body(struct dw_sink *s, struct row *r)
     const char *name;
     json_t *v;
     char *sent = dw_sink_body_text(r); /* the caller's write is never modified */
-    json_t *own = json_loads(sent, 0, NULL);
+    json_t *own = json_loads(sent, JSON_ALLOW_NUL, NULL);
     free(sent);
     json_decref(r->rbody);
     r->rbody = own ? own : json_object();

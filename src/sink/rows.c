@@ -76,7 +76,7 @@ void dw_sink_row_free(struct row *r)
     free(r->entity_set);
     free(r->logical_name);
     json_decref(r->key);
-    free(r->body);
+    dw_text_unref(r->body);
     json_decref(r->refs);
     json_decref(r->options);
     json_decref(r->rkey);

@@ -197,7 +197,7 @@ dw_rc dw_sink_submit(struct dw_sink *s, struct dw_write *writes, void *const *wr
         r->key = w->key;
         r->options = w->options;
         if (w->op == DW_WRITE_DELETE) {
-            free(w->body);
+            dw_text_unref(w->body);
             json_decref(w->refs);
         } else {
             r->body = w->body;

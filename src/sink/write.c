@@ -12,7 +12,7 @@
 #include "dwasync/dvkey.h"
 #include "dwasync/json.h"
 
-/* Room made for a body's text up front: most fit, in one allocation (trimmed when kept). */
+/* Room made for a body's text while it is written: most fit at once. */
 #define BODY_RESERVE 1024
 
 bool dw_write_is_bind_ref(const char *name, const json_t *v)
@@ -23,7 +23,7 @@ bool dw_write_is_bind_ref(const char *name, const json_t *v)
 
 void dw_write_set_body(struct dw_write *w, json_t *body)
 {
-    free(w->body);
+    dw_text_unref(w->body);
     json_decref(w->refs);
     w->body = NULL;
     w->refs = NULL;
@@ -46,7 +46,8 @@ void dw_write_set_body(struct dw_write *w, json_t *body)
             w->refs = json_object();
         json_object_set(w->refs, name, v);
     }
-    w->body = dw_buf_steal(&b);
+    w->body = dw_text_new(b.data, b.len);
+    dw_buf_cleanup(&b);
     json_decref(body);
 }
 
@@ -57,9 +58,9 @@ json_t *dw_write_body(const struct dw_write *w)
     struct dw_buf b;
     dw_buf_init(&b, 0);
     (void)dw_buf_putc(&b, '{');
-    (void)dw_buf_puts(&b, w->body);
+    (void)dw_buf_append(&b, w->body->data, w->body->len);
     (void)dw_buf_putc(&b, '}');
-    json_t *body = json_loadb(b.data, b.len, 0, NULL);
+    json_t *body = json_loadb(b.data, b.len, JSON_ALLOW_NUL, NULL);
     dw_buf_cleanup(&b);
     if (body && w->refs)
         json_object_update(body, w->refs);
@@ -110,7 +111,7 @@ void dw_write_cleanup(struct dw_write *w)
     free(w->entity_set);
     free(w->logical_name);
     json_decref(w->key);
-    free(w->body);
+    dw_text_unref(w->body);
     json_decref(w->refs);
     json_decref(w->options);
     memset(w, 0, sizeof *w);

@@ -63,8 +63,8 @@ int main(int argc, char **argv)
             struct dw_source_row r = {"fno", "customersv3", DW_CHANGE_INSERT, row, NULL, NULL};
             dw_mapping_map_row(maps, &r, &v);
             for (size_t k = 0; k < v.len; k++) {
-                const char *body = v.items[k].write.body; /* written out by the mapping */
-                bytes += body ? strlen(body) : 0;
+                const struct dw_text *body = v.items[k].write.body; /* written out already */
+                bytes += body ? body->len : 0;
                 ok += v.items[k].ok;
             }
             dw_mapped_vec_reset(&v);

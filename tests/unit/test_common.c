@@ -14,6 +14,7 @@
 #include "dwasync/log.h"
 #include "dwasync/lsn.h"
 #include "dwasync/redact.h"
+#include "dwasync/text.h"
 
 static char *log_text;
 static size_t log_len;
@@ -223,9 +224,36 @@ START_TEST(json_append_shapes)
     ck_assert_int_eq(dw_buf_puts(&small, "ab"), DW_OK);
     ck_assert_int_eq(dw_json_append(&small, o), DW_ERR_RANGE);
     ck_assert_str_eq(dw_buf_str(&small), "ab");
+    /* One member at a time, a comma before all but the first; none on failure. */
+    dw_buf_reset(&small);
+    ck_assert_int_eq(dw_json_append_member(&small, "k", json_object_get(o, "z"), true), DW_OK);
+    ck_assert_int_eq(dw_json_append_member(&small, "a", json_object_get(o, "a"), false),
+                     DW_ERR_RANGE);
+    ck_assert_int_eq(dw_json_append_member(&small, "q", NULL, false), DW_ERR_INVALID);
+    ck_assert_str_eq(dw_buf_str(&small), "\"k\":1");
     dw_buf_cleanup(&small);
     dw_buf_cleanup(&b);
     json_decref(o);
+}
+END_TEST
+
+/* Shared text: a copy of the bytes (NULs too), freed with its last reference (ASan and
+ * LeakSanitizer tell a double free or a leak). */
+START_TEST(text_is_shared_by_counted_references)
+{
+    struct dw_text *t = dw_text_new("a\0b", 3);
+    ck_assert_uint_eq(t->len, 3);
+    ck_assert_int_eq(memcmp(t->data, "a\0b", 4), 0); /* and the terminator */
+    ck_assert_ptr_eq(dw_text_ref(t), t);
+    ck_assert_uint_eq(t->refs, 2);
+    dw_text_unref(t);
+    ck_assert_uint_eq(t->refs, 1);
+    dw_text_unref(t);
+    ck_assert_ptr_null(dw_text_ref(NULL));
+    dw_text_unref(NULL);
+    struct dw_text *empty = dw_text_new(NULL, 0);
+    ck_assert_str_eq(empty->data, "");
+    dw_text_unref(empty);
 }
 END_TEST
 
@@ -302,6 +330,7 @@ static Suite *common_suite(void)
     tcase_add_test(tc, buf_grows_caps_and_escapes);
     tcase_add_test(tc, json_writer_matches_jansson);
     tcase_add_test(tc, json_append_shapes);
+    tcase_add_test(tc, text_is_shared_by_counted_references);
     tcase_add_test(tc, lsn_parse_and_format);
     tcase_add_test(tc, jansson_allocates_through_dw_malloc);
     tcase_add_test(tc, arrays_grow_by_doubling);

@@ -465,7 +465,9 @@ static void fake_answer(struct fake_writer *fw, size_t i, enum outcome outcome)
         r.http_status = 400;
         r.code = "0x80044331";
         r.message = "a value is out of range";
-        r.payload = payload = dw_asprintf("{%s}", f.write.body);
+        /* As the sink says it: the body sent, none for a delete. */
+        if (f.write.body)
+            r.payload = payload = dw_asprintf("{%s}", f.write.body->data);
         break;
     case ANSWER_GAVE_UP:
         r.status = DW_WRITE_GAVE_UP;
