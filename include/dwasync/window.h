@@ -229,9 +229,10 @@ struct dw_window_sizing {
 
 /* Above the 90% that issue 20 asks of a backlog's requests: the first windows of a backlog,
  * before the bound has grown, and its last one are less full. Growth stops by default at
- * twice window_rows: a row costs some 2 KB in a window (its JSON trees) and three windows
- * are alive (bench_limits.sh peaked at 223 MB when windows grew to 16 times, 105 MB at 4
- * times; bench_replay.sh's initial sync at 80 MB at 2 times and 53 MB at 1). */
+ * twice window_rows: three windows are alive, each row with its images and body (with
+ * bodies as trees, bench_limits.sh peaked at 223 MB when windows grew to 16 times, 105 MB at
+ * 4 times; bench_replay.sh's initial sync at 80 MB at 2 times and 53 MB at 1; with bodies as
+ * text, bench_replay.sh peaks at 67 to 68 MB at 2 times). */
 #define DW_WINDOW_FILL_TARGET    0.95
 #define DW_WINDOW_GROWTH_DEFAULT 2
 
