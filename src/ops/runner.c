@@ -125,6 +125,7 @@ struct runner {
     struct dw_loop *loop; /* the one wait of the process */
     int signal_fd;
     bool waiting;       /* in the stream loop's own wait: its connections are watched */
+    bool heartbeat_due; /* the heartbeat session broke: write it again once it is back */
     bool control_ready; /* the control connection was readable in that wait */
     struct dw_job_maps *maps;
     struct dw_types *types;
@@ -493,6 +494,10 @@ static void report_status(struct runner *r)
     };
     if (PQstatus(r->lock_conn) == CONNECTION_OK) /* else tend_control() reconnects it */
         (void)dw_ha_heartbeat(&r->ha, &report);
+    /* A session a server restart broke is found broken by this write: once tend_control()
+     * has it back, the heartbeat is written again at once, not a status tick later (any
+     * other failure waits for the next tick). */
+    r->heartbeat_due = PQstatus(r->lock_conn) != CONNECTION_OK;
 }
 
 /* Runs the sink (and its callbacks) and the pipeline until done() or the deadline. */
@@ -1470,7 +1475,7 @@ static dw_rc stream_turns(struct runner *r)
                     "caught up: everything committed before start is applied or parked");
             break;
         }
-        if (now >= r->next_status_ms) {
+        if (now >= r->next_status_ms || (r->heartbeat_due && control_ok)) {
             r->next_status_ms = now + STATUS_MS;
             track_dataverse(r);
             update_metrics(r);

@@ -29,7 +29,14 @@ check_eq "workload committed every transaction" 0 "$workload_rc"
 check_status "daemon streams again after the last restart" 0 fault_wait_streaming
 check_status "everything applied after the restarts" 0 e2e_wait_applied 300
 check_eq "the daemon started once is still running" "$first" "$(kill -0 "$daemon" 2>/dev/null && echo "$daemon")"
-status=$(dw status --json 2>&1)
+# The runner rewrites its status line once its heartbeat session is back (the first write
+# after a restart finds that session broken): wait for it, 60 s at most (a bound for a hung
+# test, not a timing assert).
+for ((i = 0; i < 600; i++)); do
+    status=$(dw status --json 2>&1)
+    [[ $status == *reconnects* ]] && break
+    sleep 0.1
+done
 check_contains "status counts the reconnects" "reconnects" "$status"
 log_text=$(cat "$DW_E2E_DIR/daemon.log")
 check_contains "the lost lock session is reported" "job lock session was lost" "$log_text"
