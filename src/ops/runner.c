@@ -1383,25 +1383,7 @@ static void on_control_ready(void *user, int fd, unsigned revents)
     ((struct runner *)user)->control_ready = true;
 }
 
-static dw_rc stream_turns(struct runner *r);
-
-/*
- * The event loop of an active job: the stream's and the control connection's sockets are
- * watched on the loop while it runs, each turn on the descriptor its connection has then
- * (both change with reconnects: loop.h's watches).
- */
-static dw_rc stream_loop(struct runner *r)
-{
-    struct dw_loop_watch *stream = dw_loop_watch_new(r->loop, stream_watch_fd, DW_LOOP_IN,
-                                                     on_wakeup_fd, r),
-                         *control = dw_loop_watch_new(r->loop, control_watch_fd, DW_LOOP_IN,
-                                                      on_control_ready, r);
-    dw_rc rc = stream_turns(r);
-    dw_loop_watch_free(control);
-    dw_loop_watch_free(stream);
-    return rc;
-}
-
+/* One turn after another of an active job (stream_loop() watches its connections). */
 static dw_rc stream_turns(struct runner *r)
 {
     dw_rc rc = DW_OK;
@@ -1519,6 +1501,23 @@ static dw_rc stream_turns(struct runner *r)
             (void)tend_errors(r, dw_clock_ms(), r->control_ready);
     }
     return DW_OK;
+}
+
+/*
+ * The event loop of an active job: the stream's and the control connection's sockets are
+ * watched on the loop while it runs, each turn on the descriptor its connection has then
+ * (both change with reconnects: loop.h's watches).
+ */
+static dw_rc stream_loop(struct runner *r)
+{
+    struct dw_loop_watch *stream = dw_loop_watch_new(r->loop, stream_watch_fd, DW_LOOP_IN,
+                                                     on_wakeup_fd, r),
+                         *control = dw_loop_watch_new(r->loop, control_watch_fd, DW_LOOP_IN,
+                                                      on_control_ready, r);
+    dw_rc rc = stream_turns(r);
+    dw_loop_watch_free(control);
+    dw_loop_watch_free(stream);
+    return rc;
 }
 
 /*
