@@ -52,8 +52,9 @@ check_contains "error_detail pretty-prints the payload" '    "creditlimit": 100'
 psql_q "SELECT pg_create_logical_replication_slot('dwasync_sales', 'pgoutput')" >/dev/null
 psql_q "CREATE TABLE public.wal_filler AS SELECT g FROM generate_series(1, 20000) g"
 psql_q "INSERT INTO dwasync.checkpoint (job_id, confirmed_lsn, last_commit_time, last_applied_at)
-        VALUES (1, '0/1', now() - interval '120 seconds', now() - interval '100 seconds');
-        INSERT INTO dwasync.apply_stat (job_id, minute, rows_applied) VALUES
+        VALUES (1, '0/1', now() - interval '120 seconds', now() - interval '100 seconds')"
+# The statistics rows and the view read in one transaction: one now(), whatever the clock does.
+stat_rows="INSERT INTO dwasync.apply_stat (job_id, minute, rows_applied) VALUES
           (1, date_trunc('minute', now()), 5),
           (1, date_trunc('minute', now() - interval '30 minutes'), 7),
           (1, date_trunc('minute', now() - interval '2 hours'), 11)"
@@ -63,7 +64,9 @@ check_eq "job_status lag_bytes is the slot's distance to the WAL end" t \
 check_eq "job_status lag_seconds is the age of the last applied commit" t \
     "$(psql_q "SELECT lag_seconds >= 120 AND lag_seconds < 3600 FROM dwasync.job_status")"
 check_eq "job_status throughput, errors and alert rule" "5|12|3|2|0|off|f" \
-    "$(psql_q "SELECT concat_ws('|', rows_applied_last_minute, rows_applied_last_hour, open_errors, waiting_errors, replaying_errors, alert_rule, alert_tripped) FROM dwasync.job_status")"
+    "$(psql -X -qAt -v ON_ERROR_STOP=1 -c "BEGIN" -c "$stat_rows" \
+        -c "SELECT concat_ws('|', rows_applied_last_minute, rows_applied_last_hour, open_errors, waiting_errors, replaying_errors, alert_rule, alert_tripped) FROM dwasync.job_status" \
+        -c "COMMIT")"
 
 # --- CLI ---------------------------------------------------------------------------------
 out=$(dw errors list 2>&1)
@@ -86,14 +89,16 @@ check_status "replay of a non-number is a usage error" 2 dw errors replay abc
 check_status "replay without ids or --all is a usage error" 2 dw errors replay
 check_status "skip without a reason is a usage error" 2 dw errors skip 3
 
-# NOTIFY reaches a session listening on dwasync_replay (as the daemon's connection does).
-psql -X -qAt -c "LISTEN dwasync_replay" -c "SELECT pg_sleep(5)" -c "SELECT 1" >"$work/listen.out" 2>&1 &
+# NOTIFY reaches a session listening on dwasync_replay (as the daemon's connection does). The
+# listener sleeps until the replay is done and its sleep is cancelled; psql prints what arrived.
+psql -X -qAt -c "LISTEN dwasync_replay" -c "SELECT pg_sleep(600)" -c "SELECT 1" >"$work/listen.out" 2>&1 &
 listener=$!
-for _ in $(seq 1 100); do
-    [ "$(psql_q "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)'")" = 1 ] && break
+for _ in $(seq 1 600); do
+    [ "$(psql_q "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600)'")" = 1 ] && break
     sleep 0.1
 done
 out=$(dw errors replay 5)
+psql_q "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600)'" >/dev/null
 check_contains "replaying a follower queues its whole key" "queued 3 rows for replay" "$out"
 check_contains "without a daemon the CLI says when it happens" \
     "no dwasync daemon is listening: the rows will be replayed when \`dwasync run\` next starts" "$out"
@@ -109,16 +114,21 @@ check_contains "naming it" "error 999 does not exist" "$out"
 
 # An active runner holds the job lock (ha.h): the CLI tells the operator it acts now.
 psql -X -qAt -c "SELECT dwasync.job_lock_relation(1)" -c "BEGIN" \
-    -c "LOCK TABLE dwasync.job_lock_1 IN EXCLUSIVE MODE" -c "SELECT pg_sleep(5)" >/dev/null 2>&1 &
+    -c "LOCK TABLE dwasync.job_lock_1 IN EXCLUSIVE MODE" -c "SELECT pg_sleep(600)" >/dev/null 2>&1 &
 daemon=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 600); do
     [ "$(psql_q "SELECT dwasync.replay_listeners('sales')")" = 1 ] && break
     sleep 0.1
 done
 out=$(dw errors replay --all --job sales --code 0x80044331)
 check_contains "replay --all filters by code" "queued 1 row for replay" "$out"
 check_contains "with a daemon the CLI says it replays now" "the active \`dwasync run\` replays them now" "$out"
-kill $daemon 2>/dev/null; wait $daemon 2>/dev/null
+psql_q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600)'" >/dev/null
+wait $daemon 2>/dev/null
+for _ in $(seq 1 600); do
+    [ "$(psql_q "SELECT dwasync.replay_listeners('sales')")" = 0 ] && break
+    sleep 0.1
+done
 
 out=$(dw errors skip 3 --reason "customer group VIP retired")
 check_contains "skip of a head without followers" "skipped 1 error" "$out"
