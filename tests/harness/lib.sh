@@ -174,6 +174,17 @@ pg_restart() {
 
 psql_q() { psql -X -qAt -v ON_ERROR_STOP=1 -c "$1" "${@:2}"; }
 
+# wait_for SECONDS COMMAND...: polls until the command succeeds; 1 if it never does (the
+# bound is for a hung test, never a timing assert: a test waits on events, not on sleeps).
+wait_for() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ $SECONDS -ge $deadline ] && return 1
+        sleep 0.1
+    done
+}
+
 # --- assertions ---------------------------------------------------------------------------
 
 pass() { DW_PASSED=$((DW_PASSED + 1)); printf 'ok - %s\n' "$1"; }

@@ -11,16 +11,6 @@ printf '[source]\nconninfo = %s\nstatus_interval_ms = 500\nreconnect_max_ms = 10
     "$DW_PG_CONNINFO" >"$conf"
 decode() { "$DWASYNC_BIN" --config "$conf" decode "$@"; }
 
-# wait_for SECONDS COMMAND...: polls until the command succeeds; fails the check if it never does.
-wait_for() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ $SECONDS -ge $deadline ] && return 1
-        sleep 0.2
-    done
-}
-
 psql_q "CREATE TABLE idle_t (id int PRIMARY KEY)"
 psql_q "CREATE TABLE busy (id int PRIMARY KEY, filler text)"
 psql_q "CREATE TABLE stream_t (id int PRIMARY KEY, v text)"

@@ -20,15 +20,7 @@ check_status "initial sync applied" 0 e2e_wait_synced
 read -r cust cur <<<"$(psql_q "SELECT orderingcustomeraccountnumber || ' ' || currencycode
                               FROM fno.salesorderheaders WHERE dataareaid = 'usmf' LIMIT 1" | tr -d '|')"
 waits() { grep -c 'change waits for its parent' "$DW_E2E_DIR/daemon.log"; }
-wait_for() {   # wait_for CMD...: until CMD succeeds (60 s at most), or the daemon is gone
-    local i
-    for i in $(seq 1 600); do
-        kill -0 "$daemon" 2>/dev/null || return 2
-        "$@" && return 0
-        sleep 0.1
-    done
-    return 1
-}
+alive_and() { kill -0 "$daemon" 2>/dev/null && "$@"; }   # CMD, while the daemon lives
 more_waits() { [ "$(waits)" -gt "$1" ]; }
 usmf=$(dvemu_admin GET tables/cdm_companies | jq -r '.value[] | select(.cdm_companycode == "usmf") | .cdm_companyid')
 phone_is() {
@@ -47,10 +39,10 @@ order_sql="INSERT INTO fno.salesorderheaders VALUES ('usmf', '%s', '$cust', '$cu
 # --- the parent comes later -------------------------------------------------------------------
 n=$(waits)
 psql_q "$(printf "$line_sql" SO-LATE1)" >/dev/null
-check_status "the daemon says the line waits for its parent" 0 wait_for more_waits "$n"
+check_status "the daemon says the line waits for its parent" 0 wait_for 60 alive_and more_waits "$n"
 check_contains "naming the parent" 'SO-LATE1' "$(grep 'change waits for its parent' "$DW_E2E_DIR/daemon.log" | tail -1)"
 psql_q "UPDATE fno.customersv3 SET primarycontactphone = '+1 555 0170' WHERE dataareaid = 'usmf' AND customeraccount = '$cust'" >/dev/null
-check_status "meanwhile another row's change is applied" 0 wait_for phone_is '+1 555 0170'
+check_status "meanwhile another row's change is applied" 0 wait_for 60 alive_and phone_is '+1 555 0170'
 check_eq "the line is not parked meanwhile" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
 psql_q "$(printf "$order_sql" SO-LATE1)" >/dev/null
 check_status "the order arrives and the job catches up" 0 e2e_wait_applied
@@ -60,7 +52,7 @@ check_eq "no error row" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
 # --- a kill -9 while a line waits ------------------------------------------------------------
 n=$(waits)
 psql_q "$(printf "$line_sql" SO-LATE2)" >/dev/null
-check_status "a second line waits" 0 wait_for more_waits "$n"
+check_status "a second line waits" 0 wait_for 60 alive_and more_waits "$n"
 kill -9 "$daemon"
 wait "$daemon" 2>/dev/null
 e2e_start_daemon

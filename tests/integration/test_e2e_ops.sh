@@ -21,8 +21,9 @@ check_status "metrics listener bound" 0 test -n "$port"
 metric_sum() {   # metric_sum NAME: sum over every series of a metric
     curl -sf "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 ~ "^"m"({|$)" {s += $2} END {print s + 0}'
 }
-sleep 1.5   # the registry is refreshed once a second
 written=$(curl -sf "$DVEMU_URL/_dvemu/counters" | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["rows_written"].values()))')
+counted() { [ "$(metric_sum dwasync_changes_applied_total)" = "$written" ]; }
+wait_for 60 counted   # the registry is refreshed once a second
 check_eq "changes applied (metrics) = rows dvemu wrote during the initial sync" "$written" \
     "$(metric_sum dwasync_changes_applied_total)"
 check_eq "no change parked" 0 "$(metric_sum dwasync_changes_parked_total)"

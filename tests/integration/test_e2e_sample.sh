@@ -102,7 +102,8 @@ check_eq "order lines deleted before their orders (9 lines, none after)" "9:0" "
 daemon=$!
 on_exit "kill -9 $daemon"
 dw job pause fno_sample >/dev/null
-sleep 3   # the daemon reads the job's state every 2 s
+held() { grep -qE 'job is paused: applying what was received|job is not active: waiting' "$DW_E2E_DIR/run3.log"; }
+check_status "the daemon sees the pause" 0 wait_for 60 held   # it reads the job's state every 2 s
 psql_q "UPDATE fno.customersv3 SET organizationname = 'Paused Inc' WHERE customeraccount = 'C0000006' AND dataareaid = 'usmf'"
 sleep 3
 check_eq "paused: change held back" 0 "$(curl -sf "$DVEMU_URL/_dvemu/tables/accounts" | grep -c 'Paused Inc')"

@@ -15,27 +15,24 @@ dw_mktemp work ha
 
 "$harness" ha "$DW_PG_CONNINFO" 42 200 >"$work/a.out" 2>"$work/a.err" & a=$!
 on_exit "kill -9 $a"
-wait_for() {   # wait_for FILE WORD: up to 30 s (a bound for a hung test, not a timing assert)
-    local i
-    for ((i = 0; i < 300; i++)); do grep -qx "$2" "$1" && return 0; sleep 0.1; done
-    return 1
-}
-wait_for "$work/a.out" active && pass "first runner became active" || fail "first runner became active"
+says() { grep -qx "$2" "$1"; }   # says FILE WORD: the runner printed WORD last
+wait_for 30 says "$work/a.out" active && pass "first runner became active" || fail "first runner became active"
 "$harness" ha "$DW_PG_CONNINFO" 42 200 >"$work/b.out" 2>"$work/b.err" & b=$!
 on_exit "kill $b"
-wait_for "$work/b.out" standby
+wait_for 30 says "$work/b.out" standby
 sleep 1
 check_eq "second runner stays standby while the first lives" "standby" "$(cat "$work/b.out")"
 before=$(psql_q "select count(*) from ha_log where pid = $b")
 check_eq "standby wrote nothing" 0 "$before"
 # A different job is independent.
 "$harness" ha "$DW_PG_CONNINFO" 43 200 >"$work/c.out" 2>/dev/null & c=$!
-wait_for "$work/c.out" active && pass "another job's runner is active beside them" || fail "job 43 runner active"
+wait_for 30 says "$work/c.out" active && pass "another job's runner is active beside them" || fail "job 43 runner active"
 kill "$c"; wait "$c" 2>/dev/null
 
 kill -9 "$a"; wait "$a" 2>/dev/null
-wait_for "$work/b.out" active && pass "standby took over after kill -9" || fail "standby took over"
-sleep 1
+wait_for 30 says "$work/b.out" active && pass "standby took over after kill -9" || fail "standby took over"
+b_wrote() { [ "$(psql_q "select count(*) > 0 from ha_log where pid = $b")" = t ]; }
+wait_for 30 b_wrote
 check_eq "no overlap: every row of A precedes every row of B" t \
     "$(psql_q "select max(at) filter (where pid = $a) < min(at) filter (where pid = $b) from ha_log")"
 check_eq "B's sequence is unbroken" t \
