@@ -42,14 +42,14 @@ struct dw_mapped {
     int64_t map_id;         /* dwasync.table_map id */
     const char *map_name;   /* borrowed from the maps */
     const char *group_name; /* borrowed from the maps */
-    int sequence;           /* order within the group: lower first */
     char *target_id;        /* canonical "<entity set>(<key>)": equal iff same Dataverse row */
+    int sequence;           /* order within the group: lower first */
     bool ok;
-    struct dw_write write; /* ok: what to send */
     /* ok: an UPDATE that sets every mapped column to the value it had (its old image, under
      * REPLICA IDENTITY FULL, maps to the same write): nothing new for Dataverse, so the
      * window applies it without sending it (window.h) */
     bool unchanged;
+    struct dw_write write;           /* ok: what to send */
     enum dw_error_class error_class; /* !ok: why it cannot be mapped */
     char *error;                     /* !ok: message naming the column and value */
 };
@@ -77,8 +77,10 @@ dw_rc dw_job_maps_record_lengths(PGconn *control, const struct dw_jobdef *def,
 void dw_job_maps_set_max_length(struct dw_job_maps *maps, const char *logical_name,
                                 const char *attribute, int max_length);
 
-/* Whether any map of the job reads this source table. */
-bool dw_job_maps_has_table(const struct dw_job_maps *maps, const char *schema, const char *table);
+/* The first map of the job that reads this source table, or NULL when none does. Its
+ * source_schema and source_table live as long as the maps: a window's items borrow them. */
+const struct dw_tablemap *dw_job_maps_reader(const struct dw_job_maps *maps, const char *schema,
+                                             const char *table);
 
 /*
  * A TRUNCATE of a source table, which is not replicated: appends one failed result per map

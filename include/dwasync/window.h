@@ -67,13 +67,14 @@ enum dw_item_state {
 struct dw_item {
     struct dw_mapped mapped; /* the mapping result (ok or error); owned */
     dw_lsn commit_lsn;
-    uint32_t xid;
     int64_t commit_time_us;
+    uint32_t xid;
     uint32_t position;    /* index of the change within its transaction */
     enum dw_change_op op; /* the source operation */
     int part;             /* 0, or 1 for a change's second write through the same map */
-    char *source_schema;  /* owned */
-    char *source_table;   /* owned */
+    /* borrowed from the job's maps, as mapped.map_name is (dw_job_maps_reader()) */
+    const char *source_schema;
+    const char *source_table;
     /* The replica-identity columns and the typed row images, for the error table, as
      * compact JSON text (a tree costs several times more); owned. The images may be NULL;
      * a NULL source_key is the whole row (REPLICA IDENTITY FULL): new_row's text, or
@@ -81,22 +82,29 @@ struct dw_item {
     char *source_key;
     char *new_row;
     char *old_row;
-    bool old_row_delta; /* old_row holds only how it differs from new_row (pipeline.c) */
-    char *unchanged;    /* JSON array of the columns not sent (unchanged TOAST), NULL when
-                         * none; owned. A replay needs it: such a column is left as it is in
-                         * Dataverse, not missing from the row. */
-    char *key_text;     /* the blocking key (with the map id): the target id, or the
-                         * canonical source key of a change that never reached a map */
-    size_t bytes;       /* memory estimate, for the window's byte bound */
+    char *unchanged; /* JSON array of the columns not sent (unchanged TOAST), NULL when
+                      * none; owned. A replay needs it: such a column is left as it is in
+                      * Dataverse, not missing from the row. */
+    char *key_text;  /* the blocking key (with the map id) when it is not mapped.target_id:
+                      * the canonical source key of a change that never reached a map;
+                      * NULL when it is the target id (dw_item_key()); owned */
+    size_t bytes;    /* memory estimate, for the window's byte bound */
     enum dw_item_state state;
-    int chain;   /* index of its chain in the plan, -1 if none */
-    bool atomic; /* through an atomic map: applied all-or-nothing with its transaction */
+    int chain;          /* index of its chain in the plan, -1 if none */
+    bool old_row_delta; /* old_row holds only how it differs from new_row (pipeline.c) */
+    bool atomic;        /* through an atomic map: applied all-or-nothing with its transaction */
     /* Carried from an earlier window whose chain met a missing parent (pipeline.c): it was
      * sent attempts times already. The first item of a carried chain holds the chain's
      * coalesced write; the others hold none (mapped.write empty) and add nothing to it. */
     bool carried;
     int attempts;
 };
+
+/* The key an item blocks and is parked by (with its map id): key_text, or its target id. */
+static inline const char *dw_item_key(const struct dw_item *it)
+{
+    return it->key_text ? it->key_text : it->mapped.target_id;
+}
 
 struct dw_window {
     struct dw_item *items;
@@ -114,7 +122,13 @@ void dw_window_cleanup(struct dw_window *w);
 /* Empties the window for reuse (frees items' contents, keeps the array). */
 void dw_window_reset(struct dw_window *w);
 
-/* Appends an item (zeroed, state pending) and returns it; the caller fills it. */
+/* Sizes the item array for n items, the window's row bound, growing or shrinking it (never
+ * below its length): three windows keep their arrays from round to round, so an array
+ * grown while the stream was behind must not stay that large once it has caught up. */
+void dw_window_reserve(struct dw_window *w, size_t n);
+
+/* Appends an item (zeroed, state pending) and returns it; the caller fills it. Past the
+ * reserved size the array grows by half. */
 struct dw_item *dw_window_push(struct dw_window *w);
 
 /* Inserts an item (zeroed, state pending) at index at (<= len) and returns it; the items
@@ -198,7 +212,8 @@ void dw_plan_fail_chain(struct dw_plan *p, struct dw_window *w, size_t chain,
 void dw_plan_park_chain(struct dw_plan *p, struct dw_window *w, size_t chain,
                         struct dw_blocked_keys *blocked);
 
-/* Marks every item of a chain applied. */
+/* Marks every item of a chain applied and lets go of their row images: only an error row
+ * needs them, and a window's applied rows would otherwise hold them until it is persisted. */
 void dw_plan_apply_chain(struct dw_plan *p, struct dw_window *w, size_t chain);
 
 /*

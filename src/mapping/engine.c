@@ -114,14 +114,15 @@ static bool map_reads(const struct dw_tablemap *m, const char *schema, const cha
            strcmp(m->source_schema, schema ? schema : "public") == 0;
 }
 
-bool dw_job_maps_has_table(const struct dw_job_maps *maps, const char *schema, const char *table)
+const struct dw_tablemap *dw_job_maps_reader(const struct dw_job_maps *maps, const char *schema,
+                                             const char *table)
 {
     const struct dw_jobdef *def = maps->def;
     for (size_t g = 0; g < def->ngroups; g++)
         for (size_t i = 0; i < def->groups[g].nmaps; i++)
             if (map_reads(&def->groups[g].maps[i], schema, table))
-                return true;
-    return false;
+                return &def->groups[g].maps[i];
+    return NULL;
 }
 
 void dw_mapped_vec_reset(struct dw_mapped_vec *v)

@@ -141,6 +141,14 @@ static void write_copy(struct dw_write *dst, const struct dw_write *src)
     dst->options = json_incref(src->options);
 }
 
+/* The items a window holds when it closes: its row bound, or fewer when its byte bound
+ * (ITEM_OVERHEAD_BYTES at least per item) comes first. */
+static size_t window_items(const struct dw_pipeline *p)
+{
+    int64_t by_bytes = p->opts.window_bytes / ITEM_OVERHEAD_BYTES + 1;
+    return (size_t)(p->sizing.rows < by_bytes ? p->sizing.rows : by_bytes);
+}
+
 dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts,
                       const struct dw_pipeline_writer *writer,
                       const struct dw_pipeline_store *store, const struct dw_job_maps *maps,
@@ -157,6 +165,7 @@ dw_rc dw_pipeline_new(const struct dw_pipeline_options *opts,
     p->blocked = dw_blocked_keys_new();
     dw_window_sizing_init(&p->sizing, opts->window_rows, opts->batch_size,
                           opts->window_growth > 0 ? opts->window_growth : DW_WINDOW_GROWTH_DEFAULT);
+    dw_window_reserve(p->filling, window_items(p));
     const struct dw_jobdef *def = dw_job_maps_def(maps);
     for (size_t g = 0; def && g < def->ngroups; g++) {
         for (size_t i = 0; i < def->groups[g].nmaps; i++) {
@@ -247,8 +256,9 @@ static size_t change_bytes(const struct dw_change *c)
     return n;
 }
 
+/* Appends an item for a change of the table reader (a map of it) reads. */
 static struct dw_item *push_item(struct dw_pipeline *p, const struct dw_change *c,
-                                 const struct dw_relation *rel)
+                                 const struct dw_tablemap *reader)
 {
     struct dw_window *w = p->filling;
     struct dw_item *it = dw_window_push(w);
@@ -257,8 +267,8 @@ static struct dw_item *push_item(struct dw_pipeline *p, const struct dw_change *
     it->commit_time_us = p->txn_time_us;
     it->position = c->index;
     it->op = c->op;
-    it->source_schema = dw_strdup(rel->schema);
-    it->source_table = dw_strdup(rel->name);
+    it->source_schema = reader->source_schema;
+    it->source_table = reader->source_table;
     it->bytes = change_bytes(c);
     w->bytes += it->bytes;
     p->txn_items++;
@@ -344,10 +354,10 @@ static char *old_image_text(const json_t *new_row, const json_t *old_row, bool *
 /* A change whose row could not be read at all (defensive: only a TRUNCATE has none, and it
  * goes through dw_mapping_truncate()): it blocks no key. */
 static void push_unmapped_error(struct dw_pipeline *p, const struct dw_change *c,
-                                const struct dw_relation *rel, json_t *new_row, json_t *old_row,
+                                const struct dw_tablemap *reader, json_t *new_row, json_t *old_row,
                                 char *message)
 {
-    struct dw_item *it = push_item(p, c, rel);
+    struct dw_item *it = push_item(p, c, reader);
     it->mapped.ok = false;
     it->mapped.error_class = DW_ERRCLASS_MAPPING;
     it->mapped.error = message;
@@ -370,15 +380,15 @@ static dw_rc take_truncate(struct dw_pipeline *p, const struct dw_change *c)
     int part = 0; /* one change, many rows: told apart by part (the error table's identity) */
     for (int i = 0; i < c->ntruncated; i++) {
         const struct dw_relation *rel = c->truncated[i];
+        const struct dw_tablemap *reader = dw_job_maps_reader(p->maps, rel->schema, rel->name);
         dw_mapped_vec_reset(&p->mapped);
         dw_mapping_truncate(p->maps, rel->schema, rel->name, &p->mapped);
-        for (size_t k = 0; k < p->mapped.len; k++) {
-            struct dw_item *it = push_item(p, c, rel);
+        for (size_t k = 0; reader && k < p->mapped.len; k++) {
+            struct dw_item *it = push_item(p, c, reader);
             it->part = part++;
             it->mapped = p->mapped.items[k];
             memset(&p->mapped.items[k], 0, sizeof p->mapped.items[k]);
             it->source_key = dw_strdup("{}");
-            it->key_text = dw_strdup(it->mapped.target_id);
         }
     }
     return DW_OK;
@@ -421,7 +431,8 @@ static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum 
     if (c->op == DW_CHANGE_TRUNCATE)
         return take_truncate(p, c);
     const struct dw_relation *rel = c->rel;
-    if (!dw_job_maps_has_table(p->maps, rel->schema, rel->name)) {
+    const struct dw_tablemap *reader = dw_job_maps_reader(p->maps, rel->schema, rel->name);
+    if (reader == NULL) {
         p->stats.changes_ignored++;
         return DW_OK;
     }
@@ -439,7 +450,7 @@ static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum 
         return DW_OK;
     }
     if (rc != DW_OK) {
-        push_unmapped_error(p, c, rel,
+        push_unmapped_error(p, c, reader,
                             c->new_tuple.ncols ? raw_tuple_json(rel, &c->new_tuple) : NULL,
                             c->old_tuple.ncols ? raw_tuple_json(rel, &c->old_tuple) : NULL,
                             problem ? problem : dw_strdup(dw_rc_str(rc)));
@@ -501,7 +512,7 @@ static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum 
     char *unchanged_text =
         p->mapped.len && json_array_size(row.unchanged) ? dw_json_dumps(row.unchanged) : NULL;
     for (size_t i = 0; i < p->mapped.len; i++) {
-        struct dw_item *it = push_item(p, c, rel);
+        struct dw_item *it = push_item(p, c, reader);
         it->mapped = p->mapped.items[i];
         memset(&p->mapped.items[i], 0, sizeof p->mapped.items[i]);
         /* A key-changing update yields two writes through one map: parts 0 and 1. */
@@ -514,9 +525,8 @@ static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum 
         /* The identity changes are parked behind is the Dataverse row (the mapping engine
          * always names it): the replica-identity key is the whole row under REPLICA
          * IDENTITY FULL, so it would differ between two updates of the same row. */
-        it->key_text = it->mapped.target_id ? dw_strdup(it->mapped.target_id)
-                       : row.key            ? dw_json_canonical(row.key)
-                                            : dw_strdup("{}");
+        if (it->mapped.target_id == NULL)
+            it->key_text = row.key ? dw_json_canonical(row.key) : dw_strdup("{}");
         it->new_row = i == 0 ? new_text : (new_text ? dw_strdup(new_text) : NULL);
         it->old_row = i == 0 ? old_text : (old_text ? dw_strdup(old_text) : NULL);
         it->old_row_delta = old_delta;
@@ -659,7 +669,7 @@ static void submit_unit(struct dw_pipeline *p, size_t u)
     for (size_t k = 0; k < unit->nchains && blocked_head == NULL; k++) {
         const struct dw_chain *c = &p->cur.plan.chains[unit->chains[k]];
         const struct dw_item *head = &p->cur.window->items[c->items[0]];
-        if (dw_blocked_keys_contains(p->blocked, head->mapped.map_id, head->key_text))
+        if (dw_blocked_keys_contains(p->blocked, head->mapped.map_id, dw_item_key(head)))
             blocked_head = head;
     }
     if (blocked_head) {
@@ -669,7 +679,7 @@ static void submit_unit(struct dw_pipeline *p, size_t u)
         for (size_t k = 0; k < unit->nchains; k++) {
             size_t chain = unit->chains[k];
             const struct dw_item *head = &p->cur.window->items[p->cur.plan.chains[chain].items[0]];
-            if (dw_blocked_keys_contains(p->blocked, head->mapped.map_id, head->key_text))
+            if (dw_blocked_keys_contains(p->blocked, head->mapped.map_id, dw_item_key(head)))
                 dw_plan_park_chain(&p->cur.plan, p->cur.window, chain, p->blocked);
             else
                 dw_plan_fail_chain(&p->cur.plan, p->cur.window, chain, p->blocked);
@@ -838,6 +848,7 @@ static void start_apply(struct dw_pipeline *p)
                  " rows",
                  w->len, behind ? "behind" : "caught up",
                  100 * dw_plan_request_fill(&p->cur.plan, p->opts.batch_size), p->sizing.rows);
+    dw_window_reserve(p->filling, window_items(p));
     for (size_t u = 0; u < p->cur.plan.nunits; u++)
         if (p->cur.plan.units[u].nparts > 1)
             warn_split(p, p->cur.plan.units[u].xid, p->cur.plan.units[u].commit_lsn);
@@ -947,7 +958,7 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         row->source_table = it->source_table;
         row->op = it->op;
         row->source_key = item_source_key(it);
-        row->key_text = it->key_text;
+        row->key_text = dw_item_key(it);
         row->target_id = it->mapped.target_id;
         row->new_row = it->new_row;
         old_images[n - 1] = whole_old_image_text(it);
@@ -1056,14 +1067,14 @@ static void carry_deferred(struct dw_pipeline *p, struct round *r)
             it->position = src->position;
             it->op = src->op;
             it->part = src->part;
-            it->source_schema = dw_strdup(src->source_schema);
-            it->source_table = dw_strdup(src->source_table);
+            it->source_schema = src->source_schema;
+            it->source_table = src->source_table;
             it->source_key = src->source_key ? dw_strdup(src->source_key) : NULL;
             it->new_row = src->new_row ? dw_strdup(src->new_row) : NULL;
             it->old_row = src->old_row ? dw_strdup(src->old_row) : NULL;
             it->old_row_delta = src->old_row_delta;
             it->unchanged = src->unchanged ? dw_strdup(src->unchanged) : NULL;
-            it->key_text = dw_strdup(src->key_text);
+            it->key_text = src->key_text ? dw_strdup(src->key_text) : NULL;
             it->bytes = src->bytes;
             it->carried = true;
             it->attempts = c->attempts;
@@ -1147,7 +1158,7 @@ static bool round_parks_key(const struct round *r, int64_t map_id, const char *k
     for (size_t i = 0; r->window && i < r->window->len; i++) {
         const struct dw_item *it = &r->window->items[i];
         if ((it->state == DW_ITEM_OPEN || it->state == DW_ITEM_WAITING) &&
-            it->mapped.map_id == map_id && strcmp(it->key_text, key_text) == 0)
+            it->mapped.map_id == map_id && strcmp(dw_item_key(it), key_text) == 0)
             return true;
     }
     return false;

@@ -26,8 +26,6 @@ static void item_cleanup(struct dw_item *it)
     struct dw_mapped_vec one = {.items = &it->mapped, .len = 1, .cap = 1};
     /* dw_mapped_vec_reset frees the contents without freeing the (borrowed) array. */
     dw_mapped_vec_reset(&one);
-    free(it->source_schema);
-    free(it->source_table);
     free(it->source_key);
     free(it->key_text);
     free(it->new_row);
@@ -54,12 +52,20 @@ void dw_window_cleanup(struct dw_window *w)
     memset(w, 0, sizeof *w);
 }
 
+void dw_window_reserve(struct dw_window *w, size_t n)
+{
+    if (n < w->len)
+        n = w->len;
+    if (n == w->cap || n == 0)
+        return;
+    w->items = dw_realloc(w->items, n * sizeof *w->items);
+    w->cap = n;
+}
+
 struct dw_item *dw_window_push(struct dw_window *w)
 {
-    if (w->len == w->cap) {
-        w->cap = w->cap ? w->cap * 2 : 256;
-        w->items = dw_realloc(w->items, w->cap * sizeof *w->items);
-    }
+    if (w->len == w->cap)
+        dw_window_reserve(w, w->cap < 64 ? 64 : w->cap + w->cap / 2);
     struct dw_item *it = &w->items[w->len++];
     memset(it, 0, sizeof *it);
     it->chain = -1;
@@ -203,14 +209,14 @@ static void add_to_level(struct dw_group *g, int wave, int sequence, bool delete
 /* Whether an item's key is blocked; items with no map (unconvertible rows) block nothing. */
 static bool item_blocked(const struct dw_item *it, const struct dw_blocked_keys *blocked)
 {
-    return it->mapped.map_id && it->key_text &&
-           dw_blocked_keys_contains(blocked, it->mapped.map_id, it->key_text);
+    return it->mapped.map_id && dw_item_key(it) &&
+           dw_blocked_keys_contains(blocked, it->mapped.map_id, dw_item_key(it));
 }
 
 static void block_item(const struct dw_item *it, struct dw_blocked_keys *blocked)
 {
-    if (it->mapped.map_id && it->key_text)
-        dw_blocked_keys_add(blocked, it->mapped.map_id, it->key_text);
+    if (it->mapped.map_id && dw_item_key(it))
+        dw_blocked_keys_add(blocked, it->mapped.map_id, dw_item_key(it));
 }
 
 /* The chains of one transaction through the atomic maps of one group, before placing. */
@@ -272,7 +278,7 @@ static void fail_whole(struct dw_plan *p, struct dw_window *w, const struct whol
                        struct dw_blocked_keys *blocked)
 {
     const struct dw_item *bad = h->poison;
-    const char *name = bad->mapped.target_id ? bad->mapped.target_id : bad->key_text;
+    const char *name = bad->mapped.target_id ? bad->mapped.target_id : dw_item_key(bad);
     char *msg =
         bad->state == DW_ITEM_WAITING
             ? dw_asprintf("not sent: %s in the same atomic group is waiting behind an "
@@ -531,8 +537,15 @@ void dw_plan_park_chain(struct dw_plan *p, struct dw_window *w, size_t chain,
 void dw_plan_apply_chain(struct dw_plan *p, struct dw_window *w, size_t chain)
 {
     struct dw_chain *c = &p->chains[chain];
-    for (size_t i = 0; i < c->nitems; i++)
-        w->items[c->items[i]].state = DW_ITEM_APPLIED;
+    for (size_t i = 0; i < c->nitems; i++) {
+        struct dw_item *it = &w->items[c->items[i]];
+        it->state = DW_ITEM_APPLIED;
+        free(it->source_key);
+        free(it->new_row);
+        free(it->old_row);
+        free(it->unchanged);
+        it->source_key = it->new_row = it->old_row = it->unchanged = NULL;
+    }
 }
 
 /* Rows of one kind of request: a (group, level, entity set, bulk or $batch) while planning. */

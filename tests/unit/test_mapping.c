@@ -627,8 +627,10 @@ START_TEST(legal_entity_filter_and_delete)
     ck_assert_int_eq(v.items[0].write.op, DW_WRITE_DELETE);
     ck_assert_int_eq(v.items[1].write.op, DW_WRITE_DELETE);
     ck_assert_str_eq(v.items[1].write.entity_set, "contacts");
-    ck_assert(!dw_job_maps_has_table(maps, "fno", "other"));
-    ck_assert(dw_job_maps_has_table(maps, "fno", "lines"));
+    ck_assert(dw_job_maps_reader(maps, "fno", "other") == NULL);
+    const struct dw_tablemap *reader = dw_job_maps_reader(maps, "fno", "lines");
+    ck_assert(reader != NULL);
+    ck_assert_str_eq(reader->source_table, "lines");
     /* A broken change is refused as such. */
     struct dw_source_row bad = {"fno", "cust", DW_CHANGE_INSERT, NULL, NULL, NULL};
     ck_assert_int_eq(dw_mapping_map_row(maps, &bad, &v), DW_ERR_INVALID);

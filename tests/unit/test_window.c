@@ -263,6 +263,10 @@ START_TEST(failed_chain_opens_head_and_parks_followers)
     char *st = states(&w);
     ck_assert_str_eq(st, "oaw");
     free(st);
+    /* Only the rows that go to the error table keep their images. */
+    ck_assert_ptr_null(w.items[1].source_key);
+    ck_assert_str_eq(w.items[0].source_key, "{\"k\":\"A1\"}");
+    ck_assert_str_eq(w.items[2].source_key, "{\"k\":\"A1\"}");
     ck_assert(dw_blocked_keys_contains(blocked, 8, "A1"));
     ck_assert(!dw_blocked_keys_contains(blocked, 8, "A2"));
 
