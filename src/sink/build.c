@@ -26,12 +26,17 @@ void dw_sink_put_body_members(struct dw_buf *b, const struct row *r)
     bool first = r->body == NULL || r->body->len == 0;
     if (!first)
         (void)dw_buf_append(b, r->body->data, r->body->len);
+    if (r->rbinds) {
+        if (!first && r->rbinds[0])
+            (void)dw_buf_putc(b, ',');
+        (void)dw_buf_puts(b, r->rbinds);
+        return;
+    }
     const char *name;
     json_t *v;
-    size_t k = 0;
     json_object_foreach(r->refs, name, v)
     {
-        (void)dw_json_append_member(b, name, r->rbinds ? json_array_get(r->rbinds, k++) : v, first);
+        (void)dw_json_append_member(b, name, v, first);
         first = false;
     }
 }

@@ -56,12 +56,11 @@ static void entry_forget(struct dw_sink *s, struct guid_entry *g)
  * asks for it afresh. */
 size_t dw_sink_forget_cache(struct dw_sink *s, struct row *r)
 {
-    size_t i, n = 0;
-    json_t *id;
-    json_array_foreach(r->used, i, id)
-    {
+    size_t n = 0;
+    for (size_t at = 0; at < r->used_len; at += strlen(r->used + at) + 1) {
+        const char *id = r->used + at;
         struct guid_entry *g = NULL;
-        HASH_FIND_STR(s->guids, json_string_value(id), g);
+        HASH_FIND_STR(s->guids, id, g);
         if (g == NULL) {
             n++;
         } else if (g->state == ST_OK) {

@@ -102,11 +102,13 @@ struct row {
     json_t *refs;
     json_t *options; /* the write's options (write.h), or NULL; sent with the row */
     void *user;
-    json_t *rkey;           /* key with references replaced by GUIDs */
-    json_t *rbinds;         /* each of refs written out ("/<set>(<key>)"), in refs order;
-                             * NULL when it has none */
-    json_t *rbody;          /* the whole body to send when it is not body + rbinds (a POST) */
-    json_t *used;           /* ids of GUID cache entries this row relied on, or NULL */
+    json_t *rkey;  /* key with references replaced by GUIDs */
+    char *rbinds;  /* refs written out as body members, "<nav>@odata.bind":
+                    * "/<set>(<key>)", in refs order; NULL when it has none */
+    json_t *rbody; /* the whole body to send when it is not body + rbinds (a POST) */
+    char *used;    /* ids of GUID cache entries this row relied on, each ending in
+                    * NUL, used_len bytes in all; NULL when none */
+    size_t used_len;
     struct parents binds;   /* the parents bound by reference in refs */
     struct parents keyrefs; /* the parents named in the key */
     char *guid;             /* set when the row is addressed by id (unaddressable key) */

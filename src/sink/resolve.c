@@ -26,9 +26,10 @@ enum res dw_sink_ref_guid(struct dw_sink *s, struct row *r, const char *set, con
                           bool not_found_ok, char **guid)
 {
     struct guid_entry *g = dw_sink_guid_get(s, set, rkey);
-    if (r->used == NULL)
-        r->used = json_array();
-    json_array_append_new(r->used, json_string(g->id));
+    size_t idlen = strlen(g->id) + 1;
+    r->used = dw_realloc(r->used, r->used_len + idlen);
+    memcpy(r->used + r->used_len, g->id, idlen);
+    r->used_len += idlen;
     switch (g->state) {
     case ST_PENDING:
     case ST_INFLIGHT:
@@ -147,19 +148,21 @@ static enum res resolve_key(struct dw_sink *s, struct row *r, const json_t *key,
 }
 
 /*
- * Writes each of the row's refs out as "/<set>(<key>)", or "/<set>(<guid>)" when the
- * parent's key cannot be put in a URL (or a Content-ID inside an atomic group), into *out in
- * refs order: the write itself is never modified (sink.h), and what is sent is its body
- * followed by these (dw_sink_put_body_members()). *out is NULL for a row without refs.
+ * Writes each of the row's refs out as a body member "<nav>@odata.bind":"/<set>(<key>)", or
+ * "/<set>(<guid>)" when the parent's key cannot be put in a URL (or a Content-ID inside an
+ * atomic group), into *out in refs order: the write itself is never modified (sink.h), and
+ * what is sent is its body followed by these (dw_sink_put_body_members()). *out is NULL for
+ * a row without refs.
  */
-static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
+static enum res resolve_body(struct dw_sink *s, struct row *r, char **out)
 {
     const char *name;
     json_t *v;
     *out = NULL;
     if (json_object_size(r->refs) == 0)
         return RES_READY;
-    json_t *binds = json_array();
+    struct dw_buf binds;
+    dw_buf_init(&binds, 0);
     json_object_foreach(r->refs, name, v)
     {
         char *set = NULL;
@@ -184,18 +187,23 @@ static enum res resolve_body(struct dw_sink *s, struct row *r, json_t **out)
                     (void)dw_buf_printf(&b, "/%s(%s)", set, guid);
                 free(guid);
             }
-            if (res == RES_READY)
-                json_array_append_new(binds, json_stringn(dw_buf_str(&b), b.len));
+            if (res == RES_READY) {
+                if (binds.len)
+                    (void)dw_buf_putc(&binds, ',');
+                (void)dw_buf_put_json_string(&binds, name, strlen(name));
+                (void)dw_buf_putc(&binds, ':');
+                (void)dw_buf_put_json_string(&binds, dw_buf_str(&b), b.len);
+            }
             dw_buf_cleanup(&b);
         }
         free(set);
         json_decref(pkey);
         if (res != RES_READY) {
-            json_decref(binds);
+            dw_buf_cleanup(&binds);
             return res;
         }
     }
-    *out = binds;
+    *out = dw_buf_steal(&binds);
     return RES_READY;
 }
 
@@ -243,11 +251,13 @@ enum res dw_sink_resolve_row(struct dw_sink *s, struct row *r)
 {
     free(r->wait_id);
     r->wait_id = NULL;
-    json_decref(r->used);
+    free(r->used);
     r->used = NULL;
+    r->used_len = 0;
     dw_sink_parents_clear(&r->binds);
     dw_sink_parents_clear(&r->keyrefs);
-    json_t *rkey = NULL, *rbinds = NULL;
+    json_t *rkey = NULL;
+    char *rbinds = NULL;
     enum res res = resolve_key(s, r, r->key, 0, &rkey);
     if (res == RES_READY && r->body)
         res = resolve_body(s, r, &rbinds);
@@ -284,16 +294,17 @@ enum res dw_sink_resolve_row(struct dw_sink *s, struct row *r)
         }
     }
     json_decref(r->rkey);
-    json_decref(r->rbinds);
+    free(r->rbinds);
     json_decref(r->rbody);
     r->rkey = rkey;
     r->rbinds = rbinds;
     r->rbody = NULL;
-    rkey = rbinds = NULL;
+    rkey = NULL;
+    rbinds = NULL;
     if (r->post)
         res = post_body(s, r);
 out:
     json_decref(rkey);
-    json_decref(rbinds);
+    free(rbinds);
     return res;
 }

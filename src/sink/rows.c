@@ -80,9 +80,9 @@ void dw_sink_row_free(struct row *r)
     json_decref(r->refs);
     json_decref(r->options);
     json_decref(r->rkey);
-    json_decref(r->rbinds);
+    free(r->rbinds);
     json_decref(r->rbody);
-    json_decref(r->used);
+    free(r->used);
     dw_sink_parents_clear(&r->binds);
     dw_sink_parents_clear(&r->keyrefs);
     free(r->guid);
