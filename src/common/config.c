@@ -64,7 +64,7 @@ static const struct config_key keys[] = {
     INT("source", "reconnect_max_ms", source.reconnect_max_ms, "30000", 100, 3600000,
         "ceiling of the backoff between reconnect attempts"),
     INT("source", "snapshot_fetch_rows", source.snapshot_fetch_rows, "10000", 1, 1000000,
-        "rows fetched per round trip during an initial sync"),
+        "rows fetched per round trip during an initial sync (at most [apply] window_rows)"),
     STR("control", "conninfo", control.conninfo, "",
         "libpq conninfo of the database holding the dwasync schema (empty: the source database)"),
     STR("dataverse", "url", dataverse.url, "",

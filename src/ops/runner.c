@@ -918,8 +918,13 @@ static dw_rc copy_tend(struct runner *r)
     snprintf(tag, sizeof tag, "job %" PRId64 " pid %d start %" PRId64 " chunk %" PRIu64, r->job.id,
              (int)getpid(), r->started_ms, ++r->chunks_read);
     struct dw_snapshot_request req = {q->table, q->condition, q->last_key};
-    rc = dw_snapshot_chunk_read(cp->conn, &req, r->config.source.snapshot_fetch_rows, tag,
-                                &cp->chunk);
+    /* A chunk's rows wait in its result until the pipeline takes them: no more than a
+     * window's worth, so that a result is let go within about a window (a 10,000-row chunk
+     * of the sample's customers held 5 MB, under heaptrack, at bench_replay.sh's peak). */
+    int64_t rows = r->config.source.snapshot_fetch_rows < r->config.apply.window_rows
+                       ? r->config.source.snapshot_fetch_rows
+                       : r->config.apply.window_rows;
+    rc = dw_snapshot_chunk_read(cp->conn, &req, rows, tag, &cp->chunk);
     if (rc == DW_ERR_PG) {
         /* The source went away: the stream reconnects by itself, so does the copy. */
         cp->retry_at_ms = dw_clock_ms() + 1000;
