@@ -126,7 +126,7 @@ static bool write_has_references(const struct dw_write *w)
         if (json_is_object(value))
             return true;
     }
-    return json_object_size(w->refs) > 0;
+    return dw_refs_count(w->refs) > 0;
 }
 
 /* The sink never modifies a write's key, body or refs (sink.h), so a copy shares them. */
@@ -137,7 +137,7 @@ static void write_copy(struct dw_write *dst, const struct dw_write *src)
     dst->logical_name = dw_strdup(src->logical_name ? src->logical_name : "");
     dst->key = json_incref(src->key);
     dst->body = dw_text_ref(src->body);
-    dst->refs = json_incref(src->refs);
+    dst->refs = dw_refs_hold(src->refs);
     dst->options = json_incref(src->options);
 }
 

@@ -32,11 +32,8 @@ void dw_sink_put_body_members(struct dw_buf *b, const struct row *r)
         (void)dw_buf_puts(b, r->rbinds);
         return;
     }
-    const char *name;
-    json_t *v;
-    json_object_foreach(r->refs, name, v)
-    {
-        (void)dw_json_append_member(b, name, v, first);
+    for (size_t i = 0; i < dw_refs_count(r->refs); i++) {
+        (void)dw_json_append_member(b, r->refs->items[i].name, r->refs->items[i].ref, first);
         first = false;
     }
 }
@@ -46,7 +43,7 @@ static bool body_empty(const struct row *r)
 {
     if (r->rbody)
         return json_object_size(r->rbody) == 0;
-    return (r->body == NULL || r->body->len == 0) && json_object_size(r->refs) == 0;
+    return (r->body == NULL || r->body->len == 0) && dw_refs_count(r->refs) == 0;
 }
 
 char *dw_sink_body_text(const struct row *r)

@@ -99,7 +99,7 @@ struct row {
     char *entity_set, *logical_name;
     json_t *key;
     struct dw_text *body; /* the write's body and refs (write.h); NULL for a delete */
-    json_t *refs;
+    struct dw_refs *refs;
     json_t *options; /* the write's options (write.h), or NULL; sent with the row */
     void *user;
     json_t *rkey;  /* key with references replaced by GUIDs */

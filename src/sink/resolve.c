@@ -156,15 +156,14 @@ static enum res resolve_key(struct dw_sink *s, struct row *r, const json_t *key,
  */
 static enum res resolve_body(struct dw_sink *s, struct row *r, char **out)
 {
-    const char *name;
-    json_t *v;
     *out = NULL;
-    if (json_object_size(r->refs) == 0)
+    if (dw_refs_count(r->refs) == 0)
         return RES_READY;
     struct dw_buf binds;
     dw_buf_init(&binds, 0);
-    json_object_foreach(r->refs, name, v)
-    {
+    for (size_t i = 0; i < r->refs->n; i++) {
+        const char *name = r->refs->items[i].name;
+        const json_t *v = r->refs->items[i].ref;
         char *set = NULL;
         json_t *pkey = NULL;
         enum res res = resolve_ref(s, r, v, 0, &set, &pkey, NULL);

@@ -77,7 +77,7 @@ void dw_sink_row_free(struct row *r)
     free(r->logical_name);
     json_decref(r->key);
     dw_text_unref(r->body);
-    json_decref(r->refs);
+    dw_refs_drop(r->refs);
     json_decref(r->options);
     json_decref(r->rkey);
     free(r->rbinds);

@@ -140,19 +140,20 @@ void dw_sink_free(struct dw_sink *s)
 }
 
 /* Whether refs (NULL: none) holds only lookups bound by reference objects (write.h). */
-static bool refs_valid(const json_t *refs)
+static bool refs_valid(const struct dw_refs *refs)
 {
-    const char *name;
-    json_t *v;
-    if (refs == NULL)
-        return true;
-    if (!json_is_object(refs))
-        return false;
-    json_object_foreach((json_t *)refs, name, v)
-    {
-        if (!dw_write_is_bind_ref(name, v))
+    for (size_t i = 0; i < dw_refs_count(refs); i++)
+        if (!dw_write_is_bind_ref(refs->items[i].name, refs->items[i].ref))
             return false;
-    }
+    return true;
+}
+
+/* Whether the entity sets and key attributes refs names are identifiers. */
+static bool refs_names_ok(const struct dw_refs *refs)
+{
+    for (size_t i = 0; i < dw_refs_count(refs); i++)
+        if (!dw_dvkey_names_ok(refs->items[i].ref))
+            return false;
     return true;
 }
 
@@ -166,7 +167,7 @@ static bool write_valid(const struct dw_write *w, const char **why)
         *why = "logical name not an identifier";
     else if (!json_is_object(w->key) || json_object_size(w->key) == 0)
         *why = "key missing or not a non-empty object";
-    else if (!dw_dvkey_names_ok(w->key) || !dw_dvkey_names_ok(w->refs))
+    else if (!dw_dvkey_names_ok(w->key) || !refs_names_ok(w->refs))
         *why = "a key attribute or a referenced entity set is not an identifier";
     else if (w->op != DW_WRITE_DELETE && w->body == NULL)
         *why = "body missing or not an object";
@@ -198,7 +199,7 @@ dw_rc dw_sink_submit(struct dw_sink *s, struct dw_write *writes, void *const *wr
         r->options = w->options;
         if (w->op == DW_WRITE_DELETE) {
             dw_text_unref(w->body);
-            json_decref(w->refs);
+            dw_refs_drop(w->refs);
         } else {
             r->body = w->body;
             r->refs = w->refs;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dwasync/alloc.h"
 #include "dwasync/buf.h"
 #include "dwasync/dvkey.h"
 #include "dwasync/json.h"
@@ -21,10 +22,56 @@ bool dw_write_is_bind_ref(const char *name, const json_t *v)
     return n > 11 && strcmp(name + n - 11, "@odata.bind") == 0 && dw_dvkey_is_ref(v);
 }
 
+struct dw_refs *dw_refs_hold(struct dw_refs *refs)
+{
+    if (refs)
+        refs->holders++;
+    return refs;
+}
+
+void dw_refs_drop(struct dw_refs *refs)
+{
+    if (refs == NULL || --refs->holders > 0)
+        return;
+    for (size_t i = 0; i < refs->n; i++)
+        json_decref(refs->items[i].ref);
+    free(refs);
+}
+
+const json_t *dw_refs_get(const struct dw_refs *refs, const char *name)
+{
+    for (size_t i = 0; i < dw_refs_count(refs); i++)
+        if (strcmp(refs->items[i].name, name) == 0)
+            return refs->items[i].ref;
+    return NULL;
+}
+
+/* The refs of body's n members bound by reference objects, whose names take names bytes
+ * with their terminators. */
+static struct dw_refs *refs_of(json_t *body, size_t n, size_t names)
+{
+    struct dw_refs *refs = dw_malloc(sizeof *refs + n * sizeof refs->items[0] + names);
+    refs->holders = 1;
+    refs->n = 0;
+    char *at = (char *)&refs->items[n];
+    const char *name;
+    json_t *v;
+    json_object_foreach(body, name, v)
+    {
+        if (!dw_write_is_bind_ref(name, v))
+            continue;
+        size_t len = strlen(name) + 1;
+        memcpy(at, name, len);
+        refs->items[refs->n++] = (struct dw_ref){at, json_incref(v)};
+        at += len;
+    }
+    return refs;
+}
+
 void dw_write_set_body(struct dw_write *w, json_t *body)
 {
     dw_text_unref(w->body);
-    json_decref(w->refs);
+    dw_refs_drop(w->refs);
     w->body = NULL;
     w->refs = NULL;
     if (!json_is_object(body)) {
@@ -36,17 +83,18 @@ void dw_write_set_body(struct dw_write *w, json_t *body)
     struct dw_buf b;
     dw_buf_init(&b, 0);
     (void)dw_buf_reserve(&b, BODY_RESERVE);
+    size_t nrefs = 0, names = 0;
     json_object_foreach(body, name, v)
     {
         if (!dw_write_is_bind_ref(name, v)) {
             (void)dw_json_append_member(&b, name, v, b.len == 0);
             continue;
         }
-        if (w->refs == NULL)
-            w->refs = json_object();
-        json_object_set(w->refs, name, v);
+        nrefs++;
+        names += strlen(name) + 1;
     }
     w->body = dw_text_new(b.data, b.len);
+    w->refs = nrefs ? refs_of(body, nrefs, names) : NULL;
     dw_buf_cleanup(&b);
     json_decref(body);
 }
@@ -62,8 +110,8 @@ json_t *dw_write_body(const struct dw_write *w)
     (void)dw_buf_putc(&b, '}');
     json_t *body = json_loadb(b.data, b.len, JSON_ALLOW_NUL, NULL);
     dw_buf_cleanup(&b);
-    if (body && w->refs)
-        json_object_update(body, w->refs);
+    for (size_t i = 0; body && i < dw_refs_count(w->refs); i++)
+        json_object_set(body, w->refs->items[i].name, w->refs->items[i].ref);
     return body;
 }
 
@@ -112,7 +160,7 @@ void dw_write_cleanup(struct dw_write *w)
     free(w->logical_name);
     json_decref(w->key);
     dw_text_unref(w->body);
-    json_decref(w->refs);
+    dw_refs_drop(w->refs);
     json_decref(w->options);
     memset(w, 0, sizeof *w);
 }

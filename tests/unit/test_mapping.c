@@ -177,18 +177,20 @@ START_TEST(bodies_are_kept_as_text_with_references_apart)
                                     "\"msdyn_creditlimitismandatory\":true,"
                                     "\"msdyn_onholdstatus\":806380002,\"customertypecode\":3,"
                                     "\"msdyn_billingaccount@odata.bind\":null");
-    ck_assert_uint_eq(json_object_size(w->refs), 1);
+    ck_assert_uint_eq(dw_refs_count(w->refs), 1);
     ck_assert(dw_write_is_bind_ref("msdyn_customergroupid@odata.bind",
-                                   json_object_get(w->refs, "msdyn_customergroupid@odata.bind")));
+                                   dw_refs_get(w->refs, "msdyn_customergroupid@odata.bind")));
     json_t *whole = dw_write_body(w);
     ck_assert_uint_eq(json_object_size(whole), 7);
     ck_assert(json_equal(json_object_get(whole, "msdyn_customergroupid@odata.bind"),
-                         json_object_get(w->refs, "msdyn_customergroupid@odata.bind")));
+                         dw_refs_get(w->refs, "msdyn_customergroupid@odata.bind")));
     /* Set again from the whole object, it is the same body, the object left as it was. */
     struct dw_write again = {0};
     dw_write_set_body(&again, json_incref(whole));
     ck_assert_str_eq(again.body->data, w->body->data);
-    ck_assert(json_equal(again.refs, w->refs));
+    ck_assert_uint_eq(dw_refs_count(again.refs), 1);
+    ck_assert(json_equal(dw_refs_get(again.refs, "msdyn_customergroupid@odata.bind"),
+                         dw_refs_get(w->refs, "msdyn_customergroupid@odata.bind")));
     ck_assert_uint_eq(json_object_size(whole), 7);
     json_decref(whole);
     /* Not an object: no body, which the sink refuses for an upsert. */
@@ -202,7 +204,22 @@ START_TEST(bodies_are_kept_as_text_with_references_apart)
     json_t *back = dw_write_body(&again);
     ck_assert_uint_eq(json_string_length(json_object_get(back, "description")), 3);
     json_decref(back);
+    /* Two references, in body order, held by a write and the copy kept to send it again. */
+    dw_write_set_body(&again, json_pack("{s:{s:s,s:{s:s}},s:n,s:i,s:{s:s,s:{s:i}}}", "b@odata.bind",
+                                        "$ref", "accounts", "key", "k", "1", "c@odata.bind", "n", 2,
+                                        "a@odata.bind", "$ref", "contacts", "key", "k", 3));
+    ck_assert_str_eq(again.body->data, "\"c@odata.bind\":null,\"n\":2");
+    ck_assert_uint_eq(dw_refs_count(again.refs), 2);
+    ck_assert_str_eq(again.refs->items[0].name, "b@odata.bind");
+    ck_assert_str_eq(again.refs->items[1].name, "a@odata.bind");
+    ck_assert_ptr_eq(dw_refs_get(again.refs, "a@odata.bind"), again.refs->items[1].ref);
+    ck_assert_ptr_null(dw_refs_get(again.refs, "c@odata.bind"));
+    struct dw_refs *copy = dw_refs_hold(again.refs);
+    ck_assert_uint_eq(copy->holders, 2);
     dw_write_cleanup(&again);
+    ck_assert_uint_eq(copy->holders, 1);
+    ck_assert_str_eq(json_string_value(json_object_get(copy->items[1].ref, "$ref")), "contacts");
+    dw_refs_drop(copy);
     dw_mapped_vec_cleanup(&v);
     dw_job_maps_free(maps);
 }
@@ -294,12 +311,12 @@ START_TEST(repeated_references_are_shared_and_stay_exact)
                         " \"%s\", \"_msdyn_company_value\": {\"$ref\": \"cdm_companies\","
                         " \"key\": {\"cdm_companycode\": \"%s\"}}}}",
                         groups[i % 4], companies[i % 2]);
-        assert_json(json_object_get(m->write.refs, "msdyn_customergroupid@odata.bind"), group);
+        assert_json(dw_refs_get(m->write.refs, "msdyn_customergroupid@odata.bind"), group);
         char *billing = dw_asprintf("{\"$ref\": \"accounts\", \"key\": {\"accountnumber\": \"I%d\","
                                     " \"_msdyn_company_value\": {\"$ref\": \"cdm_companies\","
                                     " \"key\": {\"cdm_companycode\": \"%s\"}}}}",
                                     i, companies[i % 2]);
-        assert_json(json_object_get(m->write.refs, "msdyn_billingaccount@odata.bind"), billing);
+        assert_json(dw_refs_get(m->write.refs, "msdyn_billingaccount@odata.bind"), billing);
         free(key);
         free(group);
         free(billing);
@@ -308,13 +325,11 @@ START_TEST(repeated_references_are_shared_and_stay_exact)
      * (a parent named once may push one out of the memo now and then), not 3000 copies. */
     size_t groups_seen = 0, companies_seen = 0;
     for (int i = 0; i < ROWS; i++) {
-        const json_t *g =
-            json_object_get(v.items[i].write.refs, "msdyn_customergroupid@odata.bind");
+        const json_t *g = dw_refs_get(v.items[i].write.refs, "msdyn_customergroupid@odata.bind");
         const json_t *c = json_object_get(v.items[i].write.key, "_msdyn_company_value");
         bool g_seen = false, c_seen = false;
         for (int k = 0; k < i && !(g_seen && c_seen); k++) {
-            g_seen |=
-                json_object_get(v.items[k].write.refs, "msdyn_customergroupid@odata.bind") == g;
+            g_seen |= dw_refs_get(v.items[k].write.refs, "msdyn_customergroupid@odata.bind") == g;
             c_seen |= json_object_get(v.items[k].write.key, "_msdyn_company_value") == c;
         }
         groups_seen += !g_seen;
@@ -322,9 +337,9 @@ START_TEST(repeated_references_are_shared_and_stay_exact)
     }
     ck_assert_msg(groups_seen < ROWS / 10, "%zu distinct group references", groups_seen);
     ck_assert_msg(companies_seen < ROWS / 10, "%zu distinct company references", companies_seen);
-    const json_t *a = v.items[0].write.refs, *b = v.items[4].write.refs;
-    ck_assert_ptr_ne(json_object_get(a, "msdyn_billingaccount@odata.bind"),
-                     json_object_get(b, "msdyn_billingaccount@odata.bind"));
+    const struct dw_refs *a = v.items[0].write.refs, *b = v.items[4].write.refs;
+    ck_assert_ptr_ne(dw_refs_get(a, "msdyn_billingaccount@odata.bind"),
+                     dw_refs_get(b, "msdyn_billingaccount@odata.bind"));
     dw_mapped_vec_cleanup(&v);
     dw_job_maps_free(maps);
 }
@@ -354,13 +369,13 @@ START_TEST(remembered_references_tell_apart_values_with_any_bytes)
     map_rows(maps, DW_CHANGE_INSERT, "p", "{\"id\": \"4\", \"a\": \"x\", \"b\": \"7\"}", NULL, NULL,
              &v);
     ck_assert_uint_eq(v.len, 4);
-    assert_json(json_object_get(v.items[0].write.refs, "parent@odata.bind"),
+    assert_json(dw_refs_get(v.items[0].write.refs, "parent@odata.bind"),
                 "{\"$ref\": \"accounts\", \"key\": {\"a\": \"x\\u001fs\", \"b\": \"y\"}}");
-    assert_json(json_object_get(v.items[1].write.refs, "parent@odata.bind"),
+    assert_json(dw_refs_get(v.items[1].write.refs, "parent@odata.bind"),
                 "{\"$ref\": \"accounts\", \"key\": {\"a\": \"x\", \"b\": \"s\\u001fy\"}}");
-    assert_json(json_object_get(v.items[2].write.refs, "parent@odata.bind"),
+    assert_json(dw_refs_get(v.items[2].write.refs, "parent@odata.bind"),
                 "{\"$ref\": \"accounts\", \"key\": {\"a\": \"x\", \"b\": 7}}");
-    assert_json(json_object_get(v.items[3].write.refs, "parent@odata.bind"),
+    assert_json(dw_refs_get(v.items[3].write.refs, "parent@odata.bind"),
                 "{\"$ref\": \"accounts\", \"key\": {\"a\": \"x\", \"b\": \"7\"}}");
     dw_mapped_vec_cleanup(&v);
     dw_job_maps_free(maps);

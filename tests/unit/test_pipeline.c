@@ -296,7 +296,7 @@ static void write_target(const struct dw_write *w, enum table *t, int *id)
 /* The parent a child's write binds, or -1. */
 static int write_parent(const struct dw_write *w)
 {
-    const json_t *ref = json_object_get(w->refs, "parentcustomerid@odata.bind");
+    const json_t *ref = dw_refs_get(w->refs, "parentcustomerid@odata.bind");
     const char *text =
         json_string_value(json_object_get(json_object_get(ref, "key"), "accountnumber"));
     return text ? (int)strtol(text + 1, NULL, 10) : -1;
