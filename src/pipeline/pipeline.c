@@ -1025,6 +1025,7 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         p->stats.last_commit_time_us = upto_time;
         p->held_lsn = deferred ? held : DW_LSN_INVALID;
         p->held_time_us = deferred ? held_time : 0;
+        dw_window_sizing_outcome(&p->sizing, applied, nerr);
         p->stats.windows++;
         p->stats.last_window_rows = w->len;
         p->stats.last_window_bytes = w->bytes;

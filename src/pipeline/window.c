@@ -632,9 +632,16 @@ void dw_window_sizing_init(struct dw_window_sizing *s, int64_t base_rows, int64_
                                    .rows = base_rows};
 }
 
+void dw_window_sizing_outcome(struct dw_window_sizing *s, size_t applied, size_t failed)
+{
+    s->failing = failed > applied;
+    if (s->failing)
+        s->rows = s->base_rows;
+}
+
 int64_t dw_window_sizing_learn(struct dw_window_sizing *s, const struct dw_plan *p, bool behind)
 {
-    if (!behind) {
+    if (!behind || s->failing) {
         s->rows = s->base_rows;
         return s->rows;
     }

@@ -439,6 +439,19 @@ START_TEST(windows_grow_under_a_backlog_until_requests_are_full)
     ck_assert_int_eq(sizes[5], 6000 * 2);
     ck_assert(fill >= 0.9);
 
+    /* A window whose rows mostly failed: back to window_rows, and no growth while that
+     * lasts; one that mostly applied lets them grow again. */
+    dw_window_sizing_outcome(&sizing, 10, 11);
+    ck_assert_int_eq(sizing.rows, 6000);
+    plan_mix(&w, sizing.rows, &next, &plan);
+    ck_assert_int_eq(dw_window_sizing_learn(&sizing, &plan, true), 6000);
+    dw_plan_cleanup(&plan);
+    dw_window_sizing_outcome(&sizing, 11, 10);
+    ck_assert_int_eq(sizing.rows, 6000);
+    plan_mix(&w, sizing.rows, &next, &plan);
+    ck_assert_int_eq(dw_window_sizing_learn(&sizing, &plan, true), 6000 * 2);
+    dw_plan_cleanup(&plan);
+
     /* Caught up: back to window_rows at once. */
     plan_mix(&w, 10, &next, &plan);
     ck_assert_int_eq(dw_window_sizing_learn(&sizing, &plan, false), 6000);
