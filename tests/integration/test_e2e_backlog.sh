@@ -10,13 +10,14 @@
 #     average, counted in dvemu's write requests and rows written.
 #  3. The same backlog again with [apply] window_growth = 1: windows stay at window_rows, and
 #     the requests are less full (the knob takes effect).
-# Each ends with Dataverse equal to the source (the oracle).
+# Each ends with Dataverse equal to the source (the oracle). Before them, the initial sync
+# reads its chunks no larger than a window (window_rows), whatever snapshot_fetch_rows says.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 BATCH=100 CUSTOMERS=4000
 
 # Each row costs Dataverse 1 ms (as a real environment's do), so the apply, not the stream,
 # is what the backlog waits for: the reader is ahead, as with a real backlog.
-e2e_setup --cost-row-ms 1 --cost-bulk-row-ms 1 >/dev/null
+DW_E2E_LOG_LEVEL=debug e2e_setup --cost-row-ms 1 --cost-bulk-row-ms 1 >/dev/null
 # Only events close windows here: nothing the test waits for may come from window_ms.
 sed -i "s/^window_ms = 50\$/window_ms = 600000\nwindow_rows = 750/" "$DW_E2E_CONF"
 sed -i "s/^\[dataverse\]\$/&\nbatch_size = $BATCH/" "$DW_E2E_CONF"
@@ -26,6 +27,9 @@ show_log_on_failure "$DW_E2E_DIR/daemon.log"
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 e2e_start_daemon
 e2e_wait_synced 300 || die "the sample was not applied"
+chunks=$(sed -n 's/.*a chunk of \([0-9]*\) row(s).*/\1/p' "$DW_E2E_DIR/daemon.log" | sort -n)
+check_eq "the initial sync read chunks of at most window_rows (750), not snapshot_fetch_rows" \
+    "yes 750" "$([ "$(echo "$chunks" | wc -l)" -gt 10 ] && echo yes) $(echo "$chunks" | tail -1)"
 
 # --- 1. caught up: one change, its window closed by its commit ------------------------------
 lsn=$(e2e_commit_lsn "UPDATE fno.customersv3 SET primarycontactemail = 'one@example.com'
