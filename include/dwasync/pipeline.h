@@ -141,7 +141,6 @@ struct dw_pipeline_options {
     int64_t batch_size;    /* rows per bulk request; windows grow under a backlog to fill them
                             * (window.h); 0: they never grow */
     int64_t window_growth; /* the most they grow, in window_rows; 0: DW_WINDOW_GROWTH_DEFAULT */
-    const struct dw_values_options *values; /* how source values become JSON (borrowed) */
     /* Monotonic milliseconds for windows and retries; NULL: dw_clock_ms (tests set theirs). */
     int64_t (*clock_ms)(void);
     const struct dw_pipeline_observer *observer; /* NULL: none (borrowed) */
@@ -178,16 +177,17 @@ void dw_pipeline_free(struct dw_pipeline *p);
 /* Stream events. Errors are fatal for the stream (DW_ERR_PROTOCOL on an event out of order). */
 dw_rc dw_pipeline_begin(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn,
                         int64_t commit_time_us);
-dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c);
+/* A change, typed by the source stage (values.h); the pipeline borrows it for the call. */
+dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_typed_change *c);
 /* A change while a copy runs: an update that changes nothing mapped is sent all the same
  * (dw_pipeline_change() applies it without a request), since the row it writes may not be
  * in Dataverse: the copy left it to the stream (a chunk drops the rows the stream changes
  * while it is read), or a resync is repairing it. */
-dw_rc dw_pipeline_change_sent(struct dw_pipeline *p, const struct dw_change *c);
+dw_rc dw_pipeline_change_sent(struct dw_pipeline *p, const struct dw_typed_change *c);
 /* A change to a row a copy has not reached yet: only the deletes it implies are taken (the
  * row deleted, moved out of a filter, or its old key). The copy writes the row as it is when
  * read, but never sees a row that is gone, and Dataverse may hold it from an earlier sync. */
-dw_rc dw_pipeline_change_removals(struct dw_pipeline *p, const struct dw_change *c);
+dw_rc dw_pipeline_change_removals(struct dw_pipeline *p, const struct dw_typed_change *c);
 dw_rc dw_pipeline_commit(struct dw_pipeline *p, dw_lsn commit_lsn, dw_lsn end_lsn,
                          int64_t commit_time_us);
 /* The stream reconnected: drop what was received but not yet planned. */

@@ -124,6 +124,27 @@ dw_rc dw_change_row_json_lenient(const struct dw_change *c, const struct dw_valu
 void dw_row_json_cleanup(struct dw_row_json *r);
 
 /*
+ * A change as the source stage hands it to the apply pipeline (pipeline.h): the change as
+ * decoded, and its images typed by dw_change_type(). The pipeline maps the typed rows and
+ * keeps their text for error rows; it never types a value itself.
+ */
+struct dw_typed_change {
+    const struct dw_change *change; /* borrowed */
+    /* dw_change_row_json_lenient()'s answer: rc DW_OK with row set and problem naming a
+     * value that could not be converted (NULL when all were); otherwise no row, problem
+     * saying why. A TRUNCATE has no row, rc DW_OK. */
+    dw_rc rc;
+    struct dw_row_json row;
+    char *problem;
+};
+
+/* Types a change's images (row and problem owned by out; see dw_typed_change_cleanup()). */
+void dw_change_type(const struct dw_change *c, const struct dw_values_options *opts,
+                    struct dw_typed_change *out);
+
+void dw_typed_change_cleanup(struct dw_typed_change *t);
+
+/*
  * Appends the `dwasync decode` line(s) for a change: one JSON object per change
  * ({"lsn","xid","commit_time","op","schema","table","key","new","old","unchanged"}), and for
  * a TRUNCATE one object per truncated table. Values that cannot be converted are written as

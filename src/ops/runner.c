@@ -279,14 +279,22 @@ static dw_rc on_begin(void *user, const struct dw_txn *t)
     return dw_pipeline_begin(r->pipeline, t->xid, t->commit_lsn, t->commit_time_us);
 }
 
+/* A change from the stream, typed by the source stage and handed to the pipeline. */
 static dw_rc on_change(void *user, const struct dw_change *c)
 {
     struct runner *r = user;
-    if (copy_skips(r, c))
-        return dw_pipeline_change_removals(r->pipeline, c);
-    dw_snapshot_chunk_observe(r->copy.chunk, c);
-    return r->copy.active ? dw_pipeline_change_sent(r->pipeline, c)
-                          : dw_pipeline_change(r->pipeline, c);
+    struct dw_typed_change typed;
+    dw_change_type(c, &r->values, &typed);
+    dw_rc rc;
+    if (copy_skips(r, c)) {
+        rc = dw_pipeline_change_removals(r->pipeline, &typed);
+    } else {
+        dw_snapshot_chunk_observe(r->copy.chunk, c);
+        rc = r->copy.active ? dw_pipeline_change_sent(r->pipeline, &typed)
+                            : dw_pipeline_change(r->pipeline, &typed);
+    }
+    dw_typed_change_cleanup(&typed);
+    return rc;
 }
 
 static dw_rc on_commit(void *user, const struct dw_txn *t)
@@ -534,7 +542,10 @@ static bool pipeline_accepting(struct runner *r)
 static dw_rc on_snapshot_change(void *user, const struct dw_change *c)
 {
     struct runner *r = user;
-    dw_rc rc = dw_pipeline_change(r->pipeline, c);
+    struct dw_typed_change typed;
+    dw_change_type(c, &r->values, &typed);
+    dw_rc rc = dw_pipeline_change(r->pipeline, &typed);
+    dw_typed_change_cleanup(&typed);
     if (++r->snapshot_rows % 1000 == 0)
         dw_progress_update(&r->progress, r->snapshot_rows, (uint64_t)dw_clock_ms());
     if (rc == DW_OK && !dw_pipeline_accepting(r->pipeline))
@@ -1056,7 +1067,6 @@ static dw_rc start_job(struct runner *r)
         .window_ms = r->config.apply.window_ms,
         .missing_parent_retries = r->config.apply.missing_parent_retries,
         .batch_size = r->config.dataverse.batch_size,
-        .values = &r->values,
         .observer = &r->observer,
     };
     dw_seams_sink_writer(r->sink, &r->writer);

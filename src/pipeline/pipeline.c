@@ -416,8 +416,9 @@ static void keep_removals(struct dw_mapped_vec *v)
 /* How a change is taken: whole, whole with every write sent, or only its deletes. */
 enum take { TAKE_ALL, TAKE_SENT, TAKE_REMOVALS };
 
-static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum take how)
+static dw_rc take_change(struct dw_pipeline *p, const struct dw_typed_change *typed, enum take how)
 {
+    const struct dw_change *c = typed->change;
     if (!p->in_txn) {
         DW_ERROR("a change arrived outside a transaction");
         return DW_ERR_PROTOCOL;
@@ -440,20 +441,17 @@ static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum 
     /* A value that cannot be converted (or is over max_value_bytes) does not stop the row
      * from being mapped: its map, key and target are known, so it is parked as an open
      * error that blocks exactly its key, and a replay after a fix of the map or data works. */
-    struct dw_row_json row = {0};
-    char *problem = NULL;
-    dw_rc rc = dw_change_row_json_lenient(c, p->opts.values, &row, &problem);
-    if (how == TAKE_REMOVALS && (rc != DW_OK || problem)) {
-        dw_row_json_cleanup(&row);
-        free(problem);
+    const struct dw_row_json row = typed->row;
+    const char *problem = typed->problem;
+    if (how == TAKE_REMOVALS && (typed->rc != DW_OK || problem)) {
         p->stats.changes_ignored++;
         return DW_OK;
     }
-    if (rc != DW_OK) {
+    if (typed->rc != DW_OK) {
         push_unmapped_error(p, c, reader,
                             c->new_tuple.ncols ? raw_tuple_json(rel, &c->new_tuple) : NULL,
                             c->old_tuple.ncols ? raw_tuple_json(rel, &c->old_tuple) : NULL,
-                            problem ? problem : dw_strdup(dw_rc_str(rc)));
+                            dw_strdup(problem ? problem : dw_rc_str(typed->rc)));
         return DW_OK;
     }
     if (problem) {
@@ -475,12 +473,9 @@ static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum 
         .unchanged = row.unchanged,
     };
     dw_mapped_vec_reset(&p->mapped);
-    rc = dw_mapping_map_row(p->maps, &src, &p->mapped);
-    if (rc != DW_OK) {
-        dw_row_json_cleanup(&row);
-        free(problem);
+    dw_rc rc = dw_mapping_map_row(p->maps, &src, &p->mapped);
+    if (rc != DW_OK)
         return rc;
-    }
     if (how == TAKE_REMOVALS)
         keep_removals(&p->mapped);
     for (size_t i = 0; how == TAKE_SENT && i < p->mapped.len; i++)
@@ -493,7 +488,6 @@ static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum 
         m->error_class = DW_ERRCLASS_MAPPING;
         m->error = dw_strdup(problem);
     }
-    free(problem);
     if (p->mapped.len == 0)
         p->stats.changes_ignored++;
 
@@ -533,23 +527,22 @@ static dw_rc take_change(struct dw_pipeline *p, const struct dw_change *c, enum 
         it->unchanged = unchanged_text ? dw_strdup(unchanged_text) : NULL;
     }
     free(unchanged_text);
-    dw_row_json_cleanup(&row);
     return DW_OK;
 }
 
-dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_change *c)
+dw_rc dw_pipeline_change(struct dw_pipeline *p, const struct dw_typed_change *c)
 {
     return take_change(p, c, TAKE_ALL);
 }
 
-dw_rc dw_pipeline_change_sent(struct dw_pipeline *p, const struct dw_change *c)
+dw_rc dw_pipeline_change_sent(struct dw_pipeline *p, const struct dw_typed_change *c)
 {
     return take_change(p, c, TAKE_SENT);
 }
 
-dw_rc dw_pipeline_change_removals(struct dw_pipeline *p, const struct dw_change *c)
+dw_rc dw_pipeline_change_removals(struct dw_pipeline *p, const struct dw_typed_change *c)
 {
-    return take_change(p, c, c->op == DW_CHANGE_TRUNCATE ? TAKE_ALL : TAKE_REMOVALS);
+    return take_change(p, c, c->change->op == DW_CHANGE_TRUNCATE ? TAKE_ALL : TAKE_REMOVALS);
 }
 
 dw_rc dw_pipeline_commit(struct dw_pipeline *p, dw_lsn commit_lsn, dw_lsn end_lsn,

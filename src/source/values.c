@@ -1316,6 +1316,21 @@ dw_rc dw_change_row_json(const struct dw_change *c, const struct dw_values_optio
     return row_json(c, opts, out, error, NULL);
 }
 
+void dw_change_type(const struct dw_change *c, const struct dw_values_options *opts,
+                    struct dw_typed_change *out)
+{
+    *out = (struct dw_typed_change){.change = c};
+    if (c->op != DW_CHANGE_TRUNCATE)
+        out->rc = dw_change_row_json_lenient(c, opts, &out->row, &out->problem);
+}
+
+void dw_typed_change_cleanup(struct dw_typed_change *t)
+{
+    dw_row_json_cleanup(&t->row);
+    free(t->problem);
+    t->problem = NULL;
+}
+
 dw_rc dw_change_row_json_lenient(const struct dw_change *c, const struct dw_values_options *opts,
                                  struct dw_row_json *out, char **problem)
 {

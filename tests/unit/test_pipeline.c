@@ -218,7 +218,19 @@ static void fill_tuple(struct tuple_text *tt, const struct change_rec *c, bool k
         tt->cols[i] = (struct dw_datum){DW_DATUM_NULL, NULL, 0};
 }
 
-typedef dw_rc take_fn(struct dw_pipeline *p, const struct dw_change *c);
+typedef dw_rc take_fn(struct dw_pipeline *p, const struct dw_typed_change *c);
+
+/* Hands a change to the pipeline through take, typed as the source stage types it. */
+static dw_rc take_typed(take_fn *take, struct dw_pipeline *p, const struct dw_change *ch)
+{
+    struct dw_values_options values;
+    ck_assert_int_eq(dw_values_options_init(&values, "UTC"), DW_OK);
+    struct dw_typed_change typed;
+    dw_change_type(ch, &values, &typed);
+    dw_rc rc = take(p, &typed);
+    dw_typed_change_cleanup(&typed);
+    return rc;
+}
 
 /* Hands a change to the pipeline through take (dw_pipeline_change, or _removals). */
 static void deliver_change_to(struct dw_pipeline *p, const struct change_rec *c, uint32_t xid,
@@ -243,7 +255,7 @@ static void deliver_change_to(struct dw_pipeline *p, const struct change_rec *c,
     } else {
         ch.new_tuple = tuple;
     }
-    ck_assert_int_eq(take(p, &ch), DW_OK);
+    ck_assert_int_eq(take_typed(take, p, &ch), DW_OK);
 }
 
 static void deliver_change(struct dw_pipeline *p, const struct change_rec *c, uint32_t xid)
@@ -670,7 +682,6 @@ struct world {
     struct fake_writer writer;
     struct fake_store store;
     struct dw_job_maps *maps;
-    struct dw_values_options values;
     struct dw_pipeline_options opts;
     struct dw_pipeline *p;
     size_t next_txn; /* the next transaction the stream delivers */
@@ -707,7 +718,6 @@ static void world_init(struct world *w, uint32_t seed, int64_t window_rows)
     fake_writer_init(&w->writer, &w->dv);
     fake_store_init(&w->store);
     w->maps = load_maps();
-    ck_assert_int_eq(dw_values_options_init(&w->values, "UTC"), DW_OK);
     w->opts = (struct dw_pipeline_options){
         .job_id = 7,
         .job_name = "t",
@@ -715,7 +725,6 @@ static void world_init(struct world *w, uint32_t seed, int64_t window_rows)
         .window_bytes = 1 << 20,
         .window_ms = 100,
         .missing_parent_retries = 2,
-        .values = &w->values,
         .clock_ms = fake_clock,
     };
     world_start_pipeline(w);
@@ -1308,7 +1317,7 @@ static void deliver_noop_update(struct world *w, int id, take_fn *take)
                            .old_tuple = tuple,
                            .old_kind = 'O'};
     ck_assert_int_eq(dw_pipeline_begin(w->p, 900, x->commit_lsn, 1700000000000000), DW_OK);
-    ck_assert_int_eq(take(w->p, &ch), DW_OK);
+    ck_assert_int_eq(take_typed(take, w->p, &ch), DW_OK);
     ck_assert_int_eq(dw_pipeline_commit(w->p, x->commit_lsn, x->end_lsn, 1700000000000000), DW_OK);
     w->next_txn = w->src.ntxns;
 }
