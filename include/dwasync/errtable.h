@@ -83,7 +83,8 @@ struct dw_errrow {
     bool waiting;                    /* the pipeline parked it behind a blocked key */
 };
 
-/* The set of blocked keys of one job (a hash set of (map id, key text)). */
+/* The set of blocked keys of one job: (map id, key text) pairs, kept as 128-bit digests
+ * (errtable.c), so a key costs 32 bytes whatever its text. */
 struct dw_blocked_keys;
 
 struct dw_blocked_keys *dw_blocked_keys_new(void);

@@ -1,7 +1,7 @@
 /*
  * The control-database side of the error table (see errtable.h): the in-memory set of blocked
- * keys (uthash), inserting error rows through dwasync.insert_errors() (redacted first),
- * claiming and resolving rows for replay, the alert rule, purging, and the LISTEN/NOTIFY of
+ * keys (their digests), inserting error rows through dwasync.insert_errors() (redacted
+ * first), claiming and resolving rows for replay, the alert rule, purging, and the LISTEN/NOTIFY of
  * replay requests. The replay engine that drives the claims lives in replay.c.
  */
 #include "dwasync/errtable.h"
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <uthash.h>
+#include <openssl/sha.h>
 
 #include "dwasync/alloc.h"
 #include "dwasync/buf.h"
@@ -41,19 +41,54 @@ static char *col_strdup(const PGresult *res, int row, int col)
 
 /* --- blocked keys --------------------------------------------------------------------- */
 
-struct blocked_entry {
-    UT_hash_handle hh;
-    char key[]; /* "<map id>:<key text>" */
+/*
+ * An open-addressing set (linear probing) of 128-bit digests of "<map id>:<key text>", the
+ * first 16 bytes of its SHA-256: 16 bytes a key, at most half full, where a hash of the texts
+ * took about 180 (a key names its parents, so its text runs to a hundred bytes) and a job
+ * may park hundreds of thousands of keys in an outage (README invariant 5). Two keys share a
+ * digest with a chance far below that of a memory error. A digest is never all zeros (its
+ * lowest bit is set), so zeros mark a free slot.
+ */
+struct digest {
+    uint64_t h[2];
 };
 
 struct dw_blocked_keys {
-    struct blocked_entry *head;
+    struct digest *slots;
+    size_t cap; /* 0, or a power of two */
+    size_t count;
 };
 
 /* The map id is a prefix ending in ':' so (1, "2:x") and (12, "x") cannot collide. */
-static char *blocked_key(int64_t map_id, const char *key_text)
+static struct digest blocked_digest(int64_t map_id, const char *key_text)
 {
-    return dw_asprintf("%" PRId64 ":%s", map_id, key_text);
+    char stack[256];
+    size_t len = strlen(key_text);
+    char *text = len + 24 <= sizeof stack ? stack : dw_malloc(len + 24);
+    int n = snprintf(text, 24, "%" PRId64 ":", map_id);
+    memcpy(text + n, key_text, len);
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)text, (size_t)n + len, md);
+    if (text != stack)
+        free(text);
+    struct digest d;
+    memcpy(d.h, md, sizeof d.h);
+    d.h[0] |= 1;
+    return d;
+}
+
+static bool digest_free(const struct digest *d)
+{
+    return d->h[0] == 0;
+}
+
+/* The slot holding d, or the free slot where it would go; the set has a free slot. */
+static size_t blocked_slot(const struct dw_blocked_keys *set, const struct digest *d)
+{
+    size_t mask = set->cap - 1, i = (size_t)d->h[1] & mask;
+    while (!digest_free(&set->slots[i]) && memcmp(&set->slots[i], d, sizeof *d) != 0)
+        i = (i + 1) & mask;
+    return i;
 }
 
 struct dw_blocked_keys *dw_blocked_keys_new(void)
@@ -63,12 +98,9 @@ struct dw_blocked_keys *dw_blocked_keys_new(void)
 
 static void blocked_clear(struct dw_blocked_keys *set)
 {
-    struct blocked_entry *e, *tmp;
-    HASH_ITER(hh, set->head, e, tmp)
-    {
-        HASH_DEL(set->head, e);
-        free(e);
-    }
+    free(set->slots);
+    set->slots = NULL;
+    set->cap = set->count = 0;
 }
 
 void dw_blocked_keys_free(struct dw_blocked_keys *set)
@@ -79,50 +111,66 @@ void dw_blocked_keys_free(struct dw_blocked_keys *set)
     free(set);
 }
 
-static struct blocked_entry *blocked_find(const struct dw_blocked_keys *set, const char *k)
-{
-    struct blocked_entry *e = NULL;
-    HASH_FIND_STR(set->head, k, e);
-    return e;
-}
-
 bool dw_blocked_keys_contains(const struct dw_blocked_keys *set, int64_t map_id,
                               const char *key_text)
 {
-    if (set->head == NULL)
+    if (set->count == 0)
         return false; /* the common case, asked for every change of every window */
-    char *k = blocked_key(map_id, key_text);
-    bool found = blocked_find(set, k) != NULL;
-    free(k);
-    return found;
+    struct digest d = blocked_digest(map_id, key_text);
+    return !digest_free(&set->slots[blocked_slot(set, &d)]);
+}
+
+/* Doubles the table (64 slots at first), placing every digest again. */
+static void blocked_grow(struct dw_blocked_keys *set)
+{
+    struct dw_blocked_keys bigger = {
+        .slots = dw_calloc(set->cap ? set->cap * 2 : 64, sizeof *set->slots),
+        .cap = set->cap ? set->cap * 2 : 64,
+        .count = set->count,
+    };
+    for (size_t i = 0; i < set->cap; i++)
+        if (!digest_free(&set->slots[i]))
+            bigger.slots[blocked_slot(&bigger, &set->slots[i])] = set->slots[i];
+    free(set->slots);
+    *set = bigger;
 }
 
 void dw_blocked_keys_add(struct dw_blocked_keys *set, int64_t map_id, const char *key_text)
 {
-    char *k = blocked_key(map_id, key_text);
-    if (blocked_find(set, k) == NULL) {
-        size_t len = strlen(k);
-        struct blocked_entry *e = dw_calloc(1, sizeof *e + len + 1);
-        memcpy(e->key, k, len + 1);
-        HASH_ADD_KEYPTR(hh, set->head, e->key, len, e);
+    if ((set->count + 1) * 2 > set->cap)
+        blocked_grow(set);
+    struct digest d = blocked_digest(map_id, key_text);
+    size_t i = blocked_slot(set, &d);
+    if (digest_free(&set->slots[i])) {
+        set->slots[i] = d;
+        set->count++;
     }
-    free(k);
 }
 
 void dw_blocked_keys_remove(struct dw_blocked_keys *set, int64_t map_id, const char *key_text)
 {
-    char *k = blocked_key(map_id, key_text);
-    struct blocked_entry *e = blocked_find(set, k);
-    if (e != NULL) {
-        HASH_DEL(set->head, e);
-        free(e);
+    if (set->count == 0)
+        return;
+    struct digest d = blocked_digest(map_id, key_text);
+    size_t mask = set->cap - 1, i = blocked_slot(set, &d);
+    if (digest_free(&set->slots[i]))
+        return;
+    /* Backward-shift deletion: each later digest of the run whose home slot is not between
+     * the hole and it moves into the hole, so no lookup meets a free slot too early. */
+    for (size_t j = (i + 1) & mask; !digest_free(&set->slots[j]); j = (j + 1) & mask) {
+        size_t home = (size_t)set->slots[j].h[1] & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            set->slots[i] = set->slots[j];
+            i = j;
+        }
     }
-    free(k);
+    memset(&set->slots[i], 0, sizeof set->slots[i]);
+    set->count--;
 }
 
 size_t dw_blocked_keys_count(const struct dw_blocked_keys *set)
 {
-    return HASH_COUNT(set->head);
+    return set->count;
 }
 
 dw_rc dw_errtable_load_blocked(PGconn *conn, int64_t job_id, struct dw_blocked_keys *set)

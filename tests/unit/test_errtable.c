@@ -479,6 +479,41 @@ START_TEST(inserts_are_idempotent_and_decide_status)
 }
 END_TEST
 
+/* The set holds many keys through growth and removals (backward shifts), tells keys apart
+ * by map id and text (the map id is not a mere prefix of the text), and takes long keys. */
+START_TEST(blocked_keys_are_a_set)
+{
+    enum { N = 20000 };
+    struct dw_blocked_keys *set = dw_blocked_keys_new();
+    char key[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "accounts(accountnumber='C%05d')", i);
+        dw_blocked_keys_add(set, 1 + i % 2, key);
+        dw_blocked_keys_add(set, 1 + i % 2, key); /* twice is once */
+    }
+    ck_assert_uint_eq(dw_blocked_keys_count(set), N);
+    for (int i = 0; i < N; i += 3) {
+        snprintf(key, sizeof key, "accounts(accountnumber='C%05d')", i);
+        dw_blocked_keys_remove(set, 1 + i % 2, key);
+    }
+    ck_assert_uint_eq(dw_blocked_keys_count(set), N - (N + 2) / 3);
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "accounts(accountnumber='C%05d')", i);
+        ck_assert_msg(dw_blocked_keys_contains(set, 1 + i % 2, key) == (i % 3 != 0), "key %d", i);
+        ck_assert(!dw_blocked_keys_contains(set, 2 - i % 2, key));
+    }
+    dw_blocked_keys_add(set, 1, "2:x");
+    ck_assert(!dw_blocked_keys_contains(set, 12, "x"));
+    char *long_key = dw_asprintf("%0600d", 7);
+    dw_blocked_keys_add(set, 3, long_key);
+    ck_assert(dw_blocked_keys_contains(set, 3, long_key));
+    long_key[10] = '1';
+    ck_assert(!dw_blocked_keys_contains(set, 3, long_key));
+    free(long_key);
+    dw_blocked_keys_free(set);
+}
+END_TEST
+
 START_TEST(blocked_keys_survive_a_restart)
 {
     PGconn *conn = connect_db();
@@ -1204,6 +1239,7 @@ static Suite *errtable_suite(void)
     tcase_add_test(tc, inserts_are_idempotent_and_decide_status);
     tcase_add_test(tc, many_rows_are_stored_in_statements_as_one);
     tcase_add_test(tc, large_rows_are_stored_whole_across_statements);
+    tcase_add_test(tc, blocked_keys_are_a_set);
     tcase_add_test(tc, blocked_keys_survive_a_restart);
     tcase_add_test(tc, replay_applies_head_then_followers_once);
     tcase_add_test(tc, failed_replay_goes_back_to_open_then_fix_and_replay);
