@@ -84,7 +84,7 @@ struct dw_errrow {
 };
 
 /* The set of blocked keys of one job: (map id, key text) pairs, kept as 128-bit digests
- * (errtable.c), so a key costs 32 bytes whatever its text. */
+ * (errtable.c), so a key costs 32 to 64 bytes whatever its text. */
 struct dw_blocked_keys;
 
 struct dw_blocked_keys *dw_blocked_keys_new(void);
