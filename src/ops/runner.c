@@ -279,22 +279,28 @@ static dw_rc on_begin(void *user, const struct dw_txn *t)
     return dw_pipeline_begin(r->pipeline, t->xid, t->commit_lsn, t->commit_time_us);
 }
 
-/* A change from the stream, typed by the source stage and handed to the pipeline. */
+/*
+ * Hands a change to the pipeline through take, typed by the source stage. A change of a
+ * table no map reads goes untyped (the pipeline counts it ignored before it looks at a row).
+ */
+static dw_rc hand_on(struct runner *r, const struct dw_change *c,
+                     dw_rc (*take)(struct dw_pipeline *, const struct dw_typed_change *))
+{
+    struct dw_typed_change typed = {.change = c};
+    if (c->op == DW_CHANGE_TRUNCATE || dw_job_maps_reader(r->maps, c->rel->schema, c->rel->name))
+        dw_change_type(c, &r->values, &typed);
+    dw_rc rc = take(r->pipeline, &typed);
+    dw_typed_change_cleanup(&typed);
+    return rc;
+}
+
 static dw_rc on_change(void *user, const struct dw_change *c)
 {
     struct runner *r = user;
-    struct dw_typed_change typed;
-    dw_change_type(c, &r->values, &typed);
-    dw_rc rc;
-    if (copy_skips(r, c)) {
-        rc = dw_pipeline_change_removals(r->pipeline, &typed);
-    } else {
-        dw_snapshot_chunk_observe(r->copy.chunk, c);
-        rc = r->copy.active ? dw_pipeline_change_sent(r->pipeline, &typed)
-                            : dw_pipeline_change(r->pipeline, &typed);
-    }
-    dw_typed_change_cleanup(&typed);
-    return rc;
+    if (copy_skips(r, c))
+        return hand_on(r, c, dw_pipeline_change_removals);
+    dw_snapshot_chunk_observe(r->copy.chunk, c);
+    return hand_on(r, c, r->copy.active ? dw_pipeline_change_sent : dw_pipeline_change);
 }
 
 static dw_rc on_commit(void *user, const struct dw_txn *t)
@@ -542,10 +548,7 @@ static bool pipeline_accepting(struct runner *r)
 static dw_rc on_snapshot_change(void *user, const struct dw_change *c)
 {
     struct runner *r = user;
-    struct dw_typed_change typed;
-    dw_change_type(c, &r->values, &typed);
-    dw_rc rc = dw_pipeline_change(r->pipeline, &typed);
-    dw_typed_change_cleanup(&typed);
+    dw_rc rc = hand_on(r, c, dw_pipeline_change);
     if (++r->snapshot_rows % 1000 == 0)
         dw_progress_update(&r->progress, r->snapshot_rows, (uint64_t)dw_clock_ms());
     if (rc == DW_OK && !dw_pipeline_accepting(r->pipeline))
