@@ -12,7 +12,7 @@
 struct dw_text *dw_text_new(const char *data, size_t len)
 {
     struct dw_text *t = dw_malloc(sizeof *t + len + 1);
-    t->refs = 1;
+    t->holders = 1;
     t->len = len;
     if (len)
         memcpy(t->data, data, len);
@@ -20,15 +20,15 @@ struct dw_text *dw_text_new(const char *data, size_t len)
     return t;
 }
 
-struct dw_text *dw_text_ref(struct dw_text *t)
+struct dw_text *dw_text_hold(struct dw_text *t)
 {
     if (t)
-        t->refs++;
+        t->holders++;
     return t;
 }
 
-void dw_text_unref(struct dw_text *t)
+void dw_text_drop(struct dw_text *t)
 {
-    if (t && --t->refs == 0)
+    if (t && --t->holders == 0)
         free(t);
 }

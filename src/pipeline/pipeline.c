@@ -136,7 +136,7 @@ static void write_copy(struct dw_write *dst, const struct dw_write *src)
     dst->entity_set = dw_strdup(src->entity_set);
     dst->logical_name = dw_strdup(src->logical_name ? src->logical_name : "");
     dst->key = json_incref(src->key);
-    dst->body = dw_text_ref(src->body);
+    dst->body = dw_text_hold(src->body);
     dst->refs = dw_refs_hold(src->refs);
     dst->options = json_incref(src->options);
 }

@@ -76,7 +76,7 @@ void dw_sink_row_free(struct row *r)
     free(r->entity_set);
     free(r->logical_name);
     json_decref(r->key);
-    dw_text_unref(r->body);
+    dw_text_drop(r->body);
     dw_refs_drop(r->refs);
     json_decref(r->options);
     json_decref(r->rkey);

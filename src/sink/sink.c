@@ -198,7 +198,7 @@ dw_rc dw_sink_submit(struct dw_sink *s, struct dw_write *writes, void *const *wr
         r->key = w->key;
         r->options = w->options;
         if (w->op == DW_WRITE_DELETE) {
-            dw_text_unref(w->body);
+            dw_text_drop(w->body);
             dw_refs_drop(w->refs);
         } else {
             r->body = w->body;

@@ -70,7 +70,7 @@ static struct dw_refs *refs_of(json_t *body, size_t n, size_t names)
 
 void dw_write_set_body(struct dw_write *w, json_t *body)
 {
-    dw_text_unref(w->body);
+    dw_text_drop(w->body);
     dw_refs_drop(w->refs);
     w->body = NULL;
     w->refs = NULL;
@@ -159,7 +159,7 @@ void dw_write_cleanup(struct dw_write *w)
     free(w->entity_set);
     free(w->logical_name);
     json_decref(w->key);
-    dw_text_unref(w->body);
+    dw_text_drop(w->body);
     dw_refs_drop(w->refs);
     json_decref(w->options);
     memset(w, 0, sizeof *w);

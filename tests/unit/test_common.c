@@ -244,16 +244,16 @@ START_TEST(text_is_shared_by_counted_references)
     struct dw_text *t = dw_text_new("a\0b", 3);
     ck_assert_uint_eq(t->len, 3);
     ck_assert_int_eq(memcmp(t->data, "a\0b", 4), 0); /* and the terminator */
-    ck_assert_ptr_eq(dw_text_ref(t), t);
-    ck_assert_uint_eq(t->refs, 2);
-    dw_text_unref(t);
-    ck_assert_uint_eq(t->refs, 1);
-    dw_text_unref(t);
-    ck_assert_ptr_null(dw_text_ref(NULL));
-    dw_text_unref(NULL);
+    ck_assert_ptr_eq(dw_text_hold(t), t);
+    ck_assert_uint_eq(t->holders, 2);
+    dw_text_drop(t);
+    ck_assert_uint_eq(t->holders, 1);
+    dw_text_drop(t);
+    ck_assert_ptr_null(dw_text_hold(NULL));
+    dw_text_drop(NULL);
     struct dw_text *empty = dw_text_new(NULL, 0);
     ck_assert_str_eq(empty->data, "");
-    dw_text_unref(empty);
+    dw_text_drop(empty);
 }
 END_TEST
 
