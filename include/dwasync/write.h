@@ -7,10 +7,10 @@
  * its enum dw_error_class name. None of this needs the HTTP client, so this header pulls
  * in nothing but jansson.
  *
- * Ownership: a struct dw_write owns its strings, its body's and refs' holds and its JSON
- * references (new references, released by dw_write_cleanup()); whoever it is handed to takes them
- * (see dw_sink_submit()). A struct dw_write_result is borrowed: its pointers are valid only during
- * the callback that receives it.
+ * Ownership: a struct dw_write owns its strings, a hold on its body and refs, and its JSON
+ * references (all let go by dw_write_cleanup()); whoever it is handed to takes them (see
+ * dw_sink_submit()). A struct dw_write_result is borrowed: its pointers are valid only
+ * during the callback that receives it.
  */
 #ifndef DWASYNC_WRITE_H
 #define DWASYNC_WRITE_H
@@ -28,36 +28,12 @@ enum dw_write_op {
 };
 
 /*
- * One row write.
- *
- * key: JSON object of alternate-key attribute -> scalar (string, integer, number, boolean).
- *   A key part that is a lookup is named as the URL names it, "_<lookup>_value", and its
- *   value is either a GUID string or a reference object
- *       {"$ref": "<parent entity set>", "key": {<the parent's key, same rules>}}
- *   which the sink resolves to the parent's GUID (cached; invalidated on 404).
- * body: what is written, an object of attribute -> value without the key attributes, kept
- *   as the text the sink sends: the object's members written out compactly without the
- *   braces ("" for none), shared (text.h) with a copy of the write kept to send again. A lookup is
- * "<navigation property>@odata.bind": null to clear it, or a parent's reference object as above,
- * which is not in body but in refs. NULL for DW_WRITE_DELETE. Set both with dw_write_set_body();
- * dw_write_body() gives the whole object back. A body lives in a window until it is answered: as
- * text it costs a fifth of a tree, and it is written out once, not at every request that carries
- * it. refs: the lookups bound by a reference object ("<nav>@odata.bind" -> {"$ref": ..}), which the
- * sink resolves and writes out as "/<set>(<key>)" after body's members; NULL when there are none.
- * options: the map's write options (a map file's "options": {"write": ...}, validated by
- *   dw_jobdef_parse()), sent with every request that carries the write, or NULL for none:
- *       {"bypass_logic": ["CustomSync", "CustomAsync"],  MSCRM.BypassBusinessLogicExecution
- *        "suppress_duplicate_detection": true,           MSCRM.SuppressDuplicateDetection
- *        "suppress_flows": true,              MSCRM.SuppressCallbackRegistrationExpanderJob
- *        "tag": "<token>"}                                the `tag` query option
- *   Writes share it (a new reference each); nobody modifies it.
- */
-/*
  * A body's lookups bound by a reference object, in body order: each member's name
  * ("<nav>@odata.bind") and the parent's reference object {"$ref": .., "key": ..} (a
  * reference each). Built by dw_write_set_body(), never modified after, and shared by
- * counted reference with the copy of a write kept to send it again: one allocation, names
- * included (as a JSON object it took a dozen, 4.5 MB of an initial sync's peak).
+ * counted holds (as text.h's struct dw_text is) with the copy of a write kept to send it
+ * again: one allocation, names included (as a JSON object it took a dozen, 4.5 MB of an
+ * initial sync's peak).
  */
 struct dw_refs {
     unsigned holders;
@@ -83,6 +59,33 @@ static inline size_t dw_refs_count(const struct dw_refs *refs)
 /* The reference bound to member name, or NULL. */
 const json_t *dw_refs_get(const struct dw_refs *refs, const char *name);
 
+/*
+ * One row write.
+ *
+ * key: JSON object of alternate-key attribute -> scalar (string, integer, number, boolean).
+ *   A key part that is a lookup is named as the URL names it, "_<lookup>_value", and its
+ *   value is either a GUID string or a reference object
+ *       {"$ref": "<parent entity set>", "key": {<the parent's key, same rules>}}
+ *   which the sink resolves to the parent's GUID (cached; invalidated on 404).
+ * body: what is written, an object of attribute -> value without the key attributes, kept
+ *   as the text the sink sends: the object's members written out compactly without the
+ *   braces ("" for none), shared (text.h) with a copy of the write kept to send again. A
+ *   lookup is "<navigation property>@odata.bind": null to clear it, or a parent's reference
+ *   object as above, which is not in body but in refs. NULL for DW_WRITE_DELETE. Set both
+ *   with dw_write_set_body(); dw_write_body() gives the whole object back. A body lives in
+ *   a window until it is answered: as text it costs a fifth of a tree, and it is written
+ *   out once, not at every request that carries it.
+ * refs: the lookups bound by a reference object (struct dw_refs above), which the sink
+ *   resolves and writes out as "/<set>(<key>)" after body's members; NULL when there are
+ *   none.
+ * options: the map's write options (a map file's "options": {"write": ...}, validated by
+ *   dw_jobdef_parse()), sent with every request that carries the write, or NULL for none:
+ *       {"bypass_logic": ["CustomSync", "CustomAsync"],  MSCRM.BypassBusinessLogicExecution
+ *        "suppress_duplicate_detection": true,           MSCRM.SuppressDuplicateDetection
+ *        "suppress_flows": true,              MSCRM.SuppressCallbackRegistrationExpanderJob
+ *        "tag": "<token>"}                                the `tag` query option
+ *   Writes share it (a new reference each); nobody modifies it.
+ */
 struct dw_write {
     enum dw_write_op op;
     char *entity_set;   /* e.g. "accounts" */
