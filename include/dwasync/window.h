@@ -234,8 +234,9 @@ double dw_plan_request_fill(const struct dw_plan *p, int64_t batch_size);
  * caught up (nothing more to read, and recent commits), the bound returns to the configured
  * one: windows stay small. Nor do they grow while the rows of the last window applied
  * mostly failed (dw_window_sizing_outcome()): parked rows gain nothing from fuller requests,
- * and each keeps its error's texts until its window is persisted (bench_replay.sh's parking
- * of 20,160 refused rows peaked 8 to 14 MB above its initial sync with windows grown).
+ * and each keeps its error's texts until its window is persisted. (bench_replay.sh's
+ * parking is of one table, whose requests are full without growing: this rule does not
+ * come into play there, as its debug log shows.)
  * Caller-owned; no resources.
  */
 struct dw_window_sizing {
