@@ -490,6 +490,26 @@ START_TEST(windows_grow_under_a_backlog_until_requests_are_full)
 }
 END_TEST
 
+/* A window's array is sized to its bound, grows by half past it, and shrinks back (never
+ * below its length) once the bound is smaller: an array grown under a backlog is given back. */
+START_TEST(item_arrays_follow_the_window_bound)
+{
+    struct dw_window w;
+    dw_window_init(&w);
+    dw_window_reserve(&w, 6000);
+    ck_assert_uint_eq(w.cap, 6000);
+    for (int i = 0; i < 6001; i++)
+        dw_window_push(&w);
+    ck_assert_uint_eq(w.cap, 9000);
+    dw_window_reserve(&w, 100);
+    ck_assert_uint_eq(w.cap, 6001);
+    dw_window_reset(&w);
+    dw_window_reserve(&w, 100);
+    ck_assert_uint_eq(w.cap, 100);
+    dw_window_cleanup(&w);
+}
+END_TEST
+
 /* A window is recent while its last commit is younger than DW_WINDOW_CAUGHT_UP_MS. */
 START_TEST(recent_commits_mean_caught_up)
 {
@@ -516,6 +536,7 @@ static Suite *window_suite(void)
     tcase_add_test(tc, unchanged_updates_are_applied_without_a_write);
     tcase_add_test(tc, request_fill_counts_requests_per_level_and_table);
     tcase_add_test(tc, windows_grow_under_a_backlog_until_requests_are_full);
+    tcase_add_test(tc, item_arrays_follow_the_window_bound);
     tcase_add_test(tc, recent_commits_mean_caught_up);
     suite_add_tcase(s, tc);
     return s;
