@@ -61,6 +61,15 @@ struct dw_snapshot_options {
  *                              left to the handler as INSERTs of the high watermark's
  *                              transaction, so they are applied and checkpointed with it.
  *
+ * Postgres writes a transaction's commit into the WAL before it makes it visible (a
+ * synchronous standby holds it in between until it answers; a busy machine, for a moment).
+ * Such a transaction can commit before the low watermark and still be invisible to the read:
+ * the read takes its snapshot with pg_current_snapshot(), and dw_snapshot_chunk_observe()
+ * drops the keys of a transaction it did not see wherever the stream shows it before the
+ * high watermark. One the stream delivered before the read cannot be caught that way: the
+ * caller checks dw_snapshot_chunk_unseen() against the transactions it has streamed, and
+ * reads the chunk again once they are visible.
+ *
  * Changes to rows the copy has not reached yet are skipped (dw_snapshot_chunk_beyond(), and
  * every change to a table whose copy has not started): the copy reads them later as they are
  * then, so a change never names a parent row the copy has not written yet.
@@ -111,8 +120,16 @@ dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req
 /* DW_SNAPSHOT_LOW or DW_SNAPSHOT_HIGH when m is one of this chunk's watermarks, else 0. */
 int dw_snapshot_chunk_watermark(struct dw_snapshot_chunk *c, const struct dw_logical_message *m);
 
-/* Drops buffered rows whose key the stream's change touches (only between the watermarks). */
+/* Drops buffered rows whose key the stream's change touches: between the watermarks, and
+ * before them when the read did not see the change's transaction. */
 void dw_snapshot_chunk_observe(struct dw_snapshot_chunk *c, const struct dw_change *ch);
+
+/* Whether the chunk's read saw transaction xid (committed and visible to its snapshot). */
+bool dw_snapshot_chunk_saw(const struct dw_snapshot_chunk *c, uint32_t xid);
+
+/* The transactions running or not yet visible when the chunk was read (*xids borrowed):
+ * any the caller has already streamed makes the chunk stale. */
+size_t dw_snapshot_chunk_unseen(const struct dw_snapshot_chunk *c, const uint32_t **xids);
 
 /*
  * Passes the rows not dropped to h->change as INSERTs of txn, numbering them from *index;

@@ -55,6 +55,12 @@
 #define PURGE_MS (3600 * 1000)
 /* How often the publication is checked to still hold every mapped table (and on SIGHUP). */
 #define PUBLICATION_CHECK_MS 60000
+/* Transactions the stream delivered that a chunk's read is checked against (see
+ * stale_chunk()): far more than commit while one waits to become visible. */
+#define STREAMED_XIDS 4096
+/* How soon a chunk read too early (stale_chunk()) is read again: at first, and at most. */
+#define STALE_CHUNK_RETRY_MS     50
+#define STALE_CHUNK_RETRY_MAX_MS 1000
 /* Starts in a row that may fail on Postgres, with the source reachable, before the error
  * counts as permanent (a restart can end a session between two steps of the start). */
 #define START_ATTEMPTS 5
@@ -110,8 +116,16 @@ struct copy {
     dw_lsn reset_confirmed;
     struct copy_step *steps;
     size_t nsteps, capsteps;
-    int64_t retry_at_ms;  /* after a failed read: when to try again */
-    int64_t next_poll_ms; /* when to look for queued requests (resync, repair) and progress */
+    int64_t retry_at_ms;    /* after a failed read: when to try again */
+    int64_t next_poll_ms;   /* when to look for queued requests (resync, repair) and progress */
+    uint32_t waiting_xid;   /* the transaction a chunk waits to see (logged once), or 0 */
+    int64_t stale_retry_ms; /* how soon a chunk that missed it is read again (doubling) */
+};
+
+/* The last STREAMED_XIDS transactions the stream delivered, oldest overwritten first. */
+struct streamed_xids {
+    uint32_t xid[STREAMED_XIDS];
+    size_t next;
 };
 
 struct runner {
@@ -151,6 +165,8 @@ struct runner {
     uint64_t snapshot_rows;
     struct copy copy;  /* the initial sync's chunked copy (snapshot.h) */
     struct dw_txn txn; /* the transaction the stream has open */
+    bool txn_changed;  /* it changed rows (more than logical messages) */
+    struct streamed_xids streamed;
     int64_t next_job_check_ms;
     int64_t next_ha_check_ms;
     int64_t next_status_ms;
@@ -276,6 +292,7 @@ static dw_rc on_begin(void *user, const struct dw_txn *t)
 {
     struct runner *r = user;
     r->txn = *t;
+    r->txn_changed = false;
     return dw_pipeline_begin(r->pipeline, t->xid, t->commit_lsn, t->commit_time_us);
 }
 
@@ -297,6 +314,7 @@ static dw_rc hand_on(struct runner *r, const struct dw_change *c,
 static dw_rc on_change(void *user, const struct dw_change *c)
 {
     struct runner *r = user;
+    r->txn_changed = true;
     if (copy_skips(r, c))
         return hand_on(r, c, dw_pipeline_change_removals);
     dw_snapshot_chunk_observe(r->copy.chunk, c);
@@ -306,6 +324,8 @@ static dw_rc on_change(void *user, const struct dw_change *c)
 static dw_rc on_commit(void *user, const struct dw_txn *t)
 {
     struct runner *r = user;
+    if (r->txn_changed) /* not the copy's own watermarks: they change no row */
+        r->streamed.xid[r->streamed.next++ % STREAMED_XIDS] = r->txn.xid;
     dw_rc rc = dw_pipeline_commit(r->pipeline, t->commit_lsn, t->end_lsn, t->commit_time_us);
     if (rc == DW_OK && r->copy.emitted)
         copy_committed(r, t->end_lsn);
@@ -853,6 +873,41 @@ static dw_rc copy_poll(struct runner *r)
 }
 
 /*
+ * True when the chunk just read missed a transaction the stream has already delivered: its
+ * commit was in the WAL but not yet visible to the read (snapshot.h). Its changes went ahead
+ * of the chunk, which would write older rows after them: the chunk is read again once that
+ * transaction is visible.
+ */
+static bool stale_chunk(struct runner *r)
+{
+    struct copy *cp = &r->copy;
+    const uint32_t *unseen = NULL;
+    size_t n = dw_snapshot_chunk_unseen(cp->chunk, &unseen);
+    size_t streamed = r->streamed.next < STREAMED_XIDS ? r->streamed.next : STREAMED_XIDS;
+    for (size_t i = 0; i < n; i++) {
+        /* The one waited for stays waited for, however long ago it was streamed. */
+        bool seen = cp->waiting_xid && unseen[i] == cp->waiting_xid;
+        for (size_t k = 0; k < streamed && !seen; k++)
+            seen = r->streamed.xid[k] == unseen[i];
+        if (!seen)
+            continue;
+        if (cp->waiting_xid != unseen[i]) {
+            cp->waiting_xid = unseen[i];
+            cp->stale_retry_ms = STALE_CHUNK_RETRY_MS;
+            DW_LOGF(DW_LOG_INFO,
+                    DW_FIELDS({"job", r->job.name}, {"table", cp->reqs[cp->cur].table}),
+                    "copy waits for transaction %" PRIu32 ", streamed already: committed but "
+                    "not visible yet (a synchronous standby not answering?)",
+                    unseen[i]);
+        } else if (cp->stale_retry_ms < STALE_CHUNK_RETRY_MAX_MS) {
+            cp->stale_retry_ms *= 2;
+        }
+        return true;
+    }
+    return false;
+}
+
+/*
  * Moves the copy on: records the progress of chunks the checkpoint has passed,
  * reads the next chunk when none is in flight, and marks the sync done at the end.
  */
@@ -939,6 +994,13 @@ static dw_rc copy_tend(struct runner *r)
                        ? r->config.source.snapshot_fetch_rows
                        : r->config.apply.window_rows;
     rc = dw_snapshot_chunk_read(cp->conn, &req, rows, tag, &cp->chunk);
+    if (rc == DW_OK && stale_chunk(r)) {
+        dw_snapshot_chunk_free(cp->chunk); /* its watermarks will match no chunk */
+        cp->chunk = NULL;
+        cp->retry_at_ms = dw_clock_ms() + cp->stale_retry_ms;
+        return DW_OK;
+    }
+    cp->waiting_xid = 0;
     if (rc == DW_ERR_PG) {
         /* The source went away: the stream reconnects by itself, so does the copy. */
         cp->retry_at_ms = dw_clock_ms() + 1000;
@@ -1500,6 +1562,11 @@ static dw_rc stream_turns(struct runner *r)
         }
         if (r->replay_wanted)
             timeout = 0;
+        if (r->copy.active && r->copy.chunk == NULL && r->copy.retry_at_ms) {
+            int64_t wait = r->copy.retry_at_ms - dw_clock_ms();
+            if (wait < timeout)
+                timeout = wait > 0 ? (int)wait : 0;
+        }
         if (!control_ok) {
             t = dw_backoff_timeout_ms(&r->control_backoff, (uint64_t)dw_clock_ms());
             if (t < timeout)

@@ -216,8 +216,20 @@ struct chunk_row {
     char key[]; /* hash key, NUL-terminated */
 };
 
+/*
+ * The transactions a chunk's read saw, as pg_current_snapshot() describes its snapshot:
+ * those before xmin, and those before xmax but for the ones in xip (running, or committed in
+ * the WAL but not yet visible). 32-bit xids, as the stream names them, compared modulo 2^32.
+ */
+struct read_snapshot {
+    uint32_t xmin, xmax;
+    uint32_t *xip;
+    size_t nxip;
+};
+
 struct dw_snapshot_chunk {
     struct dw_relation rel;
+    struct read_snapshot seen;
     int nkeys;
     int *keycol; /* the copy's key: columns of rel, in the key index's order */
     PGresult *rows;
@@ -313,9 +325,41 @@ static dw_rc emit_watermark(PGconn *conn, const char *content)
     return rc;
 }
 
-/* The SELECT of one chunk: rows after last_key in key order, LIMIT rows. */
+/* "xmin:xmax:xip,..." (pg_snapshot text, 64-bit xids) as 32-bit xids. */
+static dw_rc parse_snapshot(const char *text, struct read_snapshot *out)
+{
+    char *end = NULL;
+    out->xmin = (uint32_t)strtoull(text, &end, 10);
+    if (*end != ':')
+        return DW_ERR_PROTOCOL;
+    out->xmax = (uint32_t)strtoull(end + 1, &end, 10);
+    if (*end != ':')
+        return DW_ERR_PROTOCOL;
+    size_t cap = 1;
+    for (const char *p = end + 1; *p; p++)
+        cap += *p == ',';
+    out->xip = dw_calloc(cap, sizeof *out->xip);
+    out->nxip = 0;
+    for (const char *p = end + 1; *p; p = *end ? end + 1 : end) {
+        out->xip[out->nxip++] = (uint32_t)strtoull(p, &end, 10);
+        if (end == p || (*end && *end != ','))
+            return DW_ERR_PROTOCOL;
+    }
+    return DW_OK;
+}
+
+/* a before b, modulo 2^32 (as Postgres compares normal xids). */
+static bool xid_precedes(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b) < 0;
+}
+
+/*
+ * The SELECT of one chunk: rows after last_key in key order, LIMIT rows. With seen, in a
+ * REPEATABLE READ transaction whose snapshot it describes.
+ */
 static dw_rc chunk_select(PGconn *conn, const struct dw_snapshot_chunk *c, const char *condition,
-                          json_t *last, int64_t rows, PGresult **out)
+                          json_t *last, int64_t rows, struct read_snapshot *seen, PGresult **out)
 {
     struct dw_buf sql;
     dw_buf_init(&sql, 0);
@@ -371,10 +415,28 @@ static dw_rc chunk_select(PGconn *conn, const struct dw_snapshot_chunk *c, const
     dw_buf_printf(&sql, " ORDER BY %s LIMIT %" PRId64, dw_buf_str(&keys), rows);
     /* The condition may hold an operator's predicate: it runs where it can change nothing,
      * and with the string syntax dw_snapshot_condition_ok() assumed. */
-    if ((rc = dw_pg_exec(
-             conn, "reading a chunk of a copy",
-             "BEGIN TRANSACTION READ ONLY; SET LOCAL standard_conforming_strings = on")) != DW_OK)
+    if (seen) {
+        res = PQexec(conn, "BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+                           " SET LOCAL standard_conforming_strings = on;"
+                           " SELECT pg_current_snapshot()::text");
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            rc = dw_pg_fail(conn, res, "reading a chunk of a copy");
+            PQclear(res);
+            (void)dw_pg_exec(conn, "reading a chunk of a copy", "ROLLBACK");
+            goto out;
+        }
+        rc = parse_snapshot(PQgetvalue(res, 0, 0), seen);
+        PQclear(res);
+        if (rc != DW_OK) {
+            DW_ERROR("unexpected snapshot from the source server");
+            (void)dw_pg_exec(conn, "reading a chunk of a copy", "ROLLBACK");
+            goto out;
+        }
+    } else if ((rc = dw_pg_exec(conn, "reading a chunk of a copy",
+                                "BEGIN TRANSACTION READ ONLY;"
+                                " SET LOCAL standard_conforming_strings = on")) != DW_OK) {
         goto out;
+    }
     res = PQexecParams(conn, dw_buf_str(&sql), np, types, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = dw_pg_fail(conn, res, "reading a chunk of a copy");
@@ -436,11 +498,12 @@ dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req
     c->high = dw_asprintf("%s high", tag);
     /* DBLog's order: low watermark, read, high watermark, each committed on its own. A
      * change the stream shows between the two may or may not be in what was read; the
-     * stream's version wins for those keys (dw_snapshot_chunk_observe). */
+     * stream's version wins for those keys (dw_snapshot_chunk_observe), as it does for a
+     * change before the low watermark whose transaction the read did not see. */
     if ((rc = emit_watermark(conn, c->low)) != DW_OK)
         goto out;
-    if ((rc = chunk_select(conn, c, req->condition, last, rows > 0 ? rows : 10000, &c->rows)) !=
-        DW_OK)
+    if ((rc = chunk_select(conn, c, req->condition, last, rows > 0 ? rows : 10000, &c->seen,
+                           &c->rows)) != DW_OK)
         goto out;
     if ((rc = emit_watermark(conn, c->high)) != DW_OK)
         goto out;
@@ -520,7 +583,7 @@ dw_rc dw_snapshot_scan(PGconn *conn, const struct dw_snapshot_request *req, int6
         goto out;
     }
     for (;;) {
-        if ((rc = chunk_select(conn, c, req->condition, last, rows, &c->rows)) != DW_OK)
+        if ((rc = chunk_select(conn, c, req->condition, last, rows, NULL, &c->rows)) != DW_OK)
             break;
         int n = PQntuples(c->rows);
         int64_t emitted = 0;
@@ -571,9 +634,32 @@ int dw_snapshot_chunk_watermark(struct dw_snapshot_chunk *c, const struct dw_log
     return 0;
 }
 
+bool dw_snapshot_chunk_saw(const struct dw_snapshot_chunk *c, uint32_t xid)
+{
+    const struct read_snapshot *s = &c->seen;
+    if (xid_precedes(xid, s->xmin))
+        return true;
+    if (!xid_precedes(xid, s->xmax))
+        return false;
+    for (size_t i = 0; i < s->nxip; i++)
+        if (s->xip[i] == xid)
+            return false;
+    return true;
+}
+
+size_t dw_snapshot_chunk_unseen(const struct dw_snapshot_chunk *c, const uint32_t **xids)
+{
+    *xids = c->seen.xip;
+    return c->seen.nxip;
+}
+
 void dw_snapshot_chunk_observe(struct dw_snapshot_chunk *c, const struct dw_change *ch)
 {
-    if (c == NULL || !c->window_open || c->rows == NULL)
+    if (c == NULL || c->rows == NULL)
+        return;
+    /* Outside the window, only a transaction the read did not see: one whose commit went
+     * into the WAL before the low watermark but was not yet visible to the read. */
+    if (!c->window_open && dw_snapshot_chunk_saw(c, ch->xid))
         return;
     int n = PQntuples(c->rows);
     if (ch->op == DW_CHANGE_TRUNCATE) {
@@ -743,6 +829,7 @@ void dw_snapshot_chunk_free(struct dw_snapshot_chunk *c)
     free(c->high);
     free(c->last_key);
     free(c->keycol);
+    free(c->seen.xip);
     dw_relation_cleanup(&c->rel);
     free(c);
 }
