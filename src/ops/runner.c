@@ -1562,10 +1562,10 @@ static dw_rc stream_turns(struct runner *r)
         }
         if (r->replay_wanted)
             timeout = 0;
-        if (r->copy.active && r->copy.chunk == NULL && r->copy.retry_at_ms) {
+        if (r->copy.active && r->copy.chunk == NULL) { /* a chunk to read again */
             int64_t wait = r->copy.retry_at_ms - dw_clock_ms();
-            if (wait < timeout)
-                timeout = wait > 0 ? (int)wait : 0;
+            if (wait > 0 && wait < timeout)
+                timeout = (int)wait;
         }
         if (!control_ok) {
             t = dw_backoff_timeout_ms(&r->control_backoff, (uint64_t)dw_clock_ms());
