@@ -124,9 +124,6 @@ int dw_snapshot_chunk_watermark(struct dw_snapshot_chunk *c, const struct dw_log
  * before them when the read did not see the change's transaction. */
 void dw_snapshot_chunk_observe(struct dw_snapshot_chunk *c, const struct dw_change *ch);
 
-/* Whether the chunk's read saw transaction xid (committed and visible to its snapshot). */
-bool dw_snapshot_chunk_saw(const struct dw_snapshot_chunk *c, uint32_t xid);
-
 /* The transactions running or not yet visible when the chunk was read (*xids borrowed):
  * any the caller has already streamed makes the chunk stale. */
 size_t dw_snapshot_chunk_unseen(const struct dw_snapshot_chunk *c, const uint32_t **xids);

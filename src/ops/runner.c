@@ -872,6 +872,15 @@ static dw_rc copy_poll(struct runner *r)
     return copy_start(r);
 }
 
+static bool was_streamed(const struct streamed_xids *s, uint32_t xid)
+{
+    size_t held = s->next < STREAMED_XIDS ? s->next : STREAMED_XIDS;
+    for (size_t k = 0; k < held; k++)
+        if (s->xid[k] == xid)
+            return true;
+    return false;
+}
+
 /*
  * True when the chunk just read missed a transaction the stream has already delivered: its
  * commit was in the WAL but not yet visible to the read (snapshot.h). Its changes went ahead
@@ -883,13 +892,9 @@ static bool stale_chunk(struct runner *r)
     struct copy *cp = &r->copy;
     const uint32_t *unseen = NULL;
     size_t n = dw_snapshot_chunk_unseen(cp->chunk, &unseen);
-    size_t streamed = r->streamed.next < STREAMED_XIDS ? r->streamed.next : STREAMED_XIDS;
     for (size_t i = 0; i < n; i++) {
         /* The one waited for stays waited for, however long ago it was streamed. */
-        bool seen = cp->waiting_xid && unseen[i] == cp->waiting_xid;
-        for (size_t k = 0; k < streamed && !seen; k++)
-            seen = r->streamed.xid[k] == unseen[i];
-        if (!seen)
+        if (unseen[i] != cp->waiting_xid && !was_streamed(&r->streamed, unseen[i]))
             continue;
         if (cp->waiting_xid != unseen[i]) {
             cp->waiting_xid = unseen[i];

@@ -415,27 +415,22 @@ static dw_rc chunk_select(PGconn *conn, const struct dw_snapshot_chunk *c, const
     dw_buf_printf(&sql, " ORDER BY %s LIMIT %" PRId64, dw_buf_str(&keys), rows);
     /* The condition may hold an operator's predicate: it runs where it can change nothing,
      * and with the string syntax dw_snapshot_condition_ok() assumed. */
+    const char *what = "reading a chunk of a copy";
+    if ((rc = dw_pg_exec(conn, what,
+                         seen ? "BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+                                " SET LOCAL standard_conforming_strings = on"
+                              : "BEGIN TRANSACTION READ ONLY;"
+                                " SET LOCAL standard_conforming_strings = on")) != DW_OK)
+        goto out;
     if (seen) {
-        res = PQexec(conn, "BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY;"
-                           " SET LOCAL standard_conforming_strings = on;"
-                           " SELECT pg_current_snapshot()::text");
-        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            rc = dw_pg_fail(conn, res, "reading a chunk of a copy");
-            PQclear(res);
-            (void)dw_pg_exec(conn, "reading a chunk of a copy", "ROLLBACK");
-            goto out;
-        }
-        rc = parse_snapshot(PQgetvalue(res, 0, 0), seen);
+        rc = dw_pg_query_row(conn, what, "SELECT pg_current_snapshot()::text", 0, NULL, &res);
+        if (rc == DW_OK && (rc = parse_snapshot(PQgetvalue(res, 0, 0), seen)) != DW_OK)
+            DW_ERROR("unexpected snapshot from the source server: %s", PQgetvalue(res, 0, 0));
         PQclear(res);
         if (rc != DW_OK) {
-            DW_ERROR("unexpected snapshot from the source server");
-            (void)dw_pg_exec(conn, "reading a chunk of a copy", "ROLLBACK");
+            (void)dw_pg_exec(conn, what, "ROLLBACK");
             goto out;
         }
-    } else if ((rc = dw_pg_exec(conn, "reading a chunk of a copy",
-                                "BEGIN TRANSACTION READ ONLY;"
-                                " SET LOCAL standard_conforming_strings = on")) != DW_OK) {
-        goto out;
     }
     res = PQexecParams(conn, dw_buf_str(&sql), np, types, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -634,7 +629,8 @@ int dw_snapshot_chunk_watermark(struct dw_snapshot_chunk *c, const struct dw_log
     return 0;
 }
 
-bool dw_snapshot_chunk_saw(const struct dw_snapshot_chunk *c, uint32_t xid)
+/* Whether the chunk's read saw transaction xid (committed and visible to its snapshot). */
+static bool read_saw(const struct dw_snapshot_chunk *c, uint32_t xid)
 {
     const struct read_snapshot *s = &c->seen;
     if (xid_precedes(xid, s->xmin))
@@ -659,7 +655,7 @@ void dw_snapshot_chunk_observe(struct dw_snapshot_chunk *c, const struct dw_chan
         return;
     /* Outside the window, only a transaction the read did not see: one whose commit went
      * into the WAL before the low watermark but was not yet visible to the read. */
-    if (!c->window_open && dw_snapshot_chunk_saw(c, ch->xid))
+    if (!c->window_open && read_saw(c, ch->xid))
         return;
     int n = PQntuples(c->rows);
     if (ch->op == DW_CHANGE_TRUNCATE) {
