@@ -211,6 +211,16 @@ out:
     return rc;
 }
 
+static dw_rc drop_slot(PGconn *src, const char *slot)
+{
+    const char *sp[1] = {slot};
+    PGresult *r = NULL;
+    dw_rc rc = dw_pg_query(src, "dropping the replication slot",
+                           "SELECT pg_drop_replication_slot($1)", 1, sp, &r);
+    PQclear(r);
+    return rc;
+}
+
 static int job_start(struct dw_cli *cli, const char *name, bool initial_sync)
 {
     PGconn *ctl = NULL, *src = NULL;
@@ -257,7 +267,11 @@ static int job_start(struct dw_cli *cli, const char *name, bool initial_sync)
      * it must exist before the slot's starting point. */
     if (ensure_publication(src, def, j.publication) != DW_OK)
         goto out;
-    if (!slot && !initial_sync) {
+    /* The slot now, for an initial sync too: every change committed once the job has started
+     * reaches Dataverse, a delete of a row an earlier sync wrote among them. (The copy reads
+     * in chunks of its own, between watermarks: it needs no snapshot of the slot's.) */
+    bool created = false;
+    if (!slot) {
         const char *sp[1] = {j.slot};
         if (dw_pg_query(src, "creating the replication slot",
                         "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')", 1, sp,
@@ -266,6 +280,7 @@ static int job_start(struct dw_cli *cli, const char *name, bool initial_sync)
         printf("created replication slot \"%s\" at %s\n", j.slot, PQgetvalue(r, 0, 0));
         PQclear(r);
         r = NULL;
+        created = true;
     }
     const char *cp[1] = {name};
     if (dw_pg_query(ctl, "preparing the checkpoint",
@@ -277,6 +292,9 @@ static int job_start(struct dw_cli *cli, const char *name, bool initial_sync)
     if (rc != DW_OK) {
         if (rc == DW_ERR_STATE)
             DW_ERROR("job \"%s\" changed state meanwhile: not started", name);
+        /* An initial sync started again would refuse the slot left behind. */
+        if (created && initial_sync)
+            drop_slot(src, j.slot);
         goto out;
     }
     printf("job \"%s\" is active: publication \"%s\" publishes %zu map%s%s\n", name, j.publication,
@@ -358,14 +376,8 @@ static int job_drop(struct dw_cli *cli, const char *name, bool yes)
     bool slot = false;
     if (dw_slotguard_check(src, name, j.slot, &slot) != DW_OK)
         goto out;
-    if (slot) {
-        const char *sp[1] = {j.slot};
-        if (dw_pg_query(src, "dropping the replication slot", "SELECT pg_drop_replication_slot($1)",
-                        1, sp, &r) != DW_OK)
-            goto out;
-        PQclear(r);
-        r = NULL;
-    }
+    if (slot && drop_slot(src, j.slot) != DW_OK)
+        goto out;
     char *q = dw_pg_quote_ident(src, j.publication);
     char *sql = dw_asprintf("DROP PUBLICATION IF EXISTS %s", q);
     PQfreemem(q);

@@ -1148,8 +1148,9 @@ static dw_rc start_job(struct runner *r)
         (rc = dw_replay_new(r->control, r->job.id, &replay_ops, r,
                             dw_replay_in_flight_for(&r->config), &r->replay)) != DW_OK)
         return rc;
-    /* The slot is created once, when the sync starts, and kept: an interrupted sync resumes
-     * on it at its next chunk, and deletes committed meanwhile arrive through it. */
+    /* The slot is created once, by `job start` (here only when it is missing), and kept: an
+     * interrupted sync resumes on it at its next chunk, and deletes committed meanwhile
+     * arrive through it. */
     bool pending = strcmp(r->job.initial_sync, "pending") == 0;
     if ((rc = open_stream(r, pending)) != DW_OK)
         return rc;

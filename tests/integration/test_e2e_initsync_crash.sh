@@ -5,14 +5,14 @@
 # source changes while nobody applies: persons already in Dataverse are deleted, others move
 # out of the persons' filter (person -> organisation), the last person is deleted, some
 # customers are updated. The restarted daemon resumes at the next chunk on the same slot
-# (never dropped or created again): Dataverse ends equal to the oracle, no error rows, and
-# no account's history goes back more than once (the one crash).
+# (taken by job start, never dropped or created again): Dataverse ends equal to the oracle,
+# no error rows, and no account's history goes back more than once (the one crash).
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log"
 sed -i 's/^\[source\]$/[source]\nsnapshot_fetch_rows = 25/' "$DW_E2E_CONF"
-dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
+started=$(dw job start fno_sample --initial-sync 2>&1) || die "job start failed: $started"
 
 # Chunks: legal entities, currencies, payment terms, customer groups, then customers (200
 # rows, 8 chunks): the 7th recorded chunk is the customers' third.
@@ -49,7 +49,8 @@ psql_q "DELETE FROM fno.customersv3 WHERE customeraccount = ANY (string_to_array
 e2e_start_daemon
 check_status "the sync resumed and finished" 0 e2e_wait_synced
 check_contains "it resumed, not restarted" "initial sync resumes" "$(cat "$DW_E2E_DIR/daemon.log")"
-check_eq "the slot was created once, never dropped" 1 \
+check_contains "job start created the slot" 'created replication slot "dwasync_fno_sample"' "$started"
+check_eq "the daemon never created or dropped one" 0 \
     "$(grep -c 'created replication slot' "$DW_E2E_DIR/daemon.log")"
 check_eq "the same slot" "$slot" "$(psql_q "SELECT string_agg(slot_name, ',') FROM pg_replication_slots")"
 check_eq "the sync is recorded as done" done \
@@ -87,7 +88,15 @@ daemon=
 # their deletes must still reach Dataverse, which holds them from the first sync.
 dw job stop fno_sample >/dev/null 2>&1
 psql_q "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots" >/dev/null
-dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "the second job start failed"
+started=$(dw job start fno_sample --initial-sync 2>&1) || die "the second job start failed: $started"
+check_contains "job start took the new slot" 'created replication slot "dwasync_fno_sample"' "$started"
+# An order deleted once the job has started, before any daemon runs: its delete reaches
+# Dataverse through the slot job start took (a daemon's own slot would come too late).
+early=$(psql_q "SELECT max(salesordernumber) FROM fno.salesorderlines")
+psql_q "BEGIN;
+        DELETE FROM fno.salesorderlines WHERE salesordernumber = '$early';
+        DELETE FROM fno.salesorderheaders WHERE salesordernumber = '$early';
+        COMMIT" >/dev/null || die "deleting order $early failed"
 DWASYNC_FAILPOINTS=initial_sync_chunk_applied_before_progress:crash e2e_start_daemon
 wait "$daemon"
 check_eq "the second sync died after its first chunk (SIGKILL)" 137 $?
@@ -107,6 +116,10 @@ psql_q "BEGIN;
 e2e_start_daemon
 check_status "the second sync finished" 0 e2e_wait_synced
 check_eq "Dataverse equals the source after the second sync: no ghost rows" 0 "$(e2e_mismatches)"
+check_eq "the order deleted before the daemon ran is gone from Dataverse" 0 \
+    "$(curl -sf "$DVEMU_URL/_dvemu/tables/salesorders" |
+        jq --arg o "$early" '[.value[] | select(.msdyn_salesordernumber == $o)] | length')"
+check_eq "the daemon created no slot of its own" 0 "$(grep -c 'created replication slot' "$DW_E2E_DIR/daemon.log")"
 check_eq "still no error rows after the second sync" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
 kill -TERM "$daemon"; wait "$daemon"
 daemon=
