@@ -21,11 +21,13 @@
  * Faults: a broken connection is retried with capped, jittered backoff (dw_backoff), one
  * warning per attempt: the stream reconnects by itself, the control and heartbeat sessions
  * are reset (LISTEN is issued again), and a lost lock session (a restarted server, a
- * terminated backend) starts the job again: in-flight writes are abandoned, the lock is
- * taken again, the job is read again (after the lock, never before) and streaming resumes
- * from the slot's confirmed position, which redelivers what was not confirmed (the apply
- * is idempotent). Only another runner holding the lock makes this one a standby; only a
- * permanent error (configuration, a check the server answered) ends the run.
+ * terminated backend) starts the job again: in-flight writes are abandoned once Dataverse
+ * has answered those already sent (bounded by DW_RUNNER_SETTLE_MS: one it applied later
+ * would take back the same rows written again), the lock is taken again, the job is read
+ * again (after the lock, never before) and streaming resumes from the slot's confirmed
+ * position, which redelivers what was not confirmed (the apply is idempotent). Only another
+ * runner holding the lock makes this one a standby; only a permanent error (configuration,
+ * a check the server answered) ends the run.
  *
  * Publication: at start, every minute and on SIGHUP the runner checks that every mapped
  * table is still in the job's publication; a missing one fails the job (state `failed`
@@ -42,6 +44,10 @@
 
 /* Longest a stop waits for in-flight writes before giving up on them (they are replayed). */
 #define DW_RUNNER_DRAIN_MS 30000
+
+/* Longest the writes on the wire are waited for before they are given up (a fault, or a stop
+ * whose drain ran out), unless [dataverse] request_timeout_ms is shorter. */
+#define DW_RUNNER_SETTLE_MS 60000
 
 struct dw_runner_options {
     const char *config_path; /* the config file (re-read on SIGHUP); NULL: built-in defaults */

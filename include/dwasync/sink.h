@@ -89,6 +89,16 @@ dw_rc dw_sink_submit_atomic(struct dw_sink *sink, struct dw_write *writes, void 
 size_t dw_sink_pending(const struct dw_sink *sink);
 
 /*
+ * Lets the write requests already sent finish before the sink is freed: a request given up
+ * while on the wire may still be applied by Dataverse, after the same rows written again
+ * (from the slot) and newer ones, which it would take back. Starts nothing more, drops the
+ * answers without a callback, and runs turns of the loop until no write is on the wire or
+ * deadline_ms (dw_clock_ms()) has come; a deadline already past looks once without waiting.
+ * Returns the writes still on the wire. The sink is then only good for dw_sink_free().
+ */
+size_t dw_sink_settle(struct dw_sink *sink, int64_t deadline_ms);
+
+/*
  * Drives transfers: starts queued requests, runs one turn of the loop (waiting up to
  * timeout_ms for curl's sockets, the sink's deadlines and the loop's other tenants), and
  * runs the done callbacks of finished writes.

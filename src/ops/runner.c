@@ -554,6 +554,39 @@ static dw_rc drain(struct runner *r, bool (*done)(struct runner *), int64_t dead
     return DW_OK;
 }
 
+/*
+ * Before in-flight writes are given up (the slot gives their changes again): waits, bounded,
+ * until Dataverse has answered those already on the wire (answers dropped), so that none is
+ * applied after the same rows written again and their newer changes (dw_sink_settle()).
+ * Then says what comes next, for the log.
+ */
+static void settle_writes(struct runner *r, const char *then)
+{
+    if (r->sink == NULL)
+        return;
+    size_t left = dw_sink_settle(r->sink, 0);
+    if (left == 0)
+        return;
+    int64_t bound = r->config.dataverse.request_timeout_ms < DW_RUNNER_SETTLE_MS
+                        ? r->config.dataverse.request_timeout_ms
+                        : DW_RUNNER_SETTLE_MS;
+    int64_t deadline = dw_clock_ms() + bound;
+    DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
+            "%zu write request(s) on the wire: waiting for Dataverse to finish them (their "
+            "answers dropped) before %s",
+            left, then);
+    while (left && dw_clock_ms() < deadline) {
+        int64_t step = dw_clock_ms() + 1000;
+        left = dw_sink_settle(r->sink, step < deadline ? step : deadline);
+        dw_watchdog_tick(&r->watchdog, (uint64_t)dw_clock_ms());
+    }
+    if (left)
+        DW_LOGF(DW_LOG_WARN, DW_FIELDS({"job", r->job.name}),
+                "%zu write request(s) given up on the wire after %" PRId64 " ms: Dataverse may "
+                "still apply them after the rows are written again",
+                left, bound);
+}
+
 static bool pipeline_idle(struct runner *r)
 {
     return dw_pipeline_idle(r->pipeline);
@@ -1785,9 +1818,11 @@ static dw_rc run_once(struct runner *r)
 static void start_job_again(struct runner *r)
 {
     r->start_again = false;
-    if (drain(r, pipeline_idle, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK)
+    if (drain(r, pipeline_idle, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK) {
         DW_WARN("starting the job again with writes still in flight; they will be applied "
                 "again from the slot");
+        settle_writes(r, "the job starts again");
+    }
     stop_job(r);
     if (strcmp(r->job.state, "stopped") != 0)
         return;
@@ -1822,7 +1857,9 @@ static dw_rc run_job(struct runner *r)
             (rc == DW_ERR_PG && (++r->failed_starts < START_ATTEMPTS || connection_fault(r)));
         if (!again)
             return rc;
-        /* Nothing is drained: in-flight writes are abandoned (the slot redelivers them). */
+        /* Nothing is drained: in-flight writes are abandoned (the slot redelivers them),
+         * once those on the wire are answered. */
+        settle_writes(r, "the job starts again");
         stop_job(r);
         r->restarts++;
         r->control_pid = 0;
@@ -1907,9 +1944,11 @@ dw_rc dw_runner_run(const struct dw_runner_options *opts)
     dw_daemon_notify_stopping();
     if (r.pipeline && r.sink) {
         r.stopping = true;
-        if (drain(&r, pipeline_idle, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK)
+        if (drain(&r, pipeline_idle, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK) {
             DW_WARN("stopping with writes still in flight; they will be applied again on "
                     "the next start");
+            settle_writes(&r, "stopping");
+        }
     }
 out:
     update_metrics(&r);

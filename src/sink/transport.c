@@ -652,6 +652,57 @@ void dw_sink_transport_wakeup(struct dw_sink *s)
     }
 }
 
+/* Requests on the wire that write rows: Dataverse may apply one whatever becomes of its
+ * answer. */
+static size_t writes_on_wire(const struct dw_sink *s)
+{
+    size_t n = 0;
+    const struct req *q;
+    DL_FOREACH(s->transfers, q)
+    {
+        n += is_write_req(q);
+    }
+    return n;
+}
+
+/* Takes what curl has finished out of the transfers, answer unread: queued, never started
+ * again, freed with the sink. */
+static void drop_finished(struct dw_sink *s)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(s->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        struct req *q = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
+        curl_multi_remove_handle(s->multi, m->easy_handle);
+        DL_DELETE(s->transfers, q);
+        if (q->kind == REQ_TOKEN)
+            s->token_in_flight = false;
+        else
+            s->in_flight--;
+        DL_APPEND(s->queue, q);
+    }
+}
+
+size_t dw_sink_settle(struct dw_sink *s, int64_t deadline_ms)
+{
+    dw_loop_timer_stop(s->engine_timer); /* nothing is started any more */
+    for (;;) {
+        int running = 0;
+        curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        drop_finished(s);
+        size_t left = writes_on_wire(s);
+        int64_t now = dw_clock_ms();
+        if (left == 0 || now >= deadline_ms)
+            return left;
+        int64_t wait = deadline_ms - now;
+        if (dw_loop_run_once(s->loop, wait > 1000 ? 1000 : (int)wait) != DW_OK)
+            return left;
+    }
+}
+
 /* Waits one turn of the loop: curl's sockets, the engine's deadline, the loop's tenants. */
 static dw_rc wait_turn(struct dw_sink *s, int timeout_ms)
 {
