@@ -761,11 +761,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *con, const char
     clock_gettime(CLOCK_MONOTONIC, &end);
     double ms = (double)(end.tv_sec - c->start.tv_sec) * 1000.0 +
                 (double)(end.tv_nsec - c->start.tv_nsec) / 1e6;
-    char status[8], dur[24];
+    char status[8], dur[24], rows[24];
     snprintf(status, sizeof status, "%d", drop ? 0 : resp.status);
     snprintf(dur, sizeof dur, "%.1f", ms);
+    snprintf(rows, sizeof rows, "%d", (int)resp.rows);
     DW_LOGF(DW_LOG_INFO,
-            DW_FIELDS({"method", method}, {"path", c->uri}, {"status", status}, {"ms", dur}),
+            DW_FIELDS({"method", method}, {"path", c->uri}, {"status", status}, {"rows", rows},
+                      {"ms", dur}),
             "request");
     if (dw_log_enabled(DW_LOG_DEBUG) && c->body.len > 0)
         DW_DEBUG("request body: %.*s", (int)(c->body.len > 65536 ? 65536 : c->body.len),

@@ -32,6 +32,22 @@ static bool same_options(const struct row *a, const struct row *b)
            (a->options && b->options && json_equal(a->options, b->options));
 }
 
+/*
+ * Queues n rows in as few requests as size allows, of even sizes: the writes of one level
+ * are done when the largest is (1,500 rows go as 750 and 750, not 1,000 and 500). With
+ * whole_only, only requests of size rows go, the rest waits.
+ */
+static void queue_split(struct dw_sink *s, struct row **rows, size_t n, size_t size,
+                        bool whole_only, void (*queue)(struct dw_sink *, struct row **, size_t))
+{
+    size_t k = whole_only ? n / size : (n + size - 1) / size;
+    for (size_t q = 0, at = 0; q < k; q++) {
+        size_t len = whole_only ? size : n / k + (q < n % k);
+        queue(s, rows + at, len);
+        at += len;
+    }
+}
+
 static void group_ready(struct dw_sink *s)
 {
     size_t n = 0, nbulk = 0, nbatch = 0;
@@ -81,19 +97,15 @@ static void group_ready(struct dw_sink *s)
     qsort(bulk, nbulk, sizeof *bulk, cmp_rows_by_set);
     for (size_t i = 0; i < nbulk;) {
         size_t j = i;
-        while (j < nbulk && j - i < size &&
-               strcmp(bulk[j].row->entity_set, bulk[i].row->entity_set) == 0 &&
+        while (j < nbulk && strcmp(bulk[j].row->entity_set, bulk[i].row->entity_set) == 0 &&
                same_options(bulk[j].row, bulk[i].row)) {
             group[j - i] = bulk[j].row;
             j++;
         }
-        if (j - i == size || !whole_only)
-            dw_sink_queue_bulk(s, group, j - i);
+        queue_split(s, group, j - i, size, whole_only, dw_sink_queue_bulk);
         i = j;
     }
-    for (size_t i = 0; i < nbatch; i += size)
-        if (nbatch - i >= size || !whole_only)
-            dw_sink_queue_batch(s, batch + i, nbatch - i < size ? nbatch - i : size);
+    queue_split(s, batch, nbatch, size, whole_only, dw_sink_queue_batch);
     free(bulk);
     free(batch);
     free(group);

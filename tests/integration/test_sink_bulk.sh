@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A bulk request of 1000 rows with 3 bad ones: UpsertMultiple fails as a whole, the sink
 # isolates the bad rows through $batch, 997 rows are applied and the 3 are reported with
-# their own Dataverse codes.
+# their own Dataverse codes. Rows beyond batch_size are split into requests of even sizes.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dw_mktemp work sink-bulk
 dvemu_start
@@ -49,5 +49,14 @@ check_eq "1000 applied" 1000 "$(sink_count "$work/out" applied)"
 check_eq "one more UpsertMultiple, no more \$batch" "2 1" \
     "$(grep -c 'accounts/Microsoft.Dynamics.CRM.UpsertMultiple status=' "$DVEMU_LOG") $(grep -c 'path=/api/data/v9.2/$batch status=200' "$DVEMU_LOG")"
 check_eq "1000 accounts" 1000 "$(dvemu_api GET 'accounts?$count=true&$top=1' | jq '."@odata.count"')"
+
+# 1,500 rows at once go as two requests of 750, not 1,000 and 500: the writes of a level are
+# done when the largest request is.
+sink_accounts 1500 E >"$work/even.jsonl"
+sink_apply "$work/dw.conf" "$work/even.jsonl" "$work/out" "$work/err"
+check_eq "1500 applied" 1500 "$(sink_count "$work/out" applied)"
+check_eq "in two UpsertMultiple requests of 750 rows" "rows=750 rows=750" \
+    "$(grep 'accounts/Microsoft.Dynamics.CRM.UpsertMultiple status=' "$DVEMU_LOG" | tail -2 |
+        grep -o 'rows=[0-9]*' | tr '\n' ' ' | sed 's/ $//')"
 
 finish
