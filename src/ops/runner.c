@@ -1189,8 +1189,12 @@ static dw_rc start_job(struct runner *r)
         return rc;
     if (pending && (rc = copy_plan(r)) != DW_OK)
         return rc;
+    /* A copy under way or queued (initial sync, resync, repair) goes on at once: its first
+     * chunk is read before the stream delivers anything, as when the copy began. */
     if (strcmp(r->job.initial_sync, "running") == 0)
         rc = copy_start(r);
+    else
+        rc = copy_poll(r);
     return rc;
 }
 
