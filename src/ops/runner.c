@@ -578,6 +578,11 @@ static void settle_writes(struct runner *r, const char *then)
     while (left && dw_clock_ms() < deadline) {
         int64_t step = dw_clock_ms() + 1000;
         left = dw_sink_settle(r->sink, step < deadline ? step : deadline);
+        /* As idle_wait(): /healthz answers, the watchdog is fed, a stop is noted. */
+        if (r->metrics_server)
+            dw_metrics_server_run(r->metrics_server);
+        if (dw_daemon_signals_take() & DW_SIGNAL_STOP)
+            r->stopping = true;
         dw_watchdog_tick(&r->watchdog, (uint64_t)dw_clock_ms());
     }
     if (left)
