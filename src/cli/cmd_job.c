@@ -228,6 +228,7 @@ static int job_start(struct dw_cli *cli, const char *name, bool initial_sync)
     struct dw_jobdef *def = NULL;
     struct jobrow j;
     int status = DW_EXIT_FAILURE;
+    bool created = false; /* the slot, by this call */
     dw_rc rc;
     if (dw_cli_connect_control(cli, "dwasync job start", &ctl) != DW_OK ||
         read_job(ctl, name, &j) != DW_OK)
@@ -270,7 +271,6 @@ static int job_start(struct dw_cli *cli, const char *name, bool initial_sync)
     /* The slot now, for an initial sync too: every change committed once the job has started
      * reaches Dataverse, a delete of a row an earlier sync wrote among them. (The copy reads
      * in chunks of its own, between watermarks: it needs no snapshot of the slot's.) */
-    bool created = false;
     if (!slot) {
         const char *sp[1] = {j.slot};
         if (dw_pg_query(src, "creating the replication slot",
@@ -292,9 +292,6 @@ static int job_start(struct dw_cli *cli, const char *name, bool initial_sync)
     if (rc != DW_OK) {
         if (rc == DW_ERR_STATE)
             DW_ERROR("job \"%s\" changed state meanwhile: not started", name);
-        /* An initial sync started again would refuse the slot left behind. */
-        if (created && initial_sync)
-            drop_slot(src, j.slot);
         goto out;
     }
     printf("job \"%s\" is active: publication \"%s\" publishes %zu map%s%s\n", name, j.publication,
@@ -302,6 +299,9 @@ static int job_start(struct dw_cli *cli, const char *name, bool initial_sync)
            initial_sync ? "; the daemon copies existing rows first (initial sync pending)" : "");
     status = DW_EXIT_OK;
 out:
+    /* Not started: an initial sync started again would refuse the slot left behind. */
+    if (status != DW_EXIT_OK && created && initial_sync)
+        (void)drop_slot(src, j.slot);
     PQclear(r);
     dw_jobdef_free(def);
     PQfinish(src);
