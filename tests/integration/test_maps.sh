@@ -208,6 +208,17 @@ check_eq "a job without maps does not start" 1 "$status"
 check_contains "and says so" 'job \"empty_job\" has no table maps' "$out"
 sed 's/"name": "fno_sample"/"name": "fno_init"/' "$mapfile" >"$work/init.json"
 dw map import "$work/init.json" >/dev/null 2>&1
+# A start that fails once it has taken the slot (here the checkpoint's row is refused) drops
+# it again: a second try with --initial-sync would refuse a slot left behind.
+psql_q "CREATE FUNCTION public.dw_test_refuse() RETURNS trigger LANGUAGE plpgsql
+          AS \$\$BEGIN RAISE EXCEPTION 'refused by the test'; END\$\$;
+        CREATE TRIGGER dw_test_refuse BEFORE INSERT ON dwasync.checkpoint
+          FOR EACH ROW EXECUTE FUNCTION public.dw_test_refuse()" >/dev/null
+out=$(dw job start fno_init --initial-sync 2>&1); status=$?
+check_eq "a start failing after the slot exits 1" 1 "$status"
+check_contains "it says why" "refused by the test" "$out"
+check_eq "and leaves no slot behind" 0 "$(psql_q "select count(*) from pg_replication_slots")"
+psql_q "DROP TRIGGER dw_test_refuse ON dwasync.checkpoint; DROP FUNCTION public.dw_test_refuse()" >/dev/null
 out=$(dw job start fno_init --initial-sync 2>&1)
 check_contains "initial sync is pending" "initial sync pending" "$out"
 check_eq "state and initial_sync" "active pending" "$(psql_q "select state || ' ' || initial_sync from dwasync.job where name = 'fno_init'")"
