@@ -430,21 +430,31 @@ static void complete_token(struct dw_sink *s, struct req *q, CURLcode cc, long h
 }
 
 /* Handles every finished transfer; returns how many there were. */
+/* The request of a transfer curl has finished, taken out of the multi handle and the
+ * transfers (its easy handle still answers curl_easy_getinfo()); NULL for another message. */
+static struct req *detach_finished(struct dw_sink *s, const CURLMsg *m)
+{
+    if (m->msg != CURLMSG_DONE)
+        return NULL;
+    struct req *q = NULL;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
+    curl_multi_remove_handle(s->multi, m->easy_handle);
+    DL_DELETE(s->transfers, q);
+    return q;
+}
+
 static int process_done(struct dw_sink *s)
 {
     CURLMsg *m;
     int left, n = 0;
     while ((m = curl_multi_info_read(s->multi, &left))) {
-        if (m->msg != CURLMSG_DONE)
+        CURLcode cc = m->data.result;
+        struct req *q = detach_finished(s, m);
+        if (q == NULL)
             continue;
         n++;
-        struct req *q = NULL;
         long http = 0;
-        CURLcode cc = m->data.result;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
-        curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &http);
-        curl_multi_remove_handle(s->multi, m->easy_handle);
-        DL_DELETE(s->transfers, q);
+        curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &http);
         DW_DEBUG("answer to %s %s: HTTP %ld, %s", q->method, q->url, http,
                  cc == CURLE_OK ? "ok" : curl_easy_strerror(cc));
         debug_response(s, q, http);
@@ -672,16 +682,15 @@ static void drop_finished(struct dw_sink *s)
     CURLMsg *m;
     int left;
     while ((m = curl_multi_info_read(s->multi, &left))) {
-        if (m->msg != CURLMSG_DONE)
+        struct req *q = detach_finished(s, m);
+        if (q == NULL)
             continue;
-        struct req *q = NULL;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
-        curl_multi_remove_handle(s->multi, m->easy_handle);
-        DL_DELETE(s->transfers, q);
-        if (q->kind == REQ_TOKEN)
+        if (q->kind == REQ_TOKEN) {
             s->token_in_flight = false;
-        else
+            explicit_bzero(q->body, q->body_len); /* as complete_token(): the credential */
+        } else {
             s->in_flight--;
+        }
         DL_APPEND(s->queue, q);
     }
 }
