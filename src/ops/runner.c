@@ -1043,7 +1043,8 @@ static dw_rc copy_tend(struct runner *r)
         cp->retry_at_ms = dw_clock_ms() + cp->stale_retry_ms;
         return DW_OK;
     }
-    cp->waiting_xid = 0;
+    if (rc == DW_OK)
+        cp->waiting_xid = 0; /* seen at last (a failed read says nothing of it) */
     if (rc == DW_ERR_PG) {
         /* The source went away: the stream reconnects by itself, so does the copy. */
         cp->retry_at_ms = dw_clock_ms() + 1000;
