@@ -558,9 +558,9 @@ static dw_rc drain(struct runner *r, bool (*done)(struct runner *), int64_t dead
  * Before in-flight writes are given up (the slot gives their changes again): waits, bounded,
  * until Dataverse has answered those already on the wire (answers dropped), so that none is
  * applied after the same rows written again and their newer changes (dw_sink_settle()).
- * Then says what comes next, for the log.
+ * Nothing to wait for after a drain that finished.
  */
-static void settle_writes(struct runner *r, const char *then)
+static void settle_writes(struct runner *r)
 {
     if (r->sink == NULL)
         return;
@@ -573,8 +573,8 @@ static void settle_writes(struct runner *r, const char *then)
     int64_t deadline = dw_clock_ms() + bound;
     DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", r->job.name}),
             "%zu write request(s) on the wire: waiting for Dataverse to finish them (their "
-            "answers dropped) before %s",
-            left, then);
+            "answers dropped) before they are given up",
+            left);
     while (left && dw_clock_ms() < deadline) {
         int64_t step = dw_clock_ms() + 1000;
         left = dw_sink_settle(r->sink, step < deadline ? step : deadline);
@@ -1215,6 +1215,7 @@ static void stop_job(struct runner *r)
         dw_stream_close(r->stream);
         r->stream = NULL;
     }
+    settle_writes(r);
     dw_sink_free(r->sink); /* first: no callback may reach a freed pipeline or engine */
     r->sink = NULL;
     dw_replay_free(r->replay);
@@ -1831,7 +1832,6 @@ static void start_job_again(struct runner *r)
     if (drain(r, pipeline_idle, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK) {
         DW_WARN("starting the job again with writes still in flight; they will be applied "
                 "again from the slot");
-        settle_writes(r, "the job starts again");
     }
     stop_job(r);
     if (strcmp(r->job.state, "stopped") != 0)
@@ -1868,8 +1868,7 @@ static dw_rc run_job(struct runner *r)
         if (!again)
             return rc;
         /* Nothing is drained: in-flight writes are abandoned (the slot redelivers them),
-         * once those on the wire are answered. */
-        settle_writes(r, "the job starts again");
+         * once those on the wire are answered (stop_job()). */
         stop_job(r);
         r->restarts++;
         r->control_pid = 0;
@@ -1957,7 +1956,6 @@ dw_rc dw_runner_run(const struct dw_runner_options *opts)
         if (drain(&r, pipeline_idle, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK) {
             DW_WARN("stopping with writes still in flight; they will be applied again on "
                     "the next start");
-            settle_writes(&r, "stopping");
         }
     }
 out:
