@@ -67,6 +67,11 @@ bool dw_dvemu_filter_match(const struct dw_dvemu_filter *f, const json_t *row);
 /* Releases a filter; accepts NULL. */
 void dw_dvemu_filter_free(struct dw_dvemu_filter *f);
 
+/* Calls visit on each property path of the filter, which may replace it (a heap string,
+ * freeing the old one); stops at the first call that returns false, and returns false then. */
+bool dw_dvemu_filter_visit_paths(struct dw_dvemu_filter *f, bool (*visit)(char **path, void *user),
+                                 void *user);
+
 /*
  * When the filter is a disjunction of conjunctions of "property eq non-null literal"
  * ("(a eq 1 and b eq 'x') or (a eq 2 and b eq 'y')"), fills keys[0..*nkeys) (a new array,

@@ -20,6 +20,7 @@
 
 #define FX_MAX_DEPTH 32
 #define FX_PAGE_MAX  5000
+#define FX_COUNT_MAX 5000 /* returntotalrecordcount counts up to this many rows */
 
 struct fx_node {
     char *name;
@@ -553,18 +554,20 @@ static void select_props(json_t *rows, const struct fx_query *q)
         void *tmp;
         json_object_foreach_safe(row, tmp, k, v)
         {
-            bool keep = q->select == NULL || strcmp(k, q->t->primary_id) == 0 ||
-                        strcmp(k, "@odata.etag") == 0;
+            /* A FetchXml result leaves out the columns with no value, unlike OData's. */
+            bool keep = strcmp(k, q->t->primary_id) == 0 || strcmp(k, "@odata.etag") == 0 ||
+                        (q->select == NULL && !json_is_null(v));
             size_t j;
             json_t *s;
-            json_array_foreach(q->select, j, s) keep |= strcmp(json_string_value(s), k) == 0;
+            json_array_foreach(q->select, j, s) keep |=
+                !json_is_null(v) && strcmp(json_string_value(s), k) == 0;
             if (!keep)
                 json_object_del(row, k);
         }
     }
 }
 
-void emu_fetchxml_answer(struct emu *emu, struct emu_table *t, const char *xml,
+void emu_fetchxml_answer(const struct emu_req *req, struct emu_table *t, const char *xml,
                          struct emu_resp *resp)
 {
     struct emu_err err = {0};
@@ -605,6 +608,13 @@ void emu_fetchxml_answer(struct emu *emu, struct emu_table *t, const char *xml,
                     "The top attribute can't be specified with paging attribute page or count.");
         goto out;
     }
+    const char *rtc = attr_of(fetch, "returntotalrecordcount");
+    bool want_total = rtc && strcmp(rtc, "true") == 0;
+    if (top && want_total) {
+        emu_err_set(&err, 400, "0x80040203",
+                    "The top attribute can't be specified with returntotalrecordcount.");
+        goto out;
+    }
     rows = fetch_rows(&q);
     size_t size = top ? (size_t)top : count ? (size_t)count : FX_PAGE_MAX;
     size_t skip = top ? 0 : ((size_t)(page ? page : 1) - 1) * size;
@@ -614,7 +624,7 @@ void emu_fetchxml_answer(struct emu *emu, struct emu_table *t, const char *xml,
     for (size_t i = skip; i < total && i < skip + size; i++)
         json_array_append(value, json_array_get(rows, i));
     select_props(value, &q);
-    char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s", emu->base_url, t->set);
+    char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s", req->base, t->set);
     json_t *body = json_pack("{s:s}", "@odata.context", ctx);
     free(ctx);
     if (more) {
@@ -627,6 +637,13 @@ void emu_fetchxml_answer(struct emu *emu, struct emu_table *t, const char *xml,
                             json_string(cookie));
         json_object_set_new(body, "@Microsoft.Dynamics.CRM.morerecords", json_true());
         free(cookie);
+    }
+    if (want_total) {
+        /* "Count rows using FetchXml": all the rows that match, up to 5,000. */
+        json_object_set_new(body, "@Microsoft.Dynamics.CRM.totalrecordcount",
+                            json_integer(total < FX_COUNT_MAX ? (json_int_t)total : FX_COUNT_MAX));
+        json_object_set_new(body, "@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded",
+                            json_boolean(total > FX_COUNT_MAX));
     }
     json_object_set_new(body, "value", value);
     emu_resp_json(resp, 200, body);

@@ -224,6 +224,8 @@ struct emu_req {
     json_t *content_ids;             /* $batch: Content-ID -> "set(guid)"; borrowed, may be NULL */
     bool in_batch;                   /* a part of a $batch (its writes answer with Location too) */
     const char *user;                /* who the token says is calling */
+    const char *base; /* the organization URL as the client called it (scheme and its Host
+                       * header): the links an answer holds start with it */
     json_t *json;                    /* the body already parsed (borrowed), or NULL */
     const char *opts[EMU_OPT_COUNT]; /* optional parameter headers as sent, NULL when absent */
 };
@@ -256,7 +258,7 @@ json_t *emu_meta_key_json(const struct emu_table *t, const struct emu_key *k);
 
 /* fetchxml.c (under store_lock) */
 /* Answers GET <set>?fetchXml=<xml> for table t (xml decoded): rows, or Dataverse's error. */
-void emu_fetchxml_answer(struct emu *emu, struct emu_table *t, const char *xml,
+void emu_fetchxml_answer(const struct emu_req *req, struct emu_table *t, const char *xml,
                          struct emu_resp *resp);
 
 /* m2m.c (under store_lock) */

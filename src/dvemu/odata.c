@@ -580,6 +580,17 @@ bool dw_dvemu_filter_match(const struct dw_dvemu_filter *f, const json_t *row)
     return false;
 }
 
+bool dw_dvemu_filter_visit_paths(struct dw_dvemu_filter *f, bool (*visit)(char **path, void *user),
+                                 void *user)
+{
+    if (f == NULL)
+        return true;
+    if ((f->kind == FN_CMP || f->kind == FN_FUNC) && !visit(&f->path, user))
+        return false;
+    return dw_dvemu_filter_visit_paths(f->left, visit, user) &&
+           dw_dvemu_filter_visit_paths(f->right, visit, user);
+}
+
 /* Appends the "path eq literal" terms of a conjunction to key; false for any other shape. */
 static bool conjunction_terms(const struct dw_dvemu_filter *f, struct dw_dvemu_key *key)
 {

@@ -631,6 +631,84 @@ static int64_t server_cost_ms(const struct dw_dvemu_options *o, const char *path
     return o->cost_request_ms + full + bypassed;
 }
 
+/*
+ * The organization URL as the client called it: links (@odata.nextLink, @odata.context,
+ * OData-EntityId) start with it, as Dataverse's start with the URL of the environment, so
+ * that a client reaching dvemu by another name (localhost, a proxy) can follow them. A Host
+ * header that is no plain host[:port] is not trusted: the listening address is used.
+ */
+static char *request_base(const struct server *s, struct MHD_Connection *con)
+{
+    const char *host = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Host");
+    size_t n = host ? strlen(host) : 0;
+    bool plain = n > 0 && n <= 255 &&
+                 strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQR"
+                              "STUVWXYZ0123456789.-:[]") == n;
+    if (!plain)
+        return dw_strdup(s->emu.base_url);
+    return dw_asprintf("%s://%s", s->emu.opt->tls_cert ? "https" : "http", host);
+}
+
+/*
+ * Refuses what a request asks for through a header that dvemu does not emulate, instead of
+ * answering as if it had not been asked: impersonation (MSCRMCallerID, CallerObjectId) and
+ * change tracking (Prefer: odata.track-changes). True when resp holds the refusal.
+ */
+static bool header_refused(struct MHD_Connection *con, const char *prefer, struct emu_resp *resp)
+{
+    static const char *const impersonation[] = {"MSCRMCallerID", "CallerObjectId"};
+    const char *what = NULL;
+    for (size_t i = 0; i < sizeof impersonation / sizeof *impersonation && !what; i++)
+        if (MHD_lookup_connection_value(con, MHD_HEADER_KIND, impersonation[i]))
+            what = impersonation[i];
+    if (what == NULL && prefer && strstr(prefer, "odata.track-changes"))
+        what = "Prefer: odata.track-changes";
+    if (what == NULL)
+        return false;
+    struct emu_err err = {0};
+    emu_err_set(&err, 501, "0x80060888",
+                "dvemu does not emulate the '%s' header; see dvemu(1), \"What dvemu does not "
+                "emulate\".",
+                what);
+    emu_resp_error(resp, &err);
+    emu_err_clear(&err);
+    return true;
+}
+
+/* Answers an admitted request: the Web API's answer, or a refusal of what dvemu does not
+ * emulate. */
+static void answer(struct server *s, struct MHD_Connection *con, const char *method,
+                   const char *path, const char *query, const struct conn *c, const char *user,
+                   struct emu_resp *resp)
+{
+    const char *prefer = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Prefer");
+    if (header_refused(con, prefer, resp))
+        return;
+    char *base = request_base(s, con);
+    struct emu_req req = {
+        .method = method,
+        .path = path,
+        .query = query,
+        .body = c->body.data,
+        .body_len = c->body.len,
+        .prefer_representation = prefer && strstr(prefer, "return=representation"),
+        .max_page_size = emu_prefer_max_page_size(prefer),
+        .if_match = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "If-Match"),
+        .if_none_match = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "If-None-Match"),
+        .user = user,
+        .base = base,
+    };
+    for (int i = 0; i < EMU_OPT_COUNT; i++)
+        req.opts[i] = MHD_lookup_connection_value(con, MHD_HEADER_KIND, emu_opt_headers[i]);
+    if (strcmp(path, "$batch") == 0 && strcmp(method, "POST") == 0)
+        emu_batch_handle(&s->emu, &req,
+                         MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Type"),
+                         prefer && strstr(prefer, "odata.continue-on-error"), resp);
+    else
+        emu_api_handle(&s->emu, &req, resp);
+    free(base);
+}
+
 static void api(struct server *s, struct MHD_Connection *con, const char *method, const char *path,
                 const char *query, struct conn *c, struct emu_resp *resp, bool *drop)
 {
@@ -662,27 +740,7 @@ static void api(struct server *s, struct MHD_Connection *con, const char *method
     /* A slow answer counts as execution time, as a slow Dataverse request would. */
     if (kind == F_SLOW)
         emu_clock_sleep(&emu->clock, slow_ms);
-    const char *prefer = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Prefer");
-    struct emu_req req = {
-        .method = method,
-        .path = path,
-        .query = query,
-        .body = c->body.data,
-        .body_len = c->body.len,
-        .prefer_representation = prefer && strstr(prefer, "return=representation"),
-        .max_page_size = emu_prefer_max_page_size(prefer),
-        .if_match = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "If-Match"),
-        .if_none_match = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "If-None-Match"),
-        .user = user,
-    };
-    for (int i = 0; i < EMU_OPT_COUNT; i++)
-        req.opts[i] = MHD_lookup_connection_value(con, MHD_HEADER_KIND, emu_opt_headers[i]);
-    if (strcmp(path, "$batch") == 0 && strcmp(method, "POST") == 0)
-        emu_batch_handle(emu, &req,
-                         MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Type"),
-                         prefer && strstr(prefer, "odata.continue-on-error"), resp);
-    else
-        emu_api_handle(emu, &req, resp);
+    answer(s, con, method, path, query, c, user, resp);
     emu_clock_sleep(&emu->clock, server_cost_ms(emu->opt, path, resp));
     limits_done(s, user, ticket, emu_clock_ms(&emu->clock) - t0);
     char num[24];

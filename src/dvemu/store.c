@@ -457,13 +457,17 @@ void emu_store_free(struct emu *emu)
 
 json_t *emu_row_public(const struct emu_table *t, const json_t *row)
 {
-    (void)t;
     json_t *o = json_object();
     json_t *ver = json_object_get(row, "versionnumber");
     char *etag = dw_asprintf("W/\"%lld\"", (long long)json_integer_value(ver));
     json_object_set_new(o, "@odata.etag", json_string(etag));
     free(etag);
     json_object_update(o, (json_t *)row);
+    /* A column with no value is there, as null ("Select columns": every column asked for
+     * comes back, and a row read without $select has all of them). */
+    for (size_t i = 0; i < t->nattrs; i++)
+        if (json_object_get(o, t->attrs[i].prop) == NULL)
+            json_object_set_new(o, t->attrs[i].prop, json_null());
     return o;
 }
 

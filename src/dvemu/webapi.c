@@ -371,6 +371,42 @@ static void apply_expand(struct emu *emu, json_t *row, const struct emu_table *t
     }
 }
 
+/* Splits "$expand=a($select=x,y),b" at its top-level commas: item k is text[start[k],
+ * start[k] + len[k]). Returns the number of items (at most max). */
+static size_t expand_items_split(const char *text, size_t *start, size_t *len, size_t max)
+{
+    size_t n = 0, depth = 0, at = 0;
+    for (size_t i = 0;; i++) {
+        char c = text[i];
+        if (c == '(')
+            depth++;
+        else if (c == ')' && depth)
+            depth--;
+        if ((c == ',' && depth == 0) || c == '\0') {
+            if (n < max && i > at) {
+                start[n] = at;
+                len[n++] = i - at;
+            }
+            at = i + 1;
+        }
+        if (c == '\0')
+            return n;
+    }
+}
+
+/* The navigation property names of an $expand (without their options), as an array. */
+static json_t *expand_names(const char *text)
+{
+    size_t start[32], len[32];
+    size_t n = expand_items_split(text, start, len, 32);
+    json_t *names = json_array();
+    for (size_t k = 0; k < n; k++) {
+        size_t name = strcspn(text + start[k], "(");
+        json_array_append_new(names, json_stringn(text + start[k], name < len[k] ? name : len[k]));
+    }
+    return names;
+}
+
 /* Keeps the expanded properties through $select. */
 static void select_keep_expanded(json_t *select, const struct expand_item *items, size_t n)
 {
@@ -409,11 +445,11 @@ static dw_rc skiptoken_offset(const char *token, size_t *out)
 
 /* The absolute URL of the next page: the request's own path and query (without its
  * $skiptoken) and a $skiptoken for the rows after skip; a new heap string. */
-static char *next_link(struct emu *emu, const struct emu_req *req, size_t skip, size_t page)
+static char *next_link(const struct emu_req *req, size_t skip, size_t page)
 {
     struct dw_buf b;
     dw_buf_init(&b, 0);
-    (void)dw_buf_printf(&b, "%s" EMU_API_PREFIX "%s?", emu->base_url, req->path);
+    (void)dw_buf_printf(&b, "%s" EMU_API_PREFIX "%s?", req->base, req->path);
     const char *q = req->query ? req->query : "";
     while (*q) {
         size_t n = strcspn(q, "&");
@@ -430,6 +466,48 @@ static char *next_link(struct emu *emu, const struct emu_req *req, size_t skip, 
                         "%%20/%%3E",
                         page, skip);
     return dw_buf_steal(&b);
+}
+
+struct path_check {
+    const struct emu_table *t;
+    struct emu_err *err;
+};
+
+/*
+ * Checks a property path of $filter or $orderby against t: a column, or a single-valued
+ * navigation property, which stands for its lookup column (compared with null). A related
+ * table's column ("nav/column") is refused as not emulated; any other name gets
+ * Dataverse's 400, as an unknown $select name does.
+ */
+static bool check_path(char **path, void *user)
+{
+    struct path_check *pc = user;
+    const struct emu_table *t = pc->t;
+    const char *slash = strchr(*path, '/');
+    size_t n = slash ? (size_t)(slash - *path) : strlen(*path);
+    for (size_t i = 0; i < t->nattrs; i++) {
+        const struct emu_attr *a = &t->attrs[i];
+        if (strlen(a->prop) == n && strncmp(a->prop, *path, n) == 0 && slash == NULL)
+            return true;
+        for (size_t j = 0; j < a->ntargets; j++) {
+            if (strlen(a->navs[j]) != n || strncmp(a->navs[j], *path, n) != 0)
+                continue;
+            if (slash) {
+                emu_err_set(pc->err, 501, "0x80060888",
+                            "dvemu does not emulate a related table's column in $filter or "
+                            "$orderby ('%s'); see dvemu(1), \"What dvemu does not emulate\".",
+                            *path);
+                return false;
+            }
+            free(*path);
+            *path = dw_strdup(a->prop);
+            return true;
+        }
+    }
+    char *name = dw_strndup(*path, n);
+    err_no_property(pc->err, t->logical, name);
+    free(name);
+    return false;
 }
 
 /* Answers a GET on a collection: $filter, $orderby, $count, $top, then $select. Takes
@@ -453,14 +531,17 @@ static void collection_answer(struct emu *emu, const struct emu_req *req, const 
             free(msg);
             goto fail;
         }
+        struct path_check pc = {t, &err};
+        if (t && !dw_dvemu_filter_visit_paths(filter, check_path, &pc))
+            goto fail;
     }
     const char *ss = json_string_value(json_object_get(query, "$select"));
     if (ss && parse_select(ss, t, &select, &err) != DW_OK)
         goto fail;
     /* Expanded properties ($expand=OptionSet) are answered whatever $select says. */
     const char *es = json_string_value(json_object_get(query, "$expand"));
-    json_t *expand = NULL;
-    if (t == NULL && select && es && parse_select(es, NULL, &expand, &err) == DW_OK) {
+    if (t == NULL && select && es) {
+        json_t *expand = expand_names(es);
         json_array_extend(select, expand);
         json_decref(expand);
     }
@@ -491,6 +572,11 @@ static void collection_answer(struct emu *emu, const struct emu_req *req, const 
                 oc.keys[oc.nkeys].desc = strstr(sp + 1, "desc") != NULL;
             }
             oc.keys[oc.nkeys++].prop = item;
+            struct path_check pc = {t, &err};
+            if (t && !check_path(&oc.keys[oc.nkeys - 1].prop, &pc)) {
+                json_decref(out);
+                goto fail;
+            }
             p += n;
             if (*p == ',')
                 p++;
@@ -537,7 +623,7 @@ static void collection_answer(struct emu *emu, const struct emu_req *req, const 
         json_array_remove(out, 0);
     char *next = NULL;
     if (json_array_size(out) > page && req != NULL) {
-        next = next_link(emu, req, skip + page, (skip + page) / page + 1);
+        next = next_link(req, skip + page, (skip + page) / page + 1);
         while (json_array_size(out) > page)
             json_array_remove(out, json_array_size(out) - 1);
     }
@@ -551,7 +637,7 @@ static void collection_answer(struct emu *emu, const struct emu_req *req, const 
         json_array_append_new(final, copy);
     }
     json_decref(out);
-    char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s", emu->base_url, context);
+    char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s", req->base, context);
     json_t *body = json_pack("{s:s}", "@odata.context", ctx);
     free(ctx);
     const char *count = json_string_value(json_object_get(query, "$count"));
@@ -940,20 +1026,29 @@ static void answer_written(struct emu *emu, const struct emu_req *req, struct em
     if (resp == NULL)
         return; /* a bulk action answers once for all its targets */
     char *ref = dw_asprintf("%s(%s)", t->set, id);
-    char *url = dw_asprintf("%s" EMU_API_PREFIX "%s", emu->base_url, ref);
+    char *url = dw_asprintf("%s" EMU_API_PREFIX "%s", req->base, ref);
     if (req->prefer_representation) {
         json_t *body = emu_row_public(t, row);
         /* "Create a table row" / "Update and delete table rows": $select limits the
-         * representation returned (the names were checked before the write). */
+         * representation returned, and $expand adds related rows to it (the names were
+         * checked before the write). */
         json_t *query = parse_query(req->query), *select = NULL;
         const char *ss = json_string_value(json_object_get(query, "$select"));
+        const char *es = json_string_value(json_object_get(query, "$expand"));
         struct emu_err ignored = {0};
-        if (ss && parse_select(ss, t, &select, &ignored) == DW_OK)
+        struct expand_item *xitems = NULL;
+        size_t nx = 0;
+        if (es && parse_expand(emu, es, t, &xitems, &nx, &ignored) == DW_OK)
+            apply_expand(emu, body, t, xitems, nx);
+        if (ss && parse_select(ss, t, &select, &ignored) == DW_OK) {
+            select_keep_expanded(select, xitems, nx);
             apply_select(body, select, t->primary_id);
+        }
         emu_err_clear(&ignored);
+        expand_free(xitems, nx);
         json_decref(select);
         json_decref(query);
-        char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s/$entity", emu->base_url, t->set);
+        char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s/$entity", req->base, t->set);
         json_object_set_new(body, "@odata.context", json_string(ctx));
         free(ctx);
         emu_resp_json(resp, created ? 201 : 200, body);
@@ -1261,7 +1356,7 @@ static void bulk_action(struct emu *emu, const struct emu_req *req, struct emu_t
     if (create) {
         char *ctx = dw_asprintf("%s" EMU_API_PREFIX
                                 "$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse",
-                                emu->base_url);
+                                req->base);
         emu_resp_json(resp, 200, json_pack("{s:s, s:O}", "@odata.context", ctx, "Ids", ids));
         free(ctx);
     } else {
@@ -1301,14 +1396,134 @@ static json_t *one_to_many_json(struct emu *emu, const struct emu_table *t,
 
 /* --- metadata and virtual collections -------------------------------------------------- */
 
+/* The rows of a collection-valued navigation property of t's EntityMetadata (Keys and the
+ * relationships; Attributes is answered with its casts by entity_definitions()); NULL for
+ * any other name. */
+static json_t *entity_nav_rows(struct emu *emu, const struct emu_table *t, const char *nav)
+{
+    json_t *rows = json_array();
+    if (strcmp(nav, "Keys") == 0) {
+        for (size_t i = 0; i < t->nkeys; i++)
+            json_array_append_new(rows, emu_meta_key_json(t, &t->keys[i]));
+    } else if (strcmp(nav, "ManyToOneRelationships") == 0) {
+        /* One relationship per lookup target of t, named as Dataverse names them. */
+        for (size_t i = 0; i < t->nattrs; i++)
+            for (size_t j = 0; j < t->attrs[i].ntargets; j++)
+                json_array_append_new(rows, one_to_many_json(emu, t, &t->attrs[i], j));
+    } else if (strcmp(nav, "OneToManyRelationships") == 0) {
+        /* The same relationships seen from t: every lookup that can name a row of t. */
+        for (size_t k = 0; k < emu->ntables; k++) {
+            const struct emu_table *u = &emu->tables[k];
+            for (size_t i = 0; i < u->nattrs; i++)
+                for (size_t j = 0; j < u->attrs[i].ntargets; j++)
+                    if (strcmp(u->attrs[i].targets[j], t->logical) == 0)
+                        json_array_append_new(rows, one_to_many_json(emu, u, &u->attrs[i], j));
+        }
+    } else if (strcmp(nav, "ManyToManyRelationships") == 0) {
+        /* ManyToManyRelationshipMetadata of the relationships t takes part in. */
+        for (size_t i = 0; i < emu->nm2m; i++) {
+            const struct emu_m2m *m = &emu->m2m[i];
+            if (m->t[0] != t && m->t[1] != t)
+                continue;
+            char *mid = emu_stable_guid(m->name, "relationship");
+            json_array_append_new(
+                rows, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "SchemaName",
+                                m->name, "MetadataId", mid, "RelationshipType",
+                                "ManyToManyRelationship", "Entity1LogicalName", m->t[0]->logical,
+                                "Entity2LogicalName", m->t[1]->logical, "IntersectEntityName",
+                                m->intersect->logical, "Entity1IntersectAttribute",
+                                m->t[0]->primary_id, "Entity2IntersectAttribute",
+                                m->t[1]->primary_id, "Entity1NavigationPropertyName", m->nav[0],
+                                "Entity2NavigationPropertyName", m->nav[1]));
+            free(mid);
+        }
+    } else {
+        json_decref(rows);
+        return NULL;
+    }
+    return rows;
+}
+
+/* The attributes of t as AttributeMetadata, with their options when asked. */
+static json_t *entity_attribute_rows(const struct emu_table *t, bool options)
+{
+    json_t *rows = json_array();
+    for (size_t i = 0; i < t->nattrs; i++)
+        json_array_append_new(rows, emu_meta_attr_json(&t->attrs[i], options));
+    return rows;
+}
+
+/*
+ * Adds the navigation properties $expand names to an EntityMetadata row e of t ("Query
+ * table definitions using the Web API": Attributes, Keys, relationships), each with an
+ * optional nested $select. Other nested options are refused as not emulated, an unknown
+ * name as Dataverse does.
+ */
+static dw_rc expand_entity(struct emu *emu, json_t *e, const struct emu_table *t, const char *text,
+                           struct emu_err *err)
+{
+    size_t start[32], len[32];
+    size_t n = expand_items_split(text, start, len, 32);
+    for (size_t k = 0; k < n; k++) {
+        char *item = dw_strndup(text + start[k], len[k]);
+        char *open = strchr(item, '(');
+        char *inner = NULL;
+        if (open) {
+            size_t il = strlen(open + 1);
+            if (il == 0 || open[il] != ')') {
+                emu_err_set(err, 400, "0x80060888", "Bad Request - Error in query syntax.");
+                free(item);
+                return DW_ERR_INVALID;
+            }
+            open[il] = '\0';
+            *open = '\0';
+            inner = open + 1;
+        }
+        json_t *select = NULL;
+        if (inner && (strncmp(inner, "$select=", 8) != 0 || strchr(inner, ';'))) {
+            emu_err_set(err, 501, "0x80060888",
+                        "dvemu does not emulate options other than $select in $expand of "
+                        "table definitions ('%s'); see dvemu(1), \"What dvemu does not "
+                        "emulate\".",
+                        inner);
+            free(item);
+            return DW_ERR_INVALID;
+        }
+        if (inner)
+            (void)parse_select(inner + 8, NULL, &select, err);
+        json_t *rows = strcmp(item, "Attributes") == 0 ? entity_attribute_rows(t, false)
+                                                       : entity_nav_rows(emu, t, item);
+        if (rows == NULL) {
+            err_no_property(err, "EntityMetadata", item);
+            json_decref(select);
+            free(item);
+            return DW_ERR_INVALID;
+        }
+        size_t i;
+        json_t *row;
+        json_array_foreach(rows, i, row) apply_select(row, select, "MetadataId");
+        json_object_set_new(e, item, rows);
+        json_decref(select);
+        free(item);
+    }
+    return DW_OK;
+}
+
 static void entity_definitions(struct emu *emu, const struct emu_req *req, const char *rest,
                                json_t *query, struct emu_resp *resp)
 {
     struct emu_err err = {0};
     if (*rest == '\0' || *rest == '?') {
+        const char *es = json_string_value(json_object_get(query, "$expand"));
         json_t *rows = json_array();
-        for (size_t i = 0; i < emu->ntables; i++)
-            json_array_append_new(rows, emu_meta_entity_json(&emu->tables[i]));
+        for (size_t i = 0; i < emu->ntables; i++) {
+            json_t *e = emu_meta_entity_json(&emu->tables[i]);
+            json_array_append_new(rows, e);
+            if (es && expand_entity(emu, e, &emu->tables[i], es, &err) != DW_OK) {
+                json_decref(rows);
+                goto fail;
+            }
+        }
         collection_answer(emu, req, "EntityDefinitions", rows, query, NULL, resp);
         return;
     }
@@ -1336,69 +1551,31 @@ static void entity_definitions(struct emu *emu, const struct emu_req *req, const
     if (*sub == '\0') {
         json_t *e = emu_meta_entity_json(t);
         const char *ss = json_string_value(json_object_get(query, "$select"));
+        const char *es = json_string_value(json_object_get(query, "$expand"));
         json_t *select = NULL;
-        if (ss && parse_select(ss, NULL, &select, &err) == DW_OK)
+        if (es && expand_entity(emu, e, t, es, &err) != DW_OK) {
+            json_decref(e);
+            goto fail;
+        }
+        if (ss && parse_select(ss, NULL, &select, &err) == DW_OK) {
+            json_t *names = es ? expand_names(es) : json_array();
+            json_array_extend(select, names);
+            json_decref(names);
             apply_select(e, select, "MetadataId");
+        }
         json_decref(select);
         char *ctx =
-            dw_asprintf("%s" EMU_API_PREFIX "$metadata#EntityDefinitions/$entity", emu->base_url);
+            dw_asprintf("%s" EMU_API_PREFIX "$metadata#EntityDefinitions/$entity", req->base);
         json_object_set_new(e, "@odata.context", json_string(ctx));
         free(ctx);
         emu_resp_json(resp, 200, e);
         goto out;
     }
-    if (strcmp(sub, "/Keys") == 0) {
-        json_t *rows = json_array();
-        for (size_t i = 0; i < t->nkeys; i++)
-            json_array_append_new(rows, emu_meta_key_json(t, &t->keys[i]));
-        collection_answer(emu, req, "EntityDefinitions(...)/Keys", rows, query, NULL, resp);
-        goto out;
-    }
-    if (strcmp(sub, "/ManyToOneRelationships") == 0) {
-        /* One relationship per lookup target of t, named as Dataverse names them. */
-        json_t *rows = json_array();
-        for (size_t i = 0; i < t->nattrs; i++)
-            for (size_t j = 0; j < t->attrs[i].ntargets; j++)
-                json_array_append_new(rows, one_to_many_json(emu, t, &t->attrs[i], j));
-        collection_answer(emu, req, "EntityDefinitions(...)/ManyToOneRelationships", rows, query,
-                          NULL, resp);
-        goto out;
-    }
-    if (strcmp(sub, "/OneToManyRelationships") == 0) {
-        /* The same relationships seen from t: every lookup that can name a row of t. */
-        json_t *rows = json_array();
-        for (size_t k = 0; k < emu->ntables; k++) {
-            const struct emu_table *u = &emu->tables[k];
-            for (size_t i = 0; i < u->nattrs; i++)
-                for (size_t j = 0; j < u->attrs[i].ntargets; j++)
-                    if (strcmp(u->attrs[i].targets[j], t->logical) == 0)
-                        json_array_append_new(rows, one_to_many_json(emu, u, &u->attrs[i], j));
-        }
-        collection_answer(emu, req, "EntityDefinitions(...)/OneToManyRelationships", rows, query,
-                          NULL, resp);
-        goto out;
-    }
-    if (strcmp(sub, "/ManyToManyRelationships") == 0) {
-        /* ManyToManyRelationshipMetadata of the relationships t takes part in. */
-        json_t *rows = json_array();
-        for (size_t i = 0; i < emu->nm2m; i++) {
-            const struct emu_m2m *m = &emu->m2m[i];
-            if (m->t[0] != t && m->t[1] != t)
-                continue;
-            char *mid = emu_stable_guid(m->name, "relationship");
-            json_array_append_new(
-                rows, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "SchemaName",
-                                m->name, "MetadataId", mid, "RelationshipType",
-                                "ManyToManyRelationship", "Entity1LogicalName", m->t[0]->logical,
-                                "Entity2LogicalName", m->t[1]->logical, "IntersectEntityName",
-                                m->intersect->logical, "Entity1IntersectAttribute",
-                                m->t[0]->primary_id, "Entity2IntersectAttribute",
-                                m->t[1]->primary_id, "Entity1NavigationPropertyName", m->nav[0],
-                                "Entity2NavigationPropertyName", m->nav[1]));
-            free(mid);
-        }
-        collection_answer(emu, req, "EntityDefinitions(...)/ManyToManyRelationships", rows, query,
-                          NULL, resp);
+    json_t *nav_rows = *sub == '/' ? entity_nav_rows(emu, t, sub + 1) : NULL;
+    if (nav_rows) {
+        char *context = dw_asprintf("EntityDefinitions(...)%s", sub);
+        collection_answer(emu, req, context, nav_rows, query, NULL, resp);
+        free(context);
         goto out;
     }
     if (strncmp(sub, "/Attributes", 11) == 0) {
@@ -1470,7 +1647,7 @@ static bool query_refused(const struct emu_req *req, json_t *query, struct emu_e
                       strcmp(req->path + plen - 5, "/$ref") == 0;
     static const char *const known[] = {"$select", "$filter",    "$orderby", "$top",
                                         "$count",  "$skiptoken", "$expand"};
-    static const char *const not_emulated[] = {"$apply"};
+    static const char *const not_emulated[] = {"$apply", "savedQuery", "userQuery"};
     const char *k;
     json_t *v;
     json_object_foreach(query, k, v)
@@ -1686,8 +1863,8 @@ static void nav_or_property(struct emu *emu, const struct emu_req *req, struct e
     if (prop && *after == '\0') {
         if (strcmp(m, "GET") == 0) {
             json_t *v = json_object_get(r->data, prop->prop);
-            char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s(%s)/%s", emu->base_url,
-                                    t->set, r->id, prop->name);
+            char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s(%s)/%s", req->base, t->set,
+                                    r->id, prop->name);
             emu_resp_json(
                 resp, 200,
                 json_pack("{s:s, s:O}", "@odata.context", ctx, "value", v ? v : json_null()));
@@ -1837,7 +2014,7 @@ static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_
     if ((seg == 6 && strncmp(path, "WhoAmI", 6) == 0) &&
         (strcmp(rest, "") == 0 || strcmp(rest, "()") == 0)) {
         char *ctx = dw_asprintf(
-            "%s" EMU_API_PREFIX "$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", emu->base_url);
+            "%s" EMU_API_PREFIX "$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", req->base);
         char *uid = emu_stable_guid("user", req->user ? req->user : "");
         char *bu = emu_stable_guid("businessunit", "root");
         char *org = emu->organization_id[0]
@@ -1886,10 +2063,16 @@ static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_
     }
     const char *wsel = json_string_value(json_object_get(query, "$select"));
     json_t *wselect = NULL;
-    if (wsel && strcmp(req->method, "GET") != 0) { /* returned by return=representation */
-        if (parse_select(wsel, t, &wselect, &err) != DW_OK)
+    const char *wexp = json_string_value(json_object_get(query, "$expand"));
+    if (strcmp(req->method, "GET") != 0) { /* returned by return=representation */
+        struct expand_item *witems = NULL;
+        size_t nw = 0;
+        if (wsel && parse_select(wsel, t, &wselect, &err) != DW_OK)
             goto fail;
         json_decref(wselect);
+        if (wexp && parse_expand(emu, wexp, t, &witems, &nw, &err) != DW_OK)
+            goto fail;
+        expand_free(witems, nw);
     }
     if (strcmp(rest, "/$count") == 0 && strcmp(req->method, "GET") == 0) {
         count_answer(t, query, resp);
@@ -1907,7 +2090,7 @@ static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_
     }
     if (*rest == '\0') {
         if (fetch) {
-            emu_fetchxml_answer(emu, t, fetch, resp);
+            emu_fetchxml_answer(req, t, fetch, resp);
             goto out;
         }
         if (strcmp(req->method, "GET") == 0) {
@@ -1983,7 +2166,7 @@ static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_
         expand_free(xitems, nx);
         apply_select(row, select, t->primary_id);
         json_decref(select);
-        char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s/$entity", emu->base_url, t->set);
+        char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s/$entity", req->base, t->set);
         json_object_set_new(row, "@odata.context", json_string(ctx));
         free(ctx);
         emu_resp_json(resp, 200, row);
@@ -2181,6 +2364,7 @@ static void run_inner(struct emu *emu, const struct emu_req *outer,
         .content_ids = content_ids,
         .in_batch = true,
         .user = outer->user,
+        .base = outer->base,
     };
     for (int i = 0; i < EMU_OPT_COUNT; i++)
         sub.opts[i] = opts[i] ? opts[i] : outer->opts[i];

@@ -14,6 +14,15 @@
 #   [prop]   "Update and delete table rows using the Web API" (update / delete a single
 #            property value) and "Retrieve a table row using the Web API" (a single property)
 #   [expand] "Join tables using OData" ($expand of single- and collection-valued properties)
+#   [links]  "Page results using OData": links start with the URL the client called (its Host)
+#   [select] "Select columns": a column with no value comes back as null; [fetch] a FetchXml
+#            result leaves it out, and counts rows with returntotalrecordcount ("Count rows
+#            using FetchXml")
+#   [filter] "Filter rows using OData": names checked as $select's are; a lookup's navigation
+#            property compared with null
+#   [refused] what dvemu does not emulate (saved and user queries, change tracking,
+#            impersonation) is refused with 501, never answered as if it had not been asked
+#   [meta]   "Query table definitions using the Web API": $expand of Attributes, Keys
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dvemu_start
 j() { printf '%s' "$DV_BODY" | jq -r "$1"; }
@@ -203,5 +212,84 @@ dvemu_call GET "accounts?\$expand=nosuchnav"
 check_eq "[expand] an unknown navigation property: 400" 400 "$DV_STATUS"
 dvemu_call GET "accounts?\$expand=msdyn_company(\$filter=cdm_name%20eq%20'x')"
 check_eq "[expand] nested options other than \$select: 501, never ignored" "501 0x80060888" "$DV_STATUS $(j .error.code)"
+
+
+# --- [links] links start with the URL the client called ("Page results using OData") ---------------------
+url=$DVEMU_URL
+DVEMU_URL="http://localhost:$DVEMU_PORT"
+dvemu_call GET "accounts?\$select=name" '' -H 'Prefer: odata.maxpagesize=1'
+next=$(j '."@odata.nextLink"')
+check_eq "[links] nextLink with the host the client called" "http://localhost:$DVEMU_PORT/api/data/v9.2/accounts?" "${next%%\$*}"
+check_eq "[links] and @odata.context" "http://localhost:$DVEMU_PORT/api/data/v9.2/\$metadata#accounts" "$(j '."@odata.context"' | sed 's/(.*//')"
+check_eq "[links] the next link can be followed" 200 \
+    "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $DVEMU_TOKEN" "$next")"
+DVEMU_URL=$url
+dvemu_call POST cdm_companies '{"cdm_companycode":"C5","cdm_name":"Five"}' -H 'Host: org.example.test:8443'
+check_eq "[links] OData-EntityId through a proxy's name" "http://org.example.test:8443/api/data/v9.2/cdm_companies(" \
+    "$(dvemu_header OData-EntityId | sed 's/(.*/(/')"
+
+# --- [select] every column asked for comes back, null when it has no value ("Select columns") --------------
+dvemu_call GET "accounts(accountnumber='A2',_msdyn_company_value=$c1)?\$select=name,telephone1,description"
+check_eq "[select] columns with no value are null, not left out" '[true,true,null,"Fabrikam"]' \
+    "$(printf '%s' "$DV_BODY" | jq -c '[has("description"), has("telephone1"), .telephone1, .name]')"
+fx="<fetch><entity name='account'><attribute name='name'/><attribute name='telephone1'/><filter><condition attribute='accountnumber' operator='eq' value='A2'/></filter></entity></fetch>"
+dvemu_call GET "accounts?fetchXml=$(jq -rn --arg x "$fx" '$x | @uri')"
+check_eq "[fetch] a FetchXml result leaves columns with no value out" "Fabrikam false" \
+    "$(j '.value[0].name') $(j '.value[0] | has("telephone1")')"
+fx="<fetch count='1' returntotalrecordcount='true'><entity name='account'><attribute name='name'/></entity></fetch>"
+dvemu_call GET "accounts?fetchXml=$(jq -rn --arg x "$fx" '$x | @uri')"
+check_eq "[fetch] returntotalrecordcount counts every matching row, not the page" "1 4 false" \
+    "$(j '.value | length') $(j '."@Microsoft.Dynamics.CRM.totalrecordcount"') $(j '."@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"')"
+
+# --- [filter] names are checked; a lookup's navigation property stands for its column --------------------
+while IFS='|' read -r label query want; do
+    dvemu_call GET "accounts?\$select=name&$query"
+    check_eq "$label" "$want" "$DV_STATUS $(j '.error.code // ([.value[].name] | length)')"
+done <<'EOF2'
+[filter] an unknown property: 400|$filter=nosuch%20eq%201|400 0x0
+[filter] a related table's column: 501, never a wrong answer|$filter=msdyn_company/cdm_name%20eq%20'Company%20one'|501 0x80060888
+[filter] an unknown navigation path: 400|$filter=nosuchnav/cdm_name%20eq%20'x'|400 0x0
+[filter] a lookup's navigation property eq null|$filter=msdyn_company%20eq%20null|200 0
+[filter] a lookup's navigation property ne null|$filter=msdyn_company%20ne%20null|200 4
+[orderby] an unknown property: 400|$orderby=nosuch%20desc|400 0x0
+EOF2
+
+# --- [refused] what dvemu does not emulate is refused, never answered as if not asked --------------------
+dvemu_call GET "accounts?savedQuery=00000000-0000-0000-0000-00000000000a"
+check_eq "[refused] savedQuery" "501 0x80060888" "$DV_STATUS $(j .error.code)"
+dvemu_call GET "accounts?userQuery=00000000-0000-0000-0000-00000000000a"
+check_eq "[refused] userQuery" "501 0x80060888" "$DV_STATUS $(j .error.code)"
+dvemu_call GET "accounts?\$select=name" '' -H 'Prefer: odata.track-changes'
+check_eq "[refused] change tracking" "501 0x80060888" "$DV_STATUS $(j .error.code)"
+dvemu_call PATCH "$a1" '{"name":"as someone else"}' -H "MSCRMCallerID: 00000000-0000-0000-0000-00000000000b"
+check_eq "[refused] impersonation (MSCRMCallerID), nothing written" "501 Contoso Pharmaceuticals" \
+    "$DV_STATUS $(dvemu_admin GET tables/accounts | jq -r '.value[] | select(.accountnumber == "A1") | .name')"
+dvemu_call GET "accounts?\$select=name" '' -H "CallerObjectId: 00000000-0000-0000-0000-00000000000b"
+check_eq "[refused] impersonation (CallerObjectId)" 501 "$DV_STATUS"
+
+# --- [create]/[update] $expand with return=representation ("Create with data returned") ------------------
+dvemu_call POST "contacts?\$select=lastname&\$expand=msdyn_company(\$select=cdm_name)" \
+    "{\"lastname\":\"Roe\",\"msdyn_contactpersonid\":\"K9\",\"msdyn_company@odata.bind\":\"cdm_companies($c1)\"}" "${rep[@]}"
+check_eq "[create] \$expand in the representation" "201 Roe Company one" \
+    "$DV_STATUS $(j .lastname) $(j .msdyn_company.cdm_name)"
+k9=$(j .contactid)
+dvemu_call PATCH "contacts($k9)?\$select=lastname&\$expand=msdyn_company(\$select=cdm_name)" \
+    '{"lastname":"Poe"}' "${rep[@]}"
+check_eq "[update] \$expand in the representation" "200 Poe Company one" \
+    "$DV_STATUS $(j .lastname) $(j .msdyn_company.cdm_name)"
+dvemu_call POST "contacts?\$expand=nosuchnav" '{"lastname":"Zoe","msdyn_contactpersonid":"K10"}' "${rep[@]}"
+check_eq "[create] an unknown \$expand: 400, nothing written" "400 0" \
+    "$DV_STATUS $(dvemu_admin GET tables/contacts | jq '[.value[] | select(.msdyn_contactpersonid == "K10")] | length')"
+
+# --- [meta] $expand of table definitions ("Query table definitions using the Web API") --------------------
+dvemu_call GET "EntityDefinitions(LogicalName='account')?\$select=LogicalName&\$expand=Attributes(\$select=LogicalName),Keys"
+check_eq "[meta] Attributes and Keys expanded, the nested \$select applied" "200 account true true true" \
+    "$DV_STATUS $(j .LogicalName) $(j '(.Attributes | length) > 5') $(j '[.Attributes[] | keys - ["LogicalName", "MetadataId", "@odata.type"] | length] | max == 0') $(j '(.Keys | length) > 0')"
+dvemu_call GET "EntityDefinitions?\$select=LogicalName&\$filter=LogicalName%20eq%20'account'&\$expand=Keys"
+check_eq "[meta] \$expand in the collection" "1 true" "$(j '.value | length') $(j '(.value[0].Keys | length) > 0')"
+dvemu_call GET "EntityDefinitions(LogicalName='account')?\$expand=NoSuchNav"
+check_eq "[meta] an unknown navigation property: 400" 400 "$DV_STATUS"
+dvemu_call GET "EntityDefinitions(LogicalName='account')?\$expand=Attributes(\$filter=LogicalName%20eq%20'name')"
+check_eq "[meta] nested options other than \$select: 501" 501 "$DV_STATUS"
 
 finish
