@@ -696,6 +696,7 @@ static void answer(struct server *s, struct MHD_Connection *con, const char *met
         .if_match = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "If-Match"),
         .if_none_match = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "If-None-Match"),
         .user = user,
+        .prefer = prefer,
         .base = base,
     };
     for (int i = 0; i < EMU_OPT_COUNT; i++)

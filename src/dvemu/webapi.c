@@ -231,6 +231,155 @@ static json_t *table_matches(struct emu_table *t, const struct dw_dvemu_filter *
     return out;
 }
 
+/* --- annotations ---------------------------------------------------------------------- */
+
+#define ANN_FORMATTED "OData.Community.Display.V1.FormattedValue"
+#define ANN_LOGICAL   "Microsoft.Dynamics.CRM.lookuplogicalname"
+#define ANN_NAV       "Microsoft.Dynamics.CRM.associatednavigationproperty"
+#define ANN_TOTAL     "Microsoft.Dynamics.CRM.totalrecordcount"
+
+/* The value of Prefer: odata.include-annotations (without its quotes), or NULL. Caller frees. */
+static char *annotations_asked(const struct emu_req *req)
+{
+    const char *p = req->prefer ? strstr(req->prefer, "odata.include-annotations=") : NULL;
+    if (p == NULL)
+        return NULL;
+    p += strlen("odata.include-annotations=");
+    if (*p == '"') {
+        const char *end = strchr(p + 1, '"');
+        return end ? dw_strndup(p + 1, (size_t)(end - p - 1)) : NULL;
+    }
+    return dw_strndup(p, strcspn(p, ", ;"));
+}
+
+/* Whether an annotation is in the list asked for: "*", its name, or "Namespace.*". */
+static bool annotation_wanted(const char *asked, const char *name)
+{
+    for (const char *p = asked; p && *p;) {
+        size_t n = strcspn(p, ",");
+        while (n && *p == ' ')
+            p++, n--;
+        if ((n == 1 && *p == '*') || (n == strlen(name) && strncmp(p, name, n) == 0) ||
+            (n > 2 && p[n - 1] == '*' && p[n - 2] == '.' && strncmp(p, name, n - 1) == 0))
+            return true;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return false;
+}
+
+/* Digits of a number with thousands separators, as en-US formats it ("-1,234.50"). */
+static char *thousands_text(double v, int decimals)
+{
+    char raw[64], out[96];
+    snprintf(raw, sizeof raw, "%.*f", decimals, v < 0 ? -v : v);
+    size_t whole = strcspn(raw, "."), o = 0;
+    if (v < 0)
+        out[o++] = '-';
+    for (size_t i = 0; raw[i]; i++) {
+        if (i > 0 && i < whole && (whole - i) % 3 == 0)
+            out[o++] = ',';
+        out[o++] = raw[i];
+    }
+    out[o] = '\0';
+    return dw_strdup(out);
+}
+
+/* The formatted value of a column ("Format values": labels of choices and yes/no columns,
+ * numbers grouped by thousands), or NULL where dvemu does not format (money, dates). */
+static char *formatted_value(const struct emu_attr *a, const json_t *v)
+{
+    if (a->noptions && json_is_integer(v) && a->type != DW_ATTR_BOOLEAN) {
+        for (size_t i = 0; i < a->noptions; i++)
+            if (a->options[i].value == json_integer_value(v))
+                return dw_strdup(a->options[i].label);
+        return NULL;
+    }
+    switch (a->type) {
+    case DW_ATTR_BOOLEAN:
+        if (!json_is_boolean(v))
+            return NULL;
+        for (size_t i = 0; i < a->noptions; i++)
+            if (a->options[i].value == (json_is_true(v) ? 1 : 0))
+                return dw_strdup(a->options[i].label);
+        return dw_strdup(json_is_true(v) ? "Yes" : "No");
+    case DW_ATTR_INTEGER:
+    case DW_ATTR_BIGINT:
+        return json_is_number(v) ? thousands_text(json_number_value(v), 0) : NULL;
+    case DW_ATTR_DECIMAL:
+    case DW_ATTR_DOUBLE:
+        return json_is_number(v)
+                   ? thousands_text(json_number_value(v), a->precision > 0 ? a->precision : 2)
+                   : NULL;
+    default:
+        return NULL;
+    }
+}
+
+/* Adds the annotations asked for to the columns row holds (a row of t, $select applied). */
+static void annotate_row(struct emu *emu, const struct emu_table *t, json_t *row, const char *asked)
+{
+    bool formatted = annotation_wanted(asked, ANN_FORMATTED);
+    bool logical = annotation_wanted(asked, ANN_LOGICAL);
+    bool nav = annotation_wanted(asked, ANN_NAV);
+    for (size_t i = 0; i < t->nattrs; i++) {
+        const struct emu_attr *a = &t->attrs[i];
+        json_t *v = json_object_get(row, a->prop);
+        if (v == NULL || json_is_null(v))
+            continue;
+        char *text = NULL;
+        char name[256];
+        for (size_t j = 0; j < a->ntargets && json_is_string(v); j++) {
+            struct emu_table *target = emu_table_by_logical(emu, a->targets[j]);
+            struct emu_row *r = target ? emu_row_find_id(target, json_string_value(v)) : NULL;
+            if (r == NULL)
+                continue;
+            if (logical) {
+                snprintf(name, sizeof name, "%s@" ANN_LOGICAL, a->prop);
+                json_object_set_new(row, name, json_string(a->targets[j]));
+            }
+            if (nav) {
+                snprintf(name, sizeof name, "%s@" ANN_NAV, a->prop);
+                json_object_set_new(row, name, json_string(a->navs[j]));
+            }
+            const char *shown =
+                target->primary_name
+                    ? json_string_value(json_object_get(r->data, target->primary_name))
+                    : NULL;
+            text = shown ? dw_strdup(shown) : NULL;
+            break;
+        }
+        if (a->ntargets == 0)
+            text = formatted_value(a, v);
+        if (formatted && text) {
+            snprintf(name, sizeof name, "%s@" ANN_FORMATTED, a->prop);
+            json_object_set_new(row, name, json_string(text));
+        }
+        free(text);
+    }
+}
+
+/* Echoes the annotations asked for ("Preference-Applied"). */
+static void annotations_applied(struct emu_resp *resp, const char *asked)
+{
+    char *applied = dw_asprintf("odata.include-annotations=\"%s\"", asked);
+    emu_resp_header(resp, "Preference-Applied", applied);
+    free(applied);
+}
+
+/* Annotates one row answered on its own, as the request asks. */
+static void annotate(struct emu *emu, const struct emu_req *req, const struct emu_table *t,
+                     json_t *row, struct emu_resp *resp)
+{
+    char *asked = annotations_asked(req);
+    if (asked) {
+        annotate_row(emu, t, row, asked);
+        annotations_applied(resp, asked);
+    }
+    free(asked);
+}
+
 /* --- $expand ---------------------------------------------------------------------------- */
 
 static const struct emu_attr *collection_nav(struct emu *emu, const struct emu_table *t,
@@ -523,6 +672,7 @@ static void collection_answer(struct emu *emu, const struct emu_req *req, const 
     struct order_ctx oc = {0};
     struct expand_item *xitems = NULL;
     size_t nx = 0;
+    char *asked = req ? annotations_asked(req) : NULL;
     const char *fs = json_string_value(json_object_get(query, "$filter"));
     if (fs) {
         char *msg = NULL;
@@ -634,6 +784,8 @@ static void collection_answer(struct emu *emu, const struct emu_req *req, const 
         if (nx)
             apply_expand(emu, copy, t, xitems, nx);
         apply_select(copy, select, t ? t->primary_id : NULL);
+        if (t && asked)
+            annotate_row(emu, t, copy, asked);
         json_array_append_new(final, copy);
     }
     json_decref(out);
@@ -641,10 +793,18 @@ static void collection_answer(struct emu *emu, const struct emu_req *req, const 
     json_t *body = json_pack("{s:s}", "@odata.context", ctx);
     free(ctx);
     const char *count = json_string_value(json_object_get(query, "$count"));
-    if (count && strcmp(count, "true") == 0)
-        json_object_set_new(
-            body, "@odata.count",
-            json_integer((json_int_t)(total > EMU_PAGE_MAX ? EMU_PAGE_MAX : total)));
+    if (count && strcmp(count, "true") == 0) {
+        json_int_t counted = (json_int_t)(total > EMU_PAGE_MAX ? EMU_PAGE_MAX : total);
+        json_object_set_new(body, "@odata.count", json_integer(counted));
+        /* "Count rows using OData": the same count, and whether there were more. */
+        if (asked && annotation_wanted(asked, ANN_TOTAL)) {
+            json_object_set_new(body, "@" ANN_TOTAL, json_integer(counted));
+            json_object_set_new(body, "@" ANN_TOTAL "limitexceeded",
+                                json_boolean(total > EMU_PAGE_MAX));
+        }
+    }
+    if (asked)
+        annotations_applied(resp, asked);
     json_object_set_new(body, "value", final);
     if (next)
         json_object_set_new(body, "@odata.nextLink", json_string(next));
@@ -662,6 +822,7 @@ out:
     json_decref(select);
     json_decref(rows);
     expand_free(xitems, nx);
+    free(asked);
 }
 
 /* --- values ---------------------------------------------------------------------------- */
@@ -1048,6 +1209,7 @@ static void answer_written(struct emu *emu, const struct emu_req *req, struct em
         expand_free(xitems, nx);
         json_decref(select);
         json_decref(query);
+        annotate(emu, req, t, body, resp);
         char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s/$entity", req->base, t->set);
         json_object_set_new(body, "@odata.context", json_string(ctx));
         free(ctx);
@@ -2166,6 +2328,7 @@ static void route_locked(struct emu *emu, const struct emu_req *req, struct emu_
         expand_free(xitems, nx);
         apply_select(row, select, t->primary_id);
         json_decref(select);
+        annotate(emu, req, t, row, resp);
         char *ctx = dw_asprintf("%s" EMU_API_PREFIX "$metadata#%s/$entity", req->base, t->set);
         json_object_set_new(row, "@odata.context", json_string(ctx));
         free(ctx);
@@ -2364,6 +2527,7 @@ static void run_inner(struct emu *emu, const struct emu_req *outer,
         .content_ids = content_ids,
         .in_batch = true,
         .user = outer->user,
+        .prefer = prefer,
         .base = outer->base,
     };
     for (int i = 0; i < EMU_OPT_COUNT; i++)

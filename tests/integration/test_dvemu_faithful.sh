@@ -23,6 +23,7 @@
 #   [refused] what dvemu does not emulate (saved and user queries, change tracking,
 #            impersonation) is refused with 501, never answered as if it had not been asked
 #   [meta]   "Query table definitions using the Web API": $expand of Attributes, Keys
+#   [annot]  "Format values" and "Count rows using OData": Prefer: odata.include-annotations
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 dvemu_start
 j() { printf '%s' "$DV_BODY" | jq -r "$1"; }
@@ -291,5 +292,28 @@ dvemu_call GET "EntityDefinitions(LogicalName='account')?\$expand=NoSuchNav"
 check_eq "[meta] an unknown navigation property: 400" 400 "$DV_STATUS"
 dvemu_call GET "EntityDefinitions(LogicalName='account')?\$expand=Attributes(\$filter=LogicalName%20eq%20'name')"
 check_eq "[meta] nested options other than \$select: 501" 501 "$DV_STATUS"
+
+
+# --- [annot] Prefer: odata.include-annotations ("Format values", "Count rows using OData") -----------------
+dvemu_call PATCH "$a1" '{"customertypecode":3,"msdyn_creditlimitismandatory":true,"numberofemployees":1200}'
+ann() { printf '%s' "$DV_BODY" | jq -r --arg k "$1" '.[$k] // "absent"'; }
+fv=@OData.Community.Display.V1.FormattedValue
+dvemu_call GET "$a1?\$select=name,customertypecode,msdyn_creditlimitismandatory,numberofemployees,_msdyn_company_value" '' \
+    -H 'Prefer: odata.include-annotations="*"'
+check_eq "[annot] formatted values: a choice's label, yes/no, a grouped number, a lookup's name" \
+    "Customer|Yes|1,200|Company one" \
+    "$(ann "customertypecode$fv")|$(ann "msdyn_creditlimitismandatory$fv")|$(ann "numberofemployees$fv")|$(ann "_msdyn_company_value$fv")"
+check_eq "[annot] a lookup's table and navigation property" "cdm_company msdyn_company" \
+    "$(ann _msdyn_company_value@Microsoft.Dynamics.CRM.lookuplogicalname) $(ann _msdyn_company_value@Microsoft.Dynamics.CRM.associatednavigationproperty)"
+check_eq "[annot] the preference is echoed" 'odata.include-annotations="*"' "$(dvemu_header Preference-Applied)"
+dvemu_call GET "accounts?\$select=name,_msdyn_company_value&\$filter=accountnumber%20eq%20'A1'" '' \
+    -H 'Prefer: odata.include-annotations="OData.Community.Display.V1.FormattedValue"'
+check_eq "[annot] only the annotations asked for, in a collection too" "Company one absent" \
+    "$(j ".value[0][\"_msdyn_company_value$fv\"]") $(j '.value[0]["_msdyn_company_value@Microsoft.Dynamics.CRM.lookuplogicalname"] // "absent"')"
+dvemu_call GET "accounts?\$select=name&\$count=true&\$top=1" '' -H 'Prefer: odata.include-annotations="Microsoft.Dynamics.CRM.*"'
+check_eq "[annot] totalrecordcount with \$count" "4 false" \
+    "$(j '."@Microsoft.Dynamics.CRM.totalrecordcount"') $(j '."@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"')"
+dvemu_call GET "$a1?\$select=name,numberofemployees"
+check_eq "[annot] none unless asked" absent "$(ann "numberofemployees$fv")"
 
 finish
