@@ -63,6 +63,7 @@ struct dw_config {
     struct {
         int64_t window_rows;
         int64_t window_growth; /* largest multiple of window_rows while the stream is behind */
+        bool apply_ahead;      /* the next window may apply ahead (pipeline.h) */
         int64_t window_bytes;
         int64_t window_ms;
         int64_t missing_parent_retries;

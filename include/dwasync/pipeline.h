@@ -20,11 +20,21 @@
  *
  * A chain that meets a missing parent (retries left) does not hold its window: it is carried
  * to the front of the filling window and sent again with it, after the parents it holds; the
- * windows it left behind are persisted without moving the checkpoint past it.
+ * windows it left behind are persisted without moving the checkpoint past it, nor past any
+ * later window while a carried chain waits in a window not yet applied.
  *
- * Memory is bounded by three windows: while one applies, the next fills and the one before
- * waits for its error rows and checkpoint, and the caller stops reading the stream when
- * dw_pipeline_accepting() says the filling one is full. A
+ * Applying ahead ([apply] apply_ahead, off by default): once a window is at the last level
+ * of each of its table groups, the next one may start, so that its first levels overlap the
+ * first's last (a level is done only when its largest request is, and levels of one or two
+ * requests leave most of Dataverse's execution-time budget unused). Between them, the two
+ * keep each group's apply order: no write starts while one of an earlier level is in
+ * flight. The second's changes of keys the first has not applied wait for it (after a
+ * failure of the key they are parked; after a missing parent, carried behind it).
+ *
+ * Memory is bounded by three windows: while one applies, the next fills (or applies ahead,
+ * and then nothing fills) and the one before waits for its error rows and checkpoint, and
+ * the caller stops reading the stream when dw_pipeline_accepting() says the filling one is
+ * full; applying ahead, the sink holds the requests of two windows. A
  * transaction larger than a window is applied in pieces; its end LSN is confirmed only with
  * the window that received its commit.
  *
@@ -141,6 +151,7 @@ struct dw_pipeline_options {
     int64_t batch_size;    /* rows per bulk request; windows grow under a backlog to fill them
                             * (window.h); 0: they never grow */
     int64_t window_growth; /* the most they grow, in window_rows; 0: DW_WINDOW_GROWTH_DEFAULT */
+    bool apply_ahead;      /* a window may apply ahead of the one before (above) */
     /* Monotonic milliseconds for windows and retries; NULL: dw_clock_ms (tests set theirs). */
     int64_t (*clock_ms)(void);
     const struct dw_pipeline_observer *observer; /* NULL: none (borrowed) */
@@ -154,6 +165,7 @@ struct dw_pipeline_stats {
     uint64_t rows_parked;      /* waiting error rows written */
     uint64_t rows_unchanged;   /* updates applied without a request: nothing mapped changed */
     uint64_t windows;          /* windows completed */
+    uint64_t windows_ahead;    /* of those, started while the one before was at its last levels */
     uint64_t last_window_rows;
     uint64_t last_window_bytes; /* source bytes of its changes (before coalescing) */
     dw_lsn confirmed_lsn;

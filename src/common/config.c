@@ -108,6 +108,10 @@ static const struct config_key keys[] = {
     INT("apply", "window_growth", apply.window_growth, "2", 1, 16,
         "largest multiple of window_rows a window grows to while the stream is behind, so "
         "that bulk requests go out full (1: never grows; memory grows with it)"),
+    BOOL("apply", "apply_ahead", apply.apply_ahead, "false",
+         "start the next window while one is at its last level, so that its first levels "
+         "overlap that one's last, for a Dataverse whose requests take seconds (memory: up to "
+         "a window more in flight)"),
     INT("apply", "window_bytes", apply.window_bytes, "16777216", 65536, 1073741824,
         "most bytes of row data held by one apply window"),
     INT("apply", "window_ms", apply.window_ms, "200", 1, 600000,

@@ -1172,6 +1172,7 @@ static dw_rc start_job(struct runner *r)
         .job_name = r->job.name,
         .window_rows = r->config.apply.window_rows,
         .window_growth = r->config.apply.window_growth,
+        .apply_ahead = r->config.apply.apply_ahead,
         .window_bytes = r->config.apply.window_bytes,
         .window_ms = r->config.apply.window_ms,
         .missing_parent_retries = r->config.apply.missing_parent_retries,

@@ -1,7 +1,8 @@
 /*
- * The apply pipeline (see pipeline.h for the checkpoint rule it keeps). Three windows rotate:
+ * The apply pipeline (see pipeline.h for the checkpoint rule it keeps). Four windows rotate:
  * one fills from the stream, one applies (its plan's levels submitted per group, chains
- * answered through write tickets, missing parents retried with backoff), and one waits for
+ * answered through write tickets, missing parents retried with backoff), one may apply
+ * ahead of it while it is at its last levels (start_ahead()), and one waits for
  * persist_round() to write its error rows, checkpoint and statistics in one transaction.
  * Runs on the daemon's thread, driven by dw_pipeline_poll() from the runner's loop.
  */
@@ -35,7 +36,9 @@ struct chain_state {
     struct dw_pipeline *pipeline;
     size_t chain;
     bool resolved;
-    bool deferred;              /* missing parent, retries left: carried into the next window */
+    bool deferred; /* missing parent, retries left: carried into the next window */
+    bool held;     /* applying ahead: its key has a change of the round before in flight */
+    size_t level;  /* index of its level in its group */
     struct dw_write retry_copy; /* what to send again; empty unless the write has lookups */
     /* failure details, for the error row */
     int http_status;
@@ -49,6 +52,7 @@ struct chain_state {
 struct group_cursor {
     size_t level;      /* index of the level in flight */
     size_t unresolved; /* chains of that level not yet applied or failed */
+    size_t held;       /* of those, held chains (not sent): cur has not applied their keys */
     bool submitted;
 };
 
@@ -67,11 +71,14 @@ struct dw_pipeline {
     const struct dw_job_maps *maps;
 
     /* A window fills, then applies (cur), then waits for its error rows and checkpoint to
-     * be written (done) while the next one's requests are already out. */
-    struct dw_window windows[3];
+     * be written (done) while the next one's requests are already out. While cur is at
+     * its last levels, the next window may apply ahead of it: its chains of keys that cur
+     * has not applied wait (held) until cur is finished. */
+    struct dw_window windows[4];
     struct dw_window *filling;
-    struct round cur;  /* the round applying; window NULL when none is */
-    struct round done; /* the round applied, to persist; window NULL when there is none */
+    struct round cur;   /* the round applying; window NULL when none is */
+    struct round ahead; /* the round applying ahead of cur; window NULL when none is */
+    struct round done;  /* the round applied, to persist; window NULL when there is none */
     int64_t persist_retry_at_ms;
     /* Chains carried into the filling window (a missing parent) are sent no earlier than
      * this (0: none carried). Windows they left behind are persisted without moving the
@@ -216,8 +223,9 @@ void dw_pipeline_free(struct dw_pipeline *p)
     if (p == NULL)
         return;
     release_round(&p->cur);
+    release_round(&p->ahead);
     release_round(&p->done);
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < sizeof p->windows / sizeof p->windows[0]; i++)
         dw_window_cleanup(&p->windows[i]);
     dw_blocked_keys_free(p->blocked);
     dw_mapped_vec_cleanup(&p->mapped);
@@ -575,7 +583,9 @@ void dw_pipeline_reset(struct dw_pipeline *p)
     p->skipping_txn = false;
     /* What the applying (and the applied) window holds will be resent too; it must not be
      * taken twice. */
-    const struct dw_window *last = p->cur.window ? p->cur.window : p->done.window;
+    const struct dw_window *last = p->ahead.window ? p->ahead.window
+                                   : p->cur.window ? p->cur.window
+                                                   : p->done.window;
     p->taken_end_lsn = last && last->commit_end_lsn ? last->commit_end_lsn : p->stats.confirmed_lsn;
     if (dropped)
         DW_LOGF(DW_LOG_INFO, DW_FIELDS({"job", p->opts.job_name}),
@@ -600,7 +610,10 @@ size_t dw_pipeline_room(const struct dw_pipeline *p)
     const struct dw_window *w = p->filling;
     if (holding_txn(p))
         return SIZE_MAX;
-    if ((int64_t)w->len >= p->sizing.rows || (int64_t)w->bytes >= p->opts.window_bytes)
+    /* While a window applies ahead, the next one waits to fill: the windows held in memory
+     * stay three (applying, ahead, and filling or persisting), as without applying ahead. */
+    if (p->ahead.window || (int64_t)w->len >= p->sizing.rows ||
+        (int64_t)w->bytes >= p->opts.window_bytes)
         return 0;
     return (size_t)(p->sizing.rows - (int64_t)w->len);
 }
@@ -639,15 +652,15 @@ void dw_pipeline_stream_drained(struct dw_pipeline *p, bool drained)
 static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *r);
 
 /* A chain resolved without a write result (never sent). */
-static void resolve_unsent(struct dw_pipeline *p, size_t chain, enum dw_error_class cls,
+static void resolve_unsent(struct round *r, size_t chain, enum dw_error_class cls,
                            const char *message)
 {
-    struct chain_state *cs = &p->cur.chains[chain];
+    struct chain_state *cs = &r->chains[chain];
     cs->error_class = cls;
     cs->code = dw_strdup("");
     cs->message = dw_strdup(message);
     cs->resolved = true;
-    p->cur.groups[p->cur.plan.chains[chain].group].unresolved--;
+    r->groups[r->plan.chains[chain].group].unresolved--;
 }
 
 /*
@@ -655,13 +668,13 @@ static void resolve_unsent(struct dw_pipeline *p, size_t chain, enum dw_error_cl
  * earlier unit of this window failed on it) parks its chain, and the rest of the unit is
  * not sent: all or nothing.
  */
-static void submit_unit(struct dw_pipeline *p, size_t u)
+static void submit_unit(struct dw_pipeline *p, struct round *r, size_t u)
 {
-    const struct dw_unit *unit = &p->cur.plan.units[u];
+    const struct dw_unit *unit = &r->plan.units[u];
     const struct dw_item *blocked_head = NULL;
     for (size_t k = 0; k < unit->nchains && blocked_head == NULL; k++) {
-        const struct dw_chain *c = &p->cur.plan.chains[unit->chains[k]];
-        const struct dw_item *head = &p->cur.window->items[c->items[0]];
+        const struct dw_chain *c = &r->plan.chains[unit->chains[k]];
+        const struct dw_item *head = &r->window->items[c->items[0]];
         if (dw_blocked_keys_contains(p->blocked, head->mapped.map_id, dw_item_key(head)))
             blocked_head = head;
     }
@@ -671,12 +684,12 @@ static void submit_unit(struct dw_pipeline *p, size_t u)
                                 blocked_head->mapped.target_id);
         for (size_t k = 0; k < unit->nchains; k++) {
             size_t chain = unit->chains[k];
-            const struct dw_item *head = &p->cur.window->items[p->cur.plan.chains[chain].items[0]];
+            const struct dw_item *head = &r->window->items[r->plan.chains[chain].items[0]];
             if (dw_blocked_keys_contains(p->blocked, head->mapped.map_id, dw_item_key(head)))
-                dw_plan_park_chain(&p->cur.plan, p->cur.window, chain, p->blocked);
+                dw_plan_park_chain(&r->plan, r->window, chain, p->blocked);
             else
-                dw_plan_fail_chain(&p->cur.plan, p->cur.window, chain, p->blocked);
-            resolve_unsent(p, chain, DW_ERRCLASS_CONFLICT, msg);
+                dw_plan_fail_chain(&r->plan, r->window, chain, p->blocked);
+            resolve_unsent(r, chain, DW_ERRCLASS_CONFLICT, msg);
         }
         DW_LOGF(DW_LOG_WARN, DW_FIELDS({"job", p->opts.job_name}),
                 "atomic group of transaction %u not sent: %s", unit->xid, msg);
@@ -686,17 +699,17 @@ static void submit_unit(struct dw_pipeline *p, size_t u)
     struct dw_write *writes = dw_calloc(unit->nchains, sizeof *writes);
     void **users = dw_calloc(unit->nchains, sizeof *users);
     for (size_t k = 0; k < unit->nchains; k++) {
-        struct dw_chain *c = &p->cur.plan.chains[unit->chains[k]];
+        struct dw_chain *c = &r->plan.chains[unit->chains[k]];
         c->attempts++;
         writes[k] = c->write;
         memset(&c->write, 0, sizeof c->write);
-        users[k] = &p->cur.chains[unit->chains[k]].ticket;
+        users[k] = &r->chains[unit->chains[k]].ticket;
     }
     if (p->writer->submit_atomic(p->writer->user, writes, users, unit->nchains) != DW_OK) {
         for (size_t k = 0; k < unit->nchains; k++) {
             dw_write_cleanup(&writes[k]);
-            dw_plan_fail_chain(&p->cur.plan, p->cur.window, unit->chains[k], p->blocked);
-            resolve_unsent(p, unit->chains[k], DW_ERRCLASS_UNKNOWN,
+            dw_plan_fail_chain(&r->plan, r->window, unit->chains[k], p->blocked);
+            resolve_unsent(r, unit->chains[k], DW_ERRCLASS_UNKNOWN,
                            "the atomic group was refused as malformed");
         }
     }
@@ -704,25 +717,16 @@ static void submit_unit(struct dw_pipeline *p, size_t u)
     free(users);
 }
 
-/* Hands one level of a group to the sink: its chains, then its atomic units. */
-static void submit_level(struct dw_pipeline *p, size_t g)
+/* Hands chains (outside atomic units) of one level of a round to the sink. */
+static void submit_chains(struct dw_pipeline *p, struct round *r, const size_t *chains, size_t n)
 {
-    const struct dw_level *lv = &p->cur.plan.groups[g].levels[p->cur.groups[g].level];
-    /* Counted before anything is handed on: a refused write resolves at once. */
-    size_t total = lv->nchains;
-    for (size_t k = 0; k < lv->nunits; k++)
-        total += p->cur.plan.units[lv->units[k]].nchains;
-    p->cur.groups[g].unresolved = total;
-    p->cur.groups[g].submitted = true;
-    for (size_t k = 0; k < lv->nunits; k++)
-        submit_unit(p, lv->units[k]);
-    if (lv->nchains == 0)
+    if (n == 0)
         return;
-    struct dw_write *writes = dw_calloc(lv->nchains, sizeof *writes);
-    void **users = dw_calloc(lv->nchains, sizeof *users);
-    for (size_t k = 0; k < lv->nchains; k++) {
-        struct chain_state *cs = &p->cur.chains[lv->chains[k]];
-        struct dw_chain *c = &p->cur.plan.chains[lv->chains[k]];
+    struct dw_write *writes = dw_calloc(n, sizeof *writes);
+    void **users = dw_calloc(n, sizeof *users);
+    for (size_t k = 0; k < n; k++) {
+        struct chain_state *cs = &r->chains[chains[k]];
+        struct dw_chain *c = &r->plan.chains[chains[k]];
         c->attempts++;
         if (write_has_references(&c->write) && p->opts.missing_parent_retries > 0)
             write_copy(&cs->retry_copy, &c->write);
@@ -730,10 +734,10 @@ static void submit_level(struct dw_pipeline *p, size_t g)
         memset(&c->write, 0, sizeof c->write);
         users[k] = &cs->ticket;
     }
-    dw_rc rc = p->writer->submit(p->writer->user, writes, users, lv->nchains);
+    dw_rc rc = p->writer->submit(p->writer->user, writes, users, n);
     if (rc != DW_OK) {
-        /* A malformed write is a bug in a map or the mapping; fail just that level's rows. */
-        for (size_t k = 0; k < lv->nchains; k++) {
+        /* A malformed write is a bug in a map or the mapping; fail just those rows. */
+        for (size_t k = 0; k < n; k++) {
             struct dw_write_result res = {.status = DW_WRITE_REJECTED,
                                           .error_class = DW_ERRCLASS_UNKNOWN,
                                           .code = "",
@@ -746,53 +750,93 @@ static void submit_level(struct dw_pipeline *p, size_t g)
     free(users);
 }
 
-static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *r)
+/*
+ * Hands one level of a group to the sink: its chains, then its atomic units. A held chain
+ * waits (it counts as unresolved until release_held()); one resolved before its level came
+ * (release_held() parked or deferred it) is not sent.
+ */
+static void submit_level(struct dw_pipeline *p, struct round *r, size_t g)
+{
+    const struct dw_level *lv = &r->plan.groups[g].levels[r->groups[g].level];
+    size_t *send = dw_calloc(lv->nchains ? lv->nchains : 1, sizeof *send);
+    size_t nsend = 0, total = 0;
+    for (size_t k = 0; k < lv->nchains; k++) {
+        const struct chain_state *cs = &r->chains[lv->chains[k]];
+        if (cs->resolved)
+            continue;
+        total++;
+        if (!cs->held)
+            send[nsend++] = lv->chains[k];
+    }
+    r->groups[g].held = total - nsend;
+    for (size_t k = 0; k < lv->nunits; k++)
+        total += r->plan.units[lv->units[k]].nchains;
+    /* Counted before anything is handed on: a refused write resolves at once. */
+    r->groups[g].unresolved = total;
+    r->groups[g].submitted = true;
+    for (size_t k = 0; k < lv->nunits; k++)
+        submit_unit(p, r, lv->units[k]);
+    submit_chains(p, r, send, nsend);
+    free(send);
+}
+
+/* The round a chain's ticket belongs to: the one applying, or the one applying ahead. */
+static struct round *round_of(struct dw_pipeline *p, const struct chain_state *cs)
+{
+    struct round *a = &p->ahead;
+    if (a->window && cs >= a->chains && cs < a->chains + a->plan.nchains)
+        return a;
+    return &p->cur;
+}
+
+static void chain_done(struct dw_write_ticket *t, const struct dw_write_result *res)
 {
     struct chain_state *cs = (struct chain_state *)t;
     struct dw_pipeline *p = cs->pipeline;
-    struct dw_chain *c = &p->cur.plan.chains[cs->chain];
-    if (r->status == DW_WRITE_APPLIED) {
-        dw_plan_apply_chain(&p->cur.plan, p->cur.window, cs->chain);
+    struct round *r = round_of(p, cs);
+    struct dw_chain *c = &r->plan.chains[cs->chain];
+    if (res->status == DW_WRITE_APPLIED) {
+        dw_plan_apply_chain(&r->plan, r->window, cs->chain);
         p->stats.rows_applied += c->nitems;
-    } else if (r->error_class == DW_ERRCLASS_MISSING_PARENT && c->unit < 0 &&
+    } else if (res->error_class == DW_ERRCLASS_MISSING_PARENT && c->unit < 0 &&
                c->attempts <= p->opts.missing_parent_retries && cs->retry_copy.entity_set) {
         /* The parent may come in a later transaction: the chain is carried into the next
          * window (carry_deferred()), which sees it, and meanwhile other rows go on. */
         cs->deferred = true;
         for (size_t i = 0; i < c->nitems; i++)
-            p->cur.window->items[c->items[i]].state = DW_ITEM_DEFERRED;
-        const struct dw_item *head = &p->cur.window->items[c->items[0]];
+            r->window->items[c->items[i]].state = DW_ITEM_DEFERRED;
+        const struct dw_item *head = &r->window->items[c->items[0]];
         char attempt[16];
         snprintf(attempt, sizeof attempt, "%d", c->attempts);
         DW_LOGF(c->attempts == 1 ? DW_LOG_INFO : DW_LOG_DEBUG,
                 DW_FIELDS({"job", p->opts.job_name}, {"target", head->mapped.target_id},
-                          {"parent", r->missing_parent ? r->missing_parent : ""},
+                          {"parent", res->missing_parent ? res->missing_parent : ""},
                           {"attempt", attempt}),
                 "change waits for its parent; other rows go on");
     } else {
-        cs->http_status = r->http_status;
-        cs->error_class = r->error_class;
-        cs->code = dw_strdup(r->code ? r->code : "");
-        if (r->missing_parent) {
-            cs->message = dw_asprintf("%s (missing parent: %s)", r->message ? r->message : "",
-                                      r->missing_parent);
-            cs->missing_parent = dw_strdup(r->missing_parent);
+        cs->http_status = res->http_status;
+        cs->error_class = res->error_class;
+        cs->code = dw_strdup(res->code ? res->code : "");
+        if (res->missing_parent) {
+            cs->message = dw_asprintf("%s (missing parent: %s)", res->message ? res->message : "",
+                                      res->missing_parent);
+            cs->missing_parent = dw_strdup(res->missing_parent);
         } else
-            cs->message = dw_strdup(r->message ? r->message : "");
-        cs->payload = r->payload ? dw_strdup(r->payload) : NULL;
-        dw_plan_fail_chain(&p->cur.plan, p->cur.window, cs->chain, p->blocked);
+            cs->message = dw_strdup(res->message ? res->message : "");
+        cs->payload = res->payload ? dw_strdup(res->payload) : NULL;
+        dw_plan_fail_chain(&r->plan, r->window, cs->chain, p->blocked);
         char status[16];
-        snprintf(status, sizeof status, "%d", r->http_status);
-        const struct dw_item *head = &p->cur.window->items[c->items[0]];
+        snprintf(status, sizeof status, "%d", res->http_status);
+        const struct dw_item *head = &r->window->items[c->items[0]];
         /* The sink logged an atomic group's failure once; its rows need no line each. */
         DW_LOGF(c->unit >= 0 ? DW_LOG_DEBUG : DW_LOG_WARN,
                 DW_FIELDS({"job", p->opts.job_name}, {"target", head->mapped.target_id},
                           {"status", status}, {"code", cs->code},
-                          {"class", dw_error_class_name(r->error_class)}),
+                          {"class", dw_error_class_name(res->error_class)}),
                 "write failed, %zu change(s) parked: %s", c->nitems, cs->message);
     }
     cs->resolved = true;
-    p->cur.groups[c->group].unresolved--;
+    r->groups[c->group].unresolved--;
 }
 
 /* Warns, once per transaction, that it is applied in parts rather than all or nothing (the
@@ -810,17 +854,30 @@ static void warn_split(struct dw_pipeline *p, uint32_t xid, dw_lsn commit_lsn)
             xid, DW_SINK_ATOMIC_MAX);
 }
 
-/* The window neither filling, applying nor waiting to be persisted. */
+/* The window neither filling, applying (or applying ahead) nor waiting to be persisted. */
 static struct dw_window *spare_window(struct dw_pipeline *p)
 {
     for (size_t i = 0;; i++) {
         struct dw_window *w = &p->windows[i];
-        if (w != p->filling && w != p->cur.window && w != p->done.window)
+        if (w != p->filling && w != p->cur.window && w != p->ahead.window && w != p->done.window)
             return w;
     }
 }
 
-static void start_apply(struct dw_pipeline *p)
+/* The key a chain blocks (its head's): a held set and the blocked keys name it so. */
+static const struct dw_item *chain_head(const struct round *r, size_t chain)
+{
+    return &r->window->items[r->plan.chains[chain].items[0]];
+}
+
+static bool advance_groups(struct dw_pipeline *p, struct round *r);
+
+/*
+ * Makes the filling window a round (into r) and hands the first level of each group to the
+ * sink. held (NULL: none) names keys a round before it has not applied yet: r's chains of
+ * them wait for release_held().
+ */
+static void start_round(struct dw_pipeline *p, struct round *r, const struct dw_blocked_keys *held)
 {
     struct dw_window *w = p->filling;
     /* Caught up: drained, and the last commit is recent (a momentary pause of the server's
@@ -830,49 +887,228 @@ static void start_apply(struct dw_pipeline *p)
     if (p->in_txn && !p->skipping_txn && p->txn_atomic)
         warn_split(p, p->txn_xid, p->txn_commit_lsn);
     p->filling = spare_window(p);
-    p->cur.window = w;
+    r->window = w;
     p->txn_items = 0;
     p->carry_due_ms = 0;
-    dw_plan_build(w, p->blocked, &p->cur.plan);
-    p->stats.rows_unchanged += p->cur.plan.unchanged;
+    dw_plan_build(w, p->blocked, &r->plan);
+    p->stats.rows_unchanged += r->plan.unchanged;
     int64_t bound = p->sizing.rows;
-    if (dw_window_sizing_learn(&p->sizing, &p->cur.plan, behind) != bound)
+    if (dw_window_sizing_learn(&p->sizing, &r->plan, behind) != bound)
         DW_DEBUG("window of %zu rows (%s): bulk requests %.0f%% full; windows now take %" PRId64
                  " rows",
                  w->len, behind ? "behind" : "caught up",
-                 100 * dw_plan_request_fill(&p->cur.plan, p->opts.batch_size), p->sizing.rows);
+                 100 * dw_plan_request_fill(&r->plan, p->opts.batch_size), p->sizing.rows);
     dw_window_reserve(p->filling, window_items(p));
-    for (size_t u = 0; u < p->cur.plan.nunits; u++)
-        if (p->cur.plan.units[u].nparts > 1)
-            warn_split(p, p->cur.plan.units[u].xid, p->cur.plan.units[u].commit_lsn);
-    p->cur.chains = dw_calloc(p->cur.plan.nchains ? p->cur.plan.nchains : 1, sizeof *p->cur.chains);
-    p->cur.groups = dw_calloc(p->cur.plan.ngroups ? p->cur.plan.ngroups : 1, sizeof *p->cur.groups);
-    for (size_t i = 0; i < p->cur.plan.nchains; i++) {
-        p->cur.chains[i].ticket.done = chain_done;
-        p->cur.chains[i].pipeline = p;
-        p->cur.chains[i].chain = i;
+    for (size_t u = 0; u < r->plan.nunits; u++)
+        if (r->plan.units[u].nparts > 1)
+            warn_split(p, r->plan.units[u].xid, r->plan.units[u].commit_lsn);
+    r->chains = dw_calloc(r->plan.nchains ? r->plan.nchains : 1, sizeof *r->chains);
+    r->groups = dw_calloc(r->plan.ngroups ? r->plan.ngroups : 1, sizeof *r->groups);
+    for (size_t i = 0; i < r->plan.nchains; i++) {
+        r->chains[i].ticket.done = chain_done;
+        r->chains[i].pipeline = p;
+        r->chains[i].chain = i;
     }
-    /* A group whose only changes form atomic units that could not be sent has no level. */
-    for (size_t g = 0; g < p->cur.plan.ngroups; g++)
-        if (p->cur.plan.groups[g].nlevels)
-            submit_level(p, g);
+    size_t nheld = 0;
+    for (size_t g = 0; g < r->plan.ngroups; g++)
+        for (size_t l = 0; l < r->plan.groups[g].nlevels; l++) {
+            const struct dw_level *lv = &r->plan.groups[g].levels[l];
+            for (size_t k = 0; k < lv->nchains; k++) {
+                struct chain_state *cs = &r->chains[lv->chains[k]];
+                const struct dw_item *head = chain_head(r, lv->chains[k]);
+                cs->level = l;
+                cs->held =
+                    held && dw_blocked_keys_contains(held, head->mapped.map_id, dw_item_key(head));
+                nheld += cs->held;
+            }
+        }
+    if (held)
+        DW_DEBUG("window of %zu rows applies ahead of the one at its last levels (%zu "
+                 "chain(s) wait for it)",
+                 w->len, nheld);
+    /* (A group whose only changes form atomic units that could not be sent has no level.) */
+    (void)advance_groups(p, r);
 }
 
-/* Moves groups whose level is resolved to their next level; true when all are finished. */
-static bool advance_groups(struct dw_pipeline *p, int64_t now)
+/* Where a level comes in a group's apply order: writes by ascending sequence (parents
+ * first), then deletes by descending sequence (children first). */
+static int64_t level_rank(const struct dw_level *lv)
 {
-    (void)now;
+    return lv->deletes ? (INT64_C(1) << 40) - lv->sequence : lv->sequence;
+}
+
+/* The index of the group named name in round r (with levels), or -1. */
+static int group_named(const struct round *r, const char *name)
+{
+    for (size_t g = 0; g < r->plan.ngroups; g++)
+        if (r->plan.groups[g].nlevels && strcmp(r->plan.groups[g].name, name) == 0)
+            return (int)g;
+    return -1;
+}
+
+/*
+ * Whether level l of group g of r may be handed to the sink now: with a round applying
+ * ahead, the two keep the group's apply order between them, so that no write starts while
+ * one of an earlier level is in flight. The round ahead follows cur: its level waits while
+ * cur has yet to send or finish an earlier level of the group, or deletes; its deletes wait
+ * for cur to finish (a delete may cascade in Dataverse to a row cur writes). cur waits only
+ * for writes the round ahead has in flight at an earlier level, not for its held chains.
+ */
+static bool level_may_start(const struct dw_pipeline *p, const struct round *r, size_t g, size_t l)
+{
+    const struct dw_level *lv = &r->plan.groups[g].levels[l];
+    const char *name = r->plan.groups[g].name;
+    if (r == &p->ahead) {
+        if (lv->deletes)
+            return false;
+        int cg = group_named(&p->cur, name);
+        if (cg < 0)
+            return true;
+        const struct group_cursor *cc = &p->cur.groups[cg];
+        const struct dw_group *grp = &p->cur.plan.groups[cg];
+        const struct dw_level *at = &grp->levels[cc->level];
+        if (cc->submitted && cc->unresolved == 0 && cc->level + 1 == grp->nlevels)
+            return true; /* cur is done with the group */
+        return cc->submitted && !at->deletes && level_rank(at) >= level_rank(lv);
+    }
+    int ag = p->ahead.window ? group_named(&p->ahead, name) : -1;
+    if (ag < 0)
+        return true;
+    const struct group_cursor *ac = &p->ahead.groups[ag];
+    return !ac->submitted || ac->unresolved == ac->held ||
+           level_rank(&p->ahead.plan.groups[ag].levels[ac->level]) >= level_rank(lv);
+}
+
+/* Hands a round's groups their next levels as the ones before are resolved (and as
+ * level_may_start() lets them); true when every group is finished. */
+static bool advance_groups(struct dw_pipeline *p, struct round *r)
+{
     bool finished = true;
-    for (size_t g = 0; g < p->cur.plan.ngroups; g++) {
-        struct group_cursor *gc = &p->cur.groups[g];
-        while (gc->unresolved == 0 && gc->level + 1 < p->cur.plan.groups[g].nlevels) {
+    for (size_t g = 0; g < r->plan.ngroups; g++) {
+        struct group_cursor *gc = &r->groups[g];
+        size_t nlevels = r->plan.groups[g].nlevels;
+        if (nlevels == 0)
+            continue;
+        for (;;) {
+            if (!gc->submitted) {
+                if (!level_may_start(p, r, g, gc->level))
+                    break;
+                submit_level(p, r, g);
+            }
+            if (gc->unresolved > 0 || gc->level + 1 >= nlevels)
+                break;
             gc->level++;
-            submit_level(p, g);
+            gc->submitted = false;
         }
-        if (gc->unresolved > 0)
+        if (!gc->submitted || gc->unresolved > 0 || gc->level + 1 < nlevels)
             finished = false;
     }
     return finished;
+}
+
+/* Whether a window (NULL: none) holds chains carried from an earlier one (they come first). */
+static bool holds_carried(const struct dw_window *w)
+{
+    return w && w->len && w->items[0].carried;
+}
+
+/* Whether a window holds changes through atomic maps (applied all or nothing, by unit). */
+static bool window_has_atomic(const struct dw_window *w)
+{
+    for (size_t i = 0; i < w->len; i++)
+        if (w->items[i].atomic)
+            return true;
+    return false;
+}
+
+/*
+ * Whether the filling window may apply ahead of cur: cur is at the last level of each of
+ * its groups, so that the window ahead overlaps its first levels with cur's last (a level
+ * waits for the largest of its requests: two windows at the same level would wait
+ * together), and that level writes, not deletes (a delete may cascade in Dataverse to rows
+ * the next window writes). Atomic units are never applied ahead, in either window, nor
+ * chains carried for a missing parent: they go with the next window that applies alone, so
+ * each of their retries waits its delay and counts.
+ */
+static bool ahead_allowed(const struct dw_pipeline *p)
+{
+    const struct round *c = &p->cur;
+    if (!p->opts.apply_ahead || c->window == NULL || p->ahead.window || c->plan.nunits ||
+        window_has_atomic(p->filling) || holds_carried(p->filling))
+        return false;
+    for (size_t g = 0; g < c->plan.ngroups; g++) {
+        const struct dw_group *grp = &c->plan.groups[g];
+        if (grp->nlevels == 0)
+            continue;
+        if (c->groups[g].level + 1 < grp->nlevels || grp->levels[c->groups[g].level].deletes)
+            return false;
+    }
+    return true;
+}
+
+/* Starts the filling window ahead of cur; the keys cur has not applied yet are held. */
+static void start_ahead(struct dw_pipeline *p)
+{
+    struct dw_blocked_keys *held = dw_blocked_keys_new();
+    for (size_t i = 0; i < p->cur.plan.nchains; i++) {
+        const struct chain_state *cs = &p->cur.chains[i];
+        if (!cs->resolved || cs->deferred) {
+            const struct dw_item *head = chain_head(&p->cur, i);
+            dw_blocked_keys_add(held, head->mapped.map_id, dw_item_key(head));
+        }
+    }
+    start_round(p, &p->ahead, held);
+    dw_blocked_keys_free(held);
+    p->stats.windows_ahead++;
+}
+
+/*
+ * cur is finished: the chains ahead held for its keys go on. A key cur failed on is
+ * blocked, so its chain here is parked behind the error; a key cur's chain was deferred
+ * for (a missing parent) defers this chain too, to be carried after it, in order; any
+ * other is sent (now if its level is the one its group is at, else with its level).
+ */
+static void release_held(struct dw_pipeline *p)
+{
+    struct round *a = &p->ahead;
+    if (a->window == NULL)
+        return;
+    struct dw_blocked_keys *deferred = dw_blocked_keys_new();
+    for (size_t i = 0; i < p->cur.plan.nchains; i++)
+        if (p->cur.chains[i].deferred) {
+            const struct dw_item *head = chain_head(&p->cur, i);
+            dw_blocked_keys_add(deferred, head->mapped.map_id, dw_item_key(head));
+        }
+    for (size_t i = 0; i < a->plan.nchains; i++) {
+        struct chain_state *cs = &a->chains[i];
+        if (!cs->held)
+            continue;
+        cs->held = false;
+        struct dw_chain *c = &a->plan.chains[i];
+        const struct dw_item *head = chain_head(a, i);
+        bool current = a->groups[c->group].submitted && a->groups[c->group].level == cs->level;
+        if (dw_blocked_keys_contains(p->blocked, head->mapped.map_id, dw_item_key(head))) {
+            dw_plan_park_chain(&a->plan, a->window, i, p->blocked);
+        } else if (dw_blocked_keys_contains(deferred, head->mapped.map_id, dw_item_key(head))) {
+            cs->deferred = true;
+            cs->retry_copy = c->write;
+            memset(&c->write, 0, sizeof c->write);
+            for (size_t k = 0; k < c->nitems; k++)
+                a->window->items[c->items[k]].state = DW_ITEM_DEFERRED;
+        } else {
+            if (current) {
+                a->groups[c->group].held--;
+                submit_chains(p, a, &i, 1);
+            }
+            continue;
+        }
+        cs->resolved = true;
+        if (current) {
+            a->groups[c->group].held--;
+            a->groups[c->group].unresolved--;
+        }
+    }
+    dw_blocked_keys_free(deferred);
 }
 
 /* An item's whole old image as text, when it holds only the difference from its new image
@@ -986,7 +1222,12 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         held = w->commit_end_lsn;
         held_time = w->commit_time_us;
     }
-    if (deferred == 0 && held > upto) {
+    /* Nor while chains an earlier round carried wait in a later window (carried items come
+     * first in a window): when this round applied ahead of that one, they are not in the
+     * round after it only, but may be in any window not yet applied. */
+    bool waiting_chains = deferred > 0 || holds_carried(p->filling) ||
+                          holds_carried(p->cur.window) || holds_carried(p->ahead.window);
+    if (!waiting_chains && held > upto) {
         upto = held;
         upto_time = held_time;
     }
@@ -1016,8 +1257,8 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
         p->stats.rows_parked += waiting;
         p->stats.confirmed_lsn = upto;
         p->stats.last_commit_time_us = upto_time;
-        p->held_lsn = deferred ? held : DW_LSN_INVALID;
-        p->held_time_us = deferred ? held_time : 0;
+        p->held_lsn = waiting_chains ? held : DW_LSN_INVALID;
+        p->held_time_us = waiting_chains ? held_time : 0;
         dw_window_sizing_outcome(&p->sizing, applied, nerr);
         p->stats.windows++;
         p->stats.last_window_rows = w->len;
@@ -1029,13 +1270,17 @@ static dw_rc persist_round(struct dw_pipeline *p, const struct round *r)
 
 /*
  * Moves the chains of an applied round that wait for a missing parent to the front of the
- * filling window (they are older than everything in it), so the next window sends them
+ * filling window (they are older than everything in it), so a later window sends them
  * again after the parents it holds: a parent committed later is seen. Their items keep
  * their identity (commit LSN, position) for the error row they get once retries run out.
  */
 static void carry_deferred(struct dw_pipeline *p, struct round *r)
 {
+    /* After the chains carried from the round before it, if it applied ahead of that one:
+     * they are older. */
     size_t at = 0;
+    while (at < p->filling->len && p->filling->items[at].carried)
+        at++;
     int64_t now = now_ms(p);
     for (size_t i = 0; i < r->plan.nchains; i++) {
         struct chain_state *cs = &r->chains[i];
@@ -1074,7 +1319,9 @@ static void carry_deferred(struct dw_pipeline *p, struct round *r)
             it->attempts = c->attempts;
             p->filling->bytes += it->bytes;
         }
-        int64_t due = now + ((int64_t)MISSING_PARENT_DELAY_MS << (c->attempts - 1));
+        /* (A chain held behind a deferred one and deferred with it was never sent.) */
+        int64_t due =
+            now + ((int64_t)MISSING_PARENT_DELAY_MS << (c->attempts > 1 ? c->attempts - 1 : 0));
         if (due > p->carry_due_ms)
             p->carry_due_ms = due;
     }
@@ -1086,13 +1333,18 @@ dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
 {
     for (;;) {
         int64_t now = now_ms(p);
+        bool started = false;
         if (p->cur.window == NULL && filling_due(p, flush, now)) {
-            start_apply(p);
-            /* Its requests go out now, and travel while the previous round's error rows and
-             * checkpoint are written. */
-            if (p->done.window)
-                p->writer->send(p->writer->user);
+            start_round(p, &p->cur, NULL);
+            started = true;
+        } else if (ahead_allowed(p) && filling_due(p, flush, now)) {
+            start_ahead(p);
+            started = true;
         }
+        /* Its requests go out now, and travel while the previous round's error rows and
+         * checkpoint are written. */
+        if (started && p->done.window)
+            p->writer->send(p->writer->user);
         if (p->done.window) {
             if (p->persist_retry_at_ms > now)
                 return DW_OK;
@@ -1103,10 +1355,18 @@ dw_rc dw_pipeline_poll(struct dw_pipeline *p, bool flush)
             release_round(&p->done);
             continue;
         }
-        if (p->cur.window == NULL || !advance_groups(p, now))
+        if (p->ahead.window)
+            (void)advance_groups(p, &p->ahead);
+        if (p->cur.window == NULL || !advance_groups(p, &p->cur)) {
+            /* cur may have reached its last levels: the next window may apply ahead. */
+            if (!started && ahead_allowed(p) && filling_due(p, flush, now))
+                continue;
             return DW_OK;
+        }
+        release_held(p);
         p->done = p->cur;
-        p->cur = (struct round){0};
+        p->cur = p->ahead;
+        p->ahead = (struct round){0};
         p->persist_retry_at_ms = 0;
         carry_deferred(p, &p->done);
     }
@@ -1122,7 +1382,8 @@ int dw_pipeline_timeout_ms(const struct dw_pipeline *p)
             due = t_;                                                                              \
     } while (0)
     /* (While an atomic transaction is held open, only its next change can make it due.) */
-    if (p->cur.window == NULL && !dw_window_empty(p->filling) && !holding_txn(p))
+    if ((p->cur.window == NULL || ahead_allowed(p)) && !dw_window_empty(p->filling) &&
+        !holding_txn(p))
         CONSIDER(p->filling->opened_ms + p->opts.window_ms > p->carry_due_ms
                      ? p->filling->opened_ms + p->opts.window_ms
                      : p->carry_due_ms);
@@ -1141,8 +1402,8 @@ dw_lsn dw_pipeline_confirmed(const struct dw_pipeline *p)
 
 bool dw_pipeline_idle(const struct dw_pipeline *p)
 {
-    return p->cur.window == NULL && p->done.window == NULL && dw_window_empty(p->filling) &&
-           !p->in_txn;
+    return p->cur.window == NULL && p->ahead.window == NULL && p->done.window == NULL &&
+           dw_window_empty(p->filling) && !p->in_txn;
 }
 
 /* Whether a round holds a change of the key that failed or was parked: until the round is
@@ -1163,7 +1424,8 @@ void dw_pipeline_unblock(struct dw_pipeline *p, int64_t map_id, const char *key_
     /* A change of the key parked in a round not yet persisted must stay ahead of the key's
      * newer changes: the key stays blocked, and its row, once written, is queued for replay
      * as a new head (errtable.h), whose replay unblocks the key again. */
-    if (round_parks_key(&p->cur, map_id, key_text) || round_parks_key(&p->done, map_id, key_text))
+    if (round_parks_key(&p->cur, map_id, key_text) ||
+        round_parks_key(&p->ahead, map_id, key_text) || round_parks_key(&p->done, map_id, key_text))
         return;
     dw_blocked_keys_remove(p->blocked, map_id, key_text);
 }

@@ -15,6 +15,7 @@
 #   RUNS=3           runs, each on a fresh Postgres, dvemu and dwasync; medians are printed
 #   WINDOW_ROWS=     [apply] window_rows for dwasync (default: its own default)
 #   WINDOW_GROWTH=   [apply] window_growth for dwasync (default: its own default)
+#   APPLY_AHEAD=     [apply] apply_ahead for dwasync: true or false (default: its own default)
 # The theoretical maximum is computed from those settings, per limit, for full requests of
 # batch_size (1,000) rows:
 #   requests:    requests per window / window * batch_size
@@ -53,6 +54,7 @@ e2e_setup --limit-requests "$LIMIT_REQUESTS" --limit-exec-ms "$LIMIT_EXEC_MS" \
 sed -i "s/^\[dataverse\]\$/&\nbatch_size = $BATCH/" "$DW_E2E_CONF"
 [ -z "${WINDOW_ROWS:-}" ] || sed -i "s/^\[apply\]\$/&\nwindow_rows = $WINDOW_ROWS/" "$DW_E2E_CONF"
 [ -z "${WINDOW_GROWTH:-}" ] || sed -i "s/^\[apply\]\$/&\nwindow_growth = $WINDOW_GROWTH/" "$DW_E2E_CONF"
+[ -z "${APPLY_AHEAD:-}" ] || sed -i "s/^\[apply\]\$/&\napply_ahead = $APPLY_AHEAD/" "$DW_E2E_CONF"
 e2e_load_sample
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 e2e_start_daemon
