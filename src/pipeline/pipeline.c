@@ -751,7 +751,7 @@ static void submit_chains(struct dw_pipeline *p, struct round *r, const size_t *
 }
 
 /*
- * Hands one level of a group to the sink: its chains, then its atomic units. A held chain
+ * Hands one level of a group to the sink: its atomic units, then its chains. A held chain
  * waits (it counts as unresolved until release_held()); one resolved before its level came
  * (release_held() parked or deferred it) is not sent.
  */
