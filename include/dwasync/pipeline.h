@@ -241,6 +241,14 @@ dw_lsn dw_pipeline_confirmed(const struct dw_pipeline *p);
 bool dw_pipeline_idle(const struct dw_pipeline *p);
 
 /*
+ * Whether everything received is applied and persisted, except what waits for the rest of
+ * a transaction received in part (an atomic one: it goes whole or not at all). A stop
+ * drains to this state: nothing reads the stream then, so the rest never comes, and what
+ * was not applied is received again from the slot.
+ */
+bool dw_pipeline_settled(const struct dw_pipeline *p);
+
+/*
  * A key's error queue emptied (replayed or skipped): its changes may flow again. A key with
  * a change parked in a window whose error rows are not written yet stays blocked: that row,
  * once written, heads the key's queue again (errtable.h), and its replay unblocks the key.

@@ -592,9 +592,11 @@ static void settle_writes(struct runner *r)
                 left, bound);
 }
 
-static bool pipeline_idle(struct runner *r)
+/* A stop's drain is over when the pipeline has settled (pipeline.h): a transaction received
+ * in part is not waited for, since nothing reads the rest of it while stopping. */
+static bool pipeline_settled(struct runner *r)
 {
-    return dw_pipeline_idle(r->pipeline);
+    return dw_pipeline_settled(r->pipeline);
 }
 
 static bool pipeline_accepting(struct runner *r)
@@ -1830,7 +1832,7 @@ static dw_rc run_once(struct runner *r)
 static void start_job_again(struct runner *r)
 {
     r->start_again = false;
-    if (drain(r, pipeline_idle, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK) {
+    if (drain(r, pipeline_settled, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK) {
         DW_WARN("starting the job again with writes still in flight; they will be applied "
                 "again from the slot");
     }
@@ -1861,7 +1863,11 @@ static dw_rc run_job(struct runner *r)
                     "the job was dropped: nothing is left to run");
             return DW_OK;
         }
-        if (r->stopping || rc == DW_OK)
+        /* A stop that interrupted the work (a copy waiting for room in the pipeline) is a
+         * clean stop: what was not applied is applied again on the next start. */
+        if (r->stopping)
+            return rc == DW_ERR_INTERRUPTED ? DW_OK : rc;
+        if (rc == DW_OK)
             return rc;
         bool again =
             rc == DW_ERR_RETRY ||
@@ -1954,7 +1960,7 @@ dw_rc dw_runner_run(const struct dw_runner_options *opts)
     dw_daemon_notify_stopping();
     if (r.pipeline && r.sink) {
         r.stopping = true;
-        if (drain(&r, pipeline_idle, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK) {
+        if (drain(&r, pipeline_settled, dw_clock_ms() + DW_RUNNER_DRAIN_MS) != DW_OK) {
             DW_WARN("stopping with writes still in flight; they will be applied again on "
                     "the next start");
         }

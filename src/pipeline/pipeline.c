@@ -1406,6 +1406,13 @@ bool dw_pipeline_idle(const struct dw_pipeline *p)
            dw_window_empty(p->filling) && !p->in_txn;
 }
 
+bool dw_pipeline_settled(const struct dw_pipeline *p)
+{
+    if (p->cur.window || p->ahead.window || p->done.window)
+        return false;
+    return dw_window_empty(p->filling) || (p->in_txn && !filling_due(p, true, now_ms(p)));
+}
+
 /* Whether a round holds a change of the key that failed or was parked: until the round is
  * persisted, its error row exists only here. */
 static bool round_parks_key(const struct round *r, int64_t map_id, const char *key_text)

@@ -1296,6 +1296,31 @@ START_TEST(rows_not_copied_yet_take_only_their_deletes)
 }
 END_TEST
 
+/* A stop drains to settled, not idle: a transaction received in part is applied as far as
+ * it came, and its rest is not waited for (nothing reads the stream while stopping). */
+START_TEST(a_transaction_received_in_part_settles_without_its_rest)
+{
+    struct world w;
+    world_init(&w, 1, 100);
+    source_begin(&w.src);
+    source_change(&w.src, PARENT, 0, DW_CHANGE_INSERT, 0);
+    source_change(&w.src, PARENT, 1, DW_CHANGE_INSERT, 0);
+    const struct txn *x = &w.src.txns[0];
+    ck_assert_int_eq(dw_pipeline_begin(w.p, 701, x->commit_lsn, 1700000000000000), DW_OK);
+    deliver_change_to(w.p, &w.src.changes[x->first], 701, dw_pipeline_change);
+    ck_assert(!dw_pipeline_settled(w.p)); /* a change to apply */
+    ck_assert_int_eq(dw_pipeline_poll(w.p, true), DW_OK);
+    ck_assert_uint_eq(w.writer.len, 1);
+    ck_assert(!dw_pipeline_settled(w.p)); /* its write in flight */
+    fake_answer(&w.writer, 0, ANSWER_OK);
+    ck_assert_int_eq(dw_pipeline_poll(w.p, true), DW_OK);
+    ck_assert(dw_pipeline_settled(w.p));
+    ck_assert(!dw_pipeline_idle(w.p));                /* the transaction is still open */
+    ck_assert_uint_eq(dw_pipeline_confirmed(w.p), 0); /* its commit never came */
+    world_cleanup(&w);
+}
+END_TEST
+
 /* Delivers, in a transaction of its own, an UPDATE of parent id whose old image (REPLICA
  * IDENTITY FULL) is its new one: nothing mapped changes. */
 static void deliver_noop_update(struct world *w, int id, take_fn *take)
@@ -1413,6 +1438,7 @@ static Suite *pipeline_suite(void)
     tcase_add_test(tc, a_missing_parent_is_waited_for_without_passing_the_checkpoint);
     tcase_add_test(tc, a_row_the_checkpoint_has_not_passed_waits_to_be_replayed);
     tcase_add_test(tc, rows_not_copied_yet_take_only_their_deletes);
+    tcase_add_test(tc, a_transaction_received_in_part_settles_without_its_rest);
     tcase_add_test(tc, updates_that_change_nothing_are_sent_while_a_copy_runs);
     suite_add_tcase(s, tc);
     TCase *tr = tcase_create("random");
