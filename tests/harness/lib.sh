@@ -176,6 +176,8 @@ psql_q() { psql -X -qAt -v ON_ERROR_STOP=1 -c "$1" "${@:2}"; }
 
 # wait_for SECONDS COMMAND...: polls until the command succeeds; 1 if it never does (the
 # bound is for a hung test, never a timing assert: a test waits on events, not on sleeps).
+# The command runs again at each try, but its arguments do not: `wait_for 60 test "$(n)" -gt
+# 0` reads n once; wrap the check in a function instead.
 wait_for() {
     local deadline=$((SECONDS + $1))
     shift

@@ -17,6 +17,10 @@ e2e_start_daemon
 check_status "the initial sync is applied" 0 e2e_wait_synced
 
 held() { curl -sf "$DVEMU_URL/_dvemu/clock" | jq -r .waiting; }
+# (Predicates for wait_for, which runs its command again: an argument "$(held)" would be
+# read once, when wait_for is called.)
+holding() { test "$(held)" -ge 1; }
+released() { test "$(held)" = 0; }
 faults() { curl -sf -X POST "$DVEMU_URL/_dvemu/faults" -d "$1" >/dev/null || die "setting faults failed"; }
 usmf=$(curl -sf "$DVEMU_URL/_dvemu/tables/cdm_companies" | jq -r '.value[] | select(.cdm_companycode == "usmf") | .cdm_companyid')
 credit_limit() {
@@ -31,7 +35,7 @@ setting() { psql_q "UPDATE fno.customersv3 SET creditlimit = $1 WHERE customerac
 
 faults '{"rates": {"slow": 1}, "slow_ms": 1000, "seed": 1}'
 setting 9000111
-check_status "the write of 9000111 is held by Dataverse" 0 wait_for 60 test "$(held)" -ge 1
+check_status "the write of 9000111 is held by Dataverse" 0 wait_for 60 holding
 faults '{"rates": {"slow": 0}}' # what comes next is answered at once
 psql_q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
          WHERE application_name = 'dwasync job lock'" >/dev/null
@@ -39,7 +43,7 @@ check_status "the daemon waits for the held write before starting the job again"
     wait_for 60 grep -q "write request(s) on the wire: waiting for Dataverse" "$DW_E2E_DIR/daemon.log"
 setting 9000222
 curl -sf -X POST "$DVEMU_URL/_dvemu/clock" -d '{"advance_ms": 1000}' >/dev/null || die "moving the clock failed"
-check_status "Dataverse has finished the held write" 0 wait_for 60 test "$(held)" = 0
+check_status "Dataverse has finished the held write" 0 wait_for 60 released
 check_status "the job started again and applied everything" 0 e2e_wait_applied
 check_eq "the account holds the newer credit limit" 9000222 "$(credit_limit)"
 rewinds=$(e2e_history_rewinds accounts creditlimit numeric)

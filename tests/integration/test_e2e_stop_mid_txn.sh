@@ -6,7 +6,7 @@
 # rest would never come and the stop would wait out its whole bound), and exits 0. The next
 # start receives the transaction again from the slot and applies it whole.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
-e2e_setup --cost-row-ms 5 --cost-bulk-row-ms 5 >/dev/null
+DW_E2E_LOG_LEVEL=${DW_E2E_LOG_LEVEL:-info} e2e_setup --cost-row-ms 5 --cost-bulk-row-ms 5 >/dev/null
 sed -i "s/^\[apply\]\$/&\nwindow_rows = 50\nwindow_growth = 1/" "$DW_E2E_CONF"
 e2e_load_sample
 show_log_on_failure "$DW_E2E_DIR/daemon.log"
@@ -16,6 +16,7 @@ check_status "the initial sync is applied" 0 e2e_wait_synced
 
 written() { curl -sf "$DVEMU_URL/_dvemu/counters" | jq '[.rows_written[]] | add // 0'; }
 before=$(written)
+grew() { test "$(written)" -gt "$before"; } # read at each try of wait_for
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || die "the large transaction failed"
 BEGIN;
 UPDATE fno.customersv3 SET creditlimit = creditlimit + 1;
@@ -31,7 +32,7 @@ UPDATE fno.customersv3 SET creditlimit = creditlimit + 1;
 COMMIT;
 SQL
 check_status "Dataverse receives the transaction's first rows" 0 \
-    wait_for 120 test "$(written)" -gt "$before"
+    wait_for 120 grew
 kill -TERM "$daemon"
 wait "$daemon"
 check_eq "the daemon stops with status 0" 0 $?
