@@ -42,7 +42,7 @@ while IFS='|' read -r label path prefer want_rows want_next want_applied; do
     check_eq "$label: Preference-Applied" "$want_applied" "$(dvemu_header Preference-Applied)"
 done <<'EOF'
 [page] maxpagesize 3|cdm_companies?$select=cdm_companycode|odata.maxpagesize=3|3|true|odata.maxpagesize=3
-[page] no preference: the server's page|cdm_companies|odata.include-annotations="*"|5|true|
+[page] no page-size preference: the server's page (only the annotations applied)|cdm_companies|odata.include-annotations="*"|5|true|odata.include-annotations="*"
 [page] maxpagesize above 5000 is ignored|cdm_companies|odata.maxpagesize=5001|5|true|
 [page] maxpagesize above this server's page: its page|cdm_companies|odata.maxpagesize=50|5|true|
 [page] $top under the page: no next link|cdm_companies?$top=4|odata.maxpagesize=5|4|false|odata.maxpagesize=5
