@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dwasync/alloc.h"
 #include "dwasync/clock.h"
 #include "dwasync/cli.h"
 #include "dwasync/daemon.h"
@@ -351,16 +352,36 @@ out:
     return rc;
 }
 
-/* After queueing: each job with queued rows is replayed by its runner, or from here. */
-static int replay_queued(struct dw_cli *cli, PGconn *conn, const struct errors_opts *o)
+/* The control database's clock, before rows are queued: replay_queued() tells the rows this
+ * command queued by it. NULL on failure. Caller frees. */
+static char *queue_start(PGconn *conn)
+{
+    PGresult *res = NULL;
+    if (dw_pg_query(conn, "reading the clock", "SELECT clock_timestamp()::text", 0, NULL, &res) !=
+        DW_OK)
+        return NULL;
+    char *at = dw_strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return at;
+}
+
+/*
+ * After queueing: each job with queued rows is replayed by its runner, or from here. The
+ * rows this command queued (since) count even when a running daemon has replayed them
+ * already, as it does at once on the notification: the command still says who replays them.
+ */
+static int replay_queued(struct dw_cli *cli, PGconn *conn, const struct errors_opts *o,
+                         const char *since)
 {
     const struct dw_config *cfg = dw_cli_config(cli);
     PGresult *res = NULL;
+    const char *params[] = {since};
     if (dw_pg_query(conn, "finding jobs with queued errors",
                     "SELECT j.id, j.name, dwasync.replay_listeners(j.name) FROM dwasync.job j "
                     "WHERE EXISTS (SELECT 1 FROM dwasync.error e WHERE e.job_id = j.id AND "
-                    "e.status = 'replaying') ORDER BY j.name",
-                    0, NULL, &res) != DW_OK)
+                    "(e.status = 'replaying' OR e.replay_requested_at >= $1::timestamptz)) "
+                    "ORDER BY j.name",
+                    1, params, &res) != DW_OK)
         return DW_EXIT_FAILURE;
     int status = DW_EXIT_OK;
     for (int i = 0; i < PQntuples(res); i++) {
@@ -388,6 +409,7 @@ static int errors_replay(struct dw_cli *cli, PGconn *conn, const struct errors_o
 {
     long long total = 0;
     dw_rc rc;
+    char *since = NULL;
     if (o->all == (o->nids > 0)) {
         fprintf(stderr, "dwasync errors replay: give error ids or --all (%s)\n",
                 o->all ? "not both"
@@ -398,6 +420,8 @@ static int errors_replay(struct dw_cli *cli, PGconn *conn, const struct errors_o
         fprintf(stderr, "dwasync errors replay: --job, --table and --code go with --all\n");
         return dw_cli_usage("errors");
     }
+    if ((since = queue_start(conn)) == NULL)
+        return DW_EXIT_FAILURE;
     if (o->all) {
         const char *params[] = {o->job, o->table, o->code};
         PGresult *res = NULL;
@@ -411,11 +435,14 @@ static int errors_replay(struct dw_cli *cli, PGconn *conn, const struct errors_o
         rc = call_each(conn, "queueing an error for replay", "SELECT dwasync.replay_error($1)", o,
                        false, &total, false);
     }
-    if (rc != DW_OK)
-        return DW_EXIT_FAILURE;
-    printf("queued %lld row%s for replay\n", total, total == 1 ? "" : "s");
-    /* Rows queued earlier (from psql, or by a skip) are applied too. */
-    return replay_queued(cli, conn, o);
+    int status = DW_EXIT_FAILURE;
+    if (rc == DW_OK) {
+        printf("queued %lld row%s for replay\n", total, total == 1 ? "" : "s");
+        /* Rows queued earlier (from psql, or by a skip) are applied too. */
+        status = replay_queued(cli, conn, o, since);
+    }
+    free(since);
+    return status;
 }
 
 static int errors_skip(PGconn *conn, const struct errors_opts *o)
@@ -447,13 +474,19 @@ static int errors_resolve_from_source(struct dw_cli *cli, PGconn *conn, const st
         return dw_cli_usage("errors");
     }
     long long rows = 0;
-    if (call_each(conn, "resolving an error from the source row",
-                  "SELECT dwasync.resolve_from_source($1)", o, false, &rows, false) != DW_OK)
+    char *since = queue_start(conn);
+    if (since == NULL ||
+        call_each(conn, "resolving an error from the source row",
+                  "SELECT dwasync.resolve_from_source($1)", o, false, &rows, false) != DW_OK) {
+        free(since);
         return DW_EXIT_FAILURE;
+    }
     printf("resolved %lld row%s from the current source rows; the rows' current state is "
            "queued for replay\n",
            rows, rows == 1 ? "" : "s");
-    return replay_queued(cli, conn, o);
+    int status = replay_queued(cli, conn, o, since);
+    free(since);
+    return status;
 }
 
 int dw_cmd_errors(struct dw_cli *cli, int argc, char **argv)
