@@ -221,13 +221,13 @@ struct emu_req {
     int max_page_size; /* Prefer: odata.maxpagesize=N, 0 when not asked */
     const char *if_match;
     const char *if_none_match;
-    json_t *content_ids;             /* $batch: Content-ID -> "set(guid)"; borrowed, may be NULL */
-    bool in_batch;                   /* a part of a $batch (its writes answer with Location too) */
-    const char *user;                /* who the token says is calling */
-    const char *prefer; /* the Prefer header as sent, or NULL */
-    const char *base; /* the organization URL as the client called it (scheme and its Host
-                       * header): the links an answer holds start with it */
-    json_t *json;                    /* the body already parsed (borrowed), or NULL */
+    json_t *content_ids; /* $batch: Content-ID -> "set(guid)"; borrowed, may be NULL */
+    bool in_batch;       /* a part of a $batch (its writes answer with Location too) */
+    const char *user;    /* who the token says is calling */
+    const char *prefer;  /* the Prefer header as sent, or NULL */
+    const char *base;    /* the organization URL as the client called it (scheme and its Host
+                          * header): the links an answer holds start with it */
+    json_t *json;        /* the body already parsed (borrowed), or NULL */
     const char *opts[EMU_OPT_COUNT]; /* optional parameter headers as sent, NULL when absent */
 };
 

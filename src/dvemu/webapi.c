@@ -1683,7 +1683,9 @@ static void entity_definitions(struct emu *emu, const struct emu_req *req, const
             json_array_append_new(rows, e);
             if (es && expand_entity(emu, e, &emu->tables[i], es, &err) != DW_OK) {
                 json_decref(rows);
-                goto fail;
+                emu_resp_error(resp, &err);
+                emu_err_clear(&err);
+                return;
             }
         }
         collection_answer(emu, req, "EntityDefinitions", rows, query, NULL, resp);
