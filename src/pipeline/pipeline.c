@@ -1034,7 +1034,7 @@ static bool ahead_allowed(const struct dw_pipeline *p)
 {
     const struct round *c = &p->cur;
     if (!p->opts.apply_ahead || c->window == NULL || p->ahead.window || c->plan.nunits ||
-        window_has_atomic(p->filling) || holds_carried(p->filling))
+        holds_carried(p->filling))
         return false;
     for (size_t g = 0; g < c->plan.ngroups; g++) {
         const struct dw_group *grp = &c->plan.groups[g];
@@ -1043,7 +1043,8 @@ static bool ahead_allowed(const struct dw_pipeline *p)
         if (c->groups[g].level + 1 < grp->nlevels || grp->levels[c->groups[g].level].deletes)
             return false;
     }
-    return true;
+    /* Last: it reads the filling window's items, and polls ask this at every answer. */
+    return !window_has_atomic(p->filling);
 }
 
 /* Starts the filling window ahead of cur; the keys cur has not applied yet are held. */
