@@ -35,6 +35,10 @@ dw_rc dw_pg_connect(const char *conninfo, const char *application_name, PGconn *
         PQfinish(conn);
         return DW_ERR_PG;
     }
+    /* dwasync's statements are short: a plan whose estimates run high (a queue of rows
+     * freshly changed) would spend far longer compiling than executing. */
+    PGresult *res = PQexec(conn, "SET jit = off");
+    PQclear(res);
     *out = conn;
     return DW_OK;
 }
