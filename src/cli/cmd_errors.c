@@ -405,6 +405,40 @@ static int replay_queued(struct dw_cli *cli, PGconn *conn, const struct errors_o
     return status;
 }
 
+/*
+ * Queues what --all matches in chunks, parents' first (sql/069), each committed on its own:
+ * a running daemon replays the first while the next is queued. Chunks grow from
+ * REPLAY_FIRST_CHUNK keys, so that the daemon starts soon and a large queue costs few scans.
+ * Rows this command queued and the daemon failed again are not queued twice (since).
+ */
+#define REPLAY_FIRST_CHUNK   1000
+#define REPLAY_LARGEST_CHUNK 16000
+
+static dw_rc queue_in_chunks(PGconn *conn, const struct errors_opts *o, const char *since,
+                             long long *total)
+{
+    long long chunk = REPLAY_FIRST_CHUNK, queued;
+    *total = 0;
+    do {
+        char limit[24];
+        snprintf(limit, sizeof limit, "%lld", chunk);
+        const char *params[] = {o->job, o->table, o->code, since, limit};
+        PGresult *res = NULL;
+        dw_rc rc = dw_pg_query(
+            conn, "queueing errors for replay",
+            "SELECT dwasync.replay_errors_chunk($1, $2, $3, NULL, $4::timestamptz, $5::integer)", 5,
+            params, &res);
+        if (rc != DW_OK)
+            return rc;
+        queued = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        *total += queued;
+        if (chunk < REPLAY_LARGEST_CHUNK)
+            chunk *= 4;
+    } while (queued > 0);
+    return DW_OK;
+}
+
 static int errors_replay(struct dw_cli *cli, PGconn *conn, const struct errors_opts *o)
 {
     long long total = 0;
@@ -423,14 +457,7 @@ static int errors_replay(struct dw_cli *cli, PGconn *conn, const struct errors_o
     if ((since = queue_start(conn)) == NULL)
         return DW_EXIT_FAILURE;
     if (o->all) {
-        const char *params[] = {o->job, o->table, o->code};
-        PGresult *res = NULL;
-        rc = dw_pg_query(conn, "queueing errors for replay",
-                         "SELECT dwasync.replay_errors($1, $2, $3)", 3, params, &res);
-        if (rc == DW_OK) {
-            total = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-            PQclear(res);
-        }
+        rc = queue_in_chunks(conn, o, since, &total);
     } else {
         rc = call_each(conn, "queueing an error for replay", "SELECT dwasync.replay_error($1)", o,
                        false, &total, false);

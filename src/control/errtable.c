@@ -473,20 +473,34 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
      * row resolved. The slot counts where the control database can see it (the source
      * database by default), since its confirmed position may trail the checkpoint. (NOT IN
      * of a small list is a hashed anti-join: a batch of busy keys costs one probe a row.)
-     * The rows are chosen first and read after: the wide columns (source_row::text) are
-     * then converted for the claimed rows only, not for every queued row the sort sees. */
+     * Each table map's queued rows are read in commit order from error_replaying_map (sql/069),
+     * at most $3 of them past its busy ones, so a claim reads what it takes, not the whole
+     * queue; the maps are found by skipping through that index. The rows are chosen first
+     * and read after: the wide columns (source_row::text) are converted for the claimed
+     * rows only. */
     dw_rc rc = dw_pg_query(conn, "claiming errors to replay",
-                           "WITH chosen AS (SELECT e.id, coalesce(m.group_id, 0) AS group_id, "
-                           "coalesce(m.sequence, 0) AS sequence, e.commit_lsn, e.position, e.part "
-                           "FROM dwasync.error e LEFT JOIN dwasync.table_map m ON m.id = e.map_id "
-                           "WHERE e.job_id = $1 AND e.status = 'replaying' "
+                           "WITH RECURSIVE maps AS ("
+                           "(SELECT e.map_id FROM dwasync.error e WHERE e.job_id = $1 "
+                           "AND e.status = 'replaying' ORDER BY e.map_id LIMIT 1) UNION ALL "
+                           "SELECT (SELECT e.map_id FROM dwasync.error e WHERE e.job_id = $1 "
+                           "AND e.status = 'replaying' AND e.map_id > m.map_id "
+                           "ORDER BY e.map_id LIMIT 1) FROM maps m WHERE m.map_id IS NOT NULL), "
+                           "busy AS (SELECT (b->>0)::bigint AS map_id, b->>1 AS key_text "
+                           "FROM jsonb_array_elements($2::jsonb) b), "
+                           "chosen AS (SELECT q.id, coalesce(t.group_id, 0) AS group_id, "
+                           "coalesce(t.sequence, 0) AS sequence, q.commit_lsn, q.position, q.part "
+                           "FROM maps m LEFT JOIN dwasync.table_map t ON t.id = m.map_id "
+                           "CROSS JOIN LATERAL (SELECT e.id, e.commit_lsn, e.position, e.part "
+                           "FROM dwasync.error e WHERE e.job_id = $1 AND e.map_id = m.map_id "
+                           "AND e.status = 'replaying' "
                            "AND e.commit_lsn < (SELECT least(c.confirmed_lsn, coalesce("
                            "s.confirmed_flush_lsn, c.confirmed_lsn)) FROM dwasync.checkpoint c "
                            "JOIN dwasync.job j ON j.id = c.job_id LEFT JOIN pg_replication_slots s "
                            "ON s.slot_name = j.slot_name WHERE c.job_id = $1) "
-                           "AND (e.map_id, e.key_text) NOT IN (SELECT (b->>0)::bigint, b->>1 "
-                           "FROM jsonb_array_elements($2::jsonb) b) "
-                           "ORDER BY 2, 3, e.commit_lsn, e.position, e.part LIMIT $3) "
+                           "AND (e.map_id, e.key_text) NOT IN (SELECT map_id, key_text FROM busy) "
+                           "ORDER BY e.commit_lsn, e.position, e.part LIMIT $3) q "
+                           "WHERE m.map_id IS NOT NULL "
+                           "ORDER BY 2, 3, 4, 5, 6 LIMIT $3) "
                            "SELECT e.id, e.job_id, e.map_id, e.map_name, e.source_schema, "
                            "e.source_table, e.operation, e.key_text, e.source_key::text, "
                            "e.source_row::text, e.commit_lsn::text, e.xid, e.position, e.part, "
@@ -523,32 +537,32 @@ dw_rc dw_errtable_mark_resolved(PGconn *conn, const int64_t *ids, size_t n, int 
     /* dwasync.replay_succeeded() for the whole batch in one statement: the rows still
      * replaying are resolved, and each key left with no open or replaying row has its
      * earliest waiting row queued (promote_next()'s rule; the statement's snapshot still
-     * shows the batch's rows replaying, hence "not in the batch"); then each row's key's
-     * queue is counted. One scan per key instead of a function call per row. (The
+     * shows the batch's rows replaying, hence "not in the batch"); each row's key's queue is
+     * counted by the same scan. One scan per key instead of a function call per row. (The
      * updates in WITH run whether or not the final SELECT reads them.) */
     dw_rc rc = dw_pg_query(
         conn, "marking replayed errors resolved",
-        "WITH batch AS (SELECT u.id, u.i FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, i)), "
+        "WITH batch AS (SELECT b.i, r.job_id, r.map_id, r.key_text, r.replay_requested_by "
+        "FROM unnest($1::bigint[]) WITH ORDINALITY AS b(id, i) "
+        "LEFT JOIN dwasync.error r ON r.id = b.id), "
         "done AS (UPDATE dwasync.error e SET status = 'resolved', resolved_at = now(), "
-        "resolved_by = coalesce(e.replay_requested_by, 'dwasync') FROM batch b "
-        "WHERE e.id = b.id AND e.status = 'replaying' RETURNING e.id), "
-        "keys AS (SELECT DISTINCT ON (r.job_id, r.map_id, r.key_text) r.job_id, r.map_id, "
-        "r.key_text, r.replay_requested_by FROM dwasync.error r JOIN batch b ON b.id = r.id "
-        "ORDER BY r.job_id, r.map_id, r.key_text, b.i), "
-        "heads AS (SELECT k.replay_requested_by, h.id FROM keys k CROSS JOIN LATERAL ("
-        "SELECT q.id, q.status FROM dwasync.error q WHERE q.job_id = k.job_id "
-        "AND q.map_id = k.map_id AND md5(q.key_text) = md5(k.key_text) "
-        "AND q.key_text = k.key_text AND q.status IN ('open', 'waiting', 'replaying') "
-        "AND q.id <> ALL ($1::bigint[]) ORDER BY (q.status = 'waiting'), q.commit_lsn, "
-        "q.position, q.part LIMIT 1) h WHERE h.status = 'waiting'), "
+        "resolved_by = coalesce(e.replay_requested_by, 'dwasync') "
+        "WHERE e.id = ANY ($1::bigint[]) AND e.status = 'replaying'), "
+        "queues AS (SELECT k.job_id, k.map_id, k.key_text, k.replay_requested_by, q.n, "
+        "q.blocked, q.head FROM (SELECT DISTINCT ON (job_id, map_id, key_text) job_id, map_id, "
+        "key_text, replay_requested_by FROM batch WHERE job_id IS NOT NULL "
+        "ORDER BY job_id, map_id, key_text, i) k CROSS JOIN LATERAL ("
+        "SELECT count(*) AS n, coalesce(bool_or(x.status <> 'waiting'), false) AS blocked, "
+        "(array_agg(x.id ORDER BY x.commit_lsn, x.position, x.part))[1] AS head "
+        "FROM dwasync.error x WHERE x.job_id = k.job_id AND x.map_id = k.map_id "
+        "AND md5(x.key_text) = md5(k.key_text) AND x.key_text = k.key_text "
+        "AND x.status IN ('open', 'waiting', 'replaying') AND x.id <> ALL ($1::bigint[])) q), "
         "promoted AS (UPDATE dwasync.error e SET status = 'replaying', "
-        "replay_requested_at = now(), replay_requested_by = h.replay_requested_by "
-        "FROM heads h WHERE e.id = h.id AND e.status = 'waiting' RETURNING e.id) "
-        "SELECT (SELECT count(*) FROM dwasync.error q WHERE q.job_id = r.job_id "
-        "AND q.map_id = r.map_id AND md5(q.key_text) = md5(r.key_text) "
-        "AND q.key_text = r.key_text AND q.status IN ('open', 'waiting', 'replaying') "
-        "AND q.id <> ALL ($1::bigint[])) "
-        "FROM batch b LEFT JOIN dwasync.error r ON r.id = b.id ORDER BY b.i",
+        "replay_requested_at = now(), replay_requested_by = q.replay_requested_by "
+        "FROM queues q WHERE q.n > 0 AND NOT q.blocked AND e.id = q.head "
+        "AND e.status = 'waiting') "
+        "SELECT coalesce(q.n, 0) FROM batch b LEFT JOIN queues q ON q.job_id = b.job_id "
+        "AND q.map_id = b.map_id AND q.key_text = b.key_text ORDER BY b.i",
         1, params, &res);
     if (rc == DW_OK && (size_t)PQntuples(res) != n) {
         DW_ERROR("marking %zu replayed errors resolved answered %d rows", n, PQntuples(res));

@@ -776,6 +776,56 @@ START_TEST(replay_errors_queues_each_key_once)
 }
 END_TEST
 
+/* replay_errors_chunk() (`errors replay --all`, in chunks) queues at most its limit of keys,
+ * parents' before children's whatever their commit order, and leaves out the rows queued
+ * since the time it is given: a row failed again after this command queued it is not queued
+ * twice, so the command's loop ends. */
+START_TEST(replay_chunks_go_parents_first_and_never_twice)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "chunked");
+    const struct row_spec children[] = {
+        {"C1", 0x100, 0, "c1", false, DW_ERRCLASS_VALIDATION},
+        {"C2", 0x200, 0, "c2", false, DW_ERRCLASS_VALIDATION},
+    };
+    const struct row_spec parents[] = {
+        {"P1", 0x300, 0, "p1", false, DW_ERRCLASS_VALIDATION},
+        {"P2", 0x400, 0, "p2", false, DW_ERRCLASS_VALIDATION},
+    };
+    insert_rows(conn, job, map_id(conn, job, "child"), children, 2, NULL);
+    insert_rows(conn, job, map_id(conn, job, "parent"), parents, 2, NULL);
+    const char *statuses =
+        "SELECT string_agg(concat(source_row->'new'->>'v', '=', status), ',' ORDER BY "
+        "commit_lsn) FROM dwasync.error WHERE job_id = (SELECT id FROM "
+        "dwasync.job WHERE name = 'chunked')";
+    char *since = q(conn, "SELECT clock_timestamp()::text");
+    char *chunk1 = dw_asprintf(
+        "SELECT dwasync.replay_errors_chunk('chunked', NULL, NULL, NULL, '%s', 1)", since);
+    char *chunk10 = dw_asprintf(
+        "SELECT dwasync.replay_errors_chunk('chunked', NULL, NULL, NULL, '%s', 10)", since);
+    q_eq(conn, chunk1, "1");
+    q_eq(conn, statuses, "c1=open,c2=open,p1=replaying,p2=open");
+    q_eq(conn, chunk1, "1");
+    q_eq(conn, statuses, "c1=open,c2=open,p1=replaying,p2=replaying");
+    /* The daemon fails p1 again: it is open, queued by this command. */
+    q_eq(conn,
+         "SELECT dwasync.replay_failed(id, 'validation', 400, '0x1', 'again', NULL, NULL, NULL) "
+         "FROM dwasync.error WHERE source_row->'new'->>'v' = 'p1' AND job_id = (SELECT id FROM "
+         "dwasync.job WHERE name = 'chunked')",
+         "t");
+    q_eq(conn, chunk10, "2");
+    q_eq(conn, statuses, "c1=replaying,c2=replaying,p1=open,p2=replaying");
+    q_eq(conn, chunk10, "0");
+    /* Without a time, as replay_errors(): p1 is queued again. */
+    q_eq(conn, "SELECT dwasync.replay_errors('chunked')", "1");
+    q_eq(conn, statuses, "c1=replaying,c2=replaying,p1=replaying,p2=replaying");
+    free(chunk1);
+    free(chunk10);
+    free(since);
+    PQfinish(conn);
+}
+END_TEST
+
 START_TEST(notify_reaches_the_listening_daemon)
 {
     PGconn *daemon = connect_db();
@@ -1251,6 +1301,7 @@ static Suite *errtable_suite(void)
     tcase_add_test(tc, replays_wait_for_the_checkpoint_to_pass_a_row);
     tcase_add_test(tc, random_operations_keep_per_key_order);
     tcase_add_test(tc, replay_errors_queues_each_key_once);
+    tcase_add_test(tc, replay_chunks_go_parents_first_and_never_twice);
     tcase_add_test(tc, notify_reaches_the_listening_daemon);
     tcase_add_test(tc, alert_rule_pauses_the_job);
     tcase_add_test(tc, retention_never_purges_unresolved_rows);
