@@ -172,7 +172,7 @@ check_eq "every SECURITY DEFINER function pins its search_path" 0 \
     "$(psql_q "SELECT count(*) FROM pg_proc WHERE pronamespace = 'dwasync'::regnamespace AND prosecdef
                AND NOT coalesce(proconfig::text LIKE '%search_path=pg_catalog, pg_temp%', false)")"
 check_eq "the SECURITY DEFINER functions, all for operators" \
-    "job_lock_holder job_lock_relation purge_errors relink_job replay_error replay_errors replay_listeners resolve_from_source set_job_state skip_error" \
+    "job_lock_holder job_lock_relation purge_errors relink_job replay_error replay_errors replay_errors_chunk replay_listeners resolve_from_source set_job_state skip_error" \
     "$(psql_q "SELECT string_agg(proname, ' ' ORDER BY proname) FROM pg_proc WHERE pronamespace = 'dwasync'::regnamespace AND prosecdef")"
 check_eq "no dwasync function is executable by PUBLIC" 0 \
     "$(psql_q "SELECT count(*) FROM pg_proc p WHERE pronamespace = 'dwasync'::regnamespace
@@ -191,5 +191,23 @@ check_eq "admin reads the error table" 5 "$(as_bob "SELECT count(*) FROM dwasync
 check_eq "admin may not delete errors" 1 "$(as_bob "DELETE FROM dwasync.error" >/dev/null; echo $?)"
 check_eq "admin purges old finished errors" 0 "$(as_bob "SELECT dwasync.purge_errors(30)")"
 check_eq "admin inherits triage" 0 "$(as_bob "SELECT dwasync.replay_errors()")"
+
+# A superuser's apply_role_grants() (for when `dwasync init` could not create the roles)
+# makes the grants of every migration, not only 045's.
+chunk_fn="dwasync.replay_errors_chunk(text, text, text, text, timestamptz, integer)"
+psql_q "REVOKE EXECUTE ON FUNCTION dwasync.resolve_from_source(bigint), $chunk_fn FROM dwasync_triage;
+        REVOKE INSERT ON dwasync.copy_request FROM dwasync_admin;
+        REVOKE EXECUTE ON FUNCTION dwasync.relink_job(text) FROM dwasync_admin"
+check_contains "without its grant triage may not queue a chunk" "permission denied" \
+    "$(as_alice "SELECT dwasync.replay_errors_chunk('sales', NULL, NULL, NULL, now(), 10)")"
+psql_q "SELECT dwasync.apply_role_grants()" >/dev/null
+check_eq "apply_role_grants() makes the later migrations' grants" "t t t t" \
+    "$(psql_q "SELECT concat_ws(' ',
+        has_function_privilege('dwasync_triage', 'dwasync.resolve_from_source(bigint)', 'EXECUTE'),
+        has_function_privilege('dwasync_triage', '$chunk_fn', 'EXECUTE'),
+        has_table_privilege('dwasync_admin', 'dwasync.copy_request', 'INSERT'),
+        has_function_privilege('dwasync_admin', 'dwasync.relink_job(text)', 'EXECUTE'))")"
+check_eq "triage queues a chunk" 0 \
+    "$(as_alice "SELECT dwasync.replay_errors_chunk('sales', NULL, NULL, NULL, now(), 10)")"
 
 finish
