@@ -8,6 +8,7 @@
 #   BIG_TXN=2000000   rows of one single transaction, for peak RSS (0: skip); the daemon is
 #                     restarted before it so that its peak is the transaction's own
 #   WINDOW_ROWS=      [apply] window_rows for dwasync (empty: the default)
+#   APPLY_AHEAD=      [apply] apply_ahead for dwasync: true or false (empty: the default)
 #   RUNS=3            throughput runs, each on a fresh Postgres, dvemu and dwasync (later
 #                     runs on a grown store were slower each time); the median is printed
 # Peer, measured in the same run: `dwasync decode` of the same changes from a second slot
@@ -41,6 +42,7 @@ sed -i 's/^window_ms = 50$/window_ms = 200/' "$DW_E2E_CONF"
 # /metrics on, as a monitored installation runs: the daemon then counts every change by table, class and map.
 printf '\n[metrics]\nlisten = 127.0.0.1:0\n' >>"$DW_E2E_CONF"
 [ -n "${WINDOW_ROWS:-}" ] && sed -i "s/^window_ms = 200\$/&\nwindow_rows = $WINDOW_ROWS/" "$DW_E2E_CONF"
+[ -n "${APPLY_AHEAD:-}" ] && sed -i "s/^window_ms = 200\$/&\napply_ahead = $APPLY_AHEAD/" "$DW_E2E_CONF"
 e2e_load_sample
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 "$DWASYNC_BIN" --config "$DW_E2E_CONF" run --job fno_sample >"$DW_E2E_DIR/daemon.log" 2>&1 &
