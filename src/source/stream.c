@@ -16,9 +16,11 @@
 #include "dwasync/log.h"
 #include "dwasync/pg.h"
 
+/* The text forms of values are ours; and no JIT: a copy's chunk read is short, and with a
+ * map's filter on a large table its estimate could reach jit_above_cost (as dw_pg_connect()). */
 #define SESSION_OPTIONS                                                                            \
     "-c datestyle=ISO -c timezone=UTC -c intervalstyle=iso_8601 -c bytea_output=hex "              \
-    "-c extra_float_digits=3"
+    "-c extra_float_digits=3 -c jit=off"
 #define BACKOFF_MIN_MS     200
 #define PING_AFTER_MS      100
 #define CONNECT_TIMEOUT_MS 10000

@@ -22,6 +22,7 @@
 #include "dwasync/migrate.h"
 #include "dwasync/pg.h"
 #include "dwasync/redact.h"
+#include "dwasync/stream.h"
 
 static char cluster_dir[256];
 static char conninfo[1200];
@@ -826,6 +827,20 @@ START_TEST(replay_chunks_go_parents_first_and_never_twice)
 }
 END_TEST
 
+/* dwasync's sessions, control and source, run without JIT: their statements are short, and
+ * a claim over a queue freshly changed was estimated high enough to compile for 330 ms. */
+START_TEST(sessions_run_without_jit)
+{
+    PGconn *control = connect_db();
+    q_eq(control, "SHOW jit", "off");
+    PGconn *source = NULL;
+    ck_assert_int_eq(dw_stream_connect(conninfo, false, "test", &source), DW_OK);
+    q_eq(source, "SHOW jit", "off");
+    PQfinish(source);
+    PQfinish(control);
+}
+END_TEST
+
 START_TEST(notify_reaches_the_listening_daemon)
 {
     PGconn *daemon = connect_db();
@@ -1302,6 +1317,7 @@ static Suite *errtable_suite(void)
     tcase_add_test(tc, random_operations_keep_per_key_order);
     tcase_add_test(tc, replay_errors_queues_each_key_once);
     tcase_add_test(tc, replay_chunks_go_parents_first_and_never_twice);
+    tcase_add_test(tc, sessions_run_without_jit);
     tcase_add_test(tc, notify_reaches_the_listening_daemon);
     tcase_add_test(tc, alert_rule_pauses_the_job);
     tcase_add_test(tc, retention_never_purges_unresolved_rows);
