@@ -14,9 +14,9 @@ CREATE INDEX error_replaying_map ON dwasync.error (job_id, map_id, commit_lsn, p
     WHERE status = 'replaying';
 DROP INDEX dwasync.error_replaying;
 
--- Queues the keys with an open row matching the filters (NULL matches all: job name, table
--- as "schema.table", "table" or the map name, Dataverse code, class), as replay_errors():
--- each key with no row being replayed has its head (its earliest open row) queued. At most
+-- Queues the open rows matching the filters (NULL matches all: job name, table as
+-- "schema.table", "table" or the map name, Dataverse code, class) that head their key, as
+-- replay_errors(): a key with a row being replayed is left as it is. At most
 -- p_limit keys (NULL: all), parents' before their children's (a table group's upserts by
 -- ascending sequence, its deletes by descending, as the daemon applies them), then in commit
 -- order. Rows queued since p_since are left out: a caller that repeats it until it returns
@@ -35,9 +35,12 @@ BEGIN
     IF p_job IS NOT NULL AND NOT EXISTS (SELECT 1 FROM dwasync.job WHERE name = p_job) THEN
         RAISE EXCEPTION 'job "%" does not exist', p_job USING ERRCODE = 'no_data_found';
     END IF;
-    WITH keys AS (
-        SELECT DISTINCT x.job_id, x.map_id, x.key_text
+    -- The matching open rows that head their key (nothing of the key being replayed, no
+    -- earlier open row), parents' first: one probe of the key's queue each.
+    WITH chosen AS (
+        SELECT x.id
           FROM dwasync.error x JOIN dwasync.job j ON j.id = x.job_id
+          LEFT JOIN dwasync.table_map m ON m.id = x.map_id
          WHERE x.status = 'open'
            AND (p_job IS NULL OR j.name = p_job)
            AND (p_table IS NULL OR p_table IN (x.source_table,
@@ -47,26 +50,17 @@ BEGIN
            AND (p_class IS NULL OR x.class = p_class)
            AND (p_since IS NULL OR x.replay_requested_at IS NULL
                 OR x.replay_requested_at < p_since)
-    ), heads AS (
-        -- Per key: nothing when a row is being replayed, else its earliest open row.
-        SELECT k.job_id, k.map_id, k.key_text, h.id, h.operation, h.commit_lsn, h.position,
-               h.part
-          FROM keys k
-          CROSS JOIN LATERAL (
-              SELECT q.id, q.status, q.operation, q.commit_lsn, q.position, q.part
-                FROM dwasync.error q
-               WHERE q.job_id = k.job_id AND q.map_id = k.map_id
-                 AND md5(q.key_text) = md5(k.key_text) AND q.key_text = k.key_text
-                 AND q.status IN ('open', 'replaying')
-               ORDER BY (q.status = 'replaying') DESC, q.commit_lsn, q.position, q.part
-               LIMIT 1) h
-         WHERE h.status = 'open'
-    ), chosen AS (
-        SELECT h.* FROM heads h LEFT JOIN dwasync.table_map m ON m.id = h.map_id
+           AND NOT EXISTS (
+               SELECT 1 FROM dwasync.error q
+                WHERE q.job_id = x.job_id AND q.map_id = x.map_id
+                  AND md5(q.key_text) = md5(x.key_text) AND q.key_text = x.key_text
+                  AND q.status IN ('open', 'replaying') AND q.id <> x.id
+                  AND (q.status = 'replaying'
+                       OR (q.commit_lsn, q.position, q.part) < (x.commit_lsn, x.position, x.part)))
          ORDER BY coalesce(m.group_id, 0),
-                  CASE WHEN h.operation = 'delete' THEN -coalesce(m.sequence, 0)
+                  CASE WHEN x.operation = 'delete' THEN -coalesce(m.sequence, 0)
                        ELSE coalesce(m.sequence, 0) END,
-                  h.commit_lsn, h.position, h.part
+                  x.commit_lsn, x.position, x.part
          LIMIT p_limit
     ), queued AS (
         UPDATE dwasync.error e
