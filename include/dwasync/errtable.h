@@ -220,12 +220,14 @@ dw_rc dw_errtable_alert_enforce(PGconn *conn, int64_t job_id, bool *paused);
 dw_rc dw_errtable_listen(PGconn *conn);
 
 /*
- * For the daemon's event loop, when the control connection's socket is readable: reads
- * and frees every pending notification; *requested is true if one was a replay request
- * for job_name (NULL: for any job), meaning dw_replay_pump() has work. DW_ERR_PG if the
- * connection broke (logged).
+ * For the daemon's event loop: takes and frees every notification the control connection
+ * holds; *requested is true if one was a replay request for job_name (NULL: for any job),
+ * meaning dw_replay_pump() has work. With read, it first reads what the socket has (when it
+ * is readable). Without, it does no I/O: a notification that arrived while the session
+ * answered another statement was taken in by libpq with that answer, and the socket shows
+ * nothing of it, so the loop asks every turn. DW_ERR_PG if the connection broke (logged).
  */
-dw_rc dw_errtable_poll_requests(PGconn *conn, const char *job_name, bool *requested);
+dw_rc dw_errtable_poll_requests(PGconn *conn, const char *job_name, bool read, bool *requested);
 
 /* Number of active runners (holders of the job lock) for a job (NULL: any job). */
 dw_rc dw_errtable_listeners(PGconn *conn, const char *job_name, int *out);

@@ -688,10 +688,10 @@ dw_rc dw_errtable_listeners(PGconn *conn, const char *job_name, int *out)
     return rc;
 }
 
-dw_rc dw_errtable_poll_requests(PGconn *conn, const char *job_name, bool *requested)
+dw_rc dw_errtable_poll_requests(PGconn *conn, const char *job_name, bool read, bool *requested)
 {
     bool found = false;
-    if (PQconsumeInput(conn) != 1)
+    if (read && PQconsumeInput(conn) != 1)
         return dw_pg_fail(conn, NULL, "reading replay requests");
     PGnotify *note;
     while ((note = PQnotifies(conn)) != NULL) {

@@ -1122,11 +1122,12 @@ static dw_rc tend_errors(struct runner *r, int64_t now, bool control_readable)
 {
     bool requested = false;
     dw_rc rc = DW_OK;
-    if (control_readable || now >= r->next_errors_check_ms) {
-        if ((rc = dw_errtable_poll_requests(r->control, r->job.name, &requested)) != DW_OK)
-            return rc;
-        r->replay_wanted |= requested;
-    }
+    /* Every turn: a request may wait in libpq's queue, read with another statement's answer. */
+    if ((rc = dw_errtable_poll_requests(r->control, r->job.name,
+                                        control_readable || now >= r->next_errors_check_ms,
+                                        &requested)) != DW_OK)
+        return rc;
+    r->replay_wanted |= requested;
     if (now >= r->next_errors_check_ms) {
         r->next_errors_check_ms = now + ERRORS_CHECK_MS;
         r->replay_wanted = true; /* requests made while nobody listened */

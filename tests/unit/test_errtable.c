@@ -847,7 +847,7 @@ START_TEST(notify_reaches_the_listening_daemon)
     PGconn *op = connect_db();
     int64_t job = make_job(op, "notify");
     int64_t map = map_id(op, job, "child");
-    insert_rows(op, job, map, basic, 2, NULL);
+    insert_rows(op, job, map, basic, 3, NULL);
     int n = -1;
     ck_assert_int_eq(dw_errtable_listeners(op, "notify", &n), DW_OK);
     ck_assert_int_eq(n, 0);
@@ -873,8 +873,22 @@ START_TEST(notify_reaches_the_listening_daemon)
          "dwasync.job WHERE name = 'notify_other')",
          "1");
     bool requested = true;
-    ck_assert_int_eq(dw_errtable_poll_requests(daemon, "notify", &requested), DW_OK);
+    ck_assert_int_eq(dw_errtable_poll_requests(daemon, "notify", true, &requested), DW_OK);
     ck_assert(!requested);
+
+    /* A request that arrived while the session answered another statement: libpq took it in
+     * with that answer, the socket shows nothing, and a poll without reading finds it. */
+    q_eq(daemon,
+         "SELECT dwasync.replay_error(min(id)) FROM dwasync.error WHERE job_id = (SELECT id FROM "
+         "dwasync.job WHERE name = 'notify') AND source_key->>'k' = 'B'",
+         "1");
+    fd_set readable;
+    FD_ZERO(&readable);
+    FD_SET(PQsocket(daemon), &readable);
+    struct timeval now = {0, 0};
+    ck_assert_int_eq(select(PQsocket(daemon) + 1, &readable, NULL, NULL, &now), 0);
+    ck_assert_int_eq(dw_errtable_poll_requests(daemon, "notify", false, &requested), DW_OK);
+    ck_assert(requested);
 
     /* This job's request, from the operator's session, does. */
     q_eq(op,
@@ -889,11 +903,11 @@ START_TEST(notify_reaches_the_listening_daemon)
         FD_SET(sock, &fds);
         struct timeval tv = {0, 100000};
         (void)select(sock + 1, &fds, NULL, NULL, &tv);
-        ck_assert_int_eq(dw_errtable_poll_requests(daemon, "notify", &requested), DW_OK);
+        ck_assert_int_eq(dw_errtable_poll_requests(daemon, "notify", true, &requested), DW_OK);
     }
     ck_assert(requested);
     /* Every notification was read: nothing is left over. */
-    ck_assert_int_eq(dw_errtable_poll_requests(daemon, NULL, &requested), DW_OK);
+    ck_assert_int_eq(dw_errtable_poll_requests(daemon, NULL, true, &requested), DW_OK);
     ck_assert(!requested);
     dw_ha_cleanup(&ha); /* closes the lock's own session */
     PQfinish(daemon);
