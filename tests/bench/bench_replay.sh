@@ -40,7 +40,7 @@ rows=$(psql_q "SELECT (SELECT count(*) FROM fno.customersv3) + (SELECT count(*) 
 dw job start fno_sample --initial-sync >/dev/null 2>&1 || die "job start failed"
 t0=$(now)
 e2e_start_daemon
-e2e_wait_synced 1800 || die "the sample was not applied"
+e2e_wait_synced 1800 0.05 || die "the sample was not applied"
 t_sync=$(python3 -c "print($(now) - $t0)")
 peak() { awk '/VmHWM/ {print $2}' "/proc/$daemon/status"; }
 rss_sync=$(peak)
