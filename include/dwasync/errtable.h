@@ -183,6 +183,11 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
  */
 dw_rc dw_errtable_mark_resolved(PGconn *conn, const int64_t *ids, size_t n, int *remaining);
 
+/* dw_errtable_mark_resolved() in two halves (dw_pg_send(), dw_pg_receive()): the replay
+ * engine sends the rows it claimed last while the server resolves these. */
+dw_rc dw_errtable_mark_resolved_send(PGconn *conn, const int64_t *ids, size_t n);
+dw_rc dw_errtable_mark_resolved_receive(PGconn *conn, size_t n, int *remaining);
+
 /*
  * Puts a replaying head back to open with a new error (attempts + 1); its followers wait.
  * r's pointers are borrowed; target_id may be NULL. A row that is no longer replaying
@@ -271,8 +276,9 @@ struct dw_replay_stats {
 };
 
 /*
- * How many writes a replay keeps in flight under a config: four bulk requests' worth,
- * [dataverse] batch_size times four (or max_concurrency, when lower). The sink gathers the
+ * How many writes a replay holds under a config, in flight or claimed for the next pump:
+ * five bulk requests' worth, [dataverse] batch_size times five (or max_concurrency, when
+ * lower). The sink gathers the
  * writes handed to it together into bulk requests (sink.h), so a replay of many rows goes in
  * full bulk requests, several at once, with their bad rows isolated as the apply path's are.
  */
@@ -294,9 +300,11 @@ void dw_replay_free(struct dw_replay *r);
 void dw_replay_complete(struct dw_replay *r, void *token, const struct dw_write_result *res);
 
 /*
- * Does all the work it can without waiting: records completed writes, claims queued
- * heads and submits them. *idle (may be NULL) is true when nothing is in flight and
- * nothing is queued. Call it on NOTIFY, after completions, and periodically.
+ * Does all the work it can without waiting: records completed writes, submits the heads
+ * the pump before claimed (while the server records), and claims the next ones, which wait
+ * for the next pump unless nothing is in flight. *idle (may be NULL) is true when nothing is
+ * in flight, claimed or queued. Call it on NOTIFY, after completions, and periodically; the
+ * connection is free when it returns.
  */
 dw_rc dw_replay_pump(struct dw_replay *r, bool *idle);
 

@@ -30,6 +30,16 @@ dw_rc dw_pg_query(PGconn *conn, const char *what, const char *sql, int nparams,
                   const char *const *params, PGresult **out);
 
 /*
+ * dw_pg_query() in two halves, for work done while the server runs the query: the first
+ * sends it (DW_ERR_PG, logged, if it cannot be sent), the second waits for its result, as
+ * dw_pg_query() returns it. Nothing else may use conn in between, and a query sent must be
+ * received, even when the caller gives up on it.
+ */
+dw_rc dw_pg_send(PGconn *conn, const char *what, const char *sql, int nparams,
+                 const char *const *params);
+dw_rc dw_pg_receive(PGconn *conn, const char *what, PGresult **out);
+
+/*
  * dw_pg_query() for a query that returns exactly one row; any other number of rows is
  * logged with what and returns DW_ERR_PG (*out NULL, as on any failure). On success *out holds the
  * result (caller PQclear()s it).

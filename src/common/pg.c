@@ -75,6 +75,31 @@ dw_rc dw_pg_query(PGconn *conn, const char *what, const char *sql, int nparams,
     return DW_OK;
 }
 
+dw_rc dw_pg_send(PGconn *conn, const char *what, const char *sql, int nparams,
+                 const char *const *params)
+{
+    if (PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0) != 1)
+        return dw_pg_fail(conn, NULL, what);
+    return DW_OK;
+}
+
+dw_rc dw_pg_receive(PGconn *conn, const char *what, PGresult **out)
+{
+    /* One statement: its result, then NULL (read to the end, so the connection is free). */
+    PGresult *res = PQgetResult(conn), *more;
+    while ((more = PQgetResult(conn)) != NULL)
+        PQclear(more);
+    *out = NULL;
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        dw_rc rc = dw_pg_fail(conn, res, what);
+        PQclear(res);
+        return rc;
+    }
+    *out = res;
+    return DW_OK;
+}
+
 dw_rc dw_pg_query_row(PGconn *conn, const char *what, const char *sql, int nparams,
                       const char *const *params, PGresult **out)
 {

@@ -522,10 +522,8 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
     return DW_OK;
 }
 
-dw_rc dw_errtable_mark_resolved(PGconn *conn, const int64_t *ids, size_t n, int *remaining)
+dw_rc dw_errtable_mark_resolved_send(PGconn *conn, const int64_t *ids, size_t n)
 {
-    if (n == 0)
-        return DW_OK;
     struct dw_buf list;
     dw_buf_init(&list, 0);
     (void)dw_buf_putc(&list, '{');
@@ -533,14 +531,13 @@ dw_rc dw_errtable_mark_resolved(PGconn *conn, const int64_t *ids, size_t n, int 
         (void)dw_buf_printf(&list, "%s%" PRId64, i ? "," : "", ids[i]);
     (void)dw_buf_putc(&list, '}');
     const char *params[] = {dw_buf_str(&list)};
-    PGresult *res = NULL;
     /* dwasync.replay_succeeded() for the whole batch in one statement: the rows still
      * replaying are resolved, and each key left with no open or replaying row has its
      * earliest waiting row queued (promote_next()'s rule; the statement's snapshot still
      * shows the batch's rows replaying, hence "not in the batch"); each row's key's queue is
      * counted by the same scan. One scan per key instead of a function call per row. (The
      * updates in WITH run whether or not the final SELECT reads them.) */
-    dw_rc rc = dw_pg_query(
+    dw_rc rc = dw_pg_send(
         conn, "marking replayed errors resolved",
         "WITH batch AS (SELECT b.i, r.job_id, r.map_id, r.key_text, r.replay_requested_by "
         "FROM unnest($1::bigint[]) WITH ORDINALITY AS b(id, i) "
@@ -563,7 +560,15 @@ dw_rc dw_errtable_mark_resolved(PGconn *conn, const int64_t *ids, size_t n, int 
         "AND e.status = 'waiting') "
         "SELECT coalesce(q.n, 0) FROM batch b LEFT JOIN queues q ON q.job_id = b.job_id "
         "AND q.map_id = b.map_id AND q.key_text = b.key_text ORDER BY b.i",
-        1, params, &res);
+        1, params);
+    dw_buf_cleanup(&list);
+    return rc;
+}
+
+dw_rc dw_errtable_mark_resolved_receive(PGconn *conn, size_t n, int *remaining)
+{
+    PGresult *res = NULL;
+    dw_rc rc = dw_pg_receive(conn, "marking replayed errors resolved", &res);
     if (rc == DW_OK && (size_t)PQntuples(res) != n) {
         DW_ERROR("marking %zu replayed errors resolved answered %d rows", n, PQntuples(res));
         rc = DW_ERR_PG;
@@ -571,8 +576,15 @@ dw_rc dw_errtable_mark_resolved(PGconn *conn, const int64_t *ids, size_t n, int 
     for (size_t i = 0; rc == DW_OK && i < n; i++)
         remaining[i] = (int)strtol(PQgetvalue(res, (int)i, 0), NULL, 10);
     PQclear(res);
-    dw_buf_cleanup(&list);
     return rc;
+}
+
+dw_rc dw_errtable_mark_resolved(PGconn *conn, const int64_t *ids, size_t n, int *remaining)
+{
+    if (n == 0)
+        return DW_OK;
+    dw_rc rc = dw_errtable_mark_resolved_send(conn, ids, n);
+    return rc == DW_OK ? dw_errtable_mark_resolved_receive(conn, n, remaining) : rc;
 }
 
 dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_result *r,

@@ -288,6 +288,19 @@ static void fake_complete_all(struct fake *f)
     f->npending = 0;
 }
 
+/* Answers the n writes deferred first, in order. */
+static void fake_complete_first(struct fake *f, int n)
+{
+    for (int i = 0; i < n; i++) {
+        fake_finish(f, f->pending[i], f->pending_value[i]);
+        free(f->pending_value[i]);
+    }
+    memmove(f->pending, f->pending + n, (size_t)(f->npending - n) * sizeof *f->pending);
+    memmove(f->pending_value, f->pending_value + n,
+            (size_t)(f->npending - n) * sizeof *f->pending_value);
+    f->npending -= n;
+}
+
 static const struct dw_replay_ops fake_ops = {fake_remap, fake_submit, fake_unblocked};
 
 static struct dw_replay *engine_for(PGconn *conn, int64_t job, struct fake *f, int max)
@@ -727,6 +740,45 @@ START_TEST(queues_left_without_a_head_are_healed)
     struct dw_replay *r = engine_for(conn, job, &f, 2);
     ck_assert(pump(r));
     ck_assert_str_eq(f.sent, "A=a2;Z=z1;A=a3;");
+    dw_replay_free(r);
+    PQfinish(conn);
+}
+END_TEST
+
+/* With writes in flight, the heads a pump claims wait for the next pump, which sends them
+ * while the server resolves the answers that woke it; the session is free between pumps. */
+START_TEST(claimed_heads_go_with_the_next_answers)
+{
+    PGconn *conn = connect_db();
+    int64_t job = make_job(conn, "turns");
+    const struct row_spec rows[] = {
+        {"A", 0x100, 0, "a", false, DW_ERRCLASS_VALIDATION},
+        {"B", 0x200, 0, "b", false, DW_ERRCLASS_VALIDATION},
+        {"C", 0x300, 0, "c", false, DW_ERRCLASS_VALIDATION},
+        {"D", 0x400, 0, "d", false, DW_ERRCLASS_VALIDATION},
+        {"E", 0x500, 0, "e", false, DW_ERRCLASS_VALIDATION},
+        {"F", 0x600, 0, "f", false, DW_ERRCLASS_VALIDATION},
+    };
+    insert_rows(conn, job, map_id(conn, job, "child"), rows, 6, NULL);
+    q_eq(conn, "SELECT dwasync.replay_errors('turns')", "6");
+    struct fake f = {.defer = true};
+    struct dw_replay *r = engine_for(conn, job, &f, 4);
+    ck_assert(!pump(r)); /* nothing in flight: the four claimed go at once */
+    ck_assert_str_eq(f.sent, "A=a;B=b;C=c;D=d;");
+    fake_complete_first(&f, 2);
+    ck_assert(!pump(r)); /* A and B resolved; E and F claimed, waiting */
+    ck_assert_str_eq(f.sent, "A=a;B=b;C=c;D=d;");
+    const char *statuses =
+        "SELECT string_agg(concat(source_row->'new'->>'v', '=', status), ',' ORDER BY "
+        "commit_lsn) FROM dwasync.error WHERE job_id = (SELECT id FROM dwasync.job WHERE "
+        "name = 'turns')";
+    q_eq(conn, statuses, "a=resolved,b=resolved,c=replaying,d=replaying,e=replaying,f=replaying");
+    fake_complete_first(&f, 2);
+    ck_assert(!pump(r)); /* C and D resolved while E and F are sent */
+    ck_assert_str_eq(f.sent, "A=a;B=b;C=c;D=d;E=e;F=f;");
+    fake_complete_all(&f);
+    ck_assert(pump(r));
+    q_eq(conn, statuses, "a=resolved,b=resolved,c=resolved,d=resolved,e=resolved,f=resolved");
     dw_replay_free(r);
     PQfinish(conn);
 }
@@ -1329,6 +1381,7 @@ static Suite *errtable_suite(void)
     tcase_add_test(tc, a_crash_mid_replay_resends_once_in_order);
     tcase_add_test(tc, replays_wait_for_the_checkpoint_to_pass_a_row);
     tcase_add_test(tc, random_operations_keep_per_key_order);
+    tcase_add_test(tc, claimed_heads_go_with_the_next_answers);
     tcase_add_test(tc, replay_errors_queues_each_key_once);
     tcase_add_test(tc, replay_chunks_go_parents_first_and_never_twice);
     tcase_add_test(tc, sessions_run_without_jit);
