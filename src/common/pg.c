@@ -60,11 +60,10 @@ dw_rc dw_pg_fail(PGconn *conn, const PGresult *res, const char *what)
     return DW_ERR_PG;
 }
 
-dw_rc dw_pg_query(PGconn *conn, const char *what, const char *sql, int nparams,
-                  const char *const *params, PGresult **out)
+/* A statement's result into *out if it succeeded (rows or none), else logged and freed. */
+static dw_rc take_result(PGconn *conn, const char *what, PGresult *res, PGresult **out)
 {
     *out = NULL;
-    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         dw_rc rc = dw_pg_fail(conn, res, what);
@@ -73,6 +72,13 @@ dw_rc dw_pg_query(PGconn *conn, const char *what, const char *sql, int nparams,
     }
     *out = res;
     return DW_OK;
+}
+
+dw_rc dw_pg_query(PGconn *conn, const char *what, const char *sql, int nparams,
+                  const char *const *params, PGresult **out)
+{
+    return take_result(conn, what, PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0),
+                       out);
 }
 
 dw_rc dw_pg_send(PGconn *conn, const char *what, const char *sql, int nparams,
@@ -89,15 +95,7 @@ dw_rc dw_pg_receive(PGconn *conn, const char *what, PGresult **out)
     PGresult *res = PQgetResult(conn), *more;
     while ((more = PQgetResult(conn)) != NULL)
         PQclear(more);
-    *out = NULL;
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        dw_rc rc = dw_pg_fail(conn, res, what);
-        PQclear(res);
-        return rc;
-    }
-    *out = res;
-    return DW_OK;
+    return take_result(conn, what, res, out);
 }
 
 dw_rc dw_pg_query_row(PGconn *conn, const char *what, const char *sql, int nparams,
