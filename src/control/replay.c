@@ -57,6 +57,9 @@ struct dw_replay {
     const struct dw_replay_ops *ops;
     void *user;
     int max;
+    /* The slots and ready rows are allocated by the first claim that finds rows (nslots is
+     * max from then on, 0 before): a daemon that replays nothing holds none of them. */
+    int nslots;
     struct slot *slots;
     int free_hint;              /* where free_slot() looks first */
     struct dw_errstored *ready; /* claimed, to be sent by the next pump (their keys busy) */
@@ -113,8 +116,6 @@ dw_rc dw_replay_new(PGconn *conn, int64_t job_id, const struct dw_replay_ops *op
     r->ops = ops;
     r->user = user;
     r->max = max_in_flight;
-    r->slots = dw_calloc((size_t)max_in_flight, sizeof *r->slots);
-    r->ready = dw_calloc((size_t)max_in_flight, sizeof *r->ready);
     r->next_token = 1;
     *out = r;
     return DW_OK;
@@ -124,7 +125,7 @@ void dw_replay_free(struct dw_replay *r)
 {
     if (r == NULL)
         return;
-    for (int i = 0; i < r->max; i++)
+    for (int i = 0; i < r->nslots; i++)
         slot_release(&r->slots[i]);
     for (size_t i = 0; i < r->nready; i++)
         dw_errstored_cleanup(&r->ready[i]);
@@ -136,7 +137,7 @@ void dw_replay_free(struct dw_replay *r)
 size_t dw_replay_in_flight(const struct dw_replay *r)
 {
     size_t n = 0;
-    for (int i = 0; i < r->max; i++)
+    for (int i = 0; i < r->nslots; i++)
         n += r->slots[i].used && !r->slots[i].done;
     return n;
 }
@@ -154,7 +155,7 @@ static char *dup_or_null(const char *s)
 void dw_replay_complete(struct dw_replay *r, void *token, const struct dw_write_result *res)
 {
     size_t i = (uintptr_t)token & (((uintptr_t)1 << TOKEN_SLOT_BITS) - 1);
-    struct slot *s = i < (size_t)r->max ? &r->slots[i] : NULL;
+    struct slot *s = i < (size_t)r->nslots ? &r->slots[i] : NULL;
     if (s && s->used && !s->done && s->token == (uintptr_t)token) {
         s->done = true;
         s->status = res->status;
@@ -174,7 +175,7 @@ void dw_replay_complete(struct dw_replay *r, void *token, const struct dw_write_
 static void rows_resolved(struct dw_replay *r, const int *remaining)
 {
     size_t k = 0;
-    for (int i = 0; i < r->max; i++) {
+    for (int i = 0; i < r->nslots; i++) {
         struct slot *s = &r->slots[i];
         if (!s->resolving)
             continue;
@@ -217,14 +218,14 @@ static dw_rc finish_slots(struct dw_replay *r, bool *any, size_t *sending)
 {
     *any = false;
     *sending = 0;
-    for (int i = 0; i < r->max; i++)
+    for (int i = 0; i < r->nslots; i++)
         *any = *any || (r->slots[i].used && r->slots[i].done);
     /* Sent and answered, their rows not yet recorded: a crash replays them again. */
     if (*any && DW_FAILPOINT("replay_before_resolve"))
         return DW_ERR_PG;
     int64_t *ids = dw_calloc((size_t)r->max + 1, sizeof *ids);
     dw_rc rc = DW_OK;
-    for (int i = 0; i < r->max && rc == DW_OK; i++) {
+    for (int i = 0; i < r->nslots && rc == DW_OK; i++) {
         struct slot *s = &r->slots[i];
         if (!s->used || !s->done)
             continue;
@@ -247,7 +248,7 @@ static dw_rc finish_slots(struct dw_replay *r, bool *any, size_t *sending)
     if (rc == DW_OK && *sending > 0)
         rc = dw_errtable_mark_resolved_send(r->conn, ids, *sending);
     if (rc == DW_OK)
-        for (int i = 0; i < r->max; i++)
+        for (int i = 0; i < r->nslots; i++)
             r->slots[i].resolving =
                 r->slots[i].used && r->slots[i].done && r->slots[i].status == DW_WRITE_APPLIED;
     else
@@ -264,7 +265,7 @@ static dw_rc finish_resolve(struct dw_replay *r, size_t n)
     dw_rc rc = dw_errtable_mark_resolved_receive(r->conn, n, remaining);
     if (rc == DW_OK)
         rows_resolved(r, remaining);
-    for (int i = 0; i < r->max; i++)
+    for (int i = 0; i < r->nslots; i++)
         r->slots[i].resolving = false;
     free(remaining);
     return rc;
@@ -272,10 +273,10 @@ static dw_rc finish_resolve(struct dw_replay *r, size_t n)
 
 static struct slot *free_slot(struct dw_replay *r)
 {
-    for (int n = 0; n < r->max; n++) {
-        int i = (r->free_hint + n) % r->max;
+    for (int n = 0; n < r->nslots; n++) {
+        int i = (r->free_hint + n) % r->nslots;
         if (!r->slots[i].used) {
-            r->free_hint = (i + 1) % r->max;
+            r->free_hint = (i + 1) % r->nslots;
             return &r->slots[i];
         }
     }
@@ -390,7 +391,7 @@ static dw_rc send_ready(struct dw_replay *r, bool *progress)
         return DW_OK;
     struct frontier *levels = dw_calloc((size_t)r->max + n + 1, sizeof *levels);
     size_t nlevels = 0;
-    for (int i = 0; i < r->max; i++)
+    for (int i = 0; i < r->nslots; i++)
         if (r->slots[i].used)
             frontier_add(levels, &nlevels, &r->slots[i].row);
     for (size_t i = 0; i < n; i++)
@@ -418,7 +419,7 @@ static dw_rc claim_ready(struct dw_replay *r, bool *nothing_queued, bool *progre
 {
     struct dw_errkey *busy = dw_calloc((size_t)r->max + 1, sizeof *busy);
     size_t nbusy = 0;
-    for (int i = 0; i < r->max; i++)
+    for (int i = 0; i < r->nslots; i++)
         if (r->slots[i].used)
             busy[nbusy++] = (struct dw_errkey){r->slots[i].row.map_id, r->slots[i].row.key_text};
     for (size_t i = 0; i < r->nready; i++)
@@ -429,11 +430,17 @@ static dw_rc claim_ready(struct dw_replay *r, bool *nothing_queued, bool *progre
         struct dw_errstored *claimed = NULL;
         size_t n = 0;
         rc = dw_errtable_claim(r->conn, r->job_id, busy, nbusy, room, &claimed, &n);
-        if (rc == DW_OK) {
+        if (rc == DW_OK)
+            *nothing_queued = n == 0;
+        if (rc == DW_OK && n > 0) {
+            if (r->nslots == 0) {
+                r->slots = dw_calloc((size_t)r->max, sizeof *r->slots);
+                r->ready = dw_calloc((size_t)r->max, sizeof *r->ready);
+                r->nslots = r->max;
+            }
             memcpy(r->ready + r->nready, claimed, n * sizeof *claimed);
             r->nready += n;
-            *nothing_queued = n == 0;
-            *progress = *progress || n > 0;
+            *progress = true;
         }
         free(claimed);
     }
