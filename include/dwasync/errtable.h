@@ -176,15 +176,12 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
                         size_t max, struct dw_errstored **out, size_t *n);
 
 /*
- * Marks n replaying heads (of n different keys) resolved in one statement; each one's next
- * waiting row becomes the head, queued. remaining[i] gets the number of rows ids[i]'s key
- * still has queued (0: unblocked). All or none: on failure none is resolved (a replay
- * applied again is harmless).
+ * Marks n (>= 1) replaying heads (of n different keys) resolved in one statement, sent by
+ * the first half and received by the second (dw_pg_send(), dw_pg_receive()): the replay
+ * engine sends the rows it claimed last in between. Each head's next waiting row becomes the
+ * head, queued. remaining[i] gets the number of rows ids[i]'s key still has queued (0:
+ * unblocked). All or none: on failure none is resolved (a replay applied again is harmless).
  */
-dw_rc dw_errtable_mark_resolved(PGconn *conn, const int64_t *ids, size_t n, int *remaining);
-
-/* dw_errtable_mark_resolved() in two halves (dw_pg_send(), dw_pg_receive()): the replay
- * engine sends the rows it claimed last while the server resolves these. */
 dw_rc dw_errtable_mark_resolved_send(PGconn *conn, const int64_t *ids, size_t n);
 dw_rc dw_errtable_mark_resolved_receive(PGconn *conn, size_t n, int *remaining);
 

@@ -579,14 +579,6 @@ dw_rc dw_errtable_mark_resolved_receive(PGconn *conn, size_t n, int *remaining)
     return rc;
 }
 
-dw_rc dw_errtable_mark_resolved(PGconn *conn, const int64_t *ids, size_t n, int *remaining)
-{
-    if (n == 0)
-        return DW_OK;
-    dw_rc rc = dw_errtable_mark_resolved_send(conn, ids, n);
-    return rc == DW_OK ? dw_errtable_mark_resolved_receive(conn, n, remaining) : rc;
-}
-
 dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_result *r,
                               const char *target_id)
 {

@@ -2,7 +2,7 @@
  * The replay engine (errtable.h): applies the heads of queued keys through callbacks.
  *
  * Per-key order needs nothing in memory: the table holds at most one head per key, the
- * next row becomes the head only when dw_errtable_mark_resolved() resolves the current one
+ * next row becomes the head only when dw_errtable_mark_resolved_send() resolves the current one
  * (or an operator skips it), and a key with a write in flight is excluded from the claim. Sequence
  * order across keys: of the heads claimed and in flight, only the lowest sequence level of each
  * table group's upserts is sent, so a parent's replay lands before its children's, and of its
@@ -171,7 +171,8 @@ void dw_replay_complete(struct dw_replay *r, void *token, const struct dw_write_
 }
 
 /* The applied rows of a resolve statement received: counted, logged, their slots freed,
- * each emptied queue reported. */
+ * each emptied queue reported. remaining[] follows the resolving slots in slot order, the
+ * order finish_slots() sent their ids in. */
 static void rows_resolved(struct dw_replay *r, const int *remaining)
 {
     size_t k = 0;
