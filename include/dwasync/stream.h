@@ -160,7 +160,11 @@ bool dw_stream_connected(const struct dw_stream *s);
 dw_rc dw_stream_replay(const char *path, struct dw_types *types,
                        const struct dw_pgoutput_handler *h);
 
-/* Sends a final status update when connected, closes and frees; NULL is accepted. */
+/*
+ * Sends a final status update when connected and ends the stream with the server (for at
+ * most 5 s): once it returns, the slot is inactive and confirmed where the stream last
+ * reported. Closes and frees; NULL is accepted.
+ */
 void dw_stream_close(struct dw_stream *s);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #define PING_AFTER_MS      100
 #define CONNECT_TIMEOUT_MS 10000
 #define CONNECT_POLL_MS    10
+#define CLOSE_WAIT_MS      5000
 
 struct dw_stream {
     char *conninfo, *slot, *publication, *record_path;
@@ -902,15 +904,72 @@ out:
     return rc;
 }
 
+/* Waits until conn's socket is ready for what libpq needs (writing while it has output
+ * queued, else reading) and takes in what arrived; false past the deadline or on an error. */
+static bool await_conn(PGconn *conn, bool writing, int64_t deadline_ms)
+{
+    int64_t left = deadline_ms - dw_clock_ms();
+    struct pollfd p = {.fd = PQsocket(conn), .events = writing ? POLLOUT : POLLIN};
+    if (left <= 0 || p.fd < 0)
+        return false;
+    int n = poll(&p, 1, (int)left);
+    if (n < 0 && errno == EINTR)
+        return true; /* a signal: look again */
+    return n > 0 && PQconsumeInput(conn);
+}
+
+/*
+ * Ends the stream as pg_recvlogical does: our CopyDone, then the server's CopyDone and the
+ * end of START_REPLICATION. The walsender reads our last status before our CopyDone and
+ * releases the slot before it ends the command, so once this returns the slot is free and
+ * its confirmed position is the one last reported: a `dwasync run --until-caught-up` that
+ * has returned leaves the slot where its checkpoint is, for the next command to see (the
+ * replay horizon, errtable.h) and take. What the server sent meanwhile is dropped: it is
+ * unconfirmed, so the slot sends it again. Bounded: a server that does not answer in
+ * CLOSE_WAIT_MS is left to PQfinish.
+ */
+static void end_copy(PGconn *conn)
+{
+    int64_t deadline = dw_clock_ms() + CLOSE_WAIT_MS;
+    if (PQputCopyEnd(conn, NULL) != 1)
+        return;
+    for (;;) { /* until the server's CopyDone */
+        int queued = PQflush(conn);
+        if (queued < 0)
+            return;
+        if (queued == 0) {
+            char *buf = NULL;
+            int len;
+            while ((len = PQgetCopyData(conn, &buf, 1)) > 0)
+                PQfreemem(buf);
+            if (len == -1)
+                break;
+            if (len == -2)
+                return;
+        }
+        if (!await_conn(conn, queued == 1, deadline))
+            return;
+    }
+    for (;;) { /* the command's results, to the end */
+        while (!PQisBusy(conn)) {
+            PGresult *res = PQgetResult(conn);
+            if (res == NULL)
+                return;
+            PQclear(res);
+        }
+        if (!await_conn(conn, false, deadline))
+            return;
+    }
+}
+
 void dw_stream_close(struct dw_stream *s)
 {
     if (s == NULL)
         return;
     if (s->conn) {
         s->now_ms = dw_clock_ms();
-        send_status(s, false);
-        PQputCopyEnd(s->conn, NULL);
-        PQflush(s->conn);
+        if (PQstatus(s->conn) == CONNECTION_OK && send_status(s, false) == DW_OK)
+            end_copy(s->conn);
         PQfinish(s->conn);
     }
     PQfinish(s->pending);
