@@ -87,7 +87,8 @@ struct dw_ha_report {
  */
 dw_rc dw_ha_heartbeat(struct dw_ha *ha, const struct dw_ha_report *report);
 
-/* Releases the lock if held (clean shutdown lets a standby take over without waiting). */
+/* Releases the lock if held, before it returns (clean shutdown lets a standby take over, and
+ * a command run next find the job free, without waiting for the session's backend to exit). */
 void dw_ha_cleanup(struct dw_ha *ha);
 
 #endif

@@ -191,5 +191,11 @@ dw_rc dw_ha_heartbeat(struct dw_ha *ha, const struct dw_ha_report *report)
 
 void dw_ha_cleanup(struct dw_ha *ha)
 {
+    /* The lock's transaction is ended here, not by closing its session: a backend releases
+     * its locks only as it exits, a moment after its client has gone, and a command run right
+     * after a runner stopped (`errors replay` asks dwasync.replay_listeners() whether one
+     * holds the job) must find the job free. */
+    if (ha->active && PQstatus(ha->lock) == CONNECTION_OK)
+        PQclear(PQexec(ha->lock, "ROLLBACK"));
     close_lock(ha);
 }
