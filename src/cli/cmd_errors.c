@@ -315,18 +315,15 @@ static dw_rc replay_directly(const struct dw_config *cfg, int64_t job_id, const 
         goto out;
     /* A bulk replay can be long: rows done, rate and ETA, live on a terminal. */
     struct dw_progress progress;
-    PGresult *queued = NULL;
     char id[32];
     snprintf(id, sizeof id, "%" PRId64, job_id);
     const char *params[] = {id};
-    uint64_t total = 0;
-    if (dw_pg_query(conn, "counting queued rows",
-                    "SELECT count(*) FROM dwasync.error WHERE job_id = $1 AND status IN "
-                    "('replaying', 'waiting')",
-                    1, params, &queued) == DW_OK)
-        total = strtoull(PQgetvalue(queued, 0, 0), NULL, 10);
-    PQclear(queued);
-    dw_progress_init(&progress, "replay", total, stderr, 0, (uint64_t)dw_clock_ms());
+    int64_t total = 0, left = 0;
+    (void)dw_pg_query_int(conn, "counting queued rows",
+                          "SELECT count(*) FROM dwasync.error WHERE job_id = $1 AND status IN "
+                          "('replaying', 'waiting')",
+                          1, params, &total);
+    dw_progress_init(&progress, "replay", (uint64_t)total, stderr, 0, (uint64_t)dw_clock_ms());
     for (;;) {
         bool idle = false;
         if ((rc = dw_replay_pump(d.engine, &idle)) != DW_OK || idle)
@@ -343,6 +340,18 @@ static dw_rc replay_directly(const struct dw_config *cfg, int64_t job_id, const 
            " failed again%s\n",
            job, st.resolved + st.failed, st.resolved + st.failed == 1 ? "" : "s", st.resolved,
            st.failed, st.failed ? " (dwasync errors list shows why)" : "");
+    /* Rows still queued once the engine is idle are past the replay horizon (errtable.h). */
+    if (rc == DW_OK &&
+        dw_pg_query_int(conn, "counting rows left queued",
+                        "SELECT count(*) FROM dwasync.error WHERE job_id = $1 AND status = "
+                        "'replaying'",
+                        1, params, &left) == DW_OK &&
+        left > 0)
+        printf("job \"%s\": %" PRId64 " %s queued: %s after the position the job has "
+               "confirmed; `dwasync run` replays %s once it has confirmed %s\n",
+               job, left, left == 1 ? "row stays" : "rows stay",
+               left == 1 ? "its change comes" : "their changes come", left == 1 ? "it" : "them",
+               left == 1 ? "it" : "them");
 out:
     dw_replay_free(d.engine);
     dw_sink_free(d.sink);
