@@ -7,7 +7,7 @@
 #   source "$DWASYNC_SOURCE_DIR/tests/harness/lib.sh"
 #   dw_mktemp work            # a temp dir in $work, removed at exit
 #   pg_start                      # exports PGHOST PGPORT PGUSER PGDATABASE DW_PG_CONNINFO ...
-#   psql_q "select 1"             # psql -X -qAt -v ON_ERROR_STOP=1
+#   psql_q "select 1"             # psql -X -qAt -v ON_ERROR_STOP=1; a failure fails the test
 #   check_eq "label" "$expected" "$actual"
 #   finish                        # prints "N passed, N failed" and exits accordingly
 
@@ -172,7 +172,19 @@ pg_restart() {
     die "postgres did not restart"
 }
 
-psql_q() { psql -X -qAt -v ON_ERROR_STOP=1 -c "$1" "${@:2}"; }
+# psql_q SQL [PSQL ARGS...]: runs SQL and prints its rows, unaligned. A statement that fails
+# fails the test (finish() lists it), whether or not anything reads its output: a setup
+# statement that does nothing must not leave a check passing for the wrong reason. psql_try
+# only returns psql's status, for statements that may fail (expected errors, a restart).
+psql_try() { psql -X -qAt -v ON_ERROR_STOP=1 -c "$1" "${@:2}"; }
+psql_q() {
+    psql_try "$@" && return 0
+    local status=$?
+    printf '%s\n' "${1:0:300}" >>"$DW_FAILED_STATEMENTS"
+    return $status
+}
+DW_FAILED_STATEMENTS=$(mktemp "${TMPDIR:-/tmp}/dwasync-statements.XXXXXX") || die "mktemp failed"
+on_exit "rm -f '$DW_FAILED_STATEMENTS'"
 
 # wait_for SECONDS COMMAND...: polls until the command succeeds; 1 if it never does (the
 # bound is for a hung test, never a timing assert: a test waits on events, not on sleeps).
@@ -219,6 +231,10 @@ show_log_on_failure() { DW_FAILURE_LOGS+=("$@"); }
 
 finish() {
     local f
+    if [ -s "$DW_FAILED_STATEMENTS" ]; then
+        fail "every statement the test ran succeeded" "failed (psql_q):"
+        sed 's/^/#     /' "$DW_FAILED_STATEMENTS"
+    fi
     if [ "$DW_FAILED" != 0 ]; then
         for f in "${DW_FAILURE_LOGS[@]}"; do
             [ -f "$f" ] || continue

@@ -19,7 +19,7 @@ check_status "initial sync applied" 0 e2e_wait_synced
 wait_sql() {   # wait_sql SQL VALUE: up to 120 s (a bound for a hung test, not a timing assert)
     local i
     for ((i = 0; i < 1200; i++)); do
-        [ "$(psql_q "$1" 2>/dev/null)" = "$2" ] && return 0
+        [ "$(psql_try "$1" 2>/dev/null)" = "$2" ] && return 0
         kill -0 "$daemon" 2>/dev/null || { log "the daemon is gone"; return 2; }
         sleep 0.1
     done

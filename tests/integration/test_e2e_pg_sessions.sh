@@ -27,7 +27,7 @@ echo "BEGIN; LOCK TABLE pg_catalog.pg_publication IN ACCESS EXCLUSIVE MODE;" >&7
 wait_sql() {   # wait_sql SQL VALUE: up to 120 s (a bound for a hung test, not a timing assert)
     local i
     for ((i = 0; i < 1200; i++)); do
-        [ "$(psql_q "$1" 2>/dev/null)" = "$2" ] && return 0
+        [ "$(psql_try "$1" 2>/dev/null)" = "$2" ] && return 0
         sleep 0.1
     done
     return 1

@@ -19,7 +19,7 @@ e2e_wait_synced || die "the sample was not applied"
 wait_sql() {
     local i
     for i in $(seq 1 $((${2:-60} * 5))); do
-        [ "$(psql_q "$1" 2>/dev/null)" = t ] && return 0
+        [ "$(psql_try "$1" 2>/dev/null)" = t ] && return 0
         sleep 0.2
     done
     return 1
