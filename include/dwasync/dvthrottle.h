@@ -1,12 +1,14 @@
 /*
  * dvthrottle.h - the arithmetic of politeness toward Dataverse: AIMD concurrency,
- * exponential backoff with jitter, and Retry-After parsing.
+ * exponential backoff with jitter, Retry-After parsing, and how many requests a level's rows
+ * go in.
  *
  * Pure functions over a caller-owned struct dw_aimd; the sink holds one per environment.
  */
 #ifndef DWASYNC_DVTHROTTLE_H
 #define DWASYNC_DVTHROTTLE_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -31,6 +33,19 @@ void dw_aimd_set_hint(struct dw_aimd *a, int hint);
 
 /* Requests allowed in flight: floor(window) within [1, min(max, hint)]. */
 int dw_aimd_limit(const struct dw_aimd *a);
+
+/*
+ * How many requests n rows of one table and level go in, at most batch rows each: as few as
+ * batch allows, or more, over the free request slots, while each still carries
+ * DW_REQUEST_SERVER_MS of server time or more at row_ms a row (the server's time per row as
+ * measured; 0 when not known, then as few as batch allows). A level is done when its last
+ * request is: one request of 640 expensive rows would leave the budget of concurrent server
+ * time unused for seconds while the next level waits, and requests that carry what the
+ * execution budget allows per request leave the request budget unspent first. Cheap rows
+ * (0.2 ms or less) are never spread below batch. 0 when n is 0.
+ */
+#define DW_REQUEST_SERVER_MS 200.0 /* Dataverse's defaults: 1,200,000 ms per 6,000 requests */
+size_t dw_requests_for(size_t n, size_t batch, double row_ms, int free_slots);
 
 /*
  * Delay before retry number attempt (1 for the first retry): base * 2^(attempt-1), capped

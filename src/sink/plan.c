@@ -32,15 +32,25 @@ static bool same_options(const struct row *a, const struct row *b)
            (a->options && b->options && json_equal(a->options, b->options));
 }
 
+/* Request slots neither in flight nor claimed by a queued request. */
+static int free_slots(const struct dw_sink *s)
+{
+    int queued = 0;
+    const struct req *q;
+    DL_COUNT(s->queue, q, queued);
+    return dw_aimd_limit(&s->aimd) - s->in_flight - queued;
+}
+
 /*
- * Queues n rows in as few requests as size allows, of even sizes: the writes of one level
- * are done when the largest is (1,500 rows go as 750 and 750, not 1,000 and 500). With
- * whole_only, only requests of size rows go, the rest waits.
+ * Queues n rows in requests of even sizes, as many as dw_requests_for() says (as few as size
+ * allows unless rows are expensive): the writes of one level are done when the largest is
+ * (1,500 rows go as 750 and 750, not 1,000 and 500). With whole_only, only requests of size
+ * rows go, the rest waits.
  */
 static void queue_split(struct dw_sink *s, struct row **rows, size_t n, size_t size,
                         bool whole_only, void (*queue)(struct dw_sink *, struct row **, size_t))
 {
-    size_t k = whole_only ? n / size : (n + size - 1) / size;
+    size_t k = whole_only ? n / size : dw_requests_for(n, size, s->row_ms, free_slots(s));
     for (size_t q = 0, at = 0; q < k; q++) {
         size_t len = whole_only ? size : n / k + (q < n % k);
         queue(s, rows + at, len);

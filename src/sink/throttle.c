@@ -1,7 +1,8 @@
 /*
  * The arithmetic of throttling (see dvthrottle.h): the AIMD concurrency window, exponential
- * backoff with jitter, and Retry-After in seconds or HTTP-date form. Pure functions; the
- * caller passes the time and the random number.
+ * backoff with jitter, Retry-After in seconds or HTTP-date form, and the number of requests
+ * for a level's rows. Pure functions; the caller passes the time, the random number and the
+ * measured server time.
  */
 #include "dwasync/dvthrottle.h"
 
@@ -50,6 +51,23 @@ int dw_aimd_limit(const struct dw_aimd *a)
     if (limit > ceiling(a))
         limit = ceiling(a);
     return limit < 1 ? 1 : limit;
+}
+
+size_t dw_requests_for(size_t n, size_t batch, double row_ms, int free_slots)
+{
+    if (batch == 0)
+        batch = 1;
+    size_t k = (n + batch - 1) / batch;
+    if (row_ms <= 0 || free_slots <= 0 || (size_t)free_slots <= k)
+        return k;
+    double fewest = DW_REQUEST_SERVER_MS / row_ms; /* rows of one request */
+    if (fewest >= (double)n)
+        return k;
+    size_t min_rows = (size_t)fewest + ((double)(size_t)fewest < fewest);
+    size_t spread = n / (min_rows ? min_rows : 1);
+    if (spread > (size_t)free_slots)
+        spread = (size_t)free_slots;
+    return spread > k ? spread : k;
 }
 
 int64_t dw_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint32_t rnd)

@@ -443,6 +443,24 @@ static struct req *detach_finished(struct dw_sink *s, const CURLMsg *m)
     return q;
 }
 
+/*
+ * Folds a write's server time per row into s->row_ms, a moving average (plan.c sizes the
+ * requests by it): from the request about to be sent to its answer received (curl's timings),
+ * for requests of enough rows that a request's fixed cost does not dominate.
+ */
+#define ROW_TIME_MIN_ROWS 50
+static void note_row_time(struct dw_sink *s, const struct req *q)
+{
+    size_t rows = as_write((struct req *)q)->nrows;
+    curl_off_t sent = 0, total = 0;
+    if (rows < ROW_TIME_MIN_ROWS ||
+        curl_easy_getinfo(q->easy, CURLINFO_PRETRANSFER_TIME_T, &sent) != CURLE_OK ||
+        curl_easy_getinfo(q->easy, CURLINFO_TOTAL_TIME_T, &total) != CURLE_OK || total < sent)
+        return;
+    double ms = (double)(total - sent) / 1000.0 / (double)rows;
+    s->row_ms = s->row_ms > 0 ? 0.75 * s->row_ms + 0.25 * ms : ms;
+}
+
 static int process_done(struct dw_sink *s)
 {
     CURLMsg *m;
@@ -478,8 +496,11 @@ static int process_done(struct dw_sink *s)
                 s->stats.responses_5xx++;
             if (q->dop_hint > 0)
                 dw_aimd_set_hint(&s->aimd, q->dop_hint);
-            if (http >= 200 && http < 300)
+            if (http >= 200 && http < 300) {
                 dw_aimd_success(&s->aimd);
+                if (q->kind == REQ_BULK || q->kind == REQ_BATCH)
+                    note_row_time(s, q);
+            }
         }
         if (q->kind == REQ_CHANGESET)
             dw_sink_complete_changeset(s, as_changeset(q), cc, http);

@@ -75,6 +75,31 @@ START_TEST(classifier_table)
 }
 END_TEST
 
+START_TEST(requests_spread_only_while_rows_are_expensive)
+{
+    /* Not measured yet, or cheap rows: as few requests as batch_size allows. */
+    ck_assert_uint_eq(dw_requests_for(0, 1000, 0, 8), 0);
+    ck_assert_uint_eq(dw_requests_for(640, 1000, 0, 8), 1);
+    ck_assert_uint_eq(dw_requests_for(2500, 1000, 0, 8), 3);
+    ck_assert_uint_eq(dw_requests_for(1000, 1000, 0.2, 8), 1);
+    ck_assert_uint_eq(dw_requests_for(2500, 1000, 0.05, 8), 3);
+    /* Expensive rows: over the free slots, each request 200 ms of server time or more. */
+    ck_assert_uint_eq(dw_requests_for(640, 1000, 1, 8), 3);  /* 200 rows or more */
+    ck_assert_uint_eq(dw_requests_for(640, 1000, 3, 8), 8);  /* 67 or more */
+    ck_assert_uint_eq(dw_requests_for(640, 1000, 3, 12), 9); /* 9 of 67 or more */
+    ck_assert_uint_eq(dw_requests_for(640, 1000, 4, 3), 3);
+    ck_assert_uint_eq(dw_requests_for(2500, 1000, 0.5, 8), 6); /* 400 or more */
+    ck_assert_uint_eq(dw_requests_for(150, 1000, 4, 8), 3);
+    ck_assert_uint_eq(dw_requests_for(40, 1000, 4, 8), 1);
+    /* Never fewer than batch_size allows, nor more when no slot is free. */
+    ck_assert_uint_eq(dw_requests_for(3340, 1000, 4, 2), 4);
+    ck_assert_uint_eq(dw_requests_for(640, 1000, 4, 0), 1);
+    ck_assert_uint_eq(dw_requests_for(640, 1000, 4, -2), 1);
+    ck_assert_uint_eq(dw_requests_for(640, 100, 4, 16), 12);
+    ck_assert_uint_eq(dw_requests_for(640, 100, 1e-300, 16), 7);
+}
+END_TEST
+
 START_TEST(aimd_grows_slowly_halves_and_respects_ceilings)
 {
     struct dw_aimd a;
@@ -156,6 +181,7 @@ static Suite *classify_suite(void)
     Suite *s = suite_create("dvclassify");
     TCase *tc = tcase_create("dvclassify");
     tcase_add_test(tc, classifier_table);
+    tcase_add_test(tc, requests_spread_only_while_rows_are_expensive);
     tcase_add_test(tc, aimd_grows_slowly_halves_and_respects_ceilings);
     tcase_add_test(tc, backoff_doubles_with_jitter_and_is_capped);
     tcase_add_test(tc, retry_after_values);
