@@ -449,9 +449,9 @@ static struct req *detach_finished(struct dw_sink *s, const CURLMsg *m)
  * for requests of enough rows that a request's fixed cost does not dominate.
  */
 #define ROW_TIME_MIN_ROWS 50
-static void note_row_time(struct dw_sink *s, const struct req *q)
+static void note_row_time(struct dw_sink *s, struct req *q)
 {
-    size_t rows = as_write((struct req *)q)->nrows;
+    size_t rows = as_write(q)->nrows;
     curl_off_t sent = 0, total = 0;
     if (rows < ROW_TIME_MIN_ROWS ||
         curl_easy_getinfo(q->easy, CURLINFO_PRETRANSFER_TIME_T, &sent) != CURLE_OK ||
