@@ -41,8 +41,9 @@ int dw_aimd_limit(const struct dw_aimd *a);
  * measured; 0 when not known, then as few as batch allows). A level is done when its last
  * request is: one request of 640 expensive rows would leave the budget of concurrent server
  * time unused for seconds while the next level waits, and requests that carry what the
- * execution budget allows per request leave the request budget unspent first. Cheap rows
- * (0.2 ms or less) are never spread below batch. 0 when n is 0.
+ * execution budget allows per request leave the request budget unspent first. Rows so cheap
+ * that batch of them carry less than that (0.2 ms each at 1,000) are never spread. 0 when n
+ * is 0.
  */
 #define DW_REQUEST_SERVER_MS 200.0 /* Dataverse's defaults: 1,200,000 ms per 6,000 requests */
 size_t dw_requests_for(size_t n, size_t batch, double row_ms, int free_slots);

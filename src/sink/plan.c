@@ -41,21 +41,29 @@ static int free_slots(const struct dw_sink *s)
     return dw_aimd_limit(&s->aimd) - s->in_flight - queued;
 }
 
+/* What group_ready() splits by: the largest request, and the slots not yet taken this pass. */
+struct split {
+    size_t size;
+    bool whole_only;
+    int free;
+};
+
 /*
  * Queues n rows in requests of even sizes, as many as dw_requests_for() says (as few as size
  * allows unless rows are expensive): the writes of one level are done when the largest is
  * (1,500 rows go as 750 and 750, not 1,000 and 500). With whole_only, only requests of size
  * rows go, the rest waits.
  */
-static void queue_split(struct dw_sink *s, struct row **rows, size_t n, size_t size,
-                        bool whole_only, void (*queue)(struct dw_sink *, struct row **, size_t))
+static void queue_split(struct dw_sink *s, struct row **rows, size_t n, struct split *sp,
+                        void (*queue)(struct dw_sink *, struct row **, size_t))
 {
-    size_t k = whole_only ? n / size : dw_requests_for(n, size, s->row_ms, free_slots(s));
+    size_t k = sp->whole_only ? n / sp->size : dw_requests_for(n, sp->size, s->row_ms, sp->free);
     for (size_t q = 0, at = 0; q < k; q++) {
-        size_t len = whole_only ? size : n / k + (q < n % k);
+        size_t len = sp->whole_only ? sp->size : n / k + (q < n % k);
         queue(s, rows + at, len);
         at += len;
     }
+    sp->free -= (int)k;
 }
 
 static void group_ready(struct dw_sink *s)
@@ -69,10 +77,10 @@ static void group_ready(struct dw_sink *s)
      * only whole requests go out meanwhile, and the rest waits to be joined by them, so a
      * few large requests are sent instead of many small ones. Resolution always ends
      * (found, missing, or given up), so nothing waits for ever. */
-    size_t size = (size_t)s->cfg->dataverse.batch_size;
-    bool whole_only = s->resolving != NULL;
-    if (whole_only && n < size)
+    struct split sp = {(size_t)s->cfg->dataverse.batch_size, s->resolving != NULL, 0};
+    if (sp.whole_only && n < sp.size)
         return;
+    sp.free = free_slots(s);
     struct ready_row *bulk = dw_malloc(n * sizeof *bulk);
     struct row **batch = dw_malloc(n * sizeof *batch);
     struct row **group = dw_malloc(n * sizeof *group);
@@ -112,10 +120,10 @@ static void group_ready(struct dw_sink *s)
             group[j - i] = bulk[j].row;
             j++;
         }
-        queue_split(s, group, j - i, size, whole_only, dw_sink_queue_bulk);
+        queue_split(s, group, j - i, &sp, dw_sink_queue_bulk);
         i = j;
     }
-    queue_split(s, batch, nbatch, size, whole_only, dw_sink_queue_batch);
+    queue_split(s, batch, nbatch, &sp, dw_sink_queue_batch);
     free(bulk);
     free(batch);
     free(group);
