@@ -221,8 +221,10 @@ static dw_rc finish_slots(struct dw_replay *r, bool *any, size_t *sending)
     *sending = 0;
     for (int i = 0; i < r->nslots; i++)
         *any = *any || (r->slots[i].used && r->slots[i].done);
+    if (!*any)
+        return DW_OK;
     /* Sent and answered, their rows not yet recorded: a crash replays them again. */
-    if (*any && DW_FAILPOINT("replay_before_resolve"))
+    if (DW_FAILPOINT("replay_before_resolve"))
         return DW_ERR_PG;
     int64_t *ids = dw_calloc((size_t)r->max + 1, sizeof *ids);
     dw_rc rc = DW_OK;
