@@ -345,13 +345,17 @@ static dw_rc replay_directly(const struct dw_config *cfg, int64_t job_id, const 
         dw_pg_query_int(conn, "counting rows left queued",
                         "SELECT count(*) FROM dwasync.error WHERE job_id = $1 AND status = "
                         "'replaying'",
-                        1, params, &left) == DW_OK &&
-        left > 0)
-        printf("job \"%s\": %" PRId64 " %s queued: %s after the position the job has "
-               "confirmed; `dwasync run` replays %s once it has confirmed %s\n",
-               job, left, left == 1 ? "row stays" : "rows stay",
-               left == 1 ? "its change comes" : "their changes come", left == 1 ? "it" : "them",
-               left == 1 ? "it" : "them");
+                        1, params, &left) == DW_OK) {
+        if (left == 1)
+            printf("job \"%s\": 1 row stays queued: its change comes after the position the job "
+                   "has confirmed; `dwasync run` replays it once it has confirmed it\n",
+                   job);
+        else if (left > 1)
+            printf("job \"%s\": %" PRId64 " rows stay queued: their changes come after the "
+                   "position the job has confirmed; `dwasync run` replays them once it has "
+                   "confirmed them\n",
+                   job, left);
+    }
 out:
     dw_replay_free(d.engine);
     dw_sink_free(d.sink);
