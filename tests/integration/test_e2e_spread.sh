@@ -2,8 +2,8 @@
 # Requests spread while rows are expensive (issue 20): each row costs Dataverse 3 ms here, as
 # the sink measures from its writes, so the 640 accounts of one transaction (a level of their
 # own) go in parallel requests of even sizes, each carrying 200 ms of server time or more (67
-# rows), instead of one request of 640 that the next level would wait for. The rows, not the requests, decide the
-# apply's end: Dataverse equals the source afterwards (the oracle).
+# rows), instead of one request of 640 that the next level would wait for. Dataverse equals
+# the source afterwards (the oracle).
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 DW_E2E_LOG_LEVEL=debug e2e_setup --cost-row-ms 3 --cost-bulk-row-ms 3 >/dev/null
 # The transaction's commit closes its window, not a timer: however slowly it is read, its
