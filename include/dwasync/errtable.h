@@ -127,9 +127,7 @@ struct dw_errstored {
     char *source_table;
     char *key_text;
     enum dw_change_op op;
-    char *source_key_text; /* the source key as JSON text, until loaded */
     char *source_row_text; /* {"new": ..., "old": ..., "unchanged": ...}, until loaded */
-    json_t *source_key;    /* new reference, once loaded */
     json_t *new_row;       /* new reference or NULL, once loaded */
     json_t *old_row;       /* new reference or NULL, once loaded */
     json_t *unchanged;     /* new reference or NULL, once loaded */

@@ -378,14 +378,12 @@ void dw_errstored_cleanup(struct dw_errstored *row)
 
 void dw_errstored_drop_images(struct dw_errstored *row)
 {
-    free(row->source_key_text);
     free(row->source_row_text);
-    json_decref(row->source_key);
     json_decref(row->new_row);
     json_decref(row->old_row);
     json_decref(row->unchanged);
-    row->source_key_text = row->source_row_text = NULL;
-    row->source_key = row->new_row = row->old_row = row->unchanged = NULL;
+    row->source_row_text = NULL;
+    row->new_row = row->old_row = row->unchanged = NULL;
 }
 
 static enum dw_change_op parse_op(const char *s)
@@ -408,21 +406,15 @@ static json_t *member_or_null(const json_t *obj, const char *name)
 
 dw_rc dw_errstored_load_images(struct dw_errstored *row)
 {
-    if (row->source_key_text == NULL && row->source_row_text == NULL)
+    if (row->source_row_text == NULL)
         return DW_OK;
     json_error_t jerr;
-    json_t *key =
-        json_loads(row->source_key_text ? row->source_key_text : "null", JSON_DECODE_ANY, &jerr);
-    json_t *src =
-        key ? json_loads(row->source_row_text ? row->source_row_text : "{}", JSON_DECODE_ANY, &jerr)
-            : NULL;
-    if (key == NULL || src == NULL) {
-        json_decref(key);
+    json_t *src = json_loads(row->source_row_text, 0, &jerr);
+    if (src == NULL) {
         DW_ERROR("error row %" PRId64 " holds unreadable JSON: %s", row->id, jerr.text);
         return DW_ERR_PROTOCOL;
     }
     dw_errstored_drop_images(row);
-    row->source_key = key;
     row->new_row = member_or_null(src, "new");
     row->old_row = member_or_null(src, "old");
     row->unchanged = member_or_null(src, "unchanged");
@@ -442,16 +434,15 @@ static void stored_from_result(const PGresult *res, int i, struct dw_errstored *
     row->source_table = col_strdup(res, i, 5);
     row->op = parse_op(PQgetvalue(res, i, 6));
     row->key_text = col_strdup(res, i, 7);
-    row->source_key_text = col_strdup(res, i, 8);
-    row->source_row_text = col_strdup(res, i, 9);
-    if (dw_lsn_parse(PQgetvalue(res, i, 10), &row->commit_lsn) != DW_OK)
+    row->source_row_text = col_strdup(res, i, 8);
+    if (dw_lsn_parse(PQgetvalue(res, i, 9), &row->commit_lsn) != DW_OK)
         row->commit_lsn = DW_LSN_INVALID;
-    row->xid = col_i64(res, i, 11);
-    row->position = (uint32_t)col_i64(res, i, 12);
-    row->part = (int)col_i64(res, i, 13);
-    row->attempts = (int)col_i64(res, i, 14);
-    row->group_id = col_i64(res, i, 15);
-    row->sequence = (int)col_i64(res, i, 16);
+    row->xid = col_i64(res, i, 10);
+    row->position = (uint32_t)col_i64(res, i, 11);
+    row->part = (int)col_i64(res, i, 12);
+    row->attempts = (int)col_i64(res, i, 13);
+    row->group_id = col_i64(res, i, 14);
+    row->sequence = (int)col_i64(res, i, 15);
 }
 
 dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *busy, size_t nbusy,
@@ -502,7 +493,7 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
                            "WHERE m.map_id IS NOT NULL "
                            "ORDER BY 2, 3, 4, 5, 6 LIMIT $3) "
                            "SELECT e.id, e.job_id, e.map_id, e.map_name, e.source_schema, "
-                           "e.source_table, e.operation, e.key_text, e.source_key::text, "
+                           "e.source_table, e.operation, e.key_text, "
                            "e.source_row::text, e.commit_lsn::text, e.xid, e.position, e.part, "
                            "e.attempts, c.group_id, c.sequence "
                            "FROM chosen c JOIN dwasync.error e ON e.id = c.id "

@@ -223,7 +223,7 @@ static dw_rc fake_remap(void *user, const struct dw_errstored *row, struct dw_re
     out->write.op = DW_WRITE_UPSERT;
     out->write.entity_set = dw_strdup("accounts");
     out->write.logical_name = dw_strdup("account");
-    out->write.key = json_deep_copy(row->source_key);
+    out->write.key = json_loads(row->key_text, 0, NULL);
     dw_write_set_body(&out->write, json_deep_copy(row->new_row));
     out->target_id = dw_strdup("accounts(k)");
     return DW_OK;
