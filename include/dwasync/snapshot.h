@@ -46,8 +46,8 @@ struct dw_snapshot_options {
  * online resync can reuse). The slot exists and stays; the stream runs; a table is copied in
  * chunks in key order, each chunk read between two watermarks written into the WAL (DBLog):
  *
- *   dw_snapshot_chunk_read()   emits the low watermark (pg_logical_emit_message, prefix
- *                              "dwasync", transactional), reads up to rows rows after
+ *   dw_snapshot_chunk_begin()  emits the low watermark (pg_logical_emit_message, prefix
+ *   and _continue()            "dwasync", transactional), reads up to rows rows after
  *                              last_key matching the request's condition (the maps'
  *                              filters, an operator's predicate; read-only, see
  *                              dw_snapshot_condition_ok()) ordered by the replica identity
@@ -80,7 +80,7 @@ struct dw_snapshot_options {
  * crash it resumes at the recorded key (a chunk whose progress was not recorded is read
  * again: harmless, upserts). Deletes committed meanwhile arrive through the stream.
  *
- * Ownership: a chunk is created by dw_snapshot_chunk_read() and freed by
+ * Ownership: a chunk is created by dw_snapshot_chunk_begin() and freed by
  * dw_snapshot_chunk_free() (NULL accepted); the request and connection are borrowed for
  * the call. The connection is a normal source session opened by dw_stream_connect().
  */
@@ -111,11 +111,22 @@ bool dw_snapshot_condition_ok(const char *condition, const char **why);
 struct dw_snapshot_chunk;
 
 /*
- * Reads the next chunk of rows rows (0 = 10000); tag makes the watermarks unique (job,
- * process, chunk number). DW_ERR_UNSUPPORTED for a table without a replica identity key.
+ * Starts reading the next chunk of rows rows (0 = 10000): emits the low watermark and sends
+ * the read, whose rows the server sends while the caller does other work; tag makes the
+ * watermarks unique (job, process, chunk number). DW_ERR_UNSUPPORTED for a table without a
+ * replica identity key. Until the read is done, conn is the chunk's, and the stream must not
+ * be read: its low watermark may come before the rows it is checked against.
  */
-dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req, int64_t rows,
-                             const char *tag, struct dw_snapshot_chunk **out);
+dw_rc dw_snapshot_chunk_begin(PGconn *conn, const struct dw_snapshot_request *req, int64_t rows,
+                              const char *tag, struct dw_snapshot_chunk **out);
+
+/* Takes what the server has sent of the read (call it when PQsocket(conn) is readable); *done
+ * once every row is in and the high watermark is written. On an error the chunk is to be
+ * freed: its read is given up. */
+dw_rc dw_snapshot_chunk_continue(PGconn *conn, struct dw_snapshot_chunk *c, bool *done);
+
+/* Whether the chunk's read is still under way. */
+bool dw_snapshot_chunk_reading(const struct dw_snapshot_chunk *c);
 
 /* DW_SNAPSHOT_LOW or DW_SNAPSHOT_HIGH when m is one of this chunk's watermarks, else 0. */
 int dw_snapshot_chunk_watermark(struct dw_snapshot_chunk *c, const struct dw_logical_message *m);

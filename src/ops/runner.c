@@ -952,9 +952,49 @@ static bool stale_chunk(struct runner *r)
     return false;
 }
 
+/* A chunk's read ended (rc): kept, read again later, or the copy's connection made again. */
+static dw_rc copy_read_ended(struct runner *r, dw_rc rc)
+{
+    struct copy *cp = &r->copy;
+    if (rc == DW_OK && stale_chunk(r)) {
+        dw_snapshot_chunk_free(cp->chunk); /* its watermarks will match no chunk */
+        cp->chunk = NULL;
+        cp->retry_at_ms = dw_clock_ms() + cp->stale_retry_ms;
+        return DW_OK;
+    }
+    if (rc == DW_OK)
+        cp->waiting_xid = 0; /* seen at last (a failed read says nothing of it) */
+    if (rc == DW_ERR_PG) {
+        /* The source went away: the stream reconnects by itself, so does the copy. */
+        cp->retry_at_ms = dw_clock_ms() + 1000;
+        return DW_OK;
+    }
+    return rc;
+}
+
+/* Whether a chunk is being read: the stream waits (snapshot.h), the sink goes on. */
+static bool copy_reading(const struct runner *r)
+{
+    return r->copy.chunk && dw_snapshot_chunk_reading(r->copy.chunk);
+}
+
+/* Takes the rows of the chunk being read as the server sends them. */
+static dw_rc copy_read_on(struct runner *r)
+{
+    struct copy *cp = &r->copy;
+    bool done = false;
+    dw_rc rc = dw_snapshot_chunk_continue(cp->conn, cp->chunk, &done);
+    if (rc != DW_OK) {
+        dw_snapshot_chunk_free(cp->chunk);
+        cp->chunk = NULL;
+    }
+    return rc == DW_OK && !done ? DW_OK : copy_read_ended(r, rc);
+}
+
 /*
- * Moves the copy on: records the progress of chunks the checkpoint has passed,
- * reads the next chunk when none is in flight, and marks the sync done at the end.
+ * Moves the copy on: records the progress of chunks the checkpoint has passed, takes the
+ * rows of the chunk being read, starts reading the next when none is in flight, and marks
+ * the sync done at the end.
  */
 static dw_rc copy_tend(struct runner *r)
 {
@@ -1015,6 +1055,8 @@ static dw_rc copy_tend(struct runner *r)
         copy_cleanup(cp);
         return DW_OK;
     }
+    if (copy_reading(r))
+        return copy_read_on(r);
     if (cp->chunk || cp->cur == cp->nreqs || r->paused || !dw_pipeline_accepting(r->pipeline) ||
         dw_clock_ms() < cp->retry_at_ms)
         return DW_OK;
@@ -1038,21 +1080,8 @@ static dw_rc copy_tend(struct runner *r)
     int64_t rows = r->config.source.snapshot_fetch_rows < r->config.apply.window_rows
                        ? r->config.source.snapshot_fetch_rows
                        : r->config.apply.window_rows;
-    rc = dw_snapshot_chunk_read(cp->conn, &req, rows, tag, &cp->chunk);
-    if (rc == DW_OK && stale_chunk(r)) {
-        dw_snapshot_chunk_free(cp->chunk); /* its watermarks will match no chunk */
-        cp->chunk = NULL;
-        cp->retry_at_ms = dw_clock_ms() + cp->stale_retry_ms;
-        return DW_OK;
-    }
-    if (rc == DW_OK)
-        cp->waiting_xid = 0; /* seen at last (a failed read says nothing of it) */
-    if (rc == DW_ERR_PG) {
-        /* The source went away: the stream reconnects by itself, so does the copy. */
-        cp->retry_at_ms = dw_clock_ms() + 1000;
-        return DW_OK;
-    }
-    return rc;
+    rc = dw_snapshot_chunk_begin(cp->conn, &req, rows, tag, &cp->chunk);
+    return rc == DW_OK ? DW_OK : copy_read_ended(r, rc);
 }
 
 static dw_rc open_stream(struct runner *r, bool create_slot)
@@ -1498,9 +1527,16 @@ static bool caught_up(struct runner *r)
 static int stream_watch_fd(void *user)
 {
     struct runner *r = user;
-    if (!r->waiting || r->paused || !dw_pipeline_accepting(r->pipeline))
+    if (!r->waiting || r->paused || copy_reading(r) || !dw_pipeline_accepting(r->pipeline))
         return -1;
     return dw_stream_fd(r->stream);
+}
+
+/* The copy's connection while it reads a chunk, in the same wait: its rows end the wait. */
+static int copy_watch_fd(void *user)
+{
+    struct runner *r = user;
+    return r->waiting && copy_reading(r) ? PQsocket(r->copy.conn) : -1;
 }
 
 /* The control connection's socket (NOTIFYs of replays and skips), in the same wait. */
@@ -1558,7 +1594,7 @@ static dw_rc stream_turns(struct runner *r)
 
         /* Read while the pipeline has room; a full budget means more may be buffered. */
         bool more = false;
-        size_t room = r->paused ? 0 : dw_pipeline_room(r->pipeline);
+        size_t room = r->paused || copy_reading(r) ? 0 : dw_pipeline_room(r->pipeline);
         if (room > 0) {
             size_t budget = room < STEP_BUDGET ? room : STEP_BUDGET;
             uint64_t reconnects = dw_stream_reconnects(r->stream);
@@ -1643,17 +1679,20 @@ static dw_rc stream_turns(struct runner *r)
 }
 
 /*
- * The event loop of an active job: the stream's and the control connection's sockets are
- * watched on the loop while it runs, each turn on the descriptor its connection has then
- * (both change with reconnects: loop.h's watches).
+ * The event loop of an active job: the stream's, the control connection's and (while it
+ * reads a chunk) the copy's sockets are watched on the loop while it runs, each turn on the
+ * descriptor its connection has then (both change with reconnects: loop.h's watches).
  */
 static dw_rc stream_loop(struct runner *r)
 {
     struct dw_loop_watch *stream = dw_loop_watch_new(r->loop, stream_watch_fd, DW_LOOP_IN,
                                                      on_wakeup_fd, r),
                          *control = dw_loop_watch_new(r->loop, control_watch_fd, DW_LOOP_IN,
-                                                      on_control_ready, r);
+                                                      on_control_ready, r),
+                         *copy =
+                             dw_loop_watch_new(r->loop, copy_watch_fd, DW_LOOP_IN, on_wakeup_fd, r);
     dw_rc rc = stream_turns(r);
+    dw_loop_watch_free(copy);
     dw_loop_watch_free(control);
     dw_loop_watch_free(stream);
     return rc;

@@ -238,6 +238,8 @@ struct dw_snapshot_chunk {
     char *low, *high;        /* the watermarks' contents */
     bool window_open;
     bool final;
+    bool reading;   /* its SELECT sent, its rows not yet in (dw_snapshot_chunk_continue) */
+    int64_t asked;  /* rows asked for: fewer read means the table's last chunk */
     char *last_key; /* JSON array of the last row's key texts; NULL when no row */
 };
 
@@ -355,11 +357,13 @@ static bool xid_precedes(uint32_t a, uint32_t b)
 }
 
 /*
- * The SELECT of one chunk: rows after last_key in key order, LIMIT rows. With seen, in a
- * REPEATABLE READ transaction whose snapshot it describes.
+ * Sends the SELECT of one chunk: rows after last_key in key order, LIMIT rows. With seen, in
+ * a REPEATABLE READ transaction whose snapshot it describes. chunk_select_receive() takes its
+ * rows and ends the transaction.
  */
-static dw_rc chunk_select(PGconn *conn, const struct dw_snapshot_chunk *c, const char *condition,
-                          json_t *last, int64_t rows, struct read_snapshot *seen, PGresult **out)
+static dw_rc chunk_select_send(PGconn *conn, const struct dw_snapshot_chunk *c,
+                               const char *condition, json_t *last, int64_t rows,
+                               struct read_snapshot *seen)
 {
     struct dw_buf sql;
     dw_buf_init(&sql, 0);
@@ -432,18 +436,10 @@ static dw_rc chunk_select(PGconn *conn, const struct dw_snapshot_chunk *c, const
             goto out;
         }
     }
-    res = PQexecParams(conn, dw_buf_str(&sql), np, types, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = dw_pg_fail(conn, res, "reading a chunk of a copy");
-        PQclear(res);
-        (void)dw_pg_exec(conn, "reading a chunk of a copy", "ROLLBACK");
-        goto out;
+    if (!PQsendQueryParams(conn, dw_buf_str(&sql), np, types, params, NULL, NULL, 0)) {
+        rc = dw_pg_fail(conn, NULL, what);
+        (void)dw_pg_exec(conn, what, "ROLLBACK");
     }
-    if ((rc = dw_pg_exec(conn, "reading a chunk of a copy", "COMMIT")) != DW_OK) {
-        PQclear(res);
-        goto out;
-    }
-    *out = res;
 out:
     PQfreemem(qs);
     PQfreemem(qt);
@@ -452,13 +448,41 @@ out:
     return rc;
 }
 
-dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req, int64_t rows,
-                             const char *tag, struct dw_snapshot_chunk **out)
+/* The rows of the SELECT chunk_select_send() sent (blocking until they are all in, unless
+ * PQisBusy() says they are), and the end of its transaction. */
+static dw_rc chunk_select_receive(PGconn *conn, PGresult **out)
+{
+    const char *what = "reading a chunk of a copy";
+    PGresult *res = PQgetResult(conn), *extra;
+    while ((extra = PQgetResult(conn)) != NULL)
+        PQclear(extra);
+    dw_rc rc = DW_OK;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = dw_pg_fail(conn, res, what);
+        PQclear(res);
+        (void)dw_pg_exec(conn, what, "ROLLBACK");
+        return rc;
+    }
+    if ((rc = dw_pg_exec(conn, what, "COMMIT")) != DW_OK) {
+        PQclear(res);
+        return rc;
+    }
+    *out = res;
+    return DW_OK;
+}
+
+static dw_rc chunk_select(PGconn *conn, const struct dw_snapshot_chunk *c, const char *condition,
+                          json_t *last, int64_t rows, struct read_snapshot *seen, PGresult **out)
+{
+    dw_rc rc = chunk_select_send(conn, c, condition, last, rows, seen);
+    return rc == DW_OK ? chunk_select_receive(conn, out) : rc;
+}
+
+dw_rc dw_snapshot_chunk_begin(PGconn *conn, const struct dw_snapshot_request *req, int64_t rows,
+                              const char *tag, struct dw_snapshot_chunk **out)
 {
     struct dw_snapshot_chunk *c = dw_calloc(1, sizeof *c);
     json_t *last = NULL;
-    struct dw_buf key;
-    dw_buf_init(&key, 0);
     dw_rc rc = describe_table(conn, req->table, &c->rel);
     if (rc != DW_OK)
         goto out;
@@ -491,20 +515,51 @@ dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req
     }
     c->low = dw_asprintf("%s low", tag);
     c->high = dw_asprintf("%s high", tag);
+    c->asked = rows > 0 ? rows : 10000;
     /* DBLog's order: low watermark, read, high watermark, each committed on its own. A
      * change the stream shows between the two may or may not be in what was read; the
      * stream's version wins for those keys (dw_snapshot_chunk_observe), as it does for a
      * change before the low watermark whose transaction the read did not see. */
     if ((rc = emit_watermark(conn, c->low)) != DW_OK)
         goto out;
-    if ((rc = chunk_select(conn, c, req->condition, last, rows > 0 ? rows : 10000, &c->seen,
-                           &c->rows)) != DW_OK)
+    if ((rc = chunk_select_send(conn, c, req->condition, last, c->asked, &c->seen)) != DW_OK)
         goto out;
-    if ((rc = emit_watermark(conn, c->high)) != DW_OK)
-        goto out;
+    c->reading = true;
+out:
+    json_decref(last);
+    if (rc != DW_OK) {
+        dw_snapshot_chunk_free(c);
+        return rc;
+    }
+    *out = c;
+    return DW_OK;
+}
+
+bool dw_snapshot_chunk_reading(const struct dw_snapshot_chunk *c)
+{
+    return c->reading;
+}
+
+dw_rc dw_snapshot_chunk_continue(PGconn *conn, struct dw_snapshot_chunk *c, bool *done)
+{
+    *done = !c->reading;
+    if (!c->reading)
+        return DW_OK;
+    if (!PQconsumeInput(conn))
+        return dw_pg_fail(conn, NULL, "reading a chunk of a copy");
+    if (PQisBusy(conn))
+        return DW_OK;
+    c->reading = false;
+    dw_rc rc = chunk_select_receive(conn, &c->rows);
+    if (rc == DW_OK)
+        rc = emit_watermark(conn, c->high);
+    if (rc != DW_OK)
+        return rc;
     int n = PQntuples(c->rows);
-    c->final = n < (rows > 0 ? rows : 10000);
+    c->final = n < c->asked;
     c->dropped = dw_calloc((size_t)n + 1, sizeof *c->dropped);
+    struct dw_buf key;
+    dw_buf_init(&key, 0);
     for (int r = 0; r < n; r++) {
         dw_buf_reset(&key);
         for (int k = 0; k < c->nkeys; k++)
@@ -522,6 +577,7 @@ dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req
         else
             HASH_ADD_STR(c->index, key, e);
     }
+    dw_buf_cleanup(&key);
     if (n > 0) {
         json_t *k = json_array();
         for (int j = 0; j < c->nkeys; j++)
@@ -531,14 +587,7 @@ dw_rc dw_snapshot_chunk_read(PGconn *conn, const struct dw_snapshot_request *req
         c->last_key = dw_json_dumps(k);
         json_decref(k);
     }
-out:
-    json_decref(last);
-    dw_buf_cleanup(&key);
-    if (rc != DW_OK) {
-        dw_snapshot_chunk_free(c);
-        return rc;
-    }
-    *out = c;
+    *done = true;
     return DW_OK;
 }
 
