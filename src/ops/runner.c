@@ -1610,7 +1610,10 @@ static dw_rc stream_turns(struct runner *r)
             if (rc != DW_OK && rc != DW_ERR_RETRY)
                 return rc;
         }
-        dw_pipeline_stream_drained(r->pipeline, room > 0 && !more);
+        /* A stream that waits for a chunk's read is neither drained nor behind: the windows
+         * keep the size they learnt (window.h). */
+        if (!copy_reading(r))
+            dw_pipeline_stream_drained(r->pipeline, room > 0 && !more);
         bool flush = r->opts->until_caught_up || r->paused;
         rc = dw_pipeline_poll(r->pipeline, flush);
         if (rc != DW_OK && rc != DW_ERR_PG)
