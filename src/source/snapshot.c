@@ -471,6 +471,7 @@ static dw_rc chunk_select_receive(PGconn *conn, PGresult **out)
     return DW_OK;
 }
 
+/* The SELECT of one chunk, sent and waited for (dw_snapshot_scan(), which only reads). */
 static dw_rc chunk_select(PGconn *conn, const struct dw_snapshot_chunk *c, const char *condition,
                           json_t *last, int64_t rows, struct read_snapshot *seen, PGresult **out)
 {
