@@ -170,28 +170,34 @@ void dw_replay_complete(struct dw_replay *r, void *token, const struct dw_write_
     DW_WARN("replay completion for an unknown write ignored");
 }
 
-/* The applied rows of a resolve statement received: counted, logged, their slots freed,
- * each emptied queue reported. remaining[] follows the resolving slots in slot order, the
- * order finish_slots() sent their ids in. */
+/* The applied rows of a resolve statement received: counted, logged (one line, and one a row
+ * at debug: a bulk replay's thousands of rows are in the error table, resolved, not in the
+ * log), their slots freed, each emptied queue reported. remaining[] follows the resolving
+ * slots in slot order, the order finish_slots() sent their ids in. */
 static void rows_resolved(struct dw_replay *r, const int *remaining)
 {
-    size_t k = 0;
+    size_t k = 0, emptied = 0;
     for (int i = 0; i < r->nslots; i++) {
         struct slot *s = &r->slots[i];
         if (!s->resolving)
             continue;
         const struct dw_errstored *row = &s->row;
         r->stats.resolved++;
-        DW_LOGF(DW_LOG_INFO, DW_FIELDS({"table", row->source_table}, {"key", row->key_text}),
+        DW_LOGF(DW_LOG_DEBUG, DW_FIELDS({"table", row->source_table}, {"key", row->key_text}),
                 "replayed error %" PRId64 ": applied, %d row(s) left in its key's queue", row->id,
                 remaining[k]);
         if (remaining[k++] == 0) {
+            emptied++;
             r->stats.unblocked++;
             if (r->ops->unblocked)
                 r->ops->unblocked(r->user, row->map_id, row->key_text);
         }
         slot_release(s);
     }
+    if (k > 0)
+        DW_INFO("replayed %zu error row%s: applied and resolved; %zu key%s left with nothing "
+                "queued",
+                k, k == 1 ? "" : "s", emptied, emptied == 1 ? "" : "s");
 }
 
 static dw_rc row_failed(struct dw_replay *r, const struct dw_errstored *row,

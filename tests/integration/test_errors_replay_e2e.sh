@@ -69,8 +69,11 @@ psql_q "UPDATE dwasync.table_map m SET column_mappings = (
 before=$(acct usmf C0000002 versionnumber)
 out=$(dw --verbose errors replay --all --job fno_sample --table customers_organizations 2>&1)
 check_contains "the fixed replay applies head and follower" "replayed 2 rows: 2 resolved, 0 failed again" "$out"
-check_eq "each replayed row's outcome is logged at info" 2 \
-    "$(grep -c 'level=info msg="replayed error [0-9]*: applied' <<<"$out")"
+check_eq "each replayed row's outcome is logged at debug" 2 \
+    "$(grep -c 'level=debug msg="replayed error [0-9]*: applied' <<<"$out")"
+check_eq "and counted in a line at info for each batch resolved" 2 \
+    "$(sed -n 's/.*level=info msg="replayed \([0-9]*\) error rows\{0,1\}: applied and resolved.*/\1/p' \
+        <<<"$out" | awk '{ n += $1 } END { print n + 0 }')"
 check_eq "the final state has the follower's name (applied after the head)" "Renamed 1" "$(acct usmf C0000001 name)"
 check_eq "and the head's on-hold status through the fixed map" "806380005" "$(acct usmf C0000001 msdyn_onholdstatus)"
 check_eq "both rows resolved" "resolved resolved" \
