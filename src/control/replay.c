@@ -209,11 +209,22 @@ static dw_rc row_failed(struct dw_replay *r, const struct dw_errstored *row,
     r->stats.failed++;
     char http[16];
     snprintf(http, sizeof http, "%d", res->http_status);
-    DW_LOGF(DW_LOG_WARN,
+    DW_LOGF(DW_LOG_DEBUG,
             DW_FIELDS({"table", row->source_table}, {"key", row->key_text}, {"status", http},
                       {"code", res->code}),
             "replay of error %" PRId64 " failed again: %s", row->id, res->message);
     return DW_OK;
+}
+
+/* One line for the rows of a pump that failed again (each is in the error table, and in the
+ * log at debug), naming the first. */
+static void log_failed_again(size_t n, const struct dw_errstored *first, const char *message)
+{
+    if (n == 0)
+        return;
+    DW_LOGF(DW_LOG_WARN, DW_FIELDS({"table", first->source_table}),
+            "replay: %zu error row%s failed again and stay%s open; error %" PRId64 ": %s", n,
+            n == 1 ? "" : "s", n == 1 ? "s" : "", first->id, message);
 }
 
 /*
@@ -234,6 +245,9 @@ static dw_rc finish_slots(struct dw_replay *r, bool *any, size_t *sending)
         return DW_ERR_PG;
     int64_t *ids = dw_calloc((size_t)r->max + 1, sizeof *ids);
     dw_rc rc = DW_OK;
+    size_t failed = 0;
+    struct dw_errstored first = {0};
+    char *first_message = NULL;
     for (int i = 0; i < r->nslots && rc == DW_OK; i++) {
         struct slot *s = &r->slots[i];
         if (!s->used || !s->done)
@@ -251,9 +265,18 @@ static dw_rc finish_slots(struct dw_replay *r, bool *any, size_t *sending)
             .payload = s->payload,
             .missing_parent = s->missing_parent,
         };
-        if ((rc = row_failed(r, &s->row, &res, s->target_id)) == DW_OK)
-            slot_release(s);
+        if ((rc = row_failed(r, &s->row, &res, s->target_id)) != DW_OK)
+            break;
+        if (failed++ == 0) {
+            first = s->row; /* taken from the slot, which is released */
+            memset(&s->row, 0, sizeof s->row);
+            first_message = dw_strdup(res.message);
+        }
+        slot_release(s);
     }
+    log_failed_again(failed, &first, first_message);
+    dw_errstored_cleanup(&first);
+    free(first_message);
     if (rc == DW_OK && *sending > 0)
         rc = dw_errtable_mark_resolved_send(r->conn, ids, *sending);
     if (rc == DW_OK)

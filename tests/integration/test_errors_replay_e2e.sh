@@ -43,6 +43,11 @@ check_eq "the same customer in another company kept flowing" "806380000" "$(acct
 out=$(dw --verbose errors replay --all --job fno_sample --table customers_organizations 2>&1)
 check_contains "a replay before the fix queues the key" "queued 2 rows for replay" "$out"
 check_contains "and fails again" "0 resolved, 1 failed again" "$out"
+check_contains "one warning for the rows of a batch that failed again, naming the first" \
+    "level=warn msg=\"replay: 1 error row failed again and stays open; error $(psql_q "SELECT id
+        FROM dwasync.error WHERE map_name = 'customers_organizations' AND status = 'open'"): " "$out"
+check_eq "each row that failed again is in the log at debug" 1 \
+    "$(grep -c 'level=debug msg="replay of error [0-9]* failed again' <<<"$out")"
 check_contains "a bulk replay reports its progress" "replay: 1/2 rows" "$out"
 check_eq "attempts counted" "2" "$(psql_q "SELECT attempts FROM dwasync.error WHERE map_name = 'customers_organizations' AND status = 'open'")"
 
