@@ -183,13 +183,18 @@ dw_rc dw_errtable_claim(PGconn *conn, int64_t job_id, const struct dw_errkey *bu
 dw_rc dw_errtable_mark_resolved_send(PGconn *conn, const int64_t *ids, size_t n);
 dw_rc dw_errtable_mark_resolved_receive(PGconn *conn, size_t n, int *remaining);
 
+/* A replayed head that failed again: its new error (borrowed) and target (may be NULL). */
+struct dw_errfailure {
+    int64_t id;
+    const struct dw_write_result *result;
+    const char *target_id;
+};
+
 /*
- * Puts a replaying head back to open with a new error (attempts + 1); its followers wait.
- * r's pointers are borrowed; target_id may be NULL. A row that is no longer replaying
- * (skipped meanwhile) is left alone.
+ * Puts replaying heads back to open with their new errors (attempts + 1), in one statement;
+ * their followers wait. A row that is no longer replaying (skipped meanwhile) is left alone.
  */
-dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_result *r,
-                              const char *target_id);
+dw_rc dw_errtable_mark_failed(PGconn *conn, const struct dw_errfailure *failures, size_t n);
 
 /* Deletes resolved/skipped rows older than days (job_id 0: all jobs); *purged may be NULL. */
 dw_rc dw_errtable_purge(PGconn *conn, int64_t job_id, int days, int64_t *purged);

@@ -570,31 +570,56 @@ dw_rc dw_errtable_mark_resolved_receive(PGconn *conn, size_t n, int *remaining)
     return rc;
 }
 
-dw_rc dw_errtable_mark_failed(PGconn *conn, int64_t id, const struct dw_write_result *r,
-                              const char *target_id)
+dw_rc dw_errtable_mark_failed(PGconn *conn, const struct dw_errfailure *failures, size_t n)
 {
-    char idtext[24], http[16];
-    char *payload = r->payload ? dw_redact_str(r->payload) : NULL;
-    char *message = dw_redact_str(r->message ? r->message : "");
-    enum dw_error_class c =
-        r->error_class == DW_ERRCLASS_NONE ? DW_ERRCLASS_UNKNOWN : r->error_class;
-    snprintf(idtext, sizeof idtext, "%" PRId64, id);
-    snprintf(http, sizeof http, "%d", r->http_status);
-    const char *params[] = {idtext,
-                            dw_error_class_name(c),
-                            r->http_status ? http : NULL,
-                            r->code,
-                            message,
-                            payload,
-                            r->missing_parent,
-                            target_id};
+    if (n == 0)
+        return DW_OK;
+    /* As insert_errors()'s rows: the scalars through jansson, the payload spliced in. */
+    struct dw_buf doc;
+    dw_buf_init(&doc, 0);
+    dw_rc rc = dw_buf_putc(&doc, '[');
+    for (size_t i = 0; i < n && rc == DW_OK; i++) {
+        const struct dw_write_result *r = failures[i].result;
+        char *payload = r->payload ? dw_redact_str(r->payload) : NULL;
+        char *message = dw_redact_str(r->message ? r->message : "");
+        enum dw_error_class c =
+            r->error_class == DW_ERRCLASS_NONE ? DW_ERRCLASS_UNKNOWN : r->error_class;
+        json_t *o = json_object();
+        json_object_set_new(o, "id", json_integer(failures[i].id));
+        json_object_set_new(o, "class", json_string(dw_error_class_name(c)));
+        json_object_set_new(o, "http_status",
+                            r->http_status ? json_integer(r->http_status) : json_null());
+        json_object_set_new(o, "dv_code", str_or_null(r->code));
+        json_object_set_new(o, "message", json_string(message));
+        json_object_set_new(o, "missing_parent", str_or_null(r->missing_parent));
+        json_object_set_new(o, "target_id", str_or_null(failures[i].target_id));
+        if ((rc = dw_buf_puts(&doc, i ? ",{" : "{")) == DW_OK &&
+            (rc = dw_json_append_members(&doc, o)) == DW_OK &&
+            (rc = put_text_member(&doc, "payload", payload)) == DW_OK)
+            rc = dw_buf_putc(&doc, '}');
+        json_decref(o);
+        free(payload);
+        free(message);
+    }
+    if (rc == DW_OK)
+        rc = dw_buf_putc(&doc, ']');
+    const char *params[] = {dw_buf_str(&doc)};
     PGresult *res = NULL;
-    dw_rc rc = dw_pg_query(conn, "recording a replay failure",
-                           "SELECT dwasync.replay_failed($1, $2, $3, $4, $5, $6::jsonb, $7, $8)", 8,
-                           params, &res);
+    /* dwasync.replay_failed() for the whole batch in one statement. */
+    if (rc == DW_OK)
+        rc = dw_pg_query(
+            conn, "recording replay failures",
+            "UPDATE dwasync.error e SET status = 'open', class = f.class, "
+            "http_status = f.http_status, dv_code = nullif(f.dv_code, ''), "
+            "message = coalesce(f.message, ''), payload = coalesce(f.payload, e.payload), "
+            "missing_parent = f.missing_parent, target_id = coalesce(f.target_id, e.target_id), "
+            "attempts = e.attempts + 1, last_failed_at = now() "
+            "FROM jsonb_to_recordset($1::jsonb) AS f(id bigint, class text, http_status integer, "
+            "dv_code text, message text, payload jsonb, missing_parent text, target_id text) "
+            "WHERE e.id = f.id AND e.status = 'replaying'",
+            1, params, &res);
     PQclear(res);
-    free(payload);
-    free(message);
+    dw_buf_cleanup(&doc);
     return rc;
 }
 

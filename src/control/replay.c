@@ -200,37 +200,74 @@ static void rows_resolved(struct dw_replay *r, const int *remaining)
                 k, k == 1 ? "" : "s", emptied, emptied == 1 ? "" : "s");
 }
 
-static dw_rc row_failed(struct dw_replay *r, const struct dw_errstored *row,
-                        const struct dw_write_result *res, const char *target_id)
+/* An answered slot's failure, as the error table records it (pointers into the slot). */
+static struct dw_write_result slot_result(const struct slot *s)
 {
-    dw_rc rc = dw_errtable_mark_failed(r->conn, row->id, res, target_id);
-    if (rc != DW_OK)
-        return rc;
-    r->stats.failed++;
-    char http[16];
-    snprintf(http, sizeof http, "%d", res->http_status);
-    DW_LOGF(DW_LOG_DEBUG,
-            DW_FIELDS({"table", row->source_table}, {"key", row->key_text}, {"status", http},
-                      {"code", res->code}),
-            "replay of error %" PRId64 " failed again: %s", row->id, res->message);
-    return DW_OK;
+    return (struct dw_write_result){
+        .status = s->status,
+        .error_class = s->error_class,
+        .http_status = s->http_status,
+        .code = s->code ? s->code : "",
+        .message = s->message ? s->message : "",
+        .payload = s->payload,
+        .missing_parent = s->missing_parent,
+    };
 }
 
-/* One line for the rows of a pump that failed again (each is in the error table, and in the
- * log at debug), naming the first. */
-static void log_failed_again(size_t n, const struct dw_errstored *first, const char *message)
+/* Whether a slot holds a write answered with a failure. */
+static bool slot_failed(const struct slot *s)
 {
-    if (n == 0)
-        return;
-    DW_LOGF(DW_LOG_WARN, DW_FIELDS({"table", first->source_table}),
-            "replay: %zu error row%s failed again and stay%s open; error %" PRId64 ": %s", n,
-            n == 1 ? "" : "s", n == 1 ? "s" : "", first->id, message);
+    return s->used && s->done && s->status != DW_WRITE_APPLIED;
 }
 
 /*
- * Records the answered slots that failed, one by one, and sends the statement that resolves
- * the applied ones (*sending: how many; their slots are marked resolving). *any tells
- * whether there was an answer.
+ * Records the answered slots that failed, in one statement, and frees them. Each is logged
+ * at debug, and all in one warning naming the first: a bulk replay still refused is
+ * thousands of rows, each in the error table.
+ */
+static dw_rc rows_failed(struct dw_replay *r)
+{
+    struct dw_errfailure *failures = dw_calloc((size_t)r->nslots + 1, sizeof *failures);
+    struct dw_write_result *results = dw_calloc((size_t)r->nslots + 1, sizeof *results);
+    size_t n = 0;
+    for (int i = 0; i < r->nslots; i++) {
+        if (!slot_failed(&r->slots[i]))
+            continue;
+        results[n] = slot_result(&r->slots[i]);
+        failures[n] =
+            (struct dw_errfailure){r->slots[i].row.id, &results[n], r->slots[i].target_id};
+        n++;
+    }
+    dw_rc rc = dw_errtable_mark_failed(r->conn, failures, n);
+    bool said = false;
+    for (int i = 0; rc == DW_OK && i < r->nslots; i++) {
+        struct slot *s = &r->slots[i];
+        if (!slot_failed(s))
+            continue;
+        struct dw_write_result res = slot_result(s);
+        if (!said)
+            DW_LOGF(DW_LOG_WARN, DW_FIELDS({"table", s->row.source_table}),
+                    "replay: %zu error row%s failed again and stay%s open; error %" PRId64 ": %s",
+                    n, n == 1 ? "" : "s", n == 1 ? "s" : "", s->row.id, res.message);
+        said = true;
+        char http[16];
+        snprintf(http, sizeof http, "%d", res.http_status);
+        DW_LOGF(DW_LOG_DEBUG,
+                DW_FIELDS({"table", s->row.source_table}, {"key", s->row.key_text},
+                          {"status", http}, {"code", res.code}),
+                "replay of error %" PRId64 " failed again: %s", s->row.id, res.message);
+        r->stats.failed++;
+        slot_release(s);
+    }
+    free(results);
+    free(failures);
+    return rc;
+}
+
+/*
+ * Records the answered slots that failed and sends the statement that resolves the applied
+ * ones (*sending: how many; their slots are marked resolving). *any tells whether there was
+ * an answer.
  */
 static dw_rc finish_slots(struct dw_replay *r, bool *any, size_t *sending)
 {
@@ -243,46 +280,16 @@ static dw_rc finish_slots(struct dw_replay *r, bool *any, size_t *sending)
     /* Sent and answered, their rows not yet recorded: a crash replays them again. */
     if (DW_FAILPOINT("replay_before_resolve"))
         return DW_ERR_PG;
+    dw_rc rc = rows_failed(r);
     int64_t *ids = dw_calloc((size_t)r->max + 1, sizeof *ids);
-    dw_rc rc = DW_OK;
-    size_t failed = 0;
-    struct dw_errstored first = {0};
-    char *first_message = NULL;
-    for (int i = 0; i < r->nslots && rc == DW_OK; i++) {
-        struct slot *s = &r->slots[i];
-        if (!s->used || !s->done)
-            continue;
-        if (s->status == DW_WRITE_APPLIED) {
-            ids[(*sending)++] = s->row.id;
-            continue;
-        }
-        struct dw_write_result res = {
-            .status = s->status,
-            .error_class = s->error_class,
-            .http_status = s->http_status,
-            .code = s->code ? s->code : "",
-            .message = s->message ? s->message : "",
-            .payload = s->payload,
-            .missing_parent = s->missing_parent,
-        };
-        if ((rc = row_failed(r, &s->row, &res, s->target_id)) != DW_OK)
-            break;
-        if (failed++ == 0) {
-            first = s->row; /* taken from the slot, which is released */
-            memset(&s->row, 0, sizeof s->row);
-            first_message = dw_strdup(res.message);
-        }
-        slot_release(s);
-    }
-    log_failed_again(failed, &first, first_message);
-    dw_errstored_cleanup(&first);
-    free(first_message);
+    for (int i = 0; i < r->nslots && rc == DW_OK; i++)
+        if (r->slots[i].used && r->slots[i].done)
+            ids[(*sending)++] = r->slots[i].row.id; /* applied: the failed ones are freed */
     if (rc == DW_OK && *sending > 0)
         rc = dw_errtable_mark_resolved_send(r->conn, ids, *sending);
     if (rc == DW_OK)
         for (int i = 0; i < r->nslots; i++)
-            r->slots[i].resolving =
-                r->slots[i].used && r->slots[i].done && r->slots[i].status == DW_WRITE_APPLIED;
+            r->slots[i].resolving = r->slots[i].used && r->slots[i].done;
     else
         *sending = 0;
     free(ids);

@@ -613,10 +613,11 @@ START_TEST(failed_replay_goes_back_to_open_then_fix_and_replay)
      * error and sends nothing. */
     ck_assert_str_eq(f.sent, "K=bad;");
     q_eq(conn,
-         "SELECT string_agg(concat_ws('/', status, attempts, class, http_status, message), ',' "
-         "ORDER BY commit_lsn) FROM dwasync.error WHERE job_id = (SELECT id FROM dwasync.job "
-         "WHERE name = 'again')",
-         "open/2/validation/400/still too long,waiting/0/,"
+         "SELECT string_agg(concat_ws('/', status, attempts, class, http_status, dv_code, message, "
+         "payload, target_id), ',' ORDER BY commit_lsn) FROM dwasync.error WHERE job_id = "
+         "(SELECT id FROM dwasync.job WHERE name = 'again')",
+         "open/2/validation/400/0x80044331/still too long/{\"v\": \"bad\"}/accounts(k),"
+         "waiting/0/,"
          "open/2/mapping/column \"v\": value \"unmappable\" is not in the value map");
     ck_assert_str_eq(f.unblocked, "");
 
