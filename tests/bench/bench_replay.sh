@@ -65,7 +65,7 @@ rss_parked=$(peak)
 dvemu_admin POST privileges '{"revoke": []}' >/dev/null
 t0=$(now)
 dw errors replay --all --job fno_sample >/dev/null || die "errors replay failed"
-e2e_wait_replayed 1800 || die "the replay did not finish"
+e2e_wait_replayed 1800 0.05 || die "the replay did not finish"
 t_replay=$(python3 -c "print($(now) - $t0)")
 resolved=$(psql_q "SELECT count(*) FROM dwasync.error WHERE status = 'resolved'")
 rss=$(peak)
