@@ -230,26 +230,26 @@ static dw_rc rows_failed(struct dw_replay *r)
     struct dw_errfailure *failures = dw_calloc((size_t)r->nslots + 1, sizeof *failures);
     struct dw_write_result *results = dw_calloc((size_t)r->nslots + 1, sizeof *results);
     size_t n = 0;
+    int first = -1;
     for (int i = 0; i < r->nslots; i++) {
         if (!slot_failed(&r->slots[i]))
             continue;
+        first = first < 0 ? i : first;
         results[n] = slot_result(&r->slots[i]);
         failures[n] =
             (struct dw_errfailure){r->slots[i].row.id, &results[n], r->slots[i].target_id};
         n++;
     }
     dw_rc rc = dw_errtable_mark_failed(r->conn, failures, n);
-    bool said = false;
+    if (rc == DW_OK && n > 0)
+        DW_LOGF(DW_LOG_WARN, DW_FIELDS({"table", r->slots[first].row.source_table}),
+                "replay: %zu error row%s failed again and stay%s open; error %" PRId64 ": %s", n,
+                n == 1 ? "" : "s", n == 1 ? "s" : "", r->slots[first].row.id, results[0].message);
     for (int i = 0; rc == DW_OK && i < r->nslots; i++) {
         struct slot *s = &r->slots[i];
         if (!slot_failed(s))
             continue;
         struct dw_write_result res = slot_result(s);
-        if (!said)
-            DW_LOGF(DW_LOG_WARN, DW_FIELDS({"table", s->row.source_table}),
-                    "replay: %zu error row%s failed again and stay%s open; error %" PRId64 ": %s",
-                    n, n == 1 ? "" : "s", n == 1 ? "s" : "", s->row.id, res.message);
-        said = true;
         char http[16];
         snprintf(http, sizeof http, "%d", res.http_status);
         DW_LOGF(DW_LOG_DEBUG,
