@@ -227,21 +227,28 @@ static bool slot_failed(const struct slot *s)
  */
 static dw_rc rows_failed(struct dw_replay *r)
 {
-    struct dw_errfailure *failures = dw_calloc((size_t)r->nslots + 1, sizeof *failures);
-    struct dw_write_result *results = dw_calloc((size_t)r->nslots + 1, sizeof *results);
     size_t n = 0;
     int first = -1;
-    for (int i = 0; i < r->nslots; i++) {
+    for (int i = 0; i < r->nslots; i++)
+        if (slot_failed(&r->slots[i])) {
+            first = first < 0 ? i : first;
+            n++;
+        }
+    if (n == 0)
+        return DW_OK; /* the common case: no array for each pump */
+    struct dw_errfailure *failures = dw_calloc(n, sizeof *failures);
+    struct dw_write_result *results = dw_calloc(n, sizeof *results);
+    n = 0;
+    for (int i = first; i < r->nslots; i++) {
         if (!slot_failed(&r->slots[i]))
             continue;
-        first = first < 0 ? i : first;
         results[n] = slot_result(&r->slots[i]);
         failures[n] =
             (struct dw_errfailure){r->slots[i].row.id, &results[n], r->slots[i].target_id};
         n++;
     }
     dw_rc rc = dw_errtable_mark_failed(r->conn, failures, n);
-    if (rc == DW_OK && n > 0)
+    if (rc == DW_OK)
         DW_LOGF(DW_LOG_WARN, DW_FIELDS({"table", r->slots[first].row.source_table}),
                 "replay: %zu error row%s failed again and stay%s open; error %" PRId64 ": %s", n,
                 n == 1 ? "" : "s", n == 1 ? "s" : "", r->slots[first].row.id, results[0].message);
