@@ -305,7 +305,8 @@ struct dw_sink {
     int probes_failed;
     int64_t probe_at;
     struct dw_aimd aimd;
-    double row_ms; /* the server's time per row of writes, a moving average (plan.c) */
+    double row_ms; /* the server's time per row of writes, a moving average: measured by
+                    * transport.c, requests sized by it in plan.c */
     struct guid_entry *guids;
     size_t guids_ok;             /* entries in state ST_OK */
     struct entry_list to_lookup; /* entries in ST_PENDING: need a lookup */

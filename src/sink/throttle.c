@@ -7,6 +7,7 @@
 #include "dwasync/dvthrottle.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,7 +64,7 @@ size_t dw_requests_for(size_t n, size_t batch, double row_ms, int free_slots)
     double fewest = DW_REQUEST_SERVER_MS / row_ms; /* rows of one request */
     if (fewest >= (double)n)
         return k;
-    size_t min_rows = (size_t)fewest + ((double)(size_t)fewest < fewest);
+    size_t min_rows = (size_t)ceil(fewest);
     size_t spread = n / (min_rows ? min_rows : 1);
     if (spread > (size_t)free_slots)
         spread = (size_t)free_slots;
