@@ -9,7 +9,8 @@
 # not in it. The update commits, and the walsender sends it (small enough for its socket),
 # while the read still waits on the second session; then the read returns the customers as
 # they were. The stream has the update between the chunk's watermarks: the chunk must drop
-# those rows, not be read again. Dataverse must end equal to the source, with no error rows.
+# those rows, not be read again. Dataverse must end equal to the source, with no error rows,
+# and no account's history may go back.
 source "${DWASYNC_SOURCE_DIR:-$(dirname "$0")/../..}/tests/harness/lib.sh"
 e2e_setup
 e2e_load_sample
@@ -72,6 +73,8 @@ check_eq "daemon stops cleanly" 0 $?
 daemon=
 check_eq "the chunk dropped the updated rows and was not read again" 0 \
     "$(grep -cF "committed but not visible yet" "$DW_E2E_DIR/daemon.log")"
+check_eq "no account's credit limit went back (the chunk's older rows never followed the update)" \
+    0 "$(e2e_history_rewinds accounts creditlimit numeric)"
 check_eq "final Dataverse state equals the staging tables" 0 "$(e2e_mismatches)"
 check_eq "no error rows" 0 "$(psql_q "SELECT count(*) FROM dwasync.error")"
 finish
